@@ -1,0 +1,280 @@
+import type {
+  JSONValue,
+  LanguageModelV3,
+  LanguageModelV3CallOptions,
+  LanguageModelV3Content,
+  LanguageModelV3FinishReason,
+  LanguageModelV3Prompt,
+  LanguageModelV3StreamPart,
+  LanguageModelV3Usage,
+} from '@ai-sdk/provider';
+import { z } from 'zod';
+
+/** Upper bounds of a script; larger values are rejected so a test cannot wedge a worker. */
+export const SCRIPT_LIMITS = { steps: 100, tokens: 100_000, delayMs: 60_000 } as const;
+
+const scriptSchema = z
+  .object({
+    steps: z.int().min(1).max(SCRIPT_LIMITS.steps).default(1),
+    tokens: z.int().min(0).max(SCRIPT_LIMITS.tokens).default(5),
+    delayMs: z.int().min(0).max(SCRIPT_LIMITS.delayMs).default(0),
+    tool: z.boolean().default(true),
+    failAtStep: z.int().min(1).max(SCRIPT_LIMITS.steps).optional(),
+  })
+  .strict();
+
+/** A validated script for the scripted model (DESIGN §6), defaults applied. */
+export type Script = z.infer<typeof scriptSchema>;
+
+/**
+ * Reads a script from user text. Returns `null` when the text is not a JSON object with a `script` key
+ * (it then gets the demo answer); throws an `Error` naming the bad field when the script is invalid.
+ */
+export function parseScript(text: string): Script | null {
+  const trimmed = text.trim();
+  if (!trimmed.startsWith('{')) return null;
+  let value: unknown;
+  try {
+    value = JSON.parse(trimmed);
+  } catch {
+    return null;
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value) || !('script' in value)) {
+    return null;
+  }
+  const result = scriptSchema.safeParse((value as { script: unknown }).script ?? {});
+  if (!result.success) {
+    const problems = result.error.issues
+      .map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : 'script'}: ${issue.message}`)
+      .join('; ');
+    throw new Error(
+      `Invalid script (${problems}). Expected {"script": {"steps": 1-${SCRIPT_LIMITS.steps}, ` +
+        `"tokens": 0-${SCRIPT_LIMITS.tokens}, "delayMs": 0-${SCRIPT_LIMITS.delayMs}, "tool": boolean, "failAtStep": integer}}.`,
+    );
+  }
+  return result.data;
+}
+
+/** One model call of the scripted model: what to stream, how fast, and how the step ends. */
+type StepPlan =
+  | { kind: 'fail'; message: string }
+  | {
+      kind: 'answer';
+      deltas: string[];
+      delayMs: number;
+      toolCall?: { toolName: string; input: JSONValue };
+    };
+
+const DEMO_INTRO = 'Hi! Let me look at the clock first.';
+
+function demoAnswer(time: string | undefined): string {
+  const when = time ? `The time is ${time}.` : 'I could not read the clock, but that is fine.';
+  return (
+    `${when} I am the built-in scripted model, and this answer is running as an Outrun run on the server. ` +
+    'Close this tab whenever you like: the run keeps going and every finished step is saved. ' +
+    'Reopen the chat to follow it live from where you left off. ' +
+    'Only the Stop button ends a run early.'
+  );
+}
+
+/** Splits text into word deltas that concatenate back to the text exactly. */
+function words(text: string): string[] {
+  return text.match(/\S+\s*/g) ?? [];
+}
+
+function textOf(content: ReadonlyArray<{ type: string; text?: string }>): string {
+  return content.map((part) => (part.type === 'text' ? (part.text ?? '') : '')).join('');
+}
+
+/** Finds the time the `current_time` tool returned, in whichever output shape it came back. */
+function toolResultTime(prompt: LanguageModelV3Prompt, from: number): string | undefined {
+  for (const message of prompt.slice(from)) {
+    if (message.role !== 'tool') continue;
+    for (const part of message.content) {
+      if (part.type !== 'tool-result' || part.toolName !== 'current_time') continue;
+      const output = part.output;
+      if (output.type === 'text') return output.value;
+      if (output.type === 'json' && output.value !== null && typeof output.value === 'object') {
+        const value = output.value as Record<string, JSONValue | undefined>;
+        const time = value.localTime ?? value.iso;
+        if (typeof time === 'string') {
+          return typeof value.timeZone === 'string' ? `${time} (${value.timeZone})` : time;
+        }
+      }
+    }
+  }
+  return undefined;
+}
+
+function planStep(prompt: LanguageModelV3Prompt, demoDelayMs: number): StepPlan {
+  const lastUserIndex = prompt.findLastIndex((message) => message.role === 'user');
+  const lastUser = prompt[lastUserIndex];
+  const userText = lastUser?.role === 'user' ? textOf(lastUser.content) : '';
+  const step = 1 + prompt.slice(lastUserIndex + 1).filter((message) => message.role === 'tool').length;
+  const script = parseScript(userText);
+
+  if (script === null) {
+    if (step === 1) {
+      return {
+        kind: 'answer',
+        deltas: words(DEMO_INTRO),
+        delayMs: demoDelayMs,
+        toolCall: { toolName: 'current_time', input: {} },
+      };
+    }
+    return {
+      kind: 'answer',
+      deltas: words(demoAnswer(toolResultTime(prompt, lastUserIndex + 1))),
+      delayMs: demoDelayMs,
+    };
+  }
+
+  if (script.failAtStep === step) {
+    return { kind: 'fail', message: `Scripted provider failure at step ${step} (failAtStep: ${step}).` };
+  }
+  const deltas = Array.from({ length: script.tokens }, (_, index) => `s${step}t${index} `);
+  const isLast = step >= script.steps;
+  return {
+    kind: 'answer',
+    deltas,
+    delayMs: script.delayMs,
+    ...(script.tool && !isLast ? { toolCall: { toolName: 'echo', input: { step } } } : {}),
+  };
+}
+
+function abortError(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
+}
+
+/** Waits `ms`, rejecting with the signal's reason as soon as it aborts. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (signal?.aborted) return Promise.reject(abortError(signal));
+  if (ms <= 0) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(abortError(signal as AbortSignal));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** A rough token count: one token per four characters of prompt text, like a typical tokenizer. */
+function estimatePromptTokens(prompt: LanguageModelV3Prompt): number {
+  return Math.max(1, Math.ceil(JSON.stringify(prompt).length / 4));
+}
+
+function usageOf(inputTokens: number, outputTokens: number): LanguageModelV3Usage {
+  return {
+    inputTokens: { total: inputTokens, noCache: inputTokens, cacheRead: 0, cacheWrite: 0 },
+    outputTokens: { total: outputTokens, text: outputTokens, reasoning: 0 },
+  };
+}
+
+async function* streamParts(
+  plan: Extract<StepPlan, { kind: 'answer' }>,
+  options: { modelId: string; callId: number; inputTokens: number; abortSignal: AbortSignal | undefined },
+): AsyncGenerator<LanguageModelV3StreamPart> {
+  const { callId, abortSignal } = options;
+  yield { type: 'stream-start', warnings: [] };
+  yield { type: 'response-metadata', id: `scripted-${callId}`, modelId: options.modelId, timestamp: new Date() };
+  if (plan.deltas.length > 0) {
+    const id = `text-${callId}`;
+    yield { type: 'text-start', id };
+    for (const delta of plan.deltas) {
+      await sleep(plan.delayMs, abortSignal);
+      yield { type: 'text-delta', id, delta };
+    }
+    yield { type: 'text-end', id };
+  }
+  let finishReason: LanguageModelV3FinishReason = { unified: 'stop', raw: 'stop' };
+  if (plan.toolCall) {
+    const toolCallId = `call-${callId}`;
+    const input = JSON.stringify(plan.toolCall.input);
+    yield { type: 'tool-input-start', id: toolCallId, toolName: plan.toolCall.toolName };
+    yield { type: 'tool-input-delta', id: toolCallId, delta: input };
+    yield { type: 'tool-input-end', id: toolCallId };
+    yield { type: 'tool-call', toolCallId, toolName: plan.toolCall.toolName, input };
+    finishReason = { unified: 'tool-calls', raw: 'tool_calls' };
+  }
+  yield { type: 'finish', finishReason, usage: usageOf(options.inputTokens, plan.deltas.length) };
+}
+
+/**
+ * The built-in `scripted` model (DESIGN §6): deterministic answers for tests and a paced demo answer
+ * for anything else. Needs no network and no key.
+ */
+export function createScriptedModel(
+  options: {
+    /** @default 'scripted' */
+    modelId?: string;
+    /** Delay between the words of the demo answer; about 60 words, so ~3 s in total. @default 50 */
+    demoDelayMs?: number;
+  } = {},
+): LanguageModelV3 {
+  const modelId = options.modelId ?? 'scripted';
+  const demoDelayMs = options.demoDelayMs ?? 50;
+  let calls = 0;
+
+  async function doStream(callOptions: LanguageModelV3CallOptions) {
+    const { prompt, abortSignal } = callOptions;
+    if (abortSignal?.aborted) throw abortError(abortSignal);
+    const plan = planStep(prompt, demoDelayMs);
+    // A failing step throws before any part is streamed, the way a provider's HTTP error does.
+    if (plan.kind === 'fail') throw new Error(plan.message);
+    const parts = streamParts(plan, {
+      modelId,
+      callId: ++calls,
+      inputTokens: estimatePromptTokens(prompt),
+      abortSignal,
+    });
+    const stream = new ReadableStream<LanguageModelV3StreamPart>({
+      async pull(controller) {
+        try {
+          const next = await parts.next();
+          if (next.done) controller.close();
+          else controller.enqueue(next.value);
+        } catch (error) {
+          controller.error(error);
+        }
+      },
+      async cancel() {
+        await parts.return(undefined);
+      },
+    });
+    return { stream };
+  }
+
+  return {
+    specificationVersion: 'v3',
+    provider: 'outrun',
+    modelId,
+    supportedUrls: {},
+    doStream,
+    async doGenerate(callOptions) {
+      const { stream } = await doStream(callOptions);
+      const content: LanguageModelV3Content[] = [];
+      let finishReason: LanguageModelV3FinishReason = { unified: 'other', raw: undefined };
+      let usage = usageOf(0, 0);
+      const reader = stream.getReader();
+      for (let next = await reader.read(); !next.done; next = await reader.read()) {
+        const part = next.value;
+        if (part.type === 'text-delta') {
+          const last = content.at(-1);
+          if (last?.type === 'text') last.text += part.delta;
+          else content.push({ type: 'text', text: part.delta });
+        } else if (part.type === 'tool-call') {
+          content.push(part);
+        } else if (part.type === 'finish') {
+          finishReason = part.finishReason;
+          usage = part.usage;
+        }
+      }
+      return { content, finishReason, usage, warnings: [] };
+    },
+  };
+}

@@ -1,0 +1,159 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { LanguageModel } from 'ai';
+import type { FastifyInstance } from 'fastify';
+import pino, { type Logger } from 'pino';
+import { resolveModel } from './agent/providers.ts';
+import { createDefaultToolRegistry, type ToolRegistry } from './agent/tools.ts';
+import { AuthService } from './auth/auth-service.ts';
+import type { Bus } from './bus/bus.ts';
+import { MemoryBus } from './bus/memory-bus.ts';
+import { ChatService } from './chats/chat-service.ts';
+import { loadConfig, type Config } from './config.ts';
+import { Faults } from './faults.ts';
+import { buildServer } from './http/server.ts';
+import { Metrics } from './metrics.ts';
+import { MemoryQueue } from './queue/memory-queue.ts';
+import type { RunQueue } from './queue/queue.ts';
+import { RunEngine } from './runs/run-engine.ts';
+import { RunExecutor } from './runs/run-executor.ts';
+import { RunService } from './runs/run-service.ts';
+import { createDatabase, type DatabaseHandle, type Db } from './store/database.ts';
+import { EventLog } from './stream/event-log.ts';
+
+/** Everything a request handler or a test needs: the services of one Outrun instance. */
+export interface OutrunContext {
+  config: Config;
+  db: Db;
+  auth: AuthService;
+  chats: ChatService;
+  runs: RunService;
+  engine: RunEngine;
+  executor: RunExecutor;
+  log: EventLog;
+  metrics: Metrics;
+  logger: Logger;
+  faults: Faults;
+  tools: ToolRegistry;
+  resolveModel: (modelId: string) => LanguageModel;
+}
+
+export interface CreateOutrunOptions {
+  /** Configuration; fields left out come from the environment and then the defaults. */
+  config?: Partial<Config>;
+  /** An open database (tests pass one loaded from a migrated template). Absent: opened from the config. */
+  database?: DatabaseHandle;
+  logger?: Logger;
+  faults?: Faults;
+  /** The tools the agent may call. @default the built-ins: echo, current_time, calculator */
+  tools?: ToolRegistry;
+  /** Resolves a model id to an AI SDK model. @default `resolveModel` over the providers' env variables */
+  resolveModel?: (modelId: string) => LanguageModel;
+  bus?: Bus;
+  queue?: RunQueue;
+  /** Whether this instance executes runs. @default true */
+  worker?: boolean;
+  /** Whether this instance is alone on its database (embedded mode). @default true without REDIS_URL */
+  singleInstance?: boolean;
+}
+
+export interface Outrun extends OutrunContext {
+  server: FastifyInstance;
+  database: DatabaseHandle;
+  /** Seeds the admin, settles what a previous process left and starts the worker. Returns a new admin key, if one was generated. */
+  start(): Promise<{ generatedAdminKey: string | null }>;
+  /** Listens on the configured host and port; returns the base URL. */
+  listen(): Promise<string>;
+  /** Graceful shutdown: stop accepting, let runs finish or settle them, close the database. */
+  close(options?: { graceMs?: number }): Promise<void>;
+}
+
+/** Builds one Outrun instance: store, event log, run engine and HTTP server, wired together. */
+export async function createOutrun(options: CreateOutrunOptions = {}): Promise<Outrun> {
+  const config = { ...loadConfig(), ...stripUndefined(options.config ?? {}) };
+  const logger = options.logger ?? pino({ level: config.logLevel });
+  const database =
+    options.database ?? (await createDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir }));
+  const db = database.db;
+  const faults = options.faults ?? new Faults();
+  const metrics = new Metrics();
+  const bus = options.bus ?? new MemoryBus();
+  const queue = options.queue ?? new MemoryQueue();
+  const tools = options.tools ?? createDefaultToolRegistry();
+  const resolve = options.resolveModel ?? ((modelId: string) => resolveModel({ modelId }));
+  const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+
+  const log = new EventLog({ db, bus, metrics, logger, faults });
+  const runs = new RunService({ db, log, metrics, logger, faults });
+  const executor = new RunExecutor({
+    db,
+    runs,
+    log,
+    tools,
+    resolveModel: resolve,
+    metrics,
+    logger,
+    faults,
+    instanceId,
+    leaseMs: config.leaseMs,
+  });
+  const engine = new RunEngine({
+    runs,
+    executor,
+    bus,
+    queue,
+    metrics,
+    logger,
+    faults,
+    singleInstance: options.singleInstance ?? !config.redisUrl,
+    sweepIntervalMs: config.sweepIntervalMs,
+    worker: options.worker,
+  });
+  const auth = new AuthService(db);
+  const chats = new ChatService(db);
+  const context: OutrunContext = {
+    config,
+    db,
+    auth,
+    chats,
+    runs,
+    engine,
+    executor,
+    log,
+    metrics,
+    logger,
+    faults,
+    tools,
+    resolveModel: resolve,
+  };
+  const server = buildServer(context);
+  let closed: Promise<void> | null = null;
+
+  return {
+    ...context,
+    server,
+    database,
+    async start() {
+      const { generatedKey } = await auth.seedAdmin({ adminKey: config.adminKey });
+      await engine.start();
+      return { generatedAdminKey: generatedKey };
+    },
+    async listen() {
+      return server.listen({ port: config.port, host: config.host });
+    },
+    close(closeOptions = {}) {
+      closed ??= (async () => {
+        await server.close();
+        await engine.shutdown({ graceMs: closeOptions.graceMs ?? config.shutdownGraceMs });
+        await log.drain();
+        await bus.close();
+        if (!options.database) await database.close();
+      })();
+      return closed;
+    },
+  };
+}
+
+function stripUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,163 @@
+import { sql } from 'kysely';
+import type { Caller } from '../auth/auth-service.ts';
+import { NotFoundError } from '../errors.ts';
+import { newId } from '../ids.ts';
+import type { Db } from '../store/database.ts';
+import type { ChatRow, MessageRow } from '../store/schema.ts';
+
+export interface ChatObject {
+  id: string;
+  title: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface MessageObject {
+  id: string;
+  role: 'user' | 'assistant' | 'system';
+  parts: unknown[];
+  status: 'completed' | 'streaming' | 'error' | 'aborted';
+  runId: string | null;
+  createdAt: string;
+  /**
+   * For a message still streaming: the run's stream sequence number its parts are complete through.
+   * Follow the run with `after=streamSeq` to continue exactly where this snapshot ends. Null once final.
+   */
+  streamSeq: number | null;
+}
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+export const DEFAULT_CHAT_TITLE = 'New chat';
+
+const toChatObject = (row: ChatRow): ChatObject => ({
+  id: row.id,
+  title: row.title,
+  createdAt: row.created_at.toISOString(),
+  updatedAt: row.updated_at.toISOString(),
+});
+
+/** Chats and their messages, always scoped to the caller's workspace and private to their owner. */
+export class ChatService {
+  constructor(private readonly db: Db) {}
+
+  async create(caller: Caller, options: { title?: string }): Promise<ChatObject> {
+    const row = await this.db
+      .insertInto('chats')
+      .values({
+        id: newId('chat'),
+        workspace_id: caller.workspaceId,
+        owner_id: caller.userId,
+        title: options.title?.trim() || DEFAULT_CHAT_TITLE,
+      })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    return toChatObject(row);
+  }
+
+  /** The caller's chat, or `NotFoundError` (also for someone else's chat: existence never leaks). */
+  async get(caller: Caller, chatId: string): Promise<ChatObject> {
+    return toChatObject(await this.getRow(caller, chatId));
+  }
+
+  async getRow(caller: Caller, chatId: string): Promise<ChatRow> {
+    const row = await this.db
+      .selectFrom('chats')
+      .selectAll()
+      .where('id', '=', chatId)
+      .where('workspace_id', '=', caller.workspaceId)
+      .where('owner_id', '=', caller.userId)
+      .where('deleted_at', 'is', null)
+      .executeTakeFirst();
+    if (!row) throw new NotFoundError('chat', chatId);
+    return row;
+  }
+
+  /** The caller's chats, newest first. */
+  async list(caller: Caller, options: { limit: number; cursor?: string }): Promise<Page<ChatObject>> {
+    let query = this.db
+      .selectFrom('chats')
+      .selectAll()
+      .where('workspace_id', '=', caller.workspaceId)
+      .where('owner_id', '=', caller.userId)
+      .where('deleted_at', 'is', null);
+    if (options.cursor) query = query.where('id', '<', options.cursor);
+    const rows = await query
+      .orderBy('id', 'desc')
+      .limit(options.limit + 1)
+      .execute();
+    return pageOf(rows.map(toChatObject), options.limit);
+  }
+
+  async rename(caller: Caller, chatId: string, title: string): Promise<ChatObject> {
+    await this.getRow(caller, chatId);
+    const row = await this.db
+      .updateTable('chats')
+      .set({ title: title.trim() || DEFAULT_CHAT_TITLE, updated_at: sql<Date>`now()` })
+      .where('id', '=', chatId)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    return toChatObject(row);
+  }
+
+  /** Soft-deletes a chat: it disappears from every route; its runs and events stay for the record. */
+  async delete(caller: Caller, chatId: string): Promise<void> {
+    await this.getRow(caller, chatId);
+    await this.db
+      .updateTable('chats')
+      .set({ deleted_at: sql<Date>`now()`, updated_at: sql<Date>`now()` })
+      .where('id', '=', chatId)
+      .execute();
+  }
+
+  /** The chat's messages, oldest first. A message still streaming shows the run's finished steps. */
+  async messages(caller: Caller, chatId: string, options: { limit: number; cursor?: string }): Promise<Page<MessageObject>> {
+    await this.getRow(caller, chatId);
+    let query = this.db.selectFrom('messages').selectAll().where('chat_id', '=', chatId);
+    if (options.cursor) query = query.where('id', '>', options.cursor);
+    const rows = await query
+      .orderBy('id')
+      .limit(options.limit + 1)
+      .execute();
+    const page = pageOf(rows, options.limit);
+    return { items: await Promise.all(page.items.map((row) => this.toMessageObject(row))), nextCursor: page.nextCursor };
+  }
+
+  async message(messageId: string): Promise<MessageObject | null> {
+    const row = await this.db.selectFrom('messages').selectAll().where('id', '=', messageId).executeTakeFirst();
+    return row ? this.toMessageObject(row) : null;
+  }
+
+  /** A message as the API shows it; a streaming message is assembled from its run's recorded steps. */
+  async toMessageObject(row: MessageRow): Promise<MessageObject> {
+    let parts = row.parts;
+    let streamSeq: number | null = null;
+    if (row.status === 'streaming' && row.run_id) {
+      const steps = await this.db
+        .selectFrom('run_steps')
+        .select(['parts', 'last_seq'])
+        .where('run_id', '=', row.run_id)
+        .orderBy('step')
+        .execute();
+      parts = steps.flatMap((step) => step.parts);
+      streamSeq = steps.at(-1)?.last_seq ?? 0;
+    }
+    return {
+      id: row.id,
+      role: row.role,
+      parts,
+      status: row.status,
+      runId: row.run_id,
+      createdAt: row.created_at.toISOString(),
+      streamSeq,
+    };
+  }
+}
+
+function pageOf<T extends { id: string }>(rows: T[], limit: number): Page<T> {
+  const items = rows.slice(0, limit);
+  return { items, nextCursor: rows.length > limit ? items[items.length - 1]!.id : null };
+}

@@ -1,0 +1,68 @@
+/**
+ * Named fault-injection points on the crash and recovery paths. Production code calls `hit(point)`, which
+ * does nothing unless a test has armed that point; a test arms one to throw, delay or kill the process
+ * exactly between two steps ("claimed" and "committed").
+ */
+export const FaultPoint = {
+  /** After the run row is inserted and committed, before it is handed to the queue. */
+  afterBegin: 'run.after-begin',
+  /** In the worker, before it claims the run (the run is still `pending`). */
+  beforeClaim: 'run.before-claim',
+  /** After the claim, before the agent loop owns the run. */
+  beforeLoop: 'run.before-loop',
+  /** Inside the settle transaction, after the terminal claim, before commit. */
+  settleBeforeCommit: 'run.settle.before-commit',
+  /** Before a group-commit batch of events is inserted. */
+  beforeEventInsert: 'events.before-insert',
+} as const;
+
+export type FaultPoint = (typeof FaultPoint)[keyof typeof FaultPoint];
+
+export type FaultHandler = (context: { runId?: string }) => void | Promise<void>;
+
+export class Faults {
+  readonly #handlers = new Map<FaultPoint, FaultHandler>();
+
+  /** Arms `point`; the handler runs each time the point is hit until `clear`. */
+  arm(point: FaultPoint, handler: FaultHandler): this {
+    this.#handlers.set(point, handler);
+    return this;
+  }
+
+  /** Arms `point` for its next `times` hits only. */
+  armTimes(point: FaultPoint, times: number, handler: FaultHandler): this {
+    let left = times;
+    return this.arm(point, async (context) => {
+      if (left <= 0) return;
+      left -= 1;
+      await handler(context);
+    });
+  }
+
+  clear(point?: FaultPoint): void {
+    if (point) this.#handlers.delete(point);
+    else this.#handlers.clear();
+  }
+
+  async hit(point: FaultPoint, context: { runId?: string } = {}): Promise<void> {
+    const handler = this.#handlers.get(point);
+    if (handler) await handler(context);
+  }
+}
+
+/**
+ * Faults armed from the environment, for tests that drive a real server process:
+ * `OUTRUN_FAULTS=run.before-loop:exit` makes the process exit abruptly at that point.
+ */
+export function faultsFromEnv(env: NodeJS.ProcessEnv): Faults {
+  const faults = new Faults();
+  for (const entry of (env.OUTRUN_FAULTS ?? '').split(',').filter(Boolean)) {
+    const [point, action] = entry.split(':') as [FaultPoint, string | undefined];
+    if (action === 'exit') faults.arm(point, () => process.exit(137));
+    else if (action?.startsWith('delay=')) {
+      const ms = Number(action.slice('delay='.length));
+      faults.arm(point, () => new Promise((resolve) => setTimeout(resolve, ms)));
+    }
+  }
+  return faults;
+}

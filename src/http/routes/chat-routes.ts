@@ -1,0 +1,49 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import type { OutrunContext } from '../../app.ts';
+import { PaginationQuery, requireId } from '../validation.ts';
+
+const CreateChatBody = z.object({ title: z.string().max(200).optional() }).optional();
+const UpdateChatBody = z.object({ title: z.string().max(200) });
+const ChatParams = z.object({ chatId: z.string() });
+const ChatListQuery = PaginationQuery(20, 100);
+const MessageListQuery = PaginationQuery(100, 500);
+
+export function registerChatRoutes(app: FastifyInstance, context: OutrunContext): void {
+  const { chats, engine } = context;
+  const chatId = (params: unknown) => requireId('chat', ChatParams.parse(params).chatId);
+
+  app.post('/v1/chats', async (request, reply) => {
+    const body = CreateChatBody.parse(request.body) ?? {};
+    return reply.status(201).send({ chat: await chats.create(request.caller, body) });
+  });
+
+  app.get('/v1/chats', async (request) => {
+    const query = ChatListQuery.parse(request.query);
+    if (query.cursor) requireId('chat', query.cursor);
+    return chats.list(request.caller, query);
+  });
+
+  app.get('/v1/chats/:chatId', async (request) => ({ chat: await chats.get(request.caller, chatId(request.params)) }));
+
+  app.patch('/v1/chats/:chatId', async (request) => {
+    const id = chatId(request.params);
+    const body = UpdateChatBody.parse(request.body);
+    return { chat: await chats.rename(request.caller, id, body.title) };
+  });
+
+  app.delete('/v1/chats/:chatId', async (request, reply) => {
+    const id = chatId(request.params);
+    await chats.getRow(request.caller, id);
+    await engine.stopChat(id);
+    await chats.delete(request.caller, id);
+    return reply.status(204).send();
+  });
+
+  app.get('/v1/chats/:chatId/messages', async (request) => {
+    const id = chatId(request.params);
+    const query = MessageListQuery.parse(request.query);
+    if (query.cursor) requireId('message', query.cursor);
+    return chats.messages(request.caller, id, query);
+  });
+}

@@ -1,0 +1,171 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { OutrunContext } from '../../app.ts';
+import type { Caller } from '../../auth/auth-service.ts';
+import { NotFoundError, RunAlreadyActiveError } from '../../errors.ts';
+import { toRunObject, type RunObject } from '../../runs/run-object.ts';
+import { isTerminalStatus, RunTrigger } from '../../runs/run-status.ts';
+import { sendRunStream } from '../sse.ts';
+import { PaginationQuery, parseSequence, requireId } from '../validation.ts';
+
+const TextPart = z.object({ type: z.literal('text'), text: z.string().min(1).max(200_000) });
+const FilePart = z.object({
+  type: z.literal('file'),
+  mediaType: z.string().min(1).max(200),
+  url: z.string().min(1).max(1_000_000),
+  filename: z.string().max(500).optional(),
+});
+
+export const StartRunBody = z.object({
+  input: z.union([
+    z.object({ text: z.string().min(1, 'input.text must not be empty').max(200_000) }).strict(),
+    z.object({ parts: z.array(z.discriminatedUnion('type', [TextPart, FilePart])).min(1).max(100) }).strict(),
+  ]),
+  model: z.string().min(1).max(200).optional(),
+  /** What to do when the chat already has an active run: refuse (409), or stop it and start this one. */
+  multitask: z.enum(['reject', 'interrupt']).optional(),
+  budget: z
+    .object({
+      maxSteps: z.int().min(1).max(100).optional(),
+      maxOutputTokens: z.int().min(1).max(1_000_000).optional(),
+    })
+    .strict()
+    .optional(),
+  trigger: z.enum(Object.values(RunTrigger) as [RunTrigger, ...RunTrigger[]]).optional(),
+});
+export type StartRunBody = z.infer<typeof StartRunBody>;
+
+const ChatParams = z.object({ chatId: z.string() });
+const RunParams = z.object({ runId: z.string() });
+const RunListQuery = PaginationQuery(20, 100);
+const StreamQuery = z.object({ after: z.unknown().optional() });
+
+/** How long `multitask: "interrupt"` waits for the active run to settle before answering 409. */
+const INTERRUPT_WAIT_MS = 10_000;
+
+export function registerRunRoutes(app: FastifyInstance, context: OutrunContext): void {
+  const { chats, runs, engine } = context;
+
+  const ownedRun = async (caller: Caller, runId: string) => {
+    const row = await runs.getForOwner({ runId, workspaceId: caller.workspaceId, userId: caller.userId });
+    if (!row) throw new NotFoundError('run', runId);
+    return row;
+  };
+
+  app.post('/v1/chats/:chatId/runs', async (request, reply) => {
+    const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
+    const body = StartRunBody.parse(request.body);
+    const chat = await chats.getRow(request.caller, chatId);
+    const run = await startRun(context, request.caller, chat.id, body);
+    if (wantsEventStream(request)) {
+      return streamRun(context, request, reply, run, 0, { 'x-outrun-run-id': run.id });
+    }
+    return reply.status(201).send({ run });
+  });
+
+  app.get('/v1/chats/:chatId/runs', async (request) => {
+    const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
+    const query = RunListQuery.parse(request.query);
+    if (query.cursor) requireId('run', query.cursor);
+    await chats.getRow(request.caller, chatId);
+    const rows = await runs.listForChat({ chatId, limit: query.limit + 1, cursor: query.cursor });
+    const items = rows.slice(0, query.limit).map(toRunObject);
+    return { items, nextCursor: rows.length > query.limit ? items[items.length - 1]!.id : null };
+  });
+
+  app.get('/v1/chats/:chatId/runs/latest', async (request) => {
+    const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
+    await chats.getRow(request.caller, chatId);
+    const [row] = await runs.listForChat({ chatId, limit: 1 });
+    if (!row) return { run: null, message: null };
+    const message = row.assistant_message_id ? await chats.message(row.assistant_message_id) : null;
+    return { run: toRunObject(row), message };
+  });
+
+  app.post('/v1/chats/:chatId/stop', async (request) => {
+    const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
+    await chats.getRow(request.caller, chatId);
+    return engine.stopChat(chatId);
+  });
+
+  app.get('/v1/runs/:runId', async (request) => {
+    const runId = requireId('run', RunParams.parse(request.params).runId);
+    return { run: toRunObject(await ownedRun(request.caller, runId)) };
+  });
+
+  app.post('/v1/runs/:runId/stop', async (request) => {
+    const runId = requireId('run', RunParams.parse(request.params).runId);
+    await ownedRun(request.caller, runId);
+    return engine.stopRun(runId);
+  });
+
+  app.get('/v1/runs/:runId/stream', async (request, reply) => {
+    const runId = requireId('run', RunParams.parse(request.params).runId);
+    // The header wins over the query: a browser EventSource reconnects to the same URL with the header.
+    const after =
+      parseSequence(request.headers['last-event-id'], 'Last-Event-ID') ??
+      parseSequence(StreamQuery.parse(request.query).after, 'after') ??
+      0;
+    const run = toRunObject(await ownedRun(request.caller, runId));
+    return streamRun(context, request, reply, run, after);
+  });
+}
+
+/** Starts a run, applying the multitask strategy when the chat already has one. */
+export async function startRun(
+  context: OutrunContext,
+  caller: Caller,
+  chatId: string,
+  body: StartRunBody,
+): Promise<RunObject> {
+  const model = body.model ?? context.config.defaultModel;
+  // Fails with 400 model_unavailable before anything is written or any model is called.
+  context.resolveModel(model);
+  const begin = () =>
+    context.engine.startRun({
+      workspaceId: caller.workspaceId,
+      chatId,
+      userId: caller.userId,
+      parts: 'text' in body.input ? [{ type: 'text', text: body.input.text }] : body.input.parts,
+      model,
+      trigger: body.trigger ?? RunTrigger.api,
+      options: body.budget ? { budget: body.budget } : {},
+    });
+  try {
+    return await begin();
+  } catch (error) {
+    if (!(error instanceof RunAlreadyActiveError) || body.multitask !== 'interrupt') throw error;
+    await context.engine.stopChat(chatId);
+    const deadline = Date.now() + INTERRUPT_WAIT_MS;
+    while (Date.now() < deadline && (await context.runs.findActive(chatId))) {
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    return begin();
+  }
+}
+
+export function wantsEventStream(request: FastifyRequest): boolean {
+  return (request.headers.accept ?? '').includes('text/event-stream');
+}
+
+export function streamRun(
+  context: OutrunContext,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  run: RunObject,
+  after: number,
+  headers?: Record<string, string>,
+): Promise<void> {
+  return sendRunStream(request, reply, {
+    log: context.log,
+    runId: run.id,
+    after,
+    keepAliveMs: context.config.keepAliveMs,
+    metrics: context.metrics,
+    headers,
+    isFinished: async () => {
+      const row = await context.runs.get(run.id);
+      return !row || isTerminalStatus(row.status);
+    },
+  });
+}

@@ -1,0 +1,65 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Metrics } from '../metrics.ts';
+import { followRun, type FollowOptions } from '../stream/run-follower.ts';
+
+/**
+ * Answers with a run's stream as Server-Sent Events (DESIGN §5): `id: <seq>` / `data: <chunk>` per event,
+ * keep-alive comments carrying the last sequence number, and `data: [DONE]` after the terminal event.
+ * Closing the connection only ends this reader; the run goes on.
+ */
+export async function sendRunStream(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  options: Omit<FollowOptions, 'signal'> & { metrics: Metrics; status?: number; headers?: Record<string, string> },
+): Promise<void> {
+  reply.hijack();
+  const response = reply.raw;
+  response.writeHead(options.status ?? 200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+    // Tells AI SDK clients this is a UI message stream.
+    'x-vercel-ai-ui-message-stream': 'v1',
+    ...options.headers,
+  });
+  response.flushHeaders();
+
+  const controller = new AbortController();
+  const close = () => controller.abort();
+  response.on('close', close);
+  options.metrics.streamReaders.inc();
+  try {
+    let ended = false;
+    for await (const item of followRun({ ...options, signal: controller.signal })) {
+      let frame: string;
+      if (item.kind === 'ping') frame = `: ping ${item.lastSeq}\n\n`;
+      else {
+        frame = '';
+        for (const event of item.events) frame += `id: ${event.seq}\ndata: ${event.data}\n\n`;
+        ended = item.end;
+        if (ended) frame += 'data: [DONE]\n\n';
+      }
+      if (!response.write(frame) && !controller.signal.aborted) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            response.off('drain', done);
+            controller.signal.removeEventListener('abort', done);
+            resolve();
+          };
+          response.on('drain', done);
+          controller.signal.addEventListener('abort', done);
+        });
+      }
+      if (ended || controller.signal.aborted) break;
+    }
+    if (!ended && !controller.signal.aborted) response.write('data: [DONE]\n\n');
+  } catch (error) {
+    // Headers are gone; the reader reconnects with Last-Event-ID and loses nothing.
+    request.log.error({ err: error, runId: options.runId }, 'run stream failed');
+  } finally {
+    options.metrics.streamReaders.dec();
+    response.off('close', close);
+    response.end();
+  }
+}

@@ -1,0 +1,30 @@
+import { z } from 'zod';
+import { InvalidRequestError } from '../errors.ts';
+import { isId, type IdKind } from '../ids.ts';
+
+/** Parses `value` with `schema`; a mismatch becomes a 400 `invalid_request` naming each bad field. */
+export function parse<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
+  return schema.parse(value);
+}
+
+/** Checks a path id's shape; a malformed id is a 400 `invalid_id` (a well-formed unknown one is a 404 later). */
+export function requireId(kind: IdKind, value: string): string {
+  if (!isId(kind, value)) throw new InvalidRequestError(`"${value.slice(0, 80)}" is not a ${kind} id.`, {}, 'invalid_id');
+  return value;
+}
+
+export const PaginationQuery = (defaultLimit: number, maxLimit: number) =>
+  z.object({
+    limit: z.coerce.number().int().min(1).max(maxLimit).default(defaultLimit),
+    cursor: z.string().min(1).max(100).optional(),
+  });
+
+/** A sequence number in `?after=` or `Last-Event-ID`: a non-negative integer. */
+export function parseSequence(value: unknown, name: string): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const text = String(value).trim();
+  if (!/^\d{1,15}$/.test(text)) {
+    throw new InvalidRequestError(`${name} must be a non-negative integer event sequence number.`, {}, 'invalid_cursor');
+  }
+  return Number(text);
+}

@@ -1,0 +1,40 @@
+import { randomBytes } from 'node:crypto';
+
+/** The kinds of ids Outrun hands out, and their prefixes. */
+export const ID_PREFIXES = {
+  workspace: 'ws',
+  user: 'usr',
+  key: 'key',
+  chat: 'chat',
+  message: 'msg',
+  run: 'run',
+} as const;
+
+export type IdKind = keyof typeof ID_PREFIXES;
+
+let lastTime = 0;
+let counter = 0;
+
+/**
+ * A new id: `<prefix>_` then 12 hex digits of milliseconds, 4 of a per-millisecond counter and 16 random.
+ * Ids of one kind sort by creation time within a process, so cursors can page by id alone.
+ */
+export function newId(kind: IdKind): string {
+  const now = Date.now();
+  if (now === lastTime) counter = (counter + 1) & 0xffff;
+  else {
+    lastTime = now;
+    counter = 0;
+  }
+  const time = now.toString(16).padStart(12, '0');
+  const count = counter.toString(16).padStart(4, '0');
+  return `${ID_PREFIXES[kind]}_${time}${count}${randomBytes(8).toString('hex')}`;
+}
+
+const ID_BODY = /^[0-9a-f]{32}$/;
+
+/** Whether `value` has the shape of an id of this kind (it may still not exist). */
+export function isId(kind: IdKind, value: string): boolean {
+  const prefix = `${ID_PREFIXES[kind]}_`;
+  return value.startsWith(prefix) && ID_BODY.test(value.slice(prefix.length));
+}

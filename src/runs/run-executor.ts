@@ -1,0 +1,333 @@
+import {
+  convertToModelMessages,
+  stepCountIs,
+  streamText,
+  type LanguageModel,
+  type ModelMessage,
+  type UIMessage,
+} from 'ai';
+import type { Logger } from 'pino';
+import { MessageProjector } from '../agent/message-projector.ts';
+import type { ToolRegistry } from '../agent/tools.ts';
+import { FaultPoint, type Faults } from '../faults.ts';
+import type { Metrics } from '../metrics.ts';
+import type { Db } from '../store/database.ts';
+import type { RunRow } from '../store/schema.ts';
+import { LeaseLostError, type EventLog, type RunEventWriter } from '../stream/event-log.ts';
+import { runStatusChunk } from '../stream/run-event.ts';
+import { toRunObject, type RunUsage } from './run-object.ts';
+import type { RunService } from './run-service.ts';
+import { RunErrorCode, RunStatus, type RunError, type TerminalRunStatus } from './run-status.ts';
+
+/** Why a run this worker executes was aborted. */
+type AbortReason = typeof RunErrorCode.stopped | typeof RunErrorCode.serverShutdown | 'lease_lost';
+
+const ABORT_MESSAGES: Record<Exclude<AbortReason, 'lease_lost'>, string> = {
+  stopped: 'The run was stopped on request.',
+  server_shutdown: 'The server shut down before the run finished.',
+};
+
+/** Run options the worker reads from the run row (the request's `budget`). */
+export interface RunBudget {
+  /** Most agent steps (model calls). @default 8 */
+  maxSteps?: number;
+  /** Most output tokens per model call. */
+  maxOutputTokens?: number;
+}
+
+interface ActiveRun {
+  controller: AbortController;
+  reason: AbortReason | null;
+  done: Promise<void>;
+}
+
+export interface RunExecutorOptions {
+  db: Db;
+  runs: RunService;
+  log: EventLog;
+  tools: ToolRegistry;
+  resolveModel: (modelId: string) => LanguageModel;
+  metrics: Metrics;
+  logger: Logger;
+  faults: Faults;
+  /** This instance's lease owner name. */
+  instanceId: string;
+  /** How long a lease lasts without a heartbeat. @default 30000 */
+  leaseMs?: number;
+  /** Steps when the run sets no budget. @default 8 */
+  defaultMaxSteps?: number;
+}
+
+/**
+ * Executes runs on this instance: claims a pending run, owns it with a lease and a heartbeat, drives the
+ * agent loop with an abort signal that belongs to the run (never to an HTTP socket), appends every chunk
+ * to the event log, records each finished step, and settles. Anything that throws before the loop owns
+ * the run settles it `failed` (the safety net of invariant 5).
+ */
+export class RunExecutor {
+  readonly #options: RunExecutorOptions;
+  readonly #active = new Map<string, ActiveRun>();
+  readonly #leaseMs: number;
+
+  constructor(options: RunExecutorOptions) {
+    this.#options = options;
+    this.#leaseMs = options.leaseMs ?? 30_000;
+  }
+
+  /** Whether this instance is executing the run. */
+  isActive(runId: string): boolean {
+    return this.#active.has(runId);
+  }
+
+  get activeCount(): number {
+    return this.#active.size;
+  }
+
+  /** Aborts a run this instance executes; it settles `aborted` with the reason's error code. */
+  abort(runId: string, reason: AbortReason): boolean {
+    const active = this.#active.get(runId);
+    if (!active) return false;
+    active.reason ??= reason;
+    active.controller.abort();
+    return true;
+  }
+
+  /** Aborts every local run and waits until each has settled (graceful shutdown). */
+  async abortAll(reason: AbortReason): Promise<void> {
+    for (const runId of this.#active.keys()) this.abort(runId, reason);
+    await this.idle();
+  }
+
+  /** Resolves once no run is executing here. */
+  async idle(): Promise<void> {
+    while (this.#active.size > 0) await Promise.allSettled([...this.#active.values()].map((run) => run.done));
+  }
+
+  /** The queue's handler: execute one run, if it is still pending. Never throws. */
+  async execute(runId: string): Promise<void> {
+    if (this.#active.has(runId)) return;
+    let finish!: () => void;
+    const active: ActiveRun = {
+      controller: new AbortController(),
+      reason: null,
+      done: new Promise<void>((resolve) => (finish = resolve)),
+    };
+    // Registered before the claim, so a stop signal that arrives between claim and loop is not lost.
+    this.#active.set(runId, active);
+    try {
+      await this.#options.faults.hit(FaultPoint.beforeClaim, { runId });
+      const row = await this.#options.runs.claim({
+        runId,
+        owner: this.#options.instanceId,
+        leaseMs: this.#leaseMs,
+      });
+      if (!row) return;
+      this.#options.metrics.activeRuns.inc();
+      try {
+        await this.#own(row, active);
+      } finally {
+        this.#options.metrics.activeRuns.dec();
+      }
+    } catch (error) {
+      this.#options.logger.error({ err: error, runId }, 'executing the run failed');
+    } finally {
+      this.#active.delete(runId);
+      finish();
+    }
+  }
+
+  async #own(row: RunRow, active: ActiveRun): Promise<void> {
+    const { runs, log, logger, faults } = this.#options;
+    const context = { runId: row.id, chatId: row.chat_id, attempt: row.attempt };
+    let writer: RunEventWriter | undefined;
+    let loopOwnsRun = false;
+    const heartbeat = setInterval(() => {
+      runs
+        .heartbeat({ runId: row.id, attempt: row.attempt, owner: this.#options.instanceId, leaseMs: this.#leaseMs })
+        .then((held) => {
+          if (!held) this.abort(row.id, 'lease_lost');
+        })
+        .catch((error: unknown) => logger.warn({ err: error, ...context }, 'heartbeat failed; retrying'));
+    }, Math.max(50, Math.floor(this.#leaseMs / 3)));
+    try {
+      writer = log.openWriter({ runId: row.id, attempt: row.attempt, nextSeq: (await log.lastSeq(row.id)) + 1 });
+      writer.append(runStatusChunk(toRunObject(row)));
+      if (row.stop_requested_at) this.abort(row.id, RunErrorCode.stopped);
+      await faults.hit(FaultPoint.beforeLoop, { runId: row.id });
+      const model = this.#options.resolveModel(row.model);
+      const messages = await this.#history(row);
+      loopOwnsRun = true;
+      logger.info(context, 'run started');
+      await this.#loop(row, active, writer, model, messages);
+    } catch (error) {
+      if (error instanceof LeaseLostError || active.reason === 'lease_lost') {
+        logger.warn(context, 'lease lost; leaving the run to its new owner');
+        return;
+      }
+      const code = loopOwnsRun ? RunErrorCode.internalError : RunErrorCode.startFailed;
+      logger.error({ err: error, ...context, code }, 'run failed');
+      await writer?.flush().catch(() => {});
+      await runs.settle({
+        runId: row.id,
+        attempt: row.attempt,
+        status: RunStatus.failed,
+        error: { code, message: loopOwnsRun ? 'The run failed unexpectedly.' : 'The run could not be started.' },
+        chunks: [{ type: 'error', errorText: 'The run failed unexpectedly.' }],
+      });
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  /** The chat so far, as model messages: every message before this run's assistant message. */
+  async #history(row: RunRow): Promise<ModelMessage[]> {
+    const rows = await this.#options.db
+      .selectFrom('messages')
+      .select(['id', 'role', 'parts'])
+      .where('chat_id', '=', row.chat_id)
+      .where('id', '!=', row.assistant_message_id ?? '')
+      .orderBy('id')
+      .execute();
+    const messages = rows.map(
+      (message): UIMessage => ({
+        id: message.id,
+        role: message.role,
+        parts: (message.parts as UIMessage['parts']).filter((part) => !part.type.startsWith('data-')),
+      }),
+    );
+    return convertToModelMessages(messages, {
+      tools: this.#options.tools.toolSet(),
+      ignoreIncompleteToolCalls: true,
+    });
+  }
+
+  async #loop(
+    row: RunRow,
+    active: ActiveRun,
+    writer: RunEventWriter,
+    model: LanguageModel,
+    messages: ModelMessage[],
+  ): Promise<void> {
+    const { runs } = this.#options;
+    const budget = (row.options as { budget?: RunBudget }).budget ?? {};
+    const projector = new MessageProjector();
+    const stepUsages: RunUsage[] = [];
+    let errorText: string | null = null;
+    let sawAbort = false;
+    let stepStart = 0;
+    let stepStartedAt = new Date();
+    let step = 0;
+    let steps = Promise.resolve();
+
+    const result = streamText({
+      model,
+      messages,
+      tools: this.#options.tools.toolSet(),
+      stopWhen: stepCountIs(budget.maxSteps ?? this.#options.defaultMaxSteps ?? 8),
+      maxOutputTokens: budget.maxOutputTokens,
+      abortSignal: active.controller.signal,
+      onStepFinish: (finished) => {
+        stepUsages.push(toRunUsage(finished.usage));
+      },
+    });
+    const stream = result.toUIMessageStream({
+      generateMessageId: () => row.assistant_message_id ?? '',
+      sendReasoning: true,
+      onError: (error) => (errorText = describeModelError(error)),
+    });
+
+    try {
+      for await (const chunk of stream) {
+        const seq = writer.append(chunk);
+        projector.push(chunk);
+        if (chunk.type === 'abort') sawAbort = true;
+        else if (chunk.type === 'start-step') stepStartedAt = new Date();
+        else if (chunk.type === 'finish-step') {
+          step += 1;
+          const all = projector.parts();
+          const parts = all.slice(stepStart);
+          stepStart = all.length;
+          const record = { step, parts, lastSeq: seq, startedAt: stepStartedAt };
+          // Steps are recorded in order, each once its events are durable, without holding up the stream.
+          steps = steps.then(async () => {
+            await writer.flush();
+            await runs.recordStep({
+              runId: row.id,
+              attempt: row.attempt,
+              ...record,
+              usage: stepUsages[record.step - 1] ?? null,
+            });
+          });
+        }
+      }
+    } catch (error) {
+      // The SDK ends the stream with an error when it is aborted mid-read; the abort is handled below.
+      if (!active.controller.signal.aborted) throw error;
+    }
+    await steps;
+    await writer.flush();
+
+    const reason = active.reason;
+    if (reason === 'lease_lost') throw new LeaseLostError(row.id);
+    let status: TerminalRunStatus = RunStatus.succeeded;
+    let error: RunError | null = null;
+    const chunks: unknown[] = [];
+    if (active.controller.signal.aborted) {
+      status = RunStatus.aborted;
+      const code = reason ?? RunErrorCode.stopped;
+      error = { code, message: ABORT_MESSAGES[code] };
+      if (!sawAbort) chunks.push({ type: 'abort' });
+    } else if (errorText !== null) {
+      status = RunStatus.failed;
+      error = { code: RunErrorCode.modelError, message: errorText };
+    }
+    const settled = await runs.settle({
+      runId: row.id,
+      attempt: row.attempt,
+      status,
+      error,
+      chunks,
+      parts: projector.parts(),
+      usage: sumUsage(stepUsages),
+    });
+    if (settled) {
+      this.#options.logger.info(
+        { runId: row.id, chatId: row.chat_id, status, steps: step, code: error?.code },
+        'run settled',
+      );
+    }
+  }
+}
+
+function toRunUsage(usage: {
+  inputTokens?: number;
+  outputTokens?: number;
+  totalTokens?: number;
+  reasoningTokens?: number;
+  cachedInputTokens?: number;
+}): RunUsage {
+  const result: RunUsage = {};
+  for (const key of ['inputTokens', 'outputTokens', 'totalTokens', 'reasoningTokens', 'cachedInputTokens'] as const) {
+    const value = usage[key];
+    if (typeof value === 'number' && Number.isFinite(value)) result[key] = value;
+  }
+  return result;
+}
+
+function sumUsage(usages: RunUsage[]): RunUsage | null {
+  if (usages.length === 0) return null;
+  const total: RunUsage = {};
+  for (const usage of usages) {
+    for (const [key, value] of Object.entries(usage) as [keyof RunUsage, number][]) {
+      total[key] = (total[key] ?? 0) + value;
+    }
+  }
+  return total;
+}
+
+/** A model failure in words a person can act on; never a stack trace. */
+function describeModelError(error: unknown): string {
+  if (error instanceof Error) return error.message || error.name;
+  if (typeof error === 'string') return error;
+  return 'The model failed.';
+}

@@ -1,0 +1,115 @@
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+
+/** Timestamps come back as `Date`; inserts may pass a `Date` or leave the column to its default. */
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+/** jsonb columns are written as JSON text and read back as parsed values. */
+type Json<T> = ColumnType<T, string, string>;
+type NullableJson<T> = ColumnType<T | null, string | null | undefined, string | null>;
+
+export interface WorkspacesTable {
+  id: string;
+  name: string;
+  created_at: Timestamp;
+}
+
+export interface UsersTable {
+  id: string;
+  workspace_id: string;
+  email: string;
+  role: 'admin' | 'member';
+  created_at: Timestamp;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  user_id: string;
+  hash: string;
+  prefix: string;
+  created_at: Timestamp;
+  last_used_at: NullableTimestamp;
+  revoked_at: NullableTimestamp;
+}
+
+export interface ChatsTable {
+  id: string;
+  workspace_id: string;
+  owner_id: string;
+  title: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  deleted_at: NullableTimestamp;
+}
+
+export interface MessagesTable {
+  id: string;
+  chat_id: string;
+  workspace_id: string;
+  role: 'user' | 'assistant' | 'system';
+  parts: Json<unknown[]>;
+  status: 'completed' | 'streaming' | 'error' | 'aborted';
+  run_id: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface RunsTable {
+  id: string;
+  chat_id: string;
+  workspace_id: string;
+  created_by: string;
+  trigger: string;
+  status: string;
+  error: NullableJson<{ code: string; message: string }>;
+  step_count: ColumnType<number, number | undefined, number>;
+  usage: NullableJson<Record<string, number>>;
+  model: string;
+  options: Json<Record<string, unknown>>;
+  assistant_message_id: string | null;
+  attempt: ColumnType<number, number | undefined, number>;
+  lease_owner: string | null;
+  lease_expires_at: NullableTimestamp;
+  stop_requested_at: NullableTimestamp;
+  started_at: NullableTimestamp;
+  finished_at: NullableTimestamp;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+/** One row per finished step: the durable, append-only form of the assistant message while it streams. */
+export interface RunStepsTable {
+  run_id: string;
+  step: number;
+  parts: Json<unknown[]>;
+  usage: NullableJson<Record<string, number>>;
+  /** Sequence number of the step's `finish-step` event: the projection is complete through it. */
+  last_seq: number;
+  started_at: Timestamp;
+  finished_at: Timestamp;
+}
+
+export interface RunEventsTable {
+  run_id: string;
+  seq: number;
+  chunk: Json<unknown>;
+  created_at: Generated<Date>;
+}
+
+export interface Database {
+  workspaces: WorkspacesTable;
+  users: UsersTable;
+  api_keys: ApiKeysTable;
+  chats: ChatsTable;
+  messages: MessagesTable;
+  runs: RunsTable;
+  run_steps: RunStepsTable;
+  run_events: RunEventsTable;
+}
+
+export type RunRow = Selectable<RunsTable>;
+export type NewRun = Insertable<RunsTable>;
+export type RunUpdate = Updateable<RunsTable>;
+export type ChatRow = Selectable<ChatsTable>;
+export type MessageRow = Selectable<MessagesTable>;
+export type UserRow = Selectable<UsersTable>;
+export type WorkspaceRow = Selectable<WorkspacesTable>;

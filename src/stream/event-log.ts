@@ -1,0 +1,289 @@
+import { sql } from 'kysely';
+import type { Logger } from 'pino';
+import { BusChannel, type Bus } from '../bus/bus.ts';
+import { FaultPoint, type Faults } from '../faults.ts';
+import type { Metrics } from '../metrics.ts';
+import type { Db } from '../store/database.ts';
+import { isTransientDatabaseError } from '../store/transient.ts';
+import { isTerminalRunEventData } from './run-event.ts';
+
+/** One durable event of a run's stream: its sequence number and its chunk as JSON text. */
+export interface LogEvent {
+  seq: number;
+  /** The chunk, serialized once and shared by every reader. */
+  data: string;
+  /** Whether this is the run's terminal `data-run` event (the last one it will ever have). */
+  terminal: boolean;
+}
+
+/** The bus message that announces newly durable events of one run. */
+export interface RunEventsMessage {
+  runId: string;
+  events: LogEvent[];
+}
+
+/** The writer lost its lease: another worker (or the sweeper) took the run over, so it may not append. */
+export class LeaseLostError extends Error {
+  readonly code = 'lease_lost';
+  constructor(runId: string) {
+    super(`The lease on run ${runId} was taken over; this worker may no longer append to it.`);
+    this.name = 'LeaseLostError';
+  }
+}
+
+interface PendingEvent {
+  writer: RunEventWriter;
+  seq: number;
+  data: string;
+  terminal: boolean;
+}
+
+export interface EventLogOptions {
+  db: Db;
+  bus: Bus;
+  metrics: Metrics;
+  logger: Logger;
+  faults: Faults;
+  /** Most events written by one insert. @default 2000 */
+  maxBatchEvents?: number;
+  /** Tries per batch on transient database errors before the writers are failed. @default 5 */
+  maxAttempts?: number;
+}
+
+/**
+ * The per-run, append-only event log (DESIGN §5, invariant 7).
+ *
+ * Writers append synchronously and get their sequence number at once; a single group committer takes
+ * everything appended since its last write (across all runs) and inserts it in one statement. Only after
+ * that insert commits are the events published on the bus, so a reader never sees an event that a replay
+ * could not return. Each insert is fenced by the writer's attempt number: if the run was taken over, the
+ * rows are not written and the writer fails with `LeaseLostError`.
+ */
+export class EventLog {
+  readonly #db: Db;
+  readonly #bus: Bus;
+  readonly #metrics: Metrics;
+  readonly #logger: Logger;
+  readonly #faults: Faults;
+  readonly #maxBatchEvents: number;
+  readonly #maxAttempts: number;
+  #pending: PendingEvent[] = [];
+  #flushing: Promise<void> | null = null;
+
+  constructor(options: EventLogOptions) {
+    this.#db = options.db;
+    this.#bus = options.bus;
+    this.#metrics = options.metrics;
+    this.#logger = options.logger;
+    this.#faults = options.faults;
+    this.#maxBatchEvents = options.maxBatchEvents ?? 2000;
+    this.#maxAttempts = options.maxAttempts ?? 5;
+  }
+
+  /** A writer for a run this worker owns under `attempt`; `nextSeq` is the first sequence number it assigns. */
+  openWriter(options: { runId: string; attempt: number; nextSeq: number }): RunEventWriter {
+    return new RunEventWriter(this, options.runId, options.attempt, options.nextSeq);
+  }
+
+  /** The highest durable sequence number of a run (0 when it has none). */
+  async lastSeq(runId: string): Promise<number> {
+    const row = await this.#db
+      .selectFrom('run_events')
+      .select((eb) => eb.fn.max('seq').as('last'))
+      .where('run_id', '=', runId)
+      .executeTakeFirst();
+    return Number(row?.last ?? 0);
+  }
+
+  /** Durable events of a run with `seq > after`, oldest first, at most `limit`. */
+  async read(options: { runId: string; after: number; limit?: number }): Promise<LogEvent[]> {
+    const rows = await this.#db
+      .selectFrom('run_events')
+      .select(['seq', sql<string>`chunk::text`.as('data')])
+      .where('run_id', '=', options.runId)
+      .where('seq', '>', options.after)
+      .orderBy('seq')
+      .limit(options.limit ?? 1000)
+      .execute();
+    return rows.map((row) => ({ seq: row.seq, data: row.data, terminal: isTerminalRunEventData(row.data) }));
+  }
+
+  /** Calls `handler` with each batch of a run's events as they become durable. */
+  subscribe(runId: string, handler: (events: LogEvent[]) => void): Promise<() => Promise<void>> {
+    return this.#bus.subscribe(BusChannel.runEvents(runId), (message) => {
+      handler((message as RunEventsMessage).events);
+    });
+  }
+
+  /** Announces events that a transaction elsewhere (the settle) has just committed. */
+  async publish(runId: string, events: LogEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    this.#metrics.eventsAppended.inc(events.length);
+    const message: RunEventsMessage = { runId, events };
+    await this.#bus.publish(BusChannel.runEvents(runId), message);
+  }
+
+  /** Resolves once everything appended before the call is durable (or has failed). */
+  async drain(): Promise<void> {
+    while (this.#flushing) await this.#flushing;
+  }
+
+  enqueue(event: PendingEvent): void {
+    this.#pending.push(event);
+    if (!this.#flushing) this.#flushing = this.#flushLoop();
+  }
+
+  async #flushLoop(): Promise<void> {
+    // Yield once so that everything appended in this tick joins the first batch.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    try {
+      while (this.#pending.length > 0) {
+        const batch = this.#pending.length <= this.#maxBatchEvents ? this.#pending : this.#pending.slice(0, this.#maxBatchEvents);
+        this.#pending = batch === this.#pending ? [] : this.#pending.slice(this.#maxBatchEvents);
+        await this.#writeBatch(batch);
+      }
+    } finally {
+      this.#flushing = null;
+    }
+  }
+
+  async #writeBatch(batch: PendingEvent[]): Promise<void> {
+    const writers = new Map<RunEventWriter, PendingEvent[]>();
+    const rows: string[] = [];
+    for (const event of batch) {
+      if (event.writer.failure) continue;
+      let events = writers.get(event.writer);
+      if (!events) writers.set(event.writer, (events = []));
+      events.push(event);
+      rows.push(
+        `{"run_id":${JSON.stringify(event.writer.runId)},"seq":${event.seq},"attempt":${event.writer.attempt},"chunk":${event.data}}`,
+      );
+    }
+    if (rows.length === 0) return;
+
+    let inserted: Map<string, number>;
+    try {
+      inserted = await this.#insertWithRetry(`[${rows.join(',')}]`);
+    } catch (error) {
+      this.#logger.error({ err: error, events: rows.length }, 'event log insert failed; failing its writers');
+      for (const writer of writers.keys()) writer.fail(error instanceof Error ? error : new Error(String(error)));
+      return;
+    }
+    this.#metrics.appendBatchSize.observe(rows.length);
+
+    for (const [writer, events] of writers) {
+      if ((inserted.get(writer.runId) ?? 0) < events.length && !(await this.#ownsRun(writer))) {
+        writer.fail(new LeaseLostError(writer.runId));
+        continue;
+      }
+      writer.markDurable(events[events.length - 1]!.seq);
+      // A bus failure must not fail the run: readers re-read the log on the next event or keep-alive.
+      this.publish(
+        writer.runId,
+        events.map(({ seq, data, terminal }) => ({ seq, data, terminal })),
+      ).catch((error: unknown) => this.#logger.warn({ err: error, runId: writer.runId }, 'publishing events failed'));
+    }
+  }
+
+  /**
+   * Inserts a JSON array of rows, skipping rows whose run was taken over (attempt mismatch) and rows already
+   * present (a retry of an insert that committed before its connection dropped). Returns rows inserted per run.
+   */
+  async #insertWithRetry(json: string): Promise<Map<string, number>> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#faults.hit(FaultPoint.beforeEventInsert);
+        const result = await sql<{ run_id: string; n: number }>`
+          with inserted as (
+            insert into run_events (run_id, seq, chunk)
+            select e.run_id, e.seq, e.chunk
+            from jsonb_to_recordset(${json}::jsonb) as e(run_id text, seq int, attempt int, chunk jsonb)
+            join runs r on r.id = e.run_id and r.attempt = e.attempt
+            on conflict do nothing
+            returning run_id
+          )
+          select run_id, count(*)::int as n from inserted group by run_id`.execute(this.#db);
+        return new Map(result.rows.map((row) => [row.run_id, row.n]));
+      } catch (error) {
+        if (attempt >= this.#maxAttempts || !isTransientDatabaseError(error)) throw error;
+        this.#metrics.appendRetries.inc();
+        await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** attempt));
+      }
+    }
+  }
+
+  /** After a short insert: whether the rows were skipped because they already exist under our own attempt. */
+  async #ownsRun(writer: RunEventWriter): Promise<boolean> {
+    const row = await this.#db.selectFrom('runs').select('attempt').where('id', '=', writer.runId).executeTakeFirst();
+    return row?.attempt === writer.attempt;
+  }
+}
+
+/**
+ * Appends the events of one run for the worker that owns it. `append` is synchronous and returns the
+ * event's sequence number; `flush` waits until everything appended so far is durable.
+ */
+export class RunEventWriter {
+  #nextSeq: number;
+  #durableSeq: number;
+  #waiters: { seq: number; resolve: () => void; reject: (error: Error) => void }[] = [];
+  failure: Error | null = null;
+
+  constructor(
+    private readonly log: EventLog,
+    readonly runId: string,
+    readonly attempt: number,
+    nextSeq: number,
+  ) {
+    this.#nextSeq = nextSeq;
+    this.#durableSeq = nextSeq - 1;
+  }
+
+  /** The sequence number of the last event appended (durable or not). */
+  get lastSeq(): number {
+    return this.#nextSeq - 1;
+  }
+
+  append(chunk: unknown, options: { terminal?: boolean } = {}): number {
+    if (this.failure) throw this.failure;
+    const seq = this.#nextSeq++;
+    this.log.enqueue({ writer: this, seq, data: serializeChunk(chunk), terminal: options.terminal ?? false });
+    return seq;
+  }
+
+  /** Resolves when every event appended so far is durable; rejects if the writer failed. */
+  flush(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    const seq = this.lastSeq;
+    if (seq <= this.#durableSeq) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#waiters.push({ seq, resolve, reject }));
+  }
+
+  markDurable(seq: number): void {
+    this.#durableSeq = Math.max(this.#durableSeq, seq);
+    const ready = this.#waiters.filter((waiter) => waiter.seq <= this.#durableSeq);
+    if (ready.length === 0) return;
+    this.#waiters = this.#waiters.filter((waiter) => waiter.seq > this.#durableSeq);
+    for (const waiter of ready) waiter.resolve();
+  }
+
+  fail(error: Error): void {
+    if (this.failure) return;
+    this.failure = error;
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const waiter of waiters) waiter.reject(error);
+  }
+}
+
+/**
+ * JSON text for a chunk that PostgreSQL's jsonb accepts: jsonb rejects the NUL character, so NULs in strings
+ * become U+FFFD instead of failing the batch the event shares with other runs.
+ */
+export function serializeChunk(chunk: unknown): string {
+  const data = JSON.stringify(chunk);
+  if (!data.includes('\\u0000')) return data;
+  return JSON.stringify(chunk, (_key, value: unknown) =>
+    typeof value === 'string' ? value.replaceAll('\u0000', '\ufffd') : value,
+  );
+}
