@@ -44,12 +44,17 @@ describe('evaluateExpression', () => {
     ['sqrt(-1)', 'Result is not a number.'],
     ['10 ^ 400', 'Result is too large.'],
     ['round(1, 99)', 'round(x, digits)'],
-    ['constructor', 'Unknown name "constructor"'],
     ['toString(1)', 'Unknown name "tostring"'],
     ['process.exit(1)', 'Unexpected character "."'],
   ])('rejects %s', (expression, message) => {
     expect(() => evaluateExpression(expression)).toThrow(CalculatorError);
     expect(() => evaluateExpression(expression)).toThrow(message);
+  });
+
+  it('treats Object.prototype names such as constructor as unknown names', () => {
+    expect(() => evaluateExpression('constructor')).toThrow('Unknown name "constructor"');
+    expect(() => evaluateExpression('constructor(1)')).toThrow('Unknown name "constructor"');
+    expect(() => evaluateExpression('__proto__')).toThrow('Unknown name "__proto__"');
   });
 
   it(`rejects expressions longer than ${MAX_EXPRESSION_LENGTH} characters`, () => {

@@ -63,22 +63,22 @@ type MathFunction = { arity: [number, number]; apply: (...values: number[]) => n
 /** A `Map`, so names such as `constructor` cannot reach `Object.prototype`. */
 const FUNCTIONS = new Map<string, MathFunction>(
   Object.entries({
-  sqrt: { arity: [1, 1], apply: (value) => Math.sqrt(value as number) },
-  abs: { arity: [1, 1], apply: (value) => Math.abs(value as number) },
-  floor: { arity: [1, 1], apply: (value) => Math.floor(value as number) },
-  ceil: { arity: [1, 1], apply: (value) => Math.ceil(value as number) },
-  round: {
-    arity: [1, 2],
-    apply: (value, digits = 0) => {
-      if (!Number.isInteger(digits) || digits < 0 || digits > 15) {
-        throw new CalculatorError('round(x, digits) needs digits to be an integer from 0 to 15.');
-      }
-      const scale = 10 ** digits;
-      return Math.round((value as number) * scale) / scale;
+    sqrt: { arity: [1, 1], apply: (value) => Math.sqrt(value as number) },
+    abs: { arity: [1, 1], apply: (value) => Math.abs(value as number) },
+    floor: { arity: [1, 1], apply: (value) => Math.floor(value as number) },
+    ceil: { arity: [1, 1], apply: (value) => Math.ceil(value as number) },
+    round: {
+      arity: [1, 2],
+      apply: (value, digits = 0) => {
+        if (!Number.isInteger(digits) || digits < 0 || digits > 15) {
+          throw new CalculatorError('round(x, digits) needs digits to be an integer from 0 to 15.');
+        }
+        const scale = 10 ** digits;
+        return Math.round((value as number) * scale) / scale;
+      },
     },
-  },
-  min: { arity: [1, Infinity], apply: (...values) => Math.min(...values) },
-  max: { arity: [1, Infinity], apply: (...values) => Math.max(...values) },
+    min: { arity: [1, Infinity], apply: (...values) => Math.min(...values) },
+    max: { arity: [1, Infinity], apply: (...values) => Math.max(...values) },
   } satisfies Record<string, MathFunction>),
 );
 
@@ -137,7 +137,8 @@ class Parser {
   }
 
   private nested<T>(parse: () => T): T {
-    if (++this.depth > MAX_DEPTH) throw new CalculatorError(`Expression is nested deeper than ${MAX_DEPTH} levels.`);
+    if (++this.depth > MAX_DEPTH)
+      throw new CalculatorError(`Expression is nested deeper than ${MAX_DEPTH} levels.`);
     try {
       return parse();
     } finally {

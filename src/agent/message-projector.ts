@@ -231,7 +231,11 @@ export class MessageProjector {
           title: partial.title,
           toolMetadata: partial.toolMetadata,
         });
-        entry.streaming = { buffer: partial.buffer, count: partial.buffer.count, inputEncoding: partial.inputEncoding };
+        entry.streaming = {
+          buffer: partial.buffer,
+          count: partial.buffer.count,
+          inputEncoding: partial.inputEncoding,
+        };
         return undefined;
       }
       case 'tool-input-available':
@@ -246,7 +250,8 @@ export class MessageProjector {
         return undefined;
       case 'tool-input-error': {
         const existing = this.stepTools.get(chunk.toolCallId);
-        const dynamic = existing !== undefined ? existing.part.type === 'dynamic-tool' : chunk.dynamic === true;
+        const dynamic =
+          existing !== undefined ? existing.part.type === 'dynamic-tool' : chunk.dynamic === true;
         this.updateTool(chunk.toolCallId, chunk.toolName, dynamic, {
           state: 'output-error',
           ...(dynamic ? { input: chunk.input } : { rawInput: chunk.input }),

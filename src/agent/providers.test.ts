@@ -66,9 +66,12 @@ describe('resolveModel', () => {
     expect(error.details).toEqual({ modelId, envVariable: variable });
   });
 
-  it.each(['gpt-4', 'mistral:large', 'openai', 'openai:', ''])('refuses the unknown model id %j', (modelId) => {
-    expect(unavailable(modelId, { OPENAI_API_KEY: 'sk-test' }).code).toBe('model_unavailable');
-  });
+  it.each(['gpt-4', 'mistral:large', 'openai', 'openai:', ''])(
+    'refuses the unknown model id %j',
+    (modelId) => {
+      expect(unavailable(modelId, { OPENAI_API_KEY: 'sk-test' }).code).toBe('model_unavailable');
+    },
+  );
 });
 
 describe('availableModels', () => {

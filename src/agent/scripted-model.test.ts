@@ -9,14 +9,19 @@ function script(value: Record<string, unknown>): string {
   return JSON.stringify({ script: value });
 }
 
-async function readAll(stream: ReadableStream<LanguageModelV3StreamPart>): Promise<LanguageModelV3StreamPart[]> {
+async function readAll(
+  stream: ReadableStream<LanguageModelV3StreamPart>,
+): Promise<LanguageModelV3StreamPart[]> {
   const parts: LanguageModelV3StreamPart[] = [];
   const reader = stream.getReader();
   for (let next = await reader.read(); !next.done; next = await reader.read()) parts.push(next.value);
   return parts;
 }
 
-function callOptions(text: string, extra: Partial<LanguageModelV3CallOptions> = {}): LanguageModelV3CallOptions {
+function callOptions(
+  text: string,
+  extra: Partial<LanguageModelV3CallOptions> = {},
+): LanguageModelV3CallOptions {
   return { prompt: [{ role: 'user', content: [{ type: 'text', text }] }], ...extra };
 }
 
@@ -134,7 +139,9 @@ describe('createScriptedModel', () => {
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 20);
     // A 60 s delay per delta: the test would time out if the delay ignored the signal.
-    const chunks = await collectChunks(script({ tokens: 3, delayMs: 60_000 }), { abortSignal: controller.signal });
+    const chunks = await collectChunks(script({ tokens: 3, delayMs: 60_000 }), {
+      abortSignal: controller.signal,
+    });
     expect(streamedText(chunks)).toBe('');
     expect(chunks.at(-1)).toEqual({ type: 'abort', reason: 'This operation was aborted' });
   });
@@ -168,13 +175,17 @@ describe('createScriptedModel', () => {
         { role: 'assistant', content: [{ type: 'tool-call', toolCallId: 'a', toolName: 'echo', input: {} }] },
         {
           role: 'tool',
-          content: [{ type: 'tool-result', toolCallId: 'a', toolName: 'echo', output: { type: 'json', value: {} } }],
+          content: [
+            { type: 'tool-result', toolCallId: 'a', toolName: 'echo', output: { type: 'json', value: {} } },
+          ],
         },
         { role: 'user', content: [{ type: 'text', text: script({ steps: 2, tokens: 1 }) }] },
         { role: 'assistant', content: [{ type: 'tool-call', toolCallId: 'b', toolName: 'echo', input: {} }] },
         {
           role: 'tool',
-          content: [{ type: 'tool-result', toolCallId: 'b', toolName: 'echo', output: { type: 'json', value: {} } }],
+          content: [
+            { type: 'tool-result', toolCallId: 'b', toolName: 'echo', output: { type: 'json', value: {} } },
+          ],
         },
       ],
     });
@@ -199,7 +210,8 @@ describe('createScriptedModel', () => {
     const call = chunks.find((chunk) => chunk.type === 'tool-input-available');
     const output = chunks.find((chunk) => chunk.type === 'tool-output-available');
     expect(call).toMatchObject({ toolName: 'current_time', input: {} });
-    const { localTime } = output?.type === 'tool-output-available' ? (output.output as { localTime: string }) : {};
+    const { localTime } =
+      output?.type === 'tool-output-available' ? (output.output as { localTime: string }) : {};
     const text = streamedText(chunks);
     expect(text).toContain(localTime);
     expect(text).toMatch(/close this tab/i);

@@ -8,6 +8,7 @@ import type {
   LanguageModelV3StreamPart,
   LanguageModelV3Usage,
 } from '@ai-sdk/provider';
+import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 
 /** Upper bounds of a script; larger values are rejected so a test cannot wedge a worker. */
@@ -177,11 +178,16 @@ function usageOf(inputTokens: number, outputTokens: number): LanguageModelV3Usag
 
 async function* streamParts(
   plan: Extract<StepPlan, { kind: 'answer' }>,
-  options: { modelId: string; callId: number; inputTokens: number; abortSignal: AbortSignal | undefined },
+  options: { modelId: string; callId: string; inputTokens: number; abortSignal: AbortSignal | undefined },
 ): AsyncGenerator<LanguageModelV3StreamPart> {
   const { callId, abortSignal } = options;
   yield { type: 'stream-start', warnings: [] };
-  yield { type: 'response-metadata', id: `scripted-${callId}`, modelId: options.modelId, timestamp: new Date() };
+  yield {
+    type: 'response-metadata',
+    id: `scripted-${callId}`,
+    modelId: options.modelId,
+    timestamp: new Date(),
+  };
   if (plan.deltas.length > 0) {
     const id = `text-${callId}`;
     yield { type: 'text-start', id };
@@ -218,7 +224,6 @@ export function createScriptedModel(
 ): LanguageModelV3 {
   const modelId = options.modelId ?? 'scripted';
   const demoDelayMs = options.demoDelayMs ?? 50;
-  let calls = 0;
 
   async function doStream(callOptions: LanguageModelV3CallOptions) {
     const { prompt, abortSignal } = callOptions;
@@ -226,11 +231,13 @@ export function createScriptedModel(
     const plan = planStep(prompt, demoDelayMs);
     // A failing step throws before any part is streamed, the way a provider's HTTP error does.
     if (plan.kind === 'fail') throw new Error(plan.message);
+    // Cancelling the stream also ends a pending delay, not only the caller's abort signal.
+    const cancellation = new AbortController();
     const parts = streamParts(plan, {
       modelId,
-      callId: ++calls,
+      callId: randomUUID(),
       inputTokens: estimatePromptTokens(prompt),
-      abortSignal,
+      abortSignal: abortSignal ? AbortSignal.any([abortSignal, cancellation.signal]) : cancellation.signal,
     });
     const stream = new ReadableStream<LanguageModelV3StreamPart>({
       async pull(controller) {
@@ -243,6 +250,7 @@ export function createScriptedModel(
         }
       },
       async cancel() {
+        cancellation.abort();
         await parts.return(undefined);
       },
     });

@@ -6,7 +6,11 @@ import { createDefaultToolRegistry } from './tools.ts';
 /** Runs one agent turn of `text` through the real `streamText` and collects its UI message chunks. */
 export async function collectChunks(
   text: string,
-  options: { model?: LanguageModel; abortSignal?: AbortSignal; onChunk?: (chunk: UIMessageChunk) => void } = {},
+  options: {
+    model?: LanguageModel;
+    abortSignal?: AbortSignal;
+    onChunk?: (chunk: UIMessageChunk) => void;
+  } = {},
 ): Promise<UIMessageChunk[]> {
   const result = streamText({
     model: options.model ?? createScriptedModel({ demoDelayMs: 0 }),

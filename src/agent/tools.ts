@@ -41,8 +41,7 @@ export const echoTool = tool({
 
 /** What `current_time` returns. */
 export type CurrentTimeResult =
-  | { iso: string; timeZone: string; localTime: string }
-  | { error: string; timeZone: string };
+  { iso: string; timeZone: string; localTime: string } | { error: string; timeZone: string };
 
 /** Reads the clock; `timeZone` is an IANA zone name (default UTC). An unknown zone is a readable error. */
 export function currentTime(options: { timeZone?: string; now?: Date } = {}): CurrentTimeResult {

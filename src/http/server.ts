@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import type { OutrunContext } from '../app.ts';
 import type { Caller } from '../auth/auth-service.ts';
@@ -19,7 +19,7 @@ declare module 'fastify' {
 export function buildServer(context: OutrunContext): FastifyInstance {
   const app = Fastify({
     loggerInstance: context.logger as FastifyBaseLogger,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: context.config.bodyLimitBytes,
     return503OnClosing: true,
     forceCloseConnections: true,

@@ -197,7 +197,7 @@ export class EventLog {
           with inserted as (
             insert into run_events (run_id, seq, chunk)
             select e.run_id, e.seq, e.chunk
-            from jsonb_to_recordset(${json}::jsonb) as e(run_id text, seq int, attempt int, chunk jsonb)
+            from json_to_recordset(${json}::json) as e(run_id text, seq int, attempt int, chunk json)
             join runs r on r.id = e.run_id and r.attempt = e.attempt
             on conflict do nothing
             returning run_id
@@ -277,8 +277,8 @@ export class RunEventWriter {
 }
 
 /**
- * JSON text for a chunk that PostgreSQL's jsonb accepts: jsonb rejects the NUL character, so NULs in strings
- * become U+FFFD instead of failing the batch the event shares with other runs.
+ * JSON text for a chunk that PostgreSQL accepts: its JSON functions reject the NUL character, so NULs in
+ * strings become U+FFFD instead of failing the batch the event shares with other runs.
  */
 export function serializeChunk(chunk: unknown): string {
   const data = JSON.stringify(chunk);

@@ -112,7 +112,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .createTable('run_events')
     .addColumn('run_id', 'text', (c) => c.notNull())
     .addColumn('seq', 'integer', (c) => c.notNull())
-    .addColumn('chunk', 'jsonb', (c) => c.notNull())
+    // `json`, not `jsonb`: the chunk's text is kept exactly as written, so a replay sends the same bytes as
+    // the live tail, and inserts skip the binary conversion. Nothing queries inside a chunk.
+    .addColumn('chunk', 'json', (c) => c.notNull())
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .addPrimaryKeyConstraint('run_events_pk', ['run_id', 'seq'])
     .execute();

@@ -1,0 +1,162 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { STORE_KINDS } from './support/databases.ts';
+import { collectStream, scriptedText, streamedText, script } from './support/sse.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+
+describe.each(STORE_KINDS)('run stream on %s', (kind) => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(kind, { config: { keepAliveMs: 200 } });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('streams a whole run with dense sequence numbers, data-run first and last, then [DONE]', async () => {
+    const chatId = await server.createChat();
+    const response = await server.fetch(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      headers: { accept: 'text/event-stream', 'content-type': 'application/json' },
+      body: JSON.stringify({ input: { text: script({ steps: 3, tokens: 4 }) } }),
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toContain('text/event-stream');
+    const stream = await collectStream(response);
+
+    expect(stream.done).toBe(true);
+    expect(stream.events.map((event) => event.seq)).toEqual(stream.events.map((_, index) => index + 1));
+    expect(stream.events[0]!.chunk).toMatchObject({ type: 'data-run', data: { status: 'pending' } });
+    expect(stream.events.at(-1)!.chunk).toMatchObject({ type: 'data-run', data: { status: 'succeeded', stepCount: 3 } });
+    expect(streamedText(stream.events)).toBe(scriptedText(3, 4));
+    const tools = stream.events.filter((event) => event.chunk.type === 'tool-output-available');
+    expect(tools.map((event) => event.chunk.output)).toEqual([{ step: 1 }, { step: 2 }]);
+  });
+
+  it('keeps the assistant message equal to the streamed text, with every step recorded', async () => {
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 3, tokens: 5 });
+    const settled = await server.waitForRun(run.id);
+    expect(settled).toMatchObject({ status: 'succeeded', stepCount: 3, error: null });
+    expect(settled.usage?.outputTokens).toBeGreaterThan(0);
+
+    const messages = await server.api(`/v1/chats/${chatId}/messages`);
+    expect(messages.body.items.map((m: { role: string }) => m.role)).toEqual(['user', 'assistant']);
+    const assistant = messages.body.items[1];
+    expect(assistant).toMatchObject({ status: 'completed', runId: run.id, id: run.assistantMessageId });
+    const text = assistant.parts
+      .filter((part: { type: string }) => part.type === 'text')
+      .map((part: { text: string }) => part.text)
+      .join('');
+    expect(text).toBe(scriptedText(3, 5));
+    expect(assistant.parts.filter((part: { type: string }) => part.type === 'step-start')).toHaveLength(3);
+    expect(assistant.parts.filter((part: { type: string }) => part.type === 'tool-echo')).toHaveLength(2);
+
+    const steps = await server.outrun.db.selectFrom('run_steps').selectAll().where('run_id', '=', run.id).execute();
+    expect(steps.map((step) => step.step)).toEqual([1, 2, 3]);
+  });
+
+  it('keeps running and persisting after the reader disconnects mid-stream', async () => {
+    const chatId = await server.createChat();
+    const response = await server.fetch(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      headers: { accept: 'text/event-stream', 'content-type': 'application/json' },
+      body: JSON.stringify({ input: { text: script({ steps: 2, tokens: 10, delayMs: 15 }) } }),
+    });
+    const runId = response.headers.get('x-outrun-run-id')!;
+    const partial = await collectStream(response, { stopAfter: 6 });
+    expect(partial.done).toBe(false);
+
+    const settled = await server.waitForRun(runId);
+    expect(settled.status).toBe('succeeded');
+    const replay = await collectStream(await server.fetch(`/v1/runs/${runId}/stream`));
+    expect(replay.done).toBe(true);
+    expect(streamedText(replay.events)).toBe(scriptedText(2, 10));
+    expect(replay.events.slice(0, 6)).toEqual(partial.events);
+  });
+
+  it('resumes after event N with N+1, with no gap or duplicate, while live and after the end', async () => {
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 2, tokens: 30, delayMs: 10 });
+
+    // Live: read a few events, drop the connection, resume with Last-Event-ID, repeat.
+    const seen: number[] = [];
+    const chunks: string[] = [];
+    let after = 0;
+    for (let round = 0; round < 50; round++) {
+      const response = await server.fetch(`/v1/runs/${run.id}/stream`, {
+        headers: after ? { 'last-event-id': String(after) } : {},
+      });
+      const part = await collectStream(response, { stopAfter: 7 });
+      for (const event of part.events) {
+        seen.push(event.seq);
+        chunks.push(JSON.stringify(event.chunk));
+      }
+      after = part.events.at(-1)?.seq ?? after;
+      if (part.done) break;
+    }
+    expect(seen).toEqual(seen.map((_, index) => index + 1));
+    const whole = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    expect(whole.events.map((event) => JSON.stringify(event.chunk))).toEqual(chunks);
+
+    // After the end: any N resumes at N+1 and ends with [DONE].
+    for (const n of [1, 17, whole.events.length - 1]) {
+      const resumed = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream?after=${n}`));
+      expect(resumed.events.map((event) => event.seq)).toEqual(whole.events.slice(n).map((event) => event.seq));
+      expect(resumed.done).toBe(true);
+    }
+  });
+
+  it('prefers Last-Event-ID over ?after= and answers just [DONE] past the end of a finished run', async () => {
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 1, tokens: 3 });
+    await server.waitForRun(run.id);
+
+    const both = await collectStream(
+      await server.fetch(`/v1/runs/${run.id}/stream?after=1`, { headers: { 'last-event-id': '4' } }),
+    );
+    expect(both.events[0]!.seq).toBe(5);
+
+    const past = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream?after=1000`));
+    expect(past).toMatchObject({ events: [], done: true });
+  });
+
+  it('serves any number of readers the same sequence', async () => {
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 2, tokens: 20, delayMs: 5 });
+    const readers = await Promise.all(
+      Array.from({ length: 12 }, () => server.fetch(`/v1/runs/${run.id}/stream`).then((r) => collectStream(r))),
+    );
+    const first = JSON.stringify(readers[0]!.events);
+    for (const reader of readers) {
+      expect(reader.done).toBe(true);
+      expect(JSON.stringify(reader.events)).toBe(first);
+    }
+  });
+
+  it('sends keep-alive comments with the last durable sequence number while a run is idle', async () => {
+    const chatId = await server.createChat();
+    // Tokens 600 ms apart, keep-alive every 200 ms: the reader sees pings between deltas.
+    const run = await server.startRun(chatId, { steps: 1, tokens: 2, delayMs: 600 });
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    const pings = stream.comments.filter((comment) => comment.startsWith('ping '));
+    expect(pings.length).toBeGreaterThan(0);
+    const lastSeq = Math.max(...stream.events.map((event) => event.seq));
+    for (const ping of pings) expect(Number(ping.slice(5))).toBeLessThanOrEqual(lastSeq);
+  });
+
+  it('ends a failing model step as failed with its reason, keeping the steps before it', async () => {
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 3, tokens: 3, failAtStep: 2 });
+    const settled = await server.waitForRun(run.id);
+    expect(settled.status).toBe('failed');
+    expect(settled.error).toMatchObject({ code: 'model_error' });
+
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    expect(streamedText(stream.events)).toBe(scriptedText(1, 3));
+    expect(stream.events.some((event) => event.chunk.type === 'error')).toBe(true);
+    expect(stream.events.at(-1)!.chunk).toMatchObject({ type: 'data-run', data: { status: 'failed' } });
+    const latest = await server.api(`/v1/chats/${chatId}/runs/latest`);
+    expect(latest.body.message.status).toBe('error');
+  });
+});

@@ -1,0 +1,115 @@
+import pino from 'pino';
+import { createOutrun, type CreateOutrunOptions, type Outrun } from '../../src/app.ts';
+import type { Config } from '../../src/config.ts';
+import type { RunObject } from '../../src/runs/run-object.ts';
+import { isTerminalStatus } from '../../src/runs/run-status.ts';
+import { openTestDatabase, type StoreKind } from './databases.ts';
+import { script } from './sse.ts';
+
+export const ADMIN_KEY = 'test-admin-key-0123456789';
+
+export interface ApiResponse<T = Record<string, unknown>> {
+  status: number;
+  body: T;
+  headers: Headers;
+}
+
+export interface TestServer {
+  outrun: Outrun;
+  url: string;
+  /** A JSON request as the admin (or with `key`). */
+  api<T = Record<string, any>>(
+    path: string,
+    options?: { method?: string; body?: unknown; key?: string | null; headers?: Record<string, string>; raw?: string },
+  ): Promise<ApiResponse<T>>;
+  /** A raw fetch with the admin key. */
+  fetch(path: string, init?: RequestInit & { key?: string }): Promise<Response>;
+  createChat(key?: string): Promise<string>;
+  /** Starts a scripted run; returns the run. */
+  startRun(chatId: string, scriptOptions: Parameters<typeof script>[0], key?: string): Promise<RunObject>;
+  /** Polls until the run is terminal (or `until` says so). */
+  waitForRun(runId: string, until?: (run: RunObject) => boolean, key?: string): Promise<RunObject>;
+  /** A second user in the admin's workspace, with their key. */
+  createUser(email: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** Boots a real Outrun server on a fresh database of `kind`, listening on a random loopback port. */
+export async function startTestServer(
+  kind: StoreKind,
+  options: Omit<CreateOutrunOptions, 'database' | 'config'> & { config?: Partial<Config> } = {},
+): Promise<TestServer> {
+  const database = await openTestDatabase(kind);
+  const outrun = await createOutrun({
+    ...options,
+    database,
+    logger: options.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+    config: { port: 0, host: '127.0.0.1', adminKey: ADMIN_KEY, keepAliveMs: 15_000, ...options.config },
+  });
+  await outrun.start();
+  const url = await outrun.listen();
+
+  const server: TestServer = {
+    outrun,
+    url,
+    async api(path, request = {}) {
+      const key = request.key === undefined ? ADMIN_KEY : request.key;
+      const headers: Record<string, string> = { ...request.headers };
+      if (key !== null) headers.authorization = `Bearer ${key}`;
+      let body: string | undefined = request.raw;
+      if (request.body !== undefined) {
+        body = JSON.stringify(request.body);
+        headers['content-type'] ??= 'application/json';
+      } else if (body !== undefined) headers['content-type'] ??= 'application/json';
+      const response = await fetch(url + path, { method: request.method ?? 'GET', headers, body });
+      const text = await response.text();
+      return { status: response.status, body: text ? JSON.parse(text) : null, headers: response.headers };
+    },
+    fetch(path, init = {}) {
+      const headers = new Headers(init.headers);
+      headers.set('authorization', `Bearer ${init.key ?? ADMIN_KEY}`);
+      return fetch(url + path, { ...init, headers });
+    },
+    async createChat(key) {
+      const response = await server.api<{ chat: { id: string } }>('/v1/chats', {
+        method: 'POST',
+        body: { title: 'test' },
+        key,
+      });
+      if (response.status !== 201) throw new Error(`create chat: ${response.status}`);
+      return response.body.chat.id;
+    },
+    async startRun(chatId, scriptOptions, key) {
+      const response = await server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body: { input: { text: script(scriptOptions) } },
+        key,
+      });
+      if (response.status !== 201) throw new Error(`start run: ${response.status} ${JSON.stringify(response.body)}`);
+      return response.body.run;
+    },
+    async waitForRun(runId, until = (run) => isTerminalStatus(run.status), key) {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const response = await server.api<{ run: RunObject }>(`/v1/runs/${runId}`, { key });
+        if (until(response.body.run)) return response.body.run;
+        if (Date.now() > deadline) throw new Error(`run ${runId} stuck in ${response.body.run.status}`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    },
+    async createUser(email) {
+      const me = await server.api<{ workspace: { id: string } }>('/v1/me');
+      const response = await server.api<{ apiKey: string }>('/v1/admin/users', {
+        method: 'POST',
+        body: { workspaceId: me.body.workspace.id, email },
+      });
+      if (response.status !== 201) throw new Error(`create user: ${response.status}`);
+      return response.body.apiKey;
+    },
+    async close() {
+      await outrun.close({ graceMs: 0 });
+      await database.close();
+    },
+  };
+  return server;
+}
