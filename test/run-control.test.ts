@@ -1,0 +1,277 @@
+import type { LanguageModelV3 } from '@ai-sdk/provider';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { resolveModel } from '../src/agent/providers.ts';
+import { createScriptedModel } from '../src/agent/scripted-model.ts';
+import { FaultPoint, Faults } from '../src/faults.ts';
+import { TransientDatabaseError } from '../src/store/transient.ts';
+import { STORE_KINDS } from './support/databases.ts';
+import { collectStream, script, scriptedText, streamedText } from './support/sse.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+
+/** The scripted model, counting every model call, so a test can prove a path made none. */
+function countingScriptedModel(): { model: LanguageModelV3; calls: () => number } {
+  const model = createScriptedModel();
+  let calls = 0;
+  return {
+    model: {
+      ...model,
+      doStream: (options) => {
+        calls += 1;
+        return model.doStream(options);
+      },
+    } as LanguageModelV3,
+    calls: () => calls,
+  };
+}
+
+describe.each(STORE_KINDS)('run control on %s', (kind) => {
+  let server: TestServer;
+  const faults = new Faults();
+  const counter = countingScriptedModel();
+
+  beforeAll(async () => {
+    server = await startTestServer(kind, {
+      faults,
+      resolveModel: (modelId) => resolveModel({ modelId, scripted: counter.model }),
+    });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+  afterEach(() => faults.clear());
+
+  it('lets exactly one of many concurrent starts on a chat through; the others get 409 with its id', async () => {
+    const chatId = await server.createChat();
+    const callsBefore = counter.calls();
+    const responses = await Promise.all(
+      Array.from({ length: 16 }, () =>
+        server.api(`/v1/chats/${chatId}/runs`, {
+          method: 'POST',
+          // Long enough to outlast the burst, so every loser meets it still active.
+          body: { input: { text: script({ steps: 1, tokens: 1000, delayMs: 10 }) } },
+        }),
+      ),
+    );
+    const created = responses.filter((response) => response.status === 201);
+    const rejected = responses.filter((response) => response.status === 409);
+    expect(created).toHaveLength(1);
+    expect(rejected).toHaveLength(15);
+    const runId = created[0]!.body.run.id;
+    for (const response of rejected) {
+      expect(response.body.error).toMatchObject({ code: 'run_already_active', runId });
+    }
+
+    await server.api(`/v1/runs/${runId}/stop`, { method: 'POST' });
+    await server.waitForRun(runId);
+    const runs = await server.api(`/v1/chats/${chatId}/runs`);
+    expect(runs.body.items).toHaveLength(1);
+    // The losers wrote nothing: one user message, one assistant message.
+    const messages = await server.api(`/v1/chats/${chatId}/messages`);
+    expect(messages.body.items).toHaveLength(2);
+    // And called no model: one step, one call.
+    expect(counter.calls() - callsBefore).toBe(1);
+  });
+
+  it('stops a running run by run id, keeping the partial answer, and a second stop answers false', async () => {
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 1, tokens: 200, delayMs: 10 });
+    await server.waitForRun(run.id, (r) => r.status === 'running');
+    await new Promise((resolve) => setTimeout(resolve, 150));
+
+    const stop = await server.api(`/v1/runs/${run.id}/stop`, { method: 'POST' });
+    expect(stop.status).toBe(200);
+    expect(stop.body.stopped).toBe(true);
+    expect(stop.body.run.stopRequestedAt).not.toBeNull();
+
+    const settled = await server.waitForRun(run.id);
+    expect(settled).toMatchObject({ status: 'aborted', error: { code: 'stopped' } });
+    const again = await server.api(`/v1/runs/${run.id}/stop`, { method: 'POST' });
+    expect(again.body).toMatchObject({ stopped: false, run: { status: 'aborted' } });
+
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    const types = stream.events.map((event) => event.chunk.type);
+    expect(types.slice(-2)).toEqual(['abort', 'data-run']);
+    const text = streamedText(stream.events);
+    expect(text.length).toBeGreaterThan(0);
+    expect(scriptedText(1, 200).startsWith(text)).toBe(true);
+    expect(text).not.toBe(scriptedText(1, 200));
+
+    const latest = await server.api(`/v1/chats/${chatId}/runs/latest`);
+    expect(latest.body.message.status).toBe('aborted');
+    const messageText = latest.body.message.parts
+      .filter((part: { type: string }) => part.type === 'text')
+      .map((part: { text: string }) => part.text)
+      .join('');
+    expect(messageText).toBe(text);
+  });
+
+  it('stops the active run of a chat by chat id, and answers stopped: false when none is active', async () => {
+    const chatId = await server.createChat();
+    const idle = await server.api(`/v1/chats/${chatId}/stop`, { method: 'POST' });
+    expect(idle.body).toEqual({ stopped: false, run: null });
+
+    const run = await server.startRun(chatId, { steps: 3, tokens: 50, delayMs: 10 });
+    await server.waitForRun(run.id, (r) => r.status === 'running');
+    const stop = await server.api(`/v1/chats/${chatId}/stop`, { method: 'POST' });
+    expect(stop.body).toMatchObject({ stopped: true, run: { id: run.id } });
+    expect(await server.waitForRun(run.id)).toMatchObject({ status: 'aborted', error: { code: 'stopped' } });
+
+    // The chat is usable again at once.
+    const next = await server.startRun(chatId, { steps: 1, tokens: 2 });
+    expect((await server.waitForRun(next.id)).status).toBe('succeeded');
+  });
+
+  it('stops a run that is still pending, before any model call', async () => {
+    const chatId = await server.createChat();
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    faults.arm(FaultPoint.beforeClaim, () => held);
+    const callsBefore = counter.calls();
+
+    const run = await server.startRun(chatId, { steps: 1, tokens: 5 });
+    expect(run.status).toBe('pending');
+    const stop = await server.api(`/v1/runs/${run.id}/stop`, { method: 'POST' });
+    expect(stop.body).toMatchObject({ stopped: true, run: { status: 'aborted', error: { code: 'stopped' } } });
+    release();
+
+    const settled = await server.waitForRun(run.id);
+    expect(settled.status).toBe('aborted');
+    expect(counter.calls()).toBe(callsBefore);
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    expect(stream.events.map((event) => event.chunk.type)).toEqual(['data-run', 'abort', 'data-run']);
+  });
+
+  it('stops a run whose stop races its start', async () => {
+    for (let round = 0; round < 10; round++) {
+      const chatId = await server.createChat();
+      const start = server.api(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body: { input: { text: script({ steps: 2, tokens: 50, delayMs: 5 }) } },
+      });
+      // Fire stops while the start is in flight, until one lands on the run.
+      let stopped = false;
+      const stops: Promise<unknown>[] = [];
+      const deadline = Date.now() + 5_000;
+      while (!stopped && Date.now() < deadline) {
+        const stop = server.api(`/v1/chats/${chatId}/stop`, { method: 'POST' });
+        stops.push(stop);
+        stopped = (await stop).body.stopped === true;
+      }
+      await Promise.all(stops);
+      const run = (await start).body.run;
+      expect(stopped).toBe(true);
+      expect(await server.waitForRun(run.id)).toMatchObject({ status: 'aborted', error: { code: 'stopped' } });
+    }
+  });
+
+  it('settles a run exactly once when two settles race', async () => {
+    const chatId = await server.createChat();
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    faults.arm(FaultPoint.beforeClaim, () => held);
+    const run = await server.startRun(chatId, { steps: 1, tokens: 1 });
+
+    const settle = (status: 'failed' | 'aborted') =>
+      server.outrun.runs.settle({
+        runId: run.id,
+        status,
+        error: { code: status === 'failed' ? 'internal_error' : 'stopped', message: status },
+      });
+    const results = await Promise.all([settle('failed'), settle('aborted'), settle('failed'), settle('aborted')]);
+    release();
+    const winners = results.filter((result) => result !== null);
+    expect(winners).toHaveLength(1);
+
+    const final = await server.waitForRun(run.id);
+    expect(final.status).toBe(winners[0]!.run.status);
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    const terminal = stream.events.filter(
+      (event) => event.chunk.type === 'data-run' && (event.chunk.data as { status: string }).status !== 'pending',
+    );
+    expect(terminal).toHaveLength(1);
+  });
+
+  it('retries a settle that hits a transient database error', async () => {
+    const chatId = await server.createChat();
+    const retriesBefore = await metricValue(server, 'outrun_settle_retries_total');
+    faults.armTimes(FaultPoint.settleBeforeCommit, 2, () => {
+      throw new TransientDatabaseError();
+    });
+    const run = await server.startRun(chatId, { steps: 2, tokens: 3 });
+    const settled = await server.waitForRun(run.id);
+    expect(settled.status).toBe('succeeded');
+    expect((await metricValue(server, 'outrun_settle_retries_total')) - retriesBefore).toBe(2);
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    expect(streamedText(stream.events)).toBe(scriptedText(2, 3));
+    expect(stream.events.filter((event) => event.chunk.type === 'data-run')).toHaveLength(3);
+  });
+
+  it('gives up on a settle after its retries, logs once, and leaves the run for the sweeper', async () => {
+    const chatId = await server.createChat();
+    const failuresBefore = await metricValue(server, 'outrun_settle_failures_total');
+    faults.arm(FaultPoint.settleBeforeCommit, () => {
+      throw new TransientDatabaseError();
+    });
+    const run = await server.startRun(chatId, { steps: 1, tokens: 2 });
+    const deadline = Date.now() + 10_000;
+    while ((await metricValue(server, 'outrun_settle_failures_total')) === failuresBefore && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect((await metricValue(server, 'outrun_settle_failures_total')) - failuresBefore).toBe(1);
+    faults.clear();
+    // Still active: nothing claimed the terminal write. The sweeper settles it once its lease is gone.
+    expect((await server.api(`/v1/runs/${run.id}`)).body.run.status).toBe('running');
+    await server.outrun.db.updateTable('runs').set({ lease_expires_at: new Date(0) }).where('id', '=', run.id).execute();
+    expect(await server.outrun.engine.sweep({ all: false })).toBeGreaterThanOrEqual(1);
+    expect(await server.waitForRun(run.id)).toMatchObject({ status: 'aborted', error: { code: 'lease_expired' } });
+  });
+
+  it('settles a run as failed when the start path throws before the agent loop owns it', async () => {
+    const chatId = await server.createChat();
+    faults.arm(FaultPoint.beforeLoop, () => {
+      throw new Error('boom before the loop');
+    });
+    const callsBefore = counter.calls();
+    const run = await server.startRun(chatId, { steps: 1, tokens: 3 });
+    const settled = await server.waitForRun(run.id);
+    expect(settled).toMatchObject({ status: 'failed', error: { code: 'start_failed' } });
+    expect(counter.calls()).toBe(callsBefore);
+    const latest = await server.api(`/v1/chats/${chatId}/runs/latest`);
+    expect(latest.body.message.status).toBe('error');
+  });
+
+  it('settles a run as failed when handing it to the queue throws', async () => {
+    const chatId = await server.createChat();
+    faults.arm(FaultPoint.afterBegin, () => {
+      throw new Error('queue unavailable');
+    });
+    const response = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: script({ steps: 1 }) } },
+    });
+    expect(response.status).toBe(201);
+    expect(response.body.run).toMatchObject({ status: 'failed', error: { code: 'start_failed' } });
+    faults.clear();
+    // Nothing is left active: the next run starts.
+    const next = await server.startRun(chatId, { steps: 1, tokens: 1 });
+    expect((await server.waitForRun(next.id)).status).toBe('succeeded');
+  });
+
+  it('interrupts the active run when asked with multitask: interrupt', async () => {
+    const chatId = await server.createChat();
+    const first = await server.startRun(chatId, { steps: 1, tokens: 500, delayMs: 10 });
+    await server.waitForRun(first.id, (r) => r.status === 'running');
+    const second = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: script({ steps: 1, tokens: 2 }) }, multitask: 'interrupt' },
+    });
+    expect(second.status).toBe(201);
+    expect((await server.api(`/v1/runs/${first.id}`)).body.run).toMatchObject({ status: 'aborted' });
+    expect((await server.waitForRun(second.body.run.id)).status).toBe('succeeded');
+  });
+});
+
+async function metricValue(server: TestServer, name: string): Promise<number> {
+  const metric = await server.outrun.metrics.registry.getSingleMetric(name)?.get();
+  return metric?.values.reduce((sum, value) => sum + value.value, 0) ?? 0;
+}
