@@ -26,7 +26,8 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   });
 
   // An empty JSON body (a POST with `Content-Type: application/json` and nothing else) means "no fields".
-  app.removeContentTypeParser('application/json');
+  // JSON only: any other body is a 415 rather than a string that fails validation.
+  app.removeContentTypeParser(['application/json', 'text/plain']);
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
     const text = String(body);
     if (text.trim() === '') return done(null, undefined);

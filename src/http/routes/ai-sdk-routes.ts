@@ -1,0 +1,165 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { OutrunContext } from '../../app.ts';
+import { InvalidRequestError } from '../../errors.ts';
+import { isId } from '../../ids.ts';
+import { isTerminalStatus, RunTrigger } from '../../runs/run-status.ts';
+import { followRun } from '../../stream/run-follower.ts';
+import { requireId } from '../validation.ts';
+import { StartRunBody, startRun } from './run-routes.ts';
+
+/**
+ * The request body `useChat` (`@ai-sdk/react`) sends through `DefaultChatTransport`: the chat id, the
+ * messages it holds, and what triggered the request. Outrun keeps the history itself, so only the last
+ * message (the user's new turn) is used. Extra body fields pass on to the run.
+ */
+const UseChatBody = z.object({
+  id: z.string().min(1).max(200),
+  messages: z
+    .array(z.looseObject({ role: z.string(), parts: z.array(z.looseObject({ type: z.string() })) }))
+    .min(1, 'messages must hold the new user message'),
+  trigger: z.enum(['submit-message', 'regenerate-message']).optional(),
+  messageId: z.string().optional(),
+  model: StartRunBody.shape.model,
+  multitask: StartRunBody.shape.multitask,
+  budget: StartRunBody.shape.budget,
+});
+
+const ChatParams = z.object({ chatId: z.string() });
+
+/** useChat sends the whole history with every request; this route accepts more than the default body limit. */
+const USE_CHAT_BODY_LIMIT_FACTOR = 8;
+
+/**
+ * AI SDK `useChat` compatibility (v6 UI message streams, `@ai-sdk/react` v3):
+ *
+ * - `POST /v1/ui/chats` starts a run for the last user message of the `useChat` body (whose `id` is an
+ *   Outrun chat id) and answers with its stream;
+ * - `GET /v1/ui/chats/:chatId/stream` is the resume endpoint `useChat({ resume: true })` calls: 204 when
+ *   the chat has no active run, else the active run's stream replayed from its first event.
+ *
+ * These paths fit `DefaultChatTransport({ api: '<base>/v1/ui/chats' })` with no other option: its default
+ * reconnect URL is `${api}/${chatId}/stream`. The stream is the run's stream with its `data-run` lifecycle
+ * chunks marked `transient`, so useChat hands them to `onData` and never adds them to the message.
+ */
+export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext): void {
+  const { chats, runs } = context;
+
+  app.post(
+    '/v1/ui/chats',
+    { bodyLimit: context.config.bodyLimitBytes * USE_CHAT_BODY_LIMIT_FACTOR },
+    async (request, reply) => {
+      const body = UseChatBody.parse(request.body);
+      if (!isId('chat', body.id)) {
+        throw new InvalidRequestError(
+          `"${body.id.slice(0, 80)}" is not an Outrun chat id: create a chat with POST /v1/chats and pass its id to useChat({ id }).`,
+          {},
+          'invalid_id',
+        );
+      }
+      const last = body.messages[body.messages.length - 1]!;
+      if (last.role !== 'user') {
+        throw new InvalidRequestError('The last message must be the user message to answer.', {}, 'invalid_request');
+      }
+      const parts = last.parts.filter((part) => part.type === 'text' || part.type === 'file');
+      const start = StartRunBody.parse({
+        input: { parts: parts.map(inputPart) },
+        model: body.model,
+        multitask: body.multitask,
+        budget: body.budget,
+        trigger: RunTrigger.user,
+      });
+      const chat = await chats.getRow(request.caller, body.id);
+      const run = await startRun(context, request.caller, chat.id, start);
+      return sendUiStream(context, request, reply, run.id, { 'x-outrun-run-id': run.id });
+    },
+  );
+
+  app.get('/v1/ui/chats/:chatId/stream', async (request, reply) => {
+    const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
+    await chats.getRow(request.caller, chatId);
+    const active = await runs.findActive(chatId);
+    if (!active) return reply.status(204).send();
+    return sendUiStream(context, request, reply, active.id, { 'x-outrun-run-id': active.id });
+  });
+}
+
+/** The fields of a text or file part that a run takes as input. */
+function inputPart(part: Record<string, unknown>): Record<string, unknown> {
+  if (part.type === 'text') return { type: 'text', text: part.text };
+  return { type: 'file', mediaType: part.mediaType, url: part.url, filename: part.filename };
+}
+
+/** Marks a `data-run` chunk transient; every other chunk passes through as the log holds it. */
+export function toUseChatChunk(data: string): string {
+  if (!data.includes('"data-run"')) return data;
+  const chunk = JSON.parse(data) as { type?: unknown };
+  return chunk.type === 'data-run' ? JSON.stringify({ ...chunk, transient: true }) : data;
+}
+
+/**
+ * Streams a run as an AI SDK UI message stream from its first event: `id: <seq>` / `data: <chunk>` frames,
+ * keep-alive comments, and `data: [DONE]` after the run's last event. Closing the connection ends only
+ * this reader; the run goes on.
+ */
+async function sendUiStream(
+  context: OutrunContext,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  runId: string,
+  headers: Record<string, string>,
+): Promise<void> {
+  reply.hijack();
+  const response = reply.raw;
+  response.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+    'x-vercel-ai-ui-message-stream': 'v1',
+    ...headers,
+  });
+  response.flushHeaders();
+  const controller = new AbortController();
+  const close = () => controller.abort();
+  response.on('close', close);
+  context.metrics.streamReaders.inc();
+  try {
+    const items = followRun({
+      log: context.log,
+      runId,
+      after: 0,
+      keepAliveMs: context.config.keepAliveMs,
+      signal: controller.signal,
+      isFinished: async () => {
+        const row = await context.runs.get(runId);
+        return !row || isTerminalStatus(row.status);
+      },
+    });
+    for await (const item of items) {
+      let frame = '';
+      if (item.kind === 'ping') frame = `: ping ${item.lastSeq}\n\n`;
+      else for (const event of item.events) frame += `id: ${event.seq}\ndata: ${toUseChatChunk(event.data)}\n\n`;
+      if (!response.write(frame) && !controller.signal.aborted) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            response.off('drain', done);
+            controller.signal.removeEventListener('abort', done);
+            resolve();
+          };
+          response.on('drain', done);
+          controller.signal.addEventListener('abort', done);
+        });
+      }
+      if (controller.signal.aborted) break;
+    }
+    if (!controller.signal.aborted) response.write('data: [DONE]\n\n');
+  } catch (error) {
+    // Headers are gone: useChat sees the stream end and can resume it.
+    request.log.error({ err: error, runId }, 'ui message stream failed');
+  } finally {
+    context.metrics.streamReaders.dec();
+    response.off('close', close);
+    response.end();
+  }
+}

@@ -1,0 +1,228 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { script } from './support/sse.ts';
+import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
+
+/** Bad input gets a 4xx with a stable code, never a 5xx, and changes nothing (invariant 10). */
+describe('bad input', () => {
+  let server: TestServer;
+  let chatId: string;
+  let runId: string;
+
+  beforeAll(async () => {
+    server = await startTestServer('pglite', { config: { bodyLimitBytes: 64 * 1024 } });
+    chatId = await server.createChat();
+    runId = (await server.startRun(chatId, { steps: 1, tokens: 2 })).id;
+    await server.waitForRun(runId);
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  async function snapshot() {
+    const count = async (table: 'chats' | 'runs' | 'messages' | 'run_events') =>
+      Number(
+        (
+          await server.outrun.db
+            .selectFrom(table)
+            .select((eb) => eb.fn.countAll().as('n'))
+            .executeTakeFirstOrThrow()
+        ).n,
+      );
+    return {
+      chats: await count('chats'),
+      runs: await count('runs'),
+      messages: await count('messages'),
+      events: await count('run_events'),
+    };
+  }
+
+  const runsPath = () => `/v1/chats/${chatId}/runs`;
+  const cases: { name: string; status: number; code: string; request: () => Promise<{ status: number; body: any }> }[] = [
+    {
+      name: 'malformed JSON',
+      status: 400,
+      code: 'invalid_json',
+      request: () => server.api(runsPath(), { method: 'POST', raw: '{"input": {"text": "hi"' }),
+    },
+    {
+      name: 'a missing input',
+      status: 400,
+      code: 'invalid_request',
+      request: () => server.api(runsPath(), { method: 'POST', body: {} }),
+    },
+    {
+      name: 'a wrongly typed input',
+      status: 400,
+      code: 'invalid_request',
+      request: () => server.api(runsPath(), { method: 'POST', body: { input: { text: 42 } } }),
+    },
+    {
+      name: 'an empty text',
+      status: 400,
+      code: 'invalid_request',
+      request: () => server.api(runsPath(), { method: 'POST', body: { input: { text: '' } } }),
+    },
+    {
+      name: 'unknown part types',
+      status: 400,
+      code: 'invalid_request',
+      request: () => server.api(runsPath(), { method: 'POST', body: { input: { parts: [{ type: 'video' }] } } }),
+    },
+    {
+      name: 'a budget out of range',
+      status: 400,
+      code: 'invalid_request',
+      request: () =>
+        server.api(runsPath(), { method: 'POST', body: { input: { text: 'hi' }, budget: { maxSteps: -1 } } }),
+    },
+    {
+      name: 'an unknown model',
+      status: 400,
+      code: 'model_unavailable',
+      request: () => server.api(runsPath(), { method: 'POST', body: { input: { text: 'hi' }, model: 'nope:x' } }),
+    },
+    {
+      name: 'a provider without its key',
+      status: 400,
+      code: 'model_unavailable',
+      request: () =>
+        server.api(runsPath(), { method: 'POST', body: { input: { text: 'hi' }, model: 'anthropic:claude-x' } }),
+    },
+    {
+      name: 'a body over the limit',
+      status: 413,
+      code: 'body_too_large',
+      request: () => server.api(runsPath(), { method: 'POST', body: { input: { text: 'x'.repeat(100 * 1024) } } }),
+    },
+    {
+      name: 'a non-JSON content type',
+      status: 415,
+      code: 'unsupported_media_type',
+      request: () =>
+        server.api(runsPath(), { method: 'POST', raw: 'hello', headers: { 'content-type': 'text/plain' } }),
+    },
+    {
+      name: 'a malformed chat id',
+      status: 400,
+      code: 'invalid_id',
+      request: () => server.api('/v1/chats/not-an-id/runs', { method: 'POST', body: { input: { text: 'hi' } } }),
+    },
+    {
+      name: 'an unknown chat id',
+      status: 404,
+      code: 'chat_not_found',
+      request: () =>
+        server.api(`/v1/chats/chat_${'0'.repeat(32)}/runs`, { method: 'POST', body: { input: { text: 'hi' } } }),
+    },
+    {
+      name: 'a malformed run id',
+      status: 400,
+      code: 'invalid_id',
+      request: () => server.api('/v1/runs/run_xyz'),
+    },
+    {
+      name: 'an unknown run id',
+      status: 404,
+      code: 'run_not_found',
+      request: () => server.api(`/v1/runs/run_${'a'.repeat(32)}/stream`),
+    },
+    {
+      name: 'a negative after',
+      status: 400,
+      code: 'invalid_cursor',
+      request: () => server.api(`/v1/runs/${runId}/stream?after=-1`),
+    },
+    {
+      name: 'a non-numeric after',
+      status: 400,
+      code: 'invalid_cursor',
+      request: () => server.api(`/v1/runs/${runId}/stream?after=abc`),
+    },
+    {
+      name: 'a non-numeric Last-Event-ID',
+      status: 400,
+      code: 'invalid_cursor',
+      request: () => server.api(`/v1/runs/${runId}/stream`, { headers: { 'last-event-id': '1.5' } }),
+    },
+    {
+      name: 'a bad page limit',
+      status: 400,
+      code: 'invalid_request',
+      request: () => server.api('/v1/chats?limit=0'),
+    },
+    {
+      name: 'a bad cursor',
+      status: 400,
+      code: 'invalid_id',
+      request: () => server.api('/v1/chats?cursor=%27%3B%20drop'),
+    },
+    {
+      name: 'a wrongly typed title',
+      status: 400,
+      code: 'invalid_request',
+      request: () => server.api(`/v1/chats/${chatId}`, { method: 'PATCH', body: { title: ['x'] } }),
+    },
+    {
+      name: 'an admin user with a bad email',
+      status: 400,
+      code: 'invalid_request',
+      request: () =>
+        server.api('/v1/admin/users', { method: 'POST', body: { workspaceId: `ws_${'0'.repeat(32)}`, email: 'x' } }),
+    },
+    {
+      name: 'an admin user for an unknown workspace',
+      status: 404,
+      code: 'workspace_not_found',
+      request: () =>
+        server.api('/v1/admin/users', {
+          method: 'POST',
+          body: { workspaceId: `ws_${'0'.repeat(32)}`, email: 'x@example.com' },
+        }),
+    },
+    {
+      name: 'an unknown route',
+      status: 404,
+      code: 'route_not_found',
+      request: () => server.api('/v1/nothing-here'),
+    },
+    {
+      name: 'no key',
+      status: 401,
+      code: 'unauthorized',
+      request: () => server.api(runsPath(), { method: 'POST', body: { input: { text: 'hi' } }, key: null }),
+    },
+    {
+      name: 'a wrong key',
+      status: 401,
+      code: 'unauthorized',
+      request: () => server.api(runsPath(), { method: 'POST', body: { input: { text: 'hi' } }, key: `${ADMIN_KEY}x` }),
+    },
+  ];
+
+  for (const testCase of cases) {
+    it(`answers ${testCase.status} ${testCase.code} to ${testCase.name}, changing nothing`, async () => {
+      const before = await snapshot();
+      const response = await testCase.request();
+      expect(response.status).toBe(testCase.status);
+      expect(response.body.error.code).toBe(testCase.code);
+      expect(typeof response.body.error.message).toBe('string');
+      expect(JSON.stringify(response.body)).not.toMatch(/at .*\.ts:\d+/);
+      expect(await snapshot()).toEqual(before);
+    });
+  }
+
+  it('accepts a stop with an empty JSON body', async () => {
+    const response = await server.api(`/v1/chats/${chatId}/stop`, { method: 'POST', raw: '' });
+    expect(response.status).toBe(200);
+    expect(response.body.stopped).toBe(false);
+  });
+
+  it('accepts a run started with parts', async () => {
+    const response = await server.api(runsPath(), {
+      method: 'POST',
+      body: { input: { parts: [{ type: 'text', text: script({ steps: 1, tokens: 1 }) }] } },
+    });
+    expect(response.status).toBe(201);
+    await server.waitForRun(response.body.run.id);
+  });
+});
