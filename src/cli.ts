@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { createOutrun } from './app.ts';
 import { loadConfig } from './config.ts';
+import { faultsFromEnv } from './faults.ts';
 import { createDatabase } from './store/database.ts';
 
 const USAGE = `Usage: outrun <command>
@@ -16,7 +17,10 @@ OUTRUN_ADMIN_KEY, OUTRUN_MODEL, provider keys (OPENAI_API_KEY, ANTHROPIC_API_KEY
 See the README for the full list.`;
 
 async function main(): Promise<void> {
-  const { positionals, values } = parseArgs({ allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } } });
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: { help: { type: 'boolean', short: 'h' } },
+  });
   const command = positionals[0] ?? 'serve';
   if (values.help || command === 'help') {
     console.log(USAGE);
@@ -32,7 +36,9 @@ async function main(): Promise<void> {
     return;
   }
   if (command === 'worker' && !config.redisUrl) {
-    throw new Error('`outrun worker` needs REDIS_URL: without Redis, `outrun serve` runs the worker in-process.');
+    throw new Error(
+      '`outrun worker` needs REDIS_URL: without Redis, `outrun serve` runs the worker in-process.',
+    );
   }
   if (command !== 'serve' && command !== 'worker') {
     console.error(`Unknown command "${command}".\n\n${USAGE}`);
@@ -40,7 +46,7 @@ async function main(): Promise<void> {
     return;
   }
 
-  const outrun = await createOutrun({ logger, worker: true });
+  const outrun = await createOutrun({ logger, worker: true, faults: faultsFromEnv(process.env) });
   const { generatedAdminKey } = await outrun.start();
   let url: string | null = null;
   if (command === 'serve') url = await outrun.listen();
@@ -55,7 +61,9 @@ async function main(): Promise<void> {
         `    ${generatedAdminKey}`,
         '',
         url ? `  Sign in to the web app: ${url}/#key=${generatedAdminKey}` : '',
-        url ? `  Or try the API:         curl -H "Authorization: Bearer ${generatedAdminKey}" ${url}/v1/me` : '',
+        url
+          ? `  Or try the API:         curl -H "Authorization: Bearer ${generatedAdminKey}" ${url}/v1/me`
+          : '',
         '',
       ].join('\n'),
     );

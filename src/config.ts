@@ -8,7 +8,11 @@ const ConfigSchema = z.object({
   redisUrl: z.string().min(1).optional(),
   adminKey: z.string().min(16, 'OUTRUN_ADMIN_KEY must be at least 16 characters').optional(),
   defaultModel: z.string().min(1).default('scripted'),
-  bodyLimitBytes: z.coerce.number().int().positive().default(1024 * 1024),
+  bodyLimitBytes: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(1024 * 1024),
   keepAliveMs: z.coerce.number().int().positive().default(15_000),
   leaseMs: z.coerce.number().int().positive().default(30_000),
   sweepIntervalMs: z.coerce.number().int().positive().default(10_000),
@@ -38,7 +42,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: blank(env.LOG_LEVEL),
   });
   if (!result.success) {
-    const problems = result.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ');
+    const problems = result.error.issues
+      .map((issue) => `${issue.path.join('.')}: ${issue.message}`)
+      .join('; ');
     throw new Error(`Invalid configuration: ${problems}`);
   }
   return result.data;

@@ -37,7 +37,12 @@ describe('bad input', () => {
   }
 
   const runsPath = () => `/v1/chats/${chatId}/runs`;
-  const cases: { name: string; status: number; code: string; request: () => Promise<{ status: number; body: any }> }[] = [
+  const cases: {
+    name: string;
+    status: number;
+    code: string;
+    request: () => Promise<{ status: number; body: any }>;
+  }[] = [
     {
       name: 'malformed JSON',
       status: 400,
@@ -66,7 +71,8 @@ describe('bad input', () => {
       name: 'unknown part types',
       status: 400,
       code: 'invalid_request',
-      request: () => server.api(runsPath(), { method: 'POST', body: { input: { parts: [{ type: 'video' }] } } }),
+      request: () =>
+        server.api(runsPath(), { method: 'POST', body: { input: { parts: [{ type: 'video' }] } } }),
     },
     {
       name: 'a budget out of range',
@@ -79,20 +85,25 @@ describe('bad input', () => {
       name: 'an unknown model',
       status: 400,
       code: 'model_unavailable',
-      request: () => server.api(runsPath(), { method: 'POST', body: { input: { text: 'hi' }, model: 'nope:x' } }),
+      request: () =>
+        server.api(runsPath(), { method: 'POST', body: { input: { text: 'hi' }, model: 'nope:x' } }),
     },
     {
       name: 'a provider without its key',
       status: 400,
       code: 'model_unavailable',
       request: () =>
-        server.api(runsPath(), { method: 'POST', body: { input: { text: 'hi' }, model: 'anthropic:claude-x' } }),
+        server.api(runsPath(), {
+          method: 'POST',
+          body: { input: { text: 'hi' }, model: 'anthropic:claude-x' },
+        }),
     },
     {
       name: 'a body over the limit',
       status: 413,
       code: 'body_too_large',
-      request: () => server.api(runsPath(), { method: 'POST', body: { input: { text: 'x'.repeat(100 * 1024) } } }),
+      request: () =>
+        server.api(runsPath(), { method: 'POST', body: { input: { text: 'x'.repeat(100 * 1024) } } }),
     },
     {
       name: 'a non-JSON content type',
@@ -105,14 +116,18 @@ describe('bad input', () => {
       name: 'a malformed chat id',
       status: 400,
       code: 'invalid_id',
-      request: () => server.api('/v1/chats/not-an-id/runs', { method: 'POST', body: { input: { text: 'hi' } } }),
+      request: () =>
+        server.api('/v1/chats/not-an-id/runs', { method: 'POST', body: { input: { text: 'hi' } } }),
     },
     {
       name: 'an unknown chat id',
       status: 404,
       code: 'chat_not_found',
       request: () =>
-        server.api(`/v1/chats/chat_${'0'.repeat(32)}/runs`, { method: 'POST', body: { input: { text: 'hi' } } }),
+        server.api(`/v1/chats/chat_${'0'.repeat(32)}/runs`, {
+          method: 'POST',
+          body: { input: { text: 'hi' } },
+        }),
     },
     {
       name: 'a malformed run id',
@@ -167,7 +182,10 @@ describe('bad input', () => {
       status: 400,
       code: 'invalid_request',
       request: () =>
-        server.api('/v1/admin/users', { method: 'POST', body: { workspaceId: `ws_${'0'.repeat(32)}`, email: 'x' } }),
+        server.api('/v1/admin/users', {
+          method: 'POST',
+          body: { workspaceId: `ws_${'0'.repeat(32)}`, email: 'x' },
+        }),
     },
     {
       name: 'an admin user for an unknown workspace',
@@ -195,7 +213,8 @@ describe('bad input', () => {
       name: 'a wrong key',
       status: 401,
       code: 'unauthorized',
-      request: () => server.api(runsPath(), { method: 'POST', body: { input: { text: 'hi' } }, key: `${ADMIN_KEY}x` }),
+      request: () =>
+        server.api(runsPath(), { method: 'POST', body: { input: { text: 'hi' } }, key: `${ADMIN_KEY}x` }),
     },
   ];
 

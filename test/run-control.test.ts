@@ -131,7 +131,10 @@ describe.each(STORE_KINDS)('run control on %s', (kind) => {
     const run = await server.startRun(chatId, { steps: 1, tokens: 5 });
     expect(run.status).toBe('pending');
     const stop = await server.api(`/v1/runs/${run.id}/stop`, { method: 'POST' });
-    expect(stop.body).toMatchObject({ stopped: true, run: { status: 'aborted', error: { code: 'stopped' } } });
+    expect(stop.body).toMatchObject({
+      stopped: true,
+      run: { status: 'aborted', error: { code: 'stopped' } },
+    });
     release();
 
     const settled = await server.waitForRun(run.id);
@@ -160,7 +163,10 @@ describe.each(STORE_KINDS)('run control on %s', (kind) => {
       await Promise.all(stops);
       const run = (await start).body.run;
       expect(stopped).toBe(true);
-      expect(await server.waitForRun(run.id)).toMatchObject({ status: 'aborted', error: { code: 'stopped' } });
+      expect(await server.waitForRun(run.id)).toMatchObject({
+        status: 'aborted',
+        error: { code: 'stopped' },
+      });
     }
   });
 
@@ -177,7 +183,12 @@ describe.each(STORE_KINDS)('run control on %s', (kind) => {
         status,
         error: { code: status === 'failed' ? 'internal_error' : 'stopped', message: status },
       });
-    const results = await Promise.all([settle('failed'), settle('aborted'), settle('failed'), settle('aborted')]);
+    const results = await Promise.all([
+      settle('failed'),
+      settle('aborted'),
+      settle('failed'),
+      settle('aborted'),
+    ]);
     release();
     const winners = results.filter((result) => result !== null);
     expect(winners).toHaveLength(1);
@@ -186,7 +197,8 @@ describe.each(STORE_KINDS)('run control on %s', (kind) => {
     expect(final.status).toBe(winners[0]!.run.status);
     const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
     const terminal = stream.events.filter(
-      (event) => event.chunk.type === 'data-run' && (event.chunk.data as { status: string }).status !== 'pending',
+      (event) =>
+        event.chunk.type === 'data-run' && (event.chunk.data as { status: string }).status !== 'pending',
     );
     expect(terminal).toHaveLength(1);
   });
@@ -214,16 +226,26 @@ describe.each(STORE_KINDS)('run control on %s', (kind) => {
     });
     const run = await server.startRun(chatId, { steps: 1, tokens: 2 });
     const deadline = Date.now() + 10_000;
-    while ((await metricValue(server, 'outrun_settle_failures_total')) === failuresBefore && Date.now() < deadline) {
+    while (
+      (await metricValue(server, 'outrun_settle_failures_total')) === failuresBefore &&
+      Date.now() < deadline
+    ) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     expect((await metricValue(server, 'outrun_settle_failures_total')) - failuresBefore).toBe(1);
     faults.clear();
     // Still active: nothing claimed the terminal write. The sweeper settles it once its lease is gone.
     expect((await server.api(`/v1/runs/${run.id}`)).body.run.status).toBe('running');
-    await server.outrun.db.updateTable('runs').set({ lease_expires_at: new Date(0) }).where('id', '=', run.id).execute();
+    await server.outrun.db
+      .updateTable('runs')
+      .set({ lease_expires_at: new Date(0) })
+      .where('id', '=', run.id)
+      .execute();
     expect(await server.outrun.engine.sweep({ all: false })).toBeGreaterThanOrEqual(1);
-    expect(await server.waitForRun(run.id)).toMatchObject({ status: 'aborted', error: { code: 'lease_expired' } });
+    expect(await server.waitForRun(run.id)).toMatchObject({
+      status: 'aborted',
+      error: { code: 'lease_expired' },
+    });
   });
 
   it('settles a run as failed when the start path throws before the agent loop owns it', async () => {

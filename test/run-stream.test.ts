@@ -27,7 +27,10 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
     expect(stream.done).toBe(true);
     expect(stream.events.map((event) => event.seq)).toEqual(stream.events.map((_, index) => index + 1));
     expect(stream.events[0]!.chunk).toMatchObject({ type: 'data-run', data: { status: 'pending' } });
-    expect(stream.events.at(-1)!.chunk).toMatchObject({ type: 'data-run', data: { status: 'succeeded', stepCount: 3 } });
+    expect(stream.events.at(-1)!.chunk).toMatchObject({
+      type: 'data-run',
+      data: { status: 'succeeded', stepCount: 3 },
+    });
     expect(streamedText(stream.events)).toBe(scriptedText(3, 4));
     const tools = stream.events.filter((event) => event.chunk.type === 'tool-output-available');
     expect(tools.map((event) => event.chunk.output)).toEqual([{ step: 1 }, { step: 2 }]);
@@ -52,7 +55,11 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
     expect(assistant.parts.filter((part: { type: string }) => part.type === 'step-start')).toHaveLength(3);
     expect(assistant.parts.filter((part: { type: string }) => part.type === 'tool-echo')).toHaveLength(2);
 
-    const steps = await server.outrun.db.selectFrom('run_steps').selectAll().where('run_id', '=', run.id).execute();
+    const steps = await server.outrun.db
+      .selectFrom('run_steps')
+      .selectAll()
+      .where('run_id', '=', run.id)
+      .execute();
     expect(steps.map((step) => step.step)).toEqual([1, 2, 3]);
   });
 
@@ -102,7 +109,9 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
     // After the end: any N resumes at N+1 and ends with [DONE].
     for (const n of [1, 17, whole.events.length - 1]) {
       const resumed = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream?after=${n}`));
-      expect(resumed.events.map((event) => event.seq)).toEqual(whole.events.slice(n).map((event) => event.seq));
+      expect(resumed.events.map((event) => event.seq)).toEqual(
+        whole.events.slice(n).map((event) => event.seq),
+      );
       expect(resumed.done).toBe(true);
     }
   });
@@ -125,7 +134,9 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
     const chatId = await server.createChat();
     const run = await server.startRun(chatId, { steps: 2, tokens: 20, delayMs: 5 });
     const readers = await Promise.all(
-      Array.from({ length: 12 }, () => server.fetch(`/v1/runs/${run.id}/stream`).then((r) => collectStream(r))),
+      Array.from({ length: 12 }, () =>
+        server.fetch(`/v1/runs/${run.id}/stream`).then((r) => collectStream(r)),
+      ),
     );
     const first = JSON.stringify(readers[0]!.events);
     for (const reader of readers) {

@@ -73,7 +73,11 @@ describe.each(STORE_KINDS)('auth and tenancy on %s', (kind) => {
 
   it('answers 403 on admin routes for a member', async () => {
     const me = await server.api('/v1/me', { key: aliceKey });
-    const workspace = await server.api('/v1/admin/workspaces', { method: 'POST', body: { name: 'x' }, key: aliceKey });
+    const workspace = await server.api('/v1/admin/workspaces', {
+      method: 'POST',
+      body: { name: 'x' },
+      key: aliceKey,
+    });
     expect(workspace.status).toBe(403);
     expect(workspace.body.error.code).toBe('forbidden');
     const user = await server.api('/v1/admin/users', {

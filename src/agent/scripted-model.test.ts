@@ -1,6 +1,6 @@
 import { generateText, stepCountIs, streamText } from 'ai';
 import type { LanguageModelV3CallOptions, LanguageModelV3StreamPart } from '@ai-sdk/provider';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createScriptedModel, parseScript } from './scripted-model.ts';
 import { collectChunks, scriptText, streamedText } from './test-helpers.ts';
 import { createDefaultToolRegistry } from './tools.ts';
@@ -153,6 +153,24 @@ describe('createScriptedModel', () => {
     );
     setTimeout(() => controller.abort(), 10);
     await expect(readAll(stream)).rejects.toMatchObject({ name: 'AbortError' });
+  });
+
+  it('clears a pending delay when the stream is cancelled', async () => {
+    vi.useFakeTimers();
+    try {
+      const { stream } = await createScriptedModel().doStream(
+        callOptions(script({ tokens: 3, delayMs: 60_000 })),
+      );
+      const reader = stream.getReader();
+      for (let index = 0; index < 3; index++) await reader.read(); // stream-start, response-metadata, text-start
+      const pending = reader.read();
+      await vi.waitFor(() => expect(vi.getTimerCount()).toBe(1));
+      await reader.cancel();
+      await expect(pending).resolves.toEqual({ done: true, value: undefined });
+      await vi.waitFor(() => expect(vi.getTimerCount()).toBe(0));
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('reports usage in the V3 shape with one output token per delta', async () => {

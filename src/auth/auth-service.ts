@@ -55,13 +55,23 @@ export class AuthService {
     const row = await this.db
       .selectFrom('api_keys')
       .innerJoin('users', 'users.id', 'api_keys.user_id')
-      .select(['api_keys.id as keyId', 'api_keys.last_used_at', 'users.id', 'users.workspace_id', 'users.role'])
+      .select([
+        'api_keys.id as keyId',
+        'api_keys.last_used_at',
+        'users.id',
+        'users.workspace_id',
+        'users.role',
+      ])
       .where('api_keys.hash', '=', hashApiKey(key))
       .where('api_keys.revoked_at', 'is', null)
       .executeTakeFirst();
     if (!row) throw new UnauthorizedError('The API key is not valid.');
     if (!row.last_used_at || Date.now() - row.last_used_at.getTime() > LAST_USED_RESOLUTION_MS) {
-      await this.db.updateTable('api_keys').set({ last_used_at: sql<Date>`now()` }).where('id', '=', row.keyId).execute();
+      await this.db
+        .updateTable('api_keys')
+        .set({ last_used_at: sql<Date>`now()` })
+        .where('id', '=', row.keyId)
+        .execute();
     }
     return { userId: row.id, workspaceId: row.workspace_id, role: row.role };
   }
@@ -71,7 +81,11 @@ export class AuthService {
   }
 
   async me(caller: Caller): Promise<{ user: UserObject; workspace: WorkspaceObject }> {
-    const user = await this.db.selectFrom('users').selectAll().where('id', '=', caller.userId).executeTakeFirstOrThrow();
+    const user = await this.db
+      .selectFrom('users')
+      .selectAll()
+      .where('id', '=', caller.userId)
+      .executeTakeFirstOrThrow();
     const workspace = await this.db
       .selectFrom('workspaces')
       .selectAll()
@@ -115,7 +129,12 @@ export class AuthService {
       const apiKey = generateApiKey();
       await tx
         .insertInto('api_keys')
-        .values({ id: newId('key'), user_id: user.id, hash: hashApiKey(apiKey), prefix: apiKeyPrefix(apiKey) })
+        .values({
+          id: newId('key'),
+          user_id: user.id,
+          hash: hashApiKey(apiKey),
+          prefix: apiKeyPrefix(apiKey),
+        })
         .execute();
       return { user: toUserObject(user), apiKey };
     });

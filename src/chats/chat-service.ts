@@ -114,7 +114,11 @@ export class ChatService {
   }
 
   /** The chat's messages, oldest first. A message still streaming shows the run's finished steps. */
-  async messages(caller: Caller, chatId: string, options: { limit: number; cursor?: string }): Promise<Page<MessageObject>> {
+  async messages(
+    caller: Caller,
+    chatId: string,
+    options: { limit: number; cursor?: string },
+  ): Promise<Page<MessageObject>> {
     await this.getRow(caller, chatId);
     let query = this.db.selectFrom('messages').selectAll().where('chat_id', '=', chatId);
     if (options.cursor) query = query.where('id', '>', options.cursor);
@@ -123,11 +127,18 @@ export class ChatService {
       .limit(options.limit + 1)
       .execute();
     const page = pageOf(rows, options.limit);
-    return { items: await Promise.all(page.items.map((row) => this.toMessageObject(row))), nextCursor: page.nextCursor };
+    return {
+      items: await Promise.all(page.items.map((row) => this.toMessageObject(row))),
+      nextCursor: page.nextCursor,
+    };
   }
 
   async message(messageId: string): Promise<MessageObject | null> {
-    const row = await this.db.selectFrom('messages').selectAll().where('id', '=', messageId).executeTakeFirst();
+    const row = await this.db
+      .selectFrom('messages')
+      .selectAll()
+      .where('id', '=', messageId)
+      .executeTakeFirst();
     return row ? this.toMessageObject(row) : null;
   }
 

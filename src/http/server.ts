@@ -7,6 +7,9 @@ import { errorHandler } from './error-mapper.ts';
 import { registerAdminRoutes } from './routes/admin-routes.ts';
 import { registerChatRoutes } from './routes/chat-routes.ts';
 import { registerRunRoutes } from './routes/run-routes.ts';
+import { registerAiSdkRoutes } from './routes/ai-sdk-routes.ts';
+import { registerStepRoutes } from './routes/step-routes.ts';
+import { registerWebApp } from './static.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -34,7 +37,12 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     try {
       done(null, JSON.parse(text));
     } catch {
-      done(Object.assign(new SyntaxError('invalid JSON'), { statusCode: 400, code: 'FST_ERR_CTP_INVALID_JSON_BODY' }));
+      done(
+        Object.assign(new SyntaxError('invalid JSON'), {
+          statusCode: 400,
+          code: 'FST_ERR_CTP_INVALID_JSON_BODY',
+        }),
+      );
     }
   });
 
@@ -58,7 +66,9 @@ export function buildServer(context: OutrunContext): FastifyInstance {
       await sql`select 1`.execute(context.db);
       return { status: 'ready' };
     } catch {
-      return reply.status(503).send({ error: { code: 'not_ready', message: 'The database is not reachable.' } });
+      return reply
+        .status(503)
+        .send({ error: { code: 'not_ready', message: 'The database is not reachable.' } });
     }
   });
   app.get('/metrics', async (_request, reply) => {
@@ -69,5 +79,8 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   registerAdminRoutes(app, context);
   registerChatRoutes(app, context);
   registerRunRoutes(app, context);
+  registerStepRoutes(app, context);
+  registerAiSdkRoutes(app, context);
+  registerWebApp(app);
   return app;
 }

@@ -10,7 +10,11 @@ import { followRun, type FollowOptions } from '../stream/run-follower.ts';
 export async function sendRunStream(
   request: FastifyRequest,
   reply: FastifyReply,
-  options: Omit<FollowOptions, 'signal'> & { metrics: Metrics; status?: number; headers?: Record<string, string> },
+  options: Omit<FollowOptions, 'signal'> & {
+    metrics: Metrics;
+    status?: number;
+    headers?: Record<string, string>;
+  },
 ): Promise<void> {
   reply.hijack();
   const response = reply.raw;

@@ -9,7 +9,8 @@ export function parse<T extends z.ZodType>(schema: T, value: unknown): z.infer<T
 
 /** Checks a path id's shape; a malformed id is a 400 `invalid_id` (a well-formed unknown one is a 404 later). */
 export function requireId(kind: IdKind, value: string): string {
-  if (!isId(kind, value)) throw new InvalidRequestError(`"${value.slice(0, 80)}" is not a ${kind} id.`, {}, 'invalid_id');
+  if (!isId(kind, value))
+    throw new InvalidRequestError(`"${value.slice(0, 80)}" is not a ${kind} id.`, {}, 'invalid_id');
   return value;
 }
 
@@ -24,7 +25,11 @@ export function parseSequence(value: unknown, name: string): number | undefined 
   if (value === undefined || value === '') return undefined;
   const text = String(value).trim();
   if (!/^\d{1,15}$/.test(text)) {
-    throw new InvalidRequestError(`${name} must be a non-negative integer event sequence number.`, {}, 'invalid_cursor');
+    throw new InvalidRequestError(
+      `${name} must be a non-negative integer event sequence number.`,
+      {},
+      'invalid_cursor',
+    );
   }
   return Number(text);
 }

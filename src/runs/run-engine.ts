@@ -70,7 +70,10 @@ export class RunEngine {
       await this.#options.faults.hit(FaultPoint.afterBegin, { runId: run.id });
       await this.#options.queue.enqueue({ runId: run.id });
     } catch (error) {
-      this.#options.logger.error({ err: error, runId: run.id, chatId: run.chatId }, 'starting the run failed');
+      this.#options.logger.error(
+        { err: error, runId: run.id, chatId: run.chatId },
+        'starting the run failed',
+      );
       const settled = await this.#options.runs.settle({
         runId: run.id,
         status: RunStatus.failed,
@@ -157,7 +160,10 @@ export class RunEngine {
     const closing = queue.close();
     const grace = options.graceMs ?? 10_000;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([executor.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, grace)))]);
+    await Promise.race([
+      executor.idle(),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, grace))),
+    ]);
     clearTimeout(timer);
     await executor.abortAll(RunErrorCode.serverShutdown);
     await closing;

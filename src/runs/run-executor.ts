@@ -141,16 +141,28 @@ export class RunExecutor {
     const context = { runId: row.id, chatId: row.chat_id, attempt: row.attempt };
     let writer: RunEventWriter | undefined;
     let loopOwnsRun = false;
-    const heartbeat = setInterval(() => {
-      runs
-        .heartbeat({ runId: row.id, attempt: row.attempt, owner: this.#options.instanceId, leaseMs: this.#leaseMs })
-        .then((held) => {
-          if (!held) this.abort(row.id, 'lease_lost');
-        })
-        .catch((error: unknown) => logger.warn({ err: error, ...context }, 'heartbeat failed; retrying'));
-    }, Math.max(50, Math.floor(this.#leaseMs / 3)));
+    const heartbeat = setInterval(
+      () => {
+        runs
+          .heartbeat({
+            runId: row.id,
+            attempt: row.attempt,
+            owner: this.#options.instanceId,
+            leaseMs: this.#leaseMs,
+          })
+          .then((held) => {
+            if (!held) this.abort(row.id, 'lease_lost');
+          })
+          .catch((error: unknown) => logger.warn({ err: error, ...context }, 'heartbeat failed; retrying'));
+      },
+      Math.max(50, Math.floor(this.#leaseMs / 3)),
+    );
     try {
-      writer = log.openWriter({ runId: row.id, attempt: row.attempt, nextSeq: (await log.lastSeq(row.id)) + 1 });
+      writer = log.openWriter({
+        runId: row.id,
+        attempt: row.attempt,
+        nextSeq: (await log.lastSeq(row.id)) + 1,
+      });
       writer.append(runStatusChunk(toRunObject(row)));
       if (row.stop_requested_at) this.abort(row.id, RunErrorCode.stopped);
       await faults.hit(FaultPoint.beforeLoop, { runId: row.id });
@@ -171,7 +183,10 @@ export class RunExecutor {
         runId: row.id,
         attempt: row.attempt,
         status: RunStatus.failed,
-        error: { code, message: loopOwnsRun ? 'The run failed unexpectedly.' : 'The run could not be started.' },
+        error: {
+          code,
+          message: loopOwnsRun ? 'The run failed unexpectedly.' : 'The run could not be started.',
+        },
         chunks: [{ type: 'error', errorText: 'The run failed unexpectedly.' }],
       });
     } finally {
@@ -188,13 +203,11 @@ export class RunExecutor {
       .where('id', '!=', row.assistant_message_id ?? '')
       .orderBy('id')
       .execute();
-    const messages = rows.map(
-      (message): UIMessage => ({
-        id: message.id,
-        role: message.role,
-        parts: (message.parts as UIMessage['parts']).filter((part) => !part.type.startsWith('data-')),
-      }),
-    );
+    const messages = rows.map((message): UIMessage => ({
+      id: message.id,
+      role: message.role,
+      parts: (message.parts as UIMessage['parts']).filter((part) => !part.type.startsWith('data-')),
+    }));
     return convertToModelMessages(messages, {
       tools: this.#options.tools.toolSet(),
       ignoreIncompleteToolCalls: true,
@@ -307,7 +320,13 @@ function toRunUsage(usage: {
   cachedInputTokens?: number;
 }): RunUsage {
   const result: RunUsage = {};
-  for (const key of ['inputTokens', 'outputTokens', 'totalTokens', 'reasoningTokens', 'cachedInputTokens'] as const) {
+  for (const key of [
+    'inputTokens',
+    'outputTokens',
+    'totalTokens',
+    'reasoningTokens',
+    'cachedInputTokens',
+  ] as const) {
     const value = usage[key];
     if (typeof value === 'number' && Number.isFinite(value)) result[key] = value;
   }

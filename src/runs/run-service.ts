@@ -188,7 +188,11 @@ export class RunService {
   }
 
   /** A run as its chat's owner may see it: undefined for someone else's run or a deleted chat. */
-  async getForOwner(options: { runId: string; workspaceId: string; userId: string }): Promise<RunRow | undefined> {
+  async getForOwner(options: {
+    runId: string;
+    workspaceId: string;
+    userId: string;
+  }): Promise<RunRow | undefined> {
     return this.#db
       .selectFrom('runs')
       .innerJoin('chats', 'chats.id', 'runs.chat_id')
@@ -229,7 +233,12 @@ export class RunService {
   }
 
   /** Extends the lease. Returns false when the lease was lost (taken over or settled). */
-  async heartbeat(options: { runId: string; attempt: number; owner: string; leaseMs: number }): Promise<boolean> {
+  async heartbeat(options: {
+    runId: string;
+    attempt: number;
+    owner: string;
+    leaseMs: number;
+  }): Promise<boolean> {
     const result = await this.#db
       .updateTable('runs')
       .set({ lease_expires_at: sql<Date>`now() + ${`${options.leaseMs} milliseconds`}::interval` })
@@ -321,7 +330,13 @@ export class RunService {
         this.#metrics.settleFailures.inc();
         const run = await this.get(options.runId).catch(() => undefined);
         this.#logger.error(
-          { err: error, runId: options.runId, chatId: run?.chat_id, status: options.status, attempts: attempt },
+          {
+            err: error,
+            runId: options.runId,
+            chatId: run?.chat_id,
+            status: options.status,
+            attempts: attempt,
+          },
           'settling the run failed; the sweeper will settle it when its lease runs out',
         );
         return null;
@@ -439,6 +454,7 @@ function isActiveRunConflict(error: unknown): boolean {
   const pgError = error as { code?: unknown; constraint?: unknown; message?: unknown };
   return (
     pgError?.code === '23505' &&
-    (pgError.constraint === 'runs_one_active_per_chat' || String(pgError.message).includes('runs_one_active_per_chat'))
+    (pgError.constraint === 'runs_one_active_per_chat' ||
+      String(pgError.message).includes('runs_one_active_per_chat'))
   );
 }

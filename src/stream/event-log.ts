@@ -138,7 +138,10 @@ export class EventLog {
     await new Promise<void>((resolve) => setImmediate(resolve));
     try {
       while (this.#pending.length > 0) {
-        const batch = this.#pending.length <= this.#maxBatchEvents ? this.#pending : this.#pending.slice(0, this.#maxBatchEvents);
+        const batch =
+          this.#pending.length <= this.#maxBatchEvents
+            ? this.#pending
+            : this.#pending.slice(0, this.#maxBatchEvents);
         this.#pending = batch === this.#pending ? [] : this.#pending.slice(this.#maxBatchEvents);
         await this.#writeBatch(batch);
       }
@@ -166,7 +169,8 @@ export class EventLog {
       inserted = await this.#insertWithRetry(`[${rows.join(',')}]`);
     } catch (error) {
       this.#logger.error({ err: error, events: rows.length }, 'event log insert failed; failing its writers');
-      for (const writer of writers.keys()) writer.fail(error instanceof Error ? error : new Error(String(error)));
+      for (const writer of writers.keys())
+        writer.fail(error instanceof Error ? error : new Error(String(error)));
       return;
     }
     this.#metrics.appendBatchSize.observe(rows.length);
@@ -181,7 +185,9 @@ export class EventLog {
       this.publish(
         writer.runId,
         events.map(({ seq, data, terminal }) => ({ seq, data, terminal })),
-      ).catch((error: unknown) => this.#logger.warn({ err: error, runId: writer.runId }, 'publishing events failed'));
+      ).catch((error: unknown) =>
+        this.#logger.warn({ err: error, runId: writer.runId }, 'publishing events failed'),
+      );
     }
   }
 
@@ -214,7 +220,11 @@ export class EventLog {
 
   /** After a short insert: whether the rows were skipped because they already exist under our own attempt. */
   async #ownsRun(writer: RunEventWriter): Promise<boolean> {
-    const row = await this.#db.selectFrom('runs').select('attempt').where('id', '=', writer.runId).executeTakeFirst();
+    const row = await this.#db
+      .selectFrom('runs')
+      .select('attempt')
+      .where('id', '=', writer.runId)
+      .executeTakeFirst();
     return row?.attempt === writer.attempt;
   }
 }

@@ -15,5 +15,7 @@ export function runStatusChunk(run: RunObject): RunStatusChunk {
 export function isTerminalRunEventData(data: string): boolean {
   if (!data.includes('data-run')) return false;
   const chunk = JSON.parse(data) as { type?: unknown; data?: { status?: unknown } };
-  return chunk.type === 'data-run' && typeof chunk.data?.status === 'string' && isTerminalStatus(chunk.data.status);
+  return (
+    chunk.type === 'data-run' && typeof chunk.data?.status === 'string' && isTerminalStatus(chunk.data.status)
+  );
 }

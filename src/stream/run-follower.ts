@@ -4,7 +4,8 @@ import type { EventLog, LogEvent } from './event-log.ts';
  * What a follower yields: consecutive events (one batch per read or per live delivery, so a writer can send
  * them in one write), or a keep-alive carrying the last durable sequence number seen.
  */
-export type FollowItem = { kind: 'events'; events: LogEvent[]; end: boolean } | { kind: 'ping'; lastSeq: number };
+export type FollowItem =
+  { kind: 'events'; events: LogEvent[]; end: boolean } | { kind: 'ping'; lastSeq: number };
 
 export interface FollowOptions {
   log: EventLog;

@@ -12,7 +12,10 @@ export type StoreKind = 'pglite' | 'postgres';
 export const STORE_KINDS: StoreKind[] = process.env.DATABASE_URL ? ['pglite', 'postgres'] : ['pglite'];
 
 /** A fresh, migrated database of `kind`; `close` also drops it. */
-export async function openTestDatabase(kind: StoreKind, options: { poolSize?: number } = {}): Promise<DatabaseHandle> {
+export async function openTestDatabase(
+  kind: StoreKind,
+  options: { poolSize?: number } = {},
+): Promise<DatabaseHandle> {
   if (kind === 'pglite') {
     const template = new Blob([readFileSync(inject('pgliteTemplate'))]);
     const pglite = new PGlite({ loadDataDir: template });

@@ -37,7 +37,10 @@ export async function setup(project: TestProject): Promise<() => Promise<void>> 
     await admin.query(`drop database if exists ${postgresTemplate}`);
     await admin.query(`create database ${postgresTemplate}`);
     await admin.end();
-    const migrated = await createDatabase({ databaseUrl: withDatabase(databaseUrl, postgresTemplate), poolSize: 1 });
+    const migrated = await createDatabase({
+      databaseUrl: withDatabase(databaseUrl, postgresTemplate),
+      poolSize: 1,
+    });
     await migrated.close();
   }
   project.provide('postgresTemplate', postgresTemplate);

@@ -41,7 +41,10 @@ export interface CollectedStream {
  * Reads a run stream until `[DONE]`, or until `stopAfter` events when given (then the connection is
  * dropped, as a closing tab would).
  */
-export async function collectStream(response: Response, options: { stopAfter?: number } = {}): Promise<CollectedStream> {
+export async function collectStream(
+  response: Response,
+  options: { stopAfter?: number } = {},
+): Promise<CollectedStream> {
   if (!response.body) throw new Error(`no body (status ${response.status})`);
   const result: CollectedStream = { events: [], done: false, comments: [] };
   const reader = readSse(response.body);
@@ -78,6 +81,12 @@ export function scriptedText(steps: number, tokens: number): string {
   return text;
 }
 
-export function script(options: { steps?: number; tokens?: number; delayMs?: number; tool?: boolean; failAtStep?: number }) {
+export function script(options: {
+  steps?: number;
+  tokens?: number;
+  delayMs?: number;
+  tool?: boolean;
+  failAtStep?: number;
+}) {
   return JSON.stringify({ script: options });
 }

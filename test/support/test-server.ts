@@ -20,7 +20,13 @@ export interface TestServer {
   /** A JSON request as the admin (or with `key`). */
   api<T = Record<string, any>>(
     path: string,
-    options?: { method?: string; body?: unknown; key?: string | null; headers?: Record<string, string>; raw?: string },
+    options?: {
+      method?: string;
+      body?: unknown;
+      key?: string | null;
+      headers?: Record<string, string>;
+      raw?: string;
+    },
   ): Promise<ApiResponse<T>>;
   /** A raw fetch with the admin key. */
   fetch(path: string, init?: RequestInit & { key?: string }): Promise<Response>;
@@ -85,7 +91,8 @@ export async function startTestServer(
         body: { input: { text: script(scriptOptions) } },
         key,
       });
-      if (response.status !== 201) throw new Error(`start run: ${response.status} ${JSON.stringify(response.body)}`);
+      if (response.status !== 201)
+        throw new Error(`start run: ${response.status} ${JSON.stringify(response.body)}`);
       return response.body.run;
     },
     async waitForRun(runId, until = (run) => isTerminalStatus(run.status), key) {

@@ -59,7 +59,11 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
       }
       const last = body.messages[body.messages.length - 1]!;
       if (last.role !== 'user') {
-        throw new InvalidRequestError('The last message must be the user message to answer.', {}, 'invalid_request');
+        throw new InvalidRequestError(
+          'The last message must be the user message to answer.',
+          {},
+          'invalid_request',
+        );
       }
       const parts = last.parts.filter((part) => part.type === 'text' || part.type === 'file');
       const start = StartRunBody.parse({
@@ -139,7 +143,8 @@ async function sendUiStream(
     for await (const item of items) {
       let frame = '';
       if (item.kind === 'ping') frame = `: ping ${item.lastSeq}\n\n`;
-      else for (const event of item.events) frame += `id: ${event.seq}\ndata: ${toUseChatChunk(event.data)}\n\n`;
+      else
+        for (const event of item.events) frame += `id: ${event.seq}\ndata: ${toUseChatChunk(event.data)}\n\n`;
       if (!response.write(frame) && !controller.signal.aborted) {
         await new Promise<void>((resolve) => {
           const done = () => {

@@ -24,7 +24,9 @@ export function registerChatRoutes(app: FastifyInstance, context: OutrunContext)
     return chats.list(request.caller, query);
   });
 
-  app.get('/v1/chats/:chatId', async (request) => ({ chat: await chats.get(request.caller, chatId(request.params)) }));
+  app.get('/v1/chats/:chatId', async (request) => ({
+    chat: await chats.get(request.caller, chatId(request.params)),
+  }));
 
   app.patch('/v1/chats/:chatId', async (request) => {
     const id = chatId(request.params);

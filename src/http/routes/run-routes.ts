@@ -19,7 +19,14 @@ const FilePart = z.object({
 export const StartRunBody = z.object({
   input: z.union([
     z.object({ text: z.string().min(1, 'input.text must not be empty').max(200_000) }).strict(),
-    z.object({ parts: z.array(z.discriminatedUnion('type', [TextPart, FilePart])).min(1).max(100) }).strict(),
+    z
+      .object({
+        parts: z
+          .array(z.discriminatedUnion('type', [TextPart, FilePart]))
+          .min(1)
+          .max(100),
+      })
+      .strict(),
   ]),
   model: z.string().min(1).max(200).optional(),
   /** What to do when the chat already has an active run: refuse (409), or stop it and start this one. */

@@ -41,7 +41,11 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('deleted_at', 'timestamptz')
     .execute();
   // Chat ids sort by creation time, so "newest first" pages walk this index backwards.
-  await db.schema.createIndex('chats_owner_id_idx').on('chats').columns(['workspace_id', 'owner_id', 'id']).execute();
+  await db.schema
+    .createIndex('chats_owner_id_idx')
+    .on('chats')
+    .columns(['workspace_id', 'owner_id', 'id'])
+    .execute();
 
   await db.schema
     .createTable('runs')
@@ -121,7 +125,16 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 }
 
 export async function down(db: Kysely<unknown>): Promise<void> {
-  for (const table of ['run_events', 'run_steps', 'messages', 'runs', 'chats', 'api_keys', 'users', 'workspaces']) {
+  for (const table of [
+    'run_events',
+    'run_steps',
+    'messages',
+    'runs',
+    'chats',
+    'api_keys',
+    'users',
+    'workspaces',
+  ]) {
     await db.schema.dropTable(table).ifExists().execute();
   }
 }

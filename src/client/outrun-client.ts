@@ -1,0 +1,173 @@
+import { isAbortError, OutrunApiError } from './errors.ts';
+import { followRunStream, type FollowRunOptions } from './follow-run.ts';
+import type {
+  Chat,
+  LatestRun,
+  Me,
+  Message,
+  Page,
+  PageOptions,
+  RunObject,
+  RunStep,
+  RunStreamEvent,
+  StartRunOptions,
+  StopResult,
+} from './types.ts';
+
+export interface OutrunClientOptions {
+  /** The server's base URL, such as `http://localhost:3000`. @default '' (same origin, in a browser) */
+  baseUrl?: string;
+  /** The API key, or a function that returns the current one. Sent as `Authorization: Bearer <key>`. */
+  apiKey: string | (() => string | Promise<string>);
+  /** The fetch to use. @default globalThis.fetch */
+  fetch?: typeof fetch;
+}
+
+export interface RequestOptions {
+  signal?: AbortSignal;
+}
+
+/** A typed client for the Outrun HTTP API (DESIGN §4). Every failure is an `OutrunApiError`. */
+export interface OutrunClient {
+  readonly baseUrl: string;
+  me(options?: RequestOptions): Promise<Me>;
+
+  listChats(options?: PageOptions & RequestOptions): Promise<Page<Chat>>;
+  createChat(options?: { title?: string } & RequestOptions): Promise<Chat>;
+  getChat(chatId: string, options?: RequestOptions): Promise<Chat>;
+  renameChat(chatId: string, title: string, options?: RequestOptions): Promise<Chat>;
+  /** Deletes a chat (stopping its active run first). */
+  deleteChat(chatId: string, options?: RequestOptions): Promise<void>;
+  /** One page of a chat's messages, oldest first. */
+  listMessages(chatId: string, options?: PageOptions & RequestOptions): Promise<Page<Message>>;
+  /** All of a chat's messages, oldest first (follows the pages). */
+  allMessages(chatId: string, options?: RequestOptions): Promise<Message[]>;
+
+  /** Starts a run; a chat with an active run answers `OutrunApiError` 409 `run_already_active` with `runId`. */
+  startRun(chatId: string, options: StartRunOptions & RequestOptions): Promise<RunObject>;
+  /** The chat's latest run and the assistant message it projects (the reconnect target). */
+  latestRun(chatId: string, options?: RequestOptions): Promise<LatestRun>;
+  /** A chat's runs, newest first. */
+  listRuns(chatId: string, options?: PageOptions & RequestOptions): Promise<Page<RunObject>>;
+  getRun(runId: string, options?: RequestOptions): Promise<RunObject>;
+  /** A run's finished steps with their parts, usage and timings, in order. */
+  listRunSteps(runId: string, options?: RequestOptions): Promise<RunStep[]>;
+  stopRun(runId: string, options?: RequestOptions): Promise<StopResult>;
+  stopChat(chatId: string, options?: RequestOptions): Promise<StopResult>;
+  /**
+   * Follows a run's stream from the event after `after`: yields each event once, reconnects by itself,
+   * and ends after the run's last event.
+   */
+  followRun(runId: string, options?: FollowRunOptions): AsyncGenerator<RunStreamEvent, void, undefined>;
+}
+
+/** Creates a client. Works in Node 20+ and in browsers (it only needs `fetch` and streams). */
+export function createOutrunClient(options: OutrunClientOptions): OutrunClient {
+  const baseUrl = (options.baseUrl ?? '').replace(/\/+$/, '');
+  const fetchImpl: typeof fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+  const url = (path: string) => baseUrl + path;
+  const headers = async (): Promise<Record<string, string>> => {
+    const key = typeof options.apiKey === 'function' ? await options.apiKey() : options.apiKey;
+    return { authorization: `Bearer ${key}` };
+  };
+
+  async function request<T>(
+    method: string,
+    path: string,
+    init: { body?: unknown; query?: Record<string, string | number | undefined>; signal?: AbortSignal } = {},
+  ): Promise<T> {
+    const requestHeaders = await headers();
+    if (init.body !== undefined) requestHeaders['content-type'] = 'application/json';
+    let target = url(path);
+    const query = Object.entries(init.query ?? {}).filter(([, value]) => value !== undefined);
+    if (query.length > 0)
+      target += `?${new URLSearchParams(query.map(([k, v]) => [k, String(v)])).toString()}`;
+    let response: Response;
+    try {
+      response = await fetchImpl(target, {
+        method,
+        headers: requestHeaders,
+        body: init.body === undefined ? undefined : JSON.stringify(init.body),
+        signal: init.signal,
+      });
+    } catch (error) {
+      if (isAbortError(error)) throw error;
+      throw OutrunApiError.network(error);
+    }
+    if (!response.ok) throw await OutrunApiError.fromResponse(response);
+    if (response.status === 204) return undefined as T;
+    try {
+      return (await response.json()) as T;
+    } catch (error) {
+      if (isAbortError(error)) throw error;
+      throw new OutrunApiError({
+        status: response.status,
+        code: 'invalid_response',
+        message: 'The server answered with something that is not JSON.',
+        cause: error,
+      });
+    }
+  }
+
+  const id = (value: string) => encodeURIComponent(value);
+  const page = (options: PageOptions = {}) => ({ limit: options.limit, cursor: options.cursor });
+
+  const client: OutrunClient = {
+    baseUrl,
+    me: (options = {}) => request<Me>('GET', '/v1/me', options),
+
+    listChats: (options = {}) =>
+      request<Page<Chat>>('GET', '/v1/chats', { query: page(options), signal: options.signal }),
+    createChat: async (options = {}) =>
+      (
+        await request<{ chat: Chat }>('POST', '/v1/chats', {
+          body: options.title === undefined ? {} : { title: options.title },
+          signal: options.signal,
+        })
+      ).chat,
+    getChat: async (chatId, options = {}) =>
+      (await request<{ chat: Chat }>('GET', `/v1/chats/${id(chatId)}`, options)).chat,
+    renameChat: async (chatId, title, options = {}) =>
+      (
+        await request<{ chat: Chat }>('PATCH', `/v1/chats/${id(chatId)}`, {
+          body: { title },
+          signal: options.signal,
+        })
+      ).chat,
+    deleteChat: (chatId, options = {}) => request<void>('DELETE', `/v1/chats/${id(chatId)}`, options),
+    listMessages: (chatId, options = {}) =>
+      request<Page<Message>>('GET', `/v1/chats/${id(chatId)}/messages`, {
+        query: page(options),
+        signal: options.signal,
+      }),
+    async allMessages(chatId, options = {}) {
+      const messages: Message[] = [];
+      let cursor: string | undefined;
+      do {
+        const result = await client.listMessages(chatId, { limit: 500, cursor, signal: options.signal });
+        messages.push(...result.items);
+        cursor = result.nextCursor ?? undefined;
+      } while (cursor);
+      return messages;
+    },
+
+    startRun: async (chatId, { signal, ...body }) =>
+      (await request<{ run: RunObject }>('POST', `/v1/chats/${id(chatId)}/runs`, { body, signal })).run,
+    latestRun: (chatId, options = {}) =>
+      request<LatestRun>('GET', `/v1/chats/${id(chatId)}/runs/latest`, options),
+    listRuns: (chatId, options = {}) =>
+      request<Page<RunObject>>('GET', `/v1/chats/${id(chatId)}/runs`, {
+        query: page(options),
+        signal: options.signal,
+      }),
+    getRun: async (runId, options = {}) =>
+      (await request<{ run: RunObject }>('GET', `/v1/runs/${id(runId)}`, options)).run,
+    listRunSteps: async (runId, options = {}) =>
+      (await request<{ items: RunStep[] }>('GET', `/v1/runs/${id(runId)}/steps`, options)).items,
+    stopRun: (runId, options = {}) => request<StopResult>('POST', `/v1/runs/${id(runId)}/stop`, options),
+    stopChat: (chatId, options = {}) => request<StopResult>('POST', `/v1/chats/${id(chatId)}/stop`, options),
+    followRun: (runId, followOptions) =>
+      followRunStream({ url, headers, fetch: fetchImpl }, runId, followOptions),
+  };
+  return client;
+}

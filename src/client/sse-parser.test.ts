@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import { SseParser, type SseMessage } from './sse-parser.ts';
+
+function parseAll(pieces: string[]): SseMessage[] {
+  const parser = new SseParser();
+  return pieces.flatMap((piece) => parser.push(piece));
+}
+
+describe('SseParser', () => {
+  const stream = 'id: 1\ndata: {"a":1}\n\n: ping 1\n\nid: 2\ndata: x\ndata: y\n\ndata: [DONE]\n\n';
+  const expected: SseMessage[] = [
+    { type: 'event', id: '1', event: undefined, data: '{"a":1}' },
+    { type: 'comment', text: 'ping 1' },
+    { type: 'event', id: '2', event: undefined, data: 'x\ny' },
+    { type: 'event', id: undefined, event: undefined, data: '[DONE]' },
+  ];
+
+  it('parses events, multi-line data and comments', () => {
+    expect(parseAll([stream])).toEqual(expected);
+  });
+
+  it('gives the same result however the text is sliced', () => {
+    expect(parseAll(stream.split(''))).toEqual(expected);
+    expect(parseAll([stream.slice(0, 9), stream.slice(9, 30), stream.slice(30)])).toEqual(expected);
+  });
+
+  it('accepts CRLF and CR line endings, even with CRLF split across pieces', () => {
+    const crlf = stream.replaceAll('\n', '\r\n');
+    expect(parseAll([crlf])).toEqual(expected);
+    expect(
+      parseAll(crlf.split('\n').map((line, index, all) => (index < all.length - 1 ? `${line}\n` : line))),
+    ).toEqual(expected);
+    expect(parseAll(crlf.split(''))).toEqual(expected);
+    expect(parseAll([stream.replaceAll('\n', '\r')])).toEqual(expected.slice(0, 3));
+  });
+
+  it('keeps an unfinished event until its blank line arrives, and ignores unknown fields', () => {
+    const parser = new SseParser();
+    expect(parser.push('retry: 10\nid: 5\ndata: a')).toEqual([]);
+    expect(parser.push('\n\n')).toEqual([{ type: 'event', id: '5', event: undefined, data: 'a' }]);
+    expect(parser.push('event: custom\ndata:no-space\n\n')).toEqual([
+      { type: 'event', id: undefined, event: 'custom', data: 'no-space' },
+    ]);
+  });
+});

@@ -1,0 +1,154 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createOutrunClient, type Message, type OutrunClient } from '../../src/client/index.ts';
+import { ChatRunsStore, type ChatRunsSnapshot } from '../../src/react/chat-runs-store.ts';
+import { script, scriptedText } from '../support/sse.ts';
+import { ADMIN_KEY, startTestServer, type TestServer } from '../support/test-server.ts';
+
+function assistantText(messages: Message[]): string {
+  const assistant = messages.filter((message) => message.role === 'assistant').at(-1);
+  return (assistant?.parts ?? []).map((part) => (part.type === 'text' ? part.text : '')).join('');
+}
+
+/** Records every snapshot a store publishes. */
+function record(store: ChatRunsStore): ChatRunsSnapshot[] {
+  const snapshots: ChatRunsSnapshot[] = [];
+  store.subscribe(() => snapshots.push(store.getSnapshot()));
+  return snapshots;
+}
+
+async function until(check: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting for the store');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+describe('ChatRunsStore (the state behind useChatRuns)', () => {
+  let server: TestServer;
+  let client: OutrunClient;
+  const streamRequests: Array<{ url: string; lastEventId: string | null }> = [];
+
+  beforeAll(async () => {
+    server = await startTestServer('pglite', { config: { keepAliveMs: 200 } });
+    client = createOutrunClient({
+      baseUrl: server.url,
+      apiKey: ADMIN_KEY,
+      fetch: (input, init) => {
+        const url = String(input);
+        if (url.includes('/stream')) {
+          streamRequests.push({ url, lastEventId: new Headers(init?.headers).get('last-event-id') });
+        }
+        return fetch(input, init);
+      },
+    });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('reopens a chat mid-run and continues from the snapshot without showing any text twice', async () => {
+    const chat = await client.createChat();
+    const run = await client.startRun(chat.id, {
+      input: { text: script({ steps: 3, tokens: 30, delayMs: 15 }) },
+    });
+    await server.waitForRun(run.id, (current) => current.stepCount >= 1);
+    streamRequests.length = 0;
+
+    const store = new ChatRunsStore({ client, chatId: chat.id, pollIntervalMs: 0, throttleMs: 0 });
+    const snapshots = record(store);
+    store.start();
+    await until(
+      () => store.getSnapshot().run?.status === 'succeeded' && store.getSnapshot().status === 'ready',
+    );
+    store.dispose();
+
+    const expected = scriptedText(3, 30);
+    // Each rendered text is a prefix of the answer: a duplicate or a gap would break that.
+    for (const snapshot of snapshots)
+      expect(expected.startsWith(assistantText(snapshot.messages))).toBe(true);
+    expect(snapshots.some((snapshot) => snapshot.status === 'streaming')).toBe(true);
+    expect(assistantText(store.getSnapshot().messages)).toBe(expected);
+    // It followed from where the loaded snapshot ended, not from the start.
+    expect(Number(streamRequests[0]?.lastEventId)).toBeGreaterThan(0);
+  });
+
+  it('shows the same thing in the tab that sent the message and in a tab that only watches', async () => {
+    const chat = await client.createChat();
+    const starter = new ChatRunsStore({ client, chatId: chat.id, pollIntervalMs: 0, throttleMs: 0 });
+    const observer = new ChatRunsStore({ client, chatId: chat.id, pollIntervalMs: 50, throttleMs: 0 });
+    const starterSnapshots = record(starter);
+    const observerSnapshots = record(observer);
+    starter.start();
+    observer.start();
+    await until(() => starter.getSnapshot().status === 'ready' && observer.getSnapshot().status === 'ready');
+
+    expect(await starter.send(script({ steps: 2, tokens: 20, delayMs: 15 }))).toBe(true);
+    await until(() => observer.getSnapshot().status === 'streaming');
+    await until(
+      () =>
+        starter.getSnapshot().run?.status === 'succeeded' &&
+        observer.getSnapshot().run?.status === 'succeeded',
+    );
+    await until(() => starter.getSnapshot().status === 'ready' && observer.getSnapshot().status === 'ready');
+    starter.dispose();
+    observer.dispose();
+
+    const expected = scriptedText(2, 20);
+    for (const snapshot of [...starterSnapshots, ...observerSnapshots]) {
+      expect(expected.startsWith(assistantText(snapshot.messages))).toBe(true);
+    }
+    expect(starter.getSnapshot().messages).toEqual(observer.getSnapshot().messages);
+    expect(assistantText(observer.getSnapshot().messages)).toBe(expected);
+    expect(observer.getSnapshot().messages.map((message) => message.role)).toEqual(['user', 'assistant']);
+  });
+
+  it('answers a send during an active run with run_already_active, follows that run, and stops it', async () => {
+    const chat = await client.createChat();
+    const run = await client.startRun(chat.id, {
+      input: { text: script({ steps: 3, tokens: 100, delayMs: 20 }) },
+    });
+    const store = new ChatRunsStore({ client, chatId: chat.id, pollIntervalMs: 0, throttleMs: 0 });
+    store.start();
+    expect(await store.send('hello')).toBe(false);
+    expect(store.getSnapshot().error).toMatchObject({
+      status: 409,
+      code: 'run_already_active',
+      runId: run.id,
+    });
+    await until(() => store.getSnapshot().status === 'streaming');
+
+    await store.stop(run.id);
+    expect(store.getSnapshot().error).toBeNull();
+    await until(
+      () => store.getSnapshot().run?.status === 'aborted' && store.getSnapshot().status === 'ready',
+    );
+    store.dispose();
+    const snapshot = store.getSnapshot();
+    expect(snapshot.run?.error?.code).toBe('stopped');
+    expect(snapshot.isRunning).toBe(false);
+    const text = assistantText(snapshot.messages);
+    expect(text.length).toBeGreaterThan(0);
+    expect(scriptedText(3, 100).startsWith(text)).toBe(true);
+  });
+
+  it('never stays running after a send answered with a 5xx', async () => {
+    const failing = createOutrunClient({
+      baseUrl: server.url,
+      apiKey: ADMIN_KEY,
+      fetch: async (input, init) =>
+        init?.method === 'POST' && String(input).endsWith('/runs')
+          ? new Response(JSON.stringify({ error: { code: 'internal_error', message: 'boom' } }), {
+              status: 503,
+            })
+          : fetch(input, init),
+    });
+    const chat = await failing.createChat();
+    const store = new ChatRunsStore({ client: failing, chatId: chat.id, pollIntervalMs: 0 });
+    store.start();
+    await until(() => store.getSnapshot().status === 'ready');
+    expect(await store.send('hi')).toBe(false);
+    expect(store.getSnapshot()).toMatchObject({ status: 'ready', isRunning: false, error: { status: 503 } });
+    store.dispose();
+  });
+});
