@@ -89,7 +89,12 @@ describe.each(STORE_KINDS)('auth and tenancy on %s', (kind) => {
   });
 
   it('answers 401 without a key, with a wrong key, and with a malformed header', async () => {
-    for (const headers of [{}, { authorization: 'Bearer or_wrong' }, { authorization: 'Basic abc' }]) {
+    const attempts: Record<string, string>[] = [
+      {},
+      { authorization: 'Bearer or_wrong' },
+      { authorization: 'Basic abc' },
+    ];
+    for (const headers of attempts) {
       const response = await server.api('/v1/chats', { key: null, headers });
       expect(response.status).toBe(401);
       expect(response.body.error.code).toBe('unauthorized');
