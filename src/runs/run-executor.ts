@@ -150,8 +150,10 @@ export class RunExecutor {
             owner: this.#options.instanceId,
             leaseMs: this.#leaseMs,
           })
-          .then((held) => {
-            if (!held) this.abort(row.id, 'lease_lost');
+          .then((lease) => {
+            if (!lease.held) this.abort(row.id, 'lease_lost');
+            // A stop recorded on the row reaches the run even if its bus message was lost.
+            else if (lease.stopRequested) this.abort(row.id, RunErrorCode.stopped);
           })
           .catch((error: unknown) => logger.warn({ err: error, ...context }, 'heartbeat failed; retrying'));
       },
@@ -227,7 +229,6 @@ export class RunExecutor {
     const stepUsages: RunUsage[] = [];
     let errorText: string | null = null;
     let sawAbort = false;
-    let stepStart = 0;
     let stepStartedAt = new Date();
     let step = 0;
     let steps = Promise.resolve();
@@ -252,15 +253,12 @@ export class RunExecutor {
     try {
       for await (const chunk of stream) {
         const seq = writer.append(chunk);
-        projector.push(chunk);
+        const finished = projector.push(chunk);
         if (chunk.type === 'abort') sawAbort = true;
         else if (chunk.type === 'start-step') stepStartedAt = new Date();
-        else if (chunk.type === 'finish-step') {
+        if (finished) {
           step += 1;
-          const all = projector.parts();
-          const parts = all.slice(stepStart);
-          stepStart = all.length;
-          const record = { step, parts, lastSeq: seq, startedAt: stepStartedAt };
+          const record = { step, parts: finished.parts, lastSeq: seq, startedAt: stepStartedAt };
           // Steps are recorded in order, each once its events are durable, without holding up the stream.
           steps = steps.then(async () => {
             await writer.flush();

@@ -232,22 +232,26 @@ export class RunService {
       .executeTakeFirst();
   }
 
-  /** Extends the lease. Returns false when the lease was lost (taken over or settled). */
+  /**
+   * Extends the lease. `held` is false when the lease was lost (taken over or settled); `stopRequested`
+   * tells the owner about a stop recorded on the row, whichever instance recorded it.
+   */
   async heartbeat(options: {
     runId: string;
     attempt: number;
     owner: string;
     leaseMs: number;
-  }): Promise<boolean> {
-    const result = await this.#db
+  }): Promise<{ held: boolean; stopRequested: boolean }> {
+    const row = await this.#db
       .updateTable('runs')
       .set({ lease_expires_at: sql<Date>`now() + ${`${options.leaseMs} milliseconds`}::interval` })
       .where('id', '=', options.runId)
       .where('attempt', '=', options.attempt)
       .where('lease_owner', '=', options.owner)
       .where('status', '=', RunStatus.running)
+      .returning('stop_requested_at')
       .executeTakeFirst();
-    return Number(result.numUpdatedRows) === 1;
+    return { held: row !== undefined, stopRequested: Boolean(row?.stop_requested_at) };
   }
 
   /**

@@ -205,6 +205,9 @@ export class EventLog {
             select e.run_id, e.seq, e.chunk
             from json_to_recordset(${json}::json) as e(run_id text, seq int, attempt int, chunk json)
             join runs r on r.id = e.run_id and r.attempt = e.attempt
+            -- The fence holds under concurrency: a settle by another owner holds the run row until it
+            -- commits, so this waits and re-checks the attempt; if this commits first, the settle sees its rows.
+            for share of r
             on conflict do nothing
             returning run_id
           )

@@ -1,0 +1,101 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Browser, BrowserContext, BrowserContextOptions, Page } from 'playwright-core';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const WEB_INDEX = join(ROOT, 'web/dist/index.html');
+export const SCREENSHOT_DIR = join(ROOT, 'docs/screenshots');
+
+/** Debian's Chromium, or the browser named by `CHROMIUM_PATH`. */
+export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+/**
+ * Whether the browser tests can run here. In CI a missing Chromium is an error (the tests must not pass
+ * by skipping); elsewhere they are skipped with a note on how to enable them.
+ */
+export function chromiumAvailable(): boolean {
+  if (existsSync(CHROMIUM_PATH)) return true;
+  const message = `Chromium not found at ${CHROMIUM_PATH}: install it (apt-get install -y chromium) or set CHROMIUM_PATH.`;
+  if (process.env.CI) throw new Error(`${message} Browser tests are required in CI.`);
+  console.warn(`Skipping the browser tests. ${message}`);
+  return false;
+}
+
+function newestMtime(directory: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(directory, { withFileTypes: true })) {
+    const path = join(directory, entry.name);
+    if (entry.isDirectory()) newest = Math.max(newest, newestMtime(path));
+    else newest = Math.max(newest, statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+/** Builds web/dist when it is missing or older than the sources it is built from. */
+export function ensureWebBuild(): void {
+  const sources = ['web/src', 'web/index.html', 'src/client', 'src/react'].map((path) => join(ROOT, path));
+  const newestSource = Math.max(
+    ...sources.map((path) => (statSync(path).isDirectory() ? newestMtime(path) : statSync(path).mtimeMs)),
+  );
+  if (existsSync(WEB_INDEX) && statSync(WEB_INDEX).mtimeMs >= newestSource) return;
+  execFileSync(
+    process.execPath,
+    [join(ROOT, 'node_modules/vite/bin/vite.js'), 'build', '--config', 'web/vite.config.ts'],
+    {
+      cwd: ROOT,
+      stdio: 'pipe',
+    },
+  );
+}
+
+export async function launchChromium(): Promise<Browser> {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({
+    executablePath: CHROMIUM_PATH,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  });
+}
+
+/** A page that records console errors and uncaught exceptions, so a test can assert there were none. */
+export interface WatchedPage {
+  page: Page;
+  context: BrowserContext;
+  /** Console errors and page errors, besides the browser's own notes about HTTP error answers. */
+  errors: string[];
+  close(): Promise<void>;
+}
+
+export async function openPage(browser: Browser, options: BrowserContextOptions = {}): Promise<WatchedPage> {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 760 }, ...options });
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on('console', (message) => {
+    // Chromium logs every 4xx answer to fetch; those the app expects (409, 401) are not app errors.
+    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) {
+      errors.push(message.text());
+    }
+  });
+  page.on('pageerror', (error) => errors.push(error.message));
+  return { page, context, errors, close: () => context.close() };
+}
+
+/** The words of the last assistant message on the page, whitespace-normalized. */
+export async function assistantWords(page: Page): Promise<string[]> {
+  const text = await page.evaluate(() => {
+    const messages = document.querySelectorAll('.message-assistant');
+    const last = messages[messages.length - 1] as HTMLElement | undefined;
+    if (!last) return '';
+    return Array.from(last.querySelectorAll('.markdown'))
+      .map((element) => (element as HTMLElement).innerText)
+      .join(' ');
+  });
+  return text.split(/\s+/).filter(Boolean);
+}
+
+export async function screenshot(page: Page, name: string): Promise<void> {
+  if (!process.env.OUTRUN_SCREENSHOTS) return;
+  mkdirSync(SCREENSHOT_DIR, { recursive: true });
+  await page.screenshot({ path: join(SCREENSHOT_DIR, `${name}.png`) });
+}

@@ -1,0 +1,203 @@
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { script, scriptedText } from '../support/sse.ts';
+import { ADMIN_KEY, startTestServer, type TestServer } from '../support/test-server.ts';
+import {
+  assistantWords,
+  chromiumAvailable,
+  ensureWebBuild,
+  launchChromium,
+  openPage,
+  screenshot,
+  type WatchedPage,
+} from './browser-support.ts';
+
+const words = (text: string) => text.split(/\s+/).filter(Boolean);
+
+/** Until `check` passes (assertions inside may throw), polling. */
+async function eventually(check: () => Promise<void>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await check();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
+  let server: TestServer;
+  let browser: Browser;
+  const pages: WatchedPage[] = [];
+
+  const open = async (path: string, options?: Parameters<typeof openPage>[1]) => {
+    const watched = await openPage(browser, options);
+    pages.push(watched);
+    await watched.page.goto(server.url + path);
+    return watched;
+  };
+  /** Opens the app with the sign-in link and creates a chat; returns the page and the chat id. */
+  const openNewChat = async () => {
+    const watched = await open(`/#key=${ADMIN_KEY}`);
+    await watched.page.getByRole('button', { name: 'New chat' }).first().click();
+    await watched.page.waitForURL(/\/chats\/chat_/);
+    const chatId = new URL(watched.page.url()).pathname.split('/')[2]!;
+    return { ...watched, chatId };
+  };
+  const send = async (page: Page, text: string) => {
+    await page.getByLabel('Message').fill(text);
+    await page.getByLabel('Message').press('Enter');
+  };
+  const statusLine = (page: Page) => page.locator('.status-line');
+
+  beforeAll(async () => {
+    ensureWebBuild();
+    server = await startTestServer('pglite');
+    browser = await launchChromium();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  it('signs in from the #key link, keeps the key out of the address bar, and rejects a wrong key', async () => {
+    const { page, errors } = await open(`/#key=${ADMIN_KEY}`);
+    await expect.poll(() => page.getByText('admin@localhost').isVisible()).toBe(true);
+    expect(page.url()).not.toContain('key=');
+    expect(await page.evaluate(() => localStorage.getItem('outrun.apiKey'))).toBe(ADMIN_KEY);
+    await screenshot(page, 'home');
+
+    const wrong = await open('/#key=not-a-real-key-0000000000');
+    await expect.poll(() => wrong.page.getByRole('alert').textContent()).toContain('not accepted');
+    await expect.poll(() => wrong.page.getByLabel('API key').isVisible()).toBe(true);
+    await screenshot(wrong.page, 'sign-in');
+    expect(errors).toEqual([]);
+    expect(wrong.errors).toEqual([]);
+  });
+
+  it('continues a run after the page is closed and reopened, showing the answer exactly once', async () => {
+    const first = await openNewChat();
+    await send(first.page, script({ steps: 3, tokens: 30, delayMs: 40 }));
+    await expect
+      .poll(async () => (await assistantWords(first.page)).length, { timeout: 10_000 })
+      .toBeGreaterThan(10);
+    await screenshot(first.page, 'chat-running');
+    expect(first.errors).toEqual([]);
+    await first.close();
+
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const second = await open(`/chats/${first.chatId}`);
+    const expected = words(scriptedText(3, 30));
+    // While it streams, what the page shows is always a prefix of the answer: no repeat, no gap.
+    let sawRunning = false;
+    await eventually(async () => {
+      const shown = await assistantWords(second.page);
+      expect(expected.slice(0, shown.length)).toEqual(shown);
+      if (await statusLine(second.page).isVisible()) sawRunning = true;
+      expect(shown).toEqual(expected);
+      expect(await statusLine(second.page).count()).toBe(0);
+    });
+    expect(sawRunning).toBe(true);
+    expect(await second.page.locator('.message-assistant').count()).toBe(1);
+    expect((await server.api(`/v1/chats/${first.chatId}/runs/latest`)).body.run.status).toBe('succeeded');
+    await screenshot(second.page, 'chat-finished');
+    expect(second.errors).toEqual([]);
+  });
+
+  it('stops a run from a second page, and both pages show it stopped with the same partial answer', async () => {
+    const first = await openNewChat();
+    await send(first.page, script({ steps: 3, tokens: 60, delayMs: 40 }));
+    await expect.poll(() => statusLine(first.page).isVisible()).toBe(true);
+    const second = await open(`/chats/${first.chatId}`);
+    await expect.poll(() => statusLine(second.page).textContent()).toContain('running');
+    await expect.poll(async () => (await assistantWords(second.page)).length).toBeGreaterThan(5);
+
+    await second.page.getByRole('button', { name: 'Stop' }).click();
+    for (const { page } of [first, second]) {
+      await expect.poll(() => page.locator('.outcome').textContent()).toContain('Stopped on request');
+      expect(await statusLine(page).count()).toBe(0);
+      await expect.poll(() => page.getByLabel('Message').isEnabled()).toBe(true);
+    }
+    const shownFirst = await assistantWords(first.page);
+    const shownSecond = await assistantWords(second.page);
+    const full = words(scriptedText(3, 60));
+    expect(shownFirst).toEqual(shownSecond);
+    expect(shownFirst.length).toBeGreaterThan(0);
+    expect(shownFirst.length).toBeLessThan(full.length);
+    expect(full.slice(0, shownFirst.length)).toEqual(shownFirst);
+    await screenshot(second.page, 'chat-stopped');
+    expect([...first.errors, ...second.errors]).toEqual([]);
+  });
+
+  it('answers a send during a run started elsewhere with "a run is already in progress", keeping the text', async () => {
+    const { page, chatId, errors } = await openNewChat();
+    await page.getByLabel('Message').fill('my carefully typed question');
+    const run = await server.startRun(chatId, { steps: 3, tokens: 200, delayMs: 30 });
+    await page.getByLabel('Message').press('Enter');
+
+    const banner = page.locator('.banner-warning');
+    await expect.poll(() => banner.textContent()).toContain('A run is already in progress');
+    expect(await banner.getByRole('button', { name: 'Follow' }).isVisible()).toBe(true);
+    expect(await page.getByLabel('Message').inputValue()).toBe('my carefully typed question');
+    await expect.poll(() => statusLine(page).isVisible()).toBe(true);
+    await screenshot(page, 'conflict');
+
+    await banner.getByRole('button', { name: 'Stop' }).click();
+    await expect.poll(async () => (await server.api(`/v1/runs/${run.id}`)).body.run.status).toBe('aborted');
+    await expect.poll(() => page.locator('.outcome').textContent()).toContain('Stopped on request');
+    expect(await banner.count()).toBe(0);
+    await expect.poll(() => page.getByLabel('Message').isEnabled()).toBe(true);
+    expect(await page.getByLabel('Message').inputValue()).toBe('my carefully typed question');
+    expect(errors).toEqual([]);
+  });
+
+  it('explains a failed run in words, in the thread and in the run inspector', async () => {
+    const { page, chatId, errors } = await openNewChat();
+    await send(page, script({ steps: 3, tokens: 5, failAtStep: 2 }));
+    await expect.poll(() => page.locator('.outcome').textContent()).toContain('The model failed to answer');
+    await screenshot(page, 'chat-failed');
+
+    await page.locator('.outcome').getByRole('link', { name: 'Details' }).click();
+    await page.waitForURL(new RegExp(`/chats/${chatId}/runs/run_`));
+    const inspector = page.locator('.inspector');
+    await expect.poll(() => inspector.locator('.badge').first().textContent()).toBe('failed');
+    expect(await inspector.textContent()).toContain('model_error');
+    await expect.poll(() => inspector.locator('.step').count()).toBe(1);
+    await inspector.locator('.tool summary').first().click();
+    expect(await inspector.locator('.tool pre').first().textContent()).toContain('"step": 1');
+    await screenshot(page, 'run-inspector');
+
+    await page.getByRole('link', { name: 'Runs' }).click();
+    await expect.poll(() => page.locator('.run-list li').count()).toBe(1);
+    expect(await page.locator('.run-list').textContent()).toContain('failed');
+    await screenshot(page, 'run-history');
+    expect(errors).toEqual([]);
+  });
+
+  it('works at phone width in the dark color scheme, with Esc stopping the run', async () => {
+    const watched = await open(`/#key=${ADMIN_KEY}`, {
+      viewport: { width: 390, height: 800 },
+      colorScheme: 'dark',
+      isMobile: true,
+      hasTouch: true,
+    });
+    const { page } = watched;
+    await page.getByRole('button', { name: 'New chat' }).first().click();
+    await page.waitForURL(/\/chats\/chat_/);
+    await send(page, script({ steps: 2, tokens: 100, delayMs: 30 }));
+    await expect.poll(() => statusLine(page).isVisible()).toBe(true);
+    await expect.poll(async () => (await assistantWords(page)).length).toBeGreaterThan(10);
+    const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    expect(background).not.toBe('rgb(255, 255, 255)');
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    expect(overflow).toBeLessThanOrEqual(0);
+    await screenshot(page, 'phone-dark');
+
+    await page.keyboard.press('Escape');
+    await expect.poll(() => page.locator('.outcome').textContent()).toContain('Stopped on request');
+    expect(watched.errors).toEqual([]);
+  });
+});
