@@ -1,0 +1,162 @@
+import type { Kysely } from 'kysely';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryBus } from '../src/bus/memory-bus.ts';
+import { Faults } from '../src/faults.ts';
+import { newId } from '../src/ids.ts';
+import { Metrics } from '../src/metrics.ts';
+import type { DatabaseHandle } from '../src/store/database.ts';
+import { migrateToLatest } from '../src/store/migrator.ts';
+import { EventLog, LeaseLostError } from '../src/stream/event-log.ts';
+import { followRun } from '../src/stream/run-follower.ts';
+import { openTestDatabase, STORE_KINDS } from './support/databases.ts';
+
+/** The same store code, the same assertions, on every store (DESIGN §2: one conformance suite). */
+describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
+  let database: DatabaseHandle;
+  let metrics: Metrics;
+  let log: EventLog;
+  let workspaceId: string;
+  let userId: string;
+
+  beforeAll(async () => {
+    database = await openTestDatabase(kind);
+    metrics = new Metrics({ defaultMetrics: false });
+    log = new EventLog({
+      db: database.db,
+      bus: new MemoryBus(),
+      metrics,
+      logger: pino({ level: 'silent' }),
+      faults: new Faults(),
+    });
+    workspaceId = newId('workspace');
+    userId = newId('user');
+    await database.db.insertInto('workspaces').values({ id: workspaceId, name: 'w' }).execute();
+    await database.db
+      .insertInto('users')
+      .values({ id: userId, workspace_id: workspaceId, email: 'u@example.com', role: 'member' })
+      .execute();
+  });
+  afterAll(async () => {
+    await database?.close();
+  });
+
+  async function chat(): Promise<string> {
+    const id = newId('chat');
+    await database.db
+      .insertInto('chats')
+      .values({ id, workspace_id: workspaceId, owner_id: userId, title: 't' })
+      .execute();
+    return id;
+  }
+
+  async function run(chatId: string, status = 'pending', attempt = 1): Promise<string> {
+    const id = newId('run');
+    await database.db
+      .insertInto('runs')
+      .values({
+        id,
+        chat_id: chatId,
+        workspace_id: workspaceId,
+        created_by: userId,
+        trigger: 'api',
+        status,
+        model: 'scripted',
+        options: '{}',
+        attempt,
+      })
+      .execute();
+    return id;
+  }
+
+  it('migrates idempotently', async () => {
+    expect(await migrateToLatest(database.db as Kysely<unknown>)).toEqual([]);
+  });
+
+  it('lets the partial unique index admit one active run per chat, and any number of finished ones', async () => {
+    const chatId = await chat();
+    await run(chatId, 'succeeded');
+    await run(chatId, 'failed');
+    await run(chatId, 'pending');
+    await expect(run(chatId, 'pending')).rejects.toMatchObject({ code: '23505' });
+    await expect(run(chatId, 'running')).rejects.toMatchObject({ code: '23505' });
+    await run(await chat(), 'running');
+  });
+
+  it('rejects an unknown run status and trigger', async () => {
+    const chatId = await chat();
+    await expect(run(chatId, 'stuck')).rejects.toMatchObject({ code: '23514' });
+  });
+
+  it('appends with dense sequence numbers, grouping many writers into few inserts', async () => {
+    const writers = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const runId = await run(await chat(), 'running');
+        return log.openWriter({ runId, attempt: 1, nextSeq: 1 });
+      }),
+    );
+    const batchesBefore = (await metrics.appendBatchSize.get()).values.find((v) =>
+      v.metricName?.endsWith('_count'),
+    );
+    for (let index = 0; index < 50; index++) {
+      for (const writer of writers) writer.append({ type: 'text-delta', id: 't', delta: `${index} ` });
+    }
+    await Promise.all(writers.map((writer) => writer.flush()));
+    const batchesAfter = (await metrics.appendBatchSize.get()).values.find((v) =>
+      v.metricName?.endsWith('_count'),
+    );
+    // 1,000 events from 20 writers appended in one tick: a handful of inserts, not a thousand.
+    expect((batchesAfter?.value ?? 0) - (batchesBefore?.value ?? 0)).toBeLessThanOrEqual(2);
+
+    for (const writer of writers) {
+      const events = await log.read({ runId: writer.runId, after: 0, limit: 1000 });
+      expect(events.map((event) => event.seq)).toEqual(Array.from({ length: 50 }, (_, index) => index + 1));
+      expect(JSON.parse(events[7]!.data)).toEqual({ type: 'text-delta', id: 't', delta: '7 ' });
+    }
+  });
+
+  it('keeps chunk text byte for byte, and stores a NUL in text safely', async () => {
+    const runId = await run(await chat(), 'running');
+    const writer = log.openWriter({ runId, attempt: 1, nextSeq: 1 });
+    writer.append({ type: 'text-delta', delta: 'a\u0000b', id: 'z' });
+    writer.append({ z: 1, a: [1, 2, { y: 'é' }] });
+    await writer.flush();
+    const events = await log.read({ runId, after: 0 });
+    expect(events.map((event) => event.data)).toEqual([
+      '{"type":"text-delta","delta":"a\uFFFDb","id":"z"}',
+      '{"z":1,"a":[1,2,{"y":"é"}]}',
+    ]);
+  });
+
+  it('refuses appends from a writer whose attempt is no longer the run’s', async () => {
+    const runId = await run(await chat(), 'running', 2);
+    const stale = log.openWriter({ runId, attempt: 1, nextSeq: 1 });
+    stale.append({ type: 'text-delta', delta: 'late' });
+    await expect(stale.flush()).rejects.toBeInstanceOf(LeaseLostError);
+    expect(() => stale.append({ type: 'x' })).toThrow(LeaseLostError);
+    expect(await log.read({ runId, after: 0 })).toEqual([]);
+  });
+
+  it('follows a run from any point: replay, then live, each sequence number once', async () => {
+    const runId = await run(await chat(), 'running');
+    const writer = log.openWriter({ runId, attempt: 1, nextSeq: 1 });
+    for (let index = 0; index < 30; index++) writer.append({ type: 'text-delta', delta: `${index}` });
+    await writer.flush();
+
+    const seen: number[] = [];
+    const follow = (async () => {
+      for await (const item of followRun({ log, runId, after: 10, isFinished: async () => false })) {
+        if (item.kind === 'events') seen.push(...item.events.map((event) => event.seq));
+        if (item.kind === 'events' && item.end) break;
+      }
+    })();
+    for (let index = 30; index < 60; index++) {
+      writer.append({ type: 'text-delta', delta: `${index}` });
+      if (index % 7 === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    writer.append({ type: 'data-run', data: { status: 'succeeded' } }, { terminal: true });
+    await writer.flush();
+    await follow;
+    expect(seen).toEqual(Array.from({ length: 51 }, (_, index) => index + 11));
+  });
+});
