@@ -1,0 +1,84 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AuthService } from '../src/auth/auth-service.ts';
+import { openTestDatabase } from './support/databases.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+
+describe('operations', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer('pglite', { logger: pino({ level: 'silent' }) });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('answers /healthz and /readyz without a key', async () => {
+    expect(await (await fetch(`${server.url}/healthz`)).json()).toEqual({ status: 'ok' });
+    expect(await (await fetch(`${server.url}/readyz`)).json()).toEqual({ status: 'ready' });
+  });
+
+  it('exposes run metrics in Prometheus text', async () => {
+    const chatId = await server.createChat();
+    await server.waitForRun((await server.startRun(chatId, { steps: 1, tokens: 2 })).id);
+    const response = await fetch(`${server.url}/metrics`);
+    expect(response.headers.get('content-type')).toContain('text/plain');
+    const text = await response.text();
+    expect(text).toMatch(/^outrun_runs_started_total \d+/m);
+    expect(text).toMatch(/^outrun_runs_settled_total\{status="succeeded"\} [1-9]\d*/m);
+    for (const name of [
+      'outrun_active_runs',
+      'outrun_events_appended_total',
+      'outrun_event_append_batch_size_bucket',
+      'outrun_settle_retries_total',
+      'outrun_sweeps_total',
+      'outrun_stream_readers',
+    ]) {
+      expect(text).toContain(name);
+    }
+  });
+});
+
+describe('admin key seeding', () => {
+  it('generates an admin key once when none is configured, and registers a configured one idempotently', async () => {
+    const database = await openTestDatabase('pglite');
+    try {
+      const auth = new AuthService(database.db);
+      const first = await auth.seedAdmin({});
+      expect(first.generatedKey).toMatch(/^or_/);
+      expect((await auth.seedAdmin({})).generatedKey).toBeNull();
+      expect(await auth.authenticate(first.generatedKey!)).toMatchObject({ role: 'admin' });
+
+      await auth.seedAdmin({ adminKey: 'configured-admin-key-123' });
+      await auth.seedAdmin({ adminKey: 'configured-admin-key-123' });
+      const caller = await auth.authenticate('configured-admin-key-123');
+      expect(caller.userId).toBe(first.userId);
+      const keys = await database.db.selectFrom('api_keys').select('id').execute();
+      expect(keys).toHaveLength(2);
+    } finally {
+      await database.close();
+    }
+  });
+});
+
+describe('outrun migrate', () => {
+  it('creates the schema in a new data directory and exits', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'outrun-migrate-'));
+    try {
+      const { stdout } = await promisify(execFile)(
+        process.execPath,
+        [new URL('../bin/outrun.js', import.meta.url).pathname, 'migrate'],
+        { env: { ...process.env, OUTRUN_DATA_DIR: dataDir, DATABASE_URL: '', LOG_LEVEL: 'info' } },
+      );
+      expect(stdout).toContain('database is up to date');
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
