@@ -1,7 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, inject, it } from 'vitest';
 import { createDatabase } from '../src/store/database.ts';
 import { createPostgresDatabase, STORE_KINDS, type StoreKind } from './support/databases.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
@@ -15,6 +15,8 @@ async function durableStore(
 ): Promise<{ env: Record<string, string>; cleanup: () => Promise<void> }> {
   if (kind === 'pglite') {
     const dataDir = mkdtempSync(join(tmpdir(), 'outrun-crash-'));
+    // A copy of a migrated data directory starts in well under a second; a fresh one runs initdb first.
+    cpSync(inject('pgliteTemplateDir'), dataDir, { recursive: true });
     // DATABASE_URL is cleared: the child would otherwise inherit the test run's PostgreSQL.
     return {
       env: { OUTRUN_DATA_DIR: dataDir, DATABASE_URL: '' },

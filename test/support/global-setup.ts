@@ -9,6 +9,8 @@ import { createDatabase } from '../../src/store/database.ts';
 declare module 'vitest' {
   export interface ProvidedContext {
     pgliteTemplate: string;
+    /** A migrated PGlite data directory, for tests that start server processes: copy it, never open it. */
+    pgliteTemplateDir: string;
     postgresTemplate: string | null;
   }
 }
@@ -27,6 +29,11 @@ export async function setup(project: TestProject): Promise<() => Promise<void>> 
   writeFileSync(templatePath, Buffer.from(await dump.arrayBuffer()));
   await pglite.close();
   project.provide('pgliteTemplate', templatePath);
+
+  const templateDir = join(directory, 'pglite-template-dir');
+  const onDisk = await createDatabase({ dataDir: templateDir });
+  await onDisk.close();
+  project.provide('pgliteTemplateDir', templateDir);
 
   let postgresTemplate: string | null = null;
   const databaseUrl = process.env.DATABASE_URL;
