@@ -279,6 +279,34 @@ describe.each(STORE_KINDS)('run control on %s', (kind) => {
     expect((await server.waitForRun(next.id)).status).toBe('succeeded');
   });
 
+  it('retries an event-log insert that hits a transient database error, losing nothing', async () => {
+    const chatId = await server.createChat();
+    const retriesBefore = await metricValue(server, 'outrun_event_append_retries_total');
+    const run = await server.startRun(chatId, { steps: 2, tokens: 20, delayMs: 5 });
+    await server.waitForRun(run.id, (r) => r.status === 'running');
+    faults.armTimes(FaultPoint.beforeEventInsert, 2, () => {
+      throw new TransientDatabaseError();
+    });
+    expect((await server.waitForRun(run.id)).status).toBe('succeeded');
+    expect((await metricValue(server, 'outrun_event_append_retries_total')) - retriesBefore).toBe(2);
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    expect(streamedText(stream.events)).toBe(scriptedText(2, 20));
+  });
+
+  it('fails a run as persistence_failed when its events cannot be written', async () => {
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 1, tokens: 200, delayMs: 5 });
+    await server.waitForRun(run.id, (r) => r.status === 'running');
+    faults.armTimes(FaultPoint.beforeEventInsert, 1, () => {
+      throw new Error('disk full');
+    });
+    const settled = await server.waitForRun(run.id);
+    expect(settled).toMatchObject({ status: 'failed', error: { code: 'persistence_failed' } });
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    expect(stream.events.map((event) => event.seq)).toEqual(stream.events.map((_, index) => index + 1));
+    expect(stream.events.at(-1)!.chunk).toMatchObject({ type: 'data-run', data: { status: 'failed' } });
+  });
+
   it('interrupts the active run when asked with multitask: interrupt', async () => {
     const chatId = await server.createChat();
     const first = await server.startRun(chatId, { steps: 1, tokens: 500, delayMs: 10 });

@@ -22,6 +22,12 @@ import { RunErrorCode, RunStatus, type RunError, type TerminalRunStatus } from '
 /** Why a run this worker executes was aborted. */
 type AbortReason = typeof RunErrorCode.stopped | typeof RunErrorCode.serverShutdown | 'lease_lost';
 
+const FAILURE_MESSAGES = {
+  start_failed: 'The run could not be started.',
+  persistence_failed: 'The run could not save its progress.',
+  internal_error: 'The run failed unexpectedly.',
+} as const;
+
 const ABORT_MESSAGES: Record<Exclude<AbortReason, 'lease_lost'>, string> = {
   stopped: 'The run was stopped on request.',
   server_shutdown: 'The server shut down before the run finished.',
@@ -178,18 +184,19 @@ export class RunExecutor {
         logger.warn(context, 'lease lost; leaving the run to its new owner');
         return;
       }
-      const code = loopOwnsRun ? RunErrorCode.internalError : RunErrorCode.startFailed;
+      const code = !loopOwnsRun
+        ? RunErrorCode.startFailed
+        : writer?.failure
+          ? RunErrorCode.persistenceFailed
+          : RunErrorCode.internalError;
       logger.error({ err: error, ...context, code }, 'run failed');
       await writer?.flush().catch(() => {});
       await runs.settle({
         runId: row.id,
         attempt: row.attempt,
         status: RunStatus.failed,
-        error: {
-          code,
-          message: loopOwnsRun ? 'The run failed unexpectedly.' : 'The run could not be started.',
-        },
-        chunks: [{ type: 'error', errorText: 'The run failed unexpectedly.' }],
+        error: { code, message: FAILURE_MESSAGES[code] },
+        chunks: [{ type: 'error', errorText: FAILURE_MESSAGES[code] }],
       });
     } finally {
       clearInterval(heartbeat);

@@ -103,74 +103,84 @@ export class RunService {
    * and the transaction, user message included, is rolled back.
    */
   async begin(options: BeginRunOptions): Promise<RunObject> {
+    try {
+      return await this.#insertRun(options);
+    } catch (error) {
+      if (!isActiveRunConflict(error)) throw error;
+      const active = await this.findActive(options.chatId);
+      if (active) {
+        this.#metrics.runsRejected.inc();
+        throw new RunAlreadyActiveError(active.id);
+      }
+      // The run that held the gate settled in between: the chat is free, so try once more.
+      return this.#insertRun(options).catch(async (retryError: unknown) => {
+        if (!isActiveRunConflict(retryError)) throw retryError;
+        this.#metrics.runsRejected.inc();
+        throw new RunAlreadyActiveError((await this.findActive(options.chatId))?.id ?? 'unknown');
+      });
+    }
+  }
+
+  async #insertRun(options: BeginRunOptions): Promise<RunObject> {
     const runId = newId('run');
     const userMessageId = newId('message');
     const assistantMessageId = newId('message');
-    try {
-      const run = await this.#db.transaction().execute(async (tx) => {
-        const now = new Date();
-        const row = await tx
-          .insertInto('runs')
-          .values({
-            id: runId,
+    const run = await this.#db.transaction().execute(async (tx) => {
+      const now = new Date();
+      const row = await tx
+        .insertInto('runs')
+        .values({
+          id: runId,
+          chat_id: options.chatId,
+          workspace_id: options.workspaceId,
+          created_by: options.userId,
+          trigger: options.trigger,
+          status: RunStatus.pending,
+          model: options.model,
+          options: JSON.stringify(options.options ?? {}),
+          assistant_message_id: assistantMessageId,
+          created_at: now,
+          updated_at: now,
+        })
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      await tx
+        .insertInto('messages')
+        .values([
+          {
+            id: userMessageId,
             chat_id: options.chatId,
             workspace_id: options.workspaceId,
-            created_by: options.userId,
-            trigger: options.trigger,
-            status: RunStatus.pending,
-            model: options.model,
-            options: JSON.stringify(options.options ?? {}),
-            assistant_message_id: assistantMessageId,
+            role: 'user',
+            parts: JSON.stringify(options.parts),
+            status: 'completed',
+            run_id: runId,
             created_at: now,
             updated_at: now,
-          })
-          .returningAll()
-          .executeTakeFirstOrThrow();
-        await tx
-          .insertInto('messages')
-          .values([
-            {
-              id: userMessageId,
-              chat_id: options.chatId,
-              workspace_id: options.workspaceId,
-              role: 'user',
-              parts: JSON.stringify(options.parts),
-              status: 'completed',
-              run_id: runId,
-              created_at: now,
-              updated_at: now,
-            },
-            {
-              id: assistantMessageId,
-              chat_id: options.chatId,
-              workspace_id: options.workspaceId,
-              role: 'assistant',
-              parts: '[]',
-              status: 'streaming',
-              run_id: runId,
-              created_at: now,
-              updated_at: now,
-            },
-          ])
-          .execute();
-        await tx.updateTable('chats').set({ updated_at: now }).where('id', '=', options.chatId).execute();
-        const object = toRunObject(row);
-        await tx
-          .insertInto('run_events')
-          .values({ run_id: runId, seq: 1, chunk: serializeChunk(runStatusChunk(object)) })
-          .execute();
-        return object;
-      });
-      this.#metrics.runsStarted.inc();
-      return run;
-    } catch (error) {
-      if (isActiveRunConflict(error)) {
-        this.#metrics.runsRejected.inc();
-        const active = await this.findActive(options.chatId);
-        throw new RunAlreadyActiveError(active?.id ?? 'unknown');
-      }
-      throw error;
-    }
+          },
+          {
+            id: assistantMessageId,
+            chat_id: options.chatId,
+            workspace_id: options.workspaceId,
+            role: 'assistant',
+            parts: '[]',
+            status: 'streaming',
+            run_id: runId,
+            created_at: now,
+            updated_at: now,
+          },
+        ])
+        .execute();
+      await tx.updateTable('chats').set({ updated_at: now }).where('id', '=', options.chatId).execute();
+      const object = toRunObject(row);
+      await tx
+        .insertInto('run_events')
+        .values({ run_id: runId, seq: 1, chunk: serializeChunk(runStatusChunk(object)) })
+        .execute();
+      return object;
+    });
+    this.#metrics.runsStarted.inc();
+    return run;
   }
 
   /** The chat's active run, if any. */
