@@ -8,11 +8,13 @@ import { createDefaultToolRegistry, type ToolRegistry } from './agent/tools.ts';
 import { AuthService } from './auth/auth-service.ts';
 import type { Bus } from './bus/bus.ts';
 import { MemoryBus } from './bus/memory-bus.ts';
+import { RedisBus } from './bus/redis-bus.ts';
 import { ChatService } from './chats/chat-service.ts';
 import { loadConfig, type Config } from './config.ts';
 import { Faults } from './faults.ts';
 import { buildServer } from './http/server.ts';
 import { Metrics } from './metrics.ts';
+import { BullMqQueue } from './queue/bullmq-queue.ts';
 import { MemoryQueue } from './queue/memory-queue.ts';
 import type { RunQueue } from './queue/queue.ts';
 import { RunEngine } from './runs/run-engine.ts';
@@ -77,8 +79,13 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   const db = database.db;
   const faults = options.faults ?? new Faults();
   const metrics = new Metrics();
-  const bus = options.bus ?? new MemoryBus();
-  const queue = options.queue ?? new MemoryQueue();
+  // With Redis, instances share stop signals and live events (pub/sub) and a durable run queue (BullMQ).
+  const bus =
+    options.bus ??
+    (config.redisUrl ? new RedisBus({ url: config.redisUrl, logger }) : new MemoryBus({ logger }));
+  const queue =
+    options.queue ??
+    (config.redisUrl ? new BullMqQueue({ url: config.redisUrl, logger }) : new MemoryQueue({ logger }));
   const tools = options.tools ?? createDefaultToolRegistry();
   const resolve = options.resolveModel ?? ((modelId: string) => resolveModel({ modelId }));
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;

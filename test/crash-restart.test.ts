@@ -58,7 +58,8 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
   const processes: ServerProcess[] = [];
   const cleanups: (() => Promise<void>)[] = [];
   const start = async (env: Record<string, string>) => {
-    const server = await startServerProcess({ OUTRUN_ADMIN_KEY: ADMIN_KEY, ...env });
+    // Single-instance mode: no Redis, whatever the test run has.
+    const server = await startServerProcess({ OUTRUN_ADMIN_KEY: ADMIN_KEY, REDIS_URL: '', ...env });
     processes.push(server);
     return server;
   };

@@ -1,6 +1,8 @@
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createOutrun, type Outrun } from '../src/app.ts';
+import { MemoryBus } from '../src/bus/memory-bus.ts';
+import { MemoryQueue } from '../src/queue/memory-queue.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { collectStream } from './support/sse.ts';
 import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
@@ -10,6 +12,8 @@ async function secondInstance(server: TestServer): Promise<Outrun> {
   const other = await createOutrun({
     database: server.outrun.database,
     logger: pino({ level: 'silent' }),
+    bus: new MemoryBus(),
+    queue: new MemoryQueue(),
     singleInstance: false,
     worker: false,
     config: { port: 0, host: '127.0.0.1', adminKey: ADMIN_KEY },

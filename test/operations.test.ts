@@ -74,7 +74,15 @@ describe('outrun migrate', () => {
       const { stdout } = await promisify(execFile)(
         process.execPath,
         [new URL('../bin/outrun.js', import.meta.url).pathname, 'migrate'],
-        { env: { ...process.env, OUTRUN_DATA_DIR: dataDir, DATABASE_URL: '', LOG_LEVEL: 'info' } },
+        {
+          env: {
+            ...process.env,
+            OUTRUN_DATA_DIR: dataDir,
+            DATABASE_URL: '',
+            REDIS_URL: '',
+            LOG_LEVEL: 'info',
+          },
+        },
       );
       expect(stdout).toContain('database is up to date');
     } finally {

@@ -1,25 +1,34 @@
-import type { RunJob, RunQueue } from './queue.ts';
+import type { Logger } from 'pino';
+import { QueueClosedError, type RunJob, type RunQueue } from './queue.ts';
 
 export interface MemoryQueueOptions {
   /** Jobs handled at once; the rest wait in order. @default 10000 */
   concurrency?: number;
+  /** Where a handler's error is reported. @default none: handlers own their errors */
+  logger?: Logger;
 }
 
 /** The in-process queue of a single instance: FIFO with a concurrency limit. */
 export class MemoryQueue implements RunQueue {
   readonly #waiting: RunJob[] = [];
   readonly #running = new Set<Promise<void>>();
+  /** Runs with a job waiting or being handled: the dedupe set. */
+  readonly #queued = new Set<string>();
   readonly #concurrency: number;
+  readonly #logger: Logger | undefined;
   #handler: ((job: RunJob) => Promise<void>) | null = null;
   #closed = false;
 
   constructor(options: MemoryQueueOptions = {}) {
     this.#concurrency = options.concurrency ?? 10_000;
+    this.#logger = options.logger;
   }
 
   async enqueue(job: RunJob): Promise<void> {
-    if (this.#closed) throw new Error('the run queue is closed');
-    this.#waiting.push(job);
+    if (this.#closed) throw new QueueClosedError();
+    if (this.#queued.has(job.runId)) return;
+    this.#queued.add(job.runId);
+    this.#waiting.push({ runId: job.runId });
     this.#pump();
   }
 
@@ -41,9 +50,10 @@ export class MemoryQueue implements RunQueue {
       // Handlers own their errors (the executor settles every run it claims); this only keeps the queue alive.
       const task: Promise<void> = Promise.resolve()
         .then(() => handler(job))
-        .catch(() => {})
+        .catch((error: unknown) => this.#logger?.error({ err: error, runId: job.runId }, 'a run job failed'))
         .finally(() => {
           this.#running.delete(task);
+          this.#queued.delete(job.runId);
           this.#pump();
         });
       this.#running.add(task);

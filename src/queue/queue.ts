@@ -5,12 +5,36 @@ export interface RunJob {
 
 /**
  * Dispatch of runs to workers. `enqueue` hands a run over; `process` makes this instance a worker.
- * A job may be delivered more than once (a worker crash, a retry): the handler's claim on the run row
- * makes that harmless.
+ *
+ * Every adapter keeps this contract (one conformance suite, `test/queue.test.ts`, runs against each):
+ * - Every enqueued job is handled, unless it is deduplicated (below) or the queue closes first.
+ * - At most one job per run exists at a time: `enqueue` for a run whose job is still waiting or being
+ *   handled is a no-op. Once that job has ended, enqueueing the run again dispatches it again.
+ * - A job may still be delivered more than once (a worker crash, a stalled job taken over): the handler's
+ *   claim on the run row makes that harmless.
+ * - At most `concurrency` jobs are handled at once per worker (per instance).
+ * - A handler that throws fails only its own job; the queue goes on. Handlers should own their errors.
+ * - `close` stops taking jobs and resolves once the handlers already running have returned. Jobs still
+ *   waiting are left: a shared queue keeps them for another worker; the in-process queue drops them, and a
+ *   restart settles their runs. `enqueue` on a closed queue rejects.
+ *
+ * Adapters differ where the backend does: the in-process queue dies with its process; the BullMQ queue keeps
+ * jobs in Redis, and a job whose worker died is redelivered by BullMQ's stalled-job check (after its lock
+ * expires, 30 s by default).
  */
 export interface RunQueue {
   enqueue(job: RunJob): Promise<void>;
+  /** Starts handling jobs with `handler` on this instance. Call it once. */
   process(handler: (job: RunJob) => Promise<void>): void;
   /** Stops taking jobs and waits for the ones being handled to return. */
   close(): Promise<void>;
+}
+
+/** Thrown by `enqueue` on a queue that was closed. */
+export class QueueClosedError extends Error {
+  readonly code = 'queue_closed';
+  constructor() {
+    super('The run queue is closed.');
+    this.name = 'QueueClosedError';
+  }
 }

@@ -1,5 +1,7 @@
 import pino from 'pino';
 import { createOutrun, type CreateOutrunOptions, type Outrun } from '../../src/app.ts';
+import { MemoryBus } from '../../src/bus/memory-bus.ts';
+import { MemoryQueue } from '../../src/queue/memory-queue.ts';
 import type { Config } from '../../src/config.ts';
 import type { RunObject } from '../../src/runs/run-object.ts';
 import { isTerminalStatus } from '../../src/runs/run-status.ts';
@@ -46,7 +48,11 @@ export async function startTestServer(
   options: Omit<CreateOutrunOptions, 'database' | 'config'> & { config?: Partial<Config> } = {},
 ): Promise<TestServer> {
   const database = await openTestDatabase(kind);
+  // Embedded mode unless a test passes its own bus and queue, whatever REDIS_URL the test run has.
   const outrun = await createOutrun({
+    bus: new MemoryBus(),
+    queue: new MemoryQueue(),
+    singleInstance: true,
     ...options,
     database,
     logger: options.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),

@@ -1,0 +1,104 @@
+import { Queue, Worker, type KeepJobs } from 'bullmq';
+import pino, { type Logger } from 'pino';
+import { QueueClosedError, type RunJob, type RunQueue } from './queue.ts';
+
+export interface BullMqQueueOptions {
+  /** The Redis server, e.g. `redis://127.0.0.1:6379`. */
+  url: string;
+  /** The BullMQ queue every instance of one deployment shares. @default 'outrun-runs' */
+  queueName?: string;
+  /** BullMQ's key prefix: keys are `<prefix>:<queueName>:…`. Separates deployments (or test files) on one server. @default 'bull' */
+  prefix?: string;
+  /** Jobs this instance handles at once, once `process` has made it a worker. @default 100 */
+  concurrency?: number;
+  /**
+   * Which completed jobs Redis keeps. A kept job still holds its run id, so the run cannot be enqueued again
+   * while it is kept. @default true (removed at once)
+   */
+  removeOnComplete?: boolean | number | KeepJobs;
+  /** Which failed jobs Redis keeps; as `removeOnComplete`. @default true (removed at once) */
+  removeOnFail?: boolean | number | KeepJobs;
+  /** Where failed jobs and connection errors are reported. @default a pino logger on stdout */
+  logger?: Logger;
+}
+
+/** The name every run job carries in BullMQ (for dashboards; the queue holds only run jobs). */
+const JOB_NAME = 'run';
+
+/**
+ * The run queue of a scale-out deployment, on BullMQ. A job's id is its run id, so BullMQ itself keeps a run
+ * from being queued twice while its job exists. Jobs live in Redis: they outlive the instance that enqueued
+ * them, and a job whose worker died is taken over by another worker once its lock expires (BullMQ's
+ * stalled-job check).
+ */
+export class BullMqQueue implements RunQueue {
+  readonly #queue: Queue<RunJob>;
+  readonly #options: BullMqQueueOptions;
+  readonly #name: string;
+  readonly #prefix: string;
+  readonly #logger: Logger;
+  #worker: Worker<RunJob> | null = null;
+  #closing: Promise<void> | null = null;
+
+  constructor(options: BullMqQueueOptions) {
+    this.#options = options;
+    this.#name = options.queueName ?? 'outrun-runs';
+    this.#prefix = options.prefix ?? 'bull';
+    this.#logger = options.logger ?? pino();
+    // The producer's connection keeps ioredis' bounded retries, so `enqueue` fails (and the run is settled
+    // `failed`) rather than hanging while Redis is down.
+    this.#queue = new Queue<RunJob>(this.#name, {
+      connection: { url: options.url },
+      prefix: this.#prefix,
+      defaultJobOptions: {
+        attempts: 1,
+        removeOnComplete: options.removeOnComplete ?? true,
+        removeOnFail: options.removeOnFail ?? true,
+      },
+    });
+    this.#queue.on('error', (error: Error) =>
+      this.#logger.warn({ err: error, queue: this.#name }, 'run queue connection error'),
+    );
+  }
+
+  async enqueue(job: RunJob): Promise<void> {
+    if (this.#closing) throw new QueueClosedError();
+    await this.#queue.add(JOB_NAME, { runId: job.runId }, { jobId: job.runId });
+  }
+
+  process(handler: (job: RunJob) => Promise<void>): void {
+    if (this.#closing) throw new QueueClosedError();
+    if (this.#worker) throw new Error('This run queue already has a handler.');
+    const worker = new Worker<RunJob>(
+      this.#name,
+      async (job) => {
+        await handler({ runId: job.data.runId });
+      },
+      {
+        // Workers block on Redis: BullMQ needs unlimited retries per request on their connections.
+        connection: { url: this.#options.url, maxRetriesPerRequest: null },
+        prefix: this.#prefix,
+        concurrency: this.#options.concurrency ?? 100,
+      },
+    );
+    worker.on('error', (error: Error) =>
+      this.#logger.warn({ err: error, queue: this.#name }, 'run queue worker error'),
+    );
+    worker.on('failed', (job, error: Error) =>
+      this.#logger.error({ err: error, queue: this.#name, runId: job?.data.runId }, 'a run job failed'),
+    );
+    this.#worker = worker;
+  }
+
+  /** Stops the worker (after its running jobs return), then closes the producer's connection. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      try {
+        await this.#worker?.close();
+      } finally {
+        await this.#queue.close();
+      }
+    })();
+    return this.#closing;
+  }
+}

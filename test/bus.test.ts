@@ -1,0 +1,334 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import pino from 'pino';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { BusClosedError, type Bus } from '../src/bus/bus.ts';
+import { MemoryBus } from '../src/bus/memory-bus.ts';
+import { RedisBus } from '../src/bus/redis-bus.ts';
+
+const REDIS_URL = process.env.REDIS_URL;
+/** Every channel this file uses lives under this prefix, so parallel runs never meet and cleanup is exact. */
+const PREFIX = `outrun-test-bus-${randomBytes(4).toString('hex')}:`;
+
+type BusKind = 'memory' | 'redis';
+const BUS_KINDS: BusKind[] = REDIS_URL ? ['memory', 'redis'] : ['memory'];
+
+/** A logger whose records a test can read. */
+function captureLogger() {
+  const records: { level: number; msg: string; channel?: string }[] = [];
+  const logger = pino({ level: 'debug' }, { write: (line: string) => records.push(JSON.parse(line)) });
+  return { logger, records };
+}
+
+/** A handler that keeps what it receives. */
+function collector() {
+  const messages: unknown[] = [];
+  return { messages, handler: (message: unknown) => void messages.push(message) };
+}
+
+const open: Bus[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((bus) => bus.close()));
+});
+
+afterAll(async () => {
+  if (!REDIS_URL) return;
+  const admin = new Redis(REDIS_URL);
+  try {
+    const keys = await admin.keys(`${PREFIX}*`);
+    if (keys.length > 0) await admin.del(...keys);
+  } finally {
+    await admin.quit();
+  }
+});
+
+describe.each(BUS_KINDS)('bus conformance on %s', (kind) => {
+  function createBus(options: { logger?: pino.Logger } = {}): Bus {
+    const logger = options.logger ?? pino({ level: 'silent' });
+    const bus =
+      kind === 'memory'
+        ? new MemoryBus({ logger })
+        : new RedisBus({ url: REDIS_URL!, keyPrefix: PREFIX, logger });
+    open.push(bus);
+    return bus;
+  }
+
+  it('delivers each message to every subscriber of its channel, in publish order', async () => {
+    const bus = createBus();
+    const first = collector();
+    const second = collector();
+    await bus.subscribe('ordered', first.handler);
+    await bus.subscribe('ordered', second.handler);
+    const sent = Array.from({ length: 50 }, (_, index) => ({ index }));
+    for (const message of sent) await bus.publish('ordered', message);
+    await vi.waitFor(() => expect(second.messages).toHaveLength(sent.length));
+    expect(first.messages).toEqual(sent);
+    expect(second.messages).toEqual(sent);
+  });
+
+  it('keeps publish order for messages published without waiting', async () => {
+    const bus = createBus();
+    const received = collector();
+    await bus.subscribe('unawaited', received.handler);
+    const sent = Array.from({ length: 100 }, (_, index) => index);
+    await Promise.all(sent.map((index) => bus.publish('unawaited', index)));
+    await vi.waitFor(() => expect(received.messages).toHaveLength(sent.length));
+    expect(received.messages).toEqual(sent);
+  });
+
+  it('does not deliver to subscribers of other channels', async () => {
+    const bus = createBus();
+    const short = collector();
+    const long = collector();
+    const other = collector();
+    await bus.subscribe('run-events:1', short.handler);
+    await bus.subscribe('run-events:10', long.handler);
+    await bus.subscribe('other', other.handler);
+    await bus.publish('run-events:1', 'one');
+    await bus.publish('run-events:10', 'ten');
+    // Messages from one publisher arrive in order, so once this one is in, the ones before it are too.
+    await bus.publish('other', 'barrier');
+    await vi.waitFor(() => expect(other.messages).toEqual(['barrier']));
+    expect(short.messages).toEqual(['one']);
+    expect(long.messages).toEqual(['ten']);
+  });
+
+  it('delivers nothing to a channel nobody subscribes to, and publishing there succeeds', async () => {
+    const bus = createBus();
+    await expect(bus.publish('nobody-listens', { any: 'thing' })).resolves.toBeUndefined();
+  });
+
+  it('stops delivering once unsubscribed, and unsubscribing twice is harmless', async () => {
+    const bus = createBus();
+    const leaving = collector();
+    const staying = collector();
+    const unsubscribe = await bus.subscribe('leave', leaving.handler);
+    await bus.subscribe('leave', staying.handler);
+    await bus.publish('leave', 1);
+    await vi.waitFor(() => expect(staying.messages).toEqual([1]));
+    await unsubscribe();
+    await unsubscribe();
+    await bus.publish('leave', 2);
+    await vi.waitFor(() => expect(staying.messages).toEqual([1, 2]));
+    expect(leaving.messages).toEqual([1]);
+  });
+
+  it('delivers nothing more to a handler once unsubscribed, even during the delivery of a message', async () => {
+    const bus = createBus();
+    const removed = collector();
+    const barrier = collector();
+    let unsubscribeRemoved: () => Promise<void> = async () => {};
+    await bus.subscribe('in-flight', () => void unsubscribeRemoved());
+    unsubscribeRemoved = await bus.subscribe('in-flight', removed.handler);
+    await bus.subscribe('in-flight', barrier.handler);
+    await bus.publish('in-flight', 'first');
+    await bus.publish('in-flight', 'second');
+    await vi.waitFor(() => expect(barrier.messages).toEqual(['first', 'second']));
+    expect(removed.messages).toEqual([]);
+  });
+
+  it('delivers again to a channel whose last subscriber left and a new one arrived at once', async () => {
+    const bus = createBus();
+    const received = collector();
+    const unsubscribe = await bus.subscribe('again', () => {});
+    const leaving = unsubscribe();
+    await bus.subscribe('again', received.handler);
+    await leaving;
+    await bus.publish('again', 'hello');
+    await vi.waitFor(() => expect(received.messages).toEqual(['hello']));
+  });
+
+  it('delivers twice to one function subscribed twice, until each subscription ends', async () => {
+    const bus = createBus();
+    const received = collector();
+    const unsubscribeFirst = await bus.subscribe('twice', received.handler);
+    await bus.subscribe('twice', received.handler);
+    await bus.publish('twice', 'a');
+    await vi.waitFor(() => expect(received.messages).toEqual(['a', 'a']));
+    await unsubscribeFirst();
+    await bus.publish('twice', 'b');
+    await vi.waitFor(() => expect(received.messages).toEqual(['a', 'a', 'b']));
+  });
+
+  it('delivers on many channels at once, each message to its own channel', async () => {
+    const bus = createBus();
+    const channels = Array.from({ length: 200 }, (_, index) => `run-events:many-${index}`);
+    const received = new Map<string, unknown[]>();
+    await Promise.all(
+      channels.map((channel) => {
+        const messages: unknown[] = [];
+        received.set(channel, messages);
+        return bus.subscribe(channel, (message) => messages.push(message));
+      }),
+    );
+    await Promise.all(channels.map((channel) => bus.publish(channel, { channel })));
+    await vi.waitFor(() => {
+      for (const channel of channels) expect(received.get(channel)).toEqual([{ channel }]);
+    });
+  });
+
+  it('delivers nested JSON values intact', async () => {
+    const bus = createBus();
+    const received = collector();
+    await bus.subscribe('json', received.handler);
+    const message = {
+      runId: 'run_1',
+      events: [
+        { seq: 1, data: '{"type":"text-delta","delta":"ü ✓ \\n"}', terminal: false },
+        { seq: 2, data: '{"type":"finish"}', terminal: true },
+      ],
+      nested: { list: [1, -2.5, null, [true, false]], empty: {}, text: 'line\nbreak "quoted"' },
+    };
+    await bus.publish('json', message);
+    await vi.waitFor(() => expect(received.messages).toHaveLength(1));
+    expect(received.messages[0]).toEqual(message);
+  });
+
+  it('keeps delivering to other handlers when one throws or rejects, and logs the failure', async () => {
+    const { logger, records } = captureLogger();
+    const bus = createBus({ logger });
+    const received = collector();
+    await bus.subscribe('faulty', () => {
+      throw new Error('handler broke');
+    });
+    await bus.subscribe('faulty', (async () => {
+      throw new Error('async handler broke');
+    }) as (message: unknown) => void);
+    await bus.subscribe('faulty', received.handler);
+    await expect(bus.publish('faulty', 1)).resolves.toBeUndefined();
+    await bus.publish('faulty', 2);
+    await vi.waitFor(() => expect(received.messages).toEqual([1, 2]));
+    await vi.waitFor(() => {
+      const failures = records.filter((record) => record.msg === 'a bus handler failed');
+      expect(failures).toHaveLength(4);
+      expect(failures.every((record) => record.channel === 'faulty')).toBe(true);
+    });
+  });
+
+  it('rejects publish and subscribe once closed, and unsubscribing afterwards is harmless', async () => {
+    const bus = createBus();
+    const unsubscribe = await bus.subscribe('closing', () => {});
+    await bus.close();
+    await bus.close();
+    await expect(bus.publish('closing', 1)).rejects.toThrow(BusClosedError);
+    await expect(bus.subscribe('closing', () => {})).rejects.toThrow(BusClosedError);
+    await expect(unsubscribe()).resolves.toBeUndefined();
+  });
+});
+
+describe.runIf(REDIS_URL)('RedisBus', () => {
+  const admins: Redis[] = [];
+  afterEach(async () => {
+    await Promise.all(admins.splice(0).map((admin) => admin.quit()));
+  });
+
+  function createAdmin(): Redis {
+    const admin = new Redis(REDIS_URL!);
+    admins.push(admin);
+    return admin;
+  }
+
+  function createBus(options: { keyPrefix?: string; logger?: pino.Logger } = {}): RedisBus {
+    const bus = new RedisBus({
+      url: REDIS_URL!,
+      keyPrefix: options.keyPrefix ?? PREFIX,
+      logger: options.logger ?? pino({ level: 'silent' }),
+    });
+    open.push(bus);
+    return bus;
+  }
+
+  async function subscriberCount(admin: Redis, channel: string): Promise<number> {
+    const reply = (await admin.pubsub('NUMSUB', PREFIX + channel)) as [string, number];
+    return Number(reply[1]);
+  }
+
+  it('delivers messages published by one instance to subscribers on another', async () => {
+    const publisher = createBus();
+    const subscriber = createBus();
+    const remote = collector();
+    const local = collector();
+    await subscriber.subscribe('run-stop', remote.handler);
+    await publisher.subscribe('run-stop', local.handler);
+    await publisher.publish('run-stop', { runId: 'run_a' });
+    await subscriber.publish('run-stop', { runId: 'run_b' });
+    await vi.waitFor(() => expect(remote.messages).toHaveLength(2));
+    await vi.waitFor(() => expect(local.messages).toHaveLength(2));
+    expect(remote.messages).toEqual([{ runId: 'run_a' }, { runId: 'run_b' }]);
+    expect(local.messages).toEqual(remote.messages);
+  });
+
+  it('keeps buses with different key prefixes apart', async () => {
+    const ours = createBus();
+    const theirs = createBus({ keyPrefix: `${PREFIX}other:` });
+    const ourMessages = collector();
+    const theirMessages = collector();
+    await ours.subscribe('shared-name', ourMessages.handler);
+    await theirs.subscribe('shared-name', theirMessages.handler);
+    await theirs.publish('shared-name', 'theirs');
+    await ours.publish('shared-name', 'ours');
+    await vi.waitFor(() => expect(ourMessages.messages).toEqual(['ours']));
+    await vi.waitFor(() => expect(theirMessages.messages).toEqual(['theirs']));
+  });
+
+  it('holds one Redis subscription per channel and drops it when the last local handler leaves', async () => {
+    const admin = createAdmin();
+    const bus = createBus();
+    const unsubscribers = await Promise.all([1, 2, 3].map(() => bus.subscribe('shared', () => {})));
+    expect(await subscriberCount(admin, 'shared')).toBe(1);
+    await unsubscribers[0]!();
+    await unsubscribers[1]!();
+    expect(await subscriberCount(admin, 'shared')).toBe(1);
+    await unsubscribers[2]!();
+    expect(await subscriberCount(admin, 'shared')).toBe(0);
+  });
+
+  it('ignores a message that is not JSON and keeps delivering', async () => {
+    const { logger, records } = captureLogger();
+    const admin = createAdmin();
+    const bus = createBus({ logger });
+    const received = collector();
+    await bus.subscribe('malformed', received.handler);
+    await admin.publish(`${PREFIX}malformed`, '{"runId": "run_1", events: [');
+    await bus.publish('malformed', { ok: true });
+    await vi.waitFor(() => expect(received.messages).toEqual([{ ok: true }]));
+    expect(records.some((record) => record.msg === 'ignored a bus message that is not JSON')).toBe(true);
+  });
+
+  it('subscribes again after its subscriber connection drops', async () => {
+    const admin = createAdmin();
+    const bus = createBus();
+    const received = collector();
+    await bus.subscribe('reconnect', received.handler);
+    const clients = (await admin.client('LIST')) as string;
+    const line = clients.split('\n').find((entry) => entry.includes(` name=${PREFIX}bus-subscriber `));
+    const id = line?.match(/\bid=(\d+)/)?.[1];
+    expect(id).toBeDefined();
+    await admin.client('KILL', 'ID', id!);
+    // What is published while the subscriber is away is lost, as the port allows: publish until one arrives.
+    let attempt = 0;
+    await vi.waitFor(
+      async () => {
+        await bus.publish('reconnect', { attempt: ++attempt });
+        expect(received.messages.length).toBeGreaterThan(0);
+      },
+      { timeout: 10_000, interval: 100 },
+    );
+    expect(await subscriberCount(admin, 'reconnect')).toBe(1);
+  });
+
+  it('quits both of its connections on close', async () => {
+    const admin = createAdmin();
+    const keyPrefix = `${PREFIX}closing-${randomBytes(3).toString('hex')}:`;
+    const bus = createBus({ keyPrefix });
+    await bus.subscribe('anything', () => {});
+    await bus.publish('anything', 1);
+    const names = async () =>
+      ((await admin.client('LIST')) as string)
+        .split('\n')
+        .filter((entry) => entry.includes(` name=${keyPrefix}`)).length;
+    expect(await names()).toBeGreaterThanOrEqual(2);
+    await bus.close();
+    await vi.waitFor(async () => expect(await names()).toBe(0));
+  });
+});

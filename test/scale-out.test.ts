@@ -1,0 +1,100 @@
+import { randomBytes } from 'node:crypto';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createOutrun, type Outrun } from '../src/app.ts';
+import { RedisBus } from '../src/bus/redis-bus.ts';
+import { BullMqQueue } from '../src/queue/bullmq-queue.ts';
+import { createPostgresDatabase } from './support/databases.ts';
+import { collectStream, script, scriptedText, streamedText } from './support/sse.ts';
+
+const DATABASE_URL = process.env.DATABASE_URL;
+const REDIS_URL = process.env.REDIS_URL;
+const ADMIN_KEY = 'scale-out-admin-key-0123456789';
+
+/**
+ * Two instances on one PostgreSQL and one Redis: an API-only instance that takes requests, and a worker that
+ * executes runs. Nothing is shared in-process; everything crosses Redis (queue, stop signals, live events).
+ */
+describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis', () => {
+  const prefix = `outrun-test-${randomBytes(4).toString('hex')}`;
+  let drop: () => Promise<void>;
+  let api: Outrun;
+  let worker: Outrun;
+  let url: string;
+
+  const instance = async (role: 'api' | 'worker', databaseUrl: string) => {
+    const logger = pino({ level: 'silent' });
+    const outrun = await createOutrun({
+      logger,
+      worker: role === 'worker',
+      singleInstance: false,
+      bus: new RedisBus({ url: REDIS_URL!, keyPrefix: `${prefix}:`, logger }),
+      queue: new BullMqQueue({ url: REDIS_URL!, prefix, logger }),
+      config: { databaseUrl, port: 0, host: '127.0.0.1', adminKey: ADMIN_KEY },
+    });
+    await outrun.start();
+    return outrun;
+  };
+
+  const request = async (path: string, init: RequestInit = {}) =>
+    fetch(url + path, {
+      ...init,
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json', ...init.headers },
+    });
+
+  beforeAll(async () => {
+    const database = await createPostgresDatabase();
+    drop = database.drop;
+    api = await instance('api', database.url);
+    worker = await instance('worker', database.url);
+    url = await api.listen();
+  });
+  afterAll(async () => {
+    await api?.close({ graceMs: 0 });
+    await worker?.close({ graceMs: 0 });
+    await drop?.();
+  });
+
+  async function startRun(options: Parameters<typeof script>[0], accept?: string) {
+    const chat = await (await request('/v1/chats', { method: 'POST', body: '{}' })).json();
+    return request(`/v1/chats/${chat.chat.id}/runs`, {
+      method: 'POST',
+      headers: accept ? { accept } : {},
+      body: JSON.stringify({ input: { text: script(options) } }),
+    });
+  }
+
+  it('runs on the worker and streams live through the API instance, dense and exact', async () => {
+    const response = await startRun({ steps: 2, tokens: 30, delayMs: 10 }, 'text/event-stream');
+    const stream = await collectStream(response);
+    expect(stream.done).toBe(true);
+    expect(stream.events.map((event) => event.seq)).toEqual(stream.events.map((_, index) => index + 1));
+    expect(streamedText(stream.events)).toBe(scriptedText(2, 30));
+    const runId = response.headers.get('x-outrun-run-id')!;
+    expect(worker.executor.isActive(runId)).toBe(false);
+    expect(api.executor.activeCount).toBe(0);
+  });
+
+  it('stops a run executing on the worker from the API instance, at once', async () => {
+    const { run } = await (await startRun({ steps: 1, tokens: 5000, delayMs: 5 })).json();
+    const deadline = Date.now() + 10_000;
+    while (!worker.executor.isActive(run.id) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(worker.executor.isActive(run.id)).toBe(true);
+
+    const stoppedAt = Date.now();
+    const stop = await (await request(`/v1/runs/${run.id}/stop`, { method: 'POST' })).json();
+    expect(stop.stopped).toBe(true);
+    for (;;) {
+      const current = (await (await request(`/v1/runs/${run.id}`)).json()).run;
+      if (current.status !== 'running') {
+        expect(current).toMatchObject({ status: 'aborted', error: { code: 'stopped' } });
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    // Well inside the heartbeat interval (a third of the 30 s lease): the stop crossed the Redis bus.
+    expect(Date.now() - stoppedAt).toBeLessThan(5_000);
+  });
+});
