@@ -82,10 +82,14 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   // With Redis, instances share stop signals and live events (pub/sub) and a durable run queue (BullMQ).
   const bus =
     options.bus ??
-    (config.redisUrl ? new RedisBus({ url: config.redisUrl, logger }) : new MemoryBus({ logger }));
+    (config.redisUrl
+      ? new RedisBus({ url: config.redisUrl, keyPrefix: `${config.redisPrefix}:`, logger })
+      : new MemoryBus({ logger }));
   const queue =
     options.queue ??
-    (config.redisUrl ? new BullMqQueue({ url: config.redisUrl, logger }) : new MemoryQueue({ logger }));
+    (config.redisUrl
+      ? new BullMqQueue({ url: config.redisUrl, prefix: config.redisPrefix, logger })
+      : new MemoryQueue({ logger }));
   const tools = options.tools ?? createDefaultToolRegistry();
   const resolve = options.resolveModel ?? ((modelId: string) => resolveModel({ modelId }));
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
@@ -114,6 +118,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     faults,
     singleInstance: options.singleInstance ?? !config.redisUrl,
     sweepIntervalMs: config.sweepIntervalMs,
+    leaseMs: config.leaseMs,
+    maxAttempts: config.maxAttempts,
     worker: options.worker,
   });
   const auth = new AuthService(db);

@@ -17,6 +17,8 @@ const ConfigSchema = z.object({
   leaseMs: z.coerce.number().int().positive().default(30_000),
   sweepIntervalMs: z.coerce.number().int().positive().default(10_000),
   shutdownGraceMs: z.coerce.number().int().min(0).default(10_000),
+  maxAttempts: z.coerce.number().int().min(1).max(100).default(3),
+  redisPrefix: z.string().min(1).default('outrun'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -39,6 +41,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     leaseMs: blank(env.OUTRUN_LEASE_MS),
     sweepIntervalMs: blank(env.OUTRUN_SWEEP_INTERVAL_MS),
     shutdownGraceMs: blank(env.OUTRUN_SHUTDOWN_GRACE_MS),
+    maxAttempts: blank(env.OUTRUN_MAX_ATTEMPTS),
+    redisPrefix: blank(env.OUTRUN_REDIS_PREFIX),
     logLevel: blank(env.LOG_LEVEL),
   });
   if (!result.success) {

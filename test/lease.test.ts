@@ -4,22 +4,42 @@ import { createOutrun, type Outrun } from '../src/app.ts';
 import { MemoryBus } from '../src/bus/memory-bus.ts';
 import { MemoryQueue } from '../src/queue/memory-queue.ts';
 import { STORE_KINDS } from './support/databases.ts';
-import { collectStream } from './support/sse.ts';
+import { collectStream, scriptedText, streamedText } from './support/sse.ts';
 import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
 
-/** A second instance on the same database, with its own (in-process) bus: it shares nothing but the store. */
-async function secondInstance(server: TestServer): Promise<Outrun> {
+/** A second instance on the same database, with its own (in-process) bus and queue: it shares only the store. */
+async function secondInstance(
+  server: TestServer,
+  options: { worker: boolean; maxAttempts?: number },
+): Promise<Outrun> {
   const other = await createOutrun({
     database: server.outrun.database,
     logger: pino({ level: 'silent' }),
     bus: new MemoryBus(),
     queue: new MemoryQueue(),
     singleInstance: false,
-    worker: false,
-    config: { port: 0, host: '127.0.0.1', adminKey: ADMIN_KEY },
+    worker: options.worker,
+    config: { port: 0, host: '127.0.0.1', adminKey: ADMIN_KEY, maxAttempts: options.maxAttempts ?? 3 },
   });
   await other.start();
   return other;
+}
+
+/** Makes the run's owner look dead to everyone else: its lease has run out. */
+async function expireLease(server: TestServer, runId: string): Promise<void> {
+  await server.outrun.db
+    .updateTable('runs')
+    .set({ lease_expires_at: new Date(0) })
+    .where('id', '=', runId)
+    .execute();
+}
+
+async function waitUntil(condition: () => boolean | Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 describe.each(STORE_KINDS)('leases across instances on %s', (kind) => {
@@ -28,51 +48,79 @@ describe.each(STORE_KINDS)('leases across instances on %s', (kind) => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  it('fences a worker whose lease was taken over: it can no longer append events or settle', async () => {
+  it('resumes a run on another worker from its last finished step, fencing the worker that lost its lease', async () => {
     const server = await startTestServer(kind, { config: { leaseMs: 60_000 } });
     cleanups.push(() => server.close());
-    const other = await secondInstance(server);
+    const other = await secondInstance(server, { worker: true });
     cleanups.push(() => other.close({ graceMs: 0 }));
 
     const chatId = await server.createChat();
-    const run = await server.startRun(chatId, { steps: 1, tokens: 5000, delayMs: 5 });
-    await server.waitForRun(run.id, (r) => r.status === 'running');
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    const run = await server.startRun(chatId, { steps: 3, tokens: 40, delayMs: 5 });
+    await server.waitForRun(run.id, (r) => r.stepCount >= 1);
 
-    // The owner looks dead to everyone else: its lease has run out. The other instance sweeps the run.
-    await server.outrun.db
-      .updateTable('runs')
-      .set({ lease_expires_at: new Date(0) })
-      .where('id', '=', run.id)
-      .execute();
+    await expireLease(server, run.id);
     expect(await other.engine.sweep({ all: false })).toBe(1);
 
-    // The old owner notices at its next append and lets go without settling.
-    const deadline = Date.now() + 10_000;
-    while (server.outrun.executor.isActive(run.id) && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    expect(server.outrun.executor.isActive(run.id)).toBe(false);
+    const settled = await server.waitForRun(run.id);
+    expect(settled).toMatchObject({ status: 'succeeded', stepCount: 3, attempt: 3, error: null });
+    // The old owner noticed at its next append and let go without settling.
+    await waitUntil(() => !server.outrun.executor.isActive(run.id));
 
-    const final = await server.api(`/v1/runs/${run.id}`);
-    expect(final.body.run).toMatchObject({ status: 'aborted', error: { code: 'lease_expired' }, attempt: 2 });
     const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
     expect(stream.done).toBe(true);
     expect(stream.events.map((event) => event.seq)).toEqual(stream.events.map((_, index) => index + 1));
     const statuses = stream.events
       .filter((event) => event.chunk.type === 'data-run')
-      .map((event) => (event.chunk.data as { status: string }).status);
-    expect(statuses).toEqual(['pending', 'running', 'aborted']);
+      .map((event) => (event.chunk.data as { status: string; attempt: number }).status);
+    expect(statuses).toEqual(['pending', 'running', 'pending', 'running', 'succeeded']);
+    expect(stream.events.filter((event) => event.chunk.type === 'start')).toHaveLength(1);
+
+    // Step 1 once, then whatever of step 2 the first worker streamed, then steps 2 and 3 from the second.
+    const text = streamedText(stream.events);
+    const step1 = scriptedText(1, 40);
+    const rest = scriptedText(3, 40).slice(step1.length);
+    expect(text.startsWith(step1)).toBe(true);
+    expect(text.endsWith(rest)).toBe(true);
+    expect(rest.startsWith(text.slice(step1.length, text.length - rest.length))).toBe(true);
+
+    // The message is the projection of that stream.
+    const latest = await server.api(`/v1/chats/${chatId}/runs/latest`);
+    const messageText = latest.body.message.parts
+      .filter((part: { type: string }) => part.type === 'text')
+      .map((part: { text: string }) => part.text)
+      .join('');
+    expect(messageText).toBe(text);
+    expect(latest.body.message.status).toBe('completed');
+  });
+
+  it('settles a run as aborted/lease_expired once it has used its attempts', async () => {
+    const server = await startTestServer(kind, { config: { leaseMs: 60_000 } });
+    cleanups.push(() => server.close());
+    const other = await secondInstance(server, { worker: false, maxAttempts: 1 });
+    cleanups.push(() => other.close({ graceMs: 0 }));
+
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 1, tokens: 5000, delayMs: 5 });
+    await server.waitForRun(run.id, (r) => r.status === 'running');
+    await expireLease(server, run.id);
+    expect(await other.engine.sweep({ all: false })).toBe(1);
+
+    await waitUntil(() => !server.outrun.executor.isActive(run.id));
+    const final = await server.api(`/v1/runs/${run.id}`);
+    expect(final.body.run).toMatchObject({ status: 'aborted', error: { code: 'lease_expired' }, attempt: 2 });
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    expect(stream.events.map((event) => event.seq)).toEqual(stream.events.map((_, index) => index + 1));
     const eventCount = stream.events.length;
     await new Promise((resolve) => setTimeout(resolve, 200));
-    const after = await server.outrun.log.read({ runId: run.id, after: 0, limit: 100_000 });
-    expect(after).toHaveLength(eventCount);
+    expect(await server.outrun.log.read({ runId: run.id, after: 0, limit: 100_000 })).toHaveLength(
+      eventCount,
+    );
   });
 
   it('delivers a stop recorded by another instance to the run, even without a shared bus', async () => {
     const server = await startTestServer(kind, { config: { leaseMs: 600 } });
     cleanups.push(() => server.close());
-    const other = await secondInstance(server);
+    const other = await secondInstance(server, { worker: false });
     cleanups.push(() => other.close({ graceMs: 0 }));
     const otherUrl = await other.listen();
 

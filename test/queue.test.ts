@@ -157,6 +157,22 @@ describe.each(QUEUE_KINDS)('run queue conformance on %s', (kind) => {
     });
   });
 
+  it('dispatches a run again for a new attempt while the job of its previous attempt still runs', async () => {
+    const queue = createQueue({ concurrency: 2 });
+    const handled: string[] = [];
+    const stuck = gate();
+    queue.process(async (job) => {
+      handled.push(`${job.runId}@${job.attempt}`);
+      if (job.attempt === 1) await stuck.opened;
+    });
+    await queue.enqueue({ runId: 'run_requeued', attempt: 1 });
+    await vi.waitFor(() => expect(handled).toEqual(['run_requeued@1']));
+    await queue.enqueue({ runId: 'run_requeued', attempt: 1 });
+    await queue.enqueue({ runId: 'run_requeued', attempt: 3 });
+    await vi.waitFor(() => expect(handled).toEqual(['run_requeued@1', 'run_requeued@3']));
+    stuck.open();
+  });
+
   it('keeps handling jobs after a handler throws, and logs the failure', async () => {
     const { logger, records } = captureLogger();
     const queue = createQueue({ concurrency: 1, logger });

@@ -1,6 +1,6 @@
 import { Queue, Worker, type KeepJobs } from 'bullmq';
 import pino, { type Logger } from 'pino';
-import { QueueClosedError, type RunJob, type RunQueue } from './queue.ts';
+import { QueueClosedError, runJobKey, type RunJob, type RunQueue } from './queue.ts';
 
 export interface BullMqQueueOptions {
   /** The Redis server, e.g. `redis://127.0.0.1:6379`. */
@@ -63,7 +63,11 @@ export class BullMqQueue implements RunQueue {
 
   async enqueue(job: RunJob): Promise<void> {
     if (this.#closing) throw new QueueClosedError();
-    await this.#queue.add(JOB_NAME, { runId: job.runId }, { jobId: job.runId });
+    await this.#queue.add(
+      JOB_NAME,
+      { runId: job.runId, attempt: job.attempt ?? 0 },
+      { jobId: runJobKey(job) },
+    );
   }
 
   process(handler: (job: RunJob) => Promise<void>): void {
@@ -72,7 +76,7 @@ export class BullMqQueue implements RunQueue {
     const worker = new Worker<RunJob>(
       this.#name,
       async (job) => {
-        await handler({ runId: job.data.runId });
+        await handler({ runId: job.data.runId, attempt: job.data.attempt });
       },
       {
         // Workers block on Redis: BullMQ needs unlimited retries per request on their connections.

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { QueueClosedError, type RunJob, type RunQueue } from './queue.ts';
+import { QueueClosedError, runJobKey, type RunJob, type RunQueue } from './queue.ts';
 
 export interface MemoryQueueOptions {
   /** Jobs handled at once; the rest wait in order. @default 10000 */
@@ -26,9 +26,10 @@ export class MemoryQueue implements RunQueue {
 
   async enqueue(job: RunJob): Promise<void> {
     if (this.#closed) throw new QueueClosedError();
-    if (this.#queued.has(job.runId)) return;
-    this.#queued.add(job.runId);
-    this.#waiting.push({ runId: job.runId });
+    const key = runJobKey(job);
+    if (this.#queued.has(key)) return;
+    this.#queued.add(key);
+    this.#waiting.push({ runId: job.runId, attempt: job.attempt ?? 0 });
     this.#pump();
   }
 
@@ -53,7 +54,7 @@ export class MemoryQueue implements RunQueue {
         .catch((error: unknown) => this.#logger?.error({ err: error, runId: job.runId }, 'a run job failed'))
         .finally(() => {
           this.#running.delete(task);
-          this.#queued.delete(job.runId);
+          this.#queued.delete(runJobKey(job));
           this.#pump();
         });
       this.#running.add(task);

@@ -1,6 +1,17 @@
 /** A run waiting for a worker. */
 export interface RunJob {
   runId: string;
+  /**
+   * The run's attempt when it was handed over (0 for a new run). A run requeued after its worker died gets
+   * a new attempt, so its new job is not mistaken for the dead worker's job, which may still exist.
+   * @default 0
+   */
+  attempt?: number;
+}
+
+/** The key jobs are deduplicated by: one job per run and attempt. */
+export function runJobKey(job: RunJob): string {
+  return `${job.runId}.${job.attempt ?? 0}`;
 }
 
 /**
@@ -8,8 +19,8 @@ export interface RunJob {
  *
  * Every adapter keeps this contract (one conformance suite, `test/queue.test.ts`, runs against each):
  * - Every enqueued job is handled, unless it is deduplicated (below) or the queue closes first.
- * - At most one job per run exists at a time: `enqueue` for a run whose job is still waiting or being
- *   handled is a no-op. Once that job has ended, enqueueing the run again dispatches it again.
+ * - At most one job per run and attempt (`runJobKey`) exists at a time: `enqueue` of a key whose job is still
+ *   waiting or being handled is a no-op. Once that job has ended, enqueueing the key again dispatches it again.
  * - A job may still be delivered more than once (a worker crash, a stalled job taken over): the handler's
  *   claim on the run row makes that harmless.
  * - At most `concurrency` jobs are handled at once per worker (per instance).

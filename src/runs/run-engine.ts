@@ -24,6 +24,10 @@ export interface RunEngineOptions {
   singleInstance?: boolean;
   /** How often the sweeper looks for runs whose lease ran out. @default 10000 */
   sweepIntervalMs?: number;
+  /** A worker's lease; a pending run unclaimed for this long is handed to the queue again. @default 30000 */
+  leaseMs?: number;
+  /** Attempts a run gets: one whose worker died is resumed until then, and settled after. @default 3 */
+  maxAttempts?: number;
   /** This instance executes runs (a worker); false for an API-only instance. @default true */
   worker?: boolean;
 }
@@ -116,9 +120,11 @@ export class RunEngine {
   }
 
   /**
-   * Settles runs left active by a crash: with `all` (single instance, at start) every active run not
-   * executing here, as `aborted`/`server_restarted`; otherwise running runs whose lease ran out, as
-   * `aborted`/`lease_expired`. Returns how many it settled.
+   * Looks after runs a crash left behind. With `all` (single instance, at start) every active run not
+   * executing here is settled `aborted`/`server_restarted`. Otherwise a running run whose lease ran out is
+   * requeued for a worker to resume from its last finished step, or, once it has used `maxAttempts`,
+   * settled `aborted`/`lease_expired`; a pending run nobody claimed within a lease is handed to the queue
+   * again. Returns how many runs it requeued or settled.
    */
   async sweep(options: { all: boolean }): Promise<number> {
     if (this.#sweeping) return this.#sweeping;
@@ -127,27 +133,53 @@ export class RunEngine {
   }
 
   async #sweep(options: { all: boolean }): Promise<number> {
-    const { runs, executor, metrics, logger } = this.#options;
+    const { runs, executor, metrics, queue } = this.#options;
     metrics.sweeps.inc();
-    const orphans = await runs.findOrphans({ all: options.all });
-    let settled = 0;
+    const orphans = await runs.findOrphans({
+      all: options.all,
+      pendingOlderThanMs: this.#options.leaseMs ?? 30_000,
+    });
+    let handled = 0;
     for (const run of orphans) {
       if (executor.isActive(run.id)) continue;
-      const code = options.all ? RunErrorCode.serverRestarted : RunErrorCode.leaseExpired;
-      const result = await runs.settle({
-        runId: run.id,
-        status: RunStatus.aborted,
-        error: { code, message: SWEEP_MESSAGES[code] },
-        onlyIfLeaseExpired: !options.all,
-        fromStatuses: options.all ? undefined : [run.status as typeof RunStatus.running],
-        chunks: [{ type: 'abort' }],
-      });
-      if (!result) continue;
-      settled += 1;
-      metrics.runsSwept.inc({ reason: code });
-      logger.warn(logContext(run, code), 'settled a run left active');
+      if (options.all) {
+        if (await this.#settleOrphan(run, RunErrorCode.serverRestarted)) handled += 1;
+      } else if (run.status === RunStatus.pending) {
+        // Its job may be lost (a queue that dropped it); the job key makes a duplicate harmless.
+        await queue.enqueue({ runId: run.id, attempt: run.attempt });
+      } else if (run.attempt >= (this.#options.maxAttempts ?? 3)) {
+        if (await this.#settleOrphan(run, RunErrorCode.leaseExpired)) handled += 1;
+      } else {
+        const requeued = await runs.requeue({ runId: run.id, attempt: run.attempt });
+        if (!requeued) continue;
+        handled += 1;
+        metrics.runsSwept.inc({ reason: 'requeued' });
+        this.#options.logger.warn(
+          logContext(run, 'requeued'),
+          'requeued a run whose worker stopped responding',
+        );
+        await queue.enqueue({ runId: run.id, attempt: requeued.attempt });
+      }
     }
-    return settled;
+    return handled;
+  }
+
+  async #settleOrphan(
+    run: RunRow,
+    code: typeof RunErrorCode.serverRestarted | typeof RunErrorCode.leaseExpired,
+  ) {
+    const result = await this.#options.runs.settle({
+      runId: run.id,
+      status: RunStatus.aborted,
+      error: { code, message: SWEEP_MESSAGES[code] },
+      onlyIfLeaseExpired: code === RunErrorCode.leaseExpired,
+      fromStatuses: code === RunErrorCode.leaseExpired ? [RunStatus.running] : undefined,
+      chunks: [{ type: 'abort' }],
+    });
+    if (!result) return false;
+    this.#options.metrics.runsSwept.inc({ reason: code });
+    this.#options.logger.warn(logContext(run, code), 'settled a run left active');
+    return true;
   }
 
   /**
@@ -174,7 +206,7 @@ export class RunEngine {
 
 const SWEEP_MESSAGES = {
   server_restarted: 'The server restarted while the run was active.',
-  lease_expired: 'The worker running this run stopped responding.',
+  lease_expired: 'The worker running this run stopped responding, and the run ran out of attempts.',
 } as const;
 
 function logContext(run: RunRow, code: string) {

@@ -41,6 +41,14 @@ export interface RunBudget {
   maxOutputTokens?: number;
 }
 
+interface ResumePoint {
+  projector: MessageProjector;
+  stepsDone: number;
+  finishedParts: UIMessage['parts'];
+  usages: RunUsage[];
+  loopEnded: boolean;
+}
+
 interface ActiveRun {
   controller: AbortController;
   reason: AbortReason | null;
@@ -175,10 +183,15 @@ export class RunExecutor {
       if (row.stop_requested_at) this.abort(row.id, RunErrorCode.stopped);
       await faults.hit(FaultPoint.beforeLoop, { runId: row.id });
       const model = this.#options.resolveModel(row.model);
-      const messages = await this.#history(row);
+      // A later attempt picks up where a worker that died left off.
+      const resume = row.attempt > 1 ? await this.#resumePoint(row) : null;
+      const messages = await this.#history(row, resume?.finishedParts ?? []);
       loopOwnsRun = true;
-      logger.info(context, 'run started');
-      await this.#loop(row, active, writer, model, messages);
+      logger.info(
+        { ...context, resumedAfterStep: resume?.stepsDone },
+        resume ? 'run resumed' : 'run started',
+      );
+      await this.#loop(row, active, writer, model, messages, resume);
     } catch (error) {
       if (error instanceof LeaseLostError || active.reason === 'lease_lost') {
         logger.warn(context, 'lease lost; leaving the run to its new owner');
@@ -203,8 +216,33 @@ export class RunExecutor {
     }
   }
 
-  /** The chat so far, as model messages: every message before this run's assistant message. */
-  async #history(row: RunRow): Promise<ModelMessage[]> {
+  /**
+   * Where a resumed run continues: the projection of everything its earlier attempts streamed, and the
+   * steps they finished (an unfinished step is redone; its partial output stays in the stream and message).
+   */
+  async #resumePoint(row: RunRow): Promise<ResumePoint> {
+    const { runs } = this.#options;
+    const steps = await runs.listSteps(row.id);
+    const last = steps.at(-1);
+    return {
+      projector: await runs.replayProjection(row.id),
+      stepsDone: steps.length,
+      finishedParts: steps.flatMap((step) => step.parts as UIMessage['parts']),
+      usages: steps.map((step) => (step.usage as RunUsage | null) ?? {}),
+      // The loop had ended if its last finished step called no tool: the model gave its final answer.
+      loopEnded:
+        last !== undefined &&
+        !(last.parts as UIMessage['parts']).some(
+          (part) => part.type.startsWith('tool-') || part.type === 'dynamic-tool',
+        ),
+    };
+  }
+
+  /**
+   * The chat so far, as model messages: every message before this run's assistant message, then the steps
+   * of this run that earlier attempts finished.
+   */
+  async #history(row: RunRow, finishedParts: UIMessage['parts']): Promise<ModelMessage[]> {
     const rows = await this.#options.db
       .selectFrom('messages')
       .select(['id', 'role', 'parts'])
@@ -217,6 +255,9 @@ export class RunExecutor {
       role: message.role,
       parts: (message.parts as UIMessage['parts']).filter((part) => !part.type.startsWith('data-')),
     }));
+    if (finishedParts.length > 0) {
+      messages.push({ id: row.assistant_message_id ?? row.id, role: 'assistant', parts: finishedParts });
+    }
     return convertToModelMessages(messages, {
       tools: this.#options.tools.toolSet(),
       ignoreIncompleteToolCalls: true,
@@ -229,22 +270,35 @@ export class RunExecutor {
     writer: RunEventWriter,
     model: LanguageModel,
     messages: ModelMessage[],
+    resume: ResumePoint | null,
   ): Promise<void> {
     const { runs } = this.#options;
     const budget = (row.options as { budget?: RunBudget }).budget ?? {};
-    const projector = new MessageProjector();
-    const stepUsages: RunUsage[] = [];
+    const maxSteps = budget.maxSteps ?? this.#options.defaultMaxSteps ?? 8;
+    const projector = resume?.projector ?? new MessageProjector();
+    const stepUsages: RunUsage[] = [...(resume?.usages ?? [])];
+    if (resume && (resume.loopEnded || resume.stepsDone >= maxSteps)) {
+      // The previous attempt finished the agent loop but died before settling: settle what it left.
+      await runs.settle({
+        runId: row.id,
+        attempt: row.attempt,
+        status: RunStatus.succeeded,
+        parts: projector.parts(),
+        usage: sumUsage(stepUsages),
+      });
+      return;
+    }
     let errorText: string | null = null;
     let sawAbort = false;
     let stepStartedAt = new Date();
-    let step = 0;
+    let step = resume?.stepsDone ?? 0;
     let steps = Promise.resolve();
 
     const result = streamText({
       model,
       messages,
       tools: this.#options.tools.toolSet(),
-      stopWhen: stepCountIs(budget.maxSteps ?? this.#options.defaultMaxSteps ?? 8),
+      stopWhen: stepCountIs(maxSteps - step),
       maxOutputTokens: budget.maxOutputTokens,
       abortSignal: active.controller.signal,
       onStepFinish: (finished) => {
@@ -253,6 +307,8 @@ export class RunExecutor {
     });
     const stream = result.toUIMessageStream({
       generateMessageId: () => row.assistant_message_id ?? '',
+      // A resumed run's stream already has its `start`.
+      sendStart: resume === null,
       sendReasoning: true,
       onError: (error) => (errorText = describeModelError(error)),
     });

@@ -433,6 +433,14 @@ export class RunService {
 
   /** Rebuilds the assistant message from the durable events (for runs settled without their worker). */
   async #projectFromLog(tx: Transaction<Database>, runId: string): Promise<unknown[]> {
+    return (await this.replayProjection(runId, tx)).parts();
+  }
+
+  /** A message projector fed with every durable event of a run, as its worker would have left it. */
+  async replayProjection(
+    runId: string,
+    tx: Db | Transaction<Database> = this.#db,
+  ): Promise<MessageProjector> {
     const projector = new MessageProjector();
     let after = 0;
     for (;;) {
@@ -448,17 +456,77 @@ export class RunService {
       if (rows.length < 1000) break;
       after = rows[rows.length - 1]!.seq;
     }
-    return projector.parts();
+    return projector;
+  }
+
+  /** A run's finished steps, in order. */
+  async listSteps(runId: string) {
+    return this.#db.selectFrom('run_steps').selectAll().where('run_id', '=', runId).orderBy('step').execute();
   }
 
   /**
-   * Active runs the sweeper must settle: with `all`, every active run (a single instance on start: whatever
-   * is active was left by a previous process); otherwise running runs whose lease ran out.
+   * Hands a run whose worker died back to the queue: `running → pending` with a new attempt (which fences
+   * the old owner out) and no lease, announced by a `data-run` event. Only while the run is still held
+   * under `attempt` and its lease has run out. Returns the requeued run, or undefined if it was not.
    */
-  async findOrphans(options: { all: boolean }): Promise<RunRow[]> {
+  async requeue(options: { runId: string; attempt: number }): Promise<RunObject | undefined> {
+    const result = await this.#db.transaction().execute(async (tx) => {
+      const row = await tx
+        .updateTable('runs')
+        .set((eb) => ({
+          status: RunStatus.pending,
+          attempt: eb('attempt', '+', 1),
+          lease_owner: null,
+          lease_expires_at: null,
+          updated_at: sql<Date>`now()`,
+        }))
+        .where('id', '=', options.runId)
+        .where('status', '=', RunStatus.running)
+        .where('attempt', '=', options.attempt)
+        .where('lease_expires_at', '<', sql<Date>`now()`)
+        .returningAll()
+        .executeTakeFirst();
+      if (!row) return undefined;
+      const last = await tx
+        .selectFrom('run_events')
+        .select((eb) => eb.fn.max('seq').as('last'))
+        .where('run_id', '=', row.id)
+        .executeTakeFirst();
+      const run = toRunObject(row);
+      const event: LogEvent = {
+        seq: Number(last?.last ?? 0) + 1,
+        data: serializeChunk(runStatusChunk(run)),
+        terminal: false,
+      };
+      await tx
+        .insertInto('run_events')
+        .values({ run_id: row.id, seq: event.seq, chunk: event.data })
+        .execute();
+      return { run, event };
+    });
+    if (!result) return undefined;
+    await this.#log.publish(options.runId, [result.event]);
+    return result.run;
+  }
+
+  /**
+   * Active runs the sweeper must look at: with `all`, every active run (a single instance on start: whatever
+   * is active was left by a previous process); otherwise running runs whose lease ran out, and pending runs
+   * nobody claimed for `pendingOlderThanMs` (their job may be lost).
+   */
+  async findOrphans(options: { all: boolean; pendingOlderThanMs?: number }): Promise<RunRow[]> {
     let query = this.#db.selectFrom('runs').selectAll().where('status', 'in', ACTIVE_RUN_STATUSES);
     if (!options.all) {
-      query = query.where('status', '=', RunStatus.running).where('lease_expires_at', '<', sql<Date>`now()`);
+      const pendingSince = `${options.pendingOlderThanMs ?? 60_000} milliseconds`;
+      query = query.where((eb) =>
+        eb.or([
+          eb.and([eb('status', '=', RunStatus.running), eb('lease_expires_at', '<', sql<Date>`now()`)]),
+          eb.and([
+            eb('status', '=', RunStatus.pending),
+            eb('updated_at', '<', sql<Date>`now() - ${pendingSince}::interval`),
+          ]),
+        ]),
+      );
     }
     return query.orderBy('id').limit(500).execute();
   }

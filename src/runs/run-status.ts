@@ -2,10 +2,11 @@
  * The run lifecycle, in one place.
  *
  *     pending ──claim──▶ running ──settle──▶ succeeded | failed | aborted
- *        └──────────────────settle (stop, sweep, safety net)──────▲
+ *        ▲  └──────────────settle (stop, sweep, safety net)───────▲
+ *        └──requeue (lease ran out; a worker resumes it)── running
  */
 export const RunStatus = {
-  /** Inserted and gated; no worker owns it yet. Counts as active. */
+  /** Inserted and gated, or requeued after its worker died; no worker owns it now. Counts as active. */
   pending: 'pending',
   /** A worker holds the lease and runs the agent loop. Counts as active. */
   running: 'running',
@@ -35,7 +36,7 @@ export function isTerminalStatus(status: string): status is TerminalRunStatus {
 /** The transitions a run may take. Everything else is a bug. */
 export const RUN_TRANSITIONS: Readonly<Record<RunStatus, readonly RunStatus[]>> = {
   pending: ['running', 'succeeded', 'failed', 'aborted'],
-  running: ['succeeded', 'failed', 'aborted'],
+  running: ['pending', 'succeeded', 'failed', 'aborted'],
   succeeded: [],
   failed: [],
   aborted: [],
@@ -49,7 +50,7 @@ export const RunErrorCode = {
   serverRestarted: 'server_restarted',
   /** The server shut down gracefully and the run did not finish within the grace period. */
   serverShutdown: 'server_shutdown',
-  /** Its worker stopped heartbeating and the lease ran out. */
+  /** Its worker stopped heartbeating, the lease ran out, and it ran out of attempts to resume. */
   leaseExpired: 'lease_expired',
   /** The model provider failed (including the scripted model's `failAtStep`). */
   modelError: 'model_error',
