@@ -1,4 +1,3 @@
-import { UIMessageStreamError } from 'ai';
 import type { ProviderMetadata, UIMessage, UIMessageChunk } from 'ai';
 
 type Part = UIMessage['parts'][number];
@@ -10,6 +9,22 @@ export type ProjectedStep = {
   /** The parts added since the previous finished step: its `step-start` and everything after it. */
   parts: UIMessage['parts'];
 };
+
+/**
+ * A chunk that does not fit the stream so far (a delta for a part that never started, a result for an
+ * unknown tool call). The same cases make the AI SDK's own reader throw `UIMessageStreamError`.
+ */
+export class MalformedStreamError extends Error {
+  readonly chunkType: string;
+  readonly chunkId: string;
+
+  constructor(options: { chunkType: string; chunkId: string; message: string }) {
+    super(options.message);
+    this.name = 'MalformedStreamError';
+    this.chunkType = options.chunkType;
+    this.chunkId = options.chunkId;
+  }
+}
 
 /** Chunk types that describe the run, not the message; the projector never turns them into parts. */
 export const RUN_LIFECYCLE_CHUNK_TYPE = 'data-run';
@@ -218,7 +233,7 @@ export class MessageProjector {
       case 'tool-input-delta': {
         const partial = this.partialToolCalls.get(chunk.toolCallId);
         if (partial === undefined) {
-          throw new UIMessageStreamError({
+          throw new MalformedStreamError({
             chunkType: 'tool-input-delta',
             chunkId: chunk.toolCallId,
             message: `Received tool-input-delta for missing tool call with ID "${chunk.toolCallId}".`,
@@ -384,7 +399,7 @@ export class MessageProjector {
     const entry = (type.startsWith('text') ? this.activeText : this.activeReasoning).get(id);
     if (entry === undefined) {
       const kind = type.startsWith('text') ? 'text' : 'reasoning';
-      throw new UIMessageStreamError({
+      throw new MalformedStreamError({
         chunkType: type,
         chunkId: id,
         message: `Received ${type} for missing ${kind} part with ID "${id}".`,
@@ -408,7 +423,7 @@ export class MessageProjector {
   private toolInvocation(chunkType: string, toolCallId: string): ToolEntry {
     const entry = this.stepTools.get(toolCallId) ?? this.latestTools.get(toolCallId);
     if (entry === undefined) {
-      throw new UIMessageStreamError({
+      throw new MalformedStreamError({
         chunkType,
         chunkId: toolCallId,
         message: `No tool invocation found for tool call ID "${toolCallId}".`,

@@ -14,6 +14,8 @@ export async function sendRunStream(
     metrics: Metrics;
     status?: number;
     headers?: Record<string, string>;
+    /** Rewrites each event's chunk text on its way out (the useChat routes mark `data-run` transient). */
+    mapData?: (data: string) => string;
   },
 ): Promise<void> {
   reply.hijack();
@@ -40,7 +42,10 @@ export async function sendRunStream(
       if (item.kind === 'ping') frame = `: ping ${item.lastSeq}\n\n`;
       else {
         frame = '';
-        for (const event of item.events) frame += `id: ${event.seq}\ndata: ${event.data}\n\n`;
+        const map = options.mapData;
+        for (const event of item.events) {
+          frame += `id: ${event.seq}\ndata: ${map ? map(event.data) : event.data}\n\n`;
+        }
         ended = item.end;
         if (ended) frame += 'data: [DONE]\n\n';
       }

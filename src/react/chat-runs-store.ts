@@ -80,6 +80,8 @@ export class ChatRunsStore {
   #connection: ConnectionState['status'] = 'closed';
   #submitting = false;
   #loaded = false;
+  /** The last load failed: the next poll reloads everything. */
+  #stale = false;
   #error: Error | null = null;
   #syncGeneration = 0;
   #disposed = false;
@@ -214,6 +216,7 @@ export class ChatRunsStore {
       if (generation !== this.#syncGeneration || this.#disposed || isAbortError(error)) return;
       this.#error = asError(error);
       this.#loaded = true;
+      this.#stale = true;
     }
     this.#notify(true);
   }
@@ -258,11 +261,12 @@ export class ChatRunsStore {
         await this.sync();
       } catch (error) {
         if (controller.signal.aborted) return;
-        this.#follow = null;
-        this.#error = asError(error);
-        // The stream failed for good (or could not be projected); the server's snapshot is the truth.
+        // The stream failed for good, or a chunk could not be projected: start over from a fresh snapshot.
+        this.#stopFollowing();
+        if (error instanceof OutrunApiError) this.#error = error;
+        else await new Promise((resolve) => setTimeout(resolve, 1000));
         await this.sync();
-        this.#error ??= asError(error);
+        if (error instanceof OutrunApiError) this.#error ??= error;
         this.#notify(true);
       }
     })();
@@ -282,9 +286,12 @@ export class ChatRunsStore {
       if (this.#disposed) return;
       if (!this.#follow && !this.#submitting && this.#loaded) {
         try {
-          const latest = await this.#options.client.latestRun(this.#options.chatId);
-          const changed = latest.run?.id !== this.#run?.id || latest.run?.status !== this.#run?.status;
-          if (changed && !this.#disposed) await this.sync();
+          if (this.#stale) await this.sync();
+          else {
+            const latest = await this.#options.client.latestRun(this.#options.chatId);
+            const changed = latest.run?.id !== this.#run?.id || latest.run?.status !== this.#run?.status;
+            if (changed && !this.#disposed) await this.sync();
+          }
         } catch {
           // The next poll tries again; a send or a stop reports its own errors.
         }

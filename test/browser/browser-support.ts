@@ -35,7 +35,14 @@ function newestMtime(directory: string): number {
 
 /** Builds web/dist when it is missing or older than the sources it is built from. */
 export function ensureWebBuild(): void {
-  const sources = ['web/src', 'web/index.html', 'src/client', 'src/react'].map((path) => join(ROOT, path));
+  const sources = [
+    'web/src',
+    'web/index.html',
+    'web/vite.config.ts',
+    'src/agent/message-projector.ts',
+    'src/client',
+    'src/react',
+  ].map((path) => join(ROOT, path));
   const newestSource = Math.max(
     ...sources.map((path) => (statSync(path).isDirectory() ? newestMtime(path) : statSync(path).mtimeMs)),
   );
@@ -43,10 +50,8 @@ export function ensureWebBuild(): void {
   execFileSync(
     process.execPath,
     [join(ROOT, 'node_modules/vite/bin/vite.js'), 'build', '--config', 'web/vite.config.ts'],
-    {
-      cwd: ROOT,
-      stdio: 'pipe',
-    },
+    // Vitest sets NODE_ENV=test, which would make Vite bundle React's development build.
+    { cwd: ROOT, stdio: 'pipe', env: { ...process.env, NODE_ENV: 'production' } },
   );
 }
 
@@ -64,11 +69,12 @@ export interface WatchedPage {
   context: BrowserContext;
   /** Console errors and page errors, besides the browser's own notes about HTTP error answers. */
   errors: string[];
+  /** Closes the page (the tab); its context (the browser profile, with the stored key) stays. */
   close(): Promise<void>;
 }
 
-export async function openPage(browser: Browser, options: BrowserContextOptions = {}): Promise<WatchedPage> {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 760 }, ...options });
+/** Opens a tab in `context` (a browser profile: tabs of one context share the stored API key). */
+export async function openTab(context: BrowserContext): Promise<WatchedPage> {
   const page = await context.newPage();
   const errors: string[] = [];
   page.on('console', (message) => {
@@ -78,7 +84,14 @@ export async function openPage(browser: Browser, options: BrowserContextOptions 
     }
   });
   page.on('pageerror', (error) => errors.push(error.message));
-  return { page, context, errors, close: () => context.close() };
+  return { page, context, errors, close: () => page.close() };
+}
+
+export async function newProfile(
+  browser: Browser,
+  options: BrowserContextOptions = {},
+): Promise<BrowserContext> {
+  return browser.newContext({ viewport: { width: 1100, height: 760 }, ...options });
 }
 
 /** The words of the last assistant message on the page, whitespace-normalized. */

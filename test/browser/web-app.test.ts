@@ -1,4 +1,4 @@
-import type { Browser, Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page, Route } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { script, scriptedText } from '../support/sse.ts';
 import { ADMIN_KEY, startTestServer, type TestServer } from '../support/test-server.ts';
@@ -7,9 +7,9 @@ import {
   chromiumAvailable,
   ensureWebBuild,
   launchChromium,
-  openPage,
+  newProfile,
+  openTab,
   screenshot,
-  type WatchedPage,
 } from './browser-support.ts';
 
 const words = (text: string) => text.split(/\s+/).filter(Boolean);
@@ -31,11 +31,9 @@ async function eventually(check: () => Promise<void>, timeoutMs = 20_000): Promi
 describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
   let server: TestServer;
   let browser: Browser;
-  const pages: WatchedPage[] = [];
-
-  const open = async (path: string, options?: Parameters<typeof openPage>[1]) => {
-    const watched = await openPage(browser, options);
-    pages.push(watched);
+  /** Opens `path` in a new tab of `context`, or of a new browser profile. */
+  const open = async (path: string, context?: BrowserContext, options?: Parameters<typeof newProfile>[1]) => {
+    const watched = await openTab(context ?? (await newProfile(browser, options)));
     await watched.page.goto(server.url + path);
     return watched;
   };
@@ -89,7 +87,7 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
     await first.close();
 
     await new Promise((resolve) => setTimeout(resolve, 1500));
-    const second = await open(`/chats/${first.chatId}`);
+    const second = await open(`/chats/${first.chatId}`, first.context);
     const expected = words(scriptedText(3, 30));
     // While it streams, what the page shows is always a prefix of the answer: no repeat, no gap.
     let sawRunning = false;
@@ -111,7 +109,7 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
     const first = await openNewChat();
     await send(first.page, script({ steps: 3, tokens: 60, delayMs: 40 }));
     await expect.poll(() => statusLine(first.page).isVisible()).toBe(true);
-    const second = await open(`/chats/${first.chatId}`);
+    const second = await open(`/chats/${first.chatId}`, first.context);
     await expect.poll(() => statusLine(second.page).textContent()).toContain('running');
     await expect.poll(async () => (await assistantWords(second.page)).length).toBeGreaterThan(5);
 
@@ -177,14 +175,69 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
     expect(errors).toEqual([]);
   });
 
+  it('shows "reconnecting…" while the network is down and picks up where it left off', async () => {
+    const { page, errors } = await openNewChat();
+    await send(page, script({ steps: 2, tokens: 80, delayMs: 30 }));
+    await expect.poll(async () => (await assistantWords(page)).length).toBeGreaterThan(10);
+
+    // The network goes away: the open stream is cut and every new attempt fails, until it comes back.
+    const offline = (route: Route) => route.abort('internetdisconnected');
+    await page.route('**/v1/runs/*/stream', offline);
+    server.outrun.server.server.closeAllConnections();
+    await expect.poll(() => statusLine(page).textContent()).toContain('reconnecting…');
+    await screenshot(page, 'reconnecting');
+    await page.unroute('**/v1/runs/*/stream', offline);
+
+    const expected = words(scriptedText(2, 80));
+    await eventually(async () => {
+      expect(await assistantWords(page)).toEqual(expected);
+      expect(await statusLine(page).count()).toBe(0);
+    });
+    expect(errors).toEqual([]);
+  });
+
+  it('never stays "running" after a send answered with a 5xx, and keeps the text', async () => {
+    const { page, errors } = await openNewChat();
+    await page.route('**/v1/chats/*/runs', (route) =>
+      route.request().method() === 'POST'
+        ? route.fulfill({
+            status: 503,
+            contentType: 'application/json',
+            body: JSON.stringify({ error: { code: 'unavailable', message: 'down for a moment' } }),
+          })
+        : route.continue(),
+    );
+    const box = page.getByLabel('Message');
+    await box.click();
+    await page.keyboard.type('an important');
+    await page.keyboard.press('Shift+Enter');
+    await page.keyboard.type('question');
+    expect(await box.inputValue()).toBe('an important\nquestion');
+    await page.keyboard.press('Enter');
+    await expect
+      .poll(() => page.locator('.banner-error').textContent())
+      .toContain('The server had a problem');
+    expect(await statusLine(page).count()).toBe(0);
+    expect(await page.getByLabel('Message').isEnabled()).toBe(true);
+    expect(await page.getByLabel('Message').inputValue()).toBe('an important\nquestion');
+
+    await page.unroute('**/v1/chats/*/runs');
+    await page.getByLabel('Message').press('Enter');
+    await expect.poll(async () => (await assistantWords(page)).length).toBeGreaterThan(0);
+    expect(await page.locator('.banner-error').count()).toBe(0);
+    expect(await page.getByLabel('Message').inputValue()).toBe('');
+    expect(errors).toEqual([]);
+  });
+
   it('works at phone width in the dark color scheme, with Esc stopping the run', async () => {
-    const watched = await open(`/#key=${ADMIN_KEY}`, {
+    const watched = await open(`/#key=${ADMIN_KEY}`, undefined, {
       viewport: { width: 390, height: 800 },
       colorScheme: 'dark',
       isMobile: true,
       hasTouch: true,
     });
     const { page } = watched;
+    await page.getByRole('button', { name: 'Chats' }).click();
     await page.getByRole('button', { name: 'New chat' }).first().click();
     await page.waitForURL(/\/chats\/chat_/);
     await send(page, script({ steps: 2, tokens: 100, delayMs: 30 }));

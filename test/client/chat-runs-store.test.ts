@@ -132,6 +132,30 @@ describe('ChatRunsStore (the state behind useChatRuns)', () => {
     expect(scriptedText(3, 100).startsWith(text)).toBe(true);
   });
 
+  it('recovers by itself when the server was unreachable at load time', async () => {
+    const chat = await client.createChat();
+    const run = await client.startRun(chat.id, { input: { text: script({ steps: 1, tokens: 3 }) } });
+    await server.waitForRun(run.id);
+    let down = true;
+    const flaky = createOutrunClient({
+      baseUrl: server.url,
+      apiKey: ADMIN_KEY,
+      fetch: (input, init) => (down ? Promise.reject(new TypeError('fetch failed')) : fetch(input, init)),
+    });
+    const store = new ChatRunsStore({ client: flaky, chatId: chat.id, pollIntervalMs: 30 });
+    store.start();
+    await until(() => store.getSnapshot().error !== null);
+    expect(store.getSnapshot()).toMatchObject({
+      status: 'ready',
+      messages: [],
+      error: { code: 'network_error' },
+    });
+    down = false;
+    await until(() => store.getSnapshot().messages.length === 2);
+    expect(store.getSnapshot()).toMatchObject({ error: null, run: { id: run.id, status: 'succeeded' } });
+    store.dispose();
+  });
+
   it('never stays running after a send answered with a 5xx', async () => {
     const failing = createOutrunClient({
       baseUrl: server.url,

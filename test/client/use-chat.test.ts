@@ -1,3 +1,4 @@
+import type { useChat as useChatHook } from '@ai-sdk/react';
 import type { UIMessage } from 'ai';
 import { Window } from 'happy-dom';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -5,7 +6,7 @@ import { createOutrunClient, type OutrunClient } from '../../src/client/index.ts
 import { script, scriptedText } from '../support/sse.ts';
 import { ADMIN_KEY, startTestServer, type TestServer } from '../support/test-server.ts';
 
-type UseChatHelpers = ReturnType<typeof import('@ai-sdk/react').useChat>;
+type UseChatHelpers = ReturnType<typeof useChatHook>;
 
 interface Rendered {
   /** Every state useChat rendered with, in order. */

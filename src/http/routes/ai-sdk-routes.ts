@@ -1,12 +1,11 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
 import { InvalidRequestError } from '../../errors.ts';
 import { isId } from '../../ids.ts';
-import { isTerminalStatus, RunTrigger } from '../../runs/run-status.ts';
-import { followRun } from '../../stream/run-follower.ts';
+import { RunTrigger } from '../../runs/run-status.ts';
 import { requireId } from '../validation.ts';
-import { StartRunBody, startRun } from './run-routes.ts';
+import { StartRunBody, startRun, streamRun } from './run-routes.ts';
 
 /**
  * The request body `useChat` (`@ai-sdk/react`) sends through `DefaultChatTransport`: the chat id, the
@@ -75,7 +74,12 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
       });
       const chat = await chats.getRow(request.caller, body.id);
       const run = await startRun(context, request.caller, chat.id, start);
-      return sendUiStream(context, request, reply, run.id, { 'x-outrun-run-id': run.id });
+      return streamRun(context, request, reply, {
+        runId: run.id,
+        after: 0,
+        headers: { 'x-outrun-run-id': run.id },
+        mapData: toUseChatChunk,
+      });
     },
   );
 
@@ -84,7 +88,13 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
     await chats.getRow(request.caller, chatId);
     const active = await runs.findActive(chatId);
     if (!active) return reply.status(204).send();
-    return sendUiStream(context, request, reply, active.id, { 'x-outrun-run-id': active.id });
+    // Replayed from the first event: useChat rebuilds the message from `start`, so its text shows once.
+    return streamRun(context, request, reply, {
+      runId: active.id,
+      after: 0,
+      headers: { 'x-outrun-run-id': active.id },
+      mapData: toUseChatChunk,
+    });
   });
 }
 
@@ -99,72 +109,4 @@ export function toUseChatChunk(data: string): string {
   if (!data.includes('"data-run"')) return data;
   const chunk = JSON.parse(data) as { type?: unknown };
   return chunk.type === 'data-run' ? JSON.stringify({ ...chunk, transient: true }) : data;
-}
-
-/**
- * Streams a run as an AI SDK UI message stream from its first event: `id: <seq>` / `data: <chunk>` frames,
- * keep-alive comments, and `data: [DONE]` after the run's last event. Closing the connection ends only
- * this reader; the run goes on.
- */
-async function sendUiStream(
-  context: OutrunContext,
-  request: FastifyRequest,
-  reply: FastifyReply,
-  runId: string,
-  headers: Record<string, string>,
-): Promise<void> {
-  reply.hijack();
-  const response = reply.raw;
-  response.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache, no-transform',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-    'x-vercel-ai-ui-message-stream': 'v1',
-    ...headers,
-  });
-  response.flushHeaders();
-  const controller = new AbortController();
-  const close = () => controller.abort();
-  response.on('close', close);
-  context.metrics.streamReaders.inc();
-  try {
-    const items = followRun({
-      log: context.log,
-      runId,
-      after: 0,
-      keepAliveMs: context.config.keepAliveMs,
-      signal: controller.signal,
-      isFinished: async () => {
-        const row = await context.runs.get(runId);
-        return !row || isTerminalStatus(row.status);
-      },
-    });
-    for await (const item of items) {
-      let frame = '';
-      if (item.kind === 'ping') frame = `: ping ${item.lastSeq}\n\n`;
-      else
-        for (const event of item.events) frame += `id: ${event.seq}\ndata: ${toUseChatChunk(event.data)}\n\n`;
-      if (!response.write(frame) && !controller.signal.aborted) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            response.off('drain', done);
-            controller.signal.removeEventListener('abort', done);
-            resolve();
-          };
-          response.on('drain', done);
-          controller.signal.addEventListener('abort', done);
-        });
-      }
-      if (controller.signal.aborted) break;
-    }
-    if (!controller.signal.aborted) response.write('data: [DONE]\n\n');
-  } catch (error) {
-    // Headers are gone: useChat sees the stream end and can resume it.
-    request.log.error({ err: error, runId }, 'ui message stream failed');
-  } finally {
-    context.metrics.streamReaders.dec();
-    response.off('close', close);
-    response.end();
-  }
 }

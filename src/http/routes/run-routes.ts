@@ -65,7 +65,11 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
     const chat = await chats.getRow(request.caller, chatId);
     const run = await startRun(context, request.caller, chat.id, body);
     if (wantsEventStream(request)) {
-      return streamRun(context, request, reply, run, 0, { 'x-outrun-run-id': run.id });
+      return streamRun(context, request, reply, {
+        runId: run.id,
+        after: 0,
+        headers: { 'x-outrun-run-id': run.id },
+      });
     }
     return reply.status(201).send({ run });
   });
@@ -114,7 +118,7 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
       parseSequence(StreamQuery.parse(request.query).after, 'after') ??
       0;
     const run = toRunObject(await ownedRun(request.caller, runId));
-    return streamRun(context, request, reply, run, after);
+    return streamRun(context, request, reply, { runId: run.id, after });
   });
 }
 
@@ -155,23 +159,25 @@ export function wantsEventStream(request: FastifyRequest): boolean {
   return (request.headers.accept ?? '').includes('text/event-stream');
 }
 
+/** Answers with a run's stream from the event after `after` (DESIGN §5). */
 export function streamRun(
   context: OutrunContext,
   request: FastifyRequest,
   reply: FastifyReply,
-  run: RunObject,
-  after: number,
-  headers?: Record<string, string>,
+  options: {
+    runId: string;
+    after: number;
+    headers?: Record<string, string>;
+    mapData?: (data: string) => string;
+  },
 ): Promise<void> {
   return sendRunStream(request, reply, {
+    ...options,
     log: context.log,
-    runId: run.id,
-    after,
     keepAliveMs: context.config.keepAliveMs,
     metrics: context.metrics,
-    headers,
     isFinished: async () => {
-      const row = await context.runs.get(run.id);
+      const row = await context.runs.get(options.runId);
       return !row || isTerminalStatus(row.status);
     },
   });
