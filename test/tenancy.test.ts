@@ -49,6 +49,13 @@ describe.each(STORE_KINDS)('auth and tenancy on %s', (kind) => {
       ['GET', `/v1/runs/${runId}`],
       ['GET', `/v1/runs/${runId}/stream`],
       ['POST', `/v1/runs/${runId}/stop`],
+      ['GET', `/v1/runs/${runId}/steps`],
+      ['GET', `/v1/ui/chats/${chatId}/stream`],
+      [
+        'POST',
+        '/v1/ui/chats',
+        { id: chatId, messages: [{ role: 'user', parts: [{ type: 'text', text: 'hi' }] }] },
+      ],
     ];
     for (const key of [bobKey, outsiderKey, ADMIN_KEY]) {
       for (const [method, path, body] of routes) {

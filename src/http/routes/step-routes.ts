@@ -28,12 +28,7 @@ export function registerStepRoutes(app: FastifyInstance, context: OutrunContext)
       userId: request.caller.userId,
     });
     if (!run) throw new NotFoundError('run', runId);
-    const rows = await context.db
-      .selectFrom('run_steps')
-      .select(['step', 'parts', 'usage', 'last_seq', 'started_at', 'finished_at'])
-      .where('run_id', '=', runId)
-      .orderBy('step')
-      .execute();
+    const rows = await context.runs.listSteps(runId);
     const items: RunStepObject[] = rows.map((row) => ({
       step: row.step,
       parts: row.parts,
