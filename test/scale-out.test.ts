@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOutrun, type Outrun } from '../src/app.ts';
 import { RedisBus } from '../src/bus/redis-bus.ts';
 import { BullMqQueue } from '../src/queue/bullmq-queue.ts';
 import { createPostgresDatabase } from './support/databases.ts';
+import { startServerProcess } from './support/server-process.ts';
 import { collectStream, script, scriptedText, streamedText } from './support/sse.ts';
 
 const DATABASE_URL = process.env.DATABASE_URL;
@@ -18,19 +20,32 @@ const ADMIN_KEY = 'scale-out-admin-key-0123456789';
 describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis', () => {
   const prefix = `outrun-test-${randomBytes(4).toString('hex')}`;
   let drop: () => Promise<void>;
+  let databaseUrl: string;
   let api: Outrun;
   let worker: Outrun;
   let url: string;
 
-  const instance = async (role: 'api' | 'worker', databaseUrl: string) => {
+  const instance = async (
+    role: 'api' | 'worker',
+    databaseUrl: string,
+    options: { prefix?: string; leaseMs?: number; sweepIntervalMs?: number } = {},
+  ) => {
     const logger = pino({ level: 'silent' });
+    const redisPrefix = options.prefix ?? prefix;
     const outrun = await createOutrun({
       logger,
       worker: role === 'worker',
       singleInstance: false,
-      bus: new RedisBus({ url: REDIS_URL!, keyPrefix: `${prefix}:`, logger }),
-      queue: new BullMqQueue({ url: REDIS_URL!, prefix, logger }),
-      config: { databaseUrl, port: 0, host: '127.0.0.1', adminKey: ADMIN_KEY },
+      bus: new RedisBus({ url: REDIS_URL!, keyPrefix: `${redisPrefix}:`, logger }),
+      queue: new BullMqQueue({ url: REDIS_URL!, prefix: redisPrefix, logger }),
+      config: {
+        databaseUrl,
+        port: 0,
+        host: '127.0.0.1',
+        adminKey: ADMIN_KEY,
+        leaseMs: options.leaseMs,
+        sweepIntervalMs: options.sweepIntervalMs,
+      },
     });
     await outrun.start();
     return outrun;
@@ -45,6 +60,7 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
   beforeAll(async () => {
     const database = await createPostgresDatabase();
     drop = database.drop;
+    databaseUrl = database.url;
     api = await instance('api', database.url);
     worker = await instance('worker', database.url);
     url = await api.listen();
@@ -53,6 +69,11 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
     await api?.close({ graceMs: 0 });
     await worker?.close({ graceMs: 0 });
     await drop?.();
+    // Leave Redis as we found it: drop every key this file's queues and buses wrote.
+    const redis = new Redis(REDIS_URL!);
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    await redis.quit();
   });
 
   async function startRun(options: Parameters<typeof script>[0], accept?: string) {
@@ -96,5 +117,79 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
     }
     // Well inside the heartbeat interval (a third of the 30 s lease): the stop crossed the Redis bus.
     expect(Date.now() - stoppedAt).toBeLessThan(5_000);
+  });
+
+  it('resumes on another worker a run whose worker process was killed with kill -9', async () => {
+    // A queue and bus of its own, so the in-process worker above cannot take the job.
+    const isolated = `${prefix}-resume`;
+    const env = {
+      DATABASE_URL: databaseUrl,
+      REDIS_URL: REDIS_URL!,
+      OUTRUN_REDIS_PREFIX: isolated,
+      OUTRUN_ADMIN_KEY: ADMIN_KEY,
+      OUTRUN_LEASE_MS: '1500',
+      OUTRUN_SWEEP_INTERVAL_MS: '300',
+    };
+    const victim = await startServerProcess(env, 'worker');
+    const front = await instance('api', databaseUrl, {
+      prefix: isolated,
+      leaseMs: 1500,
+      sweepIntervalMs: 300,
+    });
+    let rescuer: Outrun | undefined;
+    try {
+      const frontUrl = await front.listen();
+      const call = (path: string, init: RequestInit = {}) =>
+        fetch(frontUrl + path, {
+          ...init,
+          headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+        }).then((response) => response.json());
+      const chat = await call('/v1/chats', { method: 'POST', body: '{}' });
+      const { run } = await call(`/v1/chats/${chat.chat.id}/runs`, {
+        method: 'POST',
+        body: JSON.stringify({ input: { text: script({ steps: 3, tokens: 40, delayMs: 20 }) } }),
+      });
+      const waitFor = async (done: (current: any) => boolean) => {
+        const deadline = Date.now() + 30_000;
+        for (;;) {
+          const current = (await call(`/v1/runs/${run.id}`)).run;
+          if (done(current)) return current;
+          if (Date.now() > deadline) throw new Error(`timed out at ${JSON.stringify(current)}`);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      };
+      await waitFor((current) => current.stepCount >= 1);
+
+      victim.child.kill('SIGKILL');
+      await victim.exited;
+      rescuer = await instance('worker', databaseUrl, {
+        prefix: isolated,
+        leaseMs: 1500,
+        sweepIntervalMs: 300,
+      });
+
+      const settled = await waitFor(
+        (current) => current.status !== 'running' && current.status !== 'pending',
+      );
+      expect(settled).toMatchObject({ status: 'succeeded', stepCount: 3, error: null });
+      expect(settled.attempt).toBeGreaterThanOrEqual(3);
+
+      const stream = await collectStream(
+        await fetch(`${frontUrl}/v1/runs/${run.id}/stream`, {
+          headers: { authorization: `Bearer ${ADMIN_KEY}` },
+        }),
+      );
+      expect(stream.done).toBe(true);
+      expect(stream.events.map((event) => event.seq)).toEqual(stream.events.map((_, index) => index + 1));
+      const text = streamedText(stream.events);
+      const step1 = scriptedText(1, 40);
+      const rest = scriptedText(3, 40).slice(step1.length);
+      expect(text.startsWith(step1)).toBe(true);
+      expect(text.endsWith(rest)).toBe(true);
+    } finally {
+      if (victim.child.exitCode === null && victim.child.signalCode === null) victim.child.kill('SIGKILL');
+      await rescuer?.close({ graceMs: 0 });
+      await front.close({ graceMs: 0 });
+    }
   });
 });

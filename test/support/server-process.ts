@@ -6,6 +6,7 @@ const BIN = fileURLToPath(new URL('../../bin/outrun.js', import.meta.url));
 
 export interface ServerProcess {
   child: ChildProcess;
+  /** Where `serve` listens; empty for a `worker`. */
   url: string;
   /** Everything the process wrote so far. */
   output(): string;
@@ -13,9 +14,12 @@ export interface ServerProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Starts `outrun serve` as a real child process and waits until it listens. */
-export async function startServerProcess(env: Record<string, string>): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [BIN, 'serve'], {
+/** Starts `outrun serve` (or `outrun worker`) as a real child process and waits until it is ready. */
+export async function startServerProcess(
+  env: Record<string, string>,
+  command: 'serve' | 'worker' = 'serve',
+): Promise<ServerProcess> {
+  const child = spawn(process.execPath, [BIN, command], {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -28,10 +32,10 @@ export async function startServerProcess(env: Record<string, string>): Promise<S
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 60_000);
     const onData = (data: Buffer) => {
       output += data.toString();
-      const match = /"url":"(http:\/\/[^"]+)"/.exec(output);
-      if (match) {
+      const ready = /"url":(?:"(http:\/\/[^"]+)"|null)[^\n]*"msg":"outrun is ready"/.exec(output);
+      if (ready) {
         clearTimeout(timer);
-        resolve(match[1]!);
+        resolve(ready[1] ?? '');
       }
     };
     child.stdout!.on('data', onData);
