@@ -63,6 +63,29 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
     expect(steps.map((step) => step.step)).toEqual([1, 2, 3]);
   });
 
+  it('holds every finished step in the message while the run streams, and streamSeq continues it exactly', async () => {
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 4, tokens: 10, delayMs: 15 });
+    await server.waitForRun(run.id, (r) => r.stepCount >= 2);
+
+    const snapshot = (await server.api(`/v1/chats/${chatId}/messages`)).body.items[1];
+    expect(snapshot.status).toBe('streaming');
+    const stepsShown = snapshot.parts.filter((part: { type: string }) => part.type === 'step-start').length;
+    expect(stepsShown).toBeGreaterThanOrEqual(2);
+    const shownText = snapshot.parts
+      .filter((part: { type: string }) => part.type === 'text')
+      .map((part: { text: string }) => part.text)
+      .join('');
+    expect(shownText).toBe(scriptedText(stepsShown, 10));
+
+    // What the snapshot shows plus the stream after streamSeq is the whole answer, once.
+    const rest = await collectStream(
+      await server.fetch(`/v1/runs/${run.id}/stream?after=${snapshot.streamSeq}`),
+    );
+    expect(rest.events[0]!.seq).toBe(snapshot.streamSeq + 1);
+    expect(shownText + streamedText(rest.events)).toBe(scriptedText(4, 10));
+  });
+
   it('keeps running and persisting after the reader disconnects mid-stream', async () => {
     const chatId = await server.createChat();
     const response = await server.fetch(`/v1/chats/${chatId}/runs`, {
