@@ -12,6 +12,8 @@ export const FaultPoint = {
   beforeLoop: 'run.before-loop',
   /** Inside the settle transaction, after the terminal claim, before commit. */
   settleBeforeCommit: 'run.settle.before-commit',
+  /** Before a finished step is recorded (its `run_steps` row and the run's step count). */
+  beforeStepRecord: 'run.before-step-record',
   /** Before a group-commit batch of events is inserted. */
   beforeEventInsert: 'events.before-insert',
 } as const;

@@ -308,6 +308,32 @@ describe.each(STORE_KINDS)('run control on %s', (kind) => {
     expect(stream.events.at(-1)!.chunk).toMatchObject({ type: 'data-run', data: { status: 'failed' } });
   });
 
+  it('retries recording a step after a transient database error, keeping every step', async () => {
+    const chatId = await server.createChat();
+    faults.armTimes(FaultPoint.beforeStepRecord, 2, () => {
+      throw new TransientDatabaseError();
+    });
+    const run = await server.startRun(chatId, { steps: 3, tokens: 3 });
+    expect(await server.waitForRun(run.id)).toMatchObject({ status: 'succeeded', stepCount: 3 });
+    const steps = await server.api(`/v1/runs/${run.id}/steps`);
+    expect(steps.body.items.map((item: { step: number }) => item.step)).toEqual([1, 2, 3]);
+  });
+
+  it('fails a run as persistence_failed when a step cannot be recorded, without crashing the server', async () => {
+    const chatId = await server.createChat();
+    faults.arm(FaultPoint.beforeStepRecord, () => {
+      throw new Error('constraint violated');
+    });
+    const run = await server.startRun(chatId, { steps: 3, tokens: 20, delayMs: 2 });
+    expect(await server.waitForRun(run.id)).toMatchObject({
+      status: 'failed',
+      error: { code: 'persistence_failed' },
+    });
+    faults.clear();
+    const next = await server.startRun(chatId, { steps: 1, tokens: 1 });
+    expect((await server.waitForRun(next.id)).status).toBe('succeeded');
+  });
+
   it('interrupts the active run when asked with multitask: interrupt', async () => {
     const chatId = await server.createChat();
     const first = await server.startRun(chatId, { steps: 1, tokens: 500, delayMs: 10 });

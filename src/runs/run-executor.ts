@@ -13,6 +13,7 @@ import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Db } from '../store/database.ts';
 import type { RunRow } from '../store/schema.ts';
+import { retryTransient } from '../store/transient.ts';
 import { LeaseLostError, type EventLog, type RunEventWriter } from '../stream/event-log.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
 import { toRunObject, type RunUsage } from './run-object.ts';
@@ -39,6 +40,14 @@ export interface RunBudget {
   maxSteps?: number;
   /** Most output tokens per model call. */
   maxOutputTokens?: number;
+}
+
+/** The run's progress could not be saved (a finished step could not be recorded). */
+class PersistenceFailedError extends Error {
+  constructor(cause: unknown) {
+    super('A finished step could not be recorded.', { cause });
+    this.name = 'PersistenceFailedError';
+  }
 }
 
 interface ResumePoint {
@@ -193,13 +202,15 @@ export class RunExecutor {
       );
       await this.#loop(row, active, writer, model, messages, resume);
     } catch (error) {
+      // Whatever failed, the model call (if any) stops here.
+      active.controller.abort();
       if (error instanceof LeaseLostError || active.reason === 'lease_lost') {
         logger.warn(context, 'lease lost; leaving the run to its new owner');
         return;
       }
       const code = !loopOwnsRun
         ? RunErrorCode.startFailed
-        : writer?.failure
+        : writer?.failure || error instanceof PersistenceFailedError
           ? RunErrorCode.persistenceFailed
           : RunErrorCode.internalError;
       logger.error({ err: error, ...context, code }, 'run failed');
@@ -293,6 +304,9 @@ export class RunExecutor {
     let stepStartedAt = new Date();
     let step = resume?.stepsDone ?? 0;
     let steps = Promise.resolve();
+    // The first failure of the step chain; it fails the run once the stream ends. Kept here, not in a
+    // rejected promise, so a failure mid-stream is never an unhandled rejection.
+    let stepFailure: unknown = null;
 
     const result = streamText({
       model,
@@ -323,15 +337,22 @@ export class RunExecutor {
           step += 1;
           const record = { step, parts: finished.parts, lastSeq: seq, startedAt: stepStartedAt };
           // Steps are recorded in order, each once its events are durable, without holding up the stream.
-          steps = steps.then(async () => {
-            await writer.flush();
-            await runs.recordStep({
-              runId: row.id,
-              attempt: row.attempt,
-              ...record,
-              usage: stepUsages[record.step - 1] ?? null,
+          steps = steps
+            .then(async () => {
+              if (stepFailure) return;
+              await writer.flush();
+              await retryTransient(() =>
+                runs.recordStep({
+                  runId: row.id,
+                  attempt: row.attempt,
+                  ...record,
+                  usage: stepUsages[record.step - 1] ?? null,
+                }),
+              );
+            })
+            .catch((error: unknown) => {
+              stepFailure ??= error;
             });
-          });
         }
       }
     } catch (error) {
@@ -339,6 +360,7 @@ export class RunExecutor {
       if (!active.controller.signal.aborted) throw error;
     }
     await steps;
+    if (stepFailure) throw new PersistenceFailedError(stepFailure);
     await writer.flush();
 
     const reason = active.reason;

@@ -277,6 +277,7 @@ export class RunService {
     lastSeq: number;
     startedAt: Date;
   }): Promise<void> {
+    await this.#faults.hit(FaultPoint.beforeStepRecord, { runId: options.runId });
     await this.#db.transaction().execute(async (tx) => {
       const updated = await tx
         .updateTable('runs')

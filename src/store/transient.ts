@@ -13,6 +13,26 @@ export function isTransientDatabaseError(error: unknown): boolean {
   return /^(08|40|53|57P)/.test(code);
 }
 
+/**
+ * Runs `operation`, retrying it on transient database errors with exponential backoff. Other errors, and
+ * the last transient one, are thrown.
+ */
+export async function retryTransient<T>(
+  operation: () => Promise<T>,
+  options: { attempts?: number; delayMs?: number; onRetry?: () => void } = {},
+): Promise<T> {
+  const attempts = options.attempts ?? 5;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await operation();
+    } catch (error) {
+      if (attempt >= attempts || !isTransientDatabaseError(error)) throw error;
+      options.onRetry?.();
+      await new Promise((resolve) => setTimeout(resolve, (options.delayMs ?? 25) * 2 ** (attempt - 1)));
+    }
+  }
+}
+
 /** An error a fault-injection point throws to simulate a transient database failure. */
 export class TransientDatabaseError extends Error {
   readonly transient = true;
