@@ -143,7 +143,17 @@ export class EventLog {
             ? this.#pending
             : this.#pending.slice(0, this.#maxBatchEvents);
         this.#pending = batch === this.#pending ? [] : this.#pending.slice(this.#maxBatchEvents);
-        await this.#writeBatch(batch);
+        try {
+          await this.#writeBatch(batch);
+        } catch (error) {
+          // Never a rejected loop: whatever went wrong, the writers of this batch learn it from `flush`.
+          this.#logger.error(
+            { err: error, events: batch.length },
+            'event log batch failed; failing its writers',
+          );
+          const failure = error instanceof Error ? error : new Error(String(error));
+          for (const event of batch) event.writer.fail(failure);
+        }
       }
     } finally {
       this.#flushing = null;
