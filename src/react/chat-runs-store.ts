@@ -55,7 +55,8 @@ interface LiveMessage {
   projector: MessageProjector;
 }
 
-const INITIAL: ChatRunsSnapshot = {
+/** The snapshot before anything is loaded. */
+export const INITIAL_SNAPSHOT: ChatRunsSnapshot = {
   messages: [],
   run: null,
   status: 'loading',
@@ -72,7 +73,7 @@ const INITIAL: ChatRunsSnapshot = {
 export class ChatRunsStore {
   readonly #options: ChatRunsStoreOptions;
   readonly #listeners = new Set<() => void>();
-  #snapshot: ChatRunsSnapshot = INITIAL;
+  #snapshot: ChatRunsSnapshot = INITIAL_SNAPSHOT;
   #messages: Message[] = [];
   #run: RunObject | null = null;
   #live: LiveMessage | null = null;

@@ -1,7 +1,12 @@
 import { useCallback, useEffect, useState, useSyncExternalStore } from 'react';
 import type { OutrunClient } from '../client/outrun-client.ts';
 import type { RunInput } from '../client/types.ts';
-import { ChatRunsStore, type ChatRunsSnapshot, type ChatRunsStoreOptions } from './chat-runs-store.ts';
+import {
+  ChatRunsStore,
+  INITIAL_SNAPSHOT,
+  type ChatRunsSnapshot,
+  type ChatRunsStoreOptions,
+} from './chat-runs-store.ts';
 
 export interface UseChatRunsOptions extends Pick<
   ChatRunsStoreOptions,
@@ -22,16 +27,8 @@ export interface UseChatRunsResult extends ChatRunsSnapshot {
   clearError: () => void;
 }
 
-const EMPTY: ChatRunsSnapshot = {
-  messages: [],
-  run: null,
-  status: 'loading',
-  isRunning: false,
-  isStopping: false,
-  error: null,
-};
 const subscribeNothing = () => () => {};
-const getEmpty = () => EMPTY;
+const getEmpty = () => INITIAL_SNAPSHOT;
 
 /**
  * A chat's messages with its active run merged in live. On mount it loads the chat and, when a run is still

@@ -8,7 +8,7 @@ import type { Metrics } from '../metrics.ts';
 import type { Db } from '../store/database.ts';
 import type { Database, RunRow } from '../store/schema.ts';
 import { isTransientDatabaseError } from '../store/transient.ts';
-import { serializeChunk, type EventLog, type LogEvent } from '../stream/event-log.ts';
+import { lastSeqOf, serializeChunk, type EventLog, type LogEvent } from '../stream/event-log.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
 import { toRunObject, type RunObject, type RunUsage } from './run-object.ts';
 import {
@@ -391,12 +391,7 @@ export class RunService {
       .executeTakeFirst();
     const stepCount = Math.max(row.step_count, Number(stepRows?.steps ?? 0));
 
-    const last = await tx
-      .selectFrom('run_events')
-      .select((eb) => eb.fn.max('seq').as('last'))
-      .where('run_id', '=', row.id)
-      .executeTakeFirst();
-    let seq = Number(last?.last ?? 0);
+    let seq = await lastSeqOf(tx, row.id);
     const parts = options.parts ?? (await this.#projectFromLog(tx, row.id));
 
     const settled = await tx
@@ -488,14 +483,9 @@ export class RunService {
         .returningAll()
         .executeTakeFirst();
       if (!row) return undefined;
-      const last = await tx
-        .selectFrom('run_events')
-        .select((eb) => eb.fn.max('seq').as('last'))
-        .where('run_id', '=', row.id)
-        .executeTakeFirst();
       const run = toRunObject(row);
       const event: LogEvent = {
-        seq: Number(last?.last ?? 0) + 1,
+        seq: (await lastSeqOf(tx, row.id)) + 1,
         data: serializeChunk(runStatusChunk(run)),
         terminal: false,
       };

@@ -1,11 +1,22 @@
-import { sql } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { BusChannel, type Bus } from '../bus/bus.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Db } from '../store/database.ts';
+import type { Database } from '../store/schema.ts';
 import { isTransientDatabaseError } from '../store/transient.ts';
 import { isTerminalRunEventData } from './run-event.ts';
+
+/** The highest durable sequence number of a run (0 when it has none), read in `db` or a transaction. */
+export async function lastSeqOf(db: Db | Transaction<Database>, runId: string): Promise<number> {
+  const row = await db
+    .selectFrom('run_events')
+    .select((eb) => eb.fn.max('seq').as('last'))
+    .where('run_id', '=', runId)
+    .executeTakeFirst();
+  return Number(row?.last ?? 0);
+}
 
 /** One durable event of a run's stream: its sequence number and its chunk as JSON text. */
 export interface LogEvent {
@@ -87,12 +98,7 @@ export class EventLog {
 
   /** The highest durable sequence number of a run (0 when it has none). */
   async lastSeq(runId: string): Promise<number> {
-    const row = await this.#db
-      .selectFrom('run_events')
-      .select((eb) => eb.fn.max('seq').as('last'))
-      .where('run_id', '=', runId)
-      .executeTakeFirst();
-    return Number(row?.last ?? 0);
+    return lastSeqOf(this.#db, runId);
   }
 
   /** Durable events of a run with `seq > after`, oldest first, at most `limit`. */
