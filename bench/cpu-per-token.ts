@@ -1,0 +1,201 @@
+/**
+ * Server CPU per 1,000 streamed tokens: Outrun (every chunk persisted to the event log, then delivered over
+ * SSE) against the floor, a plain `streamText` → `pipeUIMessageStreamToResponse` server on bare node:http
+ * with no auth and no persistence (bench/support/plain-pipe-server.ts). Same scripted model, same scripts.
+ *
+ *   npx tsx bench/cpu-per-token.ts [--store pglite|postgres] [--quick]
+ *
+ * Each server runs alone in a child process; its CPU time (process.cpuUsage, user + system) is read over IPC
+ * before and after each scenario, so the client's work is excluded. Outrun runs are started and read in one
+ * request (`POST /v1/chats/:id/runs` with `Accept: text/event-stream`); chats are created beforehand. A
+ * scenario ends when every stream has sent `data: [DONE]`, which Outrun sends after the run is settled.
+ * On PostgreSQL, the CPU of the database backends is shown separately (PGlite runs inside the server).
+ */
+import { BenchApi, forEachLimit } from './support/api.ts';
+import { parseBenchArgs } from './support/args.ts';
+import { printHeader } from './support/environment.ts';
+import { BENCH_ADMIN_KEY, launchServer, type ServerProcess } from './support/server-process.ts';
+import { streamSse } from './support/sse-client.ts';
+import { createBenchStore, postgresBackendCpuMicros, type BenchStore } from './support/store.ts';
+import { printTable, type Cell } from './support/table.ts';
+
+interface Scenario {
+  label: string;
+  runs: number;
+  concurrency: number;
+  tokens: number;
+  delayMs: number;
+}
+
+const args = parseBenchArgs();
+const scenarios: Scenario[] = args.quick
+  ? [
+      { label: 'one stream at a time', runs: 5, concurrency: 1, tokens: 1000, delayMs: 0 },
+      { label: '20 paced streams', runs: 20, concurrency: 20, tokens: 100, delayMs: 20 },
+    ]
+  : [
+      { label: 'one stream at a time', runs: 20, concurrency: 1, tokens: 1000, delayMs: 0 },
+      { label: '10 concurrent streams', runs: 40, concurrency: 10, tokens: 1000, delayMs: 0 },
+      { label: '100 paced streams (20 ms/token)', runs: 100, concurrency: 100, tokens: 100, delayMs: 20 },
+    ];
+
+const script = (scenario: Scenario) =>
+  JSON.stringify({ script: { steps: 1, tokens: scenario.tokens, delayMs: scenario.delayMs, tool: false } });
+
+interface Result {
+  cpuMs: number;
+  databaseCpuMs: number | null;
+  seconds: number;
+}
+
+const store = await createBenchStore(args.store);
+printHeader('cpu-per-token', {
+  store: store.description,
+  model: 'scripted (src/agent/scripted-model.ts), one step, no tool',
+});
+
+const results = new Map<string, { outrun?: Result; plain?: Result }>();
+try {
+  const outrun = await launchServer({ mode: 'outrun', store });
+  try {
+    const api = new BenchApi(outrun.url);
+    await runOutrunScenario(outrun, api, store, {
+      label: 'warm-up',
+      runs: 3,
+      concurrency: 1,
+      tokens: 1000,
+      delayMs: 0,
+    });
+    for (const scenario of scenarios) {
+      const result = await runOutrunScenario(outrun, api, store, scenario);
+      results.set(scenario.label, { outrun: result });
+      console.log(
+        `Outrun, ${scenario.label}: ${perThousand(result.cpuMs, scenario).toFixed(1)} ms CPU per 1,000 tokens`,
+      );
+    }
+  } finally {
+    await outrun.close();
+  }
+
+  const plain = await launchServer({ mode: 'plain' });
+  try {
+    await runPlainScenario(plain, { label: 'warm-up', runs: 3, concurrency: 1, tokens: 1000, delayMs: 0 });
+    for (const scenario of scenarios) {
+      const result = await runPlainScenario(plain, scenario);
+      results.get(scenario.label)!.plain = result;
+      console.log(
+        `plain pipe, ${scenario.label}: ${perThousand(result.cpuMs, scenario).toFixed(1)} ms CPU per 1,000 tokens`,
+      );
+    }
+  } finally {
+    await plain.close();
+  }
+} finally {
+  await store.cleanup();
+}
+
+const rows: Cell[][] = scenarios.map((scenario) => {
+  const { outrun, plain } = results.get(scenario.label)!;
+  const outrunPer = perThousand(outrun!.cpuMs, scenario);
+  const plainPer = perThousand(plain!.cpuMs, scenario);
+  return [
+    scenario.label,
+    scenario.runs,
+    scenario.tokens,
+    outrunPer,
+    outrun!.databaseCpuMs === null ? null : perThousand(outrun!.databaseCpuMs, scenario),
+    plainPer,
+    outrunPer / plainPer,
+    outrun!.databaseCpuMs === null
+      ? null
+      : (outrunPer + perThousand(outrun!.databaseCpuMs, scenario)) / plainPer,
+  ];
+});
+printTable({
+  title: `cpu-per-token — ${args.store}, ${process.version}`,
+  columns: [
+    'scenario',
+    'runs',
+    'tokens/run',
+    'Outrun ms/1k tok',
+    'PostgreSQL ms/1k tok',
+    'plain pipe ms/1k tok',
+    'ratio',
+    'ratio incl. PostgreSQL',
+  ],
+  rows,
+  digits: [0, 0, 0, 1, 1, 1, 2, 2],
+  notes: [
+    'CPU is user + system time of the server process per 1,000 text deltas, including per-run work (start, ' +
+      'settle) spread over the run’s tokens. `PostgreSQL` is the CPU of the database backends serving Outrun ' +
+      '(PostgreSQL store only; PGlite’s work is inside the Outrun process). Target: ratio ≤ 2.',
+  ],
+});
+
+function perThousand(cpuMs: number, scenario: Scenario): number {
+  return (cpuMs / (scenario.runs * scenario.tokens)) * 1000;
+}
+
+async function runOutrunScenario(
+  server: ServerProcess,
+  api: BenchApi,
+  benchStore: BenchStore,
+  scenario: Scenario,
+): Promise<Result> {
+  const chats = await api.createChats(scenario.runs);
+  const text = script(scenario);
+  return measure(server, benchStore, scenario, (index) =>
+    streamSse({
+      url: `${server.url}/v1/chats/${chats[index]}/runs`,
+      method: 'POST',
+      headers: { authorization: `Bearer ${BENCH_ADMIN_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ input: { text } }),
+    }),
+  );
+}
+
+async function runPlainScenario(server: ServerProcess, scenario: Scenario): Promise<Result> {
+  const body = JSON.stringify({ text: script(scenario) });
+  return measure(server, undefined, scenario, () =>
+    streamSse({
+      url: `${server.url}/chat`,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+    }),
+  );
+}
+
+async function measure(
+  server: ServerProcess,
+  benchStore: BenchStore | undefined,
+  scenario: Scenario,
+  stream: (index: number) => ReturnType<typeof streamSse>,
+): Promise<Result> {
+  const databaseUrl = benchStore?.env.DATABASE_URL;
+  const databaseBefore = databaseUrl ? await postgresBackendCpuMicros(databaseUrl) : null;
+  const before = await server.stats();
+  await server.profile('start');
+  const started = performance.now();
+  await forEachLimit(
+    Array.from({ length: scenario.runs }, (_, index) => index),
+    scenario.concurrency,
+    async (index) => {
+      const result = await stream(index);
+      if (!result.done) throw new Error(`a stream of "${scenario.label}" ended without [DONE]`);
+    },
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const after = await server.stats();
+  await server.profile(
+    'stop',
+    `cpu-per-token-${benchStore?.kind ?? 'plain'}-${scenario.label.replace(/\W+/g, '-')}`,
+  );
+  const databaseAfter = databaseUrl ? await postgresBackendCpuMicros(databaseUrl) : null;
+  return {
+    cpuMs: (after.cpuMicros - before.cpuMicros) / 1000,
+    databaseCpuMs:
+      databaseBefore === null || databaseAfter === null ? null : (databaseAfter - databaseBefore) / 1000,
+    seconds,
+  };
+}

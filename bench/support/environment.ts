@@ -1,0 +1,41 @@
+import { execFileSync } from 'node:child_process';
+import { cpus, loadavg, totalmem } from 'node:os';
+
+/** The machine a result was measured on, as docs/benchmarks.md records it. */
+export function describeMachine(): string {
+  let model = cpus()[0]?.model ?? 'unknown CPU';
+  try {
+    const lscpu = execFileSync('lscpu', { encoding: 'utf8' });
+    model = /^Model name:\s*(.+)$/m.exec(lscpu)?.[1]?.trim() ?? model;
+  } catch {
+    // lscpu is Linux-only; os.cpus() is good enough elsewhere.
+  }
+  const gib = (totalmem() / 2 ** 30).toFixed(1);
+  return `${model}, ${cpus().length} cores, ${gib} GiB RAM`;
+}
+
+/** The commit of the code under test, with `+dirty` when src/ has uncommitted changes. */
+export function describeCommit(): string {
+  try {
+    const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], { encoding: 'utf8' }).trim();
+    return dirty ? `${commit}+dirty` : commit;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Prints the header every benchmark starts with: what ran, where, on which Node and store. */
+export function printHeader(name: string, details: Record<string, string | number>): void {
+  const load = loadavg()
+    .map((value) => value.toFixed(2))
+    .join(' ');
+  console.log(`## ${name}`);
+  console.log('');
+  console.log(`- machine: ${describeMachine()}`);
+  console.log(`- node: ${process.version} (${process.platform}-${process.arch})`);
+  console.log(`- commit: ${describeCommit()}`);
+  console.log(`- date: ${new Date().toISOString()}`);
+  console.log(`- load average at start: ${load}`);
+  for (const [key, value] of Object.entries(details)) console.log(`- ${key}: ${value}`);
+}

@@ -1,0 +1,34 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { streamText, type LanguageModel } from 'ai';
+
+/**
+ * The floor Outrun is measured against: `streamText` piped straight to the response as a UI message stream
+ * over SSE (`pipeUIMessageStreamToResponse`), on bare `node:http`, with no auth, no database and no event log.
+ * `POST /chat` with `{"text": "...", "model"?: "..."}` streams the answer.
+ */
+export async function startPlainPipeServer(options: {
+  resolveModel: (modelId: string) => LanguageModel;
+  defaultModel: string;
+}): Promise<{ url: string; server: Server }> {
+  const server = createServer((request, response) => {
+    if (request.method !== 'POST' || request.url !== '/chat') {
+      response.writeHead(404).end();
+      return;
+    }
+    let body = '';
+    request.setEncoding('utf8');
+    request.on('data', (chunk: string) => (body += chunk));
+    request.on('end', () => {
+      const input = JSON.parse(body) as { text: string; model?: string };
+      const result = streamText({
+        model: options.resolveModel(input.model ?? options.defaultModel),
+        messages: [{ role: 'user', content: input.text }],
+      });
+      result.pipeUIMessageStreamToResponse(response);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}`, server };
+}
