@@ -62,6 +62,8 @@ interface ActiveRun {
   controller: AbortController;
   reason: AbortReason | null;
   done: Promise<void>;
+  /** The attempt this worker claimed the run under; undefined until the claim. */
+  attempt?: number;
 }
 
 export interface RunExecutorOptions {
@@ -159,29 +161,51 @@ export class RunExecutor {
     }
   }
 
+  #heartbeat: NodeJS.Timeout | null = null;
+
+  /** Renews the leases of every claimed run here every third of a lease, while there are any. */
+  #startHeartbeat(): void {
+    if (this.#heartbeat) return;
+    this.#heartbeat = setInterval(() => void this.#beat(), Math.max(50, Math.floor(this.#leaseMs / 3)));
+    this.#heartbeat.unref();
+  }
+
+  async #beat(): Promise<void> {
+    const held = [...this.#active.entries()]
+      .filter(([, run]) => run.attempt !== undefined)
+      .map(([runId, run]) => ({ runId, attempt: run.attempt! }));
+    if (this.#active.size === 0 && this.#heartbeat) {
+      clearInterval(this.#heartbeat);
+      this.#heartbeat = null;
+      return;
+    }
+    try {
+      const leases = await this.#options.runs.heartbeatMany({
+        runs: held,
+        owner: this.#options.instanceId,
+        leaseMs: this.#leaseMs,
+      });
+      for (const { runId, attempt } of held) {
+        // Only runs still executing under the attempt that was renewed (one may have ended meanwhile).
+        if (this.#active.get(runId)?.attempt !== attempt) continue;
+        const lease = leases.get(runId);
+        if (!lease) this.abort(runId, 'lease_lost');
+        // A stop recorded on the row reaches the run even if its bus message was lost.
+        else if (lease.stopRequested) this.abort(runId, RunErrorCode.stopped);
+      }
+    } catch (error) {
+      this.#options.logger.warn({ err: error, runs: held.length }, 'heartbeat failed; retrying');
+    }
+  }
+
   async #own(row: RunRow, active: ActiveRun): Promise<void> {
     const { runs, log, logger, faults } = this.#options;
     const context = { runId: row.id, chatId: row.chat_id, attempt: row.attempt };
     let writer: RunEventWriter | undefined;
     let loopOwnsRun = false;
-    const heartbeat = setInterval(
-      () => {
-        runs
-          .heartbeat({
-            runId: row.id,
-            attempt: row.attempt,
-            owner: this.#options.instanceId,
-            leaseMs: this.#leaseMs,
-          })
-          .then((lease) => {
-            if (!lease.held) this.abort(row.id, 'lease_lost');
-            // A stop recorded on the row reaches the run even if its bus message was lost.
-            else if (lease.stopRequested) this.abort(row.id, RunErrorCode.stopped);
-          })
-          .catch((error: unknown) => logger.warn({ err: error, ...context }, 'heartbeat failed; retrying'));
-      },
-      Math.max(50, Math.floor(this.#leaseMs / 3)),
-    );
+    // From here on the instance-wide heartbeat renews this run's lease.
+    active.attempt = row.attempt;
+    this.#startHeartbeat();
     try {
       writer = log.openWriter({
         runId: row.id,
@@ -222,8 +246,6 @@ export class RunExecutor {
         error: { code, message: FAILURE_MESSAGES[code] },
         chunks: [{ type: 'error', errorText: FAILURE_MESSAGES[code] }],
       });
-    } finally {
-      clearInterval(heartbeat);
     }
   }
 

@@ -243,25 +243,24 @@ export class RunService {
   }
 
   /**
-   * Extends the lease. `held` is false when the lease was lost (taken over or settled); `stopRequested`
-   * tells the owner about a stop recorded on the row, whichever instance recorded it.
+   * Extends the leases this instance holds, in one statement (a heartbeat per run would queue behind the
+   * event log's row locks). Returns, for each run whose lease is still held, whether a stop was recorded on
+   * it, by any instance; a run missing from the result lost its lease (taken over or settled).
    */
-  async heartbeat(options: {
-    runId: string;
-    attempt: number;
+  async heartbeatMany(options: {
+    runs: { runId: string; attempt: number }[];
     owner: string;
     leaseMs: number;
-  }): Promise<{ held: boolean; stopRequested: boolean }> {
-    const row = await this.#db
-      .updateTable('runs')
-      .set({ lease_expires_at: sql<Date>`now() + ${`${options.leaseMs} milliseconds`}::interval` })
-      .where('id', '=', options.runId)
-      .where('attempt', '=', options.attempt)
-      .where('lease_owner', '=', options.owner)
-      .where('status', '=', RunStatus.running)
-      .returning('stop_requested_at')
-      .executeTakeFirst();
-    return { held: row !== undefined, stopRequested: Boolean(row?.stop_requested_at) };
+  }): Promise<Map<string, { stopRequested: boolean }>> {
+    if (options.runs.length === 0) return new Map();
+    const held = JSON.stringify(options.runs.map((run) => ({ id: run.runId, attempt: run.attempt })));
+    const result = await sql<{ id: string; stop_requested_at: Date | null }>`
+      update runs set lease_expires_at = now() + ${`${options.leaseMs} milliseconds`}::interval
+      from json_to_recordset(${held}::json) as held(id text, attempt int)
+      where runs.id = held.id and runs.attempt = held.attempt
+        and runs.lease_owner = ${options.owner} and runs.status = ${RunStatus.running}
+      returning runs.id, runs.stop_requested_at`.execute(this.#db);
+    return new Map(result.rows.map((row) => [row.id, { stopRequested: row.stop_requested_at !== null }]));
   }
 
   /**
