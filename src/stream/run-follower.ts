@@ -14,7 +14,7 @@ export interface FollowOptions {
   after?: number;
   /** Whether the run has already ended (consulted when the log holds nothing past `after`). */
   isFinished: () => Promise<boolean>;
-  /** A keep-alive is yielded after this long without events. @default 15000 */
+  /** A keep-alive is yielded after at most this long without events (jittered down by up to 25 %). @default 15000 */
   keepAliveMs?: number;
   /** Live events buffered before the follower drops them and re-reads the log instead. @default 10000 */
   maxBuffered?: number;
@@ -86,7 +86,9 @@ export async function* followRun(options: FollowOptions): AsyncGenerator<FollowI
         let timer: NodeJS.Timeout | undefined;
         const timedOut = await new Promise<boolean>((resolve) => {
           wake = () => resolve(false);
-          timer = setTimeout(() => resolve(true), keepAliveMs);
+          // Between 75 % and 100 % of the interval: never later than promised, and readers that went quiet
+          // together (a wave of runs waiting on tools) do not all re-read the log in the same instant.
+          timer = setTimeout(() => resolve(true), keepAliveMs * (0.75 + 0.25 * Math.random()));
         });
         clearTimeout(timer);
         if (timedOut) {
