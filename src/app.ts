@@ -94,7 +94,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   const resolve = options.resolveModel ?? ((modelId: string) => resolveModel({ modelId }));
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
 
-  const log = new EventLog({ db, bus, metrics, logger, faults });
+  const log = new EventLog({ db, appendDb: database.appendDb, bus, metrics, logger, faults });
   const runs = new RunService({ db, log, metrics, logger, faults });
   const executor = new RunExecutor({
     db,

@@ -10,6 +10,11 @@ export type Db = Kysely<Database>;
 
 export interface DatabaseHandle {
   db: Db;
+  /**
+   * The connection the event log's group commit writes with. On PostgreSQL it has a connection of its own,
+   * so durable delivery never waits in the pool behind reads; on PGlite it is `db` (one connection).
+   */
+  appendDb: Db;
   /** `postgres` for a server database, `pglite` for the embedded one. */
   kind: 'postgres' | 'pglite';
   close(): Promise<void>;
@@ -36,7 +41,18 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
     // An idle client that loses its connection emits here; the pool replaces it on the next checkout.
     pool.on('error', () => {});
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-    handle = { db, kind: 'postgres', close: () => db.destroy() };
+    const appendPool = new pg.Pool({ connectionString: options.databaseUrl, max: 1 });
+    appendPool.on('error', () => {});
+    const appendDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool: appendPool }) });
+    handle = {
+      db,
+      appendDb,
+      kind: 'postgres',
+      close: async () => {
+        await appendDb.destroy();
+        await db.destroy();
+      },
+    };
   } else {
     const ownsInstance = !options.pglite;
     if (options.dataDir) mkdirSync(options.dataDir, { recursive: true });
@@ -44,6 +60,7 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
     const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
     handle = {
       db,
+      appendDb: db,
       kind: 'pglite',
       close: async () => {
         await db.destroy();

@@ -51,6 +51,8 @@ interface PendingEvent {
 
 export interface EventLogOptions {
   db: Db;
+  /** The connection group-commit inserts use. @default db */
+  appendDb?: Db;
   bus: Bus;
   metrics: Metrics;
   logger: Logger;
@@ -72,6 +74,7 @@ export interface EventLogOptions {
  */
 export class EventLog {
   readonly #db: Db;
+  readonly #appendDb: Db;
   readonly #bus: Bus;
   readonly #metrics: Metrics;
   readonly #logger: Logger;
@@ -83,6 +86,7 @@ export class EventLog {
 
   constructor(options: EventLogOptions) {
     this.#db = options.db;
+    this.#appendDb = options.appendDb ?? options.db;
     this.#bus = options.bus;
     this.#metrics = options.metrics;
     this.#logger = options.logger;
@@ -227,7 +231,7 @@ export class EventLog {
             on conflict do nothing
             returning run_id
           )
-          select run_id, count(*)::int as n from inserted group by run_id`.execute(this.#db);
+          select run_id, count(*)::int as n from inserted group by run_id`.execute(this.#appendDb);
         return new Map(result.rows.map((row) => [row.run_id, row.n]));
       } catch (error) {
         if (attempt >= this.#maxAttempts || !isTransientDatabaseError(error)) throw error;
