@@ -5,6 +5,7 @@ import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { BusClosedError, type Bus } from '../src/bus/bus.ts';
 import { MemoryBus } from '../src/bus/memory-bus.ts';
 import { RedisBus } from '../src/bus/redis-bus.ts';
+import { captureLogger } from './support/logger.ts';
 
 const REDIS_URL = process.env.REDIS_URL;
 /** Every channel this file uses lives under this prefix, so parallel runs never meet and cleanup is exact. */
@@ -12,13 +13,6 @@ const PREFIX = `outrun-test-bus-${randomBytes(4).toString('hex')}:`;
 
 type BusKind = 'memory' | 'redis';
 const BUS_KINDS: BusKind[] = REDIS_URL ? ['memory', 'redis'] : ['memory'];
-
-/** A logger whose records a test can read. */
-function captureLogger() {
-  const records: { level: number; msg: string; channel?: string }[] = [];
-  const logger = pino({ level: 'debug' }, { write: (line: string) => records.push(JSON.parse(line)) });
-  return { logger, records };
-}
 
 /** A handler that keeps what it receives. */
 function collector() {

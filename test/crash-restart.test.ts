@@ -6,6 +6,7 @@ import { createDatabase } from '../src/store/database.ts';
 import { createPostgresDatabase, STORE_KINDS, type StoreKind } from './support/databases.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
 import { collectStream, script, scriptedText, streamedText } from './support/sse.ts';
+import { pollUntil } from './support/wait.ts';
 
 const ADMIN_KEY = 'crash-test-admin-key-0123456789';
 
@@ -44,16 +45,6 @@ function client(url: string) {
   };
 }
 
-async function waitFor<T>(read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const value = await read();
-    if (done(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out; last value ${JSON.stringify(value)}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
-
 describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
   const processes: ServerProcess[] = [];
   const cleanups: (() => Promise<void>)[] = [];
@@ -84,7 +75,7 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
     });
     const runId = started.body.run.id as string;
     // Let it finish a step, so there is durable progress to keep.
-    await waitFor(
+    await pollUntil(
       () => api.json(`/v1/runs/${runId}`),
       (response) => response.body.run.stepCount >= 1,
     );
@@ -122,7 +113,7 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
       input: { text: script({ steps: 1, tokens: 2 }) },
     });
     expect(next.status).toBe(201);
-    const finished = await waitFor(
+    const finished = await pollUntil(
       () => again.json(`/v1/runs/${next.body.run.id}`),
       (response) => response.body.run.status === 'succeeded',
     );
@@ -162,7 +153,7 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
         input: { text: script({ tokens: 2000, delayMs: 10 }) },
       })
     ).body.run.id as string;
-    await waitFor(
+    await pollUntil(
       () => api.json(`/v1/runs/${runId}`),
       (response) => response.body.run.status === 'running',
     );

@@ -6,6 +6,7 @@ import { MemoryQueue } from '../src/queue/memory-queue.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { collectStream, scriptedText, streamedText } from './support/sse.ts';
 import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
+import { waitUntil } from './support/wait.ts';
 
 /** A second instance on the same database, with its own (in-process) bus and queue: it shares only the store. */
 async function secondInstance(
@@ -32,14 +33,6 @@ async function expireLease(server: TestServer, runId: string): Promise<void> {
     .set({ lease_expires_at: new Date(0) })
     .where('id', '=', runId)
     .execute();
-}
-
-async function waitUntil(condition: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 15_000;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 describe.each(STORE_KINDS)('leases across instances on %s', (kind) => {

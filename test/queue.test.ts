@@ -6,6 +6,7 @@ import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { BullMqQueue } from '../src/queue/bullmq-queue.ts';
 import { MemoryQueue } from '../src/queue/memory-queue.ts';
 import { QueueClosedError, type RunJob, type RunQueue } from '../src/queue/queue.ts';
+import { captureLogger } from './support/logger.ts';
 
 const REDIS_URL = process.env.REDIS_URL;
 /** BullMQ's key prefix for this file: parallel runs never meet, and cleanup deletes exactly these keys. */
@@ -13,13 +14,6 @@ const PREFIX = `outrun-test-queue-${randomBytes(4).toString('hex')}`;
 
 type QueueKind = 'memory' | 'bullmq';
 const QUEUE_KINDS: QueueKind[] = REDIS_URL ? ['memory', 'bullmq'] : ['memory'];
-
-/** A logger whose records a test can read. */
-function captureLogger() {
-  const records: { level: number; msg: string; runId?: string }[] = [];
-  const logger = pino({ level: 'debug' }, { write: (line: string) => records.push(JSON.parse(line)) });
-  return { logger, records };
-}
 
 /** A promise the test resolves by hand. */
 function gate() {

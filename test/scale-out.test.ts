@@ -8,6 +8,7 @@ import { BullMqQueue } from '../src/queue/bullmq-queue.ts';
 import { createPostgresDatabase } from './support/databases.ts';
 import { startServerProcess } from './support/server-process.ts';
 import { collectStream, script, scriptedText, streamedText } from './support/sse.ts';
+import { pollUntil } from './support/wait.ts';
 
 const DATABASE_URL = process.env.DATABASE_URL;
 const REDIS_URL = process.env.REDIS_URL;
@@ -149,15 +150,8 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
         method: 'POST',
         body: JSON.stringify({ input: { text: script({ steps: 3, tokens: 40, delayMs: 20 }) } }),
       });
-      const waitFor = async (done: (current: any) => boolean) => {
-        const deadline = Date.now() + 30_000;
-        for (;;) {
-          const current = (await call(`/v1/runs/${run.id}`)).run;
-          if (done(current)) return current;
-          if (Date.now() > deadline) throw new Error(`timed out at ${JSON.stringify(current)}`);
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        }
-      };
+      const waitFor = (done: (current: any) => boolean) =>
+        pollUntil(() => call(`/v1/runs/${run.id}`).then((body) => body.run), done);
       await waitFor((current) => current.stepCount >= 1);
 
       victim.child.kill('SIGKILL');

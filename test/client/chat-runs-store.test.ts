@@ -3,6 +3,7 @@ import { createOutrunClient, type Message, type OutrunClient } from '../../src/c
 import { ChatRunsStore, type ChatRunsSnapshot } from '../../src/react/chat-runs-store.ts';
 import { script, scriptedText } from '../support/sse.ts';
 import { ADMIN_KEY, startTestServer, type TestServer } from '../support/test-server.ts';
+import { waitUntil } from '../support/wait.ts';
 
 function assistantText(messages: Message[]): string {
   const assistant = messages.filter((message) => message.role === 'assistant').at(-1);
@@ -14,14 +15,6 @@ function record(store: ChatRunsStore): ChatRunsSnapshot[] {
   const snapshots: ChatRunsSnapshot[] = [];
   store.subscribe(() => snapshots.push(store.getSnapshot()));
   return snapshots;
-}
-
-async function until(check: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for the store');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 describe('ChatRunsStore (the state behind useChatRuns)', () => {
@@ -58,7 +51,7 @@ describe('ChatRunsStore (the state behind useChatRuns)', () => {
     const store = new ChatRunsStore({ client, chatId: chat.id, pollIntervalMs: 0, throttleMs: 0 });
     const snapshots = record(store);
     store.start();
-    await until(
+    await waitUntil(
       () => store.getSnapshot().run?.status === 'succeeded' && store.getSnapshot().status === 'ready',
     );
     store.dispose();
@@ -81,16 +74,20 @@ describe('ChatRunsStore (the state behind useChatRuns)', () => {
     const observerSnapshots = record(observer);
     starter.start();
     observer.start();
-    await until(() => starter.getSnapshot().status === 'ready' && observer.getSnapshot().status === 'ready');
+    await waitUntil(
+      () => starter.getSnapshot().status === 'ready' && observer.getSnapshot().status === 'ready',
+    );
 
     expect(await starter.send(script({ steps: 2, tokens: 20, delayMs: 15 }))).toBe(true);
-    await until(() => observer.getSnapshot().status === 'streaming');
-    await until(
+    await waitUntil(() => observer.getSnapshot().status === 'streaming');
+    await waitUntil(
       () =>
         starter.getSnapshot().run?.status === 'succeeded' &&
         observer.getSnapshot().run?.status === 'succeeded',
     );
-    await until(() => starter.getSnapshot().status === 'ready' && observer.getSnapshot().status === 'ready');
+    await waitUntil(
+      () => starter.getSnapshot().status === 'ready' && observer.getSnapshot().status === 'ready',
+    );
     starter.dispose();
     observer.dispose();
 
@@ -116,11 +113,11 @@ describe('ChatRunsStore (the state behind useChatRuns)', () => {
       code: 'run_already_active',
       runId: run.id,
     });
-    await until(() => store.getSnapshot().status === 'streaming');
+    await waitUntil(() => store.getSnapshot().status === 'streaming');
 
     await store.stop(run.id);
     expect(store.getSnapshot().error).toBeNull();
-    await until(
+    await waitUntil(
       () => store.getSnapshot().run?.status === 'aborted' && store.getSnapshot().status === 'ready',
     );
     store.dispose();
@@ -144,14 +141,14 @@ describe('ChatRunsStore (the state behind useChatRuns)', () => {
     });
     const store = new ChatRunsStore({ client: flaky, chatId: chat.id, pollIntervalMs: 30 });
     store.start();
-    await until(() => store.getSnapshot().error !== null);
+    await waitUntil(() => store.getSnapshot().error !== null);
     expect(store.getSnapshot()).toMatchObject({
       status: 'ready',
       messages: [],
       error: { code: 'network_error' },
     });
     down = false;
-    await until(() => store.getSnapshot().messages.length === 2);
+    await waitUntil(() => store.getSnapshot().messages.length === 2);
     expect(store.getSnapshot()).toMatchObject({ error: null, run: { id: run.id, status: 'succeeded' } });
     store.dispose();
   });
@@ -170,7 +167,7 @@ describe('ChatRunsStore (the state behind useChatRuns)', () => {
     const chat = await failing.createChat();
     const store = new ChatRunsStore({ client: failing, chatId: chat.id, pollIntervalMs: 0 });
     store.start();
-    await until(() => store.getSnapshot().status === 'ready');
+    await waitUntil(() => store.getSnapshot().status === 'ready');
     expect(await store.send('hi')).toBe(false);
     expect(store.getSnapshot()).toMatchObject({ status: 'ready', isRunning: false, error: { status: 503 } });
     store.dispose();

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOutrunClient, type OutrunClient } from '../../src/client/index.ts';
 import { script, scriptedText } from '../support/sse.ts';
 import { ADMIN_KEY, startTestServer, type TestServer } from '../support/test-server.ts';
+import { waitUntil } from '../support/wait.ts';
 
 type UseChatHelpers = ReturnType<typeof useChatHook>;
 
@@ -19,14 +20,6 @@ interface Rendered {
 
 function textOf(message: UIMessage | undefined): string {
   return (message?.parts ?? []).map((part) => (part.type === 'text' ? part.text : '')).join('');
-}
-
-async function until(check: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for useChat');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 /**
@@ -96,9 +89,9 @@ describe('AI SDK useChat against Outrun', () => {
   it('sends a message and streams the run into one assistant message', async () => {
     const chat = await client.createChat();
     const view = render({ chatId: chat.id });
-    await until(() => view.renders.length > 0);
+    await waitUntil(() => view.renders.length > 0);
     await view.current().sendMessage({ text: script({ steps: 2, tokens: 10, delayMs: 5 }) });
-    await until(() => view.current().status === 'ready');
+    await waitUntil(() => view.current().status === 'ready');
     view.unmount();
 
     const messages = view.current().messages;
@@ -124,8 +117,8 @@ describe('AI SDK useChat against Outrun', () => {
     expect(textOf(initial[1]).length).toBeGreaterThan(0);
 
     const view = render({ chatId: chat.id, messages: initial, resume: true });
-    await until(() => view.renders.some((state) => state.status === 'streaming'));
-    await until(() => view.current().status === 'ready');
+    await waitUntil(() => view.renders.some((state) => state.status === 'streaming'));
+    await waitUntil(() => view.current().status === 'ready');
     view.unmount();
 
     const expected = scriptedText(3, 30);
@@ -144,7 +137,7 @@ describe('AI SDK useChat against Outrun', () => {
     const response = await server.fetch(`/v1/ui/chats/${chat.id}/stream`);
     expect(response.status).toBe(204);
     const view = render({ chatId: chat.id, messages: [], resume: true });
-    await until(() => view.responses.length === 1);
+    await waitUntil(() => view.responses.length === 1);
     await new Promise((resolve) => setTimeout(resolve, 50));
     view.unmount();
     expect(view.responses).toEqual([204]);
@@ -157,9 +150,9 @@ describe('AI SDK useChat against Outrun', () => {
       input: { text: script({ steps: 2, tokens: 50, delayMs: 10 }) },
     });
     const view = render({ chatId: chat.id });
-    await until(() => view.renders.length > 0);
+    await waitUntil(() => view.renders.length > 0);
     await view.current().sendMessage({ text: 'hello' });
-    await until(() => view.current().status === 'error');
+    await waitUntil(() => view.current().status === 'error');
     view.unmount();
     expect(view.current().error?.message).toContain('run_already_active');
     expect((await server.waitForRun(run.id)).status).toBe('succeeded');

@@ -7,6 +7,7 @@ import type { RunObject } from '../../src/runs/run-object.ts';
 import { isTerminalStatus } from '../../src/runs/run-status.ts';
 import { openTestDatabase, type StoreKind } from './databases.ts';
 import { script } from './sse.ts';
+import { pollUntil } from './wait.ts';
 
 export const ADMIN_KEY = 'test-admin-key-0123456789';
 
@@ -102,13 +103,10 @@ export async function startTestServer(
       return response.body.run;
     },
     async waitForRun(runId, until = (run) => isTerminalStatus(run.status), key) {
-      const deadline = Date.now() + 30_000;
-      for (;;) {
-        const response = await server.api<{ run: RunObject }>(`/v1/runs/${runId}`, { key });
-        if (until(response.body.run)) return response.body.run;
-        if (Date.now() > deadline) throw new Error(`run ${runId} stuck in ${response.body.run.status}`);
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
+      return pollUntil(
+        async () => (await server.api<{ run: RunObject }>(`/v1/runs/${runId}`, { key })).body.run,
+        until,
+      );
     },
     async createUser(email) {
       const me = await server.api<{ workspace: { id: string } }>('/v1/me');
