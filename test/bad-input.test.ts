@@ -198,6 +198,40 @@ describe('bad input', () => {
         }),
     },
     {
+      name: 'a malformed run id on the steps route',
+      status: 400,
+      code: 'invalid_id',
+      request: () => server.api('/v1/runs/nope/steps'),
+    },
+    {
+      name: 'a useChat body without messages',
+      status: 400,
+      code: 'invalid_request',
+      request: () => server.api('/v1/ui/chats', { method: 'POST', body: { id: chatId } }),
+    },
+    {
+      name: 'a useChat body whose last message is not the user’s',
+      status: 400,
+      code: 'invalid_request',
+      request: () =>
+        server.api('/v1/ui/chats', {
+          method: 'POST',
+          body: { id: chatId, messages: [{ role: 'assistant', parts: [{ type: 'text', text: 'hi' }] }] },
+        }),
+    },
+    {
+      name: 'a useChat body with malformed JSON',
+      status: 400,
+      code: 'invalid_json',
+      request: () => server.api('/v1/ui/chats', { method: 'POST', raw: '{"id":' }),
+    },
+    {
+      name: 'a useChat resume for a malformed chat id',
+      status: 400,
+      code: 'invalid_id',
+      request: () => server.api('/v1/ui/chats/nope/stream'),
+    },
+    {
       name: 'an unknown route',
       status: 404,
       code: 'route_not_found',
