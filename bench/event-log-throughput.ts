@@ -133,7 +133,7 @@ async function openWriters(outrun: Outrun, count: number, userId: string, worksp
   const writers: RunEventWriter[] = [];
   for (let index = 0; index < count; index++) {
     const chat = await outrun.chats.create({ userId, workspaceId, role: 'admin' }, { title: 'bench' });
-    const run = await outrun.runs.begin({
+    const { run } = await outrun.runs.begin({
       workspaceId,
       chatId: chat.id,
       userId,
@@ -141,9 +141,14 @@ async function openWriters(outrun: Outrun, count: number, userId: string, worksp
       model: 'scripted',
       trigger: 'api',
     });
-    const row = await outrun.runs.claim({ runId: run.id, owner: 'bench', leaseMs: 3_600_000 });
-    if (!row) throw new Error('could not claim the benchmark run');
-    writers.push(outrun.log.openWriter({ runId: row.id, attempt: row.attempt, nextSeq: 2 }));
+    const claimed = await outrun.lifecycle.claim({
+      runId: run.id,
+      owner: 'bench',
+      leaseExpiresAt: new Date(Date.now() + 3_600_000),
+    });
+    if (!claimed) throw new Error('could not claim the benchmark run');
+    const nextSeq = claimed.events.at(-1)!.seq + 1;
+    writers.push(outrun.log.openWriter({ runId: run.id, epoch: claimed.row.epoch, nextSeq }));
   }
   return writers;
 }

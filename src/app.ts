@@ -17,6 +17,7 @@ import { Metrics } from './metrics.ts';
 import { BullMqQueue } from './queue/bullmq-queue.ts';
 import { MemoryQueue } from './queue/memory-queue.ts';
 import type { RunQueue } from './queue/queue.ts';
+import { Lifecycle } from './runs/lifecycle.ts';
 import { RunEngine } from './runs/run-engine.ts';
 import { RunExecutor } from './runs/run-executor.ts';
 import { RunService } from './runs/run-service.ts';
@@ -30,6 +31,7 @@ export interface OutrunContext {
   auth: AuthService;
   chats: ChatService;
   runs: RunService;
+  lifecycle: Lifecycle;
   engine: RunEngine;
   executor: RunExecutor;
   log: EventLog;
@@ -38,6 +40,8 @@ export interface OutrunContext {
   faults: Faults;
   tools: ToolRegistry;
   resolveModel: (modelId: string) => LanguageModel;
+  /** Set once shutdown began: the instance finishes what it has and takes nothing new. */
+  draining: boolean;
 }
 
 export interface CreateOutrunOptions {
@@ -95,10 +99,13 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
 
   const log = new EventLog({ db, appendDb: database.appendDb, bus, metrics, logger, faults });
-  const runs = new RunService({ db, log, metrics, logger, faults });
+  const runs = new RunService({ db, log, metrics, faults });
+  const lifecycle = new Lifecycle({ db, log, queue, metrics, logger, faults });
+  const chats = new ChatService(db);
   const executor = new RunExecutor({
-    db,
     runs,
+    lifecycle,
+    chats,
     log,
     tools,
     resolveModel: resolve,
@@ -110,7 +117,9 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   });
   const engine = new RunEngine({
     runs,
+    lifecycle,
     executor,
+    log,
     bus,
     queue,
     metrics,
@@ -123,13 +132,13 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     worker: options.worker,
   });
   const auth = new AuthService(db);
-  const chats = new ChatService(db);
   const context: OutrunContext = {
     config,
     db,
     auth,
     chats,
     runs,
+    lifecycle,
     engine,
     executor,
     log,
@@ -138,6 +147,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     faults,
     tools,
     resolveModel: resolve,
+    draining: false,
   };
   const server = buildServer(context);
   let closed: Promise<void> | null = null;
@@ -156,8 +166,11 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     },
     close(closeOptions = {}) {
       closed ??= (async () => {
-        await server.close();
+        // Streams stay open and requests are served through the grace period; `/readyz` says 503 so a
+        // load balancer sends new work elsewhere. Unfinished runs are then handed back, not aborted.
+        context.draining = true;
         await engine.shutdown({ graceMs: closeOptions.graceMs ?? config.shutdownGraceMs });
+        await server.close();
         await log.drain();
         await bus.close();
         if (!options.database) await database.close();

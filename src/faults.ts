@@ -16,6 +16,14 @@ export const FaultPoint = {
   beforeStepRecord: 'run.before-step-record',
   /** Before a group-commit batch of events is inserted. */
   beforeEventInsert: 'events.before-insert',
+  /** Before an instance renews the leases of the runs it executes. */
+  heartbeat: 'run.heartbeat',
+  /** In the sweeper, before it hands back a run whose lease ran out. */
+  beforeRequeue: 'run.before-requeue',
+  /** On shutdown, before the instance releases a run it could not finish in the grace period. */
+  beforeRelease: 'run.before-release',
+  /** Before a message is published on the bus. */
+  busPublish: 'bus.publish',
 } as const;
 
 export type FaultPoint = (typeof FaultPoint)[keyof typeof FaultPoint];
@@ -24,6 +32,7 @@ export type FaultHandler = (context: { runId?: string }) => void | Promise<void>
 
 export class Faults {
   readonly #handlers = new Map<FaultPoint, FaultHandler>();
+  readonly #hits = new Map<FaultPoint, number>();
 
   /** Arms `point`; the handler runs each time the point is hit until `clear`. */
   arm(point: FaultPoint, handler: FaultHandler): this {
@@ -47,8 +56,20 @@ export class Faults {
   }
 
   async hit(point: FaultPoint, context: { runId?: string } = {}): Promise<void> {
+    this.#hits.set(point, (this.#hits.get(point) ?? 0) + 1);
     const handler = this.#handlers.get(point);
     if (handler) await handler(context);
+  }
+
+  /** How often `point` was reached since this instance was made, armed or not. */
+  hits(point: FaultPoint): number {
+    return this.#hits.get(point) ?? 0;
+  }
+
+  /** Throws unless every armed point was reached: a test that armed the wrong point fails. */
+  assertArmedPointsHit(): void {
+    const missed = [...this.#handlers.keys()].filter((point) => this.hits(point) === 0);
+    if (missed.length > 0) throw new Error(`Armed fault points never reached: ${missed.join(', ')}`);
   }
 }
 

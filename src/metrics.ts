@@ -15,6 +15,12 @@ export class Metrics {
     labelNames: ['status'] as const,
     registers: [this.registry],
   });
+  readonly runTransitions = new Counter({
+    name: 'outrun_run_transitions_total',
+    help: 'Run status changes, by the status entered.',
+    labelNames: ['to'] as const,
+    registers: [this.registry],
+  });
   readonly runsRejected = new Counter({
     name: 'outrun_runs_rejected_total',
     help: 'Run starts refused with 409 run_already_active.',

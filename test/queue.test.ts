@@ -151,18 +151,18 @@ describe.each(QUEUE_KINDS)('run queue conformance on %s', (kind) => {
     });
   });
 
-  it('dispatches a run again for a new attempt while the job of its previous attempt still runs', async () => {
+  it('dispatches a run again for a new epoch while the job of its previous epoch still runs', async () => {
     const queue = createQueue({ concurrency: 2 });
     const handled: string[] = [];
     const stuck = gate();
     queue.process(async (job) => {
-      handled.push(`${job.runId}@${job.attempt}`);
-      if (job.attempt === 1) await stuck.opened;
+      handled.push(`${job.runId}@${job.epoch}`);
+      if (job.epoch === 1) await stuck.opened;
     });
-    await queue.enqueue({ runId: 'run_requeued', attempt: 1 });
+    await queue.enqueue({ runId: 'run_requeued', epoch: 1 });
     await vi.waitFor(() => expect(handled).toEqual(['run_requeued@1']));
-    await queue.enqueue({ runId: 'run_requeued', attempt: 1 });
-    await queue.enqueue({ runId: 'run_requeued', attempt: 3 });
+    await queue.enqueue({ runId: 'run_requeued', epoch: 1 });
+    await queue.enqueue({ runId: 'run_requeued', epoch: 3 });
     await vi.waitFor(() => expect(handled).toEqual(['run_requeued@1', 'run_requeued@3']));
     stuck.open();
   });

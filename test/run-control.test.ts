@@ -3,6 +3,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { resolveModel } from '../src/agent/providers.ts';
 import { createScriptedModel } from '../src/agent/scripted-model.ts';
 import { FaultPoint, Faults } from '../src/faults.ts';
+import { Ending } from '../src/runs/lifecycle.ts';
+import { RunErrorCode, RunStatus } from '../src/runs/run-status.ts';
 import { TransientDatabaseError } from '../src/store/transient.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { collectStream, script, scriptedText, streamedText } from './support/sse.ts';
@@ -178,10 +180,13 @@ describe.each(STORE_KINDS)('run control on %s', (kind) => {
     const run = await server.startRun(chatId, { steps: 1, tokens: 1 });
 
     const settle = (status: 'failed' | 'aborted') =>
-      server.outrun.runs.settle({
+      server.outrun.lifecycle.endUnowned({
         runId: run.id,
-        status,
-        error: { code: status === 'failed' ? 'internal_error' : 'stopped', message: status },
+        from: [RunStatus.pending],
+        ending:
+          status === 'failed'
+            ? Ending.failed(RunErrorCode.internalError)
+            : Ending.aborted(RunErrorCode.stopped),
       });
     const results = await Promise.all([
       settle('failed'),

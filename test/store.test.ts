@@ -64,6 +64,7 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
         model: 'scripted',
         options: '{}',
         attempt,
+        epoch: attempt,
       })
       .execute();
     return id;
@@ -80,6 +81,9 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     await run(chatId, 'pending');
     await expect(run(chatId, 'pending')).rejects.toMatchObject({ code: '23505' });
     await expect(run(chatId, 'running')).rejects.toMatchObject({ code: '23505' });
+    await expect(run(chatId, 'waiting')).rejects.toMatchObject({ code: '23505' });
+    await run(chatId, 'queued');
+    await run(chatId, 'queued');
     await run(await chat(), 'running');
   });
 
@@ -92,7 +96,7 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     const writers = await Promise.all(
       Array.from({ length: 20 }, async () => {
         const runId = await run(await chat(), 'running');
-        return log.openWriter({ runId, attempt: 1, nextSeq: 1 });
+        return log.openWriter({ runId, epoch: 1, nextSeq: 1 });
       }),
     );
     const batchesBefore = (await metrics.appendBatchSize.get()).values.find((v) =>
@@ -117,7 +121,7 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
 
   it('keeps chunk text byte for byte, and stores a NUL in text safely', async () => {
     const runId = await run(await chat(), 'running');
-    const writer = log.openWriter({ runId, attempt: 1, nextSeq: 1 });
+    const writer = log.openWriter({ runId, epoch: 1, nextSeq: 1 });
     writer.append({ type: 'text-delta', delta: 'a\u0000b', id: 'z' });
     writer.append({ z: 1, a: [1, 2, { y: 'é' }] });
     await writer.flush();
@@ -128,9 +132,9 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     ]);
   });
 
-  it('refuses appends from a writer whose attempt is no longer the run’s', async () => {
+  it('refuses appends from a writer whose epoch is no longer the run’s', async () => {
     const runId = await run(await chat(), 'running', 2);
-    const stale = log.openWriter({ runId, attempt: 1, nextSeq: 1 });
+    const stale = log.openWriter({ runId, epoch: 1, nextSeq: 1 });
     stale.append({ type: 'text-delta', delta: 'late' });
     await expect(stale.flush()).rejects.toBeInstanceOf(LeaseLostError);
     expect(() => stale.append({ type: 'x' })).toThrow(LeaseLostError);
@@ -139,7 +143,7 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
 
   it('follows a run from any point: replay, then live, each sequence number once', async () => {
     const runId = await run(await chat(), 'running');
-    const writer = log.openWriter({ runId, attempt: 1, nextSeq: 1 });
+    const writer = log.openWriter({ runId, epoch: 1, nextSeq: 1 });
     for (let index = 0; index < 30; index++) writer.append({ type: 'text-delta', delta: `${index}` });
     await writer.flush();
 

@@ -16,7 +16,7 @@ export interface MessageObject {
   id: string;
   role: 'user' | 'assistant' | 'system';
   parts: unknown[];
-  status: 'completed' | 'streaming' | 'error' | 'aborted';
+  status: 'completed' | 'streaming' | 'queued' | 'error' | 'aborted';
   runId: string | null;
   createdAt: string;
   /**
@@ -131,6 +131,20 @@ export class ChatService {
       items: await Promise.all(page.items.map((row) => this.toMessageObject(row))),
       nextCursor: page.nextCursor,
     };
+  }
+
+  /**
+   * The chat's messages before `beforeMessageId` (a run's assistant message), oldest first: the history
+   * a run answers. Messages of runs queued after it come later and are left out.
+   */
+  async historyBefore(chatId: string, beforeMessageId: string): Promise<MessageRow[]> {
+    return this.db
+      .selectFrom('messages')
+      .selectAll()
+      .where('chat_id', '=', chatId)
+      .where('id', '<', beforeMessageId)
+      .orderBy('id')
+      .execute();
   }
 
   async message(messageId: string): Promise<MessageObject | null> {

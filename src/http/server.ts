@@ -62,6 +62,11 @@ export function buildServer(context: OutrunContext): FastifyInstance {
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
+    if (context.draining) {
+      return reply
+        .status(503)
+        .send({ error: { code: 'not_ready', message: 'The server is shutting down.' } });
+    }
     try {
       await sql`select 1`.execute(context.db);
       return { status: 'ready' };

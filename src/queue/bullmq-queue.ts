@@ -39,6 +39,7 @@ export class BullMqQueue implements RunQueue {
   readonly #logger: Logger;
   #worker: Worker<RunJob> | null = null;
   #closing: Promise<void> | null = null;
+  #producerClosed = false;
 
   constructor(options: BullMqQueueOptions) {
     this.#options = options;
@@ -62,10 +63,11 @@ export class BullMqQueue implements RunQueue {
   }
 
   async enqueue(job: RunJob): Promise<void> {
-    if (this.#closing) throw new QueueClosedError();
+    // While the worker drains on shutdown, runs it releases are still handed to the other workers.
+    if (this.#producerClosed) throw new QueueClosedError();
     await this.#queue.add(
       JOB_NAME,
-      { runId: job.runId, attempt: job.attempt ?? 0 },
+      { runId: job.runId, epoch: job.epoch ?? 0 },
       { jobId: runJobKey(job) },
     );
   }
@@ -76,7 +78,7 @@ export class BullMqQueue implements RunQueue {
     const worker = new Worker<RunJob>(
       this.#name,
       async (job) => {
-        await handler({ runId: job.data.runId, attempt: job.data.attempt });
+        await handler({ runId: job.data.runId, epoch: job.data.epoch });
       },
       {
         // Workers block on Redis: BullMQ needs unlimited retries per request on their connections.
@@ -100,6 +102,7 @@ export class BullMqQueue implements RunQueue {
       try {
         await this.#worker?.close();
       } finally {
+        this.#producerClosed = true;
         await this.#queue.close();
       }
     })();

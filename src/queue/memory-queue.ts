@@ -29,7 +29,7 @@ export class MemoryQueue implements RunQueue {
     const key = runJobKey(job);
     if (this.#queued.has(key)) return;
     this.#queued.add(key);
-    this.#waiting.push({ runId: job.runId, attempt: job.attempt ?? 0 });
+    this.#waiting.push({ runId: job.runId, epoch: job.epoch ?? 0 });
     this.#pump();
   }
 

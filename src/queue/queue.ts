@@ -2,16 +2,16 @@
 export interface RunJob {
   runId: string;
   /**
-   * The run's attempt when it was handed over (0 for a new run). A run requeued after its worker died gets
-   * a new attempt, so its new job is not mistaken for the dead worker's job, which may still exist.
+   * The run's epoch when it became `pending`. Every status change bumps it, so the job of a run handed back
+   * (released, requeued, answered) is not mistaken for an older job of the same run, which may still exist.
    * @default 0
    */
-  attempt?: number;
+  epoch?: number;
 }
 
-/** The key jobs are deduplicated by: one job per run and attempt. */
+/** The key jobs are deduplicated by: one job per run and epoch. */
 export function runJobKey(job: RunJob): string {
-  return `${job.runId}.${job.attempt ?? 0}`;
+  return `${job.runId}.${job.epoch ?? 0}`;
 }
 
 /**
@@ -19,7 +19,7 @@ export function runJobKey(job: RunJob): string {
  *
  * Every adapter keeps this contract (one conformance suite, `test/queue.test.ts`, runs against each):
  * - Every enqueued job is handled, unless it is deduplicated (below) or the queue closes first.
- * - At most one job per run and attempt (`runJobKey`) exists at a time: `enqueue` of a key whose job is still
+ * - At most one job per run and epoch (`runJobKey`) exists at a time: `enqueue` of a key whose job is still
  *   waiting or being handled is a no-op. Once that job has ended, enqueueing the key again dispatches it again.
  * - A job may still be delivered more than once (a worker crash, a stalled job taken over): the handler's
  *   claim on the run row makes that harmless.
@@ -27,7 +27,8 @@ export function runJobKey(job: RunJob): string {
  * - A handler that throws fails only its own job; the queue goes on. Handlers should own their errors.
  * - `close` stops taking jobs and resolves once the handlers already running have returned. Jobs still
  *   waiting are left: a shared queue keeps them for another worker; the in-process queue drops them, and a
- *   restart settles their runs. `enqueue` on a closed queue rejects.
+ *   restart resumes their runs. While `close` waits for running handlers, `enqueue` still hands runs to other
+ *   workers (a shutdown releases its unfinished runs that way); once closed, `enqueue` rejects.
  *
  * Adapters differ where the backend does: the in-process queue dies with its process; the BullMQ queue keeps
  * jobs in Redis, and a job whose worker died is redelivered by BullMQ's stalled-job check (after its lock

@@ -1,130 +1,217 @@
 import type { Logger } from 'pino';
 import { BusChannel, type Bus } from '../bus/bus.ts';
+import { systemClock, type Clock } from '../clock.ts';
+import { RunAlreadyActiveError } from '../errors.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';
 import type { RunQueue } from '../queue/queue.ts';
 import type { RunRow } from '../store/schema.ts';
+import type { EventLog } from '../stream/event-log.ts';
+import { Ending, INTERRUPTED_BY_CRASH, STOPPABLE_STATUSES, type Lifecycle } from './lifecycle.ts';
 import type { RunExecutor } from './run-executor.ts';
 import { toRunObject, type RunObject } from './run-object.ts';
 import type { BeginRunOptions, RunService } from './run-service.ts';
-import { RunErrorCode, RunStatus } from './run-status.ts';
+import { RunErrorCode, RunStatus, isTerminalStatus } from './run-status.ts';
+
+/** What to do when the chat already has an active run (DESIGN §4). */
+export type Multitask = 'reject' | 'interrupt' | 'enqueue';
+
+export interface StartRunOptions extends Omit<BeginRunOptions, 'enqueue'> {
+  /** @default 'reject' */
+  multitask?: Multitask;
+}
+
+export interface StopResult {
+  stopped: boolean;
+  run: RunObject | null;
+  /** With `includeQueued`: how many queued runs were cancelled. */
+  queuedCancelled?: number;
+}
 
 export interface RunEngineOptions {
   runs: RunService;
+  lifecycle: Lifecycle;
   executor: RunExecutor;
+  log: EventLog;
   bus: Bus;
   queue: RunQueue;
   metrics: Metrics;
   logger: Logger;
   faults: Faults;
+  clock?: Clock;
   /**
-   * This instance is the only one on its database (embedded mode): on start, every active run was left by a
-   * previous process and is settled `aborted` with `server_restarted`. @default true
+   * This instance is the only one on its database (embedded mode): on start, every run left `running` was
+   * left by a previous process, and is resumed at once instead of after its lease. @default true
    */
   singleInstance?: boolean;
   /** How often the sweeper looks for runs whose lease ran out. @default 10000 */
   sweepIntervalMs?: number;
   /** A worker's lease; a pending run unclaimed for this long is handed to the queue again. @default 30000 */
   leaseMs?: number;
-  /** Attempts a run gets: one whose worker died is resumed until then, and settled after. @default 3 */
+  /** Executions a run gets: one whose worker died is resumed until then, and settled after. @default 3 */
   maxAttempts?: number;
   /** This instance executes runs (a worker); false for an API-only instance. @default true */
   worker?: boolean;
+  /** How long `multitask: "interrupt"` waits for the active run to end. @default 10000 */
+  interruptWaitMs?: number;
 }
 
 /**
- * The run engine: starts runs (the gate, then the queue, with a safety net between them), stops them from
- * any instance, executes them on workers and sweeps up runs a crash left behind. HTTP handlers, the CLI and
- * tests all go through this.
+ * The run engine, the one door to runs for HTTP, the CLI and tests: starts runs (the gate, the multitask
+ * policies, the queue, a safety net between them), stops them from any instance, executes them on workers,
+ * sweeps up runs a crash left behind, and on shutdown hands unfinished runs back for the next owner.
  */
 export class RunEngine {
   readonly #options: RunEngineOptions;
+  readonly #clock: Clock;
   #sweepTimer: NodeJS.Timeout | null = null;
   #unsubscribeStop: (() => Promise<void>) | null = null;
   #sweeping: Promise<number> | null = null;
 
   constructor(options: RunEngineOptions) {
     this.#options = options;
+    this.#clock = options.clock ?? systemClock;
   }
 
-  /** Settles what a previous process left active, then starts taking runs and sweeping. */
+  get runs(): RunService {
+    return this.#options.runs;
+  }
+
+  /** Resumes what a previous process left active, then starts taking runs and sweeping. */
   async start(): Promise<void> {
     const { bus, queue, executor } = this.#options;
     this.#unsubscribeStop = await bus.subscribe(BusChannel.runStop, (message) => {
       executor.abort((message as { runId: string }).runId, RunErrorCode.stopped);
     });
-    if (this.#options.singleInstance !== false) await this.sweep({ all: true });
     if (this.#options.worker !== false) queue.process((job) => executor.execute(job.runId));
+    if (this.#options.singleInstance !== false) await this.sweep({ all: true });
     const interval = this.#options.sweepIntervalMs ?? 10_000;
     this.#sweepTimer = setInterval(() => {
       this.sweep({ all: false }).catch((error: unknown) =>
-        this.#options.logger.error({ err: error }, 'sweeping expired runs failed'),
+        this.#options.logger.error({ err: error }, 'sweeping runs failed'),
       );
     }, interval);
     this.#sweepTimer.unref();
   }
 
   /**
-   * Begins a run and hands it to a worker. Throws `RunAlreadyActiveError` (before any model call) if the
-   * chat has an active run. If handing it over fails, the run is settled `failed` rather than left pending.
+   * Begins a run and hands it to a worker. When the chat has an active run, `multitask` decides: `reject`
+   * throws `RunAlreadyActiveError` before any model call, `interrupt` stops that run and waits for it to
+   * end, `enqueue` creates this one `queued` behind it. If the start path fails after the run was begun,
+   * the run is ended `failed` rather than left pending.
    */
-  async startRun(options: BeginRunOptions): Promise<RunObject> {
-    const run = await this.#options.runs.begin(options);
+  async startRun(options: StartRunOptions): Promise<RunObject> {
+    const { runs, lifecycle, log, queue, logger, faults } = this.#options;
+    const multitask = options.multitask ?? 'reject';
+    let begun;
     try {
-      await this.#options.faults.hit(FaultPoint.afterBegin, { runId: run.id });
-      await this.#options.queue.enqueue({ runId: run.id });
+      begun = await runs.begin({ ...options, enqueue: multitask === 'enqueue' });
     } catch (error) {
-      this.#options.logger.error(
-        { err: error, runId: run.id, chatId: run.chatId },
-        'starting the run failed',
-      );
-      const settled = await this.#options.runs.settle({
-        runId: run.id,
-        status: RunStatus.failed,
-        error: { code: RunErrorCode.startFailed, message: 'The run could not be started.' },
-        chunks: [{ type: 'error', errorText: 'The run could not be started.' }],
-      });
-      return settled?.run ?? run;
+      if (!(error instanceof RunAlreadyActiveError) || multitask !== 'interrupt') throw error;
+      await this.#interrupt(String(error.details.runId));
+      begun = await runs.begin(options);
     }
+    const { run } = begun;
+    await log.publish(run.id, begun.events).catch(() => {});
+    if (run.status === RunStatus.queued) return run;
+    try {
+      await faults.hit(FaultPoint.afterBegin, { runId: run.id });
+    } catch (error) {
+      logger.error({ err: error, runId: run.id, chatId: run.chatId }, 'starting the run failed');
+      const ended = await lifecycle.endUnowned({
+        runId: run.id,
+        from: [RunStatus.pending],
+        ending: Ending.failed(RunErrorCode.startFailed),
+      });
+      return ended?.run ?? run;
+    }
+    await queue.enqueue({ runId: run.id, epoch: 0 }).catch((error: unknown) => {
+      // The run stays pending: the sweeper hands it to the queue again once the queue is back.
+      logger.warn({ err: error, runId: run.id }, 'handing the run to the queue failed; the sweeper retries');
+    });
     return run;
+  }
+
+  /** Stops the chat's active run and waits, up to `interruptWaitMs`, for it to end. */
+  async #interrupt(runId: string): Promise<void> {
+    const { log, runs } = this.#options;
+    let resolveEnded!: () => void;
+    const ended = new Promise<void>((resolve) => (resolveEnded = resolve));
+    // Subscribed before the stop, so the ending's event cannot slip past.
+    const unsubscribe = await log.subscribe(runId, (events) => {
+      if (events.some((event) => event.terminal)) resolveEnded();
+    });
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const { run } = await this.stopRun(runId);
+      if (!run || isTerminalStatus(run.status)) return;
+      const timeout = new Promise<void>(
+        (resolve) => (timer = setTimeout(resolve, this.#options.interruptWaitMs ?? 10_000)),
+      );
+      // The bus is best effort: a slow poll of the row backs the wait up.
+      const polled = (async () => {
+        for (;;) {
+          await new Promise((resolve) => setTimeout(resolve, INTERRUPT_POLL_MS));
+          const row = await runs.get(runId);
+          if (!row || isTerminalStatus(row.status)) return;
+        }
+      })();
+      await Promise.race([ended, timeout, polled]);
+    } finally {
+      clearTimeout(timer);
+      await unsubscribe();
+    }
   }
 
   /**
    * Stops a run, wherever it executes: the request is recorded on the row at once, then signalled on the
-   * bus. A run still `pending` is settled here; a running one is aborted by its worker, which settles it.
+   * bus (best effort: the owner's heartbeat reads the row too). A queued, pending or waiting run is ended
+   * here; a running one is aborted by its worker, which ends it.
    */
-  async stopRun(runId: string): Promise<{ stopped: boolean; run: RunObject | null }> {
-    const { runs, bus } = this.#options;
+  async stopRun(runId: string): Promise<StopResult> {
+    const { runs, bus, lifecycle, executor, logger } = this.#options;
     const { stopped, run } = await runs.requestStop(runId);
     if (!stopped || !run) return { stopped, run: run ? toRunObject(run) : null };
-    await bus.publish(BusChannel.runStop, { runId });
-    if (run.status === RunStatus.pending) {
-      const settled = await runs.settle({
+    if (run.status !== RunStatus.running) {
+      const ended = await lifecycle.endUnowned({
         runId,
-        status: RunStatus.aborted,
-        error: { code: RunErrorCode.stopped, message: 'The run was stopped on request.' },
-        fromStatuses: [RunStatus.pending],
-        chunks: [{ type: 'abort' }],
+        from: [RunStatus.queued, RunStatus.pending, RunStatus.waiting],
+        ending: Ending.aborted(RunErrorCode.stopped),
       });
-      if (settled) return { stopped, run: settled.run };
+      if (ended) return { stopped, run: ended.run };
     }
+    executor.abort(runId, RunErrorCode.stopped);
+    await bus.publish(BusChannel.runStop, { runId }).catch((error: unknown) => {
+      logger.warn({ err: error, runId }, 'publishing a stop failed; the owner sees it at its next heartbeat');
+    });
     const latest = await runs.get(runId);
-    return { stopped, run: latest ? toRunObject(latest) : toRunObject(run) };
-  }
-
-  /** Stops the chat's active run, if it has one. */
-  async stopChat(chatId: string): Promise<{ stopped: boolean; run: RunObject | null }> {
-    const active = await this.#options.runs.findActive(chatId);
-    if (!active) return { stopped: false, run: null };
-    return this.stopRun(active.id);
+    return { stopped, run: toRunObject(latest ?? run) };
   }
 
   /**
-   * Looks after runs a crash left behind. With `all` (single instance, at start) every active run not
-   * executing here is settled `aborted`/`server_restarted`. Otherwise a running run whose lease ran out is
-   * requeued for a worker to resume from its last finished step, or, once it has used `maxAttempts`,
-   * settled `aborted`/`lease_expired`; a pending run nobody claimed within a lease is handed to the queue
-   * again. Returns how many runs it requeued or settled.
+   * Stops the chat's active run, if it has one. With `includeQueued`, its queued runs are cancelled first
+   * (so none of them is promoted by the active run's ending).
+   */
+  async stopChat(chatId: string, options: { includeQueued?: boolean } = {}): Promise<StopResult> {
+    const { runs } = this.#options;
+    let queuedCancelled: number | undefined;
+    if (options.includeQueued) {
+      queuedCancelled = 0;
+      for (const queued of await runs.listQueued(chatId)) {
+        if ((await this.stopRun(queued.id)).stopped) queuedCancelled += 1;
+      }
+    }
+    const active = await runs.findActive(chatId);
+    const result = active ? await this.stopRun(active.id) : { stopped: false, run: null };
+    return queuedCancelled === undefined ? result : { ...result, queuedCancelled };
+  }
+
+  /**
+   * Looks after runs a crash left behind. A `running` run whose lease ran out (with `all`, at the start of a
+   * single instance: any `running` run) is handed back to `pending` for a worker to resume from its last
+   * finished step, or, once it has used `maxAttempts` executions, ended `aborted`/`lease_expired`. A
+   * `pending` run nobody claimed within a lease is handed to the queue again; a `waiting` run past its
+   * `expiresAt` is ended `aborted`/`wait_expired`. Returns how many runs it changed or re-dispatched.
    */
   async sweep(options: { all: boolean }): Promise<number> {
     if (this.#sweeping) return this.#sweeping;
@@ -133,82 +220,89 @@ export class RunEngine {
   }
 
   async #sweep(options: { all: boolean }): Promise<number> {
-    const { runs, executor, metrics, queue } = this.#options;
+    const { runs, executor, metrics, queue, lifecycle, faults } = this.#options;
     metrics.sweeps.inc();
+    const now = this.#clock.now();
     const orphans = await runs.findOrphans({
       all: options.all,
-      pendingOlderThanMs: this.#options.leaseMs ?? 30_000,
+      now,
+      pendingBefore: new Date(now.getTime() - (this.#options.leaseMs ?? 30_000)),
     });
     let handled = 0;
     for (const run of orphans) {
       if (executor.isActive(run.id)) continue;
-      if (options.all) {
-        if (await this.#settleOrphan(run, RunErrorCode.serverRestarted)) handled += 1;
+      const leaseExpiredBefore = options.all ? undefined : now;
+      if (run.status === RunStatus.waiting) {
+        const ended = await lifecycle.endUnowned({
+          runId: run.id,
+          from: [RunStatus.waiting],
+          epoch: run.epoch,
+          ending: Ending.aborted(RunErrorCode.waitExpired),
+        });
+        if (ended) this.#swept(run, RunErrorCode.waitExpired);
+        handled += ended ? 1 : 0;
       } else if (run.status === RunStatus.pending) {
-        // Its job may be lost (a queue that dropped it); the job key makes a duplicate harmless.
-        await queue.enqueue({ runId: run.id, attempt: run.attempt });
-      } else if (run.attempt >= (this.#options.maxAttempts ?? 3)) {
-        if (await this.#settleOrphan(run, RunErrorCode.leaseExpired)) handled += 1;
-      } else {
-        const requeued = await runs.requeue({ runId: run.id, attempt: run.attempt });
-        if (!requeued) continue;
+        // Its job may be lost (a queue that dropped it, a restart); the job key makes a duplicate harmless.
+        await queue.enqueue({ runId: run.id, epoch: run.epoch }).catch(() => {});
         handled += 1;
-        metrics.runsSwept.inc({ reason: 'requeued' });
-        this.#options.logger.warn(
-          logContext(run, 'requeued'),
-          'requeued a run whose worker stopped responding',
-        );
-        await queue.enqueue({ runId: run.id, attempt: requeued.attempt });
+      } else if (run.attempt >= (this.#options.maxAttempts ?? 3)) {
+        const ended = await lifecycle.endUnowned({
+          runId: run.id,
+          from: [RunStatus.running],
+          epoch: run.epoch,
+          leaseExpiredBefore,
+          ending: Ending.aborted(RunErrorCode.leaseExpired),
+        });
+        if (ended) this.#swept(run, RunErrorCode.leaseExpired);
+        handled += ended ? 1 : 0;
+      } else {
+        await faults.hit(FaultPoint.beforeRequeue, { runId: run.id });
+        const requeued = await lifecycle.handBack({
+          runId: run.id,
+          epoch: run.epoch,
+          leaseExpiredBefore,
+          reason: INTERRUPTED_BY_CRASH,
+        });
+        if (requeued) this.#swept(run, 'requeued');
+        handled += requeued ? 1 : 0;
       }
     }
     return handled;
   }
 
-  async #settleOrphan(
-    run: RunRow,
-    code: typeof RunErrorCode.serverRestarted | typeof RunErrorCode.leaseExpired,
-  ) {
-    const result = await this.#options.runs.settle({
-      runId: run.id,
-      status: RunStatus.aborted,
-      error: { code, message: SWEEP_MESSAGES[code] },
-      onlyIfLeaseExpired: code === RunErrorCode.leaseExpired,
-      fromStatuses: code === RunErrorCode.leaseExpired ? [RunStatus.running] : undefined,
-      chunks: [{ type: 'abort' }],
-    });
-    if (!result) return false;
-    this.#options.metrics.runsSwept.inc({ reason: code });
-    this.#options.logger.warn(logContext(run, code), 'settled a run left active');
-    return true;
+  #swept(run: RunRow, reason: string): void {
+    this.#options.metrics.runsSwept.inc({ reason });
+    this.#options.logger.warn(
+      { runId: run.id, chatId: run.chat_id, previousStatus: run.status, attempt: run.attempt, reason },
+      reason === 'requeued' ? 'handed back a run whose worker stopped responding' : 'ended a run left active',
+    );
   }
 
   /**
-   * Graceful shutdown: stop taking runs, give the ones executing `graceMs` to finish, then abort them
-   * (`aborted`/`server_shutdown`) and wait until each is settled, so nothing is left for a restart to guess.
+   * Graceful shutdown: stop taking runs, give the ones executing here `graceMs` to finish (their streams
+   * stay open meanwhile), then hand the rest back to `pending` — another worker resumes them at once, or
+   * this server after its restart — and wait until each is released.
    */
   async shutdown(options: { graceMs?: number } = {}): Promise<void> {
     const { executor, queue } = this.#options;
     if (this.#sweepTimer) clearInterval(this.#sweepTimer);
+    // Stops taking jobs now; resolves once the running handlers (the runs below) have returned.
     const closing = queue.close();
-    const grace = options.graceMs ?? 10_000;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       executor.idle(),
-      new Promise<void>((resolve) => (timer = setTimeout(resolve, grace))),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, options.graceMs ?? 10_000))),
     ]);
     clearTimeout(timer);
-    await executor.abortAll(RunErrorCode.serverShutdown);
+    await executor.releaseAll();
     await closing;
+    executor.leases.stop();
     await this.#sweeping;
     await this.#unsubscribeStop?.();
   }
 }
 
-const SWEEP_MESSAGES = {
-  server_restarted: 'The server restarted while the run was active.',
-  lease_expired: 'The worker running this run stopped responding, and the run ran out of attempts.',
-} as const;
+/** How often an interrupt re-reads the run's row while it waits for the run to end. */
+const INTERRUPT_POLL_MS = 250;
 
-function logContext(run: RunRow, code: string) {
-  return { runId: run.id, chatId: run.chat_id, previousStatus: run.status, code };
-}
+export { STOPPABLE_STATUSES };

@@ -1,38 +1,27 @@
-import {
-  convertToModelMessages,
-  stepCountIs,
-  streamText,
-  type LanguageModel,
-  type ModelMessage,
-  type UIMessage,
-} from 'ai';
+import type { LanguageModel, UIMessage } from 'ai';
 import type { Logger } from 'pino';
-import { MessageProjector } from '../agent/message-projector.ts';
 import type { ToolRegistry } from '../agent/tools.ts';
+import type { ChatService } from '../chats/chat-service.ts';
+import type { Clock } from '../clock.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';
-import type { Db } from '../store/database.ts';
+import { MessageProjector } from '../protocol/message-projector.ts';
 import type { RunRow } from '../store/schema.ts';
 import { retryTransient } from '../store/transient.ts';
 import { LeaseLostError, type EventLog, type RunEventWriter } from '../stream/event-log.ts';
-import { runStatusChunk } from '../stream/run-event.ts';
-import { toRunObject, type RunUsage } from './run-object.ts';
+import { PersistenceFailedError, runAgentLoop, sumUsage, type FinishedStep } from './agent-loop.ts';
+import { loadRunContext } from './context-loader.ts';
+import { LeaseKeeper } from './lease-keeper.ts';
+import { Ending, INTERRUPTED_BY_SHUTDOWN, type Lifecycle } from './lifecycle.ts';
+import type { RunUsage } from './run-object.ts';
 import type { RunService } from './run-service.ts';
-import { RunErrorCode, RunStatus, type RunError, type TerminalRunStatus } from './run-status.ts';
+import { RunErrorCode } from './run-status.ts';
 
-/** Why a run this worker executes was aborted. */
-type AbortReason = typeof RunErrorCode.stopped | typeof RunErrorCode.serverShutdown | 'lease_lost';
-
-const FAILURE_MESSAGES = {
-  start_failed: 'The run could not be started.',
-  persistence_failed: 'The run could not save its progress.',
-  internal_error: 'The run failed unexpectedly.',
-} as const;
-
-const ABORT_MESSAGES: Record<Exclude<AbortReason, 'lease_lost'>, string> = {
-  stopped: 'The run was stopped on request.',
-  server_shutdown: 'The server shut down before the run finished.',
-};
+/**
+ * Why this instance stops executing a run before its loop ends: a stop (the run ends `aborted`), a
+ * shutdown (the run is handed back to `pending` for the next owner), or a lost lease (someone else owns it).
+ */
+type AbortReason = typeof RunErrorCode.stopped | 'released' | 'lease_lost';
 
 /** Run options the worker reads from the run row (the request's `budget`). */
 export interface RunBudget {
@@ -42,33 +31,26 @@ export interface RunBudget {
   maxOutputTokens?: number;
 }
 
-/** The run's progress could not be saved (a finished step could not be recorded). */
-class PersistenceFailedError extends Error {
-  constructor(cause: unknown) {
-    super('A finished step could not be recorded.', { cause });
-    this.name = 'PersistenceFailedError';
-  }
+interface ActiveRun {
+  controller: AbortController;
+  reason: AbortReason | null;
+  done: Promise<void>;
 }
 
+/** Where a resumed run goes on: what its earlier executions streamed and the steps they finished. */
 interface ResumePoint {
   projector: MessageProjector;
   stepsDone: number;
   finishedParts: UIMessage['parts'];
   usages: RunUsage[];
+  /** The last finished step called no tool: the model gave its final answer before the crash. */
   loopEnded: boolean;
 }
 
-interface ActiveRun {
-  controller: AbortController;
-  reason: AbortReason | null;
-  done: Promise<void>;
-  /** The attempt this worker claimed the run under; undefined until the claim. */
-  attempt?: number;
-}
-
 export interface RunExecutorOptions {
-  db: Db;
   runs: RunService;
+  lifecycle: Lifecycle;
+  chats: ChatService;
   log: EventLog;
   tools: ToolRegistry;
   resolveModel: (modelId: string) => LanguageModel;
@@ -79,24 +61,33 @@ export interface RunExecutorOptions {
   instanceId: string;
   /** How long a lease lasts without a heartbeat. @default 30000 */
   leaseMs?: number;
+  clock?: Clock;
   /** Steps when the run sets no budget. @default 8 */
   defaultMaxSteps?: number;
 }
 
 /**
- * Executes runs on this instance: claims a pending run, owns it with a lease and a heartbeat, drives the
- * agent loop with an abort signal that belongs to the run (never to an HTTP socket), appends every chunk
- * to the event log, records each finished step, and settles. Anything that throws before the loop owns
- * the run settles it `failed` (the safety net of invariant 5).
+ * Executes runs on this instance: claims a pending run, keeps its lease, drives the agent loop with an
+ * abort signal that belongs to the run (never to an HTTP socket), and ends the run through the lifecycle.
+ * A run that executed before (a crash, a release) goes on from its last finished step. Anything that
+ * throws before the loop owns the run ends it `failed` (the safety net of invariant 5).
  */
 export class RunExecutor {
   readonly #options: RunExecutorOptions;
   readonly #active = new Map<string, ActiveRun>();
-  readonly #leaseMs: number;
+  readonly leases: LeaseKeeper;
 
   constructor(options: RunExecutorOptions) {
     this.#options = options;
-    this.#leaseMs = options.leaseMs ?? 30_000;
+    this.leases = new LeaseKeeper({
+      runs: options.runs,
+      owner: options.instanceId,
+      leaseMs: options.leaseMs,
+      clock: options.clock,
+      logger: options.logger,
+      onLost: (runId) => this.abort(runId, 'lease_lost'),
+      onStopRequested: (runId) => this.abort(runId, RunErrorCode.stopped),
+    });
   }
 
   /** Whether this instance is executing the run. */
@@ -108,7 +99,7 @@ export class RunExecutor {
     return this.#active.size;
   }
 
-  /** Aborts a run this instance executes; it settles `aborted` with the reason's error code. */
+  /** Stops executing a run here, for `reason`. */
   abort(runId: string, reason: AbortReason): boolean {
     const active = this.#active.get(runId);
     if (!active) return false;
@@ -117,9 +108,9 @@ export class RunExecutor {
     return true;
   }
 
-  /** Aborts every local run and waits until each has settled (graceful shutdown). */
-  async abortAll(reason: AbortReason): Promise<void> {
-    for (const runId of this.#active.keys()) this.abort(runId, reason);
+  /** Hands every run executing here back to `pending` and waits until each is released (shutdown). */
+  async releaseAll(): Promise<void> {
+    for (const runId of this.#active.keys()) this.abort(runId, 'released');
     await this.idle();
   }
 
@@ -141,16 +132,18 @@ export class RunExecutor {
     this.#active.set(runId, active);
     try {
       await this.#options.faults.hit(FaultPoint.beforeClaim, { runId });
-      const row = await this.#options.runs.claim({
+      const claimed = await this.#options.lifecycle.claim({
         runId,
         owner: this.#options.instanceId,
-        leaseMs: this.#leaseMs,
+        leaseExpiresAt: this.leases.expiresAt(),
       });
-      if (!row) return;
+      if (!claimed) return;
       this.#options.metrics.activeRuns.inc();
+      this.leases.hold(runId, claimed.row.epoch);
       try {
-        await this.#own(row, active);
+        await this.#own(claimed.row, active, claimed.events.at(-1)!.seq);
       } finally {
+        this.leases.drop(runId);
         this.#options.metrics.activeRuns.dec();
       }
     } catch (error) {
@@ -161,70 +154,81 @@ export class RunExecutor {
     }
   }
 
-  #heartbeat: NodeJS.Timeout | null = null;
-
-  /** Renews the leases of every claimed run here every third of a lease, while there are any. */
-  #startHeartbeat(): void {
-    if (this.#heartbeat) return;
-    this.#heartbeat = setInterval(() => void this.#beat(), Math.max(50, Math.floor(this.#leaseMs / 3)));
-    this.#heartbeat.unref();
-  }
-
-  async #beat(): Promise<void> {
-    const held = [...this.#active.entries()]
-      .filter(([, run]) => run.attempt !== undefined)
-      .map(([runId, run]) => ({ runId, attempt: run.attempt! }));
-    if (this.#active.size === 0 && this.#heartbeat) {
-      clearInterval(this.#heartbeat);
-      this.#heartbeat = null;
-      return;
-    }
-    try {
-      const leases = await this.#options.runs.heartbeatMany({
-        runs: held,
-        owner: this.#options.instanceId,
-        leaseMs: this.#leaseMs,
-      });
-      for (const { runId, attempt } of held) {
-        // Only runs still executing under the attempt that was renewed (one may have ended meanwhile).
-        if (this.#active.get(runId)?.attempt !== attempt) continue;
-        const lease = leases.get(runId);
-        if (!lease) this.abort(runId, 'lease_lost');
-        // A stop recorded on the row reaches the run even if its bus message was lost.
-        else if (lease.stopRequested) this.abort(runId, RunErrorCode.stopped);
-      }
-    } catch (error) {
-      this.#options.logger.warn({ err: error, runs: held.length }, 'heartbeat failed; retrying');
-    }
-  }
-
-  async #own(row: RunRow, active: ActiveRun): Promise<void> {
-    const { runs, log, logger, faults } = this.#options;
+  async #own(row: RunRow, active: ActiveRun, lastSeq: number): Promise<void> {
+    const { runs, lifecycle, log, logger, faults } = this.#options;
     const context = { runId: row.id, chatId: row.chat_id, attempt: row.attempt };
-    let writer: RunEventWriter | undefined;
+    const epoch = row.epoch;
+    const writer: RunEventWriter = log.openWriter({ runId: row.id, epoch, nextSeq: lastSeq + 1 });
     let loopOwnsRun = false;
-    // From here on the instance-wide heartbeat renews this run's lease.
-    active.attempt = row.attempt;
-    this.#startHeartbeat();
     try {
-      writer = log.openWriter({
-        runId: row.id,
-        attempt: row.attempt,
-        nextSeq: (await log.lastSeq(row.id)) + 1,
-      });
-      writer.append(runStatusChunk(toRunObject(row)));
       if (row.stop_requested_at) this.abort(row.id, RunErrorCode.stopped);
       await faults.hit(FaultPoint.beforeLoop, { runId: row.id });
       const model = this.#options.resolveModel(row.model);
-      // A later attempt picks up where a worker that died left off.
-      const resume = row.attempt > 1 ? await this.#resumePoint(row) : null;
-      const messages = await this.#history(row, resume?.finishedParts ?? []);
+      const budget = (row.options as { budget?: RunBudget }).budget ?? {};
+      const maxSteps = budget.maxSteps ?? this.#options.defaultMaxSteps ?? 8;
+      // An earlier execution (a crash, a release) left finished steps: go on after them.
+      const resume = row.attempt > 1 ? await this.#resumePoint(row, epoch) : null;
+      const tools = this.#options.tools.toolSet();
+      const messages = await loadRunContext({
+        chats: this.#options.chats,
+        run: row,
+        finishedParts: resume?.finishedParts ?? [],
+        tools,
+      });
       loopOwnsRun = true;
       logger.info(
         { ...context, resumedAfterStep: resume?.stepsDone },
         resume ? 'run resumed' : 'run started',
       );
-      await this.#loop(row, active, writer, model, messages, resume);
+      if (resume && (resume.loopEnded || resume.stepsDone >= maxSteps)) {
+        // The earlier execution finished the agent loop but died before ending the run.
+        await lifecycle.end({
+          runId: row.id,
+          epoch,
+          ending: Ending.succeeded(),
+          parts: resume.projector.parts(),
+          changes: { usage: jsonOrNull(sumUsage(resume.usages)), step_count: resume.stepsDone },
+        });
+        return;
+      }
+      const projector = resume?.projector ?? new MessageProjector();
+      const result = await runAgentLoop({
+        model,
+        messages,
+        tools,
+        callOptions: { maxOutputTokens: budget.maxOutputTokens },
+        maxSteps,
+        stepsDone: resume?.stepsDone ?? 0,
+        projector,
+        messageId: row.assistant_message_id ?? row.id,
+        resumed: resume !== null,
+        writer,
+        signal: active.controller.signal,
+        keepAbortChunk: () => active.reason === RunErrorCode.stopped || active.reason === null,
+        recordStep: (step) => this.#recordStep(row.id, epoch, step),
+      });
+      const usage = sumUsage([...(resume?.usages ?? []), ...result.usages]);
+      const changes = { usage: jsonOrNull(usage), step_count: result.stepsDone };
+      if (active.reason === 'lease_lost') throw new LeaseLostError(row.id);
+      if (active.reason === 'released') {
+        await faults.hit(FaultPoint.beforeRelease, { runId: row.id });
+        const released = await lifecycle.handBack({ runId: row.id, epoch, reason: INTERRUPTED_BY_SHUTDOWN });
+        logger.info({ ...context, released: released !== null }, 'run released on shutdown');
+        return;
+      }
+      const ending = active.controller.signal.aborted
+        ? Ending.aborted(RunErrorCode.stopped, { sendAbort: !result.sawAbort })
+        : result.errorText !== null
+          ? // The SDK already streamed the model's `error` chunk.
+            Ending.failed(RunErrorCode.modelError, { message: result.errorText, sendError: false })
+          : Ending.succeeded();
+      const ended = await lifecycle.end({ runId: row.id, epoch, ending, parts: projector.parts(), changes });
+      if (ended) {
+        logger.info(
+          { ...context, status: ending.status, steps: result.stepsDone, code: ending.error?.code },
+          'run ended',
+        );
+      }
     } catch (error) {
       // Whatever failed, the model call (if any) stops here.
       active.controller.abort();
@@ -234,224 +238,59 @@ export class RunExecutor {
       }
       const code = !loopOwnsRun
         ? RunErrorCode.startFailed
-        : writer?.failure || error instanceof PersistenceFailedError
+        : writer.failure || error instanceof PersistenceFailedError
           ? RunErrorCode.persistenceFailed
           : RunErrorCode.internalError;
       logger.error({ err: error, ...context, code }, 'run failed');
-      await writer?.flush().catch(() => {});
-      await runs.settle({
-        runId: row.id,
-        attempt: row.attempt,
-        status: RunStatus.failed,
-        error: { code, message: FAILURE_MESSAGES[code] },
-        chunks: [{ type: 'error', errorText: FAILURE_MESSAGES[code] }],
-      });
+      await writer.flush().catch(() => {});
+      await lifecycle.end({ runId: row.id, epoch, ending: Ending.failed(code) });
     }
   }
 
+  #recordStep(runId: string, epoch: number, step: FinishedStep): Promise<void> {
+    return retryTransient(() => this.#options.runs.recordStep({ runId, epoch, ...step }), {
+      attempts: Number.POSITIVE_INFINITY,
+      deadlineMs: Math.floor(this.leases.leaseMs / 2),
+      delayMs: 50,
+    });
+  }
+
   /**
-   * Where a resumed run continues: the projection of everything its earlier attempts streamed, and the
-   * steps they finished (an unfinished step is redone; its partial output stays in the stream and message).
+   * Where a resumed run goes on. The log is the truth: every step whose `finish-step` is durable counts as
+   * finished (one whose record a crash lost is recorded now); a step it cut short was closed by
+   * `data-step-interrupted` when the run was handed back, and is redone.
    */
-  async #resumePoint(row: RunRow): Promise<ResumePoint> {
-    const { runs } = this.#options;
-    const steps = await runs.listSteps(row.id);
-    const last = steps.at(-1);
+  async #resumePoint(row: RunRow, epoch: number): Promise<ResumePoint> {
+    const projector = new MessageProjector();
+    const finished: { parts: UIMessage['parts']; seq: number }[] = [];
+    for await (const { seq, chunk } of this.#options.log.replay(row.id)) {
+      const step = projector.push(chunk as never);
+      if (step) finished.push({ parts: step.parts, seq });
+    }
+    const recorded = await this.#options.runs.listSteps(row.id);
+    const usages = finished.map((_, index) => (recorded[index]?.usage as RunUsage | null) ?? {});
+    for (let index = recorded.length; index < finished.length; index++) {
+      await this.#recordStep(row.id, epoch, {
+        step: index + 1,
+        parts: finished[index]!.parts,
+        usage: null,
+        lastSeq: finished[index]!.seq,
+        startedAt: new Date(),
+      });
+    }
+    const last = finished.at(-1)?.parts;
     return {
-      projector: await runs.replayProjection(row.id),
-      stepsDone: steps.length,
-      finishedParts: steps.flatMap((step) => step.parts as UIMessage['parts']),
-      usages: steps.map((step) => (step.usage as RunUsage | null) ?? {}),
-      // The loop had ended if its last finished step called no tool: the model gave its final answer.
+      projector,
+      stepsDone: finished.length,
+      finishedParts: finished.flatMap((step) => step.parts),
+      usages,
       loopEnded:
         last !== undefined &&
-        !(last.parts as UIMessage['parts']).some(
-          (part) => part.type.startsWith('tool-') || part.type === 'dynamic-tool',
-        ),
+        !last.some((part) => part.type.startsWith('tool-') || part.type === 'dynamic-tool'),
     };
   }
-
-  /**
-   * The chat so far, as model messages: every message before this run's assistant message, then the steps
-   * of this run that earlier attempts finished.
-   */
-  async #history(row: RunRow, finishedParts: UIMessage['parts']): Promise<ModelMessage[]> {
-    const rows = await this.#options.db
-      .selectFrom('messages')
-      .select(['id', 'role', 'parts'])
-      .where('chat_id', '=', row.chat_id)
-      .where('id', '!=', row.assistant_message_id ?? '')
-      .orderBy('id')
-      .execute();
-    const messages = rows.map((message): UIMessage => ({
-      id: message.id,
-      role: message.role,
-      parts: (message.parts as UIMessage['parts']).filter((part) => !part.type.startsWith('data-')),
-    }));
-    if (finishedParts.length > 0) {
-      messages.push({ id: row.assistant_message_id ?? row.id, role: 'assistant', parts: finishedParts });
-    }
-    return convertToModelMessages(messages, {
-      tools: this.#options.tools.toolSet(),
-      ignoreIncompleteToolCalls: true,
-    });
-  }
-
-  async #loop(
-    row: RunRow,
-    active: ActiveRun,
-    writer: RunEventWriter,
-    model: LanguageModel,
-    messages: ModelMessage[],
-    resume: ResumePoint | null,
-  ): Promise<void> {
-    const { runs } = this.#options;
-    const budget = (row.options as { budget?: RunBudget }).budget ?? {};
-    const maxSteps = budget.maxSteps ?? this.#options.defaultMaxSteps ?? 8;
-    const projector = resume?.projector ?? new MessageProjector();
-    const stepUsages: RunUsage[] = [...(resume?.usages ?? [])];
-    if (resume && (resume.loopEnded || resume.stepsDone >= maxSteps)) {
-      // The previous attempt finished the agent loop but died before settling: settle what it left.
-      await runs.settle({
-        runId: row.id,
-        attempt: row.attempt,
-        status: RunStatus.succeeded,
-        parts: projector.parts(),
-        usage: sumUsage(stepUsages),
-      });
-      return;
-    }
-    let errorText: string | null = null;
-    let sawAbort = false;
-    let stepStartedAt = new Date();
-    let step = resume?.stepsDone ?? 0;
-    let steps = Promise.resolve();
-    // The first failure of the step chain; it fails the run once the stream ends. Kept here, not in a
-    // rejected promise, so a failure mid-stream is never an unhandled rejection.
-    let stepFailure: unknown = null;
-
-    const result = streamText({
-      model,
-      messages,
-      tools: this.#options.tools.toolSet(),
-      stopWhen: stepCountIs(maxSteps - step),
-      maxOutputTokens: budget.maxOutputTokens,
-      abortSignal: active.controller.signal,
-      onStepFinish: (finished) => {
-        stepUsages.push(toRunUsage(finished.usage));
-      },
-    });
-    const stream = result.toUIMessageStream({
-      generateMessageId: () => row.assistant_message_id ?? '',
-      // A resumed run's stream already has its `start`.
-      sendStart: resume === null,
-      sendReasoning: true,
-      onError: (error) => (errorText = describeModelError(error)),
-    });
-
-    try {
-      for await (const chunk of stream) {
-        const seq = writer.append(chunk);
-        const finished = projector.push(chunk);
-        if (chunk.type === 'abort') sawAbort = true;
-        else if (chunk.type === 'start-step') stepStartedAt = new Date();
-        if (finished) {
-          step += 1;
-          const record = { step, parts: finished.parts, lastSeq: seq, startedAt: stepStartedAt };
-          // Steps are recorded in order, each once its events are durable, without holding up the stream.
-          steps = steps
-            .then(async () => {
-              if (stepFailure) return;
-              await writer.flush();
-              await retryTransient(() =>
-                runs.recordStep({
-                  runId: row.id,
-                  attempt: row.attempt,
-                  ...record,
-                  usage: stepUsages[record.step - 1] ?? null,
-                }),
-              );
-            })
-            .catch((error: unknown) => {
-              stepFailure ??= error;
-            });
-        }
-      }
-    } catch (error) {
-      // The SDK ends the stream with an error when it is aborted mid-read; the abort is handled below.
-      if (!active.controller.signal.aborted) throw error;
-    }
-    await steps;
-    if (stepFailure) throw new PersistenceFailedError(stepFailure);
-    await writer.flush();
-
-    const reason = active.reason;
-    if (reason === 'lease_lost') throw new LeaseLostError(row.id);
-    let status: TerminalRunStatus = RunStatus.succeeded;
-    let error: RunError | null = null;
-    const chunks: unknown[] = [];
-    if (active.controller.signal.aborted) {
-      status = RunStatus.aborted;
-      const code = reason ?? RunErrorCode.stopped;
-      error = { code, message: ABORT_MESSAGES[code] };
-      if (!sawAbort) chunks.push({ type: 'abort' });
-    } else if (errorText !== null) {
-      status = RunStatus.failed;
-      error = { code: RunErrorCode.modelError, message: errorText };
-    }
-    const settled = await runs.settle({
-      runId: row.id,
-      attempt: row.attempt,
-      status,
-      error,
-      chunks,
-      parts: projector.parts(),
-      usage: sumUsage(stepUsages),
-    });
-    if (settled) {
-      this.#options.logger.info(
-        { runId: row.id, chatId: row.chat_id, status, steps: step, code: error?.code },
-        'run settled',
-      );
-    }
-  }
 }
 
-function toRunUsage(usage: {
-  inputTokens?: number;
-  outputTokens?: number;
-  totalTokens?: number;
-  reasoningTokens?: number;
-  cachedInputTokens?: number;
-}): RunUsage {
-  const result: RunUsage = {};
-  for (const key of [
-    'inputTokens',
-    'outputTokens',
-    'totalTokens',
-    'reasoningTokens',
-    'cachedInputTokens',
-  ] as const) {
-    const value = usage[key];
-    if (typeof value === 'number' && Number.isFinite(value)) result[key] = value;
-  }
-  return result;
-}
-
-function sumUsage(usages: RunUsage[]): RunUsage | null {
-  if (usages.length === 0) return null;
-  const total: RunUsage = {};
-  for (const usage of usages) {
-    for (const [key, value] of Object.entries(usage) as [keyof RunUsage, number][]) {
-      total[key] = (total[key] ?? 0) + value;
-    }
-  }
-  return total;
-}
-
-/** A model failure in words a person can act on; never a stack trace. */
-function describeModelError(error: unknown): string {
-  if (error instanceof Error) return error.message || error.name;
-  if (typeof error === 'string') return error;
-  return 'The model failed.';
+function jsonOrNull(value: unknown): string | null {
+  return value === null || value === undefined ? null : JSON.stringify(value);
 }

@@ -1,81 +1,31 @@
 /**
- * The run lifecycle, in one place.
- *
- *     pending ──claim──▶ running ──settle──▶ succeeded | failed | aborted
- *        ▲  └──────────────settle (stop, sweep, safety net)───────▲
- *        └──requeue (lease ran out; a worker resumes it)── running
+ * The run's statuses, error codes and triggers: the wire contract from `src/protocol/run.ts`, re-exported
+ * for server code, plus the error messages a person reads.
  */
-export const RunStatus = {
-  /** Inserted and gated, or requeued after its worker died; no worker owns it now. Counts as active. */
-  pending: 'pending',
-  /** A worker holds the lease and runs the agent loop. Counts as active. */
-  running: 'running',
-  /** The agent loop finished normally. */
-  succeeded: 'succeeded',
-  /** The model, a tool, the store or the start path failed; `error` says why. */
-  failed: 'failed',
-  /** Stopped on request, or cut short by a restart or shutdown; `error` says which. */
-  aborted: 'aborted',
-} as const;
+export {
+  ACTIVE_RUN_STATUSES,
+  TERMINAL_RUN_STATUSES,
+  RunErrorCode,
+  RunStatus,
+  RunTrigger,
+  isActiveStatus,
+  isTerminalStatus,
+  type ActiveRunStatus,
+  type RunError,
+  type TerminalRunStatus,
+} from '../protocol/run.ts';
+import type { RunErrorCode } from '../protocol/run.ts';
 
-export type RunStatus = (typeof RunStatus)[keyof typeof RunStatus];
-export type ActiveRunStatus = typeof RunStatus.pending | typeof RunStatus.running;
-export type TerminalRunStatus = Exclude<RunStatus, ActiveRunStatus>;
-
-export const ACTIVE_RUN_STATUSES: readonly ActiveRunStatus[] = [RunStatus.pending, RunStatus.running];
-export const TERMINAL_RUN_STATUSES: readonly TerminalRunStatus[] = [
-  RunStatus.succeeded,
-  RunStatus.failed,
-  RunStatus.aborted,
-];
-
-export function isTerminalStatus(status: string): status is TerminalRunStatus {
-  return (TERMINAL_RUN_STATUSES as readonly string[]).includes(status);
-}
-
-/** The transitions a run may take. Everything else is a bug. */
-export const RUN_TRANSITIONS: Readonly<Record<RunStatus, readonly RunStatus[]>> = {
-  pending: ['running', 'succeeded', 'failed', 'aborted'],
-  running: ['pending', 'succeeded', 'failed', 'aborted'],
-  succeeded: [],
-  failed: [],
-  aborted: [],
+/** What a person reads for each error code (the model's own message replaces `model_error`'s). */
+export const RUN_ERROR_MESSAGES: Readonly<Record<RunErrorCode, string>> = {
+  stopped: 'The run was stopped on request.',
+  server_shutdown: 'The server shut down before the run finished.',
+  lease_expired: 'The workers running this run kept stopping, and the run ran out of attempts.',
+  model_error: 'The model failed to answer.',
+  start_failed: 'The run could not be started.',
+  persistence_failed: 'The run could not save its progress.',
+  budget_exceeded: 'The run used up its budget.',
+  quota_exceeded: "The workspace's daily quota ran out.",
+  wait_expired: 'Nobody answered the run in time.',
+  internal_error: 'The run failed unexpectedly.',
 };
-
-/** Why a run ended other than by succeeding: the `error.code` of a failed or aborted run. */
-export const RunErrorCode = {
-  /** Someone asked to stop it (by run or by chat, or by deleting the chat). */
-  stopped: 'stopped',
-  /** The server restarted while the run was active; the single-instance sweep settled it. */
-  serverRestarted: 'server_restarted',
-  /** The server shut down gracefully and the run did not finish within the grace period. */
-  serverShutdown: 'server_shutdown',
-  /** Its worker stopped heartbeating, the lease ran out, and it ran out of attempts to resume. */
-  leaseExpired: 'lease_expired',
-  /** The model provider failed (including the scripted model's `failAtStep`). */
-  modelError: 'model_error',
-  /** Something threw between "run begun" and "the agent loop owns the run". */
-  startFailed: 'start_failed',
-  /** The event log or store could not persist the run's progress. */
-  persistenceFailed: 'persistence_failed',
-  /** Any other unexpected failure. */
-  internalError: 'internal_error',
-} as const;
-
-export type RunErrorCode = (typeof RunErrorCode)[keyof typeof RunErrorCode];
-
-export interface RunError {
-  code: RunErrorCode;
-  message: string;
-}
-
-/** What started a run (DESIGN §3). */
-export const RunTrigger = {
-  user: 'user',
-  api: 'api',
-  schedule: 'schedule',
-  continue: 'continue',
-  autostart: 'autostart',
-} as const;
-
-export type RunTrigger = (typeof RunTrigger)[keyof typeof RunTrigger];

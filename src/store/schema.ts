@@ -47,7 +47,7 @@ export interface MessagesTable {
   workspace_id: string;
   role: 'user' | 'assistant' | 'system';
   parts: Json<unknown[]>;
-  status: 'completed' | 'streaming' | 'error' | 'aborted';
+  status: 'completed' | 'streaming' | 'queued' | 'error' | 'aborted';
   run_id: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;
@@ -66,7 +66,19 @@ export interface RunsTable {
   model: string;
   options: Json<Record<string, unknown>>;
   assistant_message_id: string | null;
+  /** Executions so far: each claim by a worker adds one. */
   attempt: ColumnType<number, number | undefined, number>;
+  /** The fencing token: bumped by every status change, so a writer holding an older epoch is fenced out. */
+  epoch: ColumnType<number, number | undefined, number>;
+  agent_id: string | null;
+  parent_run_id: string | null;
+  schedule_id: string | null;
+  waiting: NullableJson<Record<string, unknown>>;
+  cost_usd: number | null;
+  /** The resolved configuration the run executes with (agent, model, tools, budget). */
+  config: NullableJson<Record<string, unknown>>;
+  metadata: NullableJson<Record<string, unknown>>;
+  queued_at: NullableTimestamp;
   lease_owner: string | null;
   lease_expires_at: NullableTimestamp;
   stop_requested_at: NullableTimestamp;

@@ -13,22 +13,35 @@ export function isTransientDatabaseError(error: unknown): boolean {
   return /^(08|40|53|57P)/.test(code);
 }
 
+export interface RetryOptions {
+  /** Most tries in all. @default 5 */
+  attempts?: number;
+  /** Stop retrying once this much time has passed since the first try (whichever of the two comes first). */
+  deadlineMs?: number;
+  /** First retry delay; doubles each try. @default 25 */
+  delayMs?: number;
+  /** Longest delay between two tries. @default 1000 */
+  maxDelayMs?: number;
+  onRetry?: (error: unknown) => void;
+}
+
 /**
- * Runs `operation`, retrying it on transient database errors with exponential backoff. Other errors, and
- * the last transient one, are thrown.
+ * The one retry helper: runs `operation`, retrying it on transient database errors with exponential
+ * backoff (capped, with a little jitter) until `attempts` or `deadlineMs` runs out. Other errors, and the
+ * last transient one, are thrown.
  */
-export async function retryTransient<T>(
-  operation: () => Promise<T>,
-  options: { attempts?: number; delayMs?: number; onRetry?: () => void } = {},
-): Promise<T> {
+export async function retryTransient<T>(operation: () => Promise<T>, options: RetryOptions = {}): Promise<T> {
   const attempts = options.attempts ?? 5;
+  const started = Date.now();
   for (let attempt = 1; ; attempt++) {
     try {
       return await operation();
     } catch (error) {
-      if (attempt >= attempts || !isTransientDatabaseError(error)) throw error;
-      options.onRetry?.();
-      await new Promise((resolve) => setTimeout(resolve, (options.delayMs ?? 25) * 2 ** (attempt - 1)));
+      const delay = Math.min(options.maxDelayMs ?? 1000, (options.delayMs ?? 25) * 2 ** (attempt - 1));
+      const outOfTime = options.deadlineMs !== undefined && Date.now() - started + delay > options.deadlineMs;
+      if (attempt >= attempts || outOfTime || !isTransientDatabaseError(error)) throw error;
+      options.onRetry?.(error);
+      await new Promise((resolve) => setTimeout(resolve, delay * (0.8 + Math.random() * 0.2)));
     }
   }
 }

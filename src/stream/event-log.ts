@@ -5,7 +5,7 @@ import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Db } from '../store/database.ts';
 import type { Database } from '../store/schema.ts';
-import { isTransientDatabaseError } from '../store/transient.ts';
+import { retryTransient } from '../store/transient.ts';
 import { isTerminalRunEventData } from './run-event.ts';
 
 /** The highest durable sequence number of a run (0 when it has none), read in `db` or a transaction. */
@@ -42,6 +42,9 @@ export class LeaseLostError extends Error {
   }
 }
 
+/** Events read per page by `replay`. */
+const REPLAY_PAGE = 1000;
+
 interface PendingEvent {
   writer: RunEventWriter;
   seq: number;
@@ -59,8 +62,11 @@ export interface EventLogOptions {
   faults: Faults;
   /** Most events written by one insert. @default 2000 */
   maxBatchEvents?: number;
-  /** Tries per batch on transient database errors before the writers are failed. @default 5 */
-  maxAttempts?: number;
+  /**
+   * How long a batch is retried on transient database errors before its writers are failed: a database
+   * blip shorter than this is ridden out by the run itself, well inside its lease. @default 10000
+   */
+  retryForMs?: number;
 }
 
 /**
@@ -69,7 +75,7 @@ export interface EventLogOptions {
  * Writers append synchronously and get their sequence number at once; a single group committer takes
  * everything appended since its last write (across all runs) and inserts it in one statement. Only after
  * that insert commits are the events published on the bus, so a reader never sees an event that a replay
- * could not return. Each insert is fenced by the writer's attempt number: if the run was taken over, the
+ * could not return. Each insert is fenced by the writer's epoch: if the run was taken over, the
  * rows are not written and the writer fails with `LeaseLostError`.
  */
 export class EventLog {
@@ -80,7 +86,7 @@ export class EventLog {
   readonly #logger: Logger;
   readonly #faults: Faults;
   readonly #maxBatchEvents: number;
-  readonly #maxAttempts: number;
+  readonly #retryForMs: number;
   #pending: PendingEvent[] = [];
   #flushing: Promise<void> | null = null;
 
@@ -92,12 +98,57 @@ export class EventLog {
     this.#logger = options.logger;
     this.#faults = options.faults;
     this.#maxBatchEvents = options.maxBatchEvents ?? 2000;
-    this.#maxAttempts = options.maxAttempts ?? 5;
+    this.#retryForMs = options.retryForMs ?? 10_000;
   }
 
-  /** A writer for a run this worker owns under `attempt`; `nextSeq` is the first sequence number it assigns. */
-  openWriter(options: { runId: string; attempt: number; nextSeq: number }): RunEventWriter {
-    return new RunEventWriter(this, options.runId, options.attempt, options.nextSeq);
+  /** A writer for a run this worker owns under `epoch`; `nextSeq` is the first sequence number it assigns. */
+  openWriter(options: { runId: string; epoch: number; nextSeq: number }): RunEventWriter {
+    return new RunEventWriter(this, options.runId, options.epoch, options.nextSeq);
+  }
+
+  /**
+   * Appends chunks to a run's log inside the caller's transaction (the lifecycle's status changes). The
+   * caller holds the run's row lock, which the group commit's fenced insert also takes, so the sequence
+   * numbers cannot collide. Publish the returned events with `publish` once the transaction has committed.
+   */
+  async appendInTransaction(
+    tx: Transaction<Database>,
+    runId: string,
+    chunks: unknown[],
+  ): Promise<LogEvent[]> {
+    if (chunks.length === 0) return [];
+    let seq = await lastSeqOf(tx, runId);
+    const events = chunks.map((chunk): LogEvent => {
+      const data = serializeChunk(chunk);
+      seq += 1;
+      return { seq, data, terminal: isTerminalRunEventData(data) };
+    });
+    await tx
+      .insertInto('run_events')
+      .values(events.map((event) => ({ run_id: runId, seq: event.seq, chunk: event.data })))
+      .execute();
+    return events;
+  }
+
+  /** Every durable event of a run, oldest first, parsed (a projection rebuild or a resume reads this). */
+  async *replay(
+    runId: string,
+    db: Db | Transaction<Database> = this.#db,
+  ): AsyncGenerator<{ seq: number; chunk: unknown }> {
+    let after = 0;
+    for (;;) {
+      const rows = await db
+        .selectFrom('run_events')
+        .select(['seq', 'chunk'])
+        .where('run_id', '=', runId)
+        .where('seq', '>', after)
+        .orderBy('seq')
+        .limit(REPLAY_PAGE)
+        .execute();
+      for (const row of rows) yield { seq: row.seq, chunk: row.chunk };
+      if (rows.length < REPLAY_PAGE) return;
+      after = rows[rows.length - 1]!.seq;
+    }
   }
 
   /** The highest durable sequence number of a run (0 when it has none). */
@@ -179,7 +230,7 @@ export class EventLog {
       if (!events) writers.set(event.writer, (events = []));
       events.push(event);
       rows.push(
-        `{"run_id":${JSON.stringify(event.writer.runId)},"seq":${event.seq},"attempt":${event.writer.attempt},"chunk":${event.data}}`,
+        `{"run_id":${JSON.stringify(event.writer.runId)},"seq":${event.seq},"epoch":${event.writer.epoch},"chunk":${event.data}}`,
       );
     }
     if (rows.length === 0) return;
@@ -212,43 +263,45 @@ export class EventLog {
   }
 
   /**
-   * Inserts a JSON array of rows, skipping rows whose run was taken over (attempt mismatch) and rows already
+   * Inserts a JSON array of rows, skipping rows whose run was taken over (epoch mismatch) and rows already
    * present (a retry of an insert that committed before its connection dropped). Returns rows inserted per run.
    */
   async #insertWithRetry(json: string): Promise<Map<string, number>> {
-    for (let attempt = 1; ; attempt++) {
-      try {
+    return retryTransient(
+      async () => {
         await this.#faults.hit(FaultPoint.beforeEventInsert);
         const result = await sql<{ run_id: string; n: number }>`
           with inserted as (
             insert into run_events (run_id, seq, chunk)
             select e.run_id, e.seq, e.chunk
-            from json_to_recordset(${json}::json) as e(run_id text, seq int, attempt int, chunk json)
-            join runs r on r.id = e.run_id and r.attempt = e.attempt
-            -- The fence holds under concurrency: a settle by another owner holds the run row until it
-            -- commits, so this waits and re-checks the attempt; if this commits first, the settle sees its rows.
+            from json_to_recordset(${json}::json) as e(run_id text, seq int, epoch int, chunk json)
+            join runs r on r.id = e.run_id and r.epoch = e.epoch
+            -- The fence holds under concurrency: a status change by anyone holds the run row until it
+            -- commits, so this waits and re-checks the epoch; if this commits first, the change sees its rows.
             for share of r
             on conflict do nothing
             returning run_id
           )
           select run_id, count(*)::int as n from inserted group by run_id`.execute(this.#appendDb);
         return new Map(result.rows.map((row) => [row.run_id, row.n]));
-      } catch (error) {
-        if (attempt >= this.#maxAttempts || !isTransientDatabaseError(error)) throw error;
-        this.#metrics.appendRetries.inc();
-        await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** attempt));
-      }
-    }
+      },
+      {
+        attempts: Number.POSITIVE_INFINITY,
+        deadlineMs: this.#retryForMs,
+        delayMs: 50,
+        onRetry: () => this.#metrics.appendRetries.inc(),
+      },
+    );
   }
 
-  /** After a short insert: whether the rows were skipped because they already exist under our own attempt. */
+  /** After a short insert: whether the rows were skipped because they already exist under our own epoch. */
   async #ownsRun(writer: RunEventWriter): Promise<boolean> {
     const row = await this.#db
       .selectFrom('runs')
-      .select('attempt')
+      .select('epoch')
       .where('id', '=', writer.runId)
       .executeTakeFirst();
-    return row?.attempt === writer.attempt;
+    return row?.epoch === writer.epoch;
   }
 }
 
@@ -265,7 +318,7 @@ export class RunEventWriter {
   constructor(
     private readonly log: EventLog,
     readonly runId: string,
-    readonly attempt: number,
+    readonly epoch: number,
     nextSeq: number,
   ) {
     this.#nextSeq = nextSeq;

@@ -1,11 +1,6 @@
-import type { RunObject } from '../runs/run-object.ts';
-import { isTerminalStatus } from '../runs/run-status.ts';
+import { isTerminalStatus, type RunObject, type RunStatusChunk } from '../protocol/run.ts';
 
-/** The lifecycle chunk appended whenever a run's status changes (DESIGN §5). */
-export interface RunStatusChunk {
-  type: 'data-run';
-  data: RunObject;
-}
+export type { RunStatusChunk };
 
 export function runStatusChunk(run: RunObject): RunStatusChunk {
   return { type: 'data-run', data: run };

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
 import type { Caller } from '../../auth/auth-service.ts';
-import { NotFoundError, RunAlreadyActiveError } from '../../errors.ts';
+import { NotFoundError } from '../../errors.ts';
 import { toRunObject, type RunObject } from '../../runs/run-object.ts';
 import { isTerminalStatus, RunTrigger } from '../../runs/run-status.ts';
 import { sendRunStream } from '../sse.ts';
@@ -29,8 +29,8 @@ export const StartRunBody = z.object({
       .strict(),
   ]),
   model: z.string().min(1).max(200).optional(),
-  /** What to do when the chat already has an active run: refuse (409), or stop it and start this one. */
-  multitask: z.enum(['reject', 'interrupt']).optional(),
+  /** When the chat already has an active run: refuse (409), stop it and start this one, or queue behind it. */
+  multitask: z.enum(['reject', 'interrupt', 'enqueue']).optional(),
   budget: z
     .object({
       maxSteps: z.int().min(1).max(100).optional(),
@@ -43,12 +43,10 @@ export const StartRunBody = z.object({
 export type StartRunBody = z.infer<typeof StartRunBody>;
 
 const ChatParams = z.object({ chatId: z.string() });
+const StopChatBody = z.object({ includeQueued: z.boolean().optional() }).strict().optional();
 const RunParams = z.object({ runId: z.string() });
 const RunListQuery = PaginationQuery(20, 100);
 const StreamQuery = z.object({ after: z.unknown().optional() });
-
-/** How long `multitask: "interrupt"` waits for the active run to settle before answering 409. */
-const INTERRUPT_WAIT_MS = 10_000;
 
 export function registerRunRoutes(app: FastifyInstance, context: OutrunContext): void {
   const { chats, runs, engine } = context;
@@ -95,8 +93,9 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
 
   app.post('/v1/chats/:chatId/stop', async (request) => {
     const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
+    const body = StopChatBody.parse(request.body);
     await chats.getRow(request.caller, chatId);
-    return engine.stopChat(chatId);
+    return engine.stopChat(chatId, { includeQueued: body?.includeQueued });
   });
 
   app.get('/v1/runs/:runId', async (request) => {
@@ -122,7 +121,7 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
   });
 }
 
-/** Starts a run, applying the multitask strategy when the chat already has one. */
+/** Starts a run; the engine applies the multitask strategy when the chat already has one. */
 export async function startRun(
   context: OutrunContext,
   caller: Caller,
@@ -132,27 +131,16 @@ export async function startRun(
   const model = body.model ?? context.config.defaultModel;
   // Fails with 400 model_unavailable before anything is written or any model is called.
   context.resolveModel(model);
-  const begin = () =>
-    context.engine.startRun({
-      workspaceId: caller.workspaceId,
-      chatId,
-      userId: caller.userId,
-      parts: 'text' in body.input ? [{ type: 'text', text: body.input.text }] : body.input.parts,
-      model,
-      trigger: body.trigger ?? RunTrigger.api,
-      options: body.budget ? { budget: body.budget } : {},
-    });
-  try {
-    return await begin();
-  } catch (error) {
-    if (!(error instanceof RunAlreadyActiveError) || body.multitask !== 'interrupt') throw error;
-    await context.engine.stopChat(chatId);
-    const deadline = Date.now() + INTERRUPT_WAIT_MS;
-    while (Date.now() < deadline && (await context.runs.findActive(chatId))) {
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-    return begin();
-  }
+  return context.engine.startRun({
+    workspaceId: caller.workspaceId,
+    chatId,
+    userId: caller.userId,
+    parts: 'text' in body.input ? [{ type: 'text', text: body.input.text }] : body.input.parts,
+    model,
+    trigger: body.trigger ?? RunTrigger.api,
+    options: body.budget ? { budget: body.budget } : {},
+    multitask: body.multitask,
+  });
 }
 
 export function wantsEventStream(request: FastifyRequest): boolean {

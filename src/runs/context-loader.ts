@@ -1,0 +1,41 @@
+import { convertToModelMessages, type ModelMessage, type ToolSet, type UIMessage } from 'ai';
+import type { ChatService } from '../chats/chat-service.ts';
+import { withoutInterruptedSteps } from '../protocol/message-projector.ts';
+import type { RunRow } from '../store/schema.ts';
+
+type Part = UIMessage['parts'][number];
+
+/**
+ * What the model sees for a run: the chat's messages before the run's assistant message, then the steps
+ * this run already finished (a resumed run). Parts of steps a crash interrupted, and Outrun's own data
+ * parts, are left out: the model sees each step once.
+ */
+export async function loadRunContext(options: {
+  chats: ChatService;
+  run: RunRow;
+  finishedParts: Part[];
+  tools: ToolSet;
+}): Promise<ModelMessage[]> {
+  const { run } = options;
+  const rows = await options.chats.historyBefore(run.chat_id, run.assistant_message_id ?? run.id);
+  const messages = rows.map((message): UIMessage => ({
+    id: message.id,
+    role: message.role,
+    parts: forModel(message.parts as Part[]),
+  }));
+  if (options.finishedParts.length > 0) {
+    messages.push({
+      id: run.assistant_message_id ?? run.id,
+      role: 'assistant',
+      parts: forModel(options.finishedParts),
+    });
+  }
+  return convertToModelMessages(
+    messages.filter((message) => message.parts.length > 0),
+    { tools: options.tools, ignoreIncompleteToolCalls: true },
+  );
+}
+
+function forModel(parts: Part[]): Part[] {
+  return (withoutInterruptedSteps(parts) as Part[]).filter((part) => !part.type.startsWith('data-'));
+}
