@@ -2,10 +2,16 @@ import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { createDatabase } from '../src/store/database.ts';
 import { createPostgresDatabase, STORE_KINDS, type StoreKind } from './support/databases.ts';
-import { startServerProcess, type ServerProcess } from './support/server-process.ts';
-import { collectStream, script, scriptedText, streamedText } from './support/sse.ts';
+import { runUntilExit, startServerProcess, type ServerProcess } from './support/server-process.ts';
+import {
+  answeredText,
+  collectStream,
+  messageText,
+  script,
+  scriptedText,
+  streamedText,
+} from './support/sse.ts';
 import { pollUntil } from './support/wait.ts';
 
 const ADMIN_KEY = 'crash-test-admin-key-0123456789';
@@ -63,7 +69,7 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
     for (const cleanup of cleanups.splice(0)) await cleanup();
   });
 
-  it('settles a run killed mid-stream by kill -9 as aborted/server_restarted on restart, and the chat works', async () => {
+  it('resumes a run killed mid-stream by kill -9 after the restart: exactly the scripted answer, a dense stream', async () => {
     const store = await durableStore(kind);
     cleanups.push(store.cleanup);
     const first = await start(store.env);
@@ -74,53 +80,35 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
       input: { text: script({ steps: 3, tokens: 40, delayMs: 10 }) },
     });
     const runId = started.body.run.id as string;
-    // Let it finish a step, so there is durable progress to keep.
-    await pollUntil(
-      () => api.json(`/v1/runs/${runId}`),
-      (response) => response.body.run.stepCount >= 1,
-    );
-    const seen = await collectStream(await api.stream(`/v1/runs/${runId}/stream`), { stopAfter: 20 });
+    // A reader attached before the crash, killed mid-step: it has a finished step and part of the next.
+    const seen = await collectStream(await api.stream(`/v1/runs/${runId}/stream`), { stopAfter: 60 });
 
     first.child.kill('SIGKILL');
     expect((await first.exited).signal).toBe('SIGKILL');
 
     const second = await start(store.env);
     const again = client(second.url);
+    // The reader reconnects where it left off and follows the resumed run to its end.
+    const lastSeen = seen.events.at(-1)!.seq;
+    const rest = await collectStream(await again.stream(`/v1/runs/${runId}/stream?after=${lastSeen}`));
+    expect(rest.done).toBe(true);
+    const events = [...seen.events, ...rest.events];
+    expect(events.map((event) => event.seq)).toEqual(events.map((_, index) => index + 1));
+    expect(events.some((event) => event.chunk.type === 'data-step-interrupted')).toBe(true);
+    expect(answeredText(events)).toBe(scriptedText(3, 40));
+
     const run = (await again.json(`/v1/runs/${runId}`)).body.run;
-    expect(run).toMatchObject({ status: 'aborted', error: { code: 'server_restarted' } });
-    expect(run.stepCount).toBeGreaterThanOrEqual(1);
-
-    // The stream replays everything that was durable, the first events exactly as seen before the crash.
-    const replay = await collectStream(await again.stream(`/v1/runs/${runId}/stream`));
-    expect(replay.done).toBe(true);
-    expect(replay.events.slice(0, seen.events.length)).toEqual(seen.events);
-    expect(replay.events.map((event) => event.seq)).toEqual(replay.events.map((_, index) => index + 1));
-    expect(replay.events.map((event) => event.chunk.type).slice(-2)).toEqual(['abort', 'data-run']);
-    const text = streamedText(replay.events);
-    expect(scriptedText(3, 40).startsWith(text)).toBe(true);
-    expect(text.length).toBeGreaterThanOrEqual(scriptedText(1, 40).length);
-
-    // The assistant message was rebuilt from the log: its text is exactly what was streamed.
+    expect(run).toMatchObject({ status: 'succeeded', error: null, attempt: 2, stepCount: 3 });
+    // The final message marks the interrupted partial step; without it, the text is the scripted answer.
     const latest = (await again.json(`/v1/chats/${chatId}/runs/latest`)).body;
-    expect(latest.message.status).toBe('aborted');
-    const messageText = latest.message.parts
-      .filter((part: { type: string }) => part.type === 'text')
-      .map((part: { text: string }) => part.text)
-      .join('');
-    expect(messageText).toBe(text);
-
-    const next = await again.json(`/v1/chats/${chatId}/runs`, 'POST', {
-      input: { text: script({ steps: 1, tokens: 2 }) },
-    });
-    expect(next.status).toBe(201);
-    const finished = await pollUntil(
-      () => again.json(`/v1/runs/${next.body.run.id}`),
-      (response) => response.body.run.status === 'succeeded',
+    expect(latest.message.status).toBe('completed');
+    expect(latest.message.parts.some((part: { type: string }) => part.type === 'data-step-interrupted')).toBe(
+      true,
     );
-    expect(finished.body.run.status).toBe('succeeded');
+    expect(messageText(latest.message.parts)).toBe(scriptedText(3, 40));
   });
 
-  it('settles a run whose process died inside the settle transaction', async () => {
+  it('ends a run whose process died inside its ending transaction, on restart, with its whole answer', async () => {
     const store = await durableStore(kind);
     cleanups.push(store.cleanup);
     const first = await start({ ...store.env, OUTRUN_FAULTS: 'run.settle.before-commit:exit' });
@@ -133,53 +121,82 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
     expect(exit.code).toBe(137);
 
     const second = await start(store.env);
-    const run = (await client(second.url).json(`/v1/runs/${runId}`)).body.run;
-    expect(run).toMatchObject({ status: 'aborted', error: { code: 'server_restarted' } });
+    const run = await pollUntil(
+      async () => (await client(second.url).json(`/v1/runs/${runId}`)).body.run,
+      (current) => current.status === 'succeeded',
+    );
+    expect(run).toMatchObject({ status: 'succeeded', stepCount: 1 });
     const replay = await collectStream(await client(second.url).stream(`/v1/runs/${runId}/stream`));
     expect(streamedText(replay.events)).toBe(scriptedText(1, 3));
-    expect(replay.events.filter((event) => event.chunk.type === 'data-run').at(-1)!.chunk).toMatchObject({
-      data: { status: 'aborted' },
-    });
   });
 
-  it('on SIGTERM settles active runs as aborted/server_shutdown after the grace period, and exits cleanly', async () => {
+  it('keeps a reader streaming through the SIGTERM grace period, then hands the run back; the restart finishes it', async () => {
     const store = await durableStore(kind);
     cleanups.push(store.cleanup);
-    const server = await start({ ...store.env, OUTRUN_SHUTDOWN_GRACE_MS: '300' });
+    const server = await start({ ...store.env, OUTRUN_SHUTDOWN_GRACE_MS: '1500' });
     const api = client(server.url);
     const chatId = (await api.json('/v1/chats', 'POST', {})).body.chat.id as string;
     const runId = (
       await api.json(`/v1/chats/${chatId}/runs`, 'POST', {
-        input: { text: script({ tokens: 2000, delayMs: 10 }) },
+        input: { text: script({ steps: 2, tokens: 150, delayMs: 20 }) },
       })
+    ).body.run.id as string;
+    const reader = collectStream(await api.stream(`/v1/runs/${runId}/stream`));
+    await pollUntil(
+      () => api.json(`/v1/runs/${runId}`),
+      (response) => response.body.run.status === 'running',
+    );
+    const signalledAt = Date.now();
+    server.child.kill('SIGTERM');
+    // A request during the grace period is still answered (readiness says 503 so no new work comes).
+    expect((await fetch(`${server.url}/readyz`)).status).toBe(503);
+    const cut = await reader.catch(() => null);
+    expect((await server.exited).code).toBe(0);
+    // The reader kept receiving for the grace period: events kept arriving well after the signal.
+    expect(Date.now() - signalledAt).toBeGreaterThanOrEqual(1_000);
+    expect(cut === null || cut.events.length > 0).toBe(true);
+
+    const second = await start(store.env);
+    const again = client(second.url);
+    const run = await pollUntil(
+      async () => (await again.json(`/v1/runs/${runId}`)).body.run,
+      (current) => current.status === 'succeeded',
+    );
+    expect(run.error).toBeNull();
+    const replay = await collectStream(await again.stream(`/v1/runs/${runId}/stream`));
+    expect(replay.events.map((event) => event.seq)).toEqual(replay.events.map((_, index) => index + 1));
+    expect(answeredText(replay.events)).toBe(scriptedText(2, 150));
+    const statuses = replay.events
+      .filter((event) => event.chunk.type === 'data-run')
+      .map((event) => (event.chunk.data as { status: string }).status);
+    expect(statuses).toEqual(['pending', 'running', 'pending', 'running', 'succeeded']);
+  });
+
+  it('ends a run aborted/lease_expired after exactly OUTRUN_MAX_ATTEMPTS executions', async () => {
+    const store = await durableStore(kind);
+    cleanups.push(store.cleanup);
+    const dying = { ...store.env, OUTRUN_MAX_ATTEMPTS: '2', OUTRUN_FAULTS: 'run.before-loop:exit' };
+    // The first process starts the run and dies as it executes; so does the next one, resuming it.
+    const first = await start({
+      ...store.env,
+      OUTRUN_MAX_ATTEMPTS: '2',
+      OUTRUN_FAULTS: 'run.before-loop:delay=400',
+    });
+    const api = client(first.url);
+    const chatId = (await api.json('/v1/chats', 'POST', {})).body.chat.id as string;
+    const runId = (
+      await api.json(`/v1/chats/${chatId}/runs`, 'POST', { input: { text: script({ tokens: 3 }) } })
     ).body.run.id as string;
     await pollUntil(
       () => api.json(`/v1/runs/${runId}`),
       (response) => response.body.run.status === 'running',
     );
-    server.child.kill('SIGTERM');
-    expect((await server.exited).code).toBe(0);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    expect((await runUntilExit(dying)).code).toBe(137);
 
-    const database = await createDatabase({
-      databaseUrl: store.env.DATABASE_URL || undefined,
-      dataDir: store.env.OUTRUN_DATA_DIR,
-    });
-    try {
-      const run = await database.db
-        .selectFrom('runs')
-        .selectAll()
-        .where('id', '=', runId)
-        .executeTakeFirstOrThrow();
-      expect(run.status).toBe('aborted');
-      expect(run.error).toMatchObject({ code: 'server_shutdown' });
-      const message = await database.db
-        .selectFrom('messages')
-        .select('status')
-        .where('id', '=', run.assistant_message_id!)
-        .executeTakeFirstOrThrow();
-      expect(message.status).toBe('aborted');
-    } finally {
-      await database.close();
-    }
+    const last = await start({ ...store.env, OUTRUN_MAX_ATTEMPTS: '2' });
+    const run = (await client(last.url).json(`/v1/runs/${runId}`)).body.run;
+    expect(run).toMatchObject({ status: 'aborted', attempt: 2, error: { code: 'lease_expired' } });
   });
 });

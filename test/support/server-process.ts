@@ -49,3 +49,20 @@ export async function startServerProcess(
   child.stderr!.on('data', (data: Buffer) => (output += data.toString()));
   return { child, url, output: () => output, exited };
 }
+
+/** Runs `outrun serve` until it exits by itself (a fault point that kills it); resolves with its exit. */
+export async function runUntilExit(
+  env: Record<string, string>,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
+  const child = spawn(process.execPath, [BIN, 'serve'], {
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (data: Buffer) => (output += data.toString()));
+  child.stderr!.on('data', (data: Buffer) => (output += data.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  const [code, signal] = await once(child, 'exit');
+  clearTimeout(timer);
+  return { code: code as number | null, signal: signal as NodeJS.Signals | null, output };
+}

@@ -90,3 +90,33 @@ export function script(options: {
 }) {
   return JSON.stringify({ script: options });
 }
+
+/**
+ * The text of a stream as its final answer reads, without steps a crash or shutdown interrupted: the
+ * deltas of each step that finished, in order. Interrupted steps are closed by `data-step-interrupted`.
+ */
+export function answeredText(events: StreamEvent[]): string {
+  let text = '';
+  let step = '';
+  for (const { chunk } of events) {
+    if (chunk.type === 'start-step') step = '';
+    else if (chunk.type === 'text-delta') step += chunk.delta as string;
+    else if (chunk.type === 'finish-step') text += step;
+    else if (chunk.type === 'data-step-interrupted') step = '';
+  }
+  return text;
+}
+
+/** The text parts of a message, without the parts of steps marked interrupted. */
+export function messageText(parts: { type: string; text?: string }[]): string {
+  let text = '';
+  let step = '';
+  for (const part of parts) {
+    if (part.type === 'step-start') {
+      text += step;
+      step = '';
+    } else if (part.type === 'text') step += part.text ?? '';
+    else if (part.type === 'data-step-interrupted') step = '';
+  }
+  return text + step;
+}
