@@ -7,7 +7,7 @@ import {
   type UIMessage,
 } from 'ai';
 import type { Logger } from 'pino';
-import { MessageProjector } from '../agent/message-projector.ts';
+import { MessageProjector } from '../protocol/message-projector.ts';
 import type { ToolRegistry } from '../agent/tools.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';

@@ -1,6 +1,6 @@
 import { sql, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
-import { MessageProjector } from '../agent/message-projector.ts';
+import { MessageProjector } from '../protocol/message-projector.ts';
 import { RunAlreadyActiveError } from '../errors.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import { newId } from '../ids.ts';
