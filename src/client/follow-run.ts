@@ -1,6 +1,5 @@
 import { isAbortError, OutrunApiError } from './errors.ts';
-import { SseParser } from './sse-parser.ts';
-import type { RunChunk, RunStreamEvent } from './types.ts';
+import { SseParser, SSE_DONE_DATA, type RunChunk, type RunStreamEvent } from '../protocol/index.ts';
 
 /** The state of a `followRun` connection, reported through `onConnectionChange`. */
 export type ConnectionState =
@@ -120,7 +119,7 @@ export async function* followRunStream(
             // Anything from the server, a keep-alive included, shows the connection is healthy.
             failures = 0;
             if (message.type !== 'event') continue;
-            if (message.data === '[DONE]') return;
+            if (message.data === SSE_DONE_DATA) return;
             if (message.id === undefined) continue;
             const seq = Number(message.id);
             if (!Number.isSafeInteger(seq) || seq <= lastSeq) continue;

@@ -16,5 +16,4 @@ export {
 } from './outrun-client.ts';
 export { OutrunApiError, isAbortError } from './errors.ts';
 export { type ConnectionState, type FollowRunOptions } from './follow-run.ts';
-export { SseParser, type SseMessage } from './sse-parser.ts';
-export * from './types.ts';
+export * from '../protocol/index.ts';

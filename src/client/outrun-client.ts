@@ -12,7 +12,7 @@ import type {
   RunStreamEvent,
   StartRunOptions,
   StopResult,
-} from './types.ts';
+} from '../protocol/index.ts';
 
 export interface OutrunClientOptions {
   /** The server's base URL, such as `http://localhost:3000`. @default '' (same origin, in a browser) */

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Metrics } from '../metrics.ts';
+import { formatKeepAlive, formatSseEvent, SSE_DONE_FRAME } from '../protocol/sse.ts';
 import { followRun, type FollowOptions } from '../stream/run-follower.ts';
 
 /**
@@ -39,15 +40,15 @@ export async function sendRunStream(
     let ended = false;
     for await (const item of followRun({ ...options, signal: controller.signal })) {
       let frame: string;
-      if (item.kind === 'ping') frame = `: ping ${item.lastSeq}\n\n`;
+      if (item.kind === 'ping') frame = formatKeepAlive(item.lastSeq);
       else {
         frame = '';
         const map = options.mapData;
         for (const event of item.events) {
-          frame += `id: ${event.seq}\ndata: ${map ? map(event.data) : event.data}\n\n`;
+          frame += formatSseEvent({ id: event.seq, data: map ? map(event.data) : event.data });
         }
         ended = item.end;
-        if (ended) frame += 'data: [DONE]\n\n';
+        if (ended) frame += SSE_DONE_FRAME;
       }
       if (!response.write(frame) && !controller.signal.aborted) {
         await new Promise<void>((resolve) => {
@@ -62,7 +63,7 @@ export async function sendRunStream(
       }
       if (ended || controller.signal.aborted) break;
     }
-    if (!ended && !controller.signal.aborted) response.write('data: [DONE]\n\n');
+    if (!ended && !controller.signal.aborted) response.write(SSE_DONE_FRAME);
   } catch (error) {
     // Headers are gone; the reader reconnects with Last-Event-ID and loses nothing.
     request.log.error({ err: error, runId: options.runId }, 'run stream failed');

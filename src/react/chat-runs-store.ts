@@ -1,16 +1,15 @@
-import type { UIMessageChunk } from 'ai';
-import { MessageProjector } from '../agent/message-projector.ts';
 import type { ConnectionState, FollowRunOptions } from '../client/follow-run.ts';
 import type { OutrunClient } from '../client/outrun-client.ts';
 import { isAbortError, OutrunApiError } from '../client/errors.ts';
 import {
   isActiveStatus,
+  MessageProjector,
   type Message,
   type MessagePart,
   type RunInput,
   type RunObject,
   type RunStatusChunk,
-} from '../client/types.ts';
+} from '../protocol/index.ts';
 
 /**
  * What the chat is doing, as a UI shows it:
@@ -253,7 +252,7 @@ export class ChatRunsStore {
             this.#run = (chunk as RunStatusChunk).data;
             this.#notify(true);
           } else {
-            live.projector.push(chunk as UIMessageChunk);
+            live.projector.push(chunk);
             this.#notify(false);
           }
         }
@@ -340,6 +339,7 @@ export class ChatRunsStore {
             status: 'streaming',
             runId: live.runId,
             createdAt: new Date().toISOString(),
+            streamSeq: null,
           },
         ];
       }

@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useState, useSyncExternalStore } from 'react';
 import type { OutrunClient } from '../client/outrun-client.ts';
-import type { RunInput } from '../client/types.ts';
+import type { RunInput } from '../protocol/index.ts';
 import {
   ChatRunsStore,
   INITIAL_SNAPSHOT,

@@ -39,7 +39,7 @@ export function ensureWebBuild(): void {
     'web/src',
     'web/index.html',
     'web/vite.config.ts',
-    'src/agent/message-projector.ts',
+    'src/protocol',
     'src/client',
     'src/react',
   ].map((path) => join(ROOT, path));

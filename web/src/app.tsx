@@ -1,7 +1,7 @@
 import { useEffect, useMemo, useRef, useState } from 'react';
 import { OutrunApiError } from '../../src/client/errors.ts';
 import { createOutrunClient } from '../../src/client/outrun-client.ts';
-import type { Me } from '../../src/client/types.ts';
+import type { Me } from '../../src/protocol/index.ts';
 import { clearKey, loadKey, saveKey, takeKeyFromFragment } from './auth.ts';
 import { explainError } from './explain.ts';
 import { SignIn } from './sign-in.tsx';

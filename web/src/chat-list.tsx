@@ -1,5 +1,5 @@
 import { useState, type KeyboardEvent } from 'react';
-import type { Chat } from '../../src/client/types.ts';
+import type { Chat } from '../../src/protocol/index.ts';
 import { navigate } from './router.ts';
 
 export interface ChatListProps {

@@ -1,16 +1,14 @@
 import { OutrunApiError } from '../../src/client/errors.ts';
-import type { RunObject, RunUsage } from '../../src/client/types.ts';
+import type { RunObject, RunUsage } from '../../src/protocol/index.ts';
 
 /** A run's outcome in words a person understands; null for a run that is going or succeeded. */
 export function explainRun(run: RunObject): string | null {
-  if (run.status === 'succeeded' || run.status === 'pending' || run.status === 'running') return null;
+  if (run.status !== 'failed' && run.status !== 'aborted') return null;
   const reason = run.error?.message?.trim().replace(/\.+$/, '');
   const detail = reason ? `: ${reason}` : '';
   switch (run.error?.code) {
     case 'stopped':
       return 'Stopped on request. The answer ends where the run was stopped.';
-    case 'server_restarted':
-      return 'The server restarted while this run was going, so it was ended. Send your message again to retry.';
     case 'server_shutdown':
       return 'The server shut down before this run finished. Send your message again to retry.';
     case 'lease_expired':
@@ -21,6 +19,12 @@ export function explainRun(run: RunObject): string | null {
       return `The run could not be started${detail}.`;
     case 'persistence_failed':
       return 'The server could not save the run’s progress, so it was ended.';
+    case 'budget_exceeded':
+      return 'The run used up its budget, so it was ended.';
+    case 'quota_exceeded':
+      return 'The workspace used up its daily quota, so the run was ended.';
+    case 'wait_expired':
+      return 'The run waited too long for an answer, so it was ended. Send your message again to retry.';
     default:
       return run.status === 'aborted'
         ? `The run was ended before it finished${detail}.`
@@ -40,8 +44,10 @@ export function explainError(error: Error): string {
 }
 
 export const STATUS_LABELS: Record<RunObject['status'], string> = {
+  queued: 'queued',
   pending: 'starting',
   running: 'running',
+  waiting: 'waiting',
   succeeded: 'finished',
   failed: 'failed',
   aborted: 'stopped',

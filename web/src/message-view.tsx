@@ -1,7 +1,7 @@
 import { memo } from 'react';
 import Markdown from 'react-markdown';
 import remarkGfm from 'remark-gfm';
-import type { Message, MessagePart } from '../../src/client/types.ts';
+import type { Message, MessagePart } from '../../src/protocol/index.ts';
 
 const remarkPlugins = [remarkGfm];
 

@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useState } from 'react';
 import type { OutrunClient } from '../../src/client/outrun-client.ts';
-import { isActiveStatus, type RunObject, type RunStep } from '../../src/client/types.ts';
+import { isActiveStatus, type RunObject, type RunStep } from '../../src/protocol/index.ts';
 import {
   STATUS_LABELS,
   explainError,

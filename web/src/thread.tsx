@@ -1,7 +1,7 @@
 import { useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { OutrunApiError } from '../../src/client/errors.ts';
 import type { OutrunClient } from '../../src/client/outrun-client.ts';
-import type { Chat, Message, RunObject } from '../../src/client/types.ts';
+import type { Chat, Message, RunObject } from '../../src/protocol/index.ts';
 import { useChatRuns } from '../../src/react/use-chat-runs.ts';
 import { Composer } from './composer.tsx';
 import { explainError, explainRun, formatDuration, runDuration } from './explain.ts';

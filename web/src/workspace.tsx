@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useState } from 'react';
 import { OutrunApiError } from '../../src/client/errors.ts';
 import type { OutrunClient } from '../../src/client/outrun-client.ts';
-import type { Chat, Me } from '../../src/client/types.ts';
+import type { Chat, Me } from '../../src/protocol/index.ts';
 import { ChatList } from './chat-list.tsx';
 import { explainError } from './explain.ts';
 import { RunHistory, RunInspector } from './run-inspector.tsx';

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { SseParser, type SseMessage } from './sse-parser.ts';
+import {
+  formatKeepAlive,
+  formatSseComment,
+  formatSseEvent,
+  SSE_DONE_FRAME,
+  SseParser,
+  type SseMessage,
+} from './sse.ts';
 
 function parseAll(pieces: string[]): SseMessage[] {
   const parser = new SseParser();
@@ -40,6 +47,33 @@ describe('SseParser', () => {
     expect(parser.push('\n\n')).toEqual([{ type: 'event', id: '5', event: undefined, data: 'a' }]);
     expect(parser.push('event: custom\ndata:no-space\n\n')).toEqual([
       { type: 'event', id: undefined, event: 'custom', data: 'no-space' },
+    ]);
+  });
+});
+
+describe('SSE formatting', () => {
+  it('frames an event with its id and data, and the end without an id', () => {
+    expect(formatSseEvent({ id: 7, data: '{"type":"start"}' })).toBe('id: 7\ndata: {"type":"start"}\n\n');
+    expect(formatSseEvent({ data: 'x' })).toBe('data: x\n\n');
+    expect(SSE_DONE_FRAME).toBe('data: [DONE]\n\n');
+  });
+
+  it('frames keep-alive comments with the last durable sequence number', () => {
+    expect(formatKeepAlive(42)).toBe(': ping 42\n\n');
+    expect(formatSseComment('a\nb')).toBe(': a b\n\n');
+  });
+
+  it('reads back exactly what it writes, multi-line data included', () => {
+    const frames =
+      formatSseEvent({ id: 1, data: '{"a":1}' }) +
+      formatKeepAlive(1) +
+      formatSseEvent({ id: 2, data: 'line 1\nline 2\r\nline 3' }) +
+      SSE_DONE_FRAME;
+    expect(new SseParser().push(frames)).toEqual([
+      { type: 'event', id: '1', event: undefined, data: '{"a":1}' },
+      { type: 'comment', text: 'ping 1' },
+      { type: 'event', id: '2', event: undefined, data: 'line 1\nline 2\nline 3' },
+      { type: 'event', id: undefined, event: undefined, data: '[DONE]' },
     ]);
   });
 });

@@ -1,10 +1,11 @@
 import { readUIMessageStream } from 'ai';
 import type { UIMessage, UIMessageChunk } from 'ai';
 import { describe, expect, it } from 'vitest';
-import { MessageProjector } from './message-projector.ts';
+import { createScriptedModel } from '../agent/scripted-model.ts';
+import { collectChunks, scriptText, streamedText } from '../agent/test-helpers.ts';
+import type { RunChunk } from './chunks.ts';
+import { MessageProjector, textOf, withoutInterruptedSteps } from './message-projector.ts';
 import type { ProjectedStep } from './message-projector.ts';
-import { createScriptedModel } from './scripted-model.ts';
-import { collectChunks, scriptText, streamedText } from './test-helpers.ts';
 
 const runChunk = (status: string): UIMessageChunk => ({ type: 'data-run', data: { status } });
 
@@ -23,7 +24,7 @@ async function sdkParts(chunks: UIMessageChunk[]): Promise<UIMessage['parts']> {
   return (last?.parts ?? []).filter((part) => part.type !== 'data-run');
 }
 
-function project(chunks: UIMessageChunk[]) {
+function project(chunks: RunChunk[]) {
   const projector = new MessageProjector();
   const steps: ProjectedStep[] = [];
   for (const chunk of chunks) {
@@ -38,10 +39,6 @@ function json(value: unknown): unknown {
   return JSON.parse(JSON.stringify(value));
 }
 
-function textOf(parts: UIMessage['parts']): string {
-  return parts.map((part) => (part.type === 'text' ? part.text : '')).join('');
-}
-
 /** Checks every property the run loop relies on for one chunk sequence. */
 async function expectFaithfulProjection(chunks: UIMessageChunk[]): Promise<UIMessage['parts']> {
   const { projector, steps } = project(chunks);
@@ -49,9 +46,10 @@ async function expectFaithfulProjection(chunks: UIMessageChunk[]): Promise<UIMes
   const expected = await sdkParts(chunks);
   expect(parts).toEqual(expected);
   expect(json(parts)).toStrictEqual(json(expected));
-  expect([...steps.flatMap((step) => step.parts), ...projector.inFlightParts()]).toEqual(parts);
+  const finished = steps.flatMap((step) => step.parts);
+  expect(parts.slice(0, finished.length)).toEqual(finished);
   expect(steps.map((step) => step.index)).toEqual(steps.map((_, index) => index));
-  expect(projector.stepCount()).toBe(chunks.filter((chunk) => chunk.type === 'finish-step').length);
+  expect(steps).toHaveLength(chunks.filter((chunk) => chunk.type === 'finish-step').length);
   expect(textOf(parts)).toBe(streamedText(chunks));
   return parts;
 }
@@ -104,7 +102,7 @@ describe('MessageProjector on streams of the scripted model', () => {
       },
       { index: 1, parts: [{ type: 'step-start' }, { type: 'text', text: 's2t0 s2t1 ', state: 'done' }] },
     ]);
-    expect(projector.inFlightParts()).toEqual([]);
+    expect(steps.flatMap((step) => step.parts)).toEqual(projector.parts());
     expect(textOf(projector.parts())).toBe(scriptText([1, 2], 2));
   });
 
@@ -120,9 +118,9 @@ describe('MessageProjector on streams of the scripted model', () => {
     expect(chunks.at(-1)?.type).toBe('abort');
     const parts = await expectFaithfulProjection([...chunks, runChunk('aborted')]);
     expect(parts.at(-1)).toEqual({ type: 'text', text: 's2t0 s2t1 s2t2 ', state: 'streaming' });
-    const { projector } = project(chunks);
-    expect(projector.stepCount()).toBe(1);
-    expect(projector.inFlightParts()).toEqual([
+    const { projector, steps } = project(chunks);
+    expect(steps).toHaveLength(1);
+    expect(projector.parts().slice(steps[0]!.parts.length)).toEqual([
       { type: 'step-start' },
       { type: 'text', text: 's2t0 s2t1 s2t2 ', state: 'streaming' },
     ]);
@@ -217,23 +215,6 @@ describe('MessageProjector on hand-written chunk sequences', () => {
     ]);
   });
 
-  it('reports a finished step again when a later chunk changes one of its parts', () => {
-    const projector = new MessageProjector();
-    const chunks: UIMessageChunk[] = [
-      { type: 'start-step' },
-      { type: 'data-progress', id: 'p', data: 1 },
-      { type: 'finish-step' },
-      { type: 'start-step' },
-    ];
-    for (const chunk of chunks) projector.push(chunk);
-    expect(projector.takeRevisedSteps()).toEqual([]);
-    projector.push({ type: 'data-progress', id: 'p', data: 2 });
-    expect(projector.takeRevisedSteps()).toEqual([
-      { index: 0, parts: [{ type: 'step-start' }, { type: 'data-progress', id: 'p', data: 2 }] },
-    ]);
-    expect(projector.takeRevisedSteps()).toEqual([]);
-  });
-
   it('never adds data-run lifecycle chunks to the parts', () => {
     const { projector } = project([runChunk('pending'), { type: 'start-step' }, runChunk('running')]);
     expect(projector.parts()).toEqual([{ type: 'step-start' }]);
@@ -270,5 +251,138 @@ describe('MessageProjector on hand-written chunk sequences', () => {
       { type: 'step-start' },
       { type: 'text', text: 'x'.repeat(100_000), state: 'done' },
     ]);
+  });
+});
+
+describe('MessageProjector on interrupted steps', () => {
+  const interrupted = (step: number): RunChunk => ({
+    type: 'data-step-interrupted',
+    data: { step, reason: 'lease_expired' },
+  });
+
+  /** The chunks of a two-step script whose second step is cut after `deltas` deltas and then redone. */
+  async function crashedAndRedone(deltas: number) {
+    const chunks = await collectChunks(script({ steps: 2, tokens: 3 }));
+    const secondStep = chunks.findIndex(
+      (chunk, index) => chunk.type === 'start-step' && chunks.slice(0, index).some((c) => c.type === 'start-step'),
+    );
+    let cut = secondStep + 1;
+    for (let seen = 0; seen < deltas; cut++) if (chunks[cut]!.type === 'text-delta') seen++;
+    return {
+      clean: chunks,
+      crashed: [...chunks.slice(0, cut), interrupted(2), ...chunks.slice(secondStep)] as RunChunk[],
+    };
+  }
+
+  it('closes the cut step, keeps the chunk as a data part and projects the redone step normally', async () => {
+    const { clean, crashed } = await crashedAndRedone(2);
+    const { projector, steps } = project(crashed);
+    const cleanParts = project(clean).projector.parts();
+    const parts = projector.parts();
+    const firstStep = steps[0]!.parts;
+    expect(parts.slice(firstStep.length, firstStep.length + 3)).toEqual([
+      { type: 'step-start' },
+      { type: 'text', text: 's2t0 s2t1 ', state: 'done' },
+      { type: 'data-step-interrupted', data: { step: 2, reason: 'lease_expired' } },
+    ]);
+    expect(parts.slice(firstStep.length + 3)).toEqual(cleanParts.slice(firstStep.length));
+    expect(steps.map((step) => step.index)).toEqual([0, 1]);
+    expect(steps[1]!.parts).toEqual(cleanParts.slice(firstStep.length));
+  });
+
+  it('does not report the cut step as a finished step', async () => {
+    const { crashed } = await crashedAndRedone(1);
+    const { steps } = project(crashed);
+    expect(steps).toHaveLength(2);
+    expect(steps.every((step) => step.parts.every((part) => part.type !== 'data-step-interrupted'))).toBe(true);
+  });
+
+  it('gives back exactly the scripted text once interrupted steps are left out', async () => {
+    const { clean, crashed } = await crashedAndRedone(2);
+    const parts = project(crashed).projector.parts();
+    expect(textOf(parts)).toBe(scriptText([1], 3) + 's2t0 s2t1 ' + scriptText([2], 3));
+    expect(withoutInterruptedSteps(parts)).toEqual(project(clean).projector.parts());
+    expect(textOf(withoutInterruptedSteps(parts))).toBe(scriptText([1, 2], 3));
+  });
+
+  it('ends open reasoning and text parts of a step cut in its first step', () => {
+    const { projector, steps } = project([
+      { type: 'start' },
+      { type: 'start-step' },
+      { type: 'reasoning-start', id: 'r' },
+      { type: 'reasoning-delta', id: 'r', delta: 'hmm' },
+      { type: 'text-start', id: 't' },
+      { type: 'text-delta', id: 't', delta: 'par' },
+      interrupted(1),
+      { type: 'start-step' },
+      { type: 'text-start', id: 't' },
+      { type: 'text-delta', id: 't', delta: 'full' },
+      { type: 'text-end', id: 't' },
+      { type: 'finish-step' },
+      { type: 'finish' },
+    ]);
+    expect(projector.parts()).toEqual([
+      { type: 'step-start' },
+      { type: 'reasoning', id: 'r', text: 'hmm', state: 'done' },
+      { type: 'text', text: 'par', state: 'done' },
+      { type: 'data-step-interrupted', data: { step: 1, reason: 'lease_expired' } },
+      { type: 'step-start' },
+      { type: 'text', text: 'full', state: 'done' },
+    ]);
+    expect(steps).toEqual([
+      { index: 0, parts: [{ type: 'step-start' }, { type: 'text', text: 'full', state: 'done' }] },
+    ]);
+  });
+
+  it('accepts a step cut twice before it finishes', () => {
+    const { projector, steps } = project([
+      { type: 'start-step' },
+      { type: 'text-start', id: 'a' },
+      { type: 'text-delta', id: 'a', delta: 'x' },
+      interrupted(1),
+      { type: 'start-step' },
+      interrupted(1),
+      { type: 'start-step' },
+      { type: 'text-start', id: 'a' },
+      { type: 'text-delta', id: 'a', delta: 'y' },
+      { type: 'text-end', id: 'a' },
+      { type: 'finish-step' },
+    ]);
+    expect(steps).toHaveLength(1);
+    expect(withoutInterruptedSteps(projector.parts())).toEqual(steps[0]!.parts);
+  });
+});
+
+describe('withoutInterruptedSteps', () => {
+  it('leaves parts without interruptions as they are', () => {
+    const parts: UIMessage['parts'] = [
+      { type: 'step-start' },
+      { type: 'text', text: 'a', state: 'done' },
+      { type: 'step-start' },
+      { type: 'text', text: 'b', state: 'done' },
+    ];
+    expect(withoutInterruptedSteps(parts)).toEqual(parts);
+  });
+
+  it('removes only the interrupted step, from its step-start through the data part', () => {
+    const parts = [
+      { type: 'step-start' },
+      { type: 'text', text: 'a', state: 'done' },
+      { type: 'step-start' },
+      { type: 'text', text: 'b', state: 'done' },
+      { type: 'data-step-interrupted', data: { step: 2, reason: 'server_shutdown' } },
+      { type: 'step-start' },
+      { type: 'text', text: 'c', state: 'done' },
+    ] as UIMessage['parts'];
+    expect(withoutInterruptedSteps(parts)).toEqual([parts[0], parts[1], parts[5], parts[6]]);
+    expect(textOf(withoutInterruptedSteps(parts))).toBe('ac');
+  });
+
+  it('drops a lone interruption that has no step-start before it', () => {
+    const parts = [
+      { type: 'data-step-interrupted', data: { step: 1, reason: 'lease_expired' } },
+      { type: 'step-start' },
+    ] as UIMessage['parts'];
+    expect(withoutInterruptedSteps(parts)).toEqual([{ type: 'step-start' }]);
   });
 });

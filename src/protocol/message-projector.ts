@@ -1,12 +1,14 @@
-import type { ProviderMetadata, UIMessage, UIMessageChunk } from 'ai';
+import type { ProviderMetadata, UIMessage } from 'ai';
+import { RUN_STATUS_CHUNK_TYPE, STEP_INTERRUPTED_CHUNK_TYPE, type RunChunk } from './chunks.ts';
+import type { StepInterruptedChunk } from './run.ts';
 
 type Part = UIMessage['parts'][number];
 
 /** The parts of one finished step, as `MessageProjector.push` returns them at its `finish-step`. */
 export type ProjectedStep = {
-  /** 0-based step number within the message. */
+  /** 0-based number of the step among the message's finished steps (interrupted steps do not count). */
   index: number;
-  /** The parts added since the previous finished step: its `step-start` and everything after it. */
+  /** The parts added since the previous finished or interrupted step: its `step-start` and everything after it. */
   parts: UIMessage['parts'];
 };
 
@@ -25,9 +27,6 @@ export class MalformedStreamError extends Error {
     this.chunkId = options.chunkId;
   }
 }
-
-/** Chunk types that describe the run, not the message; the projector never turns them into parts. */
-export const RUN_LIFECYCLE_CHUNK_TYPE = 'data-run';
 
 /**
  * Appends text pieces in O(1) and joins them lazily. A join caches its result, so reading the text
@@ -59,7 +58,6 @@ class TextBuffer {
 
 type TextEntry = {
   kind: 'text' | 'reasoning';
-  step: number;
   id: string;
   buffer: TextBuffer;
   state: 'streaming' | 'done';
@@ -77,14 +75,13 @@ type PartialToolCall = {
 
 type ToolEntry = {
   kind: 'tool';
-  step: number;
   /** The part's fields. `input` and `rawInput` come from `streaming` while the input streams. */
   part: Record<string, unknown> & { type: string; toolCallId: string };
   /** Set while the part shows streamed input: the buffer and how many pieces it had at the update. */
   streaming: { buffer: TextBuffer; count: number; inputEncoding: 'json' | 'text' | undefined } | undefined;
 };
 
-type PlainEntry = { kind: 'plain'; step: number; part: Part };
+type PlainEntry = { kind: 'plain'; part: Part };
 
 type Entry = TextEntry | ToolEntry | PlainEntry;
 
@@ -126,14 +123,22 @@ function streamedInput(text: string, inputEncoding: 'json' | 'text' | undefined)
  * is cloned per chunk. `push` returns the finished step at each `finish-step`, so a caller can persist
  * steps as they finish (O(steps) writes) and write the in-flight step once at the end.
  *
+ * A `data-step-interrupted` chunk closes a step a crash cut short: its open text and reasoning parts end
+ * (`done`), the chunk stays in the parts as a data part right after them, and the step is not reported as
+ * finished; the redone step that follows starts with its own `step-start`. `withoutInterruptedSteps`
+ * leaves such steps out (for the model's history). The projector imports nothing from `ai` at runtime,
+ * so browsers can run it.
+ *
  * Returned parts share `input`, `output` and `data` values with the pushed chunks; treat them as read-only.
  * Unlike the SDK, a tool input that is still streaming and is not yet valid JSON projects as `undefined`
  * (the SDK repairs partial JSON); `rawInput` always has the streamed text.
  */
 export class MessageProjector {
   private readonly entries: Entry[] = [];
-  /** `entries` index where each finished step ends (exclusive). */
-  private readonly stepEnds: number[] = [];
+  /** `entries` index where the current step begins: after the last finished or interrupted step. */
+  private stepStart = 0;
+  /** How many steps have finished (interrupted steps excluded). */
+  private finishedSteps = 0;
   private readonly activeText = new Map<string, TextEntry>();
   private readonly activeReasoning = new Map<string, TextEntry>();
   private readonly partialToolCalls = new Map<string, PartialToolCall>();
@@ -145,17 +150,15 @@ export class MessageProjector {
   private readonly latestTools = new Map<string, ToolEntry>();
   /** The first data part per `type` and `id`; a later chunk with the same pair replaces its data. */
   private readonly dataParts = new Map<string, PlainEntry>();
-  private readonly revisedSteps = new Set<number>();
 
   /** Applies one chunk. At a `finish-step` chunk, returns the parts of the step that just finished. */
-  push(chunk: UIMessageChunk): ProjectedStep | undefined {
+  push(chunk: RunChunk): ProjectedStep | undefined {
     switch (chunk.type) {
       case 'text-start':
       case 'reasoning-start': {
         const kind = chunk.type === 'text-start' ? 'text' : 'reasoning';
         const entry: TextEntry = {
           kind,
-          step: this.stepEnds.length,
           id: chunk.id,
           buffer: new TextBuffer(),
           state: 'streaming',
@@ -289,14 +292,12 @@ export class MessageProjector {
             : {}),
           ...(chunk.signature != null ? { signature: chunk.signature } : {}),
         };
-        this.touch(entry);
         return undefined;
       }
       case 'tool-output-denied': {
         const entry = this.toolInvocation(chunk.type, chunk.toolCallId);
         this.settleStreamingInput(entry);
         entry.part.state = 'output-denied';
-        this.touch(entry);
         return undefined;
       }
       case 'tool-output-available':
@@ -334,9 +335,19 @@ export class MessageProjector {
       case 'finish-step': {
         this.activeText.clear();
         this.activeReasoning.clear();
-        const start = this.stepEnds.at(-1) ?? 0;
-        this.stepEnds.push(this.entries.length);
-        return { index: this.stepEnds.length - 1, parts: this.materialize(start, this.entries.length) };
+        const start = this.stepStart;
+        this.stepStart = this.entries.length;
+        return { index: this.finishedSteps++, parts: this.materialize(start, this.entries.length) };
+      }
+      case STEP_INTERRUPTED_CHUNK_TYPE: {
+        // The step was cut short: its open parts end as they are, and the redone step starts afresh.
+        for (const entry of [...this.activeText.values(), ...this.activeReasoning.values()]) entry.state = 'done';
+        this.activeText.clear();
+        this.activeReasoning.clear();
+        const { data } = chunk as StepInterruptedChunk;
+        this.pushPlain({ type: STEP_INTERRUPTED_CHUNK_TYPE, data: { step: data.step, reason: data.reason } });
+        this.stepStart = this.entries.length;
+        return undefined;
       }
       case 'start':
       case 'finish':
@@ -345,14 +356,13 @@ export class MessageProjector {
       case 'message-metadata':
         return undefined;
       default: {
-        if (!chunk.type.startsWith('data-') || chunk.type === RUN_LIFECYCLE_CHUNK_TYPE) return undefined;
+        if (!chunk.type.startsWith('data-') || chunk.type === RUN_STATUS_CHUNK_TYPE) return undefined;
         const data = chunk as { type: `data-${string}`; id?: string; data: unknown; transient?: boolean };
         if (data.transient) return undefined;
         const key = data.id != null ? `${data.type}\u0000${data.id}` : undefined;
         const existing = key !== undefined ? this.dataParts.get(key) : undefined;
         if (existing !== undefined) {
           (existing.part as { data: unknown }).data = data.data;
-          this.touch(existing);
         } else {
           const entry = this.pushPlain({ ...data } as Part);
           if (key !== undefined) this.dataParts.set(key, entry);
@@ -365,34 +375,6 @@ export class MessageProjector {
   /** All parts so far, including the step in flight. */
   parts(): UIMessage['parts'] {
     return this.materialize(0, this.entries.length);
-  }
-
-  /** The parts added since the last finished step (the step in flight); empty when there are none. */
-  inFlightParts(): UIMessage['parts'] {
-    return this.materialize(this.stepEnds.at(-1) ?? 0, this.entries.length);
-  }
-
-  /** The current parts of finished step `index`. */
-  stepParts(index: number): UIMessage['parts'] {
-    const end = this.stepEnds[index];
-    if (end === undefined) throw new RangeError(`Step ${index} has not finished.`);
-    return this.materialize(index === 0 ? 0 : (this.stepEnds[index - 1] as number), end);
-  }
-
-  /** How many steps have finished. */
-  stepCount(): number {
-    return this.stepEnds.length;
-  }
-
-  /**
-   * Finished steps whose parts changed after `push` returned them (a late tool result, a data part
-   * updated by id), with their current parts; each is reported once per change. `streamText` itself
-   * never revises a finished step, so this is normally empty.
-   */
-  takeRevisedSteps(): ProjectedStep[] {
-    const revised = [...this.revisedSteps].sort((a, b) => a - b);
-    this.revisedSteps.clear();
-    return revised.map((index) => ({ index, parts: this.stepParts(index) }));
   }
 
   private activeTextEntry(type: string, id: string): TextEntry {
@@ -409,14 +391,9 @@ export class MessageProjector {
   }
 
   private pushPlain(part: Part): PlainEntry {
-    const entry: PlainEntry = { kind: 'plain', step: this.stepEnds.length, part };
+    const entry: PlainEntry = { kind: 'plain', part };
     this.entries.push(entry);
     return entry;
-  }
-
-  /** Records that a part of an already finished step changed. */
-  private touch(entry: Entry): void {
-    if (entry.step < this.stepEnds.length) this.revisedSteps.add(entry.step);
   }
 
   /** The tool part a result or approval refers to: in the current step, else the latest one. */
@@ -447,7 +424,6 @@ export class MessageProjector {
     if (entry === undefined) {
       entry = {
         kind: 'tool',
-        step: this.stepEnds.length,
         part: dynamic
           ? { type: 'dynamic-tool', toolName, toolCallId, state: update.state }
           : { type: `tool-${toolName}`, toolCallId, state: update.state },
@@ -482,7 +458,6 @@ export class MessageProjector {
       const isResult = update.state === 'output-available' || update.state === 'output-error';
       part[isResult ? 'resultProviderMetadata' : 'callProviderMetadata'] = update.providerMetadata;
     }
-    this.touch(entry);
   }
 
   private materialize(start: number, end: number): UIMessage['parts'] {
@@ -521,4 +496,30 @@ function materializeEntry(entry: Entry): Part {
 
 function withoutUndefined(object: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(object).filter(([, value]) => value !== undefined));
+}
+
+/**
+ * `parts` without the steps a crash cut short: for each `data-step-interrupted` part, its step's parts
+ * from its `step-start` through the data part itself. What remains is what the model finished saying.
+ */
+export function withoutInterruptedSteps(parts: readonly Part[]): Part[] {
+  const kept: Part[] = [];
+  let stepStart = -1;
+  for (const part of parts) {
+    if (part.type === STEP_INTERRUPTED_CHUNK_TYPE) {
+      if (stepStart !== -1) kept.length = stepStart;
+      stepStart = -1;
+      continue;
+    }
+    if (part.type === 'step-start') stepStart = kept.length;
+    kept.push(part);
+  }
+  return kept;
+}
+
+/** The text of `parts`: their text parts' text, concatenated. */
+export function textOf(parts: readonly Part[]): string {
+  let text = '';
+  for (const part of parts) if (part.type === 'text') text += part.text;
+  return text;
 }
