@@ -10,6 +10,7 @@ import type { Bus } from './bus/bus.ts';
 import { MemoryBus } from './bus/memory-bus.ts';
 import { RedisBus } from './bus/redis-bus.ts';
 import { ChatService } from './chats/chat-service.ts';
+import type { Clock } from './clock.ts';
 import { loadConfig, type Config } from './config.ts';
 import { Faults } from './faults.ts';
 import { buildServer } from './http/server.ts';
@@ -59,6 +60,8 @@ export interface CreateOutrunOptions {
   queue?: RunQueue;
   /** Whether this instance executes runs. @default true */
   worker?: boolean;
+  /** Where leases and the sweeper read the time. @default the system clock */
+  clock?: Clock;
   /** Whether this instance is alone on its database (embedded mode). @default true without REDIS_URL */
   singleInstance?: boolean;
 }
@@ -114,6 +117,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     faults,
     instanceId,
     leaseMs: config.leaseMs,
+    clock: options.clock,
   });
   const engine = new RunEngine({
     runs,
@@ -125,6 +129,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     metrics,
     logger,
     faults,
+    clock: options.clock,
     singleInstance: options.singleInstance ?? !config.redisUrl,
     sweepIntervalMs: config.sweepIntervalMs,
     leaseMs: config.leaseMs,

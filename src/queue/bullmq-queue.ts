@@ -65,11 +65,7 @@ export class BullMqQueue implements RunQueue {
   async enqueue(job: RunJob): Promise<void> {
     // While the worker drains on shutdown, runs it releases are still handed to the other workers.
     if (this.#producerClosed) throw new QueueClosedError();
-    await this.#queue.add(
-      JOB_NAME,
-      { runId: job.runId, epoch: job.epoch ?? 0 },
-      { jobId: runJobKey(job) },
-    );
+    await this.#queue.add(JOB_NAME, { runId: job.runId, epoch: job.epoch ?? 0 }, { jobId: runJobKey(job) });
   }
 
   process(handler: (job: RunJob) => Promise<void>): void {
