@@ -264,7 +264,8 @@ describe('MessageProjector on interrupted steps', () => {
   async function crashedAndRedone(deltas: number) {
     const chunks = await collectChunks(script({ steps: 2, tokens: 3 }));
     const secondStep = chunks.findIndex(
-      (chunk, index) => chunk.type === 'start-step' && chunks.slice(0, index).some((c) => c.type === 'start-step'),
+      (chunk, index) =>
+        chunk.type === 'start-step' && chunks.slice(0, index).some((c) => c.type === 'start-step'),
     );
     let cut = secondStep + 1;
     for (let seen = 0; seen < deltas; cut++) if (chunks[cut]!.type === 'text-delta') seen++;
@@ -294,7 +295,9 @@ describe('MessageProjector on interrupted steps', () => {
     const { crashed } = await crashedAndRedone(1);
     const { steps } = project(crashed);
     expect(steps).toHaveLength(2);
-    expect(steps.every((step) => step.parts.every((part) => part.type !== 'data-step-interrupted'))).toBe(true);
+    expect(steps.every((step) => step.parts.every((part) => part.type !== 'data-step-interrupted'))).toBe(
+      true,
+    );
   });
 
   it('gives back exactly the scripted text once interrupted steps are left out', async () => {

@@ -341,7 +341,8 @@ export class MessageProjector {
       }
       case STEP_INTERRUPTED_CHUNK_TYPE: {
         // The step was cut short: its open parts end as they are, and the redone step starts afresh.
-        for (const entry of [...this.activeText.values(), ...this.activeReasoning.values()]) entry.state = 'done';
+        for (const entry of [...this.activeText.values(), ...this.activeReasoning.values()])
+          entry.state = 'done';
         this.activeText.clear();
         this.activeReasoning.clear();
         const { data } = chunk as StepInterruptedChunk;

@@ -1,3 +1,4 @@
+import type { RunUsage } from '../protocol/run.ts';
 import type { RunRow } from '../store/schema.ts';
 import type { RunError, RunStatus, RunTrigger } from './run-status.ts';
 
@@ -20,13 +21,7 @@ export interface RunObject {
   updatedAt: string;
 }
 
-export interface RunUsage {
-  inputTokens?: number;
-  outputTokens?: number;
-  totalTokens?: number;
-  reasoningTokens?: number;
-  cachedInputTokens?: number;
-}
+export type { RunUsage };
 
 const iso = (value: Date | null): string | null => (value ? value.toISOString() : null);
 

@@ -69,13 +69,4 @@ export interface RunError {
   message: string;
 }
 
-/** What started a run (DESIGN §3). */
-export const RunTrigger = {
-  user: 'user',
-  api: 'api',
-  schedule: 'schedule',
-  continue: 'continue',
-  autostart: 'autostart',
-} as const;
-
-export type RunTrigger = (typeof RunTrigger)[keyof typeof RunTrigger];
+export { RunTrigger } from '../protocol/run.ts';

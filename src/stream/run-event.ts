@@ -1,5 +1,5 @@
 import type { RunObject } from '../runs/run-object.ts';
-import { isTerminalStatus } from '../runs/run-status.ts';
+import { isTerminalStatus } from '../protocol/run.ts';
 
 /** The lifecycle chunk appended whenever a run's status changes (DESIGN §5). */
 export interface RunStatusChunk {
