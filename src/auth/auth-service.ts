@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { newId } from '../ids.ts';
 import type { Db } from '../store/database.ts';
+import type { UserObject, WorkspaceObject } from '../protocol/wire.ts';
 import type { UserRow, WorkspaceRow } from '../store/schema.ts';
 import { apiKeyPrefix, generateApiKey, hashApiKey } from './api-keys.ts';
 
@@ -12,19 +13,7 @@ export interface Caller {
   role: 'admin' | 'member';
 }
 
-export interface UserObject {
-  id: string;
-  workspaceId: string;
-  email: string;
-  role: 'admin' | 'member';
-  createdAt: string;
-}
-
-export interface WorkspaceObject {
-  id: string;
-  name: string;
-  createdAt: string;
-}
+export type { UserObject, WorkspaceObject };
 
 export const toUserObject = (row: UserRow): UserObject => ({
   id: row.id,

@@ -3,33 +3,12 @@ import type { Caller } from '../auth/auth-service.ts';
 import { NotFoundError } from '../errors.ts';
 import { newId } from '../ids.ts';
 import type { Db } from '../store/database.ts';
+import type { Chat, Message, MessagePart, Page } from '../protocol/wire.ts';
 import type { ChatRow, MessageRow } from '../store/schema.ts';
 
-export interface ChatObject {
-  id: string;
-  title: string;
-  createdAt: string;
-  updatedAt: string;
-}
-
-export interface MessageObject {
-  id: string;
-  role: 'user' | 'assistant' | 'system';
-  parts: unknown[];
-  status: 'completed' | 'streaming' | 'queued' | 'error' | 'aborted';
-  runId: string | null;
-  createdAt: string;
-  /**
-   * For a message still streaming: the run's stream sequence number its parts are complete through.
-   * Follow the run with `after=streamSeq` to continue exactly where this snapshot ends. Null once final.
-   */
-  streamSeq: number | null;
-}
-
-export interface Page<T> {
-  items: T[];
-  nextCursor: string | null;
-}
+export type { Page };
+export type ChatObject = Chat;
+export type MessageObject = Message;
 
 export const DEFAULT_CHAT_TITLE = 'New chat';
 
@@ -173,7 +152,7 @@ export class ChatService {
     return {
       id: row.id,
       role: row.role,
-      parts,
+      parts: parts as MessagePart[],
       status: row.status,
       runId: row.run_id,
       createdAt: row.created_at.toISOString(),

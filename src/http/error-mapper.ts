@@ -1,10 +1,9 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { ZodError } from 'zod';
 import { OutrunError } from '../errors.ts';
+import type { ErrorBody } from '../protocol/wire.ts';
 
-export interface ErrorBody {
-  error: { code: string; message: string; [detail: string]: unknown };
-}
+export type { ErrorBody };
 
 /** Fastify's own errors, mapped to stable codes. */
 const FASTIFY_ERRORS: Record<string, { status: number; code: string; message: string }> = {

@@ -18,7 +18,7 @@ export interface Chat {
 }
 
 /** The statuses of a stored message. */
-export type MessageStatus = 'completed' | 'streaming' | 'error' | 'aborted';
+export type MessageStatus = 'completed' | 'streaming' | 'queued' | 'error' | 'aborted';
 
 /** A message as the API shows it (DESIGN §4). */
 export interface Message {
