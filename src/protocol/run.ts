@@ -23,7 +23,8 @@ export const RunStatus = {
 
 export type RunStatus = (typeof RunStatus)[keyof typeof RunStatus];
 export type ActiveRunStatus = typeof RunStatus.pending | typeof RunStatus.running | typeof RunStatus.waiting;
-export type TerminalRunStatus = typeof RunStatus.succeeded | typeof RunStatus.failed | typeof RunStatus.aborted;
+export type TerminalRunStatus =
+  typeof RunStatus.succeeded | typeof RunStatus.failed | typeof RunStatus.aborted;
 
 export const ACTIVE_RUN_STATUSES: readonly ActiveRunStatus[] = [
   RunStatus.pending,
