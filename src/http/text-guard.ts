@@ -1,6 +1,7 @@
 import { InvalidRequestError } from '../errors.ts';
 
 /** A NUL character, or a UTF-16 surrogate without its partner: PostgreSQL stores neither in text or JSON. */
+// eslint-disable-next-line no-control-regex -- NUL is exactly what this pattern looks for.
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 /** Whether `text` can be stored in a PostgreSQL `text` or `jsonb` column. */
