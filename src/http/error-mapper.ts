@@ -98,7 +98,7 @@ const BODY_DRAIN_FACTOR = 4;
 export function errorHandler(error: unknown, request: FastifyRequest, reply: FastifyReply): void {
   const { status, body, headers } = toErrorResponse(error);
   if (status >= 500 && status !== 503) request.log.error({ err: error, url: request.url }, 'request failed');
-  if (status === 503) request.log.warn({ err: error, url: request.url }, 'database unavailable');
+  if (status === 503) request.log.warn({ err: error, url: request.url }, 'service unavailable');
   if (headers) void reply.headers(headers);
   if ((error as Partial<FastifyError>).code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
     drainThenSend(request, reply, () => void reply.status(status).send(body));
