@@ -82,7 +82,13 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   const config = { ...loadConfig(), ...stripUndefined(options.config ?? {}) };
   const logger = options.logger ?? pino({ level: config.logLevel });
   const database =
-    options.database ?? (await createDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir }));
+    options.database ??
+    (await createDatabase({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.dataDir,
+      connectTimeoutMs: config.databaseConnectTimeoutMs,
+      statementTimeoutMs: config.databaseStatementTimeoutMs,
+    }));
   const db = database.db;
   const faults = options.faults ?? new Faults();
   const metrics = new Metrics();

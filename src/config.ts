@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_STATEMENT_TIMEOUT_MS } from './store/database.ts';
 
 const ConfigSchema = z.object({
   port: z.coerce.number().int().min(0).max(65_535).default(3000),
@@ -6,6 +7,10 @@ const ConfigSchema = z.object({
   databaseUrl: z.string().min(1).optional(),
   dataDir: z.string().min(1).default('./.outrun'),
   redisUrl: z.string().min(1).optional(),
+  /** PostgreSQL: how long connecting, or waiting for a pooled connection, may take before a 503. */
+  databaseConnectTimeoutMs: z.coerce.number().int().positive().default(DEFAULT_CONNECT_TIMEOUT_MS),
+  /** PostgreSQL: how long one statement may run (`statement_timeout`); 0 turns the limit off. */
+  databaseStatementTimeoutMs: z.coerce.number().int().min(0).default(DEFAULT_STATEMENT_TIMEOUT_MS),
   adminKey: z.string().min(16, 'OUTRUN_ADMIN_KEY must be at least 16 characters').optional(),
   defaultModel: z.string().min(1).default('scripted'),
   bodyLimitBytes: z.coerce
@@ -34,6 +39,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databaseUrl: blank(env.DATABASE_URL),
     dataDir: blank(env.OUTRUN_DATA_DIR),
     redisUrl: blank(env.REDIS_URL),
+    databaseConnectTimeoutMs: blank(env.OUTRUN_DATABASE_CONNECT_TIMEOUT_MS),
+    databaseStatementTimeoutMs: blank(env.OUTRUN_DATABASE_STATEMENT_TIMEOUT_MS),
     adminKey: blank(env.OUTRUN_ADMIN_KEY),
     defaultModel: blank(env.OUTRUN_MODEL),
     bodyLimitBytes: blank(env.OUTRUN_BODY_LIMIT_BYTES),

@@ -68,3 +68,23 @@ export class ModelUnavailableError extends OutrunError {
     super({ code: 'model_unavailable', status: 400, message, details });
   }
 }
+
+/**
+ * A dependency the request needs, the database above all, is unreachable or not answering in time. The
+ * caller may retry after `retryAfterSeconds`; the HTTP layer sends it as `Retry-After`.
+ */
+export class ServiceUnavailableError extends OutrunError {
+  readonly retryAfterSeconds: number;
+
+  constructor(
+    message = 'The database is not available right now; retry shortly.',
+    options: { retryAfterSeconds?: number; cause?: unknown } = {},
+  ) {
+    super({ code: 'service_unavailable', status: 503, message });
+    this.retryAfterSeconds = options.retryAfterSeconds ?? DEFAULT_RETRY_AFTER_SECONDS;
+    if (options.cause !== undefined) this.cause = options.cause;
+  }
+}
+
+/** How long a caller is told to wait before retrying a `503 service_unavailable`. */
+export const DEFAULT_RETRY_AFTER_SECONDS = 2;

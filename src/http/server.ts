@@ -2,14 +2,18 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { sql } from 'kysely';
 import type { OutrunContext } from '../app.ts';
 import type { Caller } from '../auth/auth-service.ts';
-import { NotFoundError } from '../errors.ts';
-import { errorHandler } from './error-mapper.ts';
+import { DEFAULT_RETRY_AFTER_SECONDS, NotFoundError, ServiceUnavailableError } from '../errors.ts';
+import { clientErrorHandler, errorHandler, frameworkErrorHandler } from './error-mapper.ts';
 import { registerAdminRoutes } from './routes/admin-routes.ts';
 import { registerChatRoutes } from './routes/chat-routes.ts';
 import { registerRunRoutes } from './routes/run-routes.ts';
 import { registerAiSdkRoutes } from './routes/ai-sdk-routes.ts';
 import { registerStepRoutes } from './routes/step-routes.ts';
 import { registerWebApp } from './static.ts';
+import { assertStorableText } from './text-guard.ts';
+
+/** How long `/readyz` waits for the database before answering 503: a frozen database must not hang it. */
+const READINESS_PROBE_TIMEOUT_MS = 800;
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -24,8 +28,11 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     loggerInstance: context.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: context.config.bodyLimitBytes,
-    return503OnClosing: true,
+    // Requests that arrive while closing get the error shape from the `onRequest` hook below.
+    return503OnClosing: false,
     forceCloseConnections: true,
+    frameworkErrors: frameworkErrorHandler,
+    clientErrorHandler,
   });
 
   // An empty JSON body (a POST with `Content-Type: application/json` and nothing else) means "no fields".
@@ -34,8 +41,9 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
     const text = String(body);
     if (text.trim() === '') return done(null, undefined);
+    let value: unknown;
     try {
-      done(null, JSON.parse(text));
+      value = JSON.parse(text);
     } catch {
       done(
         Object.assign(new SyntaxError('invalid JSON'), {
@@ -43,7 +51,14 @@ export function buildServer(context: OutrunContext): FastifyInstance {
           code: 'FST_ERR_CTP_INVALID_JSON_BODY',
         }),
       );
+      return;
     }
+    try {
+      assertStorableText(value, 'body');
+    } catch (error) {
+      return done(error as Error);
+    }
+    done(null, value);
   });
 
   app.setErrorHandler(errorHandler);
@@ -52,7 +67,20 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     void reply.status(404).send({ error: { code: error.code, message: 'No such route.' } });
   });
 
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
   app.decorateRequest('caller', null as unknown as Caller);
+  app.addHook('onRequest', async (request, reply) => {
+    if (closing) {
+      void reply.header('connection', 'close');
+      throw new ServiceUnavailableError('The server is shutting down; retry on another instance.');
+    }
+    // Path parameters and the query string reach SQL too: the same text rule as bodies.
+    assertStorableText(request.params, 'path');
+    assertStorableText(request.query, 'query');
+  });
   app.addHook('onRequest', async (request) => {
     if (!request.url.startsWith('/v1/')) return;
     const header = request.headers.authorization;
@@ -65,16 +93,30 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     if (context.draining) {
       return reply
         .status(503)
+        .header('retry-after', String(DEFAULT_RETRY_AFTER_SECONDS))
         .send({ error: { code: 'not_ready', message: 'The server is shutting down.' } });
     }
-    try {
-      await sql`select 1`.execute(context.db);
-      return { status: 'ready' };
-    } catch {
-      return reply
-        .status(503)
-        .send({ error: { code: 'not_ready', message: 'The database is not reachable.' } });
-    }
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), READINESS_PROBE_TIMEOUT_MS);
+    });
+    const probe = sql`select 1`.execute(context.db).then(
+      () => 'ready' as const,
+      () => 'unreachable' as const,
+    );
+    const outcome = await Promise.race([probe, timedOut]);
+    clearTimeout(timer);
+    if (outcome === 'ready') return { status: 'ready' };
+    return reply
+      .status(503)
+      .header('retry-after', String(DEFAULT_RETRY_AFTER_SECONDS))
+      .send({
+        error: {
+          code: 'not_ready',
+          message:
+            outcome === 'timeout' ? 'The database did not answer in time.' : 'The database is not reachable.',
+        },
+      });
   });
   app.get('/metrics', async (_request, reply) => {
     void reply.header('content-type', context.metrics.registry.contentType);

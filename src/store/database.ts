@@ -1,10 +1,30 @@
 import { mkdirSync } from 'node:fs';
 import { PGlite } from '@electric-sql/pglite';
-import { Kysely, PostgresDialect } from 'kysely';
+import { Kysely, PostgresDialect, type PostgresPool } from 'kysely';
 import pg from 'pg';
 import { migrateToLatest } from './migrator.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import type { Database } from './schema.ts';
+import { isDatabaseUnavailableError } from './transient.ts';
+
+/**
+ * How long opening a PostgreSQL connection, or waiting for a free one in the pool, may take before the
+ * query fails (and a request answers 503). Short: a database that cannot hand out a connection in this
+ * time is unavailable or overloaded, and a caller is better told so than kept waiting.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 3_000;
+
+/**
+ * How long one statement may run (PostgreSQL's `statement_timeout`). Generous: a group-commit append of a
+ * large batch or a lock wait under load must still finish; only a stuck statement is cut.
+ */
+export const DEFAULT_STATEMENT_TIMEOUT_MS = 30_000;
+
+/**
+ * How much longer than the statement timeout the client waits for an answer before it gives up on its own
+ * (`pg`'s `query_timeout`): a frozen or partitioned server never sends the cancellation.
+ */
+const CLIENT_READ_GRACE_MS = 2_000;
 
 export type Db = Kysely<Database>;
 
@@ -31,19 +51,30 @@ export interface CreateDatabaseOptions {
   poolSize?: number;
   /** Run migrations before returning. @default true */
   migrate?: boolean;
+  /** PostgreSQL: how long connecting, or waiting for a pooled connection, may take. @default DEFAULT_CONNECT_TIMEOUT_MS */
+  connectTimeoutMs?: number;
+  /** PostgreSQL: how long one statement may run; 0 turns the limit off. @default DEFAULT_STATEMENT_TIMEOUT_MS */
+  statementTimeoutMs?: number;
 }
 
 /** Opens the store: PostgreSQL when a URL is given, else embedded PGlite; then migrates to the latest schema. */
 export async function createDatabase(options: CreateDatabaseOptions): Promise<DatabaseHandle> {
   let handle: DatabaseHandle;
+  let migrationDb: Kysely<unknown> | undefined;
   if (options.databaseUrl) {
-    const pool = new pg.Pool({ connectionString: options.databaseUrl, max: options.poolSize ?? 10 });
-    // An idle client that loses its connection emits here; the pool replaces it on the next checkout.
-    pool.on('error', () => {});
-    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-    const appendPool = new pg.Pool({ connectionString: options.databaseUrl, max: 1 });
-    appendPool.on('error', () => {});
-    const appendDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool: appendPool }) });
+    const poolOptions = postgresPoolOptions(options);
+    const db = new Kysely<Database>({
+      dialect: new PostgresDialect({ pool: createPool({ ...poolOptions, max: options.poolSize ?? 10 }) }),
+    });
+    const appendDb = new Kysely<Database>({
+      dialect: new PostgresDialect({ pool: createPool({ ...poolOptions, max: 1 }) }),
+    });
+    // Migrations may rewrite large tables: their one connection has no statement timeout.
+    migrationDb = new Kysely<unknown>({
+      dialect: new PostgresDialect({
+        pool: createPool({ ...poolOptions, max: 1, statement_timeout: 0, query_timeout: undefined }),
+      }),
+    });
     handle = {
       db,
       appendDb,
@@ -70,11 +101,60 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
   }
   if (options.migrate !== false) {
     try {
-      await migrateToLatest(handle.db as Kysely<unknown>);
+      await migrateToLatest(migrationDb ?? (handle.db as Kysely<unknown>));
     } catch (error) {
       await handle.close();
       throw error;
+    } finally {
+      await migrationDb?.destroy();
     }
+  } else {
+    await migrationDb?.destroy();
   }
   return handle;
+}
+
+function postgresPoolOptions(options: CreateDatabaseOptions): pg.PoolConfig {
+  const statementTimeoutMs = options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS;
+  return {
+    connectionString: options.databaseUrl,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    statement_timeout: statementTimeoutMs,
+    query_timeout: statementTimeoutMs > 0 ? statementTimeoutMs + CLIENT_READ_GRACE_MS : undefined,
+    keepAlive: true,
+  };
+}
+
+/**
+ * A `pg` pool whose connections are discarded, not reused, once a query on them failed because the
+ * database was unavailable: a connection whose query timed out on the client may still be waiting for an
+ * answer, and every later query on it would queue behind that one.
+ */
+function createPool(config: pg.PoolConfig): PostgresPool {
+  const pool = new pg.Pool(config);
+  // An idle client that loses its connection emits here; the pool replaces it on the next checkout.
+  pool.on('error', () => {});
+  const broken = new WeakSet<pg.PoolClient>();
+  pool.on('connect', (client) => {
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as { query: unknown }).query = (...args: unknown[]) => {
+      const result = query(...args);
+      if (result instanceof Promise) {
+        result.catch((error: unknown) => {
+          if (isDatabaseUnavailableError(error)) broken.add(client);
+        });
+      }
+      return result;
+    };
+  });
+  return {
+    async connect() {
+      const client = await pool.connect();
+      const release = client.release.bind(client);
+      client.release = (error?: Error | boolean) =>
+        release(error ?? (broken.has(client) ? new Error('connection unusable after a timeout') : undefined));
+      return client;
+    },
+    end: () => pool.end(),
+  };
 }

@@ -13,6 +13,49 @@ export function isTransientDatabaseError(error: unknown): boolean {
   return /^(08|40|53|57P)/.test(code);
 }
 
+/** Socket errors that mean the database server cannot be reached or dropped the connection. */
+const UNREACHABLE_SOCKET_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTCONN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+]);
+
+/**
+ * What `pg` and `pg-pool` say when a connection cannot be made, is lost, or a query gets no answer in time
+ * (these errors carry no code).
+ */
+const UNAVAILABLE_MESSAGE =
+  /timeout exceeded when trying to connect|connection terminated|query read timeout|connection timeout|not queryable|server closed the connection/i;
+
+/**
+ * Whether an error means the database is unavailable rather than that the request was wrong: the server
+ * refuses or drops connections, is shutting down or starting up, has no connection slots, or does not
+ * answer within the connection or statement timeout. The HTTP layer answers these with 503 and
+ * `Retry-After`. Follows `cause` and `AggregateError.errors` (a connect to several addresses fails with one).
+ */
+export function isDatabaseUnavailableError(error: unknown, depth = 0): boolean {
+  if (!(error instanceof Error) || depth > 4) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string') {
+    if (UNREACHABLE_SOCKET_CODES.has(code)) return true;
+    // SQLSTATE classes: 08 connection exception, 53 insufficient resources, 57P operator intervention
+    // (admin shutdown, crash shutdown, cannot connect now), and 57014 a statement cancelled by its timeout.
+    if (/^(08|53|57P)/.test(code) || code === '57014') return true;
+  }
+  if (UNAVAILABLE_MESSAGE.test(error.message)) return true;
+  if (
+    error instanceof AggregateError &&
+    error.errors.some((inner) => isDatabaseUnavailableError(inner, depth + 1))
+  )
+    return true;
+  return isDatabaseUnavailableError(error.cause, depth + 1);
+}
+
 export interface RetryOptions {
   /** Most tries in all. @default 5 */
   attempts?: number;
