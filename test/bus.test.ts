@@ -356,6 +356,14 @@ describe.runIf(REDIS_URL)('RedisBus', () => {
     expect(await subscriberCount(admin, 'reconnect')).toBe(1);
   });
 
+  it('resolves subscribe only once Redis holds the subscription, even on a bus still connecting', async () => {
+    const admin = createAdmin();
+    const bus = createBus();
+    await bus.subscribe(named('confirmed'), () => {});
+    expect(await subscriberCount(admin, 'confirmed')).toBe(1);
+    expect(bus.ready()).toBe(true);
+  });
+
   it('puts each run event on the wire with its data verbatim', async () => {
     const admin = createAdmin();
     const bus = createBus();
