@@ -63,6 +63,7 @@ describe.runIf(HAS_REDIS_SERVER)('through a Redis outage', () => {
     const publishing = await timed(bus.publish(BusChannel.runStop, { runId: 'run_during' }));
     expect(publishing.ms).toBeLessThan(1000);
     expect(publishing.error).toBeInstanceOf(BusUnavailableError);
+    expect((publishing.error as Error).message).toContain(`127.0.0.1:${server.port}`);
     const subscribing = await timed(bus.subscribe(BusChannel.apiKeyRevoked, () => {}));
     expect(subscribing.error).toBeInstanceOf(BusUnavailableError);
     expect(bus.ready()).toBe(false);

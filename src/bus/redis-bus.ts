@@ -3,6 +3,7 @@ import pino, { type Logger } from 'pino';
 import { BusClosedError, BusUnavailableError, type Bus } from './bus.ts';
 import { deliverMessage } from './bus-message.ts';
 import type { BusCodec, Channel } from './channel.ts';
+import { redactUrl } from './redis-reachable.ts';
 
 export interface RedisBusOptions {
   /** The Redis server, e.g. `redis://127.0.0.1:6379`. */
@@ -46,6 +47,8 @@ export class RedisBus implements Bus {
   readonly #publisher: Redis;
   readonly #subscriber: Redis;
   readonly #prefix: string;
+  /** The server's URL without its password, for error messages. */
+  readonly #where: string;
   readonly #logger: Logger;
   readonly #publishTimeoutMs: number;
   readonly #subscribeTimeoutMs: number;
@@ -57,6 +60,7 @@ export class RedisBus implements Bus {
 
   constructor(options: RedisBusOptions) {
     this.#prefix = options.keyPrefix ?? 'outrun:';
+    this.#where = redactUrl(options.url);
     this.#logger = options.logger ?? pino();
     this.#publishTimeoutMs = options.publishTimeoutMs ?? 500;
     this.#subscribeTimeoutMs = options.subscribeTimeoutMs ?? 5000;
@@ -109,7 +113,7 @@ export class RedisBus implements Bus {
       await this.#publisher.publish(this.#prefix + channel.name, payload);
     } catch (error) {
       if (this.#closing) throw new BusClosedError();
-      throw new BusUnavailableError('Redis did not take the publish.', { cause: error });
+      throw new BusUnavailableError(`Redis at ${this.#where} did not take the publish.`, { cause: error });
     }
   }
 
@@ -177,7 +181,7 @@ export class RedisBus implements Bus {
   #unavailable(operation: 'publish' | 'subscribe'): Error {
     return this.#closing
       ? new BusClosedError()
-      : new BusUnavailableError(`Redis did not answer the ${operation} in time.`);
+      : new BusUnavailableError(`Redis at ${this.#where} did not answer the ${operation} in time.`);
   }
 
   #subscribeAll(): void {

@@ -1,5 +1,6 @@
 import { Queue, Worker, type KeepJobs } from 'bullmq';
 import pino, { type Logger } from 'pino';
+import { redactUrl } from '../bus/redis-reachable.ts';
 import { QueueClosedError, QueueUnavailableError, runJobKey, type RunJob, type RunQueue } from './queue.ts';
 
 export interface BullMqQueueOptions {
@@ -75,7 +76,12 @@ export class BullMqQueue implements RunQueue {
         added,
         new Promise<never>((_, reject) => {
           timer = setTimeout(
-            () => reject(new QueueUnavailableError('Redis did not take the run job in time.')),
+            () =>
+              reject(
+                new QueueUnavailableError(
+                  `Redis at ${redactUrl(this.#options.url)} did not take the run job in time.`,
+                ),
+              ),
             this.#options.enqueueTimeoutMs ?? 1500,
           );
         }),
@@ -83,7 +89,9 @@ export class BullMqQueue implements RunQueue {
     } catch (error) {
       if (this.#closing) throw new QueueClosedError();
       if (error instanceof QueueUnavailableError) throw error;
-      throw new QueueUnavailableError('Redis did not take the run job.', { cause: error });
+      throw new QueueUnavailableError(`Redis at ${redactUrl(this.#options.url)} did not take the run job.`, {
+        cause: error,
+      });
     } finally {
       clearTimeout(timer);
     }
