@@ -74,6 +74,26 @@ describe.runIf(HAS_REDIS_SERVER)('through a Redis outage', () => {
     await vi.waitFor(() => expect(received).toEqual([{ runId: 'run_before' }, { runId: 'run_after' }]));
   });
 
+  it('resolves a subscribe made during an outage once Redis is back and confirms it', async () => {
+    const bus = new RedisBus({
+      url: server.url,
+      keyPrefix: `${PREFIX}:`,
+      logger: silent,
+      subscribeTimeoutMs: 10_000,
+    });
+    closers.push(() => bus.close());
+    const publisher = createBus();
+    await bus.publish(BusChannel.runStop, { runId: 'run_warmup' });
+    await server.stop();
+    const received: unknown[] = [];
+    const subscribing = bus.subscribe(BusChannel.runStop, (message) => void received.push(message));
+    await server.restart();
+    await subscribing;
+    await vi.waitFor(() => expect(publisher.ready()).toBe(true), { timeout: 10_000, interval: 50 });
+    await publisher.publish(BusChannel.runStop, { runId: 'run_after' });
+    await vi.waitFor(() => expect(received).toEqual([{ runId: 'run_after' }]));
+  });
+
   it('subscribes again to every channel after its subscriber connection is killed', async () => {
     const bus = createBus();
     const publisher = createBus();
