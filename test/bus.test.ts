@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
-import { BusClosedError, type Bus } from '../src/bus/bus.ts';
+import { BusChannel, BusClosedError, type Bus } from '../src/bus/bus.ts';
+import { jsonChannel, type Channel } from '../src/bus/channel.ts';
 import { MemoryBus } from '../src/bus/memory-bus.ts';
 import { RedisBus } from '../src/bus/redis-bus.ts';
 import { captureLogger } from './support/logger.ts';
@@ -13,6 +15,11 @@ const PREFIX = `outrun-test-bus-${randomBytes(4).toString('hex')}:`;
 
 type BusKind = 'memory' | 'redis';
 const BUS_KINDS: BusKind[] = REDIS_URL ? ['memory', 'redis'] : ['memory'];
+
+/** A JSON channel for tests; the same name always means the same channel. */
+function named(name: string): Channel<unknown> {
+  return jsonChannel<unknown>(name);
+}
 
 /** A handler that keeps what it receives. */
 function collector() {
@@ -51,10 +58,10 @@ describe.each(BUS_KINDS)('bus conformance on %s', (kind) => {
     const bus = createBus();
     const first = collector();
     const second = collector();
-    await bus.subscribe('ordered', first.handler);
-    await bus.subscribe('ordered', second.handler);
+    await bus.subscribe(named('ordered'), first.handler);
+    await bus.subscribe(named('ordered'), second.handler);
     const sent = Array.from({ length: 50 }, (_, index) => ({ index }));
-    for (const message of sent) await bus.publish('ordered', message);
+    for (const message of sent) await bus.publish(named('ordered'), message);
     await vi.waitFor(() => expect(second.messages).toHaveLength(sent.length));
     expect(first.messages).toEqual(sent);
     expect(second.messages).toEqual(sent);
@@ -63,9 +70,9 @@ describe.each(BUS_KINDS)('bus conformance on %s', (kind) => {
   it('keeps publish order for messages published without waiting', async () => {
     const bus = createBus();
     const received = collector();
-    await bus.subscribe('unawaited', received.handler);
+    await bus.subscribe(named('unawaited'), received.handler);
     const sent = Array.from({ length: 100 }, (_, index) => index);
-    await Promise.all(sent.map((index) => bus.publish('unawaited', index)));
+    await Promise.all(sent.map((index) => bus.publish(named('unawaited'), index)));
     await vi.waitFor(() => expect(received.messages).toHaveLength(sent.length));
     expect(received.messages).toEqual(sent);
   });
@@ -75,13 +82,13 @@ describe.each(BUS_KINDS)('bus conformance on %s', (kind) => {
     const short = collector();
     const long = collector();
     const other = collector();
-    await bus.subscribe('run-events:1', short.handler);
-    await bus.subscribe('run-events:10', long.handler);
-    await bus.subscribe('other', other.handler);
-    await bus.publish('run-events:1', 'one');
-    await bus.publish('run-events:10', 'ten');
+    await bus.subscribe(named('run-events:1'), short.handler);
+    await bus.subscribe(named('run-events:10'), long.handler);
+    await bus.subscribe(named('other'), other.handler);
+    await bus.publish(named('run-events:1'), 'one');
+    await bus.publish(named('run-events:10'), 'ten');
     // Messages from one publisher arrive in order, so once this one is in, the ones before it are too.
-    await bus.publish('other', 'barrier');
+    await bus.publish(named('other'), 'barrier');
     await vi.waitFor(() => expect(other.messages).toEqual(['barrier']));
     expect(short.messages).toEqual(['one']);
     expect(long.messages).toEqual(['ten']);
@@ -89,20 +96,20 @@ describe.each(BUS_KINDS)('bus conformance on %s', (kind) => {
 
   it('delivers nothing to a channel nobody subscribes to, and publishing there succeeds', async () => {
     const bus = createBus();
-    await expect(bus.publish('nobody-listens', { any: 'thing' })).resolves.toBeUndefined();
+    await expect(bus.publish(named('nobody-listens'), { any: 'thing' })).resolves.toBeUndefined();
   });
 
   it('stops delivering once unsubscribed, and unsubscribing twice is harmless', async () => {
     const bus = createBus();
     const leaving = collector();
     const staying = collector();
-    const unsubscribe = await bus.subscribe('leave', leaving.handler);
-    await bus.subscribe('leave', staying.handler);
-    await bus.publish('leave', 1);
+    const unsubscribe = await bus.subscribe(named('leave'), leaving.handler);
+    await bus.subscribe(named('leave'), staying.handler);
+    await bus.publish(named('leave'), 1);
     await vi.waitFor(() => expect(staying.messages).toEqual([1]));
     await unsubscribe();
     await unsubscribe();
-    await bus.publish('leave', 2);
+    await bus.publish(named('leave'), 2);
     await vi.waitFor(() => expect(staying.messages).toEqual([1, 2]));
     expect(leaving.messages).toEqual([1]);
   });
@@ -112,11 +119,11 @@ describe.each(BUS_KINDS)('bus conformance on %s', (kind) => {
     const removed = collector();
     const barrier = collector();
     let unsubscribeRemoved: () => Promise<void> = async () => {};
-    await bus.subscribe('in-flight', () => void unsubscribeRemoved());
-    unsubscribeRemoved = await bus.subscribe('in-flight', removed.handler);
-    await bus.subscribe('in-flight', barrier.handler);
-    await bus.publish('in-flight', 'first');
-    await bus.publish('in-flight', 'second');
+    await bus.subscribe(named('in-flight'), () => void unsubscribeRemoved());
+    unsubscribeRemoved = await bus.subscribe(named('in-flight'), removed.handler);
+    await bus.subscribe(named('in-flight'), barrier.handler);
+    await bus.publish(named('in-flight'), 'first');
+    await bus.publish(named('in-flight'), 'second');
     await vi.waitFor(() => expect(barrier.messages).toEqual(['first', 'second']));
     expect(removed.messages).toEqual([]);
   });
@@ -124,23 +131,23 @@ describe.each(BUS_KINDS)('bus conformance on %s', (kind) => {
   it('delivers again to a channel whose last subscriber left and a new one arrived at once', async () => {
     const bus = createBus();
     const received = collector();
-    const unsubscribe = await bus.subscribe('again', () => {});
+    const unsubscribe = await bus.subscribe(named('again'), () => {});
     const leaving = unsubscribe();
-    await bus.subscribe('again', received.handler);
+    await bus.subscribe(named('again'), received.handler);
     await leaving;
-    await bus.publish('again', 'hello');
+    await bus.publish(named('again'), 'hello');
     await vi.waitFor(() => expect(received.messages).toEqual(['hello']));
   });
 
   it('delivers twice to one function subscribed twice, until each subscription ends', async () => {
     const bus = createBus();
     const received = collector();
-    const unsubscribeFirst = await bus.subscribe('twice', received.handler);
-    await bus.subscribe('twice', received.handler);
-    await bus.publish('twice', 'a');
+    const unsubscribeFirst = await bus.subscribe(named('twice'), received.handler);
+    await bus.subscribe(named('twice'), received.handler);
+    await bus.publish(named('twice'), 'a');
     await vi.waitFor(() => expect(received.messages).toEqual(['a', 'a']));
     await unsubscribeFirst();
-    await bus.publish('twice', 'b');
+    await bus.publish(named('twice'), 'b');
     await vi.waitFor(() => expect(received.messages).toEqual(['a', 'a', 'b']));
   });
 
@@ -152,10 +159,10 @@ describe.each(BUS_KINDS)('bus conformance on %s', (kind) => {
       channels.map((channel) => {
         const messages: unknown[] = [];
         received.set(channel, messages);
-        return bus.subscribe(channel, (message) => messages.push(message));
+        return bus.subscribe(named(channel), (message) => messages.push(message));
       }),
     );
-    await Promise.all(channels.map((channel) => bus.publish(channel, { channel })));
+    await Promise.all(channels.map((channel) => bus.publish(named(channel), { channel })));
     await vi.waitFor(() => {
       for (const channel of channels) expect(received.get(channel)).toEqual([{ channel }]);
     });
@@ -164,7 +171,7 @@ describe.each(BUS_KINDS)('bus conformance on %s', (kind) => {
   it('delivers nested JSON values intact', async () => {
     const bus = createBus();
     const received = collector();
-    await bus.subscribe('json', received.handler);
+    await bus.subscribe(named('json'), received.handler);
     const message = {
       runId: 'run_1',
       events: [
@@ -173,24 +180,62 @@ describe.each(BUS_KINDS)('bus conformance on %s', (kind) => {
       ],
       nested: { list: [1, -2.5, null, [true, false]], empty: {}, text: 'line\nbreak "quoted"' },
     };
-    await bus.publish('json', message);
+    await bus.publish(named('json'), message);
     await vi.waitFor(() => expect(received.messages).toHaveLength(1));
     expect(received.messages[0]).toEqual(message);
+  });
+
+  it("carries a run's events with their JSON text intact on the run-events channel", async () => {
+    const bus = createBus();
+    const received = collector();
+    const channel = BusChannel.runEvents('run_typed');
+    await bus.subscribe(channel, received.handler);
+    const message = {
+      runId: 'run_typed',
+      events: [
+        { seq: 1, data: '{"type":"text-delta",\n"delta":"ü ✓ 😀 \\u0000 \\n"}', terminal: false },
+        { seq: 2, data: '{"type":"data-run","data":{"status":"succeeded"}}', terminal: true },
+      ],
+    };
+    await bus.publish(channel, message);
+    await vi.waitFor(() => expect(received.messages).toHaveLength(1));
+    expect(received.messages[0]).toEqual(message);
+  });
+
+  it('carries stop and key-revocation signals on their own channels', async () => {
+    const bus = createBus();
+    const stops = collector();
+    const revocations = collector();
+    await bus.subscribe(BusChannel.runStop, stops.handler);
+    await bus.subscribe(BusChannel.apiKeyRevoked, revocations.handler);
+    await bus.publish(BusChannel.apiKeyRevoked, { keyId: 'key_1' });
+    await bus.publish(BusChannel.runStop, { runId: 'run_1' });
+    await vi.waitFor(() => expect(stops.messages).toEqual([{ runId: 'run_1' }]));
+    expect(revocations.messages).toEqual([{ keyId: 'key_1' }]);
+  });
+
+  it('is ready once open and subscribed, and not once closed', async () => {
+    const bus = createBus();
+    await bus.subscribe(named('readiness'), () => {});
+    await bus.publish(named('readiness'), 1);
+    expect(bus.ready()).toBe(true);
+    await bus.close();
+    expect(bus.ready()).toBe(false);
   });
 
   it('keeps delivering to other handlers when one throws or rejects, and logs the failure', async () => {
     const { logger, records } = captureLogger();
     const bus = createBus({ logger });
     const received = collector();
-    await bus.subscribe('faulty', () => {
+    await bus.subscribe(named('faulty'), () => {
       throw new Error('handler broke');
     });
-    await bus.subscribe('faulty', (async () => {
+    await bus.subscribe(named('faulty'), (async () => {
       throw new Error('async handler broke');
     }) as (message: unknown) => void);
-    await bus.subscribe('faulty', received.handler);
-    await expect(bus.publish('faulty', 1)).resolves.toBeUndefined();
-    await bus.publish('faulty', 2);
+    await bus.subscribe(named('faulty'), received.handler);
+    await expect(bus.publish(named('faulty'), 1)).resolves.toBeUndefined();
+    await bus.publish(named('faulty'), 2);
     await vi.waitFor(() => expect(received.messages).toEqual([1, 2]));
     await vi.waitFor(() => {
       const failures = records.filter((record) => record.msg === 'a bus handler failed');
@@ -201,11 +246,11 @@ describe.each(BUS_KINDS)('bus conformance on %s', (kind) => {
 
   it('rejects publish and subscribe once closed, and unsubscribing afterwards is harmless', async () => {
     const bus = createBus();
-    const unsubscribe = await bus.subscribe('closing', () => {});
+    const unsubscribe = await bus.subscribe(named('closing'), () => {});
     await bus.close();
     await bus.close();
-    await expect(bus.publish('closing', 1)).rejects.toThrow(BusClosedError);
-    await expect(bus.subscribe('closing', () => {})).rejects.toThrow(BusClosedError);
+    await expect(bus.publish(named('closing'), 1)).rejects.toThrow(BusClosedError);
+    await expect(bus.subscribe(named('closing'), () => {})).rejects.toThrow(BusClosedError);
     await expect(unsubscribe()).resolves.toBeUndefined();
   });
 });
@@ -242,10 +287,10 @@ describe.runIf(REDIS_URL)('RedisBus', () => {
     const subscriber = createBus();
     const remote = collector();
     const local = collector();
-    await subscriber.subscribe('run-stop', remote.handler);
-    await publisher.subscribe('run-stop', local.handler);
-    await publisher.publish('run-stop', { runId: 'run_a' });
-    await subscriber.publish('run-stop', { runId: 'run_b' });
+    await subscriber.subscribe(named('run-stop'), remote.handler);
+    await publisher.subscribe(named('run-stop'), local.handler);
+    await publisher.publish(named('run-stop'), { runId: 'run_a' });
+    await subscriber.publish(named('run-stop'), { runId: 'run_b' });
     await vi.waitFor(() => expect(remote.messages).toHaveLength(2));
     await vi.waitFor(() => expect(local.messages).toHaveLength(2));
     expect(remote.messages).toEqual([{ runId: 'run_a' }, { runId: 'run_b' }]);
@@ -257,10 +302,10 @@ describe.runIf(REDIS_URL)('RedisBus', () => {
     const theirs = createBus({ keyPrefix: `${PREFIX}other:` });
     const ourMessages = collector();
     const theirMessages = collector();
-    await ours.subscribe('shared-name', ourMessages.handler);
-    await theirs.subscribe('shared-name', theirMessages.handler);
-    await theirs.publish('shared-name', 'theirs');
-    await ours.publish('shared-name', 'ours');
+    await ours.subscribe(named('shared-name'), ourMessages.handler);
+    await theirs.subscribe(named('shared-name'), theirMessages.handler);
+    await theirs.publish(named('shared-name'), 'theirs');
+    await ours.publish(named('shared-name'), 'ours');
     await vi.waitFor(() => expect(ourMessages.messages).toEqual(['ours']));
     await vi.waitFor(() => expect(theirMessages.messages).toEqual(['theirs']));
   });
@@ -268,7 +313,7 @@ describe.runIf(REDIS_URL)('RedisBus', () => {
   it('holds one Redis subscription per channel and drops it when the last local handler leaves', async () => {
     const admin = createAdmin();
     const bus = createBus();
-    const unsubscribers = await Promise.all([1, 2, 3].map(() => bus.subscribe('shared', () => {})));
+    const unsubscribers = await Promise.all([1, 2, 3].map(() => bus.subscribe(named('shared'), () => {})));
     expect(await subscriberCount(admin, 'shared')).toBe(1);
     await unsubscribers[0]!();
     await unsubscribers[1]!();
@@ -282,18 +327,18 @@ describe.runIf(REDIS_URL)('RedisBus', () => {
     const admin = createAdmin();
     const bus = createBus({ logger });
     const received = collector();
-    await bus.subscribe('malformed', received.handler);
+    await bus.subscribe(named('malformed'), received.handler);
     await admin.publish(`${PREFIX}malformed`, '{"runId": "run_1", events: [');
-    await bus.publish('malformed', { ok: true });
+    await bus.publish(named('malformed'), { ok: true });
     await vi.waitFor(() => expect(received.messages).toEqual([{ ok: true }]));
-    expect(records.some((record) => record.msg === 'ignored a bus message that is not JSON')).toBe(true);
+    expect(records.some((record) => record.msg === 'ignored a malformed bus message')).toBe(true);
   });
 
   it('subscribes again after its subscriber connection drops', async () => {
     const admin = createAdmin();
     const bus = createBus();
     const received = collector();
-    await bus.subscribe('reconnect', received.handler);
+    await bus.subscribe(named('reconnect'), received.handler);
     const clients = (await admin.client('LIST')) as string;
     const line = clients.split('\n').find((entry) => entry.includes(` name=${PREFIX}bus-subscriber `));
     const id = line?.match(/\bid=(\d+)/)?.[1];
@@ -303,7 +348,7 @@ describe.runIf(REDIS_URL)('RedisBus', () => {
     let attempt = 0;
     await vi.waitFor(
       async () => {
-        await bus.publish('reconnect', { attempt: ++attempt });
+        await bus.publish(named('reconnect'), { attempt: ++attempt });
         expect(received.messages.length).toBeGreaterThan(0);
       },
       { timeout: 10_000, interval: 100 },
@@ -311,12 +356,68 @@ describe.runIf(REDIS_URL)('RedisBus', () => {
     expect(await subscriberCount(admin, 'reconnect')).toBe(1);
   });
 
+  it('resolves subscribe only once Redis holds the subscription, even on a bus still connecting', async () => {
+    const admin = createAdmin();
+    const bus = createBus();
+    await bus.subscribe(named('confirmed'), () => {});
+    expect(await subscriberCount(admin, 'confirmed')).toBe(1);
+    expect(bus.ready()).toBe(true);
+  });
+
+  it('puts each run event on the wire with its data verbatim', async () => {
+    const admin = createAdmin();
+    const bus = createBus();
+    const payloads: Buffer[] = [];
+    admin.on('messageBuffer', (_channel: Buffer, payload: Buffer) => payloads.push(payload));
+    await admin.subscribe(`${PREFIX}run-events:run_wire`);
+    const data = '{"type":"text-delta","delta":"say \\"hi\\"\\n"}';
+    await bus.publish(BusChannel.runEvents('run_wire'), {
+      runId: 'run_wire',
+      events: [{ seq: 4, data, terminal: false }],
+    });
+    await vi.waitFor(() => expect(payloads).toHaveLength(1));
+    expect(payloads[0]!.toString()).toBe(
+      `run-events/1 run_wire 1\n4 0 ${Buffer.byteLength(data)}\n${data}\n`,
+    );
+  });
+
+  it('ignores a malformed run-events message and keeps delivering', async () => {
+    const { logger, records } = captureLogger();
+    const admin = createAdmin();
+    const bus = createBus({ logger });
+    const received = collector();
+    const channel = BusChannel.runEvents('run_malformed');
+    await bus.subscribe(channel, received.handler);
+    await admin.publish(`${PREFIX}${channel.name}`, '{"runId":"run_malformed","events":[]}');
+    await bus.publish(channel, { runId: 'run_malformed', events: [] });
+    await vi.waitFor(() => expect(received.messages).toEqual([{ runId: 'run_malformed', events: [] }]));
+    expect(records.some((record) => record.msg === 'ignored a malformed bus message')).toBe(true);
+  });
+
+  it('gives every one of 30 instances started at once the subscription it asked for', async () => {
+    // Each instance subscribes at a different moment of its connection's handshake: a SUBSCRIBE written
+    // before the ready check used to cost the instance its subscription for the life of the process.
+    const keyPrefix = `${PREFIX}fleet-${randomBytes(3).toString('hex')}:`;
+    const received = new Set<number>();
+    const fleet = await Promise.all(
+      Array.from({ length: 30 }, async (_, index) => {
+        const bus = createBus({ keyPrefix });
+        await sleep(index % 15);
+        await bus.subscribe(BusChannel.runStop, () => void received.add(index));
+        return bus;
+      }),
+    );
+    const other = createBus({ keyPrefix });
+    await other.publish(BusChannel.runStop, { runId: 'run_everywhere' });
+    await vi.waitFor(() => expect(received.size).toBe(fleet.length), { timeout: 1000, interval: 20 });
+  });
+
   it('quits both of its connections on close', async () => {
     const admin = createAdmin();
     const keyPrefix = `${PREFIX}closing-${randomBytes(3).toString('hex')}:`;
     const bus = createBus({ keyPrefix });
-    await bus.subscribe('anything', () => {});
-    await bus.publish('anything', 1);
+    await bus.subscribe(named('anything'), () => {});
+    await bus.publish(named('anything'), 1);
     const names = async () =>
       ((await admin.client('LIST')) as string)
         .split('\n')

@@ -1,20 +1,13 @@
 import type { Logger } from 'pino';
 
-/** A message as it travels: its JSON text. Throws a `TypeError` for a value that is not JSON. */
-export function encodeMessage(message: unknown): string {
-  const encoded = JSON.stringify(message) as string | undefined;
-  if (encoded === undefined) throw new TypeError('A bus message must be a JSON value.');
-  return encoded;
-}
-
 /**
- * Calls each handler with one decoded message. A handler that throws, or returns a promise that rejects, is
- * logged and does not keep the message from the others.
+ * Calls each handler with one message. A handler that throws, or returns a promise that rejects, is logged
+ * and does not keep the message from the others.
  */
-export function deliverMessage(options: {
+export function deliverMessage<T>(options: {
   channel: string;
-  handlers: ReadonlySet<(message: unknown) => void>;
-  message: unknown;
+  handlers: ReadonlySet<(message: T) => void>;
+  message: T;
   logger: Logger;
 }): void {
   const { channel, message, logger } = options;

@@ -1,36 +1,74 @@
+import type { Logger } from 'pino';
+import { jsonChannel, type Channel } from './channel.ts';
+import { runEventsCodec, type RunEventsMessage } from './run-events-codec.ts';
+
+export type { BusCodec, Channel } from './channel.ts';
+export type { BusRunEvent, RunEventsMessage } from './run-events-codec.ts';
+
 /**
  * Signals between instances: "events appended to run X", "stop run X". Delivery is at-most-once and best
  * effort (a Redis connection that drops loses what was published meanwhile), so every consumer can fall back
- * to the database: a live reader re-reads the log on a gap; a stop is also recorded on the run row.
+ * to the database: a live reader re-reads the log on a gap; a stop is also recorded on the run row. The
+ * database is the truth; a bus failure is never a reason to fail a request whose write committed.
  *
  * Every adapter keeps this contract (one conformance suite, `test/bus.test.ts`, runs against each):
- * - A message is a JSON value (publishers only send JSON). Handlers treat it as read-only: the in-process
- *   adapter hands every handler the publisher's own object (no copy on the hot path of every event batch);
- *   a networked adapter hands them a decoded copy.
+ * - A channel is a typed value (`BusChannel`) carrying its name and codec. Handlers treat a message as
+ *   read-only: the in-process adapter hands every handler the publisher's own object (no codec, no copy on
+ *   the hot path of every event batch); a networked adapter hands them what the channel's codec decoded.
  * - A handler whose `subscribe` has resolved receives every message published on its channel afterwards,
  *   barring transport loss; messages published through one instance arrive in publish order. Delivery may be
- *   synchronous (in-process) or asynchronous (Redis): handlers assume neither.
+ *   synchronous (in-process) or asynchronous (Redis): handlers assume neither. A networked `subscribe`
+ *   resolves only once the server confirmed the subscription.
+ * - `publish` and `subscribe` are bounded: while the transport is unreachable they reject with
+ *   `BusUnavailableError` within a short timeout (about half a second for `publish`) instead of waiting.
  * - A handler that throws (or returns a promise that rejects) is logged; the other handlers still receive the
  *   message and `publish` is unaffected.
  * - The function `subscribe` returns is idempotent; once called, its handler receives nothing more, even a
  *   message already in flight. Subscribing the same function twice delivers to it twice.
- * - `close` is idempotent and ends all delivery; afterwards `publish` and `subscribe` reject, and
- *   unsubscribing is a no-op.
+ * - `close` is idempotent and ends all delivery; afterwards `publish` and `subscribe` reject with
+ *   `BusClosedError`, and unsubscribing is a no-op.
  */
 export interface Bus {
   /** Sends `message` to every current subscriber of `channel`, on any instance. */
-  publish(channel: string, message: unknown): Promise<void>;
+  publish<T>(channel: Channel<T>, message: T): Promise<void>;
   /** Calls `handler` for each message on `channel` until the returned function is called. */
-  subscribe(channel: string, handler: (message: unknown) => void): Promise<() => Promise<void>>;
+  subscribe<T>(channel: Channel<T>, handler: (message: T) => void): Promise<() => Promise<void>>;
+  /** Whether the bus can deliver now: connected, and every subscription confirmed (for `/readyz`). */
+  ready(): boolean;
   close(): Promise<void>;
 }
 
+/** The channels of an Outrun deployment. */
 export const BusChannel = {
-  /** Events of one run became durable: `{ runId, events: LogEvent[] }`. */
-  runEvents: (runId: string) => `run-events:${runId}`,
-  /** A stop was recorded for a run: `{ runId }`. One channel for all runs; executors filter locally. */
-  runStop: 'run-stop',
+  /** Events of one run became durable. Each event's JSON text crosses the wire verbatim. */
+  runEvents: (runId: string): Channel<RunEventsMessage> => ({
+    name: `run-events:${runId}`,
+    codec: runEventsCodec,
+  }),
+  /** A stop was recorded for a run. One channel for all runs; executors filter locally. */
+  runStop: jsonChannel<{ runId: string }>('run-stop'),
+  /** An API key was revoked: every instance closes the streams it authorized. */
+  apiKeyRevoked: jsonChannel<{ keyId: string }>('api-key-revoked'),
 } as const;
+
+/**
+ * Publishes without letting a bus failure escape: the failure is logged at `warn` and `false` returned. For
+ * callers whose real work is already durable (a stop recorded on the row, events committed).
+ */
+export async function publishBestEffort<T>(options: {
+  bus: Bus;
+  channel: Channel<T>;
+  message: T;
+  logger: Logger;
+}): Promise<boolean> {
+  try {
+    await options.bus.publish(options.channel, options.message);
+    return true;
+  } catch (error) {
+    options.logger.warn({ err: error, channel: options.channel.name }, 'bus publish failed; continuing');
+    return false;
+  }
+}
 
 /** Thrown by `publish` and `subscribe` on a bus that was closed. */
 export class BusClosedError extends Error {
@@ -38,5 +76,14 @@ export class BusClosedError extends Error {
   constructor() {
     super('The bus is closed.');
     this.name = 'BusClosedError';
+  }
+}
+
+/** Thrown by `publish` and `subscribe` when the transport (Redis) does not answer in time. */
+export class BusUnavailableError extends Error {
+  readonly code = 'bus_unavailable';
+  constructor(message = 'The bus is unavailable.', options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'BusUnavailableError';
   }
 }

@@ -1,6 +1,7 @@
 import { Queue, Worker, type KeepJobs } from 'bullmq';
 import pino, { type Logger } from 'pino';
-import { QueueClosedError, runJobKey, type RunJob, type RunQueue } from './queue.ts';
+import { redactUrl } from '../bus/redis-reachable.ts';
+import { QueueClosedError, QueueUnavailableError, runJobKey, type RunJob, type RunQueue } from './queue.ts';
 
 export interface BullMqQueueOptions {
   /** The Redis server, e.g. `redis://127.0.0.1:6379`. */
@@ -20,6 +21,8 @@ export interface BullMqQueueOptions {
   removeOnFail?: boolean | number | KeepJobs;
   /** Where failed jobs and connection errors are reported. @default a pino logger on stdout */
   logger?: Logger;
+  /** How long `enqueue` waits for Redis to take a job before it rejects with `QueueUnavailableError`. @default 1500 */
+  enqueueTimeoutMs?: number;
 }
 
 /** The name every run job carries in BullMQ (for dashboards; the queue holds only run jobs). */
@@ -40,14 +43,13 @@ export class BullMqQueue implements RunQueue {
   #worker: Worker<RunJob> | null = null;
   #closing: Promise<void> | null = null;
   #producerClosed = false;
+  #lastErrorLoggedAt = 0;
 
   constructor(options: BullMqQueueOptions) {
     this.#options = options;
     this.#name = options.queueName ?? 'outrun-runs';
     this.#prefix = options.prefix ?? 'bull';
     this.#logger = options.logger ?? pino();
-    // The producer's connection keeps ioredis' bounded retries, so `enqueue` fails (and the run is settled
-    // `failed`) rather than hanging while Redis is down.
     this.#queue = new Queue<RunJob>(this.#name, {
       connection: { url: options.url },
       prefix: this.#prefix,
@@ -57,15 +59,44 @@ export class BullMqQueue implements RunQueue {
         removeOnFail: options.removeOnFail ?? true,
       },
     });
-    this.#queue.on('error', (error: Error) =>
-      this.#logger.warn({ err: error, queue: this.#name }, 'run queue connection error'),
-    );
+    this.#queue.on('error', (error: Error) => this.#connectionError('producer', error));
   }
 
   async enqueue(job: RunJob): Promise<void> {
     // While the worker drains on shutdown, runs it releases are still handed to the other workers.
     if (this.#producerClosed) throw new QueueClosedError();
-    await this.#queue.add(JOB_NAME, { runId: job.runId, epoch: job.epoch ?? 0 }, { jobId: runJobKey(job) });
+    const added = this.#queue.add(
+      JOB_NAME,
+      { runId: job.runId, epoch: job.epoch ?? 0 },
+      { jobId: runJobKey(job) },
+    );
+    // ioredis keeps a command for the outage's length (its offline queue): bound the wait, not the command.
+    added.catch(() => {});
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        added,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(
+                new QueueUnavailableError(
+                  `Redis at ${redactUrl(this.#options.url)} did not take the run job in time.`,
+                ),
+              ),
+            this.#options.enqueueTimeoutMs ?? 1500,
+          );
+        }),
+      ]);
+    } catch (error) {
+      if (this.#producerClosed) throw new QueueClosedError();
+      if (error instanceof QueueUnavailableError) throw error;
+      throw new QueueUnavailableError(`Redis at ${redactUrl(this.#options.url)} did not take the run job.`, {
+        cause: error,
+      });
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   process(handler: (job: RunJob) => Promise<void>): void {
@@ -83,13 +114,19 @@ export class BullMqQueue implements RunQueue {
         concurrency: this.#options.concurrency ?? 100,
       },
     );
-    worker.on('error', (error: Error) =>
-      this.#logger.warn({ err: error, queue: this.#name }, 'run queue worker error'),
-    );
+    worker.on('error', (error: Error) => this.#connectionError('worker', error));
     worker.on('failed', (job, error: Error) =>
       this.#logger.error({ err: error, queue: this.#name, runId: job?.data.runId }, 'a run job failed'),
     );
     this.#worker = worker;
+  }
+
+  /** Logs a connection error once per second at most: ioredis reports one per reconnect attempt. */
+  #connectionError(role: 'producer' | 'worker', error: Error): void {
+    const now = Date.now();
+    if (now - this.#lastErrorLoggedAt < 1000) return;
+    this.#lastErrorLoggedAt = now;
+    this.#logger.warn({ err: error, queue: this.#name, connection: role }, 'run queue connection error');
   }
 
   /** Stops the worker (after its running jobs return), then closes the producer's connection. */

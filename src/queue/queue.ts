@@ -30,11 +30,17 @@ export function runJobKey(job: RunJob): string {
  *   restart resumes their runs. While `close` waits for running handlers, `enqueue` still hands runs to other
  *   workers (a shutdown releases its unfinished runs that way); once closed, `enqueue` rejects.
  *
+ * - `enqueue` is bounded: when the backend is unreachable it rejects with `QueueUnavailableError` within its
+ *   timeout (1.5 s for BullMQ) rather than waiting for the backend to come back. The run stays `pending` in
+ *   the database, which is the truth; the sweeper enqueues it again later. A job whose `enqueue` timed out
+ *   may still be added once the backend is back; the dedupe key and the handler's claim make that harmless.
+ *
  * Adapters differ where the backend does: the in-process queue dies with its process; the BullMQ queue keeps
  * jobs in Redis, and a job whose worker died is redelivered by BullMQ's stalled-job check (after its lock
  * expires, 30 s by default).
  */
 export interface RunQueue {
+  /** Hands a run over. Rejects with `QueueUnavailableError` when the backend does not take it in time. */
   enqueue(job: RunJob): Promise<void>;
   /** Starts handling jobs with `handler` on this instance. Call it once. */
   process(handler: (job: RunJob) => Promise<void>): void;
@@ -48,5 +54,14 @@ export class QueueClosedError extends Error {
   constructor() {
     super('The run queue is closed.');
     this.name = 'QueueClosedError';
+  }
+}
+
+/** Thrown by `enqueue` when the backend (Redis) does not take the job in time. */
+export class QueueUnavailableError extends Error {
+  readonly code = 'queue_unavailable';
+  constructor(message = 'The run queue is unavailable.', options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'QueueUnavailableError';
   }
 }

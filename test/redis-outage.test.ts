@@ -1,0 +1,160 @@
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import pino from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { BusChannel, BusUnavailableError } from '../src/bus/bus.ts';
+import { assertRedisReachable, RedisUnreachableError } from '../src/bus/redis-reachable.ts';
+import { RedisBus } from '../src/bus/redis-bus.ts';
+import { BullMqQueue } from '../src/queue/bullmq-queue.ts';
+import { QueueUnavailableError } from '../src/queue/queue.ts';
+import { freePort, OwnRedisServer } from './support/redis-server.ts';
+
+/** These tests take Redis down, so they run their own `redis-server`, never the shared one. */
+const HAS_REDIS_SERVER = spawnSync('redis-server', ['--version']).status === 0;
+const PREFIX = `outrun-test-outage-${randomBytes(4).toString('hex')}`;
+const silent = pino({ level: 'silent' });
+
+/** How long a call took to settle, whether it resolved or rejected, and how. */
+async function timed<T>(promise: Promise<T>): Promise<{ ms: number; error: unknown }> {
+  const started = performance.now();
+  try {
+    await promise;
+    return { ms: performance.now() - started, error: undefined };
+  } catch (error) {
+    return { ms: performance.now() - started, error };
+  }
+}
+
+describe.runIf(HAS_REDIS_SERVER)('through a Redis outage', () => {
+  let server: OwnRedisServer;
+  const closers: (() => Promise<void>)[] = [];
+
+  beforeAll(async () => {
+    server = await OwnRedisServer.start();
+  });
+  afterEach(async () => {
+    await server.restart();
+    await Promise.all(closers.splice(0).map((close) => close()));
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  function createBus(): RedisBus {
+    const bus = new RedisBus({
+      url: server.url,
+      keyPrefix: `${PREFIX}:`,
+      logger: silent,
+      subscribeTimeoutMs: 1000,
+    });
+    closers.push(() => bus.close());
+    return bus;
+  }
+
+  it('bounds publish while Redis is down, and delivers again once it is back', async () => {
+    const bus = createBus();
+    const received: unknown[] = [];
+    await bus.subscribe(BusChannel.runStop, (message) => void received.push(message));
+    await bus.publish(BusChannel.runStop, { runId: 'run_before' });
+    await vi.waitFor(() => expect(received).toEqual([{ runId: 'run_before' }]));
+
+    await server.stop();
+    const publishing = await timed(bus.publish(BusChannel.runStop, { runId: 'run_during' }));
+    expect(publishing.ms).toBeLessThan(1000);
+    expect(publishing.error).toBeInstanceOf(BusUnavailableError);
+    expect((publishing.error as Error).message).toContain(`127.0.0.1:${server.port}`);
+    const subscribing = await timed(bus.subscribe(BusChannel.apiKeyRevoked, () => {}));
+    expect(subscribing.error).toBeInstanceOf(BusUnavailableError);
+    expect(bus.ready()).toBe(false);
+
+    await server.restart();
+    await vi.waitFor(() => expect(bus.ready()).toBe(true), { timeout: 10_000, interval: 50 });
+    await bus.publish(BusChannel.runStop, { runId: 'run_after' });
+    await vi.waitFor(() => expect(received).toEqual([{ runId: 'run_before' }, { runId: 'run_after' }]));
+  });
+
+  it('resolves a subscribe made during an outage once Redis is back and confirms it', async () => {
+    const bus = new RedisBus({
+      url: server.url,
+      keyPrefix: `${PREFIX}:`,
+      logger: silent,
+      subscribeTimeoutMs: 10_000,
+    });
+    closers.push(() => bus.close());
+    const publisher = createBus();
+    await bus.publish(BusChannel.runStop, { runId: 'run_warmup' });
+    await server.stop();
+    const received: unknown[] = [];
+    const subscribing = bus.subscribe(BusChannel.runStop, (message) => void received.push(message));
+    await server.restart();
+    await subscribing;
+    await vi.waitFor(() => expect(publisher.ready()).toBe(true), { timeout: 10_000, interval: 50 });
+    await publisher.publish(BusChannel.runStop, { runId: 'run_after' });
+    await vi.waitFor(() => expect(received).toEqual([{ runId: 'run_after' }]));
+  });
+
+  it('subscribes again to every channel after its subscriber connection is killed', async () => {
+    const bus = createBus();
+    const publisher = createBus();
+    const received: string[] = [];
+    const channels = ['a', 'b', 'c'].map((id) => BusChannel.runEvents(`run_${id}`));
+    for (const channel of channels)
+      await bus.subscribe(channel, (message) => void received.push(message.runId));
+    const admin = new Redis(server.url);
+    closers.push(async () => void (await admin.quit()));
+    expect(Number(await admin.client('KILL', 'TYPE', 'pubsub'))).toBeGreaterThan(0);
+    // What is published while the subscriber is away is lost, as the port allows: wait until it is back.
+    await vi.waitFor(
+      async () => {
+        const counts = (await admin.pubsub(
+          'NUMSUB',
+          ...channels.map((channel) => `${PREFIX}:${channel.name}`),
+        )) as (string | number)[];
+        expect(counts.filter((_, index) => index % 2 === 1).map(Number)).toEqual([1, 1, 1]);
+      },
+      { timeout: 10_000, interval: 50 },
+    );
+    for (const channel of channels)
+      await publisher.publish(channel, { runId: channel.name.slice('run-events:'.length), events: [] });
+    await vi.waitFor(() => expect(received).toEqual(['run_a', 'run_b', 'run_c']));
+  });
+
+  it('bounds enqueue while Redis is down, and handles jobs again once it is back', async () => {
+    const queue = new BullMqQueue({ url: server.url, prefix: PREFIX, queueName: 'outage', logger: silent });
+    closers.push(() => queue.close());
+    const handled: string[] = [];
+    queue.process(async (job) => void handled.push(job.runId));
+    await queue.enqueue({ runId: 'run_before' });
+    await vi.waitFor(() => expect(handled).toEqual(['run_before']), { timeout: 10_000 });
+
+    await server.stop();
+    const enqueueing = await timed(queue.enqueue({ runId: 'run_during' }));
+    expect(enqueueing.ms).toBeLessThan(2000);
+    expect(enqueueing.error).toBeInstanceOf(QueueUnavailableError);
+
+    await server.restart();
+    await vi.waitFor(() => queue.enqueue({ runId: 'run_after' }), { timeout: 10_000, interval: 100 });
+    await vi.waitFor(() => expect(handled).toContain('run_after'), { timeout: 15_000 });
+  });
+});
+
+describe('assertRedisReachable', () => {
+  it('fails within its timeout with an error naming REDIS_URL when nothing listens', async () => {
+    const url = `redis://:secret@127.0.0.1:${await freePort()}`;
+    const checking = await timed(assertRedisReachable(url, { timeoutMs: 1000 }));
+    expect(checking.ms).toBeLessThan(2000);
+    expect(checking.error).toBeInstanceOf(RedisUnreachableError);
+    expect((checking.error as Error).message).toMatch(/REDIS_URL/);
+    expect((checking.error as Error).message).not.toMatch(/secret/);
+  });
+
+  it.runIf(HAS_REDIS_SERVER)('resolves once the server answers', async () => {
+    const server = await OwnRedisServer.start();
+    try {
+      await expect(assertRedisReachable(server.url, { timeoutMs: 2000 })).resolves.toBeUndefined();
+    } finally {
+      await server.stop();
+    }
+  });
+});
