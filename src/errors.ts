@@ -36,7 +36,7 @@ export class ForbiddenError extends OutrunError {
 }
 
 export class NotFoundError extends OutrunError {
-  constructor(resource: 'chat' | 'run' | 'workspace' | 'route', id?: string) {
+  constructor(resource: 'chat' | 'run' | 'workspace' | 'route' | 'webhook', id?: string) {
     super({
       code: `${resource}_not_found`,
       status: 404,
@@ -66,5 +66,16 @@ export class ConflictError extends OutrunError {
 export class ModelUnavailableError extends OutrunError {
   constructor(message: string, details?: Record<string, unknown>) {
     super({ code: 'model_unavailable', status: 400, message, details });
+  }
+}
+
+/** An `Idempotency-Key` sent again with a different request than the one it first came with. */
+export class IdempotencyKeyReusedError extends OutrunError {
+  constructor() {
+    super({
+      code: 'idempotency_key_reused',
+      status: 422,
+      message: 'This Idempotency-Key was already used with a different request; use a new key.',
+    });
   }
 }
