@@ -22,6 +22,9 @@ import { RunExecutor } from './runs/run-executor.ts';
 import { RunService } from './runs/run-service.ts';
 import { createDatabase, type DatabaseHandle, type Db } from './store/database.ts';
 import { EventLog } from './stream/event-log.ts';
+import { IdempotencyKeys } from './triggers/idempotency.ts';
+import { WebhookDispatcher } from './webhooks/webhook-dispatcher.ts';
+import { WebhookService } from './webhooks/webhook-service.ts';
 
 /** Everything a request handler or a test needs: the services of one Outrun instance. */
 export interface OutrunContext {
@@ -38,6 +41,10 @@ export interface OutrunContext {
   faults: Faults;
   tools: ToolRegistry;
   resolveModel: (modelId: string) => LanguageModel;
+  webhooks: WebhookService;
+  /** Sends the webhook outbox; `nudge()` it after committing a transaction that recorded deliveries. */
+  webhookDispatcher: WebhookDispatcher;
+  idempotency: IdempotencyKeys;
 }
 
 export interface CreateOutrunOptions {
@@ -124,6 +131,15 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   });
   const auth = new AuthService(db);
   const chats = new ChatService(db);
+  const webhooks = new WebhookService({ db, allowPrivateUrls: config.allowPrivateUrls });
+  const webhookDispatcher = new WebhookDispatcher({
+    db,
+    logger,
+    metrics,
+    allowPrivateUrls: config.allowPrivateUrls,
+    pollIntervalMs: config.webhookPollIntervalMs,
+  });
+  const idempotency = new IdempotencyKeys({ db });
   const context: OutrunContext = {
     config,
     db,
@@ -138,6 +154,9 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     faults,
     tools,
     resolveModel: resolve,
+    webhooks,
+    webhookDispatcher,
+    idempotency,
   };
   const server = buildServer(context);
   let closed: Promise<void> | null = null;
@@ -149,6 +168,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     async start() {
       const { generatedKey } = await auth.seedAdmin({ adminKey: config.adminKey });
       await engine.start();
+      webhookDispatcher.start();
       return { generatedAdminKey: generatedKey };
     },
     async listen() {
@@ -159,6 +179,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
         await server.close();
         await engine.shutdown({ graceMs: closeOptions.graceMs ?? config.shutdownGraceMs });
         await log.drain();
+        await webhookDispatcher.stop();
         await bus.close();
         if (!options.database) await database.close();
       })();
