@@ -304,6 +304,84 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
       await recordWebhookEvent(server.outrun.db, { workspaceId: 'ws_none', event: 'run.waiting', run }),
     ).toBe(0);
   });
+
+  it('retries a crashed dispatcher’s claim once its lease expires, and fences the stale attempt', async () => {
+    await server.outrun.db
+      .updateTable('webhook_deliveries')
+      .set({ status: 'failed' })
+      .where('status', '=', 'pending')
+      .execute();
+    const webhook = await createWebhook('http://127.0.0.1:9/unused', ['run.succeeded']);
+    await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.succeeded', run });
+    const start = new Date(Date.now() + 1_000);
+    const claimLeaseMs = 60_000;
+    let answerStale: (response: Response) => void = () => {};
+    const stale = new WebhookDispatcher({
+      db: server.outrun.db,
+      logger: silent,
+      allowPrivateUrls: true,
+      claimLeaseMs,
+      now: () => start,
+      fetch: () => new Promise<Response>((resolve) => (answerStale = resolve)),
+    });
+    const staleAttempt = stale.dispatchDue();
+    const claimed = await pollUntil(
+      () =>
+        server.outrun.db
+          .selectFrom('webhook_deliveries')
+          .selectAll()
+          .where('webhook_id', '=', webhook.id)
+          .executeTakeFirstOrThrow(),
+      (row) => row.next_attempt_at.getTime() === start.getTime() + claimLeaseMs,
+    );
+    expect(claimed.status).toBe('pending');
+
+    // Before the lease runs out nobody else may take it; after, another dispatcher does.
+    const sent: string[] = [];
+    const fresh = (now: Date) =>
+      new WebhookDispatcher({
+        db: server.outrun.db,
+        logger: silent,
+        allowPrivateUrls: true,
+        now: () => now,
+        fetch: async (_url, init) => {
+          sent.push(String(new Headers(init?.headers).get('webhook-id')));
+          return new Response(null, { status: 200 });
+        },
+      });
+    expect(await fresh(new Date(start.getTime() + claimLeaseMs - 1)).dispatchDue()).toBe(0);
+    expect(await fresh(new Date(start.getTime() + claimLeaseMs + 1)).dispatchDue()).toBe(1);
+    expect(sent).toEqual([claimed.id]);
+
+    answerStale(new Response('late', { status: 500 }));
+    await staleAttempt;
+    const [delivery] = (await server.api(`/v1/webhooks/${webhook.id}/deliveries`)).body.items;
+    expect(delivery).toMatchObject({ status: 'delivered', attempts: 1, lastStatusCode: 200 });
+  });
+
+  it('spaces retries by the schedule with jitter, on the injected clock', async () => {
+    const webhook = await createWebhook('http://127.0.0.1:9/unused', ['run.failed']);
+    await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.failed', run });
+    const now = new Date(Date.now() + 1_000);
+    const failing = (random: number) =>
+      new WebhookDispatcher({
+        db: server.outrun.db,
+        logger: silent,
+        allowPrivateUrls: true,
+        now: () => now,
+        random: () => random,
+        fetch: async () => new Response(null, { status: 500 }),
+      });
+    expect(await failing(1).dispatchDue()).toBe(1);
+    const row = await server.outrun.db
+      .selectFrom('webhook_deliveries')
+      .selectAll()
+      .where('webhook_id', '=', webhook.id)
+      .executeTakeFirstOrThrow();
+    // The first retry waits 5 s, spread by at most 20%: random() = 1 gives the upper bound.
+    expect(row.next_attempt_at.getTime() - now.getTime()).toBe(6_000);
+    expect(row).toMatchObject({ status: 'pending', attempts: 1, last_status_code: 500 });
+  });
 });
 
 describe.skipIf(!process.env.DATABASE_URL)('webhook dispatchers racing on PostgreSQL', () => {
