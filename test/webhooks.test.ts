@@ -182,6 +182,15 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     expect(created.status).toBe(201);
     return { id: created.body.webhook.id as string, secret: created.body.secret as string };
   };
+  /** Removes the webhooks and pending deliveries of earlier tests, for tests that count claims. */
+  const forgetEarlierWebhooks = async () => {
+    await server.outrun.db.deleteFrom('webhooks').execute();
+    await server.outrun.db
+      .updateTable('webhook_deliveries')
+      .set({ status: 'failed' })
+      .where('status', '=', 'pending')
+      .execute();
+  };
   const dispatcher = (options: { retrySchedule: number[] }) => {
     const created = new WebhookDispatcher({
       db: server.outrun.db,
@@ -306,11 +315,7 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
   });
 
   it('retries a crashed dispatcher’s claim once its lease expires, and fences the stale attempt', async () => {
-    await server.outrun.db
-      .updateTable('webhook_deliveries')
-      .set({ status: 'failed' })
-      .where('status', '=', 'pending')
-      .execute();
+    await forgetEarlierWebhooks();
     const webhook = await createWebhook('http://127.0.0.1:9/unused', ['run.succeeded']);
     await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.succeeded', run });
     const start = new Date(Date.now() + 1_000);
@@ -360,6 +365,7 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
   });
 
   it('spaces retries by the schedule with jitter, on the injected clock', async () => {
+    await forgetEarlierWebhooks();
     const webhook = await createWebhook('http://127.0.0.1:9/unused', ['run.failed']);
     await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.failed', run });
     const now = new Date(Date.now() + 1_000);
