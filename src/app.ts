@@ -24,6 +24,9 @@ import { RunExecutor } from './runs/run-executor.ts';
 import { RunService } from './runs/run-service.ts';
 import { createDatabase, type DatabaseHandle, type Db } from './store/database.ts';
 import { EventLog } from './stream/event-log.ts';
+import { IdempotencyKeys } from './triggers/idempotency.ts';
+import { WebhookDispatcher } from './webhooks/webhook-dispatcher.ts';
+import { WebhookService } from './webhooks/webhook-service.ts';
 
 /** Everything a request handler or a test needs: the services of one Outrun instance. */
 export interface OutrunContext {
@@ -43,6 +46,10 @@ export interface OutrunContext {
   resolveModel: (modelId: string) => LanguageModel;
   /** Set once shutdown began: the instance finishes what it has and takes nothing new. */
   draining: boolean;
+  webhooks: WebhookService;
+  /** Sends the webhook outbox; `nudge()` it after committing a transaction that recorded deliveries. */
+  webhookDispatcher: WebhookDispatcher;
+  idempotency: IdempotencyKeys;
 }
 
 export interface CreateOutrunOptions {
@@ -143,6 +150,15 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     worker: options.worker,
   });
   const auth = new AuthService(db);
+  const webhooks = new WebhookService({ db, allowPrivateUrls: config.allowPrivateUrls });
+  const webhookDispatcher = new WebhookDispatcher({
+    db,
+    logger,
+    metrics,
+    allowPrivateUrls: config.allowPrivateUrls,
+    pollIntervalMs: config.webhookPollIntervalMs,
+  });
+  const idempotency = new IdempotencyKeys({ db });
   const context: OutrunContext = {
     config,
     db,
@@ -159,6 +175,9 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     tools,
     resolveModel: resolve,
     draining: false,
+    webhooks,
+    webhookDispatcher,
+    idempotency,
   };
   const server = buildServer(context);
   let closed: Promise<void> | null = null;
@@ -170,6 +189,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     async start() {
       const { generatedKey } = await auth.seedAdmin({ adminKey: config.adminKey });
       await engine.start();
+      webhookDispatcher.start();
       return { generatedAdminKey: generatedKey };
     },
     async listen() {
@@ -183,6 +203,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
         await engine.shutdown({ graceMs: closeOptions.graceMs ?? config.shutdownGraceMs });
         await server.close();
         await log.drain();
+        await webhookDispatcher.stop();
         await bus.close();
         if (!options.database) await database.close();
       })();

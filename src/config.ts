@@ -24,6 +24,13 @@ const ConfigSchema = z.object({
   shutdownGraceMs: z.coerce.number().int().min(0).default(10_000),
   maxAttempts: z.coerce.number().int().min(1).max(100).default(3),
   redisPrefix: z.string().min(1).default('outrun'),
+  /** Outbound URLs (webhooks, MCP servers) may point at private and loopback addresses. */
+  allowPrivateUrls: z
+    .enum(['true', 'false'], { message: 'OUTRUN_ALLOW_PRIVATE_URLS must be true or false' })
+    .default('false')
+    .transform((value) => value === 'true'),
+  /** How often the webhook dispatcher looks for due deliveries. */
+  webhookPollIntervalMs: z.coerce.number().int().positive().default(1000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -50,6 +57,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: blank(env.OUTRUN_SHUTDOWN_GRACE_MS),
     maxAttempts: blank(env.OUTRUN_MAX_ATTEMPTS),
     redisPrefix: blank(env.OUTRUN_REDIS_PREFIX),
+    allowPrivateUrls: blank(env.OUTRUN_ALLOW_PRIVATE_URLS),
+    webhookPollIntervalMs: blank(env.OUTRUN_WEBHOOK_POLL_INTERVAL_MS),
     logLevel: blank(env.LOG_LEVEL),
   });
   if (!result.success) {

@@ -36,7 +36,7 @@ export class ForbiddenError extends OutrunError {
 }
 
 export class NotFoundError extends OutrunError {
-  constructor(resource: 'chat' | 'run' | 'workspace' | 'route', id?: string) {
+  constructor(resource: 'chat' | 'run' | 'workspace' | 'route' | 'webhook', id?: string) {
     super({
       code: `${resource}_not_found`,
       status: 404,
@@ -88,3 +88,13 @@ export class ServiceUnavailableError extends OutrunError {
 
 /** How long a caller is told to wait before retrying a `503 service_unavailable`. */
 export const DEFAULT_RETRY_AFTER_SECONDS = 2;
+/** An `Idempotency-Key` sent again with a different request than the one it first came with. */
+export class IdempotencyKeyReusedError extends OutrunError {
+  constructor() {
+    super({
+      code: 'idempotency_key_reused',
+      status: 422,
+      message: 'This Idempotency-Key was already used with a different request; use a new key.',
+    });
+  }
+}

@@ -8,6 +8,8 @@ export const ID_PREFIXES = {
   chat: 'chat',
   message: 'msg',
   run: 'run',
+  webhook: 'wh',
+  delivery: 'dlv',
 } as const;
 
 export type IdKind = keyof typeof ID_PREFIXES;

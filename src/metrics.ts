@@ -74,6 +74,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly webhookDeliveries = new Counter({
+    name: 'outrun_webhook_deliveries_total',
+    help: 'Webhook delivery attempts, by result: delivered, retry (scheduled again) or failed (gave up).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }

@@ -9,6 +9,7 @@ import { registerChatRoutes } from './routes/chat-routes.ts';
 import { registerRunRoutes } from './routes/run-routes.ts';
 import { registerAiSdkRoutes } from './routes/ai-sdk-routes.ts';
 import { registerStepRoutes } from './routes/step-routes.ts';
+import { registerWebhookRoutes } from './routes/webhook-routes.ts';
 import { registerWebApp } from './static.ts';
 import { assertStorableText } from './text-guard.ts';
 
@@ -128,6 +129,7 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   registerRunRoutes(app, context);
   registerStepRoutes(app, context);
   registerAiSdkRoutes(app, context);
+  registerWebhookRoutes(app, context);
   registerWebApp(app);
   return app;
 }

@@ -107,6 +107,44 @@ export interface RunEventsTable {
   created_at: Generated<Date>;
 }
 
+export interface WebhooksTable {
+  id: string;
+  workspace_id: string;
+  url: string;
+  /** The Standard Webhooks signing secret, `whsec_<base64>`. */
+  secret: string;
+  events: Json<string[]>;
+  enabled: ColumnType<boolean, boolean | undefined, boolean>;
+  created_at: Timestamp;
+}
+
+/** The outbox: one row per event to deliver to one webhook, written in the transaction of the change it reports. */
+export interface WebhookDeliveriesTable {
+  id: string;
+  webhook_id: string;
+  workspace_id: string;
+  run_id: string | null;
+  event: string;
+  /** The exact JSON text that is signed and sent. */
+  payload: ColumnType<unknown, string, string>;
+  status: 'pending' | 'delivered' | 'failed';
+  attempts: ColumnType<number, number | undefined, number>;
+  next_attempt_at: Timestamp;
+  last_status_code: number | null;
+  last_error: string | null;
+  created_at: Timestamp;
+  delivered_at: NullableTimestamp;
+}
+
+export interface IdempotencyKeysTable {
+  workspace_id: string;
+  key: string;
+  request_hash: string;
+  /** Null while the first request holds the key; its answer once it has one. */
+  response: NullableJson<{ status: number; body: unknown }>;
+  created_at: Timestamp;
+}
+
 export interface Database {
   workspaces: WorkspacesTable;
   users: UsersTable;
@@ -116,6 +154,9 @@ export interface Database {
   runs: RunsTable;
   run_steps: RunStepsTable;
   run_events: RunEventsTable;
+  webhooks: WebhooksTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  idempotency_keys: IdempotencyKeysTable;
 }
 
 export type RunRow = Selectable<RunsTable>;
@@ -125,3 +166,5 @@ export type ChatRow = Selectable<ChatsTable>;
 export type MessageRow = Selectable<MessagesTable>;
 export type UserRow = Selectable<UsersTable>;
 export type WorkspaceRow = Selectable<WorkspacesTable>;
+export type WebhookRow = Selectable<WebhooksTable>;
+export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;

@@ -4,6 +4,7 @@ import type { OutrunContext } from '../../app.ts';
 import { InvalidRequestError } from '../../errors.ts';
 import { isId } from '../../ids.ts';
 import { RunTrigger } from '../../runs/run-status.ts';
+import { withIdempotency } from '../idempotent-route.ts';
 import { requireId } from '../validation.ts';
 import { StartRunBody, startRun, streamRun } from './run-routes.ts';
 
@@ -47,40 +48,44 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
   app.post(
     '/v1/ui/chats',
     { bodyLimit: context.config.bodyLimitBytes * USE_CHAT_BODY_LIMIT_FACTOR },
-    async (request, reply) => {
-      const body = UseChatBody.parse(request.body);
-      if (!isId('chat', body.id)) {
-        throw new InvalidRequestError(
-          `"${body.id.slice(0, 80)}" is not an Outrun chat id: create a chat with POST /v1/chats and pass its id to useChat({ id }).`,
-          {},
-          'invalid_id',
-        );
-      }
-      const last = body.messages[body.messages.length - 1]!;
-      if (last.role !== 'user') {
-        throw new InvalidRequestError(
-          'The last message must be the user message to answer.',
-          {},
-          'invalid_request',
-        );
-      }
-      const parts = last.parts.filter((part) => part.type === 'text' || part.type === 'file');
-      const start = StartRunBody.parse({
-        input: { parts: parts.map(inputPart) },
-        model: body.model,
-        multitask: body.multitask,
-        budget: body.budget,
-        trigger: RunTrigger.user,
-      });
-      const chat = await chats.getRow(request.caller, body.id);
-      const run = await startRun(context, request.caller, chat.id, start);
-      return streamRun(context, request, reply, {
-        runId: run.id,
-        after: 0,
-        headers: { 'x-outrun-run-id': run.id },
-        mapData: toUseChatChunk,
-      });
-    },
+    async (request, reply) =>
+      withIdempotency(context.idempotency, request, reply, async () => {
+        const body = UseChatBody.parse(request.body);
+        if (!isId('chat', body.id)) {
+          throw new InvalidRequestError(
+            `"${body.id.slice(0, 80)}" is not an Outrun chat id: create a chat with POST /v1/chats and pass its id to useChat({ id }).`,
+            {},
+            'invalid_id',
+          );
+        }
+        const last = body.messages[body.messages.length - 1]!;
+        if (last.role !== 'user') {
+          throw new InvalidRequestError(
+            'The last message must be the user message to answer.',
+            {},
+            'invalid_request',
+          );
+        }
+        const parts = last.parts.filter((part) => part.type === 'text' || part.type === 'file');
+        const start = StartRunBody.parse({
+          input: { parts: parts.map(inputPart) },
+          model: body.model,
+          multitask: body.multitask,
+          budget: body.budget,
+          trigger: RunTrigger.user,
+        });
+        const chat = await chats.getRow(request.caller, body.id);
+        const run = await startRun(context, request.caller, chat.id, start);
+        // A replay answers `201 {run}` as JSON; useChat's resume endpoint follows the run from there.
+        const send = () =>
+          streamRun(context, request, reply, {
+            runId: run.id,
+            after: 0,
+            headers: { 'x-outrun-run-id': run.id },
+            mapData: toUseChatChunk,
+          });
+        return { status: 201, body: { run }, send };
+      }),
   );
 
   app.get('/v1/ui/chats/:chatId/stream', async (request, reply) => {

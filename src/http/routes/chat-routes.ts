@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
+import { withIdempotency } from '../idempotent-route.ts';
 import { PaginationQuery, requireId } from '../validation.ts';
 
 const CreateChatBody = z.object({ title: z.string().max(200).optional() }).optional();
@@ -13,10 +14,12 @@ export function registerChatRoutes(app: FastifyInstance, context: OutrunContext)
   const { chats, engine } = context;
   const chatId = (params: unknown) => requireId('chat', ChatParams.parse(params).chatId);
 
-  app.post('/v1/chats', async (request, reply) => {
-    const body = CreateChatBody.parse(request.body) ?? {};
-    return reply.status(201).send({ chat: await chats.create(request.caller, body) });
-  });
+  app.post('/v1/chats', async (request, reply) =>
+    withIdempotency(context.idempotency, request, reply, async () => {
+      const body = CreateChatBody.parse(request.body) ?? {};
+      return { status: 201, body: { chat: await chats.create(request.caller, body) } };
+    }),
+  );
 
   app.get('/v1/chats', async (request) => {
     const query = ChatListQuery.parse(request.query);

@@ -5,6 +5,7 @@ import type { Caller } from '../../auth/auth-service.ts';
 import { NotFoundError } from '../../errors.ts';
 import { toRunObject, type RunObject } from '../../runs/run-object.ts';
 import { isTerminalStatus, RunTrigger } from '../../runs/run-status.ts';
+import { withIdempotency } from '../idempotent-route.ts';
 import { sendRunStream } from '../sse.ts';
 import { PaginationQuery, parseSequence, requireId } from '../validation.ts';
 
@@ -57,20 +58,24 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
     return row;
   };
 
-  app.post('/v1/chats/:chatId/runs', async (request, reply) => {
-    const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
-    const body = StartRunBody.parse(request.body);
-    const chat = await chats.getRow(request.caller, chatId);
-    const run = await startRun(context, request.caller, chat.id, body);
-    if (wantsEventStream(request)) {
-      return streamRun(context, request, reply, {
-        runId: run.id,
-        after: 0,
-        headers: { 'x-outrun-run-id': run.id },
-      });
-    }
-    return reply.status(201).send({ run });
-  });
+  app.post('/v1/chats/:chatId/runs', async (request, reply) =>
+    withIdempotency(context.idempotency, request, reply, async () => {
+      const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
+      const body = StartRunBody.parse(request.body);
+      const chat = await chats.getRow(request.caller, chatId);
+      const run = await startRun(context, request.caller, chat.id, body);
+      // A replay of a streaming start answers `201 {run}` as JSON; follow the run's stream from there.
+      const send = wantsEventStream(request)
+        ? () =>
+            streamRun(context, request, reply, {
+              runId: run.id,
+              after: 0,
+              headers: { 'x-outrun-run-id': run.id },
+            })
+        : undefined;
+      return { status: 201, body: { run }, send };
+    }),
+  );
 
   app.get('/v1/chats/:chatId/runs', async (request) => {
     const chatId = requireId('chat', ChatParams.parse(request.params).chatId);

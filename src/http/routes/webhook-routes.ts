@@ -1,0 +1,54 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import type { AuthService } from '../../auth/auth-service.ts';
+import { WEBHOOK_EVENTS, type WebhookService } from '../../webhooks/webhook-service.ts';
+import { PaginationQuery, requireId } from '../validation.ts';
+
+const CreateWebhookBody = z
+  .object({
+    url: z.string().min(1).max(2_000),
+    events: z.array(z.enum(WEBHOOK_EVENTS)).min(1).max(WEBHOOK_EVENTS.length).optional(),
+  })
+  .strict();
+const WebhookParams = z.object({ webhookId: z.string() });
+const WebhookListQuery = PaginationQuery(20, 100);
+const DeliveryListQuery = PaginationQuery(20, 100);
+
+/** `/v1/webhooks`: any workspace member may read; creating and deleting need a workspace admin. */
+export function registerWebhookRoutes(
+  app: FastifyInstance,
+  context: { auth: AuthService; webhooks: WebhookService },
+): void {
+  const { auth, webhooks } = context;
+  const webhookId = (params: unknown) => requireId('webhook', WebhookParams.parse(params).webhookId);
+
+  app.post('/v1/webhooks', async (request, reply) => {
+    auth.requireAdmin(request.caller);
+    const body = CreateWebhookBody.parse(request.body);
+    return reply.status(201).send(await webhooks.create(request.caller, body));
+  });
+
+  app.get('/v1/webhooks', async (request) => {
+    const query = WebhookListQuery.parse(request.query);
+    if (query.cursor) requireId('webhook', query.cursor);
+    return webhooks.list(request.caller, query);
+  });
+
+  app.get('/v1/webhooks/:webhookId', async (request) => ({
+    webhook: await webhooks.get(request.caller, webhookId(request.params)),
+  }));
+
+  app.delete('/v1/webhooks/:webhookId', async (request, reply) => {
+    const id = webhookId(request.params);
+    auth.requireAdmin(request.caller);
+    await webhooks.delete(request.caller, id);
+    return reply.status(204).send();
+  });
+
+  app.get('/v1/webhooks/:webhookId/deliveries', async (request) => {
+    const id = webhookId(request.params);
+    const query = DeliveryListQuery.parse(request.query);
+    if (query.cursor) requireId('delivery', query.cursor);
+    return webhooks.deliveries(request.caller, id, query);
+  });
+}

@@ -1,0 +1,316 @@
+import { sql, type Kysely } from 'kysely';
+import type { Logger } from 'pino';
+import { Webhook } from 'standardwebhooks';
+import type { Metrics } from '../metrics.ts';
+import { assertOutboundUrl } from '../net/outbound-url.ts';
+import type { Database } from '../store/schema.ts';
+import { DeliveryStatus } from './webhook-service.ts';
+
+/**
+ * Delays before the 2nd, 3rd, … attempt of a delivery: about a day in total (≈ 22 h over nine attempts),
+ * after which a delivery that never got a 2xx ends `failed`.
+ */
+export const DEFAULT_RETRY_SCHEDULE_MS: readonly number[] = [
+  5_000,
+  30_000,
+  2 * 60_000,
+  10 * 60_000,
+  60 * 60_000,
+  3 * 60 * 60_000,
+  6 * 60 * 60_000,
+  12 * 60 * 60_000,
+];
+
+/** How often the dispatcher looks for due deliveries when nobody nudges it. */
+const DEFAULT_POLL_INTERVAL_MS = 1_000;
+/** How long one POST may take, answer included. */
+const DEFAULT_TIMEOUT_MS = 10_000;
+/**
+ * How long a claim holds a delivery: a dispatcher that dies after claiming leaves the delivery due again
+ * this long later, so another one retries it. Longer than the request timeout.
+ */
+const DEFAULT_CLAIM_LEASE_MS = 60_000;
+/** Deliveries claimed per statement (and sent at once). */
+const DEFAULT_BATCH_SIZE = 20;
+/** Each delay is spread ±20% so receivers that failed together are not retried in lockstep. */
+const DEFAULT_JITTER = 0.2;
+/** How much of a failed answer's body is kept in `last_error`. */
+const ERROR_BODY_CHARS = 500;
+/** How long `stop()` waits for deliveries in flight; their claims expire and another dispatcher retries them. */
+const STOP_WAIT_MS = 15_000;
+
+export interface WebhookDispatcherOptions {
+  db: Kysely<Database>;
+  logger: Logger;
+  metrics?: Metrics;
+  /** Deliver to private and loopback addresses (checked again before every attempt). @default false */
+  allowPrivateUrls?: boolean;
+  /** @default 1000 */
+  pollIntervalMs?: number;
+  /** Delay before each retry; a delivery gets `retrySchedule.length + 1` attempts. @default DEFAULT_RETRY_SCHEDULE_MS */
+  retrySchedule?: readonly number[];
+  /** Fraction each retry delay is spread by. @default 0.2 */
+  jitter?: number;
+  /** @default 10000 */
+  timeoutMs?: number;
+  /** @default 60000 */
+  claimLeaseMs?: number;
+  /** @default 20 */
+  batchSize?: number;
+  /** The clock. @default () => new Date() */
+  now?: () => Date;
+  /** @default Math.random */
+  random?: () => number;
+  /** @default globalThis.fetch */
+  fetch?: typeof fetch;
+}
+
+interface ClaimedDelivery {
+  id: string;
+  attempts: number;
+  payload: string;
+  /** The webhook's URL and secret; null when it was deleted or disabled since. */
+  url: string | null;
+  secret: string | null;
+  /** The `next_attempt_at` this claim wrote: the fence of its attempt's update. */
+  leaseUntil: Date;
+}
+
+export type AttemptResult = 'delivered' | 'retry' | 'failed';
+
+/**
+ * Sends the webhook outbox. Any number of dispatchers (one per instance) share the table: each claims due
+ * deliveries with `FOR UPDATE SKIP LOCKED`, pushing their `next_attempt_at` out by a lease in the same
+ * statement, so a delivery is sent by one dispatcher at a time and a dead dispatcher's claims come due again.
+ * Delivery is at least once: a receiver deduplicates by the `webhook-id` header (the delivery id).
+ */
+export class WebhookDispatcher {
+  readonly #db: Kysely<Database>;
+  readonly #logger: Logger;
+  readonly #metrics: Metrics | undefined;
+  readonly #allowPrivate: boolean;
+  readonly #pollIntervalMs: number;
+  readonly #schedule: readonly number[];
+  readonly #jitter: number;
+  readonly #timeoutMs: number;
+  readonly #claimLeaseMs: number;
+  readonly #batchSize: number;
+  readonly #now: () => Date;
+  readonly #random: () => number;
+  readonly #fetch: typeof fetch;
+  #running = false;
+  #timer: NodeJS.Timeout | null = null;
+  #pass: Promise<void> | null = null;
+  #nudged = false;
+
+  constructor(options: WebhookDispatcherOptions) {
+    this.#db = options.db;
+    this.#logger = options.logger;
+    this.#metrics = options.metrics;
+    this.#allowPrivate = options.allowPrivateUrls ?? false;
+    this.#pollIntervalMs = options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+    this.#schedule = options.retrySchedule ?? DEFAULT_RETRY_SCHEDULE_MS;
+    this.#jitter = options.jitter ?? DEFAULT_JITTER;
+    this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.#claimLeaseMs = options.claimLeaseMs ?? DEFAULT_CLAIM_LEASE_MS;
+    this.#batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
+    this.#now = options.now ?? (() => new Date());
+    this.#random = options.random ?? Math.random;
+    this.#fetch = options.fetch ?? globalThis.fetch;
+  }
+
+  /** Starts polling for due deliveries. */
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#schedulePass(0);
+  }
+
+  /** Stops polling and waits (bounded) for the deliveries in flight. */
+  async stop(): Promise<void> {
+    this.#running = false;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    const pass = this.#pass;
+    if (!pass) return;
+    let timeout: NodeJS.Timeout | undefined;
+    await Promise.race([pass, new Promise((resolve) => (timeout = setTimeout(resolve, STOP_WAIT_MS)))]);
+    clearTimeout(timeout);
+  }
+
+  /** Looks for due deliveries now (call after committing a transaction that recorded some). */
+  nudge(): void {
+    if (!this.#running) return;
+    if (this.#pass) {
+      this.#nudged = true;
+      return;
+    }
+    this.#schedulePass(0);
+  }
+
+  /**
+   * Claims the due deliveries (up to the batch size), sends them and records each attempt. Returns how many
+   * it claimed. `start()` calls it in a loop; tests may call it directly.
+   */
+  async dispatchDue(): Promise<number> {
+    const claimed = await this.#claim();
+    await Promise.all(claimed.map((delivery) => this.#deliver(delivery)));
+    return claimed.length;
+  }
+
+  #schedulePass(delayMs: number): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.#pass = this.#runPass().finally(() => {
+        this.#pass = null;
+        if (!this.#running) return;
+        const again = this.#nudged;
+        this.#nudged = false;
+        this.#schedulePass(again ? 0 : this.#pollIntervalMs);
+      });
+    }, delayMs);
+    this.#timer.unref?.();
+  }
+
+  async #runPass(): Promise<void> {
+    try {
+      // A full batch means more may be due: keep going until a claim comes back short.
+      while (this.#running && (await this.dispatchDue()) === this.#batchSize);
+    } catch (error) {
+      this.#logger.warn({ err: error }, 'webhook dispatch pass failed; retrying on the next poll');
+    }
+  }
+
+  async #claim(): Promise<ClaimedDelivery[]> {
+    const now = this.#now();
+    const leaseUntil = new Date(now.getTime() + this.#claimLeaseMs);
+    const result = await sql<Omit<ClaimedDelivery, 'leaseUntil'>>`
+      with due as (
+        select id from webhook_deliveries
+        where status = 'pending' and next_attempt_at <= ${now}
+        order by next_attempt_at
+        limit ${this.#batchSize}
+        for update skip locked
+      )
+      update webhook_deliveries d
+      set next_attempt_at = ${leaseUntil}
+      from due
+      where d.id = due.id
+      returning d.id, d.attempts, d.payload::text as payload,
+        (select w.url from webhooks w where w.id = d.webhook_id and w.enabled) as url,
+        (select w.secret from webhooks w where w.id = d.webhook_id and w.enabled) as secret`.execute(
+      this.#db,
+    );
+    return result.rows.map((row) => ({ ...row, leaseUntil }));
+  }
+
+  async #deliver(delivery: ClaimedDelivery): Promise<void> {
+    if (!delivery.url || !delivery.secret) {
+      await this.#record(delivery, {
+        attempted: false,
+        statusCode: null,
+        error: 'The webhook was deleted or disabled.',
+      });
+      return;
+    }
+    let statusCode: number | null = null;
+    let error: string | null = null;
+    try {
+      await assertOutboundUrl(delivery.url, { allowPrivate: this.#allowPrivate });
+      const timestamp = this.#now();
+      const signature = new Webhook(delivery.secret).sign(delivery.id, timestamp, delivery.payload);
+      const response = await this.#fetch(delivery.url, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'user-agent': 'Outrun-Webhooks/1',
+          'webhook-id': delivery.id,
+          'webhook-timestamp': String(Math.floor(timestamp.getTime() / 1000)),
+          'webhook-signature': signature,
+        },
+        body: delivery.payload,
+        // A redirect is an answer, not a place to send the payload again.
+        redirect: 'manual',
+        signal: AbortSignal.timeout(this.#timeoutMs),
+      });
+      statusCode = response.status;
+      if (response.status < 200 || response.status >= 300) {
+        error = `HTTP ${response.status}${await readSnippet(response)}`;
+      } else {
+        await response.body?.cancel();
+      }
+    } catch (caught) {
+      error = describeError(caught);
+    }
+    await this.#record(delivery, { attempted: true, statusCode, error });
+  }
+
+  async #record(
+    delivery: ClaimedDelivery,
+    attempt: { attempted: boolean; statusCode: number | null; error: string | null },
+  ): Promise<void> {
+    const now = this.#now();
+    const attempts = attempt.attempted ? delivery.attempts + 1 : delivery.attempts;
+    const delay = this.#schedule[attempts - 1];
+    const result: AttemptResult =
+      attempt.error === null ? 'delivered' : !attempt.attempted || delay === undefined ? 'failed' : 'retry';
+    // The update is fenced on this claim's lease: if the claim expired and another dispatcher took the
+    // delivery meanwhile, this stale attempt changes nothing.
+    await this.#db
+      .updateTable('webhook_deliveries')
+      .set({
+        status: result === 'retry' ? DeliveryStatus.pending : result,
+        attempts,
+        next_attempt_at: result === 'retry' ? new Date(now.getTime() + this.#withJitter(delay!)) : now,
+        last_status_code: attempt.statusCode,
+        last_error: attempt.error,
+        delivered_at: result === 'delivered' ? now : null,
+      })
+      .where('id', '=', delivery.id)
+      .where('status', '=', DeliveryStatus.pending)
+      .where('next_attempt_at', '=', delivery.leaseUntil)
+      .execute();
+    this.#metrics?.webhookDeliveries.inc({ result });
+    if (result !== 'delivered') {
+      this.#logger.info(
+        { deliveryId: delivery.id, attempts, statusCode: attempt.statusCode, error: attempt.error, result },
+        'webhook delivery attempt failed',
+      );
+    }
+  }
+
+  #withJitter(delayMs: number): number {
+    return Math.max(0, Math.round(delayMs * (1 + this.#jitter * (this.#random() * 2 - 1))));
+  }
+}
+
+/** The start of a failed answer's body, for `last_error`; never more than a few hundred characters read. */
+async function readSnippet(response: Response): Promise<string> {
+  try {
+    const reader = response.body?.getReader();
+    if (!reader) return '';
+    let text = '';
+    const decoder = new TextDecoder();
+    while (text.length < ERROR_BODY_CHARS) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    await reader.cancel().catch(() => {});
+    const trimmed = text.trim().slice(0, ERROR_BODY_CHARS);
+    return trimmed ? `: ${trimmed}` : '';
+  } catch {
+    return '';
+  }
+}
+
+function describeError(error: unknown): string {
+  if (error instanceof Error) {
+    if (error.name === 'TimeoutError') return 'The request timed out.';
+    const cause = (error as { cause?: unknown }).cause;
+    const detail = cause instanceof Error ? `: ${cause.message}` : '';
+    return `${error.message}${detail}`.slice(0, ERROR_BODY_CHARS);
+  }
+  return String(error).slice(0, ERROR_BODY_CHARS);
+}

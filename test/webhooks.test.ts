@@ -1,0 +1,453 @@
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pino from 'pino';
+import { Webhook } from 'standardwebhooks';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { newId } from '../src/ids.ts';
+import type { RunObject } from '../src/runs/run-object.ts';
+import { createDatabase, type DatabaseHandle } from '../src/store/database.ts';
+import { WebhookDispatcher } from '../src/webhooks/webhook-dispatcher.ts';
+import { recordWebhookEvent } from '../src/webhooks/webhook-service.ts';
+import { createPostgresDatabase, STORE_KINDS } from './support/databases.ts';
+import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
+import { pollUntil } from './support/wait.ts';
+
+const silent = pino({ level: 'silent' });
+
+interface Received {
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+/** A webhook receiver on 127.0.0.1 that answers each request with `answer(n)` (n counts from 1). */
+async function startReceiver(answer: (n: number) => number): Promise<{
+  url: string;
+  received: Received[];
+  close: () => Promise<void>;
+}> {
+  const received: Received[] = [];
+  const server: Server = createServer((request, response) => {
+    let body = '';
+    request.setEncoding('utf8');
+    request.on('data', (chunk: string) => (body += chunk));
+    request.on('end', () => {
+      received.push({ headers: request.headers, body });
+      response.statusCode = answer(received.length);
+      response.end(response.statusCode >= 300 ? 'receiver says no' : 'ok');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/hooks`,
+    received,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+function headersOf(received: Received): Record<string, string> {
+  return Object.fromEntries(Object.entries(received.headers).map(([name, value]) => [name, String(value)]));
+}
+
+describe.each(STORE_KINDS)('webhook routes on %s', (kind) => {
+  let server: TestServer;
+  let memberKey: string;
+  let outsiderKey: string;
+
+  beforeAll(async () => {
+    server = await startTestServer(kind);
+    memberKey = await server.createUser('member@example.com');
+    const workspace = await server.api('/v1/admin/workspaces', { method: 'POST', body: { name: 'Other' } });
+    const outsider = await server.api('/v1/admin/users', {
+      method: 'POST',
+      body: { workspaceId: workspace.body.workspace.id, email: 'eve@example.com', role: 'admin' },
+    });
+    outsiderKey = outsider.body.apiKey;
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const countWebhooks = async () =>
+    Number(
+      (
+        await server.outrun.db
+          .selectFrom('webhooks')
+          .select((eb) => eb.fn.countAll<string>().as('count'))
+          .executeTakeFirstOrThrow()
+      ).count,
+    );
+
+  it('creates a webhook for all four events by default and shows its secret only once', async () => {
+    const created = await server.api('/v1/webhooks', {
+      method: 'POST',
+      body: { url: 'https://93.184.216.34/hooks' },
+    });
+    expect(created.status).toBe(201);
+    expect(created.body.secret).toMatch(/^whsec_[A-Za-z0-9+/]{32}$/);
+    expect(created.body.webhook.events).toEqual([
+      'run.succeeded',
+      'run.failed',
+      'run.aborted',
+      'run.waiting',
+    ]);
+    const list = await server.api('/v1/webhooks');
+    expect(list.body.items.map((webhook: { id: string }) => webhook.id)).toContain(created.body.webhook.id);
+    expect(JSON.stringify(list.body)).not.toContain('whsec_');
+    expect(JSON.stringify((await server.api(`/v1/webhooks/${created.body.webhook.id}`)).body)).not.toContain(
+      'whsec_',
+    );
+  });
+
+  it('refuses a bad scheme, a private or loopback address and an unknown field, naming them, and writes nothing', async () => {
+    const before = await countWebhooks();
+    const cases: [unknown, string][] = [
+      [{ url: 'ftp://93.184.216.34/hooks' }, 'url'],
+      [{ url: 'not a url' }, 'url'],
+      [{ url: 'http://127.0.0.1:9/hooks' }, 'url'],
+      [{ url: 'http://10.1.2.3/hooks' }, 'url'],
+      [{ url: 'http://169.254.169.254/latest/meta-data' }, 'url'],
+      [{ url: 'http://[::1]/hooks' }, 'url'],
+      [{ url: 'http://localhost/hooks' }, 'url'],
+      [{ url: 'https://93.184.216.34/hooks', secret: 'mine' }, 'secret'],
+      [{ url: 'https://93.184.216.34/hooks', events: ['run.started'] }, 'events'],
+    ];
+    for (const [body, field] of cases) {
+      const response = await server.api('/v1/webhooks', { method: 'POST', body });
+      expect(response.status, JSON.stringify(body)).toBe(400);
+      expect(response.body.error.code).toBe('invalid_request');
+      expect(response.body.error.message, JSON.stringify(body)).toContain(field);
+    }
+    expect(await countWebhooks()).toBe(before);
+  });
+
+  it('lets only a workspace admin create or delete, and hides a webhook from other workspaces', async () => {
+    const created = await server.api('/v1/webhooks', {
+      method: 'POST',
+      body: { url: 'https://93.184.216.34/tenancy', events: ['run.failed'] },
+    });
+    const id = created.body.webhook.id as string;
+
+    const memberCreate = await server.api('/v1/webhooks', {
+      method: 'POST',
+      body: { url: 'https://93.184.216.34/x' },
+      key: memberKey,
+    });
+    expect(memberCreate.status).toBe(403);
+    expect((await server.api(`/v1/webhooks/${id}`, { method: 'DELETE', key: memberKey })).status).toBe(403);
+    expect((await server.api(`/v1/webhooks/${id}`, { key: memberKey })).status).toBe(200);
+
+    for (const [method, path] of [
+      ['GET', `/v1/webhooks/${id}`],
+      ['GET', `/v1/webhooks/${id}/deliveries`],
+      ['DELETE', `/v1/webhooks/${id}`],
+    ] as const) {
+      const response = await server.api(path, { method, key: outsiderKey });
+      expect(response.status, `${method} ${path}`).toBe(404);
+      expect(response.body.error.code).toBe('webhook_not_found');
+    }
+    const outsiderList = await server.api('/v1/webhooks', { key: outsiderKey });
+    expect(outsiderList.body.items).toEqual([]);
+
+    expect((await server.api(`/v1/webhooks/${id}`, { method: 'DELETE', key: ADMIN_KEY })).status).toBe(204);
+    expect((await server.api(`/v1/webhooks/${id}`)).status).toBe(404);
+  });
+});
+
+describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
+  let server: TestServer;
+  let run: RunObject;
+  let workspaceId: string;
+  const dispatchers: WebhookDispatcher[] = [];
+  const receivers: { close: () => Promise<void> }[] = [];
+
+  beforeAll(async () => {
+    server = await startTestServer(kind, { config: { allowPrivateUrls: true } });
+    // The test drives its own dispatchers, with a fast retry schedule.
+    await server.outrun.webhookDispatcher.stop();
+    const chatId = await server.createChat();
+    run = await server.waitForRun((await server.startRun(chatId, { steps: 1, tokens: 2 })).id);
+    workspaceId = (await server.api('/v1/me')).body.workspace.id;
+  });
+  afterEach(async () => {
+    await Promise.all(dispatchers.splice(0).map((dispatcher) => dispatcher.stop()));
+    await Promise.all(receivers.splice(0).map((receiver) => receiver.close()));
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const createWebhook = async (url: string, events?: string[]) => {
+    const created = await server.api('/v1/webhooks', { method: 'POST', body: { url, events } });
+    expect(created.status).toBe(201);
+    return { id: created.body.webhook.id as string, secret: created.body.secret as string };
+  };
+  /** Removes the webhooks and pending deliveries of earlier tests, for tests that count claims. */
+  const forgetEarlierWebhooks = async () => {
+    await server.outrun.db.deleteFrom('webhooks').execute();
+    await server.outrun.db
+      .updateTable('webhook_deliveries')
+      .set({ status: 'failed' })
+      .where('status', '=', 'pending')
+      .execute();
+  };
+  const dispatcher = (options: { retrySchedule: number[] }) => {
+    const created = new WebhookDispatcher({
+      db: server.outrun.db,
+      logger: silent,
+      metrics: server.outrun.metrics,
+      allowPrivateUrls: true,
+      pollIntervalMs: 10,
+      jitter: 0,
+      ...options,
+    });
+    dispatchers.push(created);
+    return created;
+  };
+
+  it('delivers on the third try to a receiver that fails twice, signed so standardwebhooks verifies it', async () => {
+    const receiver = await startReceiver((n) => (n <= 2 ? 500 : 204));
+    receivers.push(receiver);
+    const webhook = await createWebhook(receiver.url);
+    const recorded = await server.outrun.db
+      .transaction()
+      .execute((tx) => recordWebhookEvent(tx, { workspaceId, event: 'run.succeeded', run }));
+    expect(recorded).toBe(1);
+    dispatcher({ retrySchedule: [20, 20, 20] }).start();
+
+    await pollUntil(
+      () => receiver.received.length,
+      (count) => count >= 3,
+    );
+    const deliveries = await pollUntil(
+      async () => (await server.api(`/v1/webhooks/${webhook.id}/deliveries`)).body.items,
+      (items) => items[0]?.status === 'delivered',
+    );
+    expect(deliveries).toHaveLength(1);
+    expect(deliveries[0]).toMatchObject({
+      webhookId: webhook.id,
+      runId: run.id,
+      event: 'run.succeeded',
+      status: 'delivered',
+      attempts: 3,
+      lastStatusCode: 204,
+      lastError: null,
+    });
+    expect(receiver.received).toHaveLength(3);
+    const ids = new Set(receiver.received.map((request) => request.headers['webhook-id']));
+    expect(ids).toEqual(new Set([deliveries[0].id]));
+
+    const last = receiver.received[2]!;
+    const payload = new Webhook(webhook.secret).verify(last.body, headersOf(last)) as {
+      type: string;
+      data: { run: RunObject };
+    };
+    expect(payload.type).toBe('run.succeeded');
+    expect(payload.data.run).toEqual(run);
+    expect(last.headers['webhook-signature']).toMatch(/^v1,[A-Za-z0-9+/]+=*$/);
+    expect(() =>
+      new Webhook(`whsec_${Buffer.alloc(24, 1).toString('base64')}`).verify(last.body, headersOf(last)),
+    ).toThrow();
+
+    const metrics = await server.outrun.metrics.registry.getSingleMetricAsString(
+      'outrun_webhook_deliveries_total',
+    );
+    expect(metrics).toContain('result="delivered"');
+    expect(metrics).toContain('result="retry"');
+  });
+
+  it('gives up and marks a delivery failed when its retry schedule runs out, recording the last answer', async () => {
+    const receiver = await startReceiver(() => 503);
+    receivers.push(receiver);
+    const webhook = await createWebhook(receiver.url, ['run.failed']);
+    await server.outrun.db
+      .transaction()
+      .execute((tx) => recordWebhookEvent(tx, { workspaceId, event: 'run.failed', run }));
+    dispatcher({ retrySchedule: [10] }).start();
+    const [delivery] = await pollUntil(
+      async () => (await server.api(`/v1/webhooks/${webhook.id}/deliveries`)).body.items,
+      (items) => items[0]?.status === 'failed',
+    );
+    expect(delivery).toMatchObject({ attempts: 2, lastStatusCode: 503, nextAttemptAt: null });
+    expect(delivery.lastError).toContain('HTTP 503');
+    expect(receiver.received).toHaveLength(2);
+  });
+
+  it('does not follow a redirect: a 3xx answer is a failed attempt', async () => {
+    const receiver = await startReceiver(() => 307);
+    receivers.push(receiver);
+    const webhook = await createWebhook(receiver.url, ['run.aborted']);
+    await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.aborted', run });
+    dispatcher({ retrySchedule: [] }).start();
+    const [delivery] = await pollUntil(
+      async () => (await server.api(`/v1/webhooks/${webhook.id}/deliveries`)).body.items,
+      (items) => items[0]?.status === 'failed',
+    );
+    expect(delivery).toMatchObject({ attempts: 1, lastStatusCode: 307 });
+  });
+
+  it('records a delivery only for subscribed webhooks, and only if the transaction commits', async () => {
+    const receiver = await startReceiver(() => 200);
+    receivers.push(receiver);
+    const waiting = await createWebhook(receiver.url, ['run.waiting']);
+    const count = async () =>
+      (await server.api(`/v1/webhooks/${waiting.id}/deliveries`)).body.items.length as number;
+
+    await expect(
+      server.outrun.db.transaction().execute(async (tx) => {
+        expect(await recordWebhookEvent(tx, { workspaceId, event: 'run.waiting', run })).toBeGreaterThan(0);
+        throw new Error('status change rolled back');
+      }),
+    ).rejects.toThrow('rolled back');
+    expect(await count()).toBe(0);
+
+    await server.outrun.db
+      .transaction()
+      .execute((tx) => recordWebhookEvent(tx, { workspaceId, event: 'run.succeeded', run }));
+    expect(await count()).toBe(0);
+    await server.outrun.db
+      .transaction()
+      .execute((tx) => recordWebhookEvent(tx, { workspaceId, event: 'run.waiting', run }));
+    expect(await count()).toBe(1);
+    expect(
+      await recordWebhookEvent(server.outrun.db, { workspaceId: 'ws_none', event: 'run.waiting', run }),
+    ).toBe(0);
+  });
+
+  it('retries a crashed dispatcher’s claim once its lease expires, and fences the stale attempt', async () => {
+    await forgetEarlierWebhooks();
+    const webhook = await createWebhook('http://127.0.0.1:9/unused', ['run.succeeded']);
+    await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.succeeded', run });
+    const start = new Date(Date.now() + 1_000);
+    const claimLeaseMs = 60_000;
+    let answerStale: (response: Response) => void = () => {};
+    const stale = new WebhookDispatcher({
+      db: server.outrun.db,
+      logger: silent,
+      allowPrivateUrls: true,
+      claimLeaseMs,
+      now: () => start,
+      fetch: () => new Promise<Response>((resolve) => (answerStale = resolve)),
+    });
+    const staleAttempt = stale.dispatchDue();
+    const claimed = await pollUntil(
+      () =>
+        server.outrun.db
+          .selectFrom('webhook_deliveries')
+          .selectAll()
+          .where('webhook_id', '=', webhook.id)
+          .executeTakeFirstOrThrow(),
+      (row) => row.next_attempt_at.getTime() === start.getTime() + claimLeaseMs,
+    );
+    expect(claimed.status).toBe('pending');
+
+    // Before the lease runs out nobody else may take it; after, another dispatcher does.
+    const sent: string[] = [];
+    const fresh = (now: Date) =>
+      new WebhookDispatcher({
+        db: server.outrun.db,
+        logger: silent,
+        allowPrivateUrls: true,
+        now: () => now,
+        fetch: async (_url, init) => {
+          sent.push(String(new Headers(init?.headers).get('webhook-id')));
+          return new Response(null, { status: 200 });
+        },
+      });
+    expect(await fresh(new Date(start.getTime() + claimLeaseMs - 1)).dispatchDue()).toBe(0);
+    expect(await fresh(new Date(start.getTime() + claimLeaseMs + 1)).dispatchDue()).toBe(1);
+    expect(sent).toEqual([claimed.id]);
+
+    answerStale(new Response('late', { status: 500 }));
+    await staleAttempt;
+    const [delivery] = (await server.api(`/v1/webhooks/${webhook.id}/deliveries`)).body.items;
+    expect(delivery).toMatchObject({ status: 'delivered', attempts: 1, lastStatusCode: 200 });
+  });
+
+  it('spaces retries by the schedule with jitter, on the injected clock', async () => {
+    await forgetEarlierWebhooks();
+    const webhook = await createWebhook('http://127.0.0.1:9/unused', ['run.failed']);
+    await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.failed', run });
+    const now = new Date(Date.now() + 1_000);
+    const failing = (random: number) =>
+      new WebhookDispatcher({
+        db: server.outrun.db,
+        logger: silent,
+        allowPrivateUrls: true,
+        now: () => now,
+        random: () => random,
+        fetch: async () => new Response(null, { status: 500 }),
+      });
+    expect(await failing(1).dispatchDue()).toBe(1);
+    const row = await server.outrun.db
+      .selectFrom('webhook_deliveries')
+      .selectAll()
+      .where('webhook_id', '=', webhook.id)
+      .executeTakeFirstOrThrow();
+    // The first retry waits 5 s, spread by at most 20%: random() = 1 gives the upper bound.
+    expect(row.next_attempt_at.getTime() - now.getTime()).toBe(6_000);
+    expect(row).toMatchObject({ status: 'pending', attempts: 1, last_status_code: 500 });
+  });
+});
+
+describe.skipIf(!process.env.DATABASE_URL)('webhook dispatchers racing on PostgreSQL', () => {
+  it('delivers each delivery exactly once when two dispatchers on separate pools claim at once', async () => {
+    const database = await createPostgresDatabase();
+    const handles: DatabaseHandle[] = [];
+    const receiver = await startReceiver(() => 200);
+    const dispatchers: WebhookDispatcher[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        handles.push(await createDatabase({ databaseUrl: database.url, migrate: false, poolSize: 4 }));
+      }
+      const db = handles[0]!.db;
+      const workspaceId = newId('workspace');
+      await db.insertInto('workspaces').values({ id: workspaceId, name: 'race' }).execute();
+      await db
+        .insertInto('webhooks')
+        .values({
+          id: newId('webhook'),
+          workspace_id: workspaceId,
+          url: receiver.url,
+          secret: `whsec_${Buffer.alloc(24, 7).toString('base64')}`,
+          events: JSON.stringify(['run.succeeded']),
+        })
+        .execute();
+      const total = 60;
+      await db.transaction().execute(async (tx) => {
+        for (let i = 0; i < total; i++) {
+          await recordWebhookEvent(tx, { workspaceId, event: 'run.succeeded', run: { id: `run_${i}` } });
+        }
+      });
+      for (const handle of handles) {
+        const dispatcher = new WebhookDispatcher({
+          db: handle.db,
+          logger: silent,
+          allowPrivateUrls: true,
+          pollIntervalMs: 5,
+          batchSize: 4,
+          retrySchedule: [10],
+        });
+        dispatchers.push(dispatcher);
+      }
+      for (const dispatcher of dispatchers) dispatcher.start();
+
+      await pollUntil(
+        async () =>
+          (await db.selectFrom('webhook_deliveries').select('id').where('status', '=', 'delivered').execute())
+            .length,
+        (delivered) => delivered === total,
+      );
+      const ids = receiver.received.map((request) => request.headers['webhook-id']);
+      expect(ids).toHaveLength(total);
+      expect(new Set(ids).size).toBe(total);
+      const attempts = await db.selectFrom('webhook_deliveries').select('attempts').execute();
+      expect(attempts.every((row) => row.attempts === 1)).toBe(true);
+    } finally {
+      await Promise.all(dispatchers.map((dispatcher) => dispatcher.stop()));
+      await receiver.close();
+      for (const handle of handles) await handle.close();
+      await database.drop();
+    }
+  });
+});
