@@ -20,6 +20,8 @@ const ConfigSchema = z.object({
   maxAttempts: z.coerce.number().int().min(1).max(100).default(3),
   redisPrefix: z.string().min(1).default('outrun'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Whether outbound URLs (MCP servers, webhooks) may point at private, loopback or link-local addresses. */
+  allowPrivateUrls: z.union([z.boolean(), z.stringbool()]).default(false),
 });
 
 /** The server's configuration (DESIGN §7). Every field has a default that works on a laptop. */
@@ -44,6 +46,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxAttempts: blank(env.OUTRUN_MAX_ATTEMPTS),
     redisPrefix: blank(env.OUTRUN_REDIS_PREFIX),
     logLevel: blank(env.LOG_LEVEL),
+    allowPrivateUrls: blank(env.OUTRUN_ALLOW_PRIVATE_URLS),
   });
   if (!result.success) {
     const problems = result.error.issues

@@ -8,6 +8,7 @@ export const ID_PREFIXES = {
   chat: 'chat',
   message: 'msg',
   run: 'run',
+  agent: 'agt',
 } as const;
 
 export type IdKind = keyof typeof ID_PREFIXES;

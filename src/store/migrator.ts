@@ -1,9 +1,11 @@
 import { Migrator, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import * as initial from './migrations/0001-initial.ts';
+import * as agents from './migrations/0003-agents.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
   '0001-initial': initial,
+  '0003-agents': agents,
 };
 
 class StaticMigrationProvider implements MigrationProvider {
