@@ -4,7 +4,9 @@ import type { LanguageModel } from 'ai';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { resolveModel } from './agent/providers.ts';
+import { McpClientPool } from './agent/mcp-tools.ts';
 import { createDefaultToolRegistry, type ToolRegistry } from './agent/tools.ts';
+import { AgentService } from './agents/agent-service.ts';
 import { AuthService } from './auth/auth-service.ts';
 import type { Bus } from './bus/bus.ts';
 import { MemoryBus } from './bus/memory-bus.ts';
@@ -38,6 +40,9 @@ export interface OutrunContext {
   faults: Faults;
   tools: ToolRegistry;
   resolveModel: (modelId: string) => LanguageModel;
+  agents: AgentService;
+  /** This process's MCP clients, reused by every run; closed on shutdown. */
+  mcp: McpClientPool;
 }
 
 export interface CreateOutrunOptions {
@@ -124,6 +129,15 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   });
   const auth = new AuthService(db);
   const chats = new ChatService(db);
+  const mcp = new McpClientPool({ allowPrivateUrls: config.allowPrivateUrls, logger });
+  const agents = new AgentService({
+    db,
+    tools,
+    resolveModel: resolve,
+    mcp,
+    defaultModel: config.defaultModel,
+    allowPrivateUrls: config.allowPrivateUrls,
+  });
   const context: OutrunContext = {
     config,
     db,
@@ -138,6 +152,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     faults,
     tools,
     resolveModel: resolve,
+    agents,
+    mcp,
   };
   const server = buildServer(context);
   let closed: Promise<void> | null = null;
@@ -159,6 +175,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
         await server.close();
         await engine.shutdown({ graceMs: closeOptions.graceMs ?? config.shutdownGraceMs });
         await log.drain();
+        await mcp.close();
         await bus.close();
         if (!options.database) await database.close();
       })();

@@ -5,6 +5,7 @@ import type { Caller } from '../auth/auth-service.ts';
 import { NotFoundError } from '../errors.ts';
 import { errorHandler } from './error-mapper.ts';
 import { registerAdminRoutes } from './routes/admin-routes.ts';
+import { registerAgentRoutes } from './routes/agent-routes.ts';
 import { registerChatRoutes } from './routes/chat-routes.ts';
 import { registerRunRoutes } from './routes/run-routes.ts';
 import { registerAiSdkRoutes } from './routes/ai-sdk-routes.ts';
@@ -77,6 +78,7 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   });
 
   registerAdminRoutes(app, context);
+  registerAgentRoutes(app, context);
   registerChatRoutes(app, context);
   registerRunRoutes(app, context);
   registerStepRoutes(app, context);

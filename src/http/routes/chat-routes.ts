@@ -3,7 +3,10 @@ import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
 import { PaginationQuery, requireId } from '../validation.ts';
 
-const CreateChatBody = z.object({ title: z.string().max(200).optional() }).optional();
+const CreateChatBody = z
+  .object({ title: z.string().max(200).optional(), agentId: z.string().nullable().optional() })
+  .strict()
+  .optional();
 const UpdateChatBody = z.object({ title: z.string().max(200) });
 const ChatParams = z.object({ chatId: z.string() });
 const ChatListQuery = PaginationQuery(20, 100);
@@ -15,6 +18,7 @@ export function registerChatRoutes(app: FastifyInstance, context: OutrunContext)
 
   app.post('/v1/chats', async (request, reply) => {
     const body = CreateChatBody.parse(request.body) ?? {};
+    if (body.agentId) requireId('agent', body.agentId);
     return reply.status(201).send({ chat: await chats.create(request.caller, body) });
   });
 
