@@ -14,7 +14,10 @@ export const Multitask = {
 } as const;
 export type Multitask = (typeof Multitask)[keyof typeof Multitask];
 
-/** Options passed to the model on every call. */
+/** A JSON value, as provider options carry them. */
+export type JsonValue = null | string | number | boolean | JsonValue[] | { [key: string]: JsonValue };
+
+/** Options passed to the model on every call; spreads into `streamText` as they are. */
 export interface ModelOptions {
   /** 0–2. */
   temperature?: number;
@@ -22,7 +25,7 @@ export interface ModelOptions {
   topP?: number;
   maxOutputTokens?: number;
   /** Provider-specific options, keyed by provider (`{"openai": {...}}`). */
-  providerOptions?: Record<string, Record<string, unknown>>;
+  providerOptions?: Record<string, Record<string, JsonValue>>;
 }
 
 /** One entry of an agent's tool allowlist: a registry tool name or `mcp:<server>/<tool>`. */

@@ -28,7 +28,11 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('archived_at', 'timestamptz')
     .execute();
   // Agent ids sort by creation time, so the list pages by id within a workspace.
-  await db.schema.createIndex('agents_workspace_id_idx').on('agents').columns(['workspace_id', 'id']).execute();
+  await db.schema
+    .createIndex('agents_workspace_id_idx')
+    .on('agents')
+    .columns(['workspace_id', 'id'])
+    .execute();
 
   await db.schema
     .alterTable('chats')
