@@ -136,6 +136,24 @@ describe('MCP tools', () => {
     expect(chunks.at(-1)).toMatchObject({ type: 'finish' });
   });
 
+  it('fails a call as unreachable when the server goes down after connecting, and drops the client', async () => {
+    const flaky = await startTestMcpServer();
+    const local = new McpClientPool({ allowPrivateUrls: true, connectTimeoutMs: 5_000 });
+    try {
+      const server = { name: 'flaky', url: flaky.url };
+      const tools = await local.tools(server);
+      await flaky.close();
+      const add = tools.add!;
+      await expect(add.execute!({ a: 1, b: 2 }, { toolCallId: 'call-1', messages: [] })).rejects.toThrow(
+        /^MCP server "flaky" is unreachable: /,
+      );
+      await expect(local.tools(server)).rejects.toThrow(/^MCP server "flaky" is unreachable: /);
+      expect(local.size).toBe(0);
+    } finally {
+      await local.close();
+    }
+  });
+
   it('refuses a loopback MCP server unless private URLs are allowed', async () => {
     const strict = new McpClientPool({ allowPrivateUrls: false });
     try {

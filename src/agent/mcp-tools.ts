@@ -97,16 +97,16 @@ export class McpClientPool {
     if (this.closed)
       throw new McpServerUnreachableError(server.name, new Error('the MCP client pool is closed'));
     const key = poolKey(server);
-    let client: MCPClient;
+    let pending = this.clients.get(key);
+    if (!pending) {
+      const connecting = this.connect(server);
+      this.clients.set(key, connecting);
+      connecting.catch(() => this.evict(key, connecting));
+      pending = connecting;
+    }
     let listed: ToolSet;
     try {
-      let pending = this.clients.get(key);
-      if (!pending) {
-        pending = this.connect(server);
-        this.clients.set(key, pending);
-        pending.catch(() => this.evict(key, pending!));
-      }
-      client = await pending;
+      const client = await pending;
       // @ai-sdk/mcp types its tools against its own copy of provider-utils; they are AI SDK tools.
       listed = (await withTimeout(
         client.tools(),
@@ -114,13 +114,17 @@ export class McpClientPool {
         'listing tools',
       )) as unknown as ToolSet;
     } catch (error) {
-      await this.evict(key);
+      await this.evict(key, pending);
       throw error instanceof McpServerUnreachableError
         ? error
         : new McpServerUnreachableError(server.name, error);
     }
+    const client = pending;
     return Object.fromEntries(
-      Object.entries(listed).map(([name, mcpTool]) => [name, this.wrap(server, key, name, mcpTool)]),
+      Object.entries(listed).map(([name, mcpTool]) => [
+        name,
+        this.wrap(server, () => this.evict(key, client), name, mcpTool),
+      ]),
     );
   }
 
@@ -184,7 +188,7 @@ export class McpClientPool {
     }
   }
 
-  private wrap(server: McpServer, key: string, name: string, mcpTool: Tool): Tool {
+  private wrap(server: McpServer, evict: () => Promise<void>, name: string, mcpTool: Tool): Tool {
     const execute = mcpTool.execute;
     if (!execute) return mcpTool;
     return {
@@ -196,7 +200,7 @@ export class McpClientPool {
         } catch (error) {
           if (options.abortSignal?.aborted) throw error;
           // A transport failure drops the client, so the next call reconnects.
-          void this.evict(key);
+          void evict();
           throw new McpServerUnreachableError(server.name, error);
         }
       },
