@@ -20,6 +20,8 @@ export type MessagePart = UIMessage['parts'][number];
 /** A chat as the API shows it. */
 export interface Chat {
   id: string;
+  /** The chat's agent; null: the workspace default agent. */
+  agentId: string | null;
   title: string;
   createdAt: string;
   updatedAt: string;
