@@ -48,7 +48,7 @@ function describeError(error: unknown): string {
   const cause = error.cause instanceof Error ? error.cause : null;
   const code = (cause as { code?: unknown } | null)?.code ?? (error as { code?: unknown }).code;
   const detail = cause && cause.message !== error.message ? ` (${cause.message})` : '';
-  return `${error.message}${detail}${typeof code === 'string' && !detail.includes(code) ? ` [${code}]` : ''}`;
+  return `${error.message}${detail}${typeof code === 'string' && /^E[A-Z_]+$/.test(code) && !detail.includes(code) ? ` [${code}]` : ''}`;
 }
 
 /** A tool whose every call fails with `message`: stands in for a tool whose server cannot be reached. */
