@@ -4,7 +4,9 @@ import type { LanguageModel } from 'ai';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { resolveModel } from './agent/providers.ts';
+import { McpClientPool } from './agent/mcp-tools.ts';
 import { createDefaultToolRegistry, type ToolRegistry } from './agent/tools.ts';
+import { AgentService } from './agents/agent-service.ts';
 import { AuthService } from './auth/auth-service.ts';
 import type { Bus } from './bus/bus.ts';
 import { MemoryBus } from './bus/memory-bus.ts';
@@ -50,6 +52,9 @@ export interface OutrunContext {
   /** Sends the webhook outbox; `nudge()` it after committing a transaction that recorded deliveries. */
   webhookDispatcher: WebhookDispatcher;
   idempotency: IdempotencyKeys;
+  agents: AgentService;
+  /** This process's MCP clients, reused by every run; closed on shutdown. */
+  mcp: McpClientPool;
 }
 
 export interface CreateOutrunOptions {
@@ -159,6 +164,15 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     pollIntervalMs: config.webhookPollIntervalMs,
   });
   const idempotency = new IdempotencyKeys({ db });
+  const mcp = new McpClientPool({ allowPrivateUrls: config.allowPrivateUrls, logger });
+  const agents = new AgentService({
+    db,
+    tools,
+    resolveModel: resolve,
+    mcp,
+    defaultModel: config.defaultModel,
+    allowPrivateUrls: config.allowPrivateUrls,
+  });
   const context: OutrunContext = {
     config,
     db,
@@ -178,6 +192,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     webhooks,
     webhookDispatcher,
     idempotency,
+    agents,
+    mcp,
   };
   const server = buildServer(context);
   let closed: Promise<void> | null = null;
@@ -204,6 +220,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
         await server.close();
         await log.drain();
         await webhookDispatcher.stop();
+        await mcp.close();
         await bus.close();
         if (!options.database) await database.close();
       })();

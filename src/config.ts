@@ -24,14 +24,11 @@ const ConfigSchema = z.object({
   shutdownGraceMs: z.coerce.number().int().min(0).default(10_000),
   maxAttempts: z.coerce.number().int().min(1).max(100).default(3),
   redisPrefix: z.string().min(1).default('outrun'),
-  /** Outbound URLs (webhooks, MCP servers) may point at private and loopback addresses. */
-  allowPrivateUrls: z
-    .enum(['true', 'false'], { message: 'OUTRUN_ALLOW_PRIVATE_URLS must be true or false' })
-    .default('false')
-    .transform((value) => value === 'true'),
   /** How often the webhook dispatcher looks for due deliveries. */
   webhookPollIntervalMs: z.coerce.number().int().positive().default(1000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Whether outbound URLs (MCP servers, webhooks) may point at private, loopback or link-local addresses. */
+  allowPrivateUrls: z.union([z.boolean(), z.stringbool()]).default(false),
 });
 
 /** The server's configuration (DESIGN §7). Every field has a default that works on a laptop. */

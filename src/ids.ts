@@ -10,6 +10,7 @@ export const ID_PREFIXES = {
   run: 'run',
   webhook: 'wh',
   delivery: 'dlv',
+  agent: 'agt',
 } as const;
 
 export type IdKind = keyof typeof ID_PREFIXES;

@@ -1,7 +1,7 @@
 import { generateText, stepCountIs, streamText } from 'ai';
 import type { LanguageModelV3CallOptions, LanguageModelV3StreamPart } from '@ai-sdk/provider';
 import { describe, expect, it, vi } from 'vitest';
-import { createScriptedModel, parseScript } from './scripted-model.ts';
+import { createScriptedModel, echoInput, parseScript } from './scripted-model.ts';
 import { collectChunks, scriptText, streamedText } from './test-helpers.ts';
 import { createDefaultToolRegistry } from './tools.ts';
 
@@ -43,7 +43,10 @@ describe('parseScript', () => {
     [{ steps: 101 }, 'steps'],
     [{ tokens: 100_001 }, 'tokens'],
     [{ delayMs: 60_001 }, 'delayMs'],
-    [{ tool: 'yes' }, 'tool'],
+    [{ tool: 'not a name!' }, 'tool'],
+    [{ tool: 5 }, 'tool'],
+    [{ toolInput: [1] }, 'toolInput'],
+    [{ echoInput: 'yes' }, 'echoInput'],
     [{ failAtStep: 0 }, 'failAtStep'],
     [{ stpes: 2 }, 'stpes'],
   ])('rejects the invalid script %j with an error naming the field', (value, field) => {
@@ -236,5 +239,70 @@ describe('createScriptedModel', () => {
     expect(text).toMatch(/stop/i);
     expect(chunks.filter((chunk) => chunk.type === 'finish-step')).toHaveLength(2);
     expect(chunks.filter((chunk) => chunk.type === 'text-delta').length).toBeGreaterThan(30);
+  });
+
+  it('calls the tool named in tool with toolInput, and stops calling it on the last step', async () => {
+    const chunks = await collectChunks(
+      script({ steps: 2, tokens: 1, tool: 'calculator', toolInput: { expression: '2 + 3' } }),
+    );
+    const calls = chunks.filter((chunk) => chunk.type === 'tool-input-available');
+    expect(calls.map((chunk) => [chunk.toolName, chunk.input])).toEqual([
+      ['calculator', { expression: '2 + 3' }],
+    ]);
+    const output = chunks.find((chunk) => chunk.type === 'tool-output-available');
+    expect(output).toMatchObject({ output: { result: 5 } });
+    expect(streamedText(chunks)).toBe(scriptText([1, 2], 1));
+  });
+
+  it('answers echoInput with one JSON line: system, message count, characters, tools and approvals', async () => {
+    const text = script({ echoInput: true });
+    const result = streamText({
+      model: createScriptedModel(),
+      system: 'You are terse.',
+      tools: createDefaultToolRegistry().toolSet(),
+      messages: [
+        { role: 'user', content: 'first' },
+        { role: 'assistant', content: 'ok' },
+        { role: 'user', content: text },
+      ],
+    });
+    const answer = JSON.parse(await result.text);
+    expect(answer).toEqual({
+      system: 'You are terse.',
+      messages: 3,
+      chars: 'You are terse.'.length + 'first'.length + 'ok'.length + text.length,
+      tools: ['echo', 'current_time', 'calculator'],
+      approvals: [],
+    });
+  });
+
+  it('reports no system and no tools when none are given', async () => {
+    const result = streamText({ model: createScriptedModel(), prompt: script({ echoInput: true }) });
+    expect(JSON.parse(await result.text)).toMatchObject({
+      system: null,
+      messages: 1,
+      tools: [],
+      approvals: [],
+    });
+  });
+
+  it('lists the tool approval responses the prompt carries', () => {
+    const described = echoInput({
+      prompt: [
+        { role: 'user', content: [{ type: 'text', text: 'go' }] },
+        {
+          role: 'tool',
+          content: [
+            { type: 'tool-approval-response', approvalId: 'a1', approved: true },
+            { type: 'tool-approval-response', approvalId: 'a2', approved: false },
+          ],
+        },
+      ],
+    });
+    expect(described.approvals).toEqual([
+      { approvalId: 'a1', approved: true },
+      { approvalId: 'a2', approved: false },
+    ]);
+    expect(described).toMatchObject({ system: null, messages: 2, chars: 2 });
   });
 });

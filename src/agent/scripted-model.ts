@@ -19,8 +19,18 @@ const scriptSchema = z
     steps: z.int().min(1).max(SCRIPT_LIMITS.steps).default(1),
     tokens: z.int().min(0).max(SCRIPT_LIMITS.tokens).default(5),
     delayMs: z.int().min(0).max(SCRIPT_LIMITS.delayMs).default(0),
-    tool: z.boolean().default(true),
+    /** The tool every step but the last calls: a name, `true` for `echo`, `false` for none. */
+    tool: z
+      .union([
+        z.boolean(),
+        z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a tool name of letters, digits, "_" or "-"'),
+      ])
+      .default(true),
+    /** The input of those tool calls. @default {"step": s} */
+    toolInput: z.record(z.string(), z.json()).optional(),
     failAtStep: z.int().min(1).max(SCRIPT_LIMITS.steps).optional(),
+    /** Answer with one JSON line describing the call (`EchoedInput`) instead of the scripted deltas. */
+    echoInput: z.boolean().optional(),
   })
   .strict();
 
@@ -50,7 +60,8 @@ export function parseScript(text: string): Script | null {
       .join('; ');
     throw new Error(
       `Invalid script (${problems}). Expected {"script": {"steps": 1-${SCRIPT_LIMITS.steps}, ` +
-        `"tokens": 0-${SCRIPT_LIMITS.tokens}, "delayMs": 0-${SCRIPT_LIMITS.delayMs}, "tool": boolean, "failAtStep": integer}}.`,
+        `"tokens": 0-${SCRIPT_LIMITS.tokens}, "delayMs": 0-${SCRIPT_LIMITS.delayMs}, "tool": boolean or tool name, ` +
+        `"toolInput": object, "failAtStep": integer, "echoInput": boolean}}.`,
     );
   }
   return result.data;
@@ -107,7 +118,57 @@ function toolResultTime(prompt: LanguageModelV3Prompt, from: number): string | u
   return undefined;
 }
 
-function planStep(prompt: LanguageModelV3Prompt, demoDelayMs: number): StepPlan {
+/** What `echoInput` answers: what the model received, so a test can see instructions and tools arrive. */
+export interface EchoedInput {
+  /** The system prompt (the agent's instructions), or null without one. */
+  system: string | null;
+  /** The number of prompt messages, system messages excluded. */
+  messages: number;
+  /** The total characters of the prompt's text: system, text and reasoning parts. */
+  chars: number;
+  /** The names of the tools offered to the model, in the order offered. */
+  tools: string[];
+  /**
+   * The tool approval responses in the prompt. The AI SDK passes these on only for provider-executed
+   * tools; an answered approval of a local tool reaches the model as that tool's result.
+   */
+  approvals: { approvalId: string; approved: boolean }[];
+}
+
+/** Describes a model call as `echoInput` answers it. */
+export function echoInput(callOptions: Pick<LanguageModelV3CallOptions, 'prompt' | 'tools'>): EchoedInput {
+  const systems: string[] = [];
+  let messages = 0;
+  let chars = 0;
+  const approvals: EchoedInput['approvals'] = [];
+  for (const message of callOptions.prompt) {
+    if (message.role === 'system') {
+      systems.push(message.content);
+      chars += message.content.length;
+      continue;
+    }
+    messages++;
+    for (const part of message.content) {
+      if (part.type === 'text' || part.type === 'reasoning') chars += part.text.length;
+      else if (part.type === 'tool-approval-response') {
+        approvals.push({ approvalId: part.approvalId, approved: part.approved });
+      }
+    }
+  }
+  return {
+    system: systems.length > 0 ? systems.join('\n') : null,
+    messages,
+    chars,
+    tools: (callOptions.tools ?? []).map((tool) => tool.name),
+    approvals,
+  };
+}
+
+function planStep(
+  callOptions: Pick<LanguageModelV3CallOptions, 'prompt' | 'tools'>,
+  demoDelayMs: number,
+): StepPlan {
+  const { prompt } = callOptions;
   const lastUserIndex = prompt.findLastIndex((message) => message.role === 'user');
   const lastUser = prompt[lastUserIndex];
   const userText = lastUser?.role === 'user' ? textOf(lastUser.content) : '';
@@ -133,13 +194,16 @@ function planStep(prompt: LanguageModelV3Prompt, demoDelayMs: number): StepPlan 
   if (script.failAtStep === step) {
     return { kind: 'fail', message: `Scripted provider failure at step ${step} (failAtStep: ${step}).` };
   }
-  const deltas = Array.from({ length: script.tokens }, (_, index) => `s${step}t${index} `);
+  const deltas = script.echoInput
+    ? [JSON.stringify(echoInput(callOptions))]
+    : Array.from({ length: script.tokens }, (_, index) => `s${step}t${index} `);
   const isLast = step >= script.steps;
+  const toolName = script.tool === true ? 'echo' : script.tool;
   return {
     kind: 'answer',
     deltas,
     delayMs: script.delayMs,
-    ...(script.tool && !isLast ? { toolCall: { toolName: 'echo', input: { step } } } : {}),
+    ...(toolName !== false && !isLast ? { toolCall: { toolName, input: script.toolInput ?? { step } } } : {}),
   };
 }
 
@@ -228,7 +292,7 @@ export function createScriptedModel(
   async function doStream(callOptions: LanguageModelV3CallOptions) {
     const { prompt, abortSignal } = callOptions;
     if (abortSignal?.aborted) throw abortError(abortSignal);
-    const plan = planStep(prompt, demoDelayMs);
+    const plan = planStep(callOptions, demoDelayMs);
     // A failing step throws before any part is streamed, the way a provider's HTTP error does.
     if (plan.kind === 'fail') throw new Error(plan.message);
     // Cancelling the stream also ends a pending delay, not only the caller's abort signal.

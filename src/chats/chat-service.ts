@@ -14,6 +14,7 @@ export const DEFAULT_CHAT_TITLE = 'New chat';
 
 const toChatObject = (row: ChatRow): ChatObject => ({
   id: row.id,
+  agentId: row.agent_id,
   title: row.title,
   createdAt: row.created_at.toISOString(),
   updatedAt: row.updated_at.toISOString(),
@@ -23,13 +24,26 @@ const toChatObject = (row: ChatRow): ChatObject => ({
 export class ChatService {
   constructor(private readonly db: Db) {}
 
-  async create(caller: Caller, options: { title?: string }): Promise<ChatObject> {
+  /** A new chat of the caller. `agentId` must name a live agent of the caller's workspace, else `agent_not_found`. */
+  async create(caller: Caller, options: { title?: string; agentId?: string | null }): Promise<ChatObject> {
+    const agentId = options.agentId ?? null;
+    if (agentId !== null) {
+      const agent = await this.db
+        .selectFrom('agents')
+        .select('id')
+        .where('id', '=', agentId)
+        .where('workspace_id', '=', caller.workspaceId)
+        .where('archived_at', 'is', null)
+        .executeTakeFirst();
+      if (!agent) throw new NotFoundError('agent', agentId);
+    }
     const row = await this.db
       .insertInto('chats')
       .values({
         id: newId('chat'),
         workspace_id: caller.workspaceId,
         owner_id: caller.userId,
+        agent_id: agentId,
         title: options.title?.trim() || DEFAULT_CHAT_TITLE,
       })
       .returningAll()

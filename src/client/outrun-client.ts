@@ -33,7 +33,8 @@ export interface OutrunClient {
   me(options?: RequestOptions): Promise<Me>;
 
   listChats(options?: PageOptions & RequestOptions): Promise<Page<Chat>>;
-  createChat(options?: { title?: string } & RequestOptions): Promise<Chat>;
+  /** A new chat; with `agentId`, its runs use that agent (else the workspace default agent). */
+  createChat(options?: { title?: string; agentId?: string } & RequestOptions): Promise<Chat>;
   getChat(chatId: string, options?: RequestOptions): Promise<Chat>;
   renameChat(chatId: string, title: string, options?: RequestOptions): Promise<Chat>;
   /** Deletes a chat (stopping its active run first). */
@@ -121,7 +122,10 @@ export function createOutrunClient(options: OutrunClientOptions): OutrunClient {
     createChat: async (options = {}) =>
       (
         await request<{ chat: Chat }>('POST', '/v1/chats', {
-          body: options.title === undefined ? {} : { title: options.title },
+          body: {
+            ...(options.title === undefined ? {} : { title: options.title }),
+            ...(options.agentId === undefined ? {} : { agentId: options.agentId }),
+          },
           signal: options.signal,
         })
       ).chat,

@@ -5,6 +5,7 @@ import type { Caller } from '../auth/auth-service.ts';
 import { DEFAULT_RETRY_AFTER_SECONDS, NotFoundError, ServiceUnavailableError } from '../errors.ts';
 import { clientErrorHandler, errorHandler, frameworkErrorHandler } from './error-mapper.ts';
 import { registerAdminRoutes } from './routes/admin-routes.ts';
+import { registerAgentRoutes } from './routes/agent-routes.ts';
 import { registerChatRoutes } from './routes/chat-routes.ts';
 import { registerRunRoutes } from './routes/run-routes.ts';
 import { registerAiSdkRoutes } from './routes/ai-sdk-routes.ts';
@@ -125,6 +126,7 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   });
 
   registerAdminRoutes(app, context);
+  registerAgentRoutes(app, context);
   registerChatRoutes(app, context);
   registerRunRoutes(app, context);
   registerStepRoutes(app, context);

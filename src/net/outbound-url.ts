@@ -1,12 +1,26 @@
 import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
-import { InvalidRequestError } from '../errors.ts';
+import { OutrunError } from '../errors.ts';
+
+/** Why an outbound URL was refused. */
+export type OutboundUrlProblem = 'invalid' | 'scheme' | 'private' | 'unresolvable';
+
+/** An outbound URL (MCP server, webhook) the server will not call. */
+export class OutboundUrlError extends OutrunError {
+  readonly problem: OutboundUrlProblem;
+
+  constructor(problem: OutboundUrlProblem, message: string) {
+    super({ code: 'url_refused', status: 400, message, details: { problem } });
+    this.problem = problem;
+  }
+}
 
 /**
- * Addresses an outbound request must not reach unless private URLs are allowed: loopback, private,
- * link-local (cloud metadata), carrier-grade NAT, unspecified, multicast and reserved ranges.
+ * Addresses that reach the server's own host or network rather than the public internet: loopback,
+ * private (RFC 1918), carrier-grade NAT, link-local (cloud metadata lives at 169.254.169.254),
+ * unique-local IPv6, "this network", multicast and reserved ranges.
  */
-const REFUSED = new BlockList();
+const NON_PUBLIC = new BlockList();
 for (const [network, prefix] of [
   ['0.0.0.0', 8],
   ['10.0.0.0', 8],
@@ -20,67 +34,95 @@ for (const [network, prefix] of [
   ['224.0.0.0', 4],
   ['240.0.0.0', 4],
 ] as const) {
-  REFUSED.addSubnet(network, prefix, 'ipv4');
+  NON_PUBLIC.addSubnet(network, prefix, 'ipv4');
 }
 for (const [network, prefix] of [
   ['::', 128],
   ['::1', 128],
   ['fc00::', 7],
   ['fe80::', 10],
+  ['fec0::', 10],
   ['ff00::', 8],
 ] as const) {
-  REFUSED.addSubnet(network, prefix, 'ipv6');
+  NON_PUBLIC.addSubnet(network, prefix, 'ipv6');
 }
 
-/** Whether `address` (an IPv4 or IPv6 literal) is one outbound requests must not reach. */
-export function isRefusedAddress(address: string): boolean {
+/** The IPv4 address an IPv6 address carries (IPv4-mapped `::ffff:a.b.c.d`, NAT64 `64:ff9b::/96`), if any. */
+function embeddedIpv4(address: string): string | null {
+  const lower = address.toLowerCase();
+  const dotted = /^(?:::ffff:|64:ff9b::)(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
+  if (dotted) return dotted[1]!;
+  const hex = /^(?:::ffff:|64:ff9b::)([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(lower);
+  if (!hex) return null;
+  const high = parseInt(hex[1]!, 16);
+  const low = parseInt(hex[2]!, 16);
+  return [high >> 8, high & 0xff, low >> 8, low & 0xff].join('.');
+}
+
+/** Whether an IP address literal is loopback, private, link-local, unique-local or otherwise not public. */
+export function isNonPublicAddress(address: string): boolean {
   const family = isIP(address);
-  if (family === 4) return REFUSED.check(address, 'ipv4');
-  if (family !== 6) return true;
-  // An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is checked as the IPv4 address it carries.
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped) return REFUSED.check(mapped[1]!, 'ipv4');
-  return REFUSED.check(address, 'ipv6');
+  if (family === 4) return NON_PUBLIC.check(address, 'ipv4');
+  if (family === 6) {
+    const v4 = embeddedIpv4(address);
+    if (v4 !== null) return NON_PUBLIC.check(v4, 'ipv4');
+    return NON_PUBLIC.check(address, 'ipv6');
+  }
+  return false;
 }
 
-export interface OutboundUrlOptions {
-  /** Allow loopback and private addresses (`OUTRUN_ALLOW_PRIVATE_URLS=true`; tests and private networks). */
-  allowPrivate: boolean;
-  /** The body field the URL came from, named in the error. @default 'url' */
-  field?: string;
+export interface AssertOutboundUrlOptions {
+  /** Allow private, loopback and link-local addresses (`OUTRUN_ALLOW_PRIVATE_URLS`). @default false */
+  allowPrivate?: boolean;
+  /** Resolves a host name to its addresses. @default `dns.lookup` with every address */
+  resolve?: (hostname: string) => Promise<string[]>;
+}
+
+async function resolveAll(hostname: string): Promise<string[]> {
+  const results = await lookup(hostname, { all: true, verbatim: true });
+  return results.map((result) => result.address);
 }
 
 /**
- * Checks a URL the server will call (a webhook, an MCP server): http(s) only, and, unless `allowPrivate`,
- * neither its literal address nor any address its host name resolves to may be private or loopback.
- * Throws `InvalidRequestError` naming the field; returns the parsed URL.
+ * Checks a URL the server is about to call: http(s) only and, unless `allowPrivate`, a host whose every
+ * resolved address is public. Returns the parsed URL; throws `OutboundUrlError` saying what is wrong.
+ * The check resolves the name itself, so a name pointing at 127.0.0.1 is refused like the literal.
  */
-export async function assertOutboundUrl(url: string, options: OutboundUrlOptions): Promise<URL> {
-  const field = options.field ?? 'url';
-  const refuse = (reason: string) =>
-    new InvalidRequestError(`${field}: ${reason}`, { issues: [{ path: [field], message: reason }] });
+export async function assertOutboundUrl(url: string, options: AssertOutboundUrlOptions = {}): Promise<URL> {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    throw refuse('must be an absolute http(s) URL.');
+    throw new OutboundUrlError('invalid', `"${url.slice(0, 200)}" is not a valid URL.`);
   }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw refuse('must use http or https.');
-  if (parsed.username || parsed.password) throw refuse('must not carry credentials.');
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw new OutboundUrlError('scheme', `Only http and https URLs are allowed, not ${parsed.protocol}.`);
+  }
   if (options.allowPrivate) return parsed;
 
-  const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
+  // WHATWG URL parsing already normalised numeric hosts (`0x7f.1`, `2130706433`) to dotted IPv4.
+  const host = parsed.hostname.startsWith('[') ? parsed.hostname.slice(1, -1) : parsed.hostname;
   let addresses: string[];
   if (isIP(host)) addresses = [host];
   else {
     try {
-      addresses = (await lookup(host, { all: true, verbatim: true })).map((entry) => entry.address);
-    } catch {
-      throw refuse(`the host ${host} does not resolve.`);
+      addresses = await (options.resolve ?? resolveAll)(host);
+    } catch (error) {
+      throw new OutboundUrlError(
+        'unresolvable',
+        `The host "${host}" does not resolve: ${error instanceof Error ? error.message : String(error)}`,
+      );
     }
+    if (addresses.length === 0)
+      throw new OutboundUrlError('unresolvable', `The host "${host}" does not resolve.`);
   }
-  if (addresses.length === 0 || addresses.some(isRefusedAddress)) {
-    throw refuse('points at a private, loopback or link-local address, which is not allowed.');
+  const refused = addresses.find(isNonPublicAddress);
+  if (refused !== undefined) {
+    throw new OutboundUrlError(
+      'private',
+      `The host "${host}" resolves to ${refused}, a private, loopback or link-local address; ` +
+        'set OUTRUN_ALLOW_PRIVATE_URLS=true to allow such addresses.',
+    );
   }
   return parsed;
 }

@@ -11,6 +11,8 @@ export type MessagePart = UIMessage['parts'][number];
 
 /** A chat as the API shows it. */
 export interface Chat {
+  /** The chat's agent; null: the workspace default agent. */
+  agentId: string | null;
   id: string;
   title: string;
   createdAt: string;

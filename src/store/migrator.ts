@@ -1,12 +1,14 @@
 import { Migrator, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import * as initial from './migrations/0001-initial.ts';
 import * as lifecycle from './migrations/0002-lifecycle.ts';
+import * as agents from './migrations/0003-agents.ts';
 import * as triggers from './migrations/0004-triggers.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
   '0001-initial': initial,
   '0002-lifecycle': lifecycle,
+  '0003-agents': agents,
   '0004-triggers': triggers,
 };
 

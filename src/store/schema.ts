@@ -35,10 +35,31 @@ export interface ChatsTable {
   id: string;
   workspace_id: string;
   owner_id: string;
+  agent_id: ColumnType<string | null, string | null | undefined, string | null>;
   title: string;
   created_at: Timestamp;
   updated_at: Timestamp;
   deleted_at: NullableTimestamp;
+}
+
+export interface AgentsTable {
+  id: string;
+  workspace_id: string;
+  name: string;
+  instructions: string | null;
+  /** Null: the server's default model when a run starts. */
+  model: string | null;
+  model_options: Json<Record<string, unknown>>;
+  tools: Json<{ name: string; needsApproval?: boolean }[]>;
+  mcp_servers: Json<{ name: string; url: string; headers?: Record<string, string> }[]>;
+  budget: Json<Record<string, unknown>>;
+  multitask: ColumnType<string, string | undefined, string>;
+  context: Json<Record<string, unknown>>;
+  autostart: NullableJson<{ text: string }>;
+  continuation: NullableJson<{ maxRuns: number }>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  archived_at: NullableTimestamp;
 }
 
 export interface MessagesTable {
@@ -149,6 +170,7 @@ export interface Database {
   workspaces: WorkspacesTable;
   users: UsersTable;
   api_keys: ApiKeysTable;
+  agents: AgentsTable;
   chats: ChatsTable;
   messages: MessagesTable;
   runs: RunsTable;
@@ -163,6 +185,7 @@ export type RunRow = Selectable<RunsTable>;
 export type NewRun = Insertable<RunsTable>;
 export type RunUpdate = Updateable<RunsTable>;
 export type ChatRow = Selectable<ChatsTable>;
+export type AgentRow = Selectable<AgentsTable>;
 export type MessageRow = Selectable<MessagesTable>;
 export type UserRow = Selectable<UsersTable>;
 export type WorkspaceRow = Selectable<WorkspacesTable>;

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Caller } from '../auth/auth-service.ts';
-import { NotFoundError } from '../errors.ts';
+import { InvalidRequestError, NotFoundError } from '../errors.ts';
 import { newId } from '../ids.ts';
-import { assertOutboundUrl } from '../net/outbound-url.ts';
+import { assertOutboundUrl, OutboundUrlError } from '../net/outbound-url.ts';
 import type { Database, WebhookDeliveryRow, WebhookRow } from '../store/schema.ts';
 
 /** The run events a webhook can subscribe to. */
@@ -120,7 +120,12 @@ export class WebhookService {
     caller: Caller,
     options: { url: string; events?: WebhookEvent[] },
   ): Promise<{ webhook: WebhookObject; secret: string }> {
-    const url = await assertOutboundUrl(options.url, { allowPrivate: this.#allowPrivateUrls });
+    const url = await assertOutboundUrl(options.url, { allowPrivate: this.#allowPrivateUrls }).catch(
+      (error: unknown) => {
+        if (!(error instanceof OutboundUrlError)) throw error;
+        throw new InvalidRequestError(`url: ${error.message}`, { field: 'url', problem: error.problem });
+      },
+    );
     const secret = generateWebhookSecret();
     const events = [...new Set(options.events ?? WEBHOOK_EVENTS)];
     const row = await this.#db

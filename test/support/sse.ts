@@ -85,8 +85,10 @@ export function script(options: {
   steps?: number;
   tokens?: number;
   delayMs?: number;
-  tool?: boolean;
+  tool?: boolean | string;
+  toolInput?: Record<string, unknown>;
   failAtStep?: number;
+  echoInput?: boolean;
 }) {
   return JSON.stringify({ script: options });
 }

@@ -4,7 +4,10 @@ import type { OutrunContext } from '../../app.ts';
 import { withIdempotency } from '../idempotent-route.ts';
 import { PaginationQuery, requireId } from '../validation.ts';
 
-const CreateChatBody = z.object({ title: z.string().max(200).optional() }).optional();
+const CreateChatBody = z
+  .object({ title: z.string().max(200).optional(), agentId: z.string().nullable().optional() })
+  .strict()
+  .optional();
 const UpdateChatBody = z.object({ title: z.string().max(200) });
 const ChatParams = z.object({ chatId: z.string() });
 const ChatListQuery = PaginationQuery(20, 100);
@@ -17,6 +20,7 @@ export function registerChatRoutes(app: FastifyInstance, context: OutrunContext)
   app.post('/v1/chats', async (request, reply) =>
     withIdempotency(context.idempotency, request, reply, async () => {
       const body = CreateChatBody.parse(request.body) ?? {};
+      if (body.agentId) requireId('agent', body.agentId);
       return { status: 201, body: { chat: await chats.create(request.caller, body) } };
     }),
   );

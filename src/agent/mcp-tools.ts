@@ -1,0 +1,222 @@
+import { createHash } from 'node:crypto';
+import { createMCPClient, type MCPClient } from '@ai-sdk/mcp';
+import { jsonSchema, tool, type Tool, type ToolSet } from 'ai';
+import type { Logger } from 'pino';
+import { assertOutboundUrl } from '../net/outbound-url.ts';
+import type { McpServer } from '../protocol/agent.ts';
+
+/** Allowlist names of MCP tools start with this: `mcp:<server>/<tool>`. */
+export const MCP_TOOL_PREFIX = 'mcp:';
+
+/** How long connecting to an MCP server and listing its tools may take. */
+export const DEFAULT_MCP_CONNECT_TIMEOUT_MS = 10_000;
+
+/** The server and tool of an `mcp:<server>/<tool>` name, or null for any other name. */
+export function parseMcpToolName(name: string): { server: string; tool: string } | null {
+  const match = /^mcp:([^/]+)\/(.+)$/.exec(name);
+  return match ? { server: match[1]!, tool: match[2]! } : null;
+}
+
+/** Providers accept tool names of 1–64 letters, digits, `_` and `-`. */
+const PROVIDER_TOOL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * The name a tool is offered to the model under. Registry names are already valid and stay as they are;
+ * `mcp:<server>/<tool>` becomes `mcp_<server>_<tool>`, with other characters replaced by `_`, and a hash
+ * suffix when that is too long or had to change a character, so distinct names stay distinct in practice.
+ * The stream's tool chunks carry this name as `toolName` and the `mcp:` name as `title`.
+ */
+export function modelToolName(name: string): string {
+  const mcp = parseMcpToolName(name);
+  if (!mcp) return name;
+  const plain = `mcp_${mcp.server}_${mcp.tool}`;
+  if (PROVIDER_TOOL_NAME.test(plain)) return plain;
+  const hash = createHash('sha256').update(name).digest('hex').slice(0, 8);
+  return `${plain.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 55)}_${hash}`;
+}
+
+/** An MCP server that could not be reached, or failed while being called. */
+export class McpServerUnreachableError extends Error {
+  constructor(serverName: string, cause: unknown) {
+    super(`MCP server "${serverName}" is unreachable: ${describeError(cause)}`, { cause });
+    this.name = 'McpServerUnreachableError';
+  }
+}
+
+function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause instanceof Error ? error.cause : null;
+  const code = (cause as { code?: unknown } | null)?.code ?? (error as { code?: unknown }).code;
+  const detail = cause && cause.message !== error.message ? ` (${cause.message})` : '';
+  return `${error.message}${detail}${typeof code === 'string' && /^E[A-Z_]+$/.test(code) && !detail.includes(code) ? ` [${code}]` : ''}`;
+}
+
+/** A tool whose every call fails with `message`: stands in for a tool whose server cannot be reached. */
+export function unavailableTool(options: { title: string; message: string }): Tool {
+  return tool({
+    title: options.title,
+    description: `Unavailable: ${options.message}`,
+    inputSchema: jsonSchema<Record<string, unknown>>({ type: 'object', additionalProperties: true }),
+    execute: async (): Promise<unknown> => {
+      throw new Error(options.message);
+    },
+  });
+}
+
+export interface McpClientPoolOptions {
+  /** Allow MCP servers on private and loopback addresses (`OUTRUN_ALLOW_PRIVATE_URLS`). @default false */
+  allowPrivateUrls?: boolean;
+  /** @default DEFAULT_MCP_CONNECT_TIMEOUT_MS */
+  connectTimeoutMs?: number;
+  logger?: Logger;
+}
+
+/**
+ * The MCP clients of one worker: one Streamable HTTP client per server URL and headers, opened on first
+ * use and reused by every run, closed by `close()`. A server that cannot be reached is not cached, so the
+ * next run tries again; a client whose calls fail at the transport is dropped the same way.
+ */
+export class McpClientPool {
+  private readonly clients = new Map<string, Promise<MCPClient>>();
+  private readonly allowPrivateUrls: boolean;
+  private readonly connectTimeoutMs: number;
+  private readonly logger: Logger | undefined;
+  private closed = false;
+
+  constructor(options: McpClientPoolOptions = {}) {
+    this.allowPrivateUrls = options.allowPrivateUrls ?? false;
+    this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_MCP_CONNECT_TIMEOUT_MS;
+    this.logger = options.logger;
+  }
+
+  /**
+   * The server's tools keyed by their MCP names, each call wrapped so a transport failure reads
+   * `MCP server "<name>" is unreachable: …`. Throws `McpServerUnreachableError` when the server does not answer.
+   */
+  async tools(server: McpServer): Promise<ToolSet> {
+    if (this.closed)
+      throw new McpServerUnreachableError(server.name, new Error('the MCP client pool is closed'));
+    const key = poolKey(server);
+    let pending = this.clients.get(key);
+    if (!pending) {
+      const connecting = this.connect(server);
+      this.clients.set(key, connecting);
+      connecting.catch(() => this.evict(key, connecting));
+      pending = connecting;
+    }
+    let listed: ToolSet;
+    try {
+      const client = await pending;
+      // @ai-sdk/mcp types its tools against its own copy of provider-utils; they are AI SDK tools.
+      listed = (await withTimeout(
+        client.tools(),
+        this.connectTimeoutMs,
+        'listing tools',
+      )) as unknown as ToolSet;
+    } catch (error) {
+      await this.evict(key, pending);
+      throw error instanceof McpServerUnreachableError
+        ? error
+        : new McpServerUnreachableError(server.name, error);
+    }
+    const client = pending;
+    return Object.fromEntries(
+      Object.entries(listed).map(([name, mcpTool]) => [
+        name,
+        this.wrap(server, () => this.evict(key, client), name, mcpTool),
+      ]),
+    );
+  }
+
+  /** Connects once, lists the server's tool names and disconnects: the check at agent creation. */
+  async probe(server: McpServer): Promise<string[]> {
+    let client: MCPClient | undefined;
+    try {
+      client = await this.connect(server);
+      const listed = await withTimeout(client.listTools(), this.connectTimeoutMs, 'listing tools');
+      return listed.tools.map((entry) => entry.name);
+    } catch (error) {
+      throw error instanceof McpServerUnreachableError
+        ? error
+        : new McpServerUnreachableError(server.name, error);
+    } finally {
+      await client?.close().catch(() => {});
+    }
+  }
+
+  /** Closes every client. Later calls of `tools` fail as unreachable. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const pending = [...this.clients.values()];
+    this.clients.clear();
+    await Promise.all(
+      pending.map(async (client) => {
+        try {
+          await (await client).close();
+        } catch {
+          // A client that never connected has nothing to close.
+        }
+      }),
+    );
+  }
+
+  /** The number of open or opening clients (for tests and metrics). */
+  get size(): number {
+    return this.clients.size;
+  }
+
+  private async connect(server: McpServer): Promise<MCPClient> {
+    await assertOutboundUrl(server.url, { allowPrivate: this.allowPrivateUrls });
+    return createMCPClient({
+      transport: { type: 'http', url: server.url, headers: server.headers, redirect: 'error' },
+      clientName: 'outrun',
+      initializationOptions: { timeout: this.connectTimeoutMs },
+      onUncaughtError: (error) => {
+        this.logger?.warn({ err: error, mcpServer: server.name }, 'MCP client error');
+      },
+    });
+  }
+
+  private async evict(key: string, only?: Promise<MCPClient>): Promise<void> {
+    const pending = this.clients.get(key);
+    if (!pending || (only && pending !== only)) return;
+    this.clients.delete(key);
+    try {
+      await (await pending).close();
+    } catch {
+      // Nothing to close.
+    }
+  }
+
+  private wrap(server: McpServer, evict: () => Promise<void>, name: string, mcpTool: Tool): Tool {
+    const execute = mcpTool.execute;
+    if (!execute) return mcpTool;
+    return {
+      ...mcpTool,
+      title: `${MCP_TOOL_PREFIX}${server.name}/${name}`,
+      execute: async (input, options) => {
+        try {
+          return await execute(input, options);
+        } catch (error) {
+          if (options.abortSignal?.aborted) throw error;
+          // A transport failure drops the client, so the next call reconnects.
+          void evict();
+          throw new McpServerUnreachableError(server.name, error);
+        }
+      },
+    } as Tool;
+  }
+}
+
+function poolKey(server: McpServer): string {
+  const headers = Object.entries(server.headers ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return JSON.stringify([server.url, headers]);
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,96 @@
+import { describe, expect, it } from 'vitest';
+import { assertOutboundUrl, isNonPublicAddress, OutboundUrlError } from './outbound-url.ts';
+
+const publicResolver = async () => ['93.184.215.14'];
+
+async function problemOf(url: string, options: Parameters<typeof assertOutboundUrl>[1] = {}) {
+  try {
+    await assertOutboundUrl(url, { resolve: publicResolver, ...options });
+    return null;
+  } catch (error) {
+    expect(error).toBeInstanceOf(OutboundUrlError);
+    return (error as OutboundUrlError).problem;
+  }
+}
+
+describe('assertOutboundUrl', () => {
+  it('accepts http and https URLs on public addresses', async () => {
+    expect(await problemOf('https://mcp.example.com/mcp')).toBeNull();
+    expect(await problemOf('http://93.184.215.14:8080/x')).toBeNull();
+    expect(await problemOf('http://[2606:2800:220:1:248:1893:25c8:1946]/')).toBeNull();
+  });
+
+  it('refuses other schemes and malformed URLs', async () => {
+    expect(await problemOf('ftp://example.com/')).toBe('scheme');
+    expect(await problemOf('file:///etc/passwd')).toBe('scheme');
+    expect(await problemOf('javascript:alert(1)')).toBe('scheme');
+    expect(await problemOf('not a url')).toBe('invalid');
+  });
+
+  it('refuses IPv4 literals in loopback, private, link-local and other non-public ranges', async () => {
+    for (const host of [
+      '127.0.0.1',
+      '127.1.2.3',
+      '10.0.0.5',
+      '172.16.3.4',
+      '172.31.255.255',
+      '192.168.1.1',
+      '169.254.169.254',
+      '100.64.0.1',
+      '0.0.0.0',
+    ]) {
+      expect(await problemOf(`http://${host}/`), host).toBe('private');
+    }
+    // Numeric shorthands are normalised by the URL parser and still refused.
+    expect(await problemOf('http://2130706433/')).toBe('private');
+    expect(await problemOf('http://0x7f.1/')).toBe('private');
+    expect(await problemOf('http://172.32.0.1/')).toBeNull();
+  });
+
+  it('refuses IPv6 loopback, unique-local, link-local and IPv4-mapped private literals', async () => {
+    for (const host of [
+      '[::1]',
+      '[::]',
+      '[fd12:3456::1]',
+      '[fc00::1]',
+      '[fe80::1]',
+      '[::ffff:127.0.0.1]',
+      '[::ffff:10.0.0.1]',
+    ]) {
+      expect(await problemOf(`http://${host}:3000/`), host).toBe('private');
+    }
+  });
+
+  it('refuses a name that resolves to loopback, also when only one of its addresses does', async () => {
+    expect(await problemOf('http://localhost:3000/mcp', { resolve: undefined })).toBe('private');
+    expect(await problemOf('http://sneaky.example/', { resolve: async () => ['8.8.8.8', '127.0.0.1'] })).toBe(
+      'private',
+    );
+    expect(await problemOf('http://v6.example/', { resolve: async () => ['::1'] })).toBe('private');
+  });
+
+  it('reports a name that does not resolve', async () => {
+    const problem = await problemOf('http://nowhere.invalid/', {
+      resolve: async () => {
+        throw new Error('ENOTFOUND');
+      },
+    });
+    expect(problem).toBe('unresolvable');
+  });
+
+  it('allows private addresses when allowPrivate is set, but still only http(s)', async () => {
+    expect(await problemOf('http://127.0.0.1:3000/mcp', { allowPrivate: true })).toBeNull();
+    expect(await problemOf('http://localhost/', { allowPrivate: true })).toBeNull();
+    expect(await problemOf('gopher://127.0.0.1/', { allowPrivate: true })).toBe('scheme');
+  });
+});
+
+describe('isNonPublicAddress', () => {
+  it('classifies addresses', () => {
+    expect(isNonPublicAddress('8.8.8.8')).toBe(false);
+    expect(isNonPublicAddress('2001:4860:4860::8888')).toBe(false);
+    expect(isNonPublicAddress('::ffff:7f00:1')).toBe(true);
+    expect(isNonPublicAddress('64:ff9b::a00:1')).toBe(true);
+    expect(isNonPublicAddress('fe80::abcd')).toBe(true);
+  });
+});
