@@ -6,7 +6,7 @@ import {
   type ToolSet,
   type UIMessage,
 } from 'ai';
-import { MessageProjector } from '../protocol/message-projector.ts';
+import type { MessageProjector } from '../protocol/message-projector.ts';
 import type { RunEventWriter } from '../stream/event-log.ts';
 import type { RunUsage } from './run-object.ts';
 

@@ -11,10 +11,10 @@ import type { EventLog, LogEvent } from '../stream/event-log.ts';
 import { interruptedStepClosure } from '../stream/interrupted-step.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
 import { toRunObject, type RunObject } from './run-object.ts';
+import type { RunErrorCode } from './run-status.ts';
 import {
   ACTIVE_RUN_STATUSES,
   RUN_ERROR_MESSAGES,
-  RunErrorCode,
   RunStatus,
   isActiveStatus,
   isTerminalStatus,

@@ -155,7 +155,7 @@ export class RunExecutor {
   }
 
   async #own(row: RunRow, active: ActiveRun, lastSeq: number): Promise<void> {
-    const { runs, lifecycle, log, logger, faults } = this.#options;
+    const { lifecycle, log, logger, faults } = this.#options;
     const context = { runId: row.id, chatId: row.chat_id, attempt: row.attempt };
     const epoch = row.epoch;
     const writer: RunEventWriter = log.openWriter({ runId: row.id, epoch, nextSeq: lastSeq + 1 });
