@@ -21,6 +21,7 @@ import { BullMqQueue } from './queue/bullmq-queue.ts';
 import { MemoryQueue } from './queue/memory-queue.ts';
 import type { RunQueue } from './queue/queue.ts';
 import { Lifecycle } from './runs/lifecycle.ts';
+import { recordRunWebhooks, webhookEventOf } from './webhooks/run-webhooks.ts';
 import { RunEngine } from './runs/run-engine.ts';
 import { RunExecutor } from './runs/run-executor.ts';
 import { RunService } from './runs/run-service.ts';
@@ -121,8 +122,29 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
 
   const log = new EventLog({ db, appendDb: database.appendDb, bus, metrics, logger, faults });
   const runs = new RunService({ db, log, metrics, faults });
-  const lifecycle = new Lifecycle({ db, log, queue, metrics, logger, faults });
+  const lifecycle = new Lifecycle({
+    db,
+    log,
+    queue,
+    metrics,
+    logger,
+    faults,
+    listeners: [recordRunWebhooks],
+    // A status change that recorded deliveries: send them now rather than at the next poll.
+    afterCommit: (change) => {
+      if (webhookEventOf(change.run.status)) webhookDispatcher.nudge();
+    },
+  });
   const chats = new ChatService(db);
+  const mcp = new McpClientPool({ allowPrivateUrls: config.allowPrivateUrls, logger });
+  const agents = new AgentService({
+    db,
+    tools,
+    resolveModel: resolve,
+    mcp,
+    defaultModel: config.defaultModel,
+    allowPrivateUrls: config.allowPrivateUrls,
+  });
   const executor = new RunExecutor({
     runs,
     lifecycle,
@@ -136,11 +158,14 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     instanceId,
     leaseMs: config.leaseMs,
     clock: options.clock,
+    mcp,
   });
   const engine = new RunEngine({
     runs,
     lifecycle,
     executor,
+    configs: agents,
+    resolveModel: resolve,
     log,
     bus,
     queue,
@@ -164,15 +189,6 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     pollIntervalMs: config.webhookPollIntervalMs,
   });
   const idempotency = new IdempotencyKeys({ db });
-  const mcp = new McpClientPool({ allowPrivateUrls: config.allowPrivateUrls, logger });
-  const agents = new AgentService({
-    db,
-    tools,
-    resolveModel: resolve,
-    mcp,
-    defaultModel: config.defaultModel,
-    allowPrivateUrls: config.allowPrivateUrls,
-  });
   const context: OutrunContext = {
     config,
     db,

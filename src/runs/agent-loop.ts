@@ -7,6 +7,7 @@ import {
   type UIMessage,
 } from 'ai';
 import type { MessageProjector } from '../protocol/message-projector.ts';
+import type { ModelOptions } from '../protocol/agent.ts';
 import type { RunEventWriter } from '../stream/event-log.ts';
 import type { RunUsage } from './run-object.ts';
 
@@ -25,8 +26,8 @@ export interface AgentLoopOptions {
   tools: ToolSet;
   /** The system prompt (the agent's instructions). */
   system?: string;
-  /** Model call settings (temperature and the like). */
-  callOptions?: { temperature?: number; topP?: number; maxOutputTokens?: number; providerOptions?: never };
+  /** Model call settings (temperature and the like), spread into `streamText`. */
+  callOptions?: ModelOptions;
   /** Steps the loop may still take. */
   maxSteps: number;
   /** Steps earlier executions finished (0 for a new run). */

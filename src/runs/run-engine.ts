@@ -11,7 +11,9 @@ import { Ending, INTERRUPTED_BY_CRASH, STOPPABLE_STATUSES, type Lifecycle } from
 import type { RunExecutor } from './run-executor.ts';
 import { toRunObject, type RunObject } from './run-object.ts';
 import type { BeginRunOptions, RunService } from './run-service.ts';
-import { RunErrorCode, RunStatus, isTerminalStatus } from './run-status.ts';
+import type { RunOverrides } from '../agents/agent-schema.ts';
+import type { RunConfig } from '../protocol/agent.ts';
+import { RunErrorCode, RunStatus, isTerminalStatus, type RunTrigger } from './run-status.ts';
 
 /** What to do when the chat already has an active run (DESIGN §4). */
 export type Multitask = 'reject' | 'interrupt' | 'enqueue';
@@ -19,6 +21,30 @@ export type Multitask = 'reject' | 'interrupt' | 'enqueue';
 export interface StartRunOptions extends Omit<BeginRunOptions, 'enqueue'> {
   /** @default 'reject' */
   multitask?: Multitask;
+}
+
+/** Resolves the configuration a run executes with: its chat's agent (or the default) and the run's overrides. */
+export interface RunConfigResolver {
+  runConfig(options: {
+    workspaceId: string;
+    agentId: string | null;
+    overrides?: RunOverrides;
+  }): Promise<RunConfig>;
+}
+
+export interface StartChatRunOptions {
+  workspaceId: string;
+  userId: string;
+  chatId: string;
+  /** The chat's agent; null for the workspace default. */
+  agentId: string | null;
+  parts: unknown[];
+  trigger: RunTrigger;
+  overrides?: RunOverrides;
+  metadata?: Record<string, unknown> | null;
+  parentRunId?: string | null;
+  scheduleId?: string | null;
+  inTransaction?: BeginRunOptions['inTransaction'];
 }
 
 export interface StopResult {
@@ -32,6 +58,9 @@ export interface RunEngineOptions {
   runs: RunService;
   lifecycle: Lifecycle;
   executor: RunExecutor;
+  configs: RunConfigResolver;
+  /** Throws `ModelUnavailableError` for a model this server cannot call. */
+  resolveModel: (modelId: string) => unknown;
   log: EventLog;
   bus: Bus;
   queue: RunQueue;
@@ -92,6 +121,35 @@ export class RunEngine {
       );
     }, interval);
     this.#sweepTimer.unref();
+  }
+
+  /**
+   * Starts a run on a chat: resolves the configuration it will execute with (stored on the run, so a later
+   * edit of the agent never changes it), checks the model before anything is written, then `startRun`.
+   */
+  async startChatRun(options: StartChatRunOptions): Promise<RunObject> {
+    const config = await this.#options.configs.runConfig({
+      workspaceId: options.workspaceId,
+      agentId: options.agentId,
+      overrides: options.overrides,
+    });
+    // Fails with 400 model_unavailable before anything is written or any model is called.
+    this.#options.resolveModel(config.model);
+    return this.startRun({
+      workspaceId: options.workspaceId,
+      chatId: options.chatId,
+      userId: options.userId,
+      parts: options.parts,
+      model: config.model,
+      trigger: options.trigger,
+      config: config as unknown as Record<string, unknown>,
+      agentId: config.agentId,
+      multitask: options.overrides?.multitask ?? config.multitask,
+      metadata: options.metadata,
+      parentRunId: options.parentRunId,
+      scheduleId: options.scheduleId,
+      inTransaction: options.inTransaction,
+    });
   }
 
   /**

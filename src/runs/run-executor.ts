@@ -1,6 +1,9 @@
 import type { LanguageModel, UIMessage } from 'ai';
 import type { Logger } from 'pino';
+import type { McpClientPool } from '../agent/mcp-tools.ts';
+import { buildToolSet } from '../agent/tool-set.ts';
 import type { ToolRegistry } from '../agent/tools.ts';
+import type { RunConfig } from '../protocol/agent.ts';
 import type { ChatService } from '../chats/chat-service.ts';
 import type { Clock } from '../clock.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
@@ -22,14 +25,6 @@ import { RunErrorCode } from './run-status.ts';
  * shutdown (the run is handed back to `pending` for the next owner), or a lost lease (someone else owns it).
  */
 type AbortReason = typeof RunErrorCode.stopped | 'released' | 'lease_lost';
-
-/** Run options the worker reads from the run row (the request's `budget`). */
-export interface RunBudget {
-  /** Most agent steps (model calls). @default 8 */
-  maxSteps?: number;
-  /** Most output tokens per model call. */
-  maxOutputTokens?: number;
-}
 
 interface ActiveRun {
   controller: AbortController;
@@ -53,6 +48,8 @@ export interface RunExecutorOptions {
   chats: ChatService;
   log: EventLog;
   tools: ToolRegistry;
+  /** This process's MCP clients (tools named `mcp:<server>/<tool>`). */
+  mcp?: McpClientPool;
   resolveModel: (modelId: string) => LanguageModel;
   metrics: Metrics;
   logger: Logger;
@@ -163,12 +160,13 @@ export class RunExecutor {
     try {
       if (row.stop_requested_at) this.abort(row.id, RunErrorCode.stopped);
       await faults.hit(FaultPoint.beforeLoop, { runId: row.id });
-      const model = this.#options.resolveModel(row.model);
-      const budget = (row.options as { budget?: RunBudget }).budget ?? {};
-      const maxSteps = budget.maxSteps ?? this.#options.defaultMaxSteps ?? 8;
+      // The configuration stored when the run began: an agent edited since does not change it.
+      const config = this.#runConfig(row);
+      const model = this.#options.resolveModel(config.model);
+      const maxSteps = config.budget.maxSteps ?? this.#options.defaultMaxSteps ?? 8;
       // An earlier execution (a crash, a release) left finished steps: go on after them.
       const resume = row.attempt > 1 ? await this.#resumePoint(row, epoch) : null;
-      const tools = this.#options.tools.toolSet();
+      const tools = await buildToolSet({ config, registry: this.#options.tools, mcp: this.#options.mcp });
       const messages = await loadRunContext({
         chats: this.#options.chats,
         run: row,
@@ -196,7 +194,8 @@ export class RunExecutor {
         model,
         messages,
         tools,
-        callOptions: { maxOutputTokens: budget.maxOutputTokens },
+        system: config.instructions ?? undefined,
+        callOptions: config.modelOptions,
         maxSteps,
         stepsDone: resume?.stepsDone ?? 0,
         projector,
@@ -245,6 +244,24 @@ export class RunExecutor {
       await writer.flush().catch(() => {});
       await lifecycle.end({ runId: row.id, epoch, ending: Ending.failed(code) });
     }
+  }
+
+  /** A run's stored configuration; runs begun before agents existed get the default agent's. */
+  #runConfig(row: RunRow): RunConfig {
+    if (row.config) return row.config as unknown as RunConfig;
+    const budget = (row.options as { budget?: { maxSteps?: number } }).budget ?? {};
+    return {
+      agentId: null,
+      instructions: null,
+      model: row.model,
+      modelOptions: {},
+      tools: this.#options.tools.names().map((name) => ({ name, needsApproval: false })),
+      mcpServers: [],
+      budget: { maxSteps: budget.maxSteps },
+      multitask: 'reject',
+      context: {},
+      continuation: null,
+    };
   }
 
   #recordStep(runId: string, epoch: number, step: FinishedStep): Promise<void> {
