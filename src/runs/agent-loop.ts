@@ -7,6 +7,7 @@ import {
   type UIMessage,
 } from 'ai';
 import type { MessageProjector } from '../protocol/message-projector.ts';
+import type { RunToolContext } from '../agent/tool-context.ts';
 import type { ModelOptions } from '../protocol/agent.ts';
 import type { RunEventWriter } from '../stream/event-log.ts';
 import type { RunUsage } from './run-object.ts';
@@ -26,6 +27,8 @@ export interface AgentLoopOptions {
   tools: ToolSet;
   /** The system prompt (the agent's instructions). */
   system?: string;
+  /** What tools learn about the run calling them. */
+  toolContext: RunToolContext;
   /** Model call settings (temperature and the like), spread into `streamText`. */
   callOptions?: ModelOptions;
   /** Steps the loop may still take. */
@@ -78,6 +81,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     messages: options.messages,
     tools: options.tools,
     ...options.callOptions,
+    experimental_context: options.toolContext,
     stopWhen: stepCountIs(Math.max(1, options.maxSteps - options.stepsDone)),
     abortSignal: options.signal,
     onStepFinish: (finished) => {

@@ -195,6 +195,13 @@ export class RunExecutor {
         messages,
         tools,
         system: config.instructions ?? undefined,
+        toolContext: {
+          runId: row.id,
+          chatId: row.chat_id,
+          workspaceId: row.workspace_id,
+          userId: row.created_by,
+          agentId: row.agent_id,
+        },
         callOptions: config.modelOptions,
         maxSteps,
         stepsDone: resume?.stepsDone ?? 0,
