@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { LanguageModel } from 'ai';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
+import { ModelPrices } from './agent/prices.ts';
 import { resolveModel } from './agent/providers.ts';
 import { McpClientPool } from './agent/mcp-tools.ts';
 import { createDefaultToolRegistry, type ToolRegistry } from './agent/tools.ts';
@@ -136,6 +137,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     },
   });
   const chats = new ChatService(db);
+  const prices = ModelPrices.fromFile(config.modelPricesFile);
   const mcp = new McpClientPool({ allowPrivateUrls: config.allowPrivateUrls, logger });
   const agents = new AgentService({
     db,
@@ -145,7 +147,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     defaultModel: config.defaultModel,
     allowPrivateUrls: config.allowPrivateUrls,
   });
-  const executor = new RunExecutor({
+  const executor: RunExecutor = new RunExecutor({
     runs,
     lifecycle,
     chats,
@@ -159,13 +161,18 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     leaseMs: config.leaseMs,
     clock: options.clock,
     mcp,
+    prices,
+    waitTtlMs: config.waitTtlMs,
+    continueRun: (run, runConfig) => engine.startContinuation(run, runConfig),
   });
-  const engine = new RunEngine({
+  const engine: RunEngine = new RunEngine({
+    db,
     runs,
     lifecycle,
     executor,
     configs: agents,
     resolveModel: resolve,
+    prices,
     log,
     bus,
     queue,
@@ -187,6 +194,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     metrics,
     allowPrivateUrls: config.allowPrivateUrls,
     pollIntervalMs: config.webhookPollIntervalMs,
+    claimLeaseMs: config.webhookClaimLeaseMs,
   });
   const idempotency = new IdempotencyKeys({ db });
   const context: OutrunContext = {

@@ -22,10 +22,20 @@ const ConfigSchema = z.object({
   leaseMs: z.coerce.number().int().positive().default(30_000),
   sweepIntervalMs: z.coerce.number().int().positive().default(10_000),
   shutdownGraceMs: z.coerce.number().int().min(0).default(10_000),
+  /** How long a `waiting` run waits for an answer before it ends `aborted`/`wait_expired` (7 days). */
+  waitTtlMs: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(7 * 24 * 60 * 60 * 1000),
+  /** A JSON file of per-model prices: `{"openai:gpt-4o": {"inputPerMillion": 2.5, "outputPerMillion": 10}}`. */
+  modelPricesFile: z.string().min(1).optional(),
   maxAttempts: z.coerce.number().int().min(1).max(100).default(3),
   redisPrefix: z.string().min(1).default('outrun'),
   /** How often the webhook dispatcher looks for due deliveries. */
   webhookPollIntervalMs: z.coerce.number().int().positive().default(1000),
+  /** How long a dispatcher's claim on a delivery lasts: a dispatcher that died mid-attempt is retried after it. */
+  webhookClaimLeaseMs: z.coerce.number().int().positive().default(60_000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Whether outbound URLs (MCP servers, webhooks) may point at private, loopback or link-local addresses. */
   allowPrivateUrls: z.union([z.boolean(), z.stringbool()]).default(false),
@@ -52,10 +62,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     leaseMs: blank(env.OUTRUN_LEASE_MS),
     sweepIntervalMs: blank(env.OUTRUN_SWEEP_INTERVAL_MS),
     shutdownGraceMs: blank(env.OUTRUN_SHUTDOWN_GRACE_MS),
+    waitTtlMs: blank(env.OUTRUN_WAIT_TTL_MS),
+    modelPricesFile: blank(env.OUTRUN_MODEL_PRICES),
     maxAttempts: blank(env.OUTRUN_MAX_ATTEMPTS),
     redisPrefix: blank(env.OUTRUN_REDIS_PREFIX),
     allowPrivateUrls: blank(env.OUTRUN_ALLOW_PRIVATE_URLS),
     webhookPollIntervalMs: blank(env.OUTRUN_WEBHOOK_POLL_INTERVAL_MS),
+    webhookClaimLeaseMs: blank(env.OUTRUN_WEBHOOK_CLAIM_LEASE_MS),
     logLevel: blank(env.LOG_LEVEL),
   });
   if (!result.success) {

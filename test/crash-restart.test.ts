@@ -206,7 +206,13 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
   it('delivers the webhook of a status change made just before a kill -9, after the restart', async () => {
     const store = await durableStore(kind);
     cleanups.push(store.cleanup);
-    const env = { ...store.env, OUTRUN_ALLOW_PRIVATE_URLS: 'true', OUTRUN_WEBHOOK_POLL_INTERVAL_MS: '200' };
+    const env = {
+      ...store.env,
+      OUTRUN_ALLOW_PRIVATE_URLS: 'true',
+      OUTRUN_WEBHOOK_POLL_INTERVAL_MS: '200',
+      // A claim the killed process held mid-attempt runs out quickly.
+      OUTRUN_WEBHOOK_CLAIM_LEASE_MS: '1000',
+    };
     // The receiver is down while the first process runs, so the delivery cannot happen before the kill.
     const received: { headers: IncomingHttpHeaders; body: string }[] = [];
     const receiver = createServer((request, response) => {

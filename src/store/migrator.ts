@@ -3,6 +3,7 @@ import * as initial from './migrations/0001-initial.ts';
 import * as lifecycle from './migrations/0002-lifecycle.ts';
 import * as agents from './migrations/0003-agents.ts';
 import * as triggers from './migrations/0004-triggers.ts';
+import * as budgets from './migrations/0007-budgets.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -10,6 +11,7 @@ const migrations: Record<string, Migration> = {
   '0002-lifecycle': lifecycle,
   '0003-agents': agents,
   '0004-triggers': triggers,
+  '0007-budgets': budgets,
 };
 
 class StaticMigrationProvider implements MigrationProvider {
@@ -20,7 +22,12 @@ class StaticMigrationProvider implements MigrationProvider {
 
 /** Brings the schema up to date. Safe to call on every start and from several processes at once. */
 export async function migrateToLatest(db: Kysely<unknown>): Promise<string[]> {
-  const migrator = new Migrator({ db, provider: new StaticMigrationProvider() });
+  // Migrations are additive and independent: one written later with a lower number still runs.
+  const migrator = new Migrator({
+    db,
+    provider: new StaticMigrationProvider(),
+    allowUnorderedMigrations: true,
+  });
   const { error, results } = await migrator.migrateToLatest();
   if (error) throw error instanceof Error ? error : new Error(String(error));
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);

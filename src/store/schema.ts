@@ -115,6 +115,7 @@ export interface RunStepsTable {
   step: number;
   parts: Json<unknown[]>;
   usage: NullableJson<Record<string, number>>;
+  cost_usd: ColumnType<number | null, number | null | undefined, number | null>;
   /** Sequence number of the step's `finish-step` event: the projection is complete through it. */
   last_seq: number;
   started_at: Timestamp;

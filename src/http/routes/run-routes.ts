@@ -55,6 +55,16 @@ export const StartRunBody = z
 export type StartRunBody = z.infer<typeof StartRunBody>;
 
 const ChatParams = z.object({ chatId: z.string() });
+/** `POST /v1/runs/:runId/approvals`: the answer to one pending tool call. */
+export const ApprovalBody = z
+  .object({
+    approvalId: z.string().min(1).max(200),
+    approved: z.boolean(),
+    reason: z.string().max(2000).optional(),
+  })
+  .strict();
+/** `POST /v1/runs/:runId/continue`: the raised budget of a run its budget paused. */
+export const ContinueBody = z.object({ budget: BudgetSchema }).strict();
 const StopChatBody = z.object({ includeQueued: z.boolean().optional() }).strict().optional();
 const RunParams = z.object({ runId: z.string() });
 const RunListQuery = PaginationQuery(20, 100);
@@ -123,6 +133,20 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
     const runId = requireId('run', RunParams.parse(request.params).runId);
     await ownedRun(request.caller, runId);
     return engine.stopRun(runId);
+  });
+
+  app.post('/v1/runs/:runId/approvals', async (request) => {
+    const runId = requireId('run', RunParams.parse(request.params).runId);
+    const body = ApprovalBody.parse(request.body);
+    await ownedRun(request.caller, runId);
+    return { run: await engine.answerApproval({ runId, ...body }) };
+  });
+
+  app.post('/v1/runs/:runId/continue', async (request) => {
+    const runId = requireId('run', RunParams.parse(request.params).runId);
+    const body = ContinueBody.parse(request.body);
+    await ownedRun(request.caller, runId);
+    return { run: await engine.continueRun({ runId, budget: body.budget }) };
   });
 
   app.get('/v1/runs/:runId/stream', async (request, reply) => {
