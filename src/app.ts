@@ -115,8 +115,13 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   const queue =
     options.queue ??
     (config.redisUrl
-      ? new BullMqQueue({ url: config.redisUrl, prefix: config.redisPrefix, logger })
-      : new MemoryQueue({ logger }));
+      ? new BullMqQueue({
+          url: config.redisUrl,
+          prefix: config.redisPrefix,
+          logger,
+          concurrency: config.workerConcurrency,
+        })
+      : new MemoryQueue({ logger, concurrency: config.workerConcurrency }));
   const tools = options.tools ?? createDefaultToolRegistry();
   const resolve = options.resolveModel ?? ((modelId: string) => resolveModel({ modelId }));
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;

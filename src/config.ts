@@ -22,6 +22,12 @@ const ConfigSchema = z.object({
   leaseMs: z.coerce.number().int().positive().default(30_000),
   sweepIntervalMs: z.coerce.number().int().positive().default(10_000),
   shutdownGraceMs: z.coerce.number().int().min(0).default(10_000),
+  /**
+   * Runs one worker executes at once; the rest wait `pending` in the queue, so an overloaded worker finishes
+   * runs late instead of starving all of them. 100 keeps delivery p99 near 60 ms on two cores
+   * (docs/benchmarks.md); 1,000 concurrent runs saturate them.
+   */
+  workerConcurrency: z.coerce.number().int().min(1).max(10_000).default(100),
   /** How long a `waiting` run waits for an answer before it ends `aborted`/`wait_expired` (7 days). */
   waitTtlMs: z.coerce
     .number()
@@ -62,6 +68,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     leaseMs: blank(env.OUTRUN_LEASE_MS),
     sweepIntervalMs: blank(env.OUTRUN_SWEEP_INTERVAL_MS),
     shutdownGraceMs: blank(env.OUTRUN_SHUTDOWN_GRACE_MS),
+    workerConcurrency: blank(env.OUTRUN_WORKER_CONCURRENCY),
     waitTtlMs: blank(env.OUTRUN_WAIT_TTL_MS),
     modelPricesFile: blank(env.OUTRUN_MODEL_PRICES),
     maxAttempts: blank(env.OUTRUN_MAX_ATTEMPTS),
