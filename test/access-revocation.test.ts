@@ -110,7 +110,7 @@ describe.each(STORE_KINDS)('key revocation across instances on %s', (kind) => {
     const frames: string[] = [];
     const ended = (async () => {
       try {
-        for await (const frame of readSse(response.body!)) frames.push(frame.data);
+        for await (const frame of readSse(response.body!)) frames.push(frame.data ?? '');
       } catch {
         // A connection cut mid-frame also ends the stream.
       }

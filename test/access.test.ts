@@ -2,6 +2,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createOutrunClient } from '../src/client/index.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { readSse, script } from './support/sse.ts';
 import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
@@ -252,7 +253,7 @@ describe.each(STORE_KINDS)('access and tenancy on %s', (kind) => {
       expect(stream.headers.get('cache-control')).toContain('no-store');
       expect(stream.headers.get('x-content-type-options')).toBe('nosniff');
       const frames: string[] = [];
-      for await (const frame of readSse(stream.body!)) frames.push(frame.data);
+      for await (const frame of readSse(stream.body!)) frames.push(frame.data ?? '');
       expect(frames.at(-1)).toBe('[DONE]');
 
       const withKey = await fetch(`${server.url}/v1/runs/${runId}/stream?access_token=${aliceKey}`);
@@ -261,6 +262,18 @@ describe.each(STORE_KINDS)('access and tenancy on %s', (kind) => {
       const elsewhere = await fetch(`${server.url}/v1/chats/${chatId}?access_token=${read}`);
       expect(elsewhere.status).toBe(401);
       await elsewhere.body?.cancel();
+    });
+
+    it('lets the typed client follow a run with a token, fetching a new one when the server refuses it', async () => {
+      const tokens = ['ors_expired.token', (await token(['read'])).body.token as string];
+      let calls = 0;
+      const client = createOutrunClient({ baseUrl: server.url, auth: { getToken: () => tokens[calls++]! } });
+      const runs = await client.listRuns(chatId);
+      expect(calls).toBe(2);
+      const events = [];
+      for await (const event of client.followRun(runs.items[0]!.id)) events.push(event);
+      expect(events.length).toBeGreaterThan(0);
+      expect(calls).toBe(2);
     });
 
     it('stops working once the key that issued it is revoked', async () => {
