@@ -354,6 +354,20 @@ describe.each(STORE_KINDS)('access and tenancy on %s', (kind) => {
       expect(await right.text()).toContain('# HELP');
     });
 
+    it('serves the web app’s scripts compressed', async () => {
+      const assets = fileURLToPath(new URL('../web/dist/assets/', import.meta.url));
+      const script = existsSync(assets)
+        ? readdirSync(assets).find((name) => name.endsWith('.js'))
+        : undefined;
+      if (!script) return;
+      const response = await fetch(`${server.url}/assets/${script}`, {
+        headers: { 'accept-encoding': 'br, gzip' },
+      });
+      expect(response.status).toBe(200);
+      expect(response.headers.get('content-encoding')).toMatch(/^(br|gzip)$/);
+      await response.body?.cancel();
+    });
+
     it('serves no source maps, even one a build left behind', async () => {
       const assets = join(fileURLToPath(new URL('../web/dist/assets/', import.meta.url)));
       const map = existsSync(assets) ? readdirSync(assets).find((name) => name.endsWith('.map')) : undefined;
