@@ -57,6 +57,8 @@ export interface OutrunContext {
   agents: AgentService;
   /** This process's MCP clients, reused by every run; closed on shutdown. */
   mcp: McpClientPool;
+  /** Signals between instances (the HTTP layer listens for key revocations). */
+  bus: Bus;
 }
 
 export interface CreateOutrunOptions {
@@ -191,7 +193,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     maxAttempts: config.maxAttempts,
     worker: options.worker,
   });
-  const auth = new AuthService(db);
+  const auth = new AuthService({ db, bus, logger });
   const webhooks = new WebhookService({ db, allowPrivateUrls: config.allowPrivateUrls });
   const webhookDispatcher = new WebhookDispatcher({
     db,
@@ -223,6 +225,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     idempotency,
     agents,
     mcp,
+    bus,
   };
   const server = buildServer(context);
   let closed: Promise<void> | null = null;

@@ -43,6 +43,37 @@ const ConfigSchema = z.object({
   /** How long a dispatcher's claim on a delivery lasts: a dispatcher that died mid-attempt is retried after it. */
   webhookClaimLeaseMs: z.coerce.number().int().positive().default(60_000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Browser origins allowed to call the API cross-origin (`OUTRUN_CORS_ORIGINS`, comma-separated). @default none */
+  corsOrigins: z
+    .string()
+    .optional()
+    .transform((value, context) => {
+      const origins = (value ?? '')
+        .split(',')
+        .map((origin) => origin.trim())
+        .filter(Boolean);
+      for (const origin of origins) {
+        if (origin === '*') continue;
+        let parsed: URL | undefined;
+        try {
+          parsed = new URL(origin);
+        } catch {
+          parsed = undefined;
+        }
+        if (!parsed || parsed.origin !== origin) {
+          context.addIssue({
+            code: 'custom',
+            message: `OUTRUN_CORS_ORIGINS: "${origin}" is not an origin; write scheme://host[:port], comma-separated`,
+          });
+        }
+      }
+      return origins;
+    })
+    .pipe(z.array(z.string())),
+  /** When set, `GET /metrics` needs `Authorization: Bearer <token>` (`OUTRUN_METRICS_TOKEN`). */
+  metricsToken: z.string().min(16, 'OUTRUN_METRICS_TOKEN must be at least 16 characters').optional(),
+  /** How often open streams' keys are re-checked for revocations the bus did not deliver. */
+  streamRecheckMs: z.coerce.number().int().positive().default(2_000),
   /** Whether outbound URLs (MCP servers, webhooks) may point at private, loopback or link-local addresses. */
   allowPrivateUrls: z.union([z.boolean(), z.stringbool()]).default(false),
 });
@@ -77,6 +108,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     webhookPollIntervalMs: blank(env.OUTRUN_WEBHOOK_POLL_INTERVAL_MS),
     webhookClaimLeaseMs: blank(env.OUTRUN_WEBHOOK_CLAIM_LEASE_MS),
     logLevel: blank(env.LOG_LEVEL),
+    corsOrigins: blank(env.OUTRUN_CORS_ORIGINS),
+    metricsToken: blank(env.OUTRUN_METRICS_TOKEN),
+    streamRecheckMs: blank(env.OUTRUN_STREAM_RECHECK_MS),
   });
   if (!result.success) {
     const problems = result.error.issues

@@ -37,7 +37,7 @@ export class ForbiddenError extends OutrunError {
 
 export class NotFoundError extends OutrunError {
   constructor(
-    resource: 'chat' | 'run' | 'workspace' | 'agent' | 'route' | 'webhook' | 'approval',
+    resource: 'chat' | 'run' | 'workspace' | 'agent' | 'route' | 'webhook' | 'approval' | 'user' | 'api_key',
     id?: string,
   ) {
     super({

@@ -7,9 +7,17 @@ type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefine
 type Json<T> = ColumnType<T, string, string>;
 type NullableJson<T> = ColumnType<T | null, string | null | undefined, string | null>;
 
+/** A workspace's limits (DESIGN §3); absent fields are unlimited. */
+export interface WorkspaceQuota {
+  tokensPerDay?: number;
+  costUsdPerDay?: number;
+  runsPerMinute?: number;
+}
+
 export interface WorkspacesTable {
   id: string;
   name: string;
+  quota: NullableJson<WorkspaceQuota>;
   created_at: Timestamp;
 }
 
@@ -17,8 +25,9 @@ export interface UsersTable {
   id: string;
   workspace_id: string;
   email: string;
-  role: 'admin' | 'member';
+  role: 'owner' | 'admin' | 'member';
   created_at: Timestamp;
+  deleted_at: NullableTimestamp;
 }
 
 export interface ApiKeysTable {
@@ -26,9 +35,19 @@ export interface ApiKeysTable {
   user_id: string;
   hash: string;
   prefix: string;
+  name: ColumnType<string, string | undefined, string>;
+  /** Registered from `OUTRUN_ADMIN_KEY` (or generated at first start); revoked when the variable changes. */
+  seeded: ColumnType<boolean, boolean | undefined, boolean>;
   created_at: Timestamp;
   last_used_at: NullableTimestamp;
   revoked_at: NullableTimestamp;
+}
+
+/** Server-wide secrets shared by every instance on the database (the scoped-token signing key). */
+export interface ServerSecretsTable {
+  name: string;
+  value: string;
+  created_at: Timestamp;
 }
 
 export interface ChatsTable {
@@ -180,6 +199,7 @@ export interface Database {
   webhooks: WebhooksTable;
   webhook_deliveries: WebhookDeliveriesTable;
   idempotency_keys: IdempotencyKeysTable;
+  server_secrets: ServerSecretsTable;
 }
 
 export type RunRow = Selectable<RunsTable>;
@@ -190,5 +210,6 @@ export type AgentRow = Selectable<AgentsTable>;
 export type MessageRow = Selectable<MessagesTable>;
 export type UserRow = Selectable<UsersTable>;
 export type WorkspaceRow = Selectable<WorkspacesTable>;
+export type ApiKeyRow = Selectable<ApiKeysTable>;
 export type WebhookRow = Selectable<WebhooksTable>;
 export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;
