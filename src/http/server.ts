@@ -4,6 +4,7 @@ import type { OutrunContext } from '../app.ts';
 import type { Caller } from '../auth/auth-service.ts';
 import { DEFAULT_RETRY_AFTER_SECONDS, NotFoundError, ServiceUnavailableError } from '../errors.ts';
 import { clientErrorHandler, errorHandler, frameworkErrorHandler } from './error-mapper.ts';
+import { rateLimitKeyOf } from './rate-limit.ts';
 import { registerAdminRoutes } from './routes/admin-routes.ts';
 import { registerAgentRoutes } from './routes/agent-routes.ts';
 import { registerChatRoutes } from './routes/chat-routes.ts';
@@ -11,6 +12,7 @@ import { registerRunRoutes } from './routes/run-routes.ts';
 import { registerAiSdkRoutes } from './routes/ai-sdk-routes.ts';
 import { registerStepRoutes } from './routes/step-routes.ts';
 import { registerWebhookRoutes } from './routes/webhook-routes.ts';
+import { registerQuotaRoutes } from './routes/quota-routes.ts';
 import { registerWebApp } from './static.ts';
 import { assertStorableText } from './text-guard.ts';
 
@@ -89,6 +91,11 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     request.caller = await context.auth.authenticate(match?.[1]);
   });
+  // After authentication, so only real callers are counted and an unknown key stays a 401.
+  app.addHook('onRequest', async (request) => {
+    if (!request.url.startsWith('/v1/')) return;
+    await context.rateLimiter.consume(rateLimitKeyOf(request.caller));
+  });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
@@ -132,6 +139,7 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   registerStepRoutes(app, context);
   registerAiSdkRoutes(app, context);
   registerWebhookRoutes(app, context);
+  registerQuotaRoutes(app, context);
   registerWebApp(app);
   return app;
 }

@@ -26,7 +26,11 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('tokens_after', 'integer', (c) => c.notNull())
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .execute();
-  await db.schema.createIndex('compactions_chat_id_idx').on('compactions').columns(['chat_id', 'id']).execute();
+  await db.schema
+    .createIndex('compactions_chat_id_idx')
+    .on('compactions')
+    .columns(['chat_id', 'id'])
+    .execute();
 }
 
 export async function down(db: Kysely<unknown>): Promise<void> {
