@@ -9,5 +9,7 @@ export default defineConfig({
     // Two cores: more workers only add PGlite start-up contention.
     maxWorkers: 2,
     pool: 'forks',
+    // Tests poll the API far faster than a client would; the rate-limit tests turn limits on themselves.
+    env: { OUTRUN_RATE_LIMIT_PER_MINUTE: '0' },
   },
 });

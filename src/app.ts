@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { LanguageModel } from 'ai';
 import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
 import pino, { type Logger } from 'pino';
 import { ModelPrices } from './agent/prices.ts';
 import { resolveModel } from './agent/providers.ts';
@@ -16,11 +17,13 @@ import { ChatService } from './chats/chat-service.ts';
 import type { Clock } from './clock.ts';
 import { loadConfig, type Config } from './config.ts';
 import { Faults } from './faults.ts';
+import { createRequestRateLimiter, type RequestRateLimiter } from './http/rate-limit.ts';
 import { buildServer } from './http/server.ts';
 import { Metrics } from './metrics.ts';
 import { BullMqQueue } from './queue/bullmq-queue.ts';
 import { MemoryQueue } from './queue/memory-queue.ts';
 import type { RunQueue } from './queue/queue.ts';
+import { QuotaService } from './quotas/quota-service.ts';
 import { Lifecycle } from './runs/lifecycle.ts';
 import { recordRunWebhooks, webhookEventOf } from './webhooks/run-webhooks.ts';
 import { RunEngine } from './runs/run-engine.ts';
@@ -59,6 +62,10 @@ export interface OutrunContext {
   mcp: McpClientPool;
   /** Signals between instances (the HTTP layer listens for key revocations). */
   bus: Bus;
+  /** Workspace quotas: the start path calls `assertCanStart`, the budget check `remaining`. */
+  quotas: QuotaService;
+  /** Per-key request limits on `/v1`: in Redis with `REDIS_URL`, in memory otherwise. */
+  rateLimiter: RequestRateLimiter;
 }
 
 export interface CreateOutrunOptions {
@@ -80,6 +87,8 @@ export interface CreateOutrunOptions {
   clock?: Clock;
   /** Whether this instance is alone on its database (embedded mode). @default true without REDIS_URL */
   singleInstance?: boolean;
+  /** Per-key request limits. @default `OUTRUN_RATE_LIMIT_PER_MINUTE`, counted in Redis with `REDIS_URL` */
+  rateLimiter?: RequestRateLimiter;
 }
 
 export interface Outrun extends OutrunContext {
@@ -204,6 +213,17 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     claimLeaseMs: config.webhookClaimLeaseMs,
   });
   const idempotency = new IdempotencyKeys({ db });
+  const quotas = new QuotaService({ db, clock: options.clock });
+  const rateLimiter =
+    options.rateLimiter ??
+    createRequestRateLimiter({
+      perMinute: config.rateLimitPerMinute,
+      redis:
+        config.redisUrl && config.rateLimitPerMinute > 0
+          ? rateLimitRedis(config.redisUrl, logger)
+          : undefined,
+      keyPrefix: config.redisPrefix,
+    });
   const context: OutrunContext = {
     config,
     db,
@@ -226,6 +246,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     agents,
     mcp,
     bus,
+    quotas,
+    rateLimiter,
   };
   const server = buildServer(context);
   let closed: Promise<void> | null = null;
@@ -253,12 +275,30 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
         await log.drain();
         await webhookDispatcher.stop();
         await mcp.close();
+        await rateLimiter.close();
         await bus.close();
         if (!options.database) await database.close();
       })();
       return closed;
     },
   };
+}
+
+/**
+ * The rate limiter's own Redis connection. Commands fail at once while it is not connected (no offline
+ * queue), so the limiter counts in memory during an outage instead of holding requests.
+ */
+function rateLimitRedis(url: string, logger: Logger): Redis {
+  const redis = new Redis(url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  let reported = false;
+  redis.on('error', (error: Error) => {
+    if (!reported) logger.warn({ err: error }, 'rate limiter: Redis unavailable, counting in memory');
+    reported = true;
+  });
+  redis.on('ready', () => {
+    reported = false;
+  });
+  return redis;
 }
 
 function stripUndefined<T extends object>(value: T): Partial<T> {

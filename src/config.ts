@@ -42,6 +42,8 @@ const ConfigSchema = z.object({
   webhookPollIntervalMs: z.coerce.number().int().positive().default(1000),
   /** How long a dispatcher's claim on a delivery lasts: a dispatcher that died mid-attempt is retried after it. */
   webhookClaimLeaseMs: z.coerce.number().int().positive().default(60_000),
+  /** Requests one API key (or user) may make to `/v1` per minute, shared across instances through Redis; 0 turns the limit off. */
+  rateLimitPerMinute: z.coerce.number().int().min(0).default(600),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Browser origins allowed to call the API cross-origin (`OUTRUN_CORS_ORIGINS`, comma-separated). @default none */
   corsOrigins: z
@@ -107,6 +109,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     allowPrivateUrls: blank(env.OUTRUN_ALLOW_PRIVATE_URLS),
     webhookPollIntervalMs: blank(env.OUTRUN_WEBHOOK_POLL_INTERVAL_MS),
     webhookClaimLeaseMs: blank(env.OUTRUN_WEBHOOK_CLAIM_LEASE_MS),
+    rateLimitPerMinute: blank(env.OUTRUN_RATE_LIMIT_PER_MINUTE),
     logLevel: blank(env.LOG_LEVEL),
     corsOrigins: blank(env.OUTRUN_CORS_ORIGINS),
     metricsToken: blank(env.OUTRUN_METRICS_TOKEN),

@@ -16,6 +16,7 @@ import { OpenStreams } from './open-streams.ts';
 import { registerApiKeyRoutes } from './routes/api-key-routes.ts';
 import { registerTokenRoutes } from './routes/token-routes.ts';
 import { clientErrorHandler, errorHandler, frameworkErrorHandler } from './error-mapper.ts';
+import { rateLimitKeyOf } from './rate-limit.ts';
 import { registerAdminRoutes } from './routes/admin-routes.ts';
 import { registerAgentRoutes } from './routes/agent-routes.ts';
 import { registerChatRoutes } from './routes/chat-routes.ts';
@@ -24,6 +25,7 @@ import { registerAiSdkRoutes } from './routes/ai-sdk-routes.ts';
 import { registerStepRoutes } from './routes/step-routes.ts';
 import { registerWebhookRoutes } from './routes/webhook-routes.ts';
 import { CONTENT_SECURITY_DIRECTIVES, registerWebApp } from './static.ts';
+import { registerQuotaRoutes } from './routes/quota-routes.ts';
 import { assertStorableText } from './text-guard.ts';
 
 /** How long `/readyz` waits for the database before answering 503: a frozen database must not hang it. */
@@ -180,6 +182,11 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   app.addHook('onSend', async (request, reply) => {
     if (request.url.startsWith('/v1/')) void reply.header('cache-control', 'no-store');
   });
+  // After authentication, so only real callers are counted and an unknown key stays a 401.
+  app.addHook('onRequest', async (request) => {
+    if (!request.url.startsWith('/v1/')) return;
+    await context.rateLimiter.consume(rateLimitKeyOf(request.caller));
+  });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
@@ -229,6 +236,7 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   registerWebhookRoutes(app, context);
   registerApiKeyRoutes(app, context);
   registerTokenRoutes(app, context);
+  registerQuotaRoutes(app, context);
   registerWebApp(app);
   return app;
 }

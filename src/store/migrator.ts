@@ -5,6 +5,7 @@ import * as agents from './migrations/0003-agents.ts';
 import * as triggers from './migrations/0004-triggers.ts';
 import * as access from './migrations/0005-access.ts';
 import * as budgets from './migrations/0007-budgets.ts';
+import * as quotasCompaction from './migrations/0008-quotas-compaction.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -14,6 +15,7 @@ const migrations: Record<string, Migration> = {
   '0004-triggers': triggers,
   '0005-access': access,
   '0007-budgets': budgets,
+  '0008-quotas-compaction': quotasCompaction,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

@@ -7,16 +7,20 @@ type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefine
 type Json<T> = ColumnType<T, string, string>;
 type NullableJson<T> = ColumnType<T | null, string | null | undefined, string | null>;
 
-/** A workspace's limits (DESIGN §3); absent fields are unlimited. */
+/** A workspace's limits (DESIGN §3); a field left out is no limit. */
 export interface WorkspaceQuota {
+  /** Input plus output tokens of the workspace's steps finished in one UTC day. */
   tokensPerDay?: number;
+  /** Cost in US dollars of the workspace's steps finished in one UTC day. */
   costUsdPerDay?: number;
+  /** Runs the workspace may create in any 60 seconds. */
   runsPerMinute?: number;
 }
 
 export interface WorkspacesTable {
   id: string;
   name: string;
+  /** Null: no quota. */
   quota: NullableJson<WorkspaceQuota>;
   created_at: Timestamp;
 }
@@ -134,6 +138,7 @@ export interface RunStepsTable {
   step: number;
   parts: Json<unknown[]>;
   usage: NullableJson<Record<string, number>>;
+  /** What the step cost in US dollars; null when the model has no price. */
   cost_usd: ColumnType<number | null, number | null | undefined, number | null>;
   /** Sequence number of the step's `finish-step` event: the projection is complete through it. */
   last_seq: number;
@@ -186,6 +191,19 @@ export interface IdempotencyKeysTable {
   created_at: Timestamp;
 }
 
+/** A summary of a chat's older messages, made by context compaction and reused by later runs of the chat. */
+export interface CompactionsTable {
+  id: string;
+  chat_id: string;
+  run_id: string | null;
+  /** The last message the summary covers. */
+  upto_message_id: string;
+  summary: string;
+  tokens_before: number;
+  tokens_after: number;
+  created_at: Timestamp;
+}
+
 export interface Database {
   workspaces: WorkspacesTable;
   users: UsersTable;
@@ -200,6 +218,7 @@ export interface Database {
   webhook_deliveries: WebhookDeliveriesTable;
   idempotency_keys: IdempotencyKeysTable;
   server_secrets: ServerSecretsTable;
+  compactions: CompactionsTable;
 }
 
 export type RunRow = Selectable<RunsTable>;
@@ -213,3 +232,4 @@ export type WorkspaceRow = Selectable<WorkspacesTable>;
 export type ApiKeyRow = Selectable<ApiKeysTable>;
 export type WebhookRow = Selectable<WebhooksTable>;
 export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;
+export type CompactionRow = Selectable<CompactionsTable>;
