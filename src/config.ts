@@ -26,6 +26,8 @@ const ConfigSchema = z.object({
   redisPrefix: z.string().min(1).default('outrun'),
   /** How often the webhook dispatcher looks for due deliveries. */
   webhookPollIntervalMs: z.coerce.number().int().positive().default(1000),
+  /** How often each instance's schedule runner looks for due schedules. */
+  schedulePollIntervalMs: z.coerce.number().int().positive().default(1000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Whether outbound URLs (MCP servers, webhooks) may point at private, loopback or link-local addresses. */
   allowPrivateUrls: z.union([z.boolean(), z.stringbool()]).default(false),
@@ -56,6 +58,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     redisPrefix: blank(env.OUTRUN_REDIS_PREFIX),
     allowPrivateUrls: blank(env.OUTRUN_ALLOW_PRIVATE_URLS),
     webhookPollIntervalMs: blank(env.OUTRUN_WEBHOOK_POLL_INTERVAL_MS),
+    schedulePollIntervalMs: blank(env.OUTRUN_SCHEDULE_POLL_INTERVAL_MS),
     logLevel: blank(env.LOG_LEVEL),
   });
   if (!result.success) {

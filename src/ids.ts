@@ -11,6 +11,7 @@ export const ID_PREFIXES = {
   webhook: 'wh',
   delivery: 'dlv',
   agent: 'agt',
+  schedule: 'sch',
 } as const;
 
 export type IdKind = keyof typeof ID_PREFIXES;

@@ -3,6 +3,7 @@ import * as initial from './migrations/0001-initial.ts';
 import * as lifecycle from './migrations/0002-lifecycle.ts';
 import * as agents from './migrations/0003-agents.ts';
 import * as triggers from './migrations/0004-triggers.ts';
+import * as schedules from './migrations/0006-schedules.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -10,6 +11,7 @@ const migrations: Record<string, Migration> = {
   '0002-lifecycle': lifecycle,
   '0003-agents': agents,
   '0004-triggers': triggers,
+  '0006-schedules': schedules,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

@@ -166,6 +166,27 @@ export interface IdempotencyKeysTable {
   created_at: Timestamp;
 }
 
+/** A cron or one-shot start of a chat's run (DESIGN §3); `next_run_at` is the due time a runner claims. */
+export interface SchedulesTable {
+  id: string;
+  workspace_id: string;
+  chat_id: string;
+  created_by: string;
+  cron: string | null;
+  timezone: ColumnType<string, string | undefined, string>;
+  at: NullableTimestamp;
+  input: Json<{ parts: unknown[] }>;
+  multitask: ColumnType<'skip' | 'enqueue' | 'interrupt', string | undefined, string>;
+  enabled: ColumnType<boolean, boolean | undefined, boolean>;
+  next_run_at: NullableTimestamp;
+  last_fired_at: NullableTimestamp;
+  last_run_id: ColumnType<string | null, string | null | undefined, string | null>;
+  last_result: ColumnType<string | null, string | null | undefined, string | null>;
+  trigger: ColumnType<'schedule' | 'continue', string | undefined, string>;
+  parent_run_id: ColumnType<string | null, string | null | undefined, string | null>;
+  created_at: Timestamp;
+}
+
 export interface Database {
   workspaces: WorkspacesTable;
   users: UsersTable;
@@ -179,6 +200,7 @@ export interface Database {
   webhooks: WebhooksTable;
   webhook_deliveries: WebhookDeliveriesTable;
   idempotency_keys: IdempotencyKeysTable;
+  schedules: SchedulesTable;
 }
 
 export type RunRow = Selectable<RunsTable>;
@@ -191,3 +213,4 @@ export type UserRow = Selectable<UsersTable>;
 export type WorkspaceRow = Selectable<WorkspacesTable>;
 export type WebhookRow = Selectable<WebhooksTable>;
 export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;
+export type ScheduleRow = Selectable<SchedulesTable>;
