@@ -11,7 +11,10 @@ export function assertTimeZone(timeZone: string): void {
   try {
     new Intl.DateTimeFormat('en-US', { timeZone });
   } catch {
-    throw invalidField('timezone', `unknown time zone "${timeZone}"; use an IANA name such as "Europe/Paris"`);
+    throw invalidField(
+      'timezone',
+      `unknown time zone "${timeZone}"; use an IANA name such as "Europe/Paris"`,
+    );
   }
 }
 
