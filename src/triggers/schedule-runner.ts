@@ -54,7 +54,7 @@ export class ScheduleRunner {
   readonly #clock: Clock;
   #running = false;
   #timer: NodeJS.Timeout | null = null;
-  #pass: Promise<number> | null = null;
+  #passes: Promise<unknown> = Promise.resolve();
 
   constructor(options: ScheduleRunnerOptions) {
     this.#options = options;
@@ -73,14 +73,17 @@ export class ScheduleRunner {
     this.#running = false;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
-    await this.#pass?.catch(() => {});
+    await this.#passes;
   }
 
-  /** One pass: fires every due schedule it can claim. Returns how many due times it handled (fired or skipped). */
+  /**
+   * One pass: fires every due schedule it can claim. Passes of one runner run one after another, so a pass
+   * asked for after the clock moved always reads the moved clock. Returns how many due times it handled.
+   */
   async tick(): Promise<number> {
-    if (this.#pass) return this.#pass;
-    this.#pass = this.#tick().finally(() => (this.#pass = null));
-    return this.#pass;
+    const pass = this.#passes.then(() => this.#tick());
+    this.#passes = pass.catch(() => {});
+    return pass;
   }
 
   #schedulePass(delayMs: number): void {
