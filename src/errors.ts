@@ -36,7 +36,10 @@ export class ForbiddenError extends OutrunError {
 }
 
 export class NotFoundError extends OutrunError {
-  constructor(resource: 'chat' | 'run' | 'workspace' | 'agent' | 'route' | 'webhook' | 'schedule', id?: string) {
+  constructor(
+    resource: 'chat' | 'run' | 'workspace' | 'agent' | 'route' | 'webhook' | 'schedule',
+    id?: string,
+  ) {
     super({
       code: `${resource}_not_found`,
       status: 404,

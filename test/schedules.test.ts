@@ -13,8 +13,6 @@ import { pollUntil } from './support/wait.ts';
 
 /** A run that answers at once. */
 const QUICK = script({ steps: 1, tokens: 2 });
-/** A run that keeps its chat busy for about a minute (stopped by the test). */
-const SLOW = script({ steps: 1, tokens: 3_000, delayMs: 20 });
 /** Long enough that a clock moved by minutes never makes a lease look expired. */
 const LEASE_MS = 3_600_000;
 
@@ -221,6 +219,7 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
   describe('on a busy chat', () => {
     async function busyChat(app: TestServer): Promise<{ chatId: string; busy: RunObject }> {
       const chatId = await app.createChat();
+      // About a minute of streaming: the chat stays busy until the test stops it.
       const busy = await app.startRun(chatId, { steps: 1, tokens: 3_000, delayMs: 20 });
       cleanups.push(async () => {
         await app.api(`/v1/chats/${chatId}/stop`, { method: 'POST', body: { includeQueued: true } });

@@ -121,7 +121,11 @@ export function createScheduleFollowupTool(scheduler: FollowupScheduler): Tool {
         .min(FOLLOWUP_SECONDS.min)
         .max(FOLLOWUP_SECONDS.max)
         .describe('Seconds from now, 1 to 2592000 (30 days).'),
-      note: z.string().min(1).max(4_000).describe('What to do when woken: the follow-up run reads it as its task.'),
+      note: z
+        .string()
+        .min(1)
+        .max(4_000)
+        .describe('What to do when woken: the follow-up run reads it as its task.'),
     }),
     execute: async ({ inSeconds, note }, options) => {
       const run = runToolContext(options);
