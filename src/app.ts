@@ -32,6 +32,8 @@ import { RunService } from './runs/run-service.ts';
 import { createDatabase, type DatabaseHandle, type Db } from './store/database.ts';
 import { EventLog } from './stream/event-log.ts';
 import { IdempotencyKeys } from './triggers/idempotency.ts';
+import { ScheduleRunner } from './triggers/schedule-runner.ts';
+import { ScheduleService } from './triggers/schedule-service.ts';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.ts';
 import { WebhookService } from './webhooks/webhook-service.ts';
 
@@ -66,6 +68,9 @@ export interface OutrunContext {
   quotas: QuotaService;
   /** Per-key request limits on `/v1`: in Redis with `REDIS_URL`, in memory otherwise. */
   rateLimiter: RequestRateLimiter;
+  schedules: ScheduleService;
+  /** Fires due schedules; every instance runs one. */
+  scheduler: ScheduleRunner;
 }
 
 export interface CreateOutrunOptions {
@@ -75,7 +80,7 @@ export interface CreateOutrunOptions {
   database?: DatabaseHandle;
   logger?: Logger;
   faults?: Faults;
-  /** The tools the agent may call. @default the built-ins: echo, current_time, calculator */
+  /** The tools the agent may call. @default the built-ins: echo, current_time, calculator, schedule_followup */
   tools?: ToolRegistry;
   /** Resolves a model id to an AI SDK model. @default `resolveModel` over the providers' env variables */
   resolveModel?: (modelId: string) => LanguageModel;
@@ -133,7 +138,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
           concurrency: config.workerConcurrency,
         })
       : new MemoryQueue({ logger, concurrency: config.workerConcurrency }));
-  const tools = options.tools ?? createDefaultToolRegistry();
+  const schedules = new ScheduleService({ db, clock: options.clock });
+  const tools = options.tools ?? createDefaultToolRegistry({ followups: schedules });
   const resolve = options.resolveModel ?? ((modelId: string) => resolveModel({ modelId }));
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
 
@@ -224,6 +230,14 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
           : undefined,
       keyPrefix: config.redisPrefix,
     });
+  const scheduler = new ScheduleRunner({
+    db,
+    engine,
+    logger,
+    metrics,
+    clock: options.clock,
+    pollIntervalMs: config.schedulePollIntervalMs,
+  });
   const context: OutrunContext = {
     config,
     db,
@@ -248,6 +262,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     bus,
     quotas,
     rateLimiter,
+    schedules,
+    scheduler,
   };
   const server = buildServer(context);
   let closed: Promise<void> | null = null;
@@ -260,6 +276,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
       const { generatedKey } = await auth.seedAdmin({ adminKey: config.adminKey });
       await engine.start();
       webhookDispatcher.start();
+      scheduler.start();
       return { generatedAdminKey: generatedKey };
     },
     async listen() {
@@ -270,6 +287,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
         // Streams stay open and requests are served through the grace period; `/readyz` says 503 so a
         // load balancer sends new work elsewhere. Unfinished runs are then handed back, not aborted.
         context.draining = true;
+        // No schedule starts a run on an instance that is handing its runs back.
+        await scheduler.stop();
         await engine.shutdown({ graceMs: closeOptions.graceMs ?? config.shutdownGraceMs });
         await server.close();
         await log.drain();

@@ -44,6 +44,8 @@ const ConfigSchema = z.object({
   webhookClaimLeaseMs: z.coerce.number().int().positive().default(60_000),
   /** Requests one API key (or user) may make to `/v1` per minute, shared across instances through Redis; 0 turns the limit off. */
   rateLimitPerMinute: z.coerce.number().int().min(0).default(600),
+  /** How often each instance's schedule runner looks for due schedules. */
+  schedulePollIntervalMs: z.coerce.number().int().positive().default(1000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Browser origins allowed to call the API cross-origin (`OUTRUN_CORS_ORIGINS`, comma-separated). @default none */
   corsOrigins: z
@@ -110,6 +112,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     webhookPollIntervalMs: blank(env.OUTRUN_WEBHOOK_POLL_INTERVAL_MS),
     webhookClaimLeaseMs: blank(env.OUTRUN_WEBHOOK_CLAIM_LEASE_MS),
     rateLimitPerMinute: blank(env.OUTRUN_RATE_LIMIT_PER_MINUTE),
+    schedulePollIntervalMs: blank(env.OUTRUN_SCHEDULE_POLL_INTERVAL_MS),
     logLevel: blank(env.LOG_LEVEL),
     corsOrigins: blank(env.OUTRUN_CORS_ORIGINS),
     metricsToken: blank(env.OUTRUN_METRICS_TOKEN),

@@ -37,7 +37,17 @@ export class ForbiddenError extends OutrunError {
 
 export class NotFoundError extends OutrunError {
   constructor(
-    resource: 'chat' | 'run' | 'workspace' | 'agent' | 'route' | 'webhook' | 'approval' | 'user' | 'api_key',
+    resource:
+      | 'chat'
+      | 'run'
+      | 'workspace'
+      | 'agent'
+      | 'route'
+      | 'webhook'
+      | 'approval'
+      | 'user'
+      | 'api_key'
+      | 'schedule',
     id?: string,
   ) {
     super({

@@ -12,6 +12,7 @@ export const ID_PREFIXES = {
   delivery: 'dlv',
   agent: 'agt',
   compaction: 'cmp',
+  schedule: 'sch',
 } as const;
 
 export type IdKind = keyof typeof ID_PREFIXES;

@@ -21,6 +21,7 @@ import { registerAdminRoutes } from './routes/admin-routes.ts';
 import { registerAgentRoutes } from './routes/agent-routes.ts';
 import { registerChatRoutes } from './routes/chat-routes.ts';
 import { registerRunRoutes } from './routes/run-routes.ts';
+import { registerScheduleRoutes } from './routes/schedule-routes.ts';
 import { registerAiSdkRoutes } from './routes/ai-sdk-routes.ts';
 import { registerStepRoutes } from './routes/step-routes.ts';
 import { registerWebhookRoutes } from './routes/webhook-routes.ts';
@@ -237,6 +238,7 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   registerApiKeyRoutes(app, context);
   registerTokenRoutes(app, context);
   registerQuotaRoutes(app, context);
+  registerScheduleRoutes(app, context);
   registerWebApp(app);
   return app;
 }

@@ -6,6 +6,7 @@ import * as triggers from './migrations/0004-triggers.ts';
 import * as access from './migrations/0005-access.ts';
 import * as budgets from './migrations/0007-budgets.ts';
 import * as quotasCompaction from './migrations/0008-quotas-compaction.ts';
+import * as schedules from './migrations/0006-schedules.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -16,6 +17,7 @@ const migrations: Record<string, Migration> = {
   '0005-access': access,
   '0007-budgets': budgets,
   '0008-quotas-compaction': quotasCompaction,
+  '0006-schedules': schedules,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

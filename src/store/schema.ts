@@ -204,6 +204,27 @@ export interface CompactionsTable {
   created_at: Timestamp;
 }
 
+/** A cron or one-shot start of a chat's run (DESIGN §3); `next_run_at` is the due time a runner claims. */
+export interface SchedulesTable {
+  id: string;
+  workspace_id: string;
+  chat_id: string;
+  created_by: string;
+  cron: string | null;
+  timezone: ColumnType<string, string | undefined, string>;
+  at: NullableTimestamp;
+  input: Json<{ parts: unknown[] }>;
+  multitask: ColumnType<'skip' | 'enqueue' | 'interrupt', string | undefined, string>;
+  enabled: ColumnType<boolean, boolean | undefined, boolean>;
+  next_run_at: NullableTimestamp;
+  last_fired_at: NullableTimestamp;
+  last_run_id: ColumnType<string | null, string | null | undefined, string | null>;
+  last_result: ColumnType<string | null, string | null | undefined, string | null>;
+  trigger: ColumnType<'schedule' | 'continue', string | undefined, string>;
+  parent_run_id: ColumnType<string | null, string | null | undefined, string | null>;
+  created_at: Timestamp;
+}
+
 export interface Database {
   workspaces: WorkspacesTable;
   users: UsersTable;
@@ -219,6 +240,7 @@ export interface Database {
   idempotency_keys: IdempotencyKeysTable;
   server_secrets: ServerSecretsTable;
   compactions: CompactionsTable;
+  schedules: SchedulesTable;
 }
 
 export type RunRow = Selectable<RunsTable>;
@@ -233,3 +255,4 @@ export type ApiKeyRow = Selectable<ApiKeysTable>;
 export type WebhookRow = Selectable<WebhooksTable>;
 export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;
 export type CompactionRow = Selectable<CompactionsTable>;
+export type ScheduleRow = Selectable<SchedulesTable>;
