@@ -4,6 +4,7 @@ import type { LanguageModel } from 'ai';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import pino, { type Logger } from 'pino';
+import { CompactionStore } from './agent/compaction-store.ts';
 import { ModelPrices } from './agent/prices.ts';
 import { resolveModel } from './agent/providers.ts';
 import { McpClientPool } from './agent/mcp-tools.ts';
@@ -169,6 +170,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     defaultModel: config.defaultModel,
     allowPrivateUrls: config.allowPrivateUrls,
   });
+  const quotas = new QuotaService({ db, clock: options.clock });
   const executor: RunExecutor = new RunExecutor({
     runs,
     lifecycle,
@@ -184,6 +186,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     clock: options.clock,
     mcp,
     prices,
+    compactions: new CompactionStore({ db }),
     waitTtlMs: config.waitTtlMs,
     continueRun: (run, runConfig) => engine.startContinuation(run, runConfig),
   });
@@ -195,6 +198,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     configs: agents,
     resolveModel: resolve,
     prices,
+    quotas,
     log,
     bus,
     queue,
@@ -219,7 +223,6 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     claimLeaseMs: config.webhookClaimLeaseMs,
   });
   const idempotency = new IdempotencyKeys({ db });
-  const quotas = new QuotaService({ db, clock: options.clock });
   const rateLimiter =
     options.rateLimiter ??
     createRequestRateLimiter({

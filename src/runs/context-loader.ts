@@ -1,7 +1,7 @@
 import { convertToModelMessages, type ModelMessage, type ToolSet, type UIMessage } from 'ai';
 import type { ChatService } from '../chats/chat-service.ts';
 import { withoutInterruptedSteps } from '../protocol/message-projector.ts';
-import type { RunRow } from '../store/schema.ts';
+import type { MessageRow, RunRow } from '../store/schema.ts';
 
 type Part = UIMessage['parts'][number];
 
@@ -15,7 +15,7 @@ export async function loadRunContext(options: {
   run: RunRow;
   finishedParts: Part[];
   tools: ToolSet;
-}): Promise<ModelMessage[]> {
+}): Promise<{ messages: ModelMessage[]; storedMessages: MessageRow[] }> {
   const { run } = options;
   const rows = await options.chats.historyBefore(run.chat_id, run.assistant_message_id ?? run.id);
   const messages = rows.map((message): UIMessage => ({
@@ -30,10 +30,11 @@ export async function loadRunContext(options: {
       parts: forModel(options.finishedParts),
     });
   }
-  return convertToModelMessages(
+  const converted = await convertToModelMessages(
     messages.filter((message) => message.parts.length > 0),
     { tools: options.tools, ignoreIncompleteToolCalls: true },
   );
+  return { messages: converted, storedMessages: rows };
 }
 
 function forModel(parts: Part[]): Part[] {

@@ -64,6 +64,8 @@ export interface RunEngineOptions {
   executor: RunExecutor;
   configs: RunConfigResolver;
   prices: ModelPrices;
+  /** Workspace quotas: a start beyond one is refused before anything is written. */
+  quotas?: { assertCanStart(workspaceId: string): Promise<void> };
   /** Throws `ModelUnavailableError` for a model this server cannot call. */
   resolveModel: (modelId: string) => unknown;
   log: EventLog;
@@ -133,6 +135,7 @@ export class RunEngine {
    * edit of the agent never changes it), checks the model before anything is written, then `startRun`.
    */
   async startChatRun(options: StartChatRunOptions): Promise<RunObject> {
+    await this.#options.quotas?.assertCanStart(options.workspaceId);
     const config = await this.#options.configs.runConfig({
       workspaceId: options.workspaceId,
       agentId: options.agentId,

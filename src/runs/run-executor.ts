@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { McpClientPool } from '../agent/mcp-tools.ts';
 import { buildToolSet } from '../agent/tool-set.ts';
 import type { ToolRegistry } from '../agent/tools.ts';
+import type { CompactionStore } from '../agent/compaction-store.ts';
 import type { ModelPrices } from '../agent/prices.ts';
 import type { RunConfig } from '../protocol/agent.ts';
 import type { RunWaiting } from '../protocol/run.ts';
@@ -23,6 +24,7 @@ import {
 } from './agent-loop.ts';
 import { BudgetMeter, estimateTokens, type BudgetExceeded, type Spend } from './budget.ts';
 import { loadRunContext } from './context-loader.ts';
+import { fitContext } from './run-context.ts';
 import { LeaseKeeper } from './lease-keeper.ts';
 import { Ending, INTERRUPTED_BY_BUDGET, INTERRUPTED_BY_SHUTDOWN, type Lifecycle } from './lifecycle.ts';
 import type { RunUsage } from './run-object.ts';
@@ -93,6 +95,8 @@ export interface RunExecutorOptions {
   /** Steps when the run sets no budget. @default 8 */
   defaultMaxSteps?: number;
   prices: ModelPrices;
+  /** Where compaction summaries are kept and reused. Absent: histories are sent whole. */
+  compactions?: CompactionStore;
   /** How long a waiting run waits for an answer. @default 7 days */
   waitTtlMs?: number;
   /** Starts the follow-up of a run whose step budget said `continue` (the engine's). */
@@ -203,12 +207,26 @@ export class RunExecutor {
       // An earlier execution (a crash, a release) left finished steps: go on after them.
       const resume = row.attempt > 1 ? await this.#resumePoint(row, epoch) : null;
       const tools = await buildToolSet({ config, registry: this.#options.tools, mcp: this.#options.mcp });
-      const messages = await loadRunContext({
+      const history = await loadRunContext({
         chats: this.#options.chats,
         run: row,
         finishedParts: resume?.finishedParts ?? [],
         tools,
       });
+      // Over the context budget: compacted, and the compaction is an event of the stream.
+      const fitted = this.#options.compactions
+        ? await fitContext({
+            run: row,
+            config,
+            model,
+            messages: history.messages,
+            storedMessages: history.storedMessages,
+            store: this.#options.compactions,
+            signal: active.controller.signal,
+          })
+        : { messages: history.messages, compaction: null };
+      if (fitted.compaction) writer.append({ type: 'data-compaction', data: fitted.compaction });
+      const messages = fitted.messages;
       loopOwnsRun = true;
       logger.info(
         { ...context, resumedAfterStep: resume?.stepsDone },

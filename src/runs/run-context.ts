@@ -1,0 +1,59 @@
+import type { LanguageModel, ModelMessage } from 'ai';
+import { compactHistory, createModelSummarizer, type CompactionReport } from '../agent/compaction.ts';
+import { previousSummaryOf, uptoMessageIdOf, type CompactionStore } from '../agent/compaction-store.ts';
+import type { RunConfig } from '../protocol/agent.ts';
+import type { MessageRow, RunRow } from '../store/schema.ts';
+
+/**
+ * Fits a run's history into its model's context (invariant 15): measured against `context.maxTokens`,
+ * compacted when over it (old tool outputs shortened, old turns collapsed, or — with `summarize` — replaced
+ * by a summary made with the run's model, stored and reused by later runs of the chat). Stored messages are
+ * never changed. Returns the messages to send and the compaction to report as a `data-compaction` event.
+ */
+export async function fitContext(options: {
+  run: RunRow;
+  config: RunConfig;
+  model: LanguageModel;
+  messages: ModelMessage[];
+  storedMessages: readonly MessageRow[];
+  store: CompactionStore;
+  signal: AbortSignal;
+  /** Half the usual budget: the provider said the context was too long. */
+  overflow?: boolean;
+}): Promise<{ messages: ModelMessage[]; compaction: CompactionReport | null }> {
+  const { run, config, messages, storedMessages, store } = options;
+  const record = config.context.summarize ? await store.latest(run.chat_id) : null;
+  const previousSummary = record
+    ? previousSummaryOf({ record, storedMessages, modelMessages: messages })
+    : null;
+  const configured = config.context.maxTokens;
+  const result = await compactHistory({
+    messages,
+    modelId: config.model,
+    maxTokens: options.overflow && configured ? Math.floor(configured / 2) : configured,
+    keepLastTurns: config.context.keepLastTurns,
+    summarize: config.context.summarize
+      ? createModelSummarizer({ model: options.model, abortSignal: options.signal })
+      : undefined,
+    previousSummary: previousSummary ?? undefined,
+    trigger: options.overflow ? 'context_overflow' : 'threshold',
+  });
+  if (result.summary && result.compaction) {
+    const uptoMessageId = uptoMessageIdOf({
+      storedMessages,
+      modelMessages: messages,
+      uptoIndex: result.summary.uptoIndex,
+    });
+    if (uptoMessageId) {
+      await store.save({
+        chatId: run.chat_id,
+        runId: run.id,
+        uptoMessageId,
+        summary: result.summary.summary,
+        tokensBefore: result.compaction.tokensBefore,
+        tokensAfter: result.compaction.tokensAfter,
+      });
+    }
+  }
+  return { messages: result.messages, compaction: result.compaction };
+}
