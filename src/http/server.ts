@@ -11,6 +11,8 @@ import { registerRunRoutes } from './routes/run-routes.ts';
 import { registerAiSdkRoutes } from './routes/ai-sdk-routes.ts';
 import { registerStepRoutes } from './routes/step-routes.ts';
 import { registerWebhookRoutes } from './routes/webhook-routes.ts';
+import { registerOpenApiRoute, trackRoutes } from './openapi.ts';
+import { registerRequestObserver } from './request-observer.ts';
 import { registerWebApp } from './static.ts';
 import { assertStorableText } from './text-guard.ts';
 
@@ -36,6 +38,8 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     frameworkErrors: frameworkErrorHandler,
     clientErrorHandler,
   });
+  trackRoutes(app);
+  registerRequestObserver(app, { metrics: context.metrics });
 
   // An empty JSON body (a POST with `Content-Type: application/json` and nothing else) means "no fields".
   // JSON only: any other body is a 415 rather than a string that fails validation.
@@ -121,6 +125,7 @@ export function buildServer(context: OutrunContext): FastifyInstance {
       });
   });
   app.get('/metrics', async (_request, reply) => {
+    await sampleQueueDepth(context);
     void reply.header('content-type', context.metrics.registry.contentType);
     return context.metrics.registry.metrics();
   });
@@ -132,6 +137,27 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   registerStepRoutes(app, context);
   registerAiSdkRoutes(app, context);
   registerWebhookRoutes(app, context);
+  registerOpenApiRoute(app);
   registerWebApp(app);
   return app;
+}
+
+/** Sets the queue depth gauge from the runs waiting for a worker; a slow or failing database leaves it as it was. */
+async function sampleQueueDepth(context: OutrunContext): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), READINESS_PROBE_TIMEOUT_MS);
+  });
+  const count = context.db
+    .selectFrom('runs')
+    .select((eb) => eb.fn.countAll<string>().as('count'))
+    .where('status', '=', 'pending')
+    .executeTakeFirst()
+    .then(
+      (row) => Number(row?.count ?? 0),
+      () => null,
+    );
+  const depth = await Promise.race([count, timedOut]);
+  clearTimeout(timer);
+  if (depth !== null) context.metrics.queueDepth.set(depth);
 }

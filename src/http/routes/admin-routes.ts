@@ -3,8 +3,8 @@ import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
 import { requireId } from '../validation.ts';
 
-const CreateWorkspaceBody = z.object({ name: z.string().trim().min(1).max(200) });
-const CreateUserBody = z.object({
+export const CreateWorkspaceBody = z.object({ name: z.string().trim().min(1).max(200) });
+export const CreateUserBody = z.object({
   workspaceId: z.string().min(1),
   email: z.email().max(320),
   role: z.enum(['admin', 'member']).optional(),

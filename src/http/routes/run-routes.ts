@@ -44,10 +44,10 @@ export const StartRunBody = z.object({
 export type StartRunBody = z.infer<typeof StartRunBody>;
 
 const ChatParams = z.object({ chatId: z.string() });
-const StopChatBody = z.object({ includeQueued: z.boolean().optional() }).strict().optional();
+export const StopChatBody = z.object({ includeQueued: z.boolean().optional() }).strict().optional();
 const RunParams = z.object({ runId: z.string() });
-const RunListQuery = PaginationQuery(20, 100);
-const StreamQuery = z.object({ after: z.unknown().optional() });
+export const RunListQuery = PaginationQuery(20, 100);
+export const StreamQuery = z.object({ after: z.unknown().optional() });
 
 export function registerRunRoutes(app: FastifyInstance, context: OutrunContext): void {
   const { chats, runs, engine } = context;
