@@ -61,12 +61,14 @@ describe('the OpenAPI description', () => {
         Object.keys(operations).map((method) => `${method.toUpperCase()} ${path}`),
       ),
     );
-    expect([...onServer].filter((route) => !inDocument.has(route)), 'routes missing from the document').toEqual(
-      [],
-    );
-    expect([...inDocument].filter((route) => !onServer.has(route)), 'described routes the server lacks').toEqual(
-      [],
-    );
+    expect(
+      [...onServer].filter((route) => !inDocument.has(route)),
+      'routes missing from the document',
+    ).toEqual([]);
+    expect(
+      [...inDocument].filter((route) => !onServer.has(route)),
+      'described routes the server lacks',
+    ).toEqual([]);
   });
 
   it('validates real responses: chats, runs, messages, steps, agents, the caller and errors', async () => {
@@ -80,7 +82,11 @@ describe('the OpenAPI description', () => {
     await server.waitForRun(run.id);
     expectDescribed('GET', '/v1/runs/:runId', await server.api(`/v1/runs/${run.id}`));
     expectDescribed('GET', '/v1/chats/:chatId/runs', await server.api(`/v1/chats/${chatId}/runs`));
-    expectDescribed('GET', '/v1/chats/:chatId/runs/latest', await server.api(`/v1/chats/${chatId}/runs/latest`));
+    expectDescribed(
+      'GET',
+      '/v1/chats/:chatId/runs/latest',
+      await server.api(`/v1/chats/${chatId}/runs/latest`),
+    );
     expectDescribed('GET', '/v1/runs/:runId/steps', await server.api(`/v1/runs/${run.id}/steps`));
     const messages = await server.api(`/v1/chats/${chatId}/messages`);
     expect(messages.body.items.length).toBeGreaterThanOrEqual(2);
@@ -123,6 +129,8 @@ describe('the OpenAPI description', () => {
       requestBody: { content: { 'application/json': { schema: { properties: Record<string, unknown> } } } };
     };
     const properties = start.requestBody.content['application/json'].schema.properties;
-    expect(Object.keys(properties)).toEqual(expect.arrayContaining(['input', 'model', 'multitask', 'budget']));
+    expect(Object.keys(properties)).toEqual(
+      expect.arrayContaining(['input', 'model', 'multitask', 'budget']),
+    );
   });
 });

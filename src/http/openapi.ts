@@ -4,12 +4,7 @@ import { CreateAgentBody, UpdateAgentBody } from '../agents/agent-schema.ts';
 import { CreateUserBody, CreateWorkspaceBody } from './routes/admin-routes.ts';
 import { AgentListQuery } from './routes/agent-routes.ts';
 import { UseChatBody } from './routes/ai-sdk-routes.ts';
-import {
-  ChatListQuery,
-  CreateChatBody,
-  MessageListQuery,
-  UpdateChatBody,
-} from './routes/chat-routes.ts';
+import { ChatListQuery, CreateChatBody, MessageListQuery, UpdateChatBody } from './routes/chat-routes.ts';
 import { RunListQuery, StartRunBody, StopChatBody, StreamQuery } from './routes/run-routes.ts';
 import { CreateWebhookBody, DeliveryListQuery, WebhookListQuery } from './routes/webhook-routes.ts';
 import * as wire from './wire-schemas.ts';
@@ -266,7 +261,8 @@ export const ROUTES: RouteDoc[] = [
   {
     method: 'POST',
     path: '/v1/ui/chats',
-    summary: 'AI SDK `useChat` (`DefaultChatTransport`): start a run for the last user message and stream it.',
+    summary:
+      'AI SDK `useChat` (`DefaultChatTransport`): start a run for the last user message and stream it.',
     tags: ['ai-sdk'],
     body: UseChatBody,
     idempotent: true,
@@ -500,7 +496,9 @@ export function buildOpenApiDocument(options: { version?: string } = {}): JsonSc
         'Errors are `{"error": {"code", "message", …details}}`.',
     },
     security: [{ bearer: [] }],
-    tags: ['operations', 'identity', 'agents', 'chats', 'runs', 'ai-sdk', 'webhooks'].map((name) => ({ name })),
+    tags: ['operations', 'identity', 'agents', 'chats', 'runs', 'ai-sdk', 'webhooks'].map((name) => ({
+      name,
+    })),
     paths,
     components: {
       securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'An Outrun API key.' } },
