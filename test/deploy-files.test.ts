@@ -78,3 +78,13 @@ describe('Dockerfile', () => {
     expect(names.filter((name) => !known.has(name))).toEqual([]);
   });
 });
+
+describe('docs/deploy.md', () => {
+  it('documents every variable Outrun reads', () => {
+    const guide = read('docs/deploy.md');
+    const missing = [...Object.values(CONFIG_VARIABLES), ...OTHER_VARIABLES]
+      .filter((variable) => variable !== 'OUTRUN_FAULTS')
+      .filter((variable) => !guide.includes(`\`${variable}\``));
+    expect(missing).toEqual([]);
+  });
+});
