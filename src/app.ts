@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { LanguageModel } from 'ai';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { CompactionStore } from './agent/compaction-store.ts';
 import { ModelPrices } from './agent/prices.ts';
 import { resolveModel } from './agent/providers.ts';
@@ -19,6 +19,7 @@ import type { Clock } from './clock.ts';
 import { loadConfig, type Config } from './config.ts';
 import { Faults } from './faults.ts';
 import { createRequestRateLimiter, type RequestRateLimiter } from './http/rate-limit.ts';
+import { createLogger } from './logger.ts';
 import { buildServer } from './http/server.ts';
 import { Metrics } from './metrics.ts';
 import { BullMqQueue } from './queue/bullmq-queue.ts';
@@ -30,13 +31,18 @@ import { recordRunWebhooks, webhookEventOf } from './webhooks/run-webhooks.ts';
 import { RunEngine } from './runs/run-engine.ts';
 import { RunExecutor } from './runs/run-executor.ts';
 import { RunService } from './runs/run-service.ts';
-import { createDatabase, type DatabaseHandle, type Db } from './store/database.ts';
+import { assertRedisReachable } from './bus/redis-reachable.ts';
+import type { DatabaseHandle, Db } from './store/database.ts';
+import { openConfiguredDatabase } from './store/database-startup.ts';
 import { EventLog } from './stream/event-log.ts';
 import { IdempotencyKeys } from './triggers/idempotency.ts';
 import { ScheduleRunner } from './triggers/schedule-runner.ts';
 import { ScheduleService } from './triggers/schedule-service.ts';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.ts';
 import { WebhookService } from './webhooks/webhook-service.ts';
+
+/** How long start-up waits for the Redis server of `REDIS_URL` to answer before failing. */
+const REDIS_STARTUP_TIMEOUT_MS = 5000;
 
 /** Everything a request handler or a test needs: the services of one Outrun instance. */
 export interface OutrunContext {
@@ -111,10 +117,14 @@ export interface Outrun extends OutrunContext {
 /** Builds one Outrun instance: store, event log, run engine and HTTP server, wired together. */
 export async function createOutrun(options: CreateOutrunOptions = {}): Promise<Outrun> {
   const config = { ...loadConfig(), ...stripUndefined(options.config ?? {}) };
-  const logger = options.logger ?? pino({ level: config.logLevel });
+  const logger = options.logger ?? createLogger({ level: config.logLevel, format: config.logFormat });
+  // An unreachable Redis fails start-up within seconds, naming REDIS_URL, instead of retrying forever.
+  if (config.redisUrl && (!options.bus || !options.queue)) {
+    await assertRedisReachable(config.redisUrl, { timeoutMs: REDIS_STARTUP_TIMEOUT_MS });
+  }
   const database =
     options.database ??
-    (await createDatabase({
+    (await openConfiguredDatabase({
       databaseUrl: config.databaseUrl,
       dataDir: config.dataDir,
       connectTimeoutMs: config.databaseConnectTimeoutMs,

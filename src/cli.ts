@@ -1,9 +1,11 @@
 import { parseArgs } from 'node:util';
-import pino from 'pino';
-import { createOutrun } from './app.ts';
+import { assertRedisReachable } from './bus/redis-reachable.ts';
 import { loadConfig } from './config.ts';
-import { faultsFromEnv } from './faults.ts';
-import { createDatabase } from './store/database.ts';
+import { createLogger } from './logger.ts';
+import { assertDatabaseReachable } from './store/database-reachable.ts';
+
+/** How long start-up waits for the database and Redis before failing with a message naming the variable. */
+const STARTUP_CHECK_TIMEOUT_MS = 5000;
 
 const USAGE = `Usage: outrun <command>
 
@@ -27,25 +29,47 @@ async function main(): Promise<void> {
     return;
   }
   const config = loadConfig();
-  const logger = pino({ level: config.logLevel });
-
-  if (command === 'migrate') {
-    const database = await createDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
-    await database.close();
-    logger.info({ store: database.kind }, 'database is up to date');
-    return;
-  }
-  if (command === 'worker' && !config.redisUrl) {
-    throw new Error(
-      '`outrun worker` needs REDIS_URL: without Redis, `outrun serve` runs the worker in-process.',
-    );
-  }
-  if (command !== 'serve' && command !== 'worker') {
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat });
+  if (command !== 'serve' && command !== 'worker' && command !== 'migrate') {
     console.error(`Unknown command "${command}".\n\n${USAGE}`);
     process.exitCode = 2;
     return;
   }
+  if (command === 'worker' && !config.redisUrl) {
+    throw new Error(
+      'REDIS_URL: `outrun worker` needs it (the run queue lives in Redis); without Redis, `outrun serve` runs the worker in-process.',
+    );
+  }
 
+  // The configuration and the connections are checked before the engine's modules load, so a wrong
+  // variable is reported in seconds.
+  logger.debug(
+    { database: Boolean(config.databaseUrl), redis: Boolean(config.redisUrl) },
+    'checking connections',
+  );
+  if (config.databaseUrl) {
+    await assertDatabaseReachable(config.databaseUrl, { timeoutMs: STARTUP_CHECK_TIMEOUT_MS });
+  }
+  if (config.redisUrl && command !== 'migrate') {
+    await assertRedisReachable(config.redisUrl, { timeoutMs: STARTUP_CHECK_TIMEOUT_MS });
+  }
+  const { openConfiguredDatabase } = await import('./store/database-startup.ts');
+
+  if (command === 'migrate') {
+    const database = await openConfiguredDatabase({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.dataDir,
+      connectTimeoutMs: config.databaseConnectTimeoutMs,
+    });
+    await database.close();
+    logger.info({ store: database.kind }, 'database is up to date');
+    return;
+  }
+
+  const { resolveModel } = await import('./agent/providers.ts');
+  const { createOutrun } = await import('./app.ts');
+  const { faultsFromEnv } = await import('./faults.ts');
+  warnIfModelUnavailable(resolveModel, config.defaultModel, logger);
   const outrun = await createOutrun({ logger, worker: true, faults: faultsFromEnv(process.env) });
   const { generatedAdminKey } = await outrun.start();
   let url: string | null = null;
@@ -84,6 +108,22 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/** Warns (start-up goes on) when `OUTRUN_MODEL` names a provider whose key is not set: runs on it would fail. */
+function warnIfModelUnavailable(
+  resolveModel: (options: { modelId: string }) => unknown,
+  modelId: string,
+  logger: { warn: (object: object, message: string) => void },
+): void {
+  try {
+    resolveModel({ modelId });
+  } catch (error) {
+    logger.warn(
+      { model: modelId },
+      `OUTRUN_MODEL: ${(error as Error).message} Runs that use the default model will fail until then.`,
+    );
+  }
 }
 
 main().catch((error: unknown) => {

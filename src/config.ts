@@ -1,12 +1,25 @@
 import { z } from 'zod';
 import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_STATEMENT_TIMEOUT_MS } from './store/database.ts';
 
+/** A connection URL with one of `schemes` (without the colon); the message says what to write instead. */
+const connectionUrl = (schemes: string[], example: string) =>
+  z
+    .string()
+    .min(1)
+    .refine((value) => URL.canParse(value), { message: `not a URL; write it as ${example}` })
+    .refine((value) => !URL.canParse(value) || schemes.includes(new URL(value).protocol.slice(0, -1)), {
+      message: `use a ${schemes.map((scheme) => `${scheme}://`).join(' or ')} URL, e.g. ${example}`,
+    });
+
 const ConfigSchema = z.object({
   port: z.coerce.number().int().min(0).max(65_535).default(3000),
   host: z.string().min(1).default('127.0.0.1'),
-  databaseUrl: z.string().min(1).optional(),
+  databaseUrl: connectionUrl(
+    ['postgres', 'postgresql'],
+    'postgres://user:password@host:5432/database',
+  ).optional(),
   dataDir: z.string().min(1).default('./.outrun'),
-  redisUrl: z.string().min(1).optional(),
+  redisUrl: connectionUrl(['redis', 'rediss'], 'redis://host:6379').optional(),
   /** PostgreSQL: how long connecting, or waiting for a pooled connection, may take before a 503. */
   databaseConnectTimeoutMs: z.coerce.number().int().positive().default(DEFAULT_CONNECT_TIMEOUT_MS),
   /** PostgreSQL: how long one statement may run (`statement_timeout`); 0 turns the limit off. */
@@ -78,6 +91,8 @@ const ConfigSchema = z.object({
   metricsToken: z.string().min(16, 'OUTRUN_METRICS_TOKEN must be at least 16 characters').optional(),
   /** How often open streams' keys are re-checked for revocations the bus did not deliver. */
   streamRecheckMs: z.coerce.number().int().positive().default(2_000),
+  /** `json`: one JSON line per event; `pretty`: one readable line. Absent: pretty on a terminal, else JSON. */
+  logFormat: z.enum(['json', 'pretty']).optional(),
   /** Whether outbound URLs (MCP servers, webhooks) may point at private, loopback or link-local addresses. */
   allowPrivateUrls: z.union([z.boolean(), z.stringbool()]).default(false),
 });
@@ -85,44 +100,84 @@ const ConfigSchema = z.object({
 /** The server's configuration (DESIGN §7). Every field has a default that works on a laptop. */
 export type Config = z.infer<typeof ConfigSchema>;
 
-/** Reads the configuration from environment variables; throws a readable error on a bad value. */
+/** The environment variable each configuration field is read from (DESIGN §7). */
+export const CONFIG_VARIABLES = {
+  port: 'PORT',
+  host: 'HOST',
+  databaseUrl: 'DATABASE_URL',
+  dataDir: 'OUTRUN_DATA_DIR',
+  redisUrl: 'REDIS_URL',
+  databaseConnectTimeoutMs: 'OUTRUN_DATABASE_CONNECT_TIMEOUT_MS',
+  databaseStatementTimeoutMs: 'OUTRUN_DATABASE_STATEMENT_TIMEOUT_MS',
+  adminKey: 'OUTRUN_ADMIN_KEY',
+  defaultModel: 'OUTRUN_MODEL',
+  bodyLimitBytes: 'OUTRUN_BODY_LIMIT_BYTES',
+  keepAliveMs: 'OUTRUN_KEEP_ALIVE_MS',
+  leaseMs: 'OUTRUN_LEASE_MS',
+  sweepIntervalMs: 'OUTRUN_SWEEP_INTERVAL_MS',
+  shutdownGraceMs: 'OUTRUN_SHUTDOWN_GRACE_MS',
+  maxAttempts: 'OUTRUN_MAX_ATTEMPTS',
+  redisPrefix: 'OUTRUN_REDIS_PREFIX',
+  allowPrivateUrls: 'OUTRUN_ALLOW_PRIVATE_URLS',
+  webhookPollIntervalMs: 'OUTRUN_WEBHOOK_POLL_INTERVAL_MS',
+  webhookClaimLeaseMs: 'OUTRUN_WEBHOOK_CLAIM_LEASE_MS',
+  workerConcurrency: 'OUTRUN_WORKER_CONCURRENCY',
+  waitTtlMs: 'OUTRUN_WAIT_TTL_MS',
+  modelPricesFile: 'OUTRUN_MODEL_PRICES',
+  rateLimitPerMinute: 'OUTRUN_RATE_LIMIT_PER_MINUTE',
+  schedulePollIntervalMs: 'OUTRUN_SCHEDULE_POLL_INTERVAL_MS',
+  corsOrigins: 'OUTRUN_CORS_ORIGINS',
+  metricsToken: 'OUTRUN_METRICS_TOKEN',
+  streamRecheckMs: 'OUTRUN_STREAM_RECHECK_MS',
+  logLevel: 'LOG_LEVEL',
+  logFormat: 'LOG_FORMAT',
+} as const satisfies Record<keyof Config, string>;
+
+/**
+ * Variables read outside `loadConfig`: provider credentials and endpoints (`src/agent/providers.ts`), and
+ * `OUTRUN_FAULTS` (fault injection, tests only).
+ */
+export const OTHER_VARIABLES = [
+  'OPENAI_API_KEY',
+  'OPENAI_BASE_URL',
+  'ANTHROPIC_API_KEY',
+  'ANTHROPIC_BASE_URL',
+  'OUTRUN_COMPATIBLE_BASE_URL',
+  'OUTRUN_COMPATIBLE_API_KEY',
+  'OUTRUN_FAULTS',
+] as const;
+
+/** Fields whose values may hold credentials: an error names the variable but never echoes its value. */
+const SECRET_FIELDS = new Set<string>(['adminKey', 'databaseUrl', 'redisUrl', 'metricsToken']);
+
+/** Thrown by `loadConfig`: each problem names the environment variable to fix. */
+export class ConfigError extends Error {
+  readonly code = 'invalid_configuration';
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration: ${problems.join('; ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Reads the configuration from environment variables; throws a `ConfigError` naming each bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const blank = (value: string | undefined) => (value === '' ? undefined : value);
-  const result = ConfigSchema.safeParse({
-    port: blank(env.PORT),
-    host: blank(env.HOST),
-    databaseUrl: blank(env.DATABASE_URL),
-    dataDir: blank(env.OUTRUN_DATA_DIR),
-    redisUrl: blank(env.REDIS_URL),
-    databaseConnectTimeoutMs: blank(env.OUTRUN_DATABASE_CONNECT_TIMEOUT_MS),
-    databaseStatementTimeoutMs: blank(env.OUTRUN_DATABASE_STATEMENT_TIMEOUT_MS),
-    adminKey: blank(env.OUTRUN_ADMIN_KEY),
-    defaultModel: blank(env.OUTRUN_MODEL),
-    bodyLimitBytes: blank(env.OUTRUN_BODY_LIMIT_BYTES),
-    keepAliveMs: blank(env.OUTRUN_KEEP_ALIVE_MS),
-    leaseMs: blank(env.OUTRUN_LEASE_MS),
-    sweepIntervalMs: blank(env.OUTRUN_SWEEP_INTERVAL_MS),
-    shutdownGraceMs: blank(env.OUTRUN_SHUTDOWN_GRACE_MS),
-    workerConcurrency: blank(env.OUTRUN_WORKER_CONCURRENCY),
-    waitTtlMs: blank(env.OUTRUN_WAIT_TTL_MS),
-    modelPricesFile: blank(env.OUTRUN_MODEL_PRICES),
-    maxAttempts: blank(env.OUTRUN_MAX_ATTEMPTS),
-    redisPrefix: blank(env.OUTRUN_REDIS_PREFIX),
-    allowPrivateUrls: blank(env.OUTRUN_ALLOW_PRIVATE_URLS),
-    webhookPollIntervalMs: blank(env.OUTRUN_WEBHOOK_POLL_INTERVAL_MS),
-    webhookClaimLeaseMs: blank(env.OUTRUN_WEBHOOK_CLAIM_LEASE_MS),
-    rateLimitPerMinute: blank(env.OUTRUN_RATE_LIMIT_PER_MINUTE),
-    schedulePollIntervalMs: blank(env.OUTRUN_SCHEDULE_POLL_INTERVAL_MS),
-    logLevel: blank(env.LOG_LEVEL),
-    corsOrigins: blank(env.OUTRUN_CORS_ORIGINS),
-    metricsToken: blank(env.OUTRUN_METRICS_TOKEN),
-    streamRecheckMs: blank(env.OUTRUN_STREAM_RECHECK_MS),
-  });
+  const input = Object.fromEntries(
+    Object.entries(CONFIG_VARIABLES).map(([field, variable]) => [field, blank(env[variable])]),
+  );
+  const result = ConfigSchema.safeParse(input);
   if (!result.success) {
-    const problems = result.error.issues
-      .map((issue) => `${issue.path.join('.')}: ${issue.message}`)
-      .join('; ');
-    throw new Error(`Invalid configuration: ${problems}`);
+    throw new ConfigError(
+      result.error.issues.map((issue) => {
+        const field = String(issue.path[0]) as keyof Config;
+        const variable = CONFIG_VARIABLES[field] ?? issue.path.join('.');
+        const message = issue.message.startsWith(`${variable} `)
+          ? issue.message.slice(variable.length + 1)
+          : issue.message;
+        const shown = SECRET_FIELDS.has(field) ? '' : ` (got ${JSON.stringify(env[variable])})`;
+        return `${variable}: ${message}${shown}`;
+      }),
+    );
   }
   return result.data;
 }

@@ -1,5 +1,12 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+/** Seconds: run durations, from a fraction of a second (scripted) to an hour (a long agent loop). */
+const RUN_DURATION_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
+/** Seconds: time to first token, from a local model's tens of milliseconds to a slow provider's minute. */
+const FIRST_TOKEN_BUCKETS = [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60];
+/** Seconds: HTTP answers; a stream's duration is how long the client followed it. */
+const HTTP_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
 /** The Prometheus metrics of one Outrun instance, on their own registry (so tests can run many instances). */
 export class Metrics {
   readonly registry = new Registry();
@@ -81,14 +88,108 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly runDuration = new Histogram({
+    name: 'outrun_run_duration_seconds',
+    help: 'From a run start (first claimed) to its terminal status, by status, trigger and model.',
+    labelNames: ['status', 'trigger', 'model'] as const,
+    buckets: RUN_DURATION_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly runsEnded = new Counter({
+    name: 'outrun_runs_ended_total',
+    help: 'Runs that reached a terminal status, by status, trigger and model.',
+    labelNames: ['status', 'trigger', 'model'] as const,
+    registers: [this.registry],
+  });
+  readonly timeToFirstToken = new Histogram({
+    name: 'outrun_time_to_first_token_seconds',
+    help: 'From a model call to its first streamed token, by model.',
+    labelNames: ['model'] as const,
+    buckets: FIRST_TOKEN_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly tokens = new Counter({
+    name: 'outrun_tokens_total',
+    help: 'Tokens used by runs, by model and kind (input or output).',
+    labelNames: ['model', 'kind'] as const,
+    registers: [this.registry],
+  });
+  readonly costUsd = new Counter({
+    name: 'outrun_cost_usd_total',
+    help: 'What runs cost in US dollars, by model (from the model prices).',
+    labelNames: ['model'] as const,
+    registers: [this.registry],
+  });
+  readonly queueDepth = new Gauge({
+    name: 'outrun_queue_depth',
+    help: 'Runs waiting for a worker (status pending), sampled when metrics are scraped.',
+    registers: [this.registry],
+  });
   readonly scheduleFires = new Counter({
     name: 'outrun_schedule_fires_total',
-    help: 'Schedule due times handled, by result: fired (a run started), skipped (the chat was busy), failed, chat_deleted.',
+    help: 'Schedule fires, by result: started, skipped (chat busy), enqueued, interrupted or failed.',
     labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly httpRequestDuration = new Histogram({
+    name: 'outrun_http_request_duration_seconds',
+    help: 'HTTP answers, by route pattern, method and status code.',
+    labelNames: ['route', 'method', 'status'] as const,
+    buckets: HTTP_DURATION_BUCKETS,
     registers: [this.registry],
   });
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
+}
+
+/** What `observeRunEnded` reads of a run: the fields of the run object (DESIGN §4) it labels and sums. */
+export interface EndedRun {
+  status: string;
+  trigger: string;
+  model: string;
+  usage?: { inputTokens?: number; outputTokens?: number } | null;
+  costUsd?: number | null;
+  /** When the run first started executing (ISO 8601); absent or null: never started (no duration). */
+  startedAt?: string | null;
+  /** When it reached its terminal status (ISO 8601). @default now */
+  finishedAt?: string | null;
+}
+
+/**
+ * Records a run that reached its terminal status: its duration, the runs counter, and its tokens and cost
+ * by model. Call it once per run, where the terminal transition commits.
+ */
+export function observeRunEnded(metrics: Metrics, run: EndedRun): void {
+  const labels = { status: run.status, trigger: run.trigger, model: run.model };
+  metrics.runsEnded.inc(labels);
+  if (run.startedAt) {
+    const started = Date.parse(run.startedAt);
+    const finished = run.finishedAt ? Date.parse(run.finishedAt) : Date.now();
+    if (Number.isFinite(started) && Number.isFinite(finished) && finished >= started) {
+      metrics.runDuration.observe(labels, (finished - started) / 1000);
+    }
+  }
+  const input = run.usage?.inputTokens ?? 0;
+  const output = run.usage?.outputTokens ?? 0;
+  if (input > 0) metrics.tokens.inc({ model: run.model, kind: 'input' }, input);
+  if (output > 0) metrics.tokens.inc({ model: run.model, kind: 'output' }, output);
+  if (run.costUsd && run.costUsd > 0) metrics.costUsd.inc({ model: run.model }, run.costUsd);
+}
+
+/** Records the time from a model call to its first streamed token. */
+export function observeFirstToken(metrics: Metrics, options: { model: string; ms: number }): void {
+  if (options.ms >= 0) metrics.timeToFirstToken.observe({ model: options.model }, options.ms / 1000);
+}
+
+/** Records one HTTP answer; `route` is the route pattern (`/v1/runs/:runId`), never the raw URL. */
+export function observeHttpRequest(
+  metrics: Metrics,
+  options: { route: string; method: string; status: number; ms: number },
+): void {
+  metrics.httpRequestDuration.observe(
+    { route: options.route, method: options.method, status: String(options.status) },
+    options.ms / 1000,
+  );
 }

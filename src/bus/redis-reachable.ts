@@ -5,7 +5,12 @@ import { Redis } from 'ioredis';
 export class RedisUnreachableError extends Error {
   readonly code = 'redis_unreachable';
   constructor(url: string, options?: { cause?: unknown }) {
-    super(`REDIS_URL is unreachable: no answer from ${redactUrl(url)}.`, options);
+    const code = (options?.cause as { code?: unknown } | undefined)?.code;
+    super(
+      `REDIS_URL is unreachable: no answer from ${redactUrl(url)}${typeof code === 'string' ? ` (${code})` : ''}. ` +
+        'Is Redis running and is the URL right?',
+      options,
+    );
     this.name = 'RedisUnreachableError';
   }
 }

@@ -27,6 +27,8 @@ import { registerStepRoutes } from './routes/step-routes.ts';
 import { registerWebhookRoutes } from './routes/webhook-routes.ts';
 import { CONTENT_SECURITY_DIRECTIVES, registerWebApp } from './static.ts';
 import { registerQuotaRoutes } from './routes/quota-routes.ts';
+import { registerOpenApiRoute, trackRoutes } from './openapi.ts';
+import { registerRequestObserver } from './request-observer.ts';
 import { assertStorableText } from './text-guard.ts';
 
 /** How long `/readyz` waits for the database before answering 503: a frozen database must not hang it. */
@@ -69,6 +71,8 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     frameworkErrors: frameworkErrorHandler,
     clientErrorHandler,
   });
+  trackRoutes(app);
+  registerRequestObserver(app, { metrics: context.metrics });
 
   // An empty JSON body (a POST with `Content-Type: application/json` and nothing else) means "no fields".
   // JSON only: any other body is a 415 rather than a string that fails validation.
@@ -224,6 +228,7 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     if (token !== undefined && !sameSecret(bearer(request.headers.authorization), token)) {
       throw new UnauthorizedError('Metrics need `Authorization: Bearer <OUTRUN_METRICS_TOKEN>`.');
     }
+    await sampleQueueDepth(context);
     void reply.header('content-type', context.metrics.registry.contentType);
     return context.metrics.registry.metrics();
   });
@@ -239,6 +244,27 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   registerTokenRoutes(app, context);
   registerQuotaRoutes(app, context);
   registerScheduleRoutes(app, context);
+  registerOpenApiRoute(app);
   registerWebApp(app);
   return app;
+}
+
+/** Sets the queue depth gauge from the runs waiting for a worker; a slow or failing database leaves it as it was. */
+async function sampleQueueDepth(context: OutrunContext): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), READINESS_PROBE_TIMEOUT_MS);
+  });
+  const count = context.db
+    .selectFrom('runs')
+    .select((eb) => eb.fn.countAll<string>().as('count'))
+    .where('status', '=', 'pending')
+    .executeTakeFirst()
+    .then(
+      (row) => Number(row?.count ?? 0),
+      () => null,
+    );
+  const depth = await Promise.race([count, timedOut]);
+  clearTimeout(timer);
+  if (depth !== null) context.metrics.queueDepth.set(depth);
 }

@@ -11,12 +11,14 @@ const Quota = z
   })
   .strict();
 const WorkspaceName = z.string().trim().min(1).max(200);
-const CreateWorkspaceBody = z.object({ name: WorkspaceName, quota: Quota.nullable().optional() }).strict();
-const UpdateWorkspaceBody = z
+export const CreateWorkspaceBody = z
+  .object({ name: WorkspaceName, quota: Quota.nullable().optional() })
+  .strict();
+export const UpdateWorkspaceBody = z
   .object({ name: WorkspaceName.optional(), quota: Quota.nullable().optional() })
   .strict();
 const WorkspaceParams = z.object({ workspaceId: z.string() });
-const CreateUserBody = z
+export const CreateUserBody = z
   .object({
     workspaceId: z.string().min(1),
     email: z.email().max(320),

@@ -5,7 +5,7 @@ import { CreateAgentBody, UpdateAgentBody } from '../../agents/agent-schema.ts';
 import { PaginationQuery, requireId } from '../validation.ts';
 
 const AgentParams = z.object({ agentId: z.string() });
-const AgentListQuery = PaginationQuery(50, 200);
+export const AgentListQuery = PaginationQuery(50, 200);
 
 /** `/v1/agents` (DESIGN §4 "Agents"): reads for the whole workspace, writes for its admins. */
 export function registerAgentRoutes(app: FastifyInstance, context: { agents: AgentService }): void {

@@ -13,7 +13,7 @@ import { StartRunBody, startRun, streamRun } from './run-routes.ts';
  * messages it holds, and what triggered the request. Outrun keeps the history itself, so only the last
  * message (the user's new turn) is used. Extra body fields pass on to the run.
  */
-const UseChatBody = z.object({
+export const UseChatBody = z.object({
   id: z.string().min(1).max(200),
   messages: z
     .array(z.looseObject({ role: z.string(), parts: z.array(z.looseObject({ type: z.string() })) }))

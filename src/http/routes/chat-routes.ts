@@ -5,14 +5,14 @@ import { RunTrigger } from '../../runs/run-status.ts';
 import { withIdempotency } from '../idempotent-route.ts';
 import { PaginationQuery, requireId } from '../validation.ts';
 
-const CreateChatBody = z
+export const CreateChatBody = z
   .object({ title: z.string().max(200).optional(), agentId: z.string().nullable().optional() })
   .strict()
   .optional();
-const UpdateChatBody = z.object({ title: z.string().max(200) });
+export const UpdateChatBody = z.object({ title: z.string().max(200) });
 const ChatParams = z.object({ chatId: z.string() });
-const ChatListQuery = PaginationQuery(20, 100);
-const MessageListQuery = PaginationQuery(100, 500);
+export const ChatListQuery = PaginationQuery(20, 100);
+export const MessageListQuery = PaginationQuery(100, 500);
 
 export function registerChatRoutes(app: FastifyInstance, context: OutrunContext): void {
   const { chats, engine, agents } = context;

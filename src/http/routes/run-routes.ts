@@ -65,10 +65,10 @@ export const ApprovalBody = z
   .strict();
 /** `POST /v1/runs/:runId/continue`: the raised budget of a run its budget paused. */
 export const ContinueBody = z.object({ budget: BudgetSchema }).strict();
-const StopChatBody = z.object({ includeQueued: z.boolean().optional() }).strict().optional();
+export const StopChatBody = z.object({ includeQueued: z.boolean().optional() }).strict().optional();
 const RunParams = z.object({ runId: z.string() });
-const RunListQuery = PaginationQuery(20, 100);
-const StreamQuery = z.object({ after: z.unknown().optional() });
+export const RunListQuery = PaginationQuery(20, 100);
+export const StreamQuery = z.object({ after: z.unknown().optional() });
 
 export function registerRunRoutes(app: FastifyInstance, context: OutrunContext): void {
   const { chats, runs, engine } = context;

@@ -4,15 +4,15 @@ import type { AuthService } from '../../auth/auth-service.ts';
 import { WEBHOOK_EVENTS, type WebhookService } from '../../webhooks/webhook-service.ts';
 import { PaginationQuery, requireId } from '../validation.ts';
 
-const CreateWebhookBody = z
+export const CreateWebhookBody = z
   .object({
     url: z.string().min(1).max(2_000),
     events: z.array(z.enum(WEBHOOK_EVENTS)).min(1).max(WEBHOOK_EVENTS.length).optional(),
   })
   .strict();
 const WebhookParams = z.object({ webhookId: z.string() });
-const WebhookListQuery = PaginationQuery(20, 100);
-const DeliveryListQuery = PaginationQuery(20, 100);
+export const WebhookListQuery = PaginationQuery(20, 100);
+export const DeliveryListQuery = PaginationQuery(20, 100);
 
 /** `/v1/webhooks`: any workspace member may read; creating and deleting need a workspace admin. */
 export function registerWebhookRoutes(

@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import { Metrics, observeFirstToken, observeRunEnded } from './metrics.ts';
+
+describe('run metrics helpers', () => {
+  it('records an ended run: duration, count, tokens and cost by model', async () => {
+    const metrics = new Metrics({ defaultMetrics: false });
+    observeRunEnded(metrics, {
+      status: 'succeeded',
+      trigger: 'api',
+      model: 'scripted',
+      usage: { inputTokens: 120, outputTokens: 40 },
+      costUsd: 0.0002,
+      startedAt: '2026-01-01T00:00:00.000Z',
+      finishedAt: '2026-01-01T00:00:02.500Z',
+    });
+    observeFirstToken(metrics, { model: 'scripted', ms: 80 });
+    const text = await metrics.registry.metrics();
+    expect(text).toContain(
+      'outrun_run_duration_seconds_bucket{le="2.5",status="succeeded",trigger="api",model="scripted"} 1',
+    );
+    expect(text).toContain('outrun_runs_ended_total{status="succeeded",trigger="api",model="scripted"} 1');
+    expect(text).toContain('outrun_tokens_total{model="scripted",kind="input"} 120');
+    expect(text).toContain('outrun_tokens_total{model="scripted",kind="output"} 40');
+    expect(text).toContain('outrun_cost_usd_total{model="scripted"} 0.0002');
+    expect(text).toContain('outrun_time_to_first_token_seconds_bucket{le="0.1",model="scripted"} 1');
+  });
+
+  it('records no duration for a run that never started', async () => {
+    const metrics = new Metrics({ defaultMetrics: false });
+    observeRunEnded(metrics, { status: 'aborted', trigger: 'user', model: 'scripted', startedAt: null });
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('outrun_runs_ended_total{status="aborted",trigger="user",model="scripted"} 1');
+    expect(text).not.toMatch(/outrun_run_duration_seconds_count\{[^}]*\} [1-9]/);
+  });
+});
