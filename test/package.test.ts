@@ -1,8 +1,8 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -134,6 +134,9 @@ function tsconfig(moduleResolution: 'bundler' | 'node16'): string {
 }
 
 beforeAll(async () => {
+  const started = performance.now();
+  const phase = (name: string) =>
+    console.log(`${name}: ${((performance.now() - started) / 1000).toFixed(1)} s`);
   tempRoot = mkdtempSync(join(tmpdir(), 'outrun-package-'));
   const packDir = join(tempRoot, 'pack');
   mkdirSync(packDir);
@@ -147,6 +150,7 @@ beforeAll(async () => {
   }>;
   const path = join(packDir, packed!.filename);
   tarball = { path, size: statSync(path).size, unpackedSize: packed!.unpackedSize, files: packed!.files };
+  phase('packed');
 
   scratch = join(tempRoot, 'project');
   mkdirSync(scratch);
@@ -155,11 +159,13 @@ beforeAll(async () => {
     JSON.stringify({ name: 'scratch', private: true, type: 'module' }),
   );
   await exec('npm', ['install', tarball.path, '--no-audit', '--no-fund', '--prefer-offline'], scratch);
+  phase('installed');
   writeFileSync(join(scratch, 'client.mjs'), CLIENT_SCRIPT);
   writeFileSync(join(scratch, 'consumer.ts'), CONSUMER_SOURCE);
   writeFileSync(join(scratch, 'tsconfig.bundler.json'), tsconfig('bundler'));
   writeFileSync(join(scratch, 'tsconfig.node16.json'), tsconfig('node16'));
   server = await startInstalledServer();
+  phase('served');
 }, 150_000);
 
 afterAll(async () => {
@@ -196,6 +202,26 @@ describe('the packed package', () => {
         /^(src|test|bench|docs|web\/src|scripts)\//.test(path) || /\.map$|\.test\.|tsbuildinfo/.test(path),
     );
     expect(unwanted).toEqual([]);
+  });
+
+  it('gives outrun/client, outrun/react and outrun/protocol declarations that reference no server module', () => {
+    const dist = join(scratch, 'node_modules', 'outrun', 'dist');
+    const browserSide = ['client', 'react', 'protocol'];
+    const references = browserSide.flatMap((folder) =>
+      readdirSync(join(dist, folder), { recursive: true, encoding: 'utf8' })
+        .filter((file) => file.endsWith('.d.ts'))
+        .flatMap((file) => {
+          const path = join(dist, folder, file);
+          const text = readFileSync(path, 'utf8');
+          return [...text.matchAll(/(?:from\s*|import\s*\(\s*)['"]([^'"]+)['"]/g)].map(([, specifier]) =>
+            specifier!.startsWith('.')
+              ? `dist/${relative(dist, resolve(dirname(path), specifier!)).split('/')[0]!}`
+              : specifier!,
+          );
+        }),
+    );
+    expect(references.length).toBeGreaterThan(10);
+    expect([...new Set(references)].sort()).toEqual(['ai', 'dist/client', 'dist/protocol', 'dist/react']);
   });
 
   it('streams a run from plain Node ESM through outrun/client', async () => {
