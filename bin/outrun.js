@@ -1,6 +1,11 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources directly through tsx, so `npm start` never serves a stale build.
-import { register } from 'tsx/esm/api';
+// Runs the compiled CLI in dist/ (`npm run build` makes it; `npm run dev` runs the sources through tsx).
+import { existsSync } from 'node:fs';
+import { URL } from 'node:url';
 
-register();
-await import('../src/cli.ts');
+const cli = new URL('../dist/cli.js', import.meta.url);
+if (!existsSync(cli)) {
+  console.error('outrun: the build is missing (dist/cli.js). Run `npm run build` in the Outrun directory.');
+  process.exit(1);
+}
+await import(cli.href);

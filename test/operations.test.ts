@@ -7,6 +7,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuthService } from '../src/auth/auth-service.ts';
 import { openTestDatabase } from './support/databases.ts';
+import { OUTRUN_CLI_ARGS } from './support/server-process.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
 
 describe('operations', () => {
@@ -71,19 +72,15 @@ describe('outrun migrate', () => {
   it('creates the schema in a new data directory and exits', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'outrun-migrate-'));
     try {
-      const { stdout } = await promisify(execFile)(
-        process.execPath,
-        [new URL('../bin/outrun.js', import.meta.url).pathname, 'migrate'],
-        {
-          env: {
-            ...process.env,
-            OUTRUN_DATA_DIR: dataDir,
-            DATABASE_URL: '',
-            REDIS_URL: '',
-            LOG_LEVEL: 'info',
-          },
+      const { stdout } = await promisify(execFile)(process.execPath, [...OUTRUN_CLI_ARGS, 'migrate'], {
+        env: {
+          ...process.env,
+          OUTRUN_DATA_DIR: dataDir,
+          DATABASE_URL: '',
+          REDIS_URL: '',
+          LOG_LEVEL: 'info',
         },
-      );
+      });
       expect(stdout).toContain('database is up to date');
     } finally {
       rmSync(dataDir, { recursive: true, force: true });

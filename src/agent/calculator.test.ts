@@ -33,19 +33,29 @@ describe('evaluateExpression', () => {
     ['1 / 0', 'Division by zero.'],
     ['5 % (2 - 2)', 'Modulo by zero.'],
     ['', 'Expression is empty.'],
-    ['1 +', 'Unexpected end of expression.'],
-    ['(1 + 2', 'Expected ")" but found end of expression.'],
-    ['1 + 2)', 'Unexpected ")" at position 6.'],
-    ['2 3', 'Unexpected "3" at position 3.'],
-    ['1 & 2', 'Unexpected character "&" at position 3.'],
+    ['1 +', 'Invalid expression: unexpected end of expression.'],
+    ['(1 + 2', 'Invalid expression: Expected ) at position 7.'],
+    ['1 + 2)', 'Invalid expression: Expected EOF at position 7.'],
+    ['2 3', 'Invalid expression: Expected EOF at position 4.'],
+    ['1 & 2', 'Invalid expression: Unknown character "&" at position 3.'],
     ['foo(1)', 'Unknown name "foo"'],
-    ['sqrt(1, 2)', 'sqrt() takes 1 argument(s), got 2.'],
-    ['max()', 'Unexpected ")"'],
+    ['sqrt(1, 2)', 'Invalid expression'],
+    ['max()', 'max() takes at least 1 argument(s), got 0.'],
+    ['round(1, 2, 3)', 'round() takes 1 or 2 argument(s), got 3.'],
     ['sqrt(-1)', 'Result is not a number.'],
     ['10 ^ 400', 'Result is too large.'],
     ['round(1, 99)', 'round(x, digits)'],
     ['toString(1)', 'Unknown name "tostring"'],
-    ['process.exit(1)', 'Unexpected character "."'],
+    ['process.exit(1)', 'member access is not permitted'],
+    ["'text'", 'Result is not a number.'],
+    ['[1, 2]', 'Invalid expression'],
+    ['1; 2', 'unexpected ";"'],
+    ['x = 2', 'Invalid expression'],
+    ['f(x) = x', 'Invalid expression'],
+    ['1 == 1', 'Invalid expression'],
+    ['1 ? 2 : 3', 'Invalid expression'],
+    ['3!', 'Invalid expression'],
+    ['pi(2)', 'Invalid expression'],
   ])('rejects %s', (expression, message) => {
     expect(() => evaluateExpression(expression)).toThrow(CalculatorError);
     expect(() => evaluateExpression(expression)).toThrow(message);
@@ -64,9 +74,15 @@ describe('evaluateExpression', () => {
     expect(() => evaluateExpression(longest + '0')).toThrow(`longer than ${MAX_EXPRESSION_LENGTH}`);
   });
 
-  it('rejects deep nesting instead of overflowing the stack', () => {
-    expect(() => evaluateExpression('('.repeat(200) + '1' + ')'.repeat(200))).toThrow('nested deeper');
-    expect(() => evaluateExpression('-'.repeat(400) + '1')).toThrow('nested deeper');
+  it('evaluates the deepest nesting the length limit allows without overflowing the stack', () => {
+    expect(evaluateExpression('('.repeat(249) + '1' + ')'.repeat(249))).toBe(1);
+    expect(evaluateExpression('-'.repeat(499) + '1')).toBe(-1);
+  });
+
+  it('never reaches JavaScript globals or Object.prototype through names', () => {
+    for (const name of ['process', 'globalThis', 'Function', 'eval', 'this', 'prototype']) {
+      expect(() => evaluateExpression(`${name}(1)`)).toThrow(CalculatorError);
+    }
   });
 });
 

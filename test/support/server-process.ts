@@ -2,7 +2,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 
-const BIN = fileURLToPath(new URL('../../bin/outrun.js', import.meta.url));
+/** Node arguments that run the CLI from the sources (tsx), so tests never run a stale build. */
+export const OUTRUN_CLI_ARGS = [
+  '--import',
+  'tsx',
+  fileURLToPath(new URL('../../src/cli.ts', import.meta.url)),
+];
 
 export interface ServerProcess {
   child: ChildProcess;
@@ -19,7 +24,7 @@ export async function startServerProcess(
   env: Record<string, string>,
   command: 'serve' | 'worker' = 'serve',
 ): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [BIN, command], {
+  const child = spawn(process.execPath, [...OUTRUN_CLI_ARGS, command], {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -54,7 +59,7 @@ export async function startServerProcess(
 export async function runUntilExit(
   env: Record<string, string>,
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
-  const child = spawn(process.execPath, [BIN, 'serve'], {
+  const child = spawn(process.execPath, [...OUTRUN_CLI_ARGS, 'serve'], {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
