@@ -1,11 +1,22 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { CreateAgentBody, UpdateAgentBody } from '../agents/agent-schema.ts';
-import { CreateUserBody, CreateWorkspaceBody } from './routes/admin-routes.ts';
+import { CreateUserBody, CreateWorkspaceBody, UpdateWorkspaceBody } from './routes/admin-routes.ts';
+import { ApiKeyListQuery, CreateApiKeyBody } from './routes/api-key-routes.ts';
+import { UpdateQuotaBody } from './routes/quota-routes.ts';
+import { CreateScheduleBody, UpdateScheduleBody } from './routes/schedule-routes.ts';
+import { CreateTokenBody } from './routes/token-routes.ts';
 import { AgentListQuery } from './routes/agent-routes.ts';
 import { UseChatBody } from './routes/ai-sdk-routes.ts';
 import { ChatListQuery, CreateChatBody, MessageListQuery, UpdateChatBody } from './routes/chat-routes.ts';
-import { RunListQuery, StartRunBody, StopChatBody, StreamQuery } from './routes/run-routes.ts';
+import {
+  ApprovalBody,
+  ContinueBody,
+  RunListQuery,
+  StartRunBody,
+  StopChatBody,
+  StreamQuery,
+} from './routes/run-routes.ts';
 import { CreateWebhookBody, DeliveryListQuery, WebhookListQuery } from './routes/webhook-routes.ts';
 import * as wire from './wire-schemas.ts';
 
@@ -48,6 +59,108 @@ const eventStream = (description: string): ResponseDoc => ({ description, conten
 
 /** Every route of the server, with the zod schemas that validate its input and describe its answers. */
 export const ROUTES: RouteDoc[] = [
+  {
+    method: 'PATCH',
+    path: '/v1/admin/workspaces/:workspaceId',
+    summary: 'Rename a workspace or set its quota (instance owner).',
+    tags: ['admin'],
+    body: UpdateWorkspaceBody,
+    responses: { 200: json('The workspace.', wire.WorkspaceResponse) },
+    errors: [403],
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/admin/users/:userId',
+    summary: 'Remove a user of your workspace; their keys are revoked and their streams closed.',
+    tags: ['admin'],
+    responses: { 204: noContent },
+    errors: [403],
+  },
+  {
+    method: 'GET',
+    path: '/v1/api-keys',
+    summary: 'List your API keys (an admin: `?userId=` of their workspace); never the secrets.',
+    tags: ['keys'],
+    query: ApiKeyListQuery,
+    responses: { 200: json('The keys.', wire.JsonObject) },
+  },
+  {
+    method: 'POST',
+    path: '/v1/api-keys',
+    summary: 'Create a named API key; the key is shown once.',
+    tags: ['keys'],
+    body: CreateApiKeyBody,
+    responses: { 201: json('The key and its secret.', wire.JsonObject) },
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/api-keys/:keyId',
+    summary: 'Revoke a key at once on every instance, closing its open streams.',
+    tags: ['keys'],
+    responses: { 200: json('The revoked key.', wire.JsonObject) },
+  },
+  {
+    method: 'POST',
+    path: '/v1/tokens',
+    summary: 'A short-lived token for one chat (`read` or `write`), for browsers.',
+    tags: ['keys'],
+    body: CreateTokenBody,
+    responses: { 201: json('The token and when it expires.', wire.JsonObject) },
+    errors: [403],
+  },
+  {
+    method: 'GET',
+    path: '/v1/workspaces/current/quota',
+    summary: 'The workspace’s quota with today’s usage.',
+    tags: ['admin'],
+    responses: { 200: json('The quota and usage.', wire.JsonObject) },
+  },
+  {
+    method: 'PATCH',
+    path: '/v1/workspaces/current/quota',
+    summary: 'Set or remove the workspace’s quota (workspace admin).',
+    tags: ['admin'],
+    body: UpdateQuotaBody,
+    responses: { 200: json('The quota and usage.', wire.JsonObject) },
+    errors: [403],
+  },
+  {
+    method: 'POST',
+    path: '/v1/chats/:chatId/schedules',
+    summary: 'Schedule runs of a chat: a cron with time zone, or a one-shot `at`.',
+    tags: ['schedules'],
+    body: CreateScheduleBody,
+    responses: { 201: json('The schedule.', wire.JsonObject) },
+  },
+  {
+    method: 'GET',
+    path: '/v1/chats/:chatId/schedules',
+    summary: 'List a chat’s schedules.',
+    tags: ['schedules'],
+    responses: { 200: json('The schedules.', wire.JsonObject) },
+  },
+  {
+    method: 'GET',
+    path: '/v1/schedules/:scheduleId',
+    summary: 'Get a schedule.',
+    tags: ['schedules'],
+    responses: { 200: json('The schedule.', wire.JsonObject) },
+  },
+  {
+    method: 'PATCH',
+    path: '/v1/schedules/:scheduleId',
+    summary: 'Change a schedule: timing, input, multitask, enabled.',
+    tags: ['schedules'],
+    body: UpdateScheduleBody,
+    responses: { 200: json('The schedule.', wire.JsonObject) },
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/schedules/:scheduleId',
+    summary: 'Delete a schedule.',
+    tags: ['schedules'],
+    responses: { 204: noContent },
+  },
   {
     method: 'GET',
     path: '/healthz',
@@ -241,6 +354,24 @@ export const ROUTES: RouteDoc[] = [
     summary: 'Stop a run, from any instance.',
     tags: ['runs'],
     responses: { 200: json('Whether it was stopped, and the run.', wire.StopResponse) },
+  },
+  {
+    method: 'POST',
+    path: '/v1/runs/:runId/approvals',
+    summary: 'Answer one pending tool approval of a waiting run; once all are answered the run resumes.',
+    tags: ['runs'],
+    body: ApprovalBody,
+    responses: { 200: json('The run.', wire.RunResponse) },
+    errors: [409],
+  },
+  {
+    method: 'POST',
+    path: '/v1/runs/:runId/continue',
+    summary: 'Raise the budget of a run its budget paused, and resume it.',
+    tags: ['runs'],
+    body: ContinueBody,
+    responses: { 200: json('The run.', wire.RunResponse) },
+    errors: [409],
   },
   {
     method: 'GET',

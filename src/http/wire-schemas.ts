@@ -135,6 +135,8 @@ export const Step = named(
 );
 
 const JsonRecord = z.record(z.string(), z.unknown());
+/** A JSON object whose fields are described in docs/api.md rather than here. */
+export const JsonObject = named('JsonObject', JsonRecord);
 
 export const Agent = named(
   'Agent',
@@ -219,7 +221,19 @@ export const User = named(
 
 export const Workspace = named(
   'Workspace',
-  z.object({ id: z.string(), name: z.string(), createdAt: timestamp }),
+  z.object({
+    id: z.string(),
+    name: z.string(),
+    quota: z
+      .object({
+        tokensPerDay: z.number().optional(),
+        costUsdPerDay: z.number().optional(),
+        runsPerMinute: z.number().optional(),
+      })
+      .nullable()
+      .optional(),
+    createdAt: timestamp,
+  }),
 );
 
 /** A page of a list: pass `nextCursor` as `cursor` for the next one (null: the last page). */

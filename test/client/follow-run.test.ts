@@ -92,11 +92,11 @@ describe.each(STORE_KINDS)('client followRun on %s', (kind) => {
   it('stays connected through a quiet stretch while keep-alives arrive', async () => {
     const chat = await client.createChat();
     const run = await client.startRun(chat.id, {
-      input: { text: script({ steps: 1, tokens: 3, delayMs: 600 }) },
+      input: { text: script({ steps: 1, tokens: 3, delayMs: 1500 }) },
     });
     const states: ConnectionState[] = [];
     const events = await collect(
-      client.followRun(run.id, { idleTimeoutMs: 400, onConnectionChange: (state) => states.push(state) }),
+      client.followRun(run.id, { idleTimeoutMs: 1000, onConnectionChange: (state) => states.push(state) }),
     );
     expect(states.filter((state) => state.status === 'reconnecting')).toEqual([]);
     expect(textOf(events)).toBe(scriptedText(1, 3));

@@ -4,7 +4,7 @@ import type { QuotaService } from '../../quotas/quota-service.ts';
 import { WorkspaceQuotaSchema } from '../../quotas/quota-service.ts';
 import type { AuthService } from '../../auth/auth-service.ts';
 
-const UpdateQuotaBody = z.object({ quota: WorkspaceQuotaSchema.nullable() }).strict();
+export const UpdateQuotaBody = z.object({ quota: WorkspaceQuotaSchema.nullable() }).strict();
 
 /**
  * The caller's workspace quota: `GET` for anyone in the workspace (with today's usage and what is left),

@@ -7,7 +7,7 @@ import { requireId } from '../validation.ts';
 /** How long a scoped token lives when the request does not say. */
 const DEFAULT_TOKEN_TTL_SECONDS = 3_600;
 
-const CreateTokenBody = z
+export const CreateTokenBody = z
   .object({
     chatId: z.string().min(1),
     scopes: z
