@@ -1,0 +1,48 @@
+import type { Budget } from '../protocol/agent.ts';
+
+/**
+ * Shapes of the routes for waiting runs and schedules (DESIGN §4) that the client calls. They live here
+ * until the server's own definitions land in `protocol/`.
+ */
+
+/** `POST /v1/runs/:runId/approvals`. */
+export interface ApprovalAnswer {
+  approvalId: string;
+  approved: boolean;
+  /** Shown to the model with a denial. */
+  reason?: string;
+}
+
+/** What a schedule does when its chat is busy as it fires. @default 'skip' */
+export type ScheduleMultitask = 'skip' | 'enqueue' | 'interrupt';
+
+/** A chat's schedule: a cron expression (with its time zone) or a single time `at`. */
+export interface ScheduleObject {
+  id: string;
+  chatId: string;
+  cron: string | null;
+  timezone: string | null;
+  at: string | null;
+  input: { text: string } | { parts: unknown[] };
+  multitask: ScheduleMultitask;
+  enabled: boolean;
+  nextRunAt: string | null;
+  lastFiredAt: string | null;
+  lastRunId: string | null;
+  createdAt: string;
+}
+
+/** `POST /v1/chats/:chatId/schedules` (exactly one of `cron` or `at`). */
+export interface CreateScheduleOptions {
+  cron?: string;
+  timezone?: string;
+  at?: string;
+  input: { text: string };
+  multitask?: ScheduleMultitask;
+  enabled?: boolean;
+}
+
+/** `POST /v1/runs/:runId/continue`: the raised budget a paused run resumes with. */
+export interface ContinueRunOptions {
+  budget: Budget;
+}
