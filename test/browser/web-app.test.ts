@@ -132,8 +132,9 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
 
   it('queues a message sent during a run started elsewhere, and starts it when that run ends', async () => {
     const { page, chatId, errors } = await openNewChat();
-    const run = await server.startRun(chatId, { steps: 2, tokens: 60, delayMs: 30 });
-    await expect.poll(() => statusLine(page).isVisible()).toBe(true);
+    const run = await server.startRun(chatId, { steps: 2, tokens: 150, delayMs: 30 });
+    // An idle page looks for runs started elsewhere every few seconds.
+    await expect.poll(() => statusLine(page).isVisible(), { timeout: 10_000 }).toBe(true);
     expect(await page.getByLabel('Message').isEnabled()).toBe(true);
     await send(page, script({ steps: 1, tokens: 4 }));
 
@@ -143,7 +144,9 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
     expect(await page.getByRole('button', { name: 'Stop' }).count()).toBe(1);
     expect(await page.locator('.composer').getByRole('button', { name: 'Stop' }).count()).toBe(1);
 
-    await expect.poll(async () => (await server.api(`/v1/runs/${run.id}`)).body.run.status).toBe('succeeded');
+    await expect
+      .poll(async () => (await server.api(`/v1/runs/${run.id}`)).body.run.status, { timeout: 15_000 })
+      .toBe('succeeded');
     await expect.poll(async () => (await assistantWords(page)).join(' '), { timeout: 15_000 }).toBe(
       scriptedText(1, 4).trim(),
     );

@@ -136,8 +136,13 @@ export function AgentForm(props: {
   const [busy, setBusy] = useState(false);
   const [newTool, setNewTool] = useState('');
 
+  // A new agent's form stays mounted when it is saved and its address becomes the agent's own.
   useEffect(() => {
-    if (!agentId) return;
+    if (!agentId) {
+      setForm(EMPTY);
+      setNotice(null);
+      return;
+    }
     let cancelled = false;
     client.getAgent(agentId).then(
       (agent) => !cancelled && setForm(fromAgent(agent)),

@@ -357,7 +357,6 @@ function Screen(props: {
     return (
       <div className="panel">
         <AgentForm
-          key={route.agentId}
           client={client}
           agentId={route.agentId === 'new' ? null : route.agentId}
           isAdmin={props.isAdmin}
