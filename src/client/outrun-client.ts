@@ -232,7 +232,10 @@ export function createOutrunClient(options: OutrunClientOptions): OutrunClient {
     createAgent: (agent, options = {}) =>
       request<AgentWriteResult>('POST', '/v1/agents', { body: agent, signal: options.signal }),
     updateAgent: (agentId, patch, options = {}) =>
-      request<AgentWriteResult>('PATCH', `/v1/agents/${id(agentId)}`, { body: patch, signal: options.signal }),
+      request<AgentWriteResult>('PATCH', `/v1/agents/${id(agentId)}`, {
+        body: patch,
+        signal: options.signal,
+      }),
     deleteAgent: (agentId, options = {}) => request<void>('DELETE', `/v1/agents/${id(agentId)}`, options),
 
     listSchedules: async (chatId, options = {}) =>

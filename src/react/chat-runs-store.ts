@@ -365,7 +365,9 @@ export class ChatRunsStore {
             const known = new Map(this.#runs.map((run) => [run.id, run]));
             const changed = latest.some((run) => {
               const before = known.get(run.id);
-              return !before || before.status !== run.status || before.waiting?.reason !== run.waiting?.reason;
+              return (
+                !before || before.status !== run.status || before.waiting?.reason !== run.waiting?.reason
+              );
             });
             if (changed && !this.#disposed) await this.sync();
           }

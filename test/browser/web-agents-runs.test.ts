@@ -66,9 +66,9 @@ describe.skipIf(!chromiumAvailable())('web app: agents, run chains and the inspe
 
     await page.getByLabel('Name', { exact: true }).fill('Terser helper');
     await page.getByRole('button', { name: 'Save' }).click();
-    await expect.poll(async () => (await server.api(`/v1/agents/${agentId}`)).body.agent.name).toBe(
-      'Terser helper',
-    );
+    await expect
+      .poll(async () => (await server.api(`/v1/agents/${agentId}`)).body.agent.name)
+      .toBe('Terser helper');
 
     await page.getByLabel('Agent for new chats').selectOption({ label: 'Terser helper' });
     await page.getByRole('button', { name: 'New chat' }).first().click();
@@ -157,9 +157,13 @@ describe.skipIf(!chromiumAvailable())('web app: agents, run chains and the inspe
         .poll(async () => (await assistantWords(page)).join(' '), { timeout: 30_000 })
         .toBe(scriptedText(3, 40).trim());
       expect(await page.locator('.message-assistant .step-interrupted').count()).toBe(1);
-      expect(await page.locator('.step-interrupted-label').textContent()).toContain('Interrupted — redone below');
+      expect(await page.locator('.step-interrupted-label').textContent()).toContain(
+        'Interrupted — redone below',
+      );
       // What the cut step had streamed before the crash (possibly nothing yet) is a prefix of a step's text.
-      const interrupted = (await page.locator('.message-assistant .step-interrupted .markdown').allTextContents())
+      const interrupted = (
+        await page.locator('.message-assistant .step-interrupted .markdown').allTextContents()
+      )
         .join(' ')
         .trim();
       expect(interrupted).toMatch(/^(s[23]t\d+ ?)*$/);
@@ -172,7 +176,8 @@ describe.skipIf(!chromiumAvailable())('web app: agents, run chains and the inspe
       expect(errors).toEqual([]);
     } finally {
       for (const server of [first, second]) {
-        if (server && server.child.exitCode === null && server.child.signalCode === null) server.child.kill('SIGKILL');
+        if (server && server.child.exitCode === null && server.child.signalCode === null)
+          server.child.kill('SIGKILL');
         await server?.exited;
       }
       rmSync(dataDir, { recursive: true, force: true });

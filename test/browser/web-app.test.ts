@@ -147,9 +147,9 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
     await expect
       .poll(async () => (await server.api(`/v1/runs/${run.id}`)).body.run.status, { timeout: 15_000 })
       .toBe('succeeded');
-    await expect.poll(async () => (await assistantWords(page)).join(' '), { timeout: 15_000 }).toBe(
-      scriptedText(1, 4).trim(),
-    );
+    await expect
+      .poll(async () => (await assistantWords(page)).join(' '), { timeout: 15_000 })
+      .toBe(scriptedText(1, 4).trim());
     await expect.poll(() => page.locator('.queued-note').count()).toBe(0);
     expect(await page.locator('.message-assistant').count()).toBe(2);
     expect(errors).toEqual([]);
@@ -158,7 +158,9 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
   it('explains a failed run in words, in the thread and in the run inspector', async () => {
     const { page, chatId, errors } = await openNewChat();
     await send(page, script({ steps: 3, tokens: 5, failAtStep: 2 }));
-    await expect.poll(() => page.locator('.outcome').textContent()).toContain('This answer failed: the model answered with an error: Scripted provider failure at step 2');
+    await expect
+      .poll(() => page.locator('.outcome').textContent())
+      .toContain('This answer failed: the model answered with an error: Scripted provider failure at step 2');
     await screenshot(page, 'chat-failed');
 
     await page.locator('.outcome').getByRole('link', { name: 'Details' }).click();

@@ -61,7 +61,9 @@ describe.skipIf(!chromiumAvailable())('web app: what happened to each answer, in
       await expect.poll(() => answers.count()).toBe(3);
       await expect
         .poll(() => answers.nth(0).textContent())
-        .toContain('This answer failed: the model answered with an error: Scripted provider failure at step 1');
+        .toContain(
+          'This answer failed: the model answered with an error: Scripted provider failure at step 1',
+        );
       expect(await answers.nth(1).locator('.outcome').textContent()).toContain('Stopped on request');
       await expect.poll(() => answers.nth(2).textContent()).toContain(scriptedText(1, 3).trim());
       expect(await answers.nth(2).locator('.outcome').count()).toBe(0);
@@ -85,15 +87,17 @@ describe.skipIf(!chromiumAvailable())('web app: what happened to each answer, in
 
     await context.setOffline(true);
     await page.locator('.composer').getByRole('button', { name: /Stop/ }).click();
-    await expect.poll(() => page.locator('.status-line').textContent()).toContain('when the connection is back');
+    await expect
+      .poll(() => page.locator('.status-line').textContent())
+      .toContain('when the connection is back');
     await new Promise((resolve) => setTimeout(resolve, 1500));
     expect((await latestRun(chatId)).status).toBe('running');
     await context.setOffline(false);
 
     await expect.poll(async () => (await latestRun(chatId)).status, { timeout: 15_000 }).toBe('aborted');
-    await expect.poll(() => page.locator('.outcome').textContent(), { timeout: 15_000 }).toContain(
-      'Stopped on request',
-    );
+    await expect
+      .poll(() => page.locator('.outcome').textContent(), { timeout: 15_000 })
+      .toContain('Stopped on request');
     await expect.poll(() => page.locator('.banner').count()).toBe(0);
     expect(await page.locator('.status-line').count()).toBe(0);
     expect(errors.filter((error) => !error.includes('ERR_INTERNET_DISCONNECTED'))).toEqual([]);
@@ -114,7 +118,9 @@ describe.skipIf(!chromiumAvailable())('web app: what happened to each answer, in
         : route.continue();
     await page.route('**/v1/chats/*/runs', refuse);
     await send(page, 'my carefully typed question');
-    await expect.poll(() => page.locator('.banner-warning').textContent()).toContain('your message was not sent');
+    await expect
+      .poll(() => page.locator('.banner-warning').textContent())
+      .toContain('your message was not sent');
     await expect.poll(() => page.locator('.status-line').isVisible()).toBe(true);
     expect(await page.getByRole('button', { name: 'Stop' }).count()).toBe(1);
     expect(await page.getByRole('button', { name: 'Follow' }).count()).toBe(0);
@@ -132,7 +138,9 @@ describe.skipIf(!chromiumAvailable())('web app: what happened to each answer, in
     await expect.poll(() => missing.page.locator('.not-found').textContent()).toContain('does not exist');
     expect(await missing.page.title()).toBe('Not found · Outrun');
     const unknown = await open('/nowhere/at/all', context);
-    await expect.poll(() => unknown.page.locator('.not-found').textContent()).toContain('no page at this address');
+    await expect
+      .poll(() => unknown.page.locator('.not-found').textContent())
+      .toContain('no page at this address');
     expect([...errors, ...missing.errors, ...unknown.errors]).toEqual([]);
     await page.close();
   });
@@ -198,9 +206,9 @@ describe.skipIf(!chromiumAvailable())('web app: what happened to each answer, in
     const chats = await page.locator('.chat-item').count();
     const stops = await page.evaluate(
       () =>
-        Array.from(document.querySelectorAll<HTMLElement>('.chat-list a, .chat-list button, .chat-list input')).filter(
-          (element) => element.tabIndex >= 0,
-        ).length,
+        Array.from(
+          document.querySelectorAll<HTMLElement>('.chat-list a, .chat-list button, .chat-list input'),
+        ).filter((element) => element.tabIndex >= 0).length,
     );
     expect(stops).toBe(chats);
 
@@ -240,9 +248,9 @@ describe.skipIf(!chromiumAvailable())('web app: what happened to each answer, in
     expect(overflow).toBeLessThanOrEqual(0);
     await screenshot(page, 'phone-queued');
     await page.locator('.composer').getByRole('button', { name: 'Stop' }).tap();
-    await expect.poll(async () => (await assistantWords(page)).join(' '), { timeout: 15_000 }).toBe(
-      scriptedText(1, 2).trim(),
-    );
+    await expect
+      .poll(async () => (await assistantWords(page)).join(' '), { timeout: 15_000 })
+      .toBe(scriptedText(1, 2).trim());
     expect(errors).toEqual([]);
   });
 });

@@ -153,7 +153,8 @@ export function AgentForm(props: {
     };
   }, [client, agentId]);
 
-  if (!form) return error ? <div className="banner banner-error">{error}</div> : <div className="empty">Loading…</div>;
+  if (!form)
+    return error ? <div className="banner banner-error">{error}</div> : <div className="empty">Loading…</div>;
   const set = <K extends keyof FormState>(key: K, value: FormState[K]) =>
     setForm((current) => (current ? { ...current, [key]: value } : current));
 
@@ -203,7 +204,12 @@ export function AgentForm(props: {
       <fieldset disabled={!isAdmin || busy}>
         <label>
           Name
-          <input required maxLength={200} value={form.name} onChange={(event) => set('name', event.target.value)} />
+          <input
+            required
+            maxLength={200}
+            value={form.name}
+            onChange={(event) => set('name', event.target.value)}
+          />
         </label>
         <label>
           Instructions <span className="muted small">(the system prompt)</span>
@@ -215,12 +221,18 @@ export function AgentForm(props: {
         </label>
         <label>
           Model <span className="muted small">(empty: the server’s default)</span>
-          <input value={form.model} placeholder="scripted" onChange={(event) => set('model', event.target.value)} />
+          <input
+            value={form.model}
+            placeholder="scripted"
+            onChange={(event) => set('model', event.target.value)}
+          />
         </label>
 
         <div className="form-section">
           <h3>Tools</h3>
-          {form.tools.length === 0 ? <p className="muted small">No tools: the agent only answers in text.</p> : null}
+          {form.tools.length === 0 ? (
+            <p className="muted small">No tools: the agent only answers in text.</p>
+          ) : null}
           <ul className="tool-rows">
             {form.tools.map((tool, index) => (
               <li key={tool.name}>
@@ -244,7 +256,12 @@ export function AgentForm(props: {
                   type="button"
                   className="link small"
                   aria-label={`Remove ${tool.name}`}
-                  onClick={() => set('tools', form.tools.filter((_, at) => at !== index))}
+                  onClick={() =>
+                    set(
+                      'tools',
+                      form.tools.filter((_, at) => at !== index),
+                    )
+                  }
                 >
                   Remove
                 </button>
@@ -281,11 +298,21 @@ export function AgentForm(props: {
           <div className="form-grid">
             <label>
               Steps
-              <input type="number" min={1} value={form.maxSteps} onChange={(event) => set('maxSteps', event.target.value)} />
+              <input
+                type="number"
+                min={1}
+                value={form.maxSteps}
+                onChange={(event) => set('maxSteps', event.target.value)}
+              />
             </label>
             <label>
               Tokens
-              <input type="number" min={1} value={form.maxTokens} onChange={(event) => set('maxTokens', event.target.value)} />
+              <input
+                type="number"
+                min={1}
+                value={form.maxTokens}
+                onChange={(event) => set('maxTokens', event.target.value)}
+              />
             </label>
             <label>
               Cost (USD)
@@ -324,7 +351,10 @@ export function AgentForm(props: {
           <h3>Behaviour</h3>
           <label>
             A message sent during a run
-            <select value={form.multitask} onChange={(event) => set('multitask', event.target.value as Multitask)}>
+            <select
+              value={form.multitask}
+              onChange={(event) => set('multitask', event.target.value as Multitask)}
+            >
               <option value="reject">is refused</option>
               <option value="enqueue">waits for the run to end</option>
               <option value="interrupt">stops the run</option>
@@ -332,10 +362,15 @@ export function AgentForm(props: {
           </label>
           <label>
             Autostart message <span className="muted small">(sent when a chat is created; empty: none)</span>
-            <textarea rows={2} value={form.autostart} onChange={(event) => set('autostart', event.target.value)} />
+            <textarea
+              rows={2}
+              value={form.autostart}
+              onChange={(event) => set('autostart', event.target.value)}
+            />
           </label>
           <label>
-            Continuation runs <span className="muted small">(follow-up runs one chain may start; empty: none)</span>
+            Continuation runs{' '}
+            <span className="muted small">(follow-up runs one chain may start; empty: none)</span>
             <input
               type="number"
               min={0}

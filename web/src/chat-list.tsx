@@ -17,7 +17,15 @@ export interface ChatListProps {
  * The chats, newest first, each with rename and delete. Each chat is one Tab stop (its link); on the link,
  * F2 renames the chat and Delete asks to delete it, and the buttons show on hover for pointers.
  */
-export function ChatList({ chats, selectedId, busy, hasMore, onLoadMore, onRename, onDelete }: ChatListProps) {
+export function ChatList({
+  chats,
+  selectedId,
+  busy,
+  hasMore,
+  onLoadMore,
+  onRename,
+  onDelete,
+}: ChatListProps) {
   if (chats.length === 0) return <p className="muted chat-list-empty">No chats yet.</p>;
   return (
     <nav aria-label="Chats">

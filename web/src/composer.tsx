@@ -70,11 +70,7 @@ export function Composer(props: ComposerProps) {
             {stopping ? 'Stopping…' : 'Stop'}
           </button>
         ) : null}
-        <button
-          type="submit"
-          className={running ? '' : 'primary'}
-          disabled={disabled || !text.trim()}
-        >
+        <button type="submit" className={running ? '' : 'primary'} disabled={disabled || !text.trim()}>
           {sending ? 'Sending…' : running ? 'Queue' : 'Send'}
         </button>
       </div>

@@ -183,7 +183,9 @@ function StepParts({ parts }: { parts: MessagePart[] }) {
 }
 
 export function messageText(message: Message): string {
-  return message.parts.map((part) => (part.type === 'text' ? part.text : '')).join(message.role === 'user' ? '\n' : '');
+  return message.parts
+    .map((part) => (part.type === 'text' ? part.text : ''))
+    .join(message.role === 'user' ? '\n' : '');
 }
 
 /** The answer's text without steps that were interrupted and redone. */

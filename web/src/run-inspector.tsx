@@ -55,7 +55,8 @@ function StatusBadge({ status }: { status: RunObject['status'] }) {
   return <span className={`badge badge-${status}`}>{STATUS_LABELS[status]}</span>;
 }
 
-const anyActive = (runs: RunObject[]) => runs.some((run) => isActiveStatus(run.status) || run.status === 'queued');
+const anyActive = (runs: RunObject[]) =>
+  runs.some((run) => isActiveStatus(run.status) || run.status === 'queued');
 
 function RunLink({ chatId, runId, children }: { chatId: string; runId: string; children: ReactNode }) {
   return (
@@ -91,7 +92,11 @@ export function RunHistory({ client, chatId }: { client: OutrunClient; chatId: s
       <div className="run-filters">
         <label>
           Started by{' '}
-          <select value={trigger} onChange={(event) => setTrigger(event.target.value)} aria-label="Started by">
+          <select
+            value={trigger}
+            onChange={(event) => setTrigger(event.target.value)}
+            aria-label="Started by"
+          >
             <option value="">anything</option>
             {Object.entries(TRIGGER_LABELS).map(([value, label]) => (
               <option key={value} value={value}>
@@ -144,7 +149,8 @@ export function RunHistory({ client, chatId }: { client: OutrunClient; chatId: s
   );
 }
 
-const isActiveRun = (data: { run: RunObject }) => isActiveStatus(data.run.status) || data.run.status === 'queued';
+const isActiveRun = (data: { run: RunObject }) =>
+  isActiveStatus(data.run.status) || data.run.status === 'queued';
 
 interface LoggedEvent {
   seq: number;
@@ -184,7 +190,8 @@ function useEventLog(client: OutrunClient, runId: string): { events: LoggedEvent
         const added = batch;
         if (!controller.signal.aborted) setEvents((current) => [...current, ...added]);
       } catch (caught) {
-        if (!controller.signal.aborted) setError(caught instanceof Error ? caught : new Error(String(caught)));
+        if (!controller.signal.aborted)
+          setError(caught instanceof Error ? caught : new Error(String(caught)));
       }
     })();
     return () => controller.abort();
@@ -193,7 +200,15 @@ function useEventLog(client: OutrunClient, runId: string): { events: LoggedEvent
 }
 
 /** One run: status, outcome, trigger, timings, spending, a timeline of its steps, and its raw events. */
-export function RunInspector({ client, chatId, runId }: { client: OutrunClient; chatId: string; runId: string }) {
+export function RunInspector({
+  client,
+  chatId,
+  runId,
+}: {
+  client: OutrunClient;
+  chatId: string;
+  runId: string;
+}) {
   const load = useCallback(async () => {
     const [run, steps, messages] = await Promise.all([
       client.getRun(runId),
@@ -218,7 +233,12 @@ export function RunInspector({ client, chatId, runId }: { client: OutrunClient; 
           {run.stopRequestedAt && isActiveStatus(run.status) ? (
             <span className="muted"> stop requested</span>
           ) : null}
-          {run.waiting ? <span className="muted"> for {run.waiting.reason === 'approval' ? 'an approval' : 'more budget'}</span> : null}
+          {run.waiting ? (
+            <span className="muted">
+              {' '}
+              for {run.waiting.reason === 'approval' ? 'an approval' : 'more budget'}
+            </span>
+          ) : null}
         </dd>
         {outcome ? (
           <>
@@ -239,7 +259,12 @@ export function RunInspector({ client, chatId, runId }: { client: OutrunClient; 
               </RunLink>
             </>
           ) : null}
-          {run.scheduleId ? <span className="muted"> · schedule <code>{run.scheduleId}</code></span> : null}
+          {run.scheduleId ? (
+            <span className="muted">
+              {' '}
+              · schedule <code>{run.scheduleId}</code>
+            </span>
+          ) : null}
         </dd>
         <dt>Model</dt>
         <dd>

@@ -53,7 +53,9 @@ export function SchedulesPanel({ client, chatId }: { client: OutrunClient; chatI
   }
   return (
     <div className="schedules">
-      <p className="muted">A schedule sends a message to this chat by itself: the agent answers it as a run.</p>
+      <p className="muted">
+        A schedule sends a message to this chat by itself: the agent answers it as a run.
+      </p>
       {error ? (
         <p className="banner banner-error" role="alert">
           {error}
@@ -91,7 +93,9 @@ export function SchedulesPanel({ client, chatId }: { client: OutrunClient; chatI
               <button
                 type="button"
                 className="small"
-                onClick={() => void act(() => client.updateSchedule(schedule.id, { enabled: !schedule.enabled }))}
+                onClick={() =>
+                  void act(() => client.updateSchedule(schedule.id, { enabled: !schedule.enabled }))
+                }
               >
                 {schedule.enabled ? 'Pause' : 'Resume'}
               </button>
@@ -106,14 +110,16 @@ export function SchedulesPanel({ client, chatId }: { client: OutrunClient; chatI
           </li>
         ))}
       </ul>
-      <NewSchedule
-        onCreate={(options) => act(() => client.createSchedule(chatId, options))}
-      />
+      <NewSchedule onCreate={(options) => act(() => client.createSchedule(chatId, options))} />
     </div>
   );
 }
 
-function NewSchedule({ onCreate }: { onCreate: (options: Parameters<OutrunClient['createSchedule']>[1]) => Promise<void> }) {
+function NewSchedule({
+  onCreate,
+}: {
+  onCreate: (options: Parameters<OutrunClient['createSchedule']>[1]) => Promise<void>;
+}) {
   const [kind, setKind] = useState<'cron' | 'at'>('cron');
   const [cron, setCron] = useState('0 8 * * *');
   const [at, setAt] = useState('');
@@ -126,7 +132,9 @@ function NewSchedule({ onCreate }: { onCreate: (options: Parameters<OutrunClient
     event.preventDefault();
     if (!valid) return;
     await onCreate({
-      ...(kind === 'cron' ? { cron: cron.trim(), timezone: localZone() } : { at: new Date(at).toISOString() }),
+      ...(kind === 'cron'
+        ? { cron: cron.trim(), timezone: localZone() }
+        : { at: new Date(at).toISOString() }),
       input: { text: text.trim() },
       multitask,
     });
@@ -147,7 +155,11 @@ function NewSchedule({ onCreate }: { onCreate: (options: Parameters<OutrunClient
       {kind === 'cron' ? (
         <label>
           Cron <span className="muted small">(minute hour day month weekday, {localZone()})</span>
-          <input value={cron} onChange={(event) => setCron(event.target.value)} aria-describedby="cron-preview" />
+          <input
+            value={cron}
+            onChange={(event) => setCron(event.target.value)}
+            aria-describedby="cron-preview"
+          />
         </label>
       ) : (
         <label>

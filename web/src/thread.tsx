@@ -22,19 +22,29 @@ export interface ThreadProps {
 /** The chat: its messages with the active run live, each run's outcome in place, and the composer. */
 export function Thread({ client, chat, onFirstMessage, onBusyChange }: ThreadProps) {
   const chatRuns = useChatRuns({ client, chatId: chat.id });
-  const { messages, run, runs, queued, status, isRunning, isStopping, error, send, stop, reload, clearError } =
-    chatRuns;
+  const {
+    messages,
+    run,
+    runs,
+    queued,
+    status,
+    isRunning,
+    isStopping,
+    error,
+    send,
+    stop,
+    reload,
+    clearError,
+  } = chatRuns;
   const scroller = useRef<HTMLDivElement>(null);
   const pinned = useRef(true);
   const [text, setText] = useState(() => drafts.load(chat.id));
 
   useEffect(() => drafts.save(chat.id, text), [chat.id, text]);
-  useEffect(() => onBusyChange?.(chat.id, isRunning || queued.length > 0), [
-    chat.id,
-    isRunning,
-    queued.length,
-    onBusyChange,
-  ]);
+  useEffect(
+    () => onBusyChange?.(chat.id, isRunning || queued.length > 0),
+    [chat.id, isRunning, queued.length, onBusyChange],
+  );
 
   // Esc stops the active run from anywhere on the page.
   useEffect(() => {
@@ -116,9 +126,19 @@ export function Thread({ client, chat, onFirstMessage, onBusyChange }: ThreadPro
               }}
             >
               {waiting?.reason === 'approval' && messageRun ? (
-                <ApprovalCard client={client} run={messageRun} waiting={waiting} onAnswered={() => void reload()} />
+                <ApprovalCard
+                  client={client}
+                  run={messageRun}
+                  waiting={waiting}
+                  onAnswered={() => void reload()}
+                />
               ) : waiting?.reason === 'budget' && messageRun ? (
-                <BudgetCard client={client} run={messageRun} waiting={waiting} onContinued={() => void reload()} />
+                <BudgetCard
+                  client={client}
+                  run={messageRun}
+                  waiting={waiting}
+                  onContinued={() => void reload()}
+                />
               ) : null}
             </MessageView>
           );
@@ -200,8 +220,10 @@ function RunStatusLine(props: {
   }, []);
   const live = message?.runId === run.id ? message : undefined;
   const steps = live ? live.parts.filter((part) => part.type === 'step-start').length : 0;
-  let state = run.status === 'pending' ? 'starting' : run.status === 'waiting' ? 'waiting for you' : 'running';
-  if (stopping) state = stopRetrying ? 'stopping… (will send the stop when the connection is back)' : 'stopping…';
+  let state =
+    run.status === 'pending' ? 'starting' : run.status === 'waiting' ? 'waiting for you' : 'running';
+  if (stopping)
+    state = stopRetrying ? 'stopping… (will send the stop when the connection is back)' : 'stopping…';
   const spent = formatSpending(run, spending);
   const maxSteps = spending?.budget?.maxSteps;
   return (
@@ -209,8 +231,10 @@ function RunStatusLine(props: {
       <span className="pulse" aria-hidden="true" />
       <span className="status-text">
         {state}
-        {run.status === 'running' ? ` · step ${Math.max(1, steps)}${maxSteps ? ` of ${maxSteps}` : ''}` : ''} ·{' '}
-        {formatDuration(runDuration(run, now))}
+        {run.status === 'running'
+          ? ` · step ${Math.max(1, steps)}${maxSteps ? ` of ${maxSteps}` : ''}`
+          : ''}{' '}
+        · {formatDuration(runDuration(run, now))}
         {spent ? <span className="spending"> · {spent}</span> : null}
         {status === 'reconnecting' ? <span className="reconnecting"> · reconnecting…</span> : null}
       </span>

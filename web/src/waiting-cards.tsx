@@ -48,9 +48,7 @@ export function ApprovalCard(props: {
     <div className="wait-card approval-card" role="group" aria-label="Approval needed">
       <div className="wait-card-head">
         <strong>Approval needed</strong>
-        <span className="muted small">
-          The run is paused until you answer.{expires(waiting.expiresAt)}
-        </span>
+        <span className="muted small">The run is paused until you answer.{expires(waiting.expiresAt)}</span>
       </div>
       {pending.map((approval) => (
         <div key={approval.approvalId} className="approval">
@@ -135,7 +133,10 @@ export function BudgetCard(props: {
     setBusy(true);
     setError(null);
     try {
-      const budget: Budget = { ...(waiting.budget as Budget), ...(raised === undefined ? {} : { [key]: raised }) };
+      const budget: Budget = {
+        ...(waiting.budget as Budget),
+        ...(raised === undefined ? {} : { [key]: raised }),
+      };
       await client.continueRun(run.id, { budget });
       onContinued();
     } catch (caught) {
@@ -156,9 +157,7 @@ export function BudgetCard(props: {
         <button type="button" className="primary" disabled={busy} onClick={() => void onContinue()}>
           Continue with more
         </button>
-        {raised !== undefined ? (
-          <span className="muted small">up to {formatLimit(key, raised)}</span>
-        ) : null}
+        {raised !== undefined ? <span className="muted small">up to {formatLimit(key, raised)}</span> : null}
       </div>
       {error ? (
         <p className="banner banner-error" role="alert">

@@ -70,7 +70,11 @@ export function Workspace({
   openChat.current = chatId;
 
   // Marks chats with a run going, or queued; the open chat reports its own state as it changes.
-  const chatIds = chats?.slice(0, BUSY_POLL_CHATS).map((chat) => chat.id).join(',') ?? '';
+  const chatIds =
+    chats
+      ?.slice(0, BUSY_POLL_CHATS)
+      .map((chat) => chat.id)
+      .join(',') ?? '';
   useEffect(() => {
     if (!chatIds) return;
     let cancelled = false;
@@ -82,7 +86,10 @@ export function Workspace({
           try {
             const runs = (await client.listRuns(id, { limit: 3 })).items;
             if (!cancelled)
-              markBusy(id, runs.some((run) => isActiveStatus(run.status) || run.status === 'queued'));
+              markBusy(
+                id,
+                runs.some((run) => isActiveStatus(run.status) || run.status === 'queued'),
+              );
           } catch {
             // The next check tries again.
           }
