@@ -2,7 +2,9 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { LanguageModel } from 'ai';
 import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
 import pino, { type Logger } from 'pino';
+import { ModelPrices } from './agent/prices.ts';
 import { resolveModel } from './agent/providers.ts';
 import { McpClientPool } from './agent/mcp-tools.ts';
 import { createDefaultToolRegistry, type ToolRegistry } from './agent/tools.ts';
@@ -15,18 +17,23 @@ import { ChatService } from './chats/chat-service.ts';
 import type { Clock } from './clock.ts';
 import { loadConfig, type Config } from './config.ts';
 import { Faults } from './faults.ts';
+import { createRequestRateLimiter, type RequestRateLimiter } from './http/rate-limit.ts';
 import { buildServer } from './http/server.ts';
 import { Metrics } from './metrics.ts';
 import { BullMqQueue } from './queue/bullmq-queue.ts';
 import { MemoryQueue } from './queue/memory-queue.ts';
 import type { RunQueue } from './queue/queue.ts';
+import { QuotaService } from './quotas/quota-service.ts';
 import { Lifecycle } from './runs/lifecycle.ts';
+import { recordRunWebhooks, webhookEventOf } from './webhooks/run-webhooks.ts';
 import { RunEngine } from './runs/run-engine.ts';
 import { RunExecutor } from './runs/run-executor.ts';
 import { RunService } from './runs/run-service.ts';
 import { createDatabase, type DatabaseHandle, type Db } from './store/database.ts';
 import { EventLog } from './stream/event-log.ts';
 import { IdempotencyKeys } from './triggers/idempotency.ts';
+import { ScheduleRunner } from './triggers/schedule-runner.ts';
+import { ScheduleService } from './triggers/schedule-service.ts';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.ts';
 import { WebhookService } from './webhooks/webhook-service.ts';
 
@@ -55,6 +62,15 @@ export interface OutrunContext {
   agents: AgentService;
   /** This process's MCP clients, reused by every run; closed on shutdown. */
   mcp: McpClientPool;
+  /** Signals between instances (the HTTP layer listens for key revocations). */
+  bus: Bus;
+  /** Workspace quotas: the start path calls `assertCanStart`, the budget check `remaining`. */
+  quotas: QuotaService;
+  /** Per-key request limits on `/v1`: in Redis with `REDIS_URL`, in memory otherwise. */
+  rateLimiter: RequestRateLimiter;
+  schedules: ScheduleService;
+  /** Fires due schedules; every instance runs one. */
+  scheduler: ScheduleRunner;
 }
 
 export interface CreateOutrunOptions {
@@ -64,7 +80,7 @@ export interface CreateOutrunOptions {
   database?: DatabaseHandle;
   logger?: Logger;
   faults?: Faults;
-  /** The tools the agent may call. @default the built-ins: echo, current_time, calculator */
+  /** The tools the agent may call. @default the built-ins: echo, current_time, calculator, schedule_followup */
   tools?: ToolRegistry;
   /** Resolves a model id to an AI SDK model. @default `resolveModel` over the providers' env variables */
   resolveModel?: (modelId: string) => LanguageModel;
@@ -76,6 +92,8 @@ export interface CreateOutrunOptions {
   clock?: Clock;
   /** Whether this instance is alone on its database (embedded mode). @default true without REDIS_URL */
   singleInstance?: boolean;
+  /** Per-key request limits. @default `OUTRUN_RATE_LIMIT_PER_MINUTE`, counted in Redis with `REDIS_URL` */
+  rateLimiter?: RequestRateLimiter;
 }
 
 export interface Outrun extends OutrunContext {
@@ -113,17 +131,45 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   const queue =
     options.queue ??
     (config.redisUrl
-      ? new BullMqQueue({ url: config.redisUrl, prefix: config.redisPrefix, logger })
-      : new MemoryQueue({ logger }));
-  const tools = options.tools ?? createDefaultToolRegistry();
+      ? new BullMqQueue({
+          url: config.redisUrl,
+          prefix: config.redisPrefix,
+          logger,
+          concurrency: config.workerConcurrency,
+        })
+      : new MemoryQueue({ logger, concurrency: config.workerConcurrency }));
+  const schedules = new ScheduleService({ db, clock: options.clock });
+  const tools = options.tools ?? createDefaultToolRegistry({ followups: schedules });
   const resolve = options.resolveModel ?? ((modelId: string) => resolveModel({ modelId }));
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
 
   const log = new EventLog({ db, appendDb: database.appendDb, bus, metrics, logger, faults });
   const runs = new RunService({ db, log, metrics, faults });
-  const lifecycle = new Lifecycle({ db, log, queue, metrics, logger, faults });
+  const lifecycle = new Lifecycle({
+    db,
+    log,
+    queue,
+    metrics,
+    logger,
+    faults,
+    listeners: [recordRunWebhooks],
+    // A status change that recorded deliveries: send them now rather than at the next poll.
+    afterCommit: (change) => {
+      if (webhookEventOf(change.run.status)) webhookDispatcher.nudge();
+    },
+  });
   const chats = new ChatService(db);
-  const executor = new RunExecutor({
+  const prices = ModelPrices.fromFile(config.modelPricesFile);
+  const mcp = new McpClientPool({ allowPrivateUrls: config.allowPrivateUrls, logger });
+  const agents = new AgentService({
+    db,
+    tools,
+    resolveModel: resolve,
+    mcp,
+    defaultModel: config.defaultModel,
+    allowPrivateUrls: config.allowPrivateUrls,
+  });
+  const executor: RunExecutor = new RunExecutor({
     runs,
     lifecycle,
     chats,
@@ -136,11 +182,19 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     instanceId,
     leaseMs: config.leaseMs,
     clock: options.clock,
+    mcp,
+    prices,
+    waitTtlMs: config.waitTtlMs,
+    continueRun: (run, runConfig) => engine.startContinuation(run, runConfig),
   });
-  const engine = new RunEngine({
+  const engine: RunEngine = new RunEngine({
+    db,
     runs,
     lifecycle,
     executor,
+    configs: agents,
+    resolveModel: resolve,
+    prices,
     log,
     bus,
     queue,
@@ -154,7 +208,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     maxAttempts: config.maxAttempts,
     worker: options.worker,
   });
-  const auth = new AuthService(db);
+  const auth = new AuthService({ db, bus, logger });
   const webhooks = new WebhookService({ db, allowPrivateUrls: config.allowPrivateUrls });
   const webhookDispatcher = new WebhookDispatcher({
     db,
@@ -162,16 +216,27 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     metrics,
     allowPrivateUrls: config.allowPrivateUrls,
     pollIntervalMs: config.webhookPollIntervalMs,
+    claimLeaseMs: config.webhookClaimLeaseMs,
   });
   const idempotency = new IdempotencyKeys({ db });
-  const mcp = new McpClientPool({ allowPrivateUrls: config.allowPrivateUrls, logger });
-  const agents = new AgentService({
+  const quotas = new QuotaService({ db, clock: options.clock });
+  const rateLimiter =
+    options.rateLimiter ??
+    createRequestRateLimiter({
+      perMinute: config.rateLimitPerMinute,
+      redis:
+        config.redisUrl && config.rateLimitPerMinute > 0
+          ? rateLimitRedis(config.redisUrl, logger)
+          : undefined,
+      keyPrefix: config.redisPrefix,
+    });
+  const scheduler = new ScheduleRunner({
     db,
-    tools,
-    resolveModel: resolve,
-    mcp,
-    defaultModel: config.defaultModel,
-    allowPrivateUrls: config.allowPrivateUrls,
+    engine,
+    logger,
+    metrics,
+    clock: options.clock,
+    pollIntervalMs: config.schedulePollIntervalMs,
   });
   const context: OutrunContext = {
     config,
@@ -194,6 +259,11 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     idempotency,
     agents,
     mcp,
+    bus,
+    quotas,
+    rateLimiter,
+    schedules,
+    scheduler,
   };
   const server = buildServer(context);
   let closed: Promise<void> | null = null;
@@ -206,6 +276,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
       const { generatedKey } = await auth.seedAdmin({ adminKey: config.adminKey });
       await engine.start();
       webhookDispatcher.start();
+      scheduler.start();
       return { generatedAdminKey: generatedKey };
     },
     async listen() {
@@ -216,17 +287,37 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
         // Streams stay open and requests are served through the grace period; `/readyz` says 503 so a
         // load balancer sends new work elsewhere. Unfinished runs are then handed back, not aborted.
         context.draining = true;
+        // No schedule starts a run on an instance that is handing its runs back.
+        await scheduler.stop();
         await engine.shutdown({ graceMs: closeOptions.graceMs ?? config.shutdownGraceMs });
         await server.close();
         await log.drain();
         await webhookDispatcher.stop();
         await mcp.close();
+        await rateLimiter.close();
         await bus.close();
         if (!options.database) await database.close();
       })();
       return closed;
     },
   };
+}
+
+/**
+ * The rate limiter's own Redis connection. Commands fail at once while it is not connected (no offline
+ * queue), so the limiter counts in memory during an outage instead of holding requests.
+ */
+function rateLimitRedis(url: string, logger: Logger): Redis {
+  const redis = new Redis(url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  let reported = false;
+  redis.on('error', (error: Error) => {
+    if (!reported) logger.warn({ err: error }, 'rate limiter: Redis unavailable, counting in memory');
+    reported = true;
+  });
+  redis.on('ready', () => {
+    reported = false;
+  });
+  return redis;
 }
 
 function stripUndefined<T extends object>(value: T): Partial<T> {

@@ -22,11 +22,62 @@ const ConfigSchema = z.object({
   leaseMs: z.coerce.number().int().positive().default(30_000),
   sweepIntervalMs: z.coerce.number().int().positive().default(10_000),
   shutdownGraceMs: z.coerce.number().int().min(0).default(10_000),
+  /**
+   * Runs one worker executes at once; the rest wait `pending` in the queue, so an overloaded worker finishes
+   * runs late instead of starving all of them. 100 keeps delivery p99 near 60 ms on two cores
+   * (docs/benchmarks.md); 1,000 concurrent runs saturate them.
+   */
+  workerConcurrency: z.coerce.number().int().min(1).max(10_000).default(100),
+  /** How long a `waiting` run waits for an answer before it ends `aborted`/`wait_expired` (7 days). */
+  waitTtlMs: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(7 * 24 * 60 * 60 * 1000),
+  /** A JSON file of per-model prices: `{"openai:gpt-4o": {"inputPerMillion": 2.5, "outputPerMillion": 10}}`. */
+  modelPricesFile: z.string().min(1).optional(),
   maxAttempts: z.coerce.number().int().min(1).max(100).default(3),
   redisPrefix: z.string().min(1).default('outrun'),
   /** How often the webhook dispatcher looks for due deliveries. */
   webhookPollIntervalMs: z.coerce.number().int().positive().default(1000),
+  /** How long a dispatcher's claim on a delivery lasts: a dispatcher that died mid-attempt is retried after it. */
+  webhookClaimLeaseMs: z.coerce.number().int().positive().default(60_000),
+  /** Requests one API key (or user) may make to `/v1` per minute, shared across instances through Redis; 0 turns the limit off. */
+  rateLimitPerMinute: z.coerce.number().int().min(0).default(600),
+  /** How often each instance's schedule runner looks for due schedules. */
+  schedulePollIntervalMs: z.coerce.number().int().positive().default(1000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Browser origins allowed to call the API cross-origin (`OUTRUN_CORS_ORIGINS`, comma-separated). @default none */
+  corsOrigins: z
+    .string()
+    .optional()
+    .transform((value, context) => {
+      const origins = (value ?? '')
+        .split(',')
+        .map((origin) => origin.trim())
+        .filter(Boolean);
+      for (const origin of origins) {
+        if (origin === '*') continue;
+        let parsed: URL | undefined;
+        try {
+          parsed = new URL(origin);
+        } catch {
+          parsed = undefined;
+        }
+        if (!parsed || parsed.origin !== origin) {
+          context.addIssue({
+            code: 'custom',
+            message: `OUTRUN_CORS_ORIGINS: "${origin}" is not an origin; write scheme://host[:port], comma-separated`,
+          });
+        }
+      }
+      return origins;
+    })
+    .pipe(z.array(z.string())),
+  /** When set, `GET /metrics` needs `Authorization: Bearer <token>` (`OUTRUN_METRICS_TOKEN`). */
+  metricsToken: z.string().min(16, 'OUTRUN_METRICS_TOKEN must be at least 16 characters').optional(),
+  /** How often open streams' keys are re-checked for revocations the bus did not deliver. */
+  streamRecheckMs: z.coerce.number().int().positive().default(2_000),
   /** Whether outbound URLs (MCP servers, webhooks) may point at private, loopback or link-local addresses. */
   allowPrivateUrls: z.union([z.boolean(), z.stringbool()]).default(false),
 });
@@ -52,11 +103,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     leaseMs: blank(env.OUTRUN_LEASE_MS),
     sweepIntervalMs: blank(env.OUTRUN_SWEEP_INTERVAL_MS),
     shutdownGraceMs: blank(env.OUTRUN_SHUTDOWN_GRACE_MS),
+    workerConcurrency: blank(env.OUTRUN_WORKER_CONCURRENCY),
+    waitTtlMs: blank(env.OUTRUN_WAIT_TTL_MS),
+    modelPricesFile: blank(env.OUTRUN_MODEL_PRICES),
     maxAttempts: blank(env.OUTRUN_MAX_ATTEMPTS),
     redisPrefix: blank(env.OUTRUN_REDIS_PREFIX),
     allowPrivateUrls: blank(env.OUTRUN_ALLOW_PRIVATE_URLS),
     webhookPollIntervalMs: blank(env.OUTRUN_WEBHOOK_POLL_INTERVAL_MS),
+    webhookClaimLeaseMs: blank(env.OUTRUN_WEBHOOK_CLAIM_LEASE_MS),
+    rateLimitPerMinute: blank(env.OUTRUN_RATE_LIMIT_PER_MINUTE),
+    schedulePollIntervalMs: blank(env.OUTRUN_SCHEDULE_POLL_INTERVAL_MS),
     logLevel: blank(env.LOG_LEVEL),
+    corsOrigins: blank(env.OUTRUN_CORS_ORIGINS),
+    metricsToken: blank(env.OUTRUN_METRICS_TOKEN),
+    streamRecheckMs: blank(env.OUTRUN_STREAM_RECHECK_MS),
   });
   if (!result.success) {
     const problems = result.error.issues

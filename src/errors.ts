@@ -36,7 +36,20 @@ export class ForbiddenError extends OutrunError {
 }
 
 export class NotFoundError extends OutrunError {
-  constructor(resource: 'chat' | 'run' | 'workspace' | 'agent' | 'route' | 'webhook', id?: string) {
+  constructor(
+    resource:
+      | 'chat'
+      | 'run'
+      | 'workspace'
+      | 'agent'
+      | 'route'
+      | 'webhook'
+      | 'approval'
+      | 'user'
+      | 'api_key'
+      | 'schedule',
+    id?: string,
+  ) {
     super({
       code: `${resource}_not_found`,
       status: 404,
@@ -96,5 +109,45 @@ export class IdempotencyKeyReusedError extends OutrunError {
       status: 422,
       message: 'This Idempotency-Key was already used with a different request; use a new key.',
     });
+  }
+}
+
+/** Too many requests from one API key or user in the current window (`OUTRUN_RATE_LIMIT_PER_MINUTE`). */
+export class RateLimitedError extends OutrunError {
+  readonly retryAfterSeconds: number;
+
+  constructor(options: { retryAfterSeconds: number; limit: number }) {
+    super({
+      code: 'rate_limited',
+      status: 429,
+      message: `Too many requests: at most ${options.limit} a minute per key. Retry after ${options.retryAfterSeconds} s.`,
+      details: { retryAfterSeconds: options.retryAfterSeconds, limit: options.limit },
+    });
+    this.retryAfterSeconds = options.retryAfterSeconds;
+  }
+}
+
+/** The workspace quotas a start can exceed (DESIGN §3 `workspaces.quota`). */
+export type QuotaName = 'tokensPerDay' | 'costUsdPerDay' | 'runsPerMinute';
+
+/** A start, or a run's next model call, beyond one of the workspace's quotas. Nothing was written. */
+export class QuotaExceededError extends OutrunError {
+  readonly retryAfterSeconds: number;
+  readonly quota: QuotaName;
+
+  constructor(options: { quota: QuotaName; limit: number; used: number; retryAfterSeconds: number }) {
+    super({
+      code: 'quota_exceeded',
+      status: 429,
+      message: `The workspace quota ${options.quota} (${options.limit}) is used up; retry after ${options.retryAfterSeconds} s.`,
+      details: {
+        quota: options.quota,
+        limit: options.limit,
+        used: options.used,
+        retryAfterSeconds: options.retryAfterSeconds,
+      },
+    });
+    this.retryAfterSeconds = options.retryAfterSeconds;
+    this.quota = options.quota;
   }
 }

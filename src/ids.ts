@@ -11,6 +11,8 @@ export const ID_PREFIXES = {
   webhook: 'wh',
   delivery: 'dlv',
   agent: 'agt',
+  compaction: 'cmp',
+  schedule: 'sch',
 } as const;
 
 export type IdKind = keyof typeof ID_PREFIXES;

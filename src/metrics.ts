@@ -81,6 +81,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly scheduleFires = new Counter({
+    name: 'outrun_schedule_fires_total',
+    help: 'Schedule due times handled, by result: fired (a run started), skipped (the chat was busy), failed, chat_deleted.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }

@@ -281,7 +281,7 @@ describe.each(STORE_KINDS)('agents on %s', (kind) => {
       agentId: null,
       instructions: null,
       model: server.outrun.config.defaultModel,
-      tools: server.outrun.tools.names().map((name) => ({ name, needsApproval: false })),
+      tools: server.outrun.tools.defaultNames().map((name) => ({ name, needsApproval: false })),
       mcpServers: [],
       multitask: 'reject',
     });
@@ -290,7 +290,10 @@ describe.each(STORE_KINDS)('agents on %s', (kind) => {
       tools: await buildToolSet({ config, registry: server.outrun.tools, mcp: server.outrun.mcp }),
       prompt: echoScript,
     });
-    expect(JSON.parse(await result.text)).toMatchObject({ system: null, tools: server.outrun.tools.names() });
+    expect(JSON.parse(await result.text)).toMatchObject({
+      system: null,
+      tools: server.outrun.tools.defaultNames(),
+    });
   });
 
   it('warns, without failing, when an MCP server does not answer at creation', async () => {

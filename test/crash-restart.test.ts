@@ -1,4 +1,7 @@
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Webhook } from 'standardwebhooks';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
@@ -198,5 +201,67 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
     const last = await start({ ...store.env, OUTRUN_MAX_ATTEMPTS: '2' });
     const run = (await client(last.url).json(`/v1/runs/${runId}`)).body.run;
     expect(run).toMatchObject({ status: 'aborted', attempt: 2, error: { code: 'lease_expired' } });
+  });
+
+  it('delivers the webhook of a status change made just before a kill -9, after the restart', async () => {
+    const store = await durableStore(kind);
+    cleanups.push(store.cleanup);
+    const env = {
+      ...store.env,
+      OUTRUN_ALLOW_PRIVATE_URLS: 'true',
+      OUTRUN_WEBHOOK_POLL_INTERVAL_MS: '200',
+      // A claim the killed process held mid-attempt runs out quickly.
+      OUTRUN_WEBHOOK_CLAIM_LEASE_MS: '1000',
+    };
+    // The receiver is down while the first process runs, so the delivery cannot happen before the kill.
+    const received: { headers: IncomingHttpHeaders; body: string }[] = [];
+    const receiver = createServer((request, response) => {
+      let body = '';
+      request.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      request.on('end', () => {
+        received.push({ headers: request.headers, body });
+        response.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    const port = (receiver.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => receiver.close(() => resolve()));
+
+    const first = await start(env);
+    const api = client(first.url);
+    const hook = await api.json('/v1/webhooks', 'POST', {
+      url: `http://127.0.0.1:${port}/hook`,
+      events: ['run.succeeded'],
+    });
+    expect(hook.status).toBe(201);
+    const chatId = (await api.json('/v1/chats', 'POST', {})).body.chat.id as string;
+    const runId = (
+      await api.json(`/v1/chats/${chatId}/runs`, 'POST', { input: { text: script({ tokens: 3 }) } })
+    ).body.run.id as string;
+    await pollUntil(
+      () => api.json(`/v1/runs/${runId}`),
+      (response) => response.body.run.status === 'succeeded',
+    );
+    first.child.kill('SIGKILL');
+    await first.exited;
+
+    receiver.listen(port, '127.0.0.1');
+    cleanups.push(() => new Promise<void>((resolve) => receiver.close(() => resolve())));
+    await start(env);
+    await pollUntil(
+      async () => received.length,
+      (count) => count > 0,
+      { timeoutMs: 30_000 },
+    );
+    const delivery = received[0]!;
+    const verified = new Webhook(hook.body.secret as string).verify(delivery.body, {
+      'webhook-id': String(delivery.headers['webhook-id']),
+      'webhook-timestamp': String(delivery.headers['webhook-timestamp']),
+      'webhook-signature': String(delivery.headers['webhook-signature']),
+    }) as { type: string; data: { run: { id: string; status: string } } };
+    expect(verified).toMatchObject({
+      type: 'run.succeeded',
+      data: { run: { id: runId, status: 'succeeded' } },
+    });
   });
 });

@@ -53,7 +53,7 @@ describe('admin key seeding', () => {
       const first = await auth.seedAdmin({});
       expect(first.generatedKey).toMatch(/^or_/);
       expect((await auth.seedAdmin({})).generatedKey).toBeNull();
-      expect(await auth.authenticate(first.generatedKey!)).toMatchObject({ role: 'admin' });
+      expect(await auth.authenticate(first.generatedKey!)).toMatchObject({ role: 'owner' });
 
       await auth.seedAdmin({ adminKey: 'configured-admin-key-123' });
       await auth.seedAdmin({ adminKey: 'configured-admin-key-123' });

@@ -11,7 +11,8 @@ export default defineConfig({
   build: {
     outDir: fileURLToPath(new URL('./dist', import.meta.url)),
     emptyOutDir: true,
-    sourcemap: true,
+    // No source maps: the built app is served publicly and its sources stay private.
+    sourcemap: false,
     chunkSizeWarningLimit: 800,
   },
   server: {

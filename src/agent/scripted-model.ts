@@ -10,6 +10,7 @@ import type {
 } from '@ai-sdk/provider';
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { isSummaryRequest, summarizedMessageCount } from './compaction.ts';
 
 /** Upper bounds of a script; larger values are rejected so a test cannot wedge a worker. */
 export const SCRIPT_LIMITS = { steps: 100, tokens: 100_000, delayMs: 60_000 } as const;
@@ -164,6 +165,16 @@ export function echoInput(callOptions: Pick<LanguageModelV3CallOptions, 'prompt'
   };
 }
 
+/**
+ * The answer to the compactor's summary request: deterministic, naming how many messages it summarizes
+ * (from the request's heading, else the messages of the prompt).
+ */
+export function summaryAnswer(prompt: LanguageModelV3Prompt, userText: string): string {
+  const count =
+    summarizedMessageCount(userText) ?? prompt.filter((message) => message.role !== 'system').length;
+  return `Scripted summary of ${count} messages.`;
+}
+
 function planStep(
   callOptions: Pick<LanguageModelV3CallOptions, 'prompt' | 'tools'>,
   demoDelayMs: number,
@@ -172,6 +183,10 @@ function planStep(
   const lastUserIndex = prompt.findLastIndex((message) => message.role === 'user');
   const lastUser = prompt[lastUserIndex];
   const userText = lastUser?.role === 'user' ? textOf(lastUser.content) : '';
+  const system = prompt.find((message) => message.role === 'system');
+  if (system?.role === 'system' && isSummaryRequest(system.content)) {
+    return { kind: 'answer', deltas: words(summaryAnswer(prompt, userText)), delayMs: 0 };
+  }
   const step = 1 + prompt.slice(lastUserIndex + 1).filter((message) => message.role === 'tool').length;
   const script = parseScript(userText);
 

@@ -126,7 +126,7 @@ export class AgentService {
 
   /** The workspace default agent: no instructions, the server's default model, the registry's tools. */
   defaults(): AgentDefaults {
-    return { model: this.defaultModel, tools: this.registry.names() };
+    return { model: this.defaultModel, tools: this.registry.defaultNames() };
   }
 
   async create(caller: Caller, input: CreateAgentInput): Promise<AgentWriteResult> {

@@ -11,6 +11,7 @@
 export {
   createOutrunClient,
   type OutrunClient,
+  type OutrunAuth,
   type OutrunClientOptions,
   type RequestOptions,
   type AgentInput,

@@ -33,11 +33,24 @@ export interface AgentWriteResult {
 export interface OutrunClientOptions {
   /** The server's base URL, such as `http://localhost:3000`. @default '' (same origin, in a browser) */
   baseUrl?: string;
-  /** The API key, or a function that returns the current one. Sent as `Authorization: Bearer <key>`. */
-  apiKey: string | (() => string | Promise<string>);
+  /**
+   * The API key, or a function that returns the current one. Sent as `Authorization: Bearer <key>`. Give
+   * this or `auth`.
+   */
+  apiKey?: string | (() => string | Promise<string>);
+  /**
+   * The credential, for browsers: a scoped token (`POST /v1/tokens`) or `getToken`, called for the first
+   * request and again whenever the server answers 401 (the token expired), after which the request is retried
+   * once. `{apiKey}` is the same as the `apiKey` option.
+   */
+  auth?: OutrunAuth;
   /** The fetch to use. @default globalThis.fetch */
   fetch?: typeof fetch;
 }
+
+/** How the client authenticates: an API key, a scoped token, or a callback that fetches a fresh token. */
+export type OutrunAuth =
+  { apiKey: string } | { token: string } | { getToken: () => string | Promise<string> };
 
 export interface RequestOptions {
   signal?: AbortSignal;
@@ -111,12 +124,34 @@ export interface OutrunClient {
 /** Creates a client. Works in Node 20+ and in browsers (it only needs `fetch` and streams). */
 export function createOutrunClient(options: OutrunClientOptions): OutrunClient {
   const baseUrl = (options.baseUrl ?? '').replace(/\/+$/, '');
-  const fetchImpl: typeof fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+  const baseFetch: typeof fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
   const url = (path: string) => baseUrl + path;
-  const headers = async (): Promise<Record<string, string>> => {
-    const key = typeof options.apiKey === 'function' ? await options.apiKey() : options.apiKey;
-    return { authorization: `Bearer ${key}` };
+  const auth = options.auth;
+  let currentToken: string | undefined;
+  const credential = async (refresh = false): Promise<string> => {
+    if (auth && 'getToken' in auth) {
+      if (refresh || currentToken === undefined) currentToken = await auth.getToken();
+      return currentToken;
+    }
+    if (auth) return 'token' in auth ? auth.token : auth.apiKey;
+    if (options.apiKey === undefined) throw new TypeError('createOutrunClient needs `apiKey` or `auth`.');
+    return typeof options.apiKey === 'function' ? await options.apiKey() : options.apiKey;
   };
+  const headers = async (): Promise<Record<string, string>> => ({
+    authorization: `Bearer ${await credential()}`,
+  });
+  // With `getToken`, a 401 means the token expired: fetch a fresh one and retry once.
+  const fetchImpl: typeof fetch =
+    auth && 'getToken' in auth
+      ? async (input, init = {}) => {
+          const response = await baseFetch(input, init);
+          if (response.status !== 401) return response;
+          await response.body?.cancel().catch(() => undefined);
+          const retried = new Headers(init.headers);
+          retried.set('authorization', `Bearer ${await credential(true)}`);
+          return baseFetch(input, { ...init, headers: retried });
+        }
+      : baseFetch;
 
   async function request<T>(
     method: string,

@@ -2,7 +2,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { ZodError } from 'zod';
-import { OutrunError, ServiceUnavailableError } from '../errors.ts';
+import { OutrunError, QuotaExceededError, RateLimitedError, ServiceUnavailableError } from '../errors.ts';
 import type { ErrorBody } from '../protocol/wire.ts';
 import { isDatabaseUnavailableError } from '../store/transient.ts';
 
@@ -35,6 +35,18 @@ const FASTIFY_ERRORS: Record<string, { status: number; code: string; message: st
   FST_ERR_MAX_PARAM_LENGTH: { status: 414, code: 'uri_too_long', message: 'A path segment is too long.' },
 };
 
+/** `Retry-After` for the errors that tell the caller when to come back (503, 429). */
+function retryAfterHeaders(error: OutrunError): Record<string, string> | undefined {
+  if (
+    error instanceof ServiceUnavailableError ||
+    error instanceof RateLimitedError ||
+    error instanceof QuotaExceededError
+  ) {
+    return { 'retry-after': String(Math.max(1, Math.ceil(error.retryAfterSeconds))) };
+  }
+  return undefined;
+}
+
 /** Maps any error to a status and an error body. The one place errors become HTTP; never leaks a stack. */
 export function toErrorResponse(error: unknown): {
   status: number;
@@ -48,10 +60,7 @@ export function toErrorResponse(error: unknown): {
     return {
       status: error.status,
       body: { error: { ...error.details, code: error.code, message: error.message } },
-      headers:
-        error instanceof ServiceUnavailableError
-          ? { 'retry-after': String(error.retryAfterSeconds) }
-          : undefined,
+      headers: retryAfterHeaders(error),
     };
   }
   if (error instanceof ZodError) {

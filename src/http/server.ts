@@ -1,17 +1,32 @@
+import { timingSafeEqual } from 'node:crypto';
+import cors from '@fastify/cors';
+import helmet from '@fastify/helmet';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import type { OutrunContext } from '../app.ts';
 import type { Caller } from '../auth/auth-service.ts';
-import { DEFAULT_RETRY_AFTER_SECONDS, NotFoundError, ServiceUnavailableError } from '../errors.ts';
+import { assertTokenScope, isStreamRoute } from '../auth/token-scope.ts';
+import {
+  DEFAULT_RETRY_AFTER_SECONDS,
+  NotFoundError,
+  ServiceUnavailableError,
+  UnauthorizedError,
+} from '../errors.ts';
+import { OpenStreams } from './open-streams.ts';
+import { registerApiKeyRoutes } from './routes/api-key-routes.ts';
+import { registerTokenRoutes } from './routes/token-routes.ts';
 import { clientErrorHandler, errorHandler, frameworkErrorHandler } from './error-mapper.ts';
+import { rateLimitKeyOf } from './rate-limit.ts';
 import { registerAdminRoutes } from './routes/admin-routes.ts';
 import { registerAgentRoutes } from './routes/agent-routes.ts';
 import { registerChatRoutes } from './routes/chat-routes.ts';
 import { registerRunRoutes } from './routes/run-routes.ts';
+import { registerScheduleRoutes } from './routes/schedule-routes.ts';
 import { registerAiSdkRoutes } from './routes/ai-sdk-routes.ts';
 import { registerStepRoutes } from './routes/step-routes.ts';
 import { registerWebhookRoutes } from './routes/webhook-routes.ts';
-import { registerWebApp } from './static.ts';
+import { CONTENT_SECURITY_DIRECTIVES, registerWebApp } from './static.ts';
+import { registerQuotaRoutes } from './routes/quota-routes.ts';
 import { assertStorableText } from './text-guard.ts';
 
 /** How long `/readyz` waits for the database before answering 503: a frozen database must not hang it. */
@@ -22,6 +37,24 @@ declare module 'fastify' {
     /** The authenticated caller; set on every `/v1` route. */
     caller: Caller;
   }
+  interface FastifyInstance {
+    /** The SSE streams this instance serves, by the key that authorized them. */
+    openStreams: OpenStreams;
+  }
+}
+
+/** The credential of a request: `Authorization: Bearer <credential>`. */
+function bearer(header: string | undefined): string | undefined {
+  const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  return match?.[1];
+}
+
+/** Compares secrets in constant time. */
+function sameSecret(given: string | undefined, expected: string): boolean {
+  if (given === undefined) return false;
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 /** The HTTP edge: Fastify with one route file per resource, API-key auth on `/v1`, and one error mapper. */
@@ -63,6 +96,33 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     done(null, value);
   });
 
+  // CORS first, so that even a 401 reaches the calling page readably. Credentials are bearer tokens, never
+  // cookies, so no origin is ever allowed credentials and `*` stays safe.
+  const origins = context.config.corsOrigins;
+  void app.register(cors, {
+    origin: origins.includes('*') ? '*' : origins.length > 0 ? origins : false,
+    credentials: false,
+    methods: ['GET', 'POST', 'PATCH', 'DELETE'],
+    allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'last-event-id'],
+    exposedHeaders: ['retry-after', 'x-outrun-run-id', 'x-vercel-ai-ui-message-stream'],
+    maxAge: 600,
+  });
+  void app.register(helmet, {
+    contentSecurityPolicy: { useDefaults: false, directives: CONTENT_SECURITY_DIRECTIVES },
+    // The API is meant to be read from other origins (the CORS allowlist decides which).
+    crossOriginResourcePolicy: { policy: 'cross-origin' },
+  });
+
+  const openStreams = new OpenStreams({
+    bus: context.bus,
+    logger: context.logger,
+    invalidKeyIds: (keyIds) => context.auth.invalidKeyIds(keyIds),
+    recheckMs: context.config.streamRecheckMs,
+  });
+  app.decorate('openStreams', openStreams);
+  app.addHook('onReady', async () => openStreams.start());
+  app.addHook('onClose', async () => openStreams.stop());
+
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((_request, reply) => {
     const error = new NotFoundError('route');
@@ -84,10 +144,49 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     assertStorableText(request.query, 'query');
   });
   app.addHook('onRequest', async (request) => {
+    // Preflights are answered by the CORS plugin without credentials.
+    if (!request.url.startsWith('/v1/') || request.method === 'OPTIONS') return;
+    const fromHeader = bearer(request.headers.authorization);
+    const fromQuery = (request.query as Record<string, unknown> | undefined)?.access_token;
+    if (fromHeader === undefined && typeof fromQuery === 'string') {
+      if (!isStreamRoute(request.method, request.routeOptions.url)) {
+        throw new UnauthorizedError(
+          '`access_token` is accepted only on stream routes; send `Authorization`.',
+        );
+      }
+      request.caller = await context.auth.authenticate(fromQuery, { fromQuery: true });
+      return;
+    }
+    request.caller = await context.auth.authenticate(fromHeader);
+  });
+  // A scoped token reaches only its own chat's routes (after body parsing: useChat names the chat in it).
+  app.addHook('preHandler', async (request) => {
+    if (!request.caller?.token) return;
+    await assertTokenScope({
+      caller: request.caller,
+      method: request.method,
+      url: request.routeOptions.url,
+      params: request.params,
+      body: request.body,
+      chatOfRun: async (workspaceId, runId) =>
+        (
+          await context.db
+            .selectFrom('runs')
+            .select('chat_id')
+            .where('id', '=', runId)
+            .where('workspace_id', '=', workspaceId)
+            .executeTakeFirst()
+        )?.chat_id,
+    });
+  });
+  // API responses carry keys and private data: never cached, by a browser or anything in between.
+  app.addHook('onSend', async (request, reply) => {
+    if (request.url.startsWith('/v1/')) void reply.header('cache-control', 'no-store');
+  });
+  // After authentication, so only real callers are counted and an unknown key stays a 401.
+  app.addHook('onRequest', async (request) => {
     if (!request.url.startsWith('/v1/')) return;
-    const header = request.headers.authorization;
-    const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-    request.caller = await context.auth.authenticate(match?.[1]);
+    await context.rateLimiter.consume(rateLimitKeyOf(request.caller));
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
@@ -120,7 +219,11 @@ export function buildServer(context: OutrunContext): FastifyInstance {
         },
       });
   });
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', async (request, reply) => {
+    const token = context.config.metricsToken;
+    if (token !== undefined && !sameSecret(bearer(request.headers.authorization), token)) {
+      throw new UnauthorizedError('Metrics need `Authorization: Bearer <OUTRUN_METRICS_TOKEN>`.');
+    }
     void reply.header('content-type', context.metrics.registry.contentType);
     return context.metrics.registry.metrics();
   });
@@ -132,6 +235,10 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   registerStepRoutes(app, context);
   registerAiSdkRoutes(app, context);
   registerWebhookRoutes(app, context);
+  registerApiKeyRoutes(app, context);
+  registerTokenRoutes(app, context);
+  registerQuotaRoutes(app, context);
+  registerScheduleRoutes(app, context);
   registerWebApp(app);
   return app;
 }

@@ -22,8 +22,10 @@ export async function sendRunStream(
   reply.hijack();
   const response = reply.raw;
   response.writeHead(options.status ?? 200, {
+    // Headers hooks set before the hijack (CORS, security headers) still apply.
+    ...(reply.getHeaders() as Record<string, string>),
     'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache, no-transform',
+    'cache-control': 'no-store, no-transform',
     connection: 'keep-alive',
     'x-accel-buffering': 'no',
     // Tells AI SDK clients this is a UI message stream.
@@ -35,6 +37,11 @@ export async function sendRunStream(
   const controller = new AbortController();
   const close = () => controller.abort();
   response.on('close', close);
+  // A revoked key (or an expired scoped token) ends the stream on every instance.
+  const { keyId, token } = request.caller ?? {};
+  const forget = keyId
+    ? request.server.openStreams?.register(keyId, { close, expiresAt: token?.expiresAt })
+    : undefined;
   options.metrics.streamReaders.inc();
   try {
     let ended = false;
@@ -68,6 +75,7 @@ export async function sendRunStream(
     // Headers are gone; the reader reconnects with Last-Event-ID and loses nothing.
     request.log.error({ err: error, runId: options.runId }, 'run stream failed');
   } finally {
+    forget?.();
     options.metrics.streamReaders.dec();
     response.off('close', close);
     response.end();

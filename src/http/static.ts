@@ -1,6 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import fastifyCompress from '@fastify/compress';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { NotFoundError } from '../errors.ts';
@@ -14,15 +15,20 @@ export interface WebAppOptions {
 }
 
 /** The app's scripts and styles are all same-origin files; markdown is rendered without raw HTML. */
-const CONTENT_SECURITY_POLICY = [
-  "default-src 'self'",
-  "img-src 'self' data: https:",
-  "style-src 'self' 'unsafe-inline'",
-  "connect-src 'self'",
-  "frame-ancestors 'none'",
-  "base-uri 'none'",
-  "form-action 'self'",
-].join('; ');
+export const CONTENT_SECURITY_DIRECTIVES: Record<string, string[]> = {
+  'default-src': ["'self'"],
+  'img-src': ["'self'", 'data:', 'https:'],
+  'style-src': ["'self'", "'unsafe-inline'"],
+  'connect-src': ["'self'"],
+  'object-src': ["'none'"],
+  'frame-ancestors': ["'none'"],
+  'base-uri': ["'none'"],
+  'form-action': ["'self'"],
+};
+
+const CONTENT_SECURITY_POLICY = Object.entries(CONTENT_SECURITY_DIRECTIVES)
+  .map(([name, values]) => `${name} ${values.join(' ')}`)
+  .join('; ');
 
 const NOT_BUILT_PAGE = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -39,9 +45,17 @@ code{background:#8882;padding:.1em .3em;border-radius:4px}</style></head>
  */
 export function registerWebApp(app: FastifyInstance, options: WebAppOptions = {}): void {
   const root = resolve(options.root ?? DEFAULT_WEB_ROOT);
-  // `serve: false` only adds `reply.sendFile`; the route below decides what to send.
-  void app.register(fastifyStatic, { root, serve: false, index: false });
+  // Its own plugin scope: compression (gzip or brotli, as the browser accepts) applies to the web app only,
+  // never to API responses carrying secrets.
+  void app.register(async (web) => {
+    await web.register(fastifyCompress, { global: true });
+    // `serve: false` only adds `reply.sendFile`; the route below decides what to send.
+    await web.register(fastifyStatic, { root, serve: false, index: false });
+    registerWebAppRoute(web, root);
+  });
+}
 
+function registerWebAppRoute(app: FastifyInstance, root: string): void {
   const sendIndex = (reply: FastifyReply) => {
     void reply.header('cache-control', 'no-cache').header('content-security-policy', CONTENT_SECURITY_POLICY);
     void reply.header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer');
@@ -78,6 +92,8 @@ function builtFile(root: string, urlPath: string): string | undefined {
     return undefined;
   }
   if (decoded.includes('\0')) return undefined;
+  // Source maps are not published, even when a build left some behind.
+  if (decoded.endsWith('.map')) return undefined;
   const absolute = resolve(root, decoded);
   if (!absolute.startsWith(root + sep)) return undefined;
   try {

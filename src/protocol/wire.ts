@@ -149,6 +149,8 @@ export interface UserObject {
 export interface WorkspaceObject {
   id: string;
   name: string;
+  /** Limits per day or minute (DESIGN §3); null: unlimited. */
+  quota?: { tokensPerDay?: number; costUsdPerDay?: number; runsPerMinute?: number } | null;
   createdAt: string;
 }
 

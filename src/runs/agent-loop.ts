@@ -1,13 +1,10 @@
-import {
-  stepCountIs,
-  streamText,
-  type LanguageModel,
-  type ModelMessage,
-  type ToolSet,
-  type UIMessage,
-} from 'ai';
+import { streamText, type LanguageModel, type ModelMessage, type ToolSet, type UIMessage } from 'ai';
 import type { MessageProjector } from '../protocol/message-projector.ts';
+import type { RunToolContext } from '../agent/tool-context.ts';
+import type { ModelOptions } from '../protocol/agent.ts';
 import type { RunEventWriter } from '../stream/event-log.ts';
+import type { PendingApproval } from '../protocol/run.ts';
+import { estimateTokens, type BudgetExceeded, type BudgetMeter } from './budget.ts';
 import type { RunUsage } from './run-object.ts';
 
 /** A finished step, ready to be recorded once its events are durable. */
@@ -15,6 +12,7 @@ export interface FinishedStep {
   step: number;
   parts: UIMessage['parts'];
   usage: RunUsage | null;
+  costUsd: number | null;
   lastSeq: number;
   startedAt: Date;
 }
@@ -25,8 +23,10 @@ export interface AgentLoopOptions {
   tools: ToolSet;
   /** The system prompt (the agent's instructions). */
   system?: string;
-  /** Model call settings (temperature and the like). */
-  callOptions?: { temperature?: number; topP?: number; maxOutputTokens?: number; providerOptions?: never };
+  /** What tools learn about the run calling them. */
+  toolContext: RunToolContext;
+  /** Model call settings (temperature and the like), spread into `streamText`. */
+  callOptions?: ModelOptions;
   /** Steps the loop may still take. */
   maxSteps: number;
   /** Steps earlier executions finished (0 for a new run). */
@@ -41,6 +41,10 @@ export interface AgentLoopOptions {
   signal: AbortSignal;
   /** Whether the SDK's `abort` chunk belongs in the stream (a stop); a run handed back continues instead. */
   keepAbortChunk: () => boolean;
+  /** Holds the run to its budget; its checks cut the loop (see `budgetExceeded` in the result). */
+  meter: BudgetMeter;
+  /** Called when the meter cuts the step under way: abort the model call. */
+  onBudgetCut: () => void;
   /** Records a finished step; called in order, each after the step's events are durable. */
   recordStep: (step: FinishedStep) => Promise<void>;
 }
@@ -52,6 +56,12 @@ export interface AgentLoopResult {
   sawAbort: boolean;
   stepsDone: number;
   usages: RunUsage[];
+  /** The budget limit that ended the loop: before a call, or by cutting a step mid-stream. */
+  budgetExceeded: BudgetExceeded | null;
+  /** Whether the budget cut a step mid-stream (that step is partial). */
+  budgetCutStep: boolean;
+  /** Tool calls waiting for a person's approval when the loop ended. */
+  approvals: PendingApproval[];
 }
 
 /**
@@ -60,16 +70,22 @@ export interface AgentLoopResult {
  * holding up the stream. Throws when a step could not be recorded (the run's progress would be lost).
  */
 export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoopResult> {
-  const { writer, projector } = options;
+  const { writer, projector, meter } = options;
   const usages: RunUsage[] = [];
+  const stepUsage = new StepUsages();
   let errorText: string | null = null;
   let sawAbort = false;
   let stepStartedAt = new Date();
   let step = options.stepsDone;
+  let budgetExceeded: BudgetExceeded | null = null;
+  let budgetCutStep = false;
+  const toolCalls = new Map<string, { toolName: string; input: unknown }>();
+  const approvals: PendingApproval[] = [];
   let recording = Promise.resolve();
   // The first failure of the recording chain; kept here, not in a rejected promise, so a failure
   // mid-stream is never an unhandled rejection.
   let recordFailure: unknown = null;
+  const initialPromptTokens = estimateTokens((options.system ?? '') + JSON.stringify(options.messages));
 
   const result = streamText({
     model: options.model,
@@ -77,10 +93,19 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     messages: options.messages,
     tools: options.tools,
     ...options.callOptions,
-    stopWhen: stepCountIs(Math.max(1, options.maxSteps - options.stepsDone)),
+    experimental_context: options.toolContext,
+    // One stop condition for steps and budget: a next call the budget cannot afford is never made.
+    stopWhen: ({ steps }) => {
+      if (options.stepsDone + steps.length >= options.maxSteps) return true;
+      const grown = steps.reduce((sum, done) => sum + estimateTokens(JSON.stringify(done.content)), 0);
+      budgetExceeded = meter.beforeCall(initialPromptTokens + grown);
+      return budgetExceeded !== null;
+    },
     abortSignal: options.signal,
     onStepFinish: (finished) => {
-      usages.push(toRunUsage(finished.usage));
+      const usage = toRunUsage(finished.usage);
+      usages.push(usage);
+      stepUsage.push(usage);
     },
   });
   const stream = result.toUIMessageStream({
@@ -95,14 +120,58 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
       if (chunk.type === 'abort' && !options.keepAbortChunk()) continue;
       const seq = writer.append(chunk);
       const finished = projector.push(chunk);
-      if (chunk.type === 'abort') sawAbort = true;
-      else if (chunk.type === 'start-step') stepStartedAt = new Date();
+      switch (chunk.type) {
+        case 'abort':
+          sawAbort = true;
+          break;
+        case 'start-step':
+          stepStartedAt = new Date();
+          break;
+        case 'tool-input-available':
+          toolCalls.set(chunk.toolCallId, { toolName: chunk.toolName, input: chunk.input });
+          break;
+        case 'tool-approval-request': {
+          const call = toolCalls.get(chunk.toolCallId);
+          approvals.push({
+            approvalId: chunk.approvalId,
+            toolCallId: chunk.toolCallId,
+            toolName: call?.toolName ?? 'unknown',
+            input: call?.input ?? null,
+          });
+          break;
+        }
+        case 'text-delta':
+        case 'reasoning-delta':
+        case 'tool-input-delta': {
+          // Each output chunk counts as a token until the provider reports the step's usage.
+          const crossed: BudgetExceeded | null = budgetExceeded ? null : meter.onOutput(1);
+          if (crossed) {
+            budgetExceeded = crossed;
+            budgetCutStep = true;
+            meter.cutStep();
+            options.onBudgetCut();
+          }
+          break;
+        }
+      }
       if (!finished) continue;
       step += 1;
+      const usage = await stepUsage.next();
+      const costUsd = meter.endStep(usage);
+      const spent = meter.spent();
+      writer.append({
+        type: 'data-budget',
+        data: {
+          usage: { inputTokens: spent.inputTokens, outputTokens: spent.outputTokens },
+          costUsd: spent.costUsd,
+          budget: meter.budget,
+        },
+      });
       const record: FinishedStep = {
         step,
         parts: finished.parts,
-        usage: usages[step - options.stepsDone - 1] ?? null,
+        usage,
+        costUsd,
         lastSeq: seq,
         startedAt: stepStartedAt,
       };
@@ -123,8 +192,41 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   await recording;
   if (recordFailure) throw new PersistenceFailedError(recordFailure);
   await writer.flush();
-  return { errorText, sawAbort, stepsDone: step, usages };
+  return { errorText, sawAbort, stepsDone: step, usages, budgetExceeded, budgetCutStep, approvals };
 }
+
+/** Step usages as `onStepFinish` reports them, handed out in order to the stream reader. */
+class StepUsages {
+  readonly #ready: RunUsage[] = [];
+  #waiting: ((usage: RunUsage) => void) | null = null;
+
+  push(usage: RunUsage): void {
+    if (this.#waiting) {
+      const resolve = this.#waiting;
+      this.#waiting = null;
+      resolve(usage);
+    } else this.#ready.push(usage);
+  }
+
+  /** The next step's usage; an empty usage if the SDK does not report it within a moment. */
+  next(): Promise<RunUsage> {
+    const ready = this.#ready.shift();
+    if (ready) return Promise.resolve(ready);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#waiting = null;
+        resolve({});
+      }, STEP_USAGE_WAIT_MS);
+      this.#waiting = (usage) => {
+        clearTimeout(timer);
+        resolve(usage);
+      };
+    });
+  }
+}
+
+/** How long the stream reader waits for a finished step's usage before counting it by its chunks. */
+const STEP_USAGE_WAIT_MS = 1_000;
 
 /** The run's progress could not be saved (a finished step could not be recorded). */
 export class PersistenceFailedError extends Error {

@@ -10,6 +10,7 @@ import { retryTransient } from '../store/transient.ts';
 import type { EventLog, LogEvent } from '../stream/event-log.ts';
 import { interruptedStepClosure } from '../stream/interrupted-step.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
+import type { RunWaiting } from '../protocol/run.ts';
 import { toRunObject, type RunObject } from './run-object.ts';
 import type { RunErrorCode } from './run-status.ts';
 import {
@@ -381,6 +382,24 @@ export class Lifecycle {
     }
   }
 
+  /** `running → waiting`, by its owner: the run pauses for a person and holds no worker or lease. */
+  wait(options: {
+    runId: string;
+    epoch: number;
+    waiting: RunWaiting;
+    changes?: RunChanges;
+    closeInterruptedStep?: string;
+  }) {
+    return this.transition({
+      runId: options.runId,
+      to: RunStatus.waiting,
+      from: [RunStatus.running],
+      epoch: options.epoch,
+      changes: { ...options.changes, waiting: JSON.stringify(options.waiting) },
+      closeInterruptedStep: options.closeInterruptedStep,
+    });
+  }
+
   /**
    * `running → pending`, by its owner on shutdown (a release) or by the sweeper after the lease ran out (a
    * requeue): the open step is closed with `data-step-interrupted`, the epoch bump fences the old owner
@@ -402,6 +421,9 @@ export class Lifecycle {
 export const INTERRUPTED_BY_CRASH = 'crash';
 /** The `data-step-interrupted` reason for a step whose worker shut down and handed the run back. */
 export const INTERRUPTED_BY_SHUTDOWN = 'shutdown';
+
+/** The `data-step-interrupted` reason for a step the budget cut; it is redone when the run continues. */
+export const INTERRUPTED_BY_BUDGET = 'budget';
 
 /** The statuses a stop ends a run from: the active ones and `queued`. */
 export const STOPPABLE_STATUSES: readonly RunStatus[] = [...ACTIVE_RUN_STATUSES, RunStatus.queued];

@@ -1,7 +1,9 @@
 import type { Logger } from 'pino';
 import { BusChannel, type Bus } from '../bus/bus.ts';
 import { systemClock, type Clock } from '../clock.ts';
-import { RunAlreadyActiveError } from '../errors.ts';
+import type { ModelPrices } from '../agent/prices.ts';
+import { ConflictError, InvalidRequestError, NotFoundError, RunAlreadyActiveError } from '../errors.ts';
+import type { Db } from '../store/database.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';
 import type { RunQueue } from '../queue/queue.ts';
@@ -11,7 +13,10 @@ import { Ending, INTERRUPTED_BY_CRASH, STOPPABLE_STATUSES, type Lifecycle } from
 import type { RunExecutor } from './run-executor.ts';
 import { toRunObject, type RunObject } from './run-object.ts';
 import type { BeginRunOptions, RunService } from './run-service.ts';
-import { RunErrorCode, RunStatus, isTerminalStatus } from './run-status.ts';
+import type { RunOverrides } from '../agents/agent-schema.ts';
+import type { Budget, RunConfig } from '../protocol/agent.ts';
+import type { RunWaiting } from '../protocol/run.ts';
+import { RunErrorCode, RunStatus, RunTrigger, isTerminalStatus } from './run-status.ts';
 
 /** What to do when the chat already has an active run (DESIGN §4). */
 export type Multitask = 'reject' | 'interrupt' | 'enqueue';
@@ -19,6 +24,30 @@ export type Multitask = 'reject' | 'interrupt' | 'enqueue';
 export interface StartRunOptions extends Omit<BeginRunOptions, 'enqueue'> {
   /** @default 'reject' */
   multitask?: Multitask;
+}
+
+/** Resolves the configuration a run executes with: its chat's agent (or the default) and the run's overrides. */
+export interface RunConfigResolver {
+  runConfig(options: {
+    workspaceId: string;
+    agentId: string | null;
+    overrides?: RunOverrides;
+  }): Promise<RunConfig>;
+}
+
+export interface StartChatRunOptions {
+  workspaceId: string;
+  userId: string;
+  chatId: string;
+  /** The chat's agent; null for the workspace default. */
+  agentId: string | null;
+  parts: unknown[];
+  trigger: RunTrigger;
+  overrides?: RunOverrides;
+  metadata?: Record<string, unknown> | null;
+  parentRunId?: string | null;
+  scheduleId?: string | null;
+  inTransaction?: BeginRunOptions['inTransaction'];
 }
 
 export interface StopResult {
@@ -29,9 +58,14 @@ export interface StopResult {
 }
 
 export interface RunEngineOptions {
+  db: Db;
   runs: RunService;
   lifecycle: Lifecycle;
   executor: RunExecutor;
+  configs: RunConfigResolver;
+  prices: ModelPrices;
+  /** Throws `ModelUnavailableError` for a model this server cannot call. */
+  resolveModel: (modelId: string) => unknown;
   log: EventLog;
   bus: Bus;
   queue: RunQueue;
@@ -95,6 +129,42 @@ export class RunEngine {
   }
 
   /**
+   * Starts a run on a chat: resolves the configuration it will execute with (stored on the run, so a later
+   * edit of the agent never changes it), checks the model before anything is written, then `startRun`.
+   */
+  async startChatRun(options: StartChatRunOptions): Promise<RunObject> {
+    const config = await this.#options.configs.runConfig({
+      workspaceId: options.workspaceId,
+      agentId: options.agentId,
+      overrides: options.overrides,
+    });
+    // Fails with 400 model_unavailable before anything is written or any model is called.
+    this.#options.resolveModel(config.model);
+    if (config.budget.maxCostUsd !== undefined && !this.#options.prices.of(config.model)) {
+      throw new InvalidRequestError(
+        `budget.maxCostUsd: the model "${config.model}" has no price; add it to OUTRUN_MODEL_PRICES.`,
+        { field: 'budget.maxCostUsd' },
+        'price_unknown',
+      );
+    }
+    return this.startRun({
+      workspaceId: options.workspaceId,
+      chatId: options.chatId,
+      userId: options.userId,
+      parts: options.parts,
+      model: config.model,
+      trigger: options.trigger,
+      config: config as unknown as Record<string, unknown>,
+      agentId: config.agentId,
+      multitask: options.overrides?.multitask ?? config.multitask,
+      metadata: options.metadata,
+      parentRunId: options.parentRunId,
+      scheduleId: options.scheduleId,
+      inTransaction: options.inTransaction,
+    });
+  }
+
+  /**
    * Begins a run and hands it to a worker. When the chat has an active run, `multitask` decides: `reject`
    * throws `RunAlreadyActiveError` before any model call, `interrupt` stops that run and waits for it to
    * end, `enqueue` creates this one `queued` behind it. If the start path fails after the run was begun,
@@ -130,6 +200,126 @@ export class RunEngine {
       logger.warn({ err: error, runId: run.id }, 'handing the run to the queue failed; the sweeper retries');
     });
     return run;
+  }
+
+  /**
+   * Starts the follow-up of a run whose step budget ran out with `onExceeded: "continue"`: a run in the same
+   * chat (`trigger: "continue"`, `parentRunId`), with the same configuration, as long as the chain has not
+   * used the agent's `continuation.maxRuns`. Returns the new run, or null at the end of the chain.
+   */
+  async startContinuation(parent: RunRow, config: RunConfig): Promise<RunObject | null> {
+    const maxRuns = config.continuation?.maxRuns ?? 0;
+    if ((await this.#options.runs.continuationDepth(parent.id)) >= maxRuns) return null;
+    return this.startRun({
+      workspaceId: parent.workspace_id,
+      chatId: parent.chat_id,
+      userId: parent.created_by,
+      parts: [{ type: 'text', text: CONTINUATION_TEXT }],
+      model: config.model,
+      trigger: RunTrigger.continue,
+      config: config as unknown as Record<string, unknown>,
+      agentId: parent.agent_id,
+      parentRunId: parent.id,
+      multitask: 'enqueue',
+    });
+  }
+
+  /**
+   * Answers one pending approval of a `waiting` run (from any instance, at any later time). The answer is an
+   * event of the run's stream; once every approval is answered the run becomes `pending` and a worker
+   * resumes it: approved calls execute, denied ones tell the model so.
+   */
+  async answerApproval(options: {
+    runId: string;
+    approvalId: string;
+    approved: boolean;
+    reason?: string;
+  }): Promise<RunObject> {
+    const { db, log, lifecycle } = this.#options;
+    const result = await db.transaction().execute(async (tx) => {
+      const row = await tx
+        .selectFrom('runs')
+        .selectAll()
+        .where('id', '=', options.runId)
+        .forUpdate()
+        .executeTakeFirst();
+      const waiting = row?.waiting as RunWaiting | null | undefined;
+      if (!row || row.status !== RunStatus.waiting || waiting?.reason !== 'approval') {
+        throw new ConflictError('run_not_waiting', 'This run is not waiting for an approval.', {
+          status: row?.status,
+        });
+      }
+      const approval = waiting.approvals.find((candidate) => candidate.approvalId === options.approvalId);
+      if (!approval) throw new NotFoundError('approval', options.approvalId);
+      if (approval.approved !== undefined) {
+        throw new ConflictError('approval_already_answered', 'This approval was already answered.', {
+          approved: approval.approved,
+        });
+      }
+      approval.approved = options.approved;
+      if (options.reason !== undefined) approval.reason = options.reason;
+      const events = await log.appendInTransaction(tx, row.id, [
+        {
+          type: 'data-tool-approval',
+          data: {
+            approvalId: approval.approvalId,
+            approved: options.approved,
+            reason: options.reason ?? null,
+          },
+        },
+      ]);
+      if (waiting.approvals.every((candidate) => candidate.approved !== undefined)) {
+        const change = await lifecycle.transitionIn(tx, {
+          runId: row.id,
+          to: RunStatus.pending,
+          from: [RunStatus.waiting],
+        });
+        return { events, change, run: change?.run ?? toRunObject(row) };
+      }
+      const updated = await tx
+        .updateTable('runs')
+        .set({ waiting: JSON.stringify(waiting), updated_at: new Date() })
+        .where('id', '=', row.id)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      return { events, change: null, run: toRunObject(updated) };
+    });
+    await log.publish(options.runId, result.events).catch(() => {});
+    if (result.change) await lifecycle.afterCommit(result.change);
+    return result.run;
+  }
+
+  /**
+   * Raises the budget of a run paused by it and resumes the run from its last finished step. Spend so far
+   * stays spent: the new limits are totals for the whole run.
+   */
+  async continueRun(options: { runId: string; budget: Budget }): Promise<RunObject> {
+    const { db, lifecycle } = this.#options;
+    const change = await db.transaction().execute(async (tx) => {
+      const row = await tx
+        .selectFrom('runs')
+        .selectAll()
+        .where('id', '=', options.runId)
+        .forUpdate()
+        .executeTakeFirst();
+      const waiting = row?.waiting as RunWaiting | null | undefined;
+      if (!row || row.status !== RunStatus.waiting || waiting?.reason !== 'budget') {
+        throw new ConflictError('run_not_waiting', 'This run is not paused by its budget.', {
+          status: row?.status,
+        });
+      }
+      const config = (row.config ?? {}) as unknown as RunConfig;
+      const raised = { ...config, budget: { ...config.budget, ...options.budget } };
+      return lifecycle.transitionIn(tx, {
+        runId: row.id,
+        to: RunStatus.pending,
+        from: [RunStatus.waiting],
+        changes: { config: JSON.stringify(raised) },
+      });
+    });
+    if (!change) throw new ConflictError('run_not_waiting', 'This run is not paused by its budget.');
+    await lifecycle.afterCommit(change);
+    return change.run;
   }
 
   /** Stops the chat's active run and waits, up to `interruptWaitMs`, for it to end. */
@@ -301,6 +491,9 @@ export class RunEngine {
     await this.#unsubscribeStop?.();
   }
 }
+
+/** The user message of a continuation run. */
+const CONTINUATION_TEXT = 'Continue where you left off.';
 
 /** How often an interrupt re-reads the run's row while it waits for the run to end. */
 const INTERRUPT_POLL_MS = 250;

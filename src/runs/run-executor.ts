@@ -1,6 +1,11 @@
 import type { LanguageModel, UIMessage } from 'ai';
 import type { Logger } from 'pino';
+import type { McpClientPool } from '../agent/mcp-tools.ts';
+import { buildToolSet } from '../agent/tool-set.ts';
 import type { ToolRegistry } from '../agent/tools.ts';
+import type { ModelPrices } from '../agent/prices.ts';
+import type { RunConfig } from '../protocol/agent.ts';
+import type { RunWaiting } from '../protocol/run.ts';
 import type { ChatService } from '../chats/chat-service.ts';
 import type { Clock } from '../clock.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
@@ -9,10 +14,17 @@ import { MessageProjector } from '../protocol/message-projector.ts';
 import type { RunRow } from '../store/schema.ts';
 import { retryTransient } from '../store/transient.ts';
 import { LeaseLostError, type EventLog, type RunEventWriter } from '../stream/event-log.ts';
-import { PersistenceFailedError, runAgentLoop, sumUsage, type FinishedStep } from './agent-loop.ts';
+import {
+  PersistenceFailedError,
+  runAgentLoop,
+  sumUsage,
+  type AgentLoopResult,
+  type FinishedStep,
+} from './agent-loop.ts';
+import { BudgetMeter, estimateTokens, type BudgetExceeded, type Spend } from './budget.ts';
 import { loadRunContext } from './context-loader.ts';
 import { LeaseKeeper } from './lease-keeper.ts';
-import { Ending, INTERRUPTED_BY_SHUTDOWN, type Lifecycle } from './lifecycle.ts';
+import { Ending, INTERRUPTED_BY_BUDGET, INTERRUPTED_BY_SHUTDOWN, type Lifecycle } from './lifecycle.ts';
 import type { RunUsage } from './run-object.ts';
 import type { RunService } from './run-service.ts';
 import { RunErrorCode } from './run-status.ts';
@@ -21,14 +33,28 @@ import { RunErrorCode } from './run-status.ts';
  * Why this instance stops executing a run before its loop ends: a stop (the run ends `aborted`), a
  * shutdown (the run is handed back to `pending` for the next owner), or a lost lease (someone else owns it).
  */
-type AbortReason = typeof RunErrorCode.stopped | 'released' | 'lease_lost';
+type AbortReason = typeof RunErrorCode.stopped | 'released' | 'lease_lost' | 'budget';
 
-/** Run options the worker reads from the run row (the request's `budget`). */
-export interface RunBudget {
-  /** Most agent steps (model calls). @default 8 */
-  maxSteps?: number;
-  /** Most output tokens per model call. */
-  maxOutputTokens?: number;
+/** A loop that never ran: the budget refused its first call. */
+const NO_LOOP: AgentLoopResult = {
+  errorText: null,
+  sawAbort: false,
+  stepsDone: 0,
+  usages: [],
+  budgetExceeded: null,
+  budgetCutStep: false,
+  approvals: [],
+};
+
+/** How long a waiting run waits by default (`OUTRUN_WAIT_TTL_MS`): 7 days. */
+const DEFAULT_WAIT_TTL_MS = 7 * 24 * 60 * 60 * 1000;
+
+/** Whether the last step of a message called a tool (the model meant to go on). */
+function lastStepCalledTool(parts: UIMessage['parts']): boolean {
+  const lastStart = parts.map((part) => part.type).lastIndexOf('step-start');
+  return parts
+    .slice(Math.max(0, lastStart))
+    .some((part) => part.type.startsWith('tool-') || part.type === 'dynamic-tool');
 }
 
 interface ActiveRun {
@@ -53,6 +79,8 @@ export interface RunExecutorOptions {
   chats: ChatService;
   log: EventLog;
   tools: ToolRegistry;
+  /** This process's MCP clients (tools named `mcp:<server>/<tool>`). */
+  mcp?: McpClientPool;
   resolveModel: (modelId: string) => LanguageModel;
   metrics: Metrics;
   logger: Logger;
@@ -64,6 +92,11 @@ export interface RunExecutorOptions {
   clock?: Clock;
   /** Steps when the run sets no budget. @default 8 */
   defaultMaxSteps?: number;
+  prices: ModelPrices;
+  /** How long a waiting run waits for an answer. @default 7 days */
+  waitTtlMs?: number;
+  /** Starts the follow-up of a run whose step budget said `continue` (the engine's). */
+  continueRun?: (run: RunRow, config: RunConfig) => Promise<unknown>;
 }
 
 /**
@@ -163,12 +196,13 @@ export class RunExecutor {
     try {
       if (row.stop_requested_at) this.abort(row.id, RunErrorCode.stopped);
       await faults.hit(FaultPoint.beforeLoop, { runId: row.id });
-      const model = this.#options.resolveModel(row.model);
-      const budget = (row.options as { budget?: RunBudget }).budget ?? {};
-      const maxSteps = budget.maxSteps ?? this.#options.defaultMaxSteps ?? 8;
+      // The configuration stored when the run began: an agent edited since does not change it.
+      const config = this.#runConfig(row);
+      const model = this.#options.resolveModel(config.model);
+      const maxSteps = config.budget.maxSteps ?? this.#options.defaultMaxSteps ?? 8;
       // An earlier execution (a crash, a release) left finished steps: go on after them.
       const resume = row.attempt > 1 ? await this.#resumePoint(row, epoch) : null;
-      const tools = this.#options.tools.toolSet();
+      const tools = await buildToolSet({ config, registry: this.#options.tools, mcp: this.#options.mcp });
       const messages = await loadRunContext({
         chats: this.#options.chats,
         run: row,
@@ -192,23 +226,48 @@ export class RunExecutor {
         return;
       }
       const projector = resume?.projector ?? new MessageProjector();
-      const result = await runAgentLoop({
-        model,
-        messages,
-        tools,
-        callOptions: { maxOutputTokens: budget.maxOutputTokens },
-        maxSteps,
-        stepsDone: resume?.stepsDone ?? 0,
-        projector,
-        messageId: row.assistant_message_id ?? row.id,
-        resumed: resume !== null,
-        writer,
-        signal: active.controller.signal,
-        keepAbortChunk: () => active.reason === RunErrorCode.stopped || active.reason === null,
-        recordStep: (step) => this.#recordStep(row.id, epoch, step),
+      const meter = new BudgetMeter({
+        budget: config.budget,
+        price: this.#options.prices.of(config.model),
+        spent: await this.#spentSoFar(row, resume?.stepsDone ?? 0),
       });
-      const usage = sumUsage([...(resume?.usages ?? []), ...result.usages]);
-      const changes = { usage: jsonOrNull(usage), step_count: result.stepsDone };
+      // The first call of this execution is checked here; the loop checks every later one.
+      const refused = meter.beforeCall(
+        estimateTokens((config.instructions ?? '') + JSON.stringify(messages)),
+      );
+      const result: AgentLoopResult = refused
+        ? { ...NO_LOOP, stepsDone: resume?.stepsDone ?? 0, budgetExceeded: refused }
+        : await runAgentLoop({
+            model,
+            messages,
+            tools,
+            system: config.instructions ?? undefined,
+            toolContext: {
+              runId: row.id,
+              chatId: row.chat_id,
+              workspaceId: row.workspace_id,
+              userId: row.created_by,
+              agentId: row.agent_id,
+            },
+            callOptions: config.modelOptions,
+            maxSteps,
+            stepsDone: resume?.stepsDone ?? 0,
+            projector,
+            messageId: row.assistant_message_id ?? row.id,
+            resumed: resume !== null,
+            writer,
+            signal: active.controller.signal,
+            keepAbortChunk: () => active.reason === RunErrorCode.stopped || active.reason === null,
+            meter,
+            onBudgetCut: () => this.abort(row.id, 'budget'),
+            recordStep: (step) => this.#recordStep(row.id, epoch, step),
+          });
+      const spent = meter.spent();
+      const changes = {
+        usage: JSON.stringify({ inputTokens: spent.inputTokens, outputTokens: spent.outputTokens }),
+        cost_usd: spent.costUsd,
+        step_count: result.stepsDone,
+      };
       if (active.reason === 'lease_lost') throw new LeaseLostError(row.id);
       if (active.reason === 'released') {
         await faults.hit(FaultPoint.beforeRelease, { runId: row.id });
@@ -216,18 +275,54 @@ export class RunExecutor {
         logger.info({ ...context, released: released !== null }, 'run released on shutdown');
         return;
       }
-      const ending = active.controller.signal.aborted
-        ? Ending.aborted(RunErrorCode.stopped, { sendAbort: !result.sawAbort })
-        : result.errorText !== null
-          ? // The SDK already streamed the model's `error` chunk.
-            Ending.failed(RunErrorCode.modelError, { message: result.errorText, sendError: false })
-          : Ending.succeeded();
-      const ended = await lifecycle.end({ runId: row.id, epoch, ending, parts: projector.parts(), changes });
-      if (ended) {
-        logger.info(
-          { ...context, status: ending.status, steps: result.stepsDone, code: ending.error?.code },
-          'run ended',
+      const exceeded =
+        result.budgetExceeded ??
+        // An explicit step budget the model wanted to go past (its last step called a tool).
+        (config.budget.maxSteps !== undefined &&
+        result.stepsDone >= config.budget.maxSteps &&
+        result.errorText === null &&
+        !active.controller.signal.aborted &&
+        lastStepCalledTool(projector.parts())
+          ? 'steps'
+          : null);
+      if (
+        active.reason === RunErrorCode.stopped ||
+        (active.controller.signal.aborted && active.reason !== 'budget')
+      ) {
+        await this.#end(
+          row,
+          epoch,
+          Ending.aborted(RunErrorCode.stopped, { sendAbort: !result.sawAbort }),
+          projector,
+          changes,
         );
+      } else if (result.errorText !== null) {
+        // The SDK already streamed the model's `error` chunk.
+        const ending = Ending.failed(RunErrorCode.modelError, {
+          message: result.errorText,
+          sendError: false,
+        });
+        await this.#end(row, epoch, ending, projector, changes);
+      } else if (exceeded) {
+        await this.#onBudgetExceeded({
+          row,
+          epoch,
+          config,
+          exceeded,
+          cut: result.budgetCutStep,
+          projector,
+          changes,
+        });
+      } else if (result.approvals.length > 0) {
+        const waiting: RunWaiting = {
+          reason: 'approval',
+          approvals: result.approvals,
+          expiresAt: this.#waitExpiresAt(),
+        };
+        await lifecycle.wait({ runId: row.id, epoch, waiting, changes });
+        logger.info({ ...context, approvals: result.approvals.length }, 'run waits for approval');
+      } else {
+        await this.#end(row, epoch, Ending.succeeded(), projector, changes);
       }
     } catch (error) {
       // Whatever failed, the model call (if any) stops here.
@@ -247,6 +342,115 @@ export class RunExecutor {
     }
   }
 
+  async #end(
+    row: RunRow,
+    epoch: number,
+    ending: Ending,
+    projector: MessageProjector,
+    changes: Record<string, unknown>,
+  ): Promise<void> {
+    const ended = await this.#options.lifecycle.end({
+      runId: row.id,
+      epoch,
+      ending,
+      parts: projector.parts(),
+      changes,
+    });
+    if (ended) {
+      this.#options.logger.info(
+        { runId: row.id, chatId: row.chat_id, status: ending.status, code: ending.error?.code },
+        'run ended',
+      );
+    }
+  }
+
+  /**
+   * The budget ran out. `pause` (the default) makes the run wait for `POST /v1/runs/:id/continue` (a step
+   * the budget cut is closed as interrupted, and redone after); `abort` ends it `aborted`/`budget_exceeded`
+   * with its partial output; `continue` (step budgets only) ends it and starts a follow-up run.
+   */
+  async #onBudgetExceeded(options: {
+    row: RunRow;
+    epoch: number;
+    config: RunConfig;
+    exceeded: BudgetExceeded;
+    cut: boolean;
+    projector: MessageProjector;
+    changes: { usage: string; cost_usd: number; step_count: number };
+  }): Promise<void> {
+    const { row, epoch, config, exceeded, projector, changes } = options;
+    const onExceeded = config.budget.onExceeded ?? 'pause';
+    if (onExceeded === 'abort') {
+      await this.#end(row, epoch, Ending.aborted(RunErrorCode.budgetExceeded), projector, changes);
+      return;
+    }
+    if (onExceeded === 'continue' && exceeded === 'steps') {
+      await this.#end(row, epoch, Ending.succeeded(), projector, changes);
+      await this.#options
+        .continueRun?.(row, config)
+        .catch((error: unknown) =>
+          this.#options.logger.error({ err: error, runId: row.id }, 'starting the continuation failed'),
+        );
+      return;
+    }
+    const spent = JSON.parse(changes.usage) as RunUsage;
+    const waiting: RunWaiting = {
+      reason: 'budget',
+      exceeded,
+      usage: spent,
+      budget: { ...config.budget },
+      expiresAt: this.#waitExpiresAt(),
+    };
+    await this.#options.lifecycle.wait({
+      runId: row.id,
+      epoch,
+      waiting,
+      changes,
+      closeInterruptedStep: options.cut ? INTERRUPTED_BY_BUDGET : undefined,
+    });
+    this.#options.logger.info({ runId: row.id, chatId: row.chat_id, exceeded }, 'run paused: budget used up');
+  }
+
+  #waitExpiresAt(): string {
+    return new Date(
+      (this.#options.clock?.now() ?? new Date()).getTime() + (this.#options.waitTtlMs ?? DEFAULT_WAIT_TTL_MS),
+    ).toISOString();
+  }
+
+  /** What the run spent before this execution: its stored totals, and the time its finished steps took. */
+  async #spentSoFar(row: RunRow, stepsDone: number): Promise<Spend> {
+    const usage = (row.usage as RunUsage | null) ?? {};
+    const steps = await this.#options.runs.listSteps(row.id);
+    return {
+      steps: stepsDone,
+      inputTokens: usage.inputTokens ?? 0,
+      outputTokens: usage.outputTokens ?? 0,
+      costUsd: row.cost_usd ?? 0,
+      runningMs: steps.reduce(
+        (sum, step) => sum + (step.finished_at.getTime() - step.started_at.getTime()),
+        0,
+      ),
+    };
+  }
+
+  /** A run's stored configuration; runs begun before agents existed get the default agent's. */
+  #runConfig(row: RunRow): RunConfig {
+    if (row.config) return row.config as unknown as RunConfig;
+    const budget = (row.options as { budget?: { maxSteps?: number } }).budget ?? {};
+    return {
+      agentId: null,
+      instructions: null,
+      model: row.model,
+      modelOptions: {},
+      tools: this.#options.tools.names().map((name) => ({ name, needsApproval: false })),
+      mcpServers: [],
+      budget: { maxSteps: budget.maxSteps },
+      multitask: 'reject',
+      context: {},
+      continuation: null,
+    };
+  }
+
   #recordStep(runId: string, epoch: number, step: FinishedStep): Promise<void> {
     return retryTransient(() => this.#options.runs.recordStep({ runId, epoch, ...step }), {
       attempts: Number.POSITIVE_INFINITY,
@@ -263,10 +467,23 @@ export class RunExecutor {
   async #resumePoint(row: RunRow, epoch: number): Promise<ResumePoint> {
     const projector = new MessageProjector();
     const finished: { parts: UIMessage['parts']; seq: number }[] = [];
+    const answers = new Map<string, { approved: boolean; reason?: string }>();
     for await (const { seq, chunk } of this.#options.log.replay(row.id)) {
       const step = projector.push(chunk as never);
       if (step) finished.push({ parts: step.parts, seq });
+      const answer = chunk as {
+        type: string;
+        data?: { approvalId: string; approved: boolean; reason?: string | null };
+      };
+      if (answer.type === 'data-tool-approval' && answer.data) {
+        answers.set(answer.data.approvalId, {
+          approved: answer.data.approved,
+          reason: answer.data.reason ?? undefined,
+        });
+      }
     }
+    // Answered approvals reach the model as responses: the SDK then runs approved calls and reports denials.
+    for (const step of finished) step.parts = step.parts.map((part) => withApprovalAnswer(part, answers));
     const recorded = await this.#options.runs.listSteps(row.id);
     const usages = finished.map((_, index) => (recorded[index]?.usage as RunUsage | null) ?? {});
     for (let index = recorded.length; index < finished.length; index++) {
@@ -274,6 +491,7 @@ export class RunExecutor {
         step: index + 1,
         parts: finished[index]!.parts,
         usage: null,
+        costUsd: null,
         lastSeq: finished[index]!.seq,
         startedAt: new Date(),
       });
@@ -289,6 +507,22 @@ export class RunExecutor {
         !last.some((part) => part.type.startsWith('tool-') || part.type === 'dynamic-tool'),
     };
   }
+}
+
+/** A tool part waiting for approval, with the person's answer applied when there is one. */
+function withApprovalAnswer(
+  part: UIMessage['parts'][number],
+  answers: Map<string, { approved: boolean; reason?: string }>,
+): UIMessage['parts'][number] {
+  const tool = part as { state?: string; approval?: { id: string } };
+  if (tool.state !== 'approval-requested' || !tool.approval) return part;
+  const answer = answers.get(tool.approval.id);
+  if (!answer) return part;
+  return {
+    ...part,
+    state: 'approval-responded',
+    approval: { id: tool.approval.id, approved: answer.approved, reason: answer.reason },
+  } as UIMessage['parts'][number];
 }
 
 function jsonOrNull(value: unknown): string | null {

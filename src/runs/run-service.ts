@@ -237,6 +237,7 @@ export class RunService {
     step: number;
     parts: unknown[];
     usage: RunUsage | null;
+    costUsd: number | null;
     lastSeq: number;
     startedAt: Date;
   }): Promise<void> {
@@ -246,6 +247,11 @@ export class RunService {
         .updateTable('runs')
         .set((eb) => ({
           step_count: sql<number>`greatest(${eb.ref('step_count')}, ${options.step})`,
+          // The run's totals grow with each recorded step, so a crash never gives spent budget back.
+          usage: sql<string>`jsonb_build_object(
+            'inputTokens', coalesce((usage->>'inputTokens')::bigint, 0) + ${options.usage?.inputTokens ?? 0},
+            'outputTokens', coalesce((usage->>'outputTokens')::bigint, 0) + ${options.usage?.outputTokens ?? 0})`,
+          cost_usd: sql<number>`coalesce(cost_usd, 0) + ${options.costUsd ?? 0}`,
           updated_at: sql<Date>`now()`,
         }))
         .where('id', '=', options.runId)
@@ -260,6 +266,7 @@ export class RunService {
           step: options.step,
           parts: JSON.stringify(options.parts),
           usage: options.usage ? JSON.stringify(options.usage) : null,
+          cost_usd: options.costUsd,
           last_seq: options.lastSeq,
           started_at: options.startedAt,
           finished_at: new Date(),
@@ -267,6 +274,20 @@ export class RunService {
         .onConflict((oc) => oc.columns(['run_id', 'step']).doNothing())
         .execute();
     });
+  }
+
+  /** How many `continue` runs lead up to this one (following `parent_run_id`). */
+  async continuationDepth(runId: string): Promise<number> {
+    const result = await sql<{ depth: number }>`
+      with recursive chain(id, parent_run_id, trigger, depth) as (
+        select id, parent_run_id, trigger, 0 from runs where id = ${runId}
+        union all
+        select runs.id, runs.parent_run_id, runs.trigger, chain.depth + 1
+        from runs join chain on runs.id = chain.parent_run_id
+        where chain.trigger = 'continue' and chain.depth < ${MAX_CHAIN_WALK}
+      )
+      select count(*)::int as depth from chain where trigger = 'continue'`.execute(this.#db);
+    return result.rows[0]?.depth ?? 0;
   }
 
   /** A run's finished steps, in order. */
@@ -322,6 +343,9 @@ export class RunService {
       .execute();
   }
 }
+
+/** The longest continuation chain walked back (a guard against a cycle in bad data). */
+const MAX_CHAIN_WALK = 1000;
 
 /** Runs one sweeper pass looks at; the next pass takes the rest. */
 const SWEEP_BATCH = 500;

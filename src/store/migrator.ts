@@ -3,6 +3,10 @@ import * as initial from './migrations/0001-initial.ts';
 import * as lifecycle from './migrations/0002-lifecycle.ts';
 import * as agents from './migrations/0003-agents.ts';
 import * as triggers from './migrations/0004-triggers.ts';
+import * as access from './migrations/0005-access.ts';
+import * as budgets from './migrations/0007-budgets.ts';
+import * as quotasCompaction from './migrations/0008-quotas-compaction.ts';
+import * as schedules from './migrations/0006-schedules.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -10,6 +14,10 @@ const migrations: Record<string, Migration> = {
   '0002-lifecycle': lifecycle,
   '0003-agents': agents,
   '0004-triggers': triggers,
+  '0005-access': access,
+  '0007-budgets': budgets,
+  '0008-quotas-compaction': quotasCompaction,
+  '0006-schedules': schedules,
 };
 
 class StaticMigrationProvider implements MigrationProvider {
@@ -20,7 +28,12 @@ class StaticMigrationProvider implements MigrationProvider {
 
 /** Brings the schema up to date. Safe to call on every start and from several processes at once. */
 export async function migrateToLatest(db: Kysely<unknown>): Promise<string[]> {
-  const migrator = new Migrator({ db, provider: new StaticMigrationProvider() });
+  // Migrations are additive and independent: one written later with a lower number still runs.
+  const migrator = new Migrator({
+    db,
+    provider: new StaticMigrationProvider(),
+    allowUnorderedMigrations: true,
+  });
   const { error, results } = await migrator.migrateToLatest();
   if (error) throw error instanceof Error ? error : new Error(String(error));
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);

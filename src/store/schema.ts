@@ -7,9 +7,21 @@ type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefine
 type Json<T> = ColumnType<T, string, string>;
 type NullableJson<T> = ColumnType<T | null, string | null | undefined, string | null>;
 
+/** A workspace's limits (DESIGN §3); a field left out is no limit. */
+export interface WorkspaceQuota {
+  /** Input plus output tokens of the workspace's steps finished in one UTC day. */
+  tokensPerDay?: number;
+  /** Cost in US dollars of the workspace's steps finished in one UTC day. */
+  costUsdPerDay?: number;
+  /** Runs the workspace may create in any 60 seconds. */
+  runsPerMinute?: number;
+}
+
 export interface WorkspacesTable {
   id: string;
   name: string;
+  /** Null: no quota. */
+  quota: NullableJson<WorkspaceQuota>;
   created_at: Timestamp;
 }
 
@@ -17,8 +29,9 @@ export interface UsersTable {
   id: string;
   workspace_id: string;
   email: string;
-  role: 'admin' | 'member';
+  role: 'owner' | 'admin' | 'member';
   created_at: Timestamp;
+  deleted_at: NullableTimestamp;
 }
 
 export interface ApiKeysTable {
@@ -26,9 +39,19 @@ export interface ApiKeysTable {
   user_id: string;
   hash: string;
   prefix: string;
+  name: ColumnType<string, string | undefined, string>;
+  /** Registered from `OUTRUN_ADMIN_KEY` (or generated at first start); revoked when the variable changes. */
+  seeded: ColumnType<boolean, boolean | undefined, boolean>;
   created_at: Timestamp;
   last_used_at: NullableTimestamp;
   revoked_at: NullableTimestamp;
+}
+
+/** Server-wide secrets shared by every instance on the database (the scoped-token signing key). */
+export interface ServerSecretsTable {
+  name: string;
+  value: string;
+  created_at: Timestamp;
 }
 
 export interface ChatsTable {
@@ -115,6 +138,8 @@ export interface RunStepsTable {
   step: number;
   parts: Json<unknown[]>;
   usage: NullableJson<Record<string, number>>;
+  /** What the step cost in US dollars; null when the model has no price. */
+  cost_usd: ColumnType<number | null, number | null | undefined, number | null>;
   /** Sequence number of the step's `finish-step` event: the projection is complete through it. */
   last_seq: number;
   started_at: Timestamp;
@@ -166,6 +191,40 @@ export interface IdempotencyKeysTable {
   created_at: Timestamp;
 }
 
+/** A summary of a chat's older messages, made by context compaction and reused by later runs of the chat. */
+export interface CompactionsTable {
+  id: string;
+  chat_id: string;
+  run_id: string | null;
+  /** The last message the summary covers. */
+  upto_message_id: string;
+  summary: string;
+  tokens_before: number;
+  tokens_after: number;
+  created_at: Timestamp;
+}
+
+/** A cron or one-shot start of a chat's run (DESIGN §3); `next_run_at` is the due time a runner claims. */
+export interface SchedulesTable {
+  id: string;
+  workspace_id: string;
+  chat_id: string;
+  created_by: string;
+  cron: string | null;
+  timezone: ColumnType<string, string | undefined, string>;
+  at: NullableTimestamp;
+  input: Json<{ parts: unknown[] }>;
+  multitask: ColumnType<'skip' | 'enqueue' | 'interrupt', string | undefined, string>;
+  enabled: ColumnType<boolean, boolean | undefined, boolean>;
+  next_run_at: NullableTimestamp;
+  last_fired_at: NullableTimestamp;
+  last_run_id: ColumnType<string | null, string | null | undefined, string | null>;
+  last_result: ColumnType<string | null, string | null | undefined, string | null>;
+  trigger: ColumnType<'schedule' | 'continue', string | undefined, string>;
+  parent_run_id: ColumnType<string | null, string | null | undefined, string | null>;
+  created_at: Timestamp;
+}
+
 export interface Database {
   workspaces: WorkspacesTable;
   users: UsersTable;
@@ -179,6 +238,9 @@ export interface Database {
   webhooks: WebhooksTable;
   webhook_deliveries: WebhookDeliveriesTable;
   idempotency_keys: IdempotencyKeysTable;
+  server_secrets: ServerSecretsTable;
+  compactions: CompactionsTable;
+  schedules: SchedulesTable;
 }
 
 export type RunRow = Selectable<RunsTable>;
@@ -189,5 +251,8 @@ export type AgentRow = Selectable<AgentsTable>;
 export type MessageRow = Selectable<MessagesTable>;
 export type UserRow = Selectable<UsersTable>;
 export type WorkspaceRow = Selectable<WorkspacesTable>;
+export type ApiKeyRow = Selectable<ApiKeysTable>;
 export type WebhookRow = Selectable<WebhooksTable>;
 export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;
+export type CompactionRow = Selectable<CompactionsTable>;
+export type ScheduleRow = Selectable<SchedulesTable>;

@@ -52,7 +52,7 @@ export async function startTestServer(
   // Embedded mode unless a test passes its own bus and queue, whatever REDIS_URL the test run has.
   const outrun = await createOutrun({
     bus: new MemoryBus(),
-    queue: new MemoryQueue(),
+    queue: new MemoryQueue({ concurrency: options.config?.workerConcurrency }),
     singleInstance: true,
     ...options,
     database,

@@ -75,7 +75,7 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
           trigger: RunTrigger.user,
         });
         const chat = await chats.getRow(request.caller, body.id);
-        const run = await startRun(context, request.caller, chat.id, start);
+        const run = await startRun(context, request.caller, chat, start);
         // A replay answers `201 {run}` as JSON; useChat's resume endpoint follows the run from there.
         const send = () =>
           streamRun(context, request, reply, {

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
+import { RunTrigger } from '../../runs/run-status.ts';
 import { withIdempotency } from '../idempotent-route.ts';
 import { PaginationQuery, requireId } from '../validation.ts';
 
@@ -14,14 +15,32 @@ const ChatListQuery = PaginationQuery(20, 100);
 const MessageListQuery = PaginationQuery(100, 500);
 
 export function registerChatRoutes(app: FastifyInstance, context: OutrunContext): void {
-  const { chats, engine } = context;
+  const { chats, engine, agents } = context;
   const chatId = (params: unknown) => requireId('chat', ChatParams.parse(params).chatId);
 
   app.post('/v1/chats', async (request, reply) =>
     withIdempotency(context.idempotency, request, reply, async () => {
       const body = CreateChatBody.parse(request.body) ?? {};
       if (body.agentId) requireId('agent', body.agentId);
-      return { status: 201, body: { chat: await chats.create(request.caller, body) } };
+      const chat = await chats.create(request.caller, body);
+      const autostart = chat.agentId ? (await agents.get(request.caller, chat.agentId)).autostart : null;
+      if (!autostart) return { status: 201, body: { chat } };
+      // An agent with `autostart` begins at once: the answer carries the run, like a run request's.
+      try {
+        const run = await engine.startChatRun({
+          workspaceId: request.caller.workspaceId,
+          userId: request.caller.userId,
+          chatId: chat.id,
+          agentId: chat.agentId,
+          parts: [{ type: 'text', text: autostart.text }],
+          trigger: RunTrigger.autostart,
+        });
+        return { status: 201, body: { chat, run } };
+      } catch (error) {
+        // A chat whose first run could not start is not left behind (a rejected request creates nothing).
+        await chats.delete(request.caller, chat.id).catch(() => {});
+        throw error;
+      }
     }),
   );
 

@@ -6,6 +6,7 @@ import { NotFoundError } from '../../errors.ts';
 import { toRunObject, type RunObject } from '../../runs/run-object.ts';
 import { isTerminalStatus, RunTrigger } from '../../runs/run-status.ts';
 import { withIdempotency } from '../idempotent-route.ts';
+import { BudgetSchema, ModelOptionsSchema, MultitaskSchema } from '../../agents/agent-schema.ts';
 import { sendRunStream } from '../sse.ts';
 import { PaginationQuery, parseSequence, requireId } from '../validation.ts';
 
@@ -17,33 +18,53 @@ const FilePart = z.object({
   filename: z.string().max(500).optional(),
 });
 
-export const StartRunBody = z.object({
-  input: z.union([
-    z.object({ text: z.string().min(1, 'input.text must not be empty').max(200_000) }).strict(),
-    z
-      .object({
-        parts: z
-          .array(z.discriminatedUnion('type', [TextPart, FilePart]))
-          .min(1)
-          .max(100),
+/** The largest `metadata` a run keeps. */
+const METADATA_MAX_BYTES = 16_384;
+
+export const StartRunBody = z
+  .object({
+    input: z.union([
+      z.object({ text: z.string().min(1, 'input.text must not be empty').max(200_000) }).strict(),
+      z
+        .object({
+          parts: z
+            .array(z.discriminatedUnion('type', [TextPart, FilePart]))
+            .min(1)
+            .max(100),
+        })
+        .strict(),
+    ]),
+    model: z.string().min(1).max(200).optional(),
+    modelOptions: ModelOptionsSchema.optional(),
+    /** When the chat already has an active run: refuse (409), stop it and start this one, or queue behind it. */
+    multitask: MultitaskSchema.optional(),
+    /** What the run may spend; overrides the agent's. `maxOutputTokens` here is the v1 spelling of `modelOptions.maxOutputTokens`. */
+    budget: BudgetSchema.extend({ maxOutputTokens: z.int().min(1).max(1_000_000).optional() })
+      .strict()
+      .optional(),
+    /** Kept on the run as it is, for the caller's own bookkeeping. */
+    metadata: z
+      .record(z.string().max(100), z.json())
+      .refine((value) => JSON.stringify(value).length <= METADATA_MAX_BYTES, {
+        message: `metadata must be at most ${METADATA_MAX_BYTES} bytes of JSON`,
       })
-      .strict(),
-  ]),
-  model: z.string().min(1).max(200).optional(),
-  /** When the chat already has an active run: refuse (409), stop it and start this one, or queue behind it. */
-  multitask: z.enum(['reject', 'interrupt', 'enqueue']).optional(),
-  budget: z
-    .object({
-      maxSteps: z.int().min(1).max(100).optional(),
-      maxOutputTokens: z.int().min(1).max(1_000_000).optional(),
-    })
-    .strict()
-    .optional(),
-  trigger: z.enum(Object.values(RunTrigger) as [RunTrigger, ...RunTrigger[]]).optional(),
-});
+      .optional(),
+    trigger: z.enum([RunTrigger.user, RunTrigger.api]).optional(),
+  })
+  .strict();
 export type StartRunBody = z.infer<typeof StartRunBody>;
 
 const ChatParams = z.object({ chatId: z.string() });
+/** `POST /v1/runs/:runId/approvals`: the answer to one pending tool call. */
+export const ApprovalBody = z
+  .object({
+    approvalId: z.string().min(1).max(200),
+    approved: z.boolean(),
+    reason: z.string().max(2000).optional(),
+  })
+  .strict();
+/** `POST /v1/runs/:runId/continue`: the raised budget of a run its budget paused. */
+export const ContinueBody = z.object({ budget: BudgetSchema }).strict();
 const StopChatBody = z.object({ includeQueued: z.boolean().optional() }).strict().optional();
 const RunParams = z.object({ runId: z.string() });
 const RunListQuery = PaginationQuery(20, 100);
@@ -63,7 +84,7 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
       const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
       const body = StartRunBody.parse(request.body);
       const chat = await chats.getRow(request.caller, chatId);
-      const run = await startRun(context, request.caller, chat.id, body);
+      const run = await startRun(context, request.caller, chat, body);
       // A replay of a streaming start answers `201 {run}` as JSON; follow the run's stream from there.
       const send = wantsEventStream(request)
         ? () =>
@@ -114,6 +135,20 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
     return engine.stopRun(runId);
   });
 
+  app.post('/v1/runs/:runId/approvals', async (request) => {
+    const runId = requireId('run', RunParams.parse(request.params).runId);
+    const body = ApprovalBody.parse(request.body);
+    await ownedRun(request.caller, runId);
+    return { run: await engine.answerApproval({ runId, ...body }) };
+  });
+
+  app.post('/v1/runs/:runId/continue', async (request) => {
+    const runId = requireId('run', RunParams.parse(request.params).runId);
+    const body = ContinueBody.parse(request.body);
+    await ownedRun(request.caller, runId);
+    return { run: await engine.continueRun({ runId, budget: body.budget }) };
+  });
+
   app.get('/v1/runs/:runId/stream', async (request, reply) => {
     const runId = requireId('run', RunParams.parse(request.params).runId);
     // The header wins over the query: a browser EventSource reconnects to the same URL with the header.
@@ -126,25 +161,29 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
   });
 }
 
-/** Starts a run; the engine applies the multitask strategy when the chat already has one. */
+/** Starts a run on a chat the caller may use; the engine resolves its agent and applies `multitask`. */
 export async function startRun(
   context: OutrunContext,
   caller: Caller,
-  chatId: string,
+  chat: { id: string; agent_id: string | null },
   body: StartRunBody,
 ): Promise<RunObject> {
-  const model = body.model ?? context.config.defaultModel;
-  // Fails with 400 model_unavailable before anything is written or any model is called.
-  context.resolveModel(model);
-  return context.engine.startRun({
+  const { maxOutputTokens, ...budget } = body.budget ?? {};
+  return context.engine.startChatRun({
     workspaceId: caller.workspaceId,
-    chatId,
     userId: caller.userId,
+    chatId: chat.id,
+    agentId: chat.agent_id,
     parts: 'text' in body.input ? [{ type: 'text', text: body.input.text }] : body.input.parts,
-    model,
     trigger: body.trigger ?? RunTrigger.api,
-    options: body.budget ? { budget: body.budget } : {},
-    multitask: body.multitask,
+    overrides: {
+      model: body.model,
+      modelOptions:
+        maxOutputTokens === undefined ? body.modelOptions : { maxOutputTokens, ...body.modelOptions },
+      budget: body.budget ? budget : undefined,
+      multitask: body.multitask,
+    },
+    metadata: body.metadata,
   });
 }
 

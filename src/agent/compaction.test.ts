@@ -1,0 +1,246 @@
+import { APICallError, generateText, type ModelMessage } from 'ai';
+import { describe, expect, it } from 'vitest';
+import {
+  compactHistory,
+  createModelSummarizer,
+  defaultContextMaxTokens,
+  estimateTokens,
+  isContextOverflowError,
+  shorten,
+  COMPACTION_SYSTEM_PROMPT,
+} from './compaction.ts';
+import { previousSummaryOf, uptoMessageIdOf } from './compaction-store.ts';
+import { createScriptedModel } from './scripted-model.ts';
+
+/** A chat of `turns` user turns, each with a tool call whose output is `outputChars` long. */
+function longHistory(turns: number, outputChars = 8_000): ModelMessage[] {
+  const messages: ModelMessage[] = [];
+  for (let turn = 1; turn <= turns; turn++) {
+    messages.push({ role: 'user', content: [{ type: 'text', text: `question ${turn} ` + 'q'.repeat(400) }] });
+    messages.push({
+      role: 'assistant',
+      content: [
+        { type: 'text', text: `looking up ${turn}` },
+        { type: 'tool-call', toolCallId: `call-${turn}`, toolName: 'search', input: { turn } },
+      ],
+    });
+    messages.push({
+      role: 'tool',
+      content: [
+        {
+          type: 'tool-result',
+          toolCallId: `call-${turn}`,
+          toolName: 'search',
+          output: { type: 'text', value: `result ${turn} ` + 'r'.repeat(outputChars) },
+        },
+      ],
+    });
+    messages.push({
+      role: 'assistant',
+      content: [{ type: 'text', text: `answer ${turn} ` + 'a'.repeat(400) }],
+    });
+  }
+  return messages;
+}
+
+const lastTurns = (messages: ModelMessage[], turns: number) => {
+  const userIndexes = messages.flatMap((message, index) => (message.role === 'user' ? [index] : []));
+  return messages.slice(userIndexes.at(-turns));
+};
+
+describe('estimateTokens', () => {
+  it('counts about one token per four characters', () => {
+    expect(estimateTokens('a'.repeat(400))).toBe(100);
+    const messages: ModelMessage[] = [{ role: 'user', content: 'x'.repeat(4_000) }];
+    expect(estimateTokens(messages)).toBeGreaterThanOrEqual(1_000);
+    expect(estimateTokens(messages)).toBeLessThan(1_020);
+  });
+});
+
+describe('defaultContextMaxTokens', () => {
+  it('is 0.7 of a known context window and 100k otherwise', () => {
+    expect(defaultContextMaxTokens('openai:gpt-4o')).toBe(89_600);
+    expect(defaultContextMaxTokens('anthropic:claude-sonnet-4-5')).toBe(140_000);
+    expect(defaultContextMaxTokens('scripted')).toBe(100_000);
+    expect(defaultContextMaxTokens(undefined)).toBe(100_000);
+  });
+});
+
+describe('compactHistory', () => {
+  it('returns the history itself and no compaction when it fits', async () => {
+    const messages = longHistory(2, 100);
+    const result = await compactHistory({ messages, maxTokens: 100_000 });
+    expect(result.messages).toBe(messages);
+    expect(result.compaction).toBeNull();
+  });
+
+  it('keeps a long history under maxTokens with the last turns intact, leaving the input untouched', async () => {
+    const messages = longHistory(20);
+    const snapshot = structuredClone(messages);
+    const maxTokens = 12_000;
+    const result = await compactHistory({ messages, maxTokens, keepLastTurns: 4 });
+    expect(estimateTokens(result.messages)).toBeLessThanOrEqual(maxTokens);
+    expect(lastTurns(result.messages, 4)).toEqual(lastTurns(messages, 4));
+    expect(messages).toEqual(snapshot);
+    expect(result.compaction).toMatchObject({
+      tokensBefore: estimateTokens(messages),
+      tokensAfter: estimateTokens(result.messages),
+      summarized: 0,
+      trigger: 'threshold',
+    });
+    expect(result.compaction!.trimmed).toBeGreaterThan(0);
+    expect(result.summary).toBeNull();
+  });
+
+  it('first shortens old tool outputs to head and tail with a marker', async () => {
+    const messages = longHistory(6);
+    // Enough room for everything but the full tool outputs of the two oldest turns.
+    const maxTokens = estimateTokens(messages) - 3_000;
+    const result = await compactHistory({ messages, maxTokens, keepLastTurns: 4, toolOutputMaxChars: 1_000 });
+    const tool = result.messages[2] as Extract<ModelMessage, { role: 'tool' }>;
+    const output = (tool.content[0] as { output: { type: string; value: string } }).output;
+    expect(output.type).toBe('text');
+    expect(output.value.startsWith('result 1 rrr')).toBe(true);
+    expect(output.value.endsWith('rrr')).toBe(true);
+    expect(output.value).toMatch(/\[… \d+ characters trimmed …\]/);
+    const removed = Number(/\[… (\d+) characters trimmed …\]/.exec(output.value)![1]);
+    expect(removed).toBe(`result 1 `.length + 8_000 - 1_000);
+    // Nothing else had to change: the same number of messages, the turns not collapsed.
+    expect(result.messages).toHaveLength(messages.length);
+    expect(result.compaction).toMatchObject({ trimmed: 2, summarized: 0 });
+    expect(result.compaction!.tokensAfter).toBeLessThanOrEqual(maxTokens);
+  });
+
+  it('collapses old turns to their text once trimmed outputs are not enough', async () => {
+    const messages = longHistory(8);
+    const result = await compactHistory({ messages, maxTokens: 6_500, keepLastTurns: 2 });
+    const old = result.messages.slice(0, result.messages.length - 8);
+    expect(old.some((message) => message.role === 'tool')).toBe(false);
+    expect(old[0]).toEqual({ role: 'user', content: 'question 1 ' + 'q'.repeat(400) });
+    expect(old[1]).toEqual({ role: 'assistant', content: 'looking up 1\n\nanswer 1 ' + 'a'.repeat(400) });
+    expect(lastTurns(result.messages, 2)).toEqual(lastTurns(messages, 2));
+  });
+
+  it('replaces the oldest turns by one summary made with the scripted model', async () => {
+    const messages = longHistory(10);
+    const summarize = createModelSummarizer({ model: createScriptedModel() });
+    const result = await compactHistory({ messages, maxTokens: 12_000, keepLastTurns: 4, summarize });
+    expect(result.messages[0]).toEqual({
+      role: 'user',
+      content: '[Summary of the 24 earlier messages of this conversation]\nScripted summary of 24 messages.',
+    });
+    expect(result.messages.slice(1)).toEqual(lastTurns(messages, 4));
+    expect(result.compaction).toMatchObject({ summarized: 24, trimmed: 0 });
+    expect(result.summary).toEqual({ uptoIndex: 24, summary: 'Scripted summary of 24 messages.' });
+  });
+
+  it('reuses a previous summary before making a new one', async () => {
+    const messages = longHistory(10, 200);
+    let calls = 0;
+    const summarize = async () => {
+      calls++;
+      return 'new summary';
+    };
+    const maxTokens = estimateTokens(messages) - 1_000;
+    const result = await compactHistory({
+      messages,
+      maxTokens,
+      keepLastTurns: 2,
+      summarize,
+      previousSummary: { uptoIndex: 16, summary: 'earlier summary' },
+      trigger: 'context_overflow',
+    });
+    expect(calls).toBe(0);
+    expect(result.messages[0]).toMatchObject({ content: expect.stringContaining('earlier summary') });
+    expect(result.compaction).toMatchObject({ summarized: 16, trigger: 'context_overflow' });
+    expect(result.summary).toBeNull();
+  });
+
+  it('falls back to collapsing when the summarizer fails', async () => {
+    const messages = longHistory(8);
+    const result = await compactHistory({
+      messages,
+      maxTokens: 5_000,
+      keepLastTurns: 2,
+      summarize: async () => {
+        throw new Error('provider down');
+      },
+    });
+    expect(result.summary).toBeNull();
+    expect(estimateTokens(result.messages)).toBeLessThanOrEqual(5_000);
+  });
+});
+
+describe('the scripted model as summarizer', () => {
+  it('answers a summary request with a deterministic summary naming the message count', async () => {
+    const { text } = await generateText({
+      model: createScriptedModel(),
+      system: COMPACTION_SYSTEM_PROMPT,
+      prompt: 'Conversation (7 messages):\n\nUser: hi',
+    });
+    expect(text).toBe('Scripted summary of 7 messages.');
+  });
+});
+
+describe('stored summaries map to model messages through user messages', () => {
+  it('finds the last covered message and maps it back to the same index', () => {
+    const messages = longHistory(3, 10);
+    const stored = [
+      { id: 'm1', role: 'user' },
+      { id: 'm2', role: 'assistant' },
+      { id: 'm3', role: 'user' },
+      { id: 'm4', role: 'assistant' },
+      { id: 'm5', role: 'user' },
+      { id: 'm6', role: 'assistant' },
+    ];
+    expect(uptoMessageIdOf({ storedMessages: stored, modelMessages: messages, uptoIndex: 8 })).toBe('m4');
+    expect(
+      previousSummaryOf({
+        record: { uptoMessageId: 'm4', summary: 's' },
+        storedMessages: stored,
+        modelMessages: messages,
+      }),
+    ).toEqual({ uptoIndex: 8, summary: 's' });
+  });
+});
+
+describe('shorten', () => {
+  it('keeps head and tail and never splits a surrogate pair', () => {
+    expect(shorten('abcdefghij', 4)).toBe('ab\n[… 6 characters trimmed …]\nij');
+    const emoji = '😀'.repeat(10);
+    const cut = shorten(emoji, 5);
+    expect(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(cut)).toBe(false);
+  });
+});
+
+describe('isContextOverflowError', () => {
+  it('recognizes OpenAI, Anthropic and generic context-length errors', () => {
+    const openai = new APICallError({
+      message: "This model's maximum context length is 128000 tokens.",
+      url: 'https://example.invalid',
+      requestBodyValues: {},
+      statusCode: 400,
+      responseBody: '{"error":{"code":"context_length_exceeded"}}',
+      data: { error: { code: 'context_length_exceeded' } },
+    });
+    expect(isContextOverflowError(openai)).toBe(true);
+    expect(isContextOverflowError(new Error('prompt is too long: 210000 tokens > 200000 maximum'))).toBe(
+      true,
+    );
+    expect(
+      isContextOverflowError({ error: { type: 'invalid_request_error', message: 'prompt is too long' } }),
+    ).toBe(true);
+    expect(isContextOverflowError(new Error('failed', { cause: { code: 'context_length_exceeded' } }))).toBe(
+      true,
+    );
+    expect(
+      isContextOverflowError({ errors: [new Error('x'), new Error('Input exceeds the context window')] }),
+    ).toBe(true);
+  });
+
+  it('does not mistake rate limits or other failures for an overflow', () => {
+    expect(isContextOverflowError(new Error('Rate limit reached: too many tokens per minute'))).toBe(false);
+    expect(isContextOverflowError(new Error('Scripted provider failure at step 1'))).toBe(false);
+    expect(isContextOverflowError(null)).toBe(false);
+  });
+});

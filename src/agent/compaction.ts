@@ -1,0 +1,489 @@
+import { generateText, type LanguageModel, type ModelMessage, type ToolResultPart } from 'ai';
+import type { CompactionChunk } from '../protocol/chunks.ts';
+
+/**
+ * Context compaction (DESIGN invariant 15): fits a run's history into the model's context budget before a
+ * model call. Works on a copy; the stored messages are never changed.
+ */
+
+/** What a compaction did, as the `data-compaction` event reports it. */
+export type CompactionReport = CompactionChunk['data'];
+
+/** Why a compaction ran: the history was over budget, or the provider said the context was too long. */
+export type CompactionTrigger = 'threshold' | 'context_overflow';
+
+/** The history budget when the model's context window is unknown. */
+export const DEFAULT_CONTEXT_MAX_TOKENS = 100_000;
+/** The share of a known context window the history may fill; the rest is for the answer. */
+export const CONTEXT_WINDOW_SHARE = 0.7;
+/** User turns kept whole by default. */
+export const DEFAULT_KEEP_LAST_TURNS = 4;
+/** A tool output longer than this (characters) is shortened to its head and tail. */
+export const DEFAULT_TOOL_OUTPUT_MAX_CHARS = 2_000;
+/** Characters per token of the estimate (a typical tokenizer on English text and JSON). */
+const CHARS_PER_TOKEN = 4;
+
+/**
+ * Context windows (tokens) of common models, by the model part of the id (`openai:gpt-4o` → `gpt-4o`).
+ * The longest matching prefix wins.
+ */
+const CONTEXT_WINDOWS: Record<string, number> = {
+  'gpt-4o': 128_000,
+  'gpt-4o-mini': 128_000,
+  'gpt-4-turbo': 128_000,
+  'gpt-4.1': 1_047_576,
+  'gpt-5': 400_000,
+  o1: 200_000,
+  o3: 200_000,
+  'o4-mini': 200_000,
+  'claude-3': 200_000,
+  'claude-3-5': 200_000,
+  'claude-3-7': 200_000,
+  'claude-sonnet-4': 200_000,
+  'claude-opus-4': 200_000,
+  'claude-haiku-4': 200_000,
+};
+
+/** `context.maxTokens` when an agent leaves it out: 0.7 × the model's context window, or 100k when unknown. */
+export function defaultContextMaxTokens(modelId: string | undefined): number {
+  if (!modelId) return DEFAULT_CONTEXT_MAX_TOKENS;
+  const name = modelId.slice(modelId.indexOf(':') + 1);
+  let best: string | undefined;
+  for (const prefix of Object.keys(CONTEXT_WINDOWS)) {
+    if (name.startsWith(prefix) && (best === undefined || prefix.length > best.length)) best = prefix;
+  }
+  return best === undefined
+    ? DEFAULT_CONTEXT_MAX_TOKENS
+    : Math.floor(CONTEXT_WINDOWS[best]! * CONTEXT_WINDOW_SHARE);
+}
+
+/**
+ * The token estimate every budget and compaction decision uses: one token per four characters of the
+ * value's JSON form (binary data counted as its base64 length).
+ */
+export function estimateTokens(value: string | ModelMessage | readonly ModelMessage[]): number {
+  const chars = typeof value === 'string' ? value.length : jsonLength(value);
+  return Math.ceil(chars / CHARS_PER_TOKEN);
+}
+
+/** Roughly the length of `JSON.stringify(value)`, without building the string. */
+function jsonLength(value: unknown): number {
+  if (value === null || value === undefined) return 4;
+  if (typeof value === 'string') return value.length + 2;
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value).length;
+  if (value instanceof Uint8Array) return Math.ceil((value.byteLength * 4) / 3) + 2;
+  if (value instanceof ArrayBuffer) return Math.ceil((value.byteLength * 4) / 3) + 2;
+  if (value instanceof URL) return value.href.length + 2;
+  if (Array.isArray(value)) return 2 + value.reduce((sum: number, item) => sum + jsonLength(item) + 1, 0);
+  if (typeof value === 'object') {
+    let length = 2;
+    for (const [key, item] of Object.entries(value)) {
+      if (item !== undefined) length += key.length + 4 + jsonLength(item);
+    }
+    return length;
+  }
+  return 0;
+}
+
+/** The system prompt of a summary request; the scripted model recognizes a request by it. */
+export const COMPACTION_SYSTEM_PROMPT =
+  'Summarize the conversation below for an assistant that will continue it without seeing it. ' +
+  'Keep facts, decisions, names, numbers, open questions and what the user asked for; leave out pleasantries. ' +
+  'Answer with the summary only.';
+
+/** Whether a system prompt is the compactor's summary request. */
+export function isSummaryRequest(system: string | null | undefined): boolean {
+  return typeof system === 'string' && system.startsWith('Summarize the conversation');
+}
+
+/** The first line of a summary request's prompt; it names how many messages are summarized. */
+export function summaryRequestHeading(messageCount: number): string {
+  return `Conversation (${messageCount} messages):`;
+}
+
+/** Reads the message count back from a summary request's prompt (the scripted model's answer uses it). */
+export function summarizedMessageCount(prompt: string): number | null {
+  const match = /^Conversation \((\d+) messages\):/m.exec(prompt);
+  return match ? Number(match[1]) : null;
+}
+
+/** Makes a summary of `messages`: the text of the summary message that replaces them. */
+export type Summarize = (messages: ModelMessage[]) => Promise<string>;
+
+/** Characters of one part a summary request shows; longer parts are shortened to head and tail. */
+const TRANSCRIPT_PART_MAX_CHARS = 4_000;
+
+/** A `Summarize` that asks `model` (the run's model) with `COMPACTION_SYSTEM_PROMPT`. */
+export function createModelSummarizer(options: {
+  model: LanguageModel;
+  /** @default 1000 */
+  maxOutputTokens?: number;
+  abortSignal?: AbortSignal;
+}): Summarize {
+  return async (messages) => {
+    const { text } = await generateText({
+      model: options.model,
+      system: COMPACTION_SYSTEM_PROMPT,
+      prompt: `${summaryRequestHeading(messages.length)}\n\n${transcriptOf(messages)}`,
+      maxOutputTokens: options.maxOutputTokens ?? 1_000,
+      abortSignal: options.abortSignal,
+    });
+    return text.trim();
+  };
+}
+
+/** Messages as plain text lines, `Role: text`, for a summary request. */
+export function transcriptOf(messages: readonly ModelMessage[]): string {
+  const lines: string[] = [];
+  for (const message of messages) {
+    const role = message.role[0]!.toUpperCase() + message.role.slice(1);
+    if (typeof message.content === 'string') {
+      lines.push(`${role}: ${shorten(message.content, TRANSCRIPT_PART_MAX_CHARS)}`);
+      continue;
+    }
+    for (const part of message.content) {
+      if (part.type === 'text') lines.push(`${role}: ${shorten(part.text, TRANSCRIPT_PART_MAX_CHARS)}`);
+      else if (part.type === 'tool-call') {
+        lines.push(`${role} called ${part.toolName}: ${shorten(JSON.stringify(part.input), 500)}`);
+      } else if (part.type === 'tool-result') {
+        lines.push(`Tool ${part.toolName} returned: ${shorten(outputText(part.output), 1_000)}`);
+      }
+    }
+  }
+  return lines.join('\n');
+}
+
+/** The text that opens the summary message standing in for older messages. */
+export function summaryMessageText(summary: string, messageCount: number): string {
+  return `[Summary of the ${messageCount} earlier messages of this conversation]\n${summary}`;
+}
+
+/** A summary of a chat's older messages, as stored and reused by a later run of the chat. */
+export interface PreviousSummary {
+  /** The messages before this index (system messages aside) are the ones the summary covers. */
+  uptoIndex: number;
+  summary: string;
+}
+
+export interface CompactHistoryOptions {
+  /** The history as the model would get it. Never modified. */
+  messages: ModelMessage[];
+  /** The budget for the history. @default `defaultContextMaxTokens(modelId)` */
+  maxTokens?: number;
+  /** Used for the default `maxTokens`. */
+  modelId?: string;
+  /** The last user turns (a user message and all that follows it) kept whole. @default 4 */
+  keepLastTurns?: number;
+  /** Makes a summary of the oldest turns; without it they are collapsed to their text. */
+  summarize?: Summarize;
+  /** A summary stored by an earlier run of the chat, used before anything is summarized again. */
+  previousSummary?: PreviousSummary | null;
+  /** Reported in the event. @default 'threshold' */
+  trigger?: CompactionTrigger;
+  /** @default 2000 */
+  toolOutputMaxChars?: number;
+}
+
+export interface CompactHistoryResult {
+  /** The history to send: the input itself when it fits, else a compacted copy. */
+  messages: ModelMessage[];
+  /** What was done (the `data-compaction` event's data); null when the history fit. */
+  compaction: CompactionReport | null;
+  /**
+   * A new summary to store (`CompactionStore.save`): it covers `messages[0, uptoIndex)` of the input;
+   * `messages[uptoIndex]` is always a user message. Null when no summary was made.
+   */
+  summary: PreviousSummary | null;
+}
+
+/**
+ * Fits `messages` into `maxTokens` (estimated with `estimateTokens`). In order, stopping as soon as the
+ * history fits: shorten old tool outputs to their head and tail; use `previousSummary`; with `summarize`,
+ * replace all old turns by one summary message (if it fails, go on without); collapse old turns to their
+ * text, oldest first, then leave out the oldest collapsed turns. The last `keepLastTurns` user turns stay
+ * whole; only when they alone are over budget are their tool outputs shortened too.
+ */
+export async function compactHistory(options: CompactHistoryOptions): Promise<CompactHistoryResult> {
+  const maxTokens = options.maxTokens ?? defaultContextMaxTokens(options.modelId);
+  const keepLastTurns = options.keepLastTurns ?? DEFAULT_KEEP_LAST_TURNS;
+  const toolOutputMaxChars = options.toolOutputMaxChars ?? DEFAULT_TOOL_OUTPUT_MAX_CHARS;
+  const input = options.messages;
+  const tokensBefore = estimateTokens(input);
+  if (tokensBefore <= maxTokens) return { messages: input, compaction: null, summary: null };
+
+  const keepFrom = keptTurnsStart(input, keepLastTurns);
+  // Older messages are rebuilt as the stages go; kept messages are only ever shortened in the last stage.
+  let old: ModelMessage[] = input.slice(0, keepFrom);
+  const kept: ModelMessage[] = input.slice(keepFrom);
+  let trimmed = 0;
+  let summarized = 0;
+  let summary: PreviousSummary | null = null;
+  const total = () => estimateTokens(old) + estimateTokens(kept);
+  const fits = () => total() <= maxTokens;
+
+  // 1. Old tool outputs, oldest first.
+  for (let index = 0; index < old.length && !fits(); index++) {
+    const shortened = withShortToolOutputs(old[index]!, toolOutputMaxChars);
+    if (shortened) {
+      old[index] = shortened;
+      trimmed++;
+    }
+  }
+
+  // 2. An earlier summary, then a new one.
+  const previous = options.previousSummary;
+  if (!fits() && previous && previous.uptoIndex > 0 && previous.uptoIndex <= keepFrom) {
+    const covered = old.slice(0, previous.uptoIndex).filter((message) => message.role !== 'system');
+    old = [
+      ...old.slice(0, previous.uptoIndex).filter((message) => message.role === 'system'),
+      summaryMessage(previous.summary, covered.length),
+      ...old.slice(previous.uptoIndex),
+    ];
+    summarized += covered.length;
+  }
+  if (!fits() && options.summarize) {
+    const systems = old.filter((message) => message.role === 'system');
+    const toSummarize = old.filter((message) => message.role !== 'system');
+    if (toSummarize.length > 0) {
+      const text = await options.summarize(toSummarize).catch(() => null);
+      if (text) {
+        const covered =
+          keepFrom - input.slice(0, keepFrom).filter((message) => message.role === 'system').length;
+        old = [...systems, summaryMessage(text, covered)];
+        summarized = covered;
+        trimmed = 0;
+        summary = { uptoIndex: keepFrom, summary: text };
+      }
+    }
+  }
+
+  // 3. Old turns collapsed to their text, oldest first; then the oldest left out.
+  if (!fits() && summary === null) {
+    const turns = splitTurns(old);
+    for (let index = 0; index < turns.length && !fits(); index++) {
+      const turn = turns[index]!;
+      if (turn.every((message) => message.role === 'system' || isSummary(message))) continue;
+      const collapsed = collapseTurn(turn);
+      trimmed += countChanged(turn, collapsed);
+      turns[index] = collapsed;
+      old = turns.flat();
+    }
+    for (let index = 0; index < turns.length && !fits(); index++) {
+      const turn = turns[index]!;
+      const dropped = turn.filter((message) => message.role !== 'system');
+      if (dropped.length === 0) continue;
+      turns[index] = turn.filter((message) => message.role === 'system');
+      trimmed += dropped.filter((message) => !isSummary(message)).length;
+      if (dropped.some(isSummary)) {
+        // The messages the dropped summary stood for are now left out, not summarized.
+        trimmed += summarized;
+        summarized = 0;
+      }
+      old = turns.flat();
+    }
+  }
+
+  // 4. Only the kept turns are left over budget: their tool outputs too.
+  for (let index = 0; index < kept.length && !fits(); index++) {
+    const shortened = withShortToolOutputs(kept[index]!, toolOutputMaxChars);
+    if (shortened) {
+      kept[index] = shortened;
+      trimmed++;
+    }
+  }
+
+  const messages = [...old, ...kept];
+  return {
+    messages,
+    compaction: {
+      trimmed,
+      summarized,
+      tokensBefore,
+      tokensAfter: estimateTokens(messages),
+      trigger: options.trigger ?? 'threshold',
+    },
+    summary,
+  };
+}
+
+/** The index where the last `keepLastTurns` user turns begin (`messages.length` for none kept). */
+function keptTurnsStart(messages: readonly ModelMessage[], keepLastTurns: number): number {
+  if (keepLastTurns <= 0) return messages.length;
+  let seen = 0;
+  for (let index = messages.length - 1; index >= 0; index--) {
+    if (messages[index]!.role === 'user' && ++seen === keepLastTurns) return index;
+  }
+  // Fewer user turns than that: everything from the first user message is kept.
+  const firstUser = messages.findIndex((message) => message.role === 'user');
+  return firstUser === -1 ? messages.length : firstUser;
+}
+
+/** Splits messages into turns, each starting at a user message (the first may start without one). */
+function splitTurns(messages: readonly ModelMessage[]): ModelMessage[][] {
+  const turns: ModelMessage[][] = [];
+  for (const message of messages) {
+    if (message.role === 'user' || turns.length === 0) turns.push([message]);
+    else turns.at(-1)!.push(message);
+  }
+  return turns;
+}
+
+const SUMMARY_MARKER = '[Summary of the ';
+
+function summaryMessage(summary: string, messageCount: number): ModelMessage {
+  return { role: 'user', content: summaryMessageText(summary, messageCount) };
+}
+
+function isSummary(message: ModelMessage): boolean {
+  return (
+    message.role === 'user' &&
+    typeof message.content === 'string' &&
+    message.content.startsWith(SUMMARY_MARKER)
+  );
+}
+
+/** A turn reduced to its user text and one assistant message with the assistant's text. */
+function collapseTurn(turn: readonly ModelMessage[]): ModelMessage[] {
+  const result: ModelMessage[] = [];
+  const assistantText: string[] = [];
+  for (const message of turn) {
+    if (message.role === 'system' || isSummary(message)) result.push(message);
+    else if (message.role === 'user') {
+      if (typeof message.content === 'string') {
+        result.push(message);
+        continue;
+      }
+      const text = message.content.flatMap((part) => (part.type === 'text' ? [part.text] : []));
+      const attachments = message.content.length - text.length;
+      if (attachments > 0) text.push(`[${attachments} attachment${attachments === 1 ? '' : 's'} left out]`);
+      result.push({ role: 'user', content: text.join('\n') });
+    } else if (message.role === 'assistant') {
+      if (typeof message.content === 'string') assistantText.push(message.content);
+      else for (const part of message.content) if (part.type === 'text') assistantText.push(part.text);
+    }
+  }
+  const text = assistantText.filter((item) => item.trim() !== '').join('\n\n');
+  if (text) result.push({ role: 'assistant', content: text });
+  return result;
+}
+
+/** How many messages of `before` are gone or different in `after`. */
+function countChanged(before: readonly ModelMessage[], after: readonly ModelMessage[]): number {
+  const unchanged = new Set(after);
+  return before.filter((message) => !unchanged.has(message)).length;
+}
+
+/** A copy of `message` with its long tool outputs shortened; null when nothing was long. */
+function withShortToolOutputs(message: ModelMessage, maxChars: number): ModelMessage | null {
+  if (message.role !== 'tool' && message.role !== 'assistant') return null;
+  if (typeof message.content === 'string') return null;
+  let changed = false;
+  const content = message.content.map((part) => {
+    if (part.type !== 'tool-result') return part;
+    const output = shortOutput(part.output, maxChars);
+    if (!output) return part;
+    changed = true;
+    return { ...part, output };
+  });
+  return changed ? ({ ...message, content } as ModelMessage) : null;
+}
+
+type ToolOutput = ToolResultPart['output'];
+
+function shortOutput(output: ToolOutput, maxChars: number): ToolOutput | null {
+  switch (output.type) {
+    case 'text':
+    case 'error-text': {
+      const value = shorten(output.value, maxChars);
+      return value === output.value ? null : { ...output, value };
+    }
+    case 'json':
+    case 'error-json': {
+      const json = JSON.stringify(output.value);
+      if (json.length <= maxChars) return null;
+      return { type: output.type === 'json' ? 'text' : 'error-text', value: shorten(json, maxChars) };
+    }
+    case 'content': {
+      let changed = false;
+      const value = output.value.map((item) => {
+        if (item.type !== 'text') return item;
+        const text = shorten(item.text, maxChars);
+        if (text === item.text) return item;
+        changed = true;
+        return { ...item, text };
+      });
+      return changed ? { ...output, value } : null;
+    }
+    default:
+      return null;
+  }
+}
+
+function outputText(output: ToolOutput): string {
+  switch (output.type) {
+    case 'text':
+    case 'error-text':
+      return output.value;
+    case 'json':
+    case 'error-json':
+      return JSON.stringify(output.value);
+    case 'content':
+      return output.value.map((item) => (item.type === 'text' ? item.text : `[${item.type}]`)).join('\n');
+    case 'execution-denied':
+      return `[denied${output.reason ? `: ${output.reason}` : ''}]`;
+    default:
+      return '';
+  }
+}
+
+/**
+ * `text` cut to about `maxChars`: its head and tail with `[… N characters trimmed …]` between them.
+ * Never splits a surrogate pair.
+ */
+export function shorten(text: string, maxChars: number): string {
+  if (text.length <= maxChars) return text;
+  let head = Math.ceil(maxChars / 2);
+  let tail = text.length - Math.floor(maxChars / 2);
+  if (isHighSurrogate(text.charCodeAt(head - 1))) head--;
+  if (isLowSurrogate(text.charCodeAt(tail))) tail++;
+  return `${text.slice(0, head)}\n[… ${tail - head} characters trimmed …]\n${text.slice(tail)}`;
+}
+
+const isHighSurrogate = (code: number) => code >= 0xd800 && code <= 0xdbff;
+const isLowSurrogate = (code: number) => code >= 0xdc00 && code <= 0xdfff;
+
+/** Error codes and messages providers use for a prompt longer than the model's context window. */
+const OVERFLOW_CODES = new Set(['context_length_exceeded', 'string_above_max_length', 'prompt_too_long']);
+const OVERFLOW_MESSAGES = [
+  /context[_ ]length[_ ]exceeded/i,
+  /maximum context length/i,
+  /prompt is too long/i,
+  /input is too long/i,
+  /exceeds? (the )?(model'?s? )?(maximum )?context (window|length|size)/i,
+  /context window (is )?(exceeded|too small)/i,
+  /reduce the length of the (messages|prompt|input)/i,
+  /too many (input )?tokens.*(context|maximum)/i,
+];
+
+/**
+ * Whether a model call failed because the prompt is longer than the model's context window (OpenAI
+ * `context_length_exceeded`, Anthropic `prompt is too long`, and the generic wordings of compatible
+ * servers). Looks through `cause`, retry wrappers (`errors`, `lastError`) and the response body.
+ */
+export function isContextOverflowError(error: unknown): boolean {
+  const seen = new Set<unknown>();
+  const visit = (value: unknown, depth: number): boolean => {
+    if (value === null || value === undefined || depth > 5 || seen.has(value)) return false;
+    if (typeof value === 'string') return OVERFLOW_MESSAGES.some((pattern) => pattern.test(value));
+    if (typeof value !== 'object') return false;
+    seen.add(value);
+    const record = value as Record<string, unknown>;
+    if (typeof record.code === 'string' && OVERFLOW_CODES.has(record.code)) return true;
+    if (typeof record.type === 'string' && OVERFLOW_CODES.has(record.type)) return true;
+    for (const key of ['message', 'responseBody', 'error', 'data', 'cause', 'lastError'] as const) {
+      if (visit(record[key], depth + 1)) return true;
+    }
+    return Array.isArray(record.errors) && record.errors.some((item) => visit(item, depth + 1));
+  };
+  return visit(error, 0);
+}

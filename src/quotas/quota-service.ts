@@ -1,0 +1,203 @@
+import { sql } from 'kysely';
+import { z } from 'zod';
+import { systemClock, type Clock } from '../clock.ts';
+import { NotFoundError, QuotaExceededError } from '../errors.ts';
+import type { Db } from '../store/database.ts';
+import type { WorkspaceQuota } from '../store/schema.ts';
+
+export type { WorkspaceQuota };
+
+/** `workspaces.quota` as the API accepts it: every field optional, positive, unknown fields rejected. */
+export const WorkspaceQuotaSchema = z
+  .object({
+    tokensPerDay: z.int().positive().optional(),
+    costUsdPerDay: z.number().positive().finite().optional(),
+    runsPerMinute: z.int().positive().optional(),
+  })
+  .strict();
+
+/** The window `runsPerMinute` counts runs in. */
+export const RUNS_WINDOW_MS = 60_000;
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** What a workspace used against its quota: today (UTC) and in the last minute. */
+export interface QuotaUsage {
+  /** Input plus output tokens of the steps finished since midnight UTC. */
+  tokens: number;
+  /** Cost in US dollars of the steps finished since midnight UTC. */
+  costUsd: number;
+  /** Runs created in the last 60 seconds. */
+  runsLastMinute: number;
+}
+
+/** What is left of the daily quotas; null where the workspace has no such limit. */
+export interface QuotaRemaining {
+  tokens: number | null;
+  costUsd: number | null;
+}
+
+/**
+ * Workspace quotas (DESIGN §3, §4): daily tokens and cost summed from `run_steps` of the workspace's runs,
+ * and runs created per minute. Reads only; the start path calls `assertCanStart` before it writes anything.
+ */
+export class QuotaService {
+  readonly #db: Db;
+  readonly #clock: Clock;
+
+  constructor(options: {
+    db: Db;
+    /** Where "today" and "the last minute" are read. @default the system clock */
+    clock?: Clock;
+  }) {
+    this.#db = options.db;
+    this.#clock = options.clock ?? systemClock;
+  }
+
+  /** The workspace's quota; null when it has none. Throws `NotFoundError` for an unknown workspace. */
+  async get(workspaceId: string): Promise<WorkspaceQuota | null> {
+    const row = await this.#db
+      .selectFrom('workspaces')
+      .select('quota')
+      .where('id', '=', workspaceId)
+      .executeTakeFirst();
+    if (!row) throw new NotFoundError('workspace', workspaceId);
+    return normalize(row.quota);
+  }
+
+  /** Replaces the workspace's quota whole; null (or `{}`) removes every limit. */
+  async set(workspaceId: string, quota: WorkspaceQuota | null): Promise<WorkspaceQuota | null> {
+    const value = normalize(quota === null ? null : WorkspaceQuotaSchema.parse(quota));
+    const result = await this.#db
+      .updateTable('workspaces')
+      .set({ quota: value === null ? null : JSON.stringify(value) })
+      .where('id', '=', workspaceId)
+      .executeTakeFirst();
+    if (result.numUpdatedRows === 0n) throw new NotFoundError('workspace', workspaceId);
+    return value;
+  }
+
+  /** Tokens and cost of the workspace's steps finished today (UTC), and its runs of the last minute. */
+  async usage(workspaceId: string): Promise<QuotaUsage> {
+    const [daily, runsLastMinute] = await Promise.all([
+      this.#dailyUsage(workspaceId),
+      this.#runsSince(workspaceId, new Date(this.#clock.now().getTime() - RUNS_WINDOW_MS)),
+    ]);
+    return { ...daily, runsLastMinute };
+  }
+
+  /**
+   * Throws `QuotaExceededError` when the workspace may not start a run now: its daily tokens or cost are
+   * used up (retry at midnight UTC), or it created `runsPerMinute` runs in the last 60 s (retry when the
+   * oldest of them leaves the window). Writes nothing.
+   */
+  async assertCanStart(workspaceId: string): Promise<void> {
+    const quota = await this.get(workspaceId);
+    if (!quota) return;
+    const now = this.#clock.now();
+    if (quota.runsPerMinute !== undefined) {
+      // The `runsPerMinute`-th newest run of the window: once it is older than a minute, a start fits again.
+      const row = await this.#db
+        .selectFrom('runs')
+        .select('created_at')
+        .where('workspace_id', '=', workspaceId)
+        .where('created_at', '>', new Date(now.getTime() - RUNS_WINDOW_MS))
+        .orderBy('created_at', 'desc')
+        .offset(quota.runsPerMinute - 1)
+        .limit(1)
+        .executeTakeFirst();
+      if (row) {
+        const leavesAt = row.created_at.getTime() + RUNS_WINDOW_MS;
+        throw new QuotaExceededError({
+          quota: 'runsPerMinute',
+          limit: quota.runsPerMinute,
+          used: await this.#runsSince(workspaceId, new Date(now.getTime() - RUNS_WINDOW_MS)),
+          retryAfterSeconds: Math.max(1, Math.ceil((leavesAt - now.getTime()) / 1000)),
+        });
+      }
+    }
+    if (quota.tokensPerDay === undefined && quota.costUsdPerDay === undefined) return;
+    const daily = await this.#dailyUsage(workspaceId);
+    const retryAfterSeconds = secondsToNextUtcDay(now);
+    if (quota.tokensPerDay !== undefined && daily.tokens >= quota.tokensPerDay) {
+      throw new QuotaExceededError({
+        quota: 'tokensPerDay',
+        limit: quota.tokensPerDay,
+        used: daily.tokens,
+        retryAfterSeconds,
+      });
+    }
+    if (quota.costUsdPerDay !== undefined && daily.costUsd >= quota.costUsdPerDay) {
+      throw new QuotaExceededError({
+        quota: 'costUsdPerDay',
+        limit: quota.costUsdPerDay,
+        used: daily.costUsd,
+        retryAfterSeconds,
+      });
+    }
+  }
+
+  /**
+   * What is left today of the workspace's daily token and cost quotas (never below 0); null for a quota
+   * the workspace does not have. A run's budget check takes the smaller of this and its own budget.
+   */
+  async remaining(workspaceId: string): Promise<QuotaRemaining> {
+    const quota = await this.get(workspaceId);
+    if (!quota || (quota.tokensPerDay === undefined && quota.costUsdPerDay === undefined)) {
+      return { tokens: null, costUsd: null };
+    }
+    const daily = await this.#dailyUsage(workspaceId);
+    return {
+      tokens: quota.tokensPerDay === undefined ? null : Math.max(0, quota.tokensPerDay - daily.tokens),
+      costUsd: quota.costUsdPerDay === undefined ? null : Math.max(0, quota.costUsdPerDay - daily.costUsd),
+    };
+  }
+
+  /** Seconds until the daily quotas reset (midnight UTC). */
+  secondsToReset(): number {
+    return secondsToNextUtcDay(this.#clock.now());
+  }
+
+  async #dailyUsage(workspaceId: string): Promise<{ tokens: number; costUsd: number }> {
+    const row = await this.#db
+      .selectFrom('run_steps')
+      .innerJoin('runs', 'runs.id', 'run_steps.run_id')
+      .select([
+        sql<string>`coalesce(sum(coalesce((run_steps.usage->>'inputTokens')::bigint, 0) + coalesce((run_steps.usage->>'outputTokens')::bigint, 0)), 0)`.as(
+          'tokens',
+        ),
+        sql<string>`coalesce(sum(run_steps.cost_usd), 0)`.as('costUsd'),
+      ])
+      .where('runs.workspace_id', '=', workspaceId)
+      .where('run_steps.finished_at', '>=', startOfUtcDay(this.#clock.now()))
+      .executeTakeFirstOrThrow();
+    return { tokens: Number(row.tokens), costUsd: Number(row.costUsd) };
+  }
+
+  async #runsSince(workspaceId: string, since: Date): Promise<number> {
+    const row = await this.#db
+      .selectFrom('runs')
+      .select((eb) => eb.fn.countAll<string>().as('count'))
+      .where('workspace_id', '=', workspaceId)
+      .where('created_at', '>', since)
+      .executeTakeFirstOrThrow();
+    return Number(row.count);
+  }
+}
+
+/** Midnight UTC of `now`'s day. */
+export function startOfUtcDay(now: Date): Date {
+  return new Date(Math.floor(now.getTime() / DAY_MS) * DAY_MS);
+}
+
+/** Whole seconds from `now` to the next midnight UTC, at least 1. */
+export function secondsToNextUtcDay(now: Date): number {
+  const next = startOfUtcDay(now).getTime() + DAY_MS;
+  return Math.max(1, Math.ceil((next - now.getTime()) / 1000));
+}
+
+/** `{}` and null both mean no quota. */
+function normalize(quota: WorkspaceQuota | null | undefined): WorkspaceQuota | null {
+  if (!quota) return null;
+  const entries = Object.entries(quota).filter(([, value]) => typeof value === 'number');
+  return entries.length === 0 ? null : (Object.fromEntries(entries) as WorkspaceQuota);
+}

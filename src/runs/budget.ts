@@ -1,0 +1,128 @@
+import { costOf, type ModelPrice } from '../agent/prices.ts';
+import type { Budget } from '../protocol/agent.ts';
+import type { RunUsage } from '../protocol/run.ts';
+
+/** Which limit of a budget ran out. */
+export type BudgetExceeded = 'steps' | 'tokens' | 'cost' | 'duration';
+
+/** What a run has spent so far, across every execution. */
+export interface Spend {
+  steps: number;
+  inputTokens: number;
+  outputTokens: number;
+  costUsd: number;
+  /** Time spent running (not waiting), in milliseconds. */
+  runningMs: number;
+}
+
+/** Tokens in a text, estimated the way the scripted model counts them (DESIGN §6): characters / 4. */
+export function estimateTokens(text: string): number {
+  return Math.ceil(text.length / 4);
+}
+
+/**
+ * Holds a run to its budget (invariant 11). Before each model call it refuses a call the rest of the budget
+ * cannot afford (the prompt's estimated tokens); during a step it counts each output chunk as a token, so a
+ * step that crosses the budget is cut at the chunk that crossed it; after each step it adds the tokens the
+ * provider reported. Spend carried over from earlier executions is never given back.
+ */
+export class BudgetMeter {
+  readonly #budget: Budget;
+  readonly #price: ModelPrice | null;
+  readonly #spent: Spend;
+  readonly #startedAt: number;
+  readonly #now: () => number;
+  #stepPrompt = 0;
+  #stepOutput = 0;
+  #stepStartedAt = 0;
+
+  constructor(options: { budget: Budget; price: ModelPrice | null; spent: Spend; now?: () => number }) {
+    this.#budget = options.budget;
+    this.#price = options.price;
+    this.#spent = { ...options.spent };
+    this.#now = options.now ?? Date.now;
+    this.#startedAt = this.#now();
+  }
+
+  get budget(): Budget {
+    return this.#budget;
+  }
+
+  /** Everything spent, including the step under way (estimated until the provider reports). */
+  spent(): Spend {
+    const inStep = this.#stepStartedAt > 0;
+    return {
+      steps: this.#spent.steps,
+      inputTokens: this.#spent.inputTokens + (inStep ? this.#stepPrompt : 0),
+      outputTokens: this.#spent.outputTokens + (inStep ? this.#stepOutput : 0),
+      costUsd:
+        this.#spent.costUsd +
+        (inStep ? costOf({ inputTokens: this.#stepPrompt, outputTokens: this.#stepOutput }, this.#price) : 0),
+      runningMs: this.#spent.runningMs + (this.#now() - this.#startedAt),
+    };
+  }
+
+  /** Before a model call with a prompt of about `promptTokens`: which limit it would break, if any. */
+  beforeCall(promptTokens: number): BudgetExceeded | null {
+    const { maxSteps, maxTokens, maxCostUsd, maxDurationMs } = this.#budget;
+    const spent = this.spent();
+    if (maxSteps !== undefined && spent.steps >= maxSteps) return 'steps';
+    if (maxDurationMs !== undefined && spent.runningMs >= maxDurationMs) return 'duration';
+    if (maxTokens !== undefined && spent.inputTokens + spent.outputTokens + promptTokens > maxTokens) {
+      return 'tokens';
+    }
+    if (
+      maxCostUsd !== undefined &&
+      spent.costUsd + costOf({ inputTokens: promptTokens }, this.#price) > maxCostUsd
+    ) {
+      return 'cost';
+    }
+    this.#stepPrompt = promptTokens;
+    this.#stepOutput = 0;
+    this.#stepStartedAt = this.#now();
+    return null;
+  }
+
+  /** One output chunk of the step under way: which limit it crossed, if any. */
+  onOutput(tokens = 1): BudgetExceeded | null {
+    this.#stepOutput += tokens;
+    const { maxTokens, maxCostUsd, maxDurationMs } = this.#budget;
+    const spent = this.spent();
+    if (maxTokens !== undefined && spent.inputTokens + spent.outputTokens > maxTokens) return 'tokens';
+    if (maxCostUsd !== undefined && spent.costUsd > maxCostUsd) return 'cost';
+    if (maxDurationMs !== undefined && spent.runningMs > maxDurationMs) return 'duration';
+    return null;
+  }
+
+  /** A step finished: its reported usage replaces the estimate. Returns the step's cost. */
+  endStep(usage: RunUsage): number {
+    const cost = costOf(usage, this.#price);
+    this.#spent.steps += 1;
+    this.#spent.inputTokens += usage.inputTokens ?? this.#stepPrompt;
+    this.#spent.outputTokens += usage.outputTokens ?? this.#stepOutput;
+    this.#spent.costUsd += cost;
+    this.#stepStartedAt = 0;
+    return cost;
+  }
+
+  /** A step was cut short: what it is estimated to have spent stays spent. */
+  cutStep(): Spend {
+    const spent = this.spent();
+    this.#spent.inputTokens = spent.inputTokens;
+    this.#spent.outputTokens = spent.outputTokens;
+    this.#spent.costUsd = spent.costUsd;
+    this.#stepStartedAt = 0;
+    return spent;
+  }
+
+  /** After a step: whether the next call is already out of budget for a limit that needs no estimate. */
+  exhausted(): BudgetExceeded | null {
+    const { maxSteps, maxTokens, maxCostUsd, maxDurationMs } = this.#budget;
+    const spent = this.spent();
+    if (maxSteps !== undefined && spent.steps >= maxSteps) return 'steps';
+    if (maxTokens !== undefined && spent.inputTokens + spent.outputTokens >= maxTokens) return 'tokens';
+    if (maxCostUsd !== undefined && spent.costUsd >= maxCostUsd) return 'cost';
+    if (maxDurationMs !== undefined && spent.runningMs >= maxDurationMs) return 'duration';
+    return null;
+  }
+}

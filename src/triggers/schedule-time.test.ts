@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest';
+import { InvalidRequestError } from '../errors.ts';
+import { assertTimeZone, nextCronTime } from './schedule-time.ts';
+
+describe('nextCronTime', () => {
+  it('reads the expression in its time zone, across a daylight saving change', () => {
+    const winter = nextCronTime({
+      cron: '0 9 * * *',
+      timeZone: 'Europe/Paris',
+      after: new Date('2026-01-15T12:00:00Z'),
+    });
+    expect(winter.toISOString()).toBe('2026-01-16T08:00:00.000Z');
+    const summer = nextCronTime({
+      cron: '0 9 * * *',
+      timeZone: 'Europe/Paris',
+      after: new Date('2026-07-15T12:00:00Z'),
+    });
+    expect(summer.toISOString()).toBe('2026-07-16T07:00:00.000Z');
+  });
+
+  it('answers the first due time strictly after the given time, however many were missed', () => {
+    const next = nextCronTime({
+      cron: '*/5 * * * *',
+      timeZone: 'UTC',
+      after: new Date('2026-03-01T10:17:30Z'),
+    });
+    expect(next.toISOString()).toBe('2026-03-01T10:20:00.000Z');
+  });
+
+  it('names the cron field when the expression does not parse', () => {
+    expect(() => nextCronTime({ cron: '0 25 * * *', timeZone: 'UTC', after: new Date() })).toThrow(
+      InvalidRequestError,
+    );
+    expect(() => nextCronTime({ cron: 'every day', timeZone: 'UTC', after: new Date() })).toThrow(/^cron:/);
+  });
+
+  it('names the timezone field for a zone that does not exist', () => {
+    expect(() => assertTimeZone('Europe/Paris')).not.toThrow();
+    expect(() => assertTimeZone('Mars/Olympus')).toThrow(/^timezone:/);
+  });
+});

@@ -1,0 +1,155 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ManualClock } from '../src/clock.ts';
+import { QuotaExceededError } from '../src/errors.ts';
+import { toErrorResponse } from '../src/http/error-mapper.ts';
+import { QuotaService, secondsToNextUtcDay } from '../src/quotas/quota-service.ts';
+import { STORE_KINDS } from './support/databases.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+
+describe.each(STORE_KINDS)('workspace quotas on %s', (kind) => {
+  let server: TestServer;
+  let workspaceId: string;
+
+  beforeAll(async () => {
+    server = await startTestServer(kind);
+    workspaceId = (await server.api('/v1/me')).body.workspace.id;
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const setQuota = (quota: Record<string, unknown> | null) =>
+    server.api('/v1/workspaces/current/quota', { method: 'PATCH', body: { quota } });
+
+  it('lets a workspace admin set, read and remove the quota', async () => {
+    const set = await setQuota({ tokensPerDay: 1000, runsPerMinute: 30 });
+    expect(set.status).toBe(200);
+    expect(set.body.quota).toEqual({ tokensPerDay: 1000, runsPerMinute: 30 });
+    const read = await server.api('/v1/workspaces/current/quota');
+    expect(read.body).toMatchObject({
+      quota: { tokensPerDay: 1000, runsPerMinute: 30 },
+      usage: { tokens: 0, costUsd: 0 },
+      remaining: { tokens: 1000, costUsd: null },
+    });
+    expect(read.body.resetsInSeconds).toBeGreaterThan(0);
+    expect((await setQuota(null)).body.quota).toBeNull();
+  });
+
+  it('rejects a bad quota with 400 and a member changing it with 403, changing nothing', async () => {
+    expect((await setQuota({ tokensPerDay: -1 })).status).toBe(400);
+    expect((await setQuota({ tokensPerHour: 5 })).status).toBe(400);
+    const memberKey = await server.createUser('quota-member@example.com');
+    const forbidden = await server.api('/v1/workspaces/current/quota', {
+      method: 'PATCH',
+      body: { quota: { runsPerMinute: 1 } },
+      key: memberKey,
+    });
+    expect(forbidden.status).toBe(403);
+    expect((await server.api('/v1/workspaces/current/quota', { key: memberKey })).body.quota).toBeNull();
+  });
+
+  it('refuses a start past runsPerMinute until the oldest run of the window is a minute old', async () => {
+    const chatId = await server.createChat();
+    const first = await server.startRun(chatId, { steps: 1, tokens: 1 });
+    await server.waitForRun(first.id);
+    const second = await server.startRun(chatId, { steps: 1, tokens: 1 });
+    await server.waitForRun(second.id);
+    await setQuota({ runsPerMinute: 2 });
+    const quotas = server.outrun.quotas;
+    const error = await quotas.assertCanStart(workspaceId).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(QuotaExceededError);
+    expect(error).toMatchObject({ code: 'quota_exceeded', quota: 'runsPerMinute', status: 429 });
+    const retryAfter = (error as QuotaExceededError).retryAfterSeconds;
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(60);
+
+    // A minute after the first run, one run has left the window and a start fits again.
+    const later = new ManualClock(new Date(Date.parse(first.createdAt) + 60_001));
+    await expect(
+      new QuotaService({ db: server.outrun.db, clock: later }).assertCanStart(workspaceId),
+    ).resolves.toBe(undefined);
+    await setQuota({ runsPerMinute: 3 });
+    await expect(quotas.assertCanStart(workspaceId)).resolves.toBe(undefined);
+    await setQuota(null);
+  });
+
+  it('sums the tokens of the steps finished today and refuses a start once tokensPerDay is used', async () => {
+    const before = await server.outrun.quotas.usage(workspaceId);
+    const chatId = await server.createChat();
+    const run = await server.waitForRun((await server.startRun(chatId, { steps: 2, tokens: 3 })).id);
+    const steps = await server.outrun.db
+      .selectFrom('run_steps')
+      .select('usage')
+      .where('run_id', '=', run.id)
+      .execute();
+    const runTokens = steps.reduce(
+      (sum, step) => sum + (step.usage?.inputTokens ?? 0) + (step.usage?.outputTokens ?? 0),
+      0,
+    );
+    expect(runTokens).toBeGreaterThan(0);
+    const after = await server.outrun.quotas.usage(workspaceId);
+    expect(after.tokens - before.tokens).toBe(runTokens);
+
+    await setQuota({ tokensPerDay: after.tokens + 10 });
+    expect(await server.outrun.quotas.remaining(workspaceId)).toEqual({ tokens: 10, costUsd: null });
+    await expect(server.outrun.quotas.assertCanStart(workspaceId)).resolves.toBe(undefined);
+
+    await setQuota({ tokensPerDay: after.tokens });
+    expect(await server.outrun.quotas.remaining(workspaceId)).toEqual({ tokens: 0, costUsd: null });
+    const error = (await server.outrun.quotas
+      .assertCanStart(workspaceId)
+      .catch((caught: unknown) => caught)) as QuotaExceededError;
+    expect(error).toMatchObject({
+      quota: 'tokensPerDay',
+      details: { limit: after.tokens, used: after.tokens },
+    });
+    // The daily quotas reset at midnight UTC, and `Retry-After` says when.
+    expect(Math.abs(error.retryAfterSeconds - secondsToNextUtcDay(new Date()))).toBeLessThanOrEqual(2);
+
+    // Tomorrow nothing of today counts.
+    const tomorrow = new ManualClock(new Date(Date.now() + 24 * 60 * 60 * 1000));
+    const nextDay = new QuotaService({ db: server.outrun.db, clock: tomorrow });
+    expect(await nextDay.usage(workspaceId)).toMatchObject({ tokens: 0, costUsd: 0 });
+    await expect(nextDay.assertCanStart(workspaceId)).resolves.toBe(undefined);
+    await setQuota(null);
+  });
+
+  it('sums run_steps.cost_usd against costUsdPerDay', async () => {
+    const chatId = await server.createChat();
+    const run = await server.waitForRun((await server.startRun(chatId, { steps: 1, tokens: 1 })).id);
+    const spentBefore = (await server.outrun.quotas.usage(workspaceId)).costUsd;
+    await server.outrun.db
+      .updateTable('run_steps')
+      .set({ cost_usd: 0.25 })
+      .where('run_id', '=', run.id)
+      .execute();
+    const spent = (await server.outrun.quotas.usage(workspaceId)).costUsd;
+    expect(spent - spentBefore).toBeCloseTo(0.25, 9);
+
+    await setQuota({ costUsdPerDay: spent + 0.5 });
+    expect((await server.outrun.quotas.remaining(workspaceId)).costUsd).toBeCloseTo(0.5, 9);
+    await setQuota({ costUsdPerDay: spent });
+    await expect(server.outrun.quotas.assertCanStart(workspaceId)).rejects.toMatchObject({
+      code: 'quota_exceeded',
+      quota: 'costUsdPerDay',
+    });
+    await setQuota(null);
+  });
+});
+
+describe('quota_exceeded over HTTP', () => {
+  it('maps to 429 with Retry-After and the quota in the body', () => {
+    const response = toErrorResponse(
+      new QuotaExceededError({ quota: 'tokensPerDay', limit: 10, used: 12, retryAfterSeconds: 3600 }),
+    );
+    expect(response.status).toBe(429);
+    expect(response.headers).toEqual({ 'retry-after': '3600' });
+    expect(response.body.error).toMatchObject({
+      code: 'quota_exceeded',
+      quota: 'tokensPerDay',
+      limit: 10,
+      used: 12,
+      retryAfterSeconds: 3600,
+    });
+  });
+});

@@ -1,0 +1,332 @@
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createOutrun, type Outrun } from '../src/app.ts';
+import { MemoryBus } from '../src/bus/memory-bus.ts';
+import { ManualClock } from '../src/clock.ts';
+import { MemoryQueue } from '../src/queue/memory-queue.ts';
+import type { RunObject } from '../src/runs/run-object.ts';
+import type { ScheduleObject } from '../src/triggers/schedule-service.ts';
+import { STORE_KINDS } from './support/databases.ts';
+import { script } from './support/sse.ts';
+import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
+import { pollUntil } from './support/wait.ts';
+
+/** A run that answers at once. */
+const QUICK = script({ steps: 1, tokens: 2 });
+/** Long enough that a clock moved by minutes never makes a lease look expired. */
+const LEASE_MS = 3_600_000;
+
+/** Another instance on the server's database, with its own bus, queue and schedule runner. */
+async function secondInstance(server: TestServer, clock: ManualClock): Promise<Outrun> {
+  const other = await createOutrun({
+    clock,
+    database: server.outrun.database,
+    logger: pino({ level: 'silent' }),
+    bus: new MemoryBus(),
+    queue: new MemoryQueue(),
+    singleInstance: false,
+    config: { port: 0, host: '127.0.0.1', adminKey: ADMIN_KEY, leaseMs: LEASE_MS },
+  });
+  await other.start();
+  return other;
+}
+
+async function runsOf(server: TestServer, chatId: string, key?: string): Promise<RunObject[]> {
+  const response = await server.api<{ items: RunObject[] }>(`/v1/chats/${chatId}/runs?limit=100`, { key });
+  return response.body.items;
+}
+
+async function createSchedule(
+  server: TestServer,
+  chatId: string,
+  body: Record<string, unknown>,
+  key?: string,
+): Promise<ScheduleObject> {
+  const response = await server.api<{ schedule: ScheduleObject }>(`/v1/chats/${chatId}/schedules`, {
+    method: 'POST',
+    body,
+    key,
+  });
+  if (response.status !== 201)
+    throw new Error(`create schedule: ${response.status} ${JSON.stringify(response.body)}`);
+  return response.body.schedule;
+}
+
+async function getSchedule(server: TestServer, scheduleId: string): Promise<ScheduleObject> {
+  return (await server.api<{ schedule: ScheduleObject }>(`/v1/schedules/${scheduleId}`)).body.schedule;
+}
+
+describe.each(STORE_KINDS)('schedules on %s', (kind) => {
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  async function server(options: { clock?: ManualClock; pollMs?: number } = {}): Promise<TestServer> {
+    const started = await startTestServer(kind, {
+      clock: options.clock,
+      config: { leaseMs: LEASE_MS, schedulePollIntervalMs: options.pollMs ?? 50 },
+    });
+    cleanups.push(() => started.close());
+    return started;
+  }
+
+  it('rejects bad schedules with a 400 naming the field, and writes nothing', async () => {
+    const app = await server();
+    const chatId = await app.createChat();
+    const input = { text: 'hello' };
+    const cases: [Record<string, unknown>, string][] = [
+      [{ cron: 'not a cron', input }, 'cron'],
+      [{ cron: '61 * * * *', input }, 'cron'],
+      [{ cron: '0 9 * * *', timezone: 'Mars/Olympus', input }, 'timezone'],
+      [{ at: new Date(Date.now() - 60_000).toISOString(), input }, 'at'],
+      [{ at: 'tomorrow', input }, 'at'],
+      [{ cron: '0 9 * * *', at: new Date(Date.now() + 60_000).toISOString(), input }, 'cron'],
+      [{ input }, 'cron'],
+      [{ cron: '0 9 * * *', input, colour: 'blue' }, 'colour'],
+      [{ cron: '0 9 * * *' }, 'input'],
+      [{ cron: '0 9 * * *', input, multitask: 'reject' }, 'multitask'],
+    ];
+    for (const [body, field] of cases) {
+      const response = await app.api(`/v1/chats/${chatId}/schedules`, { method: 'POST', body });
+      expect(response.status, JSON.stringify(body)).toBe(400);
+      expect(response.body.error.code).toBe('invalid_request');
+      expect(response.body.error.message).toContain(field);
+    }
+    expect((await app.api(`/v1/chats/${chatId}/schedules`)).body.items).toEqual([]);
+  });
+
+  it('keeps schedules private to the owner of their chat', async () => {
+    const app = await server();
+    const chatId = await app.createChat();
+    const schedule = await createSchedule(app, chatId, {
+      cron: '0 9 * * 1-5',
+      timezone: 'Europe/Paris',
+      input: { text: 'hi' },
+    });
+    expect(schedule).toMatchObject({ chatId, enabled: true, multitask: 'skip', trigger: 'schedule' });
+    expect(new Date(schedule.nextRunAt!).getTime()).toBeGreaterThan(Date.now());
+
+    const otherKey = await app.createUser('other@example.com');
+    expect((await app.api(`/v1/schedules/${schedule.id}`, { key: otherKey })).status).toBe(404);
+    expect(
+      (
+        await app.api(`/v1/schedules/${schedule.id}`, {
+          method: 'PATCH',
+          body: { enabled: false },
+          key: otherKey,
+        })
+      ).status,
+    ).toBe(404);
+    expect((await app.api(`/v1/schedules/${schedule.id}`, { method: 'DELETE', key: otherKey })).status).toBe(
+      404,
+    );
+    expect((await app.api(`/v1/chats/${chatId}/schedules`, { key: otherKey })).status).toBe(404);
+    const foreign = await app.api(`/v1/chats/${chatId}/schedules`, {
+      method: 'POST',
+      body: { cron: '0 9 * * *', input: { text: 'x' } },
+      key: otherKey,
+    });
+    expect(foreign.status).toBe(404);
+    expect((await app.api(`/v1/schedules/sch_nope`)).body.error.code).toBe('invalid_id');
+
+    const disabled = await app.api(`/v1/schedules/${schedule.id}`, {
+      method: 'PATCH',
+      body: { enabled: false },
+    });
+    expect(disabled.body.schedule).toMatchObject({ enabled: false, nextRunAt: null });
+    const retimed = await app.api(`/v1/schedules/${schedule.id}`, {
+      method: 'PATCH',
+      body: { at: new Date(Date.now() + 3_600_000).toISOString(), enabled: true },
+    });
+    expect(retimed.body.schedule).toMatchObject({ cron: null, enabled: true });
+    expect(retimed.body.schedule.nextRunAt).toBe(retimed.body.schedule.at);
+    expect((await app.api(`/v1/schedules/${schedule.id}`, { method: 'DELETE' })).status).toBe(204);
+    expect((await app.api(`/v1/schedules/${schedule.id}`)).status).toBe(404);
+  });
+
+  it('fires a one-shot schedule once, as a run with trigger schedule, and disables it', async () => {
+    const app = await server({ pollMs: 25 });
+    const chatId = await app.createChat();
+    const schedule = await createSchedule(app, chatId, {
+      at: new Date(Date.now() + 300).toISOString(),
+      input: { text: QUICK },
+    });
+    const [run] = await pollUntil(
+      () => runsOf(app, chatId),
+      (runs) => runs.length > 0,
+    );
+    expect(run).toMatchObject({ trigger: 'schedule', scheduleId: schedule.id });
+    expect((await app.waitForRun(run!.id)).status).toBe('succeeded');
+    expect(await getSchedule(app, schedule.id)).toMatchObject({
+      enabled: false,
+      nextRunAt: null,
+      lastRunId: run!.id,
+      lastResult: 'fired',
+    });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(await runsOf(app, chatId)).toHaveLength(1);
+  });
+
+  it('fires a due time exactly once when two instances race for it', async () => {
+    const clock = new ManualClock();
+    const app = await server({ clock, pollMs: 5 });
+    const other = await secondInstance(app, clock);
+    cleanups.push(() => other.close({ graceMs: 0 }));
+    const chatId = await app.createChat();
+    const schedule = await createSchedule(app, chatId, { cron: '* * * * *', input: { text: QUICK } });
+
+    clock.advance(61_000);
+    // Both runners poll on their own too; these ticks make them race on purpose.
+    for (let round = 0; round < 5; round += 1) {
+      await Promise.all([app.outrun.scheduler.tick(), other.scheduler.tick(), app.outrun.scheduler.tick()]);
+    }
+    const runs = await runsOf(app, chatId);
+    expect(runs).toHaveLength(1);
+    expect(runs[0]).toMatchObject({ trigger: 'schedule', scheduleId: schedule.id });
+    const after = await getSchedule(app, schedule.id);
+    expect(after.lastRunId).toBe(runs[0]!.id);
+    expect(new Date(after.nextRunAt!).getTime()).toBeGreaterThan(clock.now().getTime());
+    expect(await app.waitForRun(runs[0]!.id)).toMatchObject({ status: 'succeeded' });
+  });
+
+  it('fires once on catch-up after every instance was down across two due times', async () => {
+    const clock = new ManualClock();
+    const app = await server({ clock });
+    const other = await secondInstance(app, clock);
+    cleanups.push(() => other.close({ graceMs: 0 }));
+    const chatId = await app.createChat();
+    const schedule = await createSchedule(app, chatId, { cron: '* * * * *', input: { text: QUICK } });
+
+    await app.outrun.scheduler.stop();
+    await other.scheduler.stop();
+    clock.advance(150_000);
+    app.outrun.scheduler.start();
+    other.scheduler.start();
+
+    const [run] = await pollUntil(
+      () => runsOf(app, chatId),
+      (runs) => runs.length > 0,
+    );
+    await app.waitForRun(run!.id);
+    await Promise.all([app.outrun.scheduler.tick(), other.scheduler.tick()]);
+    expect(await runsOf(app, chatId)).toHaveLength(1);
+    const after = await getSchedule(app, schedule.id);
+    expect(new Date(after.nextRunAt!).getTime()).toBeGreaterThan(clock.now().getTime());
+    expect(after).toMatchObject({ lastRunId: run!.id, lastResult: 'fired', enabled: true });
+  });
+
+  describe('on a busy chat', () => {
+    async function busyChat(app: TestServer): Promise<{ chatId: string; busy: RunObject }> {
+      const chatId = await app.createChat();
+      // About a minute of streaming: the chat stays busy until the test stops it.
+      const busy = await app.startRun(chatId, { steps: 1, tokens: 3_000, delayMs: 20 });
+      cleanups.push(async () => {
+        await app.api(`/v1/chats/${chatId}/stop`, { method: 'POST', body: { includeQueued: true } });
+      });
+      return { chatId, busy };
+    }
+
+    it('skips the due time, records it, and moves on', async () => {
+      const clock = new ManualClock();
+      const app = await server({ clock });
+      const { chatId, busy } = await busyChat(app);
+      const schedule = await createSchedule(app, chatId, { cron: '* * * * *', input: { text: QUICK } });
+      clock.advance(61_000);
+      expect(await app.outrun.scheduler.tick()).toBe(1);
+      expect((await runsOf(app, chatId)).map((run) => run.id)).toEqual([busy.id]);
+      const after = await getSchedule(app, schedule.id);
+      expect(after).toMatchObject({ lastResult: 'skipped', lastRunId: null, enabled: true });
+      expect(new Date(after.nextRunAt!).getTime()).toBeGreaterThan(clock.now().getTime());
+      expect(await app.api(`/v1/runs/${busy.id}`)).toMatchObject({ body: { run: { status: 'running' } } });
+    });
+
+    it('enqueues a run that starts once the active run ends', async () => {
+      const clock = new ManualClock();
+      const app = await server({ clock });
+      const { chatId, busy } = await busyChat(app);
+      const schedule = await createSchedule(app, chatId, {
+        at: new Date(clock.now().getTime() + 1_000).toISOString(),
+        input: { text: QUICK },
+        multitask: 'enqueue',
+      });
+      clock.advance(2_000);
+      await app.outrun.scheduler.tick();
+      const queued = (await runsOf(app, chatId)).find((run) => run.id !== busy.id)!;
+      expect(queued).toMatchObject({ status: 'queued', trigger: 'schedule', scheduleId: schedule.id });
+      await app.api(`/v1/runs/${busy.id}/stop`, { method: 'POST' });
+      expect(await app.waitForRun(queued.id)).toMatchObject({ status: 'succeeded' });
+    });
+
+    it('interrupts the active run and starts its own', async () => {
+      const clock = new ManualClock();
+      const app = await server({ clock });
+      const { chatId, busy } = await busyChat(app);
+      const schedule = await createSchedule(app, chatId, {
+        at: new Date(clock.now().getTime() + 1_000).toISOString(),
+        input: { text: QUICK },
+        multitask: 'interrupt',
+      });
+      clock.advance(2_000);
+      await app.outrun.scheduler.tick();
+      expect(await app.waitForRun(busy.id)).toMatchObject({ status: 'aborted', error: { code: 'stopped' } });
+      const fired = (await runsOf(app, chatId)).find((run) => run.id !== busy.id)!;
+      expect(fired).toMatchObject({ trigger: 'schedule', scheduleId: schedule.id });
+      expect(await app.waitForRun(fired.id)).toMatchObject({ status: 'succeeded' });
+    });
+  });
+
+  it('lets a run wake its chat later with schedule_followup', async () => {
+    const app = await server({ pollMs: 25 });
+    const agent = await app.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'Follows up', tools: [{ name: 'schedule_followup' }] },
+    });
+    expect(agent.status).toBe(201);
+    const chat = await app.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } });
+    const chatId = chat.body.chat.id as string;
+    const first = await app.startRun(chatId, {
+      steps: 2,
+      tokens: 2,
+      tool: 'schedule_followup',
+      toolInput: { inSeconds: 1, note: QUICK },
+    });
+    expect(await app.waitForRun(first.id)).toMatchObject({ status: 'succeeded' });
+    const steps = await app.api(`/v1/runs/${first.id}/steps`);
+    expect(JSON.stringify(steps.body)).toContain('sch_');
+
+    const runs = await pollUntil(
+      () => runsOf(app, chatId),
+      (items) => items.length === 2,
+    );
+    const followup = runs.find((run) => run.id !== first.id)!;
+    expect(followup).toMatchObject({ trigger: 'continue', parentRunId: first.id });
+    expect(await app.waitForRun(followup.id)).toMatchObject({ status: 'succeeded' });
+    const schedule = await getSchedule(app, followup.scheduleId!);
+    expect(schedule).toMatchObject({ trigger: 'continue', parentRunId: first.id, enabled: false });
+  });
+
+  it('leaves schedule_followup out of the default agent', async () => {
+    const app = await server();
+    expect(app.outrun.tools.has('schedule_followup')).toBe(true);
+    expect(app.outrun.agents.defaults().tools).not.toContain('schedule_followup');
+  });
+
+  it('starts the first run of a chat whose agent has autostart', async () => {
+    const app = await server();
+    const agent = await app.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'Greeter', autostart: { text: QUICK } },
+    });
+    const created = await app.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } });
+    expect(created.status).toBe(201);
+    expect(created.body.run).toMatchObject({ trigger: 'autostart', chatId: created.body.chat.id });
+    expect(await app.waitForRun(created.body.run.id)).toMatchObject({ status: 'succeeded' });
+    const messages = await app.api(`/v1/chats/${created.body.chat.id}/messages`);
+    expect(messages.body.items[0]).toMatchObject({ role: 'user', parts: [{ type: 'text', text: QUICK }] });
+
+    const plain = await app.api('/v1/chats', { method: 'POST', body: { title: 'no agent' } });
+    expect(plain.body.run).toBeUndefined();
+    expect(await runsOf(app, plain.body.chat.id)).toEqual([]);
+  });
+});

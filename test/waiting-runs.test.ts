@@ -1,0 +1,267 @@
+import pino from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createOutrun, type Outrun } from '../src/app.ts';
+import { MemoryBus } from '../src/bus/memory-bus.ts';
+import { resolveModel } from '../src/agent/providers.ts';
+import { MemoryQueue } from '../src/queue/memory-queue.ts';
+import type { RunObject } from '../src/protocol/run.ts';
+import { STORE_KINDS } from './support/databases.ts';
+import { answeredText, collectStream, script, scriptedText, streamedText } from './support/sse.ts';
+import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
+import { pollUntil } from './support/wait.ts';
+
+/** Runs that wait for a person (DESIGN §1 invariants 11 and 12): tool approvals and budgets. */
+describe.each(STORE_KINDS)('waiting runs on %s', (kind) => {
+  let server: TestServer;
+  const others: Outrun[] = [];
+
+  beforeAll(async () => {
+    server = await startTestServer(kind, {
+      config: { waitTtlMs: 60_000 },
+      // `unpriced` is the scripted model under a name with no price.
+      resolveModel: (id) => resolveModel({ modelId: id === 'unpriced' ? 'scripted' : id }),
+    });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+  afterEach(async () => {
+    for (const other of others.splice(0)) await other.close({ graceMs: 0 });
+  });
+
+  async function approvalChat(): Promise<string> {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'careful', tools: [{ name: 'echo', needsApproval: true }] },
+    });
+    expect(agent.status).toBe(201);
+    const chat = await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } });
+    return chat.body.chat.id as string;
+  }
+
+  const waitFor = (runId: string, status: string) => server.waitForRun(runId, (run) => run.status === status);
+
+  async function start(chatId: string, body: Record<string, unknown>): Promise<RunObject> {
+    const response = await server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body });
+    expect(response.status, JSON.stringify(response.body)).toBe(201);
+    return response.body.run as RunObject;
+  }
+
+  async function stream(runId: string) {
+    return collectStream(await server.fetch(`/v1/runs/${runId}/stream`));
+  }
+
+  it('waits for an approved tool call, runs it once approved, and refuses a second answer', async () => {
+    const chatId = await approvalChat();
+    const run = await start(chatId, { input: { text: script({ steps: 2, tokens: 3, tool: true }) } });
+    const waiting = await waitFor(run.id, 'waiting');
+    expect(waiting.waiting).toMatchObject({
+      reason: 'approval',
+      approvals: [{ toolName: 'echo', input: { step: 1 } }],
+    });
+    expect(Date.parse(waiting.waiting!.expiresAt)).toBeGreaterThan(Date.now());
+    const approvalId = (waiting.waiting as { approvals: { approvalId: string }[] }).approvals[0]!.approvalId;
+
+    const answered = await server.api(`/v1/runs/${run.id}/approvals`, {
+      method: 'POST',
+      body: { approvalId, approved: true },
+    });
+    expect(answered.status).toBe(200);
+    expect(['pending', 'running', 'succeeded']).toContain(answered.body.run.status);
+    const again = await server.api(`/v1/runs/${run.id}/approvals`, {
+      method: 'POST',
+      body: { approvalId, approved: false },
+    });
+    expect(again.status).toBe(409);
+    expect(again.body.error.code).toMatch(/approval_already_answered|run_not_waiting/);
+
+    const final = await server.waitForRun(run.id);
+    expect(final).toMatchObject({ status: 'succeeded', waiting: null });
+    const events = (await stream(run.id)).events;
+    expect(events.map((event) => event.seq)).toEqual(events.map((_, index) => index + 1));
+    const types = events.map((event) => event.chunk.type);
+    expect(types).toContain('tool-approval-request');
+    expect(types).toContain('data-tool-approval');
+    expect(types.filter((type) => type === 'tool-output-available')).toHaveLength(1);
+    expect(streamedText(events)).toBe(scriptedText(2, 3));
+  });
+
+  it('tells the model about a denied call and goes on', async () => {
+    const chatId = await approvalChat();
+    const run = await start(chatId, { input: { text: script({ steps: 2, tokens: 2, tool: true }) } });
+    const waiting = await waitFor(run.id, 'waiting');
+    const approvalId = (waiting.waiting as { approvals: { approvalId: string }[] }).approvals[0]!.approvalId;
+    const denied = await server.api(`/v1/runs/${run.id}/approvals`, {
+      method: 'POST',
+      body: { approvalId, approved: false, reason: 'not today' },
+    });
+    expect(denied.status).toBe(200);
+    expect((await server.waitForRun(run.id)).status).toBe('succeeded');
+    const types = (await stream(run.id)).events.map((event) => event.chunk.type);
+    expect(types).toContain('tool-output-denied');
+    expect(types).not.toContain('tool-output-available');
+  });
+
+  it('is answered on another instance after the first one shut down, and runs there', async () => {
+    const chatId = await approvalChat();
+    const run = await start(chatId, { input: { text: script({ steps: 2, tokens: 2, tool: true }) } });
+    const waiting = await waitFor(run.id, 'waiting');
+    const approvalId = (waiting.waiting as { approvals: { approvalId: string }[] }).approvals[0]!.approvalId;
+    const other = await createOutrun({
+      database: server.outrun.database,
+      logger: pino({ level: 'silent' }),
+      bus: new MemoryBus(),
+      queue: new MemoryQueue(),
+      singleInstance: false,
+      config: { port: 0, host: '127.0.0.1', adminKey: ADMIN_KEY },
+    });
+    others.push(other);
+    await other.start();
+    const url = await other.listen();
+    const response = await fetch(`${url}/v1/runs/${run.id}/approvals`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ approvalId, approved: true }),
+    });
+    expect(response.status).toBe(200);
+    const final = await pollUntil(
+      async () =>
+        (await (
+          await fetch(`${url}/v1/runs/${run.id}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+        ).json()) as { run: RunObject },
+      (body) => body.run.status === 'succeeded',
+    );
+    expect(final.run.attempt).toBe(2);
+    expect(other.executor.isActive(run.id)).toBe(false);
+  });
+
+  it('ends a waiting run aborted on stop, and aborted/wait_expired once its wait runs out', async () => {
+    const chatId = await approvalChat();
+    const stopped = await start(chatId, { input: { text: script({ steps: 2, tool: true }) } });
+    await waitFor(stopped.id, 'waiting');
+    const stop = await server.api(`/v1/runs/${stopped.id}/stop`, { method: 'POST' });
+    expect(stop.body).toMatchObject({
+      stopped: true,
+      run: { status: 'aborted', error: { code: 'stopped' } },
+    });
+    expect((await stream(stopped.id)).done).toBe(true);
+
+    const expiring = await start(chatId, { input: { text: script({ steps: 2, tool: true }) } });
+    await waitFor(expiring.id, 'waiting');
+    await server.outrun.db
+      .updateTable('runs')
+      .set({
+        waiting: JSON.stringify({ reason: 'approval', approvals: [], expiresAt: new Date(0).toISOString() }),
+      })
+      .where('id', '=', expiring.id)
+      .execute();
+    await server.outrun.engine.sweep({ all: false });
+    expect((await server.api(`/v1/runs/${expiring.id}`)).body.run).toMatchObject({
+      status: 'aborted',
+      error: { code: 'wait_expired' },
+    });
+  });
+
+  describe('budgets', () => {
+    const cases = [
+      {
+        kind: 'tokens',
+        budget: { maxTokens: 40 },
+        raise: { maxTokens: 100_000 },
+        text: { steps: 1, tokens: 60 },
+      },
+      {
+        kind: 'cost',
+        budget: { maxCostUsd: 0.00006 },
+        raise: { maxCostUsd: 1 },
+        text: { steps: 1, tokens: 60 },
+      },
+      {
+        kind: 'steps',
+        budget: { maxSteps: 1 },
+        raise: { maxSteps: 10 },
+        text: { steps: 3, tokens: 4, tool: true },
+      },
+      {
+        kind: 'duration',
+        budget: { maxDurationMs: 150 },
+        raise: { maxDurationMs: 600_000 },
+        text: { steps: 1, tokens: 40, delayMs: 15 },
+      },
+    ] as const;
+
+    for (const { kind: limit, budget, raise, text } of cases) {
+      it(`pauses a run out of ${limit}, then continues to the whole scripted answer after a raise`, async () => {
+        const chatId = await server.createChat();
+        const run = await start(chatId, { input: { text: script(text) }, budget });
+        const paused = await waitFor(run.id, 'waiting');
+        expect(paused.waiting).toMatchObject({ reason: 'budget', exceeded: limit });
+        const spentBefore = paused.usage!;
+        const continued = await server.api(`/v1/runs/${run.id}/continue`, {
+          method: 'POST',
+          body: { budget: raise },
+        });
+        expect(continued.status, JSON.stringify(continued.body)).toBe(200);
+        const final = await server.waitForRun(run.id);
+        expect(final.status).toBe('succeeded');
+        const events = (await stream(run.id)).events;
+        expect(answeredText(events)).toBe(scriptedText(text.steps, text.tokens));
+        expect(events.some((event) => event.chunk.type === 'data-budget')).toBe(true);
+        // Spend is never given back: the final totals include what the paused execution spent.
+        expect(final.usage!.outputTokens!).toBeGreaterThanOrEqual(spentBefore.outputTokens!);
+      });
+    }
+
+    it('aborts with budget_exceeded under onExceeded: abort, keeping the partial output', async () => {
+      const chatId = await server.createChat();
+      const run = await start(chatId, {
+        input: { text: script({ tokens: 80 }) },
+        budget: { maxTokens: 40, onExceeded: 'abort' },
+      });
+      const final = await server.waitForRun(run.id);
+      expect(final).toMatchObject({ status: 'aborted', error: { code: 'budget_exceeded' } });
+      const events = (await stream(run.id)).events;
+      const partial = streamedText(events);
+      expect(partial.length).toBeGreaterThan(0);
+      expect(scriptedText(1, 80).startsWith(partial)).toBe(true);
+      // The cut came at the chunk that crossed the budget: tokens spent exceed it by at most one.
+      expect(final.usage!.inputTokens! + final.usage!.outputTokens!).toBeLessThanOrEqual(41);
+    });
+
+    it('records usage and cost per step, and the run totals are their sums', async () => {
+      const chatId = await server.createChat();
+      const run = await start(chatId, { input: { text: script({ steps: 3, tokens: 5, tool: true }) } });
+      const final = await server.waitForRun(run.id);
+      const steps = (await server.api(`/v1/runs/${run.id}/steps`)).body.items as {
+        usage: { inputTokens: number; outputTokens: number };
+      }[];
+      expect(steps).toHaveLength(3);
+      const rows = await server.outrun.db
+        .selectFrom('run_steps')
+        .select(['cost_usd'])
+        .where('run_id', '=', run.id)
+        .execute();
+      expect(final.usage!.inputTokens).toBe(steps.reduce((sum, step) => sum + step.usage.inputTokens, 0));
+      expect(final.usage!.outputTokens).toBe(15);
+      expect(final.costUsd).toBeCloseTo(
+        rows.reduce((sum, row) => sum + (row.cost_usd ?? 0), 0),
+        12,
+      );
+      expect(final.costUsd).toBeCloseTo(
+        (final.usage!.inputTokens! * 1 + final.usage!.outputTokens! * 2) / 1_000_000,
+        12,
+      );
+    });
+
+    it('refuses a cost budget on a model without a price with 400 price_unknown, writing nothing', async () => {
+      const chatId = await server.createChat();
+      const response = await server.api(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body: { input: { text: 'hi' }, model: 'unpriced', budget: { maxCostUsd: 1 } },
+      });
+      expect(response.status).toBe(400);
+      expect(response.body.error.code).toBe('price_unknown');
+      expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toEqual([]);
+    });
+  });
+});
