@@ -31,7 +31,7 @@ describe.skipIf(!chromiumAvailable())('web app: agents, run chains and the inspe
 
   beforeAll(async () => {
     ensureWebBuild();
-    server = await startTestServer('pglite');
+    server = await startTestServer('pglite', { config: { schedulePollIntervalMs: 100 } });
     browser = await launchChromium();
   });
   afterAll(async () => {
@@ -75,30 +75,67 @@ describe.skipIf(!chromiumAvailable())('web app: agents, run chains and the inspe
     await page.waitForURL(/\/chats\/chat_/);
     const chatId = new URL(page.url()).pathname.split('/')[2]!;
     expect((await server.api(`/v1/chats/${chatId}`)).body.chat.agentId).toBe(agentId);
-    await send(page, script({ steps: 1, tokens: 3 }));
-    await expect.poll(async () => (await assistantWords(page)).join(' ')).toBe(scriptedText(1, 3).trim());
+    await send(page, script({ echoInput: true }));
+    await expect
+      .poll(async () => (await assistantWords(page)).join(' '), { timeout: 10_000 })
+      .toContain('Answer in one line.');
     expect(errors).toEqual([]);
   });
 
-  it('says which runs a schedule, a continuation or autostart started, and filters the runs list', async () => {
-    const chatId = await server.createChat();
+  it('says which runs a schedule, a continuation or autostart started, links the run before, and filters runs', async () => {
+    const quick = script({ steps: 1, tokens: 2 });
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: {
+        name: 'Follows up',
+        tools: [{ name: 'schedule_followup' }],
+        autostart: {
+          text: script({
+            steps: 2,
+            tokens: 2,
+            tool: 'schedule_followup',
+            toolInput: { inSeconds: 1, note: quick },
+          }),
+        },
+      },
+    });
+    expect(agent.status).toBe(201);
+    const created = await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } });
+    const chatId = created.body.chat.id as string;
+    const autostartRun = created.body.run.id as string;
+    const runsOf = async () =>
+      (await server.api(`/v1/chats/${chatId}/runs`)).body.items as { status: string }[];
+    await expect
+      .poll(async () => (await runsOf()).filter((run) => run.status === 'succeeded').length, {
+        timeout: 20_000,
+      })
+      .toBe(2);
+    const schedule = await server.api(`/v1/chats/${chatId}/schedules`, {
+      method: 'POST',
+      body: { at: new Date(Date.now() + 1000).toISOString(), input: { text: quick } },
+    });
+    expect(schedule.status).toBe(201);
+    await expect
+      .poll(async () => (await runsOf()).filter((run) => run.status === 'succeeded').length, {
+        timeout: 20_000,
+      })
+      .toBe(3);
+
     const { page, errors } = await open(`/chats/${chatId}#key=${ADMIN_KEY}`);
-    for (const trigger of ['schedule', 'continue', 'autostart'] as const) {
-      const started = await server.api(`/v1/chats/${chatId}/runs`, {
-        method: 'POST',
-        body: { input: { text: script({ steps: 1, tokens: 2 }) }, trigger },
-      });
-      await server.waitForRun(started.body.run.id);
-    }
     await send(page, script({ steps: 2, failAtStep: 1 }));
     const answers = page.locator('.message-assistant');
     await expect.poll(() => answers.count(), { timeout: 15_000 }).toBe(4);
-    expect(await answers.nth(0).locator('.run-trigger').textContent()).toContain('Started by a schedule');
+    await expect
+      .poll(() => answers.nth(0).locator('.run-trigger').textContent())
+      .toContain('Started when the chat was created');
     expect(await answers.nth(1).locator('.run-trigger').textContent()).toContain('Continued by the agent');
-    expect(await answers.nth(2).locator('.run-trigger').textContent()).toContain(
-      'Started when the chat was created',
-    );
+    expect(await answers.nth(2).locator('.run-trigger').textContent()).toContain('Started by a schedule');
     expect(await answers.nth(3).locator('.run-trigger').count()).toBe(0);
+    await screenshot(page, 'chat-triggers');
+
+    await answers.nth(1).getByRole('link', { name: 'after an earlier run' }).click();
+    await page.waitForURL(new RegExp(`/runs/${autostartRun}$`));
+    await expect.poll(() => page.locator('.inspector .run-trigger').textContent()).toContain('autostart');
 
     await page.getByRole('link', { name: 'Runs' }).click();
     await expect.poll(() => page.locator('.run-list li').count()).toBe(4);
