@@ -21,7 +21,8 @@ export interface ScheduleObject {
   id: string;
   chatId: string;
   cron: string | null;
-  timezone: string | null;
+  /** The IANA time zone `cron` is read in. */
+  timezone: string;
   at: string | null;
   input: { text: string } | { parts: unknown[] };
   multitask: ScheduleMultitask;
@@ -29,6 +30,11 @@ export interface ScheduleObject {
   nextRunAt: string | null;
   lastFiredAt: string | null;
   lastRunId: string | null;
+  /** What the last fire did, such as `skipped` when the chat was busy. */
+  lastResult: string | null;
+  /** `schedule`, or `continue` for a follow-up an agent scheduled with `schedule_followup`. */
+  trigger: 'schedule' | 'continue';
+  parentRunId: string | null;
   createdAt: string;
 }
 

@@ -69,11 +69,15 @@ export function SchedulesPanel({ client, chatId }: { client: OutrunClient; chatI
             <div>
               <strong>{when(schedule)}</strong>
               {schedule.enabled ? null : <span className="badge badge-waiting">paused</span>}
+              {schedule.trigger === 'continue' ? (
+                <span className="muted small"> · set by the agent</span>
+              ) : null}
             </div>
             <div className="muted small">“{scheduleText(schedule)}”</div>
             <div className="muted small">
               {schedule.nextRunAt && schedule.enabled ? `Next: ${formatTime(schedule.nextRunAt)} · ` : ''}
               Last fired: {schedule.lastFiredAt ? formatTime(schedule.lastFiredAt) : 'never'}
+              {schedule.lastResult && schedule.lastResult !== 'fired' ? ` (${schedule.lastResult})` : ''}
               {schedule.lastRunId ? (
                 <>
                   {' · '}
