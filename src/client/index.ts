@@ -14,7 +14,24 @@ export {
   type OutrunAuth,
   type OutrunClientOptions,
   type RequestOptions,
+  type AgentInput,
+  type AgentWriteResult,
 } from './outrun-client.ts';
+export type {
+  ApprovalAnswer,
+  ContinueRunOptions,
+  CreateScheduleOptions,
+  ScheduleMultitask,
+  ScheduleObject,
+} from './waiting-types.ts';
 export { OutrunApiError, isAbortError } from './errors.ts';
 export { type ConnectionState, type FollowRunOptions } from './follow-run.ts';
 export * from '../protocol/index.ts';
+export type {
+  AgentObject,
+  AgentTool,
+  Budget,
+  ContextSettings,
+  McpServer,
+  Multitask,
+} from '../protocol/agent.ts';

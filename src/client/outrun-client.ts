@@ -1,5 +1,6 @@
 import { isAbortError, OutrunApiError } from './errors.ts';
 import { followRunStream, type FollowRunOptions } from './follow-run.ts';
+import type { AgentObject } from '../protocol/agent.ts';
 import type {
   Chat,
   LatestRun,
@@ -13,6 +14,21 @@ import type {
   StartRunOptions,
   StopResult,
 } from '../protocol/index.ts';
+import type {
+  ApprovalAnswer,
+  ContinueRunOptions,
+  CreateScheduleOptions,
+  ScheduleObject,
+} from './waiting-types.ts';
+
+/** The fields of an agent a create or an update sends (DESIGN §4 "Agents"). */
+export type AgentInput = Partial<Omit<AgentObject, 'id' | 'createdAt' | 'updatedAt'>> & { name?: string };
+
+/** An agent write's answer: the agent, and warnings (such as an MCP server that could not be reached). */
+export interface AgentWriteResult {
+  agent: AgentObject;
+  warnings: string[];
+}
 
 export interface OutrunClientOptions {
   /** The server's base URL, such as `http://localhost:3000`. @default '' (same origin, in a browser) */
@@ -67,7 +83,37 @@ export interface OutrunClient {
   /** A run's finished steps with their parts, usage and timings, in order. */
   listRunSteps(runId: string, options?: RequestOptions): Promise<RunStep[]>;
   stopRun(runId: string, options?: RequestOptions): Promise<StopResult>;
-  stopChat(chatId: string, options?: RequestOptions): Promise<StopResult>;
+  /** Stops the chat's active run; with `includeQueued`, its queued runs are cancelled too. */
+  stopChat(chatId: string, options?: { includeQueued?: boolean } & RequestOptions): Promise<StopResult>;
+  /** Answers one pending tool approval of a `waiting` run; once all are answered, it resumes. */
+  answerApproval(runId: string, answer: ApprovalAnswer & RequestOptions): Promise<RunObject>;
+  /** Raises a budget-paused run's budget and resumes it. */
+  continueRun(runId: string, options: ContinueRunOptions & RequestOptions): Promise<RunObject>;
+
+  /** The workspace's agents. */
+  listAgents(options?: PageOptions & RequestOptions): Promise<Page<AgentObject>>;
+  getAgent(agentId: string, options?: RequestOptions): Promise<AgentObject>;
+  /** Creates an agent (workspace admins only). */
+  createAgent(agent: AgentInput & { name: string }, options?: RequestOptions): Promise<AgentWriteResult>;
+  /** Replaces the given fields of an agent (workspace admins only). */
+  updateAgent(agentId: string, patch: AgentInput, options?: RequestOptions): Promise<AgentWriteResult>;
+  /** Archives an agent (workspace admins only); its chats keep working with the workspace default. */
+  deleteAgent(agentId: string, options?: RequestOptions): Promise<void>;
+
+  /** A chat's schedules. */
+  listSchedules(chatId: string, options?: RequestOptions): Promise<ScheduleObject[]>;
+  createSchedule(
+    chatId: string,
+    schedule: CreateScheduleOptions,
+    options?: RequestOptions,
+  ): Promise<ScheduleObject>;
+  /** Changes a schedule: pause or resume it with `enabled`, or change when it fires. */
+  updateSchedule(
+    scheduleId: string,
+    patch: Partial<CreateScheduleOptions>,
+    options?: RequestOptions,
+  ): Promise<ScheduleObject>;
+  deleteSchedule(scheduleId: string, options?: RequestOptions): Promise<void>;
   /**
    * Follows a run's stream from the event after `after`: yields each event once, reconnects by itself,
    * and ends after the run's last event.
@@ -204,7 +250,47 @@ export function createOutrunClient(options: OutrunClientOptions): OutrunClient {
     listRunSteps: async (runId, options = {}) =>
       (await request<{ items: RunStep[] }>('GET', `/v1/runs/${id(runId)}/steps`, options)).items,
     stopRun: (runId, options = {}) => request<StopResult>('POST', `/v1/runs/${id(runId)}/stop`, options),
-    stopChat: (chatId, options = {}) => request<StopResult>('POST', `/v1/chats/${id(chatId)}/stop`, options),
+    stopChat: (chatId, { signal, includeQueued } = {}) =>
+      request<StopResult>('POST', `/v1/chats/${id(chatId)}/stop`, {
+        body: includeQueued ? { includeQueued } : undefined,
+        signal,
+      }),
+    answerApproval: async (runId, { signal, ...body }) =>
+      (await request<{ run: RunObject }>('POST', `/v1/runs/${id(runId)}/approvals`, { body, signal })).run,
+    continueRun: async (runId, { signal, ...body }) =>
+      (await request<{ run: RunObject }>('POST', `/v1/runs/${id(runId)}/continue`, { body, signal })).run,
+
+    listAgents: (options = {}) =>
+      request<Page<AgentObject>>('GET', '/v1/agents', { query: page(options), signal: options.signal }),
+    getAgent: async (agentId, options = {}) =>
+      (await request<{ agent: AgentObject }>('GET', `/v1/agents/${id(agentId)}`, options)).agent,
+    createAgent: (agent, options = {}) =>
+      request<AgentWriteResult>('POST', '/v1/agents', { body: agent, signal: options.signal }),
+    updateAgent: (agentId, patch, options = {}) =>
+      request<AgentWriteResult>('PATCH', `/v1/agents/${id(agentId)}`, {
+        body: patch,
+        signal: options.signal,
+      }),
+    deleteAgent: (agentId, options = {}) => request<void>('DELETE', `/v1/agents/${id(agentId)}`, options),
+
+    listSchedules: async (chatId, options = {}) =>
+      (await request<{ items: ScheduleObject[] }>('GET', `/v1/chats/${id(chatId)}/schedules`, options)).items,
+    createSchedule: async (chatId, schedule, options = {}) =>
+      (
+        await request<{ schedule: ScheduleObject }>('POST', `/v1/chats/${id(chatId)}/schedules`, {
+          body: schedule,
+          signal: options.signal,
+        })
+      ).schedule,
+    updateSchedule: async (scheduleId, patch, options = {}) =>
+      (
+        await request<{ schedule: ScheduleObject }>('PATCH', `/v1/schedules/${id(scheduleId)}`, {
+          body: patch,
+          signal: options.signal,
+        })
+      ).schedule,
+    deleteSchedule: (scheduleId, options = {}) =>
+      request<void>('DELETE', `/v1/schedules/${id(scheduleId)}`, options),
     followRun: (runId, followOptions) =>
       followRunStream({ url, headers, fetch: fetchImpl }, runId, followOptions),
   };

@@ -9,6 +9,8 @@ import {
   type RunInput,
   type RunObject,
   type RunStatusChunk,
+  type BudgetChunk,
+  type MultitaskStrategy,
 } from '../protocol/index.ts';
 
 /**
@@ -24,13 +26,21 @@ export type ChatRunsStatus = 'loading' | 'ready' | 'submitting' | 'streaming' | 
 export interface ChatRunsSnapshot {
   /** The chat's messages, oldest first, with the active run's message as streamed so far. */
   messages: Message[];
-  /** The chat's latest run, updated live while it runs. */
+  /** The chat's active run, else its latest one; updated live while it runs. */
   run: RunObject | null;
+  /** The chat's recent runs by id (the active one live), so each message can say how its run ended. */
+  runs: ReadonlyMap<string, RunObject>;
+  /** Runs queued behind the active one (`multitask: "enqueue"`), oldest first. */
+  queued: RunObject[];
   status: ChatRunsStatus;
-  /** Whether the latest run is active (`pending` or `running`). */
+  /** Whether the run is active (`pending`, `running` or `waiting`). */
   isRunning: boolean;
   /** Whether a stop was requested and the run has not ended yet. */
   isStopping: boolean;
+  /** A stop could not reach the server and is being retried until it lands. */
+  isStopRetrying: boolean;
+  /** The latest `data-budget` chunk of the active run: what it has spent so far against its budget. */
+  spending: BudgetChunk['data'] | null;
   /** The last failure of a send, a stop, a load or the stream (an `OutrunApiError` for API answers). */
   error: Error | null;
 }
@@ -58,11 +68,20 @@ interface LiveMessage {
 export const INITIAL_SNAPSHOT: ChatRunsSnapshot = {
   messages: [],
   run: null,
+  runs: new Map(),
+  queued: [],
   status: 'loading',
   isRunning: false,
   isStopping: false,
+  isStopRetrying: false,
+  spending: null,
   error: null,
 };
+
+/** How many of a chat's runs a load reads: enough for every message on screen to find its run. */
+const RUNS_PER_LOAD = 100;
+/** The longest wait between two attempts of a stop that could not reach the server. */
+const MAX_STOP_RETRY_DELAY_MS = 4000;
 
 /**
  * The state behind `useChatRuns`, without React: loads a chat, follows its active run from the event after
@@ -75,6 +94,9 @@ export class ChatRunsStore {
   #snapshot: ChatRunsSnapshot = INITIAL_SNAPSHOT;
   #messages: Message[] = [];
   #run: RunObject | null = null;
+  #runs: RunObject[] = [];
+  #spending: BudgetChunk['data'] | null = null;
+  #stopRetrying = false;
   #live: LiveMessage | null = null;
   #follow: AbortController | null = null;
   #connection: ConnectionState['status'] = 'closed';
@@ -132,7 +154,7 @@ export class ChatRunsStore {
    * Starts a run with `input`. Resolves true once the run has started (it is then followed like any other);
    * false when it did not start, with `error` saying why (409 `run_already_active` carries `runId`).
    */
-  async send(input: string | RunInput): Promise<boolean> {
+  async send(input: string | RunInput, options: { multitask?: MultitaskStrategy } = {}): Promise<boolean> {
     if (this.#submitting) return false;
     this.#submitting = true;
     this.#error = null;
@@ -141,8 +163,9 @@ export class ChatRunsStore {
       const run = await this.#options.client.startRun(this.#options.chatId, {
         input: typeof input === 'string' ? { text: input } : input,
         trigger: 'user',
+        ...(options.multitask ? { multitask: options.multitask } : {}),
       });
-      this.#run = run;
+      if (run.status !== 'queued') this.#run = run;
       await this.sync();
       return true;
     } catch (error) {
@@ -155,20 +178,59 @@ export class ChatRunsStore {
     }
   }
 
-  /** Asks the server to stop the active run (or `runId`). The stream then shows it ending `aborted`. */
+  /**
+   * Asks the server to stop the active run (or `runId`, such as a queued one). A stop is idempotent, so one
+   * that cannot reach the server is retried until it lands; the stream then shows the run ending `aborted`.
+   */
   async stop(runId?: string): Promise<void> {
     const target = runId ?? (this.#run && isActiveStatus(this.#run.status) ? this.#run.id : undefined);
     if (!target) return;
-    try {
-      const result = await this.#options.client.stopRun(target);
-      if (result.run && result.run.id === this.#run?.id) this.#run = result.run;
-      if (this.#error instanceof OutrunApiError && this.#error.runId === target) this.#error = null;
-      this.#notify(true);
-      if (!this.#follow) await this.sync();
-    } catch (error) {
-      this.#error = asError(error);
-      this.#notify(true);
+    let delay = 500;
+    for (;;) {
+      try {
+        const result = await this.#options.client.stopRun(target);
+        this.#stopRetrying = false;
+        if (result.run) this.#updateRun(result.run);
+        if (this.#error instanceof OutrunApiError && (this.#error.runId === target || this.#error.retryable))
+          this.#error = null;
+        this.#notify(true);
+        if (!this.#follow || runId) await this.sync();
+        return;
+      } catch (error) {
+        if (this.#disposed) return;
+        if (error instanceof OutrunApiError && error.retryable) {
+          this.#stopRetrying = true;
+          this.#notify(true);
+          await this.#waitForConnection(delay);
+          delay = Math.min(delay * 2, MAX_STOP_RETRY_DELAY_MS);
+          continue;
+        }
+        this.#stopRetrying = false;
+        this.#error = asError(error);
+        this.#notify(true);
+        return;
+      }
     }
+  }
+
+  /** Waits `ms`, or less when the browser says it is back online. */
+  #waitForConnection(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        if (typeof window !== 'undefined') window.removeEventListener('online', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      if (typeof window !== 'undefined') window.addEventListener('online', done);
+    });
+  }
+
+  #updateRun(run: RunObject): void {
+    this.#runs = this.#runs.some((item) => item.id === run.id)
+      ? this.#runs.map((item) => (item.id === run.id ? run : item))
+      : [run, ...this.#runs];
+    if (!this.#run || this.#run.id === run.id) this.#run = run;
   }
 
   clearError(): void {
@@ -185,22 +247,26 @@ export class ChatRunsStore {
     const generation = ++this.#syncGeneration;
     const { client, chatId } = this.#options;
     try {
-      // The run first: a run that is active now has its assistant message in the message list read after.
-      const latest = await client.latestRun(chatId);
+      // The runs first: a run that is active now has its assistant message in the message list read after.
+      const runs = (await client.listRuns(chatId, { limit: RUNS_PER_LOAD })).items;
       const messages = await client.allMessages(chatId);
-      let run = latest.run;
       if (generation !== this.#syncGeneration || this.#disposed) return;
+      let run = runs.find((candidate) => isActiveStatus(candidate.status)) ?? runs[0] ?? null;
       const message = run
         ? messages.find((candidate) => candidate.id === run!.assistantMessageId)
         : undefined;
       if (run && isActiveStatus(run.status) && message && message.status !== 'streaming') {
         // The run ended between the two reads: its message is final, so read its final status too.
-        run = await client.getRun(run.id);
+        const settled = await client.getRun(run.id);
         if (generation !== this.#syncGeneration || this.#disposed) return;
+        runs.splice(runs.indexOf(run), 1, settled);
+        run = settled;
       }
       this.#messages = messages;
+      this.#runs = runs;
       if (!this.#live || this.#live.runId !== run?.id || !run || !isActiveStatus(run.status)) this.#run = run;
       this.#loaded = true;
+      this.#stale = false;
       if (
         this.#error &&
         !(this.#error instanceof OutrunApiError && this.#error.code === 'run_already_active')
@@ -234,6 +300,7 @@ export class ChatRunsStore {
     const controller = new AbortController();
     this.#live = live;
     this.#follow = controller;
+    this.#spending = null;
     this.#connection = 'connecting';
     void (async () => {
       try {
@@ -244,12 +311,18 @@ export class ChatRunsStore {
           onConnectionChange: (state) => {
             if (controller.signal.aborted) return;
             this.#connection = state.status;
+            // Back online: a banner about the lost connection is stale now.
+            if (state.status === 'open' && this.#error instanceof OutrunApiError && this.#error.retryable)
+              this.#error = null;
             this.#notify(true);
           },
         });
         for await (const { chunk } of events) {
           if (chunk.type === 'data-run') {
-            this.#run = (chunk as RunStatusChunk).data;
+            this.#updateRun((chunk as RunStatusChunk).data);
+            this.#notify(true);
+          } else if (chunk.type === 'data-budget') {
+            this.#spending = (chunk as BudgetChunk).data;
             this.#notify(true);
           } else {
             live.projector.push(chunk);
@@ -288,8 +361,14 @@ export class ChatRunsStore {
         try {
           if (this.#stale) await this.sync();
           else {
-            const latest = await this.#options.client.latestRun(this.#options.chatId);
-            const changed = latest.run?.id !== this.#run?.id || latest.run?.status !== this.#run?.status;
+            const latest = (await this.#options.client.listRuns(this.#options.chatId, { limit: 5 })).items;
+            const known = new Map(this.#runs.map((run) => [run.id, run]));
+            const changed = latest.some((run) => {
+              const before = known.get(run.id);
+              return (
+                !before || before.status !== run.status || before.waiting?.reason !== run.waiting?.reason
+              );
+            });
             if (changed && !this.#disposed) await this.sync();
           }
         } catch {
@@ -346,6 +425,9 @@ export class ChatRunsStore {
     }
     const run = this.#run;
     const isRunning = run !== null && isActiveStatus(run.status);
+    const runs = new Map(this.#runs.map((item) => [item.id, item]));
+    if (run) runs.set(run.id, run);
+    const queued = this.#runs.filter((item) => item.status === 'queued').reverse();
     let status: ChatRunsStatus;
     if (!this.#loaded) status = 'loading';
     else if (this.#submitting) status = 'submitting';
@@ -354,9 +436,13 @@ export class ChatRunsStore {
     this.#snapshot = {
       messages,
       run,
+      runs,
+      queued,
       status,
       isRunning,
-      isStopping: isRunning && run.stopRequestedAt !== null,
+      isStopping: (isRunning && run.stopRequestedAt !== null) || this.#stopRetrying,
+      isStopRetrying: this.#stopRetrying,
+      spending: isRunning ? this.#spending : null,
       error: this.#error,
     };
     for (const listener of this.#listeners) listener();

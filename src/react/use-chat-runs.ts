@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useState, useSyncExternalStore } from 'react';
 import type { OutrunClient } from '../client/outrun-client.ts';
-import type { RunInput } from '../protocol/index.ts';
+import type { MultitaskStrategy, RunInput } from '../protocol/index.ts';
 import {
   ChatRunsStore,
   INITIAL_SNAPSHOT,
@@ -19,7 +19,7 @@ export interface UseChatRunsOptions extends Pick<
 
 export interface UseChatRunsResult extends ChatRunsSnapshot {
   /** Starts a run; true once it started, false with `error` set when it did not (keep the user's text then). */
-  send: (input: string | RunInput) => Promise<boolean>;
+  send: (input: string | RunInput, options?: { multitask?: MultitaskStrategy }) => Promise<boolean>;
   /** Stops the active run (or `runId`, such as the `runId` of a 409). */
   stop: (runId?: string) => Promise<void>;
   /** Reloads the chat and follows its active run, if any. */
@@ -62,7 +62,8 @@ export function useChatRuns(options: UseChatRunsOptions): UseChatRunsResult {
 
   const snapshot = useSyncExternalStore(store?.subscribe ?? subscribeNothing, store?.getSnapshot ?? getEmpty);
   const send = useCallback(
-    (input: string | RunInput) => (store ? store.send(input) : Promise.resolve(false)),
+    (input: string | RunInput, sendOptions?: { multitask?: MultitaskStrategy }) =>
+      store ? store.send(input, sendOptions) : Promise.resolve(false),
     [store],
   );
   const stop = useCallback((runId?: string) => (store ? store.stop(runId) : Promise.resolve()), [store]);

@@ -94,16 +94,20 @@ export async function newProfile(
   return browser.newContext({ viewport: { width: 1100, height: 760 }, ...options });
 }
 
-/** The words of the last assistant message on the page, whitespace-normalized. */
-export async function assistantWords(page: Page): Promise<string[]> {
-  const text = await page.evaluate(() => {
+/**
+ * The words of the last assistant message on the page (or of the `index`th), whitespace-normalized, without
+ * steps shown as interrupted.
+ */
+export async function assistantWords(page: Page, index = -1): Promise<string[]> {
+  const text = await page.evaluate((at) => {
     const messages = document.querySelectorAll('.message-assistant');
-    const last = messages[messages.length - 1] as HTMLElement | undefined;
+    const last = messages[at < 0 ? messages.length + at : at] as HTMLElement | undefined;
     if (!last) return '';
     return Array.from(last.querySelectorAll('.markdown'))
+      .filter((element) => !element.closest('.step-interrupted'))
       .map((element) => (element as HTMLElement).innerText)
       .join(' ');
-  });
+  }, index);
   return text.split(/\s+/).filter(Boolean);
 }
 

@@ -130,32 +130,37 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
     expect([...first.errors, ...second.errors]).toEqual([]);
   });
 
-  it('answers a send during a run started elsewhere with "a run is already in progress", keeping the text', async () => {
+  it('queues a message sent during a run started elsewhere, and starts it when that run ends', async () => {
     const { page, chatId, errors } = await openNewChat();
-    await page.getByLabel('Message').fill('my carefully typed question');
-    const run = await server.startRun(chatId, { steps: 3, tokens: 200, delayMs: 30 });
-    await page.getByLabel('Message').press('Enter');
+    const run = await server.startRun(chatId, { steps: 2, tokens: 150, delayMs: 30 });
+    // An idle page looks for runs started elsewhere every few seconds.
+    await expect.poll(() => statusLine(page).isVisible(), { timeout: 10_000 }).toBe(true);
+    expect(await page.getByLabel('Message').isEnabled()).toBe(true);
+    await send(page, script({ steps: 1, tokens: 4 }));
 
-    const banner = page.locator('.banner-warning');
-    await expect.poll(() => banner.textContent()).toContain('A run is already in progress');
-    expect(await banner.getByRole('button', { name: 'Follow' }).isVisible()).toBe(true);
-    expect(await page.getByLabel('Message').inputValue()).toBe('my carefully typed question');
-    await expect.poll(() => statusLine(page).isVisible()).toBe(true);
-    await screenshot(page, 'conflict');
+    await expect.poll(() => page.locator('.queued-note').count()).toBe(1);
+    expect(await page.getByLabel('Message').inputValue()).toBe('');
+    await screenshot(page, 'queued');
+    expect(await page.getByRole('button', { name: 'Stop' }).count()).toBe(1);
+    expect(await page.locator('.composer').getByRole('button', { name: 'Stop' }).count()).toBe(1);
 
-    await banner.getByRole('button', { name: 'Stop' }).click();
-    await expect.poll(async () => (await server.api(`/v1/runs/${run.id}`)).body.run.status).toBe('aborted');
-    await expect.poll(() => page.locator('.outcome').textContent()).toContain('Stopped on request');
-    expect(await banner.count()).toBe(0);
-    await expect.poll(() => page.getByLabel('Message').isEnabled()).toBe(true);
-    expect(await page.getByLabel('Message').inputValue()).toBe('my carefully typed question');
+    await expect
+      .poll(async () => (await server.api(`/v1/runs/${run.id}`)).body.run.status, { timeout: 15_000 })
+      .toBe('succeeded');
+    await expect
+      .poll(async () => (await assistantWords(page)).join(' '), { timeout: 15_000 })
+      .toBe(scriptedText(1, 4).trim());
+    await expect.poll(() => page.locator('.queued-note').count()).toBe(0);
+    expect(await page.locator('.message-assistant').count()).toBe(2);
     expect(errors).toEqual([]);
   });
 
   it('explains a failed run in words, in the thread and in the run inspector', async () => {
     const { page, chatId, errors } = await openNewChat();
     await send(page, script({ steps: 3, tokens: 5, failAtStep: 2 }));
-    await expect.poll(() => page.locator('.outcome').textContent()).toContain('The model failed to answer');
+    await expect
+      .poll(() => page.locator('.outcome').textContent())
+      .toContain('This answer failed: the model answered with an error: Scripted provider failure at step 2');
     await screenshot(page, 'chat-failed');
 
     await page.locator('.outcome').getByRole('link', { name: 'Details' }).click();

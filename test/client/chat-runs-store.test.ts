@@ -172,4 +172,56 @@ describe('ChatRunsStore (the state behind useChatRuns)', () => {
     expect(store.getSnapshot()).toMatchObject({ status: 'ready', isRunning: false, error: { status: 503 } });
     store.dispose();
   });
+
+  it('retries a stop that cannot reach the server until it lands, without leaving an error', async () => {
+    let failStops = 2;
+    const flaky = createOutrunClient({
+      baseUrl: server.url,
+      apiKey: ADMIN_KEY,
+      fetch: (input, init) => {
+        if (String(input).endsWith('/stop') && failStops > 0) {
+          failStops--;
+          return Promise.reject(new TypeError('fetch failed'));
+        }
+        return fetch(input, init);
+      },
+    });
+    const chat = await flaky.createChat();
+    const store = new ChatRunsStore({ client: flaky, chatId: chat.id, pollIntervalMs: 0, throttleMs: 0 });
+    const snapshots = record(store);
+    store.start();
+    await waitUntil(() => store.getSnapshot().status === 'ready');
+    expect(await store.send(script({ steps: 1, tokens: 400, delayMs: 20 }))).toBe(true);
+    await waitUntil(() => store.getSnapshot().isRunning);
+    await store.stop();
+    await waitUntil(
+      () => store.getSnapshot().run?.status === 'aborted' && store.getSnapshot().status === 'ready',
+    );
+    store.dispose();
+    expect(failStops).toBe(0);
+    expect(snapshots.some((snapshot) => snapshot.isStopRetrying)).toBe(true);
+    expect(store.getSnapshot().error).toBeNull();
+    expect(store.getSnapshot().isStopRetrying).toBe(false);
+  });
+
+  it('queues a message sent during a run and follows it when the run before it ends', async () => {
+    const chat = await client.createChat();
+    const store = new ChatRunsStore({ client, chatId: chat.id, pollIntervalMs: 0, throttleMs: 0 });
+    store.start();
+    await waitUntil(() => store.getSnapshot().status === 'ready');
+    await store.send(script({ steps: 1, tokens: 40, delayMs: 20 }), { multitask: 'enqueue' });
+    await waitUntil(() => store.getSnapshot().isRunning);
+    await store.send(script({ steps: 1, tokens: 3 }), { multitask: 'enqueue' });
+    expect(store.getSnapshot().queued).toHaveLength(1);
+    expect(store.getSnapshot().messages.at(-1)?.status).toBe('queued');
+    await waitUntil(
+      () =>
+        store.getSnapshot().queued.length === 0 &&
+        store.getSnapshot().status === 'ready' &&
+        assistantText(store.getSnapshot().messages) === scriptedText(1, 3),
+    );
+    store.dispose();
+    const statuses = store.getSnapshot().messages.map((message) => message.status);
+    expect(statuses).toEqual(['completed', 'completed', 'completed', 'completed']);
+  });
 });

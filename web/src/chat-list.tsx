@@ -5,14 +5,27 @@ import { navigate } from './router.ts';
 export interface ChatListProps {
   chats: Chat[];
   selectedId: string | null;
+  /** Chats with a run going or queued. */
+  busy: ReadonlySet<string>;
   hasMore: boolean;
   onLoadMore: () => void;
   onRename: (chat: Chat, title: string) => Promise<void>;
   onDelete: (chat: Chat) => Promise<void>;
 }
 
-/** The chats, newest first, each with rename and delete. */
-export function ChatList({ chats, selectedId, hasMore, onLoadMore, onRename, onDelete }: ChatListProps) {
+/**
+ * The chats, newest first, each with rename and delete. Each chat is one Tab stop (its link); on the link,
+ * F2 renames the chat and Delete asks to delete it, and the buttons show on hover for pointers.
+ */
+export function ChatList({
+  chats,
+  selectedId,
+  busy,
+  hasMore,
+  onLoadMore,
+  onRename,
+  onDelete,
+}: ChatListProps) {
   if (chats.length === 0) return <p className="muted chat-list-empty">No chats yet.</p>;
   return (
     <nav aria-label="Chats">
@@ -22,6 +35,7 @@ export function ChatList({ chats, selectedId, hasMore, onLoadMore, onRename, onD
             key={chat.id}
             chat={chat}
             selected={chat.id === selectedId}
+            busy={busy.has(chat.id)}
             onRename={(title) => onRename(chat, title)}
             onDelete={() => onDelete(chat)}
           />
@@ -39,10 +53,11 @@ export function ChatList({ chats, selectedId, hasMore, onLoadMore, onRename, onD
 function ChatItem(props: {
   chat: Chat;
   selected: boolean;
+  busy: boolean;
   onRename: (title: string) => Promise<void>;
   onDelete: () => Promise<void>;
 }) {
-  const { chat, selected, onRename, onDelete } = props;
+  const { chat, selected, busy: running, onRename, onDelete } = props;
   const [mode, setMode] = useState<'view' | 'rename' | 'confirm-delete'>('view');
   const [title, setTitle] = useState(chat.title);
   const [busy, setBusy] = useState(false);
@@ -91,6 +106,7 @@ function ChatItem(props: {
         <button
           type="button"
           className="danger small"
+          autoFocus
           disabled={busy}
           onClick={async () => {
             setBusy(true);
@@ -116,18 +132,33 @@ function ChatItem(props: {
         href={`/chats/${chat.id}`}
         className="chat-title"
         aria-current={selected ? 'page' : undefined}
+        aria-keyshortcuts="F2 Delete"
         onClick={(event) => {
           event.preventDefault();
           navigate({ screen: 'chat', chatId: chat.id });
         }}
+        onKeyDown={(event) => {
+          if (event.key === 'F2') {
+            event.preventDefault();
+            setTitle(chat.title);
+            setMode('rename');
+          } else if (event.key === 'Delete') {
+            event.preventDefault();
+            setMode('confirm-delete');
+          }
+        }}
       >
+        {running ? (
+          <span className="busy-dot" role="img" aria-label="A run is going" title="A run is going" />
+        ) : null}
         {chat.title}
       </a>
       <span className="chat-actions">
         <button
           type="button"
           className="icon"
-          title="Rename"
+          tabIndex={-1}
+          title="Rename (F2)"
           aria-label={`Rename ${chat.title}`}
           onClick={() => {
             setTitle(chat.title);
@@ -139,7 +170,8 @@ function ChatItem(props: {
         <button
           type="button"
           className="icon"
-          title="Delete"
+          tabIndex={-1}
+          title="Delete (Delete key)"
           aria-label={`Delete ${chat.title}`}
           onClick={() => setMode('confirm-delete')}
         >

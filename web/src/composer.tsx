@@ -1,33 +1,36 @@
-import { useEffect, useRef, useState, type KeyboardEvent } from 'react';
-import { drafts } from './auth.ts';
+import { useEffect, useRef, type KeyboardEvent } from 'react';
 
 export interface ComposerProps {
-  chatId: string;
+  text: string;
+  onTextChange: (text: string) => void;
   /** Why the composer is disabled, shown as its hint; null when it is enabled. */
   disabledReason: string | null;
   sending: boolean;
+  /** A run is going: a message sent now is queued behind it, and Stop ends the run. */
+  running: boolean;
+  stopping: boolean;
   /** Sends the text; resolves true when it went out (the box is then cleared), false to keep it. */
   onSend: (text: string) => Promise<boolean>;
+  onStop: () => void;
 }
 
-/** The message box: Enter sends, Shift+Enter adds a line. The text survives reloads and failed sends. */
-export function Composer({ chatId, disabledReason, sending, onSend }: ComposerProps) {
-  const [text, setText] = useState(() => drafts.load(chatId));
+/**
+ * The message box: Enter sends, Shift+Enter adds a line. While a run is going it stays usable (a message
+ * is queued behind the run) and holds the Stop button. The text survives reloads and failed sends.
+ */
+export function Composer(props: ComposerProps) {
+  const { text, onTextChange, disabledReason, sending, running, stopping, onSend, onStop } = props;
   const box = useRef<HTMLTextAreaElement>(null);
   const disabled = disabledReason !== null || sending;
 
   useEffect(() => {
-    drafts.save(chatId, text);
-  }, [chatId, text]);
-
-  useEffect(() => {
-    if (!disabled) box.current?.focus();
+    if (!disabled && !window.matchMedia?.('(pointer: coarse)').matches) box.current?.focus();
   }, [disabled]);
 
   const submit = async () => {
     const message = text.trim();
     if (!message || disabled) return;
-    if (await onSend(message)) setText((current) => (current.trim() === message ? '' : current));
+    if (await onSend(message)) onTextChange('');
   };
 
   const onKeyDown = (event: KeyboardEvent<HTMLTextAreaElement>) => {
@@ -48,18 +51,38 @@ export function Composer({ chatId, disabledReason, sending, onSend }: ComposerPr
       <textarea
         ref={box}
         value={text}
-        onChange={(event) => setText(event.target.value)}
+        onChange={(event) => onTextChange(event.target.value)}
         onKeyDown={onKeyDown}
-        placeholder={disabledReason ? '' : 'Message Outrun…'}
+        placeholder={disabledReason ? '' : running ? 'Queue a message…' : 'Message Outrun…'}
         aria-label="Message"
         rows={Math.min(8, Math.max(1, text.split('\n').length))}
         disabled={disabled}
       />
-      <button type="submit" className="primary" disabled={disabled || !text.trim()}>
-        {sending ? 'Sending…' : 'Send'}
-      </button>
+      <div className="composer-buttons">
+        {running ? (
+          <button
+            type="button"
+            className="danger"
+            onClick={onStop}
+            disabled={stopping}
+            aria-keyshortcuts="Escape"
+          >
+            {stopping ? 'Stopping…' : 'Stop'}
+          </button>
+        ) : null}
+        <button type="submit" className={running ? '' : 'primary'} disabled={disabled || !text.trim()}>
+          {sending ? 'Sending…' : running ? 'Queue' : 'Send'}
+        </button>
+      </div>
       <div className="composer-hint" aria-live="polite">
-        {disabledReason ?? 'Enter to send · Shift+Enter for a new line'}
+        {disabledReason ?? (
+          <>
+            {running ? 'A message sent now starts when this run ends. ' : ''}
+            <span className="keyboard-hint">
+              {running ? 'Esc stops the run · ' : ''}Enter to send · Shift+Enter for a new line
+            </span>
+          </>
+        )}
       </div>
     </form>
   );

@@ -14,7 +14,9 @@ export function explainRun(run: RunObject): string | null {
     case 'lease_expired':
       return 'The worker running this lost contact with the server, so the run was ended. Send your message again to retry.';
     case 'model_error':
-      return `The model failed to answer${detail}. Try again, or check the model’s configuration.`;
+      return reason
+        ? `The model answered with an error: ${reason}.`
+        : 'The model answered with an error. Try again, or check the model’s configuration.';
     case 'start_failed':
       return `The run could not be started${detail}.`;
     case 'persistence_failed':
@@ -42,6 +44,22 @@ export function explainError(error: Error): string {
   if (error.status >= 500) return 'The server had a problem handling that. Try again in a moment.';
   return error.message;
 }
+
+/** Dollars, with cents below a dollar shown to a tenth of a cent. */
+export function formatCost(usd: number | null | undefined): string {
+  if (usd === null || usd === undefined || !Number.isFinite(usd)) return '–';
+  if (usd === 0) return '$0';
+  if (usd < 0.01) return `$${usd.toFixed(4)}`;
+  return `$${usd.toFixed(2)}`;
+}
+
+export const TRIGGER_LABELS: Record<RunObject['trigger'], string> = {
+  user: 'you',
+  api: 'the API',
+  schedule: 'a schedule',
+  continue: 'a continuation',
+  autostart: 'autostart',
+};
 
 export const STATUS_LABELS: Record<RunObject['status'], string> = {
   queued: 'queued',

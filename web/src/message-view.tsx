@@ -1,7 +1,8 @@
-import { memo } from 'react';
+import { memo, useState, type MouseEvent, type ReactNode } from 'react';
 import Markdown from 'react-markdown';
 import remarkGfm from 'remark-gfm';
-import type { Message, MessagePart } from '../../src/protocol/index.ts';
+import type { Message, MessagePart, RunObject } from '../../src/protocol/index.ts';
+import { explainRun } from './explain.ts';
 
 const remarkPlugins = [remarkGfm];
 
@@ -94,17 +95,71 @@ export function ToolCall({ part }: { part: ToolPart }) {
   );
 }
 
-/** The parts of a message: text as markdown, reasoning and tool calls collapsed, step boundaries as rules. */
+/** Parts split at each `step-start`; a step closed by `data-step-interrupted` is marked. */
+export interface StepGroup {
+  parts: MessagePart[];
+  interrupted: { reason: string } | null;
+}
+
+export function groupSteps(parts: readonly MessagePart[]): StepGroup[] {
+  const groups: StepGroup[] = [];
+  let current: StepGroup | null = null;
+  for (const part of parts) {
+    if (part.type === 'step-start' || !current) {
+      current = { parts: [], interrupted: null };
+      groups.push(current);
+    }
+    if (part.type === 'data-step-interrupted') {
+      const data = (part as { data?: { reason?: string } }).data;
+      current.interrupted = { reason: data?.reason ?? 'interrupted' };
+      current = null;
+      continue;
+    }
+    current.parts.push(part);
+  }
+  return groups;
+}
+
+function hasContent(parts: readonly MessagePart[]): boolean {
+  return parts.some((part) => part.type !== 'step-start' && !part.type.startsWith('data-'));
+}
+
+/**
+ * The parts of a message: text as markdown, reasoning and tool calls collapsed, step boundaries as rules.
+ * A step a crash or a restart cut short is shown apart, dimmed, above the step that redid it.
+ */
 export function Parts({ parts }: { parts: MessagePart[] }) {
-  let steps = 0;
+  const groups = groupSteps(parts);
+  let shown = 0;
+  return (
+    <>
+      {groups.map((group, index) => {
+        if (group.interrupted) {
+          return (
+            <div key={index} className="step-interrupted" data-testid="interrupted-step">
+              <div className="step-interrupted-label">Interrupted — redone below</div>
+              <StepParts parts={group.parts} />
+            </div>
+          );
+        }
+        const rule = shown > 0 && hasContent(group.parts);
+        if (hasContent(group.parts)) shown++;
+        return (
+          <div key={index} className="step-group">
+            {rule ? <hr className="step-rule" aria-label={`Step ${shown}`} /> : null}
+            <StepParts parts={group.parts} />
+          </div>
+        );
+      })}
+    </>
+  );
+}
+
+function StepParts({ parts }: { parts: MessagePart[] }) {
   return (
     <>
       {parts.map((part, index) => {
         if (part.type === 'text') return part.text ? <MarkdownText key={index} text={part.text} /> : null;
-        if (part.type === 'step-start') {
-          steps++;
-          return steps > 1 ? <hr key={index} className="step-rule" aria-label={`Step ${steps}`} /> : null;
-        }
         if (part.type === 'reasoning') {
           return (
             <details key={index} className="reasoning">
@@ -127,23 +182,91 @@ export function Parts({ parts }: { parts: MessagePart[] }) {
   );
 }
 
-function userText(message: Message): string {
-  return message.parts.map((part) => (part.type === 'text' ? part.text : '')).join('\n');
+export function messageText(message: Message): string {
+  return message.parts
+    .map((part) => (part.type === 'text' ? part.text : ''))
+    .join(message.role === 'user' ? '\n' : '');
 }
 
-/** One message of the thread. */
-export const MessageView = memo(function MessageView({ message }: { message: Message }) {
+/** The answer's text without steps that were interrupted and redone. */
+export function answerText(message: Message): string {
+  return groupSteps(message.parts)
+    .filter((group) => !group.interrupted)
+    .flatMap((group) => group.parts)
+    .map((part) => (part.type === 'text' ? part.text : ''))
+    .join('');
+}
+
+export interface MessageActions {
+  /** Sends the user message before this answer again. */
+  onRetry?: () => void;
+  /** Puts this user message's text in the composer. */
+  onEdit?: () => void;
+  /** Cancels this queued message's run. */
+  onCancel?: () => void;
+}
+
+const TRIGGER_NOTES: Partial<Record<RunObject['trigger'], string>> = {
+  schedule: 'Started by a schedule',
+  continue: 'Continued by the agent',
+  autostart: 'Started when the chat was created',
+};
+
+/** One message of the thread, with what happened to its run when that is not a plain success. */
+export const MessageView = memo(function MessageView(props: {
+  message: Message;
+  run?: RunObject | undefined;
+  /** Where the run's details are; null hides the link. */
+  runHref?: (runId: string) => string;
+  actions?: MessageActions;
+  /** Shown below the parts (an approval or budget card). */
+  children?: ReactNode;
+}) {
+  const { message, run, runHref, actions, children } = props;
   if (message.role === 'user') {
+    const text = messageText(message);
     return (
       <div className="message message-user" data-message-id={message.id}>
-        <div className="bubble">{userText(message)}</div>
+        <div className="bubble">{text}</div>
+        {actions?.onEdit ? (
+          <div className="message-actions">
+            <CopyButton text={text} />
+            <button type="button" className="link small" onClick={actions.onEdit}>
+              Edit and resend
+            </button>
+          </div>
+        ) : null}
       </div>
     );
   }
-  const empty = message.parts.every((part) => part.type === 'step-start');
+  const empty = !hasContent(message.parts);
+  const outcome = answerOutcome(message, run);
+  const trigger = run ? TRIGGER_NOTES[run.trigger] : undefined;
   return (
     <div className={`message message-assistant status-${message.status}`} data-message-id={message.id}>
-      {empty && message.status === 'streaming' ? (
+      {trigger && run ? (
+        <div className="run-trigger small muted">
+          {trigger}
+          {run.parentRunId && runHref ? (
+            <>
+              {' · '}
+              <a href={runHref(run.parentRunId)} onClick={followLink}>
+                after an earlier run
+              </a>
+            </>
+          ) : null}
+        </div>
+      ) : null}
+      {message.status === 'queued' ? (
+        <div className="queued-note">
+          <span>Queued — starts when the current run ends.</span>
+          {actions?.onCancel ? (
+            <button type="button" className="link small" onClick={actions.onCancel}>
+              Cancel
+            </button>
+          ) : null}
+        </div>
+      ) : empty && message.status === 'streaming' && !children ? (
         <div className="thinking" aria-label="Waiting for the first words">
           <span />
           <span />
@@ -152,6 +275,76 @@ export const MessageView = memo(function MessageView({ message }: { message: Mes
       ) : (
         <Parts parts={message.parts} />
       )}
+      {children}
+      {outcome ? (
+        <div className={`outcome outcome-${outcome.kind}`} role="status">
+          {outcome.text}{' '}
+          {run && runHref ? (
+            <a href={runHref(run.id)} onClick={followLink}>
+              Details
+            </a>
+          ) : null}
+        </div>
+      ) : null}
+      {message.status !== 'streaming' && message.status !== 'queued' ? (
+        <div className="message-actions">
+          {!empty ? <CopyButton text={answerText(message)} /> : null}
+          {actions?.onRetry ? (
+            <button type="button" className="link small" onClick={actions.onRetry}>
+              {outcome ? 'Retry' : 'Regenerate'}
+            </button>
+          ) : null}
+        </div>
+      ) : null}
     </div>
   );
 });
+
+/** Links inside the app navigate without reloading the page. */
+function followLink(event: MouseEvent<HTMLAnchorElement>) {
+  if (event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return;
+  event.preventDefault();
+  window.history.pushState(null, '', event.currentTarget.pathname);
+  window.dispatchEvent(new PopStateEvent('popstate'));
+}
+
+/** How an answer that did not simply succeed ended, said in place in the history. */
+function answerOutcome(
+  message: Message,
+  run: RunObject | undefined,
+): { kind: 'failed' | 'aborted'; text: string } | null {
+  if (message.status !== 'error' && message.status !== 'aborted') {
+    if (run && (run.status === 'failed' || run.status === 'aborted')) {
+      return { kind: run.status, text: explainRun(run) ?? '' };
+    }
+    return null;
+  }
+  const kind = message.status === 'error' ? 'failed' : 'aborted';
+  const reason = run ? explainRun(run) : null;
+  if (kind === 'failed') {
+    const said = reason ? reason.charAt(0).toLowerCase() + reason.slice(1) : 'the run ended with an error.';
+    return { kind, text: `This answer failed: ${said}` };
+  }
+  return { kind, text: reason ?? 'This answer was stopped before it finished.' };
+}
+
+function CopyButton({ text }: { text: string }) {
+  const [copied, setCopied] = useState(false);
+  return (
+    <button
+      type="button"
+      className="link small"
+      onClick={() => {
+        void navigator.clipboard?.writeText(text).then(
+          () => {
+            setCopied(true);
+            setTimeout(() => setCopied(false), 1500);
+          },
+          () => {},
+        );
+      }}
+    >
+      {copied ? 'Copied' : 'Copy'}
+    </button>
+  );
+}

@@ -5,28 +5,44 @@ export type Route =
   | { screen: 'home' }
   | { screen: 'chat'; chatId: string }
   | { screen: 'runs'; chatId: string }
-  | { screen: 'run'; chatId: string; runId: string };
+  | { screen: 'run'; chatId: string; runId: string }
+  | { screen: 'schedules'; chatId: string }
+  | { screen: 'agents' }
+  /** `agentId` "new" is the form for a new agent. */
+  | { screen: 'agent'; agentId: string }
+  | { screen: 'not-found' };
 
 export function parseRoute(pathname: string): Route {
   const parts = pathname.split('/').filter(Boolean).map(decodeURIComponent);
-  if (parts[0] === 'chats' && parts[1]) {
+  if (parts.length === 0) return { screen: 'home' };
+  if (parts[0] === 'chats' && parts[1] && parts.length <= 4) {
     if (parts[2] === 'runs' && parts[3]) return { screen: 'run', chatId: parts[1], runId: parts[3] };
-    if (parts[2] === 'runs') return { screen: 'runs', chatId: parts[1] };
-    return { screen: 'chat', chatId: parts[1] };
+    if (parts[2] === 'runs' && parts.length === 3) return { screen: 'runs', chatId: parts[1] };
+    if (parts[2] === 'schedules' && parts.length === 3) return { screen: 'schedules', chatId: parts[1] };
+    if (parts.length === 2) return { screen: 'chat', chatId: parts[1] };
   }
-  return { screen: 'home' };
+  if (parts[0] === 'agents' && parts.length === 1) return { screen: 'agents' };
+  if (parts[0] === 'agents' && parts[1] && parts.length === 2) return { screen: 'agent', agentId: parts[1] };
+  return { screen: 'not-found' };
 }
 
 export function routePath(route: Route): string {
   switch (route.screen) {
     case 'home':
+    case 'not-found':
       return '/';
     case 'chat':
       return `/chats/${encodeURIComponent(route.chatId)}`;
     case 'runs':
       return `/chats/${encodeURIComponent(route.chatId)}/runs`;
+    case 'schedules':
+      return `/chats/${encodeURIComponent(route.chatId)}/schedules`;
     case 'run':
       return `/chats/${encodeURIComponent(route.chatId)}/runs/${encodeURIComponent(route.runId)}`;
+    case 'agents':
+      return '/agents';
+    case 'agent':
+      return `/agents/${encodeURIComponent(route.agentId)}`;
   }
 }
 

@@ -1,12 +1,20 @@
-import { useCallback, useEffect, useState } from 'react';
+import { useCallback, useEffect, useRef, useState } from 'react';
 import { OutrunApiError } from '../../src/client/errors.ts';
 import type { OutrunClient } from '../../src/client/outrun-client.ts';
-import type { Chat, Me } from '../../src/protocol/index.ts';
+import type { AgentObject } from '../../src/protocol/agent.ts';
+import { isActiveStatus, type Chat, type Me } from '../../src/protocol/index.ts';
+import { AgentForm, AgentList } from './agents.tsx';
 import { ChatList } from './chat-list.tsx';
 import { explainError } from './explain.ts';
 import { RunHistory, RunInspector } from './run-inspector.tsx';
-import { navigate, useRoute, type Route } from './router.ts';
+import { navigate, routePath, useRoute, type Route } from './router.ts';
+import { SchedulesPanel } from './schedules.tsx';
 import { Thread } from './thread.tsx';
+
+/** How often the chat list looks for runs going in chats other than the open one. */
+const BUSY_POLL_MS = 8000;
+/** How many chats, from the top of the list, are checked for a run going. */
+const BUSY_POLL_CHATS = 20;
 
 const DEFAULT_TITLE = 'New chat';
 
@@ -32,7 +40,69 @@ export function Workspace({
   const [error, setError] = useState<Error | null>(null);
   const [menuOpen, setMenuOpen] = useState(false);
   const [missing, setMissing] = useState<string | null>(null);
-  const chatId = route.screen === 'home' ? null : route.chatId;
+  const [agents, setAgents] = useState<AgentObject[]>([]);
+  const [agentId, setAgentId] = useState<string>('');
+  const [busy, setBusy] = useState<ReadonlySet<string>>(new Set());
+  const chatId = 'chatId' in route ? route.chatId : null;
+  const isAdmin = me.user.role === 'admin' || me.user.role === 'owner';
+
+  const loadAgents = useCallback(async () => {
+    try {
+      setAgents((await client.listAgents({ limit: 200 })).items);
+    } catch {
+      // Agents are optional here: without them, new chats use the workspace default.
+    }
+  }, [client]);
+  useEffect(() => {
+    void loadAgents();
+  }, [loadAgents]);
+
+  const markBusy = useCallback((id: string, isBusy: boolean) => {
+    setBusy((current) => {
+      if (current.has(id) === isBusy) return current;
+      const next = new Set(current);
+      if (isBusy) next.add(id);
+      else next.delete(id);
+      return next;
+    });
+  }, []);
+  const openChat = useRef(chatId);
+  openChat.current = chatId;
+
+  // Marks chats with a run going, or queued; the open chat reports its own state as it changes.
+  const chatIds =
+    chats
+      ?.slice(0, BUSY_POLL_CHATS)
+      .map((chat) => chat.id)
+      .join(',') ?? '';
+  useEffect(() => {
+    if (!chatIds) return;
+    let cancelled = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const check = async () => {
+      await Promise.all(
+        chatIds.split(',').map(async (id) => {
+          if (id === openChat.current) return;
+          try {
+            const runs = (await client.listRuns(id, { limit: 3 })).items;
+            if (!cancelled)
+              markBusy(
+                id,
+                runs.some((run) => isActiveStatus(run.status) || run.status === 'queued'),
+              );
+          } catch {
+            // The next check tries again.
+          }
+        }),
+      );
+      if (!cancelled) timer = setTimeout(() => void check(), BUSY_POLL_MS);
+    };
+    void check();
+    return () => {
+      cancelled = true;
+      clearTimeout(timer);
+    };
+  }, [client, chatIds, markBusy]);
 
   const loadChats = useCallback(
     async (after?: string) => {
@@ -58,7 +128,9 @@ export function Workspace({
       (chat) => !cancelled && setChats((current) => (current ? [chat, ...current] : [chat])),
       (caught: unknown) => {
         if (cancelled) return;
-        if (caught instanceof OutrunApiError && caught.status === 404) setMissing(chatId);
+        // Not found, or an address that cannot be a chat id at all.
+        if (caught instanceof OutrunApiError && (caught.status === 404 || caught.code === 'invalid_id'))
+          setMissing(chatId);
         else setError(caught as Error);
       },
     );
@@ -71,7 +143,7 @@ export function Workspace({
 
   const createChat = async () => {
     try {
-      const chat = await client.createChat();
+      const chat = await client.createChat(agentId ? { agentId } : {});
       setChats((current) => [chat, ...(current ?? [])]);
       navigate({ screen: 'chat', chatId: chat.id });
     } catch (caught) {
@@ -97,9 +169,21 @@ export function Workspace({
   };
 
   const chat = chats?.find((item) => item.id === chatId) ?? null;
+  const notFound = route.screen === 'not-found' || (chatId !== null && missing === chatId);
+
+  useEffect(() => {
+    let title = 'Outrun';
+    if (notFound) title = 'Not found · Outrun';
+    else if (chat) title = `${chat.title} · Outrun`;
+    else if (route.screen === 'agents' || route.screen === 'agent') title = 'Agents · Outrun';
+    document.title = title;
+  }, [chat, notFound, route.screen]);
 
   return (
     <div className={`app${menuOpen ? ' menu-open' : ''}`}>
+      <a className="skip-link" href="#main-content">
+        Skip to the conversation
+      </a>
       <aside className="sidebar">
         <div className="sidebar-head">
           <span className="brand">Outrun</span>
@@ -107,10 +191,24 @@ export function Workspace({
             New chat
           </button>
         </div>
+        {agents.length > 0 ? (
+          <label className="agent-picker small">
+            <span className="muted">Agent for new chats</span>
+            <select value={agentId} onChange={(event) => setAgentId(event.target.value)}>
+              <option value="">Default agent</option>
+              {agents.map((agent) => (
+                <option key={agent.id} value={agent.id}>
+                  {agent.name}
+                </option>
+              ))}
+            </select>
+          </label>
+        ) : null}
         {chats ? (
           <ChatList
             chats={chats}
             selectedId={chatId}
+            busy={busy}
             hasMore={cursor !== null}
             onLoadMore={() => void loadChats(cursor ?? undefined)}
             onRename={renameChat}
@@ -123,6 +221,16 @@ export function Workspace({
           <span className="muted small" title={me.workspace.name}>
             {me.user.email}
           </span>
+          <a
+            className="small"
+            href="/agents"
+            onClick={(event) => {
+              event.preventDefault();
+              navigate({ screen: 'agents' });
+            }}
+          >
+            Agents
+          </a>
           <button type="button" className="link small" onClick={onSignOut}>
             Sign out
           </button>
@@ -130,7 +238,7 @@ export function Workspace({
       </aside>
       <div className="scrim" onClick={() => setMenuOpen(false)} aria-hidden="true" />
 
-      <main className="main">
+      <main className="main" id="main-content" tabIndex={-1}>
         <header className="main-head">
           <button
             type="button"
@@ -140,8 +248,8 @@ export function Workspace({
           >
             ☰
           </button>
-          <h1 className="chat-heading">{chat?.title ?? (route.screen === 'home' ? 'Outrun' : '')}</h1>
-          {chat ? <Tabs route={route} chatId={chat.id} /> : null}
+          <h1 className="chat-heading">{heading(route, chat, notFound)}</h1>
+          {chat && !notFound ? <Tabs route={route} chatId={chat.id} /> : null}
         </header>
         {error ? (
           <div className="banner banner-error" role="alert">
@@ -154,8 +262,12 @@ export function Workspace({
         <Screen
           route={route}
           chat={chat}
-          missing={missing === chatId}
+          missing={notFound}
           client={client}
+          isAdmin={isAdmin}
+          agents={agents}
+          onAgentsChanged={() => void loadAgents()}
+          onBusyChange={markBusy}
           onCreate={() => void createChat()}
           onFirstMessage={(text) => {
             if (chat && chat.title === DEFAULT_TITLE) void renameChat(chat, titleFrom(text));
@@ -166,30 +278,39 @@ export function Workspace({
   );
 }
 
+function heading(route: Route, chat: Chat | null, notFound: boolean): string {
+  if (notFound) return 'Not found';
+  if (chat) return chat.title;
+  if (route.screen === 'home') return 'Outrun';
+  if (route.screen === 'agents' || route.screen === 'agent') return 'Agents';
+  return '';
+}
+
 function Tabs({ route, chatId }: { route: Route; chatId: string }) {
-  const onChat = route.screen === 'chat';
+  const tabs: Array<{ label: string; target: Route; current: boolean }> = [
+    { label: 'Chat', target: { screen: 'chat', chatId }, current: route.screen === 'chat' },
+    {
+      label: 'Runs',
+      target: { screen: 'runs', chatId },
+      current: route.screen === 'runs' || route.screen === 'run',
+    },
+    { label: 'Schedules', target: { screen: 'schedules', chatId }, current: route.screen === 'schedules' },
+  ];
   return (
     <nav className="tabs" aria-label="Views">
-      <a
-        href={`/chats/${chatId}`}
-        aria-current={onChat ? 'page' : undefined}
-        onClick={(event) => {
-          event.preventDefault();
-          navigate({ screen: 'chat', chatId });
-        }}
-      >
-        Chat
-      </a>
-      <a
-        href={`/chats/${chatId}/runs`}
-        aria-current={onChat ? undefined : 'page'}
-        onClick={(event) => {
-          event.preventDefault();
-          navigate({ screen: 'runs', chatId });
-        }}
-      >
-        Runs
-      </a>
+      {tabs.map((tab) => (
+        <a
+          key={tab.label}
+          href={routePath(tab.target)}
+          aria-current={tab.current ? 'page' : undefined}
+          onClick={(event) => {
+            event.preventDefault();
+            navigate(tab.target);
+          }}
+        >
+          {tab.label}
+        </a>
+      ))}
     </nav>
   );
 }
@@ -199,11 +320,30 @@ function Screen(props: {
   chat: Chat | null;
   missing: boolean;
   client: OutrunClient;
+  isAdmin: boolean;
+  agents: AgentObject[];
+  onAgentsChanged: () => void;
+  onBusyChange: (chatId: string, busy: boolean) => void;
   onCreate: () => void;
   onFirstMessage: (text: string) => void;
 }) {
   const { route, chat, missing, client, onCreate, onFirstMessage } = props;
-  if (route.screen === 'home') {
+  if (missing) {
+    return (
+      <div className="empty not-found">
+        <h2>Not found</h2>
+        <p>
+          {route.screen === 'not-found'
+            ? 'There is no page at this address.'
+            : 'This chat does not exist, or it was deleted.'}
+        </p>
+        <button type="button" className="link" onClick={() => navigate({ screen: 'home' })}>
+          Back to your chats
+        </button>
+      </div>
+    );
+  }
+  if (route.screen === 'home' || route.screen === 'not-found') {
     return (
       <div className="empty welcome">
         <p>Start a chat. Each answer runs on the server: close the tab, come back, and it is still going.</p>
@@ -213,13 +353,22 @@ function Screen(props: {
       </div>
     );
   }
-  if (missing) {
+  if (route.screen === 'agents') {
     return (
-      <div className="empty">
-        <p>This chat does not exist, or it was deleted.</p>
-        <button type="button" className="link" onClick={() => navigate({ screen: 'home' })}>
-          Back to your chats
-        </button>
+      <div className="panel">
+        <AgentList agents={props.agents} isAdmin={props.isAdmin} />
+      </div>
+    );
+  }
+  if (route.screen === 'agent') {
+    return (
+      <div className="panel">
+        <AgentForm
+          client={client}
+          agentId={route.agentId === 'new' ? null : route.agentId}
+          isAdmin={props.isAdmin}
+          onSaved={props.onAgentsChanged}
+        />
       </div>
     );
   }
@@ -231,15 +380,30 @@ function Screen(props: {
       </div>
     );
   }
+  if (route.screen === 'schedules') {
+    return (
+      <div className="panel">
+        <SchedulesPanel client={client} chatId={chat.id} />
+      </div>
+    );
+  }
   if (route.screen === 'run') {
     return (
       <div className="panel">
         <button type="button" className="link" onClick={() => navigate({ screen: 'runs', chatId: chat.id })}>
           ← All runs
         </button>
-        <RunInspector client={client} runId={route.runId} />
+        <RunInspector key={route.runId} client={client} chatId={chat.id} runId={route.runId} />
       </div>
     );
   }
-  return <Thread key={chat.id} client={client} chat={chat} onFirstMessage={onFirstMessage} />;
+  return (
+    <Thread
+      key={chat.id}
+      client={client}
+      chat={chat}
+      onFirstMessage={onFirstMessage}
+      onBusyChange={props.onBusyChange}
+    />
+  );
 }

@@ -1,0 +1,174 @@
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { script, scriptedText } from '../support/sse.ts';
+import { ADMIN_KEY, startTestServer, type TestServer } from '../support/test-server.ts';
+import {
+  assistantWords,
+  chromiumAvailable,
+  ensureWebBuild,
+  launchChromium,
+  newProfile,
+  openTab,
+  screenshot,
+} from './browser-support.ts';
+
+const PHONE_DARK = {
+  viewport: { width: 390, height: 800 },
+  colorScheme: 'dark' as const,
+  isMobile: true,
+  hasTouch: true,
+};
+
+describe.skipIf(!chromiumAvailable())('web app: approvals, budgets and schedules, in Chromium', () => {
+  let server: TestServer;
+  let browser: Browser;
+  const open = async (path: string, context?: BrowserContext, options?: Parameters<typeof newProfile>[1]) => {
+    const watched = await openTab(context ?? (await newProfile(browser, options)));
+    await watched.page.goto(server.url + path);
+    return watched;
+  };
+  const send = async (page: Page, text: string) => {
+    await page.getByLabel('Message').fill(text);
+    await page.getByLabel('Message').press('Enter');
+  };
+  const chatWithAgent = async (agent: Record<string, unknown>) => {
+    const created = await server.api('/v1/agents', { method: 'POST', body: agent });
+    expect(created.status).toBe(201);
+    const chat = await server.api('/v1/chats', { method: 'POST', body: { agentId: created.body.agent.id } });
+    return chat.body.chat.id as string;
+  };
+  const latestRun = async (chatId: string) => (await server.api(`/v1/chats/${chatId}/runs/latest`)).body.run;
+
+  beforeAll(async () => {
+    ensureWebBuild();
+    server = await startTestServer('pglite', { config: { waitTtlMs: 600_000, schedulePollIntervalMs: 100 } });
+    browser = await launchChromium();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  it('approves a tool call from a phone after a reload, and the laptop tab sees it go on', async () => {
+    const chatId = await chatWithAgent({ name: 'Careful', tools: [{ name: 'echo', needsApproval: true }] });
+    const laptop = await open(`/chats/${chatId}#key=${ADMIN_KEY}`);
+    await send(laptop.page, script({ steps: 2, tokens: 3, tool: true }));
+    const card = laptop.page.locator('.approval-card');
+    await expect.poll(() => card.count(), { timeout: 15_000 }).toBe(1);
+    expect(await card.textContent()).toContain('echo');
+    expect(await card.locator('.approval-input').textContent()).toContain('"step": 1');
+    await expect.poll(() => laptop.page.locator('.status-line').textContent()).toContain('waiting for you');
+    expect(await laptop.page.locator('.status-line .spending').textContent()).toMatch(/tokens · \$/);
+
+    const phone = await open(`/chats/${chatId}#key=${ADMIN_KEY}`, undefined, PHONE_DARK);
+    await phone.page.reload();
+    const phoneCard = phone.page.locator('.approval-card');
+    await expect.poll(() => phoneCard.count(), { timeout: 15_000 }).toBe(1);
+    const overflow = await phone.page.evaluate(
+      () => document.documentElement.scrollWidth - window.innerWidth,
+    );
+    expect(overflow).toBeLessThanOrEqual(0);
+    const background = await phone.page.evaluate(
+      () => getComputedStyle(document.querySelector('.approval-card')!).backgroundColor,
+    );
+    expect(background).not.toBe('rgb(255, 246, 224)');
+    await screenshot(phone.page, 'phone-approval');
+    await phoneCard.getByRole('button', { name: 'Approve' }).tap();
+
+    for (const { page } of [phone, laptop]) {
+      await expect
+        .poll(async () => (await assistantWords(page)).join(' '), { timeout: 15_000 })
+        .toBe(scriptedText(2, 3).trim());
+      expect(await page.locator('.approval-card').count()).toBe(0);
+    }
+    expect((await latestRun(chatId)).status).toBe('succeeded');
+    expect([...laptop.errors, ...phone.errors]).toEqual([]);
+  });
+
+  it('denies a tool call with a reason', async () => {
+    const chatId = await chatWithAgent({
+      name: 'Careful too',
+      tools: [{ name: 'echo', needsApproval: true }],
+    });
+    const { page, errors } = await open(`/chats/${chatId}#key=${ADMIN_KEY}`);
+    await send(page, script({ steps: 2, tokens: 3, tool: true }));
+    const card = page.locator('.approval-card');
+    await expect.poll(() => card.count(), { timeout: 15_000 }).toBe(1);
+    await card.getByLabel(/Reason/).fill('not now');
+    await card.getByRole('button', { name: 'Deny' }).click();
+    await expect.poll(async () => (await latestRun(chatId)).status, { timeout: 15_000 }).toBe('succeeded');
+    await expect.poll(() => card.count()).toBe(0);
+    expect(errors).toEqual([]);
+  });
+
+  it('pauses at the budget and continues with more from the card', async () => {
+    const chatId = await chatWithAgent({
+      name: 'Thrifty',
+      tools: [{ name: 'echo' }],
+      budget: { maxSteps: 1, onExceeded: 'pause' },
+    });
+    const { page, errors } = await open(`/chats/${chatId}#key=${ADMIN_KEY}`, undefined, {
+      colorScheme: 'dark',
+    });
+    await send(page, script({ steps: 2, tokens: 3 }));
+    const card = page.locator('.budget-card');
+    await expect.poll(() => card.count(), { timeout: 15_000 }).toBe(1);
+    expect(await card.textContent()).toContain('reached its steps budget');
+    expect(await card.textContent()).toContain('Limit 1 step');
+    expect(await card.textContent()).toContain('up to 2 steps');
+    await screenshot(page, 'budget-paused');
+    await card.getByRole('button', { name: 'Continue with more' }).click();
+    await expect
+      .poll(async () => (await assistantWords(page)).join(' '), { timeout: 15_000 })
+      .toBe(scriptedText(2, 3).trim());
+    expect(await card.count()).toBe(0);
+    expect((await latestRun(chatId)).status).toBe('succeeded');
+    expect(errors).toEqual([]);
+  });
+
+  it('lists, creates with a preview in words, pauses and deletes schedules, with the last fire and its run', async () => {
+    const chatId = await server.createChat();
+    const fired = await server.api(`/v1/chats/${chatId}/schedules`, {
+      method: 'POST',
+      body: {
+        at: new Date(Date.now() + 500).toISOString(),
+        input: { text: script({ steps: 1, tokens: 2 }) },
+      },
+    });
+    expect(fired.status).toBe(201);
+    await expect
+      .poll(
+        async () => (await server.api(`/v1/schedules/${fired.body.schedule.id}`)).body.schedule.lastRunId,
+        {
+          timeout: 15_000,
+        },
+      )
+      .toMatch(/^run_/);
+
+    const { page, errors } = await open(`/chats/${chatId}/schedules#key=${ADMIN_KEY}`);
+    const list = page.locator('.schedule-list li');
+    await expect.poll(() => list.count()).toBe(1);
+    expect(await list.first().textContent()).toContain('Once,');
+    expect(await list.first().getByRole('link', { name: 'its run' }).count()).toBe(1);
+
+    await page.getByLabel(/^Cron/).fill('0 8 * * 1-5');
+    await expect.poll(() => page.locator('.cron-preview').textContent()).toBe('Every weekday at 08:00');
+    await page.getByLabel('Message', { exact: true }).fill('Morning summary, please.');
+    await page.getByRole('button', { name: 'Add schedule' }).click();
+    await expect.poll(() => list.count()).toBe(2);
+    const created = list.filter({ hasText: 'Every weekday at 08:00' });
+    expect(await created.textContent()).toContain('Morning summary, please.');
+    await screenshot(page, 'schedules');
+
+    await created.getByRole('button', { name: 'Pause' }).click();
+    await expect.poll(() => created.locator('.badge').textContent()).toBe('paused');
+    const stored = (await server.api(`/v1/chats/${chatId}/schedules`)).body.items as {
+      cron: string | null;
+      enabled: boolean;
+    }[];
+    expect(stored.find((item) => item.cron === '0 8 * * 1-5')?.enabled).toBe(false);
+    await created.getByRole('button', { name: 'Delete' }).click();
+    await expect.poll(() => list.count()).toBe(1);
+    expect(errors).toEqual([]);
+  });
+});
