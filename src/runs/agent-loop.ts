@@ -45,6 +45,8 @@ export interface AgentLoopOptions {
   meter: BudgetMeter;
   /** Called when the meter cuts the step under way: abort the model call. */
   onBudgetCut: () => void;
+  /** Called once, at the first text the model streams in this execution. */
+  onFirstToken?: () => void;
   /** Records a finished step; called in order, each after the step's events are durable. */
   recordStep: (step: FinishedStep) => Promise<void>;
 }
@@ -79,6 +81,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   let step = options.stepsDone;
   let budgetExceeded: BudgetExceeded | null = null;
   let budgetCutStep = false;
+  let firstToken = false;
   const toolCalls = new Map<string, { toolName: string; input: unknown }>();
   const approvals: PendingApproval[] = [];
   let recording = Promise.resolve();
@@ -141,6 +144,11 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
           break;
         }
         case 'text-delta':
+          if (!firstToken) {
+            firstToken = true;
+            options.onFirstToken?.();
+          }
+        // falls through
         case 'reasoning-delta':
         case 'tool-input-delta': {
           // Each output chunk counts as a token until the provider reports the step's usage.

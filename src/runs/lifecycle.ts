@@ -2,7 +2,7 @@ import { sql, type Transaction, type UpdateObject } from 'kysely';
 import type { Logger } from 'pino';
 import { FaultPoint, type Faults } from '../faults.ts';
 import { MessageProjector } from '../protocol/message-projector.ts';
-import type { Metrics } from '../metrics.ts';
+import { observeRunEnded, type Metrics } from '../metrics.ts';
 import type { RunQueue } from '../queue/queue.ts';
 import type { Db } from '../store/database.ts';
 import type { Database, RunRow } from '../store/schema.ts';
@@ -253,7 +253,10 @@ export class Lifecycle {
     for (let change: TransitionResult | null = result; change; change = change.promoted) {
       const { run } = change;
       metrics.runTransitions.inc({ to: run.status });
-      if (isTerminalStatus(run.status)) metrics.runsSettled.inc({ status: run.status });
+      if (isTerminalStatus(run.status)) {
+        metrics.runsSettled.inc({ status: run.status });
+        observeRunEnded(metrics, run);
+      }
       await log.publish(run.id, change.events).catch((error: unknown) => {
         // Readers re-read the log on their next keep-alive; the database is the truth.
         logger.warn({ err: error, runId: run.id }, 'publishing a status change failed');

@@ -10,7 +10,7 @@ import type { RunWaiting } from '../protocol/run.ts';
 import type { ChatService } from '../chats/chat-service.ts';
 import type { Clock } from '../clock.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
-import type { Metrics } from '../metrics.ts';
+import { observeFirstToken, type Metrics } from '../metrics.ts';
 import { MessageProjector } from '../protocol/message-projector.ts';
 import type { RunRow } from '../store/schema.ts';
 import { retryTransient } from '../store/transient.ts';
@@ -250,6 +250,7 @@ export class RunExecutor {
         spent: await this.#spentSoFar(row, resume?.stepsDone ?? 0),
       });
       // The first call of this execution is checked here; the loop checks every later one.
+      const loopStartedAt = Date.now();
       const refused = meter.beforeCall(
         estimateTokens((config.instructions ?? '') + JSON.stringify(messages)),
       );
@@ -278,6 +279,8 @@ export class RunExecutor {
             keepAbortChunk: () => active.reason === RunErrorCode.stopped || active.reason === null,
             meter,
             onBudgetCut: () => this.abort(row.id, 'budget'),
+            onFirstToken: () =>
+              observeFirstToken(this.#options.metrics, { model: config.model, ms: Date.now() - loopStartedAt }),
             recordStep: (step) => this.#recordStep(row.id, epoch, step),
           });
       const spent = meter.spent();

@@ -1,0 +1,84 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { STORE_KINDS } from './support/databases.ts';
+import { collectStream, streamedText } from './support/sse.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+
+/** Invariant 15 (the model never gets more than its context budget) and workspace quotas, end to end. */
+describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(kind);
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const padded = (tokens: number) =>
+    JSON.stringify({ script: { tokens }, padding: 'lorem ipsum '.repeat(60) });
+
+  it('compacts a long chat under context.maxTokens, reports it in the stream, and keeps stored messages whole', async () => {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'short memory', context: { maxTokens: 300, keepLastTurns: 1 } },
+    });
+    expect(agent.status).toBe(201);
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    for (let turn = 0; turn < 5; turn++) {
+      const run = (
+        await server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body: { input: { text: padded(3) } } })
+      ).body.run;
+      expect((await server.waitForRun(run.id)).status).toBe('succeeded');
+    }
+    const echo = (
+      await server.api(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body: { input: { text: JSON.stringify({ script: { echoInput: true } }) } },
+      })
+    ).body.run;
+    await server.waitForRun(echo.id);
+    const events = (await collectStream(await server.fetch(`/v1/runs/${echo.id}/stream`))).events;
+    const compaction = events.find((event) => event.chunk.type === 'data-compaction');
+    expect(compaction?.chunk.data).toMatchObject({ trigger: 'threshold' });
+    const data = compaction!.chunk.data as { tokensBefore: number; tokensAfter: number };
+    expect(data.tokensBefore).toBeGreaterThan(300);
+    expect(data.tokensAfter).toBeLessThanOrEqual(300);
+    const echoed = JSON.parse(streamedText(events)) as { chars: number };
+    expect(Math.ceil(echoed.chars / 4)).toBeLessThanOrEqual(300);
+
+    // Stored messages are never changed: the first one still holds all of its padding.
+    const messages = (await server.api(`/v1/chats/${chatId}/messages`)).body.items as {
+      role: string;
+      parts: { type: string; text?: string }[];
+    }[];
+    expect(messages[0]!.parts[0]!.text).toBe(padded(3));
+  });
+
+  it('refuses a start beyond the workspace quota with 429 quota_exceeded and Retry-After, writing nothing', async () => {
+    const set = await server.api('/v1/workspaces/current/quota', {
+      method: 'PATCH',
+      body: { quota: { runsPerMinute: 1 } },
+    });
+    expect(set.status, JSON.stringify(set.body)).toBe(200);
+    try {
+      const chatId = await server.createChat();
+      const first = await server.api(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body: { input: { text: padded(1) } },
+      });
+      // Earlier tests may have used the minute already; either way the next start is refused.
+      const refused = await server.api(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body: { input: { text: padded(1) }, multitask: 'enqueue' },
+      });
+      expect(refused.status).toBe(429);
+      expect(refused.body.error.code).toBe('quota_exceeded');
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+      const runs = (await server.api(`/v1/chats/${chatId}/runs`)).body.items as unknown[];
+      expect(runs).toHaveLength(first.status === 201 ? 1 : 0);
+    } finally {
+      await server.api('/v1/workspaces/current/quota', { method: 'PATCH', body: { quota: null } });
+    }
+  });
+});
