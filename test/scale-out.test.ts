@@ -184,4 +184,54 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
       await front.close({ graceMs: 0 });
     }
   });
+
+  it('hands the runs of a worker stopped with SIGTERM to the other worker at once, not after a lease', async () => {
+    const isolated = `${prefix}-release`;
+    const env = {
+      DATABASE_URL: databaseUrl,
+      REDIS_URL: REDIS_URL!,
+      OUTRUN_REDIS_PREFIX: isolated,
+      OUTRUN_ADMIN_KEY: ADMIN_KEY,
+      OUTRUN_SHUTDOWN_GRACE_MS: '200',
+    };
+    const leaving = await startServerProcess(env, 'worker');
+    // A long lease: if the run moved only once its lease ran out, this test would time out.
+    const front = await instance('api', databaseUrl, { prefix: isolated, leaseMs: 60_000 });
+    let staying: Outrun | undefined;
+    try {
+      const frontUrl = await front.listen();
+      const call = (path: string, init: RequestInit = {}) =>
+        fetch(frontUrl + path, {
+          ...init,
+          headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+        }).then((response) => response.json());
+      const chat = await call('/v1/chats', { method: 'POST', body: '{}' });
+      const { run } = await call(`/v1/chats/${chat.chat.id}/runs`, {
+        method: 'POST',
+        body: JSON.stringify({ input: { text: script({ steps: 2, tokens: 60, delayMs: 20 }) } }),
+      });
+      const waitFor = (done: (current: any) => boolean) =>
+        pollUntil(() => call(`/v1/runs/${run.id}`).then((body) => body.run), done);
+      await waitFor((current) => current.status === 'running');
+      staying = await instance('worker', databaseUrl, { prefix: isolated, leaseMs: 60_000 });
+
+      const signalledAt = Date.now();
+      leaving.child.kill('SIGTERM');
+      expect((await leaving.exited).code).toBe(0);
+      const settled = await waitFor((current) => current.status === 'succeeded');
+      expect(Date.now() - signalledAt).toBeLessThan(20_000);
+      expect(settled).toMatchObject({ attempt: 2, error: null });
+      const stream = await collectStream(
+        await fetch(`${frontUrl}/v1/runs/${run.id}/stream`, {
+          headers: { authorization: `Bearer ${ADMIN_KEY}` },
+        }),
+      );
+      expect(stream.events.map((event) => event.seq)).toEqual(stream.events.map((_, index) => index + 1));
+      expect(answeredText(stream.events)).toBe(scriptedText(2, 60));
+    } finally {
+      if (leaving.child.exitCode === null && leaving.child.signalCode === null) leaving.child.kill('SIGKILL');
+      await staying?.close({ graceMs: 0 });
+      await front.close({ graceMs: 0 });
+    }
+  });
 });

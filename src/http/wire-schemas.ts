@@ -128,6 +128,7 @@ export const Step = named(
     step: z.int().min(1),
     parts: z.array(MessagePart),
     usage: Usage.nullable(),
+    costUsd: z.number().nullable().describe('What the step cost in US dollars; null without a price.'),
     lastSeq: z.int(),
     startedAt: timestamp,
     finishedAt: timestamp,

@@ -43,6 +43,8 @@ export interface RunStep {
   step: number;
   parts: MessagePart[];
   usage: RunUsage | null;
+  /** What the step cost in US dollars; null when its model has no price. */
+  costUsd: number | null;
   /** Sequence number of the step's `finish-step` event. */
   lastSeq: number;
   startedAt: string;

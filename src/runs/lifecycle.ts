@@ -277,6 +277,14 @@ export class Lifecycle {
   async #promoteNext(tx: Transaction<Database>, chatId: string): Promise<TransitionResult | null> {
     // The chat row's lock orders this promotion against a concurrent `enqueue` start (see RunService.begin).
     await tx.selectFrom('chats').select('id').where('id', '=', chatId).forUpdate().executeTakeFirst();
+    // Only when the chat's slot is really free: ending a queued run, say, leaves the active one in place.
+    const active = await tx
+      .selectFrom('runs')
+      .select('id')
+      .where('chat_id', '=', chatId)
+      .where('status', 'in', ACTIVE_RUN_STATUSES)
+      .executeTakeFirst();
+    if (active) return null;
     const next = await tx
       .selectFrom('runs')
       .select('id')

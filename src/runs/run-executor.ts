@@ -280,7 +280,10 @@ export class RunExecutor {
             meter,
             onBudgetCut: () => this.abort(row.id, 'budget'),
             onFirstToken: () =>
-              observeFirstToken(this.#options.metrics, { model: config.model, ms: Date.now() - loopStartedAt }),
+              observeFirstToken(this.#options.metrics, {
+                model: config.model,
+                ms: Date.now() - loopStartedAt,
+              }),
             recordStep: (step) => this.#recordStep(row.id, epoch, step),
           });
       const spent = meter.spent();

@@ -181,6 +181,7 @@ export class EventLog {
     if (events.length === 0) return;
     this.#metrics.eventsAppended.inc(events.length);
     const message: RunEventsMessage = { runId, events };
+    await this.#faults.hit(FaultPoint.busPublish, { runId });
     await this.#bus.publish(BusChannel.runEvents(runId), message);
   }
 

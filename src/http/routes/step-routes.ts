@@ -12,6 +12,8 @@ export interface RunStepObject {
   step: number;
   parts: unknown[];
   usage: Record<string, number> | null;
+  /** What the step cost in US dollars; null when its model has no price. */
+  costUsd: number | null;
   /** Sequence number of the step's `finish-step` event. */
   lastSeq: number;
   startedAt: string;
@@ -33,6 +35,7 @@ export function registerStepRoutes(app: FastifyInstance, context: OutrunContext)
       step: row.step,
       parts: row.parts,
       usage: row.usage,
+      costUsd: row.cost_usd,
       lastSeq: row.last_seq,
       startedAt: row.started_at.toISOString(),
       finishedAt: row.finished_at.toISOString(),

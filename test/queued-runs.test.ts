@@ -1,0 +1,137 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { FaultPoint, Faults } from '../src/faults.ts';
+import type { RunObject } from '../src/protocol/run.ts';
+import { TransientDatabaseError } from '../src/store/transient.ts';
+import { STORE_KINDS } from './support/databases.ts';
+import { script } from './support/sse.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+import { pollUntil } from './support/wait.ts';
+
+/** `multitask: "enqueue"` (DESIGN §4): queued runs, in order, promoted in the ending's own transaction. */
+describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
+  let server: TestServer;
+  const faults = new Faults();
+
+  beforeAll(async () => {
+    server = await startTestServer(kind, { faults, config: { leaseMs: 600 } });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+  afterEach(() => faults.clear());
+
+  const enqueue = (chatId: string, tokens: number, delayMs = 0) =>
+    server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: script({ tokens, delayMs }) }, multitask: 'enqueue' },
+    });
+
+  it('queues concurrent sends behind the active run and runs them one at a time, in order', async () => {
+    const chatId = await server.createChat();
+    const active = (await enqueue(chatId, 20, 15)).body.run;
+    expect(active.status).toBe('pending');
+    const sends = await Promise.all(Array.from({ length: 5 }, (_, index) => enqueue(chatId, index + 1)));
+    expect(sends.map((response) => response.status)).toEqual(Array(5).fill(201));
+    expect(sends.map((response) => response.body.run.status)).toEqual(Array(5).fill('queued'));
+    for (const response of sends) expect(response.body.run.queuedAt).not.toBeNull();
+
+    // Every user message is stored at once, in the order the runs were created.
+    const queuedIds = sends.map((response) => response.body.run.id).sort();
+    const messages = (await server.api(`/v1/chats/${chatId}/messages?limit=100`)).body.items as {
+      role: string;
+      runId: string;
+      status: string;
+    }[];
+    const userRuns = messages.filter((message) => message.role === 'user').map((message) => message.runId);
+    expect(userRuns).toEqual([active.id, ...queuedIds]);
+    expect(messages.filter((message) => message.status === 'queued')).toHaveLength(5);
+
+    const finished = await Promise.all([active.id, ...queuedIds].map((id) => server.waitForRun(id)));
+    expect(finished.map((run) => run.status)).toEqual(Array(6).fill('succeeded'));
+    // One at a time and in order: each started after the one before it finished.
+    for (let index = 1; index < finished.length; index++) {
+      expect(Date.parse(finished[index]!.startedAt!)).toBeGreaterThanOrEqual(
+        Date.parse(finished[index - 1]!.finishedAt!),
+      );
+    }
+  });
+
+  it('cancels a queued run by its id, and every queued run with includeQueued', async () => {
+    const chatId = await server.createChat();
+    const active = (await enqueue(chatId, 500, 10)).body.run;
+    const first = (await enqueue(chatId, 1)).body.run;
+    const second = (await enqueue(chatId, 1)).body.run;
+    const third = (await enqueue(chatId, 1)).body.run;
+    const cancelled = await server.api(`/v1/runs/${first.id}/stop`, { method: 'POST' });
+    expect(cancelled.body).toMatchObject({
+      stopped: true,
+      run: { status: 'aborted', error: { code: 'stopped' } },
+    });
+
+    const stopped = await server.api(`/v1/chats/${chatId}/stop`, {
+      method: 'POST',
+      body: { includeQueued: true },
+    });
+    expect(stopped.body).toMatchObject({ stopped: true, queuedCancelled: 2 });
+    for (const run of [second, third]) {
+      expect((await server.waitForRun(run.id)).status).toBe('aborted');
+    }
+    expect((await server.waitForRun(active.id)).status).toBe('aborted');
+  });
+
+  it('promotes the next run only with the ending that frees the chat: a failed ending promotes nothing', async () => {
+    const chatId = await server.createChat();
+    // Every try of the first run's ending fails before commit: neither it nor the promotion happens.
+    faults.arm(FaultPoint.settleBeforeCommit, () => {
+      throw new TransientDatabaseError();
+    });
+    const active = (await enqueue(chatId, 2)).body.run;
+    const next = (await enqueue(chatId, 2)).body.run;
+    await pollUntil(
+      () => faults.hits(FaultPoint.settleBeforeCommit),
+      (hits) => hits >= 6,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect((await server.api(`/v1/runs/${active.id}`)).body.run.status).toBe('running');
+    expect((await server.api(`/v1/runs/${next.id}`)).body.run.status).toBe('queued');
+
+    // Once the database takes the ending again, the sweeper finishes the run and the promotion follows.
+    faults.clear();
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    await server.outrun.engine.sweep({ all: false });
+    expect((await server.waitForRun(active.id)).status).toBe('succeeded');
+    expect((await server.waitForRun(next.id)).status).toBe('succeeded');
+  });
+
+  it('continues a run out of steps in a follow-up run, and stops the chain at continuation.maxRuns', async () => {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: {
+        name: 'persistent',
+        tools: [{ name: 'echo' }, { name: 'current_time' }],
+        budget: { maxSteps: 1, onExceeded: 'continue' },
+        continuation: { maxRuns: 1 },
+      },
+    });
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    const first = (
+      await server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body: { input: { text: script({ steps: 3, tokens: 2, tool: true }) } },
+      })
+    ).body.run;
+    const ended = await server.waitForRun(first.id);
+    expect(ended.status, JSON.stringify(ended.error)).toBe('succeeded');
+    const runs = await pollUntil(
+      async () => (await server.api(`/v1/chats/${chatId}/runs`)).body.items as RunObject[],
+      (items) =>
+        items.length === 2 && items.every((run) => ['succeeded', 'failed', 'aborted'].includes(run.status)),
+    );
+    const follow = runs.find((run) => run.id !== first.id)!;
+    expect(follow).toMatchObject({ trigger: 'continue', parentRunId: first.id, status: 'succeeded' });
+    // The follow-up also ran out of steps, but the chain had used its one continuation.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toHaveLength(2);
+  });
+});
