@@ -23,7 +23,7 @@ export type {
   CreateScheduleOptions,
   ScheduleMultitask,
   ScheduleObject,
-} from './waiting-types.ts';
+} from '../protocol/schedule.ts';
 export { OutrunApiError, isAbortError } from './errors.ts';
 export { type ConnectionState, type FollowRunOptions } from './follow-run.ts';
 export * from '../protocol/index.ts';

@@ -19,7 +19,7 @@ import type {
   ContinueRunOptions,
   CreateScheduleOptions,
   ScheduleObject,
-} from './waiting-types.ts';
+} from '../protocol/schedule.ts';
 
 /** The fields of an agent a create or an update sends (DESIGN §4 "Agents"). */
 export type AgentInput = Partial<Omit<AgentObject, 'id' | 'createdAt' | 'updatedAt'>> & { name?: string };

@@ -8,3 +8,4 @@ export * from './wire.ts';
 export * from './chunks.ts';
 export * from './message-projector.ts';
 export * from './sse.ts';
+export * from './schedule.ts';

@@ -7,7 +7,8 @@ import type { Db } from '../store/database.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';
 import type { RunQueue } from '../queue/queue.ts';
-import type { RunRow } from '../store/schema.ts';
+import type { Transaction } from 'kysely';
+import type { Database, RunRow } from '../store/schema.ts';
 import type { EventLog } from '../stream/event-log.ts';
 import { Ending, INTERRUPTED_BY_CRASH, STOPPABLE_STATUSES, type Lifecycle } from './lifecycle.ts';
 import type { RunExecutor } from './run-executor.ts';
@@ -240,18 +241,7 @@ export class RunEngine {
   }): Promise<RunObject> {
     const { db, log, lifecycle } = this.#options;
     const result = await db.transaction().execute(async (tx) => {
-      const row = await tx
-        .selectFrom('runs')
-        .selectAll()
-        .where('id', '=', options.runId)
-        .forUpdate()
-        .executeTakeFirst();
-      const waiting = row?.waiting as RunWaiting | null | undefined;
-      if (!row || row.status !== RunStatus.waiting || waiting?.reason !== 'approval') {
-        throw new ConflictError('run_not_waiting', 'This run is not waiting for an approval.', {
-          status: row?.status,
-        });
-      }
+      const { row, waiting } = await lockWaitingRun(tx, options.runId, 'approval');
       const approval = waiting.approvals.find((candidate) => candidate.approvalId === options.approvalId);
       if (!approval) throw new NotFoundError('approval', options.approvalId);
       if (approval.approved !== undefined) {
@@ -299,18 +289,7 @@ export class RunEngine {
   async continueRun(options: { runId: string; budget: Budget }): Promise<RunObject> {
     const { db, lifecycle } = this.#options;
     const change = await db.transaction().execute(async (tx) => {
-      const row = await tx
-        .selectFrom('runs')
-        .selectAll()
-        .where('id', '=', options.runId)
-        .forUpdate()
-        .executeTakeFirst();
-      const waiting = row?.waiting as RunWaiting | null | undefined;
-      if (!row || row.status !== RunStatus.waiting || waiting?.reason !== 'budget') {
-        throw new ConflictError('run_not_waiting', 'This run is not paused by its budget.', {
-          status: row?.status,
-        });
-      }
+      const { row } = await lockWaitingRun(tx, options.runId, 'budget');
       const config = (row.config ?? {}) as unknown as RunConfig;
       const raised = { ...config, budget: { ...config.budget, ...options.budget } };
       return lifecycle.transitionIn(tx, {
@@ -493,6 +472,26 @@ export class RunEngine {
     await this.#sweeping;
     await this.#unsubscribeStop?.();
   }
+}
+
+/** A run waiting for `reason`, locked for the answer; `409 run_not_waiting` otherwise. */
+async function lockWaitingRun<Reason extends RunWaiting['reason']>(
+  tx: Transaction<Database>,
+  runId: string,
+  reason: Reason,
+): Promise<{ row: RunRow; waiting: Extract<RunWaiting, { reason: Reason }> }> {
+  const row = await tx.selectFrom('runs').selectAll().where('id', '=', runId).forUpdate().executeTakeFirst();
+  const waiting = row?.waiting as RunWaiting | null | undefined;
+  if (!row || row.status !== RunStatus.waiting || waiting?.reason !== reason) {
+    throw new ConflictError(
+      'run_not_waiting',
+      reason === 'approval'
+        ? 'This run is not waiting for an approval.'
+        : 'This run is not paused by its budget.',
+      { status: row?.status },
+    );
+  }
+  return { row, waiting: waiting as Extract<RunWaiting, { reason: Reason }> };
 }
 
 /** The user message of a continuation run. */

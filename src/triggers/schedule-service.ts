@@ -1,3 +1,4 @@
+import type { ScheduleObject as WireScheduleObject } from '../protocol/schedule.ts';
 import type { Caller } from '../auth/auth-service.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { NotFoundError } from '../errors.ts';
@@ -31,25 +32,8 @@ export const ScheduleResult = {
 export type ScheduleInput = { text: string } | { parts: unknown[] };
 
 /** A schedule as the API shows it. */
-export interface ScheduleObject {
-  id: string;
-  chatId: string;
-  cron: string | null;
-  timezone: string;
-  at: string | null;
-  input: ScheduleInput;
-  multitask: ScheduleMultitask;
-  enabled: boolean;
-  /** The next due time; null once a one-shot schedule fired or a schedule is disabled. */
-  nextRunAt: string | null;
-  lastFiredAt: string | null;
-  lastRunId: string | null;
-  lastResult: string | null;
-  /** `schedule`, or `continue` for a follow-up an agent scheduled with `schedule_followup`. */
-  trigger: 'schedule' | 'continue';
-  parentRunId: string | null;
-  createdAt: string;
-}
+/** A schedule as the API shows it (`src/protocol/schedule.ts`). */
+export type ScheduleObject = WireScheduleObject;
 
 export interface CreateScheduleOptions {
   cron?: string;

@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useState, type FormEvent } from 'react';
 import { OutrunApiError } from '../../src/client/errors.ts';
 import type { OutrunClient } from '../../src/client/outrun-client.ts';
-import type { ScheduleMultitask, ScheduleObject } from '../../src/client/waiting-types.ts';
+import type { ScheduleMultitask, ScheduleObject } from '../../src/protocol/schedule.ts';
 import { describeCron } from './cron.ts';
 import { explainError, formatTime } from './explain.ts';
 import { navigate, routePath } from './router.ts';

@@ -1,9 +1,6 @@
-import type { Budget } from '../protocol/agent.ts';
+import type { Budget } from './agent.ts';
 
-/**
- * Shapes of the routes for waiting runs and schedules (DESIGN §4) that the client calls. They live here
- * until the server's own definitions land in `protocol/`.
- */
+/** Shapes of the routes for waiting runs and schedules (DESIGN §4), shared by the server and its clients. */
 
 /** `POST /v1/runs/:runId/approvals`. */
 export interface ApprovalAnswer {
