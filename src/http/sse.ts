@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Metrics } from '../metrics.ts';
 import { formatKeepAlive, formatSseEvent, SSE_DONE_FRAME } from '../protocol/sse.ts';
+import type { LogEvent } from '../stream/event-log.ts';
 import { followRun, type FollowOptions } from '../stream/run-follower.ts';
 
 /**
@@ -17,6 +18,8 @@ export async function sendRunStream(
     headers?: Record<string, string>;
     /** Rewrites each event's chunk text on its way out (the useChat routes mark `data-run` transient). */
     mapData?: (data: string) => string;
+    /** Ends the response (with `[DONE]`) after the first event this accepts, before the run's end. */
+    endAfter?: (event: LogEvent) => boolean;
   },
 ): Promise<void> {
   reply.hijack();
@@ -51,10 +54,14 @@ export async function sendRunStream(
       else {
         frame = '';
         const map = options.mapData;
+        ended = item.end;
         for (const event of item.events) {
           frame += formatSseEvent({ id: event.seq, data: map ? map(event.data) : event.data });
+          if (options.endAfter?.(event)) {
+            ended = true;
+            break;
+          }
         }
-        ended = item.end;
         if (ended) frame += SSE_DONE_FRAME;
       }
       if (!response.write(frame) && !controller.signal.aborted) {

@@ -32,7 +32,16 @@ describe('AI SDK useChat against Outrun', () => {
   let client: OutrunClient;
   let windowInstance: Window;
   let removeGlobals: (() => void) | undefined;
-  let render: (options: { chatId: string; messages?: UIMessage[]; resume?: boolean }) => Rendered;
+  let render: (options: {
+    chatId: string;
+    messages?: UIMessage[];
+    resume?: boolean;
+    sendAutomaticallyWhen?: Parameters<typeof useChatHook>[0] extends infer O
+      ? O extends { sendAutomaticallyWhen?: infer W }
+        ? W
+        : never
+      : never;
+  }) => Rendered;
 
   beforeAll(async () => {
     server = await startTestServer('pglite', { config: { keepAliveMs: 200 } });
@@ -52,7 +61,7 @@ describe('AI SDK useChat against Outrun', () => {
     const { useChat } = await import('@ai-sdk/react');
     const { DefaultChatTransport } = await import('ai');
 
-    render = ({ chatId, messages, resume }) => {
+    render = ({ chatId, messages, resume, sendAutomaticallyWhen }) => {
       const rendered: Rendered = {
         renders: [],
         responses: [],
@@ -70,7 +79,7 @@ describe('AI SDK useChat against Outrun', () => {
         },
       });
       function Probe() {
-        latest = useChat({ id: chatId, messages, resume, transport });
+        latest = useChat({ id: chatId, messages, resume, transport, sendAutomaticallyWhen });
         rendered.renders.push({ status: latest.status, messages: latest.messages, error: latest.error });
         return null;
       }
@@ -169,5 +178,42 @@ describe('AI SDK useChat against Outrun', () => {
     expect(response.status).toBe(400);
     expect(response.body.error.code).toBe('invalid_id');
     expect(response.body.error.message).toContain('POST /v1/chats');
+  });
+
+  it('answers a tool approval with addToolApprovalResponse and sendAutomaticallyWhen, and the run goes on', async () => {
+    const { lastAssistantMessageIsCompleteWithApprovalResponses } = await import('ai');
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'asks first', tools: [{ name: 'echo', needsApproval: true }] },
+    });
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    const view = render({
+      chatId,
+      sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses,
+    });
+    await waitUntil(() => view.renders.length > 0);
+    await view.current().sendMessage({ text: script({ steps: 2, tokens: 3, tool: true }) });
+    // The response ends when the run starts waiting; the tool part asks for approval.
+    await waitUntil(() => view.current().status === 'ready');
+    const asking = view
+      .current()
+      .messages[1]!.parts.find((part) => 'state' in part && part.state === 'approval-requested') as
+      { approval: { id: string } } | undefined;
+    expect(asking).toBeDefined();
+    expect((await client.latestRun(chatId)).run!.status).toBe('waiting');
+
+    await view.current().addToolApprovalResponse({ id: asking!.approval.id, approved: true });
+    await waitUntil(async () => (await client.latestRun(chatId)).run!.status === 'succeeded');
+    await waitUntil(
+      () => view.current().status === 'ready' && textOf(view.current().messages[1]) === scriptedText(2, 3),
+    );
+    view.unmount();
+    const messages = view.current().messages;
+    expect(messages.map((message) => message.role)).toEqual(['user', 'assistant']);
+    const tool = messages[1]!.parts.find((part) => part.type === 'tool-echo') as
+      { state: string } | undefined;
+    expect(tool?.state).toBe('output-available');
+    expect(view.responses.filter((status) => status === 200)).toHaveLength(2);
   });
 });

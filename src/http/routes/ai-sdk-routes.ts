@@ -1,7 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
-import { InvalidRequestError } from '../../errors.ts';
+import { ConflictError, InvalidRequestError } from '../../errors.ts';
+import type { RunObject, RunWaiting } from '../../protocol/run.ts';
+import type { LogEvent } from '../../stream/event-log.ts';
 import { isId } from '../../ids.ts';
 import { RunTrigger } from '../../runs/run-status.ts';
 import { withIdempotency } from '../idempotent-route.ts';
@@ -59,6 +61,41 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
           );
         }
         const last = body.messages[body.messages.length - 1]!;
+        // `addToolApprovalResponse` + `sendAutomaticallyWhen`: the assistant message comes back answered.
+        const answers = last.role === 'assistant' ? approvalAnswersOf(last.parts) : [];
+        if (answers.length > 0) {
+          const chat = await chats.getRow(request.caller, body.id);
+          const active = await runs.findActive(chat.id);
+          if (!active) {
+            throw new ConflictError('run_not_waiting', 'This chat has no run waiting for an approval.');
+          }
+          const after = await context.log.lastSeq(active.id);
+          const pending = new Set(
+            ((active.waiting as RunWaiting | null)?.reason === 'approval'
+              ? (active.waiting as Extract<RunWaiting, { reason: 'approval' }>).approvals
+              : []
+            )
+              .filter((approval) => approval.approved === undefined)
+              .map((approval) => approval.approvalId),
+          );
+          let run: RunObject | null = null;
+          for (const answer of answers.filter((candidate) => pending.has(candidate.approvalId))) {
+            run = await context.engine.answerApproval({ runId: active.id, ...answer });
+          }
+          if (!run) {
+            throw new ConflictError('approval_already_answered', 'These approvals were already answered.');
+          }
+          // The assistant message goes on where the client has it: only the events after the answer.
+          const send = () =>
+            streamRun(context, request, reply, {
+              runId: active.id,
+              after,
+              headers: { 'x-outrun-run-id': active.id },
+              mapData: toUseChatChunk,
+              endAfter: isWaitingEvent,
+            });
+          return { status: 200, body: { run }, send };
+        }
         if (last.role !== 'user') {
           throw new InvalidRequestError(
             'The last message must be the user message to answer.',
@@ -83,6 +120,7 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
             after: 0,
             headers: { 'x-outrun-run-id': run.id },
             mapData: toUseChatChunk,
+            endAfter: isWaitingEvent,
           });
         return { status: 201, body: { run }, send };
       }),
@@ -93,14 +131,47 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
     await chats.getRow(request.caller, chatId);
     const active = await runs.findActive(chatId);
     if (!active) return reply.status(204).send();
+    // The response ends where the run waits, as the one that started it did: a waiting run is replayed up
+    // to now; a running one is followed until it next starts waiting (an earlier wait was answered).
+    const now = await context.log.lastSeq(active.id);
+    const waiting = active.status === 'waiting';
     // Replayed from the first event: useChat rebuilds the message from `start`, so its text shows once.
     return streamRun(context, request, reply, {
       runId: active.id,
       after: 0,
       headers: { 'x-outrun-run-id': active.id },
       mapData: toUseChatChunk,
+      endAfter: (event) => (waiting ? event.seq >= now : event.seq > now && isWaitingEvent(event)),
     });
   });
+}
+
+/**
+ * A `useChat` response ends when its run starts waiting: the client is then `ready`, and an approval
+ * answered with `addToolApprovalResponse` is sent back (`sendAutomaticallyWhen`) to continue the run.
+ */
+function isWaitingEvent(event: LogEvent): boolean {
+  if (!event.data.includes('"waiting"')) return false;
+  const chunk = JSON.parse(event.data) as { type?: unknown; data?: { status?: unknown } };
+  return chunk.type === 'data-run' && chunk.data?.status === 'waiting';
+}
+
+/** The approval answers in an assistant message's tool parts (state `approval-responded`). */
+function approvalAnswersOf(
+  parts: Record<string, unknown>[],
+): { approvalId: string; approved: boolean; reason?: string }[] {
+  const answers: { approvalId: string; approved: boolean; reason?: string }[] = [];
+  for (const part of parts) {
+    const approval = part.approval as { id?: unknown; approved?: unknown; reason?: unknown } | undefined;
+    if (part.state !== 'approval-responded' || typeof approval?.id !== 'string') continue;
+    if (typeof approval.approved !== 'boolean') continue;
+    answers.push({
+      approvalId: approval.id,
+      approved: approval.approved,
+      ...(typeof approval.reason === 'string' ? { reason: approval.reason } : {}),
+    });
+  }
+  return answers;
 }
 
 /** The fields of a text or file part that a run takes as input. */

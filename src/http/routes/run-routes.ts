@@ -7,6 +7,7 @@ import { toRunObject, type RunObject } from '../../runs/run-object.ts';
 import { isTerminalStatus, RunTrigger } from '../../runs/run-status.ts';
 import { withIdempotency } from '../idempotent-route.ts';
 import { BudgetSchema, ModelOptionsSchema, MultitaskSchema } from '../../agents/agent-schema.ts';
+import type { LogEvent } from '../../stream/event-log.ts';
 import { sendRunStream } from '../sse.ts';
 import { PaginationQuery, parseSequence, requireId } from '../validation.ts';
 
@@ -201,6 +202,7 @@ export function streamRun(
     after: number;
     headers?: Record<string, string>;
     mapData?: (data: string) => string;
+    endAfter?: (event: LogEvent) => boolean;
   },
 ): Promise<void> {
   return sendRunStream(request, reply, {
