@@ -197,6 +197,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     mcp,
     prices,
     compactions: new CompactionStore({ db }),
+    quotas,
     waitTtlMs: config.waitTtlMs,
     continueRun: (run, runConfig) => engine.startContinuation(run, runConfig),
   });

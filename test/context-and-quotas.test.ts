@@ -81,4 +81,28 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
       await server.api('/v1/workspaces/current/quota', { method: 'PATCH', body: { quota: null } });
     }
   });
+
+  it('ends a run aborted/quota_exceeded when the daily token quota runs out mid-way, keeping its output', async () => {
+    const chatId = await server.createChat();
+    const warmup = await server.startRun(chatId, { tokens: 1 });
+    await server.waitForRun(warmup.id);
+    const used = (await server.outrun.quotas.usage(await workspaceOf())).tokens;
+    await server.api('/v1/workspaces/current/quota', {
+      method: 'PATCH',
+      body: { quota: { tokensPerDay: used + 60 } },
+    });
+    try {
+      const run = await server.startRun(chatId, { tokens: 400 });
+      const final = await server.waitForRun(run.id);
+      expect(final).toMatchObject({ status: 'aborted', error: { code: 'quota_exceeded' } });
+      const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
+      expect(streamedText(events).length).toBeGreaterThan(0);
+    } finally {
+      await server.api('/v1/workspaces/current/quota', { method: 'PATCH', body: { quota: null } });
+    }
+  });
+
+  async function workspaceOf(): Promise<string> {
+    return (await server.api('/v1/me')).body.workspace.id as string;
+  }
 });

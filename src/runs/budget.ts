@@ -32,14 +32,27 @@ export class BudgetMeter {
   readonly #spent: Spend;
   readonly #startedAt: number;
   readonly #now: () => number;
+  /** What the workspace's daily quota leaves for this execution (null: no limit). */
+  readonly #quota: { tokens: number | null; costUsd: number | null };
+  readonly #spentAtStart: Spend;
+  /** Whether the limit that ran out was the workspace's quota rather than the run's budget. */
+  quotaExceeded = false;
   #stepPrompt = 0;
   #stepOutput = 0;
   #stepStartedAt = 0;
 
-  constructor(options: { budget: Budget; price: ModelPrice | null; spent: Spend; now?: () => number }) {
+  constructor(options: {
+    budget: Budget;
+    price: ModelPrice | null;
+    spent: Spend;
+    quota?: { tokens: number | null; costUsd: number | null };
+    now?: () => number;
+  }) {
     this.#budget = options.budget;
     this.#price = options.price;
     this.#spent = { ...options.spent };
+    this.#spentAtStart = { ...options.spent };
+    this.#quota = options.quota ?? { tokens: null, costUsd: null };
     this.#now = options.now ?? Date.now;
     this.#startedAt = this.#now();
   }
@@ -91,7 +104,23 @@ export class BudgetMeter {
     if (maxTokens !== undefined && spent.inputTokens + spent.outputTokens > maxTokens) return 'tokens';
     if (maxCostUsd !== undefined && spent.costUsd > maxCostUsd) return 'cost';
     if (maxDurationMs !== undefined && spent.runningMs > maxDurationMs) return 'duration';
-    return null;
+    return this.#overQuota(0, 0);
+  }
+
+  /** Whether this execution's spend (plus `extra`) is past what the workspace's daily quota left. */
+  #overQuota(extraTokens: number, extraCost: number): BudgetExceeded | null {
+    const spent = this.spent();
+    const start = this.#spentAtStart;
+    const tokens =
+      spent.inputTokens + spent.outputTokens - start.inputTokens - start.outputTokens + extraTokens;
+    const exceeded =
+      this.#quota.tokens !== null && tokens > this.#quota.tokens
+        ? 'tokens'
+        : this.#quota.costUsd !== null && spent.costUsd - start.costUsd + extraCost > this.#quota.costUsd
+          ? 'cost'
+          : null;
+    if (exceeded) this.quotaExceeded = true;
+    return exceeded;
   }
 
   /** A step finished: its reported usage replaces the estimate. Returns the step's cost. */

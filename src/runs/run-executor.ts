@@ -95,6 +95,8 @@ export interface RunExecutorOptions {
   /** Steps when the run sets no budget. @default 8 */
   defaultMaxSteps?: number;
   prices: ModelPrices;
+  /** What the workspace's daily quota leaves; a run that uses it up ends `aborted`/`quota_exceeded`. */
+  quotas?: { remaining(workspaceId: string): Promise<{ tokens: number | null; costUsd: number | null }> };
   /** Where compaction summaries are kept and reused. Absent: histories are sent whole. */
   compactions?: CompactionStore;
   /** How long a waiting run waits for an answer. @default 7 days */
@@ -248,6 +250,7 @@ export class RunExecutor {
         budget: config.budget,
         price: this.#options.prices.of(config.model),
         spent: await this.#spentSoFar(row, resume?.stepsDone ?? 0),
+        quota: await this.#options.quotas?.remaining(row.workspace_id),
       });
       // The first call of this execution is checked here; the loop checks every later one.
       const loopStartedAt = Date.now();
@@ -327,6 +330,9 @@ export class RunExecutor {
           sendError: false,
         });
         await this.#end(row, epoch, ending, projector, changes);
+      } else if (exceeded && meter.quotaExceeded) {
+        // The workspace's daily quota ran out mid-run: the run ends, keeping what it streamed.
+        await this.#end(row, epoch, Ending.aborted(RunErrorCode.quotaExceeded), projector, changes);
       } else if (exceeded) {
         await this.#onBudgetExceeded({
           row,
