@@ -55,6 +55,42 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     expect(messages[0]!.parts[0]!.text).toBe(padded(3));
   });
 
+  it('summarizes old turns with the run’s model and reuses the stored summary in the next run', async () => {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'summarizer', context: { maxTokens: 400, keepLastTurns: 1, summarize: true } },
+    });
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    const say = async (text: string) => {
+      const run = (
+        await server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body: { input: { text } } })
+      ).body.run;
+      expect((await server.waitForRun(run.id)).status).toBe('succeeded');
+      return run.id as string;
+    };
+    for (let turn = 0; turn < 5; turn++) await say(padded(3));
+    const echo = JSON.stringify({ script: { echoInput: true } });
+    const first = await say(echo);
+    const compaction = (await collectStream(await server.fetch(`/v1/runs/${first}/stream`))).events.find(
+      (event) => event.chunk.type === 'data-compaction',
+    );
+    expect((compaction?.chunk.data as { summarized: number }).summarized).toBeGreaterThan(0);
+    const stored = () =>
+      server.outrun.db.selectFrom('compactions').selectAll().where('chat_id', '=', chatId).execute();
+    const summaries = await stored();
+    expect(summaries.length).toBeGreaterThan(0);
+    expect(summaries.at(-1)!.summary).toMatch(/summary of \d+ messages/i);
+
+    // The next run starts from the stored summary instead of summarizing the same turns again.
+    const second = await say(echo);
+    const echoed = JSON.parse(
+      streamedText((await collectStream(await server.fetch(`/v1/runs/${second}/stream`))).events),
+    ) as { chars: number };
+    expect(Math.ceil(echoed.chars / 4)).toBeLessThanOrEqual(400);
+    expect(await stored()).toHaveLength(summaries.length);
+  });
+
   it('refuses a start beyond the workspace quota with 429 quota_exceeded and Retry-After, writing nothing', async () => {
     const set = await server.api('/v1/workspaces/current/quota', {
       method: 'PATCH',
