@@ -91,6 +91,33 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     expect(await stored()).toHaveLength(summaries.length);
   });
 
+  it('retries a step once, compacted to half, when the model says the context is too long', async () => {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'keeps one turn', context: { keepLastTurns: 1 } },
+    });
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    for (let turn = 0; turn < 4; turn++) {
+      const run = (
+        await server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body: { input: { text: padded(2) } } })
+      ).body.run;
+      await server.waitForRun(run.id);
+    }
+    // The scripted model refuses prompts over 400 tokens; the history is well over that.
+    const text = JSON.stringify({ script: { tokens: 3, contextWindow: 400 } });
+    const run = (await server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body: { input: { text } } }))
+      .body.run;
+    const final = await server.waitForRun(run.id);
+    expect(final.status, JSON.stringify(final.error)).toBe('succeeded');
+    const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
+    expect(events.map((event) => event.seq)).toEqual(events.map((_, index) => index + 1));
+    expect(events.some((event) => event.chunk.type === 'error')).toBe(false);
+    const compaction = events.find((event) => event.chunk.type === 'data-compaction');
+    expect(compaction?.chunk.data).toMatchObject({ trigger: 'context_overflow' });
+    expect(streamedText(events)).toBe('s1t0 s1t1 s1t2 ');
+  });
+
   it('refuses a start beyond the workspace quota with 429 quota_exceeded and Retry-After, writing nothing', async () => {
     const set = await server.api('/v1/workspaces/current/quota', {
       method: 'PATCH',

@@ -75,6 +75,38 @@ describe.each(STORE_KINDS)('leases across instances on %s', (kind) => {
     expect(latest.body.message.status).toBe('completed');
   });
 
+  it('keeps a resumed run’s spend: usage and cost recorded before the takeover stay counted', async () => {
+    const server = await startTestServer(kind, { config: { leaseMs: 60_000 } });
+    cleanups.push(() => server.close());
+    const other = await secondInstance(server, { worker: true, clock: clockPastLease(60_000) });
+    cleanups.push(() => other.close({ graceMs: 0 }));
+
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 3, tokens: 40, delayMs: 5 });
+    const before = await server.waitForRun(run.id, (r) => r.stepCount >= 1);
+    expect(before.usage?.outputTokens).toBeGreaterThanOrEqual(40);
+    expect(await other.engine.sweep({ all: false })).toBe(1);
+
+    const final = await server.waitForRun(run.id);
+    expect(final).toMatchObject({ status: 'succeeded', attempt: 2 });
+    const steps = await server.outrun.db
+      .selectFrom('run_steps')
+      .select(['usage', 'cost_usd'])
+      .where('run_id', '=', run.id)
+      .execute();
+    const sum = (pick: (usage: Record<string, number>) => number) =>
+      steps.reduce((total, step) => total + pick((step.usage ?? {}) as Record<string, number>), 0);
+    // Three steps of 40 output tokens over both executions; nothing spent before the takeover was lost.
+    expect(final.usage).toMatchObject({
+      outputTokens: 120,
+      inputTokens: sum((usage) => usage.inputTokens ?? 0),
+    });
+    expect(final.costUsd).toBeCloseTo(
+      steps.reduce((total, step) => total + (step.cost_usd ?? 0), 0),
+      12,
+    );
+  });
+
   it('ends a run aborted/lease_expired once it has used its executions', async () => {
     const server = await startTestServer(kind, { config: { leaseMs: 60_000 } });
     cleanups.push(() => server.close());

@@ -32,6 +32,8 @@ const scriptSchema = z
     failAtStep: z.int().min(1).max(SCRIPT_LIMITS.steps).optional(),
     /** Answer with one JSON line describing the call (`EchoedInput`) instead of the scripted deltas. */
     echoInput: z.boolean().optional(),
+    /** A context window in tokens: a longer prompt fails like a provider's "context length exceeded". */
+    contextWindow: z.int().min(1).optional(),
   })
   .strict();
 
@@ -208,6 +210,13 @@ function planStep(
 
   if (script.failAtStep === step) {
     return { kind: 'fail', message: `Scripted provider failure at step ${step} (failAtStep: ${step}).` };
+  }
+  const promptTokens = Math.ceil(echoInput(callOptions).chars / 4);
+  if (script.contextWindow !== undefined && promptTokens > script.contextWindow) {
+    return {
+      kind: 'fail',
+      message: `This model's maximum context length is ${script.contextWindow} tokens, but the prompt has ${promptTokens} (context_length_exceeded).`,
+    };
   }
   const deltas = script.echoInput
     ? [JSON.stringify(echoInput(callOptions))]

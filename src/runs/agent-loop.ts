@@ -1,5 +1,6 @@
 import { streamText, type LanguageModel, type ModelMessage, type ToolSet, type UIMessage } from 'ai';
 import type { MessageProjector } from '../protocol/message-projector.ts';
+import { isContextOverflowError } from '../agent/compaction.ts';
 import type { RunToolContext } from '../agent/tool-context.ts';
 import type { ModelOptions } from '../protocol/agent.ts';
 import type { RunEventWriter } from '../stream/event-log.ts';
@@ -64,6 +65,8 @@ export interface AgentLoopResult {
   budgetCutStep: boolean;
   /** Tool calls waiting for a person's approval when the loop ended. */
   approvals: PendingApproval[];
+  /** The provider refused the prompt as too long (its `error` chunk is left out; the caller may retry). */
+  contextOverflow: boolean;
 }
 
 /**
@@ -82,6 +85,8 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   let budgetExceeded: BudgetExceeded | null = null;
   let budgetCutStep = false;
   let firstToken = false;
+  let contextOverflow = false;
+  let stepOpen = false;
   const toolCalls = new Map<string, { toolName: string; input: unknown }>();
   const approvals: PendingApproval[] = [];
   let recording = Promise.resolve();
@@ -115,12 +120,16 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     generateMessageId: () => options.messageId,
     sendStart: !options.resumed,
     sendReasoning: true,
-    onError: (error) => (errorText = describeModelError(error)),
+    onError: (error) => {
+      contextOverflow = isContextOverflowError(error);
+      return (errorText = describeModelError(error));
+    },
   });
 
   try {
     for await (const chunk of stream) {
       if (chunk.type === 'abort' && !options.keepAbortChunk()) continue;
+      if (chunk.type === 'error' && contextOverflow) continue;
       const seq = writer.append(chunk);
       const finished = projector.push(chunk);
       switch (chunk.type) {
@@ -129,6 +138,10 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
           break;
         case 'start-step':
           stepStartedAt = new Date();
+          stepOpen = true;
+          break;
+        case 'finish-step':
+          stepOpen = false;
           break;
         case 'tool-input-available':
           toolCalls.set(chunk.toolCallId, { toolName: chunk.toolName, input: chunk.input });
@@ -197,10 +210,22 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     // The SDK ends the stream with an error when it is aborted mid-read; the caller handles the abort.
     if (!options.signal.aborted) throw error;
   }
+  if (contextOverflow && stepOpen) {
+    writer.append({ type: 'data-step-interrupted', data: { step: step + 1, reason: 'context_overflow' } });
+  }
   await recording;
   if (recordFailure) throw new PersistenceFailedError(recordFailure);
   await writer.flush();
-  return { errorText, sawAbort, stepsDone: step, usages, budgetExceeded, budgetCutStep, approvals };
+  return {
+    errorText,
+    sawAbort,
+    stepsDone: step,
+    usages,
+    budgetExceeded,
+    budgetCutStep,
+    approvals,
+    contextOverflow,
+  };
 }
 
 /** Step usages as `onStepFinish` reports them, handed out in order to the stream reader. */

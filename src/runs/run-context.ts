@@ -1,5 +1,10 @@
 import type { LanguageModel, ModelMessage } from 'ai';
-import { compactHistory, createModelSummarizer, type CompactionReport } from '../agent/compaction.ts';
+import {
+  compactHistory,
+  createModelSummarizer,
+  estimateTokens,
+  type CompactionReport,
+} from '../agent/compaction.ts';
 import { previousSummaryOf, uptoMessageIdOf, type CompactionStore } from '../agent/compaction-store.ts';
 import type { RunConfig } from '../protocol/agent.ts';
 import type { MessageRow, RunRow } from '../store/schema.ts';
@@ -30,7 +35,10 @@ export async function fitContext(options: {
   const result = await compactHistory({
     messages,
     modelId: config.model,
-    maxTokens: options.overflow && configured ? Math.floor(configured / 2) : configured,
+    // After a provider said "too long": half of what was sent, or of the configured budget if smaller.
+    maxTokens: options.overflow
+      ? Math.floor(Math.min(configured ?? Infinity, estimateTokens(messages)) / 2)
+      : configured,
     keepLastTurns: config.context.keepLastTurns,
     summarize: config.context.summarize
       ? createModelSummarizer({ model: options.model, abortSignal: options.signal })

@@ -1,4 +1,4 @@
-import type { LanguageModel, UIMessage } from 'ai';
+import type { LanguageModel, ModelMessage, UIMessage } from 'ai';
 import type { Logger } from 'pino';
 import type { McpClientPool } from '../agent/mcp-tools.ts';
 import { buildToolSet } from '../agent/tool-set.ts';
@@ -46,6 +46,7 @@ const NO_LOOP: AgentLoopResult = {
   budgetExceeded: null,
   budgetCutStep: false,
   approvals: [],
+  contextOverflow: false,
 };
 
 /** How long a waiting run waits by default (`OUTRUN_WAIT_TTL_MS`): 7 days. */
@@ -257,38 +258,61 @@ export class RunExecutor {
       const refused = meter.beforeCall(
         estimateTokens((config.instructions ?? '') + JSON.stringify(messages)),
       );
-      const result: AgentLoopResult = refused
-        ? { ...NO_LOOP, stepsDone: resume?.stepsDone ?? 0, budgetExceeded: refused }
-        : await runAgentLoop({
-            model,
-            messages,
-            tools,
-            system: config.instructions ?? undefined,
-            toolContext: {
-              runId: row.id,
-              chatId: row.chat_id,
-              workspaceId: row.workspace_id,
-              userId: row.created_by,
-              agentId: row.agent_id,
-            },
-            callOptions: config.modelOptions,
-            maxSteps,
-            stepsDone: resume?.stepsDone ?? 0,
-            projector,
-            messageId: row.assistant_message_id ?? row.id,
-            resumed: resume !== null,
-            writer,
-            signal: active.controller.signal,
-            keepAbortChunk: () => active.reason === RunErrorCode.stopped || active.reason === null,
-            meter,
-            onBudgetCut: () => this.abort(row.id, 'budget'),
-            onFirstToken: () =>
-              observeFirstToken(this.#options.metrics, {
-                model: config.model,
-                ms: Date.now() - loopStartedAt,
-              }),
-            recordStep: (step) => this.#recordStep(row.id, epoch, step),
-          });
+      const stepsBefore = resume?.stepsDone ?? 0;
+      const loop = (loopMessages: ModelMessage[], resumed: boolean) =>
+        runAgentLoop({
+          model,
+          messages: loopMessages,
+          tools,
+          system: config.instructions ?? undefined,
+          toolContext: {
+            runId: row.id,
+            chatId: row.chat_id,
+            workspaceId: row.workspace_id,
+            userId: row.created_by,
+            agentId: row.agent_id,
+          },
+          callOptions: config.modelOptions,
+          maxSteps,
+          stepsDone: resume?.stepsDone ?? 0,
+          projector,
+          messageId: row.assistant_message_id ?? row.id,
+          resumed,
+          writer,
+          signal: active.controller.signal,
+          keepAbortChunk: () => active.reason === RunErrorCode.stopped || active.reason === null,
+          meter,
+          onBudgetCut: () => this.abort(row.id, 'budget'),
+          onFirstToken: () =>
+            observeFirstToken(this.#options.metrics, {
+              model: config.model,
+              ms: Date.now() - loopStartedAt,
+            }),
+          recordStep: (step) => this.#recordStep(row.id, epoch, step),
+        });
+      let result: AgentLoopResult = refused
+        ? { ...NO_LOOP, stepsDone: stepsBefore, budgetExceeded: refused }
+        : await loop(messages, resume !== null);
+      if (
+        result.contextOverflow &&
+        result.stepsDone === stepsBefore &&
+        !active.controller.signal.aborted &&
+        this.#options.compactions
+      ) {
+        // The provider found the prompt too long: compact to half the budget and try the step once more.
+        const refitted = await fitContext({
+          run: row,
+          config,
+          model,
+          messages: history.messages,
+          storedMessages: history.storedMessages,
+          store: this.#options.compactions,
+          signal: active.controller.signal,
+          overflow: true,
+        });
+        if (refitted.compaction) writer.append({ type: 'data-compaction', data: refitted.compaction });
+        result = await loop(refitted.messages, true);
+      }
       const spent = meter.spent();
       const changes = {
         usage: JSON.stringify({ inputTokens: spent.inputTokens, outputTokens: spent.outputTokens }),
@@ -324,10 +348,10 @@ export class RunExecutor {
           changes,
         );
       } else if (result.errorText !== null) {
-        // The SDK already streamed the model's `error` chunk.
+        // The SDK already streamed the model's `error` chunk (held back only for a context overflow).
         const ending = Ending.failed(RunErrorCode.modelError, {
           message: result.errorText,
-          sendError: false,
+          sendError: result.contextOverflow,
         });
         await this.#end(row, epoch, ending, projector, changes);
       } else if (exceeded && meter.quotaExceeded) {
