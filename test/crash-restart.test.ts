@@ -144,16 +144,22 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
         input: { text: script({ steps: 2, tokens: 150, delayMs: 20 }) },
       })
     ).body.run.id as string;
-    const reader = collectStream(await api.stream(`/v1/runs/${runId}/stream`));
+    // Cut when the process exits; its rejection is expected.
+    const reader = collectStream(await api.stream(`/v1/runs/${runId}/stream`)).catch(() => null);
     await pollUntil(
       () => api.json(`/v1/runs/${runId}`),
       (response) => response.body.run.status === 'running',
     );
     const signalledAt = Date.now();
     server.child.kill('SIGTERM');
-    // A request during the grace period is still answered (readiness says 503 so no new work comes).
-    expect((await fetch(`${server.url}/readyz`)).status).toBe(503);
-    const cut = await reader.catch(() => null);
+    // A request during the grace period is still answered (readiness says 503 so no new work comes),
+    // once the process has handled the signal.
+    await pollUntil(
+      async () => (await fetch(`${server.url}/readyz`)).status,
+      (status) => status === 503,
+      { intervalMs: 20 },
+    );
+    const cut = await reader;
     expect((await server.exited).code).toBe(0);
     // The reader kept receiving for the grace period: events kept arriving well after the signal.
     expect(Date.now() - signalledAt).toBeGreaterThanOrEqual(1_000);
