@@ -35,6 +35,8 @@ export class BudgetMeter {
   /** What the workspace's daily quota leaves for this execution (null: no limit). */
   readonly #quota: { tokens: number | null; costUsd: number | null };
   readonly #spentAtStart: Spend;
+  /** Whether any limit depends on output while a step streams (else `onOutput` has nothing to check). */
+  readonly #limitsOutput: boolean;
   /** Whether the limit that ran out was the workspace's quota rather than the run's budget. */
   quotaExceeded = false;
   #stepPrompt = 0;
@@ -53,6 +55,13 @@ export class BudgetMeter {
     this.#spent = { ...options.spent };
     this.#spentAtStart = { ...options.spent };
     this.#quota = options.quota ?? { tokens: null, costUsd: null };
+    const { maxTokens, maxCostUsd, maxDurationMs } = options.budget;
+    this.#limitsOutput =
+      maxTokens !== undefined ||
+      maxCostUsd !== undefined ||
+      maxDurationMs !== undefined ||
+      this.#quota.tokens !== null ||
+      this.#quota.costUsd !== null;
     this.#now = options.now ?? Date.now;
     this.#startedAt = this.#now();
   }
@@ -99,17 +108,18 @@ export class BudgetMeter {
   /** One output chunk of the step under way: which limit it crossed, if any. */
   onOutput(tokens = 1): BudgetExceeded | null {
     this.#stepOutput += tokens;
+    // The common case, once per streamed chunk: nothing to hold the step to.
+    if (!this.#limitsOutput) return null;
     const { maxTokens, maxCostUsd, maxDurationMs } = this.#budget;
     const spent = this.spent();
     if (maxTokens !== undefined && spent.inputTokens + spent.outputTokens > maxTokens) return 'tokens';
     if (maxCostUsd !== undefined && spent.costUsd > maxCostUsd) return 'cost';
     if (maxDurationMs !== undefined && spent.runningMs > maxDurationMs) return 'duration';
-    return this.#overQuota(0, 0);
+    return this.#overQuota(0, 0, spent);
   }
 
   /** Whether this execution's spend (plus `extra`) is past what the workspace's daily quota left. */
-  #overQuota(extraTokens: number, extraCost: number): BudgetExceeded | null {
-    const spent = this.spent();
+  #overQuota(extraTokens: number, extraCost: number, spent = this.spent()): BudgetExceeded | null {
     const start = this.#spentAtStart;
     const tokens =
       spent.inputTokens + spent.outputTokens - start.inputTokens - start.outputTokens + extraTokens;
