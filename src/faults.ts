@@ -6,7 +6,10 @@
 export const FaultPoint = {
   /** After the run row is inserted and committed, before it is handed to the queue. */
   afterBegin: 'run.after-begin',
-  /** In the worker, before it claims the run (the run is still `pending`). */
+  /**
+   * In the worker, before it claims the run (the run is still `pending`). While armed, a start never claims
+   * its run in the begin transaction (the local fast path), so every claim passes here.
+   */
   beforeClaim: 'run.before-claim',
   /** After the claim, before the agent loop owns the run. */
   beforeLoop: 'run.before-loop',
@@ -59,6 +62,11 @@ export class Faults {
     this.#hits.set(point, (this.#hits.get(point) ?? 0) + 1);
     const handler = this.#handlers.get(point);
     if (handler) await handler(context);
+  }
+
+  /** Whether a test has armed `point`. */
+  isArmed(point: FaultPoint): boolean {
+    return this.#handlers.has(point);
   }
 
   /** How often `point` was reached since this instance was made, armed or not. */

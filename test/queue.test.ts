@@ -252,3 +252,64 @@ describe.runIf(REDIS_URL)('BullMqQueue', () => {
 function index(runId: string): number {
   return Number(runId.split('_').at(-1));
 }
+
+describe('MemoryQueue slots for locally claimed runs', () => {
+  it('counts a reserved slot against `concurrency` until its task settles', async () => {
+    const queue = new MemoryQueue({ concurrency: 2 });
+    expect(queue.reserve()).toBeNull(); // not a worker yet
+    const started: string[] = [];
+    const jobGate = gate();
+    queue.process(async (job) => {
+      started.push(job.runId);
+      await jobGate.opened;
+    });
+    const first = queue.reserve()!;
+    const second = queue.reserve()!;
+    expect(queue.reserve()).toBeNull();
+    await queue.enqueue({ runId: 'run_slot_0' });
+    await sleep(50);
+    expect(started).toEqual([]); // both slots are reserved: the job waits
+    first.release();
+    await vi.waitFor(() => expect(started).toEqual(['run_slot_0']));
+    const task = gate();
+    second.run(() => task.opened);
+    second.release(); // harmless after run: the slot stays taken until the task settles
+    await queue.enqueue({ runId: 'run_slot_1' });
+    await sleep(50);
+    expect(started).toEqual(['run_slot_0']);
+    task.open();
+    await vi.waitFor(() => expect(started).toEqual(['run_slot_0', 'run_slot_1']));
+    jobGate.open();
+    await queue.close();
+  });
+
+  it('gives no slot while jobs wait, so they keep their turn', async () => {
+    const queue = new MemoryQueue({ concurrency: 1 });
+    const jobGate = gate();
+    queue.process(() => jobGate.opened);
+    await queue.enqueue({ runId: 'run_turn_0' });
+    await queue.enqueue({ runId: 'run_turn_1' });
+    expect(queue.reserve()).toBeNull();
+    jobGate.open();
+    await vi.waitFor(() => expect(queue.reserve()).not.toBeNull());
+    await queue.close();
+  });
+
+  it('waits on close for a task running in a reserved slot', async () => {
+    const queue = new MemoryQueue({ concurrency: 1 });
+    queue.process(async () => {});
+    const task = gate();
+    let ended = false;
+    queue.reserve()!.run(async () => {
+      await task.opened;
+      ended = true;
+    });
+    const closing = queue.close();
+    await sleep(100);
+    expect(ended).toBe(false);
+    task.open();
+    await closing;
+    expect(ended).toBe(true);
+    expect(queue.reserve()).toBeNull();
+  });
+});

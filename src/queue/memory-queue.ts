@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { QueueClosedError, runJobKey, type RunJob, type RunQueue } from './queue.ts';
+import { QueueClosedError, runJobKey, type QueueSlot, type RunJob, type RunQueue } from './queue.ts';
 
 export interface MemoryQueueOptions {
   /** Jobs handled at once; the rest wait in order. @default 10000 */
@@ -12,6 +12,8 @@ export interface MemoryQueueOptions {
 export class MemoryQueue implements RunQueue {
   readonly #waiting: RunJob[] = [];
   readonly #running = new Set<Promise<void>>();
+  /** Slots handed out by `reserve` and not yet running or released. */
+  #reserved = 0;
   /** Runs with a job waiting or being handled: the dedupe set. */
   readonly #queued = new Set<string>();
   readonly #concurrency: number;
@@ -38,6 +40,28 @@ export class MemoryQueue implements RunQueue {
     this.#pump();
   }
 
+  reserve(): QueueSlot | null {
+    if (!this.#handler || this.#closed || this.#waiting.length > 0) return null;
+    if (this.#running.size + this.#reserved >= this.#concurrency) return null;
+    this.#reserved += 1;
+    let taken = false;
+    const take = (): boolean => {
+      if (taken) return false;
+      taken = true;
+      this.#reserved -= 1;
+      return true;
+    };
+    return {
+      run: (task) => {
+        if (!take()) return;
+        this.#track(task, 'a locally claimed run failed');
+      },
+      release: () => {
+        if (take()) this.#pump();
+      },
+    };
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     await Promise.allSettled([...this.#running]);
@@ -46,18 +70,27 @@ export class MemoryQueue implements RunQueue {
   #pump(): void {
     const handler = this.#handler;
     if (!handler) return;
-    while (!this.#closed && this.#running.size < this.#concurrency && this.#waiting.length > 0) {
+    while (
+      !this.#closed &&
+      this.#running.size + this.#reserved < this.#concurrency &&
+      this.#waiting.length > 0
+    ) {
       const job = this.#waiting.shift()!;
-      // Handlers own their errors (the executor settles every run it claims); this only keeps the queue alive.
-      const task: Promise<void> = Promise.resolve()
-        .then(() => handler(job))
-        .catch((error: unknown) => this.#logger?.error({ err: error, runId: job.runId }, 'a run job failed'))
-        .finally(() => {
-          this.#running.delete(task);
-          this.#queued.delete(runJobKey(job));
-          this.#pump();
-        });
-      this.#running.add(task);
+      this.#track(() => handler(job), 'a run job failed', { runId: job.runId, key: runJobKey(job) });
     }
+  }
+
+  /** Runs `work` as one of the `concurrency` handled at once; its slot frees when it settles. */
+  #track(work: () => Promise<void>, failure: string, job?: { runId: string; key: string }): void {
+    // Handlers own their errors (the executor settles every run it claims); this only keeps the queue alive.
+    const task: Promise<void> = Promise.resolve()
+      .then(work)
+      .catch((error: unknown) => this.#logger?.error({ err: error, runId: job?.runId }, failure))
+      .finally(() => {
+        this.#running.delete(task);
+        if (job) this.#queued.delete(job.key);
+        this.#pump();
+      });
+    this.#running.add(task);
   }
 }

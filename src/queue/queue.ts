@@ -46,6 +46,21 @@ export interface RunQueue {
   process(handler: (job: RunJob) => Promise<void>): void;
   /** Stops taking jobs and waits for the ones being handled to return. */
   close(): Promise<void>;
+  /**
+   * A slot on this instance for a run the caller claims and executes itself, skipping the hop through the
+   * queue (a run claimed in its start transaction). Null when this instance is not a worker, every slot is
+   * taken, or jobs are waiting (they go first). The slot counts against `concurrency` until the task given
+   * to `run` settles, or `release` gives it back unused. Optional: a shared queue cannot count local work.
+   */
+  reserve?(): QueueSlot | null;
+}
+
+/** A reserved place among a worker's `concurrency` jobs (see `RunQueue.reserve`). */
+export interface QueueSlot {
+  /** Runs `task` in the slot; the slot is freed when it settles. */
+  run(task: () => Promise<void>): void;
+  /** Gives the slot back unused. Harmless after `run`. */
+  release(): void;
 }
 
 /** Thrown by `enqueue` on a queue that was closed. */

@@ -127,6 +127,8 @@ export interface TransitionRequest {
   chunks?: unknown[];
   /** A terminal status's final message parts. Absent: projected from the run's log. */
   parts?: unknown[];
+  /** The run's last sequence number, when the caller knows it in this transaction (saves reading it). */
+  lastSeq?: number;
 }
 
 export interface TransitionResult {
@@ -222,9 +224,14 @@ export class Lifecycle {
       : [];
     chunks.push(...(request.chunks ?? []));
     const run = toRunObject(row);
-    const events = await log.appendInTransaction(tx, row.id, [...chunks, runStatusChunk(run)]);
+    const events = await log.appendInTransaction(tx, row.id, [...chunks, runStatusChunk(run)], {
+      lastSeq: request.lastSeq,
+    });
 
-    if (row.assistant_message_id) {
+    // The message changes with a terminal status, or when its status differs (not for pending ⇄ running).
+    const messageChanges =
+      terminal || request.from.some((from) => MESSAGE_STATUS[from] !== MESSAGE_STATUS[request.to]);
+    if (row.assistant_message_id && messageChanges) {
       const parts = terminal ? (request.parts ?? (await this.#projectFromLog(tx, row.id))) : undefined;
       await tx
         .updateTable('messages')
@@ -306,18 +313,8 @@ export class Lifecycle {
   // ——— The named transitions, each one row of the table ———
 
   /** `pending → running` for a worker: a new execution (`attempt + 1`) and a lease. */
-  claim(options: { runId: string; owner: string; leaseExpiresAt: Date }) {
-    return this.transition({
-      runId: options.runId,
-      to: RunStatus.running,
-      from: [RunStatus.pending],
-      changes: {
-        attempt: sql<number>`attempt + 1`,
-        lease_owner: options.owner,
-        lease_expires_at: options.leaseExpiresAt,
-        started_at: sql<Date>`coalesce(started_at, now())`,
-      },
-    });
+  claim(options: ClaimOptions) {
+    return this.transition(claimRequest(options));
   }
 
   /** The owner ends its run: the loop finished, failed or was stopped. */
@@ -438,6 +435,27 @@ export const INTERRUPTED_BY_BUDGET = 'budget';
 
 /** The statuses a stop ends a run from: the active ones and `queued`. */
 export const STOPPABLE_STATUSES: readonly RunStatus[] = [...ACTIVE_RUN_STATUSES, RunStatus.queued];
+
+export interface ClaimOptions {
+  runId: string;
+  owner: string;
+  leaseExpiresAt: Date;
+}
+
+/** The claim as a request, for a caller that claims inside its own transaction (the start's local fast path). */
+export function claimRequest(options: ClaimOptions): TransitionRequest {
+  return {
+    runId: options.runId,
+    to: RunStatus.running,
+    from: [RunStatus.pending],
+    changes: {
+      attempt: sql<number>`attempt + 1`,
+      lease_owner: options.owner,
+      lease_expires_at: options.leaseExpiresAt,
+      started_at: sql<Date>`coalesce(started_at, now())`,
+    },
+  };
+}
 
 async function collectChunks(source: AsyncIterable<{ chunk: unknown }>): Promise<unknown[]> {
   const chunks: unknown[] = [];

@@ -26,7 +26,15 @@ import { BudgetMeter, estimateTokens, type BudgetExceeded, type Spend } from './
 import { loadRunContext } from './context-loader.ts';
 import { fitContext } from './run-context.ts';
 import { LeaseKeeper } from './lease-keeper.ts';
-import { Ending, INTERRUPTED_BY_BUDGET, INTERRUPTED_BY_SHUTDOWN, type Lifecycle } from './lifecycle.ts';
+import {
+  Ending,
+  INTERRUPTED_BY_BUDGET,
+  INTERRUPTED_BY_SHUTDOWN,
+  claimRequest,
+  type Lifecycle,
+  type TransitionRequest,
+  type TransitionResult,
+} from './lifecycle.ts';
 import type { RunUsage } from './run-object.ts';
 import type { RunService } from './run-service.ts';
 import { RunErrorCode } from './run-status.ts';
@@ -64,6 +72,17 @@ interface ActiveRun {
   controller: AbortController;
   reason: AbortReason | null;
   done: Promise<void>;
+  finish: () => void;
+}
+
+/** A run this instance claims in its start transaction (see `RunExecutor.adopt`). */
+export interface LocalRun {
+  /** The claim to apply in the start transaction. */
+  claim: TransitionRequest;
+  /** After commit: executes the claimed run. Never throws. */
+  run(claimed: TransitionResult): Promise<void>;
+  /** The claim did not happen (or did not commit): forget the run. */
+  cancel(): void;
 }
 
 /** Where a resumed run goes on: what its earlier executions streamed and the steps they finished. */
@@ -161,22 +180,59 @@ export class RunExecutor {
 
   /** The queue's handler: execute one run, if it is still pending. Never throws. */
   async execute(runId: string): Promise<void> {
-    if (this.#active.has(runId)) return;
-    let finish!: () => void;
-    const active: ActiveRun = {
-      controller: new AbortController(),
-      reason: null,
-      done: new Promise<void>((resolve) => (finish = resolve)),
-    };
-    // Registered before the claim, so a stop signal that arrives between claim and loop is not lost.
-    this.#active.set(runId, active);
-    try {
+    const active = this.#track(runId);
+    if (!active) return;
+    await this.#execute(runId, active, async () => {
       await this.#options.faults.hit(FaultPoint.beforeClaim, { runId });
-      const claimed = await this.#options.lifecycle.claim({
+      return this.#options.lifecycle.claim({
         runId,
         owner: this.#options.instanceId,
         leaseExpiresAt: this.leases.expiresAt(),
       });
+    });
+  }
+
+  /**
+   * The local fast path: a run this instance claims inside the transaction that begins it, so a start skips
+   * the queue hop and a second transaction. Call it in that transaction: the run is registered at once (a
+   * stop that arrives before the loop is kept), `claim` is the request to apply there, and after commit
+   * `run` executes it (never throws) or `cancel` forgets it. Null when this instance already executes it.
+   */
+  adopt(runId: string): LocalRun | null {
+    const active = this.#track(runId);
+    if (!active) return null;
+    return {
+      claim: claimRequest({
+        runId,
+        owner: this.#options.instanceId,
+        leaseExpiresAt: this.leases.expiresAt(),
+      }),
+      run: (claimed) => this.#execute(runId, active, async () => claimed),
+      cancel: () => {
+        if (this.#active.get(runId) === active) this.#active.delete(runId);
+        active.finish();
+      },
+    };
+  }
+
+  /** Registers a run executing here; null when it already is. */
+  #track(runId: string): ActiveRun | null {
+    if (this.#active.has(runId)) return null;
+    let finish!: () => void;
+    const done = new Promise<void>((resolve) => (finish = resolve));
+    const active: ActiveRun = { controller: new AbortController(), reason: null, done, finish };
+    // Registered before the claim, so a stop signal that arrives between claim and loop is not lost.
+    this.#active.set(runId, active);
+    return active;
+  }
+
+  async #execute(
+    runId: string,
+    active: ActiveRun,
+    claim: () => Promise<TransitionResult | null>,
+  ): Promise<void> {
+    try {
+      const claimed = await claim();
       if (!claimed) return;
       this.#options.metrics.activeRuns.inc();
       this.leases.hold(runId, claimed.row.epoch);
@@ -190,7 +246,7 @@ export class RunExecutor {
       this.#options.logger.error({ err: error, runId }, 'executing the run failed');
     } finally {
       this.#active.delete(runId);
-      finish();
+      active.finish();
     }
   }
 
@@ -474,7 +530,8 @@ export class RunExecutor {
   /** What the run spent before this execution: its stored totals, and the time its finished steps took. */
   async #spentSoFar(row: RunRow, stepsDone: number): Promise<Spend> {
     const usage = (row.usage as RunUsage | null) ?? {};
-    const steps = await this.#options.runs.listSteps(row.id);
+    // Only an earlier execution of this run can have finished steps.
+    const steps = row.attempt > 1 ? await this.#options.runs.listSteps(row.id) : [];
     return {
       steps: stepsDone,
       inputTokens: usage.inputTokens ?? 0,

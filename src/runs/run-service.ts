@@ -29,8 +29,11 @@ export interface BeginRunOptions {
   parentRunId?: string | null;
   scheduleId?: string | null;
   metadata?: Record<string, unknown> | null;
-  /** More writes that must commit with the run (a schedule advancing its next due time). */
-  inTransaction?: (tx: Transaction<Database>, run: RunObject) => Promise<void>;
+  /**
+   * More writes that must commit with the run (a schedule advancing its next due time, a local claim);
+   * `lastSeq` is the run's last sequence number so far.
+   */
+  inTransaction?: (tx: Transaction<Database>, run: RunObject, lastSeq: number) => Promise<void>;
 }
 
 export interface BeginResult {
@@ -150,8 +153,8 @@ export class RunService {
       .execute();
     await tx.updateTable('chats').set({ updated_at: now }).where('id', '=', options.chatId).execute();
     const run = toRunObject(row);
-    const events = await this.#log.appendInTransaction(tx, runId, [runStatusChunk(run)]);
-    await options.inTransaction?.(tx, run);
+    const events = await this.#log.appendInTransaction(tx, runId, [runStatusChunk(run)], { lastSeq: 0 });
+    await options.inTransaction?.(tx, run, events.at(-1)!.seq);
     this.#metrics.runsStarted.inc();
     return { run, events };
   }

@@ -110,14 +110,16 @@ export class EventLog {
    * Appends chunks to a run's log inside the caller's transaction (the lifecycle's status changes). The
    * caller holds the run's row lock, which the group commit's fenced insert also takes, so the sequence
    * numbers cannot collide. Publish the returned events with `publish` once the transaction has committed.
+   * `lastSeq` is the run's last sequence number when the caller knows it in this transaction (0 for a new run).
    */
   async appendInTransaction(
     tx: Transaction<Database>,
     runId: string,
     chunks: unknown[],
+    options: { lastSeq?: number } = {},
   ): Promise<LogEvent[]> {
     if (chunks.length === 0) return [];
-    let seq = await lastSeqOf(tx, runId);
+    let seq = options.lastSeq ?? (await lastSeqOf(tx, runId));
     const events = chunks.map((chunk): LogEvent => {
       const data = serializeChunk(chunk);
       seq += 1;
