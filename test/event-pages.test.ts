@@ -10,7 +10,9 @@ import { EventLog, type LogEvent } from '../src/stream/event-log.ts';
 import { EVENTS_PER_PAGE } from '../src/stream/event-pages.ts';
 import { followRun } from '../src/stream/run-follower.ts';
 import { openTestDatabase, STORE_KINDS } from './support/databases.ts';
-import { waitUntil } from './support/wait.ts';
+import { readSse, script, type SseFrame } from './support/sse.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+import { pollUntil, waitUntil } from './support/wait.ts';
 
 /** A finished run's events compacted into pages read back exactly as they were written (issue 10). */
 describe.each(STORE_KINDS)('event pages on %s', (kind) => {
@@ -242,3 +244,90 @@ function chunkAt(index: number): unknown {
       return { type: 'text-delta', id: 'txt-0', delta: ` token${index}` };
   }
 }
+
+describe.each(STORE_KINDS)('compacted run streams on %s', (kind) => {
+  let server: TestServer;
+  let faults: Faults;
+
+  beforeAll(async () => {
+    faults = new Faults();
+    server = await startTestServer(kind, { faults });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  async function compactedAt(runId: string): Promise<Date | null> {
+    const row = await server.outrun.db
+      .selectFrom('runs')
+      .select('events_compacted_at')
+      .where('id', '=', runId)
+      .executeTakeFirstOrThrow();
+    return row.events_compacted_at;
+  }
+
+  async function rawFrames(response: Response): Promise<{ frames: SseFrame[]; done: boolean }> {
+    const frames: SseFrame[] = [];
+    for await (const frame of readSse(response.body!)) {
+      if (frame.data === '[DONE]') return { frames, done: true };
+      if (frame.data !== null) frames.push(frame);
+    }
+    return { frames, done: false };
+  }
+
+  it('resumes a compacted run with Last-Event-ID and sends the bytes it sent live', async () => {
+    const chatId = await server.createChat();
+    const response = await server.fetch(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      headers: { accept: 'text/event-stream', 'content-type': 'application/json' },
+      body: JSON.stringify({ input: { text: script({ steps: 2, tokens: 600 }) } }),
+    });
+    const runId = response.headers.get('x-outrun-run-id')!;
+    const live = await rawFrames(response);
+    expect(live.done).toBe(true);
+    const last = live.frames.length;
+    expect(last).toBeGreaterThan(EVENTS_PER_PAGE);
+    expect(live.frames.map((frame) => frame.id)).toEqual(live.frames.map((_, index) => index + 1));
+
+    // The ending scheduled the compaction; nothing else had to.
+    await pollUntil(() => compactedAt(runId), Boolean);
+    const stored = await server.outrun.db
+      .selectFrom('run_events')
+      .select('seq')
+      .where('run_id', '=', runId)
+      .execute();
+    expect(stored).toEqual([]);
+
+    for (const after of [0, 1, 500, EVENTS_PER_PAGE - 1, EVENTS_PER_PAGE, last - 1, last, last + 10]) {
+      const resumed = await rawFrames(
+        await server.fetch(`/v1/runs/${runId}/stream`, {
+          headers: after ? { 'last-event-id': String(after) } : {},
+        }),
+      );
+      expect(resumed.done).toBe(true);
+      expect(resumed.frames, `after ${after}`).toEqual(live.frames.slice(after));
+    }
+    const messages = await server.api(`/v1/chats/${chatId}/messages`);
+    expect(messages.body.items[1]).toMatchObject({ status: 'completed' });
+  });
+
+  it('compacts on the sweep a run that ended while nothing compacted it', async () => {
+    // The compaction scheduled by the ending dies before commit, as it would with its process.
+    faults.armTimes(FaultPoint.compactionBeforeCommit, 1, () => {
+      throw new Error('the process died mid-compaction');
+    });
+    const hits = faults.hits(FaultPoint.compactionBeforeCommit);
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 1, tokens: 5 });
+    await server.waitForRun(run.id);
+    await waitUntil(() => faults.hits(FaultPoint.compactionBeforeCommit) > hits);
+    faults.clear();
+    const before = await server.outrun.log.read({ runId: run.id, after: 0 });
+    expect(before.length).toBeGreaterThan(5);
+    expect(await compactedAt(run.id)).toBeNull();
+
+    await server.outrun.engine.sweep({ all: false });
+    await pollUntil(() => compactedAt(run.id), Boolean);
+    expect(await server.outrun.log.read({ runId: run.id, after: 0 })).toEqual(before);
+  });
+});
