@@ -35,7 +35,7 @@ import { RunService } from './runs/run-service.ts';
 import { assertRedisReachable } from './bus/redis-reachable.ts';
 import type { DatabaseHandle, Db } from './store/database.ts';
 import { openConfiguredDatabase } from './store/database-startup.ts';
-import { EventCompactor } from './stream/event-compactor.ts';
+import { EventCompactor, VACUUM_AFTER_EVENTS } from './stream/event-compactor.ts';
 import { EventLog } from './stream/event-log.ts';
 import { IdempotencyKeys } from './triggers/idempotency.ts';
 import { ScheduleRunner } from './triggers/schedule-runner.ts';
@@ -159,7 +159,12 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
 
   const log = new EventLog({ db, appendDb: database.appendDb, bus, metrics, logger, faults });
-  const compactor = new EventCompactor({ log, logger });
+  const compactor = new EventCompactor({
+    log,
+    logger,
+    // PGlite has no autovacuum: without one now and then, compacted rows' space would never be reused.
+    vacuumAfterEvents: database.kind === 'pglite' ? VACUUM_AFTER_EVENTS : undefined,
+  });
   const runs = new RunService({ db, log, metrics, faults });
   const lifecycle = new Lifecycle({
     db,

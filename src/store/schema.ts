@@ -155,7 +155,7 @@ export interface RunEventsTable {
   created_at: Generated<Date>;
 }
 
-/** Consecutive events of a finished run, compressed: deflate-raw of their chunk texts joined by '\n'. */
+/** Consecutive events of a finished run, compressed (a format byte, then brotli; src/stream/event-pages.ts). */
 export interface RunEventPagesTable {
   run_id: string;
   first_seq: number;

@@ -4,11 +4,19 @@ import type { EventLog } from './event-log.ts';
 /** Finished runs one sweep compacts at most: a backlog (a restart, an upgrade) drains over several sweeps. */
 export const COMPACTION_SWEEP_LIMIT = 50;
 
+/**
+ * On a store without autovacuum (PGlite): events compacted between two `VACUUM run_events`, so the rows'
+ * space is reused by new rows instead of the table growing forever. About 5 MB of dead rows.
+ */
+export const VACUUM_AFTER_EVENTS = 20_000;
+
 export interface EventCompactorOptions {
   log: EventLog;
   logger: Logger;
   /** Finished runs one `sweep` compacts at most. @default COMPACTION_SWEEP_LIMIT */
   sweepLimit?: number;
+  /** Vacuum `run_events` after this many events were compacted (PGlite); absent: never (autovacuum does). */
+  vacuumAfterEvents?: number;
 }
 
 /**
@@ -20,6 +28,8 @@ export class EventCompactor {
   readonly #log: EventLog;
   readonly #logger: Logger;
   readonly #sweepLimit: number;
+  readonly #vacuumAfterEvents: number | undefined;
+  #eventsSinceVacuum = 0;
   readonly #queued = new Set<string>();
   #working: Promise<void> | null = null;
   #sweeping: Promise<number> | null = null;
@@ -29,6 +39,7 @@ export class EventCompactor {
     this.#log = options.log;
     this.#logger = options.logger;
     this.#sweepLimit = options.sweepLimit ?? COMPACTION_SWEEP_LIMIT;
+    this.#vacuumAfterEvents = options.vacuumAfterEvents;
   }
 
   /** Compacts `runId` soon (it must have ended; a run that has not is left alone). */
@@ -78,10 +89,20 @@ export class EventCompactor {
         const result = await this.#log.compact(runId);
         if (result.compacted) {
           this.#logger.debug({ runId, events: result.events, pages: result.pages }, 'compacted run events');
+          this.#eventsSinceVacuum += result.events;
         }
       } catch (error) {
         this.#logger.warn({ err: error, runId }, 'compacting the run’s events failed; the sweep retries');
       }
+      await this.#vacuumIfDue();
     }
+  }
+
+  async #vacuumIfDue(): Promise<void> {
+    if (this.#vacuumAfterEvents === undefined || this.#eventsSinceVacuum < this.#vacuumAfterEvents) return;
+    this.#eventsSinceVacuum = 0;
+    await this.#log.vacuum().catch((error: unknown) => {
+      this.#logger.warn({ err: error }, 'vacuuming run_events failed');
+    });
   }
 }

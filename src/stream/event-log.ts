@@ -225,6 +225,14 @@ export class EventLog {
     });
   }
 
+  /**
+   * Reclaims the space of compacted rows for new ones (`VACUUM run_events`). PostgreSQL's autovacuum does
+   * this by itself; PGlite has no autovacuum, so its compactor calls this now and then.
+   */
+  async vacuum(): Promise<void> {
+    await sql`vacuum run_events`.execute(this.#db);
+  }
+
   /** Finished runs whose events are still rows, longest finished first, at most `limit`. */
   async uncompactedRuns(limit: number): Promise<string[]> {
     const rows = await this.#db

@@ -13,7 +13,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     // The page holds the events `first_seq` through `last_seq`, every one of them.
     .addColumn('first_seq', 'integer', (c) => c.notNull())
     .addColumn('last_seq', 'integer', (c) => c.notNull())
-    // deflate-raw of the events' chunk texts joined by '\n' (JSON text never holds a raw newline).
+    // A format byte, then the events' chunk texts compressed (src/stream/event-pages.ts).
     .addColumn('events', 'bytea', (c) => c.notNull())
     .addPrimaryKeyConstraint('run_event_pages_pk', ['run_id', 'first_seq'])
     .execute();
