@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { MemoryBus } from '../src/bus/memory-bus.ts';
 import { FaultPoint, Faults } from '../src/faults.ts';
 import { newId } from '../src/ids.ts';
@@ -218,8 +218,17 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     expect(await storedIn(runId)).toEqual({ rows: 30, pages: 0 });
     expect(await log.uncompactedRuns(1000)).toContain(runId);
 
-    const compactor = new EventCompactor({ log, logger: pino({ level: 'silent' }), sweepLimit: 1000 });
+    const vacuum = vi.spyOn(log, 'vacuum');
+    const compactor = new EventCompactor({
+      log,
+      logger: pino({ level: 'silent' }),
+      sweepLimit: 1000,
+      vacuumAfterEvents: 30,
+    });
     expect(await compactor.sweep()).toBeGreaterThan(0);
+    // A store without autovacuum gets one once enough rows were moved out.
+    expect(vacuum).toHaveBeenCalled();
+    vacuum.mockRestore();
     expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
     expect(await log.uncompactedRuns(1000)).not.toContain(runId);
     expect(await log.read({ runId, after: 0 })).toEqual(live);
