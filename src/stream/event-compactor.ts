@@ -54,6 +54,7 @@ export class EventCompactor {
    * Returns how many it scheduled.
    */
   sweep(): Promise<number> {
+    if (this.#closed) return Promise.resolve(0);
     this.#sweeping ??= (async () => {
       try {
         const runIds = await this.#log.uncompactedRuns(this.#sweepLimit);
