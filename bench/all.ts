@@ -14,6 +14,7 @@ const BENCHMARKS = [
   'resume-latency',
   'cpu-per-token',
   'concurrent-runs',
+  'storage',
 ];
 
 const { values } = parseArgs({

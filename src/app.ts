@@ -27,6 +27,7 @@ import { MemoryQueue } from './queue/memory-queue.ts';
 import type { RunQueue } from './queue/queue.ts';
 import { QuotaService } from './quotas/quota-service.ts';
 import { Lifecycle } from './runs/lifecycle.ts';
+import { isTerminalStatus } from './runs/run-status.ts';
 import { recordRunWebhooks, webhookEventOf } from './webhooks/run-webhooks.ts';
 import { RunEngine } from './runs/run-engine.ts';
 import { RunExecutor } from './runs/run-executor.ts';
@@ -34,6 +35,7 @@ import { RunService } from './runs/run-service.ts';
 import { assertRedisReachable } from './bus/redis-reachable.ts';
 import type { DatabaseHandle, Db } from './store/database.ts';
 import { openConfiguredDatabase } from './store/database-startup.ts';
+import { EventCompactor, VACUUM_AFTER_EVENTS } from './stream/event-compactor.ts';
 import { EventLog } from './stream/event-log.ts';
 import { IdempotencyKeys } from './triggers/idempotency.ts';
 import { ScheduleRunner } from './triggers/schedule-runner.ts';
@@ -55,6 +57,8 @@ export interface OutrunContext {
   engine: RunEngine;
   executor: RunExecutor;
   log: EventLog;
+  /** Compacts finished runs' events into pages, after each ending and on every sweep. */
+  compactor: EventCompactor;
   metrics: Metrics;
   logger: Logger;
   faults: Faults;
@@ -155,6 +159,12 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
 
   const log = new EventLog({ db, appendDb: database.appendDb, bus, metrics, logger, faults });
+  const compactor = new EventCompactor({
+    log,
+    logger,
+    // PGlite has no autovacuum: without one now and then, compacted rows' space would never be reused.
+    vacuumAfterEvents: database.kind === 'pglite' ? VACUUM_AFTER_EVENTS : undefined,
+  });
   const runs = new RunService({ db, log, metrics, faults });
   const lifecycle = new Lifecycle({
     db,
@@ -167,6 +177,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     // A status change that recorded deliveries: send them now rather than at the next poll.
     afterCommit: (change) => {
       if (webhookEventOf(change.run.status)) webhookDispatcher.nudge();
+      // A finished run never gets another event: its log is compacted in the background.
+      if (isTerminalStatus(change.run.status)) compactor.schedule(change.run.id);
     },
   });
   const chats = new ChatService(db);
@@ -211,6 +223,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     prices,
     quotas,
     log,
+    compactor,
     bus,
     queue,
     metrics,
@@ -262,6 +275,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     engine,
     executor,
     log,
+    compactor,
     metrics,
     logger,
     faults,
@@ -306,6 +320,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
         await engine.shutdown({ graceMs: closeOptions.graceMs ?? config.shutdownGraceMs });
         await server.close();
         await log.drain();
+        await compactor.close();
         await webhookDispatcher.stop();
         await mcp.close();
         await rateLimiter.close();

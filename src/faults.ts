@@ -25,6 +25,8 @@ export const FaultPoint = {
   beforeRequeue: 'run.before-requeue',
   /** On shutdown, before the instance releases a run it could not finish in the grace period. */
   beforeRelease: 'run.before-release',
+  /** Inside a finished run's compaction into pages, after its rows were moved, before commit. */
+  compactionBeforeCommit: 'events.compaction.before-commit',
   /** Before a message is published on the bus. */
   busPublish: 'bus.publish',
 } as const;

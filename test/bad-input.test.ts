@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { countEvents } from './support/event-count.ts';
 import { script } from './support/sse.ts';
 import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
 
@@ -19,7 +20,7 @@ describe('bad input', () => {
   });
 
   async function snapshot() {
-    const count = async (table: 'chats' | 'runs' | 'messages' | 'run_events') =>
+    const count = async (table: 'chats' | 'runs' | 'messages') =>
       Number(
         (
           await server.outrun.db
@@ -32,7 +33,7 @@ describe('bad input', () => {
       chats: await count('chats'),
       runs: await count('runs'),
       messages: await count('messages'),
-      events: await count('run_events'),
+      events: await countEvents(server.outrun.db),
     };
   }
 

@@ -9,6 +9,7 @@ import type { Metrics } from '../metrics.ts';
 import type { RunQueue } from '../queue/queue.ts';
 import type { Transaction } from 'kysely';
 import type { Database, RunRow } from '../store/schema.ts';
+import type { EventCompactor } from '../stream/event-compactor.ts';
 import type { EventLog } from '../stream/event-log.ts';
 import {
   Ending,
@@ -76,6 +77,8 @@ export interface RunEngineOptions {
   /** Throws `ModelUnavailableError` for a model this server cannot call. */
   resolveModel: (modelId: string) => unknown;
   log: EventLog;
+  /** Each sweep also compacts finished runs whose events are still rows (their scheduling was lost). */
+  compactor?: Pick<EventCompactor, 'sweep'>;
   bus: Bus;
   queue: RunQueue;
   metrics: Metrics;
@@ -434,7 +437,8 @@ export class RunEngine {
    * single instance: any `running` run) is handed back to `pending` for a worker to resume from its last
    * finished step, or, once it has used `maxAttempts` executions, ended `aborted`/`lease_expired`. A
    * `pending` run nobody claimed within a lease is handed to the queue again; a `waiting` run past its
-   * `expiresAt` is ended `aborted`/`wait_expired`. Returns how many runs it changed or re-dispatched.
+   * `expiresAt` is ended `aborted`/`wait_expired`. It also starts, in the background, the compaction of
+   * finished runs whose events are still rows. Returns how many runs it changed or re-dispatched.
    */
   async sweep(options: { all: boolean }): Promise<number> {
     if (this.#sweeping) return this.#sweeping;
@@ -451,6 +455,12 @@ export class RunEngine {
       now,
       pendingBefore: new Date(now.getTime() - (this.#options.leaseMs ?? 30_000)),
     });
+    // In the background: compaction is never urgent, and never holds up the runs below.
+    this.#options.compactor
+      ?.sweep()
+      .catch((error: unknown) =>
+        this.#options.logger.warn({ err: error }, 'sweeping finished runs for compaction failed'),
+      );
     let handled = 0;
     for (const run of orphans) {
       if (executor.isActive(run.id)) continue;

@@ -7,6 +7,7 @@ import * as access from './migrations/0005-access.ts';
 import * as budgets from './migrations/0007-budgets.ts';
 import * as quotasCompaction from './migrations/0008-quotas-compaction.ts';
 import * as schedules from './migrations/0006-schedules.ts';
+import * as eventPages from './migrations/0009-event-pages.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -18,6 +19,7 @@ const migrations: Record<string, Migration> = {
   '0007-budgets': budgets,
   '0008-quotas-compaction': quotasCompaction,
   '0006-schedules': schedules,
+  '0009-event-pages': eventPages,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

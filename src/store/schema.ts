@@ -128,6 +128,8 @@ export interface RunsTable {
   stop_requested_at: NullableTimestamp;
   started_at: NullableTimestamp;
   finished_at: NullableTimestamp;
+  /** When the run's events were compacted into `run_event_pages`; null while they are rows of `run_events`. */
+  events_compacted_at: NullableTimestamp;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -151,6 +153,14 @@ export interface RunEventsTable {
   seq: number;
   chunk: Json<unknown>;
   created_at: Generated<Date>;
+}
+
+/** Consecutive events of a finished run, compressed (a format byte, then brotli; src/stream/event-pages.ts). */
+export interface RunEventPagesTable {
+  run_id: string;
+  first_seq: number;
+  last_seq: number;
+  events: Buffer;
 }
 
 export interface WebhooksTable {
@@ -235,6 +245,7 @@ export interface Database {
   runs: RunsTable;
   run_steps: RunStepsTable;
   run_events: RunEventsTable;
+  run_event_pages: RunEventPagesTable;
   webhooks: WebhooksTable;
   webhook_deliveries: WebhookDeliveriesTable;
   idempotency_keys: IdempotencyKeysTable;

@@ -6,16 +6,19 @@ import type { Metrics } from '../metrics.ts';
 import type { Db } from '../store/database.ts';
 import type { Database } from '../store/schema.ts';
 import { retryTransient } from '../store/transient.ts';
+import { TERMINAL_RUN_STATUSES, isTerminalStatus } from '../protocol/run.ts';
+import { decodePage, encodePages } from './event-pages.ts';
 import { isTerminalRunEventData } from './run-event.ts';
 
 /** The highest durable sequence number of a run (0 when it has none), read in `db` or a transaction. */
 export async function lastSeqOf(db: Db | Transaction<Database>, runId: string): Promise<number> {
-  const row = await db
-    .selectFrom('run_events')
-    .select((eb) => eb.fn.max('seq').as('last'))
-    .where('run_id', '=', runId)
-    .executeTakeFirst();
-  return Number(row?.last ?? 0);
+  // One statement: a compaction committing meanwhile moves the events, never hides them from this read.
+  const result = await sql<{ last: number | null }>`
+    select greatest(
+      (select max(seq) from run_events where run_id = ${runId}),
+      (select max(last_seq) from run_event_pages where run_id = ${runId})
+    ) as last`.execute(db);
+  return Number(result.rows[0]?.last ?? 0);
 }
 
 /** One durable event of a run's stream: its sequence number and its chunk as JSON text. */
@@ -42,8 +45,18 @@ export class LeaseLostError extends Error {
   }
 }
 
-/** Events read per page by `replay`. */
+/** Events read per statement by `replay`. */
 const REPLAY_PAGE = 1000;
+
+/** The largest sequence number a column holds (PostgreSQL `integer`). */
+const MAX_SEQ = 2_147_483_647;
+
+/** What `compact` did with a run's events. */
+export type CompactionResult =
+  /** Its events now live in pages (`events` of them moved by this call). */
+  | { compacted: true; events: number; pages: number }
+  /** Nothing: the run is not finished, is being compacted elsewhere, or was compacted already. */
+  | { compacted: false; reason: 'not_found' | 'not_finished' | 'busy' | 'already_compacted' };
 
 interface PendingEvent {
   writer: RunEventWriter;
@@ -139,17 +152,10 @@ export class EventLog {
   ): AsyncGenerator<{ seq: number; chunk: unknown }> {
     let after = 0;
     for (;;) {
-      const rows = await db
-        .selectFrom('run_events')
-        .select(['seq', 'chunk'])
-        .where('run_id', '=', runId)
-        .where('seq', '>', after)
-        .orderBy('seq')
-        .limit(REPLAY_PAGE)
-        .execute();
-      for (const row of rows) yield { seq: row.seq, chunk: row.chunk };
-      if (rows.length < REPLAY_PAGE) return;
-      after = rows[rows.length - 1]!.seq;
+      const events = await readEvents(db, runId, after, REPLAY_PAGE);
+      for (const event of events) yield { seq: event.seq, chunk: JSON.parse(event.data) };
+      if (events.length < REPLAY_PAGE) return;
+      after = events[events.length - 1]!.seq;
     }
   }
 
@@ -158,17 +164,89 @@ export class EventLog {
     return lastSeqOf(this.#db, runId);
   }
 
-  /** Durable events of a run with `seq > after`, oldest first, at most `limit`. */
+  /**
+   * Durable events of a run with `seq > after`, oldest first, at most `limit`. Fewer than `limit` means there
+   * are no more durable events now, wherever the run's events are stored.
+   */
   async read(options: { runId: string; after: number; limit?: number }): Promise<LogEvent[]> {
+    const events = await readEvents(this.#db, options.runId, options.after, options.limit ?? 1000);
+    return events.map((event) => ({ ...event, terminal: isTerminalRunEventData(event.data) }));
+  }
+
+  /**
+   * Moves a finished run's events from `run_events` rows into compressed pages, in one transaction that
+   * holds the run's row: a run's events are at every moment either all rows or all pages, and a reader's
+   * one statement sees one or the other. Only a terminal run (which never gets another event) is compacted;
+   * a second call, or one racing another instance, does nothing.
+   */
+  async compact(runId: string): Promise<CompactionResult> {
+    return this.#db.transaction().execute(async (tx): Promise<CompactionResult> => {
+      const run = await tx
+        .selectFrom('runs')
+        .select(['status', 'events_compacted_at'])
+        .where('id', '=', runId)
+        .forUpdate()
+        .skipLocked()
+        .executeTakeFirst();
+      if (!run) {
+        const exists = await tx.selectFrom('runs').select('id').where('id', '=', runId).executeTakeFirst();
+        return { compacted: false, reason: exists ? 'busy' : 'not_found' };
+      }
+      if (!isTerminalStatus(run.status)) return { compacted: false, reason: 'not_finished' };
+      if (run.events_compacted_at) return { compacted: false, reason: 'already_compacted' };
+
+      const rows = await tx
+        .selectFrom('run_events')
+        .select(['seq', sql<string>`chunk::text`.as('data')])
+        .where('run_id', '=', runId)
+        .orderBy('seq')
+        .execute();
+      const pages = encodePages(rows);
+      // One insert per few pages keeps each statement's parameters small for a very long run.
+      for (let index = 0; index < pages.length; index += PAGES_PER_INSERT) {
+        await tx
+          .insertInto('run_event_pages')
+          .values(
+            pages.slice(index, index + PAGES_PER_INSERT).map((page) => ({
+              run_id: runId,
+              first_seq: page.firstSeq,
+              last_seq: page.lastSeq,
+              events: page.bytes,
+            })),
+          )
+          .execute();
+      }
+      await tx.deleteFrom('run_events').where('run_id', '=', runId).execute();
+      await tx
+        .updateTable('runs')
+        .set({ events_compacted_at: sql<Date>`now()` })
+        .where('id', '=', runId)
+        .execute();
+      await this.#faults.hit(FaultPoint.compactionBeforeCommit, { runId });
+      return { compacted: true, events: rows.length, pages: pages.length };
+    });
+  }
+
+  /**
+   * Reclaims the space of compacted rows for new ones (`VACUUM run_events`). PostgreSQL's autovacuum does
+   * this by itself; PGlite has no autovacuum, so its compactor calls this now and then.
+   */
+  async vacuum(): Promise<void> {
+    await sql`vacuum run_events`.execute(this.#db);
+  }
+
+  /** Finished runs whose events are still rows, longest finished first, at most `limit`. */
+  async uncompactedRuns(limit: number): Promise<string[]> {
     const rows = await this.#db
-      .selectFrom('run_events')
-      .select(['seq', sql<string>`chunk::text`.as('data')])
-      .where('run_id', '=', options.runId)
-      .where('seq', '>', options.after)
-      .orderBy('seq')
-      .limit(options.limit ?? 1000)
+      .selectFrom('runs')
+      .select('id')
+      // The same predicate as the partial index `runs_events_uncompacted_idx`.
+      .where('events_compacted_at', 'is', null)
+      .where('status', 'in', TERMINAL_RUN_STATUSES)
+      .orderBy('finished_at')
+      .limit(limit)
       .execute();
-    return rows.map((row) => ({ seq: row.seq, data: row.data, terminal: isTerminalRunEventData(row.data) }));
+    return rows.map((row) => row.id);
   }
 
   /** Calls `handler` with each batch of a run's events as they become durable. */
@@ -363,6 +441,47 @@ export class RunEventWriter {
     this.#waiters = [];
     for (const waiter of waiters) waiter.reject(error);
   }
+}
+
+/** Pages written by one insert during a compaction. */
+const PAGES_PER_INSERT = 20;
+
+/**
+ * Durable events of a run with `seq > after`, oldest first, at most `limit`, from rows and pages in ONE
+ * statement: a compaction that commits between two statements could otherwise hide events from both.
+ * Sequence numbers are dense (invariant 7), so the pages holding `after + 1 … after + limit` are exactly
+ * those that start at or before `after + limit` and end after `after`.
+ */
+async function readEvents(
+  db: Db | Transaction<Database>,
+  runId: string,
+  after: number,
+  limit: number,
+): Promise<{ seq: number; data: string }[]> {
+  const upTo = Math.min(after + limit, MAX_SEQ);
+  const result = await sql<{
+    seq: number;
+    data: string | null;
+    last_seq: number | null;
+    events: Uint8Array | null;
+  }>`
+    (select seq, chunk::text as data, null::integer as last_seq, null::bytea as events
+       from run_events where run_id = ${runId} and seq > ${after} order by seq limit ${limit})
+    union all
+    (select first_seq, null, last_seq, events
+       from run_event_pages where run_id = ${runId} and last_seq > ${after} and first_seq <= ${upTo})`.execute(
+    db,
+  );
+  const events: { seq: number; data: string }[] = [];
+  for (const row of result.rows) {
+    if (row.events === null) events.push({ seq: row.seq, data: row.data! });
+    else {
+      const page = decodePage({ firstSeq: row.seq, lastSeq: row.last_seq!, bytes: row.events });
+      for (const event of page) if (event.seq > after) events.push(event);
+    }
+  }
+  events.sort((a, b) => a.seq - b.seq);
+  return events.length > limit ? events.slice(0, limit) : events;
 }
 
 /**

@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest';
+import { decodePage, encodePages, eventsOf, EVENTS_PER_PAGE, linesOf } from './event-pages.ts';
+
+const events = (texts: string[], first = 1) => texts.map((data, index) => ({ seq: first + index, data }));
+
+describe('event pages', () => {
+  it('gives back every event byte for byte, through runs of deltas of several parts', () => {
+    const texts = [
+      '{"type":"data-run","data":{"status":"running"}}',
+      '{"type":"text-start","id":"msg_1"}',
+      '{"type":"text-delta","id":"msg_1","delta":"Hello"}',
+      '{"type":"text-delta","id":"msg_1","delta":" wörld \\n \\"delta\\": ✓"}',
+      '{"type":"reasoning-delta","id":"r_1","delta":"hm"}',
+      '{"type":"text-delta","id":"msg_1","delta":"!"}',
+      '{"type":"text-delta","id":"msg_1","delta":"!","extra":1}',
+      '{"type":"text-delta","id":"msg_2","delta":""}',
+      '{"type":"tool-input-available","input":{"delta":"x"}}',
+      '{"type":"tool-input-available","input":{"delta":"y"}}',
+      '"a bare string"',
+      '{}',
+    ];
+    expect(eventsOf(linesOf(texts))).toEqual(texts);
+    expect(linesOf(texts).split('\n')[3]).toBe('\u0001" wörld \\n \\"delta\\": ✓"}');
+    const [page] = encodePages(events(texts, 41));
+    expect(page).toMatchObject({ firstSeq: 41, lastSeq: 52 });
+    expect(decodePage(page!)).toEqual(events(texts, 41));
+  });
+
+  it('cuts full pages, and starts a new page at a gap in the sequence', () => {
+    const many = events(Array.from({ length: EVENTS_PER_PAGE + 5 }, (_, index) => `{"i":${index}}`));
+    expect(encodePages(many).map((page) => [page.firstSeq, page.lastSeq])).toEqual([
+      [1, EVENTS_PER_PAGE],
+      [EVENTS_PER_PAGE + 1, EVENTS_PER_PAGE + 5],
+    ]);
+    const gapped = [...events(['{}', '{}']), ...events(['{}'], 7)];
+    expect(encodePages(gapped).map((page) => [page.firstSeq, page.lastSeq])).toEqual([
+      [1, 2],
+      [7, 7],
+    ]);
+    expect(encodePages([])).toEqual([]);
+  });
+
+  it('refuses a page whose event count does not match its range, or of an unknown format', () => {
+    const [page] = encodePages(events(['{}', '{}']));
+    expect(() => decodePage({ ...page!, lastSeq: 3 })).toThrow('holds 2 events, not 3');
+    expect(() => decodePage({ ...page!, bytes: Buffer.of(9, ...page!.bytes.subarray(1)) })).toThrow(
+      'unknown format 9',
+    );
+  });
+});

@@ -1,0 +1,342 @@
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { MemoryBus } from '../src/bus/memory-bus.ts';
+import { FaultPoint, Faults } from '../src/faults.ts';
+import { newId } from '../src/ids.ts';
+import { Metrics } from '../src/metrics.ts';
+import type { DatabaseHandle } from '../src/store/database.ts';
+import { EventCompactor } from '../src/stream/event-compactor.ts';
+import { EventLog, type LogEvent } from '../src/stream/event-log.ts';
+import { EVENTS_PER_PAGE } from '../src/stream/event-pages.ts';
+import { followRun } from '../src/stream/run-follower.ts';
+import { openTestDatabase, STORE_KINDS } from './support/databases.ts';
+import { readSse, script, type SseFrame } from './support/sse.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+import { pollUntil, waitUntil } from './support/wait.ts';
+
+/** A finished run's events compacted into pages read back exactly as they were written (issue 10). */
+describe.each(STORE_KINDS)('event pages on %s', (kind) => {
+  let database: DatabaseHandle;
+  let faults: Faults;
+  let log: EventLog;
+  let workspaceId: string;
+  let userId: string;
+
+  beforeAll(async () => {
+    database = await openTestDatabase(kind);
+    faults = new Faults();
+    log = new EventLog({
+      db: database.db,
+      bus: new MemoryBus(),
+      metrics: new Metrics({ defaultMetrics: false }),
+      logger: pino({ level: 'silent' }),
+      faults,
+    });
+    workspaceId = newId('workspace');
+    userId = newId('user');
+    await database.db.insertInto('workspaces').values({ id: workspaceId, name: 'w' }).execute();
+    await database.db
+      .insertInto('users')
+      .values({ id: userId, workspace_id: workspaceId, email: 'u@example.com', role: 'member' })
+      .execute();
+  });
+  afterAll(async () => {
+    await database?.close();
+  });
+
+  /** A run of `count` events written through the log, then ended `status` (as its settle would). */
+  async function writtenRun(
+    count: number,
+    status = 'succeeded',
+  ): Promise<{ runId: string; live: LogEvent[] }> {
+    const chatId = newId('chat');
+    await database.db
+      .insertInto('chats')
+      .values({ id: chatId, workspace_id: workspaceId, owner_id: userId, title: 't' })
+      .execute();
+    const runId = newId('run');
+    await database.db
+      .insertInto('runs')
+      .values({
+        id: runId,
+        chat_id: chatId,
+        workspace_id: workspaceId,
+        created_by: userId,
+        trigger: 'api',
+        status: 'running',
+        model: 'scripted',
+        options: '{}',
+        attempt: 1,
+        epoch: 1,
+      })
+      .execute();
+    const live: LogEvent[] = [];
+    const unsubscribe = await log.subscribe(runId, (events) => live.push(...events));
+    const writer = log.openWriter({ runId, epoch: 1, nextSeq: 1 });
+    for (let index = 1; index < count; index++) writer.append(chunkAt(index));
+    writer.append({ type: 'data-run', data: { status } }, { terminal: true });
+    await writer.flush();
+    // Events are published after their insert committed, so the last batch may still be on its way.
+    await waitUntil(() => live.length === count);
+    await unsubscribe();
+    await database.db
+      .updateTable('runs')
+      .set({ status, finished_at: new Date() })
+      .where('id', '=', runId)
+      .execute();
+    return { runId, live };
+  }
+
+  async function storedIn(runId: string): Promise<{ rows: number; pages: number }> {
+    const rows = await database.db
+      .selectFrom('run_events')
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .where('run_id', '=', runId)
+      .executeTakeFirstOrThrow();
+    const pages = await database.db
+      .selectFrom('run_event_pages')
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .where('run_id', '=', runId)
+      .executeTakeFirstOrThrow();
+    return { rows: Number(rows.n), pages: Number(pages.n) };
+  }
+
+  async function replayed(runId: string): Promise<{ seq: number; chunk: unknown }[]> {
+    const events: { seq: number; chunk: unknown }[] = [];
+    for await (const event of log.replay(runId)) events.push(event);
+    return events;
+  }
+
+  it('moves every event into pages and reads back the same sequence numbers and bytes from any point', async () => {
+    const count = 2 * EVENTS_PER_PAGE + 345;
+    const { runId, live } = await writtenRun(count);
+    expect(live.map((event) => event.seq)).toEqual(Array.from({ length: count }, (_, index) => index + 1));
+
+    const afters = [
+      0,
+      1,
+      517,
+      EVENTS_PER_PAGE - 1,
+      EVENTS_PER_PAGE,
+      EVENTS_PER_PAGE + 1,
+      count - 1,
+      count,
+      count + 50,
+    ];
+    const limits = [1, 7, EVENTS_PER_PAGE, 2500];
+    const before = new Map<string, LogEvent[]>();
+    for (const after of afters) {
+      for (const limit of limits) before.set(`${after}/${limit}`, await log.read({ runId, after, limit }));
+    }
+    const replayBefore = await replayed(runId);
+
+    expect(await log.compact(runId)).toEqual({ compacted: true, events: count, pages: 3 });
+    expect(await storedIn(runId)).toEqual({ rows: 0, pages: 3 });
+
+    for (const after of afters) {
+      for (const limit of limits) {
+        const events = await log.read({ runId, after, limit });
+        expect(events, `after ${after}, limit ${limit}`).toEqual(before.get(`${after}/${limit}`));
+        // Exactly what was live-published, byte for byte.
+        expect(events).toEqual(live.slice(after, after + limit));
+      }
+    }
+    expect(await log.read({ runId, after: 0 })).toHaveLength(1000);
+    expect(await replayed(runId)).toEqual(replayBefore);
+    expect(await log.lastSeq(runId)).toBe(count);
+  });
+
+  it('follows a compacted run from any point to its terminal event', async () => {
+    const { runId, live } = await writtenRun(EVENTS_PER_PAGE + 10);
+    await log.compact(runId);
+    for (const after of [0, 3, EVENTS_PER_PAGE]) {
+      const seen: LogEvent[] = [];
+      for await (const item of followRun({ log, runId, after, isFinished: async () => true })) {
+        if (item.kind === 'events') seen.push(...item.events);
+      }
+      expect(seen).toEqual(live.slice(after));
+      expect(seen.at(-1)?.terminal).toBe(true);
+    }
+  });
+
+  it('leaves a run that has not finished alone, and compacts a finished one once', async () => {
+    const { runId } = await writtenRun(20);
+    await database.db.updateTable('runs').set({ status: 'waiting' }).where('id', '=', runId).execute();
+    expect(await log.compact(runId)).toEqual({ compacted: false, reason: 'not_finished' });
+    expect(await storedIn(runId)).toEqual({ rows: 20, pages: 0 });
+
+    await database.db.updateTable('runs').set({ status: 'aborted' }).where('id', '=', runId).execute();
+    const before = await log.read({ runId, after: 0 });
+    expect(await log.compact(runId)).toMatchObject({ compacted: true, events: 20 });
+    expect(await log.compact(runId)).toEqual({ compacted: false, reason: 'already_compacted' });
+    await Promise.all([log.compact(runId), log.compact(runId)]);
+    expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
+    expect(await log.read({ runId, after: 0 })).toEqual(before);
+    expect(await log.compact(newId('run'))).toEqual({ compacted: false, reason: 'not_found' });
+  });
+
+  it('never shows a reader a gap or a short read while a compaction commits', async () => {
+    const count = EVENTS_PER_PAGE + 300;
+    const { runId, live } = await writtenRun(count);
+    // The compaction holds its transaction open, rows moved but not committed, while reads go on.
+    let inTransaction = false;
+    faults.armTimes(FaultPoint.compactionBeforeCommit, 1, async () => {
+      inTransaction = true;
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    });
+    let compacted = false;
+    const compaction = log.compact(runId).then((result) => {
+      compacted = true;
+      return result;
+    });
+    const checked = { during: 0, after: 0 };
+    let round = 0;
+    while (!compacted || checked.after < 20) {
+      round += 1;
+      const after = (round * 97) % (count + 5);
+      const limit = [1, 50, EVENTS_PER_PAGE][round % 3]!;
+      const wasCompacted = compacted;
+      const [events, lastSeq] = await Promise.all([log.read({ runId, after, limit }), log.lastSeq(runId)]);
+      expect(events, `after ${after}, limit ${limit}`).toEqual(live.slice(after, after + limit));
+      expect(lastSeq).toBe(count);
+      if (wasCompacted) checked.after += 1;
+      else if (inTransaction) checked.during += 1;
+    }
+    expect(await compaction).toMatchObject({ compacted: true });
+    expect(checked.during).toBeGreaterThan(0);
+    faults.assertArmedPointsHit();
+    faults.clear();
+  });
+
+  it('rolls a failed compaction back whole, and the sweep compacts the run later', async () => {
+    const { runId, live } = await writtenRun(30, 'failed');
+    faults.armTimes(FaultPoint.compactionBeforeCommit, 1, () => {
+      throw new Error('the process died mid-compaction');
+    });
+    await expect(log.compact(runId)).rejects.toThrow('died');
+    faults.clear();
+    expect(await storedIn(runId)).toEqual({ rows: 30, pages: 0 });
+    expect(await log.uncompactedRuns(1000)).toContain(runId);
+
+    const vacuum = vi.spyOn(log, 'vacuum');
+    const compactor = new EventCompactor({
+      log,
+      logger: pino({ level: 'silent' }),
+      sweepLimit: 1000,
+      vacuumAfterEvents: 30,
+    });
+    expect(await compactor.sweep()).toBeGreaterThan(0);
+    // A store without autovacuum gets one once enough rows were moved out.
+    expect(vacuum).toHaveBeenCalled();
+    vacuum.mockRestore();
+    expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
+    expect(await log.uncompactedRuns(1000)).not.toContain(runId);
+    expect(await log.read({ runId, after: 0 })).toEqual(live);
+  });
+});
+
+/** A varied chunk: text deltas of many lengths, multi-byte text, escapes, tool calls. */
+function chunkAt(index: number): unknown {
+  switch (index % 5) {
+    case 0:
+      return {
+        type: 'tool-input-available',
+        toolCallId: `call_${index}`,
+        toolName: 'echo',
+        input: { step: index },
+      };
+    case 1:
+      return { type: 'text-delta', id: 'txt-0', delta: `Ünïcödé ✓ ${index} "quoted" \\ back\nslash\ttab ` };
+    case 2:
+      return { type: 'text-delta', id: 'txt-0', delta: 'a\u0000b' };
+    default:
+      return { type: 'text-delta', id: 'txt-0', delta: ` token${index}` };
+  }
+}
+
+describe.each(STORE_KINDS)('compacted run streams on %s', (kind) => {
+  let server: TestServer;
+  let faults: Faults;
+
+  beforeAll(async () => {
+    faults = new Faults();
+    server = await startTestServer(kind, { faults });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  async function compactedAt(runId: string): Promise<Date | null> {
+    const row = await server.outrun.db
+      .selectFrom('runs')
+      .select('events_compacted_at')
+      .where('id', '=', runId)
+      .executeTakeFirstOrThrow();
+    return row.events_compacted_at;
+  }
+
+  async function rawFrames(response: Response): Promise<{ frames: SseFrame[]; done: boolean }> {
+    const frames: SseFrame[] = [];
+    for await (const frame of readSse(response.body!)) {
+      if (frame.data === '[DONE]') return { frames, done: true };
+      if (frame.data !== null) frames.push(frame);
+    }
+    return { frames, done: false };
+  }
+
+  it('resumes a compacted run with Last-Event-ID and sends the bytes it sent live', async () => {
+    const chatId = await server.createChat();
+    const response = await server.fetch(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      headers: { accept: 'text/event-stream', 'content-type': 'application/json' },
+      body: JSON.stringify({ input: { text: script({ steps: 2, tokens: 600 }) } }),
+    });
+    const runId = response.headers.get('x-outrun-run-id')!;
+    const live = await rawFrames(response);
+    expect(live.done).toBe(true);
+    const last = live.frames.length;
+    expect(last).toBeGreaterThan(EVENTS_PER_PAGE);
+    expect(live.frames.map((frame) => frame.id)).toEqual(live.frames.map((_, index) => index + 1));
+
+    // The ending scheduled the compaction; nothing else had to.
+    await pollUntil(() => compactedAt(runId), Boolean);
+    const stored = await server.outrun.db
+      .selectFrom('run_events')
+      .select('seq')
+      .where('run_id', '=', runId)
+      .execute();
+    expect(stored).toEqual([]);
+
+    for (const after of [0, 1, 500, EVENTS_PER_PAGE - 1, EVENTS_PER_PAGE, last - 1, last, last + 10]) {
+      const resumed = await rawFrames(
+        await server.fetch(`/v1/runs/${runId}/stream`, {
+          headers: after ? { 'last-event-id': String(after) } : {},
+        }),
+      );
+      expect(resumed.done).toBe(true);
+      expect(resumed.frames, `after ${after}`).toEqual(live.frames.slice(after));
+    }
+    const messages = await server.api(`/v1/chats/${chatId}/messages`);
+    expect(messages.body.items[1]).toMatchObject({ status: 'completed' });
+  });
+
+  it('compacts on the sweep a run that ended while nothing compacted it', async () => {
+    // The compaction scheduled by the ending dies before commit, as it would with its process.
+    faults.armTimes(FaultPoint.compactionBeforeCommit, 1, () => {
+      throw new Error('the process died mid-compaction');
+    });
+    const hits = faults.hits(FaultPoint.compactionBeforeCommit);
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 1, tokens: 5 });
+    await server.waitForRun(run.id);
+    await waitUntil(() => faults.hits(FaultPoint.compactionBeforeCommit) > hits);
+    faults.clear();
+    const before = await server.outrun.log.read({ runId: run.id, after: 0 });
+    expect(before.length).toBeGreaterThan(5);
+    expect(await compactedAt(run.id)).toBeNull();
+
+    await server.outrun.engine.sweep({ all: false });
+    await pollUntil(() => compactedAt(run.id), Boolean);
+    expect(await server.outrun.log.read({ runId: run.id, after: 0 })).toEqual(before);
+  });
+});
