@@ -29,7 +29,7 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config.ts';
 import { printHeader } from './support/environment.ts';
-import { runPacedWave, totalCpu, type PacedWaveResult } from './support/paced-wave.ts';
+import { cpuBetween, runPacedWave, totalCpu, type PacedWaveResult } from './support/paced-wave.ts';
 import { printTable, type Cell } from './support/table.ts';
 import {
   isTargetKind,
@@ -102,11 +102,15 @@ interface TargetResults {
   label: string;
   description: string;
   oneStream?: PacedWaveResult;
+  /** CPU time (µs) everything serving the target used per ms while idle, just before the one-stream wave. */
+  idleMicrosPerMs?: number;
   waves: PacedWaveResult[];
 }
 const results: TargetResults[] = [];
 const failures: string[] = [];
 const oneStreamTokens = tokens;
+/** How long the idle CPU of a target is measured before its one-stream wave. */
+const idleMs = quick ? 2_000 : 5_000;
 
 for (const kind of kinds) {
   const entry: TargetResults = { kind, label: targetLabel(kind, workers), description: '', waves: [] };
@@ -116,6 +120,9 @@ for (const kind of kinds) {
     entry.description = target.description;
     console.log(`\n${entry.label}: ${target.description}`);
     await warmUp(target);
+    const idleBefore = await target.cpu();
+    await new Promise((resolve) => setTimeout(resolve, idleMs));
+    entry.idleMicrosPerMs = totalCpu(cpuBetween(idleBefore, await target.cpu())) / idleMs;
     entry.oneStream = await runPacedWave(target, {
       runs: 1,
       tokens: oneStreamTokens,
@@ -205,12 +212,18 @@ printTable({
 const floor = results.find((entry) => entry.kind === 'a')?.oneStream;
 const perThousand = (micros: number | null, wave: PacedWaveResult) =>
   micros === null ? null : (micros / 1000 / wave.deltas) * 1000;
+/** What the target would have used idle over the one-stream wave, per 1,000 of its tokens (ms). */
+const idlePerThousand = (entry: TargetResults) =>
+  entry.idleMicrosPerMs === undefined || !entry.oneStream
+    ? null
+    : perThousand(entry.idleMicrosPerMs * entry.oneStream.elapsedMs, entry.oneStream);
 const cpuRows: Cell[][] = results
   .filter((entry) => entry.oneStream)
   .map((entry) => {
     const wave = entry.oneStream!;
     const servers = wave.cpu.servers.reduce((sum, micros) => sum + micros, 0);
     const total = perThousand(totalCpu(wave.cpu), wave)!;
+    const idle = idlePerThousand(entry);
     return [
       entry.label,
       wave.deltas,
@@ -218,6 +231,8 @@ const cpuRows: Cell[][] = results
       perThousand(wave.cpu.database, wave),
       perThousand(wave.cpu.redis, wave),
       total,
+      idle,
+      idle === null ? null : total - idle,
       floor ? total / perThousand(totalCpu(floor.cpu), floor)! : null,
     ];
   });
@@ -230,14 +245,19 @@ printTable({
     'PostgreSQL ms/1k tok',
     'Redis ms/1k tok',
     'total ms/1k tok',
+    'idle ms/1k tok',
+    'above idle ms/1k tok',
     'total / A',
   ],
   rows: cpuRows,
-  digits: [0, 0, 1, 1, 1, 1, 2],
+  digits: [0, 0, 1, 1, 1, 1, 1, 1, 2],
   notes: [
     `One run of ${oneStreamTokens} tokens at ${rate} tokens/s alone on a warmed-up target: CPU time of the ` +
       'server process(es), the PostgreSQL backends of its database and the redis-server the benchmark started, ' +
-      'over first start → last end, so idle work (timers, pollers) in that span counts too.',
+      'over first start → last end, so idle work (timers, pollers, the benchmark’s own sampling in the ' +
+      `server process) in that span counts too. \`idle\`: the same processes' CPU over ${idleMs / 1000} s ` +
+      'with nothing running, just before, scaled to the wave’s length; `above idle` = total − idle. ' +
+      '/proc counts PostgreSQL and Redis in 10 ms ticks.',
   ],
 });
 
@@ -277,10 +297,13 @@ printTable({
         entry.oneStream ? format(perThousand(totalCpu(entry.oneStream.cpu), entry.oneStream), 1) : '–',
       ),
     ],
+    ['of which idle (ms per 1k tokens)', ...results.map((entry) => format(idlePerThousand(entry), 1))],
   ],
   notes: [
-    ...results.map((entry) => `- ${entry.label}: ${entry.description || 'did not start'}`),
-    ...skipped.map((skip) => `- skipped ${skip}`),
+    [
+      ...results.map((entry) => `- ${entry.label}: ${entry.description || 'did not start'}`),
+      ...skipped.map((skip) => `- skipped ${skip}`),
+    ].join('\n'),
   ],
 });
 if (failures.length > 0) console.error(`\nFailed:\n${failures.join('\n')}`);
