@@ -122,4 +122,7 @@ async function profile(message: Extract<ParentMessage, { type: 'profile' }>): Pr
   writeFileSync(message.path, JSON.stringify(result));
 }
 
+// The benchmark is gone (Ctrl-C, a crash): nothing will close this server, so it ends with its parent.
+process.on('disconnect', () => process.exit(0));
+
 send({ type: 'ready', url });

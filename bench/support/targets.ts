@@ -136,6 +136,8 @@ export async function startTarget(kind: TargetKind, options: TargetOptions = {})
       // The embedded and PostgreSQL targets are one process with an in-process bus and queue, whatever
       // BENCH_REDIS_URL says; the `redis` target sets its own.
       REDIS_URL: '',
+      // A target cut at its deadline hands its runs back on close, one warning per run; LOG_LEVEL=warn shows them.
+      LOG_LEVEL: process.env.LOG_LEVEL ?? 'error',
       ...(options.workerConcurrency ? { OUTRUN_WORKER_CONCURRENCY: String(options.workerConcurrency) } : {}),
     };
     const parts: string[] = [];
