@@ -68,9 +68,15 @@ export function dueTimeOf(data: string): number | null {
   return end === -1 ? null : Number(data.slice(start + 1, end));
 }
 
-function sleepUntil(target: number): Promise<void> {
+/** Resolves at `target`, a `wallNow()` time (at once when it has passed). */
+export function sleepUntil(target: number): Promise<void> {
   const wait = target - wallNow();
   return wait <= 0 ? Promise.resolve() : new Promise((resolve) => setTimeout(resolve, wait));
+}
+
+/** A clock delta's text, `@<emit>~<due> `, with the emit time taken now. */
+export function clockDelta(due: number): string {
+  return `@${wallNow().toFixed(3)}~${due.toFixed(3)} `;
 }
 
 /**
@@ -93,7 +99,7 @@ export function createClockModel(): LanguageModelV3 {
       const due = base + index * script.delayMs;
       await sleepUntil(due);
       if (signal?.aborted) return;
-      yield { type: 'text-delta', id, delta: `@${wallNow().toFixed(3)}~${due.toFixed(3)} ` };
+      yield { type: 'text-delta', id, delta: clockDelta(due) };
     }
     yield { type: 'text-end', id };
     yield {

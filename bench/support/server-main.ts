@@ -1,6 +1,6 @@
 /**
- * The server process of a benchmark (started by `launchServer`): an Outrun instance, or the plain
- * `streamText` → SSE pipe, on a random loopback port. It answers the benchmark over IPC with its own CPU time,
+ * The server process of a benchmark (started by `launchServer`): an Outrun instance, the plain
+ * `streamText` → SSE pipe, that pipe with `resumable-stream`, or bare SSE writes, on a random loopback port. It answers the benchmark over IPC with its own CPU time,
  * memory and event-loop delay, so the client's work is never counted as the server's.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -12,8 +12,10 @@ import pino from 'pino';
 import { resolveModel } from '../../src/agent/providers.ts';
 import { createOutrun } from '../../src/app.ts';
 import { CLOCK_MODEL_ID, createClockModel, releaseClockGate } from './clock-model.ts';
+import { startBareSseServer } from './bare-sse-server.ts';
 import { startPlainPipeServer } from './plain-pipe-server.ts';
-import type { ChildMessage, ParentMessage } from './server-process.ts';
+import { startResumablePipeServer } from './resumable-pipe-server.ts';
+import type { ChildMessage, ParentMessage, ServerMode } from './server-process.ts';
 import { wallNow } from './stats.ts';
 
 const clockModel = createClockModel();
@@ -30,10 +32,24 @@ let utilizationSince = performance.eventLoopUtilization();
 
 let close: () => Promise<void>;
 let url: string;
-if (process.env.BENCH_SERVER_MODE === 'plain') {
+const mode = process.env.BENCH_SERVER_MODE as ServerMode;
+if (mode === 'plain') {
   const plain = await startPlainPipeServer({ resolveModel: benchResolveModel, defaultModel: 'scripted' });
   url = plain.url;
   close = () => new Promise((resolve) => plain.server.close(() => resolve()));
+} else if (mode === 'bare') {
+  const bare = await startBareSseServer();
+  url = bare.url;
+  close = () => new Promise((resolve) => bare.server.close(() => resolve()));
+} else if (mode === 'resumable') {
+  const resumable = await startResumablePipeServer({
+    resolveModel: benchResolveModel,
+    defaultModel: 'scripted',
+    redisUrl: process.env.REDIS_URL!,
+    keyPrefix: process.env.BENCH_REDIS_PREFIX ?? 'outrun-bench',
+  });
+  url = resumable.url;
+  close = () => resumable.close();
 } else {
   const outrun = await createOutrun({
     config: {
@@ -105,5 +121,8 @@ async function profile(message: Extract<ParentMessage, { type: 'profile' }>): Pr
   mkdirSync(dirname(message.path), { recursive: true });
   writeFileSync(message.path, JSON.stringify(result));
 }
+
+// The benchmark is gone (Ctrl-C, a crash): nothing will close this server, so it ends with its parent.
+process.on('disconnect', () => process.exit(0));
 
 send({ type: 'ready', url });

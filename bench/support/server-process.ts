@@ -7,6 +7,14 @@ import { wallNow } from './stats.ts';
 /** The admin key benchmark servers are seeded with. */
 export const BENCH_ADMIN_KEY = 'bench-admin-key-0123456789abcdef';
 
+/**
+ * What a benchmark server runs: `outrun` a full Outrun instance; `plain` the `streamText` → SSE pipe
+ * (plain-pipe-server.ts); `resumable` that pipe plus `resumable-stream` on Redis (resumable-pipe-server.ts,
+ * needs `REDIS_URL` and `BENCH_REDIS_PREFIX` in `env`); `bare` SSE frames written on a timer with no AI SDK
+ * (bare-sse-server.ts).
+ */
+export type ServerMode = 'outrun' | 'plain' | 'resumable' | 'bare';
+
 export type ParentMessage =
   | { type: 'stats'; id: number; reset?: boolean }
   | { type: 'now'; id: number }
@@ -53,10 +61,12 @@ export interface ServerProcess {
 
 /**
  * Starts a benchmark server in a child process on the same Node binary (`process.execPath`), so its CPU time
- * is measured apart from the client's: `outrun` is a full Outrun instance on `store`, `plain` the plain pipe.
+ * is measured apart from the client's: `outrun` is a full Outrun instance on `store`, the others the baselines
+ * of `ServerMode`. Outrun's per-key request limit is off (`OUTRUN_RATE_LIMIT_PER_MINUTE=0`): a benchmark
+ * starting hundreds of runs with one key measures throughput, not the limiter; `env` can set it again.
  */
 export async function launchServer(options: {
-  mode: 'outrun' | 'plain';
+  mode: ServerMode;
   store?: BenchStore;
   /** More environment for the server (Outrun configuration such as `OUTRUN_KEEP_ALIVE_MS`). */
   env?: Record<string, string>;
@@ -72,6 +82,7 @@ export async function launchServer(options: {
       ...process.env,
       // One embedded instance: in-process bus and queue (set BENCH_REDIS_URL to measure with Redis).
       REDIS_URL: process.env.BENCH_REDIS_URL ?? '',
+      OUTRUN_RATE_LIMIT_PER_MINUTE: '0',
       ...options.store?.env,
       ...options.env,
       BENCH_SERVER_MODE: options.mode,

@@ -18,6 +18,11 @@ export interface SseStreamOptions {
   onEvent?(id: number, data: string, receivedAt: number): void;
   /** Gives up (and rejects) after this long. @default 120000 */
   timeoutMs?: number;
+  /**
+   * Closes the connection when aborted: the stream then ends with `done: false` (or rejects when the response
+   * had not started).
+   */
+  signal?: AbortSignal;
 }
 
 export interface SseStreamResult {
@@ -48,6 +53,10 @@ export function streamSse(options: SseStreamOptions): Promise<SseStreamResult> {
     const timer = setTimeout(() => {
       request.destroy(new Error(`SSE stream ${options.url} timed out`));
     }, options.timeoutMs ?? 120_000);
+    const onAbort = () => request.destroy(new Error(`SSE stream ${options.url} aborted`));
+    if (options.signal?.aborted) onAbort();
+    else options.signal?.addEventListener('abort', onAbort, { once: true });
+    request.on('close', () => options.signal?.removeEventListener('abort', onAbort));
     request.on('error', (error) => {
       clearTimeout(timer);
       reject(error);
@@ -118,6 +127,8 @@ export function streamSse(options: SseStreamOptions): Promise<SseStreamResult> {
       response.on('close', () => {
         if (!result.done) finish();
       });
+      // A connection cut mid-stream (an abort) ends the stream with `done: false` on 'close'.
+      response.on('error', () => {});
     });
     request.end(options.body);
   });

@@ -40,6 +40,16 @@ function installCleanupHandlers(): void {
 }
 
 /**
+ * Runs `cleanup` if the benchmark is interrupted (Ctrl-C, SIGTERM) before it calls the returned function,
+ * which unregisters it. For resources other than stores: a Redis server, a set of keys.
+ */
+export function cleanupOnInterrupt(cleanup: () => Promise<void>): () => void {
+  installCleanupHandlers();
+  cleanups.add(cleanup);
+  return () => cleanups.delete(cleanup);
+}
+
+/**
  * Creates a store for a benchmark: PGlite in a new temporary data directory (on disk, as `npm start` uses it),
  * or a new PostgreSQL database `outrun_bench_<random>` on the server of `DATABASE_URL` (default: local, trust auth).
  */
