@@ -50,7 +50,9 @@ export interface RunQueue {
    * A slot on this instance for a run the caller claims and executes itself, skipping the hop through the
    * queue (a run claimed in its start transaction). Null when this instance is not a worker, every slot is
    * taken, or jobs are waiting (they go first). The slot counts against `concurrency` until the task given
-   * to `run` settles, or `release` gives it back unused. Optional: a shared queue cannot count local work.
+   * to `run` settles, or `release` gives it back unused. Only the in-process queue has slots: a BullMQ
+   * worker whose concurrency is lowered while local runs hold slots takes up the freed slots again only when
+   * one of its own jobs ends, which could leave queued runs waiting behind one long job.
    */
   reserve?(): QueueSlot | null;
 }
