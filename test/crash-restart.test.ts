@@ -51,6 +51,14 @@ function client(url: string) {
     stream(path: string) {
       return fetch(url + path, { headers });
     },
+    /** Creates a chat (with `chat` as its body) and starts a scripted run in it. */
+    async startRun(options: Parameters<typeof script>[0], chat: Record<string, unknown> = {}) {
+      const chatId = (await this.json('/v1/chats', 'POST', chat)).body.chat.id as string;
+      const started = await this.json(`/v1/chats/${chatId}/runs`, 'POST', {
+        input: { text: script(options) },
+      });
+      return { chatId, runId: started.body.run.id as string };
+    },
   };
 }
 
@@ -77,12 +85,7 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
     cleanups.push(store.cleanup);
     const first = await start(store.env);
     const api = client(first.url);
-    const chat = await api.json('/v1/chats', 'POST', { title: 'crash' });
-    const chatId = chat.body.chat.id as string;
-    const started = await api.json(`/v1/chats/${chatId}/runs`, 'POST', {
-      input: { text: script({ steps: 3, tokens: 40, delayMs: 10 }) },
-    });
-    const runId = started.body.run.id as string;
+    const { chatId, runId } = await api.startRun({ steps: 3, tokens: 40, delayMs: 10 }, { title: 'crash' });
     // A reader attached before the crash, killed mid-step: it has a finished step and part of the next.
     const seen = await collectStream(await api.stream(`/v1/runs/${runId}/stream`), { stopAfter: 60 });
 
@@ -116,10 +119,7 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
     cleanups.push(store.cleanup);
     const first = await start({ ...store.env, OUTRUN_FAULTS: 'run.settle.before-commit:exit' });
     const api = client(first.url);
-    const chatId = (await api.json('/v1/chats', 'POST', {})).body.chat.id as string;
-    const runId = (
-      await api.json(`/v1/chats/${chatId}/runs`, 'POST', { input: { text: script({ tokens: 3 }) } })
-    ).body.run.id as string;
+    const { runId } = await api.startRun({ tokens: 3 });
     const exit = await first.exited;
     expect(exit.code).toBe(137);
 
@@ -138,12 +138,7 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
     cleanups.push(store.cleanup);
     const server = await start({ ...store.env, OUTRUN_SHUTDOWN_GRACE_MS: '1500' });
     const api = client(server.url);
-    const chatId = (await api.json('/v1/chats', 'POST', {})).body.chat.id as string;
-    const runId = (
-      await api.json(`/v1/chats/${chatId}/runs`, 'POST', {
-        input: { text: script({ steps: 2, tokens: 150, delayMs: 20 }) },
-      })
-    ).body.run.id as string;
+    const { runId } = await api.startRun({ steps: 2, tokens: 150, delayMs: 20 });
     // Cut when the process exits; its rejection is expected.
     const reader = collectStream(await api.stream(`/v1/runs/${runId}/stream`)).catch(() => null);
     await pollUntil(
@@ -192,10 +187,7 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
       OUTRUN_FAULTS: 'run.before-loop:delay=400',
     });
     const api = client(first.url);
-    const chatId = (await api.json('/v1/chats', 'POST', {})).body.chat.id as string;
-    const runId = (
-      await api.json(`/v1/chats/${chatId}/runs`, 'POST', { input: { text: script({ tokens: 3 }) } })
-    ).body.run.id as string;
+    const { runId } = await api.startRun({ tokens: 3 });
     await pollUntil(
       () => api.json(`/v1/runs/${runId}`),
       (response) => response.body.run.status === 'running',
@@ -240,10 +232,7 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
       events: ['run.succeeded'],
     });
     expect(hook.status).toBe(201);
-    const chatId = (await api.json('/v1/chats', 'POST', {})).body.chat.id as string;
-    const runId = (
-      await api.json(`/v1/chats/${chatId}/runs`, 'POST', { input: { text: script({ tokens: 3 }) } })
-    ).body.run.id as string;
+    const { runId } = await api.startRun({ tokens: 3 });
     await pollUntil(
       () => api.json(`/v1/runs/${runId}`),
       (response) => response.body.run.status === 'succeeded',

@@ -9,7 +9,7 @@ import { EventCompactor } from '../src/stream/event-compactor.ts';
 import { EventLog, type LogEvent } from '../src/stream/event-log.ts';
 import { EVENTS_PER_PAGE } from '../src/stream/event-pages.ts';
 import { followRun } from '../src/stream/run-follower.ts';
-import { openTestDatabase, STORE_KINDS } from './support/databases.ts';
+import { openTestDatabase, seedMember, STORE_KINDS } from './support/databases.ts';
 import { readSse, script, type SseFrame } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
 import { pollUntil, waitUntil } from './support/wait.ts';
@@ -32,13 +32,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
       logger: pino({ level: 'silent' }),
       faults,
     });
-    workspaceId = newId('workspace');
-    userId = newId('user');
-    await database.db.insertInto('workspaces').values({ id: workspaceId, name: 'w' }).execute();
-    await database.db
-      .insertInto('users')
-      .values({ id: userId, workspace_id: workspaceId, email: 'u@example.com', role: 'member' })
-      .execute();
+    ({ workspaceId, userId } = await seedMember(database.db));
   });
   afterAll(async () => {
     await database?.close();

@@ -14,6 +14,32 @@ const DATABASE_URL = process.env.DATABASE_URL;
 const REDIS_URL = process.env.REDIS_URL;
 const ADMIN_KEY = 'scale-out-admin-key-0123456789';
 
+/** Requests to the instance listening at `baseUrl()`, as the admin. */
+function adminClient(baseUrl: () => string) {
+  const request = async (path: string, init: RequestInit = {}) =>
+    fetch(baseUrl() + path, {
+      ...init,
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json', ...init.headers },
+    });
+  return {
+    request,
+    /** Creates a chat and starts a scripted run in it; `accept: text/event-stream` streams the answer. */
+    async startRun(options: Parameters<typeof script>[0], accept?: string) {
+      const chat = await (await request('/v1/chats', { method: 'POST', body: '{}' })).json();
+      return request(`/v1/chats/${chat.chat.id}/runs`, {
+        method: 'POST',
+        headers: accept ? { accept } : {},
+        body: JSON.stringify({ input: { text: script(options) } }),
+      });
+    },
+    /** Reads the run until `done` holds, and returns it. */
+    waitForRun: (runId: string, done: (run: any) => boolean) =>
+      pollUntil(async () => (await (await request(`/v1/runs/${runId}`)).json()).run, done),
+    /** The run's whole stream, from its first event to its end. */
+    readStream: async (runId: string) => collectStream(await request(`/v1/runs/${runId}/stream`)),
+  };
+}
+
 /**
  * Two instances on one PostgreSQL and one Redis: an API-only instance that takes requests, and a worker that
  * executes runs. Nothing is shared in-process; everything crosses Redis (queue, stop signals, live events).
@@ -52,11 +78,7 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
     return outrun;
   };
 
-  const request = async (path: string, init: RequestInit = {}) =>
-    fetch(url + path, {
-      ...init,
-      headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json', ...init.headers },
-    });
+  const { request, startRun } = adminClient(() => url);
 
   beforeAll(async () => {
     const database = await createPostgresDatabase();
@@ -76,15 +98,6 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
     if (keys.length > 0) await redis.del(...keys);
     await redis.quit();
   });
-
-  async function startRun(options: Parameters<typeof script>[0], accept?: string) {
-    const chat = await (await request('/v1/chats', { method: 'POST', body: '{}' })).json();
-    return request(`/v1/chats/${chat.chat.id}/runs`, {
-      method: 'POST',
-      headers: accept ? { accept } : {},
-      body: JSON.stringify({ input: { text: script(options) } }),
-    });
-  }
 
   it('runs on the worker and streams live through the API instance, dense and exact', async () => {
     const response = await startRun({ steps: 2, tokens: 30, delayMs: 10 }, 'text/event-stream');
@@ -140,18 +153,9 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
     let rescuer: Outrun | undefined;
     try {
       const frontUrl = await front.listen();
-      const call = (path: string, init: RequestInit = {}) =>
-        fetch(frontUrl + path, {
-          ...init,
-          headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
-        }).then((response) => response.json());
-      const chat = await call('/v1/chats', { method: 'POST', body: '{}' });
-      const { run } = await call(`/v1/chats/${chat.chat.id}/runs`, {
-        method: 'POST',
-        body: JSON.stringify({ input: { text: script({ steps: 3, tokens: 40, delayMs: 20 }) } }),
-      });
-      const waitFor = (done: (current: any) => boolean) =>
-        pollUntil(() => call(`/v1/runs/${run.id}`).then((body) => body.run), done);
+      const client = adminClient(() => frontUrl);
+      const { run } = await (await client.startRun({ steps: 3, tokens: 40, delayMs: 20 })).json();
+      const waitFor = (done: (current: any) => boolean) => client.waitForRun(run.id, done);
       await waitFor((current) => current.stepCount >= 1);
 
       victim.child.kill('SIGKILL');
@@ -168,11 +172,7 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
       expect(settled).toMatchObject({ status: 'succeeded', stepCount: 3, error: null });
       expect(settled.attempt).toBe(2);
 
-      const stream = await collectStream(
-        await fetch(`${frontUrl}/v1/runs/${run.id}/stream`, {
-          headers: { authorization: `Bearer ${ADMIN_KEY}` },
-        }),
-      );
+      const stream = await client.readStream(run.id);
       expect(stream.done).toBe(true);
       expect(stream.events.map((event) => event.seq)).toEqual(stream.events.map((_, index) => index + 1));
       // The killed worker's partial step is closed as interrupted; the answer is the scripted text, once.
@@ -200,18 +200,9 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
     let staying: Outrun | undefined;
     try {
       const frontUrl = await front.listen();
-      const call = (path: string, init: RequestInit = {}) =>
-        fetch(frontUrl + path, {
-          ...init,
-          headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
-        }).then((response) => response.json());
-      const chat = await call('/v1/chats', { method: 'POST', body: '{}' });
-      const { run } = await call(`/v1/chats/${chat.chat.id}/runs`, {
-        method: 'POST',
-        body: JSON.stringify({ input: { text: script({ steps: 2, tokens: 60, delayMs: 20 }) } }),
-      });
-      const waitFor = (done: (current: any) => boolean) =>
-        pollUntil(() => call(`/v1/runs/${run.id}`).then((body) => body.run), done);
+      const client = adminClient(() => frontUrl);
+      const { run } = await (await client.startRun({ steps: 2, tokens: 60, delayMs: 20 })).json();
+      const waitFor = (done: (current: any) => boolean) => client.waitForRun(run.id, done);
       await waitFor((current) => current.status === 'running');
       staying = await instance('worker', databaseUrl, { prefix: isolated, leaseMs: 60_000 });
 
@@ -221,11 +212,7 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
       const settled = await waitFor((current) => current.status === 'succeeded');
       expect(Date.now() - signalledAt).toBeLessThan(20_000);
       expect(settled).toMatchObject({ attempt: 2, error: null });
-      const stream = await collectStream(
-        await fetch(`${frontUrl}/v1/runs/${run.id}/stream`, {
-          headers: { authorization: `Bearer ${ADMIN_KEY}` },
-        }),
-      );
+      const stream = await client.readStream(run.id);
       expect(stream.events.map((event) => event.seq)).toEqual(stream.events.map((_, index) => index + 1));
       expect(answeredText(stream.events)).toBe(scriptedText(2, 60));
     } finally {

@@ -9,7 +9,7 @@ import type { DatabaseHandle } from '../src/store/database.ts';
 import { migrateToLatest } from '../src/store/migrator.ts';
 import { EventLog, LeaseLostError } from '../src/stream/event-log.ts';
 import { followRun } from '../src/stream/run-follower.ts';
-import { openTestDatabase, STORE_KINDS } from './support/databases.ts';
+import { openTestDatabase, seedMember, STORE_KINDS } from './support/databases.ts';
 
 /** The same store code, the same assertions, on every store (DESIGN §2: one conformance suite). */
 describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
@@ -29,13 +29,7 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
       logger: pino({ level: 'silent' }),
       faults: new Faults(),
     });
-    workspaceId = newId('workspace');
-    userId = newId('user');
-    await database.db.insertInto('workspaces').values({ id: workspaceId, name: 'w' }).execute();
-    await database.db
-      .insertInto('users')
-      .values({ id: userId, workspace_id: workspaceId, email: 'u@example.com', role: 'member' })
-      .execute();
+    ({ workspaceId, userId } = await seedMember(database.db));
   });
   afterAll(async () => {
     await database?.close();

@@ -1,4 +1,4 @@
-import type { LanguageModel, ModelMessage, UIMessage } from 'ai';
+import type { LanguageModel, ModelMessage, ToolSet } from 'ai';
 import type { Logger } from 'pino';
 import type { McpClientPool } from '../agent/mcp-tools.ts';
 import { buildToolSet } from '../agent/tool-set.ts';
@@ -6,44 +6,37 @@ import type { ToolRegistry } from '../agent/tools.ts';
 import type { CompactionStore } from '../agent/compaction-store.ts';
 import type { ModelPrices } from '../agent/prices.ts';
 import type { RunConfig } from '../protocol/agent.ts';
-import type { RunWaiting } from '../protocol/run.ts';
 import type { ChatService } from '../chats/chat-service.ts';
 import type { Clock } from '../clock.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import { observeFirstToken, type Metrics } from '../metrics.ts';
 import { MessageProjector } from '../protocol/message-projector.ts';
-import type { RunRow } from '../store/schema.ts';
+import type { MessageRow, RunRow } from '../store/schema.ts';
 import { retryTransient } from '../store/transient.ts';
 import { LeaseLostError, type EventLog, type RunEventWriter } from '../stream/event-log.ts';
-import {
-  PersistenceFailedError,
-  runAgentLoop,
-  sumUsage,
-  type AgentLoopResult,
-  type FinishedStep,
-} from './agent-loop.ts';
-import { BudgetMeter, estimateTokens, type BudgetExceeded, type Spend } from './budget.ts';
+import { runAgentLoop, type AgentLoopResult, type FinishedStep } from './agent-loop.ts';
+import { BudgetMeter, estimateTokens } from './budget.ts';
 import { loadRunContext } from './context-loader.ts';
 import { fitContext } from './run-context.ts';
 import { LeaseKeeper } from './lease-keeper.ts';
 import {
   Ending,
-  INTERRUPTED_BY_BUDGET,
-  INTERRUPTED_BY_SHUTDOWN,
   claimRequest,
   type Lifecycle,
   type TransitionRequest,
   type TransitionResult,
 } from './lifecycle.ts';
-import type { RunUsage } from './run-object.ts';
+import { findResumePoint, spentBefore, type ResumePoint } from './resume-point.ts';
+import {
+  decideOutcome,
+  endFinishedRun,
+  failureCode,
+  settleRun,
+  spendChanges,
+  type AbortReason,
+} from './run-outcome.ts';
 import type { RunService } from './run-service.ts';
 import { RunErrorCode } from './run-status.ts';
-
-/**
- * Why this instance stops executing a run before its loop ends: a stop (the run ends `aborted`), a
- * shutdown (the run is handed back to `pending` for the next owner), or a lost lease (someone else owns it).
- */
-type AbortReason = typeof RunErrorCode.stopped | 'released' | 'lease_lost' | 'budget';
 
 /** A loop that never ran: the budget refused its first call. */
 const NO_LOOP: AgentLoopResult = {
@@ -56,17 +49,6 @@ const NO_LOOP: AgentLoopResult = {
   approvals: [],
   contextOverflow: false,
 };
-
-/** How long a waiting run waits by default (`OUTRUN_WAIT_TTL_MS`): 7 days. */
-const DEFAULT_WAIT_TTL_MS = 7 * 24 * 60 * 60 * 1000;
-
-/** Whether the last step of a message called a tool (the model meant to go on). */
-function lastStepCalledTool(parts: UIMessage['parts']): boolean {
-  const lastStart = parts.map((part) => part.type).lastIndexOf('step-start');
-  return parts
-    .slice(Math.max(0, lastStart))
-    .some((part) => part.type.startsWith('tool-') || part.type === 'dynamic-tool');
-}
 
 interface ActiveRun {
   controller: AbortController;
@@ -85,14 +67,19 @@ export interface LocalRun {
   cancel(): void;
 }
 
-/** Where a resumed run goes on: what its earlier executions streamed and the steps they finished. */
-interface ResumePoint {
-  projector: MessageProjector;
-  stepsDone: number;
-  finishedParts: UIMessage['parts'];
-  usages: RunUsage[];
-  /** The last finished step called no tool: the model gave its final answer before the crash. */
-  loopEnded: boolean;
+/** What an execution of a run sets up before its agent loop. */
+interface RunSetup {
+  /** The configuration stored when the run began: an agent edited since does not change it. */
+  config: RunConfig;
+  model: LanguageModel;
+  maxSteps: number;
+  /** Where an earlier execution (a crash, a release) left off; null on the first. */
+  resume: ResumePoint | null;
+  tools: ToolSet;
+  /** The history loaded for the model, before any compaction. */
+  history: { messages: ModelMessage[]; storedMessages: MessageRow[] };
+  /** What the first model call is sent: the history, compacted when it was over the context budget. */
+  messages: ModelMessage[];
 }
 
 export interface RunExecutorOptions {
@@ -129,7 +116,8 @@ export interface RunExecutorOptions {
  * Executes runs on this instance: claims a pending run, keeps its lease, drives the agent loop with an
  * abort signal that belongs to the run (never to an HTTP socket), and ends the run through the lifecycle.
  * A run that executed before (a crash, a release) goes on from its last finished step. Anything that
- * throws before the loop owns the run ends it `failed` (the safety net of invariant 5).
+ * throws before the loop owns the run ends it `failed` (the safety net of invariant 5). Where a resumed run
+ * goes on is read in `resume-point.ts`; what becomes of a run once its loop returns, in `run-outcome.ts`.
  */
 export class RunExecutor {
   readonly #options: RunExecutorOptions;
@@ -259,181 +247,43 @@ export class RunExecutor {
     try {
       if (row.stop_requested_at) this.abort(row.id, RunErrorCode.stopped);
       await faults.hit(FaultPoint.beforeLoop, { runId: row.id });
-      // The configuration stored when the run began: an agent edited since does not change it.
-      const config = this.#runConfig(row);
-      const model = this.#options.resolveModel(config.model);
-      const maxSteps = config.budget.maxSteps ?? this.#options.defaultMaxSteps ?? 8;
-      // An earlier execution (a crash, a release) left finished steps: go on after them.
-      const resume = row.attempt > 1 ? await this.#resumePoint(row, epoch) : null;
-      const tools = await buildToolSet({ config, registry: this.#options.tools, mcp: this.#options.mcp });
-      const history = await loadRunContext({
-        chats: this.#options.chats,
-        run: row,
-        finishedParts: resume?.finishedParts ?? [],
-        tools,
-      });
-      // Over the context budget: compacted, and the compaction is an event of the stream.
-      const fitted = this.#options.compactions
-        ? await fitContext({
-            run: row,
-            config,
-            model,
-            messages: history.messages,
-            storedMessages: history.storedMessages,
-            store: this.#options.compactions,
-            signal: active.controller.signal,
-          })
-        : { messages: history.messages, compaction: null };
-      if (fitted.compaction) writer.append({ type: 'data-compaction', data: fitted.compaction });
-      const messages = fitted.messages;
+      const setup = await this.#setUp(row, active, writer);
+      const { config, resume } = setup;
       loopOwnsRun = true;
       logger.info(
         { ...context, resumedAfterStep: resume?.stepsDone },
         resume ? 'run resumed' : 'run started',
       );
-      if (resume && (resume.loopEnded || resume.stepsDone >= maxSteps)) {
+      if (resume && (resume.loopEnded || resume.stepsDone >= setup.maxSteps)) {
         // The earlier execution finished the agent loop but died before ending the run.
-        await lifecycle.end({
-          runId: row.id,
-          epoch,
-          ending: Ending.succeeded(),
-          parts: resume.projector.parts(),
-          changes: { usage: jsonOrNull(sumUsage(resume.usages)), step_count: resume.stepsDone },
-        });
+        await endFinishedRun({ lifecycle, runId: row.id, epoch, resume });
         return;
       }
       const projector = resume?.projector ?? new MessageProjector();
       const meter = new BudgetMeter({
         budget: config.budget,
         price: this.#options.prices.of(config.model),
-        spent: await this.#spentSoFar(row, resume?.stepsDone ?? 0),
+        spent: await spentBefore({ row, stepsDone: resume?.stepsDone ?? 0, runs: this.#options.runs }),
         quota: await this.#options.quotas?.remaining(row.workspace_id),
       });
-      // The first call of this execution is checked here; the loop checks every later one.
-      const loopStartedAt = Date.now();
-      const refused = meter.beforeCall(
-        estimateTokens((config.instructions ?? '') + JSON.stringify(messages)),
-      );
-      const stepsBefore = resume?.stepsDone ?? 0;
-      const loop = (loopMessages: ModelMessage[], resumed: boolean) =>
-        runAgentLoop({
-          model,
-          messages: loopMessages,
-          tools,
-          system: config.instructions ?? undefined,
-          toolContext: {
-            runId: row.id,
-            chatId: row.chat_id,
-            workspaceId: row.workspace_id,
-            userId: row.created_by,
-            agentId: row.agent_id,
-          },
-          callOptions: config.modelOptions,
-          maxSteps,
-          stepsDone: resume?.stepsDone ?? 0,
-          projector,
-          messageId: row.assistant_message_id ?? row.id,
-          resumed,
-          writer,
-          signal: active.controller.signal,
-          keepAbortChunk: () => active.reason === RunErrorCode.stopped || active.reason === null,
-          meter,
-          onBudgetCut: () => this.abort(row.id, 'budget'),
-          onFirstToken: () =>
-            observeFirstToken(this.#options.metrics, {
-              model: config.model,
-              ms: Date.now() - loopStartedAt,
-            }),
-          recordStep: (step) => this.#recordStep(row.id, epoch, step),
-        });
-      let result: AgentLoopResult = refused
-        ? { ...NO_LOOP, stepsDone: stepsBefore, budgetExceeded: refused }
-        : await loop(messages, resume !== null);
-      if (
-        result.contextOverflow &&
-        result.stepsDone === stepsBefore &&
-        !active.controller.signal.aborted &&
-        this.#options.compactions
-      ) {
-        // The provider found the prompt too long: compact to half the budget and try the step once more.
-        const refitted = await fitContext({
-          run: row,
-          config,
-          model,
-          messages: history.messages,
-          storedMessages: history.storedMessages,
-          store: this.#options.compactions,
-          signal: active.controller.signal,
-          overflow: true,
-        });
-        if (refitted.compaction) writer.append({ type: 'data-compaction', data: refitted.compaction });
-        result = await loop(refitted.messages, true);
-      }
-      const spent = meter.spent();
-      const changes = {
-        usage: JSON.stringify({ inputTokens: spent.inputTokens, outputTokens: spent.outputTokens }),
-        cost_usd: spent.costUsd,
-        step_count: result.stepsDone,
-      };
-      if (active.reason === 'lease_lost') throw new LeaseLostError(row.id);
-      if (active.reason === 'released') {
-        await faults.hit(FaultPoint.beforeRelease, { runId: row.id });
-        const released = await lifecycle.handBack({ runId: row.id, epoch, reason: INTERRUPTED_BY_SHUTDOWN });
-        logger.info({ ...context, released: released !== null }, 'run released on shutdown');
-        return;
-      }
-      const exceeded =
-        result.budgetExceeded ??
-        // An explicit step budget the model wanted to go past (its last step called a tool).
-        (config.budget.maxSteps !== undefined &&
-        result.stepsDone >= config.budget.maxSteps &&
-        result.errorText === null &&
-        !active.controller.signal.aborted &&
-        lastStepCalledTool(projector.parts())
-          ? 'steps'
-          : null);
-      if (
-        active.reason === RunErrorCode.stopped ||
-        (active.controller.signal.aborted && active.reason !== 'budget')
-      ) {
-        await this.#end(
-          row,
-          epoch,
-          Ending.aborted(RunErrorCode.stopped, { sendAbort: !result.sawAbort }),
-          projector,
-          changes,
-        );
-      } else if (result.errorText !== null) {
-        // The SDK already streamed the model's `error` chunk (held back only for a context overflow).
-        const ending = Ending.failed(RunErrorCode.modelError, {
-          message: result.errorText,
-          sendError: result.contextOverflow,
-        });
-        await this.#end(row, epoch, ending, projector, changes);
-      } else if (exceeded && meter.quotaExceeded) {
-        // The workspace's daily quota ran out mid-run: the run ends, keeping what it streamed.
-        await this.#end(row, epoch, Ending.aborted(RunErrorCode.quotaExceeded), projector, changes);
-      } else if (exceeded) {
-        await this.#onBudgetExceeded({
-          row,
-          epoch,
-          config,
-          exceeded,
-          cut: result.budgetCutStep,
-          projector,
-          changes,
-        });
-      } else if (result.approvals.length > 0) {
-        const waiting: RunWaiting = {
-          reason: 'approval',
-          approvals: result.approvals,
-          expiresAt: this.#waitExpiresAt(),
-        };
-        await lifecycle.wait({ runId: row.id, epoch, waiting, changes });
-        logger.info({ ...context, approvals: result.approvals.length }, 'run waits for approval');
-      } else {
-        await this.#end(row, epoch, Ending.succeeded(), projector, changes);
-      }
+      const result = await this.#runLoop({ row, active, writer, setup, projector, meter });
+      const outcome = decideOutcome({
+        result,
+        reason: active.reason,
+        aborted: active.controller.signal.aborted,
+        budget: config.budget,
+        quotaExceeded: meter.quotaExceeded,
+        parts: () => projector.parts(),
+      });
+      await settleRun({
+        deps: this.#options,
+        row,
+        epoch,
+        config,
+        outcome,
+        projector,
+        changes: spendChanges(meter.spent(), result.stepsDone),
+      });
     } catch (error) {
       // Whatever failed, the model call (if any) stops here.
       active.controller.abort();
@@ -441,107 +291,127 @@ export class RunExecutor {
         logger.warn(context, 'lease lost; leaving the run to its new owner');
         return;
       }
-      const code = !loopOwnsRun
-        ? RunErrorCode.startFailed
-        : writer.failure || error instanceof PersistenceFailedError
-          ? RunErrorCode.persistenceFailed
-          : RunErrorCode.internalError;
+      const code = failureCode({ loopOwnsRun, writerFailed: writer.failure !== null, error });
       logger.error({ err: error, ...context, code }, 'run failed');
       await writer.flush().catch(() => {});
       await lifecycle.end({ runId: row.id, epoch, ending: Ending.failed(code) });
     }
   }
 
-  async #end(
-    row: RunRow,
-    epoch: number,
-    ending: Ending,
-    projector: MessageProjector,
-    changes: Record<string, unknown>,
-  ): Promise<void> {
-    const ended = await this.#options.lifecycle.end({
-      runId: row.id,
-      epoch,
-      ending,
-      parts: projector.parts(),
-      changes,
+  /**
+   * Everything an execution needs before its loop owns the run: the stored configuration, the model, the
+   * resume point, the tools and the history fitted to the context budget. Throws: the run never started.
+   */
+  async #setUp(row: RunRow, active: ActiveRun, writer: RunEventWriter): Promise<RunSetup> {
+    const config = this.#runConfig(row);
+    const model = this.#options.resolveModel(config.model);
+    const maxSteps = config.budget.maxSteps ?? this.#options.defaultMaxSteps ?? 8;
+    // An earlier execution (a crash, a release) left finished steps: go on after them.
+    const resume =
+      row.attempt > 1
+        ? await findResumePoint({
+            runId: row.id,
+            log: this.#options.log,
+            runs: this.#options.runs,
+            recordStep: (step) => this.#recordStep(row.id, row.epoch, step),
+          })
+        : null;
+    const tools = await buildToolSet({ config, registry: this.#options.tools, mcp: this.#options.mcp });
+    const history = await loadRunContext({
+      chats: this.#options.chats,
+      run: row,
+      finishedParts: resume?.finishedParts ?? [],
+      tools,
     });
-    if (ended) {
-      this.#options.logger.info(
-        { runId: row.id, chatId: row.chat_id, status: ending.status, code: ending.error?.code },
-        'run ended',
-      );
-    }
+    // Over the context budget: compacted, and the compaction is an event of the stream.
+    const fitted = this.#options.compactions
+      ? await fitContext({
+          run: row,
+          config,
+          model,
+          messages: history.messages,
+          storedMessages: history.storedMessages,
+          store: this.#options.compactions,
+          signal: active.controller.signal,
+        })
+      : { messages: history.messages, compaction: null };
+    if (fitted.compaction) writer.append({ type: 'data-compaction', data: fitted.compaction });
+    return { config, model, maxSteps, resume, tools, history, messages: fitted.messages };
   }
 
   /**
-   * The budget ran out. `pause` (the default) makes the run wait for `POST /v1/runs/:id/continue` (a step
-   * the budget cut is closed as interrupted, and redone after); `abort` ends it `aborted`/`budget_exceeded`
-   * with its partial output; `continue` (step budgets only) ends it and starts a follow-up run.
+   * Drives the agent loop: the first call of this execution is checked against the budget here (the loop
+   * checks every later one), and a prompt the provider finds too long is compacted and tried once more.
    */
-  async #onBudgetExceeded(options: {
+  async #runLoop(options: {
     row: RunRow;
-    epoch: number;
-    config: RunConfig;
-    exceeded: BudgetExceeded;
-    cut: boolean;
+    active: ActiveRun;
+    writer: RunEventWriter;
+    setup: RunSetup;
     projector: MessageProjector;
-    changes: { usage: string; cost_usd: number; step_count: number };
-  }): Promise<void> {
-    const { row, epoch, config, exceeded, projector, changes } = options;
-    const onExceeded = config.budget.onExceeded ?? 'pause';
-    if (onExceeded === 'abort') {
-      await this.#end(row, epoch, Ending.aborted(RunErrorCode.budgetExceeded), projector, changes);
-      return;
+    meter: BudgetMeter;
+  }): Promise<AgentLoopResult> {
+    const { row, active, writer, setup, projector, meter } = options;
+    const { config, model, resume, history } = setup;
+    const loopStartedAt = Date.now();
+    const refused = meter.beforeCall(
+      estimateTokens((config.instructions ?? '') + JSON.stringify(setup.messages)),
+    );
+    const stepsBefore = resume?.stepsDone ?? 0;
+    const loop = (loopMessages: ModelMessage[], resumed: boolean) =>
+      runAgentLoop({
+        model,
+        messages: loopMessages,
+        tools: setup.tools,
+        system: config.instructions ?? undefined,
+        toolContext: {
+          runId: row.id,
+          chatId: row.chat_id,
+          workspaceId: row.workspace_id,
+          userId: row.created_by,
+          agentId: row.agent_id,
+        },
+        callOptions: config.modelOptions,
+        maxSteps: setup.maxSteps,
+        stepsDone: stepsBefore,
+        projector,
+        messageId: row.assistant_message_id ?? row.id,
+        resumed,
+        writer,
+        signal: active.controller.signal,
+        keepAbortChunk: () => active.reason === RunErrorCode.stopped || active.reason === null,
+        meter,
+        onBudgetCut: () => this.abort(row.id, 'budget'),
+        onFirstToken: () =>
+          observeFirstToken(this.#options.metrics, {
+            model: config.model,
+            ms: Date.now() - loopStartedAt,
+          }),
+        recordStep: (step) => this.#recordStep(row.id, row.epoch, step),
+      });
+    if (refused) return { ...NO_LOOP, stepsDone: stepsBefore, budgetExceeded: refused };
+    const result = await loop(setup.messages, resume !== null);
+    if (
+      !result.contextOverflow ||
+      result.stepsDone !== stepsBefore ||
+      active.controller.signal.aborted ||
+      !this.#options.compactions
+    ) {
+      return result;
     }
-    if (onExceeded === 'continue' && exceeded === 'steps') {
-      await this.#end(row, epoch, Ending.succeeded(), projector, changes);
-      await this.#options
-        .continueRun?.(row, config)
-        .catch((error: unknown) =>
-          this.#options.logger.error({ err: error, runId: row.id }, 'starting the continuation failed'),
-        );
-      return;
-    }
-    const spent = JSON.parse(changes.usage) as RunUsage;
-    const waiting: RunWaiting = {
-      reason: 'budget',
-      exceeded,
-      usage: spent,
-      budget: { ...config.budget },
-      expiresAt: this.#waitExpiresAt(),
-    };
-    await this.#options.lifecycle.wait({
-      runId: row.id,
-      epoch,
-      waiting,
-      changes,
-      closeInterruptedStep: options.cut ? INTERRUPTED_BY_BUDGET : undefined,
+    // The provider found the prompt too long: compact to half the budget and try the step once more.
+    const refitted = await fitContext({
+      run: row,
+      config,
+      model,
+      messages: history.messages,
+      storedMessages: history.storedMessages,
+      store: this.#options.compactions,
+      signal: active.controller.signal,
+      overflow: true,
     });
-    this.#options.logger.info({ runId: row.id, chatId: row.chat_id, exceeded }, 'run paused: budget used up');
-  }
-
-  #waitExpiresAt(): string {
-    return new Date(
-      (this.#options.clock?.now() ?? new Date()).getTime() + (this.#options.waitTtlMs ?? DEFAULT_WAIT_TTL_MS),
-    ).toISOString();
-  }
-
-  /** What the run spent before this execution: its stored totals, and the time its finished steps took. */
-  async #spentSoFar(row: RunRow, stepsDone: number): Promise<Spend> {
-    const usage = (row.usage as RunUsage | null) ?? {};
-    // Only an earlier execution of this run can have finished steps.
-    const steps = row.attempt > 1 ? await this.#options.runs.listSteps(row.id) : [];
-    return {
-      steps: stepsDone,
-      inputTokens: usage.inputTokens ?? 0,
-      outputTokens: usage.outputTokens ?? 0,
-      costUsd: row.cost_usd ?? 0,
-      runningMs: steps.reduce(
-        (sum, step) => sum + (step.finished_at.getTime() - step.started_at.getTime()),
-        0,
-      ),
-    };
+    if (refitted.compaction) writer.append({ type: 'data-compaction', data: refitted.compaction });
+    return loop(refitted.messages, true);
   }
 
   /** A run's stored configuration; runs begun before agents existed get the default agent's. */
@@ -569,73 +439,4 @@ export class RunExecutor {
       delayMs: 50,
     });
   }
-
-  /**
-   * Where a resumed run goes on. The log is the truth: every step whose `finish-step` is durable counts as
-   * finished (one whose record a crash lost is recorded now); a step it cut short was closed by
-   * `data-step-interrupted` when the run was handed back, and is redone.
-   */
-  async #resumePoint(row: RunRow, epoch: number): Promise<ResumePoint> {
-    const projector = new MessageProjector();
-    const finished: { parts: UIMessage['parts']; seq: number }[] = [];
-    const answers = new Map<string, { approved: boolean; reason?: string }>();
-    for await (const { seq, chunk } of this.#options.log.replay(row.id)) {
-      const step = projector.push(chunk as never);
-      if (step) finished.push({ parts: step.parts, seq });
-      const answer = chunk as {
-        type: string;
-        data?: { approvalId: string; approved: boolean; reason?: string | null };
-      };
-      if (answer.type === 'data-tool-approval' && answer.data) {
-        answers.set(answer.data.approvalId, {
-          approved: answer.data.approved,
-          reason: answer.data.reason ?? undefined,
-        });
-      }
-    }
-    // Answered approvals reach the model as responses: the SDK then runs approved calls and reports denials.
-    for (const step of finished) step.parts = step.parts.map((part) => withApprovalAnswer(part, answers));
-    const recorded = await this.#options.runs.listSteps(row.id);
-    const usages = finished.map((_, index) => (recorded[index]?.usage as RunUsage | null) ?? {});
-    for (let index = recorded.length; index < finished.length; index++) {
-      await this.#recordStep(row.id, epoch, {
-        step: index + 1,
-        parts: finished[index]!.parts,
-        usage: null,
-        costUsd: null,
-        lastSeq: finished[index]!.seq,
-        startedAt: new Date(),
-      });
-    }
-    const last = finished.at(-1)?.parts;
-    return {
-      projector,
-      stepsDone: finished.length,
-      finishedParts: finished.flatMap((step) => step.parts),
-      usages,
-      loopEnded:
-        last !== undefined &&
-        !last.some((part) => part.type.startsWith('tool-') || part.type === 'dynamic-tool'),
-    };
-  }
-}
-
-/** A tool part waiting for approval, with the person's answer applied when there is one. */
-function withApprovalAnswer(
-  part: UIMessage['parts'][number],
-  answers: Map<string, { approved: boolean; reason?: string }>,
-): UIMessage['parts'][number] {
-  const tool = part as { state?: string; approval?: { id: string } };
-  if (tool.state !== 'approval-requested' || !tool.approval) return part;
-  const answer = answers.get(tool.approval.id);
-  if (!answer) return part;
-  return {
-    ...part,
-    state: 'approval-responded',
-    approval: { id: tool.approval.id, approved: answer.approved, reason: answer.reason },
-  } as UIMessage['parts'][number];
-}
-
-function jsonOrNull(value: unknown): string | null {
-  return value === null || value === undefined ? null : JSON.stringify(value);
 }

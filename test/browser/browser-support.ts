@@ -3,6 +3,8 @@ import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, BrowserContextOptions, Page } from 'playwright-core';
+import { afterAll, beforeAll } from 'vitest';
+import { ADMIN_KEY, startTestServer, type TestServer } from '../support/test-server.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const WEB_INDEX = join(ROOT, 'web/dist/index.html');
@@ -115,4 +117,71 @@ export async function screenshot(page: Page, name: string): Promise<void> {
   if (!process.env.OUTRUN_SCREENSHOTS) return;
   mkdirSync(SCREENSHOT_DIR, { recursive: true });
   await page.screenshot({ path: join(SCREENSHOT_DIR, `${name}.png`) });
+}
+
+/** A PGlite Outrun server and Chromium for one browser test file, with the steps its tests share. */
+export interface WebApp {
+  /** The server under test; there once `beforeAll` ran. */
+  readonly server: TestServer;
+  /** The browser; there once `beforeAll` ran. */
+  readonly browser: Browser;
+  /** Opens `path` in a new tab of `context`, or of a new browser profile made with `options`. */
+  open(path: string, context?: BrowserContext, options?: BrowserContextOptions): Promise<WatchedPage>;
+  /** Opens the app with the sign-in link and creates a chat; returns the tab and the chat id. */
+  openNewChat(options?: BrowserContextOptions): Promise<WatchedPage & { chatId: string }>;
+  /** Types `text` into the composer and sends it. */
+  send(page: Page, text: string): Promise<void>;
+  /** The chat's latest run, as the API shows it. */
+  latestRun(chatId: string): Promise<any>;
+}
+
+/**
+ * Registers the `beforeAll`/`afterAll` of a browser test file: builds the web app if it is stale, starts a
+ * PGlite server with `options`, launches Chromium, and closes both after the file. Call it inside the
+ * `describe` so a skipped describe starts nothing.
+ */
+export function useWebApp(options: Parameters<typeof startTestServer>[1] = {}): WebApp {
+  let server: TestServer | undefined;
+  let browser: Browser | undefined;
+  beforeAll(async () => {
+    ensureWebBuild();
+    server = await startTestServer('pglite', options);
+    browser = await launchChromium();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+  const app: WebApp = {
+    get server() {
+      if (!server) throw new Error('The server starts in beforeAll.');
+      return server;
+    },
+    get browser() {
+      if (!browser) throw new Error('Chromium starts in beforeAll.');
+      return browser;
+    },
+    async open(path, context, profileOptions) {
+      const watched = await openTab(context ?? (await newProfile(app.browser, profileOptions)));
+      await watched.page.goto(app.server.url + path);
+      return watched;
+    },
+    async openNewChat(profileOptions) {
+      const watched = await app.open(`/#key=${ADMIN_KEY}`, undefined, profileOptions);
+      // On a phone the chat list sits behind the Chats button.
+      if (profileOptions?.isMobile) await watched.page.getByRole('button', { name: 'Chats' }).click();
+      await watched.page.getByRole('button', { name: 'New chat' }).first().click();
+      await watched.page.waitForURL(/\/chats\/chat_/);
+      const chatId = new URL(watched.page.url()).pathname.split('/')[2]!;
+      return { ...watched, chatId };
+    },
+    async send(page, text) {
+      await page.getByLabel('Message').fill(text);
+      await page.getByLabel('Message').press('Enter');
+    },
+    async latestRun(chatId) {
+      return (await app.server.api(`/v1/chats/${chatId}/runs/latest`)).body.run;
+    },
+  };
+  return app;
 }

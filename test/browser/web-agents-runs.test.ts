@@ -1,43 +1,22 @@
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { startServerProcess } from '../support/server-process.ts';
 import { script, scriptedText } from '../support/sse.ts';
-import { ADMIN_KEY, startTestServer, type TestServer } from '../support/test-server.ts';
+import { ADMIN_KEY } from '../support/test-server.ts';
 import {
   assistantWords,
   chromiumAvailable,
-  ensureWebBuild,
-  launchChromium,
   newProfile,
   openTab,
   screenshot,
+  useWebApp,
 } from './browser-support.ts';
 
 describe.skipIf(!chromiumAvailable())('web app: agents, run chains and the inspector, in Chromium', () => {
-  let server: TestServer;
-  let browser: Browser;
-  const open = async (path: string, context?: BrowserContext, options?: Parameters<typeof newProfile>[1]) => {
-    const watched = await openTab(context ?? (await newProfile(browser, options)));
-    await watched.page.goto(server.url + path);
-    return watched;
-  };
-  const send = async (page: Page, text: string) => {
-    await page.getByLabel('Message').fill(text);
-    await page.getByLabel('Message').press('Enter');
-  };
-
-  beforeAll(async () => {
-    ensureWebBuild();
-    server = await startTestServer('pglite', { config: { schedulePollIntervalMs: 100 } });
-    browser = await launchChromium();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-  });
+  const web = useWebApp({ config: { schedulePollIntervalMs: 100 } });
+  const { open, send } = web;
 
   it('creates an agent in the form, starts a chat with it, and edits it', async () => {
     const { page, errors } = await open(`/agents#key=${ADMIN_KEY}`);
@@ -54,7 +33,7 @@ describe.skipIf(!chromiumAvailable())('web app: agents, run chains and the inspe
     await page.waitForURL(/\/agents\/agt_/);
     await expect.poll(() => page.getByRole('status').first().textContent()).toContain('Saved.');
     const agentId = new URL(page.url()).pathname.split('/')[2]!;
-    const stored = (await server.api(`/v1/agents/${agentId}`)).body.agent;
+    const stored = (await web.server.api(`/v1/agents/${agentId}`)).body.agent;
     expect(stored).toMatchObject({
       name: 'Terse helper',
       instructions: 'Answer in one line.',
@@ -67,14 +46,14 @@ describe.skipIf(!chromiumAvailable())('web app: agents, run chains and the inspe
     await page.getByLabel('Name', { exact: true }).fill('Terser helper');
     await page.getByRole('button', { name: 'Save' }).click();
     await expect
-      .poll(async () => (await server.api(`/v1/agents/${agentId}`)).body.agent.name)
+      .poll(async () => (await web.server.api(`/v1/agents/${agentId}`)).body.agent.name)
       .toBe('Terser helper');
 
     await page.getByLabel('Agent for new chats').selectOption({ label: 'Terser helper' });
     await page.getByRole('button', { name: 'New chat' }).first().click();
     await page.waitForURL(/\/chats\/chat_/);
     const chatId = new URL(page.url()).pathname.split('/')[2]!;
-    expect((await server.api(`/v1/chats/${chatId}`)).body.chat.agentId).toBe(agentId);
+    expect((await web.server.api(`/v1/chats/${chatId}`)).body.chat.agentId).toBe(agentId);
     await send(page, script({ echoInput: true }));
     await expect
       .poll(async () => (await assistantWords(page)).join(' '), { timeout: 10_000 })
@@ -84,7 +63,7 @@ describe.skipIf(!chromiumAvailable())('web app: agents, run chains and the inspe
 
   it('says which runs a schedule, a continuation or autostart started, links the run before, and filters runs', async () => {
     const quick = script({ steps: 1, tokens: 2 });
-    const agent = await server.api('/v1/agents', {
+    const agent = await web.server.api('/v1/agents', {
       method: 'POST',
       body: {
         name: 'Follows up',
@@ -100,17 +79,20 @@ describe.skipIf(!chromiumAvailable())('web app: agents, run chains and the inspe
       },
     });
     expect(agent.status).toBe(201);
-    const created = await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } });
+    const created = await web.server.api('/v1/chats', {
+      method: 'POST',
+      body: { agentId: agent.body.agent.id },
+    });
     const chatId = created.body.chat.id as string;
     const autostartRun = created.body.run.id as string;
     const runsOf = async () =>
-      (await server.api(`/v1/chats/${chatId}/runs`)).body.items as { status: string }[];
+      (await web.server.api(`/v1/chats/${chatId}/runs`)).body.items as { status: string }[];
     await expect
       .poll(async () => (await runsOf()).filter((run) => run.status === 'succeeded').length, {
         timeout: 20_000,
       })
       .toBe(2);
-    const schedule = await server.api(`/v1/chats/${chatId}/schedules`, {
+    const schedule = await web.server.api(`/v1/chats/${chatId}/schedules`, {
       method: 'POST',
       body: { at: new Date(Date.now() + 1000).toISOString(), input: { text: quick } },
     });
@@ -187,7 +169,7 @@ describe.skipIf(!chromiumAvailable())('web app: agents, run chains and the inspe
       await first.exited;
       second = await startServerProcess(env);
 
-      const watched = await openTab(await newProfile(browser));
+      const watched = await openTab(await newProfile(web.browser));
       const { page, errors } = watched;
       await page.goto(`${second.url}/chats/${chatId}#key=${ADMIN_KEY}`);
       await expect

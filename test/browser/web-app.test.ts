@@ -1,16 +1,8 @@
-import type { Browser, BrowserContext, Page, Route } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Page, Route } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
 import { script, scriptedText } from '../support/sse.ts';
-import { ADMIN_KEY, startTestServer, type TestServer } from '../support/test-server.ts';
-import {
-  assistantWords,
-  chromiumAvailable,
-  ensureWebBuild,
-  launchChromium,
-  newProfile,
-  openTab,
-  screenshot,
-} from './browser-support.ts';
+import { ADMIN_KEY } from '../support/test-server.ts';
+import { assistantWords, chromiumAvailable, screenshot, useWebApp } from './browser-support.ts';
 
 const words = (text: string) => text.split(/\s+/).filter(Boolean);
 
@@ -29,37 +21,9 @@ async function eventually(check: () => Promise<void>, timeoutMs = 20_000): Promi
 }
 
 describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
-  let server: TestServer;
-  let browser: Browser;
-  /** Opens `path` in a new tab of `context`, or of a new browser profile. */
-  const open = async (path: string, context?: BrowserContext, options?: Parameters<typeof newProfile>[1]) => {
-    const watched = await openTab(context ?? (await newProfile(browser, options)));
-    await watched.page.goto(server.url + path);
-    return watched;
-  };
-  /** Opens the app with the sign-in link and creates a chat; returns the page and the chat id. */
-  const openNewChat = async () => {
-    const watched = await open(`/#key=${ADMIN_KEY}`);
-    await watched.page.getByRole('button', { name: 'New chat' }).first().click();
-    await watched.page.waitForURL(/\/chats\/chat_/);
-    const chatId = new URL(watched.page.url()).pathname.split('/')[2]!;
-    return { ...watched, chatId };
-  };
-  const send = async (page: Page, text: string) => {
-    await page.getByLabel('Message').fill(text);
-    await page.getByLabel('Message').press('Enter');
-  };
+  const web = useWebApp();
+  const { open, openNewChat, send, latestRun } = web;
   const statusLine = (page: Page) => page.locator('.status-line');
-
-  beforeAll(async () => {
-    ensureWebBuild();
-    server = await startTestServer('pglite');
-    browser = await launchChromium();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-  });
 
   it('signs in from the #key link, keeps the key out of the address bar, and rejects a wrong key', async () => {
     const { page, errors } = await open(`/#key=${ADMIN_KEY}`);
@@ -100,7 +64,7 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
     });
     expect(sawRunning).toBe(true);
     expect(await second.page.locator('.message-assistant').count()).toBe(1);
-    expect((await server.api(`/v1/chats/${first.chatId}/runs/latest`)).body.run.status).toBe('succeeded');
+    expect((await latestRun(first.chatId)).status).toBe('succeeded');
     await screenshot(second.page, 'chat-finished');
     expect(second.errors).toEqual([]);
   });
@@ -132,7 +96,7 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
 
   it('queues a message sent during a run started elsewhere, and starts it when that run ends', async () => {
     const { page, chatId, errors } = await openNewChat();
-    const run = await server.startRun(chatId, { steps: 2, tokens: 150, delayMs: 30 });
+    const run = await web.server.startRun(chatId, { steps: 2, tokens: 150, delayMs: 30 });
     // An idle page looks for runs started elsewhere every few seconds.
     await expect.poll(() => statusLine(page).isVisible(), { timeout: 10_000 }).toBe(true);
     expect(await page.getByLabel('Message').isEnabled()).toBe(true);
@@ -145,7 +109,7 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
     expect(await page.locator('.composer').getByRole('button', { name: 'Stop' }).count()).toBe(1);
 
     await expect
-      .poll(async () => (await server.api(`/v1/runs/${run.id}`)).body.run.status, { timeout: 15_000 })
+      .poll(async () => (await web.server.api(`/v1/runs/${run.id}`)).body.run.status, { timeout: 15_000 })
       .toBe('succeeded');
     await expect
       .poll(async () => (await assistantWords(page)).join(' '), { timeout: 15_000 })
@@ -188,7 +152,7 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
     // The network goes away: the open stream is cut and every new attempt fails, until it comes back.
     const offline = (route: Route) => route.abort('internetdisconnected');
     await page.route('**/v1/runs/*/stream', offline);
-    server.outrun.server.server.closeAllConnections();
+    web.server.outrun.server.server.closeAllConnections();
     await expect.poll(() => statusLine(page).textContent()).toContain('reconnecting…');
     await screenshot(page, 'reconnecting');
     await page.unroute('**/v1/runs/*/stream', offline);

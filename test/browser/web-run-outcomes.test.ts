@@ -1,48 +1,11 @@
-import type { Browser, BrowserContext, Page, Route } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Route } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
 import { script, scriptedText } from '../support/sse.ts';
-import { ADMIN_KEY, startTestServer, type TestServer } from '../support/test-server.ts';
-import {
-  assistantWords,
-  chromiumAvailable,
-  ensureWebBuild,
-  launchChromium,
-  newProfile,
-  openTab,
-  screenshot,
-} from './browser-support.ts';
+import { assistantWords, chromiumAvailable, screenshot, useWebApp } from './browser-support.ts';
 
 describe.skipIf(!chromiumAvailable())('web app: what happened to each answer, in Chromium', () => {
-  let server: TestServer;
-  let browser: Browser;
-  const open = async (path: string, context?: BrowserContext, options?: Parameters<typeof newProfile>[1]) => {
-    const watched = await openTab(context ?? (await newProfile(browser, options)));
-    await watched.page.goto(server.url + path);
-    return watched;
-  };
-  const openNewChat = async (options?: Parameters<typeof newProfile>[1]) => {
-    const watched = await open(`/#key=${ADMIN_KEY}`, undefined, options);
-    if (options?.isMobile) await watched.page.getByRole('button', { name: 'Chats' }).click();
-    await watched.page.getByRole('button', { name: 'New chat' }).first().click();
-    await watched.page.waitForURL(/\/chats\/chat_/);
-    const chatId = new URL(watched.page.url()).pathname.split('/')[2]!;
-    return { ...watched, chatId };
-  };
-  const send = async (page: Page, text: string) => {
-    await page.getByLabel('Message').fill(text);
-    await page.getByLabel('Message').press('Enter');
-  };
-  const latestRun = async (chatId: string) => (await server.api(`/v1/chats/${chatId}/runs/latest`)).body.run;
-
-  beforeAll(async () => {
-    ensureWebBuild();
-    server = await startTestServer('pglite');
-    browser = await launchChromium();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-  });
+  const web = useWebApp();
+  const { open, openNewChat, send, latestRun } = web;
 
   it('says in place that an answer failed or was stopped, also after later messages and a reload', async () => {
     const { page, chatId, context, errors } = await openNewChat();
@@ -106,7 +69,7 @@ describe.skipIf(!chromiumAvailable())('web app: what happened to each answer, in
 
   it('shows one control set when a send is refused with 409, and Stop lives in the composer', async () => {
     const { page, chatId, errors } = await openNewChat();
-    const run = await server.startRun(chatId, { steps: 2, tokens: 300, delayMs: 30 });
+    const run = await web.server.startRun(chatId, { steps: 2, tokens: 300, delayMs: 30 });
     const refuse = (route: Route) =>
       route.request().method() === 'POST'
         ? route.fulfill({
@@ -129,7 +92,9 @@ describe.skipIf(!chromiumAvailable())('web app: what happened to each answer, in
     await screenshot(page, 'conflict');
     await page.unroute('**/v1/chats/*/runs', refuse);
     await page.getByRole('button', { name: 'Stop' }).click();
-    await expect.poll(async () => (await server.api(`/v1/runs/${run.id}`)).body.run.status).toBe('aborted');
+    await expect
+      .poll(async () => (await web.server.api(`/v1/runs/${run.id}`)).body.run.status)
+      .toBe('aborted');
     expect(errors).toEqual([]);
   });
 
@@ -193,15 +158,15 @@ describe.skipIf(!chromiumAvailable())('web app: what happened to each answer, in
     const { page, chatId, errors } = await openNewChat();
     await page.getByRole('button', { name: 'New chat' }).first().click();
     await page.waitForURL((url) => !url.pathname.endsWith(chatId));
-    const run = await server.startRun(chatId, { steps: 1, tokens: 400, delayMs: 30 });
+    const run = await web.server.startRun(chatId, { steps: 1, tokens: 400, delayMs: 30 });
     const item = page.locator('.chat-item', { has: page.locator(`a[href="/chats/${chatId}"]`) });
     await expect.poll(() => item.locator('.busy-dot').count(), { timeout: 15_000 }).toBe(1);
     await screenshot(page, 'chat-list-busy');
-    await server.api(`/v1/runs/${run.id}/stop`, { method: 'POST' });
+    await web.server.api(`/v1/runs/${run.id}/stop`, { method: 'POST' });
     await expect.poll(() => item.locator('.busy-dot').count(), { timeout: 15_000 }).toBe(0);
 
-    await server.api(`/v1/chats/${chatId}`, { method: 'PATCH', body: { title: 'Quarterly plan' } });
-    await page.goto(`${server.url}/chats/${chatId}`);
+    await web.server.api(`/v1/chats/${chatId}`, { method: 'PATCH', body: { title: 'Quarterly plan' } });
+    await page.goto(`${web.server.url}/chats/${chatId}`);
     await expect.poll(() => page.title()).toBe('Quarterly plan · Outrun');
 
     const chats = await page.locator('.chat-item').count();

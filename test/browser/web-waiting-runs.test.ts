@@ -1,16 +1,7 @@
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { script, scriptedText } from '../support/sse.ts';
-import { ADMIN_KEY, startTestServer, type TestServer } from '../support/test-server.ts';
-import {
-  assistantWords,
-  chromiumAvailable,
-  ensureWebBuild,
-  launchChromium,
-  newProfile,
-  openTab,
-  screenshot,
-} from './browser-support.ts';
+import { ADMIN_KEY } from '../support/test-server.ts';
+import { assistantWords, chromiumAvailable, screenshot, useWebApp } from './browser-support.ts';
 
 const PHONE_DARK = {
   viewport: { width: 390, height: 800 },
@@ -20,34 +11,17 @@ const PHONE_DARK = {
 };
 
 describe.skipIf(!chromiumAvailable())('web app: approvals, budgets and schedules, in Chromium', () => {
-  let server: TestServer;
-  let browser: Browser;
-  const open = async (path: string, context?: BrowserContext, options?: Parameters<typeof newProfile>[1]) => {
-    const watched = await openTab(context ?? (await newProfile(browser, options)));
-    await watched.page.goto(server.url + path);
-    return watched;
-  };
-  const send = async (page: Page, text: string) => {
-    await page.getByLabel('Message').fill(text);
-    await page.getByLabel('Message').press('Enter');
-  };
+  const web = useWebApp({ config: { waitTtlMs: 600_000, schedulePollIntervalMs: 100 } });
+  const { open, send, latestRun } = web;
   const chatWithAgent = async (agent: Record<string, unknown>) => {
-    const created = await server.api('/v1/agents', { method: 'POST', body: agent });
+    const created = await web.server.api('/v1/agents', { method: 'POST', body: agent });
     expect(created.status).toBe(201);
-    const chat = await server.api('/v1/chats', { method: 'POST', body: { agentId: created.body.agent.id } });
+    const chat = await web.server.api('/v1/chats', {
+      method: 'POST',
+      body: { agentId: created.body.agent.id },
+    });
     return chat.body.chat.id as string;
   };
-  const latestRun = async (chatId: string) => (await server.api(`/v1/chats/${chatId}/runs/latest`)).body.run;
-
-  beforeAll(async () => {
-    ensureWebBuild();
-    server = await startTestServer('pglite', { config: { waitTtlMs: 600_000, schedulePollIntervalMs: 100 } });
-    browser = await launchChromium();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-  });
 
   it('approves a tool call from a phone after a reload, and the laptop tab sees it go on', async () => {
     const chatId = await chatWithAgent({ name: 'Careful', tools: [{ name: 'echo', needsApproval: true }] });
@@ -127,8 +101,8 @@ describe.skipIf(!chromiumAvailable())('web app: approvals, budgets and schedules
   });
 
   it('lists, creates with a preview in words, pauses and deletes schedules, with the last fire and its run', async () => {
-    const chatId = await server.createChat();
-    const fired = await server.api(`/v1/chats/${chatId}/schedules`, {
+    const chatId = await web.server.createChat();
+    const fired = await web.server.api(`/v1/chats/${chatId}/schedules`, {
       method: 'POST',
       body: {
         at: new Date(Date.now() + 500).toISOString(),
@@ -138,7 +112,7 @@ describe.skipIf(!chromiumAvailable())('web app: approvals, budgets and schedules
     expect(fired.status).toBe(201);
     await expect
       .poll(
-        async () => (await server.api(`/v1/schedules/${fired.body.schedule.id}`)).body.schedule.lastRunId,
+        async () => (await web.server.api(`/v1/schedules/${fired.body.schedule.id}`)).body.schedule.lastRunId,
         {
           timeout: 15_000,
         },
@@ -162,7 +136,7 @@ describe.skipIf(!chromiumAvailable())('web app: approvals, budgets and schedules
 
     await created.getByRole('button', { name: 'Pause' }).click();
     await expect.poll(() => created.locator('.badge').textContent()).toBe('paused');
-    const stored = (await server.api(`/v1/chats/${chatId}/schedules`)).body.items as {
+    const stored = (await web.server.api(`/v1/chats/${chatId}/schedules`)).body.items as {
       cron: string | null;
       enabled: boolean;
     }[];

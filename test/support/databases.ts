@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { inject } from 'vitest';
-import { createDatabase, type DatabaseHandle } from '../../src/store/database.ts';
+import { newId } from '../../src/ids.ts';
+import { createDatabase, type Db, type DatabaseHandle } from '../../src/store/database.ts';
 import { withDatabase } from './global-setup.ts';
 
 export type StoreKind = 'pglite' | 'postgres';
@@ -44,6 +45,18 @@ export async function openTestDatabase(
       await adminQuery(databaseUrl, `drop database if exists ${name} with (force)`);
     },
   };
+}
+
+/** Inserts a workspace and a member of it, for tests that write chats and runs straight to the store. */
+export async function seedMember(db: Db): Promise<{ workspaceId: string; userId: string }> {
+  const workspaceId = newId('workspace');
+  const userId = newId('user');
+  await db.insertInto('workspaces').values({ id: workspaceId, name: 'w' }).execute();
+  await db
+    .insertInto('users')
+    .values({ id: userId, workspace_id: workspaceId, email: 'u@example.com', role: 'member' })
+    .execute();
+  return { workspaceId, userId };
 }
 
 /** A database URL of a fresh, migrated PostgreSQL database (for tests that start a server process). */
