@@ -158,7 +158,15 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   const resolve = options.resolveModel ?? ((modelId: string) => resolveModel({ modelId }));
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
 
-  const log = new EventLog({ db, appendDb: database.appendDb, bus, metrics, logger, faults });
+  const log = new EventLog({
+    db,
+    appendDb: database.appendDb,
+    bus,
+    metrics,
+    logger,
+    faults,
+    coalesceMs: config.eventCoalesceMs,
+  });
   const compactor = new EventCompactor({
     log,
     logger,

@@ -86,6 +86,39 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     await expect(run(chatId, 'stuck')).rejects.toMatchObject({ code: '23514' });
   });
 
+  it('lets events appended a few milliseconds apart share one insert within the coalescing window', async () => {
+    const batchCount = async (of: Metrics) =>
+      (await of.appendBatchSize.get()).values.find((v) => v.metricName?.endsWith('_count'))?.value ?? 0;
+    const paced = async (coalesceMs: number) => {
+      const ownMetrics = new Metrics({ defaultMetrics: false });
+      const coalescing = new EventLog({
+        db: database.db,
+        bus: new MemoryBus(),
+        metrics: ownMetrics,
+        logger: pino({ level: 'silent' }),
+        faults: new Faults(),
+        coalesceMs,
+      });
+      const writer = coalescing.openWriter({
+        runId: await run(await chat(), 'running'),
+        epoch: 1,
+        nextSeq: 1,
+      });
+      // Five events 2 ms apart, as a paced model streams them.
+      for (let index = 0; index < 5; index++) {
+        writer.append({ type: 'text-delta', id: 't', delta: `${index} ` });
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      await writer.flush();
+      const events = await coalescing.read({ runId: writer.runId, after: 0, limit: 10 });
+      expect(events.map((event) => event.seq)).toEqual([1, 2, 3, 4, 5]);
+      return batchCount(ownMetrics);
+    };
+    // A 40 ms window takes all five in one insert; without one, the log writes as soon as a tick ends.
+    expect(await paced(40)).toBe(1);
+    expect(await paced(0)).toBeGreaterThan(1);
+  });
+
   it('appends with dense sequence numbers, grouping many writers into few inserts', async () => {
     const writers = await Promise.all(
       Array.from({ length: 20 }, async () => {

@@ -76,6 +76,12 @@ export interface EventLogOptions {
   /** Most events written by one insert. @default 2000 */
   maxBatchEvents?: number;
   /**
+   * How long the first event appended to an idle log waits for others to share its insert (ms). At low
+   * rates every event would otherwise cost an insert of its own; under load an insert is always in flight
+   * and batches form without waiting. 0 waits only for the current macrotask. @default 0
+   */
+  coalesceMs?: number;
+  /**
    * How long a batch is retried on transient database errors before its writers are failed: a database
    * blip shorter than this is ridden out by the run itself, well inside its lease. @default 10000
    */
@@ -100,6 +106,7 @@ export class EventLog {
   readonly #faults: Faults;
   readonly #maxBatchEvents: number;
   readonly #retryForMs: number;
+  readonly #coalesceMs: number;
   #pending: PendingEvent[] = [];
   #flushing: Promise<void> | null = null;
 
@@ -112,6 +119,7 @@ export class EventLog {
     this.#faults = options.faults;
     this.#maxBatchEvents = options.maxBatchEvents ?? 2000;
     this.#retryForMs = options.retryForMs ?? 10_000;
+    this.#coalesceMs = options.coalesceMs ?? 0;
   }
 
   /** A writer for a run this worker owns under `epoch`; `nextSeq` is the first sequence number it assigns. */
@@ -276,8 +284,11 @@ export class EventLog {
   }
 
   async #flushLoop(): Promise<void> {
-    // Yield once so that everything appended in this tick joins the first batch.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    // Yield once so that everything appended in this tick (or within the coalescing window) joins the first
+    // batch; later batches are whatever arrived while the previous insert ran.
+    await new Promise<void>((resolve) =>
+      this.#coalesceMs > 0 ? setTimeout(resolve, this.#coalesceMs) : setImmediate(resolve),
+    );
     try {
       while (this.#pending.length > 0) {
         const batch =
