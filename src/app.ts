@@ -166,6 +166,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     logger,
     faults,
     coalesceMs: config.eventCoalesceMs,
+    prepareInsert: database.kind === 'pglite',
   });
   const compactor = new EventCompactor({
     log,

@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryBus } from '../src/bus/memory-bus.ts';
@@ -118,6 +118,33 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     expect(await paced(40)).toBe(1);
     expect(await paced(0)).toBeGreaterThan(1);
   });
+
+  it.runIf(kind === 'pglite')(
+    'sends the group commit as a prepared statement on PGlite, with any text intact',
+    async () => {
+      const prepared = new EventLog({
+        db: database.db,
+        bus: new MemoryBus(),
+        metrics: new Metrics({ defaultMetrics: false }),
+        logger: pino({ level: 'silent' }),
+        faults: new Faults(),
+        prepareInsert: true,
+      });
+      const writer = prepared.openWriter({ runId: await run(await chat(), 'running'), epoch: 1, nextSeq: 1 });
+      // Quotes, backslashes and escapes go into the statement as a string literal: they must come back as sent.
+      const deltas = [`it's`, `a\\b`, `''; drop table runs; --`, `\u0027 "q" \n`, `e'\x41'`];
+      for (const delta of deltas) {
+        writer.append({ type: 'text-delta', id: 't', delta });
+        await writer.flush();
+      }
+      const statements = await sql<{ name: string }>`select name from pg_prepared_statements`.execute(
+        database.db,
+      );
+      expect(statements.rows.map((row) => row.name)).toContain('outrun_append_events');
+      const events = await prepared.read({ runId: writer.runId, after: 0, limit: 10 });
+      expect(events.map((event) => JSON.parse(event.data).delta)).toEqual(deltas);
+    },
+  );
 
   it('appends with dense sequence numbers, grouping many writers into few inserts', async () => {
     const writers = await Promise.all(
