@@ -166,7 +166,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     logger,
     faults,
     coalesceMs: config.eventCoalesceMs,
-    prepareInsert: database.kind === 'pglite',
+    prepared: database.prepared,
   });
   const compactor = new EventCompactor({
     log,

@@ -119,16 +119,16 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     expect(await paced(0)).toBeGreaterThan(1);
   });
 
-  it.runIf(kind === 'pglite')(
-    'sends the group commit as a prepared statement on PGlite, with any text intact',
-    async () => {
+  it('sends the group commit as a prepared statement, with any text intact', async () => {
+    {
       const prepared = new EventLog({
         db: database.db,
         bus: new MemoryBus(),
         metrics: new Metrics({ defaultMetrics: false }),
         logger: pino({ level: 'silent' }),
         faults: new Faults(),
-        prepareInsert: true,
+        appendDb: database.appendDb,
+        prepared: database.prepared,
       });
       const writer = prepared.openWriter({ runId: await run(await chat(), 'running'), epoch: 1, nextSeq: 1 });
       // Quotes, backslashes and escapes go into the statement as a string literal: they must come back as sent.
@@ -137,14 +137,15 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
         writer.append({ type: 'text-delta', id: 't', delta });
         await writer.flush();
       }
+      // Prepared on the append connection (PostgreSQL: its own pool of one; PGlite: the one session).
       const statements = await sql<{ name: string }>`select name from pg_prepared_statements`.execute(
-        database.db,
+        database.appendDb,
       );
       expect(statements.rows.map((row) => row.name)).toContain('outrun_append_events');
       const events = await prepared.read({ runId: writer.runId, after: 0, limit: 10 });
       expect(events.map((event) => JSON.parse(event.data).delta)).toEqual(deltas);
-    },
-  );
+    }
+  });
 
   it('appends with dense sequence numbers, grouping many writers into few inserts', async () => {
     const writers = await Promise.all(

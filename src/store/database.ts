@@ -4,6 +4,11 @@ import { Kysely, PostgresDialect, type PostgresPool } from 'kysely';
 import pg from 'pg';
 import { migrateToLatest } from './migrator.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
+import {
+  pglitePreparedStatements,
+  postgresPreparedStatements,
+  type PreparedStatements,
+} from './prepared-statements.ts';
 import type { Database } from './schema.ts';
 import { isDatabaseUnavailableError } from './transient.ts';
 
@@ -35,6 +40,8 @@ export interface DatabaseHandle {
    * so durable delivery never waits in the pool behind reads; on PGlite it is `db` (one connection).
    */
   appendDb: Db;
+  /** The hottest statements, prepared on `appendDb`'s connection (the group commit's insert). */
+  prepared: PreparedStatements;
   /** `postgres` for a server database, `pglite` for the embedded one. */
   kind: 'postgres' | 'pglite';
   close(): Promise<void>;
@@ -66,9 +73,8 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
     const db = new Kysely<Database>({
       dialect: new PostgresDialect({ pool: createPool({ ...poolOptions, max: options.poolSize ?? 10 }) }),
     });
-    const appendDb = new Kysely<Database>({
-      dialect: new PostgresDialect({ pool: createPool({ ...poolOptions, max: 1 }) }),
-    });
+    const appendPool = createPool({ ...poolOptions, max: 1 });
+    const appendDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool: appendPool }) });
     // Migrations may rewrite large tables: their one connection has no statement timeout.
     migrationDb = new Kysely<unknown>({
       dialect: new PostgresDialect({
@@ -78,6 +84,7 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
     handle = {
       db,
       appendDb,
+      prepared: postgresPreparedStatements(appendPool),
       kind: 'postgres',
       close: async () => {
         await appendDb.destroy();
@@ -92,6 +99,7 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
     handle = {
       db,
       appendDb: db,
+      prepared: pglitePreparedStatements(pglite),
       kind: 'pglite',
       close: async () => {
         await db.destroy();

@@ -4,6 +4,7 @@ import { BusChannel, type Bus } from '../bus/bus.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Db } from '../store/database.ts';
+import type { PreparedStatements } from '../store/prepared-statements.ts';
 import type { Database } from '../store/schema.ts';
 import { retryTransient } from '../store/transient.ts';
 import { TERMINAL_RUN_STATUSES, isTerminalStatus } from '../protocol/run.ts';
@@ -76,10 +77,10 @@ export interface EventLogOptions {
   /** Most events written by one insert. @default 2000 */
   maxBatchEvents?: number;
   /**
-   * Send the group commit's insert as a prepared statement (`PREPARE` once, then `EXECUTE`). For PGlite,
-   * whose single session lives as long as the database handle. @default false
+   * Prepared statements on `appendDb`'s connection: the group commit's insert is planned once per
+   * connection instead of for every batch. @default none (sent unprepared through `appendDb`)
    */
-  prepareInsert?: boolean;
+  prepared?: PreparedStatements;
   /**
    * How long the first event appended to an idle log waits for others to share its insert (ms). At low
    * rates every event would otherwise cost an insert of its own; under load an insert is always in flight
@@ -112,8 +113,7 @@ export class EventLog {
   readonly #maxBatchEvents: number;
   readonly #retryForMs: number;
   readonly #coalesceMs: number;
-  #prepareInsert: boolean;
-  #prepared: Promise<void> | null = null;
+  readonly #prepared: PreparedStatements | undefined;
   #pending: PendingEvent[] = [];
   #flushing: Promise<void> | null = null;
 
@@ -127,7 +127,7 @@ export class EventLog {
     this.#maxBatchEvents = options.maxBatchEvents ?? 2000;
     this.#retryForMs = options.retryForMs ?? 10_000;
     this.#coalesceMs = options.coalesceMs ?? 0;
-    this.#prepareInsert = options.prepareInsert ?? false;
+    this.#prepared = options.prepared;
   }
 
   /** A writer for a run this worker owns under `epoch`; `nextSeq` is the first sequence number it assigns. */
@@ -370,13 +370,15 @@ export class EventLog {
     return retryTransient(
       async () => {
         await this.#faults.hit(FaultPoint.beforeEventInsert);
-        const result = this.#prepareInsert
-          ? await this.#executePrepared(json)
-          : await sql<{
-              run_id: string;
-              n: number;
-            }>`${sql.raw(APPEND_SQL_BEFORE)}${json}${sql.raw(APPEND_SQL_AFTER)}`.execute(this.#appendDb);
-        return new Map(result.rows.map((row) => [row.run_id, row.n]));
+        type Inserted = { run_id: string; n: number };
+        const rows = this.#prepared
+          ? await this.#prepared.execute<Inserted>(PREPARED_APPEND, APPEND_SQL, [json])
+          : (
+              await sql<Inserted>`${sql.raw(APPEND_SQL_BEFORE)}${json}${sql.raw(APPEND_SQL_AFTER)}`.execute(
+                this.#appendDb,
+              )
+            ).rows;
+        return new Map(rows.map((row) => [row.run_id, row.n]));
       },
       {
         attempts: Number.POSITIVE_INFINITY,
@@ -385,42 +387,6 @@ export class EventLog {
         onRetry: () => this.#metrics.appendRetries.inc(),
       },
     );
-  }
-
-  /**
-   * The insert as a prepared statement, planned once per session. PGlite runs in this thread and plans every
-   * statement it is sent again; a small insert (a paced model's one or two events) costs about three times
-   * as much CPU unprepared. `EXECUTE` takes no bind parameters, so the JSON goes in as a string literal:
-   * quotes doubled, with `standard_conforming_strings` on (checked), nothing else in it is special.
-   */
-  async #executePrepared(json: string) {
-    this.#prepared ??= (async () => {
-      const setting = await sql<{
-        on: string;
-      }>`select current_setting('standard_conforming_strings') as on`.execute(this.#appendDb);
-      if (setting.rows[0]?.on !== 'on') throw new Error('standard_conforming_strings is off');
-      const exists = await sql`select 1 from pg_prepared_statements where name = ${PREPARED_APPEND}`.execute(
-        this.#appendDb,
-      );
-      if (exists.rows.length > 0) return;
-      await sql
-        .raw(`prepare ${PREPARED_APPEND}(json) as ${APPEND_SQL_BEFORE}$1${APPEND_SQL_AFTER}`)
-        .execute(this.#appendDb);
-    })();
-    try {
-      await this.#prepared;
-    } catch (error) {
-      // Not preparable here (an unexpected setting or a failed prepare): insert as usual from now on.
-      this.#prepareInsert = false;
-      this.#logger.warn({ err: error }, 'the event insert could not be prepared; sending it unprepared');
-      return sql<{
-        run_id: string;
-        n: number;
-      }>`${sql.raw(APPEND_SQL_BEFORE)}${json}${sql.raw(APPEND_SQL_AFTER)}`.execute(this.#appendDb);
-    }
-    return sql
-      .raw<{ run_id: string; n: number }>(`execute ${PREPARED_APPEND}('${json.replaceAll("'", "''")}')`)
-      .execute(this.#appendDb);
   }
 
   /** After a short insert: whether the rows were skipped because they already exist under our own epoch. */
@@ -510,7 +476,9 @@ const APPEND_SQL_AFTER = `::json) as e(run_id text, seq int, epoch int, chunk js
   )
   select run_id, count(*)::int as n from inserted group by run_id`;
 
-/** The name of the prepared group-commit insert (PGlite). */
+const APPEND_SQL = `${APPEND_SQL_BEFORE}$1${APPEND_SQL_AFTER}`;
+
+/** The name of the prepared group-commit insert. */
 const PREPARED_APPEND = 'outrun_append_events';
 
 /** Pages written by one insert during a compaction. */
