@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 const BENCHMARKS = [
   'event-log-throughput',
   'delivery-latency',
+  'fan-out',
   'resume-latency',
   'cpu-per-token',
   'concurrent-runs',

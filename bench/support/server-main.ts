@@ -1,6 +1,6 @@
 /**
- * The server process of a benchmark (started by `launchServer`): an Outrun instance, or the plain
- * `streamText` → SSE pipe, on a random loopback port. It answers the benchmark over IPC with its own CPU time,
+ * The server process of a benchmark (started by `launchServer`): an Outrun instance, the plain
+ * `streamText` → SSE pipe, or the bare SSE fan-out floor, on a random loopback port. It answers the benchmark over IPC with its own CPU time,
  * memory and event-loop delay, so the client's work is never counted as the server's.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -12,6 +12,7 @@ import pino from 'pino';
 import { resolveModel } from '../../src/agent/providers.ts';
 import { createOutrun } from '../../src/app.ts';
 import { CLOCK_MODEL_ID, createClockModel, releaseClockGate } from './clock-model.ts';
+import { startBareSseServer } from './bare-sse-server.ts';
 import { startPlainPipeServer } from './plain-pipe-server.ts';
 import type { ChildMessage, ParentMessage } from './server-process.ts';
 import { wallNow } from './stats.ts';
@@ -34,6 +35,10 @@ if (process.env.BENCH_SERVER_MODE === 'plain') {
   const plain = await startPlainPipeServer({ resolveModel: benchResolveModel, defaultModel: 'scripted' });
   url = plain.url;
   close = () => new Promise((resolve) => plain.server.close(() => resolve()));
+} else if (process.env.BENCH_SERVER_MODE === 'bare-sse') {
+  const bare = await startBareSseServer();
+  url = bare.url;
+  close = () => new Promise((resolve) => bare.server.close(() => resolve()));
 } else {
   const outrun = await createOutrun({
     config: {

@@ -53,10 +53,11 @@ export interface ServerProcess {
 
 /**
  * Starts a benchmark server in a child process on the same Node binary (`process.execPath`), so its CPU time
- * is measured apart from the client's: `outrun` is a full Outrun instance on `store`, `plain` the plain pipe.
+ * is measured apart from the client's: `outrun` is a full Outrun instance on `store`, `plain` the plain pipe,
+ * `bare-sse` the fan-out floor (bench/support/bare-sse-server.ts).
  */
 export async function launchServer(options: {
-  mode: 'outrun' | 'plain';
+  mode: 'outrun' | 'plain' | 'bare-sse';
   store?: BenchStore;
   /** More environment for the server (Outrun configuration such as `OUTRUN_KEEP_ALIVE_MS`). */
   env?: Record<string, string>;
