@@ -51,19 +51,17 @@ export async function sendRunStream(
   const follower = new RunFollower(
     { ...options, signal: controller.signal },
     {
-      events(events, end) {
-        let frame: string;
+      events(events, end, live) {
+        let frame = '';
+        ended = end;
         if (!mapData && !endAfter) {
-          // The common case: every reader of the event writes the same frame, built once.
-          frame = events.length === 1 ? sseFrameOf(events[0]!) : events.map(sseFrameOf).join('');
-          ended = end;
+          // The common case. A live event's frame is built once and written by every reader of this instance.
+          if (!live) frame = framesOf(events);
+          else if (events.length === 1) frame = sharedFrameOf(events[0]!);
+          else for (const event of events) frame += sharedFrameOf(event);
         } else {
-          frame = '';
-          ended = end;
           for (const event of events) {
-            frame += mapData
-              ? formatSseEvent({ id: event.seq, data: mapData(event.data) })
-              : sseFrameOf(event);
+            frame += mapData ? formatSseEvent({ id: event.seq, data: mapData(event.data) }) : frameOf(event);
             if (endAfter?.(event)) {
               ended = true;
               break;
@@ -96,15 +94,27 @@ export async function sendRunStream(
   }
 }
 
-/** Each event's SSE frame, built by the first reader that writes it; live events are shared by every reader. */
+/** Each live event's SSE frame, built by the first reader that writes it and shared by the others. */
 const sharedFrames = new WeakMap<LogEvent, string>();
 
-/** The SSE frame of `event` (`id: <seq>` / `data: <chunk>`), built once per event object. */
-export function sseFrameOf(event: LogEvent): string {
+/** The SSE frame of a live event (`id: <seq>` / `data: <chunk>`), built once per event object. */
+export function sharedFrameOf(event: LogEvent): string {
   let frame = sharedFrames.get(event);
   if (frame === undefined) {
-    frame = formatSseEvent({ id: event.seq, data: event.data });
+    frame = frameOf(event);
     sharedFrames.set(event, frame);
   }
   return frame;
+}
+
+/** The SSE frame of one event of the run stream. */
+export function frameOf(event: LogEvent): string {
+  return formatSseEvent({ id: event.seq, data: event.data });
+}
+
+/** The frames of events read from the log, in one string (no other reader holds these objects). */
+function framesOf(events: LogEvent[]): string {
+  let frames = '';
+  for (const event of events) frames += frameOf(event);
+  return frames;
 }

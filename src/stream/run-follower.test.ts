@@ -132,6 +132,31 @@ describe('RunFollower', () => {
     expect(got.seqs).toHaveLength(2501);
   });
 
+  it('lets the macrotasks a delivery scheduled run before it reads the next page', async () => {
+    const log = new MemoryLog();
+    log.append(300, { publish: false });
+    log.append(1, { terminal: true, publish: false });
+    const order: string[] = [];
+    const read = log.read.bind(log);
+    log.read = async (options) => {
+      order.push('read');
+      return read(options);
+    };
+    await new RunFollower(
+      { log: log.asEventLog(), runId: 'r', isFinished: async () => true },
+      {
+        events() {
+          order.push('events');
+          // Where Node sends a response's buffered writes.
+          setImmediate(() => order.push('flushed'));
+          return true;
+        },
+        ping: () => true,
+      },
+    ).run();
+    expect(order.slice(0, 5)).toEqual(['read', 'events', 'flushed', 'read', 'events']);
+  });
+
   it('re-reads the log when a live batch skips a sequence number', async () => {
     const log = new MemoryLog();
     const got = recorder();

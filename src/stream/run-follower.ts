@@ -26,8 +26,12 @@ export interface FollowOptions {
  * pauses the follower (live events are buffered meanwhile) until `resume()`.
  */
 export interface FollowSink {
-  /** Consecutive events after the last ones delivered; `end` when the last is the run's terminal event. */
-  events(events: LogEvent[], end: boolean): boolean;
+  /**
+   * Consecutive events after the last ones delivered; `end` when the last is the run's terminal event.
+   * `live`: the events came from the bus, whose event objects every reader on this instance shares (a read's
+   * belong to this follower alone).
+   */
+  events(events: LogEvent[], end: boolean, live: boolean): boolean;
   /** A keep-alive after a quiet interval, with the last durable sequence number delivered. */
   ping(lastSeq: number): boolean;
 }
@@ -145,7 +149,7 @@ export class RunFollower {
         // Live events that do not continue the sequence mean something was missed: the log has it.
         if (batch.gap) this.#needsRead = true;
         try {
-          if (batch.events.length > 0 && !this.#deliver(batch)) return;
+          if (batch.events.length > 0 && !this.#deliver(batch, true)) return;
         } catch (error) {
           this.#end(error);
           return;
@@ -166,10 +170,10 @@ export class RunFollower {
   };
 
   /** Hands a batch to the sink; whether the follower goes on (not ended, not paused). */
-  #deliver(batch: Batch): boolean {
+  #deliver(batch: Batch, live: boolean): boolean {
     this.#lastSeq = batch.lastSeq;
     this.#lastActivity = performance.now();
-    const more = this.#sink.events(batch.events, batch.end);
+    const more = this.#sink.events(batch.events, batch.end, live);
     if (batch.end) this.#end();
     if (this.#state === 'ended') return false;
     if (!more) this.#state = 'paused';
@@ -189,14 +193,20 @@ export class RunFollower {
           // A full page: there may be more, so read on before going live.
           this.#needsRead = events.length === limit;
           const batch = consecutive(events, this.#lastSeq);
-          if (batch.events.length > 0 && !this.#deliver(batch)) return;
+          if (batch.events.length > 0) {
+            if (!this.#deliver(batch, false)) return;
+            // Let the sink's write reach the socket before the next read: an embedded database reads on this
+            // thread, and Node sends a response's writes only once the current run of microtasks is over.
+            if (this.#needsRead) await new Promise((resolve) => setImmediate(resolve));
+            if (this.#state !== 'catching-up') return;
+          }
           if (events.length === 0 && (await this.#options.isFinished())) {
             if (this.#state !== 'catching-up') return;
             // Finished and nothing after `lastSeq`: the terminal event was consumed earlier, or `after` was past
             // it. Re-read once in case the terminal event was committed between the read and the status check.
             const tail = consecutive(await log.read({ runId, after: this.#lastSeq, limit }), this.#lastSeq);
             if (this.#state !== 'catching-up') return;
-            if (tail.events.length > 0) this.#deliver({ ...tail, end: true });
+            if (tail.events.length > 0) this.#deliver({ ...tail, end: true }, false);
             this.#end();
             return;
           }
@@ -211,7 +221,7 @@ export class RunFollower {
           this.#buffer = [];
           const batch = consecutive(live, this.#lastSeq);
           if (batch.gap) this.#needsRead = true;
-          if (batch.events.length > 0 && !this.#deliver(batch)) return;
+          if (batch.events.length > 0 && !this.#deliver(batch, true)) return;
           continue;
         }
         this.#state = 'live';
