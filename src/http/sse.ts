@@ -94,17 +94,9 @@ export async function sendRunStream(
   }
 }
 
-/** Each live event's SSE frame, built by the first reader that writes it and shared by the others. */
-const sharedFrames = new WeakMap<LogEvent, string>();
-
-/** The SSE frame of a live event (`id: <seq>` / `data: <chunk>`), built once per event object. */
+/** The SSE frame of a live event (`id: <seq>` / `data: <chunk>`), built once and shared by its readers. */
 export function sharedFrameOf(event: LogEvent): string {
-  let frame = sharedFrames.get(event);
-  if (frame === undefined) {
-    frame = frameOf(event);
-    sharedFrames.set(event, frame);
-  }
-  return frame;
+  return (event.frame ??= frameOf(event));
 }
 
 /** The SSE frame of one event of the run stream. */

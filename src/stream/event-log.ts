@@ -25,6 +25,11 @@ export interface LogEvent {
   data: string;
   /** Whether this is the run's terminal `data-run` event (the last one it will ever have). */
   terminal: boolean;
+  /**
+   * The event's SSE frame, cached by the first reader on this instance that writes it: the bus hands every
+   * local subscriber the same event objects, so the others write it as it is. The only field set after creation.
+   */
+  frame?: string;
 }
 
 /** The bus message that announces newly durable events of one run. */
