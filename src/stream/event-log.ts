@@ -163,13 +163,17 @@ export class EventLog {
 
   /** Durable events of a run with `seq > after`, oldest first, at most `limit`. */
   async read(options: { runId: string; after: number; limit?: number }): Promise<LogEvent[]> {
+    const limit = options.limit ?? 1000;
     const rows = await this.#db
       .selectFrom('run_events')
       .select(['seq', sql<string>`chunk::text`.as('data')])
       .where('run_id', '=', options.runId)
       .where('seq', '>', options.after)
+      // Sequence numbers are dense, so this bound changes nothing but the plan: without statistics on a run's
+      // rows, PostgreSQL would otherwise fetch and sort every event after `after` to return the first page.
+      .where('seq', '<=', options.after + limit)
       .orderBy('seq')
-      .limit(options.limit ?? 1000)
+      .limit(limit)
       .execute();
     return rows.map((row) => ({ seq: row.seq, data: row.data, terminal: isTerminalRunEventData(row.data) }));
   }
