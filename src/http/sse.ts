@@ -61,7 +61,10 @@ export async function sendRunStream(
           else for (const event of events) frame += sharedFrameOf(event);
         } else {
           for (const event of events) {
-            frame += mapData ? formatSseEvent({ id: event.seq, data: mapData(event.data) }) : frameOf(event);
+            const data = mapData ? mapData(event.data) : event.data;
+            // A chunk the mapping leaves as it is has the shared frame.
+            if (data !== event.data) frame += formatSseEvent({ id: event.seq, data });
+            else frame += live ? sharedFrameOf(event) : frameOf(event);
             if (endAfter?.(event)) {
               ended = true;
               break;
