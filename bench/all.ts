@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 const BENCHMARKS = [
   'event-log-throughput',
   'delivery-latency',
+  'fan-out',
   'resume-latency',
   'cpu-per-token',
   'concurrent-runs',

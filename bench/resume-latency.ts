@@ -6,12 +6,17 @@
  *
  * The server runs in a child process; the reader in this process opens a fresh TCP connection per attempt
  * (as a reconnecting browser does), so the times include connect, auth, the ownership check, the replay
- * reads (pages of 1,000 events) and the SSE writes. N = 0, 5,000 and 9,990, repeated; p50/p99/max.
+ * reads (a first page of 100 events, then pages of 1,000) and the SSE writes. N = 0, 5,000 and 9,990, repeated;
+ * p50/p99/max.
+ *
+ * With `BENCH_REDIS_URL` set and `--store postgres`, a second Outrun process shares the database and Redis (the
+ * scale-out deployment): the run executes on the first, and the same reconnects go to both, so the table also
+ * shows a resume on another instance than the one that ran the run (its bus subscription is a Redis round trip).
  */
 import { BenchApi } from './support/api.ts';
 import { parseBenchArgs } from './support/args.ts';
 import { printHeader } from './support/environment.ts';
-import { launchServer } from './support/server-process.ts';
+import { launchServer, type ServerProcess } from './support/server-process.ts';
 import { streamSse } from './support/sse-client.ts';
 import { Sample } from './support/stats.ts';
 import { createBenchStore } from './support/store.ts';
@@ -30,12 +35,17 @@ printHeader('resume-latency', {
   run: `${RUN_EVENTS} events (scripted model, one step), ${repeats} reconnects per point, reader in the benchmark process`,
 });
 
+const redisUrl = process.env.BENCH_REDIS_URL;
+const twoInstances = Boolean(redisUrl) && args.store === 'postgres';
+
 const rows: Cell[][] = [];
 try {
+  // Each process runs the worker too; the second one starts only after the run has finished (below).
   const server = await launchServer({ mode: 'outrun', store });
+  let other: ServerProcess | undefined;
   try {
     const api = new BenchApi(server.url);
-    const streamUrl = (runId: string) => `${server.url}/v1/runs/${runId}/stream`;
+    const streamUrl = (runId: string, url = server.url) => `${url}/v1/runs/${runId}/stream`;
 
     // A short run tells how many events a run has beyond its text deltas.
     const probe = await api.startRun(await api.createChat(), script(5));
@@ -49,44 +59,54 @@ try {
       throw new Error(`the benchmark run has ${whole.lastId} events, expected ${RUN_EVENTS}`);
     }
 
+    const targets = [{ label: twoInstances ? 'same' : '–', url: server.url }];
+    if (twoInstances) {
+      other = await launchServer({ mode: 'outrun', store });
+      targets.push({ label: 'other', url: other.url });
+    }
+
     for (const after of resumePoints) {
-      const first = new Sample();
-      const all = new Sample();
-      for (let attempt = 0; attempt < repeats; attempt++) {
-        let firstId = -1;
-        const result = await streamSse({
-          url: streamUrl(run.id),
-          headers: { ...api.authorization(), 'last-event-id': String(after) },
-          onEvent(id) {
-            if (firstId === -1) firstId = id;
-          },
-        });
-        if (firstId !== after + 1 || result.events !== RUN_EVENTS - after || !result.done) {
-          throw new Error(
-            `resume after ${after}: first ${firstId}, ${result.events} events, done ${result.done}`,
-          );
+      for (const target of targets) {
+        const first = new Sample();
+        const all = new Sample();
+        for (let attempt = 0; attempt < repeats; attempt++) {
+          let firstId = -1;
+          const result = await streamSse({
+            url: streamUrl(run.id, target.url),
+            headers: { ...api.authorization(), 'last-event-id': String(after) },
+            onEvent(id) {
+              if (firstId === -1) firstId = id;
+            },
+          });
+          if (firstId !== after + 1 || result.events !== RUN_EVENTS - after || !result.done) {
+            throw new Error(
+              `resume after ${after}: first ${firstId}, ${result.events} events, done ${result.done}`,
+            );
+          }
+          first.add(result.firstEventAt! - result.sentAt);
+          all.add(result.endedAt - result.sentAt);
         }
-        first.add(result.firstEventAt! - result.sentAt);
-        all.add(result.endedAt - result.sentAt);
+        const firstSummary = first.summary();
+        const allSummary = all.summary();
+        rows.push([
+          target.label,
+          after,
+          RUN_EVENTS - after,
+          firstSummary.p50,
+          firstSummary.p99,
+          firstSummary.max,
+          allSummary.p50,
+          allSummary.p99,
+          allSummary.max,
+          (RUN_EVENTS - after) / (allSummary.p50 / 1000),
+        ]);
+        console.log(
+          `Last-Event-ID ${after} (${target.label} instance): first event p50 ${firstSummary.p50.toFixed(2)} ms, all p50 ${allSummary.p50.toFixed(2)} ms`,
+        );
       }
-      const firstSummary = first.summary();
-      const allSummary = all.summary();
-      rows.push([
-        after,
-        RUN_EVENTS - after,
-        firstSummary.p50,
-        firstSummary.p99,
-        firstSummary.max,
-        allSummary.p50,
-        allSummary.p99,
-        allSummary.max,
-        (RUN_EVENTS - after) / (allSummary.p50 / 1000),
-      ]);
-      console.log(
-        `Last-Event-ID ${after}: first event p50 ${firstSummary.p50.toFixed(2)} ms, all p50 ${allSummary.p50.toFixed(2)} ms`,
-      );
     }
   } finally {
+    await other?.close();
     await server.close();
   }
 } finally {
@@ -96,6 +116,7 @@ try {
 printTable({
   title: `resume-latency — ${args.store}, ${process.version}, run of ${RUN_EVENTS} events, ${repeats} reconnects each`,
   columns: [
+    'instance',
     'Last-Event-ID',
     'events sent',
     'first p50 ms',
@@ -107,6 +128,11 @@ printTable({
     'replay events/s',
   ],
   rows,
-  digits: [0, 0, 2, 2, 2, 2, 2, 2, 0],
-  notes: ['`first`: request sent → first event received; `all`: request sent → `data: [DONE]` received.'],
+  digits: [0, 0, 0, 2, 2, 2, 2, 2, 2, 0],
+  notes: [
+    '`first`: request sent → first event received; `all`: request sent → `data: [DONE]` received.',
+    twoInstances
+      ? '`same`: the instance that ran the run; `other`: a second instance on the same PostgreSQL and Redis.'
+      : 'One embedded instance (set BENCH_REDIS_URL with --store postgres to add a second instance).',
+  ],
 });

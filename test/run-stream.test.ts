@@ -168,6 +168,25 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
     }
   });
 
+  it('writes every live reader byte for byte what a replay of the finished run writes', async () => {
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 2, tokens: 15, delayMs: 5 });
+    // Live readers share each event's frame; the replay frames the events it reads itself.
+    const withoutPings = (text: string) => text.replace(/^: ping \d+\n\n/gm, '');
+    const live = await Promise.all(
+      Array.from({ length: 5 }, () => server.fetch(`/v1/runs/${run.id}/stream`).then((r) => r.text())),
+    );
+    const replay = await (await server.fetch(`/v1/runs/${run.id}/stream`)).text();
+    expect(replay).toMatch(/^id: 1\ndata: \{"type":"data-run",.*\}\n\nid: 2\ndata: /);
+    expect(replay.endsWith('}\n\ndata: [DONE]\n\n')).toBe(true);
+    for (const text of live) expect(withoutPings(text)).toBe(replay);
+    // A reader that joins mid-run gets the same bytes from where it joined.
+    const resumed = await (
+      await server.fetch(`/v1/runs/${run.id}/stream`, { headers: { 'last-event-id': '9' } })
+    ).text();
+    expect(resumed).toBe(replay.slice(replay.indexOf('id: 10\n')));
+  });
+
   it('sends keep-alive comments with the last durable sequence number while a run is idle', async () => {
     const chatId = await server.createChat();
     // Tokens 600 ms apart, keep-alive every 200 ms: the reader sees pings between deltas.

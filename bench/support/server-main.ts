@@ -1,6 +1,7 @@
 /**
  * The server process of a benchmark (started by `launchServer`): an Outrun instance, the plain
- * `streamText` → SSE pipe, that pipe with `resumable-stream`, or bare SSE writes, on a random loopback port. It answers the benchmark over IPC with its own CPU time,
+ * `streamText` → SSE pipe, that pipe with `resumable-stream`, bare SSE writes, or the bare fan-out floor, on a
+ * random loopback port. It answers the benchmark over IPC with its own CPU time,
  * memory and event-loop delay, so the client's work is never counted as the server's.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -12,6 +13,7 @@ import pino from 'pino';
 import { resolveModel } from '../../src/agent/providers.ts';
 import { createOutrun } from '../../src/app.ts';
 import { CLOCK_MODEL_ID, createClockModel, releaseClockGate } from './clock-model.ts';
+import { startBareFanOutServer } from './bare-fan-out-server.ts';
 import { startBareSseServer } from './bare-sse-server.ts';
 import { startPlainPipeServer } from './plain-pipe-server.ts';
 import { startResumablePipeServer } from './resumable-pipe-server.ts';
@@ -50,6 +52,10 @@ if (mode === 'plain') {
   });
   url = resumable.url;
   close = () => resumable.close();
+} else if (mode === 'bare-fan-out') {
+  const bare = await startBareFanOutServer();
+  url = bare.url;
+  close = () => new Promise((resolve) => bare.server.close(() => resolve()));
 } else {
   const outrun = await createOutrun({
     config: {

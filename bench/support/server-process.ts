@@ -11,9 +11,10 @@ export const BENCH_ADMIN_KEY = 'bench-admin-key-0123456789abcdef';
  * What a benchmark server runs: `outrun` a full Outrun instance; `plain` the `streamText` → SSE pipe
  * (plain-pipe-server.ts); `resumable` that pipe plus `resumable-stream` on Redis (resumable-pipe-server.ts,
  * needs `REDIS_URL` and `BENCH_REDIS_PREFIX` in `env`); `bare` SSE frames written on a timer with no AI SDK
- * (bare-sse-server.ts).
+ * (bare-sse-server.ts); `bare-fan-out` one paced producer broadcast to every reader, each frame built once
+ * (bare-fan-out-server.ts, the fan-out floor).
  */
-export type ServerMode = 'outrun' | 'plain' | 'resumable' | 'bare';
+export type ServerMode = 'outrun' | 'plain' | 'resumable' | 'bare' | 'bare-fan-out';
 
 export type ParentMessage =
   | { type: 'stats'; id: number; reset?: boolean }

@@ -13,8 +13,9 @@ export type { BusRunEvent, RunEventsMessage } from './run-events-codec.ts';
  *
  * Every adapter keeps this contract (one conformance suite, `test/bus.test.ts`, runs against each):
  * - A channel is a typed value (`BusChannel`) carrying its name and codec. Handlers treat a message as
- *   read-only: the in-process adapter hands every handler the publisher's own object (no codec, no copy on
- *   the hot path of every event batch); a networked adapter hands them what the channel's codec decoded.
+ *   read-only (a run event's cached SSE `frame` aside): the in-process adapter hands every handler the
+ *   publisher's own object (no codec, no copy on the hot path of every event batch); a networked adapter hands
+ *   them what the channel's codec decoded, once per instance.
  * - A handler whose `subscribe` has resolved receives every message published on its channel afterwards,
  *   barring transport loss; messages published through one instance arrive in publish order. Delivery may be
  *   synchronous (in-process) or asynchronous (Redis): handlers assume neither. A networked `subscribe`

@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Metrics } from '../metrics.ts';
 import { formatKeepAlive, formatSseEvent, SSE_DONE_FRAME } from '../protocol/sse.ts';
 import type { LogEvent } from '../stream/event-log.ts';
-import { followRun, type FollowOptions } from '../stream/run-follower.ts';
+import { RunFollower, type FollowOptions } from '../stream/run-follower.ts';
 
 /**
  * Answers with a run's stream as Server-Sent Events (DESIGN §5): `id: <seq>` / `data: <chunk>` per event,
@@ -46,45 +46,70 @@ export async function sendRunStream(
     ? request.server.openStreams?.register(keyId, { close, expiresAt: token?.expiresAt })
     : undefined;
   options.metrics.streamReaders.inc();
-  try {
-    let ended = false;
-    for await (const item of followRun({ ...options, signal: controller.signal })) {
-      let frame: string;
-      if (item.kind === 'ping') frame = formatKeepAlive(item.lastSeq);
-      else {
-        frame = '';
-        const map = options.mapData;
-        ended = item.end;
-        for (const event of item.events) {
-          frame += formatSseEvent({ id: event.seq, data: map ? map(event.data) : event.data });
-          if (options.endAfter?.(event)) {
-            ended = true;
-            break;
+  const { mapData, endAfter } = options;
+  let ended = false;
+  const follower = new RunFollower(
+    { ...options, signal: controller.signal },
+    {
+      events(events, end, live) {
+        let frame = '';
+        ended = end;
+        if (!mapData && !endAfter) {
+          // The common case. A live event's frame is built once and written by every reader of this instance.
+          if (!live) frame = framesOf(events);
+          else if (events.length === 1) frame = sharedFrameOf(events[0]!);
+          else for (const event of events) frame += sharedFrameOf(event);
+        } else {
+          for (const event of events) {
+            const data = mapData ? mapData(event.data) : event.data;
+            // A chunk the mapping leaves as it is has the shared frame.
+            if (data !== event.data) frame += formatSseEvent({ id: event.seq, data });
+            else frame += live ? sharedFrameOf(event) : frameOf(event);
+            if (endAfter?.(event)) {
+              ended = true;
+              break;
+            }
           }
         }
-        if (ended) frame += SSE_DONE_FRAME;
-      }
-      if (!response.write(frame) && !controller.signal.aborted) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            response.off('drain', done);
-            controller.signal.removeEventListener('abort', done);
-            resolve();
-          };
-          response.on('drain', done);
-          controller.signal.addEventListener('abort', done);
-        });
-      }
-      if (ended || controller.signal.aborted) break;
-    }
+        if (ended) {
+          frame += SSE_DONE_FRAME;
+          follower.close();
+        }
+        return response.write(frame) || controller.signal.aborted;
+      },
+      ping: (lastSeq) => response.write(formatKeepAlive(lastSeq)) || controller.signal.aborted,
+    },
+  );
+  const resume = () => follower.resume();
+  response.on('drain', resume);
+  try {
+    await follower.run();
     if (!ended && !controller.signal.aborted) response.write(SSE_DONE_FRAME);
   } catch (error) {
     // Headers are gone; the reader reconnects with Last-Event-ID and loses nothing.
     request.log.error({ err: error, runId: options.runId }, 'run stream failed');
   } finally {
+    response.off('drain', resume);
     forget?.();
     options.metrics.streamReaders.dec();
     response.off('close', close);
     response.end();
   }
+}
+
+/** The SSE frame of a live event (`id: <seq>` / `data: <chunk>`), built once and shared by its readers. */
+export function sharedFrameOf(event: LogEvent): string {
+  return (event.frame ??= frameOf(event));
+}
+
+/** The SSE frame of one event of the run stream. */
+export function frameOf(event: LogEvent): string {
+  return formatSseEvent({ id: event.seq, data: event.data });
+}
+
+/** The frames of events read from the log, in one string (no other reader holds these objects). */
+function framesOf(events: LogEvent[]): string {
+  let frames = '';
+  for (const event of events) frames += frameOf(event);
+  return frames;
 }

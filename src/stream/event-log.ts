@@ -29,6 +29,11 @@ export interface LogEvent {
   data: string;
   /** Whether this is the run's terminal `data-run` event (the last one it will ever have). */
   terminal: boolean;
+  /**
+   * The event's SSE frame, cached by the first reader on this instance that writes it: the bus hands every
+   * local subscriber the same event objects, so the others write it as it is. The only field set after creation.
+   */
+  frame?: string;
 }
 
 /** The bus message that announces newly durable events of one run. */
@@ -504,7 +509,8 @@ async function readEvents(
     events: Uint8Array | null;
   }>`
     (select seq, chunk::text as data, null::integer as last_seq, null::bytea as events
-       from run_events where run_id = ${runId} and seq > ${after} order by seq limit ${limit})
+       from run_events where run_id = ${runId} and seq > ${after} and seq <= ${upTo}
+       order by seq limit ${limit})
     union all
     (select first_seq, null, last_seq, events
        from run_event_pages where run_id = ${runId} and last_seq > ${after} and first_seq <= ${upTo})`.execute(

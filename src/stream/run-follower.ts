@@ -21,109 +21,330 @@ export interface FollowOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * Where a `RunFollower` delivers. Each method returns whether the reader takes more right away; `false`
+ * pauses the follower (live events are buffered meanwhile) until `resume()`.
+ */
+export interface FollowSink {
+  /**
+   * Consecutive events after the last ones delivered; `end` when the last is the run's terminal event.
+   * `live`: the events came from the bus, whose event objects every reader on this instance shares (a read's
+   * belong to this follower alone).
+   */
+  events(events: LogEvent[], end: boolean, live: boolean): boolean;
+  /** A keep-alive after a quiet interval, with the last durable sequence number delivered. */
+  ping(lastSeq: number): boolean;
+}
+
+/** Events a follower's first read asks for: small, so that a resuming reader's first write goes out sooner. */
+const FIRST_PAGE = 100;
+/** Events per later read. */
 const PAGE = 1000;
 
+type FollowerState =
+  /** Reading the log or draining buffered live events; live events are buffered. */
+  | 'catching-up'
+  /** Caught up: the bus handler hands live events to the sink as they arrive. */
+  | 'live'
+  /** The sink asked for a pause; live events are buffered until `resume()`. */
+  | 'paused'
+  /** The terminal event was delivered, the follower was closed, or it failed. */
+  | 'ended';
+
 /**
- * Follows a run's event log: replays durable events after `after`, then tails live ones, yielding each
+ * Follows a run's event log: replays durable events after `after`, then tails live ones, delivering each
  * sequence number exactly once and in order, until the terminal `data-run` event (`end: true`).
  *
  * It subscribes before it reads, so an event is either in the read or arrives live; live events that do
  * not continue the sequence (a gap, or a buffer that overflowed for a slow reader) send it back to the
- * log, which holds every event that was ever published.
+ * log, which holds every event that was ever published. Once caught up, live events go to the sink from the
+ * bus handler itself: a reader costs no promise, timer or allocation per event, which is what lets one run
+ * fan out to many readers.
+ */
+export class RunFollower {
+  readonly #options: FollowOptions;
+  readonly #sink: FollowSink;
+  readonly #keepAliveMs: number;
+  readonly #maxBuffered: number;
+  #state: FollowerState = 'catching-up';
+  #lastSeq: number;
+  #buffer: LogEvent[] = [];
+  #overflowed = false;
+  #needsRead = true;
+  #reads = 0;
+  #unsubscribe: (() => Promise<void>) | null = null;
+  #timer: NodeJS.Timeout | undefined;
+  /** When the last delivery or keep-alive happened (`performance.now()`). */
+  #lastActivity = 0;
+  /** The current keep-alive interval, jittered. */
+  #period = 0;
+  #failure: unknown = null;
+  #settle: (() => void) | null = null;
+  readonly #ended: Promise<void>;
+
+  constructor(options: FollowOptions, sink: FollowSink) {
+    this.#options = options;
+    this.#sink = sink;
+    this.#keepAliveMs = options.keepAliveMs ?? 15_000;
+    this.#maxBuffered = options.maxBuffered ?? 10_000;
+    this.#lastSeq = options.after ?? 0;
+    this.#ended = new Promise((resolve) => (this.#settle = resolve));
+  }
+
+  /** The last sequence number delivered. */
+  get lastSeq(): number {
+    return this.#lastSeq;
+  }
+
+  /**
+   * Subscribes, reads and delivers until the terminal event, `close()` or the signal; rejects if reading the
+   * log failed. Call once.
+   */
+  async run(): Promise<void> {
+    const signal = this.#options.signal;
+    if (signal?.aborted) return;
+    signal?.addEventListener('abort', this.close, { once: true });
+    try {
+      const unsubscribe = await this.#options.log.subscribe(this.#options.runId, this.#onLive);
+      this.#unsubscribe = unsubscribe;
+      if (this.#state === 'ended') return;
+      this.#lastActivity = performance.now();
+      this.#armKeepAlive(this.#nextPeriod());
+      void this.#catchUp();
+      await this.#ended;
+      if (this.#failure) throw this.#failure;
+    } finally {
+      this.#end();
+      signal?.removeEventListener('abort', this.close);
+      await this.#unsubscribe?.();
+    }
+  }
+
+  /** Goes on after the sink returned `false`. */
+  resume(): void {
+    if (this.#state !== 'paused') return;
+    this.#state = 'catching-up';
+    void this.#catchUp();
+  }
+
+  /** Stops following; `run()` resolves. */
+  readonly close = (): void => this.#end();
+
+  #end(failure?: unknown): void {
+    if (this.#state === 'ended') return;
+    this.#state = 'ended';
+    if (failure !== undefined) this.#failure = failure;
+    this.#buffer = [];
+    clearTimeout(this.#timer);
+    this.#settle?.();
+  }
+
+  readonly #onLive = (events: LogEvent[]): void => {
+    switch (this.#state) {
+      case 'ended':
+        return;
+      case 'live': {
+        // Caught up and nothing buffered: straight to the sink.
+        const batch = consecutive(events, this.#lastSeq);
+        // Live events that do not continue the sequence mean something was missed: the log has it.
+        if (batch.gap) this.#needsRead = true;
+        try {
+          if (batch.events.length > 0 && !this.#deliver(batch, true)) return;
+        } catch (error) {
+          this.#end(error);
+          return;
+        }
+        if (this.#needsRead) {
+          this.#state = 'catching-up';
+          void this.#catchUp();
+        }
+        return;
+      }
+      default:
+        if (this.#overflowed) return;
+        if (this.#buffer.length + events.length > this.#maxBuffered) {
+          this.#overflowed = true;
+          this.#buffer = [];
+        } else for (const event of events) this.#buffer.push(event);
+    }
+  };
+
+  /** Hands a batch to the sink; whether the follower goes on (not ended, not paused). */
+  #deliver(batch: Batch, live: boolean): boolean {
+    this.#lastSeq = batch.lastSeq;
+    this.#lastActivity = performance.now();
+    const more = this.#sink.events(batch.events, batch.end, live);
+    if (batch.end) this.#end();
+    if (this.#state === 'ended') return false;
+    if (!more) this.#state = 'paused';
+    return more;
+  }
+
+  /** Reads the log and drains buffered live events until caught up (then live), paused or ended. */
+  async #catchUp(): Promise<void> {
+    const { log, runId } = this.#options;
+    try {
+      while (this.#state === 'catching-up') {
+        if (this.#needsRead) {
+          this.#overflowed = false;
+          const limit = this.#reads++ === 0 ? FIRST_PAGE : PAGE;
+          const events = await log.read({ runId, after: this.#lastSeq, limit });
+          if (this.#state !== 'catching-up') return;
+          // A full page: there may be more, so read on before going live.
+          this.#needsRead = events.length === limit;
+          const batch = consecutive(events, this.#lastSeq);
+          if (batch.events.length > 0) {
+            if (!this.#deliver(batch, false)) return;
+            // Let the sink's write reach the socket before the next read: an embedded database reads on this
+            // thread, and Node sends a response's writes only once the current run of microtasks is over.
+            if (this.#needsRead) await new Promise((resolve) => setImmediate(resolve));
+            if (this.#state !== 'catching-up') return;
+          }
+          if (events.length === 0 && (await this.#options.isFinished())) {
+            if (this.#state !== 'catching-up') return;
+            // Finished and nothing after `lastSeq`: the terminal event was consumed earlier, or `after` was past
+            // it. Re-read once in case the terminal event was committed between the read and the status check.
+            const tail = consecutive(await log.read({ runId, after: this.#lastSeq, limit }), this.#lastSeq);
+            if (this.#state !== 'catching-up') return;
+            if (tail.events.length > 0) this.#deliver({ ...tail, end: true }, false);
+            this.#end();
+            return;
+          }
+          continue;
+        }
+        if (this.#overflowed) {
+          this.#needsRead = true;
+          continue;
+        }
+        if (this.#buffer.length > 0) {
+          const live = this.#buffer;
+          this.#buffer = [];
+          const batch = consecutive(live, this.#lastSeq);
+          if (batch.gap) this.#needsRead = true;
+          if (batch.events.length > 0 && !this.#deliver(batch, true)) return;
+          continue;
+        }
+        this.#state = 'live';
+      }
+    } catch (error) {
+      this.#end(error);
+    }
+  }
+
+  #nextPeriod(): number {
+    // Between 75 % and 100 % of the interval: never later than promised, and readers that went quiet
+    // together (a wave of runs waiting on tools) do not all re-read the log in the same instant.
+    return (this.#period = this.#keepAliveMs * (0.75 + 0.25 * Math.random()));
+  }
+
+  #armKeepAlive(delay: number): void {
+    this.#timer = setTimeout(this.#onKeepAliveTimer, delay);
+  }
+
+  /** One timer per follower, re-armed for what is left of the interval rather than reset per event. */
+  readonly #onKeepAliveTimer = (): void => {
+    if (this.#state === 'ended') return;
+    const idle = performance.now() - this.#lastActivity;
+    if (idle < this.#period) {
+      this.#armKeepAlive(this.#period - idle);
+      return;
+    }
+    this.#lastActivity = performance.now();
+    this.#armKeepAlive(this.#nextPeriod());
+    // Only a caught-up follower is idle; one that is reading or paused is busy with its reader.
+    if (this.#state !== 'live') return;
+    try {
+      const more = this.#sink.ping(this.#lastSeq);
+      if (this.#state !== 'live') return;
+      // A quiet run may have been settled by an instance whose bus message never reached us.
+      this.#needsRead = true;
+      if (!more) {
+        this.#state = 'paused';
+        return;
+      }
+      this.#state = 'catching-up';
+      void this.#catchUp();
+    } catch (error) {
+      this.#end(error);
+    }
+  };
+}
+
+/**
+ * Follows a run as an async generator of `FollowItem`s (see `RunFollower`); the follower waits while the
+ * consumer handles an item.
  */
 export async function* followRun(options: FollowOptions): AsyncGenerator<FollowItem> {
-  const { log, runId, signal } = options;
-  const keepAliveMs = options.keepAliveMs ?? 15_000;
-  const maxBuffered = options.maxBuffered ?? 10_000;
-  let lastSeq = options.after ?? 0;
-  let buffer: LogEvent[] = [];
-  let overflowed = false;
+  const queue: FollowItem[] = [];
   let wake: (() => void) | null = null;
-  const notify = () => {
+  let finished = false;
+  let failure: unknown = null;
+  const push = (item: FollowItem): boolean => {
+    queue.push(item);
     const resolve = wake;
     wake = null;
     resolve?.();
+    return false;
   };
-
-  const unsubscribe = await log.subscribe(runId, (events) => {
-    if (overflowed) return;
-    if (buffer.length + events.length > maxBuffered) {
-      overflowed = true;
-      buffer = [];
-    } else buffer.push(...events);
-    notify();
+  const follower = new RunFollower(options, {
+    events: (events, end) => push({ kind: 'events', events, end }),
+    ping: (lastSeq) => push({ kind: 'ping', lastSeq }),
   });
-  signal?.addEventListener('abort', notify, { once: true });
-
+  const running = follower.run().then(
+    () => undefined,
+    (error: unknown) => {
+      failure = error;
+    },
+  );
+  void running.then(() => {
+    finished = true;
+    const resolve = wake;
+    wake = null;
+    resolve?.();
+  });
   try {
-    let needsRead = true;
-    while (!signal?.aborted) {
-      if (needsRead) {
-        overflowed = false;
-        const events = await log.read({ runId, after: lastSeq, limit: PAGE });
-        const batch = consecutive(events, lastSeq);
-        if (batch.events.length > 0) {
-          lastSeq = batch.lastSeq;
-          yield { kind: 'events', events: batch.events, end: batch.end };
-          if (batch.end) return;
-        }
-        if (events.length === PAGE) continue;
-        needsRead = false;
-        if (events.length === 0 && (await options.isFinished())) {
-          // Finished and nothing after `lastSeq`: the terminal event was consumed earlier, or `after` was past it.
-          // Re-read once in case the terminal event was committed between the read and the status check.
-          const tail = consecutive(await log.read({ runId, after: lastSeq, limit: PAGE }), lastSeq);
-          if (tail.events.length > 0) yield { kind: 'events', events: tail.events, end: true };
-          return;
-        }
-      }
-
-      if (overflowed) {
-        needsRead = true;
+    for (;;) {
+      const item = queue.shift();
+      if (item) {
+        yield item;
+        if (queue.length === 0) follower.resume();
         continue;
       }
-      if (buffer.length === 0) {
-        let timer: NodeJS.Timeout | undefined;
-        const timedOut = await new Promise<boolean>((resolve) => {
-          wake = () => resolve(false);
-          // Between 75 % and 100 % of the interval: never later than promised, and readers that went quiet
-          // together (a wave of runs waiting on tools) do not all re-read the log in the same instant.
-          timer = setTimeout(() => resolve(true), keepAliveMs * (0.75 + 0.25 * Math.random()));
-        });
-        clearTimeout(timer);
-        if (timedOut) {
-          yield { kind: 'ping', lastSeq };
-          // A quiet run may have been settled by an instance whose bus message never reached us.
-          needsRead = true;
-        }
-        continue;
-      }
-
-      const live = buffer;
-      buffer = [];
-      const batch = consecutive(live, lastSeq);
-      // Live events that do not continue the sequence mean something was missed: the log has it.
-      if (batch.gap) needsRead = true;
-      if (batch.events.length > 0) {
-        lastSeq = batch.lastSeq;
-        yield { kind: 'events', events: batch.events, end: batch.end };
-        if (batch.end) return;
-      }
+      if (finished) break;
+      await new Promise<void>((resolve) => (wake = resolve));
     }
+    if (failure) throw failure;
   } finally {
-    signal?.removeEventListener('abort', notify);
-    await unsubscribe();
+    follower.close();
+    await running;
   }
+}
+
+interface Batch {
+  events: LogEvent[];
+  lastSeq: number;
+  end: boolean;
+  gap: boolean;
 }
 
 /**
  * The events of `events` that continue the sequence after `lastSeq`: duplicates are skipped, and a gap or
- * the terminal event ends the batch.
+ * the terminal event ends the batch. `events` itself is returned when all of it continues the sequence.
  */
-function consecutive(
-  events: LogEvent[],
-  lastSeq: number,
-): { events: LogEvent[]; lastSeq: number; end: boolean; gap: boolean } {
+function consecutive(events: LogEvent[], lastSeq: number): Batch {
+  let seq = lastSeq;
+  let index = 0;
+  for (; index < events.length; index++) {
+    const event = events[index]!;
+    if (event.seq !== seq + 1) break;
+    seq = event.seq;
+    if (event.terminal) {
+      return index === events.length - 1
+        ? { events, lastSeq: seq, end: true, gap: false }
+        : { events: events.slice(0, index + 1), lastSeq: seq, end: true, gap: false };
+    }
+  }
+  if (index === events.length) return { events, lastSeq: seq, end: false, gap: false };
   const batch: LogEvent[] = [];
   for (const event of events) {
     if (event.seq <= lastSeq) continue;

@@ -157,8 +157,8 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
       parseSequence(request.headers['last-event-id'], 'Last-Event-ID') ??
       parseSequence(StreamQuery.parse(request.query).after, 'after') ??
       0;
-    const run = toRunObject(await ownedRun(request.caller, runId));
-    return streamRun(context, request, reply, { runId: run.id, after });
+    const run = await ownedRun(request.caller, runId);
+    return streamRun(context, request, reply, { runId: run.id, after, ended: isTerminalStatus(run.status) });
   });
 }
 
@@ -203,14 +203,18 @@ export function streamRun(
     headers?: Record<string, string>;
     mapData?: (data: string) => string;
     endAfter?: (event: LogEvent) => boolean;
+    /** Whether the caller already saw the run in a terminal status (final: no need to look again). @default false */
+    ended?: boolean;
   },
 ): Promise<void> {
+  const { ended, ...streamOptions } = options;
   return sendRunStream(request, reply, {
-    ...options,
+    ...streamOptions,
     log: context.log,
     keepAliveMs: context.config.keepAliveMs,
     metrics: context.metrics,
     isFinished: async () => {
+      if (ended) return true;
       const row = await context.runs.get(options.runId);
       return !row || isTerminalStatus(row.status);
     },

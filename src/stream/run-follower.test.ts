@@ -1,0 +1,288 @@
+import { describe, expect, it } from 'vitest';
+import type { EventLog, LogEvent } from './event-log.ts';
+import { followRun, RunFollower, type FollowSink } from './run-follower.ts';
+
+/** An in-memory log: `append` makes events durable and publishes them, as the real one does after commit. */
+class MemoryLog {
+  readonly events: LogEvent[] = [];
+  readonly reads: { after: number; limit: number }[] = [];
+  readonly handlers = new Set<(events: LogEvent[]) => void>();
+  /** Runs before a read answers (to publish events while a read is in flight). */
+  beforeRead: (() => void) | null = null;
+
+  append(count: number, options: { terminal?: boolean; publish?: boolean } = {}): LogEvent[] {
+    const added: LogEvent[] = [];
+    for (let index = 0; index < count; index++) {
+      const seq = this.events.length + 1;
+      const terminal = options.terminal === true && index === count - 1;
+      added.push({
+        seq,
+        data: JSON.stringify({ type: terminal ? 'data-run' : 'text-delta', seq }),
+        terminal,
+      });
+      this.events.push(added.at(-1)!);
+    }
+    if (options.publish !== false) this.publish(added);
+    return added;
+  }
+
+  publish(events: LogEvent[]): void {
+    for (const handler of [...this.handlers]) handler(events);
+  }
+
+  async read(options: { runId: string; after: number; limit?: number }): Promise<LogEvent[]> {
+    const limit = options.limit ?? 1000;
+    this.reads.push({ after: options.after, limit });
+    await Promise.resolve();
+    const before = this.beforeRead;
+    this.beforeRead = null;
+    before?.();
+    return this.events.filter((event) => event.seq > options.after).slice(0, limit);
+  }
+
+  async subscribe(_runId: string, handler: (events: LogEvent[]) => void): Promise<() => Promise<void>> {
+    this.handlers.add(handler);
+    return async () => void this.handlers.delete(handler);
+  }
+
+  asEventLog(): EventLog {
+    return this as unknown as EventLog;
+  }
+}
+
+/** A sink that records what it got; `accept` decides what each call returns. */
+function recorder(accept: () => boolean = () => true) {
+  const seqs: number[] = [];
+  const batches: number[][] = [];
+  const pings: number[] = [];
+  let ended = false;
+  const sink: FollowSink = {
+    events(events, end) {
+      batches.push(events.map((event) => event.seq));
+      seqs.push(...events.map((event) => event.seq));
+      if (end) ended = true;
+      return accept();
+    },
+    ping(lastSeq) {
+      pings.push(lastSeq);
+      return accept();
+    },
+  };
+  return { sink, seqs, batches, pings, ended: () => ended };
+}
+
+const tick = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+describe('RunFollower', () => {
+  it('replays the log, then hands each live batch to the sink as it is published, each seq once', async () => {
+    const log = new MemoryLog();
+    log.append(5);
+    const got = recorder();
+    const follower = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
+      got.sink,
+    );
+    const running = follower.run();
+    await tick();
+    expect(got.seqs).toEqual([1, 2, 3, 4, 5]);
+    log.append(1);
+    // Delivered from the publish itself, before any await.
+    expect(got.seqs).toEqual([1, 2, 3, 4, 5, 6]);
+    log.append(3);
+    log.append(1, { terminal: true });
+    await running;
+    expect(got.seqs).toEqual(Array.from({ length: 10 }, (_, index) => index + 1));
+    expect(got.batches.slice(-2)).toEqual([[7, 8, 9], [10]]);
+    expect(got.ended()).toBe(true);
+    expect(log.handlers.size).toBe(0);
+  });
+
+  it('gives a reader that joins mid-run every sequence number once, also those published during its first read', async () => {
+    const log = new MemoryLog();
+    log.append(50);
+    // Published after the subscription, while the first read is in flight: both in the read and live.
+    log.beforeRead = () => log.append(3);
+    const got = recorder();
+    const running = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', after: 20, isFinished: async () => false },
+      got.sink,
+    ).run();
+    await tick();
+    log.append(2);
+    log.append(1, { terminal: true });
+    await running;
+    expect(got.seqs).toEqual(Array.from({ length: 36 }, (_, index) => index + 21));
+  });
+
+  it('reads a first page of 100 events, then pages of 1,000', async () => {
+    const log = new MemoryLog();
+    log.append(2500, { publish: false });
+    log.append(1, { terminal: true, publish: false });
+    const got = recorder();
+    await new RunFollower(
+      { log: log.asEventLog(), runId: 'r', isFinished: async () => true },
+      got.sink,
+    ).run();
+    expect(log.reads).toEqual([
+      { after: 0, limit: 100 },
+      { after: 100, limit: 1000 },
+      { after: 1100, limit: 1000 },
+      { after: 2100, limit: 1000 },
+    ]);
+    expect(got.seqs).toHaveLength(2501);
+  });
+
+  it('lets the macrotasks a delivery scheduled run before it reads the next page', async () => {
+    const log = new MemoryLog();
+    log.append(300, { publish: false });
+    log.append(1, { terminal: true, publish: false });
+    const order: string[] = [];
+    const read = log.read.bind(log);
+    log.read = async (options) => {
+      order.push('read');
+      return read(options);
+    };
+    await new RunFollower(
+      { log: log.asEventLog(), runId: 'r', isFinished: async () => true },
+      {
+        events() {
+          order.push('events');
+          // Where Node sends a response's buffered writes.
+          setImmediate(() => order.push('flushed'));
+          return true;
+        },
+        ping: () => true,
+      },
+    ).run();
+    expect(order.slice(0, 5)).toEqual(['read', 'events', 'flushed', 'read', 'events']);
+  });
+
+  it('re-reads the log when a live batch skips a sequence number', async () => {
+    const log = new MemoryLog();
+    const got = recorder();
+    const running = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
+      got.sink,
+    ).run();
+    await tick();
+    log.append(2);
+    // Events 3 and 4 become durable, but their bus message is lost.
+    log.append(2, { publish: false });
+    log.append(1);
+    await tick();
+    log.append(1, { terminal: true });
+    await running;
+    expect(got.seqs).toEqual([1, 2, 3, 4, 5, 6]);
+  });
+
+  it('pauses while the sink is full, buffers live events, and goes on without loss or duplicate on resume', async () => {
+    const log = new MemoryLog();
+    let full = false;
+    const got = recorder(() => !full);
+    const follower = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
+      got.sink,
+    );
+    const running = follower.run();
+    await tick();
+    full = true;
+    log.append(1);
+    expect(got.seqs).toEqual([1]);
+    log.append(2);
+    log.append(2);
+    expect(got.seqs).toEqual([1]);
+    full = false;
+    follower.resume();
+    await tick();
+    expect(got.seqs).toEqual([1, 2, 3, 4, 5]);
+    log.append(1, { terminal: true });
+    await running;
+    expect(got.seqs).toEqual([1, 2, 3, 4, 5, 6]);
+  });
+
+  it('drops its buffer past maxBuffered and reads the missed events from the log', async () => {
+    const log = new MemoryLog();
+    let full = false;
+    const got = recorder(() => !full);
+    const follower = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', isFinished: async () => false, maxBuffered: 3 },
+      got.sink,
+    );
+    const running = follower.run();
+    await tick();
+    full = true;
+    log.append(1);
+    for (let index = 0; index < 5; index++) log.append(1);
+    full = false;
+    const readsBefore = log.reads.length;
+    follower.resume();
+    await tick();
+    expect(log.reads.length).toBeGreaterThan(readsBefore);
+    log.append(1, { terminal: true });
+    await running;
+    expect(got.seqs).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  });
+
+  it('sends a keep-alive with the last sequence number after a quiet interval, then re-reads the log', async () => {
+    const log = new MemoryLog();
+    log.append(3);
+    const got = recorder();
+    const follower = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', isFinished: async () => false, keepAliveMs: 40 },
+      got.sink,
+    );
+    const running = follower.run();
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    expect(got.pings.length).toBeGreaterThanOrEqual(1);
+    expect(got.pings.every((seq) => seq === 3)).toBe(true);
+    // Settled elsewhere, its bus message lost: the re-read after the next keep-alive finds the end.
+    log.append(1, { terminal: true, publish: false });
+    await running;
+    expect(got.seqs).toEqual([1, 2, 3, 4]);
+  });
+
+  it('ends with nothing past the end of a finished run, and stops on close', async () => {
+    const log = new MemoryLog();
+    log.append(2);
+    log.append(1, { terminal: true });
+    const got = recorder();
+    await new RunFollower(
+      { log: log.asEventLog(), runId: 'r', after: 3, isFinished: async () => true },
+      got.sink,
+    ).run();
+    expect(got.seqs).toEqual([]);
+
+    const open = new MemoryLog();
+    const follower = new RunFollower(
+      { log: open.asEventLog(), runId: 'r', isFinished: async () => false },
+      recorder().sink,
+    );
+    const running = follower.run();
+    await tick();
+    follower.close();
+    await running;
+    expect(open.handlers.size).toBe(0);
+  });
+});
+
+describe('followRun', () => {
+  it('yields the same sequence as an async generator, one batch at a time', async () => {
+    const log = new MemoryLog();
+    log.append(4);
+    const seen: number[] = [];
+    const follow = (async () => {
+      for await (const item of followRun({
+        log: log.asEventLog(),
+        runId: 'r',
+        isFinished: async () => false,
+      })) {
+        if (item.kind === 'events') seen.push(...item.events.map((event) => event.seq));
+      }
+    })();
+    await tick();
+    log.append(2);
+    log.append(1, { terminal: true });
+    await follow;
+    expect(seen).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  });
+});
