@@ -247,6 +247,9 @@ export class RunExecutor {
     try {
       if (row.stop_requested_at) this.abort(row.id, RunErrorCode.stopped);
       await faults.hit(FaultPoint.beforeLoop, { runId: row.id });
+      // Read while the history loads: both are on the way to the first token.
+      const quota = this.#options.quotas?.remaining(row.workspace_id);
+      quota?.catch(() => {}); // awaited below; a setup that throws first must not leave it unhandled
       const setup = await this.#setUp(row, active, writer);
       const { config, resume } = setup;
       loopOwnsRun = true;
@@ -264,7 +267,7 @@ export class RunExecutor {
         budget: config.budget,
         price: this.#options.prices.of(config.model),
         spent: await spentBefore({ row, stepsDone: resume?.stepsDone ?? 0, runs: this.#options.runs }),
-        quota: await this.#options.quotas?.remaining(row.workspace_id),
+        quota: await quota,
       });
       const result = await this.#runLoop({ row, active, writer, setup, projector, meter });
       const outcome = decideOutcome({
