@@ -221,11 +221,19 @@ export class RunService {
     if (options.runs.length === 0) return new Map();
     await this.#faults.hit(FaultPoint.heartbeat);
     const held = JSON.stringify(options.runs.map((run) => ({ id: run.runId, epoch: run.epoch })));
+    // The rows are locked in id order first, as the event log's group commit locks them: two statements that
+    // lock many runs each, in different orders, would deadlock (and PostgreSQL breaks that only after 1 s).
     const result = await sql<{ id: string; stop_requested_at: Date | null }>`
+      with held as (
+        select runs.id from runs
+        join json_to_recordset(${held}::json) as held(id text, epoch int)
+          on runs.id = held.id and runs.epoch = held.epoch
+        where runs.lease_owner = ${options.owner} and runs.status = ${RunStatus.running}
+        order by runs.id
+        for update of runs
+      )
       update runs set lease_expires_at = ${options.leaseExpiresAt}
-      from json_to_recordset(${held}::json) as held(id text, epoch int)
-      where runs.id = held.id and runs.epoch = held.epoch
-        and runs.lease_owner = ${options.owner} and runs.status = ${RunStatus.running}
+      from held where runs.id = held.id
       returning runs.id, runs.stop_requested_at`.execute(this.#db);
     return new Map(result.rows.map((row) => [row.id, { stopRequested: row.stop_requested_at !== null }]));
   }

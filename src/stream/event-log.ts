@@ -222,7 +222,7 @@ export class EventLog {
         .where('run_id', '=', runId)
         .orderBy('seq')
         .execute();
-      const pages = encodePages(rows);
+      const pages = await encodePages(rows);
       // One insert per few pages keeps each statement's parameters small for a very long run.
       for (let index = 0; index < pages.length; index += PAGES_PER_INSERT) {
         await tx
@@ -467,15 +467,19 @@ export class RunEventWriter {
  * whose run was taken over (epoch mismatch) and rows already present (a retried insert) are skipped.
  */
 const APPEND_SQL_BEFORE = `
-  with inserted as (
-    insert into run_events (run_id, seq, chunk)
-    select e.run_id, e.seq, e.chunk
-    from json_to_recordset(`;
+  with batch as (
+    select * from json_to_recordset(`;
 const APPEND_SQL_AFTER = `::json) as e(run_id text, seq int, epoch int, chunk json)
-    join runs r on r.id = e.run_id and r.epoch = e.epoch
-    -- The fence holds under concurrency: a status change by anyone holds the run row until it
-    -- commits, so this waits and re-checks the epoch; if this commits first, the change sees its rows.
-    for share of r
+  ),
+  fenced as (
+    -- The fence holds under concurrency: a status change by anyone holds the run row until it commits, so
+    -- this waits and reads the new epoch; if this commits first, the change sees its rows. The rows are
+    -- locked in id order, as a heartbeat locks them: different orders would deadlock.
+    select r.id, r.epoch from runs r where r.id in (select run_id from batch) order by r.id for share
+  ),
+  inserted as (
+    insert into run_events (run_id, seq, chunk)
+    select b.run_id, b.seq, b.chunk from batch b join fenced f on f.id = b.run_id and f.epoch = b.epoch
     on conflict do nothing
     returning run_id
   )
