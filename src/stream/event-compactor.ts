@@ -24,6 +24,9 @@ export interface EventCompactorOptions {
  * run is scheduled once its ending has committed, and the sweep catches runs whose scheduling a process
  * took down with it. A failure is logged and left to the next sweep; it never fails anything else.
  */
+/** The pause between two runs' compactions (ms). */
+const COMPACTION_PAUSE_MS = 5;
+
 export class EventCompactor {
   readonly #log: EventLog;
   readonly #logger: Logger;
@@ -96,6 +99,9 @@ export class EventCompactor {
         this.#logger.warn({ err: error, runId }, 'compacting the run’s events failed; the sweep retries');
       }
       await this.#vacuumIfDue();
+      // A trickle, not a burst: when many runs end together, the runs still streaming get the loop between
+      // two compactions (on PGlite every statement runs on it).
+      await new Promise<void>((resolve) => setTimeout(resolve, COMPACTION_PAUSE_MS));
     }
   }
 

@@ -4,7 +4,7 @@ import { decodePage, encodePages, eventsOf, EVENTS_PER_PAGE, linesOf } from './e
 const events = (texts: string[], first = 1) => texts.map((data, index) => ({ seq: first + index, data }));
 
 describe('event pages', () => {
-  it('gives back every event byte for byte, through runs of deltas of several parts', () => {
+  it('gives back every event byte for byte, through runs of deltas of several parts', async () => {
     const texts = [
       '{"type":"data-run","data":{"status":"running"}}',
       '{"type":"text-start","id":"msg_1"}',
@@ -21,27 +21,27 @@ describe('event pages', () => {
     ];
     expect(eventsOf(linesOf(texts))).toEqual(texts);
     expect(linesOf(texts).split('\n')[3]).toBe('\u0001" wörld \\n \\"delta\\": ✓"}');
-    const [page] = encodePages(events(texts, 41));
+    const [page] = await encodePages(events(texts, 41));
     expect(page).toMatchObject({ firstSeq: 41, lastSeq: 52 });
     expect(decodePage(page!)).toEqual(events(texts, 41));
   });
 
-  it('cuts full pages, and starts a new page at a gap in the sequence', () => {
+  it('cuts full pages, and starts a new page at a gap in the sequence', async () => {
     const many = events(Array.from({ length: EVENTS_PER_PAGE + 5 }, (_, index) => `{"i":${index}}`));
-    expect(encodePages(many).map((page) => [page.firstSeq, page.lastSeq])).toEqual([
+    expect((await encodePages(many)).map((page) => [page.firstSeq, page.lastSeq])).toEqual([
       [1, EVENTS_PER_PAGE],
       [EVENTS_PER_PAGE + 1, EVENTS_PER_PAGE + 5],
     ]);
     const gapped = [...events(['{}', '{}']), ...events(['{}'], 7)];
-    expect(encodePages(gapped).map((page) => [page.firstSeq, page.lastSeq])).toEqual([
+    expect((await encodePages(gapped)).map((page) => [page.firstSeq, page.lastSeq])).toEqual([
       [1, 2],
       [7, 7],
     ]);
-    expect(encodePages([])).toEqual([]);
+    expect(await encodePages([])).toEqual([]);
   });
 
-  it('refuses a page whose event count does not match its range, or of an unknown format', () => {
-    const [page] = encodePages(events(['{}', '{}']));
+  it('refuses a page whose event count does not match its range, or of an unknown format', async () => {
+    const [page] = await encodePages(events(['{}', '{}']));
     expect(() => decodePage({ ...page!, lastSeq: 3 })).toThrow('holds 2 events, not 3');
     expect(() => decodePage({ ...page!, bytes: Buffer.of(9, ...page!.bytes.subarray(1)) })).toThrow(
       'unknown format 9',

@@ -1,4 +1,8 @@
-import { brotliCompressSync, brotliDecompressSync, constants } from 'node:zlib';
+import { promisify } from 'node:util';
+import { brotliCompress, brotliDecompressSync, constants } from 'node:zlib';
+
+/** Compression runs on libuv's thread pool, not on the event loop that streams every other run's tokens. */
+const compress = promisify(brotliCompress);
 
 /**
  * Most events in one page of a compacted run. A page is decompressed whole to read any event of it, so this
@@ -33,7 +37,7 @@ const BROTLI_OPTIONS = { params: { [constants.BROTLI_PARAM_QUALITY]: 5 } };
  * Cuts consecutive events into pages of at most `EVENTS_PER_PAGE`. A gap in the sequence starts a new page,
  * so every page covers a dense range.
  */
-export function encodePages(events: readonly { seq: number; data: string }[]): EncodedPage[] {
+export async function encodePages(events: readonly { seq: number; data: string }[]): Promise<EncodedPage[]> {
   const pages: EncodedPage[] = [];
   let start = 0;
   for (let index = 1; index <= events.length; index++) {
@@ -41,7 +45,7 @@ export function encodePages(events: readonly { seq: number; data: string }[]): E
     const gap = index < events.length && events[index]!.seq !== events[index - 1]!.seq + 1;
     if (index < events.length && !full && !gap) continue;
     const slice = events.slice(start, index);
-    const compressed = brotliCompressSync(linesOf(slice.map((event) => event.data)), BROTLI_OPTIONS);
+    const compressed = await compress(linesOf(slice.map((event) => event.data)), BROTLI_OPTIONS);
     pages.push({
       firstSeq: slice[0]!.seq,
       lastSeq: slice[slice.length - 1]!.seq,
