@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { onChatRequest } from './chat-request.ts';
 import { clockDelta, sleepUntil, type ClockScript } from './clock-model.ts';
 import { wallNow } from './stats.ts';
 
@@ -13,15 +14,7 @@ import { wallNow } from './stats.ts';
  */
 export async function startBareSseServer(): Promise<{ url: string; server: Server }> {
   const server = createServer((request, response) => {
-    if (request.method !== 'POST' || request.url !== '/chat') {
-      response.writeHead(404).end();
-      return;
-    }
-    let body = '';
-    request.setEncoding('utf8');
-    request.on('data', (chunk: string) => (body += chunk));
-    request.on('end', () => {
-      const input = JSON.parse(body) as { text: string };
+    onChatRequest(request, response, (input) => {
       const { clock } = JSON.parse(input.text) as { clock: ClockScript };
       void stream(clock, response);
     });

@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { streamText, type LanguageModel } from 'ai';
+import { onChatRequest } from './chat-request.ts';
 
 /**
  * The floor Outrun is measured against: `streamText` piped straight to the response as a UI message stream
@@ -12,15 +13,7 @@ export async function startPlainPipeServer(options: {
   defaultModel: string;
 }): Promise<{ url: string; server: Server }> {
   const server = createServer((request, response) => {
-    if (request.method !== 'POST' || request.url !== '/chat') {
-      response.writeHead(404).end();
-      return;
-    }
-    let body = '';
-    request.setEncoding('utf8');
-    request.on('data', (chunk: string) => (body += chunk));
-    request.on('end', () => {
-      const input = JSON.parse(body) as { text: string; model?: string };
+    onChatRequest(request, response, (input) => {
       const result = streamText({
         model: options.resolveModel(input.model ?? options.defaultModel),
         messages: [{ role: 'user', content: input.text }],

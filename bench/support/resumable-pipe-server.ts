@@ -1,3 +1,4 @@
+import { onChatRequest } from './chat-request.ts';
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -92,15 +93,7 @@ export async function startResumablePipeServer(options: {
       );
       return;
     }
-    if (request.method !== 'POST' || request.url !== '/chat') {
-      response.writeHead(404).end();
-      return;
-    }
-    let body = '';
-    request.setEncoding('utf8');
-    request.on('data', (chunk: string) => (body += chunk));
-    request.on('end', () => {
-      const input = JSON.parse(body) as { text: string; model?: string };
+    onChatRequest(request, response, (input) => {
       const streamId = randomUUID();
       const result = streamText({
         model: options.resolveModel(input.model ?? options.defaultModel),
