@@ -11,7 +11,7 @@ import type { Clock } from '../clock.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import { observeFirstToken, type Metrics } from '../metrics.ts';
 import { MessageProjector } from '../protocol/message-projector.ts';
-import type { MessageRow, RunRow } from '../store/schema.ts';
+import type { RunRow } from '../store/schema.ts';
 import { retryTransient } from '../store/transient.ts';
 import { LeaseLostError, type EventLog, type RunEventWriter } from '../stream/event-log.ts';
 import { runAgentLoop, type AgentLoopResult, type FinishedStep } from './agent-loop.ts';
@@ -76,10 +76,13 @@ interface RunSetup {
   /** Where an earlier execution (a crash, a release) left off; null on the first. */
   resume: ResumePoint | null;
   tools: ToolSet;
-  /** The history loaded for the model, before any compaction. */
-  history: { messages: ModelMessage[]; storedMessages: MessageRow[] };
   /** What the first model call is sent: the history, compacted when it was over the context budget. */
   messages: ModelMessage[];
+  /**
+   * Fits the history into the context budget (to half of it with `overflow`, after the provider refused the
+   * prompt); a compaction is appended to the stream. Null when compactions are off.
+   */
+  fit: ((overflow: boolean) => Promise<ModelMessage[]>) | null;
 }
 
 export interface RunExecutorOptions {
@@ -327,19 +330,25 @@ export class RunExecutor {
       tools,
     });
     // Over the context budget: compacted, and the compaction is an event of the stream.
-    const fitted = this.#options.compactions
-      ? await fitContext({
-          run: row,
-          config,
-          model,
-          messages: history.messages,
-          storedMessages: history.storedMessages,
-          store: this.#options.compactions,
-          signal: active.controller.signal,
-        })
-      : { messages: history.messages, compaction: null };
-    if (fitted.compaction) writer.append({ type: 'data-compaction', data: fitted.compaction });
-    return { config, model, maxSteps, resume, tools, history, messages: fitted.messages };
+    const store = this.#options.compactions;
+    const fit = store
+      ? async (overflow: boolean) => {
+          const fitted = await fitContext({
+            run: row,
+            config,
+            model,
+            messages: history.messages,
+            storedMessages: history.storedMessages,
+            store,
+            signal: active.controller.signal,
+            overflow,
+          });
+          if (fitted.compaction) writer.append({ type: 'data-compaction', data: fitted.compaction });
+          return fitted.messages;
+        }
+      : null;
+    const messages = fit ? await fit(false) : history.messages;
+    return { config, model, maxSteps, resume, tools, messages, fit };
   }
 
   /**
@@ -355,7 +364,7 @@ export class RunExecutor {
     meter: BudgetMeter;
   }): Promise<AgentLoopResult> {
     const { row, active, writer, setup, projector, meter } = options;
-    const { config, model, resume, history } = setup;
+    const { config, model, resume } = setup;
     const loopStartedAt = Date.now();
     const refused = meter.beforeCall(
       estimateTokens((config.instructions ?? '') + JSON.stringify(setup.messages)),
@@ -398,23 +407,12 @@ export class RunExecutor {
       !result.contextOverflow ||
       result.stepsDone !== stepsBefore ||
       active.controller.signal.aborted ||
-      !this.#options.compactions
+      !setup.fit
     ) {
       return result;
     }
     // The provider found the prompt too long: compact to half the budget and try the step once more.
-    const refitted = await fitContext({
-      run: row,
-      config,
-      model,
-      messages: history.messages,
-      storedMessages: history.storedMessages,
-      store: this.#options.compactions,
-      signal: active.controller.signal,
-      overflow: true,
-    });
-    if (refitted.compaction) writer.append({ type: 'data-compaction', data: refitted.compaction });
-    return loop(refitted.messages, true);
+    return loop(await setup.fit(true), true);
   }
 
   /** A run's stored configuration; runs begun before agents existed get the default agent's. */
