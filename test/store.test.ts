@@ -148,6 +148,42 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     }
   });
 
+  it('never runs the prepared group commit inside another caller’s open transaction', async () => {
+    const prepared = new EventLog({
+      db: database.db,
+      appendDb: database.appendDb,
+      prepared: database.prepared,
+      bus: new MemoryBus(),
+      metrics: new Metrics({ defaultMetrics: false }),
+      logger: pino({ level: 'silent' }),
+      faults: new Faults(),
+    });
+    const writer = prepared.openWriter({ runId: await run(await chat(), 'running'), epoch: 1, nextSeq: 1 });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let opened!: () => void;
+    const isOpen = new Promise<void>((resolve) => (opened = resolve));
+    // Another transaction is open (on PGlite: the one session) while the event is appended; it rolls back.
+    const rolledBack = database.db
+      .transaction()
+      .execute(async (tx) => {
+        await sql`select 1`.execute(tx);
+        opened();
+        await held;
+        throw new Error('roll back');
+      })
+      .catch(() => {});
+    await isOpen;
+    writer.append({ type: 'text-delta', id: 't', delta: 'kept' });
+    const flushed = writer.flush();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    release();
+    await rolledBack;
+    await flushed;
+    const events = await prepared.read({ runId: writer.runId, after: 0, limit: 10 });
+    expect(events.map((event) => JSON.parse(event.data).delta)).toEqual(['kept']);
+  });
+
   // PGlite has one connection: nothing there runs concurrently enough to deadlock.
   it.runIf(kind === 'postgres')(
     'never deadlocks a group commit against a heartbeat of the same runs, whatever their order',

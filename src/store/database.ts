@@ -99,7 +99,7 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
     handle = {
       db,
       appendDb: db,
-      prepared: pglitePreparedStatements(pglite),
+      prepared: pglitePreparedStatements(db as Kysely<unknown>),
       kind: 'pglite',
       close: async () => {
         await db.destroy();

@@ -1,5 +1,4 @@
-import type { PGlite } from '@electric-sql/pglite';
-import type { PostgresPool } from 'kysely';
+import { sql, type Kysely, type PostgresPool } from 'kysely';
 import type pg from 'pg';
 
 /**
@@ -31,16 +30,19 @@ export function postgresPreparedStatements(pool: PostgresPool): PreparedStatemen
  * PGlite: SQL `PREPARE` once (its one session lives as long as the instance), then `EXECUTE`. `EXECUTE`
  * takes no bind parameters, so values go in as string literals: with `standard_conforming_strings` on
  * (checked once), doubling the single quotes is the whole quoting, and a backslash is an ordinary character.
+ * Every statement goes through `db` (Kysely's PGlite dialect), which hands the one session to one caller at a
+ * time: sent to PGlite directly, an insert could land inside another caller's open transaction and vanish
+ * with its rollback after it was reported durable.
  */
-export function pglitePreparedStatements(pglite: PGlite): PreparedStatements {
+export function pglitePreparedStatements(db: Kysely<unknown>): PreparedStatements {
   const prepared = new Map<string, Promise<void>>();
   const prepare = async (name: string, text: string) => {
-    const setting = await pglite.query<{ on: string }>(
-      `select current_setting('standard_conforming_strings') as on`,
-    );
+    const setting = await sql<{
+      on: string;
+    }>`select current_setting('standard_conforming_strings') as on`.execute(db);
     if (setting.rows[0]?.on !== 'on') throw new Error('PGlite runs without standard_conforming_strings');
-    const exists = await pglite.query(`select 1 from pg_prepared_statements where name = $1`, [name]);
-    if (exists.rows.length === 0) await pglite.exec(`prepare ${name} as ${text}`);
+    const exists = await sql`select 1 from pg_prepared_statements where name = ${name}`.execute(db);
+    if (exists.rows.length === 0) await sql.raw(`prepare ${name} as ${text}`).execute(db);
   };
   return {
     async execute<Row>(name: string, text: string, values: string[]) {
@@ -53,7 +55,7 @@ export function pglitePreparedStatements(pglite: PGlite): PreparedStatements {
       }
       await ready;
       const literals = values.map((value) => `'${value.replaceAll("'", "''")}'`);
-      const result = await pglite.query<Row>(`execute ${name}(${literals.join(', ')})`);
+      const result = await sql.raw<Row>(`execute ${name}(${literals.join(', ')})`).execute(db);
       return result.rows;
     },
   };
