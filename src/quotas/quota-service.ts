@@ -16,9 +16,18 @@ export const WorkspaceQuotaSchema = z
   })
   .strict();
 
+/**
+ * How long the start path reuses a workspace's quota setting it read (ms): a start and its run read it once
+ * instead of twice per run. A change through this process applies at once; one made through another process
+ * applies here within this long. Usage (tokens, cost, runs) is never cached.
+ */
+export const QUOTA_SETTING_CACHE_MS = 1_000;
+
 /** The window `runsPerMinute` counts runs in. */
 export const RUNS_WINDOW_MS = 60_000;
 const DAY_MS = 24 * 60 * 60 * 1000;
+/** Workspaces whose quota setting is cached at most (expired entries are dropped first when full). */
+const SETTINGS_CACHED_AT_MOST = 10_000;
 
 /** What a workspace used against its quota: today (UTC) and in the last minute. */
 export interface QuotaUsage {
@@ -43,6 +52,10 @@ export interface QuotaRemaining {
 export class QuotaService {
   readonly #db: Db;
   readonly #clock: Clock;
+  /** Quota settings the start path read lately, by workspace (see QUOTA_SETTING_CACHE_MS). */
+  readonly #settings = new Map<string, { quota: WorkspaceQuota | null; until: number }>();
+  /** Bumped by every `set`: a read that began before a change does not cache what it read. */
+  #changes = 0;
 
   constructor(options: {
     db: Db;
@@ -73,6 +86,8 @@ export class QuotaService {
       .where('id', '=', workspaceId)
       .executeTakeFirst();
     if (result.numUpdatedRows === 0n) throw new NotFoundError('workspace', workspaceId);
+    this.#changes += 1;
+    this.#settings.delete(workspaceId);
     return value;
   }
 
@@ -91,7 +106,7 @@ export class QuotaService {
    * oldest of them leaves the window). Writes nothing.
    */
   async assertCanStart(workspaceId: string): Promise<void> {
-    const quota = await this.get(workspaceId);
+    const quota = await this.#setting(workspaceId);
     if (!quota) return;
     const now = this.#clock.now();
     if (quota.runsPerMinute !== undefined) {
@@ -141,7 +156,7 @@ export class QuotaService {
    * the workspace does not have. A run's budget check takes the smaller of this and its own budget.
    */
   async remaining(workspaceId: string): Promise<QuotaRemaining> {
-    const quota = await this.get(workspaceId);
+    const quota = await this.#setting(workspaceId);
     if (!quota || (quota.tokensPerDay === undefined && quota.costUsdPerDay === undefined)) {
       return { tokens: null, costUsd: null };
     }
@@ -155,6 +170,22 @@ export class QuotaService {
   /** Seconds until the daily quotas reset (midnight UTC). */
   secondsToReset(): number {
     return secondsToNextUtcDay(this.#clock.now());
+  }
+
+  /** The workspace's quota as `get` reads it, reused for QUOTA_SETTING_CACHE_MS (monotonic time). */
+  async #setting(workspaceId: string): Promise<WorkspaceQuota | null> {
+    const now = performance.now();
+    const cached = this.#settings.get(workspaceId);
+    if (cached && cached.until > now) return cached.quota;
+    const changes = this.#changes;
+    const quota = await this.get(workspaceId);
+    if (changes !== this.#changes) return quota;
+    if (this.#settings.size >= SETTINGS_CACHED_AT_MOST) {
+      for (const [id, entry] of this.#settings) if (entry.until <= now) this.#settings.delete(id);
+      if (this.#settings.size >= SETTINGS_CACHED_AT_MOST) this.#settings.clear();
+    }
+    this.#settings.set(workspaceId, { quota, until: now + QUOTA_SETTING_CACHE_MS });
+    return quota;
   }
 
   async #dailyUsage(workspaceId: string): Promise<{ tokens: number; costUsd: number }> {

@@ -247,7 +247,10 @@ export class Lifecycle {
     const result: TransitionResult = { run, row, events, promoted: null };
     // The chat's slot is free: its oldest queued run takes it, in this same transaction.
     if (terminal && request.from.some((status) => isActiveStatus(status))) {
-      result.promoted = await this.#promoteNext(tx, row.chat_id);
+      // From active statuses only, this run held the chat's one active slot (the unique index allows no
+      // other), so the slot is free without looking.
+      const slotFree = request.from.every((status) => isActiveStatus(status));
+      result.promoted = await this.#promoteNext(tx, row.chat_id, slotFree);
     }
     for (const listener of this.#options.listeners ?? []) await listener(tx, result);
     if (terminal) await this.#options.faults.hit(FaultPoint.settleBeforeCommit, { runId: row.id });
@@ -281,17 +284,23 @@ export class Lifecycle {
     }
   }
 
-  async #promoteNext(tx: Transaction<Database>, chatId: string): Promise<TransitionResult | null> {
+  async #promoteNext(
+    tx: Transaction<Database>,
+    chatId: string,
+    slotFree: boolean,
+  ): Promise<TransitionResult | null> {
     // The chat row's lock orders this promotion against a concurrent `enqueue` start (see RunService.begin).
     await tx.selectFrom('chats').select('id').where('id', '=', chatId).forUpdate().executeTakeFirst();
     // Only when the chat's slot is really free: ending a queued run, say, leaves the active one in place.
-    const active = await tx
-      .selectFrom('runs')
-      .select('id')
-      .where('chat_id', '=', chatId)
-      .where('status', 'in', ACTIVE_RUN_STATUSES)
-      .executeTakeFirst();
-    if (active) return null;
+    if (!slotFree) {
+      const active = await tx
+        .selectFrom('runs')
+        .select('id')
+        .where('chat_id', '=', chatId)
+        .where('status', 'in', ACTIVE_RUN_STATUSES)
+        .executeTakeFirst();
+      if (active) return null;
+    }
     const next = await tx
       .selectFrom('runs')
       .select('id')
@@ -318,7 +327,15 @@ export class Lifecycle {
   }
 
   /** The owner ends its run: the loop finished, failed or was stopped. */
-  end(options: { runId: string; epoch: number; ending: Ending; parts?: unknown[]; changes?: RunChanges }) {
+  end(options: {
+    runId: string;
+    epoch: number;
+    ending: Ending;
+    parts?: unknown[];
+    changes?: RunChanges;
+    /** The run's last sequence number, when the owner knows it (its writer's, all of it durable). */
+    lastSeq?: number;
+  }) {
     return this.#end({ ...options, from: [RunStatus.running], owned: true });
   }
 
@@ -346,6 +363,7 @@ export class Lifecycle {
     parts?: unknown[];
     leaseExpiredBefore?: Date;
     changes?: RunChanges;
+    lastSeq?: number;
   }) {
     const { ending } = options;
     const closing = !options.owned && options.from.includes(RunStatus.running);
@@ -360,6 +378,7 @@ export class Lifecycle {
         closeInterruptedStep: closing ? INTERRUPTED_BY_CRASH : undefined,
         chunks: ending.chunks,
         parts: options.parts,
+        lastSeq: options.lastSeq,
       }),
       options.runId,
       ending,
@@ -397,6 +416,8 @@ export class Lifecycle {
     waiting: RunWaiting;
     changes?: RunChanges;
     closeInterruptedStep?: string;
+    /** The run's last sequence number, when the owner knows it. */
+    lastSeq?: number;
   }) {
     return this.transition({
       runId: options.runId,
@@ -405,6 +426,7 @@ export class Lifecycle {
       epoch: options.epoch,
       changes: { ...options.changes, waiting: JSON.stringify(options.waiting) },
       closeInterruptedStep: options.closeInterruptedStep,
+      lastSeq: options.lastSeq,
     });
   }
 

@@ -281,6 +281,8 @@ export class RunExecutor {
         quotaExceeded: meter.quotaExceeded,
         parts: () => projector.parts(),
       });
+      // Every event durable before the ending takes the next sequence number (a no-op after the loop's flush).
+      await writer.flush();
       await settleRun({
         deps: this.#options,
         row,
@@ -289,6 +291,8 @@ export class RunExecutor {
         outcome,
         projector,
         changes: spendChanges(meter.spent(), result.stepsDone),
+        // The loop returned after its writer's last flush: every event up to here is durable.
+        lastSeq: writer.lastSeq,
       });
     } catch (error) {
       // Whatever failed, the model call (if any) stops here.

@@ -143,8 +143,10 @@ export async function settleRun(options: {
   outcome: RunOutcome;
   projector: MessageProjector;
   changes: SpendChanges;
+  /** The run's last sequence number (the owner's writer's, every event of it durable). */
+  lastSeq?: number;
 }): Promise<void> {
-  const { deps, row, epoch, config, outcome, projector, changes } = options;
+  const { deps, row, epoch, config, outcome, projector, changes, lastSeq } = options;
   const context = { runId: row.id, chatId: row.chat_id, attempt: row.attempt };
   switch (outcome.type) {
     case 'lease-lost':
@@ -160,10 +162,10 @@ export async function settleRun(options: {
       return;
     }
     case 'end':
-      await endRun({ deps, row, epoch, ending: outcome.ending, projector, changes });
+      await endRun({ deps, row, epoch, ending: outcome.ending, projector, changes, lastSeq });
       return;
     case 'continue':
-      await endRun({ deps, row, epoch, ending: Ending.succeeded(), projector, changes });
+      await endRun({ deps, row, epoch, ending: Ending.succeeded(), projector, changes, lastSeq });
       await deps
         .continueRun?.(row, config)
         .catch((error: unknown) =>
@@ -176,7 +178,7 @@ export async function settleRun(options: {
         approvals: outcome.approvals,
         expiresAt: waitExpiresAt(deps),
       };
-      await deps.lifecycle.wait({ runId: row.id, epoch, waiting, changes });
+      await deps.lifecycle.wait({ runId: row.id, epoch, waiting, changes, lastSeq });
       deps.logger.info({ ...context, approvals: outcome.approvals.length }, 'run waits for approval');
       return;
     }
@@ -195,6 +197,7 @@ export async function settleRun(options: {
         waiting,
         changes,
         closeInterruptedStep: outcome.cutStep ? INTERRUPTED_BY_BUDGET : undefined,
+        lastSeq,
       });
       deps.logger.info(
         { runId: row.id, chatId: row.chat_id, exceeded: outcome.exceeded },
@@ -213,6 +216,7 @@ async function endRun(options: {
   ending: Ending;
   projector: MessageProjector;
   changes: SpendChanges;
+  lastSeq?: number;
 }): Promise<void> {
   const { deps, row, ending } = options;
   const ended = await deps.lifecycle.end({
@@ -221,6 +225,7 @@ async function endRun(options: {
     ending,
     parts: options.projector.parts(),
     changes: options.changes,
+    lastSeq: options.lastSeq,
   });
   if (ended) {
     deps.logger.info(

@@ -84,7 +84,9 @@ export class RunService {
   }
 
   async #insertRun(tx: Transaction<Database>, options: BeginRunOptions): Promise<BeginResult> {
-    await tx.selectFrom('chats').select('id').where('id', '=', options.chatId).forUpdate().executeTakeFirst();
+    const now = new Date();
+    // Locks the chat row (ordering concurrent starts and promotions on the chat) and touches it, in one statement.
+    await tx.updateTable('chats').set({ updated_at: now }).where('id', '=', options.chatId).execute();
     const active = await tx
       .selectFrom('runs')
       .select('id')
@@ -99,7 +101,6 @@ export class RunService {
     const runId = newId('run');
     const userMessageId = newId('message');
     const assistantMessageId = newId('message');
-    const now = new Date();
     const json = (value: unknown) => (value === undefined || value === null ? null : JSON.stringify(value));
     const row = await tx
       .insertInto('runs')
@@ -151,10 +152,12 @@ export class RunService {
         },
       ])
       .execute();
-    await tx.updateTable('chats').set({ updated_at: now }).where('id', '=', options.chatId).execute();
     const run = toRunObject(row);
+    // The begin's event and those of whatever `inTransaction` does (a local claim) go in one insert.
+    const appends = this.#log.deferAppends(tx);
     const events = await this.#log.appendInTransaction(tx, runId, [runStatusChunk(run)], { lastSeq: 0 });
     await options.inTransaction?.(tx, run, events.at(-1)!.seq);
+    await appends.flush();
     this.#metrics.runsStarted.inc();
     return { run, events };
   }
@@ -253,38 +256,27 @@ export class RunService {
     startedAt: Date;
   }): Promise<void> {
     await this.#faults.hit(FaultPoint.beforeStepRecord, { runId: options.runId });
-    await this.#db.transaction().execute(async (tx) => {
-      const updated = await tx
-        .updateTable('runs')
-        .set((eb) => ({
-          step_count: sql<number>`greatest(${eb.ref('step_count')}, ${options.step})`,
-          // The run's totals grow with each recorded step, so a crash never gives spent budget back.
-          usage: sql<string>`jsonb_build_object(
-            'inputTokens', coalesce((usage->>'inputTokens')::bigint, 0) + ${options.usage?.inputTokens ?? 0},
-            'outputTokens', coalesce((usage->>'outputTokens')::bigint, 0) + ${options.usage?.outputTokens ?? 0})`,
-          cost_usd: sql<number>`coalesce(cost_usd, 0) + ${options.costUsd ?? 0}`,
-          updated_at: sql<Date>`now()`,
-        }))
-        .where('id', '=', options.runId)
-        .where('epoch', '=', options.epoch)
-        .where('status', '=', RunStatus.running)
-        .executeTakeFirst();
-      if (Number(updated.numUpdatedRows) !== 1) return;
-      await tx
-        .insertInto('run_steps')
-        .values({
-          run_id: options.runId,
-          step: options.step,
-          parts: JSON.stringify(options.parts),
-          usage: options.usage ? JSON.stringify(options.usage) : null,
-          cost_usd: options.costUsd,
-          last_seq: options.lastSeq,
-          started_at: options.startedAt,
-          finished_at: new Date(),
-        })
-        .onConflict((oc) => oc.columns(['run_id', 'step']).doNothing())
-        .execute();
-    });
+    const usage = options.usage;
+    // One statement (its own transaction, one round trip): the run's totals grow with each recorded step,
+    // so a crash never gives spent budget back, and the step is inserted only if the fenced update matched.
+    await sql`
+      with fenced as (
+        update runs set
+          step_count = greatest(step_count, ${options.step}),
+          usage = jsonb_build_object(
+            'inputTokens', coalesce((usage->>'inputTokens')::bigint, 0) + ${usage?.inputTokens ?? 0},
+            'outputTokens', coalesce((usage->>'outputTokens')::bigint, 0) + ${usage?.outputTokens ?? 0}),
+          cost_usd = coalesce(cost_usd, 0) + ${options.costUsd ?? 0},
+          updated_at = now()
+        where id = ${options.runId} and epoch = ${options.epoch} and status = ${RunStatus.running}
+        returning id
+      )
+      insert into run_steps (run_id, step, parts, usage, cost_usd, last_seq, started_at, finished_at)
+      select id, ${options.step}::integer, ${JSON.stringify(options.parts)}::jsonb,
+        ${usage ? JSON.stringify(usage) : null}::jsonb, ${options.costUsd}::double precision,
+        ${options.lastSeq}::integer, ${options.startedAt}::timestamptz, ${new Date()}::timestamptz
+      from fenced
+      on conflict (run_id, step) do nothing`.execute(this.#db);
   }
 
   /** How many `continue` runs lead up to this one (following `parent_run_id`). */

@@ -121,6 +121,8 @@ export class EventLog {
   readonly #prepared: PreparedStatements | undefined;
   #pending: PendingEvent[] = [];
   #flushing: Promise<void> | null = null;
+  /** Transactions whose `appendInTransaction` rows wait for one insert (see `deferAppends`). */
+  readonly #deferred = new WeakMap<Transaction<Database>, { run_id: string; seq: number; chunk: string }[]>();
 
   constructor(options: EventLogOptions) {
     this.#db = options.db;
@@ -159,11 +161,28 @@ export class EventLog {
       seq += 1;
       return { seq, data, terminal: isTerminalRunEventData(data) };
     });
-    await tx
-      .insertInto('run_events')
-      .values(events.map((event) => ({ run_id: runId, seq: event.seq, chunk: event.data })))
-      .execute();
+    const rows = events.map((event) => ({ run_id: runId, seq: event.seq, chunk: event.data }));
+    const deferred = this.#deferred.get(tx);
+    if (deferred) deferred.push(...rows);
+    else await tx.insertInto('run_events').values(rows).execute();
     return events;
+  }
+
+  /**
+   * Holds back the rows `appendInTransaction` writes in `tx` until `flush`, which inserts them in one
+   * statement: a start that begins and claims a run in one transaction appends twice. Only for a run this
+   * transaction created: nothing may read the run's events in `tx` before `flush`, and `flush` must run
+   * before commit (the caller's transaction fails otherwise, as the rows would be lost).
+   */
+  deferAppends(tx: Transaction<Database>): { flush(): Promise<void> } {
+    const rows: { run_id: string; seq: number; chunk: string }[] = [];
+    this.#deferred.set(tx, rows);
+    return {
+      flush: async () => {
+        this.#deferred.delete(tx);
+        if (rows.length > 0) await tx.insertInto('run_events').values(rows).execute();
+      },
+    };
   }
 
   /** Every durable event of a run, oldest first, parsed (a projection rebuild or a resume reads this). */
