@@ -1,4 +1,4 @@
-import { tool } from 'ai';
+import { tool, zodSchema } from 'ai';
 import type { Tool, ToolSet } from 'ai';
 import { z } from 'zod';
 import { calculate } from './calculator.ts';
@@ -46,7 +46,7 @@ export class ToolRegistry {
 /** `echo`: returns its input unchanged. The scripted model calls it between steps. */
 export const echoTool = tool({
   description: 'Returns its input unchanged. Useful for testing tool calls.',
-  inputSchema: z.record(z.string(), z.unknown()),
+  inputSchema: zodSchema(z.record(z.string(), z.unknown())),
   execute: async (input) => input,
 });
 
@@ -74,9 +74,11 @@ export function currentTime(options: { timeZone?: string; now?: Date } = {}): Cu
 /** `current_time`: the current time, in UTC or the given IANA time zone. */
 export const currentTimeTool = tool({
   description: 'Returns the current date and time, in UTC or in the given IANA time zone.',
-  inputSchema: z.object({
-    timeZone: z.string().max(64).optional().describe('IANA time zone such as "Europe/Paris"; default UTC.'),
-  }),
+  inputSchema: zodSchema(
+    z.object({
+      timeZone: z.string().max(64).optional().describe('IANA time zone such as "Europe/Paris"; default UTC.'),
+    }),
+  ),
   execute: async ({ timeZone }) => currentTime({ timeZone }),
 });
 
@@ -84,9 +86,11 @@ export const currentTimeTool = tool({
 export const calculatorTool = tool({
   description:
     'Evaluates an arithmetic expression: numbers, + - * / % ^, parentheses, and sqrt, abs, min, max, round, floor, ceil.',
-  inputSchema: z.object({
-    expression: z.string().describe('For example "2 * (3 + 4) ^ 2".'),
-  }),
+  inputSchema: zodSchema(
+    z.object({
+      expression: z.string().describe('For example "2 * (3 + 4) ^ 2".'),
+    }),
+  ),
   execute: async ({ expression }) => calculate(expression),
 });
 
@@ -115,18 +119,20 @@ export function createScheduleFollowupTool(scheduler: FollowupScheduler): Tool {
     description:
       'Schedules a follow-up of this conversation: after inSeconds, you are woken with note as the user message. ' +
       'Use it to check back on something later instead of waiting.',
-    inputSchema: z.object({
-      inSeconds: z
-        .int()
-        .min(FOLLOWUP_SECONDS.min)
-        .max(FOLLOWUP_SECONDS.max)
-        .describe('Seconds from now, 1 to 2592000 (30 days).'),
-      note: z
-        .string()
-        .min(1)
-        .max(4_000)
-        .describe('What to do when woken: the follow-up run reads it as its task.'),
-    }),
+    inputSchema: zodSchema(
+      z.object({
+        inSeconds: z
+          .int()
+          .min(FOLLOWUP_SECONDS.min)
+          .max(FOLLOWUP_SECONDS.max)
+          .describe('Seconds from now, 1 to 2592000 (30 days).'),
+        note: z
+          .string()
+          .min(1)
+          .max(4_000)
+          .describe('What to do when woken: the follow-up run reads it as its task.'),
+      }),
+    ),
     execute: async ({ inSeconds, note }, options) => {
       const run = runToolContext(options);
       const schedule = await scheduler.createFollowup({
