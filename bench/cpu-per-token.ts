@@ -10,6 +10,7 @@
  * request (`POST /v1/chats/:id/runs` with `Accept: text/event-stream`); chats are created beforehand. A
  * scenario ends when every stream has sent `data: [DONE]`, which Outrun sends after the run is settled.
  * On PostgreSQL, the CPU of the database backends is shown separately (PGlite runs inside the server).
+ * A second table gives the fixed cost of a run: one-token runs one after another, CPU and wall time per run.
  */
 import { BenchApi, forEachLimit } from './support/api.ts';
 import { parseBenchArgs } from './support/args.ts';
@@ -25,6 +26,8 @@ interface Scenario {
   concurrency: number;
   tokens: number;
   delayMs: number;
+  /** How long to go on counting after the last stream ended (the runs' background work: compaction). */
+  tailMs?: number;
 }
 
 const args = parseBenchArgs();
@@ -38,6 +41,19 @@ const scenarios: Scenario[] = args.quick
       { label: '10 concurrent streams', runs: 40, concurrency: 10, tokens: 1000, delayMs: 0 },
       { label: '100 paced streams (20 ms/token)', runs: 100, concurrency: 100, tokens: 100, delayMs: 20 },
     ];
+
+/**
+ * The fixed cost of a run, apart from its tokens: one-token runs one after another (start, settle and
+ * compaction; the pipe has only its request). Counted until 1.5 s after the last one, so compaction is in.
+ */
+const perRunScenario: Scenario = {
+  label: 'one-token runs, one at a time',
+  runs: args.quick ? 50 : 300,
+  concurrency: 1,
+  tokens: 1,
+  delayMs: 0,
+  tailMs: 1_500,
+};
 
 const script = (scenario: Scenario) =>
   JSON.stringify({ script: { steps: 1, tokens: scenario.tokens, delayMs: scenario.delayMs, tool: false } });
@@ -66,7 +82,7 @@ try {
       tokens: 1000,
       delayMs: 0,
     });
-    for (const scenario of scenarios) {
+    for (const scenario of [...scenarios, perRunScenario]) {
       const result = await runOutrunScenario(outrun, api, store, scenario);
       results.set(scenario.label, { outrun: result });
       console.log(
@@ -80,7 +96,7 @@ try {
   const plain = await launchServer({ mode: 'plain' });
   try {
     await runPlainScenario(plain, { label: 'warm-up', runs: 3, concurrency: 1, tokens: 1000, delayMs: 0 });
-    for (const scenario of scenarios) {
+    for (const scenario of [...scenarios, perRunScenario]) {
       const result = await runPlainScenario(plain, scenario);
       results.get(scenario.label)!.plain = result;
       console.log(
@@ -131,6 +147,42 @@ printTable({
       '(PostgreSQL store only; PGlite’s work is inside the Outrun process). Target: ratio ≤ 2.',
   ],
 });
+
+{
+  const { outrun, plain } = results.get(perRunScenario.label)!;
+  const runs = perRunScenario.runs;
+  const database = outrun!.databaseCpuMs === null ? null : outrun!.databaseCpuMs / runs;
+  printTable({
+    title: `cpu-per-token — the fixed cost of a run, ${args.store}, ${process.version}`,
+    columns: [
+      'scenario',
+      'runs',
+      'Outrun ms CPU/run',
+      'PostgreSQL ms CPU/run',
+      'plain pipe ms CPU/run',
+      'Outrun ms wall/run',
+      'plain pipe ms wall/run',
+    ],
+    rows: [
+      [
+        perRunScenario.label,
+        runs,
+        outrun!.cpuMs / runs,
+        database,
+        plain!.cpuMs / runs,
+        (outrun!.seconds * 1000) / runs,
+        (plain!.seconds * 1000) / runs,
+      ],
+    ],
+    digits: [0, 0, 2, 2, 2, 2, 2],
+    notes: [
+      'A run of one token, started and read in one request, then the next: what a run costs whatever its ' +
+        'length (Outrun: authentication, the begin transaction, history, settle, step record, compaction; the ' +
+        'pipe: its request). CPU counted until 1.5 s after the last run, so the runs’ compaction is in. ' +
+        'Wall: request sent → `[DONE]` received.',
+    ],
+  });
+}
 
 function perThousand(cpuMs: number, scenario: Scenario): number {
   return (cpuMs / (scenario.runs * scenario.tokens)) * 1000;
@@ -186,6 +238,7 @@ async function measure(
     },
   );
   const seconds = (performance.now() - started) / 1000;
+  if (scenario.tailMs) await new Promise((resolve) => setTimeout(resolve, scenario.tailMs));
   const after = await server.stats();
   await server.profile(
     'stop',
