@@ -25,7 +25,10 @@ export const FaultPoint = {
   beforeRequeue: 'run.before-requeue',
   /** On shutdown, before the instance releases a run it could not finish in the grace period. */
   beforeRelease: 'run.before-release',
-  /** Inside a finished run's compaction into pages, after its rows were moved, before commit. */
+  /**
+   * Inside the transaction that compacts a batch of finished runs into pages, after their rows were moved,
+   * before commit (the context's `runIds` are the runs it moves).
+   */
   compactionBeforeCommit: 'events.compaction.before-commit',
   /** Before a message is published on the bus. */
   busPublish: 'bus.publish',
@@ -33,7 +36,13 @@ export const FaultPoint = {
 
 export type FaultPoint = (typeof FaultPoint)[keyof typeof FaultPoint];
 
-export type FaultHandler = (context: { runId?: string }) => void | Promise<void>;
+/** What a point tells its handler: the run it is working on, or the runs of a batch. */
+export interface FaultContext {
+  runId?: string;
+  runIds?: readonly string[];
+}
+
+export type FaultHandler = (context: FaultContext) => void | Promise<void>;
 
 export class Faults {
   readonly #handlers = new Map<FaultPoint, FaultHandler>();
@@ -60,7 +69,7 @@ export class Faults {
     else this.#handlers.clear();
   }
 
-  async hit(point: FaultPoint, context: { runId?: string } = {}): Promise<void> {
+  async hit(point: FaultPoint, context: FaultContext = {}): Promise<void> {
     this.#hits.set(point, (this.#hits.get(point) ?? 0) + 1);
     const handler = this.#handlers.get(point);
     if (handler) await handler(context);

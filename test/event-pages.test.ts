@@ -1,7 +1,7 @@
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { MemoryBus } from '../src/bus/memory-bus.ts';
-import { FaultPoint, Faults } from '../src/faults.ts';
+import { FaultPoint, Faults, type FaultContext } from '../src/faults.ts';
 import { newId } from '../src/ids.ts';
 import { Metrics } from '../src/metrics.ts';
 import type { DatabaseHandle } from '../src/store/database.ts';
@@ -226,6 +226,147 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
     expect(await log.uncompactedRuns(1000)).not.toContain(runId);
     expect(await log.read({ runId, after: 0 })).toEqual(live);
+  });
+
+  it('compacts several finished runs in one transaction, each read back as it was written', async () => {
+    const written = await Promise.all(
+      [EVENTS_PER_PAGE + 20, 1, 37, 2 * EVENTS_PER_PAGE + 5].map((count, index) =>
+        writtenRun(count, index % 2 === 0 ? 'succeeded' : 'failed'),
+      ),
+    );
+    const before = new Map<string, { seq: number; chunk: unknown }[]>();
+    for (const { runId } of written) before.set(runId, await replayed(runId));
+    const hits = faults.hits(FaultPoint.compactionBeforeCommit);
+
+    const results = await log.compactMany(written.map(({ runId }) => runId));
+
+    expect(faults.hits(FaultPoint.compactionBeforeCommit) - hits).toBe(1);
+    expect(results.size).toBe(written.length);
+    for (const { runId, live } of written) {
+      const pages = Math.ceil(live.length / EVENTS_PER_PAGE);
+      expect(results.get(runId), runId).toEqual({ compacted: true, events: live.length, pages });
+      expect(await storedIn(runId)).toEqual({ rows: 0, pages });
+      expect(await replayed(runId)).toEqual(before.get(runId));
+      expect(await log.read({ runId, after: 0, limit: 5000 })).toEqual(live);
+      expect(await log.read({ runId, after: live.length - 1 })).toEqual(live.slice(-1));
+      expect(await log.lastSeq(runId)).toBe(live.length);
+    }
+    expect(await log.compactMany([])).toEqual(new Map());
+  });
+
+  it('rolls a failed batch back whole: every run of it keeps its rows until a later batch', async () => {
+    const written = await Promise.all([writtenRun(10), writtenRun(11, 'failed')]);
+    const runIds = written.map(({ runId }) => runId);
+    let context: FaultContext = {};
+    faults.armTimes(FaultPoint.compactionBeforeCommit, 1, (hit) => {
+      context = hit;
+      throw new Error('the process died mid-compaction');
+    });
+    await expect(log.compactMany(runIds)).rejects.toThrow('died');
+    faults.assertArmedPointsHit();
+    faults.clear();
+    expect(context.runIds).toEqual([...runIds].sort());
+    for (const { runId, live } of written) {
+      expect(await storedIn(runId)).toEqual({ rows: live.length, pages: 0 });
+      expect(await log.read({ runId, after: 0 })).toEqual(live);
+    }
+
+    const results = await log.compactMany(runIds);
+    for (const { runId, live } of written) {
+      expect(results.get(runId)).toEqual({ compacted: true, events: live.length, pages: 1 });
+      expect(await log.read({ runId, after: 0 })).toEqual(live);
+    }
+  });
+
+  it('gives each run of a mixed batch its own reason and compacts the rest', async () => {
+    const finished = await writtenRun(12);
+    const other = await writtenRun(8, 'aborted');
+    const running = await writtenRun(15);
+    await database.db
+      .updateTable('runs')
+      .set({ status: 'running' })
+      .where('id', '=', running.runId)
+      .execute();
+    const compactedAlready = await writtenRun(5);
+    await log.compact(compactedAlready.runId);
+    const unknown = newId('run');
+    // PGlite has one connection: no other transaction can hold a run while the batch runs there.
+    const locked = kind === 'postgres' ? await writtenRun(9) : null;
+
+    const batch = [
+      running.runId,
+      finished.runId,
+      compactedAlready.runId,
+      unknown,
+      other.runId,
+      ...(locked ? [locked.runId] : []),
+    ];
+    const results = locked
+      ? await database.db.transaction().execute(async (tx) => {
+          await tx.selectFrom('runs').select('id').where('id', '=', locked.runId).forUpdate().execute();
+          return log.compactMany(batch);
+        })
+      : await log.compactMany(batch);
+
+    expect(Object.fromEntries(results)).toEqual({
+      [running.runId]: { compacted: false, reason: 'not_finished' },
+      [finished.runId]: { compacted: true, events: 12, pages: 1 },
+      [compactedAlready.runId]: { compacted: false, reason: 'already_compacted' },
+      [unknown]: { compacted: false, reason: 'not_found' },
+      [other.runId]: { compacted: true, events: 8, pages: 1 },
+      ...(locked ? { [locked.runId]: { compacted: false, reason: 'busy' } } : {}),
+    });
+    expect(await storedIn(running.runId)).toEqual({ rows: 15, pages: 0 });
+    expect(await log.read({ runId: running.runId, after: 0 })).toEqual(running.live);
+    for (const run of [finished, other, compactedAlready]) {
+      expect(await storedIn(run.runId)).toEqual({ rows: 0, pages: 1 });
+      expect(await log.read({ runId: run.runId, after: 0 })).toEqual(run.live);
+    }
+    if (locked) {
+      expect(await storedIn(locked.runId)).toEqual({ rows: 9, pages: 0 });
+      // Once the other transaction has let go, the run is compacted like any other.
+      expect(await log.compact(locked.runId)).toEqual({ compacted: true, events: 9, pages: 1 });
+      expect(await log.read({ runId: locked.runId, after: 0 })).toEqual(locked.live);
+    }
+  });
+
+  it('compacts the runs scheduled together in fewer transactions than runs, at most sweepLimit each', async () => {
+    const written = await Promise.all(Array.from({ length: 7 }, (_, index) => writtenRun(3 + index)));
+    const compactMany = vi.spyOn(log, 'compactMany');
+    const compactor = new EventCompactor({ log, logger: pino({ level: 'silent' }), sweepLimit: 3 });
+    const hits = faults.hits(FaultPoint.compactionBeforeCommit);
+
+    for (const { runId } of written) compactor.schedule(runId);
+    await compactor.idle();
+
+    // Seven runs scheduled at once: batches of three, three and one.
+    expect(compactMany.mock.calls.map(([runIds]) => runIds.length)).toEqual([3, 3, 1]);
+    expect(faults.hits(FaultPoint.compactionBeforeCommit) - hits).toBe(3);
+    compactMany.mockRestore();
+    for (const { runId, live } of written) {
+      expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
+      expect(await log.read({ runId, after: 0 })).toEqual(live);
+    }
+    await compactor.close();
+  });
+
+  it('gathers the runs that end close together into one batch', async () => {
+    const [first, ...later] = await Promise.all([writtenRun(4), writtenRun(5), writtenRun(6)]);
+    const compactMany = vi.spyOn(log, 'compactMany');
+    const compactor = new EventCompactor({ log, logger: pino({ level: 'silent' }) });
+    compactor.schedule(first!.runId);
+    // Runs that end a little later, well inside the gathering delay, join the first one's transaction.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    for (const { runId } of later) compactor.schedule(runId);
+    await compactor.idle();
+
+    expect(compactMany.mock.calls).toEqual([[[first!.runId, ...later.map(({ runId }) => runId)]]]);
+    compactMany.mockRestore();
+    for (const { runId, live } of [first!, ...later]) {
+      expect(await log.read({ runId, after: 0 })).toEqual(live);
+      expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
+    }
+    await compactor.close();
   });
 });
 

@@ -1,7 +1,10 @@
 import type { Logger } from 'pino';
 import type { EventLog } from './event-log.ts';
 
-/** Finished runs one sweep compacts at most: a backlog (a restart, an upgrade) drains over several sweeps. */
+/**
+ * Finished runs one transaction compacts at most, and one sweep schedules at most: a backlog (a restart, an
+ * upgrade) drains over several batches and sweeps.
+ */
 export const COMPACTION_SWEEP_LIMIT = 50;
 
 /**
@@ -10,23 +13,36 @@ export const COMPACTION_SWEEP_LIMIT = 50;
  */
 export const VACUUM_AFTER_EVENTS = 20_000;
 
+/**
+ * How long the first run scheduled into an empty queue waits for others to join its batch (ms). A batch
+ * costs the same few round trips whatever its size, so under load, when many runs end each second, the runs
+ * ending within this window share one transaction instead of paying one each; a finished run's pages are
+ * never urgent, since its rows serve every read until then.
+ */
+const COMPACTION_GATHER_MS = 100;
+
+/**
+ * The pause between two batches (ms). A trickle, not a burst: when many runs end together, the runs still
+ * streaming get the event loop between two compactions (on PGlite every statement runs on it).
+ */
+const COMPACTION_PAUSE_MS = 5;
+
 export interface EventCompactorOptions {
   log: EventLog;
   logger: Logger;
-  /** Finished runs one `sweep` compacts at most. @default COMPACTION_SWEEP_LIMIT */
+  /** Finished runs one transaction compacts and one `sweep` schedules, at most. @default COMPACTION_SWEEP_LIMIT */
   sweepLimit?: number;
   /** Vacuum `run_events` after this many events were compacted (PGlite); absent: never (autovacuum does). */
   vacuumAfterEvents?: number;
 }
 
 /**
- * Compacts finished runs' events into pages in the background, one run at a time, off every run's path: a
- * run is scheduled once its ending has committed, and the sweep catches runs whose scheduling a process
- * took down with it. A failure is logged and left to the next sweep; it never fails anything else.
+ * Compacts finished runs' events into pages in the background, off every run's path, in batches: a run is
+ * scheduled once its ending has committed, waits up to `COMPACTION_GATHER_MS` for the runs ending with it,
+ * and each batch of up to `sweepLimit` runs is compacted in one transaction (`EventLog.compactMany`). The
+ * sweep catches runs whose scheduling a process took down with it. A failed batch is logged and left to the
+ * next sweep; it never fails anything else.
  */
-/** The pause between two runs' compactions (ms). */
-const COMPACTION_PAUSE_MS = 5;
-
 export class EventCompactor {
   readonly #log: EventLog;
   readonly #logger: Logger;
@@ -34,6 +50,10 @@ export class EventCompactor {
   readonly #vacuumAfterEvents: number | undefined;
   #eventsSinceVacuum = 0;
   readonly #queued = new Set<string>();
+  /** When the oldest run in the queue was scheduled (`performance.now()`): its batch starts by `+ GATHER_MS`. */
+  #gatheringSince = 0;
+  /** Ends the current gathering wait at once (a full batch, a sweep, `close`). */
+  #endGathering: (() => void) | null = null;
   #working: Promise<void> | null = null;
   #sweeping: Promise<number> | null = null;
   #closed = false;
@@ -48,7 +68,10 @@ export class EventCompactor {
   /** Compacts `runId` soon (it must have ended; a run that has not is left alone). */
   schedule(runId: string): void {
     if (this.#closed) return;
+    if (this.#queued.size === 0) this.#gatheringSince = performance.now();
     this.#queued.add(runId);
+    // A full batch has nothing left to wait for.
+    if (this.#queued.size >= this.#sweepLimit) this.#endGathering?.();
     this.#working ??= this.#work().finally(() => (this.#working = null));
   }
 
@@ -62,6 +85,8 @@ export class EventCompactor {
       try {
         const runIds = await this.#log.uncompactedRuns(this.#sweepLimit);
         for (const runId of runIds) this.schedule(runId);
+        // These runs ended a while ago: waiting for others to join them would gain nothing.
+        this.#endGathering?.();
         await this.idle();
         return runIds.length;
       } finally {
@@ -76,10 +101,11 @@ export class EventCompactor {
     while (this.#working) await this.#working;
   }
 
-  /** Takes no new runs and waits for the one in progress. */
+  /** Takes no new runs and waits for the batch in progress. */
   async close(): Promise<void> {
     this.#closed = true;
     this.#queued.clear();
+    this.#endGathering?.();
     await this.idle();
     await this.#sweeping?.catch(() => {});
   }
@@ -87,21 +113,54 @@ export class EventCompactor {
   async #work(): Promise<void> {
     // Yield first, so the ending that scheduled the run has returned to its caller before any work starts.
     await new Promise<void>((resolve) => setImmediate(resolve));
-    for (const runId of this.#queued) {
-      this.#queued.delete(runId);
-      try {
-        const result = await this.#log.compact(runId);
-        if (result.compacted) {
-          this.#logger.debug({ runId, events: result.events, pages: result.pages }, 'compacted run events');
-          this.#eventsSinceVacuum += result.events;
-        }
-      } catch (error) {
-        this.#logger.warn({ err: error, runId }, 'compacting the run’s events failed; the sweep retries');
+    while (this.#queued.size > 0) {
+      await this.#gather();
+      const batch: string[] = [];
+      for (const runId of this.#queued) {
+        if (batch.length === this.#sweepLimit) break;
+        batch.push(runId);
+        this.#queued.delete(runId);
       }
+      if (batch.length === 0) break;
+      // What is left over has waited already: its batch gathers from now.
+      if (this.#queued.size > 0) this.#gatheringSince = performance.now();
+      await this.#compact(batch);
       await this.#vacuumIfDue();
-      // A trickle, not a burst: when many runs end together, the runs still streaming get the loop between
-      // two compactions (on PGlite every statement runs on it).
       await new Promise<void>((resolve) => setTimeout(resolve, COMPACTION_PAUSE_MS));
+    }
+  }
+
+  /** Waits until the oldest queued run has gathered for `COMPACTION_GATHER_MS`, the batch is full, or it is ended. */
+  async #gather(): Promise<void> {
+    const waitMs = this.#gatheringSince + COMPACTION_GATHER_MS - performance.now();
+    if (waitMs <= 0 || this.#queued.size >= this.#sweepLimit || this.#closed) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, waitMs);
+      this.#endGathering = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.#endGathering = null;
+  }
+
+  async #compact(runIds: string[]): Promise<void> {
+    try {
+      const results = await this.#log.compactMany(runIds);
+      let runs = 0;
+      let events = 0;
+      for (const result of results.values()) {
+        if (!result.compacted) continue;
+        runs += 1;
+        events += result.events;
+      }
+      if (runs > 0) this.#logger.debug({ runs, events, scheduled: runIds.length }, 'compacted run events');
+      this.#eventsSinceVacuum += events;
+    } catch (error) {
+      this.#logger.warn(
+        { err: error, runIds },
+        'compacting a batch of runs’ events failed; the sweep retries',
+      );
     }
   }
 
