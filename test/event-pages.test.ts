@@ -350,6 +350,52 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     await compactor.close();
   });
 
+  it('leaves the runs past the batch’s event limit for later, and compacts a longer run alone', async () => {
+    const written = await Promise.all([writtenRun(10), writtenRun(10), writtenRun(10)]);
+    const ordered = written.map(({ runId }) => runId).sort();
+    const results = await log.compactMany(ordered, { maxEvents: 15 });
+    // In lock (id) order: the first run fits, the next would pass 15 events, and so would the third.
+    expect(ordered.map((runId) => results.get(runId))).toEqual([
+      { compacted: true, events: 10, pages: 1 },
+      { compacted: false, reason: 'deferred' },
+      { compacted: false, reason: 'deferred' },
+    ]);
+    expect(await storedIn(ordered[1]!)).toEqual({ rows: 10, pages: 0 });
+
+    const long = await writtenRun(20);
+    expect((await log.compactMany([long.runId], { maxEvents: 15 })).get(long.runId)).toEqual({
+      compacted: true,
+      events: 20,
+      pages: 1,
+    });
+    for (const { runId, live } of [...written, long])
+      expect(await log.read({ runId, after: 0 })).toEqual(live);
+    // The deferred runs go in a later batch.
+    const later = await log.compactMany(ordered.slice(1));
+    expect([...later.values()].every((result) => result.compacted)).toBe(true);
+  });
+
+  it('tries the runs of a failed batch one by one, so one bad run does not hold the others back', async () => {
+    const written = await Promise.all([writtenRun(4), writtenRun(5), writtenRun(6)]);
+    const runIds = written.map(({ runId }) => runId);
+    const compactMany = vi.spyOn(log, 'compactMany');
+    faults.armTimes(FaultPoint.compactionBeforeCommit, 1, () => {
+      throw new Error('the batch failed');
+    });
+    const compactor = new EventCompactor({ log, logger: pino({ level: 'silent' }) });
+    for (const runId of runIds) compactor.schedule(runId);
+    await compactor.idle();
+    faults.assertArmedPointsHit();
+
+    expect(compactMany.mock.calls.map(([ids]) => ids)).toEqual([runIds, ...runIds.map((runId) => [runId])]);
+    compactMany.mockRestore();
+    for (const { runId, live } of written) {
+      expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
+      expect(await log.read({ runId, after: 0 })).toEqual(live);
+    }
+    await compactor.close();
+  });
+
   it('gathers the runs that end close together into one batch', async () => {
     const [first, ...later] = await Promise.all([writtenRun(4), writtenRun(5), writtenRun(6)]);
     const compactMany = vi.spyOn(log, 'compactMany');

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { EventLog } from './event-log.ts';
+import type { CompactionResult, EventLog } from './event-log.ts';
 
 /**
  * Finished runs one transaction compacts at most, and one sweep schedules at most: a backlog (a restart, an
@@ -145,23 +145,37 @@ export class EventCompactor {
   }
 
   async #compact(runIds: string[]): Promise<void> {
+    let results: Map<string, CompactionResult>;
     try {
-      const results = await this.#log.compactMany(runIds);
-      let runs = 0;
-      let events = 0;
-      for (const result of results.values()) {
-        if (!result.compacted) continue;
-        runs += 1;
-        events += result.events;
-      }
-      if (runs > 0) this.#logger.debug({ runs, events, scheduled: runIds.length }, 'compacted run events');
-      this.#eventsSinceVacuum += events;
+      results = await this.#log.compactMany(runIds);
     } catch (error) {
+      if (runIds.length === 1) {
+        this.#logger.warn(
+          { err: error, runId: runIds[0] },
+          'compacting the run’s events failed; the sweep retries',
+        );
+        return;
+      }
+      // One run that cannot be compacted must not hold its batch back: each one alone, then.
       this.#logger.warn(
         { err: error, runIds },
-        'compacting a batch of runs’ events failed; the sweep retries',
+        'compacting a batch of runs’ events failed; trying them one by one',
       );
+      for (const runId of runIds) await this.#compact([runId]);
+      return;
     }
+    let runs = 0;
+    let events = 0;
+    for (const [runId, result] of results) {
+      if (result.compacted) {
+        runs += 1;
+        events += result.events;
+      } else if (result.reason === 'deferred') {
+        this.schedule(runId);
+      }
+    }
+    if (runs > 0) this.#logger.debug({ runs, events, scheduled: runIds.length }, 'compacted run events');
+    this.#eventsSinceVacuum += events;
   }
 
   async #vacuumIfDue(): Promise<void> {

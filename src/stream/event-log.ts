@@ -61,8 +61,17 @@ const MAX_SEQ = 2_147_483_647;
 export type CompactionResult =
   /** Its events now live in pages (`events` of them moved by this call). */
   | { compacted: true; events: number; pages: number }
-  /** Nothing: the run does not exist, is not finished, is held by another transaction, or was compacted already. */
-  | { compacted: false; reason: 'not_found' | 'not_finished' | 'busy' | 'already_compacted' };
+  /**
+   * Nothing: the run does not exist, is not finished, is held by another transaction, was compacted already,
+   * or was left for a later batch (`deferred`: the batch's other runs already hold MAX_COMPACTION_BATCH_EVENTS).
+   */
+  | { compacted: false; reason: 'not_found' | 'not_finished' | 'busy' | 'already_compacted' | 'deferred' };
+
+/**
+ * Events one compaction batch reads at most (held in memory at once): a batch of long runs is cut after the
+ * run that reaches it, and the rest wait for a later batch. A single run longer than this is compacted alone.
+ */
+export const MAX_COMPACTION_BATCH_EVENTS = 100_000;
 
 interface PendingEvent {
   writer: RunEventWriter;
@@ -228,9 +237,14 @@ export class EventLog {
    * holds the runs' rows and makes the same few statements whatever the number of runs: a run's events are
    * at every moment either all rows or all pages, and a reader's one statement sees one or the other. Runs
    * that are not finished, are held by another transaction or were compacted already are left alone, each
-   * with its reason. Returns a result for every id given.
+   * with its reason; runs past `maxEvents` (MAX_COMPACTION_BATCH_EVENTS) events in all are `deferred`.
+   * Returns a result for every id given.
    */
-  async compactMany(runIds: readonly string[]): Promise<Map<string, CompactionResult>> {
+  async compactMany(
+    runIds: readonly string[],
+    options: { maxEvents?: number } = {},
+  ): Promise<Map<string, CompactionResult>> {
+    const maxEvents = options.maxEvents ?? MAX_COMPACTION_BATCH_EVENTS;
     const ids = [...new Set(runIds)];
     const results = new Map<string, CompactionResult>();
     if (ids.length === 0) return results;
@@ -265,6 +279,22 @@ export class EventLog {
         }
       }
       if (compactable.length === 0) return;
+      // Memory stays bounded: the runs whose events fit, in lock order (at least one), and the rest later.
+      const counts = await tx
+        .selectFrom('run_events')
+        .select(['run_id', sql<string>`count(*)`.as('events')])
+        .where('run_id', 'in', compactable)
+        .groupBy('run_id')
+        .execute();
+      const eventCount = new Map(counts.map((row) => [row.run_id, Number(row.events)]));
+      let batchEvents = 0;
+      const fitting = compactable.filter((runId, index) => {
+        batchEvents += eventCount.get(runId) ?? 0;
+        if (index === 0 || batchEvents <= maxEvents) return true;
+        results.set(runId, { compacted: false, reason: 'deferred' });
+        return false;
+      });
+      compactable.splice(0, compactable.length, ...fitting);
 
       const rows = await tx
         .selectFrom('run_events')
