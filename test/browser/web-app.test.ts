@@ -42,7 +42,8 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
 
   it('continues a run after the page is closed and reopened, showing the answer exactly once', async () => {
     const first = await openNewChat();
-    await send(first.page, script({ steps: 3, tokens: 30, delayMs: 40 }));
+    // Long enough (about 7 s) to be still running when the page comes back on a loaded machine.
+    await send(first.page, script({ steps: 3, tokens: 60, delayMs: 40 }));
     await expect
       .poll(async () => (await assistantWords(first.page)).length, { timeout: 10_000 })
       .toBeGreaterThan(10);
@@ -52,7 +53,7 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
 
     await new Promise((resolve) => setTimeout(resolve, 1500));
     const second = await open(`/chats/${first.chatId}`, first.context);
-    const expected = words(scriptedText(3, 30));
+    const expected = words(scriptedText(3, 60));
     // While it streams, what the page shows is always a prefix of the answer: no repeat, no gap.
     let sawRunning = false;
     await eventually(async () => {
