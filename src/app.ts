@@ -35,7 +35,11 @@ import { RunService } from './runs/run-service.ts';
 import { assertRedisReachable } from './bus/redis-reachable.ts';
 import type { DatabaseHandle, Db } from './store/database.ts';
 import { openConfiguredDatabase } from './store/database-startup.ts';
-import { EventCompactor, VACUUM_AFTER_EVENTS } from './stream/event-compactor.ts';
+import {
+  EventCompactor,
+  PGLITE_COMPACTION_BATCH_EVENTS,
+  VACUUM_AFTER_EVENTS,
+} from './stream/event-compactor.ts';
 import { EventLog } from './stream/event-log.ts';
 import { IdempotencyKeys } from './triggers/idempotency.ts';
 import { ScheduleRunner } from './triggers/schedule-runner.ts';
@@ -173,6 +177,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     logger,
     // PGlite has no autovacuum: without one now and then, compacted rows' space would never be reused.
     vacuumAfterEvents: database.kind === 'pglite' ? VACUUM_AFTER_EVENTS : undefined,
+    // PGlite runs every statement on this thread: small batches, with the event loop free between them.
+    maxBatchEvents: database.kind === 'pglite' ? PGLITE_COMPACTION_BATCH_EVENTS : undefined,
   });
   const runs = new RunService({ db, log, metrics, faults });
   const lifecycle = new Lifecycle({

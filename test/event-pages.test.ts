@@ -375,6 +375,23 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     expect([...later.values()].every((result) => result.compacted)).toBe(true);
   });
 
+  it('compacts in later batches the runs a batch left over for its event limit', async () => {
+    const written = await Promise.all([writtenRun(10), writtenRun(10), writtenRun(10)]);
+    const compactMany = vi.spyOn(log, 'compactMany');
+    const compactor = new EventCompactor({ log, logger: pino({ level: 'silent' }), maxBatchEvents: 15 });
+    for (const { runId } of written) compactor.schedule(runId);
+    await compactor.idle();
+
+    // One run of 10 events per batch: three batches, each with what the previous one left.
+    expect(compactMany.mock.calls.map(([runIds]) => runIds.length)).toEqual([3, 2, 1]);
+    compactMany.mockRestore();
+    for (const { runId, live } of written) {
+      expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
+      expect(await log.read({ runId, after: 0 })).toEqual(live);
+    }
+    await compactor.close();
+  });
+
   it('tries the runs of a failed batch one by one, so one bad run does not hold the others back', async () => {
     const written = await Promise.all([writtenRun(4), writtenRun(5), writtenRun(6)]);
     const runIds = written.map(({ runId }) => runId);
@@ -406,7 +423,9 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     for (const { runId } of later) compactor.schedule(runId);
     await compactor.idle();
 
-    expect(compactMany.mock.calls).toEqual([[[first!.runId, ...later.map(({ runId }) => runId)]]]);
+    expect(compactMany.mock.calls.map(([runIds]) => runIds)).toEqual([
+      [first!.runId, ...later.map(({ runId }) => runId)],
+    ]);
     compactMany.mockRestore();
     for (const { runId, live } of [first!, ...later]) {
       expect(await log.read({ runId, after: 0 })).toEqual(live);

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ManualClock } from '../src/clock.ts';
 import { QuotaExceededError } from '../src/errors.ts';
 import { toErrorResponse } from '../src/http/error-mapper.ts';
@@ -140,6 +140,30 @@ describe.each(STORE_KINDS)('workspace quotas on %s', (kind) => {
       quota: 'costUsdPerDay',
     });
     await setQuota(null);
+  });
+
+  it('reads the quota setting once for a start and its run, and applies a change made here at once', async () => {
+    const quotas = new QuotaService({ db: server.outrun.db });
+    const reads = vi.spyOn(quotas, 'get');
+    await quotas.assertCanStart(workspaceId);
+    await quotas.remaining(workspaceId);
+    await quotas.assertCanStart(workspaceId);
+    expect(reads).toHaveBeenCalledTimes(1);
+
+    // A change through this service is seen by the next start, not a second later.
+    await quotas.set(workspaceId, { runsPerMinute: 1 });
+    await server.api(
+      `/v1/chats/${(await server.api('/v1/chats', { method: 'POST', body: {} })).body.chat.id}/runs`,
+      {
+        method: 'POST',
+        body: { input: { text: 'one' } },
+      },
+    );
+    await expect(quotas.assertCanStart(workspaceId)).rejects.toBeInstanceOf(QuotaExceededError);
+    expect(reads).toHaveBeenCalledTimes(2);
+    await quotas.set(workspaceId, null);
+    await expect(quotas.assertCanStart(workspaceId)).resolves.toBe(undefined);
+    reads.mockRestore();
   });
 });
 

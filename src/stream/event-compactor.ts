@@ -27,6 +27,12 @@ const COMPACTION_GATHER_MS = 100;
  */
 const COMPACTION_PAUSE_MS = 5;
 
+/**
+ * Events one batch compacts at most on PGlite, where each statement holds the event loop: about two runs of
+ * 1,000 events (a batch of 50 such runs held it for most of a second, and the streams still running felt it).
+ */
+export const PGLITE_COMPACTION_BATCH_EVENTS = 2_000;
+
 export interface EventCompactorOptions {
   log: EventLog;
   logger: Logger;
@@ -34,6 +40,8 @@ export interface EventCompactorOptions {
   sweepLimit?: number;
   /** Vacuum `run_events` after this many events were compacted (PGlite); absent: never (autovacuum does). */
   vacuumAfterEvents?: number;
+  /** Events one batch reads at most (the rest go in the next batch). @default MAX_COMPACTION_BATCH_EVENTS */
+  maxBatchEvents?: number;
 }
 
 /**
@@ -48,6 +56,7 @@ export class EventCompactor {
   readonly #logger: Logger;
   readonly #sweepLimit: number;
   readonly #vacuumAfterEvents: number | undefined;
+  readonly #maxBatchEvents: number | undefined;
   #eventsSinceVacuum = 0;
   readonly #queued = new Set<string>();
   /** When the oldest run in the queue was scheduled (`performance.now()`): its batch starts by `+ GATHER_MS`. */
@@ -63,6 +72,7 @@ export class EventCompactor {
     this.#logger = options.logger;
     this.#sweepLimit = options.sweepLimit ?? COMPACTION_SWEEP_LIMIT;
     this.#vacuumAfterEvents = options.vacuumAfterEvents;
+    this.#maxBatchEvents = options.maxBatchEvents;
   }
 
   /** Compacts `runId` soon (it must have ended; a run that has not is left alone). */
@@ -147,7 +157,7 @@ export class EventCompactor {
   async #compact(runIds: string[]): Promise<void> {
     let results: Map<string, CompactionResult>;
     try {
-      results = await this.#log.compactMany(runIds);
+      results = await this.#log.compactMany(runIds, { maxEvents: this.#maxBatchEvents });
     } catch (error) {
       if (runIds.length === 1) {
         this.#logger.warn(
