@@ -48,8 +48,9 @@ export interface EventCompactorOptions {
  * Compacts finished runs' events into pages in the background, off every run's path, in batches: a run is
  * scheduled once its ending has committed, waits up to `COMPACTION_GATHER_MS` for the runs ending with it,
  * and each batch of up to `sweepLimit` runs is compacted in one transaction (`EventLog.compactMany`). The
- * sweep catches runs whose scheduling a process took down with it. A failed batch is logged and left to the
- * next sweep; it never fails anything else.
+ * sweep catches runs whose scheduling a process took down with it. A failed batch is tried again run by run
+ * (one run that cannot be compacted does not hold the others back); a run that fails alone is logged and
+ * left to the next sweep. Compaction never fails anything else.
  */
 export class EventCompactor {
   readonly #log: EventLog;
