@@ -181,7 +181,7 @@ export class EventLog {
    * Holds back the rows `appendInTransaction` writes in `tx` until `flush`, which inserts them in one
    * statement: a start that begins and claims a run in one transaction appends twice. Only for a run this
    * transaction created: nothing may read the run's events in `tx` before `flush`, and `flush` must run
-   * before commit (the caller's transaction fails otherwise, as the rows would be lost).
+   * before commit (rows it has not inserted are not written at all).
    */
   deferAppends(tx: Transaction<Database>): { flush(): Promise<void> } {
     const rows: { run_id: string; seq: number; chunk: string }[] = [];
