@@ -1,4 +1,4 @@
-import { sql, type Transaction } from 'kysely';
+import { sql, type Insertable, type Transaction } from 'kysely';
 import { RunAlreadyActiveError } from '../errors.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import { newId } from '../ids.ts';
@@ -102,7 +102,34 @@ export class RunService {
     const userMessageId = newId('message');
     const assistantMessageId = newId('message');
     const json = (value: unknown) => (value === undefined || value === null ? null : JSON.stringify(value));
+    const messages: Insertable<Database['messages']>[] = [
+      {
+        id: userMessageId,
+        chat_id: options.chatId,
+        workspace_id: options.workspaceId,
+        role: 'user',
+        parts: JSON.stringify(options.parts),
+        status: 'completed',
+        run_id: runId,
+        created_at: now,
+        updated_at: now,
+      },
+      {
+        id: assistantMessageId,
+        chat_id: options.chatId,
+        workspace_id: options.workspaceId,
+        role: 'assistant',
+        parts: '[]',
+        status: status === RunStatus.queued ? 'queued' : 'streaming',
+        run_id: runId,
+        created_at: now,
+        updated_at: now,
+      },
+    ];
+    // One statement for the run and its two messages: the messages' foreign key to the run is checked at
+    // the statement's end, when both are in.
     const row = await tx
+      .with('inserted_messages', (db) => db.insertInto('messages').values(messages).returning('id'))
       .insertInto('runs')
       .values({
         id: runId,
@@ -125,33 +152,6 @@ export class RunService {
       })
       .returningAll()
       .executeTakeFirstOrThrow();
-    await tx
-      .insertInto('messages')
-      .values([
-        {
-          id: userMessageId,
-          chat_id: options.chatId,
-          workspace_id: options.workspaceId,
-          role: 'user',
-          parts: JSON.stringify(options.parts),
-          status: 'completed',
-          run_id: runId,
-          created_at: now,
-          updated_at: now,
-        },
-        {
-          id: assistantMessageId,
-          chat_id: options.chatId,
-          workspace_id: options.workspaceId,
-          role: 'assistant',
-          parts: '[]',
-          status: status === RunStatus.queued ? 'queued' : 'streaming',
-          run_id: runId,
-          created_at: now,
-          updated_at: now,
-        },
-      ])
-      .execute();
     const run = toRunObject(row);
     // The begin's event and those of whatever `inTransaction` does (a local claim) go in one insert.
     const appends = this.#log.deferAppends(tx);
