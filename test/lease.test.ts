@@ -75,6 +75,37 @@ describe.each(STORE_KINDS)('leases across instances on %s', (kind) => {
     expect(latest.body.message.status).toBe('completed');
   });
 
+  it('records a finished step only under the run’s current epoch, and each step once', async () => {
+    const server = await startTestServer(kind);
+    cleanups.push(() => server.close());
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 1, tokens: 200, delayMs: 20 });
+    await server.waitForRun(run.id, (r) => r.status === 'running');
+    const { runs, db } = server.outrun;
+    const row = (await runs.get(run.id))!;
+    const step = {
+      runId: run.id,
+      step: 99,
+      parts: [{ type: 'text', text: 'x' }],
+      usage: { inputTokens: 5, outputTokens: 7 },
+      costUsd: 0.5,
+      lastSeq: 1,
+      startedAt: new Date(),
+    };
+    const recorded = () =>
+      db.selectFrom('run_steps').selectAll().where('run_id', '=', run.id).where('step', '=', 99).execute();
+
+    // A worker fenced out (an older epoch) writes nothing: no step, no spend.
+    await runs.recordStep({ ...step, epoch: row.epoch - 1 });
+    expect(await recorded()).toHaveLength(0);
+    expect((await runs.get(run.id))!.cost_usd ?? 0).toBe(row.cost_usd ?? 0);
+
+    await runs.recordStep({ ...step, epoch: row.epoch });
+    await runs.recordStep({ ...step, epoch: row.epoch });
+    expect(await recorded()).toHaveLength(1);
+    expect(Number((await runs.get(run.id))!.step_count)).toBeGreaterThanOrEqual(99);
+  });
+
   it('keeps a resumed run’s spend: usage and cost recorded before the takeover stay counted', async () => {
     const server = await startTestServer(kind, { config: { leaseMs: 60_000 } });
     cleanups.push(() => server.close());
