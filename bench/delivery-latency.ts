@@ -23,7 +23,7 @@ import { BenchApi } from './support/api.ts';
 import { parseBenchArgs } from './support/args.ts';
 import { printHeader } from './support/environment.ts';
 import { launchServer, type ServerProcess } from './support/server-process.ts';
-import { streamSse } from './support/sse-client.ts';
+import { firstEventLatch, streamSse } from './support/sse-client.ts';
 import { Sample, type Summary } from './support/stats.ts';
 import { createBenchStore } from './support/store.ts';
 import { printTable, type Cell } from './support/table.ts';
@@ -131,24 +131,19 @@ async function measureOutrun(
   const run = await api.startRun(chatId, clockScript({ tokens, delayMs, gate }), CLOCK_MODEL_ID);
   const latencies = new Sample();
   const lags = new Sample();
-  let caughtUp = 0;
-  let allCaughtUp!: () => void;
-  const ready = new Promise<void>((resolve) => (allCaughtUp = resolve));
+  const latch = firstEventLatch(readers);
   const streams = Array.from({ length: readers }, () => {
-    let first = true;
+    const caughtUp = latch.reader();
     return streamSse({
       url: `${server.url}/v1/runs/${run.id}/stream`,
       headers: api.authorization(),
       onEvent(_id, data, receivedAt) {
-        if (first) {
-          first = false;
-          if (++caughtUp === readers) allCaughtUp();
-        }
+        caughtUp();
         record(data, receivedAt, offset, latencies, lags);
       },
     });
   });
-  await ready;
+  await latch.ready;
   await new Promise((resolve) => setTimeout(resolve, 200));
   const before = await server.stats({ reset: true });
   await server.profile('start');

@@ -15,7 +15,7 @@ import { CLOCK_MODEL_ID, clockScript } from './support/clock-model.ts';
 import { parseBenchArgs } from './support/args.ts';
 import { printHeader } from './support/environment.ts';
 import { launchServer, type ServerProcess } from './support/server-process.ts';
-import { streamSse } from './support/sse-client.ts';
+import { firstEventLatch, streamSse } from './support/sse-client.ts';
 import { summarize } from './support/stats.ts';
 import { createBenchStore } from './support/store.ts';
 import { printTable, type Cell } from './support/table.ts';
@@ -143,22 +143,9 @@ async function measure(
   headers: Record<string, string>,
   start: () => Promise<void>,
 ): Promise<number> {
-  let caughtUp = 0;
-  let allCaughtUp!: () => void;
-  const ready = new Promise<void>((resolve) => (allCaughtUp = resolve));
-  const streams = Array.from({ length: readers }, () => {
-    let first = true;
-    return streamSse({
-      url,
-      headers,
-      onEvent() {
-        if (!first) return;
-        first = false;
-        if (++caughtUp === readers) allCaughtUp();
-      },
-    });
-  });
-  await ready;
+  const latch = firstEventLatch(readers);
+  const streams = Array.from({ length: readers }, () => streamSse({ url, headers, onEvent: latch.reader() }));
+  await latch.ready;
   await new Promise((resolve) => setTimeout(resolve, 200));
   const before = await server.stats();
   await server.profile('start');

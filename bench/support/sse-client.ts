@@ -133,3 +133,25 @@ export function streamSse(options: SseStreamOptions): Promise<SseStreamResult> {
     request.end(options.body);
   });
 }
+
+/**
+ * Waits for `readers` readers to have each received a first event: call `reader()` once per reader and call
+ * what it returns on every event of that reader (only its first call counts); `ready` resolves when all have.
+ */
+export function firstEventLatch(readers: number): { ready: Promise<void>; reader(): () => void } {
+  let caughtUp = 0;
+  let allCaughtUp!: () => void;
+  const ready = new Promise<void>((resolve) => (allCaughtUp = resolve));
+  if (readers === 0) allCaughtUp();
+  return {
+    ready,
+    reader() {
+      let first = true;
+      return () => {
+        if (!first) return;
+        first = false;
+        if (++caughtUp === readers) allCaughtUp();
+      };
+    },
+  };
+}
