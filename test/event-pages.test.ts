@@ -95,6 +95,14 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     return { rows: Number(rows.n), pages: Number(pages.n) };
   }
 
+  /** Each run's events are in one page, none left as rows, and they read back as written. */
+  async function expectCompacted(runs: { runId: string; live: unknown[] }[]): Promise<void> {
+    for (const { runId, live } of runs) {
+      expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
+      expect(await log.read({ runId, after: 0 })).toEqual(live);
+    }
+  }
+
   async function replayed(runId: string): Promise<{ seq: number; chunk: unknown }[]> {
     const events: { seq: number; chunk: unknown }[] = [];
     for await (const event of log.replay(runId)) events.push(event);
@@ -343,10 +351,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     expect(compactMany.mock.calls.map(([runIds]) => runIds.length)).toEqual([3, 3, 1]);
     expect(faults.hits(FaultPoint.compactionBeforeCommit) - hits).toBe(3);
     compactMany.mockRestore();
-    for (const { runId, live } of written) {
-      expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
-      expect(await log.read({ runId, after: 0 })).toEqual(live);
-    }
+    await expectCompacted(written);
     await compactor.close();
   });
 
@@ -385,10 +390,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     // One run of 10 events per batch: three batches, each with what the previous one left.
     expect(compactMany.mock.calls.map(([runIds]) => runIds.length)).toEqual([3, 2, 1]);
     compactMany.mockRestore();
-    for (const { runId, live } of written) {
-      expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
-      expect(await log.read({ runId, after: 0 })).toEqual(live);
-    }
+    await expectCompacted(written);
     await compactor.close();
   });
 
@@ -406,10 +408,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
 
     expect(compactMany.mock.calls.map(([ids]) => ids)).toEqual([runIds, ...runIds.map((runId) => [runId])]);
     compactMany.mockRestore();
-    for (const { runId, live } of written) {
-      expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
-      expect(await log.read({ runId, after: 0 })).toEqual(live);
-    }
+    await expectCompacted(written);
     await compactor.close();
   });
 
@@ -427,10 +426,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
       [first!.runId, ...later.map(({ runId }) => runId)],
     ]);
     compactMany.mockRestore();
-    for (const { runId, live } of [first!, ...later]) {
-      expect(await log.read({ runId, after: 0 })).toEqual(live);
-      expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
-    }
+    await expectCompacted([first!, ...later]);
     await compactor.close();
   });
 });
