@@ -26,9 +26,9 @@ import { BullMqQueue } from './queue/bullmq-queue.ts';
 import { MemoryQueue } from './queue/memory-queue.ts';
 import type { RunQueue } from './queue/queue.ts';
 import { QuotaService } from './quotas/quota-service.ts';
-import { Lifecycle } from './runs/lifecycle.ts';
+import { Lifecycle, type TransitionResult } from './runs/lifecycle.ts';
 import { isTerminalStatus } from './runs/run-status.ts';
-import { recordRunWebhooks, webhookEventOf } from './webhooks/run-webhooks.ts';
+import { recordRunWebhooks } from './webhooks/run-webhooks.ts';
 import { RunEngine } from './runs/run-engine.ts';
 import { RunExecutor } from './runs/run-executor.ts';
 import { RunService } from './runs/run-service.ts';
@@ -181,6 +181,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     maxBatchEvents: database.kind === 'pglite' ? PGLITE_COMPACTION_BATCH_EVENTS : undefined,
   });
   const runs = new RunService({ db, log, metrics, faults });
+  /** Status changes whose transaction recorded webhook deliveries, until their `afterCommit`. */
+  const recordedDeliveries = new WeakSet<TransitionResult>();
   const lifecycle = new Lifecycle({
     db,
     log,
@@ -188,10 +190,15 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     metrics,
     logger,
     faults,
-    listeners: [recordRunWebhooks],
-    // A status change that recorded deliveries: send them now rather than at the next poll.
+    listeners: [
+      async (tx, change) => {
+        if ((await recordRunWebhooks(tx, change)) > 0) recordedDeliveries.add(change);
+      },
+    ],
     afterCommit: (change) => {
-      if (webhookEventOf(change.run.status)) webhookDispatcher.nudge();
+      // A status change that recorded deliveries: send them now rather than at the next poll. One that
+      // recorded none (no webhook subscribed) costs the dispatcher no pass.
+      if (recordedDeliveries.delete(change)) webhookDispatcher.nudge();
       // A finished run never gets another event: its log is compacted in the background.
       if (isTerminalStatus(change.run.status)) compactor.schedule(change.run.id);
     },

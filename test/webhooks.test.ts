@@ -2,7 +2,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { Webhook } from 'standardwebhooks';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { newId } from '../src/ids.ts';
 import type { RunObject } from '../src/runs/run-object.ts';
 import { createDatabase, type DatabaseHandle } from '../src/store/database.ts';
@@ -449,5 +449,57 @@ describe.skipIf(!process.env.DATABASE_URL)('webhook dispatchers racing on Postgr
       for (const handle of handles) await handle.close();
       await database.drop();
     }
+  });
+});
+
+describe.each(STORE_KINDS)('webhooks of a run’s ending on %s', (kind) => {
+  let server: TestServer;
+  let passes: MockInstance<WebhookDispatcher['dispatchDue']>;
+  const receivers: { close: () => Promise<void> }[] = [];
+
+  beforeAll(async () => {
+    passes = vi.spyOn(WebhookDispatcher.prototype, 'dispatchDue');
+    // A poll far longer than the test: what the dispatcher sends, it sends because a run's ending nudged it.
+    server = await startTestServer(kind, {
+      config: { allowPrivateUrls: true, webhookPollIntervalMs: 600_000 },
+    });
+  });
+  afterAll(async () => {
+    passes.mockRestore();
+    await Promise.all(receivers.splice(0).map((receiver) => receiver.close()));
+    await server?.close();
+  });
+
+  it('sends a delivery as soon as the run ends, and costs no dispatch pass when nobody is subscribed', async () => {
+    // The dispatcher's one pass at start-up, then nothing for ten minutes unless nudged.
+    await pollUntil(
+      () => passes.mock.results.length,
+      (count) => count === 1,
+    );
+    await passes.mock.results[0]!.value;
+
+    const unsubscribed = await server.waitForRun((await server.startRun(await server.createChat(), {})).id);
+    expect(unsubscribed.status).toBe('succeeded');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(passes).toHaveBeenCalledTimes(1);
+
+    const receiver = await startReceiver(() => 204);
+    receivers.push(receiver);
+    const created = await server.api('/v1/webhooks', {
+      method: 'POST',
+      body: { url: receiver.url, events: ['run.succeeded'] },
+    });
+    expect(created.status).toBe(201);
+    const subscribed = await server.waitForRun((await server.startRun(await server.createChat(), {})).id);
+    await pollUntil(
+      async () => receiver.received.length,
+      (received) => received === 1,
+      { timeoutMs: 10_000 },
+    );
+    expect(JSON.parse(receiver.received[0]!.body)).toMatchObject({
+      type: 'run.succeeded',
+      data: { run: { id: subscribed.id } },
+    });
+    expect(passes.mock.calls.length).toBeGreaterThan(1);
   });
 });

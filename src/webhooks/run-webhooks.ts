@@ -22,10 +22,14 @@ export function webhookEventOf(status: RunStatusValue): WebhookEvent | null {
 
 /**
  * The lifecycle listener that fills the webhooks outbox: a delivery is recorded in the same transaction as
- * the status change it reports (invariant 14), so a crash can lose neither without the other.
+ * the status change it reports (invariant 14), so a crash can lose neither without the other. Returns how
+ * many deliveries it recorded (0 when the status has no event or no webhook is subscribed to it).
  */
-export async function recordRunWebhooks(tx: Transaction<Database>, change: TransitionResult): Promise<void> {
+export async function recordRunWebhooks(
+  tx: Transaction<Database>,
+  change: TransitionResult,
+): Promise<number> {
   const event = webhookEventOf(change.run.status);
-  if (!event) return;
-  await recordWebhookEvent(tx, { workspaceId: change.row.workspace_id, event, run: change.run });
+  if (!event) return 0;
+  return recordWebhookEvent(tx, { workspaceId: change.row.workspace_id, event, run: change.run });
 }
