@@ -180,7 +180,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     // PGlite runs every statement on this thread: small batches, with the event loop free between them.
     maxBatchEvents: database.kind === 'pglite' ? PGLITE_COMPACTION_BATCH_EVENTS : undefined,
   });
-  const runs = new RunService({ db, log, metrics, faults });
+  const runs = new RunService({ db, metrics, faults });
   /** Status changes whose transaction recorded webhook deliveries, until their `afterCommit`. */
   const recordedDeliveries = new WeakSet<TransitionResult>();
   const lifecycle = new Lifecycle({

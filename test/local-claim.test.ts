@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FaultPoint, Faults } from '../src/faults.ts';
+import { toRunObject } from '../src/runs/run-object.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { collectStream, scriptedText, streamedText } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
@@ -66,6 +67,75 @@ describe.each(STORE_KINDS)('starting a run on a worker on %s', (kind) => {
       expect((await server.waitForRun(run.id)).status).toBe('succeeded');
     } finally {
       faults.clear();
+    }
+  });
+
+  it('writes events that describe the run as inserted: claimed, pending and queued', async () => {
+    const { runs, log, db } = server.outrun;
+    const me = (await server.api('/v1/me')).body;
+    const base = {
+      workspaceId: me.workspace.id as string,
+      userId: me.user.id as string,
+      parts: [{ type: 'text', text: 'hello' }],
+      model: 'scripted',
+      trigger: 'api' as const,
+    };
+    const parent = await server.waitForRun((await server.startRun(await server.createChat(), {})).id);
+    const statusEvents = async (runId: string) =>
+      (await log.read({ runId, after: 0 })).map((event) => JSON.parse(event.data) as { data: unknown });
+    const stored = async (runId: string) =>
+      toRunObject(await db.selectFrom('runs').selectAll().where('id', '=', runId).executeTakeFirstOrThrow());
+    const leaseExpiresAt = new Date(Date.now() + 60_000);
+
+    const chatId = await server.createChat();
+    const claimed = await runs.begin({
+      ...base,
+      chatId,
+      parentRunId: parent.id,
+      metadata: { customer: 'c-1', nested: { b: 2, a: [1, 'x'] } },
+      localClaim: () => ({ owner: 'another-instance', leaseExpiresAt }),
+    });
+    const claimedRow = await db
+      .selectFrom('runs')
+      .selectAll()
+      .where('id', '=', claimed.run.id)
+      .executeTakeFirstOrThrow();
+    expect(claimedRow).toMatchObject({
+      epoch: 1,
+      attempt: 1,
+      lease_owner: 'another-instance',
+      status: 'running',
+    });
+    expect(claimedRow.lease_expires_at?.getTime()).toBe(leaseExpiresAt.getTime());
+    const running = await stored(claimed.run.id);
+    expect(await statusEvents(claimed.run.id)).toEqual([
+      { type: 'data-run', data: { ...running, status: 'pending', attempt: 0, startedAt: null } },
+      { type: 'data-run', data: running },
+    ]);
+    expect(claimed.run).toEqual({ ...running, status: 'pending', attempt: 0, startedAt: null });
+    expect(claimed.claimed?.run).toEqual(running);
+
+    // The chat is busy now: the locked path queues the next one.
+    const queued = await runs.begin({
+      ...base,
+      chatId,
+      enqueue: true,
+      localClaim: () => ({ owner: 'x', leaseExpiresAt }),
+    });
+    expect(queued.claimed).toBeNull();
+    expect(await statusEvents(queued.run.id)).toEqual([
+      { type: 'data-run', data: await stored(queued.run.id) },
+    ]);
+    expect(queued.run).toEqual(await stored(queued.run.id));
+
+    const pending = await runs.begin({ ...base, chatId: await server.createChat() });
+    expect(pending.claimed).toBeNull();
+    expect(await statusEvents(pending.run.id)).toEqual([
+      { type: 'data-run', data: await stored(pending.run.id) },
+    ]);
+
+    for (const runId of [claimed.run.id, queued.run.id, pending.run.id]) {
+      await server.outrun.engine.stopRun(runId).catch(() => {});
     }
   });
 });

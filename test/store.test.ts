@@ -200,7 +200,6 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
       });
       const runService = new RunService({
         db: database.db,
-        log: appending,
         metrics: ownMetrics,
         faults: new Faults(),
       });

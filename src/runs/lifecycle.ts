@@ -139,7 +139,10 @@ export interface TransitionResult {
   promoted: TransitionResult | null;
 }
 
-/** Writes that join a status change's transaction (the webhooks outbox). */
+/**
+ * Writes that join a status change's transaction (the webhooks outbox). A start's local claim (`pending` →
+ * `running`, made by the run's insert) runs none: `running` reports no webhook.
+ */
 export type TransitionListener = (tx: Transaction<Database>, change: TransitionResult) => Promise<void>;
 
 export interface LifecycleOptions {
@@ -464,8 +467,8 @@ export interface ClaimOptions {
   leaseExpiresAt: Date;
 }
 
-/** The claim as a request, for a caller that claims inside its own transaction (the start's local fast path). */
-export function claimRequest(options: ClaimOptions): TransitionRequest {
+/** The claim as a transition request (a start's local claim is made by its insert: `RunService.begin`). */
+function claimRequest(options: ClaimOptions): TransitionRequest {
   return {
     runId: options.runId,
     to: RunStatus.running,

@@ -186,22 +186,27 @@ export class RunEngine {
   async startRun(options: StartRunOptions): Promise<RunObject> {
     const { runs, lifecycle, log, queue, logger, faults } = this.#options;
     const multitask = options.multitask ?? 'reject';
-    // A free slot on this worker: the run is claimed in the transaction that begins it and executes here,
+    // A free slot on this worker: the run is claimed by the statement that begins it and executes here,
     // skipping the queue hop and a second transaction (the first token comes sooner under load).
     const localClaim = this.#options.worker !== false && !faults.isArmed(FaultPoint.beforeClaim);
     const slot = localClaim ? (queue.reserve?.() ?? null) : null;
     let local: LocalRun | null = null;
     let claimed = null as TransitionResult | null;
-    const begin = (beginOptions: BeginRunOptions) =>
-      runs.begin({
+    const begin = async (beginOptions: BeginRunOptions) => {
+      const result = await runs.begin({
         ...beginOptions,
-        inTransaction: async (tx, run, lastSeq) => {
-          await options.inTransaction?.(tx, run, lastSeq);
-          if (!slot || run.status !== RunStatus.pending) return;
-          local = this.#options.executor.adopt(run.id);
-          if (local) claimed = await lifecycle.transitionIn(tx, { ...local.claim, lastSeq });
-        },
+        localClaim: slot
+          ? (runId) => {
+              // A first attempt the chat refused (the start then retries locked) claimed another run id.
+              local?.cancel();
+              local = this.#options.executor.adopt(runId);
+              return local?.claim ?? null;
+            }
+          : undefined,
       });
+      claimed = result.claimed;
+      return result;
+    };
     const forgetClaim = () => {
       local?.cancel();
       local = null;
@@ -216,8 +221,8 @@ export class RunEngine {
       try {
         begun = await begin({ ...options, enqueue: multitask === 'enqueue' });
       } catch (error) {
-        if (!(error instanceof RunAlreadyActiveError) || multitask !== 'interrupt') throw error;
         forgetClaim();
+        if (!(error instanceof RunAlreadyActiveError) || multitask !== 'interrupt') throw error;
         await this.#interrupt(String(error.details.runId));
         begun = await begin(options);
       }

@@ -19,13 +19,7 @@ import { BudgetMeter, estimateTokens } from './budget.ts';
 import { loadRunContext } from './context-loader.ts';
 import { fitContext } from './run-context.ts';
 import { LeaseKeeper } from './lease-keeper.ts';
-import {
-  Ending,
-  claimRequest,
-  type Lifecycle,
-  type TransitionRequest,
-  type TransitionResult,
-} from './lifecycle.ts';
+import { Ending, type Lifecycle, type TransitionResult } from './lifecycle.ts';
 import { findResumePoint, spentBefore, type ResumePoint } from './resume-point.ts';
 import {
   decideOutcome,
@@ -35,7 +29,7 @@ import {
   spendChanges,
   type AbortReason,
 } from './run-outcome.ts';
-import type { RunService } from './run-service.ts';
+import type { LocalClaim, RunService } from './run-service.ts';
 import { RunErrorCode } from './run-status.ts';
 
 /** A loop that never ran: the budget refused its first call. */
@@ -57,10 +51,10 @@ interface ActiveRun {
   finish: () => void;
 }
 
-/** A run this instance claims in its start transaction (see `RunExecutor.adopt`). */
+/** A run this instance claims in the statement that begins it (see `RunExecutor.adopt`). */
 export interface LocalRun {
-  /** The claim to apply in the start transaction. */
-  claim: TransitionRequest;
+  /** The claim for `RunService.begin` to make. */
+  claim: LocalClaim;
   /** After commit: executes the claimed run. Never throws. */
   run(claimed: TransitionResult): Promise<void>;
   /** The claim did not happen (or did not commit): forget the run. */
@@ -184,20 +178,16 @@ export class RunExecutor {
   }
 
   /**
-   * The local fast path: a run this instance claims inside the transaction that begins it, so a start skips
-   * the queue hop and a second transaction. Call it in that transaction: the run is registered at once (a
-   * stop that arrives before the loop is kept), `claim` is the request to apply there, and after commit
-   * `run` executes it (never throws) or `cancel` forgets it. Null when this instance already executes it.
+   * The local fast path: a run this instance claims in the statement that begins it, so a start skips the
+   * queue hop and a second transaction. Call it before that statement: the run is registered at once (a stop
+   * that arrives before the loop is kept), `claim` is what the statement records, and after commit `run`
+   * executes it (never throws) or `cancel` forgets it. Null when this instance already executes it.
    */
   adopt(runId: string): LocalRun | null {
     const active = this.#track(runId);
     if (!active) return null;
     return {
-      claim: claimRequest({
-        runId,
-        owner: this.#options.instanceId,
-        leaseExpiresAt: this.leases.expiresAt(),
-      }),
+      claim: { owner: this.#options.instanceId, leaseExpiresAt: this.leases.expiresAt() },
       run: (claimed) => this.#execute(runId, active, async () => claimed),
       cancel: () => {
         if (this.#active.get(runId) === active) this.#active.delete(runId);

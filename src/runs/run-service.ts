@@ -5,10 +5,10 @@ import { newId } from '../ids.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Db } from '../store/database.ts';
 import type { Database, RunRow } from '../store/schema.ts';
-import type { EventLog, LogEvent } from '../stream/event-log.ts';
+import { eventRows, numberEvents, type LogEvent } from '../stream/event-log.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
-import { STOPPABLE_STATUSES } from './lifecycle.ts';
-import { toRunObject, type RunObject, type RunUsage } from './run-object.ts';
+import { STOPPABLE_STATUSES, type TransitionResult } from './lifecycle.ts';
+import type { RunObject, RunUsage } from './run-object.ts';
 import { ACTIVE_RUN_STATUSES, RunStatus, type RunTrigger } from './run-status.ts';
 
 export interface BeginRunOptions {
@@ -34,17 +34,30 @@ export interface BeginRunOptions {
    * `lastSeq` is the run's last sequence number so far.
    */
   inTransaction?: (tx: Transaction<Database>, run: RunObject, lastSeq: number) => Promise<void>;
+  /**
+   * A claim by this instance, made by the insert itself when the run begins `pending` (`RunExecutor.adopt`):
+   * called with the new run's id before the insert; null declines.
+   */
+  localClaim?: (runId: string) => LocalClaim | null;
+}
+
+/** Who claims a run in the statement that begins it, and until when (`claimRequest`'s changes). */
+export interface LocalClaim {
+  owner: string;
+  leaseExpiresAt: Date;
 }
 
 export interface BeginResult {
+  /** The run as begun (`pending` or `queued`). */
   run: RunObject;
   /** The first event (the `data-run` of the new run), to publish after commit. */
   events: LogEvent[];
+  /** The local claim (the run `running` under epoch 1, and its event), when one was made. */
+  claimed: TransitionResult | null;
 }
 
 export interface RunServiceOptions {
   db: Db;
-  log: EventLog;
   metrics: Metrics;
   faults: Faults;
 }
@@ -56,26 +69,37 @@ export interface RunServiceOptions {
  */
 export class RunService {
   readonly #db: Db;
-  readonly #log: EventLog;
   readonly #metrics: Metrics;
   readonly #faults: Faults;
 
   constructor(options: RunServiceOptions) {
     this.#db = options.db;
-    this.#log = options.log;
     this.#metrics = options.metrics;
     this.#faults = options.faults;
   }
 
   /**
-   * Inserts a run with its user message, its assistant message and its first event: `pending`, or `queued`
-   * with `enqueue` when the chat has an active run. The chat row is locked first, which orders this insert
-   * against the promotion of a queued run when the active one ends; the partial unique index on active
-   * runs stays the gate. Throws `RunAlreadyActiveError` (nothing written) when the chat is busy.
+   * Inserts a run with its user message, its assistant message and its first events: `pending` (claimed by
+   * `localClaim` when given), or `queued` with `enqueue` when the chat has an active run. Throws
+   * `RunAlreadyActiveError` (nothing written) when the chat is busy and `enqueue` is not set.
+   *
+   * The partial unique index on active runs is the gate. A start into an idle chat is one statement (the
+   * common case): it touches the chat and inserts everything as `pending`; the index refuses it if the chat
+   * has an active run, even one committed meanwhile. Then, and whenever `inTransaction` has writes to join,
+   * a transaction locks the chat row first, which orders a `queued` insert against the promotion of a queued
+   * run when the active one ends, looks for the active run, and inserts.
    */
   async begin(options: BeginRunOptions): Promise<BeginResult> {
     try {
-      return await this.#db.transaction().execute((tx) => this.#insertRun(tx, options));
+      if (!options.inTransaction) {
+        try {
+          return await this.#insertRun(this.#db, options, RunStatus.pending);
+        } catch (error) {
+          // The chat is busy: the locked path decides between refusing and queueing.
+          if (!isActiveRunConflict(error)) throw error;
+        }
+      }
+      return await this.#db.transaction().execute((tx) => this.#insertLocked(tx, options));
     } catch (error) {
       if (!isActiveRunConflict(error)) throw error;
       this.#metrics.runsRejected.inc();
@@ -83,10 +107,9 @@ export class RunService {
     }
   }
 
-  async #insertRun(tx: Transaction<Database>, options: BeginRunOptions): Promise<BeginResult> {
-    const now = new Date();
-    // Locks the chat row (ordering concurrent starts and promotions on the chat) and touches it, in one statement.
-    await tx.updateTable('chats').set({ updated_at: now }).where('id', '=', options.chatId).execute();
+  async #insertLocked(tx: Transaction<Database>, options: BeginRunOptions): Promise<BeginResult> {
+    // Locks the chat row, ordering concurrent starts and promotions on the chat.
+    await tx.selectFrom('chats').select('id').where('id', '=', options.chatId).forUpdate().execute();
     const active = await tx
       .selectFrom('runs')
       .select('id')
@@ -98,9 +121,22 @@ export class RunService {
       throw new RunAlreadyActiveError(active.id);
     }
     const status = active ? RunStatus.queued : RunStatus.pending;
+    const begun = await this.#insertRun(tx, options, status);
+    await options.inTransaction?.(tx, begun.run, (begun.claimed ?? begun).events.at(-1)!.seq);
+    return begun;
+  }
+
+  /** The insert itself: one statement, in `db` or in the caller's transaction. */
+  async #insertRun(
+    db: Db | Transaction<Database>,
+    options: BeginRunOptions,
+    status: typeof RunStatus.pending | typeof RunStatus.queued,
+  ): Promise<BeginResult> {
+    const now = new Date();
     const runId = newId('run');
     const userMessageId = newId('message');
     const assistantMessageId = newId('message');
+    const claim = status === RunStatus.pending ? (options.localClaim?.(runId) ?? null) : null;
     const json = (value: unknown) => (value === undefined || value === null ? null : JSON.stringify(value));
     const messages: Insertable<Database['messages']>[] = [
       {
@@ -126,10 +162,50 @@ export class RunService {
         updated_at: now,
       },
     ];
-    // One statement for the run and its two messages: the messages' foreign key to the run is checked at
-    // the statement's end, when both are in.
-    const row = await tx
-      .with('inserted_messages', (db) => db.insertInto('messages').values(messages).returning('id'))
+    // The run as begun, and as claimed: every field is known here, so their `data-run` events go into the
+    // same statement as the run (test/local-claim.test.ts checks them against the row).
+    const begun: RunObject = {
+      id: runId,
+      chatId: options.chatId,
+      agentId: options.agentId ?? null,
+      status,
+      trigger: options.trigger,
+      parentRunId: options.parentRunId ?? null,
+      scheduleId: options.scheduleId ?? null,
+      model: options.model,
+      error: null,
+      waiting: null,
+      stepCount: 0,
+      usage: null,
+      costUsd: null,
+      attempt: 0,
+      assistantMessageId,
+      stopRequestedAt: null,
+      queuedAt: status === RunStatus.queued ? now.toISOString() : null,
+      startedAt: null,
+      finishedAt: null,
+      createdAt: now.toISOString(),
+      updatedAt: now.toISOString(),
+      metadata: options.metadata ?? null,
+    };
+    const claimed: RunObject | null = claim
+      ? { ...begun, status: RunStatus.running, attempt: 1, startedAt: now.toISOString() }
+      : null;
+    const events = numberEvents(
+      claimed ? [runStatusChunk(begun), runStatusChunk(claimed)] : [runStatusChunk(begun)],
+      0,
+    );
+    // One statement for the run, its two messages and its first events: the messages' foreign key to the run
+    // is checked at the statement's end, when all are in.
+    const row = await db
+      // Touches the chat (and locks its row, if the caller has not).
+      .with('touched_chat', (cte) =>
+        cte.updateTable('chats').set({ updated_at: now }).where('id', '=', options.chatId).returning('id'),
+      )
+      .with('inserted_messages', (cte) => cte.insertInto('messages').values(messages).returning('id'))
+      .with('inserted_events', (cte) =>
+        cte.insertInto('run_events').values(eventRows(runId, events)).returning('seq'),
+      )
       .insertInto('runs')
       .values({
         id: runId,
@@ -137,7 +213,7 @@ export class RunService {
         workspace_id: options.workspaceId,
         created_by: options.userId,
         trigger: options.trigger,
-        status,
+        status: claimed ? RunStatus.running : status,
         model: options.model,
         options: JSON.stringify(options.options ?? {}),
         config: json(options.config),
@@ -147,19 +223,24 @@ export class RunService {
         metadata: json(options.metadata),
         assistant_message_id: assistantMessageId,
         queued_at: status === RunStatus.queued ? now : null,
+        step_count: 0,
+        // What `claimRequest` and the transition to `running` set: one execution, under the run's first epoch.
+        attempt: claim ? 1 : 0,
+        epoch: claim ? 1 : 0,
+        lease_owner: claim?.owner ?? null,
+        lease_expires_at: claim?.leaseExpiresAt ?? null,
+        started_at: claim ? now : null,
         created_at: now,
         updated_at: now,
       })
       .returningAll()
       .executeTakeFirstOrThrow();
-    const run = toRunObject(row);
-    // The begin's event and those of whatever `inTransaction` does (a local claim) go in one insert.
-    const appends = this.#log.deferAppends(tx);
-    const events = await this.#log.appendInTransaction(tx, runId, [runStatusChunk(run)], { lastSeq: 0 });
-    await options.inTransaction?.(tx, run, events.at(-1)!.seq);
-    await appends.flush();
     this.#metrics.runsStarted.inc();
-    return { run, events };
+    return {
+      run: begun,
+      events: events.slice(0, 1),
+      claimed: claimed ? { run: claimed, row, events: events.slice(1), promoted: null } : null,
+    };
   }
 
   /** The chat's active run, if any. */

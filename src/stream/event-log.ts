@@ -130,8 +130,6 @@ export class EventLog {
   readonly #prepared: PreparedStatements | undefined;
   #pending: PendingEvent[] = [];
   #flushing: Promise<void> | null = null;
-  /** Transactions whose `appendInTransaction` rows wait for one insert (see `deferAppends`). */
-  readonly #deferred = new WeakMap<Transaction<Database>, { run_id: string; seq: number; chunk: string }[]>();
 
   constructor(options: EventLogOptions) {
     this.#db = options.db;
@@ -164,34 +162,9 @@ export class EventLog {
     options: { lastSeq?: number } = {},
   ): Promise<LogEvent[]> {
     if (chunks.length === 0) return [];
-    let seq = options.lastSeq ?? (await lastSeqOf(tx, runId));
-    const events = chunks.map((chunk): LogEvent => {
-      const data = serializeChunk(chunk);
-      seq += 1;
-      return { seq, data, terminal: isTerminalRunEventData(data) };
-    });
-    const rows = events.map((event) => ({ run_id: runId, seq: event.seq, chunk: event.data }));
-    const deferred = this.#deferred.get(tx);
-    if (deferred) deferred.push(...rows);
-    else await tx.insertInto('run_events').values(rows).execute();
+    const events = numberEvents(chunks, options.lastSeq ?? (await lastSeqOf(tx, runId)));
+    await tx.insertInto('run_events').values(eventRows(runId, events)).execute();
     return events;
-  }
-
-  /**
-   * Holds back the rows `appendInTransaction` writes in `tx` until `flush`, which inserts them in one
-   * statement: a start that begins and claims a run in one transaction appends twice. Only for a run this
-   * transaction created: nothing may read the run's events in `tx` before `flush`, and `flush` must run
-   * before commit (rows it has not inserted are not written at all).
-   */
-  deferAppends(tx: Transaction<Database>): { flush(): Promise<void> } {
-    const rows: { run_id: string; seq: number; chunk: string }[] = [];
-    this.#deferred.set(tx, rows);
-    return {
-      flush: async () => {
-        this.#deferred.delete(tx);
-        if (rows.length > 0) await tx.insertInto('run_events').values(rows).execute();
-      },
-    };
   }
 
   /** Every durable event of a run, oldest first, parsed (a projection rebuild or a resume reads this). */
@@ -651,6 +624,25 @@ async function readEvents(
  * JSON text for a chunk that PostgreSQL accepts: its JSON functions reject the NUL character, so NULs in
  * strings become U+FFFD instead of failing the batch the event shares with other runs.
  */
+/**
+ * Chunks as the events that follow `lastSeq`, serialized once: for a caller that inserts them itself, in a
+ * statement of its own that must hold the run's row lock or create the run (`RunService.begin`).
+ */
+export function numberEvents(chunks: unknown[], lastSeq: number): LogEvent[] {
+  return chunks.map((chunk, index): LogEvent => {
+    const data = serializeChunk(chunk);
+    return { seq: lastSeq + index + 1, data, terminal: isTerminalRunEventData(data) };
+  });
+}
+
+/** The `run_events` rows of a run's events. */
+export function eventRows(
+  runId: string,
+  events: LogEvent[],
+): { run_id: string; seq: number; chunk: string }[] {
+  return events.map((event) => ({ run_id: runId, seq: event.seq, chunk: event.data }));
+}
+
 export function serializeChunk(chunk: unknown): string {
   const data = JSON.stringify(chunk);
   if (!data.includes('\\u0000')) return data;
