@@ -56,6 +56,47 @@ describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
     }
   });
 
+  it('answers starts racing the active run’s end and its queued run’s promotion with 201 or 409 only', async () => {
+    // A start into a chat it believes idle is one statement that takes the chat's lock first; here the
+    // chat is busy and its active run ends, promoting the queued one, while the starts arrive.
+    for (let round = 0; round < 4; round++) {
+      const chatId = await server.createChat();
+      const active = (await enqueue(chatId, 200, 5)).body.run;
+      const queued = (await enqueue(chatId, 2)).body.run;
+      expect(queued.status).toBe('queued');
+      await server.waitForRun(active.id, (run) => run.status === 'running');
+      const start = () =>
+        server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
+          method: 'POST',
+          body: { input: { text: script({ tokens: 2 }) } },
+        });
+      const [stop, ...starts] = await Promise.all([
+        server.api(`/v1/runs/${active.id}/stop`, { method: 'POST' }),
+        ...Array.from({ length: 6 }, start),
+      ]);
+      expect(stop.status).toBe(200);
+      const statuses = starts.map((response) => response.status);
+      expect(
+        statuses.every((status) => status === 201 || status === 409),
+        String(statuses),
+      ).toBe(true);
+      // The queued run was promoted and ran, and nothing else started while it was active.
+      expect((await server.waitForRun(queued.id)).status).toBe('succeeded');
+      const started = starts
+        .filter((response) => response.status === 201)
+        .map((response) => response.body.run);
+      for (const run of started) await server.waitForRun(run.id);
+      const runs = (await server.api(`/v1/chats/${chatId}/runs?limit=100`)).body.items as RunObject[];
+      const intervals = runs
+        .filter((run) => run.startedAt)
+        .map((run) => [Date.parse(run.startedAt!), Date.parse(run.finishedAt!)] as const)
+        .sort((a, b) => a[0] - b[0]);
+      for (let index = 1; index < intervals.length; index++) {
+        expect(intervals[index]![0]).toBeGreaterThanOrEqual(intervals[index - 1]![1]);
+      }
+    }
+  });
+
   it('cancels a queued run by its id, and every queued run with includeQueued', async () => {
     const chatId = await server.createChat();
     const active = (await enqueue(chatId, 500, 10)).body.run;

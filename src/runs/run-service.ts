@@ -198,7 +198,9 @@ export class RunService {
     // One statement for the run, its two messages and its first events: the messages' foreign key to the run
     // is checked at the statement's end, when all are in.
     const row = await db
-      // Touches the chat (and locks its row, if the caller has not).
+      // Touches the chat and locks its row (if the caller has not) before the run goes in: the run's chat_id
+      // is read from this update, so the run's row, and its place in the unique index on active runs, come
+      // after the chat's lock, as on every path that changes a chat's active run.
       .with('touched_chat', (cte) =>
         cte.updateTable('chats').set({ updated_at: now }).where('id', '=', options.chatId).returning('id'),
       )
@@ -209,7 +211,7 @@ export class RunService {
       .insertInto('runs')
       .values({
         id: runId,
-        chat_id: options.chatId,
+        chat_id: sql<string>`(select id from touched_chat)`,
         workspace_id: options.workspaceId,
         created_by: options.userId,
         trigger: options.trigger,
