@@ -7,7 +7,7 @@ import type { RunQueue } from '../queue/queue.ts';
 import type { Db } from '../store/database.ts';
 import type { Database, RunRow } from '../store/schema.ts';
 import { retryTransient } from '../store/transient.ts';
-import type { EventLog, LogEvent } from '../stream/event-log.ts';
+import { eventRows, lastSeqOf, numberEvents, type EventLog, type LogEvent } from '../stream/event-log.ts';
 import { interruptedStepClosure } from '../stream/interrupted-step.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
 import type { RunWaiting } from '../protocol/run.ts';
@@ -227,16 +227,20 @@ export class Lifecycle {
       : [];
     chunks.push(...(request.chunks ?? []));
     const run = toRunObject(row);
-    const events = await log.appendInTransaction(tx, row.id, [...chunks, runStatusChunk(run)], {
-      lastSeq: request.lastSeq,
-    });
+    chunks.push(runStatusChunk(run));
+    const events = numberEvents(chunks, request.lastSeq ?? (await lastSeqOf(tx, row.id)));
+    const rows = eventRows(row.id, events);
 
-    // The message changes with a terminal status, or when its status differs (not for pending ⇄ running).
+    // The message changes with a terminal status, or when its status differs (not for pending ⇄ running),
+    // in the statement that appends the events.
     const messageChanges =
       terminal || request.from.some((from) => MESSAGE_STATUS[from] !== MESSAGE_STATUS[request.to]);
     if (row.assistant_message_id && messageChanges) {
-      const parts = terminal ? (request.parts ?? (await this.#projectFromLog(tx, row.id))) : undefined;
+      const parts = terminal
+        ? (request.parts ?? (await this.#projectFromLog(tx, row.id, chunks)))
+        : undefined;
       await tx
+        .with('appended', (cte) => cte.insertInto('run_events').values(rows).returning('seq'))
         .updateTable('messages')
         .set({
           ...(parts ? { parts: JSON.stringify(parts) } : {}),
@@ -245,6 +249,8 @@ export class Lifecycle {
         })
         .where('id', '=', row.assistant_message_id)
         .execute();
+    } else {
+      await tx.insertInto('run_events').values(rows).execute();
     }
 
     const result: TransitionResult = { run, row, events, promoted: null };
@@ -316,9 +322,11 @@ export class Lifecycle {
     return this.transitionIn(tx, { runId: next.id, to: RunStatus.pending, from: [RunStatus.queued] });
   }
 
-  async #projectFromLog(tx: Transaction<Database>, runId: string): Promise<unknown[]> {
+  /** The message's parts: the run's durable events, then `appending` (not yet written). */
+  async #projectFromLog(tx: Transaction<Database>, runId: string, appending: unknown[]): Promise<unknown[]> {
     const projector = new MessageProjector();
     for await (const { chunk } of this.#options.log.replay(runId, tx)) projector.push(chunk as never);
+    for (const chunk of appending) projector.push(chunk as never);
     return projector.parts();
   }
 

@@ -195,47 +195,56 @@ export class RunService {
       claimed ? [runStatusChunk(begun), runStatusChunk(claimed)] : [runStatusChunk(begun)],
       0,
     );
-    // One statement for the run, its two messages and its first events: the messages' foreign key to the run
-    // is checked at the statement's end, when all are in.
+    // One statement for the run, its two messages and its first events; the messages' foreign key to the run
+    // is checked at the statement's end, when all are in. The chat is touched last: its update reads the
+    // inserted run, so the run's place in the unique index on active runs is settled before this statement
+    // waits for the chat's lock. (An ending locks its run's row, then the chat to promote a queued run: a
+    // start that held the chat's lock while the index made it wait for that ending would deadlock with it.)
     const row = await db
-      // Touches the chat and locks its row (if the caller has not) before the run goes in: the run's chat_id
-      // is read from this update, so the run's row, and its place in the unique index on active runs, come
-      // after the chat's lock, as on every path that changes a chat's active run.
-      .with('touched_chat', (cte) =>
-        cte.updateTable('chats').set({ updated_at: now }).where('id', '=', options.chatId).returning('id'),
+      .with('inserted_run', (cte) =>
+        cte
+          .insertInto('runs')
+          .values({
+            id: runId,
+            chat_id: options.chatId,
+            workspace_id: options.workspaceId,
+            created_by: options.userId,
+            trigger: options.trigger,
+            status: claimed ? RunStatus.running : status,
+            model: options.model,
+            options: JSON.stringify(options.options ?? {}),
+            config: json(options.config),
+            agent_id: options.agentId ?? null,
+            parent_run_id: options.parentRunId ?? null,
+            schedule_id: options.scheduleId ?? null,
+            metadata: json(options.metadata),
+            assistant_message_id: assistantMessageId,
+            queued_at: status === RunStatus.queued ? now : null,
+            step_count: 0,
+            // What `claimRequest` and the transition to `running` set: one execution, under the first epoch.
+            attempt: claim ? 1 : 0,
+            epoch: claim ? 1 : 0,
+            lease_owner: claim?.owner ?? null,
+            lease_expires_at: claim?.leaseExpiresAt ?? null,
+            started_at: claim ? now : null,
+            created_at: now,
+            updated_at: now,
+          })
+          .returningAll(),
       )
       .with('inserted_messages', (cte) => cte.insertInto('messages').values(messages).returning('id'))
       .with('inserted_events', (cte) =>
         cte.insertInto('run_events').values(eventRows(runId, events)).returning('seq'),
       )
-      .insertInto('runs')
-      .values({
-        id: runId,
-        chat_id: sql<string>`(select id from touched_chat)`,
-        workspace_id: options.workspaceId,
-        created_by: options.userId,
-        trigger: options.trigger,
-        status: claimed ? RunStatus.running : status,
-        model: options.model,
-        options: JSON.stringify(options.options ?? {}),
-        config: json(options.config),
-        agent_id: options.agentId ?? null,
-        parent_run_id: options.parentRunId ?? null,
-        schedule_id: options.scheduleId ?? null,
-        metadata: json(options.metadata),
-        assistant_message_id: assistantMessageId,
-        queued_at: status === RunStatus.queued ? now : null,
-        step_count: 0,
-        // What `claimRequest` and the transition to `running` set: one execution, under the run's first epoch.
-        attempt: claim ? 1 : 0,
-        epoch: claim ? 1 : 0,
-        lease_owner: claim?.owner ?? null,
-        lease_expires_at: claim?.leaseExpiresAt ?? null,
-        started_at: claim ? now : null,
-        created_at: now,
-        updated_at: now,
-      })
-      .returningAll()
+      .with('touched_chat', (cte) =>
+        cte
+          .updateTable('chats')
+          .set({ updated_at: now })
+          .where('id', '=', (eb) => eb.selectFrom('inserted_run').select('chat_id'))
+          .returning('id'),
+      )
+      .selectFrom('inserted_run')
+      .selectAll()
       .executeTakeFirstOrThrow();
     this.#metrics.runsStarted.inc();
     return {

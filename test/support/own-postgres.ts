@@ -35,9 +35,10 @@ export function findPostgresBin(): string | null {
 
 /**
  * Initialises and starts a PostgreSQL server on a free loopback port in a new temporary directory. As
- * root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
+ * root, the server runs as the `postgres` user (PostgreSQL refuses to run as root). `settings` are more
+ * server settings (`name=value`, as `-c` takes them).
  */
-export async function startOwnPostgres(): Promise<OwnPostgres> {
+export async function startOwnPostgres(options: { settings?: string[] } = {}): Promise<OwnPostgres> {
   const bin = findPostgresBin();
   if (!bin) throw new Error(`no PostgreSQL binaries under ${POSTGRES_ROOT}`);
   const directory = mkdtempSync(join(tmpdir(), 'outrun-own-pg-'));
@@ -62,7 +63,10 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
       '-l',
       join(directory, 'postgres.log'),
       '-o',
-      `-p ${port} -k ${directory} -c listen_addresses=127.0.0.1 -c fsync=off`,
+      [
+        `-p ${port} -k ${directory} -c listen_addresses=127.0.0.1 -c fsync=off`,
+        ...(options.settings ?? []).map((setting) => `-c ${setting}`),
+      ].join(' '),
     ]).then(() => undefined);
   await start();
 

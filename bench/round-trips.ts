@@ -1,0 +1,128 @@
+/**
+ * What one run costs the database, counted rather than timed: the statements (round trips) a one-token run
+ * makes, start to compaction, read from `pg_stat_statements`. Counts are deterministic, so this is the
+ * figure to compare across machines and commits.
+ *
+ *   npx tsx bench/round-trips.ts [--runs 200] [--quick]
+ *
+ * It starts a PostgreSQL server of its own (the newest under /usr/lib/postgresql, on a free loopback port,
+ * `pg_stat_statements` preloaded, deleted afterwards), runs an Outrun server on it, and starts one-token runs
+ * one after another, each read over SSE until `[DONE]`, then waits 1.5 s so that their compaction is in.
+ * Only top-level statements count (`pg_stat_statements.track = top`): the foreign-key checks PostgreSQL
+ * runs inside a statement are not round trips.
+ */
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { startOwnPostgres } from '../test/support/own-postgres.ts';
+import { BenchApi, forEachLimit } from './support/api.ts';
+import { printHeader } from './support/environment.ts';
+import { BENCH_ADMIN_KEY, launchServer } from './support/server-process.ts';
+import { streamSse } from './support/sse-client.ts';
+import { printTable } from './support/table.ts';
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string' },
+    quick: { type: 'boolean', default: false },
+    // Accepted so `bench/all.ts --store …` can run every benchmark alike; this one brings its own server.
+    store: { type: 'string' },
+  },
+});
+const runs = Number(values.runs ?? (values.quick ? 50 : 200));
+if (!Number.isInteger(runs) || runs <= 0) throw new Error('--runs: a positive integer');
+
+const own = await startOwnPostgres({
+  settings: ['shared_preload_libraries=pg_stat_statements', 'pg_stat_statements.track_planning=on'],
+});
+const admin = new pg.Client({ connectionString: own.url });
+try {
+  await admin.connect();
+  await admin.query('create extension pg_stat_statements');
+  // The bench store helpers create their database on the server DATABASE_URL names: this one.
+  process.env.DATABASE_URL = own.url;
+  const { createBenchStore } = await import('./support/store.ts');
+  const store = await createBenchStore('postgres');
+  printHeader('round-trips', { store: `${store.description} (a server of its own)`, runs });
+  const server = await launchServer({ mode: 'outrun', store });
+  try {
+    const api = new BenchApi(server.url);
+    const text = JSON.stringify({ script: { steps: 1, tokens: 1, delayMs: 0, tool: false } });
+    const oneByOne = (chats: string[]) =>
+      forEachLimit(chats, 1, async (chatId) => {
+        const result = await streamSse({
+          url: `${server.url}/v1/chats/${chatId}/runs`,
+          method: 'POST',
+          headers: { authorization: `Bearer ${BENCH_ADMIN_KEY}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ input: { text } }),
+        });
+        if (!result.done) throw new Error('a run ended without [DONE]');
+      });
+    await oneByOne(await api.createChats(5));
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // Counted from here: the runs alone (their chats exist already).
+    const chats = await api.createChats(runs);
+    await admin.query('select pg_stat_statements_reset()');
+    await oneByOne(chats);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const database = new URL(store.env.DATABASE_URL!).pathname.slice(1);
+    const { rows } = await admin.query<{ calls: string; plan: number; exec: number; query: string }>(
+      `select calls, total_plan_time as plan, total_exec_time as exec,
+              regexp_replace(query, '\\s+', ' ', 'g') as query
+       from pg_stat_statements s join pg_database d on d.oid = s.dbid
+       where d.datname = $1 order by calls desc, query`,
+      [database],
+    );
+    const perRun = (value: number) => value / runs;
+    // One line per statement shape: lists of parameters (`in ($1, $2)`, `values (…), (…)`) of any length as one.
+    const shapes = new Map<string, { calls: number; time: number }>();
+    for (const row of rows) {
+      const shape = row.query.replace(/\(\$\d+(, \$\d+)*\)/g, '(…)').replace(/\(…\)(, \(…\))+/g, '(…), …');
+      const entry = shapes.get(shape) ?? { calls: 0, time: 0 };
+      entry.calls += Number(row.calls);
+      entry.time += row.plan + row.exec;
+      shapes.set(shape, entry);
+    }
+    const total = rows.reduce((sum, row) => sum + Number(row.calls), 0);
+    const commits = rows
+      .filter((row) => /^commit$/i.test(row.query.trim()))
+      .reduce((sum, row) => sum + Number(row.calls), 0);
+    const writes = rows
+      .filter((row) => /^(with|insert|update|delete)\b/i.test(row.query.trim()))
+      .filter((row) => !/^with\b/i.test(row.query.trim()) || /\b(insert|update|delete)\b/i.test(row.query));
+    printTable({
+      title: `round-trips — statements per one-token run, ${process.version}`,
+      columns: ['statement', 'per run', 'plan + exec µs per run'],
+      rows: [...shapes]
+        .sort((a, b) => b[1].calls - a[1].calls)
+        .map(([shape, entry]) => [
+          shape.length > 110 ? `${shape.slice(0, 107)}…` : shape,
+          perRun(entry.calls),
+          perRun(entry.time * 1000),
+        ]),
+      digits: [0, 2, 0],
+    });
+    printTable({
+      title: 'round-trips — totals per one-token run',
+      columns: ['round trips', 'explicit commits', 'writing statements', 'plan + exec ms'],
+      rows: [
+        [
+          perRun(total),
+          perRun(commits),
+          perRun(writes.reduce((sum, row) => sum + Number(row.calls), 0)),
+          perRun(rows.reduce((sum, row) => sum + row.plan + row.exec, 0)),
+        ],
+      ],
+      digits: [1, 2, 2, 2],
+      notes: [
+        'Round trips: every top-level statement, `begin` and `commit` included; a statement outside a ' +
+          'transaction commits by itself. Compaction runs in batches, so its statements count in fractions.',
+      ],
+    });
+  } finally {
+    await server.close();
+    await store.cleanup();
+  }
+} finally {
+  await admin.end().catch(() => {});
+  await own.destroy();
+}
