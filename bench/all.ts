@@ -2,13 +2,15 @@
  * Runs every benchmark at modest sizes (`--quick`), one after another, on PGlite and, when `DATABASE_URL` is
  * set (as in CI), on PostgreSQL too. `npm run bench`. Each benchmark runs in its own process, on this Node.
  * `paced-load` runs once (its targets name their own stores and skip what this machine lacks); `scale-out`
- * runs once when PostgreSQL is in the stores (it needs PostgreSQL and Redis).
+ * runs once when PostgreSQL is in the stores (it needs PostgreSQL and Redis), and `round-trips` too (it starts
+ * a PostgreSQL server of its own, so it needs the server's binaries).
  *
  *   npx tsx bench/all.ts [--store pglite|postgres|both] [--full]
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { findPostgresBin } from '../test/support/own-postgres.ts';
 
 const BENCHMARKS = [
   'event-log-throughput',
@@ -53,6 +55,8 @@ for (const store of stores) {
 }
 run('paced-load', redisArgs, 'paced-load');
 if (stores.includes('postgres')) run('scale-out', redisArgs, 'scale-out');
+// Counts statements on a PostgreSQL server of its own: needs the server's binaries, not just DATABASE_URL.
+if (stores.includes('postgres') && findPostgresBin()) run('round-trips', [], 'round-trips');
 if (failed.length > 0) {
   console.error(`\nFailed: ${failed.join(', ')}`);
   process.exitCode = 1;
