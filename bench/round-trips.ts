@@ -3,7 +3,7 @@
  * makes, start to compaction, read from `pg_stat_statements`. Counts are deterministic, so this is the
  * figure to compare across machines and commits.
  *
- *   npx tsx bench/round-trips.ts [--runs 200] [--quick]
+ *   npx tsx bench/round-trips.ts [--runs 200] [--tokens 1] [--quick]
  *
  * It starts a PostgreSQL server of its own (the newest under /usr/lib/postgresql, on a free loopback port,
  * `pg_stat_statements` preloaded, deleted afterwards), runs an Outrun server on it, and starts one-token runs
@@ -23,13 +23,16 @@ import { printTable } from './support/table.ts';
 const { values } = parseArgs({
   options: {
     runs: { type: 'string' },
+    tokens: { type: 'string', default: '1' },
     quick: { type: 'boolean', default: false },
     // Accepted so `bench/all.ts --store …` can run every benchmark alike; this one brings its own server.
     store: { type: 'string' },
   },
 });
 const runs = Number(values.runs ?? (values.quick ? 50 : 200));
+const tokens = Number(values.tokens);
 if (!Number.isInteger(runs) || runs <= 0) throw new Error('--runs: a positive integer');
+if (!Number.isInteger(tokens) || tokens <= 0) throw new Error('--tokens: a positive integer');
 
 const own = await startOwnPostgres({
   settings: ['shared_preload_libraries=pg_stat_statements', 'pg_stat_statements.track_planning=on'],
@@ -42,11 +45,11 @@ try {
   process.env.DATABASE_URL = own.url;
   const { createBenchStore } = await import('./support/store.ts');
   const store = await createBenchStore('postgres');
-  printHeader('round-trips', { store: `${store.description} (a server of its own)`, runs });
+  printHeader('round-trips', { store: `${store.description} (a server of its own)`, runs, tokens });
   const server = await launchServer({ mode: 'outrun', store });
   try {
     const api = new BenchApi(server.url);
-    const text = JSON.stringify({ script: { steps: 1, tokens: 1, delayMs: 0, tool: false } });
+    const text = JSON.stringify({ script: { steps: 1, tokens, delayMs: 0, tool: false } });
     const oneByOne = (chats: string[]) =>
       forEachLimit(chats, 1, async (chatId) => {
         const result = await streamSse({
@@ -90,7 +93,7 @@ try {
       .filter((row) => /^(with|insert|update|delete)\b/i.test(row.query.trim()))
       .filter((row) => !/^with\b/i.test(row.query.trim()) || /\b(insert|update|delete)\b/i.test(row.query));
     printTable({
-      title: `round-trips — statements per one-token run, ${process.version}`,
+      title: `round-trips — statements per run of ${tokens} token${tokens === 1 ? '' : 's'}, ${process.version}`,
       columns: ['statement', 'per run', 'plan + exec µs per run'],
       rows: [...shapes]
         .sort((a, b) => b[1].calls - a[1].calls)
@@ -102,7 +105,7 @@ try {
       digits: [0, 2, 0],
     });
     printTable({
-      title: 'round-trips — totals per one-token run',
+      title: `round-trips — totals per run of ${tokens} token${tokens === 1 ? '' : 's'}`,
       columns: ['round trips', 'explicit commits', 'writing statements', 'plan + exec ms'],
       rows: [
         [
