@@ -11,6 +11,9 @@
  * scenario ends when every stream has sent `data: [DONE]`, which Outrun sends after the run is settled.
  * On PostgreSQL, the CPU of the database backends is shown separately (PGlite runs inside the server).
  * A second table gives the fixed cost of a run: one-token runs one after another, CPU and wall time per run.
+ * With `--store postgres` both tables also show the durable floor (bench/support/durable-pipe-server.ts: the
+ * plain pipe plus a group-committed PostgreSQL log, each chunk delivered once its insert has committed), on its
+ * own server process and database, with the CPU of its PostgreSQL backends.
  */
 import { BenchApi, forEachLimit } from './support/api.ts';
 import { parseBenchArgs } from './support/args.ts';
@@ -55,6 +58,8 @@ const perRunScenario: Scenario = {
   tailMs: 1_500,
 };
 
+const warmUp: Scenario = { label: 'warm-up', runs: 3, concurrency: 1, tokens: 1000, delayMs: 0 };
+
 const script = (scenario: Scenario) =>
   JSON.stringify({ script: { steps: 1, tokens: scenario.tokens, delayMs: scenario.delayMs, tool: false } });
 
@@ -70,18 +75,13 @@ printHeader('cpu-per-token', {
   model: 'scripted (src/agent/scripted-model.ts), one step, no tool',
 });
 
-const results = new Map<string, { outrun?: Result; plain?: Result }>();
+const results = new Map<string, { outrun?: Result; plain?: Result; durable?: Result }>();
+const withFloor = args.store === 'postgres';
 try {
   const outrun = await launchServer({ mode: 'outrun', store });
   try {
     const api = new BenchApi(outrun.url);
-    await runOutrunScenario(outrun, api, store, {
-      label: 'warm-up',
-      runs: 3,
-      concurrency: 1,
-      tokens: 1000,
-      delayMs: 0,
-    });
+    await runOutrunScenario(outrun, api, store, warmUp);
     for (const scenario of [...scenarios, perRunScenario]) {
       const result = await runOutrunScenario(outrun, api, store, scenario);
       results.set(scenario.label, { outrun: result });
@@ -95,9 +95,9 @@ try {
 
   const plain = await launchServer({ mode: 'plain' });
   try {
-    await runPlainScenario(plain, { label: 'warm-up', runs: 3, concurrency: 1, tokens: 1000, delayMs: 0 });
+    await runPipeScenario(plain, undefined, 'plain', warmUp);
     for (const scenario of [...scenarios, perRunScenario]) {
-      const result = await runPlainScenario(plain, scenario);
+      const result = await runPipeScenario(plain, undefined, 'plain', scenario);
       results.get(scenario.label)!.plain = result;
       console.log(
         `plain pipe, ${scenario.label}: ${perThousand(result.cpuMs, scenario).toFixed(1)} ms CPU per 1,000 tokens`,
@@ -106,14 +106,46 @@ try {
   } finally {
     await plain.close();
   }
+
+  if (withFloor) {
+    const floorStore = await createBenchStore('postgres');
+    try {
+      const durable = await launchServer({ mode: 'durable', store: floorStore });
+      try {
+        await runPipeScenario(durable, floorStore, 'durable', warmUp);
+        for (const scenario of [...scenarios, perRunScenario]) {
+          const result = await runPipeScenario(durable, floorStore, 'durable', scenario);
+          results.get(scenario.label)!.durable = result;
+          console.log(
+            `durable floor, ${scenario.label}: ${perThousand(result.cpuMs, scenario).toFixed(1)} ms CPU per 1,000 tokens` +
+              ` + ${result.databaseCpuMs === null ? '–' : perThousand(result.databaseCpuMs, scenario).toFixed(1)} PostgreSQL`,
+          );
+        }
+      } finally {
+        await durable.close();
+      }
+    } finally {
+      await floorStore.cleanup();
+    }
+  }
 } finally {
   await store.cleanup();
 }
 
 const rows: Cell[][] = scenarios.map((scenario) => {
-  const { outrun, plain } = results.get(scenario.label)!;
+  const { outrun, plain, durable } = results.get(scenario.label)!;
   const outrunPer = perThousand(outrun!.cpuMs, scenario);
   const plainPer = perThousand(plain!.cpuMs, scenario);
+  const floor: Cell[] = withFloor
+    ? [
+        perThousand(durable!.cpuMs, scenario),
+        durable!.databaseCpuMs === null ? null : perThousand(durable!.databaseCpuMs, scenario),
+        durable!.databaseCpuMs === null
+          ? null
+          : (perThousand(durable!.cpuMs, scenario) + perThousand(durable!.databaseCpuMs, scenario)) /
+            plainPer,
+      ]
+    : [];
   return [
     scenario.label,
     scenario.runs,
@@ -125,6 +157,7 @@ const rows: Cell[][] = scenarios.map((scenario) => {
     outrun!.databaseCpuMs === null
       ? null
       : (outrunPer + perThousand(outrun!.databaseCpuMs, scenario)) / plainPer,
+    ...floor,
   ];
 });
 printTable({
@@ -138,20 +171,37 @@ printTable({
     'plain pipe ms/1k tok',
     'ratio',
     'ratio incl. PostgreSQL',
+    ...(withFloor
+      ? ['durable floor ms/1k tok', 'its PostgreSQL ms/1k tok', 'floor ratio incl. PostgreSQL']
+      : []),
   ],
   rows,
-  digits: [0, 0, 0, 1, 1, 1, 2, 2],
+  digits: [0, 0, 0, 1, 1, 1, 2, 2, ...(withFloor ? [1, 1, 2] : [])],
   notes: [
     'CPU is user + system time of the server process per 1,000 text deltas, including per-run work (start, ' +
       'settle) spread over the run’s tokens. `PostgreSQL` is the CPU of the database backends serving Outrun ' +
       '(PostgreSQL store only; PGlite’s work is inside the Outrun process). Target: ratio ≤ 2.',
+    ...(withFloor
+      ? [
+          'Durable floor: the plain pipe plus a group-committed PostgreSQL log (bench/support/durable-pipe-server.ts), ' +
+            'on its own database; `its PostgreSQL` is the CPU of that database’s backends. Floor ratio = ' +
+            '(floor + its PostgreSQL) / plain pipe.',
+        ]
+      : []),
   ],
 });
 
 {
-  const { outrun, plain } = results.get(perRunScenario.label)!;
+  const { outrun, plain, durable } = results.get(perRunScenario.label)!;
   const runs = perRunScenario.runs;
   const database = outrun!.databaseCpuMs === null ? null : outrun!.databaseCpuMs / runs;
+  const floor: Cell[] = withFloor
+    ? [
+        durable!.cpuMs / runs,
+        durable!.databaseCpuMs === null ? null : durable!.databaseCpuMs / runs,
+        (durable!.seconds * 1000) / runs,
+      ]
+    : [];
   printTable({
     title: `cpu-per-token — the fixed cost of a run, ${args.store}, ${process.version}`,
     columns: [
@@ -162,6 +212,9 @@ printTable({
       'plain pipe ms CPU/run',
       'Outrun ms wall/run',
       'plain pipe ms wall/run',
+      ...(withFloor
+        ? ['durable floor ms CPU/run', 'its PostgreSQL ms CPU/run', 'durable floor ms wall/run']
+        : []),
     ],
     rows: [
       [
@@ -172,13 +225,15 @@ printTable({
         plain!.cpuMs / runs,
         (outrun!.seconds * 1000) / runs,
         (plain!.seconds * 1000) / runs,
+        ...floor,
       ],
     ],
-    digits: [0, 0, 2, 2, 2, 2, 2],
+    digits: [0, 0, 2, 2, 2, 2, 2, ...(withFloor ? [2, 2, 2] : [])],
     notes: [
       'A run of one token, started and read in one request, then the next: what a run costs whatever its ' +
         'length (Outrun: authentication, the begin transaction, history, settle, step record, compaction; the ' +
-        'pipe: its request). CPU counted until 1.5 s after the last run, so the runs’ compaction is in. ' +
+        'pipe: its request; the durable floor: its request, the stream row’s insert and update, one batch ' +
+        'insert). CPU counted until 1.5 s after the last run, so the runs’ compaction is in. ' +
         'Wall: request sent → `[DONE]` received.',
     ],
   });
@@ -196,7 +251,7 @@ async function runOutrunScenario(
 ): Promise<Result> {
   const chats = await api.createChats(scenario.runs);
   const text = script(scenario);
-  return measure(server, benchStore, scenario, (index) =>
+  return measure(server, benchStore, benchStore.kind, scenario, (index) =>
     streamSse({
       url: `${server.url}/v1/chats/${chats[index]}/runs`,
       method: 'POST',
@@ -206,9 +261,15 @@ async function runOutrunScenario(
   );
 }
 
-async function runPlainScenario(server: ServerProcess, scenario: Scenario): Promise<Result> {
+/** The plain pipe (`benchStore` undefined) or the durable floor (its database in `benchStore`). */
+async function runPipeScenario(
+  server: ServerProcess,
+  benchStore: BenchStore | undefined,
+  name: string,
+  scenario: Scenario,
+): Promise<Result> {
   const body = JSON.stringify({ text: script(scenario) });
-  return measure(server, undefined, scenario, () =>
+  return measure(server, benchStore, name, scenario, () =>
     streamSse({
       url: `${server.url}/chat`,
       method: 'POST',
@@ -221,6 +282,8 @@ async function runPlainScenario(server: ServerProcess, scenario: Scenario): Prom
 async function measure(
   server: ServerProcess,
   benchStore: BenchStore | undefined,
+  /** Names the profile (`BENCH_PROFILE_DIR`). */
+  name: string,
   scenario: Scenario,
   stream: (index: number) => ReturnType<typeof streamSse>,
 ): Promise<Result> {
@@ -240,10 +303,7 @@ async function measure(
   const seconds = (performance.now() - started) / 1000;
   if (scenario.tailMs) await new Promise((resolve) => setTimeout(resolve, scenario.tailMs));
   const after = await server.stats();
-  await server.profile(
-    'stop',
-    `cpu-per-token-${benchStore?.kind ?? 'plain'}-${scenario.label.replace(/\W+/g, '-')}`,
-  );
+  await server.profile('stop', `cpu-per-token-${name}-${scenario.label.replace(/\W+/g, '-')}`);
   const databaseAfter = databaseUrl ? await postgresBackendCpuMicros(databaseUrl) : null;
   return {
     cpuMs: (after.cpuMicros - before.cpuMicros) / 1000,

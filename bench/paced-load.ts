@@ -3,13 +3,14 @@
  * evenly over a ramp (default 100 and 500 runs over 2 s), each streaming 1,000 tokens at 50 tokens/s, each read
  * by its own SSE connection, every stream cut at a deadline (40 s after the first start).
  *
- *   npx tsx bench/paced-load.ts [--target a0,a,b,pglite,postgres,redis] [--runs 100,500] [--tokens 1000]
+ *   npx tsx bench/paced-load.ts [--target a0,a,b,d,pglite,postgres,redis] [--runs 100,500] [--tokens 1000]
  *     [--rate 50] [--ramp-ms 2000] [--deadline-s 40] [--workers 1] [--worker-concurrency N]
  *     [--redis-url redis://…] [--quick]
  *
  * Targets (default: every one this machine can run): `a0` bare SSE writes on node:http (no AI SDK), `a` the
- * AI SDK `streamText` → SSE pipe, `b` that pipe plus `resumable-stream` on Redis (needs the npm package), and
- * Outrun on `pglite`, on `postgres`, and on PostgreSQL + Redis (`redis`) with `--workers` server processes
+ * AI SDK `streamText` → SSE pipe, `b` that pipe plus `resumable-stream` on Redis (needs the npm package), `d`
+ * that pipe plus a minimal durable log on PostgreSQL (the durable floor: bench/support/durable-pipe-server.ts),
+ * and Outrun on `pglite`, on `postgres`, and on PostgreSQL + Redis (`redis`) with `--workers` server processes
  * sharing one database and one Redis, requests spread round robin over them.
  *
  * Figures, per target:

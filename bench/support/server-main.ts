@@ -1,7 +1,7 @@
 /**
  * The server process of a benchmark (started by `launchServer`): an Outrun instance, the plain
- * `streamText` → SSE pipe, that pipe with `resumable-stream`, bare SSE writes, or the bare fan-out floor, on a
- * random loopback port. It answers the benchmark over IPC with its own CPU time,
+ * `streamText` → SSE pipe, that pipe with `resumable-stream`, that pipe with a minimal durable PostgreSQL log
+ * (the durable floor), bare SSE writes, or the bare fan-out floor, on a random loopback port. It answers the benchmark over IPC with its own CPU time,
  * memory and event-loop delay, so the client's work is never counted as the server's.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -15,6 +15,7 @@ import { createOutrun } from '../../src/app.ts';
 import { CLOCK_MODEL_ID, createClockModel, releaseClockGate } from './clock-model.ts';
 import { startBareFanOutServer } from './bare-fan-out-server.ts';
 import { startBareSseServer } from './bare-sse-server.ts';
+import { startDurablePipeServer } from './durable-pipe-server.ts';
 import { startPlainPipeServer } from './plain-pipe-server.ts';
 import { startResumablePipeServer } from './resumable-pipe-server.ts';
 import type { ChildMessage, ParentMessage, ServerMode } from './server-process.ts';
@@ -39,6 +40,14 @@ if (mode === 'plain') {
   const plain = await startPlainPipeServer({ resolveModel: benchResolveModel, defaultModel: 'scripted' });
   url = plain.url;
   close = () => new Promise((resolve) => plain.server.close(() => resolve()));
+} else if (mode === 'durable') {
+  const durable = await startDurablePipeServer({
+    resolveModel: benchResolveModel,
+    defaultModel: 'scripted',
+    databaseUrl: process.env.DATABASE_URL!,
+  });
+  url = durable.url;
+  close = () => durable.close();
 } else if (mode === 'bare') {
   const bare = await startBareSseServer();
   url = bare.url;

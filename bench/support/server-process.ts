@@ -12,9 +12,10 @@ export const BENCH_ADMIN_KEY = 'bench-admin-key-0123456789abcdef';
  * (plain-pipe-server.ts); `resumable` that pipe plus `resumable-stream` on Redis (resumable-pipe-server.ts,
  * needs `REDIS_URL` and `BENCH_REDIS_PREFIX` in `env`); `bare` SSE frames written on a timer with no AI SDK
  * (bare-sse-server.ts); `bare-fan-out` one paced producer broadcast to every reader, each frame built once
- * (bare-fan-out-server.ts, the fan-out floor).
+ * (bare-fan-out-server.ts, the fan-out floor); `durable` the pipe plus a minimal durable PostgreSQL log
+ * (durable-pipe-server.ts, the durable floor, needs `DATABASE_URL` in `env` or the store's).
  */
-export type ServerMode = 'outrun' | 'plain' | 'resumable' | 'bare' | 'bare-fan-out';
+export type ServerMode = 'outrun' | 'plain' | 'resumable' | 'bare' | 'bare-fan-out' | 'durable';
 
 export type ParentMessage =
   | { type: 'stats'; id: number; reset?: boolean }

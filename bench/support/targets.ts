@@ -9,10 +9,11 @@ import { createBenchStore, POSTGRES_ADMIN_URL, postgresBackendCpuMicros, type Be
 
 /**
  * What a paced-load benchmark runs against, cheapest first: `a0` bare SSE writes (no AI SDK), `a` the AI SDK
- * `streamText` → SSE pipe, `b` that pipe plus `resumable-stream` on Redis, then Outrun on PGlite, on
- * PostgreSQL, and on PostgreSQL + Redis with N server processes.
+ * `streamText` → SSE pipe, `b` that pipe plus `resumable-stream` on Redis, `d` that pipe plus a minimal durable
+ * log on PostgreSQL (the durable floor: each chunk delivered once its group-committed insert is in), then
+ * Outrun on PGlite, on PostgreSQL, and on PostgreSQL + Redis with N server processes.
  */
-export const TARGET_KINDS = ['a0', 'a', 'b', 'pglite', 'postgres', 'redis'] as const;
+export const TARGET_KINDS = ['a0', 'a', 'b', 'd', 'pglite', 'postgres', 'redis'] as const;
 export type TargetKind = (typeof TARGET_KINDS)[number];
 
 export function isTargetKind(value: string): value is TargetKind {
@@ -28,6 +29,8 @@ export function targetLabel(kind: TargetKind, workers = 1): string {
       return 'A: AI SDK pipe';
     case 'b':
       return 'B: A + resumable-stream';
+    case 'd':
+      return 'D: A + durable PostgreSQL log (floor)';
     case 'pglite':
       return 'Outrun, PGlite';
     case 'postgres':
@@ -114,6 +117,7 @@ export async function targetUnavailable(
         return (error as Error).message;
       }
       return redisMissing();
+    case 'd':
     case 'postgres':
       return postgresMissing();
     case 'redis':
@@ -150,6 +154,11 @@ export async function startTarget(kind: TargetKind, options: TargetOptions = {})
       mode = 'resumable';
       env = { REDIS_URL: redis.url, BENCH_REDIS_PREFIX: redis.prefix };
       parts.push(redis.description);
+    } else if (kind === 'd') {
+      store = await createBenchStore('postgres');
+      mode = 'durable';
+      env = { ...store.env };
+      parts.push(store.description);
     } else {
       store = await createBenchStore(kind === 'pglite' ? 'pglite' : 'postgres');
       parts.push(store.description);
