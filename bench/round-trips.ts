@@ -3,7 +3,7 @@
  * makes, start to compaction, read from `pg_stat_statements`. Counts are deterministic, so this is the
  * figure to compare across machines and commits.
  *
- *   npx tsx bench/round-trips.ts [--runs 200] [--tokens 1] [--quick]
+ *   npx tsx bench/round-trips.ts [--runs 200] [--tokens 1] [--delay-ms 0] [--quick]
  *
  * It starts a PostgreSQL server of its own (the newest under /usr/lib/postgresql, on a free loopback port,
  * `pg_stat_statements` preloaded, deleted afterwards), runs an Outrun server on it, and starts one-token runs
@@ -24,6 +24,7 @@ const { values } = parseArgs({
   options: {
     runs: { type: 'string' },
     tokens: { type: 'string', default: '1' },
+    'delay-ms': { type: 'string', default: '0' },
     quick: { type: 'boolean', default: false },
     // Accepted so `bench/all.ts --store …` can run every benchmark alike; this one brings its own server.
     store: { type: 'string' },
@@ -31,8 +32,10 @@ const { values } = parseArgs({
 });
 const runs = Number(values.runs ?? (values.quick ? 50 : 200));
 const tokens = Number(values.tokens);
+const delayMs = Number(values['delay-ms']);
 if (!Number.isInteger(runs) || runs <= 0) throw new Error('--runs: a positive integer');
 if (!Number.isInteger(tokens) || tokens <= 0) throw new Error('--tokens: a positive integer');
+if (!(delayMs >= 0)) throw new Error('--delay-ms: 0 or more');
 
 const own = await startOwnPostgres({
   settings: ['shared_preload_libraries=pg_stat_statements', 'pg_stat_statements.track_planning=on'],
@@ -45,11 +48,11 @@ try {
   process.env.DATABASE_URL = own.url;
   const { createBenchStore } = await import('./support/store.ts');
   const store = await createBenchStore('postgres');
-  printHeader('round-trips', { store: `${store.description} (a server of its own)`, runs, tokens });
+  printHeader('round-trips', { store: `${store.description} (a server of its own)`, runs, tokens, 'ms between tokens': delayMs });
   const server = await launchServer({ mode: 'outrun', store });
   try {
     const api = new BenchApi(server.url);
-    const text = JSON.stringify({ script: { steps: 1, tokens, delayMs: 0, tool: false } });
+    const text = JSON.stringify({ script: { steps: 1, tokens, delayMs, tool: false } });
     const oneByOne = (chats: string[]) =>
       forEachLimit(chats, 1, async (chatId) => {
         const result = await streamSse({
