@@ -48,7 +48,12 @@ try {
   process.env.DATABASE_URL = own.url;
   const { createBenchStore } = await import('./support/store.ts');
   const store = await createBenchStore('postgres');
-  printHeader('round-trips', { store: `${store.description} (a server of its own)`, runs, tokens, 'ms between tokens': delayMs });
+  printHeader('round-trips', {
+    store: `${store.description} (a server of its own)`,
+    runs,
+    tokens,
+    'ms between tokens': delayMs,
+  });
   const server = await launchServer({ mode: 'outrun', store });
   try {
     const api = new BenchApi(server.url);
