@@ -84,7 +84,7 @@ export class RunService {
    * `RunAlreadyActiveError` (nothing written) when the chat is busy and `enqueue` is not set.
    *
    * The partial unique index on active runs is the gate. A start into an idle chat is one statement (the
-   * common case): it touches the chat and inserts everything as `pending`; the index refuses it if the chat
+   * common case): it inserts everything as `pending` and touches the chat; the index refuses it if the chat
    * has an active run, even one committed meanwhile. Then, and whenever `inTransaction` has writes to join,
    * a transaction locks the chat row first, which orders a `queued` insert against the promotion of a queued
    * run when the active one ends, looks for the active run, and inserts.
