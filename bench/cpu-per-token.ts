@@ -77,32 +77,41 @@ printHeader('cpu-per-token', {
 
 const results = new Map<string, { outrun?: Result; plain?: Result; durable?: Result }>();
 const withFloor = args.store === 'postgres';
+
+/** The warm-up, then every scenario on one server, each result kept under `target` and printed. */
+async function measureScenarios(
+  target: 'outrun' | 'plain' | 'durable',
+  label: string,
+  measureOne: (scenario: Scenario) => Promise<Result>,
+): Promise<void> {
+  await measureOne(warmUp);
+  for (const scenario of [...scenarios, perRunScenario]) {
+    const result = await measureOne(scenario);
+    results.set(scenario.label, { ...results.get(scenario.label), [target]: result });
+    const database =
+      result.databaseCpuMs === null
+        ? ''
+        : ` + ${perThousand(result.databaseCpuMs, scenario).toFixed(1)} PostgreSQL`;
+    console.log(
+      `${label}, ${scenario.label}: ${perThousand(result.cpuMs, scenario).toFixed(1)} ms CPU per 1,000 tokens${database}`,
+    );
+  }
+}
+
 try {
   const outrun = await launchServer({ mode: 'outrun', store });
   try {
     const api = new BenchApi(outrun.url);
-    await runOutrunScenario(outrun, api, store, warmUp);
-    for (const scenario of [...scenarios, perRunScenario]) {
-      const result = await runOutrunScenario(outrun, api, store, scenario);
-      results.set(scenario.label, { outrun: result });
-      console.log(
-        `Outrun, ${scenario.label}: ${perThousand(result.cpuMs, scenario).toFixed(1)} ms CPU per 1,000 tokens`,
-      );
-    }
+    await measureScenarios('outrun', 'Outrun', (scenario) => runOutrunScenario(outrun, api, store, scenario));
   } finally {
     await outrun.close();
   }
 
   const plain = await launchServer({ mode: 'plain' });
   try {
-    await runPipeScenario(plain, undefined, 'plain', warmUp);
-    for (const scenario of [...scenarios, perRunScenario]) {
-      const result = await runPipeScenario(plain, undefined, 'plain', scenario);
-      results.get(scenario.label)!.plain = result;
-      console.log(
-        `plain pipe, ${scenario.label}: ${perThousand(result.cpuMs, scenario).toFixed(1)} ms CPU per 1,000 tokens`,
-      );
-    }
+    await measureScenarios('plain', 'plain pipe', (scenario) =>
+      runPipeScenario(plain, undefined, 'plain', scenario),
+    );
   } finally {
     await plain.close();
   }
@@ -112,15 +121,9 @@ try {
     try {
       const durable = await launchServer({ mode: 'durable', store: floorStore });
       try {
-        await runPipeScenario(durable, floorStore, 'durable', warmUp);
-        for (const scenario of [...scenarios, perRunScenario]) {
-          const result = await runPipeScenario(durable, floorStore, 'durable', scenario);
-          results.get(scenario.label)!.durable = result;
-          console.log(
-            `durable floor, ${scenario.label}: ${perThousand(result.cpuMs, scenario).toFixed(1)} ms CPU per 1,000 tokens` +
-              ` + ${result.databaseCpuMs === null ? '–' : perThousand(result.databaseCpuMs, scenario).toFixed(1)} PostgreSQL`,
-          );
-        }
+        await measureScenarios('durable', 'durable floor', (scenario) =>
+          runPipeScenario(durable, floorStore, 'durable', scenario),
+        );
       } finally {
         await durable.close();
       }
