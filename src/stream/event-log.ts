@@ -150,7 +150,8 @@ export class EventLog {
   }
 
   /**
-   * Appends chunks to a run's log inside the caller's transaction (the lifecycle's status changes). The
+   * Appends chunks to a run's log inside the caller's transaction (an approval's answer; a status change and
+   * a start number theirs with `numberEvents` and insert them with other writes in one statement). The
    * caller holds the run's row lock, which the group commit's fenced insert also takes, so the sequence
    * numbers cannot collide. Publish the returned events with `publish` once the transaction has committed.
    * `lastSeq` is the run's last sequence number when the caller knows it in this transaction (0 for a new run).
