@@ -3,6 +3,7 @@ import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, type PostgresPool } from 'kysely';
 import pg from 'pg';
 import { migrateToLatest } from './migrator.ts';
+import { nameStatements } from './named-statements.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import {
   pglitePreparedStatements,
@@ -71,9 +72,11 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
   if (options.databaseUrl) {
     const poolOptions = postgresPoolOptions(options);
     const db = new Kysely<Database>({
-      dialect: new PostgresDialect({ pool: createPool({ ...poolOptions, max: options.poolSize ?? 10 }) }),
+      dialect: new PostgresDialect({
+        pool: createPool({ ...poolOptions, max: options.poolSize ?? 10 }, { nameStatements: true }),
+      }),
     });
-    const appendPool = createPool({ ...poolOptions, max: 1 });
+    const appendPool = createPool({ ...poolOptions, max: 1 }, { nameStatements: true });
     const appendDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool: appendPool }) });
     // Migrations may rewrite large tables: their one connection has no statement timeout.
     migrationDb = new Kysely<unknown>({
@@ -136,14 +139,16 @@ function postgresPoolOptions(options: CreateDatabaseOptions): pg.PoolConfig {
 /**
  * A `pg` pool whose connections are discarded, not reused, once a query on them failed because the
  * database was unavailable: a connection whose query timed out on the client may still be waiting for an
- * answer, and every later query on it would queue behind that one.
+ * answer, and every later query on it would queue behind that one. With `nameStatements`, its connections
+ * prepare Kysely's statements (`nameStatements`); the migrations' connection does not.
  */
-function createPool(config: pg.PoolConfig): PostgresPool {
+function createPool(config: pg.PoolConfig, options: { nameStatements?: boolean } = {}): PostgresPool {
   const pool = new pg.Pool(config);
   // An idle client that loses its connection emits here; the pool replaces it on the next checkout.
   pool.on('error', () => {});
   const broken = new WeakSet<pg.PoolClient>();
   pool.on('connect', (client) => {
+    if (options.nameStatements) nameStatements(client);
     const query = client.query.bind(client) as (...args: unknown[]) => unknown;
     (client as { query: unknown }).query = (...args: unknown[]) => {
       const result = query(...args);

@@ -8,9 +8,23 @@ export function isTransientDatabaseError(error: unknown): boolean {
   const code = (error as { code?: unknown }).code;
   if (typeof code !== 'string') return /connection|terminat|timeout/i.test(error.message);
   if (['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'ENOTCONN'].includes(code)) return true;
+  if (isResultTypeChangeError(error)) return true;
   // SQLSTATE classes: 08 connection exception, 40 transaction rollback, 53 insufficient resources,
   // 57P operator intervention (admin shutdown, crash shutdown, cannot connect now).
   return /^(08|40|53|57P)/.test(code);
+}
+
+/**
+ * What PostgreSQL answers when the result columns of a prepared statement changed under it: a migration
+ * added or dropped a column of a table a `select *` or `returning *` reads (another instance migrated
+ * during a rolling deploy). The statement did nothing; parsed afresh it works (see `nameStatements`).
+ */
+export function isResultTypeChangeError(error: unknown): boolean {
+  return (
+    error instanceof Error &&
+    (error as { code?: unknown }).code === '0A000' &&
+    /cached plan must not change result type/i.test(error.message)
+  );
 }
 
 /** Socket errors that mean the database server cannot be reached or dropped the connection. */
@@ -34,8 +48,8 @@ const UNAVAILABLE_MESSAGE =
 
 /**
  * Whether an error means the database is unavailable rather than that the request was wrong: the server
- * refuses or drops connections, is shutting down or starting up, has no connection slots, or does not
- * answer within the connection or statement timeout. The HTTP layer answers these with 503 and
+ * refuses or drops connections, is shutting down or starting up, has no connection slots, does not
+ * answer within the connection or statement timeout, or a prepared statement's table changed under it. The HTTP layer answers these with 503 and
  * `Retry-After`. Follows `cause` and `AggregateError.errors` (a connect to several addresses fails with one).
  */
 export function isDatabaseUnavailableError(error: unknown, depth = 0): boolean {
@@ -46,6 +60,8 @@ export function isDatabaseUnavailableError(error: unknown, depth = 0): boolean {
     // SQLSTATE classes: 08 connection exception, 53 insufficient resources, 57P operator intervention
     // (admin shutdown, crash shutdown, cannot connect now), and 57014 a statement cancelled by its timeout.
     if (/^(08|53|57P)/.test(code) || code === '57014') return true;
+    // A prepared statement whose table's columns a migration changed: retried, it is parsed afresh.
+    if (isResultTypeChangeError(error)) return true;
   }
   if (UNAVAILABLE_MESSAGE.test(error.message)) return true;
   if (

@@ -1,0 +1,69 @@
+import { createHash } from 'node:crypto';
+import type pg from 'pg';
+import { isResultTypeChangeError } from './transient.ts';
+
+/**
+ * Most statements one connection keeps prepared. Statements of a run's hot path are few (about fifteen
+ * shapes) and seen first; lists of parameters of any length (`in ($1, $2, …)`, multi-row `values`) make
+ * more shapes, and past this many a connection sends the rest unnamed, so neither this process nor the
+ * server keeps an unbounded number of plans.
+ */
+export const NAMED_STATEMENTS_PER_CONNECTION = 200;
+
+/** Statements with more parameters than this are sent unnamed: they are lists, one shape per length. */
+const MOST_PARAMETERS = 32;
+
+/** The statements worth preparing: queries and writes, not transaction control or DDL. */
+const PREPARABLE = /^\s*(select|insert|update|delete|with)\b/i;
+const BEGINS = /^\s*(begin|start\s+transaction)\b/i;
+const ENDS = /^\s*(commit|end|abort|rollback)\s*(;|$|\s+(work|transaction)\b)/i;
+
+export interface NamedStatementsOptions {
+  /** @default NAMED_STATEMENTS_PER_CONNECTION */
+  limit?: number;
+}
+
+/**
+ * Makes `client` send Kysely's statements (`query(text, values)`) as named statements: PostgreSQL parses
+ * and plans each shape once per connection and then only binds and executes it. Parsing and planning are
+ * about half of what the database spends on a short run's statements (`bench/round-trips.ts`).
+ *
+ * The plan stays right for every value: PostgreSQL plans a named statement for its values for its first
+ * five executions and keeps doing so unless a generic plan costs no more (so a partial index that needs
+ * the value is still used). A statement that fails because a migration changed a table's columns under
+ * it is sent unnamed from then on, and run again at once when no transaction is open (it did nothing).
+ * Inside a transaction, which the error aborted, it goes to the caller: it is transient (a transition is
+ * retried) and means the database is unavailable for this request (503, and the connection is discarded).
+ */
+export function nameStatements(client: pg.ClientBase, options: NamedStatementsOptions = {}): void {
+  const limit = options.limit ?? NAMED_STATEMENTS_PER_CONNECTION;
+  // Text → its statement name, or null: sent unnamed (its columns changed under it).
+  const names = new Map<string, string | null>();
+  let inTransaction = false;
+  const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+
+  const nameOf = (text: string, values: unknown[]): string | undefined => {
+    const known = names.get(text);
+    if (known !== undefined) return known ?? undefined;
+    if (names.size >= limit || values.length > MOST_PARAMETERS || !PREPARABLE.test(text)) return undefined;
+    const name = `outrun_${createHash('sha1').update(text).digest('hex')}`;
+    names.set(text, name);
+    return name;
+  };
+
+  (client as { query: unknown }).query = (...args: unknown[]) => {
+    const [text, values] = args;
+    if (typeof text !== 'string' || !Array.isArray(values) || args.length !== 2) return query(...args);
+    if (BEGINS.test(text)) inTransaction = true;
+    else if (ENDS.test(text)) inTransaction = false;
+    const name = nameOf(text, values);
+    if (!name) return query(text, values);
+    const openTransaction = inTransaction;
+    return query({ name, text, values }).catch((error: unknown) => {
+      if (!isResultTypeChangeError(error)) throw error;
+      names.set(text, null);
+      if (!openTransaction) return query(text, values);
+      throw error;
+    });
+  };
+}

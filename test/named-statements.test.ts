@@ -1,0 +1,124 @@
+import { sql } from 'kysely';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDatabase, type DatabaseHandle } from '../src/store/database.ts';
+import { nameStatements } from '../src/store/named-statements.ts';
+import { isDatabaseUnavailableError, isTransientDatabaseError } from '../src/store/transient.ts';
+import { createPostgresDatabase } from './support/databases.ts';
+
+const { DATABASE_URL } = process.env;
+
+interface Prepared {
+  statement: string;
+  executions: number;
+}
+
+/** The statements prepared on the connection that runs this query, and how often each ran. */
+const preparedOn = async (run: (text: string) => Promise<{ rows: unknown[] }>) =>
+  (
+    await run(
+      `select statement, (generic_plans + custom_plans)::int as executions
+       from pg_prepared_statements where name like 'outrun\\_%' order by statement`,
+    )
+  ).rows as Prepared[];
+
+describe.skipIf(!DATABASE_URL)('named statements on PostgreSQL', () => {
+  let database: { url: string; drop: () => Promise<void> };
+  let handle: DatabaseHandle;
+  let admin: pg.Client;
+
+  beforeAll(async () => {
+    database = await createPostgresDatabase();
+    // One connection, so every statement below meets the statements the earlier ones prepared.
+    handle = await createDatabase({ databaseUrl: database.url, poolSize: 1, migrate: false });
+    admin = new pg.Client({ connectionString: database.url });
+    await admin.connect();
+    await admin.query('create table gadgets (id integer primary key, name text not null)');
+    await admin.query(`insert into gadgets values (1, 'one'), (2, 'two')`);
+  });
+  afterAll(async () => {
+    await admin?.end();
+    await handle?.close();
+    await database?.drop();
+  });
+
+  const run = (text: string) => sql.raw(text).execute(handle.db);
+  const pid = async () =>
+    (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(handle.db)).rows[0]!.pid;
+
+  it('prepares a statement once per connection and then executes it by name, in and out of transactions', async () => {
+    const byId = (id: number) =>
+      handle.db.selectFrom('chats').select('id').where('id', '=', `chat_${id}`).execute();
+    for (let id = 0; id < 4; id++) await byId(id);
+    await handle.db.transaction().execute(async (tx) => {
+      await tx.selectFrom('chats').select('id').where('id', '=', 'chat_x').execute();
+    });
+    const prepared = await preparedOn(run);
+    const select = prepared.filter((row) => row.statement.startsWith('select "id" from "chats"'));
+    expect(select).toEqual([{ statement: 'select "id" from "chats" where "id" = $1', executions: 5 }]);
+    // Transaction control is not prepared.
+    expect(prepared.some((row) => /^(begin|commit)/i.test(row.statement))).toBe(false);
+  });
+
+  it('answers a select * whose table a migration changed under it: at once outside a transaction, on retry inside one', async () => {
+    const all = () =>
+      handle.db
+        .selectFrom('gadgets' as never)
+        .selectAll()
+        .where('id' as never, '=', 1 as never);
+    expect(await all().execute()).toEqual([{ id: 1, name: 'one' }]);
+    // Another instance migrates while this connection holds the prepared `select *`.
+    await admin.query(`alter table gadgets add column colour text not null default 'red'`);
+    expect(await all().execute()).toEqual([{ id: 1, name: 'one', colour: 'red' }]);
+
+    // Inside a transaction the failed statement aborted it: the caller sees a transient, 503-worthy error
+    // (the connection is discarded), and the transaction run again works.
+    const inTransaction = () =>
+      handle.db.transaction().execute((tx) =>
+        tx
+          .selectFrom('gadgets' as never)
+          .selectAll()
+          .execute(),
+      );
+    expect(await inTransaction()).toHaveLength(2);
+    const before = await pid();
+    await admin.query(`alter table gadgets add column size integer not null default 3`);
+    const error = await inTransaction().then(
+      () => null,
+      (failure: unknown) => failure,
+    );
+    expect(isTransientDatabaseError(error)).toBe(true);
+    expect(isDatabaseUnavailableError(error)).toBe(true);
+    expect(await inTransaction()).toEqual([
+      { id: 1, name: 'one', colour: 'red', size: 3 },
+      { id: 2, name: 'two', colour: 'red', size: 3 },
+    ]);
+    expect(await pid()).not.toBe(before);
+  });
+
+  it('keeps at most its limit of statements per connection and sends long parameter lists unnamed', async () => {
+    const client = new pg.Client({ connectionString: database.url });
+    await client.connect();
+    try {
+      nameStatements(client, { limit: 3 });
+      const results: unknown[] = [];
+      for (let n = 1; n <= 5; n++) {
+        const { rows } = await client.query(`select $1::int + ${n} as sum`, [n]);
+        results.push(rows[0]);
+      }
+      expect(results).toEqual([1, 2, 3, 4, 5].map((n) => ({ sum: 2 * n })));
+      const ids = Array.from({ length: 40 }, (_, index) => index);
+      const list = ids.map((_, index) => `$${index + 1}::int`).join(', ');
+      const { rows } = await client.query(`select count(*)::int as n from unnest(array[${list}])`, ids);
+      expect(rows).toEqual([{ n: 40 }]);
+      const prepared = await preparedOn((text) => client.query(text, []));
+      expect(prepared.map((row) => row.statement)).toEqual([
+        'select $1::int + 1 as sum',
+        'select $1::int + 2 as sum',
+        'select $1::int + 3 as sum',
+      ]);
+    } finally {
+      await client.end();
+    }
+  });
+});
