@@ -46,7 +46,7 @@ try {
   await admin.query('create extension pg_stat_statements');
   // The bench store helpers create their database on the server DATABASE_URL names: this one.
   process.env.DATABASE_URL = own.url;
-  const { createBenchStore } = await import('./support/store.ts');
+  const { createBenchStore, postgresBackendCpuMicros } = await import('./support/store.ts');
   const store = await createBenchStore('postgres');
   printHeader('round-trips', {
     store: `${store.description} (a server of its own)`,
@@ -73,8 +73,10 @@ try {
     // Counted from here: the runs alone (their chats exist already).
     const chats = await api.createChats(runs);
     await admin.query('select pg_stat_statements_reset()');
+    const cpuBefore = await postgresBackendCpuMicros(store.env.DATABASE_URL!);
     await oneByOne(chats);
     await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const cpuAfter = await postgresBackendCpuMicros(store.env.DATABASE_URL!);
     const database = new URL(store.env.DATABASE_URL!).pathname.slice(1);
     const { rows } = await admin.query<{ calls: string; plan: number; exec: number; query: string }>(
       `select calls, total_plan_time as plan, total_exec_time as exec,
@@ -114,19 +116,30 @@ try {
     });
     printTable({
       title: `round-trips — totals per run of ${tokens} token${tokens === 1 ? '' : 's'}`,
-      columns: ['round trips', 'explicit commits', 'writing statements', 'plan + exec ms'],
+      columns: [
+        'round trips',
+        'explicit commits',
+        'writing statements',
+        'plan + exec ms',
+        'of it planning ms',
+        'PostgreSQL CPU ms',
+      ],
       rows: [
         [
           perRun(total),
           perRun(commits),
           perRun(writes.reduce((sum, row) => sum + Number(row.calls), 0)),
           perRun(rows.reduce((sum, row) => sum + row.plan + row.exec, 0)),
+          perRun(rows.reduce((sum, row) => sum + row.plan, 0)),
+          cpuBefore === null || cpuAfter === null ? null : perRun((cpuAfter - cpuBefore) / 1000),
         ],
       ],
-      digits: [1, 2, 2, 2],
+      digits: [1, 2, 2, 2, 2, 2],
       notes: [
         'Round trips: every top-level statement, `begin` and `commit` included; a statement outside a ' +
-          'transaction commits by itself. Compaction runs in batches, so its statements count in fractions.',
+          'transaction commits by itself. Compaction runs in batches, so its statements count in fractions. ' +
+          'Plan + exec: what `pg_stat_statements` counts (not parsing); PostgreSQL CPU: user + system time of ' +
+          "the database's backends, from /proc (10 ms ticks).",
       ],
     });
   } finally {

@@ -107,10 +107,10 @@ describe.skipIf(!DATABASE_URL)('named statements on PostgreSQL', () => {
         results.push(rows[0]);
       }
       expect(results).toEqual([1, 2, 3, 4, 5].map((n) => ({ sum: 2 * n })));
-      const ids = Array.from({ length: 40 }, (_, index) => index);
+      const ids = Array.from({ length: 120 }, (_, index) => index);
       const list = ids.map((_, index) => `$${index + 1}::int`).join(', ');
       const { rows } = await client.query(`select count(*)::int as n from unnest(array[${list}])`, ids);
-      expect(rows).toEqual([{ n: 40 }]);
+      expect(rows).toEqual([{ n: 120 }]);
       const prepared = await preparedOn((text) => client.query(text, []));
       expect(prepared.map((row) => row.statement)).toEqual([
         'select $1::int + 1 as sum',

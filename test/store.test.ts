@@ -3,6 +3,8 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryBus } from '../src/bus/memory-bus.ts';
 import { RunService } from '../src/runs/run-service.ts';
+import { Ending, Lifecycle } from '../src/runs/lifecycle.ts';
+import type { RunQueue } from '../src/queue/queue.ts';
 import { Faults } from '../src/faults.ts';
 import { newId } from '../src/ids.ts';
 import { Metrics } from '../src/metrics.ts';
@@ -303,5 +305,54 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     await writer.flush();
     await follow;
     expect(seen).toEqual(Array.from({ length: 51 }, (_, index) => index + 11));
+  });
+  it('promotes a run queued while the active run ends: the ending waits for the start holding the chat', async () => {
+    const lifecycle = new Lifecycle({
+      db: database.db,
+      log,
+      queue: { enqueue: async () => {} } as unknown as RunQueue,
+      metrics,
+      logger: pino({ level: 'silent' }),
+      faults: new Faults(),
+    });
+    const runService = new RunService({ db: database.db, metrics, faults: new Faults() });
+    const chatId = await chat();
+    const activeId = await run(chatId, 'running');
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let queuedInserted!: () => void;
+    const inserted = new Promise<void>((resolve) => (queuedInserted = resolve));
+    // A start that queues behind the active run, paused inside its transaction: it holds the chat's lock
+    // and its queued run is not committed yet.
+    const queuing = runService.begin({
+      workspaceId,
+      chatId,
+      userId,
+      parts: [{ type: 'text', text: 'next' }],
+      model: 'scripted',
+      trigger: 'api',
+      enqueue: true,
+      inTransaction: async () => {
+        queuedInserted();
+        await held;
+      },
+    });
+    await inserted;
+    // The active run ends meanwhile. Were its look for a queued run not behind the chat's lock, it would
+    // find none, and the queued run would wait behind a chat with no active run for good.
+    const ending = lifecycle.end({ runId: activeId, epoch: 1, ending: Ending.succeeded() });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    release();
+    const queued = await queuing;
+    expect(queued.run.status).toBe('queued');
+    const ended = await ending;
+    expect(ended?.run.status).toBe('succeeded');
+    expect(ended?.promoted?.run.id).toBe(queued.run.id);
+    const row = await database.db
+      .selectFrom('runs')
+      .select('status')
+      .where('id', '=', queued.run.id)
+      .executeTakeFirstOrThrow();
+    expect(row.status).toBe('pending');
   });
 });

@@ -218,7 +218,27 @@ export class Lifecycle {
     if (request.leaseExpiredBefore) {
       update = update.where('lease_expires_at', '<', request.leaseExpiredBefore);
     }
-    const row = await update.returningAll().executeTakeFirst();
+    // A run that ends from an active status held the chat's one active slot: its ending hands the slot to the
+    // chat's oldest queued run. The chat row's lock orders that against a concurrent start that would queue
+    // (see RunService.begin). The update takes it in the same statement, after the run's row (the lock's
+    // lookup reads the updated row), the order an ending always had (decision 0008 says why it matters). The
+    // queued run is looked for by the next statement, whose snapshot is taken once the lock is held.
+    const promotes = terminal && request.from.some((status) => isActiveStatus(status));
+    const row = promotes
+      ? await tx
+          .with('changed', () => update.returningAll())
+          .with('chat', (db) =>
+            db
+              .selectFrom('chats')
+              .select('id')
+              .where('id', 'in', db.selectFrom('changed').select('chat_id'))
+              .forUpdate(),
+          )
+          .selectFrom('changed')
+          .innerJoin('chat', 'chat.id', 'changed.chat_id')
+          .selectAll('changed')
+          .executeTakeFirst()
+      : await update.returningAll().executeTakeFirst();
     if (!row) return null;
 
     const { log } = this.#options;
@@ -231,35 +251,65 @@ export class Lifecycle {
     const events = numberEvents(chunks, request.lastSeq ?? (await lastSeqOf(tx, row.id)));
     const rows = eventRows(row.id, events);
 
-    // The message changes with a terminal status, or when its status differs (not for pending ⇄ running),
-    // in the statement that appends the events.
+    // The message changes with a terminal status, or when its status differs (not for pending ⇄ running).
     const messageChanges =
       terminal || request.from.some((from) => MESSAGE_STATUS[from] !== MESSAGE_STATUS[request.to]);
-    if (row.assistant_message_id && messageChanges) {
-      const parts = terminal
-        ? (request.parts ?? (await this.#projectFromLog(tx, row.id, chunks)))
-        : undefined;
-      await tx
-        .with('appended', (cte) => cte.insertInto('run_events').values(rows).returning('seq'))
-        .updateTable('messages')
-        .set({
-          ...(parts ? { parts: JSON.stringify(parts) } : {}),
-          status: MESSAGE_STATUS[request.to],
-          updated_at: sql<Date>`now()`,
-        })
-        .where('id', '=', row.assistant_message_id)
-        .execute();
-    } else {
-      await tx.insertInto('run_events').values(rows).execute();
-    }
+    const messageId = messageChanges ? row.assistant_message_id : null;
+    const parts =
+      messageId && terminal ? (request.parts ?? (await this.#projectFromLog(tx, row.id, chunks))) : undefined;
+    // One statement appends the events, updates the message and, for an ending that freed the chat's slot,
+    // finds the chat's oldest queued run: it runs after the chat's lock was taken, so it sees every run a
+    // start queued before.
+    const appended = tx.with('appended', (db) => db.insertInto('run_events').values(rows).returning('seq'));
+    const written = messageId
+      ? appended.with('message', (db) =>
+          db
+            .updateTable('messages')
+            .set({
+              ...(parts ? { parts: JSON.stringify(parts) } : {}),
+              status: MESSAGE_STATUS[request.to],
+              updated_at: sql<Date>`now()`,
+            })
+            .where('id', '=', messageId)
+            .returning('id'),
+        )
+      : appended;
+    // From active statuses only, this run held the slot (the unique index allows no other), so it is free
+    // without looking; a stop that may also end a queued run looks for an active one.
+    const slotFree = request.from.every((status) => isActiveStatus(status));
+    // (Typed as `appended`: the select reads neither table the statement writes.)
+    const { queued, active } = await (written as typeof appended)
+      .selectNoFrom((eb) => [
+        (promotes
+          ? eb
+              .selectFrom('runs')
+              .select('id')
+              .where('chat_id', '=', row.chat_id)
+              .where('status', '=', RunStatus.queued)
+              .orderBy('id')
+              .limit(1)
+          : sql<string | null>`null`
+        ).as('queued'),
+        (promotes && !slotFree
+          ? eb
+              .selectFrom('runs')
+              .select('id')
+              .where('chat_id', '=', row.chat_id)
+              .where('status', 'in', ACTIVE_RUN_STATUSES)
+              .limit(1)
+          : sql<string | null>`null`
+        ).as('active'),
+      ])
+      .executeTakeFirstOrThrow();
 
     const result: TransitionResult = { run, row, events, promoted: null };
     // The chat's slot is free: its oldest queued run takes it, in this same transaction.
-    if (terminal && request.from.some((status) => isActiveStatus(status))) {
-      // From active statuses only, this run held the chat's one active slot (the unique index allows no
-      // other), so the slot is free without looking.
-      const slotFree = request.from.every((status) => isActiveStatus(status));
-      result.promoted = await this.#promoteNext(tx, row.chat_id, slotFree);
+    if (queued && !active) {
+      result.promoted = await this.transitionIn(tx, {
+        runId: queued,
+        to: RunStatus.pending,
+        from: [RunStatus.queued],
+      });
     }
     for (const listener of this.#options.listeners ?? []) await listener(tx, result);
     if (terminal) await this.#options.faults.hit(FaultPoint.settleBeforeCommit, { runId: row.id });
@@ -291,35 +341,6 @@ export class Lifecycle {
       }
       this.#options.afterCommit?.(change);
     }
-  }
-
-  async #promoteNext(
-    tx: Transaction<Database>,
-    chatId: string,
-    slotFree: boolean,
-  ): Promise<TransitionResult | null> {
-    // The chat row's lock orders this promotion against a concurrent `enqueue` start (see RunService.begin).
-    await tx.selectFrom('chats').select('id').where('id', '=', chatId).forUpdate().executeTakeFirst();
-    // Only when the chat's slot is really free: ending a queued run, say, leaves the active one in place.
-    if (!slotFree) {
-      const active = await tx
-        .selectFrom('runs')
-        .select('id')
-        .where('chat_id', '=', chatId)
-        .where('status', 'in', ACTIVE_RUN_STATUSES)
-        .executeTakeFirst();
-      if (active) return null;
-    }
-    const next = await tx
-      .selectFrom('runs')
-      .select('id')
-      .where('chat_id', '=', chatId)
-      .where('status', '=', RunStatus.queued)
-      .orderBy('id')
-      .limit(1)
-      .executeTakeFirst();
-    if (!next) return null;
-    return this.transitionIn(tx, { runId: next.id, to: RunStatus.pending, from: [RunStatus.queued] });
   }
 
   /** The message's parts: the run's durable events, then `appending` (not yet written). */

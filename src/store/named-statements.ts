@@ -10,8 +10,11 @@ import { isResultTypeChangeError } from './transient.ts';
  */
 export const NAMED_STATEMENTS_PER_CONNECTION = 200;
 
-/** Statements with more parameters than this are sent unnamed: they are lists, one shape per length. */
-const MOST_PARAMETERS = 32;
+/**
+ * Statements with more parameters than this are sent unnamed: long lists, a shape per length. (A start's
+ * insert, the longest fixed shape, has about fifty.)
+ */
+const MOST_PARAMETERS = 100;
 
 /** The statements worth preparing: queries and writes, not transaction control or DDL. */
 const PREPARABLE = /^\s*(select|insert|update|delete|with)\b/i;
