@@ -27,6 +27,37 @@ export interface NamedStatementsOptions {
 }
 
 /**
+ * The names one connection gives its statements: one per statement text, for queries and writes with at
+ * most `MOST_PARAMETERS` parameters, up to the connection's limit; none for a text `forget` was called with
+ * (a migration changed its table's columns under it: parsed afresh each time from then on).
+ */
+export class StatementNames {
+  // Text → its statement name, or null: sent unnamed.
+  readonly #names = new Map<string, string | null>();
+  readonly #limit: number;
+
+  constructor(options: NamedStatementsOptions = {}) {
+    this.#limit = options.limit ?? NAMED_STATEMENTS_PER_CONNECTION;
+  }
+
+  /** The name to execute `text` by, or undefined: send it unnamed. */
+  of(text: string, parameters: number): string | undefined {
+    const known = this.#names.get(text);
+    if (known !== undefined) return known ?? undefined;
+    if (this.#names.size >= this.#limit || parameters > MOST_PARAMETERS || !PREPARABLE.test(text)) {
+      return undefined;
+    }
+    const name = `outrun_${createHash('sha1').update(text).digest('hex')}`;
+    this.#names.set(text, name);
+    return name;
+  }
+
+  forget(text: string): void {
+    this.#names.set(text, null);
+  }
+}
+
+/**
  * Makes `client` send Kysely's statements (`query(text, values)`) as named statements: PostgreSQL parses
  * and plans each shape once per connection and then only binds and executes it. Parsing and planning are
  * about half of what the database spends on a short run's statements (`bench/round-trips.ts`).
@@ -39,32 +70,21 @@ export interface NamedStatementsOptions {
  * retried) and means the database is unavailable for this request (503, and the connection is discarded).
  */
 export function nameStatements(client: pg.ClientBase, options: NamedStatementsOptions = {}): void {
-  const limit = options.limit ?? NAMED_STATEMENTS_PER_CONNECTION;
-  // Text → its statement name, or null: sent unnamed (its columns changed under it).
-  const names = new Map<string, string | null>();
+  const names = new StatementNames(options);
   let inTransaction = false;
   const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
-
-  const nameOf = (text: string, values: unknown[]): string | undefined => {
-    const known = names.get(text);
-    if (known !== undefined) return known ?? undefined;
-    if (names.size >= limit || values.length > MOST_PARAMETERS || !PREPARABLE.test(text)) return undefined;
-    const name = `outrun_${createHash('sha1').update(text).digest('hex')}`;
-    names.set(text, name);
-    return name;
-  };
 
   (client as { query: unknown }).query = (...args: unknown[]) => {
     const [text, values] = args;
     if (typeof text !== 'string' || !Array.isArray(values) || args.length !== 2) return query(...args);
     if (BEGINS.test(text)) inTransaction = true;
     else if (ENDS.test(text)) inTransaction = false;
-    const name = nameOf(text, values);
+    const name = names.of(text, values.length);
     if (!name) return query(text, values);
     const openTransaction = inTransaction;
     return query({ name, text, values }).catch((error: unknown) => {
       if (!isResultTypeChangeError(error)) throw error;
-      names.set(text, null);
+      names.forget(text);
       if (!openTransaction) return query(text, values);
       throw error;
     });

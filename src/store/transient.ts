@@ -49,8 +49,9 @@ const UNAVAILABLE_MESSAGE =
 /**
  * Whether an error means the database is unavailable rather than that the request was wrong: the server
  * refuses or drops connections, is shutting down or starting up, has no connection slots, does not
- * answer within the connection or statement timeout, or a prepared statement's table changed under it. The HTTP layer answers these with 503 and
- * `Retry-After`. Follows `cause` and `AggregateError.errors` (a connect to several addresses fails with one).
+ * answer within the connection or statement timeout, or a prepared statement's table changed under it.
+ * The HTTP layer answers these with 503 and `Retry-After`. Follows `cause` and `AggregateError.errors` (a
+ * connect to several addresses fails with one).
  */
 export function isDatabaseUnavailableError(error: unknown, depth = 0): boolean {
   if (!(error instanceof Error) || depth > 4) return false;
