@@ -170,7 +170,6 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     logger,
     faults,
     coalesceMs: config.eventCoalesceMs,
-    prepared: database.prepared,
   });
   const compactor = new EventCompactor({
     log,

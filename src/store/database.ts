@@ -5,11 +5,6 @@ import pg from 'pg';
 import { migrateToLatest } from './migrator.ts';
 import { nameStatements } from './named-statements.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
-import {
-  pglitePreparedStatements,
-  postgresPreparedStatements,
-  type PreparedStatements,
-} from './prepared-statements.ts';
 import type { Database } from './schema.ts';
 import { isDatabaseUnavailableError } from './transient.ts';
 
@@ -41,8 +36,6 @@ export interface DatabaseHandle {
    * so durable delivery never waits in the pool behind reads; on PGlite it is `db` (one connection).
    */
   appendDb: Db;
-  /** The hottest statements, prepared on `appendDb`'s connection (the group commit's insert). */
-  prepared: PreparedStatements;
   /** `postgres` for a server database, `pglite` for the embedded one. */
   kind: 'postgres' | 'pglite';
   close(): Promise<void>;
@@ -87,7 +80,6 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
     handle = {
       db,
       appendDb,
-      prepared: postgresPreparedStatements(appendPool),
       kind: 'postgres',
       close: async () => {
         await appendDb.destroy();
@@ -102,7 +94,6 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
     handle = {
       db,
       appendDb: db,
-      prepared: pglitePreparedStatements(db as Kysely<unknown>),
       kind: 'pglite',
       close: async () => {
         await db.destroy();

@@ -1,10 +1,9 @@
-import { sql, type Transaction } from 'kysely';
+import { CompiledQuery, sql, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { BusChannel, type Bus } from '../bus/bus.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Db } from '../store/database.ts';
-import type { PreparedStatements } from '../store/prepared-statements.ts';
 import type { Database } from '../store/schema.ts';
 import { retryTransient } from '../store/transient.ts';
 import { TERMINAL_RUN_STATUSES, isTerminalStatus } from '../protocol/run.ts';
@@ -91,11 +90,6 @@ export interface EventLogOptions {
   /** Most events written by one insert. @default 2000 */
   maxBatchEvents?: number;
   /**
-   * Prepared statements on `appendDb`'s connection: the group commit's insert is planned once per
-   * connection instead of for every batch. @default none (sent unprepared through `appendDb`)
-   */
-  prepared?: PreparedStatements;
-  /**
    * How long the first event appended to an idle log waits for others to share its insert (ms). At low
    * rates every event would otherwise cost an insert of its own; under load an insert is always in flight
    * and batches form without waiting. 0 waits only for the current macrotask. @default 0
@@ -127,7 +121,6 @@ export class EventLog {
   readonly #maxBatchEvents: number;
   readonly #retryForMs: number;
   readonly #coalesceMs: number;
-  readonly #prepared: PreparedStatements | undefined;
   #pending: PendingEvent[] = [];
   #flushing: Promise<void> | null = null;
 
@@ -141,7 +134,6 @@ export class EventLog {
     this.#maxBatchEvents = options.maxBatchEvents ?? 2000;
     this.#retryForMs = options.retryForMs ?? 10_000;
     this.#coalesceMs = options.coalesceMs ?? 0;
-    this.#prepared = options.prepared;
   }
 
   /** A writer for a run this worker owns under `epoch`; `nextSeq` is the first sequence number it assigns. */
@@ -438,13 +430,8 @@ export class EventLog {
       async () => {
         await this.#faults.hit(FaultPoint.beforeEventInsert);
         type Inserted = { run_id: string; n: number };
-        const rows = this.#prepared
-          ? await this.#prepared.execute<Inserted>(PREPARED_APPEND, APPEND_SQL, [json])
-          : (
-              await sql<Inserted>`${sql.raw(APPEND_SQL_BEFORE)}${json}${sql.raw(APPEND_SQL_AFTER)}`.execute(
-                this.#appendDb,
-              )
-            ).rows;
+        // Prepared once per connection, as every statement is (decision 0009).
+        const { rows } = await this.#appendDb.executeQuery<Inserted>(CompiledQuery.raw(APPEND_SQL, [json]));
         return new Map(rows.map((row) => [row.run_id, row.n]));
       },
       {
@@ -528,10 +515,9 @@ export class RunEventWriter {
  * The group commit's insert, around its one parameter (a JSON array of `{run_id, seq, epoch, chunk}`): rows
  * whose run was taken over (epoch mismatch) and rows already present (a retried insert) are skipped.
  */
-const APPEND_SQL_BEFORE = `
+const APPEND_SQL = `
   with batch as (
-    select * from json_to_recordset(`;
-const APPEND_SQL_AFTER = `::json) as e(run_id text, seq int, epoch int, chunk json)
+    select * from json_to_recordset($1::json) as e(run_id text, seq int, epoch int, chunk json)
   ),
   fenced as (
     -- The fence holds under concurrency: a status change by anyone holds the run row until it commits, so
@@ -546,11 +532,6 @@ const APPEND_SQL_AFTER = `::json) as e(run_id text, seq int, epoch int, chunk js
     returning run_id
   )
   select run_id, count(*)::int as n from inserted group by run_id`;
-
-const APPEND_SQL = `${APPEND_SQL_BEFORE}$1${APPEND_SQL_AFTER}`;
-
-/** The name of the prepared group-commit insert. */
-const PREPARED_APPEND = 'outrun_append_events';
 
 /**
  * Most pages written by one insert during a compaction: a batch of short runs (a page each) goes in one
