@@ -28,7 +28,7 @@ import type { RunQueue } from './queue/queue.ts';
 import { QuotaService } from './quotas/quota-service.ts';
 import { Lifecycle, type TransitionResult } from './runs/lifecycle.ts';
 import { isTerminalStatus } from './runs/run-status.ts';
-import { recordRunWebhooks } from './webhooks/run-webhooks.ts';
+import { runWebhooksListener } from './webhooks/run-webhooks.ts';
 import { RunEngine } from './runs/run-engine.ts';
 import { RunExecutor } from './runs/run-executor.ts';
 import { RunService } from './runs/run-service.ts';
@@ -189,11 +189,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     metrics,
     logger,
     faults,
-    listeners: [
-      async (tx, change) => {
-        if ((await recordRunWebhooks(tx, change)) > 0) recordedDeliveries.add(change);
-      },
-    ],
+    listeners: [runWebhooksListener((change) => recordedDeliveries.add(change))],
     afterCommit: (change) => {
       // A status change that recorded deliveries: send them now rather than at the next poll. One that
       // recorded none (no webhook subscribed) costs the dispatcher no pass.

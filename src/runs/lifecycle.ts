@@ -1,4 +1,4 @@
-import { sql, type Transaction, type UpdateObject } from 'kysely';
+import { sql, type RawBuilder, type Transaction, type UpdateObject } from 'kysely';
 import type { Logger } from 'pino';
 import { FaultPoint, type Faults } from '../faults.ts';
 import { MessageProjector } from '../protocol/message-projector.ts';
@@ -140,10 +140,15 @@ export interface TransitionResult {
 }
 
 /**
- * Writes that join a status change's transaction (the webhooks outbox). A start's local claim (`pending` →
- * `running`, made by the run's insert) runs none: `running` reports no webhook.
+ * Writes that join a status change's transaction (the webhooks outbox). `lookup`, when it gives an
+ * expression, is read by the statement that appends the change's events (no round trip of its own), and
+ * `record` gets its value. A start's local claim (`pending` → `running`, made by the run's insert) runs
+ * none: `running` reports no webhook.
  */
-export type TransitionListener = (tx: Transaction<Database>, change: TransitionResult) => Promise<void>;
+export interface TransitionListener {
+  lookup?: (change: { row: RunRow; run: RunObject }) => RawBuilder<unknown> | null;
+  record: (tx: Transaction<Database>, change: TransitionResult, lookedUp: unknown) => Promise<void>;
+}
 
 export interface LifecycleOptions {
   db: Db;
@@ -277,8 +282,11 @@ export class Lifecycle {
     // From active statuses only, this run held the slot (the unique index allows no other), so it is free
     // without looking; a stop that may also end a queued run looks for an active one.
     const slotFree = request.from.every((status) => isActiveStatus(status));
+    // The listeners' look-ups (the webhooks a terminal status reports to) ride in the same statement.
+    const listeners = this.#options.listeners ?? [];
+    const lookups = listeners.map((listener) => listener.lookup?.({ row, run }) ?? sql`null`);
     // (Typed as `appended`: the select reads neither table the statement writes.)
-    const { queued, active } = await (written as typeof appended)
+    const found = await (written as typeof appended)
       .selectNoFrom((eb) => [
         (promotes
           ? eb
@@ -299,8 +307,10 @@ export class Lifecycle {
               .limit(1)
           : sql<string | null>`null`
         ).as('active'),
+        ...lookups.map((lookup, index) => lookup.as(`lookup_${index}`)),
       ])
       .executeTakeFirstOrThrow();
+    const { queued, active } = found;
 
     const result: TransitionResult = { run, row, events, promoted: null };
     // The chat's slot is free: its oldest queued run takes it, in this same transaction.
@@ -311,7 +321,9 @@ export class Lifecycle {
         from: [RunStatus.queued],
       });
     }
-    for (const listener of this.#options.listeners ?? []) await listener(tx, result);
+    for (const [index, listener] of listeners.entries()) {
+      await listener.record(tx, result, (found as Record<string, unknown>)[`lookup_${index}`]);
+    }
     if (terminal) await this.#options.faults.hit(FaultPoint.settleBeforeCommit, { runId: row.id });
     return result;
   }

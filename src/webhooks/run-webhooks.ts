@@ -1,8 +1,6 @@
-import type { Transaction } from 'kysely';
 import { RunStatus, type RunStatus as RunStatusValue } from '../protocol/run.ts';
-import type { TransitionResult } from '../runs/lifecycle.ts';
-import type { Database } from '../store/schema.ts';
-import { recordWebhookEvent, WebhookEvent } from './webhook-service.ts';
+import type { TransitionListener, TransitionResult } from '../runs/lifecycle.ts';
+import { recordWebhookDeliveries, subscribedWebhookIds, WebhookEvent } from './webhook-service.ts';
 
 /** The webhook event a run status reports, if any. */
 export function webhookEventOf(status: RunStatusValue): WebhookEvent | null {
@@ -22,14 +20,27 @@ export function webhookEventOf(status: RunStatusValue): WebhookEvent | null {
 
 /**
  * The lifecycle listener that fills the webhooks outbox: a delivery is recorded in the same transaction as
- * the status change it reports (invariant 14), so a crash can lose neither without the other. Returns how
- * many deliveries it recorded (0 when the status has no event or no webhook is subscribed to it).
+ * the status change it reports (invariant 14), so a crash can lose neither without the other. The
+ * subscribed webhooks are read by the change's own statement (`lookup`); `onRecorded` hears how many
+ * deliveries a change recorded, when it recorded any.
  */
-export async function recordRunWebhooks(
-  tx: Transaction<Database>,
-  change: TransitionResult,
-): Promise<number> {
-  const event = webhookEventOf(change.run.status);
-  if (!event) return 0;
-  return recordWebhookEvent(tx, { workspaceId: change.row.workspace_id, event, run: change.run });
+export function runWebhooksListener(
+  onRecorded: (change: TransitionResult, deliveries: number) => void,
+): TransitionListener {
+  return {
+    lookup: ({ row, run }) => {
+      const event = webhookEventOf(run.status);
+      return event ? subscribedWebhookIds(row.workspace_id, event) : null;
+    },
+    async record(tx, change, webhookIds) {
+      const event = webhookEventOf(change.run.status);
+      if (!event || !Array.isArray(webhookIds)) return;
+      const recorded = await recordWebhookDeliveries(tx, webhookIds as string[], {
+        workspaceId: change.row.workspace_id,
+        event,
+        run: change.run,
+      });
+      if (recorded > 0) onRecorded(change, recorded);
+    },
+  };
 }

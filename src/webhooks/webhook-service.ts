@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import type { Caller } from '../auth/auth-service.ts';
 import { InvalidRequestError, NotFoundError } from '../errors.ts';
 import { newId } from '../ids.ts';
@@ -213,23 +213,40 @@ export interface RecordWebhookEventOptions {
 }
 
 /**
- * The outbox: records one `pending` delivery of `event` for each enabled webhook of the workspace that
- * subscribes to it, inside the caller's transaction, so the delivery commits (or rolls back) with the
- * status change it reports. Returns the number of deliveries recorded. The dispatcher sends them after commit.
+ * The ids of the workspace's enabled webhooks that subscribe to `event`, in id order, as a `text[]`
+ * expression: a status change reads it in the statement that appends its events (`Lifecycle`).
+ */
+export function subscribedWebhookIds(workspaceId: string, event: WebhookEvent): RawBuilder<string[]> {
+  return sql<string[]>`array(select id from webhooks where workspace_id = ${workspaceId} and enabled = true
+    and events @> ${JSON.stringify([event])}::jsonb order by id)`;
+}
+
+/**
+ * `recordWebhookDeliveries` for every webhook subscribed to `options.event`, read first in a statement of
+ * its own (a status change reads them in its own statement instead: `runWebhooksListener`).
  */
 export async function recordWebhookEvent(
   tx: Transaction<Database> | Kysely<Database>,
   options: RecordWebhookEventOptions,
 ): Promise<number> {
-  const webhooks = await tx
-    .selectFrom('webhooks')
-    .select('id')
-    .where('workspace_id', '=', options.workspaceId)
-    .where('enabled', '=', true)
-    .where(sql<boolean>`events @> ${JSON.stringify([options.event])}::jsonb`)
-    .orderBy('id')
-    .execute();
-  if (webhooks.length === 0) return 0;
+  const { rows } = await sql<{
+    ids: string[];
+  }>`select ${subscribedWebhookIds(options.workspaceId, options.event)} as ids`.execute(tx);
+  return recordWebhookDeliveries(tx, rows[0]?.ids ?? [], options);
+}
+
+/**
+ * The outbox: records one `pending` delivery of `event` for each of `webhookIds` (the webhooks subscribed to
+ * it, `subscribedWebhookIds`), inside the caller's transaction, so the delivery commits (or rolls back) with
+ * the status change it reports. Returns the number of deliveries recorded. The dispatcher sends them after
+ * commit.
+ */
+export async function recordWebhookDeliveries(
+  tx: Transaction<Database> | Kysely<Database>,
+  webhookIds: readonly string[],
+  options: RecordWebhookEventOptions,
+): Promise<number> {
+  if (webhookIds.length === 0) return 0;
   const payload: WebhookPayload = {
     type: options.event,
     timestamp: (options.timestamp ?? new Date()).toISOString(),
@@ -240,9 +257,9 @@ export async function recordWebhookEvent(
   await tx
     .insertInto('webhook_deliveries')
     .values(
-      webhooks.map((webhook) => ({
+      webhookIds.map((webhookId) => ({
         id: newId('delivery'),
-        webhook_id: webhook.id,
+        webhook_id: webhookId,
         workspace_id: options.workspaceId,
         run_id: typeof runId === 'string' ? runId : null,
         event: options.event,
@@ -251,5 +268,5 @@ export async function recordWebhookEvent(
       })),
     )
     .execute();
-  return webhooks.length;
+  return webhookIds.length;
 }
