@@ -21,12 +21,10 @@ export function webhookEventOf(status: RunStatusValue): WebhookEvent | null {
 /**
  * The lifecycle listener that fills the webhooks outbox: a delivery is recorded in the same transaction as
  * the status change it reports (invariant 14), so a crash can lose neither without the other. The
- * subscribed webhooks are read by the change's own statement (`lookup`); `onRecorded` hears how many
- * deliveries a change recorded, when it recorded any.
+ * subscribed webhooks are read by the change's own statement (`lookup`); `onRecorded` hears of a change
+ * that recorded at least one delivery.
  */
-export function runWebhooksListener(
-  onRecorded: (change: TransitionResult, deliveries: number) => void,
-): TransitionListener {
+export function runWebhooksListener(onRecorded: (change: TransitionResult) => void): TransitionListener {
   return {
     lookup: ({ row, run }) => {
       const event = webhookEventOf(run.status);
@@ -40,7 +38,7 @@ export function runWebhooksListener(
         event,
         run: change.run,
       });
-      if (recorded > 0) onRecorded(change, recorded);
+      if (recorded > 0) onRecorded(change);
     },
   };
 }
