@@ -12,13 +12,23 @@
  * With `BENCH_REDIS_URL` set and `--store postgres`, a second Outrun process shares the database and Redis (the
  * scale-out deployment): the run executes on the first, and the same reconnects go to both, so the table also
  * shows a resume on another instance than the one that ran the run (its bus subscription is a Redis round trip).
+ *
+ * A second table resumes a run IN PROGRESS, side by side with target B (the AI SDK pipe plus `resumable-stream`
+ * on Redis, the only baseline that can resume): a paced run (scripted model, 5 ms per token) is followed by one
+ * reader, and meanwhile readers reconnect 50 events behind the live edge (Outrun: `Last-Event-ID`; B:
+ * `resumeExistingStream` with the characters read so far skipped) and are closed at their first event. Each
+ * reconnect is checked to start at exactly the next event. B runs on two processes sharing a Redis (started by
+ * the benchmark, or BENCH_REDIS_URL's), so it too has a same and an other instance; it is skipped, with a
+ * message, when `resumable-stream` or Redis is missing.
  */
 import { BenchApi } from './support/api.ts';
 import { parseBenchArgs } from './support/args.ts';
 import { printHeader } from './support/environment.ts';
+import { createBenchRedis } from './support/redis-server.ts';
+import { importResumableStream } from './support/resumable-pipe-server.ts';
 import { launchServer, type ServerProcess } from './support/server-process.ts';
 import { streamSse } from './support/sse-client.ts';
-import { Sample } from './support/stats.ts';
+import { Sample, wallNow } from './support/stats.ts';
 import { createBenchStore } from './support/store.ts';
 import { printTable, type Cell } from './support/table.ts';
 
@@ -27,7 +37,14 @@ const RUN_EVENTS = 10_000;
 const resumePoints = [0, 5000, 9990];
 const repeats = args.quick ? 10 : 50;
 
-const script = (tokens: number) => JSON.stringify({ script: { steps: 1, tokens, delayMs: 0, tool: false } });
+const script = (tokens: number, delayMs = 0) =>
+  JSON.stringify({ script: { steps: 1, tokens, delayMs, tool: false } });
+
+/** The live table: how far behind the live edge a reader reconnects, and the run's pace. */
+const LIVE_BEHIND = 50;
+const LIVE_DELAY_MS = 5;
+/** Events the first reader waits for before the first reconnect. */
+const LIVE_WARM_EVENTS = 200;
 
 const store = await createBenchStore(args.store);
 printHeader('resume-latency', {
@@ -113,6 +130,9 @@ try {
   await store.cleanup();
 }
 
+const liveRows: Cell[][] = [];
+await measureLive();
+
 printTable({
   title: `resume-latency — ${args.store}, ${process.version}, run of ${RUN_EVENTS} events, ${repeats} reconnects each`,
   columns: [
@@ -136,3 +156,198 @@ printTable({
       : 'One embedded instance (set BENCH_REDIS_URL with --store postgres to add a second instance).',
   ],
 });
+
+printTable({
+  title: `resume-latency — a run in progress, ${args.store}, ${process.version}, ${repeats} reconnects per instance`,
+  columns: ['target', 'instance', 'first p50 ms', 'first p99 ms', 'first max ms'],
+  rows: liveRows,
+  digits: [0, 0, 2, 2, 2],
+  notes: [
+    `A paced run (${LIVE_DELAY_MS} ms per token) followed by one reader; meanwhile a reader reconnects ` +
+      `${LIVE_BEHIND} events behind the live edge, on each instance in turn, and is closed at its first event ` +
+      '(request sent → first event received, on a fresh connection). Outrun reconnects with `Last-Event-ID`; ' +
+      'B (the AI SDK pipe plus `resumable-stream` on Redis) with `resumeExistingStream`, skipping the characters ' +
+      'read so far. `same`: the process that runs the stream; `other`: a second process on the same database ' +
+      'and Redis.',
+  ],
+});
+
+/** One stream in progress, followed by a reader, and how to reconnect to it `behind` events behind that reader. */
+interface LiveStream {
+  /** Events the first reader has received so far, and whether the stream has ended. */
+  received(): number;
+  ended(): boolean;
+  /** Reconnects to `url`'s instance after the reader's `index`-th event; resolves at the first event (ms). */
+  resume(url: string, index: number): Promise<number>;
+  /** Ends the stream and waits for the reader. */
+  close(): Promise<void>;
+}
+
+/** The live table's rows: Outrun on this store (and a second instance with Redis), then B. */
+async function measureLive(): Promise<void> {
+  // Enough tokens for every reconnect (a few ms each, 20 ms apart) on two instances, with room to spare.
+  const tokens = Math.ceil((repeats * 2 * 60 + 3_000) / LIVE_DELAY_MS);
+  const liveStore = await createBenchStore(args.store);
+  try {
+    const first = await launchServer({ mode: 'outrun', store: liveStore });
+    const second = twoInstances ? await launchServer({ mode: 'outrun', store: liveStore }) : undefined;
+    try {
+      const api = new BenchApi(first.url);
+      const run = await api.startRun(await api.createChat(), script(tokens, LIVE_DELAY_MS));
+      const ids: number[] = [];
+      let readerEnded = false;
+      const reader = streamSse({
+        url: `${first.url}/v1/runs/${run.id}/stream`,
+        headers: api.authorization(),
+        onEvent: (id) => void ids.push(id),
+      });
+      const markEnded = () => void (readerEnded = true);
+      reader.then(markEnded, markEnded);
+      const live: LiveStream = {
+        received: () => ids.length,
+        ended: () => readerEnded,
+        resume(url, index) {
+          const after = ids[index - 1]!;
+          return firstEventMs(
+            {
+              url: `${url}/v1/runs/${run.id}/stream`,
+              headers: { ...api.authorization(), 'last-event-id': String(after) },
+            },
+            (id) => id === after + 1,
+          );
+        },
+        async close() {
+          const stop = await fetch(`${first.url}/v1/runs/${run.id}/stop`, {
+            method: 'POST',
+            headers: api.authorization(),
+          });
+          if (!stop.ok) throw new Error(`stopping the live run answered ${stop.status}`);
+          await reader;
+        },
+      };
+      const instances = [{ label: second ? 'same' : '–', url: first.url }];
+      if (second) instances.push({ label: 'other', url: second.url });
+      await measureLiveTarget('Outrun', live, instances);
+    } finally {
+      await second?.close();
+      await first.close();
+    }
+  } finally {
+    await liveStore.cleanup();
+  }
+
+  try {
+    await importResumableStream();
+  } catch (error) {
+    console.log(`B skipped: ${error instanceof Error ? error.message : String(error)}`);
+    return;
+  }
+  let redis;
+  try {
+    redis = await createBenchRedis({ sharedUrl: redisUrl });
+  } catch (error) {
+    console.log(`B skipped: no Redis (${error instanceof Error ? error.message : String(error)})`);
+    return;
+  }
+  try {
+    const env = { REDIS_URL: redis.url, BENCH_REDIS_PREFIX: redis.prefix };
+    const first = await launchServer({ mode: 'resumable', env });
+    const second = await launchServer({ mode: 'resumable', env });
+    try {
+      // The pipe's frames are `data: <json>\n\n`: the characters before each event, for `skip`.
+      const offsets: number[] = [0];
+      const data: string[] = [];
+      let streamId = '';
+      let readerEnded = false;
+      const reader = streamSse({
+        url: `${first.url}/chat`,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ text: script(tokens, LIVE_DELAY_MS) }),
+        onOpen: (headers) => (streamId = String(headers['x-stream-id'])),
+        onEvent(_id, text) {
+          data.push(text);
+          offsets.push(offsets.at(-1)! + 'data: '.length + text.length + 2);
+        },
+      });
+      const markEnded = () => void (readerEnded = true);
+      reader.then(markEnded, markEnded);
+      const live: LiveStream = {
+        received: () => data.length,
+        ended: () => readerEnded,
+        resume: (url, index) =>
+          firstEventMs(
+            { url: `${url}/chat/${streamId}/stream?skip=${offsets[index]!}` },
+            (_id, text) => text === data[index],
+          ),
+        async close() {
+          await reader;
+        },
+      };
+      await measureLiveTarget('B: A + resumable-stream', live, [
+        { label: 'same', url: first.url },
+        { label: 'other', url: second.url },
+      ]);
+    } finally {
+      await second.close();
+      await first.close();
+    }
+  } finally {
+    await redis.close();
+  }
+}
+
+/** Reconnects `repeats` times to each instance in turn, `LIVE_BEHIND` events behind the reader; adds the rows. */
+async function measureLiveTarget(
+  target: string,
+  live: LiveStream,
+  instances: { label: string; url: string }[],
+): Promise<void> {
+  while (live.received() < LIVE_WARM_EVENTS) {
+    if (live.ended()) throw new Error(`${target}: the live stream ended before ${LIVE_WARM_EVENTS} events`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const samples = instances.map(() => new Sample());
+  for (let attempt = 0; attempt < repeats; attempt++) {
+    for (const [index, instance] of instances.entries()) {
+      samples[index]!.add(await live.resume(instance.url, live.received() - LIVE_BEHIND));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+  if (live.ended())
+    throw new Error(`${target}: the live stream ended before the reconnects did; make it longer`);
+  await live.close();
+  for (const [index, instance] of instances.entries()) {
+    const summary = samples[index]!.summary();
+    liveRows.push([target, instance.label, summary.p50, summary.p99, summary.max]);
+    console.log(`${target}, live, ${instance.label} instance: first event p50 ${summary.p50.toFixed(2)} ms`);
+  }
+}
+
+/** Opens `options`' stream, closes it at its first event, and returns request sent → first event (ms). */
+async function firstEventMs(
+  options: { url: string; headers?: Record<string, string> },
+  isExpected: (id: number, data: string) => boolean,
+): Promise<number> {
+  const controller = new AbortController();
+  let first: { id: number; data: string; at: number } | undefined;
+  const sentAt = wallNow();
+  await streamSse({
+    ...options,
+    signal: controller.signal,
+    onEvent(id, data, receivedAt) {
+      if (first) return;
+      first = { id, data, at: receivedAt };
+      controller.abort();
+    },
+  }).catch((error: unknown) => {
+    // Closing the connection at the first event may end the request with an error: expected.
+    if (!first) throw error;
+  });
+  if (!first || !isExpected(first.id, first.data)) {
+    throw new Error(
+      `a reconnect to ${options.url} started at ${first ? `${first.id} ${first.data}` : 'nothing'}`,
+    );
+  }
+  return first.at - sentAt;
+}
