@@ -20,36 +20,23 @@ export async function sendRunStream(
     mapData?: (data: string) => string;
     /** Ends the response (with `[DONE]`) after the first event this accepts, before the run's end. */
     endAfter?: (event: LogEvent) => boolean;
+    /**
+     * The reader's access check, run while the follower subscribes and reads its first page (one round trip
+     * less before the first event). Nothing is sent before it resolves; if it rejects, so does this, with the
+     * response untouched (the route answers the error).
+     */
+    access?: Promise<unknown>;
   },
 ): Promise<void> {
-  reply.hijack();
   const response = reply.raw;
-  response.writeHead(options.status ?? 200, {
-    // Headers hooks set before the hijack (CORS, security headers) still apply.
-    ...(reply.getHeaders() as Record<string, string>),
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-store, no-transform',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-    // Tells AI SDK clients this is a UI message stream.
-    'x-vercel-ai-ui-message-stream': 'v1',
-    ...options.headers,
-  });
-  response.flushHeaders();
-
   const controller = new AbortController();
   const close = () => controller.abort();
-  response.on('close', close);
-  // A revoked key (or an expired scoped token) ends the stream on every instance.
-  const { keyId, token } = request.caller ?? {};
-  const forget = keyId
-    ? request.server.openStreams?.register(keyId, { close, expiresAt: token?.expiresAt })
-    : undefined;
-  options.metrics.streamReaders.inc();
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
   const { mapData, endAfter } = options;
   let ended = false;
   const follower = new RunFollower(
-    { ...options, signal: controller.signal },
+    { ...options, ready: opened, signal: controller.signal },
     {
       events(events, end, live) {
         let frame = '';
@@ -80,10 +67,46 @@ export async function sendRunStream(
       ping: (lastSeq) => response.write(formatKeepAlive(lastSeq)) || controller.signal.aborted,
     },
   );
+  response.on('close', close);
+  // Subscribes and reads now; delivers once the headers are out. Its failure is awaited below.
+  const following = follower.run();
+  following.catch(() => {});
+  if (options.access) {
+    try {
+      await options.access;
+    } catch (error) {
+      follower.close();
+      open();
+      response.off('close', close);
+      await following.catch(() => {});
+      throw error;
+    }
+  }
+
+  reply.hijack();
+  response.writeHead(options.status ?? 200, {
+    // Headers hooks set before the hijack (CORS, security headers) still apply.
+    ...(reply.getHeaders() as Record<string, string>),
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-store, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+    // Tells AI SDK clients this is a UI message stream.
+    'x-vercel-ai-ui-message-stream': 'v1',
+    ...options.headers,
+  });
+  response.flushHeaders();
+  // A revoked key (or an expired scoped token) ends the stream on every instance.
+  const { keyId, token } = request.caller ?? {};
+  const forget = keyId
+    ? request.server.openStreams?.register(keyId, { close, expiresAt: token?.expiresAt })
+    : undefined;
+  options.metrics.streamReaders.inc();
+  open();
   const resume = () => follower.resume();
   response.on('drain', resume);
   try {
-    await follower.run();
+    await following;
     if (!ended && !controller.signal.aborted) response.write(SSE_DONE_FRAME);
   } catch (error) {
     // Headers are gone; the reader reconnects with Last-Event-ID and loses nothing.

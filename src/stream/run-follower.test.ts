@@ -114,6 +114,55 @@ describe('RunFollower', () => {
     expect(got.seqs).toEqual(Array.from({ length: 36 }, (_, index) => index + 21));
   });
 
+  it('subscribes and reads before `ready`, delivers nothing until it resolves, and nothing at all if closed first', async () => {
+    const log = new MemoryLog();
+    log.append(5);
+    let allow!: () => void;
+    const got = recorder();
+    const follower = new RunFollower(
+      {
+        log: log.asEventLog(),
+        runId: 'r',
+        isFinished: async () => false,
+        ready: new Promise<void>((resolve) => (allow = resolve)),
+      },
+      got.sink,
+    );
+    const running = follower.run();
+    await tick();
+    // Subscribed and read already; events published meanwhile wait with the read.
+    expect(log.handlers.size).toBe(1);
+    expect(log.reads).toHaveLength(1);
+    log.append(2);
+    await tick();
+    expect(got.seqs).toEqual([]);
+    allow();
+    await tick();
+    expect(got.seqs).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    log.append(1, { terminal: true });
+    await running;
+
+    // Refused: closed while waiting, then released; nothing reaches the sink and the subscription ends.
+    const refused = recorder();
+    let release!: () => void;
+    const closed = new RunFollower(
+      {
+        log: log.asEventLog(),
+        runId: 'r',
+        isFinished: async () => true,
+        ready: new Promise<void>((resolve) => (release = resolve)),
+      },
+      refused.sink,
+    );
+    const closing = closed.run();
+    await tick();
+    closed.close();
+    release();
+    await closing;
+    expect(refused.seqs).toEqual([]);
+    expect(log.handlers.size).toBe(0);
+  });
+
   it('reads a first page of 100 events, then pages of 1,000', async () => {
     const log = new MemoryLog();
     log.append(2500, { publish: false });

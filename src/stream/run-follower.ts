@@ -18,6 +18,12 @@ export interface FollowOptions {
   keepAliveMs?: number;
   /** Live events buffered before the follower drops them and re-reads the log instead. @default 10000 */
   maxBuffered?: number;
+  /**
+   * Nothing is delivered before this resolves, but the follower subscribes and reads meanwhile: a route can
+   * check the reader's access to the run while the first page is on its way. Close the follower instead of
+   * resolving it to end the follow.
+   */
+  ready?: Promise<void>;
   signal?: AbortSignal;
 }
 
@@ -189,6 +195,7 @@ export class RunFollower {
           this.#overflowed = false;
           const limit = this.#reads++ === 0 ? FIRST_PAGE : PAGE;
           const events = await log.read({ runId, after: this.#lastSeq, limit });
+          if (this.#reads === 1 && this.#options.ready) await this.#options.ready;
           if (this.#state !== 'catching-up') return;
           // A full page: there may be more, so read on before going live.
           this.#needsRead = events.length === limit;

@@ -128,9 +128,14 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
 
   app.get('/v1/ui/chats/:chatId/stream', async (request, reply) => {
     const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
-    await chats.getRow(request.caller, chatId);
+    // The ownership check runs beside the look-ups and the stream's first read; nothing is answered before it.
+    const owned = chats.getRow(request.caller, chatId);
+    owned.catch(() => {});
     const active = await runs.findActive(chatId);
-    if (!active) return reply.status(204).send();
+    if (!active) {
+      await owned;
+      return reply.status(204).send();
+    }
     // The response ends where the run waits, as the one that started it did: a waiting run is replayed up
     // to now; a running one is followed until it next starts waiting (an earlier wait was answered).
     const now = await context.log.lastSeq(active.id);
@@ -142,6 +147,7 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
       headers: { 'x-outrun-run-id': active.id },
       mapData: toUseChatChunk,
       endAfter: (event) => (waiting ? event.seq >= now : event.seq > now && isWaitingEvent(event)),
+      access: owned,
     });
   });
 }
