@@ -172,7 +172,7 @@ printTable({
   ],
 });
 
-/** One stream in progress, followed by a reader, and how to reconnect to it `behind` events behind that reader. */
+/** One stream in progress, followed by a reader, and how to reconnect to it behind that reader. */
 interface LiveStream {
   /** Events the first reader has received so far, and whether the stream has ended. */
   received(): number;
@@ -187,6 +187,12 @@ interface LiveStream {
 async function measureLive(): Promise<void> {
   // Enough tokens for every reconnect (a few ms each, 20 ms apart) on two instances, with room to spare.
   const tokens = Math.ceil((repeats * 2 * 60 + 3_000) / LIVE_DELAY_MS);
+  await measureOutrunLive(tokens);
+  await measureResumableLive(tokens);
+}
+
+/** Outrun: a run on the first instance; reconnects with `Last-Event-ID` to it and to the second, if any. */
+async function measureOutrunLive(tokens: number): Promise<void> {
   const liveStore = await createBenchStore(args.store);
   try {
     const first = await launchServer({ mode: 'outrun', store: liveStore });
@@ -235,7 +241,10 @@ async function measureLive(): Promise<void> {
   } finally {
     await liveStore.cleanup();
   }
+}
 
+/** B: a stream on the first of two pipe processes sharing a Redis; `resumeExistingStream` on both. */
+async function measureResumableLive(tokens: number): Promise<void> {
   try {
     await importResumableStream();
   } catch (error) {
