@@ -7,7 +7,7 @@ import { newId } from '../src/ids.ts';
 import type { RunObject } from '../src/runs/run-object.ts';
 import { createDatabase, type DatabaseHandle } from '../src/store/database.ts';
 import { WebhookDispatcher } from '../src/webhooks/webhook-dispatcher.ts';
-import { recordWebhookEvent } from '../src/webhooks/webhook-service.ts';
+import { recordWebhookEvent } from './support/webhooks.ts';
 import { createPostgresDatabase, STORE_KINDS } from './support/databases.ts';
 import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
 import { pollUntil } from './support/wait.ts';

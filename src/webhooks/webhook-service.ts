@@ -203,7 +203,8 @@ export class WebhookService {
   }
 }
 
-export interface RecordWebhookEventOptions {
+/** What a delivery reports: the event, its run, its time. */
+export interface WebhookDeliveryOptions {
   workspaceId: string;
   event: WebhookEvent;
   /** The run object as the API shows it (JSON-serializable); its `id` becomes the delivery's `run_id`. */
@@ -222,20 +223,6 @@ export function subscribedWebhookIds(workspaceId: string, event: WebhookEvent): 
 }
 
 /**
- * `recordWebhookDeliveries` for every webhook subscribed to `options.event`, read first in a statement of
- * its own (a status change reads them in its own statement instead: `runWebhooksListener`).
- */
-export async function recordWebhookEvent(
-  tx: Transaction<Database> | Kysely<Database>,
-  options: RecordWebhookEventOptions,
-): Promise<number> {
-  const { rows } = await sql<{
-    ids: string[];
-  }>`select ${subscribedWebhookIds(options.workspaceId, options.event)} as ids`.execute(tx);
-  return recordWebhookDeliveries(tx, rows[0]?.ids ?? [], options);
-}
-
-/**
  * The outbox: records one `pending` delivery of `event` for each of `webhookIds` (the webhooks subscribed to
  * it, `subscribedWebhookIds`), inside the caller's transaction, so the delivery commits (or rolls back) with
  * the status change it reports. Returns the number of deliveries recorded. The dispatcher sends them after
@@ -244,7 +231,7 @@ export async function recordWebhookEvent(
 export async function recordWebhookDeliveries(
   tx: Transaction<Database> | Kysely<Database>,
   webhookIds: readonly string[],
-  options: RecordWebhookEventOptions,
+  options: WebhookDeliveryOptions,
 ): Promise<number> {
   if (webhookIds.length === 0) return 0;
   const payload: WebhookPayload = {
