@@ -117,49 +117,43 @@ describe('RunFollower', () => {
   it('subscribes and reads before `ready`, delivers nothing until it resolves, and nothing at all if closed first', async () => {
     const log = new MemoryLog();
     log.append(5);
-    let allow!: () => void;
-    const got = recorder();
-    const follower = new RunFollower(
-      {
-        log: log.asEventLog(),
-        runId: 'r',
-        isFinished: async () => false,
-        ready: new Promise<void>((resolve) => (allow = resolve)),
-      },
-      got.sink,
-    );
-    const running = follower.run();
+    /** A follower whose deliveries wait for `release()`. */
+    const gated = (isFinished: boolean) => {
+      let release!: () => void;
+      const got = recorder();
+      const follower = new RunFollower(
+        {
+          log: log.asEventLog(),
+          runId: 'r',
+          isFinished: async () => isFinished,
+          ready: new Promise<void>((resolve) => (release = resolve)),
+        },
+        got.sink,
+      );
+      return { follower, got, release, running: follower.run() };
+    };
+
+    const allowed = gated(false);
     await tick();
     // Subscribed and read already; events published meanwhile wait with the read.
     expect(log.handlers.size).toBe(1);
     expect(log.reads).toHaveLength(1);
     log.append(2);
     await tick();
-    expect(got.seqs).toEqual([]);
-    allow();
+    expect(allowed.got.seqs).toEqual([]);
+    allowed.release();
     await tick();
-    expect(got.seqs).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(allowed.got.seqs).toEqual([1, 2, 3, 4, 5, 6, 7]);
     log.append(1, { terminal: true });
-    await running;
+    await allowed.running;
 
     // Refused: closed while waiting, then released; nothing reaches the sink and the subscription ends.
-    const refused = recorder();
-    let release!: () => void;
-    const closed = new RunFollower(
-      {
-        log: log.asEventLog(),
-        runId: 'r',
-        isFinished: async () => true,
-        ready: new Promise<void>((resolve) => (release = resolve)),
-      },
-      refused.sink,
-    );
-    const closing = closed.run();
+    const refused = gated(true);
     await tick();
-    closed.close();
-    release();
-    await closing;
-    expect(refused.seqs).toEqual([]);
+    refused.follower.close();
+    refused.release();
+    await refused.running;
+    expect(refused.got.seqs).toEqual([]);
     expect(log.handlers.size).toBe(0);
   });
 
