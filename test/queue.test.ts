@@ -5,7 +5,7 @@ import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { BullMqQueue } from '../src/queue/bullmq-queue.ts';
 import { MemoryQueue } from '../src/queue/memory-queue.ts';
-import { QueueClosedError, type RunJob, type RunQueue } from '../src/queue/queue.ts';
+import { QueueClosedError, type QueueSlot, type RunJob, type RunQueue } from '../src/queue/queue.ts';
 import { captureLogger } from './support/logger.ts';
 
 const REDIS_URL = process.env.REDIS_URL;
@@ -142,6 +142,9 @@ describe.each(QUEUE_KINDS)('run queue conformance on %s', (kind) => {
     await queue.enqueue({ runId: 'run_dupe' });
     // FIFO with one slot: a duplicate that got in would be handled before this job.
     await queue.enqueue({ runId: 'run_dupe_barrier' });
+    // BullMQ completes a job once dispatched: the duplicate is a job of its own, dropped by the worker that
+    // takes it while the first handler runs there. Give it that moment.
+    await sleep(300);
     running.open();
     await vi.waitFor(() => expect(handled).toEqual(['run_dupe', 'run_dupe_barrier']));
     // The first job has ended (its removal may trail the handler by a moment): enqueueing dispatches again.
@@ -196,6 +199,66 @@ describe.each(QUEUE_KINDS)('run queue conformance on %s', (kind) => {
     await queue.close();
     await expect(queue.enqueue({ runId: 'run_late' })).rejects.toThrow(QueueClosedError);
   });
+
+  it('counts a reserved slot against `concurrency` until its task settles', async () => {
+    const queue = createQueue({ concurrency: 2 });
+    expect(queue.reserve!()).toBeNull(); // not a worker yet
+    const started: string[] = [];
+    const jobGate = gate();
+    queue.process(async (job) => {
+      started.push(job.runId);
+      await jobGate.opened;
+    });
+    const first = await reserveSlot(queue);
+    const second = await reserveSlot(queue);
+    expect(queue.reserve!()).toBeNull();
+    await queue.enqueue({ runId: 'run_slot_0' });
+    await sleep(200);
+    expect(started).toEqual([]); // both slots are reserved: the job waits
+    first.release();
+    await vi.waitFor(() => expect(started).toEqual(['run_slot_0']));
+    const task = gate();
+    second.run(() => task.opened);
+    second.release(); // harmless after run: the slot stays taken until the task settles
+    await queue.enqueue({ runId: 'run_slot_1' });
+    await sleep(200);
+    expect(started).toEqual(['run_slot_0']);
+    task.open();
+    await vi.waitFor(() => expect(started).toEqual(['run_slot_0', 'run_slot_1']));
+    jobGate.open();
+  });
+
+  it('gives a freed slot to a waiting job before a start can reserve it, so jobs keep their turn', async () => {
+    const queue = createQueue({ concurrency: 1 });
+    const started: string[] = [];
+    queue.process(async (job) => void started.push(job.runId));
+    const held = await reserveSlot(queue);
+    await queue.enqueue({ runId: 'run_turn_0' });
+    await sleep(200); // the job is taken from the queue and waits for the slot
+    held.release();
+    expect(queue.reserve!()).toBeNull(); // in the same tick: the slot is the waiting job's
+    await vi.waitFor(() => expect(started).toEqual(['run_turn_0']));
+    // Once the job has ended and nothing waits, starts get slots again.
+    (await reserveSlot(queue)).release();
+  });
+
+  it('waits on close for a task running in a reserved slot', async () => {
+    const queue = createQueue({ concurrency: 1 });
+    queue.process(async () => {});
+    const task = gate();
+    let ended = false;
+    (await reserveSlot(queue)).run(async () => {
+      await task.opened;
+      ended = true;
+    });
+    const closing = queue.close();
+    await sleep(100);
+    expect(ended).toBe(false);
+    task.open();
+    await closing;
+    expect(ended).toBe(true);
+    expect(queue.reserve!()).toBeNull();
+  });
 });
 
 describe.runIf(REDIS_URL)('BullMqQueue', () => {
@@ -242,6 +305,26 @@ describe.runIf(REDIS_URL)('BullMqQueue', () => {
     expect([...handled].sort()).toEqual([...runIds].sort());
   });
 
+  it('gives a job back to the queue when its worker stays full, for a worker with room', async () => {
+    const queueName = uniqueQueueName();
+    const full = createQueue(queueName, 1);
+    const running = gate();
+    const handledBy: string[] = [];
+    full.process(async (job) => {
+      handledBy.push(`full ${job.runId}`);
+      await running.opened;
+    });
+    await full.enqueue({ runId: 'run_long' });
+    await vi.waitFor(() => expect(handledBy).toEqual(['full run_long']));
+    await full.enqueue({ runId: 'run_next' }); // taken by the full worker, which waits for its slot
+    await sleep(200);
+    const roomy = createQueue(queueName, 1);
+    roomy.process(async (job) => void handledBy.push(`roomy ${job.runId}`));
+    // Handed back within a second or so, while the full worker's run still runs.
+    await vi.waitFor(() => expect(handledBy).toEqual(['full run_long', 'roomy run_next']), { timeout: 5000 });
+    running.open();
+  });
+
   it('refuses a second handler', () => {
     const queue = createQueue(uniqueQueueName());
     queue.process(async () => {});
@@ -253,63 +336,12 @@ function index(runId: string): number {
   return Number(runId.split('_').at(-1));
 }
 
-describe('MemoryQueue slots for locally claimed runs', () => {
-  it('counts a reserved slot against `concurrency` until its task settles', async () => {
-    const queue = new MemoryQueue({ concurrency: 2 });
-    expect(queue.reserve()).toBeNull(); // not a worker yet
-    const started: string[] = [];
-    const jobGate = gate();
-    queue.process(async (job) => {
-      started.push(job.runId);
-      await jobGate.opened;
-    });
-    const first = queue.reserve()!;
-    const second = queue.reserve()!;
-    expect(queue.reserve()).toBeNull();
-    await queue.enqueue({ runId: 'run_slot_0' });
-    await sleep(50);
-    expect(started).toEqual([]); // both slots are reserved: the job waits
-    first.release();
-    await vi.waitFor(() => expect(started).toEqual(['run_slot_0']));
-    const task = gate();
-    second.run(() => task.opened);
-    second.release(); // harmless after run: the slot stays taken until the task settles
-    await queue.enqueue({ runId: 'run_slot_1' });
-    await sleep(50);
-    expect(started).toEqual(['run_slot_0']);
-    task.open();
-    await vi.waitFor(() => expect(started).toEqual(['run_slot_0', 'run_slot_1']));
-    jobGate.open();
-    await queue.close();
+/** A slot from `reserve`, once the queue gives one (a BullMQ worker does after its first fetch finds no job). */
+async function reserveSlot(queue: RunQueue): Promise<QueueSlot> {
+  let slot: QueueSlot | null = null;
+  await vi.waitFor(() => {
+    slot = queue.reserve!();
+    expect(slot).not.toBeNull();
   });
-
-  it('gives no slot while jobs wait, so they keep their turn', async () => {
-    const queue = new MemoryQueue({ concurrency: 1 });
-    const jobGate = gate();
-    queue.process(() => jobGate.opened);
-    await queue.enqueue({ runId: 'run_turn_0' });
-    await queue.enqueue({ runId: 'run_turn_1' });
-    expect(queue.reserve()).toBeNull();
-    jobGate.open();
-    await vi.waitFor(() => expect(queue.reserve()).not.toBeNull());
-    await queue.close();
-  });
-
-  it('waits on close for a task running in a reserved slot', async () => {
-    const queue = new MemoryQueue({ concurrency: 1 });
-    queue.process(async () => {});
-    const task = gate();
-    let ended = false;
-    queue.reserve()!.run(async () => {
-      await task.opened;
-      ended = true;
-    });
-    const closing = queue.close();
-    await sleep(100);
-    expect(ended).toBe(false);
-    task.open();
-    await closing;
-    expect(ended).toBe(true);
-    expect(queue.reserve()).toBeNull();
-  });
-});
+  return slot!;
+}

@@ -1,7 +1,14 @@
-import { Queue, Worker, type KeepJobs } from 'bullmq';
+import { Queue, WaitingError, Worker, type Job, type KeepJobs } from 'bullmq';
 import pino, { type Logger } from 'pino';
 import { redactUrl } from '../bus/redis-reachable.ts';
-import { QueueClosedError, QueueUnavailableError, runJobKey, type RunJob, type RunQueue } from './queue.ts';
+import {
+  QueueClosedError,
+  QueueUnavailableError,
+  runJobKey,
+  type QueueSlot,
+  type RunJob,
+  type RunQueue,
+} from './queue.ts';
 
 export interface BullMqQueueOptions {
   /** The Redis server, e.g. `redis://127.0.0.1:6379`. */
@@ -10,7 +17,7 @@ export interface BullMqQueueOptions {
   queueName?: string;
   /** BullMQ's key prefix: keys are `<prefix>:<queueName>:…`. Separates deployments (or test files) on one server. @default 'bull' */
   prefix?: string;
-  /** Jobs this instance handles at once, once `process` has made it a worker. @default 100 */
+  /** Runs this instance executes at once, once `process` has made it a worker (its slots). @default 100 */
   concurrency?: number;
   /**
    * Which completed jobs Redis keeps. A kept job still holds its run id, so the run cannot be enqueued again
@@ -28,11 +35,18 @@ export interface BullMqQueueOptions {
 /** The name every run job carries in BullMQ (for dashboards; the queue holds only run jobs). */
 const JOB_NAME = 'run';
 
+/** How long a job waits on a full worker for a slot before it goes back to the queue for any worker with room. */
+const HAND_BACK_AFTER_MS = 1000;
+
 /**
- * The run queue of a scale-out deployment, on BullMQ. A job's id is its run id, so BullMQ itself keeps a run
- * from being queued twice while its job exists. Jobs live in Redis: they outlive the instance that enqueued
- * them, and a job whose worker died is taken over by another worker once its lock expires (BullMQ's
- * stalled-job check).
+ * The run queue of a scale-out deployment, on BullMQ (decision 0010). A job's id is its run and epoch, so
+ * BullMQ itself keeps a run from being queued twice while its job waits. Jobs live in Redis and outlive the
+ * instance that enqueued them.
+ *
+ * A job only dispatches: the worker's `concurrency` slots are this adapter's, and BullMQ's worker (one job at
+ * a time) waits for a free slot, starts the run's handler in it and completes the job. Runs claimed by their
+ * start (`reserve`) hold the same slots. Once dispatched, a run is owned through its lease alone: if its
+ * worker dies, the sweeper hands it back when the lease runs out, and a new job dispatches it again.
  */
 export class BullMqQueue implements RunQueue {
   readonly #queue: Queue<RunJob>;
@@ -40,16 +54,29 @@ export class BullMqQueue implements RunQueue {
   readonly #name: string;
   readonly #prefix: string;
   readonly #logger: Logger;
+  readonly #concurrency: number;
   #worker: Worker<RunJob> | null = null;
+  #closed = false;
   #closing: Promise<void> | null = null;
   #producerClosed = false;
   #lastErrorLoggedAt = 0;
+  /** Slots taken: runs executing here (dispatched or claimed by their start) and slots reserved by a start. */
+  #taken = 0;
+  /** The tasks executing in slots. */
+  readonly #running = new Set<Promise<void>>();
+  /** The job keys whose runs execute here: a second delivery of one is dropped. */
+  readonly #keysRunning = new Set<string>();
+  /** Wakes the dispatcher waiting for a slot, if it waits. */
+  #wakeDispatcher: (() => void) | null = null;
+  /** BullMQ's last fetch found no job waiting (its `drained` event, cleared by `active`): jobs go first. */
+  #drained = false;
 
   constructor(options: BullMqQueueOptions) {
     this.#options = options;
     this.#name = options.queueName ?? 'outrun-runs';
     this.#prefix = options.prefix ?? 'bull';
     this.#logger = options.logger ?? pino();
+    this.#concurrency = options.concurrency ?? 100;
     this.#queue = new Queue<RunJob>(this.#name, {
       connection: { url: options.url },
       prefix: this.#prefix,
@@ -100,25 +127,106 @@ export class BullMqQueue implements RunQueue {
   }
 
   process(handler: (job: RunJob) => Promise<void>): void {
-    if (this.#closing) throw new QueueClosedError();
+    if (this.#closed) throw new QueueClosedError();
     if (this.#worker) throw new Error('This run queue already has a handler.');
-    const worker = new Worker<RunJob>(
-      this.#name,
-      async (job) => {
-        await handler({ runId: job.data.runId, epoch: job.data.epoch });
-      },
-      {
-        // Workers block on Redis: BullMQ needs unlimited retries per request on their connections.
-        connection: { url: this.#options.url, maxRetriesPerRequest: null },
-        prefix: this.#prefix,
-        concurrency: this.#options.concurrency ?? 100,
-      },
-    );
+    const worker = new Worker<RunJob>(this.#name, (job, token) => this.#dispatch(job, token, handler), {
+      // Workers block on Redis: BullMQ needs unlimited retries per request on their connections.
+      connection: { url: this.#options.url, maxRetriesPerRequest: null },
+      prefix: this.#prefix,
+      // One job at a time: dispatching takes a moment, and a full worker holds at most one job.
+      concurrency: 1,
+    });
+    worker.on('drained', () => (this.#drained = true));
+    worker.on('active', () => (this.#drained = false));
     worker.on('error', (error: Error) => this.#connectionError('worker', error));
     worker.on('failed', (job, error: Error) =>
-      this.#logger.error({ err: error, queue: this.#name, runId: job?.data.runId }, 'a run job failed'),
+      this.#logger.error(
+        { err: error, queue: this.#name, runId: job?.data.runId },
+        'dispatching a run job failed',
+      ),
     );
     this.#worker = worker;
+  }
+
+  /**
+   * A slot for a run the caller claims and executes itself: only while a slot is free and BullMQ's last
+   * fetch found no job waiting, so jobs keep their turn as far as this worker can see.
+   */
+  reserve(): QueueSlot | null {
+    if (!this.#worker || this.#closed || !this.#drained || this.#taken >= this.#concurrency) return null;
+    this.#taken += 1;
+    let settled = false;
+    const settle = (): boolean => {
+      if (settled) return false;
+      settled = true;
+      return true;
+    };
+    return {
+      run: (task) => {
+        if (settle()) this.#track(task, 'a locally claimed run failed');
+      },
+      release: () => {
+        if (settle()) this.#free();
+      },
+    };
+  }
+
+  /** BullMQ's processor: starts the job's run in a free slot and returns, which completes the job. */
+  async #dispatch(
+    job: Job<RunJob>,
+    token: string | undefined,
+    handler: (job: RunJob) => Promise<void>,
+  ): Promise<void> {
+    const data: RunJob = { runId: job.data.runId, epoch: job.data.epoch };
+    const key = runJobKey(data);
+    if (this.#keysRunning.has(key)) return;
+    if (!(await this.#takeSlot())) {
+      // No room here in time, or closing: back to the front of the wait list, for any worker with room.
+      await job.moveToWait(token);
+      throw new WaitingError();
+    }
+    this.#track(() => handler(data), 'a run job failed', { runId: data.runId, key });
+  }
+
+  /** Waits up to `HAND_BACK_AFTER_MS` for a free slot and takes it; false if none came or the queue closes. */
+  async #takeSlot(): Promise<boolean> {
+    const deadline = Date.now() + HAND_BACK_AFTER_MS;
+    while (!this.#closed && this.#taken >= this.#concurrency) {
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return false;
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.#wakeDispatcher = resolve;
+        timer = setTimeout(resolve, remaining);
+      });
+      clearTimeout(timer);
+      this.#wakeDispatcher = null;
+    }
+    if (this.#closed) return false;
+    this.#taken += 1;
+    return true;
+  }
+
+  /** Runs `work` in a slot already taken; the slot frees when it settles. */
+  #track(work: () => Promise<void>, failure: string, job?: { runId: string; key: string }): void {
+    if (job) this.#keysRunning.add(job.key);
+    // Handlers own their errors (the executor settles every run it claims); this only keeps the worker alive.
+    const task: Promise<void> = Promise.resolve()
+      .then(work)
+      .catch((error: unknown) =>
+        this.#logger.error({ err: error, queue: this.#name, runId: job?.runId }, failure),
+      )
+      .finally(() => {
+        this.#running.delete(task);
+        if (job) this.#keysRunning.delete(job.key);
+        this.#free();
+      });
+    this.#running.add(task);
+  }
+
+  #free(): void {
+    this.#taken -= 1;
+    this.#wakeDispatcher?.();
   }
 
   /** Logs a connection error once per second at most: ioredis reports one per reconnect attempt. */
@@ -129,11 +237,17 @@ export class BullMqQueue implements RunQueue {
     this.#logger.warn({ err: error, queue: this.#name, connection: role }, 'run queue connection error');
   }
 
-  /** Stops the worker (after its running jobs return), then closes the producer's connection. */
+  /**
+   * Stops dispatching (a job waiting for a slot goes back to the queue), waits for the runs executing in
+   * this worker's slots to return, then closes the producer's connection.
+   */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      this.#closed = true;
+      this.#wakeDispatcher?.();
       try {
         await this.#worker?.close();
+        while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
       } finally {
         this.#producerClosed = true;
         await this.#queue.close();

@@ -19,11 +19,12 @@ export function runJobKey(job: RunJob): string {
  *
  * Every adapter keeps this contract (one conformance suite, `test/queue.test.ts`, runs against each):
  * - Every enqueued job is handled, unless it is deduplicated (below) or the queue closes first.
- * - At most one job per run and epoch (`runJobKey`) exists at a time: `enqueue` of a key whose job is still
- *   waiting or being handled is a no-op. Once that job has ended, enqueueing the key again dispatches it again.
- * - A job may still be delivered more than once (a worker crash, a stalled job taken over): the handler's
- *   claim on the run row makes that harmless.
- * - At most `concurrency` jobs are handled at once per worker (per instance).
+ * - A key (`runJobKey`: run and epoch) is handled at most once at a time on an instance: `enqueue` of a key
+ *   whose job waits is a no-op, and a job for a key whose handler runs on the instance that takes it is
+ *   dropped there. Once that handler has returned, enqueueing the key again dispatches it again.
+ * - A job may still be delivered more than once (a worker crash, a second instance enqueueing a key whose
+ *   handler runs elsewhere): the handler's claim on the run row makes that harmless.
+ * - At most `concurrency` handlers run at once per worker (per instance), counting the slots `reserve` gave.
  * - A handler that throws fails only its own job; the queue goes on. Handlers should own their errors.
  * - `close` stops taking jobs and resolves once the handlers already running have returned. Jobs still
  *   waiting are left: a shared queue keeps them for another worker; the in-process queue drops them, and a
@@ -36,8 +37,8 @@ export function runJobKey(job: RunJob): string {
  *   may still be added once the backend is back; the dedupe key and the handler's claim make that harmless.
  *
  * Adapters differ where the backend does: the in-process queue dies with its process; the BullMQ queue keeps
- * jobs in Redis, and a job whose worker died is redelivered by BullMQ's stalled-job check (after its lock
- * expires, 30 s by default).
+ * waiting jobs in Redis for any worker, and a job ends once a worker's slot has taken its run (decision
+ * 0010): a run whose worker died is handed back by the sweeper when its lease runs out, on either adapter.
  */
 export interface RunQueue {
   /** Hands a run over. Rejects with `QueueUnavailableError` when the backend does not take it in time. */
@@ -49,10 +50,9 @@ export interface RunQueue {
   /**
    * A slot on this instance for a run the caller claims and executes itself, skipping the hop through the
    * queue (a run claimed in its start transaction). Null when this instance is not a worker, every slot is
-   * taken, or jobs are waiting (they go first). The slot counts against `concurrency` until the task given
-   * to `run` settles, or `release` gives it back unused. Only the in-process queue has slots: a BullMQ
-   * worker whose concurrency is lowered while local runs hold slots takes up the freed slots again only when
-   * one of its own jobs ends, which could leave queued runs waiting behind one long job.
+   * taken, or jobs are waiting (they go first; with BullMQ, as far as this worker's last fetch saw). The
+   * slot counts against `concurrency` until the task given to `run` settles, or `release` gives it back
+   * unused.
    */
   reserve?(): QueueSlot | null;
 }
