@@ -293,8 +293,47 @@ describe.runIf(REDIS_URL)('RedisBus', () => {
     await subscriber.publish(named('run-stop'), { runId: 'run_b' });
     await vi.waitFor(() => expect(remote.messages).toHaveLength(2));
     await vi.waitFor(() => expect(local.messages).toHaveLength(2));
-    expect(remote.messages).toEqual([{ runId: 'run_a' }, { runId: 'run_b' }]);
-    expect(local.messages).toEqual(remote.messages);
+    // Order holds per publishing instance only: each instance has its own message first (delivered at once).
+    expect(local.messages).toEqual([{ runId: 'run_a' }, { runId: 'run_b' }]);
+    expect(remote.messages).toEqual([{ runId: 'run_b' }, { runId: 'run_a' }]);
+  });
+
+  it('hands its own publishes to its handlers at once and once, not again when Redis sends them back', async () => {
+    const own = createBus();
+    const other = createBus();
+    const mine = collector();
+    const theirs = collector();
+    await own.subscribe(named('run-stop'), mine.handler);
+    await other.subscribe(named('run-stop'), theirs.handler);
+    const publishing = own.publish(named('run-stop'), { runId: 'run_own_1' });
+    // Delivered locally during the publish call, before any round trip to Redis.
+    expect(mine.messages).toEqual([{ runId: 'run_own_1' }]);
+    await publishing;
+    await own.publish(named('run-stop'), { runId: 'run_own_2' });
+    await vi.waitFor(() => expect(theirs.messages).toHaveLength(2));
+    // A marker from the other instance arrives after Redis has sent every copy of the own messages back.
+    await other.publish(named('run-stop'), { runId: 'run_marker' });
+    await vi.waitFor(() => expect(mine.messages).toHaveLength(3));
+    await sleep(50);
+    expect(mine.messages).toEqual([{ runId: 'run_own_1' }, { runId: 'run_own_2' }, { runId: 'run_marker' }]);
+  });
+
+  it('delivers an identical message published by another instance as well as its own', async () => {
+    const first = createBus();
+    const second = createBus();
+    const atFirst = collector();
+    const atSecond = collector();
+    await first.subscribe(named('run-stop'), atFirst.handler);
+    await second.subscribe(named('run-stop'), atSecond.handler);
+    await Promise.all([
+      first.publish(named('run-stop'), { runId: 'run_same' }),
+      second.publish(named('run-stop'), { runId: 'run_same' }),
+    ]);
+    await vi.waitFor(() => expect(atFirst.messages).toHaveLength(2));
+    await vi.waitFor(() => expect(atSecond.messages).toHaveLength(2));
+    await sleep(100);
+    expect(atFirst.messages).toHaveLength(2);
+    expect(atSecond.messages).toHaveLength(2);
   });
 
   it('keeps buses with different key prefixes apart', async () => {
@@ -344,11 +383,13 @@ describe.runIf(REDIS_URL)('RedisBus', () => {
     const id = line?.match(/\bid=(\d+)/)?.[1];
     expect(id).toBeDefined();
     await admin.client('KILL', 'ID', id!);
-    // What is published while the subscriber is away is lost, as the port allows: publish until one arrives.
+    // What is published while the subscriber is away is lost, as the port allows: publish until one arrives,
+    // from another instance (the bus's own publishes reach its handlers without Redis).
+    const publisher = createBus();
     let attempt = 0;
     await vi.waitFor(
       async () => {
-        await bus.publish(named('reconnect'), { attempt: ++attempt });
+        await publisher.publish(named('reconnect'), { attempt: ++attempt });
         expect(received.messages.length).toBeGreaterThan(0);
       },
       { timeout: 10_000, interval: 100 },

@@ -54,8 +54,11 @@ describe.runIf(HAS_REDIS_SERVER)('through a Redis outage', () => {
 
   it('bounds publish while Redis is down, and delivers again once it is back', async () => {
     const bus = createBus();
+    const other = createBus();
+    const own: unknown[] = [];
     const received: unknown[] = [];
-    await bus.subscribe(BusChannel.runStop, (message) => void received.push(message));
+    await bus.subscribe(BusChannel.runStop, (message) => void own.push(message));
+    await other.subscribe(BusChannel.runStop, (message) => void received.push(message));
     await bus.publish(BusChannel.runStop, { runId: 'run_before' });
     await vi.waitFor(() => expect(received).toEqual([{ runId: 'run_before' }]));
 
@@ -64,14 +67,20 @@ describe.runIf(HAS_REDIS_SERVER)('through a Redis outage', () => {
     expect(publishing.ms).toBeLessThan(1000);
     expect(publishing.error).toBeInstanceOf(BusUnavailableError);
     expect((publishing.error as Error).message).toContain(`127.0.0.1:${server.port}`);
+    // The publishing instance's own handlers have it all the same: they never needed Redis.
+    expect(own).toEqual([{ runId: 'run_before' }, { runId: 'run_during' }]);
     const subscribing = await timed(bus.subscribe(BusChannel.apiKeyRevoked, () => {}));
     expect(subscribing.error).toBeInstanceOf(BusUnavailableError);
     expect(bus.ready()).toBe(false);
 
     await server.restart();
-    await vi.waitFor(() => expect(bus.ready()).toBe(true), { timeout: 10_000, interval: 50 });
+    await vi.waitFor(() => expect(bus.ready() && other.ready()).toBe(true), {
+      timeout: 10_000,
+      interval: 50,
+    });
     await bus.publish(BusChannel.runStop, { runId: 'run_after' });
     await vi.waitFor(() => expect(received).toEqual([{ runId: 'run_before' }, { runId: 'run_after' }]));
+    expect(own).toEqual([{ runId: 'run_before' }, { runId: 'run_during' }, { runId: 'run_after' }]);
   });
 
   it('resolves a subscribe made during an outage once Redis is back and confirms it', async () => {

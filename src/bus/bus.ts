@@ -17,9 +17,11 @@ export type { BusRunEvent, RunEventsMessage } from './run-events-codec.ts';
  *   publisher's own object (no codec, no copy on the hot path of every event batch); a networked adapter hands
  *   them what the channel's codec decoded, once per instance.
  * - A handler whose `subscribe` has resolved receives every message published on its channel afterwards,
- *   barring transport loss; messages published through one instance arrive in publish order. Delivery may be
- *   synchronous (in-process) or asynchronous (Redis): handlers assume neither. A networked `subscribe`
- *   resolves only once the server confirmed the subscription.
+ *   once, barring transport loss; messages published through one instance arrive in publish order, but
+ *   messages from different instances in no particular order (an instance's own handlers get its publishes
+ *   during `publish`, before those of others already on their way). Delivery may be synchronous (in-process,
+ *   and a networked bus to the publishing instance's own handlers) or asynchronous (from other instances):
+ *   handlers assume neither. A networked `subscribe` resolves only once the server confirmed the subscription.
  * - `publish` and `subscribe` are bounded: while the transport is unreachable they reject with
  *   `BusUnavailableError` within a short timeout (about half a second for `publish`) instead of waiting.
  * - A handler that throws (or returns a promise that rejects) is logged; the other handlers still receive the

@@ -27,7 +27,15 @@ interface Subscription {
   confirmed: boolean;
   /** Callers of `subscribe` waiting for the confirmation. */
   waiters: Set<() => void>;
+  /**
+   * Payloads this instance published on the channel while subscribed, in publish order, whose copy from Redis
+   * has not come back yet. The local handlers had them at publish, so the copy is dropped on arrival.
+   */
+  echoes: Buffer[];
 }
+
+/** Echoes awaited per channel at most; beyond, the oldest is forgotten (its copy, if it comes, is delivered). */
+const MAX_ECHOES = 1000;
 
 /**
  * The bus of a scale-out deployment, on Redis pub/sub. Each instance holds two connections: one publishes,
@@ -42,6 +50,12 @@ interface Subscription {
  *
  * The publisher has no offline queue: a publish while Redis is unreachable rejects within `publishTimeoutMs`
  * rather than waiting for the outage to end or being sent late.
+ *
+ * A publish reaches this instance's own handlers at once, by reference (as on the in-process bus), and other
+ * instances through Redis. Redis sends the publisher its own message back too (its subscriber listens on the
+ * channel); that copy is recognised by its bytes and dropped. An identical message from another instance is
+ * indistinguishable and may be the one dropped, leaving the own copy to be delivered in its place: the
+ * handlers get each message once either way.
  */
 export class RedisBus implements Bus {
   readonly #publisher: Redis;
@@ -94,7 +108,11 @@ export class RedisBus implements Bus {
     }
     this.#subscriber.on('ready', () => this.#subscribeAll());
     this.#subscriber.on('close', () => {
-      for (const subscription of this.#subscriptions.values()) subscription.confirmed = false;
+      for (const subscription of this.#subscriptions.values()) {
+        subscription.confirmed = false;
+        // What was in flight is lost with the connection, copies included.
+        subscription.echoes.length = 0;
+      }
     });
     this.#subscriber.on('messageBuffer', (channel: Buffer, payload: Buffer) =>
       this.#receive(channel.toString(), payload),
@@ -103,7 +121,33 @@ export class RedisBus implements Bus {
 
   async publish<T>(channel: Channel<T>, message: T): Promise<void> {
     if (this.#closing) throw new BusClosedError();
-    const payload = channel.codec.encode(message);
+    const encoded = channel.codec.encode(message);
+    const payload = typeof encoded === 'string' ? Buffer.from(encoded, 'utf8') : encoded;
+    const local = this.#subscriptions.get(this.#prefix + channel.name);
+    if (local && local.handlers.size > 0) {
+      // Only a confirmed subscription gets the copy back from Redis.
+      if (local.confirmed) {
+        if (local.echoes.length >= MAX_ECHOES) local.echoes.shift();
+        local.echoes.push(payload);
+      }
+      deliverMessage<unknown>({
+        channel: channel.name,
+        handlers: local.handlers,
+        message,
+        logger: this.#logger,
+      });
+    }
+    try {
+      await this.#publishRemote(channel, payload);
+    } catch (error) {
+      // Not sent: no copy comes back.
+      const index = local ? local.echoes.indexOf(payload) : -1;
+      if (index >= 0) local!.echoes.splice(index, 1);
+      throw error;
+    }
+  }
+
+  async #publishRemote(channel: Channel<unknown>, payload: Buffer): Promise<void> {
     if (this.#publisher.status !== 'ready' || this.#publisherReady) {
       this.#publisherReady ??= whenReady(this.#publisher).finally(() => (this.#publisherReady = null));
       await withTimeout(this.#publisherReady, this.#publishTimeoutMs, () => this.#unavailable('publish'));
@@ -127,6 +171,7 @@ export class RedisBus implements Bus {
         handlers: new Set(),
         confirmed: false,
         waiters: new Set(),
+        echoes: [],
       };
       this.#subscriptions.set(key, subscription);
       // Not ready: the next `ready` subscribes to every channel held, this one included.
@@ -213,6 +258,14 @@ export class RedisBus implements Bus {
   #receive(key: string, payload: Buffer): void {
     const subscription = this.#subscriptions.get(key);
     if (!subscription || subscription.handlers.size === 0) return;
+    if (subscription.echoes.length > 0) {
+      // Own copies come back in publish order, so the match is almost always the first.
+      const index = subscription.echoes.findIndex((echo) => echo.equals(payload));
+      if (index >= 0) {
+        subscription.echoes.splice(index, 1);
+        return;
+      }
+    }
     const channel = key.slice(this.#prefix.length);
     let message: unknown;
     try {
