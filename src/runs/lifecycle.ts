@@ -7,7 +7,13 @@ import type { RunQueue } from '../queue/queue.ts';
 import type { Db } from '../store/database.ts';
 import type { Database, RunRow } from '../store/schema.ts';
 import { retryTransient } from '../store/transient.ts';
-import { eventRows, lastSeqOf, numberEvents, type EventLog, type LogEvent } from '../stream/event-log.ts';
+import {
+  insertEvents,
+  numberSerialized,
+  serializeChunk,
+  type EventLog,
+  type LogEvent,
+} from '../stream/event-log.ts';
 import { interruptedStepClosure } from '../stream/interrupted-step.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
 import type { RunWaiting } from '../protocol/run.ts';
@@ -253,8 +259,8 @@ export class Lifecycle {
     chunks.push(...(request.chunks ?? []));
     const run = toRunObject(row);
     chunks.push(runStatusChunk(run));
-    const events = numberEvents(chunks, request.lastSeq ?? (await lastSeqOf(tx, row.id)));
-    const rows = eventRows(row.id, events);
+    // Numbered by the statement below, which reads the last sequence number itself unless the caller knows it.
+    const data = chunks.map(serializeChunk);
 
     // The message changes with a terminal status, or when its status differs (not for pending ⇄ running).
     const messageChanges =
@@ -265,7 +271,7 @@ export class Lifecycle {
     // One statement appends the events, updates the message and, for an ending that freed the chat's slot,
     // finds the chat's oldest queued run: it runs after the chat's lock was taken, so it sees every run a
     // start queued before.
-    const appended = tx.with('appended', (db) => db.insertInto('run_events').values(rows).returning('seq'));
+    const appended = tx.with('appended', (db) => insertEvents(db, row.id, data, request.lastSeq));
     const written = messageId
       ? appended.with('message', (db) =>
           db
@@ -308,9 +314,11 @@ export class Lifecycle {
           : sql<string | null>`null`
         ).as('active'),
         ...lookups.map((lookup, index) => lookup.as(`lookup_${index}`)),
+        sql<number>`(select min(seq) from appended)`.as('first_seq'),
       ])
       .executeTakeFirstOrThrow();
     const { queued, active } = found;
+    const events = numberSerialized(data, Number(found.first_seq) - 1);
 
     const result: TransitionResult = { run, row, events, promoted: null };
     // The chat's slot is free: its oldest queued run takes it, in this same transaction.

@@ -1,4 +1,4 @@
-import { CompiledQuery, sql, type Transaction } from 'kysely';
+import { CompiledQuery, sql, type QueryCreator, type RawBuilder, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { BusChannel, type Bus } from '../bus/bus.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
@@ -12,13 +12,36 @@ import { isTerminalRunEventData } from './run-event.ts';
 
 /** The highest durable sequence number of a run (0 when it has none), read in `db` or a transaction. */
 export async function lastSeqOf(db: Db | Transaction<Database>, runId: string): Promise<number> {
-  // One statement: a compaction committing meanwhile moves the events, never hides them from this read.
-  const result = await sql<{ last: number | null }>`
-    select greatest(
-      (select max(seq) from run_events where run_id = ${runId}),
-      (select max(last_seq) from run_event_pages where run_id = ${runId})
-    ) as last`.execute(db);
+  const result = await sql<{ last: number }>`select ${lastSeqExpression(runId)} as last`.execute(db);
   return Number(result.rows[0]?.last ?? 0);
+}
+
+/** A run's last durable sequence number as an expression, 0 without events: rows and pages alike. */
+function lastSeqExpression(runId: string): RawBuilder<number> {
+  // One statement: a compaction committing meanwhile moves the events, never hides them from this read.
+  return sql<number>`greatest(
+      (select max(seq) from run_events where run_id = ${runId}),
+      (select max(last_seq) from run_event_pages where run_id = ${runId}),
+      0)`;
+}
+
+/**
+ * Inserts serialized chunks as a run's next events, numbered by the statement itself after `lastSeq` or,
+ * without it, after the run's last durable event: one round trip, where reading the last sequence number first
+ * took two. The statement reads with its own snapshot, so call it once the run's row is locked (every status
+ * change holds it), as a `lastSeqOf` before it would be. On its own or in a `with` clause; returns each `seq`.
+ */
+export function insertEvents(db: QueryCreator<Database>, runId: string, data: string[], lastSeq?: number) {
+  const after = lastSeq === undefined ? lastSeqExpression(runId) : sql<number>`${lastSeq}::int`;
+  // The chunks travel as one JSON array of their texts, unescaped; a `json` element keeps its text exactly.
+  return db
+    .insertInto('run_events')
+    .columns(['run_id', 'seq', 'chunk'])
+    .expression(
+      sql`select ${runId}, ${after} + t.ord, t.chunk
+        from json_array_elements(${`[${data.join(',')}]`}::json) with ordinality as t(chunk, ord)`,
+    )
+    .returning('seq');
 }
 
 /** One durable event of a run's stream: its sequence number and its chunk as JSON text. */
@@ -155,9 +178,9 @@ export class EventLog {
     options: { lastSeq?: number } = {},
   ): Promise<LogEvent[]> {
     if (chunks.length === 0) return [];
-    const events = numberEvents(chunks, options.lastSeq ?? (await lastSeqOf(tx, runId)));
-    await tx.insertInto('run_events').values(eventRows(runId, events)).execute();
-    return events;
+    const data = chunks.map(serializeChunk);
+    const inserted = await insertEvents(tx, runId, data, options.lastSeq).execute();
+    return numberSerialized(data, Math.min(...inserted.map((row) => row.seq)) - 1);
   }
 
   /** Every durable event of a run, oldest first, parsed (a projection rebuild or a resume reads this). */
@@ -611,10 +634,16 @@ async function readEvents(
  * statement of its own that must hold the run's row lock or create the run (`RunService.begin`).
  */
 export function numberEvents(chunks: unknown[], lastSeq: number): LogEvent[] {
-  return chunks.map((chunk, index): LogEvent => {
-    const data = serializeChunk(chunk);
-    return { seq: lastSeq + index + 1, data, terminal: isTerminalRunEventData(data) };
-  });
+  return numberSerialized(chunks.map(serializeChunk), lastSeq);
+}
+
+/** Events of serialized chunks (`serializeChunk`), numbered after `lastSeq`. */
+export function numberSerialized(data: string[], lastSeq: number): LogEvent[] {
+  return data.map((text, index): LogEvent => ({
+    seq: lastSeq + index + 1,
+    data: text,
+    terminal: isTerminalRunEventData(text),
+  }));
 }
 
 /** The `run_events` rows of a run's events. */
