@@ -3,7 +3,11 @@
  * makes, start to compaction, read from `pg_stat_statements`. Counts are deterministic, so this is the
  * figure to compare across machines and commits.
  *
- *   npx tsx bench/round-trips.ts [--runs 200] [--tokens 1] [--delay-ms 0] [--quick]
+ *   npx tsx bench/round-trips.ts [--runs 200] [--tokens 1] [--delay-ms 0] [--queued] [--quick]
+ *
+ * With `--queued`, each run is started with `multitask: "enqueue"` while another run of its chat is active
+ * (three tokens 100 ms apart), so it goes the queued way: created `queued`, promoted by that run's ending,
+ * claimed through the queue. The counts are then per pair of runs, the queued one and the one before it.
  *
  * It starts a PostgreSQL server of its own (the newest under /usr/lib/postgresql, on a free loopback port,
  * `pg_stat_statements` preloaded, deleted afterwards), runs an Outrun server on it, and starts one-token runs
@@ -25,6 +29,7 @@ const { values } = parseArgs({
     runs: { type: 'string' },
     tokens: { type: 'string', default: '1' },
     'delay-ms': { type: 'string', default: '0' },
+    queued: { type: 'boolean', default: false },
     quick: { type: 'boolean', default: false },
     // Accepted so `bench/all.ts --store …` can run every benchmark alike; this one brings its own server.
     store: { type: 'string' },
@@ -53,20 +58,50 @@ try {
     runs,
     tokens,
     'ms between tokens': delayMs,
+    queued: values.queued ? 'yes: each run queued behind a 300 ms one (counts per pair)' : 'no',
   });
   const server = await launchServer({ mode: 'outrun', store });
   try {
     const api = new BenchApi(server.url);
     const text = JSON.stringify({ script: { steps: 1, tokens, delayMs, tool: false } });
+    const headers = { authorization: `Bearer ${BENCH_ADMIN_KEY}`, 'content-type': 'application/json' };
+    const blocker = JSON.stringify({ script: { steps: 1, tokens: 3, delayMs: 100, tool: false } });
     const oneByOne = (chats: string[]) =>
       forEachLimit(chats, 1, async (chatId) => {
-        const result = await streamSse({
-          url: `${server.url}/v1/chats/${chatId}/runs`,
+        const url = `${server.url}/v1/chats/${chatId}/runs`;
+        if (!values.queued) {
+          const result = await streamSse({
+            url,
+            method: 'POST',
+            headers,
+            body: JSON.stringify({ input: { text } }),
+          });
+          if (!result.done) throw new Error('a run ended without [DONE]');
+          return;
+        }
+        // The active run, then this one queued behind it; read until the queued one has ended.
+        let queued: Promise<string> | null = null;
+        const active = await streamSse({
+          url,
           method: 'POST',
-          headers: { authorization: `Bearer ${BENCH_ADMIN_KEY}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ input: { text } }),
+          headers,
+          body: JSON.stringify({ input: { text: blocker } }),
+          onEvent: () => {
+            queued ??= fetch(url, {
+              method: 'POST',
+              headers: { ...headers, accept: 'application/json' },
+              body: JSON.stringify({ input: { text }, multitask: 'enqueue' }),
+            }).then(async (response) => {
+              const body = (await response.json()) as { run: { id: string; status: string } };
+              if (body.run?.status !== 'queued')
+                throw new Error(`expected a queued run: ${JSON.stringify(body)}`);
+              return body.run.id;
+            });
+          },
         });
-        if (!result.done) throw new Error('a run ended without [DONE]');
+        if (!active.done || !queued) throw new Error('the active run ended without [DONE]');
+        const result = await streamSse({ url: `${server.url}/v1/runs/${await queued}/stream`, headers });
+        if (!result.done) throw new Error('the queued run ended without [DONE]');
       });
     await oneByOne(await api.createChats(5));
     await new Promise((resolve) => setTimeout(resolve, 1_500));
