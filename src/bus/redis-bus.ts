@@ -122,13 +122,14 @@ export class RedisBus implements Bus {
   async publish<T>(channel: Channel<T>, message: T): Promise<void> {
     if (this.#closing) throw new BusClosedError();
     const encoded = channel.codec.encode(message);
-    const payload = typeof encoded === 'string' ? Buffer.from(encoded, 'utf8') : encoded;
     const local = this.#subscriptions.get(this.#prefix + channel.name);
+    // The bytes of the copy Redis will send back (only to a confirmed subscription), to recognise it.
+    let echo: Buffer | null = null;
     if (local && local.handlers.size > 0) {
-      // Only a confirmed subscription gets the copy back from Redis.
       if (local.confirmed) {
+        echo = typeof encoded === 'string' ? Buffer.from(encoded, 'utf8') : encoded;
         if (local.echoes.length >= MAX_ECHOES) local.echoes.shift();
-        local.echoes.push(payload);
+        local.echoes.push(echo);
       }
       deliverMessage<unknown>({
         channel: channel.name,
@@ -138,23 +139,23 @@ export class RedisBus implements Bus {
       });
     }
     try {
-      await this.#publishRemote(channel, payload);
+      await this.#publishRemote(channel.name, echo ?? encoded);
     } catch (error) {
       // Not sent: no copy comes back.
-      const index = local ? local.echoes.indexOf(payload) : -1;
+      const index = echo ? local!.echoes.indexOf(echo) : -1;
       if (index >= 0) local!.echoes.splice(index, 1);
       throw error;
     }
   }
 
-  async #publishRemote(channel: Channel<unknown>, payload: Buffer): Promise<void> {
+  async #publishRemote(channelName: string, payload: string | Buffer): Promise<void> {
     if (this.#publisher.status !== 'ready' || this.#publisherReady) {
       this.#publisherReady ??= whenReady(this.#publisher).finally(() => (this.#publisherReady = null));
       await withTimeout(this.#publisherReady, this.#publishTimeoutMs, () => this.#unavailable('publish'));
       if (this.#closing) throw new BusClosedError();
     }
     try {
-      await this.#publisher.publish(this.#prefix + channel.name, payload);
+      await this.#publisher.publish(this.#prefix + channelName, payload);
     } catch (error) {
       if (this.#closing) throw new BusClosedError();
       throw new BusUnavailableError(`Redis at ${this.#where} did not take the publish.`, { cause: error });

@@ -165,10 +165,10 @@ export class EventLog {
   }
 
   /**
-   * Appends chunks to a run's log inside the caller's transaction (an approval's answer; a status change and
-   * a start number theirs with `numberEvents` and insert them with other writes in one statement). The
-   * caller holds the run's row lock, which the group commit's fenced insert also takes, so the sequence
-   * numbers cannot collide. Publish the returned events with `publish` once the transaction has committed.
+   * Appends chunks to a run's log inside the caller's transaction (an approval's answer; a status change
+   * inserts its own with `insertEvents` in a statement that also does other writes, a start with
+   * `numberEvents`). The caller holds the run's row lock, which the group commit's fenced insert also takes,
+   * so the sequence numbers cannot collide. Publish the returned events with `publish` once the transaction has committed.
    * `lastSeq` is the run's last sequence number when the caller knows it in this transaction (0 for a new run).
    */
   async appendInTransaction(
@@ -626,12 +626,8 @@ async function readEvents(
 }
 
 /**
- * JSON text for a chunk that PostgreSQL accepts: its JSON functions reject the NUL character, so NULs in
- * strings become U+FFFD instead of failing the batch the event shares with other runs.
- */
-/**
  * Chunks as the events that follow `lastSeq`, serialized once: for a caller that inserts them itself, in a
- * statement of its own that must hold the run's row lock or create the run (`RunService.begin`).
+ * statement of its own that creates the run (`RunService.begin`).
  */
 export function numberEvents(chunks: unknown[], lastSeq: number): LogEvent[] {
   return numberSerialized(chunks.map(serializeChunk), lastSeq);
@@ -654,6 +650,10 @@ export function eventRows(
   return events.map((event) => ({ run_id: runId, seq: event.seq, chunk: event.data }));
 }
 
+/**
+ * JSON text for a chunk that PostgreSQL accepts: its JSON functions reject the NUL character, so NULs in
+ * strings become U+FFFD instead of failing the batch the event shares with other runs.
+ */
 export function serializeChunk(chunk: unknown): string {
   const data = JSON.stringify(chunk);
   if (!data.includes('\\u0000')) return data;
