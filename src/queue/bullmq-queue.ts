@@ -9,6 +9,7 @@ import {
   type RunJob,
   type RunQueue,
 } from './queue.ts';
+import { WorkerSlots } from './worker-slots.ts';
 
 export interface BullMqQueueOptions {
   /** The Redis server, e.g. `redis://127.0.0.1:6379`. */
@@ -54,16 +55,13 @@ export class BullMqQueue implements RunQueue {
   readonly #name: string;
   readonly #prefix: string;
   readonly #logger: Logger;
-  readonly #concurrency: number;
+  /** Runs executing here, dispatched or claimed by their start. */
+  readonly #slots: WorkerSlots;
   #worker: Worker<RunJob> | null = null;
   #closed = false;
   #closing: Promise<void> | null = null;
   #producerClosed = false;
   #lastErrorLoggedAt = 0;
-  /** Slots taken: runs executing here (dispatched or claimed by their start) and slots reserved by a start. */
-  #taken = 0;
-  /** The tasks executing in slots. */
-  readonly #running = new Set<Promise<void>>();
   /** The job keys whose runs execute here: a second delivery of one is dropped. */
   readonly #keysRunning = new Set<string>();
   /** Wakes the dispatcher waiting for a slot, if it waits. */
@@ -76,7 +74,11 @@ export class BullMqQueue implements RunQueue {
     this.#name = options.queueName ?? 'outrun-runs';
     this.#prefix = options.prefix ?? 'bull';
     this.#logger = options.logger ?? pino();
-    this.#concurrency = options.concurrency ?? 100;
+    this.#slots = new WorkerSlots({
+      concurrency: options.concurrency ?? 100,
+      logger: this.#logger.child({ queue: this.#name }),
+      onFree: () => this.#wakeDispatcher?.(),
+    });
     this.#queue = new Queue<RunJob>(this.#name, {
       connection: { url: options.url },
       prefix: this.#prefix,
@@ -153,22 +155,8 @@ export class BullMqQueue implements RunQueue {
    * fetch found no job waiting, so jobs keep their turn as far as this worker can see.
    */
   reserve(): QueueSlot | null {
-    if (!this.#worker || this.#closed || !this.#drained || this.#taken >= this.#concurrency) return null;
-    this.#taken += 1;
-    let settled = false;
-    const settle = (): boolean => {
-      if (settled) return false;
-      settled = true;
-      return true;
-    };
-    return {
-      run: (task) => {
-        if (settle()) this.#track(task, 'a locally claimed run failed');
-      },
-      release: () => {
-        if (settle()) this.#free();
-      },
-    };
+    if (!this.#worker || this.#closed || !this.#drained) return null;
+    return this.#slots.reserve();
   }
 
   /** BullMQ's processor: starts the job's run in a free slot and returns, which completes the job. */
@@ -185,13 +173,17 @@ export class BullMqQueue implements RunQueue {
       await job.moveToWait(token);
       throw new WaitingError();
     }
-    this.#track(() => handler(data), 'a run job failed', { runId: data.runId, key });
+    this.#keysRunning.add(key);
+    this.#slots.run(() => handler(data), 'a run job failed', {
+      runId: data.runId,
+      settled: () => this.#keysRunning.delete(key),
+    });
   }
 
   /** Waits up to `HAND_BACK_AFTER_MS` for a free slot and takes it; false if none came or the queue closes. */
   async #takeSlot(): Promise<boolean> {
     const deadline = Date.now() + HAND_BACK_AFTER_MS;
-    while (!this.#closed && this.#taken >= this.#concurrency) {
+    while (!this.#closed && this.#slots.full) {
       const remaining = deadline - Date.now();
       if (remaining <= 0) return false;
       let timer: NodeJS.Timeout | undefined;
@@ -202,31 +194,7 @@ export class BullMqQueue implements RunQueue {
       clearTimeout(timer);
       this.#wakeDispatcher = null;
     }
-    if (this.#closed) return false;
-    this.#taken += 1;
-    return true;
-  }
-
-  /** Runs `work` in a slot already taken; the slot frees when it settles. */
-  #track(work: () => Promise<void>, failure: string, job?: { runId: string; key: string }): void {
-    if (job) this.#keysRunning.add(job.key);
-    // Handlers own their errors (the executor settles every run it claims); this only keeps the worker alive.
-    const task: Promise<void> = Promise.resolve()
-      .then(work)
-      .catch((error: unknown) =>
-        this.#logger.error({ err: error, queue: this.#name, runId: job?.runId }, failure),
-      )
-      .finally(() => {
-        this.#running.delete(task);
-        if (job) this.#keysRunning.delete(job.key);
-        this.#free();
-      });
-    this.#running.add(task);
-  }
-
-  #free(): void {
-    this.#taken -= 1;
-    this.#wakeDispatcher?.();
+    return !this.#closed && this.#slots.take();
   }
 
   /** Logs a connection error once per second at most: ioredis reports one per reconnect attempt. */
@@ -247,7 +215,7 @@ export class BullMqQueue implements RunQueue {
       this.#wakeDispatcher?.();
       try {
         await this.#worker?.close();
-        while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
+        await this.#slots.idle();
       } finally {
         this.#producerClosed = true;
         await this.#queue.close();

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { QueueClosedError, runJobKey, type QueueSlot, type RunJob, type RunQueue } from './queue.ts';
+import { WorkerSlots } from './worker-slots.ts';
 
 export interface MemoryQueueOptions {
   /** Jobs handled at once; the rest wait in order. @default 10000 */
@@ -11,19 +12,18 @@ export interface MemoryQueueOptions {
 /** The in-process queue of a single instance: FIFO with a concurrency limit. */
 export class MemoryQueue implements RunQueue {
   readonly #waiting: RunJob[] = [];
-  readonly #running = new Set<Promise<void>>();
-  /** Slots handed out by `reserve` and not yet running or released. */
-  #reserved = 0;
+  readonly #slots: WorkerSlots;
   /** Runs with a job waiting or being handled: the dedupe set. */
   readonly #queued = new Set<string>();
-  readonly #concurrency: number;
-  readonly #logger: Logger | undefined;
   #handler: ((job: RunJob) => Promise<void>) | null = null;
   #closed = false;
 
   constructor(options: MemoryQueueOptions = {}) {
-    this.#concurrency = options.concurrency ?? 10_000;
-    this.#logger = options.logger;
+    this.#slots = new WorkerSlots({
+      concurrency: options.concurrency ?? 10_000,
+      logger: options.logger,
+      onFree: () => this.#pump(),
+    });
   }
 
   async enqueue(job: RunJob): Promise<void> {
@@ -42,55 +42,24 @@ export class MemoryQueue implements RunQueue {
 
   reserve(): QueueSlot | null {
     if (!this.#handler || this.#closed || this.#waiting.length > 0) return null;
-    if (this.#running.size + this.#reserved >= this.#concurrency) return null;
-    this.#reserved += 1;
-    let taken = false;
-    const take = (): boolean => {
-      if (taken) return false;
-      taken = true;
-      this.#reserved -= 1;
-      return true;
-    };
-    return {
-      run: (task) => {
-        if (!take()) return;
-        this.#track(task, 'a locally claimed run failed');
-      },
-      release: () => {
-        if (take()) this.#pump();
-      },
-    };
+    return this.#slots.reserve();
   }
 
   async close(): Promise<void> {
     this.#closed = true;
-    await Promise.allSettled([...this.#running]);
+    await this.#slots.idle();
   }
 
   #pump(): void {
     const handler = this.#handler;
     if (!handler) return;
-    while (
-      !this.#closed &&
-      this.#running.size + this.#reserved < this.#concurrency &&
-      this.#waiting.length > 0
-    ) {
+    while (!this.#closed && this.#waiting.length > 0 && this.#slots.take()) {
       const job = this.#waiting.shift()!;
-      this.#track(() => handler(job), 'a run job failed', { runId: job.runId, key: runJobKey(job) });
-    }
-  }
-
-  /** Runs `work` as one of the `concurrency` handled at once; its slot frees when it settles. */
-  #track(work: () => Promise<void>, failure: string, job?: { runId: string; key: string }): void {
-    // Handlers own their errors (the executor settles every run it claims); this only keeps the queue alive.
-    const task: Promise<void> = Promise.resolve()
-      .then(work)
-      .catch((error: unknown) => this.#logger?.error({ err: error, runId: job?.runId }, failure))
-      .finally(() => {
-        this.#running.delete(task);
-        if (job) this.#queued.delete(job.key);
-        this.#pump();
+      const key = runJobKey(job);
+      this.#slots.run(() => handler(job), 'a run job failed', {
+        runId: job.runId,
+        settled: () => this.#queued.delete(key),
       });
-    this.#running.add(task);
+    }
   }
 }
