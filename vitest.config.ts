@@ -11,5 +11,9 @@ export default defineConfig({
     pool: 'forks',
     // Tests poll the API far faster than a client would; the rate-limit tests turn limits on themselves.
     env: { OUTRUN_RATE_LIMIT_PER_MINUTE: '0' },
+    // expect.poll's default of 1 s is shorter than a Chromium page's first render while the rest of the suite
+    // loads both cores (CI failed once on a schedule list that rendered later). A poll that passes still
+    // returns at its first success; only a failing one waits the full 10 s.
+    expect: { poll: { timeout: 10_000 } },
   },
 });
