@@ -32,7 +32,12 @@ describe.each(STORE_KINDS)('key revocation across instances on %s', (kind) => {
     if (REDIS_URL) return () => new RedisBus({ url: REDIS_URL, keyPrefix: `${prefix}:`, logger });
     const bus = new MemoryBus({ logger });
     // One in-process bus for both instances; neither may close it while the other uses it.
-    return () => ({ ...bus, close: async () => undefined }) as unknown as Bus;
+    return (): Bus => ({
+      publish: (channel, message) => bus.publish(channel, message),
+      subscribe: (channel, handler) => bus.subscribe(channel, handler),
+      ready: () => bus.ready(),
+      close: async () => undefined,
+    });
   };
 
   const instance = async (options: {
