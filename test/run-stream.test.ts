@@ -1,4 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { MemoryBus } from '../src/bus/memory-bus.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { collectStream, scriptedText, streamedText, script } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
@@ -34,6 +35,59 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
     expect(streamedText(stream.events)).toBe(scriptedText(3, 4));
     const tools = stream.events.filter((event) => event.chunk.type === 'tool-output-available');
     expect(tools.map((event) => event.chunk.output)).toEqual([{ step: 1 }, { step: 2 }]);
+  });
+
+  it('follows a streaming start from its first event without reading the log, on both start endpoints', async () => {
+    const read = vi.spyOn(server.outrun.log, 'read');
+    try {
+      const chatId = await server.createChat();
+      const response = await server.fetch(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        headers: { accept: 'text/event-stream', 'content-type': 'application/json' },
+        body: JSON.stringify({ input: { text: script({ steps: 2, tokens: 3 }) } }),
+      });
+      const runId = response.headers.get('x-outrun-run-id');
+      const stream = await collectStream(response);
+      expect(stream.done).toBe(true);
+      expect(stream.events.map((event) => event.seq)).toEqual(stream.events.map((_, index) => index + 1));
+      expect(stream.events[0]!.chunk).toMatchObject({ type: 'data-run', data: { id: runId } });
+      expect(streamedText(stream.events)).toBe(scriptedText(2, 3));
+
+      const useChat = await server.fetch('/v1/ui/chats', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          id: await server.createChat(),
+          messages: [
+            { id: 'u1', role: 'user', parts: [{ type: 'text', text: script({ steps: 1, tokens: 2 }) }] },
+          ],
+        }),
+      });
+      expect(useChat.status).toBe(200);
+      const answer = await collectStream(useChat);
+      expect(answer.done).toBe(true);
+      expect(streamedText(answer.events)).toBe(scriptedText(1, 2));
+      // The runs' own reads (history, the ending's projection) go elsewhere; no stream read the log.
+      expect(read).not.toHaveBeenCalled();
+    } finally {
+      read.mockRestore();
+    }
+  });
+
+  it('answers a streaming start the chat refuses with 409 and keeps no subscription for it', async () => {
+    const bus = server.outrun.bus as MemoryBus;
+    const chatId = await server.createChat();
+    const first = await server.startRun(chatId, { steps: 1, tokens: 50, delayMs: 20 });
+    const before = bus.channelCount();
+    const refused = await server.fetch(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      headers: { accept: 'text/event-stream', 'content-type': 'application/json' },
+      body: JSON.stringify({ input: { text: script({ steps: 1, tokens: 1 }) } }),
+    });
+    expect(refused.status).toBe(409);
+    expect((await refused.json()).error.code).toBe('run_already_active');
+    await expect.poll(() => bus.channelCount()).toBe(before);
+    await server.waitForRun(first.id);
   });
 
   it('keeps the assistant message equal to the streamed text, with every step recorded', async () => {

@@ -4,30 +4,56 @@ import { formatKeepAlive, formatSseEvent, SSE_DONE_FRAME } from '../protocol/sse
 import type { LogEvent } from '../stream/event-log.ts';
 import { RunFollower, type FollowOptions } from '../stream/run-follower.ts';
 
+/** What `sendRunStream` takes: the follow, and how the answer is written. */
+export type RunStreamOptions = Omit<FollowOptions, 'signal'> & {
+  metrics: Metrics;
+  status?: number;
+  headers?: Record<string, string>;
+  /** Rewrites each event's chunk text on its way out (the useChat routes mark `data-run` transient). */
+  mapData?: (data: string) => string;
+  /** Ends the response (with `[DONE]`) after the first event this accepts, before the run's end. */
+  endAfter?: (event: LogEvent) => boolean;
+  /**
+   * The reader's access check, run while the follower subscribes and reads its first page (one round trip
+   * less before the first event). Nothing is sent before it resolves; if it rejects, so does this, with the
+   * response untouched (the route answers the error).
+   */
+  access?: Promise<unknown>;
+};
+
 /**
  * Answers with a run's stream as Server-Sent Events (DESIGN §5): `id: <seq>` / `data: <chunk>` per event,
  * keep-alive comments carrying the last sequence number, and `data: [DONE]` after the terminal event.
  * Closing the connection only ends this reader; the run goes on.
  */
-export async function sendRunStream(
+export function sendRunStream(
   request: FastifyRequest,
   reply: FastifyReply,
-  options: Omit<FollowOptions, 'signal'> & {
-    metrics: Metrics;
-    status?: number;
-    headers?: Record<string, string>;
-    /** Rewrites each event's chunk text on its way out (the useChat routes mark `data-run` transient). */
-    mapData?: (data: string) => string;
-    /** Ends the response (with `[DONE]`) after the first event this accepts, before the run's end. */
-    endAfter?: (event: LogEvent) => boolean;
-    /**
-     * The reader's access check, run while the follower subscribes and reads its first page (one round trip
-     * less before the first event). Nothing is sent before it resolves; if it rejects, so does this, with the
-     * response untouched (the route answers the error).
-     */
-    access?: Promise<unknown>;
-  },
+  options: RunStreamOptions,
 ): Promise<void> {
+  return openRunStream(request, reply, options).send();
+}
+
+/** A run's stream that follows the run already and answers the request on `send()`. */
+export interface OpenRunStream {
+  /** Resolves once the stream hears every event published for the run; rejects if it could not subscribe. */
+  subscribed: Promise<void>;
+  /** Answers the request with the stream (as `sendRunStream`). Call at most once. */
+  send(): Promise<void>;
+  /** Ends the follow without answering: the route answers something else. */
+  cancel(): void;
+}
+
+/**
+ * Starts following a run now and answers later: a streaming start subscribes before its run begins (with
+ * `fresh`), so the stream needs no read of the log. If the response closes before `send()` (the route
+ * failed and answered an error), the follow ends by itself.
+ */
+export function openRunStream(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  options: RunStreamOptions,
+): OpenRunStream {
   const response = reply.raw;
   const controller = new AbortController();
   const close = () => controller.abort();
@@ -68,56 +94,65 @@ export async function sendRunStream(
     },
   );
   response.on('close', close);
-  // Subscribes and reads now; delivers once the headers are out. Its failure is awaited below.
+  // Subscribes and reads now; delivers once the headers are out. Its failure is awaited by `send`.
   const following = follower.run();
   following.catch(() => {});
-  if (options.access) {
-    try {
-      await options.access;
-    } catch (error) {
-      follower.close();
-      open();
-      response.off('close', close);
-      await following.catch(() => {});
-      throw error;
-    }
-  }
 
-  reply.hijack();
-  response.writeHead(options.status ?? 200, {
-    // Headers hooks set before the hijack (CORS, security headers) still apply.
-    ...(reply.getHeaders() as Record<string, string>),
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-store, no-transform',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-    // Tells AI SDK clients this is a UI message stream.
-    'x-vercel-ai-ui-message-stream': 'v1',
-    ...options.headers,
-  });
-  response.flushHeaders();
-  // A revoked key (or an expired scoped token) ends the stream on every instance.
-  const { keyId, token } = request.caller ?? {};
-  const forget = keyId
-    ? request.server.openStreams?.register(keyId, { close, expiresAt: token?.expiresAt })
-    : undefined;
-  options.metrics.streamReaders.inc();
-  open();
-  const resume = () => follower.resume();
-  response.on('drain', resume);
-  try {
-    await following;
-    if (!ended && !controller.signal.aborted) response.write(SSE_DONE_FRAME);
-  } catch (error) {
-    // Headers are gone; the reader reconnects with Last-Event-ID and loses nothing.
-    request.log.error({ err: error, runId: options.runId }, 'run stream failed');
-  } finally {
-    response.off('drain', resume);
-    forget?.();
-    options.metrics.streamReaders.dec();
+  const send = async (): Promise<void> => {
+    if (options.access) {
+      try {
+        await options.access;
+      } catch (error) {
+        follower.close();
+        open();
+        response.off('close', close);
+        await following.catch(() => {});
+        throw error;
+      }
+    }
+
+    reply.hijack();
+    response.writeHead(options.status ?? 200, {
+      // Headers hooks set before the hijack (CORS, security headers) still apply.
+      ...(reply.getHeaders() as Record<string, string>),
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store, no-transform',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+      // Tells AI SDK clients this is a UI message stream.
+      'x-vercel-ai-ui-message-stream': 'v1',
+      ...options.headers,
+    });
+    response.flushHeaders();
+    // A revoked key (or an expired scoped token) ends the stream on every instance.
+    const { keyId, token } = request.caller ?? {};
+    const forget = keyId
+      ? request.server.openStreams?.register(keyId, { close, expiresAt: token?.expiresAt })
+      : undefined;
+    options.metrics.streamReaders.inc();
+    open();
+    const resume = () => follower.resume();
+    response.on('drain', resume);
+    try {
+      await following;
+      if (!ended && !controller.signal.aborted) response.write(SSE_DONE_FRAME);
+    } catch (error) {
+      // Headers are gone; the reader reconnects with Last-Event-ID and loses nothing.
+      request.log.error({ err: error, runId: options.runId }, 'run stream failed');
+    } finally {
+      response.off('drain', resume);
+      forget?.();
+      options.metrics.streamReaders.dec();
+      response.off('close', close);
+      response.end();
+    }
+  };
+  const cancel = () => {
+    follower.close();
+    open();
     response.off('close', close);
-    response.end();
-  }
+  };
+  return { subscribed: follower.subscribed, send, cancel };
 }
 
 /** The SSE frame of a live event (`id: <seq>` / `data: <chunk>`), built once and shared by its readers. */

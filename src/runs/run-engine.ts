@@ -44,6 +44,8 @@ export interface RunConfigResolver {
 }
 
 export interface StartChatRunOptions {
+  /** The new run's id, chosen beforehand (see `BeginRunOptions.runId`). */
+  runId?: string;
   workspaceId: string;
   userId: string;
   chatId: string;
@@ -161,6 +163,7 @@ export class RunEngine {
       );
     }
     return this.startRun({
+      runId: options.runId,
       workspaceId: options.workspaceId,
       chatId: options.chatId,
       userId: options.userId,

@@ -12,6 +12,11 @@ import type { RunObject, RunUsage } from './run-object.ts';
 import { ACTIVE_RUN_STATUSES, RunStatus, type RunTrigger } from './run-status.ts';
 
 export interface BeginRunOptions {
+  /**
+   * The new run's id, when the caller chose it beforehand (a streaming start subscribes to the run's events
+   * before they exist). @default a new id
+   */
+  runId?: string;
   workspaceId: string;
   chatId: string;
   userId: string;
@@ -133,7 +138,8 @@ export class RunService {
     status: typeof RunStatus.pending | typeof RunStatus.queued,
   ): Promise<BeginResult> {
     const now = new Date();
-    const runId = newId('run');
+    // A retry after a refused first attempt keeps the id: that attempt wrote nothing.
+    const runId = options.runId ?? newId('run');
     const userMessageId = newId('message');
     const assistantMessageId = newId('message');
     const claim = status === RunStatus.pending ? (options.localClaim?.(runId) ?? null) : null;

@@ -157,6 +157,56 @@ describe('RunFollower', () => {
     expect(log.handlers.size).toBe(0);
   });
 
+  it('fresh: reads nothing, takes every event live after `subscribed`, holds them until `ready`, and reads a gap', async () => {
+    const log = new MemoryLog();
+    let release!: () => void;
+    const got = recorder();
+    const follower = new RunFollower(
+      {
+        log: log.asEventLog(),
+        runId: 'r',
+        fresh: true,
+        isFinished: async () => false,
+        ready: new Promise<void>((resolve) => (release = resolve)),
+      },
+      got.sink,
+    );
+    const running = follower.run();
+    await follower.subscribed;
+    expect(log.handlers.size).toBe(1);
+    // The run begins after the subscription: its first events arrive live and wait for `ready`.
+    log.append(2);
+    await tick();
+    expect(got.seqs).toEqual([]);
+    release();
+    await tick();
+    expect(got.seqs).toEqual([1, 2]);
+    expect(log.reads).toEqual([]);
+    log.append(1);
+    // A lost bus message: the next live event shows the gap, and only then is the log read.
+    log.append(1, { publish: false });
+    log.append(1, { terminal: true });
+    await running;
+    expect(got.seqs).toEqual([1, 2, 3, 4, 5]);
+    expect(log.reads).toEqual([{ after: 3, limit: 100 }]);
+    expect(log.handlers.size).toBe(0);
+  });
+
+  it('rejects `subscribed` and `run()` when subscribing fails', async () => {
+    const log = new MemoryLog();
+    const failure = new Error('bus down');
+    log.subscribe = async () => {
+      throw failure;
+    };
+    const follower = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', fresh: true, isFinished: async () => false },
+      recorder().sink,
+    );
+    const running = follower.run();
+    await expect(follower.subscribed).rejects.toBe(failure);
+    await expect(running).rejects.toBe(failure);
+  });
+
   it('reads a first page of 100 events, then pages of 1,000', async () => {
     const log = new MemoryLog();
     log.append(2500, { publish: false });

@@ -24,6 +24,11 @@ export interface FollowOptions {
    * resolving it to end the follow.
    */
   ready?: Promise<void>;
+  /**
+   * The run had no events yet when the follower subscribed (a streaming start subscribes before it begins its
+   * run): every event will arrive live, so the follower reads nothing first. A gap still sends it to the log.
+   */
+  fresh?: boolean;
   signal?: AbortSignal;
 }
 
@@ -76,8 +81,10 @@ export class RunFollower {
   #lastSeq: number;
   #buffer: LogEvent[] = [];
   #overflowed = false;
-  #needsRead = true;
+  #needsRead: boolean;
   #reads = 0;
+  /** `ready`, until awaited before the first delivery. */
+  #ready: Promise<void> | null;
   #unsubscribe: (() => Promise<void>) | null = null;
   #timer: NodeJS.Timeout | undefined;
   /** When the last delivery or keep-alive happened (`performance.now()`). */
@@ -87,6 +94,13 @@ export class RunFollower {
   #failure: unknown = null;
   #settle: (() => void) | null = null;
   readonly #ended: Promise<void>;
+  #subscribed!: (failure?: unknown) => void;
+
+  /**
+   * Resolves once `run()` has subscribed (or was closed first): from then on every event published for the
+   * run reaches the follower. Rejects if subscribing failed (and so does `run()`).
+   */
+  readonly subscribed: Promise<void>;
 
   constructor(options: FollowOptions, sink: FollowSink) {
     this.#options = options;
@@ -94,7 +108,14 @@ export class RunFollower {
     this.#keepAliveMs = options.keepAliveMs ?? 15_000;
     this.#maxBuffered = options.maxBuffered ?? 10_000;
     this.#lastSeq = options.after ?? 0;
+    this.#needsRead = !options.fresh;
+    this.#ready = options.ready ?? null;
     this.#ended = new Promise((resolve) => (this.#settle = resolve));
+    this.subscribed = new Promise((resolve, reject) => {
+      this.#subscribed = (failure) => (failure === undefined ? resolve() : reject(failure));
+    });
+    // Awaiting it is optional: `run()` rejects with the same failure.
+    this.subscribed.catch(() => {});
   }
 
   /** The last sequence number delivered. */
@@ -108,10 +129,22 @@ export class RunFollower {
    */
   async run(): Promise<void> {
     const signal = this.#options.signal;
-    if (signal?.aborted) return;
+    if (signal?.aborted) {
+      this.#subscribed();
+      return;
+    }
     signal?.addEventListener('abort', this.close, { once: true });
     try {
-      const unsubscribe = await this.#options.log.subscribe(this.#options.runId, this.#onLive);
+      const unsubscribe = await this.#options.log.subscribe(this.#options.runId, this.#onLive).then(
+        (done) => {
+          this.#subscribed();
+          return done;
+        },
+        (error: unknown) => {
+          this.#subscribed(error ?? new Error('subscribing failed'));
+          throw error;
+        },
+      );
       this.#unsubscribe = unsubscribe;
       if (this.#state === 'ended') return;
       this.#lastActivity = performance.now();
@@ -195,8 +228,7 @@ export class RunFollower {
           this.#overflowed = false;
           const limit = this.#reads++ === 0 ? FIRST_PAGE : PAGE;
           const events = await log.read({ runId, after: this.#lastSeq, limit });
-          if (this.#reads === 1 && this.#options.ready) await this.#options.ready;
-          if (this.#state !== 'catching-up') return;
+          if (!(await this.#whenReady())) return;
           // A full page: there may be more, so read on before going live.
           this.#needsRead = events.length === limit;
           const batch = consecutive(events, this.#lastSeq);
@@ -223,6 +255,8 @@ export class RunFollower {
           this.#needsRead = true;
           continue;
         }
+        // A fresh follower gets here without a read: nothing is delivered before `ready`.
+        if (this.#ready && !(await this.#whenReady())) return;
         if (this.#buffer.length > 0) {
           const live = this.#buffer;
           this.#buffer = [];
@@ -236,6 +270,15 @@ export class RunFollower {
     } catch (error) {
       this.#end(error);
     }
+  }
+
+  /** Waits for `ready` once, before the first delivery; whether the follower is still catching up. */
+  async #whenReady(): Promise<boolean> {
+    if (this.#ready) {
+      await this.#ready;
+      this.#ready = null;
+    }
+    return this.#state === 'catching-up';
   }
 
   #nextPeriod(): number {

@@ -8,7 +8,7 @@ import { isId } from '../../ids.ts';
 import { RunTrigger } from '../../runs/run-status.ts';
 import { withIdempotency } from '../idempotent-route.ts';
 import { requireId } from '../validation.ts';
-import { StartRunBody, startRun, streamRun } from './run-routes.ts';
+import { StartRunBody, startAndAnswer, streamRun } from './run-routes.ts';
 
 /**
  * The request body `useChat` (`@ai-sdk/react`) sends through `DefaultChatTransport`: the chat id, the
@@ -112,17 +112,14 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
           trigger: RunTrigger.user,
         });
         const chat = await chats.getRow(request.caller, body.id);
-        const run = await startRun(context, request.caller, chat, start);
         // A replay answers `201 {run}` as JSON; useChat's resume endpoint follows the run from there.
-        const send = () =>
-          streamRun(context, request, reply, {
-            runId: run.id,
-            after: 0,
-            headers: { 'x-outrun-run-id': run.id },
-            mapData: toUseChatChunk,
-            endAfter: isWaitingEvent,
-          });
-        return { status: 201, body: { run }, send };
+        return startAndAnswer(context, request, reply, {
+          chat,
+          body: start,
+          alwaysStream: true,
+          mapData: toUseChatChunk,
+          endAfter: isWaitingEvent,
+        });
       }),
   );
 

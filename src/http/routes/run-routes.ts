@@ -2,13 +2,16 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
 import type { Caller } from '../../auth/auth-service.ts';
-import { NotFoundError } from '../../errors.ts';
+import { BusUnavailableError } from '../../bus/bus.ts';
+import { NotFoundError, ServiceUnavailableError } from '../../errors.ts';
+import { newId } from '../../ids.ts';
 import { toRunObject, type RunObject } from '../../runs/run-object.ts';
 import { isTerminalStatus, RunTrigger } from '../../runs/run-status.ts';
 import { withIdempotency } from '../idempotent-route.ts';
 import { BudgetSchema, ModelOptionsSchema, MultitaskSchema } from '../../agents/agent-schema.ts';
 import type { LogEvent } from '../../stream/event-log.ts';
-import { sendRunStream } from '../sse.ts';
+import type { IdempotentResponse } from '../../triggers/idempotency.ts';
+import { openRunStream, sendRunStream } from '../sse.ts';
 import { PaginationQuery, parseSequence, requireId } from '../validation.ts';
 
 const TextPart = z.object({ type: z.literal('text'), text: z.string().min(1).max(200_000) });
@@ -85,17 +88,7 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
       const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
       const body = StartRunBody.parse(request.body);
       const chat = await chats.getRow(request.caller, chatId);
-      const run = await startRun(context, request.caller, chat, body);
-      // A replay of a streaming start answers `201 {run}` as JSON; follow the run's stream from there.
-      const send = wantsEventStream(request)
-        ? () =>
-            streamRun(context, request, reply, {
-              runId: run.id,
-              after: 0,
-              headers: { 'x-outrun-run-id': run.id },
-            })
-        : undefined;
-      return { status: 201, body: { run }, send };
+      return startAndAnswer(context, request, reply, { chat, body });
     }),
   );
 
@@ -168,15 +161,75 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
   });
 }
 
+/**
+ * A creating route's start: `201 {run}`, or with `Accept: text/event-stream` (or `alwaysStream`) the run's
+ * stream. A stream is
+ * subscribed before its run begins, under the id the run will have, so it hears every event live from the
+ * first and reads nothing from the log (one round trip less per start). A replay of a streaming start
+ * answers `201 {run}` as JSON (see `withIdempotency`); the client follows the run's stream from there.
+ */
+export async function startAndAnswer(
+  context: OutrunContext,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  options: {
+    chat: { id: string; agent_id: string | null };
+    body: StartRunBody;
+    /** Answer with the stream whatever the request accepts (useChat's endpoint). */
+    alwaysStream?: boolean;
+    mapData?: (data: string) => string;
+    endAfter?: (event: LogEvent) => boolean;
+  },
+): Promise<IdempotentResponse> {
+  if (!options.alwaysStream && !wantsEventStream(request)) {
+    return {
+      status: 201,
+      body: { run: await startRun(context, request.caller, options.chat, options.body) },
+    };
+  }
+  const runId = newId('run');
+  const stream = openRunStream(request, reply, {
+    runId,
+    fresh: true,
+    log: context.log,
+    keepAliveMs: context.config.keepAliveMs,
+    metrics: context.metrics,
+    isFinished: async () => {
+      const row = await context.runs.get(runId);
+      return !row || isTerminalStatus(row.status);
+    },
+    headers: { 'x-outrun-run-id': runId },
+    mapData: options.mapData,
+    endAfter: options.endAfter,
+  });
+  try {
+    await stream.subscribed.catch((error: unknown) => {
+      // Nothing was written: the caller can retry once the bus is back.
+      if (!(error instanceof BusUnavailableError)) throw error;
+      throw new ServiceUnavailableError('The event bus is not available right now; retry shortly.', {
+        cause: error,
+      });
+    });
+    const run = await startRun(context, request.caller, options.chat, options.body, runId);
+    return { status: 201, body: { run }, send: stream.send };
+  } catch (error) {
+    stream.cancel();
+    throw error;
+  }
+}
+
 /** Starts a run on a chat the caller may use; the engine resolves its agent and applies `multitask`. */
 export async function startRun(
   context: OutrunContext,
   caller: Caller,
   chat: { id: string; agent_id: string | null },
   body: StartRunBody,
+  /** The new run's id, when chosen beforehand. */
+  runId?: string,
 ): Promise<RunObject> {
   const { maxOutputTokens, ...budget } = body.budget ?? {};
   return context.engine.startChatRun({
+    runId,
     workspaceId: caller.workspaceId,
     userId: caller.userId,
     chatId: chat.id,
