@@ -60,6 +60,16 @@ describe.each(STORE_KINDS)('waiting runs on %s', (kind) => {
       approvals: [{ toolName: 'echo', input: { step: 1 } }],
     });
     expect(Date.parse(waiting.waiting!.expiresAt)).toBeGreaterThan(Date.now());
+    // The step that asked is recorded by the change to `waiting`, with what it spent.
+    const recorded = await server.outrun.db
+      .selectFrom('run_steps')
+      .selectAll()
+      .where('run_id', '=', run.id)
+      .execute();
+    expect(recorded.map((step) => step.step)).toEqual([1]);
+    expect(recorded[0]!.usage).toMatchObject({ outputTokens: expect.any(Number) });
+    const { inputTokens, outputTokens } = recorded[0]!.usage as { inputTokens: number; outputTokens: number };
+    expect(waiting.usage).toEqual({ inputTokens, outputTokens });
     const approvalId = (waiting.waiting as { approvals: { approvalId: string }[] }).approvals[0]!.approvalId;
 
     const answered = await server.api(`/v1/runs/${run.id}/approvals`, {

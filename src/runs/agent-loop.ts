@@ -48,7 +48,11 @@ export interface AgentLoopOptions {
   onBudgetCut: () => void;
   /** Called once, at the first text the model streams in this execution. */
   onFirstToken?: () => void;
-  /** Records a finished step; called in order, each after the step's events are durable. */
+  /**
+   * Records a finished step; called in order, each after the step's events are durable. The loop's last
+   * finished step is not recorded here but returned as `unrecordedStep`, for the run's status change to
+   * record in its own statement.
+   */
   recordStep: (step: FinishedStep) => Promise<void>;
 }
 
@@ -67,6 +71,11 @@ export interface AgentLoopResult {
   approvals: PendingApproval[];
   /** The provider refused the prompt as too long (its `error` chunk is left out; the caller may retry). */
   contextOverflow: boolean;
+  /**
+   * The last step that finished, when no later step started: not recorded yet (its events are durable). The
+   * caller records it with the run's status change, or on its own.
+   */
+  unrecordedStep: FinishedStep | null;
 }
 
 /**
@@ -93,6 +102,20 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   // The first failure of the recording chain; kept here, not in a rejected promise, so a failure
   // mid-stream is never an unhandled rejection.
   let recordFailure: unknown = null;
+  const record = (finishedStep: FinishedStep) => {
+    recording = recording
+      .then(async () => {
+        if (recordFailure) return;
+        await writer.flush();
+        await options.recordStep(finishedStep);
+      })
+      .catch((error: unknown) => {
+        recordFailure ??= error;
+      });
+  };
+  // A finished step is recorded once the next one starts: the last one is left to the run's status change
+  // (one statement less per run).
+  let unrecorded: FinishedStep | null = null;
   const initialPromptTokens = estimateTokens((options.system ?? '') + JSON.stringify(options.messages));
 
   const result = streamText({
@@ -139,6 +162,8 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
         case 'start-step':
           stepStartedAt = new Date();
           stepOpen = true;
+          if (unrecorded) record(unrecorded);
+          unrecorded = null;
           break;
         case 'finish-step':
           stepOpen = false;
@@ -188,7 +213,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
           budget: meter.budget,
         },
       });
-      const record: FinishedStep = {
+      unrecorded = {
         step,
         parts: finished.parts,
         usage,
@@ -196,19 +221,15 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
         lastSeq: seq,
         startedAt: stepStartedAt,
       };
-      recording = recording
-        .then(async () => {
-          if (recordFailure) return;
-          await writer.flush();
-          await options.recordStep(record);
-        })
-        .catch((error: unknown) => {
-          recordFailure ??= error;
-        });
     }
   } catch (error) {
     // The SDK ends the stream with an error when it is aborted mid-read; the caller handles the abort.
-    if (!options.signal.aborted) throw error;
+    if (!options.signal.aborted) {
+      // The run fails: no status change will record the last finished step.
+      if (unrecorded) record(unrecorded);
+      await recording;
+      throw error;
+    }
   }
   if (contextOverflow && stepOpen) {
     writer.append({ type: 'data-step-interrupted', data: { step: step + 1, reason: 'context_overflow' } });
@@ -225,6 +246,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     budgetCutStep,
     approvals,
     contextOverflow,
+    unrecordedStep: unrecorded,
   };
 }
 

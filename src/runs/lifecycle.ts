@@ -17,6 +17,7 @@ import {
 import { interruptedStepClosure } from '../stream/interrupted-step.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
 import type { RunWaiting } from '../protocol/run.ts';
+import type { FinishedStep } from './agent-loop.ts';
 import { toRunObject, type RunObject } from './run-object.ts';
 import type { RunErrorCode } from './run-status.ts';
 import {
@@ -135,6 +136,11 @@ export interface TransitionRequest {
   parts?: unknown[];
   /** The run's last sequence number, when the caller knows it in this transaction (saves reading it). */
   lastSeq?: number;
+  /**
+   * A finished step to record with the change (the owner's last, which then needs no statement of its own).
+   * The run's totals are the caller's `changes`; a step already recorded is kept.
+   */
+  step?: FinishedStep;
 }
 
 export interface TransitionResult {
@@ -271,7 +277,29 @@ export class Lifecycle {
     // One statement appends the events, updates the message and, for an ending that freed the chat's slot,
     // finds the chat's oldest queued run: it runs after the chat's lock was taken, so it sees every run a
     // start queued before.
-    const appended = tx.with('appended', (db) => insertEvents(db, row.id, data, request.lastSeq));
+    const { step } = request;
+    const withEvents = tx.with('appended', (db) => insertEvents(db, row.id, data, request.lastSeq));
+    // (Typed as `withEvents` below: the select reads neither table the statement writes.)
+    const appended = (
+      step
+        ? withEvents.with('recorded', (db) =>
+            db
+              .insertInto('run_steps')
+              .values({
+                run_id: row.id,
+                step: step.step,
+                parts: JSON.stringify(step.parts),
+                usage: step.usage ? JSON.stringify(step.usage) : null,
+                cost_usd: step.costUsd,
+                last_seq: step.lastSeq,
+                started_at: step.startedAt,
+                finished_at: new Date(),
+              })
+              .onConflict((conflict) => conflict.columns(['run_id', 'step']).doNothing())
+              .returning('run_id'),
+          )
+        : withEvents
+    ) as typeof withEvents;
     const written = messageId
       ? appended.with('message', (db) =>
           db
@@ -387,6 +415,8 @@ export class Lifecycle {
     changes?: RunChanges;
     /** The run's last sequence number, when the owner knows it (its writer's, all of it durable). */
     lastSeq?: number;
+    /** The owner's last finished step, recorded with the ending. */
+    step?: FinishedStep;
   }) {
     return this.#end({ ...options, from: [RunStatus.running], owned: true });
   }
@@ -416,6 +446,7 @@ export class Lifecycle {
     leaseExpiredBefore?: Date;
     changes?: RunChanges;
     lastSeq?: number;
+    step?: FinishedStep;
   }) {
     const { ending } = options;
     const closing = !options.owned && options.from.includes(RunStatus.running);
@@ -431,6 +462,7 @@ export class Lifecycle {
         chunks: ending.chunks,
         parts: options.parts,
         lastSeq: options.lastSeq,
+        step: options.step,
       }),
       options.runId,
       ending,
@@ -470,6 +502,8 @@ export class Lifecycle {
     closeInterruptedStep?: string;
     /** The run's last sequence number, when the owner knows it. */
     lastSeq?: number;
+    /** The owner's last finished step, recorded with the change. */
+    step?: FinishedStep;
   }) {
     return this.transition({
       runId: options.runId,
@@ -479,6 +513,7 @@ export class Lifecycle {
       changes: { ...options.changes, waiting: JSON.stringify(options.waiting) },
       closeInterruptedStep: options.closeInterruptedStep,
       lastSeq: options.lastSeq,
+      step: options.step,
     });
   }
 

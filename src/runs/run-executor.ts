@@ -42,6 +42,7 @@ const NO_LOOP: AgentLoopResult = {
   budgetCutStep: false,
   approvals: [],
   contextOverflow: false,
+  unrecordedStep: null,
 };
 
 interface ActiveRun {
@@ -273,6 +274,9 @@ export class RunExecutor {
       });
       // Every event durable before the ending takes the next sequence number (a no-op after the loop's flush).
       await writer.flush();
+      // A hand-back records no step: the loop's last one gets its own statement, for the next owner's resume.
+      const step = result.unrecordedStep ?? undefined;
+      if (step && outcome.type === 'release') await this.#recordStep(row.id, epoch, step);
       await settleRun({
         deps: this.#options,
         row,
@@ -283,6 +287,7 @@ export class RunExecutor {
         changes: spendChanges(meter.spent(), result.stepsDone),
         // The loop returned after its writer's last flush: every event up to here is durable.
         lastSeq: writer.lastSeq,
+        step: outcome.type === 'release' ? undefined : step,
       });
     } catch (error) {
       // Whatever failed, the model call (if any) stops here.

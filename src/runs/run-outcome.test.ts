@@ -15,6 +15,7 @@ const LOOP_ENDED: AgentLoopResult = {
   budgetCutStep: false,
   approvals: [],
   contextOverflow: false,
+  unrecordedStep: null,
 };
 
 const APPROVAL = { approvalId: 'approval_1', toolCallId: 'call_1', toolName: 'weather', input: {} };

@@ -7,7 +7,7 @@ import type { Clock } from '../clock.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { RunRow } from '../store/schema.ts';
 import { LeaseLostError } from '../stream/event-log.ts';
-import { PersistenceFailedError, sumUsage, type AgentLoopResult } from './agent-loop.ts';
+import { PersistenceFailedError, sumUsage, type AgentLoopResult, type FinishedStep } from './agent-loop.ts';
 import type { BudgetExceeded, Spend } from './budget.ts';
 import { Ending, INTERRUPTED_BY_BUDGET, INTERRUPTED_BY_SHUTDOWN, type Lifecycle } from './lifecycle.ts';
 import { isToolPart, type ResumePoint } from './resume-point.ts';
@@ -145,8 +145,10 @@ export async function settleRun(options: {
   changes: SpendChanges;
   /** The run's last sequence number (the owner's writer's, every event of it durable). */
   lastSeq?: number;
+  /** The loop's last finished step, not recorded yet: an ending or a wait records it. */
+  step?: FinishedStep;
 }): Promise<void> {
-  const { deps, row, epoch, config, outcome, projector, changes, lastSeq } = options;
+  const { deps, row, epoch, config, outcome, projector, changes, lastSeq, step } = options;
   const context = { runId: row.id, chatId: row.chat_id, attempt: row.attempt };
   switch (outcome.type) {
     case 'lease-lost':
@@ -162,10 +164,10 @@ export async function settleRun(options: {
       return;
     }
     case 'end':
-      await endRun({ deps, row, epoch, ending: outcome.ending, projector, changes, lastSeq });
+      await endRun({ deps, row, epoch, ending: outcome.ending, projector, changes, lastSeq, step });
       return;
     case 'continue':
-      await endRun({ deps, row, epoch, ending: Ending.succeeded(), projector, changes, lastSeq });
+      await endRun({ deps, row, epoch, ending: Ending.succeeded(), projector, changes, lastSeq, step });
       await deps
         .continueRun?.(row, config)
         .catch((error: unknown) =>
@@ -178,7 +180,7 @@ export async function settleRun(options: {
         approvals: outcome.approvals,
         expiresAt: waitExpiresAt(deps),
       };
-      await deps.lifecycle.wait({ runId: row.id, epoch, waiting, changes, lastSeq });
+      await deps.lifecycle.wait({ runId: row.id, epoch, waiting, changes, lastSeq, step });
       deps.logger.info({ ...context, approvals: outcome.approvals.length }, 'run waits for approval');
       return;
     }
@@ -198,6 +200,7 @@ export async function settleRun(options: {
         changes,
         closeInterruptedStep: outcome.cutStep ? INTERRUPTED_BY_BUDGET : undefined,
         lastSeq,
+        step,
       });
       deps.logger.info(
         { runId: row.id, chatId: row.chat_id, exceeded: outcome.exceeded },
@@ -217,6 +220,7 @@ async function endRun(options: {
   projector: MessageProjector;
   changes: SpendChanges;
   lastSeq?: number;
+  step?: FinishedStep;
 }): Promise<void> {
   const { deps, row, ending } = options;
   const ended = await deps.lifecycle.end({
@@ -226,6 +230,7 @@ async function endRun(options: {
     parts: options.projector.parts(),
     changes: options.changes,
     lastSeq: options.lastSeq,
+    step: options.step,
   });
   if (ended) {
     deps.logger.info(
