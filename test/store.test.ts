@@ -258,6 +258,27 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     }
   });
 
+  it('commits a batch that meets a row already stored (a retried insert), failing none of its writers', async () => {
+    const first = await run(await chat(), 'running');
+    const second = await run(await chat(), 'running');
+    // Event 1 of the first run is already there, as after an insert that committed but whose answer was lost.
+    await database.db
+      .insertInto('run_events')
+      .values({ run_id: first, seq: 1, chunk: '{"kept":true}' })
+      .execute();
+    const writers = [first, second].map((runId) => log.openWriter({ runId, epoch: 1, nextSeq: 1 }));
+    for (const writer of writers) {
+      writer.append({ type: 'text-delta', id: 't', delta: 'a' });
+      writer.append({ type: 'text-delta', id: 't', delta: 'b' });
+    }
+    await Promise.all(writers.map((writer) => writer.flush()));
+    const stored = await Promise.all([first, second].map((runId) => log.read({ runId, after: 0 })));
+    expect(stored.map((events) => events.map((event) => event.data))).toEqual([
+      ['{"kept":true}', '{"type":"text-delta","id":"t","delta":"b"}'],
+      ['{"type":"text-delta","id":"t","delta":"a"}', '{"type":"text-delta","id":"t","delta":"b"}'],
+    ]);
+  });
+
   it('keeps chunk text byte for byte, and stores a NUL in text safely', async () => {
     const runId = await run(await chat(), 'running');
     const writer = log.openWriter({ runId, epoch: 1, nextSeq: 1 });
