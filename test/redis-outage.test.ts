@@ -6,9 +6,13 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { BusChannel, BusUnavailableError } from '../src/bus/bus.ts';
 import { assertRedisReachable, RedisUnreachableError } from '../src/bus/redis-reachable.ts';
 import { RedisBus } from '../src/bus/redis-bus.ts';
+import { createOutrun } from '../src/app.ts';
 import { BullMqQueue } from '../src/queue/bullmq-queue.ts';
+import { MemoryQueue } from '../src/queue/memory-queue.ts';
 import { QueueUnavailableError } from '../src/queue/queue.ts';
+import { openTestDatabase } from './support/databases.ts';
 import { freePort, OwnRedisServer } from './support/redis-server.ts';
+import { script } from './support/sse.ts';
 
 /** These tests take Redis down, so they run their own `redis-server`, never the shared one. */
 const HAS_REDIS_SERVER = spawnSync('redis-server', ['--version']).status === 0;
@@ -127,6 +131,45 @@ describe.runIf(HAS_REDIS_SERVER)('through a Redis outage', () => {
     for (const channel of channels)
       await publisher.publish(channel, { runId: channel.name.slice('run-events:'.length), events: [] });
     await vi.waitFor(() => expect(received).toEqual(['run_a', 'run_b', 'run_c']));
+  });
+
+  it('answers a streaming start 503 while Redis is down, writing nothing, and streams it once Redis is back', async () => {
+    const database = await openTestDatabase('pglite');
+    const adminKey = 'outage-admin-key-0123456789abcdef';
+    const outrun = await createOutrun({
+      database,
+      logger: silent,
+      bus: createBus(),
+      queue: new MemoryQueue({ logger: silent }),
+      config: { port: 0, host: '127.0.0.1', adminKey },
+    });
+    closers.push(async () => {
+      await outrun.close({ graceMs: 0 });
+      await database.close();
+    });
+    await outrun.start();
+    const url = await outrun.listen();
+    const headers = { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' };
+    const chat = await (await fetch(`${url}/v1/chats`, { method: 'POST', headers, body: '{}' })).json();
+    const start = () =>
+      fetch(`${url}/v1/chats/${chat.chat.id}/runs`, {
+        method: 'POST',
+        headers: { ...headers, accept: 'text/event-stream' },
+        body: JSON.stringify({ input: { text: script({ steps: 1, tokens: 2 }) } }),
+      });
+
+    await server.stop();
+    const refused = await start();
+    expect(refused.status).toBe(503);
+    expect((await refused.json()).error.code).toBe('service_unavailable');
+    const runs = await (await fetch(`${url}/v1/chats/${chat.chat.id}/runs`, { headers })).json();
+    expect(runs.items).toEqual([]);
+
+    await server.restart();
+    await vi.waitFor(() => expect(outrun.bus.ready()).toBe(true), { timeout: 10_000, interval: 50 });
+    const started = await start();
+    expect(started.status).toBe(200);
+    expect(await started.text()).toContain('data: [DONE]');
   });
 
   it('bounds enqueue while Redis is down, and handles jobs again once it is back', async () => {
