@@ -94,7 +94,7 @@ export function openRunStream(
     },
   );
   response.on('close', close);
-  // Subscribes and reads now; delivers once the headers are out. Its failure is awaited by `send`.
+  // Subscribes (and reads, unless fresh) now; delivers once the headers are out. `send` awaits its failure.
   const following = follower.run();
   following.catch(() => {});
 

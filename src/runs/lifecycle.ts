@@ -279,7 +279,7 @@ export class Lifecycle {
     // start queued before.
     const { step } = request;
     const withEvents = tx.with('appended', (db) => insertEvents(db, row.id, data, request.lastSeq));
-    // (Typed as `withEvents` below: the select reads neither table the statement writes.)
+    // The last finished step rides along (typed as `withEvents`: the final select does not read it).
     const appended = (
       step
         ? withEvents.with('recorded', (db) =>

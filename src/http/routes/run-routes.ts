@@ -163,10 +163,10 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
 
 /**
  * A creating route's start: `201 {run}`, or with `Accept: text/event-stream` (or `alwaysStream`) the run's
- * stream. A stream is
- * subscribed before its run begins, under the id the run will have, so it hears every event live from the
- * first and reads nothing from the log (one round trip less per start). A replay of a streaming start
- * answers `201 {run}` as JSON (see `withIdempotency`); the client follows the run's stream from there.
+ * stream. A stream is subscribed before its run begins, under the id the run will have, so it hears every
+ * event live from the first and reads nothing from the log (one round trip less per start). A replay of a
+ * streaming start answers `201 {run}` as JSON (see `withIdempotency`); the client follows the run's stream
+ * from there.
  */
 export async function startAndAnswer(
   context: OutrunContext,
