@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 
 /** The kinds of ids Outrun hands out, and their prefixes. */
 export const ID_PREFIXES = {
@@ -21,6 +21,24 @@ let lastTime = 0;
 let counter = 0;
 
 /**
+ * Random bytes drawn 4 KiB at a time: one call into the CSPRNG per 512 ids instead of one per id (about
+ * 13 µs each on a 2-vCPU guest), as `crypto.randomUUID` caches its own. Ids are not secrets.
+ */
+const randomPool = Buffer.alloc(4096);
+let randomOffset = randomPool.length;
+
+/** 16 random hex digits. */
+function randomHex(): string {
+  if (randomOffset + 8 > randomPool.length) {
+    randomFillSync(randomPool);
+    randomOffset = 0;
+  }
+  const hex = randomPool.toString('hex', randomOffset, randomOffset + 8);
+  randomOffset += 8;
+  return hex;
+}
+
+/**
  * A new id: `<prefix>_` then 12 hex digits of milliseconds, 4 of a per-millisecond counter and 16 random.
  * Ids of one kind sort by creation time within a process, so cursors can page by id alone.
  */
@@ -33,7 +51,7 @@ export function newId(kind: IdKind): string {
   }
   const time = now.toString(16).padStart(12, '0');
   const count = counter.toString(16).padStart(4, '0');
-  return `${ID_PREFIXES[kind]}_${time}${count}${randomBytes(8).toString('hex')}`;
+  return `${ID_PREFIXES[kind]}_${time}${count}${randomHex()}`;
 }
 
 const ID_BODY = /^[0-9a-f]{32}$/;
