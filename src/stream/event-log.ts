@@ -238,10 +238,20 @@ export class EventLog {
     const results = new Map<string, CompactionResult>();
     if (ids.length === 0) return results;
     await this.#db.transaction().execute(async (tx) => {
-      // In id order, as the group commit and the heartbeat lock runs: different orders could deadlock.
+      // In id order, as the group commit and the heartbeat lock runs: different orders could deadlock. Each
+      // run's events are counted by the same statement, so that memory stays bounded (below).
       const locked = await tx
         .selectFrom('runs')
-        .select(['id', 'status', 'events_compacted_at'])
+        .select((eb) => [
+          'id',
+          'status',
+          'events_compacted_at',
+          eb
+            .selectFrom('run_events')
+            .select(sql<string>`count(*)`.as('count'))
+            .whereRef('run_events.run_id', '=', 'runs.id')
+            .as('events'),
+        ])
         .where('id', 'in', ids)
         .orderBy('id')
         .forUpdate()
@@ -269,13 +279,7 @@ export class EventLog {
       }
       if (compactable.length === 0) return;
       // Memory stays bounded: the runs whose events fit, in lock order (at least one), and the rest later.
-      const counts = await tx
-        .selectFrom('run_events')
-        .select(['run_id', sql<string>`count(*)`.as('events')])
-        .where('run_id', 'in', compactable)
-        .groupBy('run_id')
-        .execute();
-      const eventCount = new Map(counts.map((row) => [row.run_id, Number(row.events)]));
+      const eventCount = new Map(locked.map((run) => [run.id, Number(run.events ?? 0)]));
       let batchEvents = 0;
       const fitting = compactable.filter((runId, index) => {
         batchEvents += eventCount.get(runId) ?? 0;
@@ -311,8 +315,9 @@ export class EventLog {
       for (const values of insertBatches(pageRows)) {
         await tx.insertInto('run_event_pages').values(values).execute();
       }
-      await tx.deleteFrom('run_events').where('run_id', 'in', compactable).execute();
+      // The rows go and the runs are marked in one statement.
       await tx
+        .with('deleted', (db) => db.deleteFrom('run_events').where('run_id', 'in', compactable))
         .updateTable('runs')
         .set({ events_compacted_at: sql<Date>`now()` })
         .where('id', 'in', compactable)
