@@ -2,6 +2,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { ZodError } from 'zod';
+import { BusUnavailableError } from '../bus/bus.ts';
 import { OutrunError, QuotaExceededError, RateLimitedError, ServiceUnavailableError } from '../errors.ts';
 import type { ErrorBody } from '../protocol/wire.ts';
 import { isDatabaseUnavailableError } from '../store/transient.ts';
@@ -55,6 +56,10 @@ export function toErrorResponse(error: unknown): {
 } {
   if (!(error instanceof OutrunError) && isDatabaseUnavailableError(error)) {
     return toErrorResponse(new ServiceUnavailableError(undefined, { cause: error }));
+  }
+  if (error instanceof BusUnavailableError) {
+    const message = 'The event bus is not available right now; retry shortly.';
+    return toErrorResponse(new ServiceUnavailableError(message, { cause: error }));
   }
   if (error instanceof OutrunError) {
     return {

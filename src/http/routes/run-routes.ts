@@ -2,8 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
 import type { Caller } from '../../auth/auth-service.ts';
-import { BusUnavailableError } from '../../bus/bus.ts';
-import { NotFoundError, ServiceUnavailableError } from '../../errors.ts';
+import { NotFoundError } from '../../errors.ts';
 import { newId } from '../../ids.ts';
 import { toRunObject, type RunObject } from '../../runs/run-object.ts';
 import { isTerminalStatus, RunTrigger } from '../../runs/run-status.ts';
@@ -203,13 +202,8 @@ export async function startAndAnswer(
     endAfter: options.endAfter,
   });
   try {
-    await stream.subscribed.catch((error: unknown) => {
-      // Nothing was written: the caller can retry once the bus is back.
-      if (!(error instanceof BusUnavailableError)) throw error;
-      throw new ServiceUnavailableError('The event bus is not available right now; retry shortly.', {
-        cause: error,
-      });
-    });
+    // A bus that cannot subscribe (Redis down) fails the start before anything is written: a 503.
+    await stream.subscribed;
     const run = await startRun(context, request.caller, options.chat, options.body, runId);
     return { status: 201, body: { run }, send: stream.send };
   } catch (error) {
