@@ -98,14 +98,17 @@ export function openRunStream(
   const following = follower.run();
   following.catch(() => {});
 
+  const cancel = () => {
+    follower.close();
+    open();
+    response.off('close', close);
+  };
   const send = async (): Promise<void> => {
     if (options.access) {
       try {
         await options.access;
       } catch (error) {
-        follower.close();
-        open();
-        response.off('close', close);
+        cancel();
         await following.catch(() => {});
         throw error;
       }
@@ -146,11 +149,6 @@ export function openRunStream(
       response.off('close', close);
       response.end();
     }
-  };
-  const cancel = () => {
-    follower.close();
-    open();
-    response.off('close', close);
   };
   return { subscribed: follower.subscribed, send, cancel };
 }

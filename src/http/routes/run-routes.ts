@@ -10,7 +10,7 @@ import { withIdempotency } from '../idempotent-route.ts';
 import { BudgetSchema, ModelOptionsSchema, MultitaskSchema } from '../../agents/agent-schema.ts';
 import type { LogEvent } from '../../stream/event-log.ts';
 import type { IdempotentResponse } from '../../triggers/idempotency.ts';
-import { openRunStream, sendRunStream } from '../sse.ts';
+import { openRunStream, sendRunStream, type RunStreamOptions } from '../sse.ts';
 import { PaginationQuery, parseSequence, requireId } from '../validation.ts';
 
 const TextPart = z.object({ type: z.literal('text'), text: z.string().min(1).max(200_000) });
@@ -187,20 +187,18 @@ export async function startAndAnswer(
     };
   }
   const runId = newId('run');
-  const stream = openRunStream(request, reply, {
-    runId,
-    fresh: true,
-    log: context.log,
-    keepAliveMs: context.config.keepAliveMs,
-    metrics: context.metrics,
-    isFinished: async () => {
-      const row = await context.runs.get(runId);
-      return !row || isTerminalStatus(row.status);
-    },
-    headers: { 'x-outrun-run-id': runId },
-    mapData: options.mapData,
-    endAfter: options.endAfter,
-  });
+  const stream = openRunStream(
+    request,
+    reply,
+    runStreamOptions(context, {
+      runId,
+      after: 0,
+      fresh: true,
+      headers: { 'x-outrun-run-id': runId },
+      mapData: options.mapData,
+      endAfter: options.endAfter,
+    }),
+  );
   try {
     // A bus that cannot subscribe (Redis down) fails the start before anything is written: a 503.
     await stream.subscribed;
@@ -250,23 +248,32 @@ export function streamRun(
   context: OutrunContext,
   request: FastifyRequest,
   reply: FastifyReply,
-  options: {
-    runId: string;
-    after: number;
-    headers?: Record<string, string>;
-    mapData?: (data: string) => string;
-    endAfter?: (event: LogEvent) => boolean;
-    /** The reader's access check, run while the stream subscribes and reads (see `sendRunStream`). */
-    access?: Promise<unknown>;
-    /**
-     * Whether the run was terminal when the route looked (final: it spares a look-up). Asked only once the
-     * access check has resolved.
-     */
-    ended?: () => Promise<boolean>;
-  },
+  options: StreamRunOptions,
 ): Promise<void> {
+  return sendRunStream(request, reply, runStreamOptions(context, options));
+}
+
+interface StreamRunOptions {
+  runId: string;
+  after: number;
+  /** The run had no events when the stream subscribed (see `FollowOptions.fresh`). */
+  fresh?: boolean;
+  headers?: Record<string, string>;
+  mapData?: (data: string) => string;
+  endAfter?: (event: LogEvent) => boolean;
+  /** The reader's access check, run while the stream subscribes and reads (see `sendRunStream`). */
+  access?: Promise<unknown>;
+  /**
+   * Whether the run was terminal when the route looked (final: it spares a look-up). Asked only once the
+   * access check has resolved.
+   */
+  ended?: () => Promise<boolean>;
+}
+
+/** A route's stream options, completed with the server's log, keep-alive, metrics and the run's status look-up. */
+function runStreamOptions(context: OutrunContext, options: StreamRunOptions): RunStreamOptions {
   const { ended, ...streamOptions } = options;
-  return sendRunStream(request, reply, {
+  return {
     ...streamOptions,
     log: context.log,
     keepAliveMs: context.config.keepAliveMs,
@@ -276,5 +283,5 @@ export function streamRun(
       const row = await context.runs.get(options.runId);
       return !row || isTerminalStatus(row.status);
     },
-  });
+  };
 }
