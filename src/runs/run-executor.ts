@@ -274,7 +274,8 @@ export class RunExecutor {
       });
       // Every event durable before the ending takes the next sequence number (a no-op after the loop's flush).
       await writer.flush();
-      // A hand-back records no step: the loop's last one gets its own statement, for the next owner's resume.
+      // A hand-back sets no totals, so it records no step: the loop's last one gets its own statement, which
+      // adds the step's spend to the run's, for the next owner's resume.
       const step = result.unrecordedStep ?? undefined;
       if (step && outcome.type === 'release') await this.#recordStep(row.id, epoch, step);
       await settleRun({
