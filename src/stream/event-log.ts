@@ -453,9 +453,9 @@ export class EventLog {
    * Inserts a JSON array of rows, skipping rows whose run was taken over (epoch mismatch) and rows already
    * present (a retry of an insert that committed before its connection dropped). Returns rows inserted per run.
    *
-   * A first attempt inserts plainly: `on conflict do nothing` makes PostgreSQL check every row against the
-   * index before inserting it (about an eighth of a large batch's cost), and only a retry can find its rows
-   * there. Should a first attempt still meet a row that exists, it goes again the skipping way, so no batch
+   * It inserts plainly first: `on conflict do nothing` makes PostgreSQL check every row against the index
+   * before inserting it (about an eighth of a large batch's cost), and rows can only be there already when a
+   * retried insert had committed. An insert that meets a stored row goes again the skipping way, so no batch
    * fails for it.
    */
   async #insertWithRetry(json: string): Promise<Map<string, number>> {
@@ -465,13 +465,9 @@ export class EventLog {
       const { rows } = await this.#appendDb.executeQuery<Inserted>(CompiledQuery.raw(text, [json]));
       return new Map(rows.map((row) => [row.run_id, row.n]));
     };
-    let retry = false;
     return retryTransient(
       async () => {
-        const first = !retry;
-        retry = true;
         await this.#faults.hit(FaultPoint.beforeEventInsert);
-        if (!first) return insert(APPEND_SKIPPING_SQL);
         try {
           return await insert(APPEND_SQL);
         } catch (error) {
