@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ManualClock } from '../clock.ts';
 import { LeaseKeeper } from './lease-keeper.ts';
 import type { RunService } from './run-service.ts';
@@ -101,5 +101,38 @@ describe('LeaseKeeper', () => {
     fail = false;
     await keeper.renew();
     keeper.stop();
+  });
+
+  it('renews once at a time: a tick while a renewal waits is skipped, not stacked', async () => {
+    vi.useFakeTimers();
+    try {
+      let release!: () => void;
+      const blocked = new Promise<void>((resolve) => (release = resolve));
+      let calls = 0;
+      const runs = {
+        heartbeatMany: async () => {
+          calls += 1;
+          await blocked;
+          return new Map([['run_a', { stopRequested: false }]]);
+        },
+      } as unknown as RunService;
+      const keeper = new LeaseKeeper({
+        runs,
+        owner: 'me',
+        leaseMs: 300,
+        logger: pino({ level: 'silent' }),
+        onLost: () => expect.unreachable(),
+        onStopRequested: () => expect.unreachable(),
+      });
+      keeper.hold('run_a', 1);
+      await vi.advanceTimersByTimeAsync(1_000); // ten ticks, the first renewal still waiting
+      expect(calls).toBe(1);
+      release();
+      await vi.advanceTimersByTimeAsync(100);
+      expect(calls).toBe(2);
+      keeper.stop();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -26,6 +26,8 @@ export class LeaseKeeper {
   readonly #clock: Clock;
   readonly leaseMs: number;
   #timer: NodeJS.Timeout | null = null;
+  /** The timer's renewal in flight: the next tick skips while it waits (for a lock, a slow database). */
+  #renewing: Promise<void> | null = null;
 
   constructor(options: LeaseKeeperOptions) {
     this.#options = options;
@@ -42,7 +44,7 @@ export class LeaseKeeper {
   hold(runId: string, epoch: number): void {
     this.#held.set(runId, epoch);
     if (!this.#timer) {
-      this.#timer = setInterval(() => void this.renew(), Math.max(50, Math.floor(this.leaseMs / 3)));
+      this.#timer = setInterval(() => this.#tick(), Math.max(50, Math.floor(this.leaseMs / 3)));
       this.#timer.unref();
     }
   }
@@ -54,6 +56,17 @@ export class LeaseKeeper {
       clearInterval(this.#timer);
       this.#timer = null;
     }
+  }
+
+  /**
+   * One renewal at a time: a renewal that waits (on a run's row locked by its ending, say) would otherwise
+   * be joined by another every tick, each holding a connection, until the pool had none left for the rest.
+   */
+  #tick(): void {
+    if (this.#renewing) return;
+    this.#renewing = this.renew().finally(() => {
+      this.#renewing = null;
+    });
   }
 
   /** Renews every held lease once; the timer calls this, and tests may too. */
