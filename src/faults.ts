@@ -13,7 +13,15 @@ export const FaultPoint = {
   beforeClaim: 'run.before-claim',
   /** After the claim, before the agent loop owns the run. */
   beforeLoop: 'run.before-loop',
-  /** Inside the settle transaction, after the terminal claim, before commit. */
+  /**
+   * In a start into a chat with an active run (its locked transaction, which holds the chat's row lock),
+   * after the run is inserted, before commit.
+   */
+  startBeforeCommit: 'run.start.before-commit',
+  /**
+   * Before an ending commits: inside its transaction after its writes, or before an owner's ending in one
+   * statement (decision 0011) is sent. Either way a fault here leaves nothing of the ending written.
+   */
   settleBeforeCommit: 'run.settle.before-commit',
   /** Before a finished step is recorded (its `run_steps` row and the run's step count). */
   beforeStepRecord: 'run.before-step-record',

@@ -59,6 +59,12 @@ export class Metrics {
     help: 'Settle transactions retried after a transient database error.',
     registers: [this.registry],
   });
+  readonly endingFallbacks = new Counter({
+    name: 'outrun_ending_fallbacks_total',
+    help: "Owners' endings whose one statement declined and took the transaction instead (decision 0011), by reason: run, chat, queued, listener.",
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   readonly settleFailures = new Counter({
     name: 'outrun_settle_failures_total',
     help: 'Settles that gave up after their retries (the sweeper settles those runs later).',

@@ -1,4 +1,4 @@
-import { sql, type RawBuilder, type Transaction, type UpdateObject } from 'kysely';
+import { sql, type QueryCreator, type RawBuilder, type Transaction, type UpdateObject } from 'kysely';
 import type { Logger } from 'pino';
 import { FaultPoint, type Faults } from '../faults.ts';
 import { MessageProjector } from '../protocol/message-projector.ts';
@@ -141,6 +141,12 @@ export interface TransitionRequest {
    * The run's totals are the caller's `changes`; a step already recorded is kept.
    */
   step?: FinishedStep;
+  /**
+   * The row this change leaves, when its owner knows every column of it (`Lifecycle.end` with the owner's
+   * row and spend). A terminal change from `running` then goes in one statement (decision 0011), which falls
+   * back to the transaction when it cannot be sure: see `#endInOneStatement`.
+   */
+  ended?: RunRow;
 }
 
 export interface TransitionResult {
@@ -194,8 +200,11 @@ export class Lifecycle {
    * Returns null when the run was not in a state the request allows (another change won the race).
    */
   async transition(request: TransitionRequest): Promise<TransitionResult | null> {
+    const { ended } = request;
     const result = await retryTransient(
-      () => this.#options.db.transaction().execute((tx) => this.transitionIn(tx, request)),
+      async () =>
+        (ended && (await this.#endInOneStatement(request, ended))) ??
+        (await this.#options.db.transaction().execute((tx) => this.transitionIn(tx, request))),
       { attempts: 6, onRetry: () => this.#options.metrics.settleRetries.inc() },
     );
     if (result) await this.afterCommit(result);
@@ -277,50 +286,22 @@ export class Lifecycle {
     // One statement appends the events, updates the message and, for an ending that freed the chat's slot,
     // finds the chat's oldest queued run: it runs after the chat's lock was taken, so it sees every run a
     // start queued before.
-    const { step } = request;
-    const withEvents = tx.with('appended', (db) => insertEvents(db, row.id, data, request.lastSeq));
-    // The last finished step rides along (typed as `withEvents`: the final select does not read it).
-    const appended = (
-      step
-        ? withEvents.with('recorded', (db) =>
-            db
-              .insertInto('run_steps')
-              .values({
-                run_id: row.id,
-                step: step.step,
-                parts: JSON.stringify(step.parts),
-                usage: step.usage ? JSON.stringify(step.usage) : null,
-                cost_usd: step.costUsd,
-                last_seq: step.lastSeq,
-                started_at: step.startedAt,
-                finished_at: new Date(),
-              })
-              .onConflict((conflict) => conflict.columns(['run_id', 'step']).doNothing())
-              .returning('run_id'),
-          )
-        : withEvents
-    ) as typeof withEvents;
-    const written = messageId
-      ? appended.with('message', (db) =>
-          db
-            .updateTable('messages')
-            .set({
-              ...(parts ? { parts: JSON.stringify(parts) } : {}),
-              status: MESSAGE_STATUS[request.to],
-              updated_at: sql<Date>`now()`,
-            })
-            .where('id', '=', messageId)
-            .returning('id'),
-        )
-      : appended;
+    const written = changeWrites(tx, {
+      runId: row.id,
+      data,
+      lastSeq: request.lastSeq,
+      step: request.step,
+      messageId,
+      to: request.to,
+      parts,
+    });
     // From active statuses only, this run held the slot (the unique index allows no other), so it is free
     // without looking; a stop that may also end a queued run looks for an active one.
     const slotFree = request.from.every((status) => isActiveStatus(status));
     // The listeners' look-ups (the webhooks a terminal status reports to) ride in the same statement.
     const listeners = this.#options.listeners ?? [];
     const lookups = listeners.map((listener) => listener.lookup?.({ row, run }) ?? sql`null`);
-    // (Typed as `appended`: the select reads neither table the statement writes.)
-    const found = await (written as typeof appended)
+    const found = await written
       .selectNoFrom((eb) => [
         (promotes
           ? eb
@@ -362,6 +343,120 @@ export class Lifecycle {
     }
     if (terminal) await this.#options.faults.hit(FaultPoint.settleBeforeCommit, { runId: row.id });
     return result;
+  }
+
+  /**
+   * An owner's ending in one autocommit statement (decision 0011), where the transaction of `transitionIn`
+   * takes four round trips: the run's update, the chat's lock, the events, the last step and the message,
+   * with the `data-run` event built beforehand from `ended`, the row the change leaves. Returns undefined,
+   * having written nothing, when the statement cannot be sure of its ending, and `transition` then takes the
+   * transaction:
+   *
+   * - `run`: the update matched nothing. Fenced out, already ended, or a stop was requested (the event
+   *   carries `stopRequestedAt`, which `ended` does not know).
+   * - `chat`: the chat's row changed while the statement waited for its lock. The lock reads the newest
+   *   version, the plain read the statement's snapshot, and every start touches the chat's row, so they
+   *   differ exactly when a start committed meanwhile, whose queued run this snapshot cannot see.
+   * - `queued`: a queued run takes the slot this ending frees; the transaction promotes it.
+   * - `listener`: a listener has something to record (a webhook delivery), which needs the transaction.
+   *
+   * The statement raises through `outrun_fall_back` (migration 0010), so it writes nothing when it declines.
+   */
+  async #endInOneStatement(request: TransitionRequest, ended: RunRow): Promise<TransitionResult | undefined> {
+    const { db, faults, metrics } = this.#options;
+    const { runId, parts } = request;
+    if (
+      !isTerminalStatus(request.to) ||
+      ended.status !== request.to ||
+      request.from.length !== 1 ||
+      request.from[0] !== RunStatus.running ||
+      request.epoch === undefined ||
+      ended.epoch !== request.epoch + 1 ||
+      request.closeInterruptedStep !== undefined ||
+      parts === undefined
+    ) {
+      throw new Error(
+        `run ${runId}: only an owner's ending from running, with its parts, goes in one statement`,
+      );
+    }
+    const run = toRunObject(ended);
+    const data = [...(request.chunks ?? []), runStatusChunk(run)].map(serializeChunk);
+    const json = (value: unknown) => (value === null ? null : JSON.stringify(value));
+    const listeners = this.#options.listeners ?? [];
+    const lookups = listeners.map((listener) => listener.lookup?.({ row: ended, run }) ?? sql`null`);
+    // "Before commit", as in the transaction: a fault here leaves nothing written, as a crash would.
+    await faults.hit(FaultPoint.settleBeforeCommit, { runId });
+    const statement = changeWrites(
+      db
+        .with('changed', (cte) =>
+          cte
+            .updateTable('runs')
+            .set({
+              status: ended.status,
+              error: json(ended.error),
+              usage: json(ended.usage),
+              cost_usd: ended.cost_usd,
+              step_count: ended.step_count,
+              epoch: ended.epoch,
+              waiting: null,
+              lease_owner: null,
+              lease_expires_at: null,
+              finished_at: ended.finished_at,
+              updated_at: ended.updated_at,
+            })
+            .where('id', '=', runId)
+            .where('status', '=', RunStatus.running)
+            .where('epoch', '=', request.epoch!)
+            .where('stop_requested_at', 'is', null)
+            .returning('chat_id'),
+        )
+        // After the run's row, as in the transaction (decision 0008): the chat's newest version, locked.
+        .with('chat', (cte) =>
+          cte
+            .selectFrom('chats')
+            .select(sql<string>`xmin::text`.as('version'))
+            .where('id', 'in', cte.selectFrom('changed').select('chat_id'))
+            .forUpdate(),
+        ) as unknown as QueryCreator<Database>,
+      {
+        runId,
+        data,
+        lastSeq: request.lastSeq,
+        // Fenced out, the run has another owner, whose events these numbers may already have.
+        onlyIf: sql<boolean>`exists (select from changed)`,
+        step: request.step,
+        messageId: ended.assistant_message_id,
+        to: request.to,
+        parts,
+      },
+    );
+    const chatId = ended.chat_id;
+    const declined = sql.join(
+      [
+        sql`when not exists (select from changed) then outrun_fall_back('run')`,
+        sql`when (select version from chat) is distinct from
+          (select xmin::text from chats where id = ${chatId}) then outrun_fall_back('chat')`,
+        sql`when exists (select from runs where chat_id = ${chatId} and status = ${RunStatus.queued})
+          then outrun_fall_back('queued')`,
+        ...lookups.map((lookup) => sql`when (${lookup}) is not null then outrun_fall_back('listener')`),
+      ],
+      sql` `,
+    );
+    let found: { first_seq: unknown };
+    try {
+      found = await statement
+        .selectNoFrom([
+          sql<boolean>`case ${declined} else false end`.as('declined'),
+          sql<number>`(select min(seq) from appended)`.as('first_seq'),
+        ])
+        .executeTakeFirstOrThrow();
+    } catch (error) {
+      const reason = fallBackReason(error);
+      if (reason === undefined) throw error;
+      metrics.endingFallbacks.inc({ reason });
+      return undefined;
+    }
+    return { run, row: ended, events: numberSerialized(data, Number(found.first_seq) - 1), promoted: null };
   }
 
   /** After commit: count, publish the events, and hand `pending` runs to the queue (best effort). */
@@ -412,13 +507,29 @@ export class Lifecycle {
     epoch: number;
     ending: Ending;
     parts?: unknown[];
-    changes?: RunChanges;
+    changes?: Partial<Spend>;
     /** The run's last sequence number, when the owner knows it (its writer's, all of it durable). */
     lastSeq?: number;
     /** The owner's last finished step, recorded with the ending. */
     step?: FinishedStep;
+    /**
+     * The row the owner claimed the run with. With it, the run's whole spend in `changes` and its `parts`,
+     * the ending knows the row it leaves and goes in one statement (decision 0011).
+     */
+    owner?: RunRow;
   }) {
-    return this.#end({ ...options, from: [RunStatus.running], owned: true });
+    const { owner, parts } = options;
+    const { usage, cost_usd, step_count } = options.changes ?? {};
+    const ended =
+      owner?.epoch === options.epoch &&
+      owner.stop_requested_at === null &&
+      parts !== undefined &&
+      usage !== undefined &&
+      cost_usd !== undefined &&
+      step_count !== undefined
+        ? endedRow(owner, options.ending, { usage, cost_usd, step_count })
+        : undefined;
+    return this.#end({ ...options, from: [RunStatus.running], owned: true, ended });
   }
 
   /**
@@ -447,6 +558,7 @@ export class Lifecycle {
     changes?: RunChanges;
     lastSeq?: number;
     step?: FinishedStep;
+    ended?: RunRow;
   }) {
     const { ending } = options;
     const closing = !options.owned && options.from.includes(RunStatus.running);
@@ -463,6 +575,7 @@ export class Lifecycle {
         parts: options.parts,
         lastSeq: options.lastSeq,
         step: options.step,
+        ended: options.ended,
       }),
       options.runId,
       ending,
@@ -534,6 +647,36 @@ export class Lifecycle {
   }
 }
 
+/** The whole spend an owner's ending sets (`spendChanges` in run-outcome.ts). */
+interface Spend {
+  usage: string | null;
+  cost_usd: number | null;
+  step_count: number;
+}
+
+/**
+ * The row an owner's ending leaves: the row it claimed the run with (nobody else changes a running run's
+ * columns but its stop request, which the one statement checks), with the ending's columns. Its times are
+ * the server's, set by the statement as they are here.
+ */
+function endedRow(owner: RunRow, ending: Ending, spend: Spend): RunRow {
+  const now = new Date();
+  return {
+    ...owner,
+    status: ending.status,
+    error: ending.error,
+    usage: spend.usage === null ? null : (JSON.parse(spend.usage) as Record<string, number>),
+    cost_usd: spend.cost_usd,
+    step_count: spend.step_count,
+    epoch: owner.epoch + 1,
+    waiting: null,
+    lease_owner: null,
+    lease_expires_at: null,
+    finished_at: now,
+    updated_at: now,
+  };
+}
+
 /** The `data-step-interrupted` reason for a step whose worker died. */
 export const INTERRUPTED_BY_CRASH = 'crash';
 /** The `data-step-interrupted` reason for a step whose worker shut down and handed the run back. */
@@ -570,4 +713,75 @@ async function collectChunks(source: AsyncIterable<{ chunk: unknown }>): Promise
   const chunks: unknown[] = [];
   for await (const { chunk } of source) chunks.push(chunk);
   return chunks;
+}
+
+/** What a status change writes besides the run's row (`changeWrites`). */
+interface ChangeWrites {
+  runId: string;
+  /** The change's chunks, serialized: appended as the run's next events. */
+  data: string[];
+  lastSeq?: number;
+  /** Appends the events only under this condition (the one-statement ending: that its update matched). */
+  onlyIf?: RawBuilder<boolean>;
+  step?: FinishedStep;
+  /** The run's assistant message, when its status (and, for an ending, its parts) changes. */
+  messageId: string | null;
+  to: RunStatus;
+  parts?: unknown[];
+}
+
+/**
+ * The `with` clauses of a status change's statement that write besides the run's row: its events
+ * (`appended`, each `seq`), its last finished step (`recorded`) and its message (`message`). Shared by the
+ * transaction's second statement and the one-statement ending; typed as the events' clause alone, since
+ * the final select reads only that one.
+ */
+function changeWrites(db: QueryCreator<Database>, writes: ChangeWrites) {
+  const { runId, step, messageId, parts } = writes;
+  const withEvents = db.with('appended', (cte) =>
+    insertEvents(cte, runId, writes.data, writes.lastSeq, writes.onlyIf),
+  );
+  const recorded = step
+    ? withEvents.with('recorded', (cte) =>
+        cte
+          .insertInto('run_steps')
+          .values({
+            run_id: runId,
+            step: step.step,
+            parts: JSON.stringify(step.parts),
+            usage: step.usage ? JSON.stringify(step.usage) : null,
+            cost_usd: step.costUsd,
+            last_seq: step.lastSeq,
+            started_at: step.startedAt,
+            finished_at: new Date(),
+          })
+          // A step already recorded is kept.
+          .onConflict((conflict) => conflict.columns(['run_id', 'step']).doNothing())
+          .returning('run_id'),
+      )
+    : withEvents;
+  const written = messageId
+    ? (recorded as typeof withEvents).with('message', (cte) =>
+        cte
+          .updateTable('messages')
+          .set({
+            ...(parts ? { parts: JSON.stringify(parts) } : {}),
+            status: MESSAGE_STATUS[writes.to],
+            updated_at: sql<Date>`now()`,
+          })
+          .where('id', '=', messageId)
+          .returning('id'),
+      )
+    : recorded;
+  return written as typeof withEvents;
+}
+
+/** The SQLSTATE `outrun_fall_back` raises (migration 0010). */
+const FALL_BACK_SQLSTATE = 'OR001';
+
+/** Why a one-statement ending declined (`outrun_fall_back`'s reason), or undefined for any other error. */
+function fallBackReason(error: unknown): string | undefined {
+  if (!(error instanceof Error) || (error as { code?: unknown }).code !== FALL_BACK_SQLSTATE)
+    return undefined;
+  return /outrun_fall_back: (\w+)/.exec(error.message)?.[1] ?? 'unknown';
 }

@@ -231,6 +231,7 @@ async function endRun(options: {
     changes: options.changes,
     lastSeq: options.lastSeq,
     step: options.step,
+    owner: row,
   });
   if (ended) {
     deps.logger.info(

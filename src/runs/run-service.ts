@@ -128,6 +128,7 @@ export class RunService {
     const status = active ? RunStatus.queued : RunStatus.pending;
     const begun = await this.#insertRun(tx, options, status);
     await options.inTransaction?.(tx, begun.run, (begun.claimed ?? begun).events.at(-1)!.seq);
+    await this.#faults.hit(FaultPoint.startBeforeCommit, { runId: begun.run.id });
     return begun;
   }
 

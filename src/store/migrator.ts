@@ -8,6 +8,7 @@ import * as budgets from './migrations/0007-budgets.ts';
 import * as quotasCompaction from './migrations/0008-quotas-compaction.ts';
 import * as schedules from './migrations/0006-schedules.ts';
 import * as eventPages from './migrations/0009-event-pages.ts';
+import * as endingFallBack from './migrations/0010-ending-fall-back.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -20,6 +21,7 @@ const migrations: Record<string, Migration> = {
   '0008-quotas-compaction': quotasCompaction,
   '0006-schedules': schedules,
   '0009-event-pages': eventPages,
+  '0010-ending-fall-back': endingFallBack,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

@@ -31,7 +31,14 @@ function lastSeqExpression(runId: string): RawBuilder<number> {
  * took two. The statement reads with its own snapshot, so call it once the run's row is locked (every status
  * change holds it), as a `lastSeqOf` before it would be. On its own or in a `with` clause; returns each `seq`.
  */
-export function insertEvents(db: QueryCreator<Database>, runId: string, data: string[], lastSeq?: number) {
+export function insertEvents(
+  db: QueryCreator<Database>,
+  runId: string,
+  data: string[],
+  lastSeq?: number,
+  /** A condition the statement inserts only under (say, that its `with` clause's update matched). */
+  onlyIf: RawBuilder<boolean> = sql`true`,
+) {
   const after = lastSeq === undefined ? lastSeqExpression(runId) : sql<number>`${lastSeq}::int`;
   // The chunks travel as one JSON array of their texts, unescaped; a `json` element keeps its text exactly.
   return db
@@ -39,7 +46,8 @@ export function insertEvents(db: QueryCreator<Database>, runId: string, data: st
     .columns(['run_id', 'seq', 'chunk'])
     .expression(
       sql`select ${runId}, ${after} + t.ord, t.chunk
-        from json_array_elements(${`[${data.join(',')}]`}::json) with ordinality as t(chunk, ord)`,
+        from json_array_elements(${`[${data.join(',')}]`}::json) with ordinality as t(chunk, ord)
+        where ${onlyIf}`,
     )
     .returning('seq');
 }

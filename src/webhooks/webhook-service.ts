@@ -217,9 +217,11 @@ export interface WebhookDeliveryOptions {
  * The ids of the workspace's enabled webhooks that subscribe to `event`, in id order, as a `text[]`
  * expression: a status change reads it in the statement that appends its events (`Lifecycle`).
  */
-export function subscribedWebhookIds(workspaceId: string, event: WebhookEvent): RawBuilder<string[]> {
-  return sql<string[]>`array(select id from webhooks where workspace_id = ${workspaceId} and enabled = true
-    and events @> ${JSON.stringify([event])}::jsonb order by id)`;
+export function subscribedWebhookIds(workspaceId: string, event: WebhookEvent): RawBuilder<string[] | null> {
+  return sql<
+    string[] | null
+  >`(select array_agg(id order by id) from webhooks where workspace_id = ${workspaceId}
+    and enabled = true and events @> ${JSON.stringify([event])}::jsonb)`;
 }
 
 /**

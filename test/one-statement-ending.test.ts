@@ -1,0 +1,184 @@
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
+import { FaultPoint, Faults } from '../src/faults.ts';
+import type { RunObject } from '../src/protocol/run.ts';
+import { Lifecycle, type TransitionRequest } from '../src/runs/lifecycle.ts';
+import { isTerminalStatus } from '../src/runs/run-status.ts';
+import { STORE_KINDS } from './support/databases.ts';
+import { collectStream, script, scriptedText, streamedText, type StreamEvent } from './support/sse.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+import { pollUntil } from './support/wait.ts';
+
+/**
+ * An owner's ending goes in one statement (docs/decisions/0011-one-statement-ending.md) and falls back to
+ * the transaction, having written nothing, whenever it cannot be sure of it.
+ */
+describe.each(STORE_KINDS)('an owner ending its run in one statement on %s', (kind) => {
+  let server: TestServer;
+  const faults = new Faults();
+  // The transaction's path of an ending: `transitionIn` with a terminal status. The one statement never calls it.
+  let transitionIn: MockInstance<Lifecycle['transitionIn']>;
+  const transactionalEndings = (runId: string) =>
+    transitionIn.mock.calls.filter(
+      ([, request]: [unknown, TransitionRequest]) => request.runId === runId && isTerminalStatus(request.to),
+    ).length;
+
+  beforeAll(async () => {
+    transitionIn = vi.spyOn(Lifecycle.prototype, 'transitionIn');
+    server = await startTestServer(kind, { faults, config: { leaseMs: 2_000 } });
+  });
+  afterAll(async () => {
+    transitionIn.mockRestore();
+    await server?.close();
+  });
+  afterEach(() => faults.clear());
+
+  const fallbacks = async (reason: string) => {
+    const metric = await server.outrun.metrics.registry
+      .getSingleMetric('outrun_ending_fallbacks_total')
+      ?.get();
+    return metric?.values.find((value) => value.labels.reason === reason)?.value ?? 0;
+  };
+  const terminalEvents = (events: StreamEvent[]) =>
+    events.filter(
+      (event) => event.chunk.type === 'data-run' && isTerminalStatus((event.chunk.data as RunObject).status),
+    );
+
+  it.each(['a local claim', 'a claim through the queue'])(
+    'ends a run of %s in one statement; its data-run event is the run as stored',
+    async (claim) => {
+      // Armed, the point makes every start leave its run to the queue's claim (a separate transition).
+      if (claim !== 'a local claim') faults.arm(FaultPoint.beforeClaim, () => {});
+      const chatId = await server.createChat();
+      const run = await server.startRun(chatId, { steps: 2, tokens: 3 });
+      const ended = await server.waitForRun(run.id);
+      expect(ended.status).toBe('succeeded');
+      expect(transactionalEndings(run.id)).toBe(0);
+
+      const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+      expect(stream.events.map((event) => event.seq)).toEqual(stream.events.map((_, index) => index + 1));
+      expect(streamedText(stream.events)).toBe(scriptedText(2, 3));
+      const terminal = terminalEvents(stream.events);
+      expect(terminal).toHaveLength(1);
+      expect(terminal[0]!.seq).toBe(stream.events.length);
+      // Built before the statement, from the row the owner claimed: it must be what the row became.
+      expect(terminal[0]!.chunk.data).toEqual(ended);
+      expect(ended).toMatchObject({ stepCount: 2, usage: { inputTokens: expect.any(Number) } });
+
+      // The message and the last step were written by the same statement.
+      const latest = await server.api(`/v1/chats/${chatId}/runs/latest`);
+      expect(latest.body.message.status).toBe('completed');
+      const texts = latest.body.message.parts.filter((part: { type: string }) => part.type === 'text');
+      expect(texts.map((part: { text: string }) => part.text).join('')).toBe(scriptedText(2, 3));
+      const steps = await server.outrun.db
+        .selectFrom('run_steps')
+        .select(['step', 'usage'])
+        .where('run_id', '=', run.id)
+        .orderBy('step')
+        .execute();
+      expect(steps.map((step) => step.step)).toEqual([1, 2]);
+      expect(steps[1]!.usage).not.toBeNull();
+    },
+  );
+
+  it('declines when a stop was requested meanwhile, writes nothing, and the transaction ends the run', async () => {
+    const declinedBefore = await fallbacks('run');
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 1, tokens: 200, delayMs: 10 });
+    await server.waitForRun(run.id, (current) => current.status === 'running');
+    // The owner claimed the run before this stop: its picture of the row has no stopRequestedAt.
+    const stop = await server.api(`/v1/runs/${run.id}/stop`, { method: 'POST' });
+    expect(stop.body.stopped).toBe(true);
+    const ended = await server.waitForRun(run.id);
+    expect(ended).toMatchObject({ status: 'aborted', error: { code: 'stopped' } });
+    expect(ended.stopRequestedAt).not.toBeNull();
+
+    expect(await fallbacks('run')).toBe(declinedBefore + 1);
+    expect(transactionalEndings(run.id)).toBe(1);
+    // The declined statement wrote nothing: one terminal event, from the transaction, and dense numbers.
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    expect(stream.events.map((event) => event.seq)).toEqual(stream.events.map((_, index) => index + 1));
+    const terminal = terminalEvents(stream.events);
+    expect(terminal).toHaveLength(1);
+    expect(terminal[0]!.chunk.data).toEqual(ended);
+    const steps = await server.outrun.db
+      .selectFrom('run_steps')
+      .select('step')
+      .where('run_id', '=', run.id)
+      .execute();
+    expect(steps.length).toBeLessThanOrEqual(1);
+  });
+
+  it('declines when a queued run waits, and the transaction promotes it', async () => {
+    const declinedBefore = await fallbacks('queued');
+    const chatId = await server.createChat();
+    const enqueue = (tokens: number, delayMs = 0) =>
+      server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body: { input: { text: script({ tokens, delayMs }) }, multitask: 'enqueue' },
+      });
+    const active = (await enqueue(20, 10)).body.run;
+    const next = (await enqueue(1)).body.run;
+    expect(next.status).toBe('queued');
+    expect((await server.waitForRun(active.id)).status).toBe('succeeded');
+    expect((await server.waitForRun(next.id)).status).toBe('succeeded');
+    expect(await fallbacks('queued')).toBe(declinedBefore + 1);
+    expect(transactionalEndings(active.id)).toBe(1);
+    // The queued run then ended alone in its chat: in one statement.
+    expect(transactionalEndings(next.id)).toBe(0);
+  });
+
+  // The race the one statement must not lose: a start queues its run while the ending waits for the chat's
+  // lock. The statement's snapshot cannot see that run; the chat row's newer version tells it. PGlite has one
+  // connection, so only PostgreSQL can interleave the two.
+  it.runIf(kind === 'postgres')(
+    'sees a run queued by a start that committed while the ending waited for the chat, and promotes it',
+    async () => {
+      const declinedBefore = await fallbacks('chat');
+      const chatId = await server.createChat();
+      const enqueue = (tokens: number, delayMs = 0) =>
+        server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
+          method: 'POST',
+          body: { input: { text: script({ tokens, delayMs }) }, multitask: 'enqueue' },
+        });
+      const active = (await enqueue(40, 10)).body.run;
+      await server.waitForRun(active.id, (current) => current.status === 'running');
+
+      // The second start holds its transaction open, with its queued run inserted and the chat locked.
+      let commit!: () => void;
+      const held = new Promise<void>((resolve) => (commit = resolve));
+      faults.arm(FaultPoint.startBeforeCommit, () => held);
+      const queuing = enqueue(1);
+      // Watched on a connection of its own: the server's pool may be busy with statements waiting on the locks.
+      const watcher = new pg.Client({ connectionString: process.env.DATABASE_URL });
+      await watcher.connect();
+      try {
+        await pollUntil(
+          () => faults.hits(FaultPoint.startBeforeCommit),
+          (hits) => hits >= 1,
+        );
+        // The active run ends meanwhile: its statement waits for the chat's lock (the statement's text as
+        // PostgreSQL shows it: its first 1,024 bytes).
+        await pollUntil(
+          async () =>
+            (
+              await watcher.query(`select pid from pg_stat_activity
+                where wait_event_type = 'Lock' and query like 'with "changed" as (update "runs" %'`)
+            ).rowCount,
+          (waiting) => waiting! >= 1,
+          { timeoutMs: 10_000 },
+        );
+      } finally {
+        commit();
+        await watcher.end();
+      }
+      const next = (await queuing).body.run;
+      expect(next.status).toBe('queued');
+
+      expect((await server.waitForRun(active.id)).status).toBe('succeeded');
+      expect((await server.waitForRun(next.id)).status).toBe('succeeded');
+      expect(await fallbacks('chat')).toBe(declinedBefore + 1);
+      expect(transactionalEndings(active.id)).toBe(1);
+    },
+  );
+});
