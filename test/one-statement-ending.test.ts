@@ -39,6 +39,11 @@ describe.each(STORE_KINDS)('an owner ending its run in one statement on %s', (ki
       ?.get();
     return metric?.values.find((value) => value.labels.reason === reason)?.value ?? 0;
   };
+  const enqueue = (chatId: string, tokens: number, delayMs = 0) =>
+    server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: script({ tokens, delayMs }) }, multitask: 'enqueue' },
+    });
   const terminalEvents = (events: StreamEvent[]) =>
     events.filter(
       (event) => event.chunk.type === 'data-run' && isTerminalStatus((event.chunk.data as RunObject).status),
@@ -112,13 +117,8 @@ describe.each(STORE_KINDS)('an owner ending its run in one statement on %s', (ki
   it('declines when a queued run waits, and the transaction promotes it', async () => {
     const declinedBefore = await fallbacks('queued');
     const chatId = await server.createChat();
-    const enqueue = (tokens: number, delayMs = 0) =>
-      server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
-        method: 'POST',
-        body: { input: { text: script({ tokens, delayMs }) }, multitask: 'enqueue' },
-      });
-    const active = (await enqueue(20, 10)).body.run;
-    const next = (await enqueue(1)).body.run;
+    const active = (await enqueue(chatId, 20, 10)).body.run;
+    const next = (await enqueue(chatId, 1)).body.run;
     expect(next.status).toBe('queued');
     expect((await server.waitForRun(active.id)).status).toBe('succeeded');
     expect((await server.waitForRun(next.id)).status).toBe('succeeded');
@@ -136,19 +136,14 @@ describe.each(STORE_KINDS)('an owner ending its run in one statement on %s', (ki
     async () => {
       const declinedBefore = await fallbacks('chat');
       const chatId = await server.createChat();
-      const enqueue = (tokens: number, delayMs = 0) =>
-        server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
-          method: 'POST',
-          body: { input: { text: script({ tokens, delayMs }) }, multitask: 'enqueue' },
-        });
-      const active = (await enqueue(40, 10)).body.run;
+      const active = (await enqueue(chatId, 40, 10)).body.run;
       await server.waitForRun(active.id, (current) => current.status === 'running');
 
       // The second start holds its transaction open, with its queued run inserted and the chat locked.
       let commit!: () => void;
       const held = new Promise<void>((resolve) => (commit = resolve));
       faults.arm(FaultPoint.startBeforeCommit, () => held);
-      const queuing = enqueue(1);
+      const queuing = enqueue(chatId, 1);
       // Watched on a connection of its own: the server's pool may be busy with statements waiting on the locks.
       const watcher = new pg.Client({ connectionString: process.env.DATABASE_URL });
       await watcher.connect();
