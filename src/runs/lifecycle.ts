@@ -197,7 +197,9 @@ export class Lifecycle {
 
   /**
    * Applies one transition in its own transaction, retried on transient database errors, then publishes.
-   * Returns null when the run was not in a state the request allows (another change won the race).
+   * An owner's ending that knows the row it leaves (`ended`) tries one statement first, and takes the
+   * transaction only if that statement declines. Returns null when the run was not in a state the request
+   * allows (another change won the race).
    */
   async transition(request: TransitionRequest): Promise<TransitionResult | null> {
     const { ended } = request;
