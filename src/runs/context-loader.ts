@@ -15,9 +15,12 @@ export async function loadRunContext(options: {
   run: RunRow;
   finishedParts: Part[];
   tools: ToolSet;
+  /** The chat's messages before the run's assistant message, when the start read them already. */
+  stored?: MessageRow[] | null;
 }): Promise<{ messages: ModelMessage[]; storedMessages: MessageRow[] }> {
   const { run } = options;
-  const rows = await options.chats.historyBefore(run.chat_id, run.assistant_message_id ?? run.id);
+  const rows =
+    options.stored ?? (await options.chats.historyBefore(run.chat_id, run.assistant_message_id ?? run.id));
   const messages = rows.map((message): UIMessage => ({
     id: message.id,
     role: message.role,

@@ -256,7 +256,7 @@ export class RunEngine {
     }
     if (slot && local && claimed) {
       const [localRun, claim] = [local as LocalRun, claimed];
-      slot.run(() => localRun.run(claim));
+      slot.run(() => localRun.run(claim, begun.history));
       // The run as begun (`pending`): the start's answer is the same whichever path executes it.
       return run;
     }

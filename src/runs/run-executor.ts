@@ -11,7 +11,7 @@ import type { Clock } from '../clock.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import { observeFirstToken, type Metrics } from '../metrics.ts';
 import { MessageProjector } from '../protocol/message-projector.ts';
-import type { RunRow } from '../store/schema.ts';
+import type { MessageRow, RunRow } from '../store/schema.ts';
 import { retryTransient } from '../store/transient.ts';
 import { LeaseLostError, type EventLog, type RunEventWriter } from '../stream/event-log.ts';
 import { runAgentLoop, type AgentLoopResult, type FinishedStep } from './agent-loop.ts';
@@ -56,8 +56,11 @@ interface ActiveRun {
 export interface LocalRun {
   /** The claim for `RunService.begin` to make. */
   claim: LocalClaim;
-  /** After commit: executes the claimed run. Never throws. */
-  run(claimed: TransitionResult): Promise<void>;
+  /**
+   * After commit: executes the claimed run, with its history when the statement that began it read it
+   * (`BeginResult.history`). Never throws.
+   */
+  run(claimed: TransitionResult, history: MessageRow[] | null): Promise<void>;
   /** The claim did not happen (or did not commit): forget the run. */
   cancel(): void;
 }
@@ -189,7 +192,7 @@ export class RunExecutor {
     if (!active) return null;
     return {
       claim: { owner: this.#options.instanceId, leaseExpiresAt: this.leases.expiresAt() },
-      run: (claimed) => this.#execute(runId, active, async () => claimed),
+      run: (claimed, history) => this.#execute(runId, active, async () => claimed, history),
       cancel: () => {
         if (this.#active.get(runId) === active) this.#active.delete(runId);
         active.finish();
@@ -212,6 +215,7 @@ export class RunExecutor {
     runId: string,
     active: ActiveRun,
     claim: () => Promise<TransitionResult | null>,
+    history: MessageRow[] | null = null,
   ): Promise<void> {
     try {
       const claimed = await claim();
@@ -219,7 +223,7 @@ export class RunExecutor {
       this.#options.metrics.activeRuns.inc();
       this.leases.hold(runId, claimed.row.epoch);
       try {
-        await this.#own(claimed.row, active, claimed.events.at(-1)!.seq);
+        await this.#own(claimed.row, active, claimed.events.at(-1)!.seq, history);
       } finally {
         this.leases.drop(runId);
         this.#options.metrics.activeRuns.dec();
@@ -232,7 +236,7 @@ export class RunExecutor {
     }
   }
 
-  async #own(row: RunRow, active: ActiveRun, lastSeq: number): Promise<void> {
+  async #own(row: RunRow, active: ActiveRun, lastSeq: number, history: MessageRow[] | null): Promise<void> {
     const { lifecycle, log, logger, faults } = this.#options;
     const context = { runId: row.id, chatId: row.chat_id, attempt: row.attempt };
     const epoch = row.epoch;
@@ -244,7 +248,7 @@ export class RunExecutor {
       // Read while the history loads: both are on the way to the first token.
       const quota = this.#options.quotas?.remaining(row.workspace_id);
       quota?.catch(() => {}); // awaited below; a setup that throws first must not leave it unhandled
-      const setup = await this.#setUp(row, active, writer);
+      const setup = await this.#setUp(row, active, writer, history);
       const { config, resume } = setup;
       loopOwnsRun = true;
       logger.info(
@@ -308,7 +312,12 @@ export class RunExecutor {
    * Everything an execution needs before its loop owns the run: the stored configuration, the model, the
    * resume point, the tools and the history fitted to the context budget. Throws: the run never started.
    */
-  async #setUp(row: RunRow, active: ActiveRun, writer: RunEventWriter): Promise<RunSetup> {
+  async #setUp(
+    row: RunRow,
+    active: ActiveRun,
+    writer: RunEventWriter,
+    storedHistory: MessageRow[] | null,
+  ): Promise<RunSetup> {
     const config = this.#runConfig(row);
     const model = this.#options.resolveModel(config.model);
     const maxSteps = config.budget.maxSteps ?? this.#options.defaultMaxSteps ?? 8;
@@ -328,6 +337,7 @@ export class RunExecutor {
       run: row,
       finishedParts: resume?.finishedParts ?? [],
       tools,
+      stored: storedHistory,
     });
     // Over the context budget: compacted, and the compaction is an event of the stream.
     const store = this.#options.compactions;

@@ -4,7 +4,7 @@ import { FaultPoint, type Faults } from '../faults.ts';
 import { newId } from '../ids.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Db } from '../store/database.ts';
-import type { Database, RunRow } from '../store/schema.ts';
+import type { Database, MessageRow, RunRow } from '../store/schema.ts';
 import { eventRows, numberEvents, type LogEvent } from '../stream/event-log.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
 import { STOPPABLE_STATUSES, type TransitionResult } from './lifecycle.ts';
@@ -59,6 +59,12 @@ export interface BeginResult {
   events: LogEvent[];
   /** The local claim (the run `running` under epoch 1, and its event), when one was made. */
   claimed: TransitionResult | null;
+  /**
+   * With a local claim: the run's history, the chat's messages before its assistant message, read by the
+   * statement that began it. Null when that statement could not be sure its snapshot was current (its
+   * executor then reads the history itself).
+   */
+  history: MessageRow[] | null;
 }
 
 export interface RunServiceOptions {
@@ -207,7 +213,7 @@ export class RunService {
     // inserted run, so the run's place in the unique index on active runs is settled before this statement
     // waits for the chat's lock. (An ending locks its run's row, then the chat to promote a queued run: a
     // start that held the chat's lock while the index made it wait for that ending would deadlock with it.)
-    const row = await db
+    const inserted = await db
       .with('inserted_run', (cte) =>
         cte
           .insertInto('runs')
@@ -243,21 +249,43 @@ export class RunService {
       .with('inserted_events', (cte) =>
         cte.insertInto('run_events').values(eventRows(runId, events)).returning('seq'),
       )
+      // The chat's newest version, locked before the touch below changes it (the touch reads it): against
+      // the version this statement's snapshot holds, it says whether the history read below is current.
+      .with('chat_version', (cte) =>
+        cte
+          .selectFrom('chats')
+          .select(sql<string>`xmin::text`.as('version'))
+          .where('id', '=', (eb) => eb.selectFrom('inserted_run').select('chat_id'))
+          .forUpdate(),
+      )
       .with('touched_chat', (cte) =>
         cte
           .updateTable('chats')
           .set({ updated_at: now })
           .where('id', '=', (eb) => eb.selectFrom('inserted_run').select('chat_id'))
+          .where((eb) => eb.exists(eb.selectFrom('chat_version').select('version')))
           .returning('id'),
       )
       .selectFrom('inserted_run')
       .selectAll()
+      .select(
+        claimed
+          ? [
+              sql<MessageRowJson[] | null>`(select json_agg(m order by m.id) from messages m
+                where m.chat_id = ${options.chatId} and m.id < ${userMessageId})`.as('history'),
+              sql<boolean>`(select version from chat_version)
+                = (select xmin::text from chats where id = ${options.chatId})`.as('history_current'),
+            ]
+          : [sql<null>`null`.as('history'), sql<boolean>`false`.as('history_current')],
+      )
       .executeTakeFirstOrThrow();
+    const { history, history_current: historyCurrent, ...row } = inserted;
     this.#metrics.runsStarted.inc();
     return {
       run: begun,
       events: events.slice(0, 1),
       claimed: claimed ? { run: claimed, row, events: events.slice(1), promoted: null } : null,
+      history: claimed && historyCurrent ? currentHistory(history ?? [], messages[0]!) : null,
     };
   }
 
@@ -459,4 +487,45 @@ function isActiveRunConflict(error: unknown): boolean {
     (pgError.constraint === 'runs_one_active_per_chat' ||
       String(pgError.message).includes('runs_one_active_per_chat'))
   );
+}
+
+/** A message row as `json_agg` gives it: its times as text. */
+type MessageRowJson = Omit<MessageRow, 'created_at' | 'updated_at'> & {
+  created_at: string;
+  updated_at: string;
+};
+
+/** Statuses of a message whose run has not ended (it may still change). */
+const UNSETTLED_MESSAGE_STATUSES: readonly string[] = ['streaming', 'queued'];
+
+/**
+ * The history a start read in its own statement, with the user message that statement inserted (which its
+ * snapshot does not show), or null when it may be out of date. A chat whose row kept its version had no start
+ * meanwhile (every start touches it); an earlier run's message that had not settled in the snapshot means
+ * that run's ending committed while this statement waited for it (the unique index on active runs makes a
+ * start wait for the ending of the chat's active run). Either way, the history is read again.
+ */
+function currentHistory(
+  history: MessageRowJson[],
+  userMessage: Insertable<Database['messages']>,
+): MessageRow[] | null {
+  if (history.some((message) => UNSETTLED_MESSAGE_STATUSES.includes(message.status))) return null;
+  return [
+    ...history.map((message) => ({
+      ...message,
+      created_at: new Date(message.created_at),
+      updated_at: new Date(message.updated_at),
+    })),
+    {
+      id: userMessage.id,
+      chat_id: userMessage.chat_id,
+      workspace_id: userMessage.workspace_id,
+      role: userMessage.role,
+      parts: JSON.parse(userMessage.parts as string) as unknown[],
+      status: userMessage.status ?? 'completed',
+      run_id: userMessage.run_id ?? null,
+      created_at: userMessage.created_at as Date,
+      updated_at: userMessage.updated_at as Date,
+    },
+  ];
 }
