@@ -1,4 +1,3 @@
-import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { FaultPoint, Faults } from '../src/faults.ts';
 import type { RunObject } from '../src/protocol/run.ts';
@@ -7,6 +6,7 @@ import { isTerminalStatus } from '../src/runs/run-status.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { collectStream, script, scriptedText, streamedText, type StreamEvent } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
+import { untilWaitingForLock } from './support/lock-waits.ts';
 import { pollUntil } from './support/wait.ts';
 
 /**
@@ -144,28 +144,15 @@ describe.each(STORE_KINDS)('an owner ending its run in one statement on %s', (ki
       const held = new Promise<void>((resolve) => (commit = resolve));
       faults.arm(FaultPoint.startBeforeCommit, () => held);
       const queuing = enqueue(chatId, 1);
-      // Watched on a connection of its own: the server's pool may be busy with statements waiting on the locks.
-      const watcher = new pg.Client({ connectionString: process.env.DATABASE_URL });
-      await watcher.connect();
       try {
         await pollUntil(
           () => faults.hits(FaultPoint.startBeforeCommit),
           (hits) => hits >= 1,
         );
-        // The active run ends meanwhile: its statement waits for the chat's lock (the statement's text as
-        // PostgreSQL shows it: its first 1,024 bytes).
-        await pollUntil(
-          async () =>
-            (
-              await watcher.query(`select pid from pg_stat_activity
-                where wait_event_type = 'Lock' and query like 'with "changed" as (update "runs" %'`)
-            ).rowCount,
-          (waiting) => waiting! >= 1,
-          { timeoutMs: 10_000 },
-        );
+        // The active run ends meanwhile: its statement waits for the chat's lock.
+        await untilWaitingForLock('with "changed" as (update "runs" ');
       } finally {
         commit();
-        await watcher.end();
       }
       const next = (await queuing).body.run;
       expect(next.status).toBe('queued');

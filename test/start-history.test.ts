@@ -1,4 +1,3 @@
-import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { ChatService } from '../src/chats/chat-service.ts';
 import { FaultPoint, Faults } from '../src/faults.ts';
@@ -6,6 +5,7 @@ import type { EchoedInput } from '../src/agent/scripted-model.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { collectStream, script, scriptedText, streamedText } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
+import { untilWaitingForLock } from './support/lock-waits.ts';
 import { pollUntil } from './support/wait.ts';
 
 const echo = JSON.stringify({ script: { echoInput: true } });
@@ -89,24 +89,13 @@ describe.each(STORE_KINDS)('a run’s history read by its start on %s', (kind) =
         (count) => count >= 2,
       );
 
-      const watcher = new pg.Client({ connectionString: process.env.DATABASE_URL });
-      await watcher.connect();
       let second;
       try {
         second = server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body: { input: { text: echo } } });
-        // The start's statement waits for the ending's transaction (its text as PostgreSQL shows it).
-        await pollUntil(
-          async () =>
-            (
-              await watcher.query(`select pid from pg_stat_activity
-                where wait_event_type = 'Lock' and query like 'with "inserted_run" as %'`)
-            ).rowCount,
-          (waiting) => waiting! >= 1,
-          { timeoutMs: 10_000 },
-        );
+        // The start's statement waits for the ending's transaction.
+        await untilWaitingForLock('with "inserted_run" as ');
       } finally {
         commit();
-        await watcher.end();
       }
       const started = await second;
       expect(started.status).toBe(201);
