@@ -4,6 +4,7 @@ import { FaultPoint, type Faults } from '../faults.ts';
 import { newId } from '../ids.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Db } from '../store/database.ts';
+import { isUniqueViolation } from '../store/transient.ts';
 import type { Database, MessageRow, RunRow } from '../store/schema.ts';
 import { eventRows, numberEvents, type LogEvent } from '../stream/event-log.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
@@ -285,7 +286,7 @@ export class RunService {
       run: begun,
       events: events.slice(0, 1),
       claimed: claimed ? { run: claimed, row, events: events.slice(1), promoted: null } : null,
-      history: claimed && historyCurrent ? currentHistory(history ?? [], messages[0]!) : null,
+      history: claimed && historyCurrent ? currentHistory(history ?? [], messages[0]!, options.parts) : null,
     };
   }
 
@@ -481,9 +482,9 @@ const MAX_CHAIN_WALK = 1000;
 const SWEEP_BATCH = 500;
 
 function isActiveRunConflict(error: unknown): boolean {
-  const pgError = error as { code?: unknown; constraint?: unknown; message?: unknown };
+  const pgError = error as { constraint?: unknown; message?: unknown };
   return (
-    pgError?.code === '23505' &&
+    isUniqueViolation(error) &&
     (pgError.constraint === 'runs_one_active_per_chat' ||
       String(pgError.message).includes('runs_one_active_per_chat'))
   );
@@ -508,6 +509,7 @@ const UNSETTLED_MESSAGE_STATUSES: readonly string[] = ['streaming', 'queued'];
 function currentHistory(
   history: MessageRowJson[],
   userMessage: Insertable<Database['messages']>,
+  userParts: unknown[],
 ): MessageRow[] | null {
   if (history.some((message) => UNSETTLED_MESSAGE_STATUSES.includes(message.status))) return null;
   return [
@@ -521,7 +523,7 @@ function currentHistory(
       chat_id: userMessage.chat_id,
       workspace_id: userMessage.workspace_id,
       role: userMessage.role,
-      parts: JSON.parse(userMessage.parts as string) as unknown[],
+      parts: userParts,
       status: userMessage.status ?? 'completed',
       run_id: userMessage.run_id ?? null,
       created_at: userMessage.created_at as Date,

@@ -114,3 +114,8 @@ export class TransientDatabaseError extends Error {
     this.name = 'TransientDatabaseError';
   }
 }
+
+/** PostgreSQL's `unique_violation` (SQLSTATE 23505): a row its unique index already holds. */
+export function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === '23505';
+}

@@ -5,7 +5,7 @@ import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Db } from '../store/database.ts';
 import type { Database } from '../store/schema.ts';
-import { retryTransient } from '../store/transient.ts';
+import { isUniqueViolation, retryTransient } from '../store/transient.ts';
 import { TERMINAL_RUN_STATUSES, isTerminalStatus } from '../protocol/run.ts';
 import { decodePage, encodePages, type EncodedPage } from './event-pages.ts';
 import { isTerminalRunEventData } from './run-event.ts';
@@ -584,11 +584,6 @@ const appendSql = (skipExisting: boolean) => `
   select run_id, count(*)::int as n from inserted group by run_id`;
 const APPEND_SQL = appendSql(false);
 const APPEND_SKIPPING_SQL = appendSql(true);
-
-/** PostgreSQL's `unique_violation`. */
-function isUniqueViolation(error: unknown): boolean {
-  return (error as { code?: unknown } | null)?.code === '23505';
-}
 
 /**
  * Most pages written by one insert during a compaction: a batch of short runs (a page each) goes in one

@@ -253,22 +253,18 @@ export function streamRun(
   return sendRunStream(request, reply, runStreamOptions(context, options));
 }
 
-interface StreamRunOptions {
-  runId: string;
+/** What a route says of its stream; `runStreamOptions` adds the server's parts (see `RunStreamOptions`). */
+type StreamRunOptions = Pick<
+  RunStreamOptions,
+  'runId' | 'fresh' | 'headers' | 'mapData' | 'endAfter' | 'access'
+> & {
   after: number;
-  /** The run had no events when the stream subscribed (see `FollowOptions.fresh`). */
-  fresh?: boolean;
-  headers?: Record<string, string>;
-  mapData?: (data: string) => string;
-  endAfter?: (event: LogEvent) => boolean;
-  /** The reader's access check, run while the stream subscribes and reads (see `sendRunStream`). */
-  access?: Promise<unknown>;
   /**
    * Whether the run was terminal when the route looked (final: it spares a look-up). Asked only once the
    * access check has resolved.
    */
   ended?: () => Promise<boolean>;
-}
+};
 
 /** A route's stream options, completed with the server's log, keep-alive, metrics and the run's status look-up. */
 function runStreamOptions(context: OutrunContext, options: StreamRunOptions): RunStreamOptions {
