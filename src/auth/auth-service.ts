@@ -1,4 +1,4 @@
-import { Kysely, sql } from 'kysely';
+import { Kysely, sql, type RawBuilder } from 'kysely';
 import type { Logger } from 'pino';
 import { BusChannel, publishBestEffort, type Bus } from '../bus/bus.ts';
 import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
@@ -75,7 +75,19 @@ const LAST_USED_RESOLUTION_MS = 60_000;
 /** Serializes seeding across processes sharing a database. */
 const SEED_LOCK_ID = 7220331;
 
+/** How many API keys `AuthService.identify` remembers (a few hundred bytes each); the oldest go first. */
+const KNOWN_KEYS_LIMIT = 10_000;
+
 const isAdminRole = (role: UserRole) => role === 'admin' || role === 'owner';
+
+/**
+ * SQL that is true while the API key `keyId` authenticates (not revoked, its user not removed): for a statement
+ * that checks its caller's key itself, in the same snapshot as its writes (`AuthService.identify`).
+ */
+export function keyStillValid(keyId: string): RawBuilder<boolean> {
+  return sql<boolean>`exists (select from api_keys k join users u on u.id = k.user_id
+    where k.id = ${keyId} and k.revoked_at is null and u.deleted_at is null)`;
+}
 
 export interface AuthServiceOptions {
   db: Db;
@@ -87,12 +99,15 @@ export interface AuthServiceOptions {
 /**
  * Workspaces, users, API keys and scoped tokens. Keys are stored only as SHA-256 hashes; scoped tokens are
  * stateless HMAC-signed claims bound to the key that issued them (docs/decisions/0004-scoped-tokens.md).
- * Authentication reads the database on every request, so a revocation holds on the next request everywhere.
+ * Authentication reads the database on every request, so a revocation holds on the next request everywhere;
+ * the start routes read it in the statement that begins the run instead (`identify`).
  */
 export class AuthService {
   private readonly db: Db;
   private readonly options: AuthServiceOptions;
   private tokenSecret: Promise<string> | null = null;
+  /** The callers API keys named when they last authenticated here, by key hash (see `identify`). */
+  readonly #known = new Map<string, { caller: Caller; lastUsedAt: number }>();
 
   /** Takes its options, or just a database (then revocations are not announced on a bus). */
   constructor(options: AuthServiceOptions | Db) {
@@ -112,6 +127,7 @@ export class AuthService {
         'An API key may not travel in the URL; send it as `Authorization: Bearer <key>`, or use a scoped token.',
       );
     }
+    const hash = hashApiKey(credential);
     const row = await this.db
       .selectFrom('api_keys')
       .innerJoin('users', 'users.id', 'api_keys.user_id')
@@ -122,19 +138,47 @@ export class AuthService {
         'users.workspace_id',
         'users.role',
       ])
-      .where('api_keys.hash', '=', hashApiKey(credential))
+      .where('api_keys.hash', '=', hash)
       .where('api_keys.revoked_at', 'is', null)
       .where('users.deleted_at', 'is', null)
       .executeTakeFirst();
-    if (!row) throw new UnauthorizedError('The API key is not valid.');
-    if (!row.last_used_at || Date.now() - row.last_used_at.getTime() > LAST_USED_RESOLUTION_MS) {
+    if (!row) {
+      this.#known.delete(hash);
+      throw new UnauthorizedError('The API key is not valid.');
+    }
+    let lastUsedAt = row.last_used_at?.getTime() ?? 0;
+    if (Date.now() - lastUsedAt > LAST_USED_RESOLUTION_MS) {
       await this.db
         .updateTable('api_keys')
         .set({ last_used_at: sql<Date>`now()` })
         .where('id', '=', row.keyId)
         .execute();
+      lastUsedAt = Date.now();
     }
-    return { userId: row.id, workspaceId: row.workspace_id, role: row.role, keyId: row.keyId };
+    const caller: Caller = {
+      userId: row.id,
+      workspaceId: row.workspace_id,
+      role: row.role,
+      keyId: row.keyId,
+    };
+    this.#known.delete(hash);
+    if (this.#known.size >= KNOWN_KEYS_LIMIT) this.#known.delete(this.#known.keys().next().value!);
+    this.#known.set(hash, { caller, lastUsedAt });
+    return caller;
+  }
+
+  /**
+   * The caller an API key named when it last authenticated on this instance, read from memory, or undefined
+   * (not seen lately, or its `last_used_at` is due for a refresh, which `authenticate` makes). A key's user,
+   * workspace and role never change, but the key may have been revoked since, here or on another instance:
+   * whoever acts on this caller checks the key in the statement that writes (`keyStillValid`), and
+   * authenticates for real before any other answer (docs/decisions/0012-key-checked-by-the-start.md).
+   */
+  identify(credential: string): Caller | undefined {
+    if (isScopedToken(credential)) return undefined;
+    const known = this.#known.get(hashApiKey(credential));
+    if (!known || Date.now() - known.lastUsedAt > LAST_USED_RESOLUTION_MS) return undefined;
+    return { ...known.caller };
   }
 
   private async authenticateToken(token: string): Promise<Caller> {

@@ -20,9 +20,31 @@ const toChatObject = (row: ChatRow): ChatObject => ({
   updatedAt: row.updated_at.toISOString(),
 });
 
+/** How many chats' agents `ChatService.agentOf` remembers (about 100 bytes each); the oldest go first. */
+const KNOWN_AGENTS_LIMIT = 10_000;
+
 /** Chats and their messages, always scoped to the caller's workspace and private to their owner. */
 export class ChatService {
+  /** Chats' agents seen lately, by chat id: a chat's agent is set when it is created and never changes. */
+  readonly #agents = new Map<string, string | null>();
+
   constructor(private readonly db: Db) {}
+
+  /**
+   * The chat's agent if this instance has seen the chat lately (a chat's agent never changes), else
+   * undefined. It says nothing of who may use the chat: a start that trusts it checks ownership in its
+   * statement (`StartChatRunOptions.checkOwner`).
+   */
+  agentOf(chatId: string): string | null | undefined {
+    return this.#agents.get(chatId);
+  }
+
+  /** Remembers a chat's agent, as `getRow` does (`agentOf`). */
+  rememberAgent(chatId: string, agentId: string | null): void {
+    if (this.#agents.has(chatId)) return;
+    if (this.#agents.size >= KNOWN_AGENTS_LIMIT) this.#agents.delete(this.#agents.keys().next().value!);
+    this.#agents.set(chatId, agentId);
+  }
 
   /** A new chat of the caller. `agentId` must name a live agent of the caller's workspace, else `agent_not_found`. */
   async create(caller: Caller, options: { title?: string; agentId?: string | null }): Promise<ChatObject> {
@@ -48,6 +70,7 @@ export class ChatService {
       })
       .returningAll()
       .executeTakeFirstOrThrow();
+    this.rememberAgent(row.id, row.agent_id);
     return toChatObject(row);
   }
 
@@ -66,6 +89,7 @@ export class ChatService {
       .where('deleted_at', 'is', null)
       .executeTakeFirst();
     if (!row) throw new NotFoundError('chat', chatId);
+    this.rememberAgent(chatId, row.agent_id);
     return row;
   }
 

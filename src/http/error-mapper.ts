@@ -108,8 +108,14 @@ export function toErrorResponse(error: unknown): {
 const BODY_DRAIN_FACTOR = 4;
 
 /** Fastify's error handler: every error a route, hook or parser throws is answered here. */
-export function errorHandler(error: unknown, request: FastifyRequest, reply: FastifyReply): void {
-  const { status, body, headers } = toErrorResponse(error);
+export function errorHandler(
+  error: unknown,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  /** Answered instead of `error` (a deferred key check that failed); a too-large body is still drained. */
+  instead?: unknown,
+): void {
+  const { status, body, headers } = toErrorResponse(instead ?? error);
   if (status >= 500 && status !== 503) request.log.error({ err: error, url: request.url }, 'request failed');
   if (status === 503) request.log.warn({ err: error, url: request.url }, 'service unavailable');
   if (headers) void reply.headers(headers);

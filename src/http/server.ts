@@ -16,6 +16,7 @@ import { OpenStreams } from './open-streams.ts';
 import { registerApiKeyRoutes } from './routes/api-key-routes.ts';
 import { registerTokenRoutes } from './routes/token-routes.ts';
 import { clientErrorHandler, errorHandler, frameworkErrorHandler } from './error-mapper.ts';
+import { DeferredKeyCheck } from './key-check.ts';
 import { rateLimitKeyOf } from './rate-limit.ts';
 import { registerAdminRoutes } from './routes/admin-routes.ts';
 import { registerAgentRoutes } from './routes/agent-routes.ts';
@@ -38,6 +39,16 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The authenticated caller; set on every `/v1` route. */
     caller: Caller;
+    /** Set when `caller` came from memory on a route that checks the key later (`deferKeyCheck`). */
+    keyCheck: DeferredKeyCheck | null;
+  }
+  interface FastifyContextConfig {
+    /**
+     * The route checks an API key that this instance authenticated lately in its own statement, or verifies
+     * it before it acts (`DeferredKeyCheck`): one round trip less. Requests with `Idempotency-Key` are
+     * authenticated first, as on every other route.
+     */
+    deferKeyCheck?: boolean;
   }
   interface FastifyInstance {
     /** The SSE streams this instance serves, by the key that authorized them. */
@@ -127,7 +138,16 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   app.addHook('onReady', async () => openStreams.start());
   app.addHook('onClose', async () => openStreams.stop());
 
-  app.setErrorHandler(errorHandler);
+  // A deferred key check is settled before any error answer: a key that no longer authenticates gets its 401.
+  app.setErrorHandler(async (error, request, reply) => {
+    const keyError = await request.keyCheck?.verify().then(
+      () => undefined,
+      (failed: unknown) => failed,
+    );
+    errorHandler(error, request, reply, keyError);
+    // The answer may go out later (a too-large body is drained first): the reply says it is handled.
+    return reply;
+  });
   app.setNotFoundHandler((_request, reply) => {
     const error = new NotFoundError('route');
     void reply.status(404).send({ error: { code: error.code, message: 'No such route.' } });
@@ -138,6 +158,7 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     closing = true;
   });
   app.decorateRequest('caller', null as unknown as Caller);
+  app.decorateRequest('keyCheck', null);
   app.addHook('onRequest', async (request, reply) => {
     if (closing) {
       void reply.header('connection', 'close');
@@ -161,6 +182,17 @@ export function buildServer(context: OutrunContext): FastifyInstance {
       request.caller = await context.auth.authenticate(fromQuery, { fromQuery: true });
       return;
     }
+    const known =
+      fromHeader !== undefined &&
+      request.routeOptions.config.deferKeyCheck &&
+      request.headers['idempotency-key'] === undefined
+        ? context.auth.identify(fromHeader)
+        : undefined;
+    if (known) {
+      request.caller = known;
+      request.keyCheck = new DeferredKeyCheck(() => context.auth.authenticate(fromHeader));
+      return;
+    }
     request.caller = await context.auth.authenticate(fromHeader);
   });
   // A scoped token reaches only its own chat's routes (after body parsing: useChat names the chat in it).
@@ -182,6 +214,13 @@ export function buildServer(context: OutrunContext): FastifyInstance {
             .executeTakeFirst()
         )?.chat_id,
     });
+  });
+  // The backstop of a deferred key check: nothing a route answers leaves before the key was checked.
+  app.addHook('onSend', async (request) => {
+    if (request.keyCheck && !request.keyCheck.settled) {
+      request.log.error({ url: request.url }, 'a route answered before it checked its deferred key');
+      await request.keyCheck.verify();
+    }
   });
   // API responses carry keys and private data: never cached, by a browser or anything in between.
   app.addHook('onSend', async (request, reply) => {

@@ -6,7 +6,7 @@ import { observeRunEnded, type Metrics } from '../metrics.ts';
 import type { RunQueue } from '../queue/queue.ts';
 import type { Db } from '../store/database.ts';
 import type { Database, RunRow } from '../store/schema.ts';
-import { retryTransient } from '../store/transient.ts';
+import { fallBackOf, retryTransient } from '../store/transient.ts';
 import {
   insertEvents,
   numberSerialized,
@@ -453,7 +453,7 @@ export class Lifecycle {
         ])
         .executeTakeFirstOrThrow();
     } catch (error) {
-      const reason = fallBackReason(error);
+      const reason = fallBackOf(error)?.reason;
       if (reason === undefined) throw error;
       metrics.endingFallbacks.inc({ reason });
       return undefined;
@@ -776,14 +776,4 @@ function changeWrites(db: QueryCreator<Database>, writes: ChangeWrites) {
       )
     : recorded;
   return written as typeof withEvents;
-}
-
-/** The SQLSTATE `outrun_fall_back` raises (migration 0010). */
-const FALL_BACK_SQLSTATE = 'OR001';
-
-/** Why a one-statement ending declined (`outrun_fall_back`'s reason), or undefined for any other error. */
-function fallBackReason(error: unknown): string | undefined {
-  if (!(error instanceof Error) || (error as { code?: unknown }).code !== FALL_BACK_SQLSTATE)
-    return undefined;
-  return /outrun_fall_back: (\w+)/.exec(error.message)?.[1] ?? 'unknown';
 }

@@ -51,6 +51,12 @@ export interface StartChatRunOptions {
   chatId: string;
   /** The chat's agent; null for the workspace default. */
   agentId: string | null;
+  /**
+   * For a caller that did not read the chat: the user it must belong to, and the API key to check with it.
+   * The statement that begins the run checks them, and that the chat's agent is `agentId` (see
+   * `BeginRunOptions.chatCheck`).
+   */
+  checkChat?: { ownerId: string; keyId?: string };
   parts: unknown[];
   trigger: RunTrigger;
   overrides?: RunOverrides;
@@ -177,6 +183,7 @@ export class RunEngine {
       parentRunId: options.parentRunId,
       scheduleId: options.scheduleId,
       inTransaction: options.inTransaction,
+      chatCheck: options.checkChat && { ...options.checkChat, agentId: options.agentId },
     });
   }
 

@@ -1,10 +1,11 @@
 import { sql, type Insertable, type Transaction } from 'kysely';
-import { RunAlreadyActiveError } from '../errors.ts';
+import { keyStillValid } from '../auth/auth-service.ts';
+import { NotFoundError, RunAlreadyActiveError, UnauthorizedError } from '../errors.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import { newId } from '../ids.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Db } from '../store/database.ts';
-import { isUniqueViolation } from '../store/transient.ts';
+import { fallBackOf, isUniqueViolation } from '../store/transient.ts';
 import type { Database, MessageRow, RunRow } from '../store/schema.ts';
 import { eventRows, numberEvents, type LogEvent } from '../stream/event-log.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
@@ -45,6 +46,29 @@ export interface BeginRunOptions {
    * called with the new run's id before the insert; null declines.
    */
   localClaim?: (runId: string) => LocalClaim | null;
+  /**
+   * For a start that did not read its chat (the HTTP routes): the statement itself inserts only into a chat
+   * of `ownerId` in the workspace, not deleted, whose agent is `agentId`, and with `keyId` only while that
+   * API key authenticates. Otherwise it writes nothing and `begin` throws `UnauthorizedError` for the key,
+   * `NotFoundError('chat')` (what a read would have answered), or `ChatAgentMismatchError` when only the
+   * agent differs: the run's configuration was resolved for the wrong agent.
+   */
+  chatCheck?: ChatCheck;
+}
+
+/** What the statement that begins a run checks of its chat and its caller (`BeginRunOptions.chatCheck`). */
+export interface ChatCheck {
+  ownerId: string;
+  agentId: string | null;
+  keyId?: string;
+}
+
+/** The chat has another agent than the start assumed (`BeginRunOptions.chatCheck`); nothing was written. */
+export class ChatAgentMismatchError extends Error {
+  constructor(readonly agentId: string | null) {
+    super(`The chat's agent is ${agentId ?? 'none'}.`);
+    this.name = 'ChatAgentMismatchError';
+  }
 }
 
 /** Who claims a run in the statement that begins it, and until when (`claimRequest`'s changes). */
@@ -113,6 +137,10 @@ export class RunService {
       }
       return await this.#db.transaction().execute((tx) => this.#insertLocked(tx, options));
     } catch (error) {
+      const declined = fallBackOf(error);
+      if (declined?.reason === 'key') throw new UnauthorizedError('The API key is not valid.');
+      if (declined?.reason === 'chat') throw new NotFoundError('chat', options.chatId);
+      if (declined?.reason === 'agent') throw new ChatAgentMismatchError(declined.detail);
       if (!isActiveRunConflict(error)) throw error;
       this.#metrics.runsRejected.inc();
       throw new RunAlreadyActiveError((await this.findActive(options.chatId))?.id ?? 'unknown');
@@ -220,7 +248,7 @@ export class RunService {
           .insertInto('runs')
           .values({
             id: runId,
-            chat_id: options.chatId,
+            chat_id: options.chatCheck ? checkedChatId(options, options.chatCheck) : options.chatId,
             workspace_id: options.workspaceId,
             created_by: options.userId,
             trigger: options.trigger,
@@ -530,4 +558,24 @@ function currentHistory(
       updated_at: userMessage.updated_at as Date,
     },
   ];
+}
+
+/**
+ * The run's `chat_id` under `BeginRunOptions.chatCheck`: the chat's id when the key (if any) authenticates
+ * and the chat is the owner's, not deleted, and has the expected agent; otherwise `outrun_fall_back`
+ * (migration 0010) fails the whole statement, with `key`, `chat` or `agent:<the chat's agent>`. The run's values are computed before its row meets the unique index on
+ * active runs, so someone else's busy chat is refused as missing, never as busy.
+ */
+function checkedChatId(options: BeginRunOptions, check: ChatCheck) {
+  const key = check.keyId
+    ? sql`when not ${keyStillValid(check.keyId)} then case when outrun_fall_back('key') then null end`
+    : sql``;
+  return sql<string>`(select case ${key}
+      when c.id is null then case when outrun_fall_back('chat') then null end
+      when c.agent_id is distinct from ${check.agentId}::text
+        then case when outrun_fall_back('agent:' || coalesce(c.agent_id, '')) then null end
+      else c.id end
+    from (values (1)) as one (x)
+    left join chats c on c.id = ${options.chatId} and c.workspace_id = ${options.workspaceId}
+      and c.owner_id = ${check.ownerId} and c.deleted_at is null)`;
 }

@@ -119,3 +119,14 @@ export class TransientDatabaseError extends Error {
 export function isUniqueViolation(error: unknown): boolean {
   return (error as { code?: unknown } | null)?.code === '23505';
 }
+
+/**
+ * Why a statement declined on purpose through `outrun_fall_back(reason)` (migration 0010: SQLSTATE OR001,
+ * nothing written), or undefined for any other error. A reason may carry a detail after a colon
+ * (`agent:agent_…`).
+ */
+export function fallBackOf(error: unknown): { reason: string; detail: string | null } | undefined {
+  if (!(error instanceof Error) || (error as { code?: unknown }).code !== 'OR001') return undefined;
+  const match = /outrun_fall_back: (\w+)(?::(\S*))?/.exec(error.message);
+  return { reason: match?.[1] ?? 'unknown', detail: match?.[2] || null };
+}

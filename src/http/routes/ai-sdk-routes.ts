@@ -49,7 +49,12 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
 
   app.post(
     '/v1/ui/chats',
-    { bodyLimit: context.config.bodyLimitBytes * USE_CHAT_BODY_LIMIT_FACTOR },
+    // A start checks the caller's key in its own statement (`deferKeyCheck`); an answer to approvals first
+    // authenticates it.
+    {
+      bodyLimit: context.config.bodyLimitBytes * USE_CHAT_BODY_LIMIT_FACTOR,
+      config: { deferKeyCheck: true },
+    },
     async (request, reply) =>
       withIdempotency(context.idempotency, request, reply, async () => {
         const body = UseChatBody.parse(request.body);
@@ -64,6 +69,7 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
         // `addToolApprovalResponse` + `sendAutomaticallyWhen`: the assistant message comes back answered.
         const answers = last.role === 'assistant' ? approvalAnswersOf(last.parts) : [];
         if (answers.length > 0) {
+          await request.keyCheck?.verify();
           const chat = await chats.getRow(request.caller, body.id);
           const active = await runs.findActive(chat.id);
           if (!active) {
@@ -111,10 +117,9 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
           budget: body.budget,
           trigger: RunTrigger.user,
         });
-        const chat = await chats.getRow(request.caller, body.id);
         // A replay answers `201 {run}` as JSON; useChat's resume endpoint follows the run from there.
         return startAndAnswer(context, request, reply, {
-          chat,
+          chatId: body.id,
           body: start,
           alwaysStream: true,
           mapData: toUseChatChunk,

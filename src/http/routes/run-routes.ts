@@ -2,7 +2,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
 import type { Caller } from '../../auth/auth-service.ts';
-import { NotFoundError } from '../../errors.ts';
+import { NotFoundError, OutrunError, RunAlreadyActiveError } from '../../errors.ts';
+import { ChatAgentMismatchError } from '../../runs/run-service.ts';
 import { newId } from '../../ids.ts';
 import { toRunObject, type RunObject } from '../../runs/run-object.ts';
 import { isTerminalStatus, RunTrigger } from '../../runs/run-status.ts';
@@ -82,12 +83,12 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
     return row;
   };
 
-  app.post('/v1/chats/:chatId/runs', async (request, reply) =>
+  // The start checks the caller's key in its own statement when this instance knows the key (`deferKeyCheck`).
+  app.post('/v1/chats/:chatId/runs', { config: { deferKeyCheck: true } }, async (request, reply) =>
     withIdempotency(context.idempotency, request, reply, async () => {
       const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
       const body = StartRunBody.parse(request.body);
-      const chat = await chats.getRow(request.caller, chatId);
-      return startAndAnswer(context, request, reply, { chat, body });
+      return startAndAnswer(context, request, reply, { chatId, body });
     }),
   );
 
@@ -172,7 +173,8 @@ export async function startAndAnswer(
   request: FastifyRequest,
   reply: FastifyReply,
   options: {
-    chat: { id: string; agent_id: string | null };
+    /** The caller's chat, checked by the start (see `startRun`). */
+    chatId: string;
     body: StartRunBody;
     /** Answer with the stream whatever the request accepts (useChat's endpoint). */
     alwaysStream?: boolean;
@@ -183,7 +185,7 @@ export async function startAndAnswer(
   if (!options.alwaysStream && !wantsEventStream(request)) {
     return {
       status: 201,
-      body: { run: await startRun(context, request.caller, options.chat, options.body) },
+      body: { run: await startRun(context, request, options.chatId, options.body) },
     };
   }
   const runId = newId('run');
@@ -202,7 +204,7 @@ export async function startAndAnswer(
   try {
     // A bus that cannot subscribe (Redis down) fails the start before anything is written: a 503.
     await stream.subscribed;
-    const run = await startRun(context, request.caller, options.chat, options.body, runId);
+    const run = await startRun(context, request, options.chatId, options.body, runId);
     return { status: 201, body: { run }, send: stream.send };
   } catch (error) {
     stream.cancel();
@@ -210,34 +212,70 @@ export async function startAndAnswer(
   }
 }
 
-/** Starts a run on a chat the caller may use; the engine resolves its agent and applies `multitask`. */
+/**
+ * Starts a run on a chat the caller may use; the engine resolves its agent and applies `multitask`. The chat
+ * is not read first: the statement that begins the run checks that it is the caller's and has the agent the
+ * start assumed (the one this instance saw last, else none), one round trip less on the way to the first
+ * token. A wrong agent costs that statement and a second start. When the start fails before its statement
+ * checked the chat (a bad model, a quota), the chat is read then, so a missing chat still answers 404 first,
+ * and a chat whose agent was not the one assumed gets the answer of its own agent's configuration.
+ *
+ * A key the server did not check for this request (`request.keyCheck`) is checked by the same statement;
+ * whatever the start fails with, the key is authenticated first, so a key that no longer authenticates
+ * answers 401 before anything else, as on every route (docs/decisions/0012-key-checked-by-the-start.md).
+ */
 export async function startRun(
   context: OutrunContext,
-  caller: Caller,
-  chat: { id: string; agent_id: string | null },
+  request: FastifyRequest,
+  chatId: string,
   body: StartRunBody,
   /** The new run's id, when chosen beforehand. */
   runId?: string,
 ): Promise<RunObject> {
+  const { caller, keyCheck } = request;
   const { maxOutputTokens, ...budget } = body.budget ?? {};
-  return context.engine.startChatRun({
-    runId,
-    workspaceId: caller.workspaceId,
-    userId: caller.userId,
-    chatId: chat.id,
-    agentId: chat.agent_id,
-    parts: 'text' in body.input ? [{ type: 'text', text: body.input.text }] : body.input.parts,
-    trigger: body.trigger ?? RunTrigger.api,
-    overrides: {
-      model: body.model,
-      modelOptions:
-        maxOutputTokens === undefined ? body.modelOptions : { maxOutputTokens, ...body.modelOptions },
-      budget: body.budget ? budget : undefined,
-      multitask: body.multitask,
-    },
-    metadata: body.metadata,
-  });
+  const start = (agentId: string | null) =>
+    context.engine.startChatRun({
+      runId,
+      workspaceId: caller.workspaceId,
+      userId: caller.userId,
+      chatId,
+      agentId,
+      checkChat: {
+        ownerId: caller.userId,
+        keyId: keyCheck && !keyCheck.settled ? caller.keyId : undefined,
+      },
+      parts: 'text' in body.input ? [{ type: 'text', text: body.input.text }] : body.input.parts,
+      trigger: body.trigger ?? RunTrigger.api,
+      overrides: {
+        model: body.model,
+        modelOptions:
+          maxOutputTokens === undefined ? body.modelOptions : { maxOutputTokens, ...body.modelOptions },
+        budget: body.budget ? budget : undefined,
+        multitask: body.multitask,
+      },
+      metadata: body.metadata,
+    });
+  const assumed = context.chats.agentOf(chatId) ?? null;
+  try {
+    const run = await start(assumed);
+    keyCheck?.checkedByStatement();
+    return run;
+  } catch (error) {
+    await keyCheck?.verify();
+    if (error instanceof ChatAgentMismatchError) {
+      context.chats.rememberAgent(chatId, error.agentId);
+      return start(error.agentId);
+    }
+    // The statement checked the chat: its answer stands.
+    if (isChatNotFound(error) || error instanceof RunAlreadyActiveError) throw error;
+    const chat = await context.chats.getRow(caller, chatId);
+    if (chat.agent_id !== assumed) return start(chat.agent_id);
+    throw error;
+  }
 }
+
+const isChatNotFound = (error: unknown) => error instanceof OutrunError && error.code === 'chat_not_found';
 
 export function wantsEventStream(request: FastifyRequest): boolean {
   return (request.headers.accept ?? '').includes('text/event-stream');

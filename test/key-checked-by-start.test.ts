@@ -1,0 +1,160 @@
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
+import { AuthService } from '../src/auth/auth-service.ts';
+import { newId } from '../src/ids.ts';
+import { STORE_KINDS } from './support/databases.ts';
+import { captureLogger } from './support/logger.ts';
+import { collectStream, script } from './support/sse.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+
+/**
+ * A start with an API key this instance authenticated lately checks the key in the statement that begins the
+ * run instead of reading it first (docs/decisions/0012-key-checked-by-the-start.md). A key revoked since, here or
+ * on an instance whose announcement never arrived, still answers 401 before anything else and writes nothing.
+ */
+describe.each(STORE_KINDS)('the key checked by the start on %s', (kind) => {
+  let server: TestServer;
+  let authentications: MockInstance<AuthService['authenticate']>;
+
+  const { logger, records } = captureLogger();
+
+  beforeAll(async () => {
+    authentications = vi.spyOn(AuthService.prototype, 'authenticate');
+    server = await startTestServer(kind, { logger });
+  });
+  afterAll(async () => {
+    authentications.mockRestore();
+    await server?.close();
+  });
+
+  /** A user with a chat, whose key this instance has authenticated (by reading the chat). */
+  async function userWithChat(email: string) {
+    const key = await server.createUser(email);
+    const chat = await server.api('/v1/chats', { method: 'POST', body: {}, key });
+    const keyId = (await server.api('/v1/api-keys', { key })).body.items[0].id as string;
+    return { key, keyId, chatId: chat.body.chat.id as string };
+  }
+
+  const start = (chatId: string, key: string, body: unknown, headers?: Record<string, string>) =>
+    server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body, key, headers });
+
+  const rowsOf = async (chatId: string) => {
+    const db = server.outrun.db;
+    const runs = await db.selectFrom('runs').select('id').where('chat_id', '=', chatId).execute();
+    const messages = await db.selectFrom('messages').select('id').where('chat_id', '=', chatId).execute();
+    return { runs: runs.length, messages: messages.length };
+  };
+
+  it('starts a run with a key it knows without authenticating it again, answering JSON or the stream', async () => {
+    const user = await userWithChat(`known-${kind}@example.com`);
+    const authenticated = () => authentications.mock.calls.filter(([credential]) => credential === user.key);
+
+    authentications.mockClear();
+    const started = await start(user.chatId, user.key, { input: { text: script({ tokens: 2 }) } });
+    expect(started.status, JSON.stringify(started.body)).toBe(201);
+    expect(authenticated()).toHaveLength(0);
+    await server.waitForRun(started.body.run.id, undefined, user.key);
+
+    authentications.mockClear();
+    const streamed = await server.fetch(`/v1/chats/${user.chatId}/runs`, {
+      key: user.key,
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+      body: JSON.stringify({ input: { text: script({ tokens: 2 }) } }),
+    });
+    expect(streamed.status).toBe(200);
+    expect((await collectStream(streamed)).done).toBe(true);
+    expect(authenticated()).toHaveLength(0);
+    // Every other route still authenticates.
+    await server.api(`/v1/chats/${user.chatId}/runs`, { key: user.key });
+    expect(authenticated()).toHaveLength(1);
+  });
+
+  /** Sets or clears a key's revocation, or its user's removal, in the row: as another instance would. */
+  const keyRow = (keyId: string, revoked: boolean) =>
+    sql`update api_keys set revoked_at = ${revoked ? new Date() : null} where id = ${keyId}`.execute(
+      server.outrun.db,
+    );
+  const userRow = (keyId: string, removed: boolean) =>
+    sql`update users set deleted_at = ${removed ? new Date() : null}
+      where id = (select user_id from api_keys where id = ${keyId})`.execute(server.outrun.db);
+
+  for (const [what, change] of [
+    ['a key revoked on another instance', keyRow],
+    ['the key of a removed user', userRow],
+  ] as const) {
+    it(`answers ${what} with 401 first on every start and writes nothing`, async () => {
+      const user = await userWithChat(`${what.split(' ').at(-1)}-${kind}@example.com`);
+      const bobsChat = await server.createChat();
+      const before = await rowsOf(user.chatId);
+      const requests: [string, () => Promise<{ status: number; body: any }>][] = [
+        ['a start', () => start(user.chatId, user.key, { input: { text: 'hi' } })],
+        [
+          'a streaming start',
+          () => start(user.chatId, user.key, { input: { text: 'hi' } }, { accept: 'text/event-stream' }),
+        ],
+        [
+          'a start with a bad model',
+          () => start(user.chatId, user.key, { input: { text: 'hi' }, model: 'nope:x' }),
+        ],
+        [
+          'a start with an unknown field',
+          () => start(user.chatId, user.key, { input: { text: 'hi' }, x: 1 }),
+        ],
+        ['a start on a missing chat', () => start(newId('chat'), user.key, { input: { text: 'hi' } })],
+        ["a start on someone else's chat", () => start(bobsChat, user.key, { input: { text: 'hi' } })],
+        [
+          'a start with an idempotency key',
+          () => start(user.chatId, user.key, { input: { text: 'hi' } }, { 'idempotency-key': 'k-1' }),
+        ],
+        [
+          "useChat's start",
+          () =>
+            server.api('/v1/ui/chats', {
+              method: 'POST',
+              key: user.key,
+              body: { id: user.chatId, messages: [{ role: 'user', parts: [{ type: 'text', text: 'hi' }] }] },
+            }),
+        ],
+        [
+          "useChat's answer to an approval",
+          () =>
+            server.api('/v1/ui/chats', {
+              method: 'POST',
+              key: user.key,
+              body: {
+                id: user.chatId,
+                messages: [
+                  {
+                    role: 'assistant',
+                    parts: [
+                      {
+                        type: 'tool-echo',
+                        state: 'approval-responded',
+                        approval: { id: 'a', approved: true },
+                      },
+                    ],
+                  },
+                ],
+              },
+            }),
+        ],
+      ];
+      for (const [name, request] of requests) {
+        // This instance authenticates the key, then the change comes and its announcement never arrives.
+        await change(user.keyId, false);
+        expect((await server.api('/v1/me', { key: user.key })).status).toBe(200);
+        await change(user.keyId, true);
+        const answer = await request();
+        expect(answer, `${name}: ${JSON.stringify(answer.body)}`).toMatchObject({
+          status: 401,
+          body: { error: { code: 'unauthorized', message: 'The API key is not valid.' } },
+        });
+      }
+      expect(await rowsOf(user.chatId)).toEqual(before);
+      // Each answer checked the key where it should: none needed the server's backstop.
+      expect(records.filter((record) => record.msg.includes('before it checked'))).toEqual([]);
+      expect(await rowsOf(bobsChat)).toEqual({ runs: 0, messages: 0 });
+    });
+  }
+});
