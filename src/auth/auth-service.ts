@@ -172,7 +172,7 @@ export class AuthService {
    * (not seen lately, or its `last_used_at` is due for a refresh, which `authenticate` makes). A key's user,
    * workspace and role never change, but the key may have been revoked since, here or on another instance:
    * whoever acts on this caller checks the key in the statement that writes (`keyStillValid`), and
-   * authenticates for real before any other answer (docs/decisions/0012-key-checked-by-the-start.md).
+   * authenticates for real before any other answer (docs/decisions/0012-key-checked-in-the-statement.md).
    */
   identify(credential: string): Caller | undefined {
     if (isScopedToken(credential)) return undefined;

@@ -1,5 +1,5 @@
 /**
- * The check of an API key that a route deferred (docs/decisions/0012-key-checked-by-the-start.md). The caller
+ * The check of an API key that a route deferred (docs/decisions/0012-key-checked-in-the-statement.md). The caller
  * came from memory (`AuthService.identify`) and the key may have been revoked since. The route either runs a
  * statement that checks the key itself and then calls `checkedByStatement`, or calls `verify` before it acts.
  * Whatever a route leaves unsettled is verified before any answer leaves (the server's error handler and

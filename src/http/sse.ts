@@ -104,16 +104,18 @@ export function openRunStream(
     response.off('close', close);
   };
   const send = async (): Promise<void> => {
-    if (options.access) {
-      try {
-        await options.access;
-      } catch (error) {
-        cancel();
-        await following.catch(() => {});
-        throw error;
+    try {
+      await options.access;
+      // The backstop of a deferred key check, for an answer that bypasses the server's `onSend` hook.
+      if (request.keyCheck && !request.keyCheck.settled) {
+        request.log.error({ url: request.url }, 'a route answered before it checked its deferred key');
+        await request.keyCheck.verify();
       }
+    } catch (error) {
+      cancel();
+      await following.catch(() => {});
+      throw error;
     }
-
     reply.hijack();
     response.writeHead(options.status ?? 200, {
       // Headers hooks set before the hijack (CORS, security headers) still apply.

@@ -343,21 +343,26 @@ export class RunService {
     return this.#db.selectFrom('runs').selectAll().where('id', '=', runId).executeTakeFirst();
   }
 
-  /** A run as its chat's owner may see it: undefined for someone else's run or a deleted chat. */
+  /**
+   * A run as its chat's owner may see it: undefined for someone else's run or a deleted chat, and with
+   * `keyId`, also when that API key no longer authenticates (the read checks the caller's key itself).
+   */
   async getForOwner(options: {
     runId: string;
     workspaceId: string;
     userId: string;
+    keyId?: string;
   }): Promise<RunRow | undefined> {
-    return this.#db
+    let query = this.#db
       .selectFrom('runs')
       .innerJoin('chats', 'chats.id', 'runs.chat_id')
       .selectAll('runs')
       .where('runs.id', '=', options.runId)
       .where('chats.workspace_id', '=', options.workspaceId)
       .where('chats.owner_id', '=', options.userId)
-      .where('chats.deleted_at', 'is', null)
-      .executeTakeFirst();
+      .where('chats.deleted_at', 'is', null);
+    if (options.keyId) query = query.where(keyStillValid(options.keyId));
+    return query.executeTakeFirst();
   }
 
   /** A chat's runs, newest first. */

@@ -82,6 +82,25 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
     if (!row) throw new NotFoundError('run', runId);
     return row;
   };
+  /**
+   * `ownedRun` that also checks a key the server did not (`request.keyCheck`); a run it does not find
+   * authenticates the key for real first, so a key that no longer authenticates answers 401, not 404.
+   */
+  const ownedRunCheckingKey = async (request: FastifyRequest, runId: string) => {
+    const { caller, keyCheck } = request;
+    const row = await runs.getForOwner({
+      runId,
+      workspaceId: caller.workspaceId,
+      userId: caller.userId,
+      keyId: keyCheck && !keyCheck.settled ? caller.keyId : undefined,
+    });
+    if (!row) {
+      await keyCheck?.verify();
+      throw new NotFoundError('run', runId);
+    }
+    keyCheck?.checkedByStatement();
+    return row;
+  };
 
   // The start checks the caller's key in its own statement when this instance knows the key (`deferKeyCheck`).
   app.post('/v1/chats/:chatId/runs', { config: { deferKeyCheck: true } }, async (request, reply) =>
@@ -143,7 +162,8 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
     return { run: await engine.continueRun({ runId, budget: body.budget }) };
   });
 
-  app.get('/v1/runs/:runId/stream', async (request, reply) => {
+  // The ownership read checks the caller's key too when this instance knows the key (`deferKeyCheck`).
+  app.get('/v1/runs/:runId/stream', { config: { deferKeyCheck: true } }, async (request, reply) => {
     const runId = requireId('run', RunParams.parse(request.params).runId);
     // The header wins over the query: a browser EventSource reconnects to the same URL with the header.
     const after =
@@ -151,7 +171,7 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
       parseSequence(StreamQuery.parse(request.query).after, 'after') ??
       0;
     // The ownership check runs while the stream subscribes and reads: one round trip less to a resume.
-    const run = ownedRun(request.caller, runId);
+    const run = ownedRunCheckingKey(request, runId);
     return streamRun(context, request, reply, {
       runId,
       after,
@@ -222,7 +242,7 @@ export async function startAndAnswer(
  *
  * A key the server did not check for this request (`request.keyCheck`) is checked by the same statement;
  * whatever the start fails with, the key is authenticated first, so a key that no longer authenticates
- * answers 401 before anything else, as on every route (docs/decisions/0012-key-checked-by-the-start.md).
+ * answers 401 before anything else, as on every route (docs/decisions/0012-key-checked-in-the-statement.md).
  */
 export async function startRun(
   context: OutrunContext,

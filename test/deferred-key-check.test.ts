@@ -8,11 +8,12 @@ import { collectStream, script } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
 
 /**
- * A start with an API key this instance authenticated lately checks the key in the statement that begins the
- * run instead of reading it first (docs/decisions/0012-key-checked-by-the-start.md). A key revoked since, here or
- * on an instance whose announcement never arrived, still answers 401 before anything else and writes nothing.
+ * A start or a stream resume with an API key this instance authenticated lately checks the key in its own
+ * statement (the begin, the ownership read) instead of reading it first
+ * (docs/decisions/0012-key-checked-in-the-statement.md). A key revoked since, here or on an instance whose
+ * announcement never arrived, still answers 401 before anything else, and a start writes nothing.
  */
-describe.each(STORE_KINDS)('the key checked by the start on %s', (kind) => {
+describe.each(STORE_KINDS)('a key checked in the statement on %s', (kind) => {
   let server: TestServer;
   let authentications: MockInstance<AuthService['authenticate']>;
 
@@ -65,6 +66,14 @@ describe.each(STORE_KINDS)('the key checked by the start on %s', (kind) => {
     expect(streamed.status).toBe(200);
     expect((await collectStream(streamed)).done).toBe(true);
     expect(authenticated()).toHaveLength(0);
+    // A resume from the middle of the first run.
+    const resumed = await server.fetch(`/v1/runs/${started.body.run.id}/stream`, {
+      key: user.key,
+      headers: { 'last-event-id': '2' },
+    });
+    expect(resumed.status).toBe(200);
+    expect((await collectStream(resumed)).events[0]!.seq).toBe(3);
+    expect(authenticated()).toHaveLength(0);
     // Every other route still authenticates.
     await server.api(`/v1/chats/${user.chatId}/runs`, { key: user.key });
     expect(authenticated()).toHaveLength(1);
@@ -83,10 +92,15 @@ describe.each(STORE_KINDS)('the key checked by the start on %s', (kind) => {
     ['a key revoked on another instance', keyRow],
     ['the key of a removed user', userRow],
   ] as const) {
-    it(`answers ${what} with 401 first on every start and writes nothing`, async () => {
+    it(`answers ${what} with 401 first on every start and resume, and writes nothing`, async () => {
       const user = await userWithChat(`${what.split(' ').at(-1)}-${kind}@example.com`);
       const bobsChat = await server.createChat();
+      const ownRun = (await start(user.chatId, user.key, { input: { text: script({ tokens: 2 }) } })).body
+        .run;
+      await server.waitForRun(ownRun.id, undefined, user.key);
+      const bobsRun = await server.startRun(bobsChat, { tokens: 2 });
       const before = await rowsOf(user.chatId);
+      const bobsBefore = await rowsOf(bobsChat);
       const requests: [string, () => Promise<{ status: number; body: any }>][] = [
         ['a start', () => start(user.chatId, user.key, { input: { text: 'hi' } })],
         [
@@ -106,6 +120,16 @@ describe.each(STORE_KINDS)('the key checked by the start on %s', (kind) => {
         [
           'a start with an idempotency key',
           () => start(user.chatId, user.key, { input: { text: 'hi' } }, { 'idempotency-key': 'k-1' }),
+        ],
+        ['a stream resume', () => server.api(`/v1/runs/${ownRun.id}/stream`, { key: user.key })],
+        [
+          'a stream resume after an event',
+          () =>
+            server.api(`/v1/runs/${ownRun.id}/stream`, { key: user.key, headers: { 'last-event-id': '1' } }),
+        ],
+        [
+          "a stream resume of someone else's run",
+          () => server.api(`/v1/runs/${bobsRun.id}/stream`, { key: user.key }),
         ],
         [
           "useChat's start",
@@ -154,7 +178,7 @@ describe.each(STORE_KINDS)('the key checked by the start on %s', (kind) => {
       expect(await rowsOf(user.chatId)).toEqual(before);
       // Each answer checked the key where it should: none needed the server's backstop.
       expect(records.filter((record) => record.msg.includes('before it checked'))).toEqual([]);
-      expect(await rowsOf(bobsChat)).toEqual({ runs: 0, messages: 0 });
+      expect(await rowsOf(bobsChat)).toEqual(bobsBefore);
     });
   }
 });
