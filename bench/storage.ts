@@ -2,7 +2,7 @@
  * Storage per finished run, as a multiple of its answer's text (DESIGN §7: at most 3×), before and after the
  * run's events are compacted into pages, in-process on PGlite or PostgreSQL.
  *
- *   npx tsx bench/storage.ts [--store pglite|postgres] [--quick]
+ *   npx tsx bench/storage.ts [--store pglite|postgres] [--quick] [--runs R]
  *
  * Two answers of 1,000 tokens each, one step, no tools: the scripted model (`s1t<i> `, short deltas) and the
  * prose model (real README text cut into ~3.5-character tokens, with a hosted provider's long text-part id).
@@ -35,9 +35,13 @@ import { Sample } from './support/stats.ts';
 import { createBenchStore } from './support/store.ts';
 import { printTable, type Cell } from './support/table.ts';
 
-const args = parseBenchArgs();
+const args = parseBenchArgs({ withRuns: true });
 delete process.env.REDIS_URL;
-const RUNS = args.quick ? 20 : 50;
+/**
+ * Runs per answer and phase (R). Each table grows by whole 8 KiB pages, so a small R measures a table's
+ * per-run cost to within a page ÷ R (164 B at 50, against 3.5–6.9 KB of text per run); a larger R is more exact.
+ */
+const RUNS = args.runs ?? (args.quick ? 20 : 50);
 const TOKENS = 1000;
 /** How often `run_events` is vacuumed on PostgreSQL during phase 2, standing in for autovacuum. */
 const AUTOVACUUM_EMULATION_MS = 1000;

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { AuthService } from '../src/auth/auth-service.ts';
+import { ChatService } from '../src/chats/chat-service.ts';
 import { newId } from '../src/ids.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { captureLogger } from './support/logger.ts';
@@ -95,6 +96,14 @@ describe.each(STORE_KINDS)('a key checked in the statement on %s', (kind) => {
     it(`answers ${what} with 401 first on every start and resume, and writes nothing`, async () => {
       const user = await userWithChat(`${what.split(' ').at(-1)}-${kind}@example.com`);
       const bobsChat = await server.createChat();
+      const agent = await server.api('/v1/agents', { method: 'POST', body: { name: 'Agent' } });
+      const agentChat = (
+        await server.api('/v1/chats', {
+          method: 'POST',
+          body: { agentId: agent.body.agent.id },
+          key: user.key,
+        })
+      ).body.chat.id as string;
       const ownRun = (await start(user.chatId, user.key, { input: { text: script({ tokens: 2 }) } })).body
         .run;
       await server.waitForRun(ownRun.id, undefined, user.key);
@@ -116,6 +125,17 @@ describe.each(STORE_KINDS)('a key checked in the statement on %s', (kind) => {
           () => start(user.chatId, user.key, { input: { text: 'hi' }, x: 1 }),
         ],
         ['a start on a missing chat', () => start(newId('chat'), user.key, { input: { text: 'hi' } })],
+        [
+          'a start on a chat whose agent this instance has not seen',
+          async () => {
+            const forgotten = vi.spyOn(ChatService.prototype, 'agentOf').mockReturnValue(undefined);
+            try {
+              return await start(agentChat, user.key, { input: { text: 'hi' } });
+            } finally {
+              forgotten.mockRestore();
+            }
+          },
+        ],
         ["a start on someone else's chat", () => start(bobsChat, user.key, { input: { text: 'hi' } })],
         [
           'a start with an idempotency key',
@@ -176,6 +196,7 @@ describe.each(STORE_KINDS)('a key checked in the statement on %s', (kind) => {
         });
       }
       expect(await rowsOf(user.chatId)).toEqual(before);
+      expect(await rowsOf(agentChat)).toEqual({ runs: 0, messages: 0 });
       // Each answer checked the key where it should: none needed the server's backstop.
       expect(records.filter((record) => record.msg.includes('before it checked'))).toEqual([]);
       expect(await rowsOf(bobsChat)).toEqual(bobsBefore);

@@ -568,7 +568,8 @@ function currentHistory(
 /**
  * The run's `chat_id` under `BeginRunOptions.chatCheck`: the chat's id when the key (if any) authenticates
  * and the chat is the owner's, not deleted, and has the expected agent; otherwise `outrun_fall_back`
- * (migration 0010) fails the whole statement, with `key`, `chat` or `agent:<the chat's agent>`. The run's values are computed before its row meets the unique index on
+ * (migration 0010) fails the whole statement, with `key`, `chat` or `agent:<the chat's agent>`. The key comes
+ * first: a decline for the chat or its agent says the key authenticated (the start route relies on it). The run's values are computed before its row meets the unique index on
  * active runs, so someone else's busy chat is refused as missing, never as busy.
  */
 function checkedChatId(options: BeginRunOptions, check: ChatCheck) {

@@ -4,6 +4,7 @@ import type { OutrunContext } from '../../app.ts';
 import type { Caller } from '../../auth/auth-service.ts';
 import { NotFoundError, OutrunError, RunAlreadyActiveError } from '../../errors.ts';
 import { ChatAgentMismatchError } from '../../runs/run-service.ts';
+import type { DeferredKeyCheck } from '../key-check.ts';
 import { newId } from '../../ids.ts';
 import { toRunObject, type RunObject } from '../../runs/run-object.ts';
 import { isTerminalStatus, RunTrigger } from '../../runs/run-status.ts';
@@ -77,17 +78,12 @@ export const StreamQuery = z.object({ after: z.unknown().optional() });
 export function registerRunRoutes(app: FastifyInstance, context: OutrunContext): void {
   const { chats, runs, engine } = context;
 
-  const ownedRun = async (caller: Caller, runId: string) => {
-    const row = await runs.getForOwner({ runId, workspaceId: caller.workspaceId, userId: caller.userId });
-    if (!row) throw new NotFoundError('run', runId);
-    return row;
-  };
   /**
-   * `ownedRun` that also checks a key the server did not (`request.keyCheck`); a run it does not find
-   * authenticates the key for real first, so a key that no longer authenticates answers 401, not 404.
+   * The caller's run, or 404. With a key the server did not check (`request.keyCheck`, on a `deferKeyCheck`
+   * route), the read checks the key too, and a run it does not find authenticates the key for real first:
+   * a key that no longer authenticates answers 401, not 404.
    */
-  const ownedRunCheckingKey = async (request: FastifyRequest, runId: string) => {
-    const { caller, keyCheck } = request;
+  const ownedRun = async (caller: Caller, runId: string, keyCheck?: DeferredKeyCheck | null) => {
     const row = await runs.getForOwner({
       runId,
       workspaceId: caller.workspaceId,
@@ -171,7 +167,7 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
       parseSequence(StreamQuery.parse(request.query).after, 'after') ??
       0;
     // The ownership check runs while the stream subscribes and reads: one round trip less to a resume.
-    const run = ownedRunCheckingKey(request, runId);
+    const run = ownedRun(request.caller, runId, request.keyCheck);
     return streamRun(context, request, reply, {
       runId,
       after,
@@ -282,11 +278,13 @@ export async function startRun(
     keyCheck?.checkedByStatement();
     return run;
   } catch (error) {
-    await keyCheck?.verify();
     if (error instanceof ChatAgentMismatchError) {
+      // The statement checks the key before the chat's agent.
+      keyCheck?.checkedByStatement();
       context.chats.rememberAgent(chatId, error.agentId);
       return start(error.agentId);
     }
+    await keyCheck?.verify();
     // The statement checked the chat: its answer stands.
     if (isChatNotFound(error) || error instanceof RunAlreadyActiveError) throw error;
     const chat = await context.chats.getRow(caller, chatId);
