@@ -91,7 +91,14 @@ const database = await store.open();
 async function launch(): Promise<{ outrun: Outrun; api: BenchApi }> {
   const outrun = await createOutrun({
     database,
-    config: { port: 0, host: '127.0.0.1', adminKey: BENCH_ADMIN_KEY, logLevel: 'silent' },
+    // No per-key request limit: a larger --runs polls past it (as the other benchmarks' servers, which set it to 0).
+    config: {
+      port: 0,
+      host: '127.0.0.1',
+      adminKey: BENCH_ADMIN_KEY,
+      logLevel: 'silent',
+      rateLimitPerMinute: 0,
+    },
     logger: pino({ level: 'silent' }),
     resolveModel: benchResolveModel,
   });
@@ -265,14 +272,27 @@ async function readTimes(outrun: Outrun, runIds: string[]): Promise<Sample> {
  */
 function emulateAutovacuum(kind: string): NodeJS.Timeout | undefined {
   if (kind !== 'postgres') return undefined;
+  // One at a time: vacuums stacked behind a lock would hold every pooled connection.
+  let running = false;
   return setInterval(() => {
-    sql`vacuum run_events`.execute(database.db).catch(() => {});
+    if (running) return;
+    running = true;
+    sql`vacuum run_events`
+      .execute(database.db)
+      .catch(() => {})
+      .finally(() => (running = false));
   }, AUTOVACUUM_EMULATION_MS);
 }
 
 /** Bytes of every table of the schema with its indexes and TOAST, after a VACUUM. */
 async function relationSizes(handle: DatabaseHandle): Promise<Map<string, number>> {
-  await sql`vacuum`.execute(handle.db);
+  // Without the server's statement timeout: with a larger --runs, the vacuum's truncation of run_events can
+  // wait longer than that for its lock.
+  await handle.db.connection().execute(async (connection) => {
+    await sql`set statement_timeout = 0`.execute(connection);
+    await sql`vacuum`.execute(connection);
+    await sql`reset statement_timeout`.execute(connection);
+  });
   const result = await sql<{ name: string; bytes: string }>`
     select c.relname as name, pg_total_relation_size(c.oid)::bigint as bytes
     from pg_class c join pg_namespace n on n.oid = c.relnamespace

@@ -100,7 +100,7 @@ export interface AuthServiceOptions {
  * Workspaces, users, API keys and scoped tokens. Keys are stored only as SHA-256 hashes; scoped tokens are
  * stateless HMAC-signed claims bound to the key that issued them (docs/decisions/0004-scoped-tokens.md).
  * Authentication reads the database on every request, so a revocation holds on the next request everywhere;
- * the start routes read it in the statement that begins the run instead (`identify`).
+ * the start and stream routes check a key this instance knows in their own statement instead (`identify`).
  */
 export class AuthService {
   private readonly db: Db;
