@@ -75,6 +75,9 @@ describe.each(STORE_KINDS)('a key checked in the statement on %s', (kind) => {
     expect(resumed.status).toBe(200);
     expect((await collectStream(resumed)).events[0]!.seq).toBe(3);
     expect(authenticated()).toHaveLength(0);
+    // useChat's resume: the chat has no active run now.
+    expect((await server.fetch(`/v1/ui/chats/${user.chatId}/stream`, { key: user.key })).status).toBe(204);
+    expect(authenticated()).toHaveLength(0);
     // Every other route still authenticates.
     await server.api(`/v1/chats/${user.chatId}/runs`, { key: user.key });
     expect(authenticated()).toHaveLength(1);
@@ -146,6 +149,11 @@ describe.each(STORE_KINDS)('a key checked in the statement on %s', (kind) => {
           'a stream resume after an event',
           () =>
             server.api(`/v1/runs/${ownRun.id}/stream`, { key: user.key, headers: { 'last-event-id': '1' } }),
+        ],
+        ["useChat's resume", () => server.api(`/v1/ui/chats/${user.chatId}/stream`, { key: user.key })],
+        [
+          "useChat's resume of someone else's chat",
+          () => server.api(`/v1/ui/chats/${bobsChat}/stream`, { key: user.key }),
         ],
         [
           "a stream resume of someone else's run",

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { Caller } from '../auth/auth-service.ts';
+import { keyStillValid, type Caller } from '../auth/auth-service.ts';
 import { NotFoundError } from '../errors.ts';
 import { newId } from '../ids.ts';
 import type { Db } from '../store/database.ts';
@@ -79,15 +79,20 @@ export class ChatService {
     return toChatObject(await this.getRow(caller, chatId));
   }
 
-  async getRow(caller: Caller, chatId: string): Promise<ChatRow> {
-    const row = await this.db
+  /**
+   * The caller's chat row, or `NotFoundError`. With `keyId`, also `NotFoundError` when that API key no longer
+   * authenticates (the read checks the caller's key itself: `readCheckingKey`).
+   */
+  async getRow(caller: Caller, chatId: string, keyId?: string): Promise<ChatRow> {
+    let query = this.db
       .selectFrom('chats')
       .selectAll()
       .where('id', '=', chatId)
       .where('workspace_id', '=', caller.workspaceId)
       .where('owner_id', '=', caller.userId)
-      .where('deleted_at', 'is', null)
-      .executeTakeFirst();
+      .where('deleted_at', 'is', null);
+    if (keyId) query = query.where(keyStillValid(keyId));
+    const row = await query.executeTakeFirst();
     if (!row) throw new NotFoundError('chat', chatId);
     this.rememberAgent(chatId, row.agent_id);
     return row;

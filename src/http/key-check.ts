@@ -32,3 +32,24 @@ export class DeferredKeyCheck {
     this.#authenticate = null;
   }
 }
+
+/**
+ * Runs a read that can check the caller's key itself (`keyStillValid`): it is given the key's id when the
+ * check is deferred and unsettled, else undefined. What the read finds settles the check; when it finds
+ * nothing (it throws), the key is authenticated for real first, so a key that no longer authenticates
+ * answers 401, not the read's 404.
+ */
+export async function readCheckingKey<T>(
+  keyCheck: DeferredKeyCheck | null | undefined,
+  keyId: string | undefined,
+  read: (keyIdToCheck: string | undefined) => Promise<T>,
+): Promise<T> {
+  try {
+    const found = await read(keyCheck && !keyCheck.settled ? keyId : undefined);
+    keyCheck?.checkedByStatement();
+    return found;
+  } catch (error) {
+    await keyCheck?.verify();
+    throw error;
+  }
+}

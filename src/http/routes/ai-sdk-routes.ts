@@ -7,6 +7,7 @@ import type { LogEvent } from '../../stream/event-log.ts';
 import { isId } from '../../ids.ts';
 import { RunTrigger } from '../../runs/run-status.ts';
 import { withIdempotency } from '../idempotent-route.ts';
+import { readCheckingKey } from '../key-check.ts';
 import { requireId } from '../validation.ts';
 import { StartRunBody, startAndAnswer, streamRun } from './run-routes.ts';
 
@@ -128,10 +129,13 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
       }),
   );
 
-  app.get('/v1/ui/chats/:chatId/stream', async (request, reply) => {
+  app.get('/v1/ui/chats/:chatId/stream', { config: { deferKeyCheck: true } }, async (request, reply) => {
     const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
     // The ownership check runs beside the look-ups and the stream's first read; nothing is answered before it.
-    const owned = chats.getRow(request.caller, chatId);
+    // It checks the caller's key too when this instance knows the key (`deferKeyCheck`).
+    const owned = readCheckingKey(request.keyCheck, request.caller.keyId, (keyId) =>
+      chats.getRow(request.caller, chatId, keyId),
+    );
     owned.catch(() => {});
     const active = await runs.findActive(chatId);
     if (!active) {

@@ -4,7 +4,7 @@ import type { OutrunContext } from '../../app.ts';
 import type { Caller } from '../../auth/auth-service.ts';
 import { NotFoundError, OutrunError, RunAlreadyActiveError } from '../../errors.ts';
 import { ChatAgentMismatchError } from '../../runs/run-service.ts';
-import type { DeferredKeyCheck } from '../key-check.ts';
+import { readCheckingKey, type DeferredKeyCheck } from '../key-check.ts';
 import { newId } from '../../ids.ts';
 import { toRunObject, type RunObject } from '../../runs/run-object.ts';
 import { isTerminalStatus, RunTrigger } from '../../runs/run-status.ts';
@@ -80,23 +80,19 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
 
   /**
    * The caller's run, or 404. With a key the server did not check (`request.keyCheck`, on a `deferKeyCheck`
-   * route), the read checks the key too, and a run it does not find authenticates the key for real first:
-   * a key that no longer authenticates answers 401, not 404.
+   * route), the read checks the key too (`readCheckingKey`).
    */
-  const ownedRun = async (caller: Caller, runId: string, keyCheck?: DeferredKeyCheck | null) => {
-    const row = await runs.getForOwner({
-      runId,
-      workspaceId: caller.workspaceId,
-      userId: caller.userId,
-      keyId: keyCheck && !keyCheck.settled ? caller.keyId : undefined,
+  const ownedRun = (caller: Caller, runId: string, keyCheck?: DeferredKeyCheck | null) =>
+    readCheckingKey(keyCheck, caller.keyId, async (keyId) => {
+      const row = await runs.getForOwner({
+        runId,
+        workspaceId: caller.workspaceId,
+        userId: caller.userId,
+        keyId,
+      });
+      if (!row) throw new NotFoundError('run', runId);
+      return row;
     });
-    if (!row) {
-      await keyCheck?.verify();
-      throw new NotFoundError('run', runId);
-    }
-    keyCheck?.checkedByStatement();
-    return row;
-  };
 
   // The start checks the caller's key in its own statement when this instance knows the key (`deferKeyCheck`).
   app.post('/v1/chats/:chatId/runs', { config: { deferKeyCheck: true } }, async (request, reply) =>
