@@ -83,6 +83,46 @@ describe.each(STORE_KINDS)('a key checked in the statement on %s', (kind) => {
     expect(authenticated()).toHaveLength(1);
   });
 
+  it('takes a scoped token at its signature, and refuses it with 401 once its issuing key is revoked', async () => {
+    const user = await userWithChat(`token-${kind}@example.com`);
+    const finished = (await start(user.chatId, user.key, { input: { text: script({ tokens: 2 }) } })).body
+      .run;
+    await server.waitForRun(finished.id, undefined, user.key);
+    const issued = await server.api('/v1/tokens', {
+      method: 'POST',
+      key: user.key,
+      body: { chatId: user.chatId, scopes: ['write'] },
+    });
+    const token = issued.body.token as string;
+    const resumes = [
+      () => fetch(`${server.url}/v1/runs/${finished.id}/stream?access_token=${token}`),
+      () => server.fetch(`/v1/runs/${finished.id}/stream`, { key: token }),
+      () => fetch(`${server.url}/v1/ui/chats/${user.chatId}/stream?access_token=${token}`),
+    ];
+
+    authentications.mockClear();
+    for (const resume of resumes) expect([200, 204]).toContain((await resume()).status);
+    const started = await start(user.chatId, token, { input: { text: script({ tokens: 2 }) } });
+    expect(started.status).toBe(201);
+    expect(authentications.mock.calls.filter(([credential]) => credential === token)).toHaveLength(0);
+    await server.waitForRun(started.body.run.id, undefined, user.key);
+
+    const before = await rowsOf(user.chatId);
+    await keyRow(user.keyId, true);
+    const refused = { error: { code: 'unauthorized', message: 'The token was revoked; request a new one.' } };
+    for (const resume of resumes) {
+      const answer = await resume();
+      expect(answer.status).toBe(401);
+      expect(await answer.json()).toEqual(refused);
+    }
+    expect(await start(user.chatId, token, { input: { text: 'hi' } })).toMatchObject({
+      status: 401,
+      body: refused,
+    });
+    expect(await rowsOf(user.chatId)).toEqual(before);
+    expect(records.filter((record) => record.msg.includes('before it checked'))).toEqual([]);
+  });
+
   /** Sets or clears a key's revocation, or its user's removal, in the row: as another instance would. */
   const keyRow = (keyId: string, revoked: boolean) =>
     sql`update api_keys set revoked_at = ${revoked ? new Date() : null} where id = ${keyId}`.execute(

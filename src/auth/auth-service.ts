@@ -13,6 +13,7 @@ import {
   MAX_TOKEN_TTL_SECONDS,
   signScopedToken,
   verifyScopedToken,
+  type ScopedTokenClaims,
   type TokenScope,
 } from './scoped-tokens.ts';
 
@@ -87,6 +88,18 @@ const isAdminRole = (role: UserRole) => role === 'admin' || role === 'owner';
 export function keyStillValid(keyId: string): RawBuilder<boolean> {
   return sql<boolean>`exists (select from api_keys k join users u on u.id = k.user_id
     where k.id = ${keyId} and k.revoked_at is null and u.deleted_at is null)`;
+}
+
+/** The caller a scoped token's verified claims name. */
+function tokenCaller(claims: ScopedTokenClaims): Caller {
+  return {
+    userId: claims.userId,
+    workspaceId: claims.workspaceId,
+    // The token reaches only its chat's routes, none of which needs more than the owner's own rights.
+    role: 'member',
+    keyId: claims.keyId,
+    token: { chatId: claims.chatId, scopes: claims.scopes, expiresAt: claims.expiresAt },
+  };
 }
 
 export interface AuthServiceOptions {
@@ -169,13 +182,20 @@ export class AuthService {
 
   /**
    * The caller an API key named when it last authenticated on this instance, read from memory, or undefined
-   * (not seen lately, or its `last_used_at` is due for a refresh, which `authenticate` makes). A key's user,
-   * workspace and role never change, but the key may have been revoked since, here or on another instance:
-   * whoever acts on this caller checks the key in the statement that writes (`keyStillValid`), and
-   * authenticates for real before any other answer (docs/decisions/0012-key-checked-in-the-statement.md).
+   * (not seen lately, or its `last_used_at` is due for a refresh, which `authenticate` makes); for a scoped
+   * token, the caller its claims name once their signature and expiry check out. A key's user, workspace and
+   * role never change, but the key (or a token's issuing key) may have been revoked since, here or on another
+   * instance: whoever acts on this caller checks the key in the statement that writes or reads
+   * (`keyStillValid`), and authenticates for real before any other answer
+   * (docs/decisions/0012-key-checked-in-the-statement.md). `fromQuery`: as for `authenticate`.
    */
-  identify(credential: string): Caller | undefined {
-    if (isScopedToken(credential)) return undefined;
+  async identify(credential: string, options: { fromQuery?: boolean } = {}): Promise<Caller | undefined> {
+    if (isScopedToken(credential)) {
+      // A scoped token names its caller in claims this server signed; only its issuing key can have changed.
+      const claims = verifyScopedToken(credential, await this.secret());
+      return claims ? tokenCaller(claims) : undefined;
+    }
+    if (options.fromQuery) return undefined;
     const known = this.#known.get(hashApiKey(credential));
     if (!known || Date.now() - known.lastUsedAt > LAST_USED_RESOLUTION_MS) return undefined;
     return { ...known.caller };
@@ -195,14 +215,7 @@ export class AuthService {
       .where('users.deleted_at', 'is', null)
       .executeTakeFirst();
     if (!issuer) throw new UnauthorizedError('The token was revoked; request a new one.');
-    return {
-      userId: claims.userId,
-      workspaceId: claims.workspaceId,
-      // The token reaches only its chat's routes, none of which needs more than the owner's own rights.
-      role: 'member',
-      keyId: claims.keyId,
-      token: { chatId: claims.chatId, scopes: claims.scopes, expiresAt: claims.expiresAt },
-    };
+    return tokenCaller(claims);
   }
 
   /** Of `keyIds`, those that no longer authenticate: revoked, or their user removed. */

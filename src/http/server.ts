@@ -173,27 +173,24 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     if (!request.url.startsWith('/v1/') || request.method === 'OPTIONS') return;
     const fromHeader = bearer(request.headers.authorization);
     const fromQuery = (request.query as Record<string, unknown> | undefined)?.access_token;
-    if (fromHeader === undefined && typeof fromQuery === 'string') {
-      if (!isStreamRoute(request.method, request.routeOptions.url)) {
-        throw new UnauthorizedError(
-          '`access_token` is accepted only on stream routes; send `Authorization`.',
-        );
-      }
-      request.caller = await context.auth.authenticate(fromQuery, { fromQuery: true });
-      return;
+    const inQuery = fromHeader === undefined && typeof fromQuery === 'string';
+    if (inQuery && !isStreamRoute(request.method, request.routeOptions.url)) {
+      throw new UnauthorizedError('`access_token` is accepted only on stream routes; send `Authorization`.');
     }
+    const credential = inQuery ? fromQuery : fromHeader;
+    const options = { fromQuery: inQuery };
     const known =
-      fromHeader !== undefined &&
+      credential !== undefined &&
       request.routeOptions.config.deferKeyCheck &&
       request.headers['idempotency-key'] === undefined
-        ? context.auth.identify(fromHeader)
+        ? await context.auth.identify(credential, options)
         : undefined;
     if (known) {
       request.caller = known;
-      request.keyCheck = new DeferredKeyCheck(() => context.auth.authenticate(fromHeader));
+      request.keyCheck = new DeferredKeyCheck(() => context.auth.authenticate(credential, options));
       return;
     }
-    request.caller = await context.auth.authenticate(fromHeader);
+    request.caller = await context.auth.authenticate(credential, options);
   });
   // A scoped token reaches only its own chat's routes (after body parsing: useChat names the chat in it).
   app.addHook('preHandler', async (request) => {
