@@ -33,7 +33,7 @@ export class ChatService {
   /**
    * The chat's agent if this instance has seen the chat lately (a chat's agent never changes), else
    * undefined. It says nothing of who may use the chat: a start that trusts it checks ownership in its
-   * statement (`StartChatRunOptions.checkOwner`).
+   * statement (`StartChatRunOptions.checkChat`).
    */
   agentOf(chatId: string): string | null | undefined {
     return this.#agents.get(chatId);
