@@ -215,9 +215,13 @@ describe.each(STORE_KINDS)('access and tenancy on %s', (kind) => {
         `/v1/chats/${otherChatId}/messages`,
         `/v1/runs/${otherRunId}`,
         `/v1/runs/${otherRunId}/steps`,
+        `/v1/runs/${otherRunId}/stream`,
       ]) {
         expect((await server.api(path, { key: read })).status, path).toBe(404);
       }
+      const inQuery = await fetch(`${server.url}/v1/runs/${otherRunId}/stream?access_token=${read}`);
+      expect(inQuery.status).toBe(404);
+      expect((await inQuery.json()).error.code).toBe('run_not_found');
       const write = (await token(['write'])).body.token as string;
       const stop = await server.api(`/v1/runs/${otherRunId}/stop`, { method: 'POST', key: write });
       expect(stop.status).toBe(404);

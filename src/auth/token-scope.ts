@@ -10,6 +10,11 @@ interface ScopedRoute {
   chat: ChatLocator;
   /** Whether the credential may also come as `?access_token=` (for `EventSource`). */
   stream?: boolean;
+  /**
+   * A `runId` route whose own read of the run checks the token's chat (`ownedRun`): no look-up of the run's
+   * chat here, one round trip less before a resume.
+   */
+  runChatCheckedByRoute?: boolean;
 }
 
 /**
@@ -23,7 +28,12 @@ const SCOPED_ROUTES: Record<string, ScopedRoute> = {
   'GET /v1/chats/:chatId/runs/latest': { scope: TokenScope.read, chat: 'chatId' },
   'GET /v1/runs/:runId': { scope: TokenScope.read, chat: 'runId' },
   'GET /v1/runs/:runId/steps': { scope: TokenScope.read, chat: 'runId' },
-  'GET /v1/runs/:runId/stream': { scope: TokenScope.read, chat: 'runId', stream: true },
+  'GET /v1/runs/:runId/stream': {
+    scope: TokenScope.read,
+    chat: 'runId',
+    stream: true,
+    runChatCheckedByRoute: true,
+  },
   'GET /v1/ui/chats/:chatId/stream': { scope: TokenScope.read, chat: 'chatId', stream: true },
   'POST /v1/chats/:chatId/runs': { scope: TokenScope.write, chat: 'chatId' },
   'POST /v1/chats/:chatId/stop': { scope: TokenScope.write, chat: 'chatId' },
@@ -60,6 +70,7 @@ export async function assertTokenScope(options: {
   if (!route) throw new ForbiddenError('A scoped token is valid only for its chat’s routes.');
   const params = (options.params ?? {}) as Record<string, unknown>;
   if (route.chat === 'runId') {
+    if (route.runChatCheckedByRoute) return assertScope(route, token.scopes);
     const runId = String(params.runId ?? '');
     const chatId = await options.chatOfRun(options.caller.workspaceId, runId);
     if (chatId !== token.chatId) throw new NotFoundError('run', runId);
@@ -69,11 +80,15 @@ export async function assertTokenScope(options: {
     if (chatId !== token.chatId)
       throw new NotFoundError('chat', typeof chatId === 'string' ? chatId : undefined);
   }
+  assertScope(route, token.scopes);
+}
+
+function assertScope(route: ScopedRoute, scopes: TokenScope[]): void {
   // `write` includes reading.
   const allowed =
     route.scope === TokenScope.read
-      ? token.scopes.includes(TokenScope.read) || token.scopes.includes(TokenScope.write)
-      : token.scopes.includes(TokenScope.write);
+      ? scopes.includes(TokenScope.read) || scopes.includes(TokenScope.write)
+      : scopes.includes(TokenScope.write);
   if (!allowed) {
     throw new ForbiddenError(`This scoped token lacks the "${route.scope}" scope.`);
   }

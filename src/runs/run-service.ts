@@ -345,13 +345,16 @@ export class RunService {
 
   /**
    * A run as its chat's owner may see it: undefined for someone else's run or a deleted chat, and with
-   * `keyId`, also when that API key no longer authenticates (the read checks the caller's key itself).
+   * `keyId`, also when that API key no longer authenticates (the read checks the caller's key itself), and
+   * with `chatId`, for a run of another chat.
    */
   async getForOwner(options: {
     runId: string;
     workspaceId: string;
     userId: string;
     keyId?: string;
+    /** Only a run of this chat (a scoped token's). */
+    chatId?: string;
   }): Promise<RunRow | undefined> {
     let query = this.#db
       .selectFrom('runs')
@@ -362,6 +365,7 @@ export class RunService {
       .where('chats.owner_id', '=', options.userId)
       .where('chats.deleted_at', 'is', null);
     if (options.keyId) query = query.where(keyStillValid(options.keyId));
+    if (options.chatId) query = query.where('runs.chat_id', '=', options.chatId);
     return query.executeTakeFirst();
   }
 

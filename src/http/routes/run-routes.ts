@@ -79,8 +79,8 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
   const { chats, runs, engine } = context;
 
   /**
-   * The caller's run, or 404. With a key the server did not check (`request.keyCheck`, on a `deferKeyCheck`
-   * route), the read checks the key too (`readCheckingKey`).
+   * The caller's run, or 404; for a scoped token, only a run of its chat. With a key the server did not check
+   * (`request.keyCheck`, on a `deferKeyCheck` route), the read checks the key too (`readCheckingKey`).
    */
   const ownedRun = (caller: Caller, runId: string, keyCheck?: DeferredKeyCheck | null) =>
     readCheckingKey(keyCheck, caller.keyId, async (keyId) => {
@@ -89,6 +89,7 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
         workspaceId: caller.workspaceId,
         userId: caller.userId,
         keyId,
+        chatId: caller.token?.chatId,
       });
       if (!row) throw new NotFoundError('run', runId);
       return row;
