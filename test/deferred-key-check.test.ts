@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it, vi, type MockInstance } from
 import { AuthService } from '../src/auth/auth-service.ts';
 import { ChatService } from '../src/chats/chat-service.ts';
 import { newId } from '../src/ids.ts';
+import { startRowsOf } from './support/chat-rows.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { captureLogger } from './support/logger.ts';
 import { collectStream, script } from './support/sse.ts';
@@ -40,12 +41,7 @@ describe.each(STORE_KINDS)('a key checked in the statement on %s', (kind) => {
   const start = (chatId: string, key: string, body: unknown, headers?: Record<string, string>) =>
     server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body, key, headers });
 
-  const rowsOf = async (chatId: string) => {
-    const db = server.outrun.db;
-    const runs = await db.selectFrom('runs').select('id').where('chat_id', '=', chatId).execute();
-    const messages = await db.selectFrom('messages').select('id').where('chat_id', '=', chatId).execute();
-    return { runs: runs.length, messages: messages.length };
-  };
+  const rowsOf = (chatId: string) => startRowsOf(server.outrun.db, chatId);
 
   it('starts a run with a key it knows without authenticating it again, answering JSON or the stream', async () => {
     const user = await userWithChat(`known-${kind}@example.com`);

@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { ChatService } from '../src/chats/chat-service.ts';
 import { newId } from '../src/ids.ts';
+import { startRowsOf } from './support/chat-rows.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { collectStream, script, streamedText } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
@@ -47,13 +48,7 @@ describe.each(STORE_KINDS)('a start that checks its chat in its statement on %s'
     return response.body.chat.id as string;
   }
 
-  /** The rows a start writes first, for one chat (a run's events cannot be without it: a foreign key). */
-  async function rowsOf(chatId: string) {
-    const db = server.outrun.db;
-    const runs = await db.selectFrom('runs').select('id').where('chat_id', '=', chatId).execute();
-    const messages = await db.selectFrom('messages').select('id').where('chat_id', '=', chatId).execute();
-    return { runs: runs.length, messages: messages.length };
-  }
+  const rowsOf = (chatId: string) => startRowsOf(server.outrun.db, chatId);
 
   const start = (chatId: string, body: Record<string, unknown>, key?: string, accept?: string) =>
     server.api(`/v1/chats/${chatId}/runs`, {
