@@ -12,7 +12,9 @@ import type { DatabaseHandle } from '../src/store/database.ts';
 import { migrateToLatest } from '../src/store/migrator.ts';
 import { EventLog, LeaseLostError } from '../src/stream/event-log.ts';
 import { followRun } from '../src/stream/run-follower.ts';
+import { RunAlreadyActiveError } from '../src/errors.ts';
 import { openTestDatabase, seedMember, STORE_KINDS } from './support/databases.ts';
+import { untilWaitingForLock } from './support/lock-waits.ts';
 
 /** The same store code, the same assertions, on every store (DESIGN §2: one conformance suite). */
 describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
@@ -228,6 +230,61 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
       const retries = (await ownMetrics.appendRetries.get()).values[0]?.value ?? 0;
       expect(retries).toBe(0);
       expect(Date.now() - started).toBeLessThan(10_000);
+    },
+  );
+
+  // The start in one statement inserts its run, then waits for the chat's row; a start in a transaction locks
+  // the row, then inserts. Released together, the second would insert an active run while the first's
+  // uncommitted one is in the unique index, and each would wait for the other until PostgreSQL's deadlock
+  // detector killed one (a second later; 40P01).
+  it.runIf(kind === 'postgres')(
+    'never deadlocks a start in one statement against a start that locks the chat first',
+    async () => {
+      const runService = new RunService({
+        db: database.db,
+        metrics: new Metrics({ defaultMetrics: false }),
+        faults: new Faults(),
+      });
+      const chatId = await chat();
+      const start = (text: string, locked: boolean) =>
+        runService.begin({
+          workspaceId,
+          chatId,
+          userId,
+          parts: [{ type: 'text', text }],
+          model: 'scripted',
+          trigger: 'api',
+          // Writes to join make a start lock the chat's row first (as a schedule's start does).
+          inTransaction: locked ? async () => {} : undefined,
+        });
+      let release!: () => void;
+      let holding!: () => void;
+      const held = new Promise<void>((resolve) => (holding = resolve));
+      // Another transaction holds the chat's row, so that both starts line up behind it: the locked one first.
+      const holder = database.db.transaction().execute(async (tx) => {
+        await tx.selectFrom('chats').select('id').where('id', '=', chatId).forUpdate().execute();
+        holding();
+        await new Promise<void>((resolve) => (release = resolve));
+      });
+      await held;
+      let locked: ReturnType<typeof start> | undefined;
+      let oneStatement: ReturnType<typeof start> | undefined;
+      try {
+        locked = start('locked', true);
+        await untilWaitingForLock('select "id" from "chats"');
+        oneStatement = start('one statement', false);
+        await untilWaitingForLock('with "inserted_run" as ');
+      } finally {
+        release();
+        await holder;
+      }
+      const [first, second] = await Promise.allSettled([locked, oneStatement]);
+      // The locked start got there first and began the run; the other found the chat busy. Neither died.
+      expect(first).toMatchObject({ status: 'fulfilled', value: { run: { status: 'pending' } } });
+      expect(second.status).toBe('rejected');
+      expect((second as PromiseRejectedResult).reason).toBeInstanceOf(RunAlreadyActiveError);
+      const runs = await database.db.selectFrom('runs').select('id').where('chat_id', '=', chatId).execute();
+      expect(runs).toHaveLength(1);
     },
   );
 

@@ -129,7 +129,7 @@ export class RunService {
     try {
       if (!options.inTransaction) {
         try {
-          return await this.#insertRun(this.#db, options, RunStatus.pending);
+          return await this.#insertRun(this.#db, options, RunStatus.pending, { gate: 'shared' });
         } catch (error) {
           // The chat is busy: the locked path decides between refusing and queueing.
           if (!isActiveRunConflict(error)) throw error;
@@ -148,6 +148,11 @@ export class RunService {
   }
 
   async #insertLocked(tx: Transaction<Database>, options: BeginRunOptions): Promise<BeginResult> {
+    // The chat's start gate, alone, before the chat's row: a one-statement start holds the gate shared from
+    // before its insert meets the unique index on active runs until it commits, and waits for the chat's row
+    // after that. Taking the row first, this transaction could insert an active run while such a start's
+    // uncommitted one is in the index: each would wait for the other until PostgreSQL broke the deadlock.
+    await sql`select ${chatStartGate(options.chatId, 'exclusive')}`.execute(tx);
     // Locks the chat row, ordering concurrent starts and promotions on the chat.
     await tx.selectFrom('chats').select('id').where('id', '=', options.chatId).forUpdate().execute();
     const active = await tx
@@ -161,17 +166,21 @@ export class RunService {
       throw new RunAlreadyActiveError(active.id);
     }
     const status = active ? RunStatus.queued : RunStatus.pending;
-    const begun = await this.#insertRun(tx, options, status);
+    const begun = await this.#insertRun(tx, options, status, { gate: 'held' });
     await options.inTransaction?.(tx, begun.run, (begun.claimed ?? begun).events.at(-1)!.seq);
     await this.#faults.hit(FaultPoint.startBeforeCommit, { runId: begun.run.id });
     return begun;
   }
 
-  /** The insert itself: one statement, in `db` or in the caller's transaction. */
+  /**
+   * The insert itself: one statement, in `db` or in the caller's transaction. `gate`: whether the statement
+   * takes the chat's start gate (`shared`) or its transaction holds it already (`held`).
+   */
   async #insertRun(
     db: Db | Transaction<Database>,
     options: BeginRunOptions,
     status: typeof RunStatus.pending | typeof RunStatus.queued,
+    { gate }: { gate: 'shared' | 'held' },
   ): Promise<BeginResult> {
     const now = new Date();
     // A retry after a refused first attempt keeps the id: that attempt wrote nothing.
@@ -242,13 +251,21 @@ export class RunService {
     // inserted run, so the run's place in the unique index on active runs is settled before this statement
     // waits for the chat's lock. (An ending locks its run's row, then the chat to promote a queued run: a
     // start that held the chat's lock while the index made it wait for that ending would deadlock with it.)
+    // The run's chat id is computed under the chat's start gate, so the gate is held before the row meets
+    // the index (`#insertLocked` says why).
+    const chatId = options.chatCheck
+      ? checkedChatId(options, options.chatCheck)
+      : sql<string>`${options.chatId}::text`;
     const inserted = await db
       .with('inserted_run', (cte) =>
         cte
           .insertInto('runs')
           .values({
             id: runId,
-            chat_id: options.chatCheck ? checkedChatId(options, options.chatCheck) : options.chatId,
+            chat_id:
+              gate === 'shared'
+                ? sql<string>`(select ${chatId} from (select ${chatStartGate(options.chatId, 'shared')}) as gate)`
+                : chatId,
             workspace_id: options.workspaceId,
             created_by: options.userId,
             trigger: options.trigger,
@@ -576,6 +593,23 @@ function currentHistory(
  * first: a decline for the chat or its agent says the key authenticated (the start route relies on it). The run's values are computed before its row meets the unique index on
  * active runs, so someone else's busy chat is refused as missing, never as busy.
  */
+/**
+ * Advisory locks' first key for chats' start gates (the second is a hash of the chat's id): a namespace of its
+ * own, apart from the single-key locks (`pg_advisory_xact_lock(bigint)`) others may take in the same database.
+ */
+const CHAT_START_GATE = 0x6f72_7331; // 'ors1'
+
+/**
+ * Takes a chat's start gate until the transaction ends: `shared` by a start in one statement, `exclusive` by
+ * a start that locks the chat's row (`RunService.#insertLocked`). Two chats may share a gate (a hash
+ * collision), which only makes one wait for the other.
+ */
+function chatStartGate(chatId: string, mode: 'shared' | 'exclusive') {
+  return mode === 'shared'
+    ? sql`pg_advisory_xact_lock_shared(${CHAT_START_GATE}::int, hashtext(${chatId}))`
+    : sql`pg_advisory_xact_lock(${CHAT_START_GATE}::int, hashtext(${chatId}))`;
+}
+
 function checkedChatId(options: BeginRunOptions, check: ChatCheck) {
   const key = check.keyId
     ? sql`when not ${keyStillValid(check.keyId)} then case when outrun_fall_back('key') then null end`
