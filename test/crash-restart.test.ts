@@ -133,6 +133,37 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
     expect(streamedText(replay.events)).toBe(scriptedText(1, 3));
   });
 
+  // A step is recorded (its `run_steps` row, the run's step count) when the next one starts: the process dies
+  // with step 1's events durable, its tool called, and its record not written.
+  it('resumes a run killed between a step’s end and its record: every step recorded once, each tool called once', async () => {
+    const store = await durableStore(kind);
+    cleanups.push(store.cleanup);
+    const first = await start({ ...store.env, OUTRUN_FAULTS: 'run.before-step-record:exit' });
+    const api = client(first.url);
+    const { runId } = await api.startRun({ steps: 3, tokens: 5 });
+    expect((await first.exited).code).toBe(137);
+
+    const second = await start(store.env);
+    const again = client(second.url);
+    const run = await pollUntil(
+      async () => (await again.json(`/v1/runs/${runId}`)).body.run,
+      (current) => current.status === 'succeeded',
+    );
+    expect(run).toMatchObject({ error: null, attempt: 2, stepCount: 3 });
+    const steps = (await again.json(`/v1/runs/${runId}/steps`)).body.items as { step: number }[];
+    expect(steps.map((item) => item.step)).toEqual([1, 2, 3]);
+    const replay = await collectStream(await again.stream(`/v1/runs/${runId}/stream`));
+    expect(replay.events.map((event) => event.seq)).toEqual(replay.events.map((_, index) => index + 1));
+    expect(answeredText(replay.events)).toBe(scriptedText(3, 5));
+    // Steps 1 and 2 each called the echo tool once, and each call has one output: none was called again.
+    const calls = replay.events.filter((event) => event.chunk.type === 'tool-input-available');
+    const outputs = replay.events.filter((event) => event.chunk.type === 'tool-output-available');
+    expect(calls).toHaveLength(2);
+    expect(outputs.map((event) => event.chunk.toolCallId)).toEqual(
+      calls.map((event) => event.chunk.toolCallId),
+    );
+  });
+
   it('keeps a reader streaming through the SIGTERM grace period, then hands the run back; the restart finishes it', async () => {
     const store = await durableStore(kind);
     cleanups.push(store.cleanup);
