@@ -82,9 +82,20 @@ describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
         String(statuses),
       ).toBe(true);
       // The queued run was promoted and ran; the runs that started ran to their end.
-      expect((await server.waitForRun(queued.id)).status).toBe('succeeded');
+      const ran = [await server.waitForRun(active.id), await server.waitForRun(queued.id)];
+      expect(ran[1]!.status).toBe('succeeded');
       for (const response of starts.filter((response) => response.status === 201)) {
-        expect((await server.waitForRun(response.body.run.id)).status).toBe('succeeded');
+        const run = await server.waitForRun(response.body.run.id);
+        expect(run.status).toBe('succeeded');
+        ran.push(run);
+      }
+      // One active run at a time: each run that executed started after the one before it had finished.
+      const executed = ran.filter((run) => run.startedAt !== null);
+      executed.sort((a, b) => Date.parse(a.startedAt!) - Date.parse(b.startedAt!));
+      for (let index = 1; index < executed.length; index++) {
+        expect(Date.parse(executed[index]!.startedAt!)).toBeGreaterThanOrEqual(
+          Date.parse(executed[index - 1]!.finishedAt!),
+        );
       }
     }
   });
