@@ -61,6 +61,8 @@ export function openRunStream(
   const opened = new Promise<void>((resolve) => (open = resolve));
   const { mapData, endAfter } = options;
   let ended = false;
+  /** The last frames, written with the end of the response (one write instead of two). */
+  let last = '';
   const follower = new RunFollower(
     { ...options, ready: opened, signal: controller.signal },
     {
@@ -85,8 +87,9 @@ export function openRunStream(
           }
         }
         if (ended) {
-          frame += SSE_DONE_FRAME;
+          last = frame + SSE_DONE_FRAME;
           follower.close();
+          return false;
         }
         return response.write(frame) || controller.signal.aborted;
       },
@@ -128,6 +131,12 @@ export function openRunStream(
       'x-vercel-ai-ui-message-stream': 'v1',
       ...options.headers,
     });
+    // The headers go out with the first events when these come in this turn of the event loop (a streaming
+    // start's, a resume's first page), in one write; on the next turn without them. The socket is corked, not
+    // the response: on Node 24.21 a response corked by `response.cork()` lost the frames `end` was given.
+    const socket = response.socket;
+    socket?.cork();
+    const uncork = setImmediate(() => socket?.uncork());
     response.flushHeaders();
     // A revoked key (or an expired scoped token) ends the stream on every instance.
     const { keyId, token } = request.caller ?? {};
@@ -140,7 +149,7 @@ export function openRunStream(
     response.on('drain', resume);
     try {
       await following;
-      if (!ended && !controller.signal.aborted) response.write(SSE_DONE_FRAME);
+      if (!ended && !controller.signal.aborted) last = SSE_DONE_FRAME;
     } catch (error) {
       // Headers are gone; the reader reconnects with Last-Event-ID and loses nothing.
       request.log.error({ err: error, runId: options.runId }, 'run stream failed');
@@ -149,7 +158,9 @@ export function openRunStream(
       forget?.();
       options.metrics.streamReaders.dec();
       response.off('close', close);
-      response.end();
+      // `end` uncorks whatever is corked: the timer must not uncork again.
+      clearImmediate(uncork);
+      response.end(last);
     }
   };
   return { subscribed: follower.subscribed, send, cancel };
