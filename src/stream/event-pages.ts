@@ -1,8 +1,21 @@
 import { promisify } from 'node:util';
-import { brotliCompress, brotliDecompressSync, constants } from 'node:zlib';
+import { brotliCompress, brotliCompressSync, brotliDecompressSync, constants } from 'node:zlib';
 
-/** Compression runs on libuv's thread pool, not on the event loop that streams every other run's tokens. */
-const compress = promisify(brotliCompress);
+const compressOnThreadPool = promisify(brotliCompress);
+
+/**
+ * Pages of fewer characters than this are compressed on the event loop; larger ones on libuv's thread pool, so
+ * that the loop streaming every other run's tokens never waits long. The hop to the pool costs more CPU than a
+ * small page's compression: about 0.32 ms against 0.07 ms for a short run's page of 1.5 KB, 0.48 against 0.22
+ * at 16 KB (Node 24 on the benchmark machine, docs/benchmarks.md).
+ */
+const COMPRESS_ON_LOOP_BELOW = 16 * 1024;
+
+function compress(text: string, options: typeof BROTLI_OPTIONS): Promise<Buffer> | Buffer {
+  return text.length < COMPRESS_ON_LOOP_BELOW
+    ? brotliCompressSync(text, options)
+    : compressOnThreadPool(text, options);
+}
 
 /**
  * Most events in one page of a compacted run. A page is decompressed whole to read any event of it, so this
