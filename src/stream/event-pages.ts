@@ -11,10 +11,12 @@ const compressOnThreadPool = promisify(brotliCompress);
  */
 const COMPRESS_ON_LOOP_BELOW = 16 * 1024;
 
-function compress(text: string, options: typeof BROTLI_OPTIONS): Promise<Buffer> | Buffer {
-  return text.length < COMPRESS_ON_LOOP_BELOW
-    ? brotliCompressSync(text, options)
-    : compressOnThreadPool(text, options);
+async function compress(text: string, options: typeof BROTLI_OPTIONS): Promise<Buffer> {
+  if (text.length >= COMPRESS_ON_LOOP_BELOW) return compressOnThreadPool(text, options);
+  const compressed = brotliCompressSync(text, options);
+  // Let the loop serve I/O before the next page: a batch of short runs never holds it for more than one page.
+  await new Promise((resolve) => setImmediate(resolve));
+  return compressed;
 }
 
 /**
