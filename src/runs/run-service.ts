@@ -587,13 +587,6 @@ function currentHistory(
 }
 
 /**
- * The run's `chat_id` under `BeginRunOptions.chatCheck`: the chat's id when the key (if any) authenticates
- * and the chat is the owner's, not deleted, and has the expected agent; otherwise `outrun_fall_back`
- * (migration 0010) fails the whole statement, with `key`, `chat` or `agent:<the chat's agent>`. The key comes
- * first: a decline for the chat or its agent says the key authenticated (the start route relies on it). The run's values are computed before its row meets the unique index on
- * active runs, so someone else's busy chat is refused as missing, never as busy.
- */
-/**
  * Advisory locks' first key for chats' start gates (the second is a hash of the chat's id): a namespace of its
  * own, apart from the single-key locks (`pg_advisory_xact_lock(bigint)`) others may take in the same database.
  */
@@ -610,6 +603,14 @@ function chatStartGate(chatId: string, mode: 'shared' | 'exclusive') {
     : sql`pg_advisory_xact_lock(${CHAT_START_GATE}::int, hashtext(${chatId}))`;
 }
 
+/**
+ * The run's `chat_id` under `BeginRunOptions.chatCheck`: the chat's id when the key (if any) authenticates
+ * and the chat is the owner's, not deleted, and has the expected agent; otherwise `outrun_fall_back`
+ * (migration 0010) fails the whole statement, with `key`, `chat` or `agent:<the chat's agent>`. The key comes
+ * first: a decline for the chat or its agent says the key authenticated (the start route relies on it).
+ * The run's values are computed before its row meets the unique index on active runs, so someone else's busy
+ * chat is refused as missing, never as busy.
+ */
 function checkedChatId(options: BeginRunOptions, check: ChatCheck) {
   const key = check.keyId
     ? sql`when not ${keyStillValid(check.keyId)} then case when outrun_fall_back('key') then null end`
