@@ -133,7 +133,12 @@ for (const kind of kinds) {
     });
     report(entry.label, entry.oneStream);
     for (const runs of runCounts) {
+      // With BENCH_PROFILE_DIR, a CPU profile of each server over the wave (server-process.ts).
+      await Promise.all(target.servers.map((server) => server.profile('start')));
       const wave = await runPacedWave(target, { runs, tokens, delayMs, rampMs, deadlineMs });
+      await Promise.all(
+        target.servers.map((server, index) => server.profile('stop', `paced-load-${kind}-${runs}-${index}`)),
+      );
       entry.waves.push(wave);
       report(entry.label, wave);
       if (wave.completed < runs && runs !== runCounts.at(-1)) {
