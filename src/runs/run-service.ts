@@ -5,9 +5,10 @@ import { FaultPoint, type Faults } from '../faults.ts';
 import { newId } from '../ids.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Db } from '../store/database.ts';
+import { StatementShapes } from '../store/statement-shapes.ts';
 import { fallBackOf, isUniqueViolation } from '../store/transient.ts';
 import type { Database, MessageRow, RunRow } from '../store/schema.ts';
-import { eventRows, numberEvents, type LogEvent } from '../stream/event-log.ts';
+import { numberEvents, type LogEvent } from '../stream/event-log.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
 import { STOPPABLE_STATUSES, type TransitionResult } from './lifecycle.ts';
 import type { RunObject, RunUsage } from './run-object.ts';
@@ -107,6 +108,7 @@ export class RunService {
   readonly #db: Db;
   readonly #metrics: Metrics;
   readonly #faults: Faults;
+  readonly #beginStatements = new StatementShapes<BeginValues>();
 
   constructor(options: RunServiceOptions) {
     this.#db = options.db;
@@ -189,30 +191,17 @@ export class RunService {
     const assistantMessageId = newId('message');
     const claim = status === RunStatus.pending ? (options.localClaim?.(runId) ?? null) : null;
     const json = (value: unknown) => (value === undefined || value === null ? null : JSON.stringify(value));
-    const messages: Insertable<Database['messages']>[] = [
-      {
-        id: userMessageId,
-        chat_id: options.chatId,
-        workspace_id: options.workspaceId,
-        role: 'user',
-        parts: JSON.stringify(options.parts),
-        status: 'completed',
-        run_id: runId,
-        created_at: now,
-        updated_at: now,
-      },
-      {
-        id: assistantMessageId,
-        chat_id: options.chatId,
-        workspace_id: options.workspaceId,
-        role: 'assistant',
-        parts: '[]',
-        status: status === RunStatus.queued ? 'queued' : 'streaming',
-        run_id: runId,
-        created_at: now,
-        updated_at: now,
-      },
-    ];
+    const userMessage: Insertable<Database['messages']> = {
+      id: userMessageId,
+      chat_id: options.chatId,
+      workspace_id: options.workspaceId,
+      role: 'user',
+      parts: JSON.stringify(options.parts),
+      status: 'completed',
+      run_id: runId,
+      created_at: now,
+      updated_at: now,
+    };
     // The run as begun, and as claimed: every field is known here, so their `data-run` events go into the
     // same statement as the run (test/local-claim.test.ts checks them against the row).
     const begun: RunObject = {
@@ -246,92 +235,56 @@ export class RunService {
       claimed ? [runStatusChunk(begun), runStatusChunk(claimed)] : [runStatusChunk(begun)],
       0,
     );
-    // One statement for the run, its two messages and its first events; the messages' foreign key to the run
-    // is checked at the statement's end, when all are in. The chat is touched last: its update reads the
-    // inserted run, so the run's place in the unique index on active runs is settled before this statement
-    // waits for the chat's lock. (An ending locks its run's row, then the chat to promote a queued run: a
-    // start that held the chat's lock while the index made it wait for that ending would deadlock with it.)
-    // The run's chat id is computed under the chat's start gate, so the gate is held before the row meets
-    // the index (`#insertLocked` says why).
-    const chatId = options.chatCheck
-      ? checkedChatId(options, options.chatCheck)
-      : sql<string>`${options.chatId}::text`;
-    const inserted = await db
-      .with('inserted_run', (cte) =>
-        cte
-          .insertInto('runs')
-          .values({
-            id: runId,
-            chat_id:
-              gate === 'shared'
-                ? sql<string>`(select ${chatId} from (select ${chatStartGate(options.chatId, 'shared')}) as gate)`
-                : chatId,
-            workspace_id: options.workspaceId,
-            created_by: options.userId,
-            trigger: options.trigger,
-            status: claimed ? RunStatus.running : status,
-            model: options.model,
-            options: JSON.stringify(options.options ?? {}),
-            config: json(options.config),
-            agent_id: options.agentId ?? null,
-            parent_run_id: options.parentRunId ?? null,
-            schedule_id: options.scheduleId ?? null,
-            metadata: json(options.metadata),
-            assistant_message_id: assistantMessageId,
-            queued_at: status === RunStatus.queued ? now : null,
-            step_count: 0,
-            // What `claimRequest` and the transition to `running` set: one execution, under the first epoch.
-            attempt: claim ? 1 : 0,
-            epoch: claim ? 1 : 0,
-            lease_owner: claim?.owner ?? null,
-            lease_expires_at: claim?.leaseExpiresAt ?? null,
-            started_at: claim ? now : null,
-            created_at: now,
-            updated_at: now,
-          })
-          .returningAll(),
-      )
-      .with('inserted_messages', (cte) => cte.insertInto('messages').values(messages).returning('id'))
-      .with('inserted_events', (cte) =>
-        cte.insertInto('run_events').values(eventRows(runId, events)).returning('seq'),
-      )
-      // The chat's newest version, locked before the touch below changes it (the touch reads it): against
-      // the version this statement's snapshot holds, it says whether the history read below is current.
-      .with('chat_version', (cte) =>
-        cte
-          .selectFrom('chats')
-          .select(sql<string>`xmin::text`.as('version'))
-          .where('id', '=', (eb) => eb.selectFrom('inserted_run').select('chat_id'))
-          .forUpdate(),
-      )
-      .with('touched_chat', (cte) =>
-        cte
-          .updateTable('chats')
-          .set({ updated_at: now })
-          .where('id', '=', (eb) => eb.selectFrom('inserted_run').select('chat_id'))
-          .where((eb) => eb.exists(eb.selectFrom('chat_version').select('version')))
-          .returning('id'),
-      )
-      .selectFrom('inserted_run')
-      .selectAll()
-      .select(
-        claimed
-          ? [
-              sql<MessageRowJson[] | null>`(select json_agg(m order by m.id) from messages m
-                where m.chat_id = ${options.chatId} and m.id < ${userMessageId})`.as('history'),
-              sql<boolean>`(select version from chat_version)
-                = (select xmin::text from chats where id = ${options.chatId})`.as('history_current'),
-            ]
-          : [sql<null>`null`.as('history'), sql<boolean>`false`.as('history_current')],
-      )
-      .executeTakeFirstOrThrow();
+    const values: BeginValues = {
+      runId,
+      chatId: options.chatId,
+      workspaceId: options.workspaceId,
+      userId: options.userId,
+      trigger: options.trigger,
+      status: claimed ? RunStatus.running : status,
+      model: options.model,
+      options: JSON.stringify(options.options ?? {}),
+      config: json(options.config),
+      agentId: options.agentId ?? null,
+      parentRunId: options.parentRunId ?? null,
+      scheduleId: options.scheduleId ?? null,
+      metadata: json(options.metadata),
+      assistantMessageId,
+      assistantStatus: status === RunStatus.queued ? 'queued' : 'streaming',
+      queuedAt: status === RunStatus.queued ? now : null,
+      // What `claimRequest` and the transition to `running` set: one execution, under the first epoch.
+      attempt: claim ? 1 : 0,
+      leaseOwner: claim?.owner ?? null,
+      leaseExpiresAt: claim?.leaseExpiresAt ?? null,
+      startedAt: claim ? now : null,
+      now,
+      userMessageId,
+      userParts: userMessage.parts as string,
+      firstEvent: events[0]!.data,
+      secondEvent: events[1]?.data ?? null,
+      keyId: options.chatCheck?.keyId ?? null,
+      ownerId: options.chatCheck?.ownerId ?? null,
+      expectedAgentId: options.chatCheck?.agentId ?? null,
+    };
+    const shape: BeginShape = {
+      gate,
+      claimed: claimed !== null,
+      chatCheck: options.chatCheck ? (options.chatCheck.keyId ? 'key' : 'chat') : 'none',
+    };
+    const statement = this.#beginStatements.compile(
+      `${shape.gate} ${shape.claimed} ${shape.chatCheck}`,
+      values,
+      (placeholders) => beginStatement(this.#db, shape, placeholders),
+    );
+    const inserted = (await db.executeQuery(statement)).rows[0];
+    if (!inserted) throw new Error(`The statement that begins run ${runId} returned no row.`);
     const { history, history_current: historyCurrent, ...row } = inserted;
     this.#metrics.runsStarted.inc();
     return {
       run: begun,
       events: events.slice(0, 1),
       claimed: claimed ? { run: claimed, row, events: events.slice(1), promoted: null } : null,
-      history: claimed && historyCurrent ? currentHistory(history ?? [], messages[0]!, options.parts) : null,
+      history: claimed && historyCurrent ? currentHistory(history ?? [], userMessage, options.parts) : null,
     };
   }
 
@@ -603,24 +556,177 @@ function chatStartGate(chatId: string, mode: 'shared' | 'exclusive') {
     : sql`pg_advisory_xact_lock(${CHAT_START_GATE}::int, hashtext(${chatId}))`;
 }
 
+/** Every value of the statement that begins a run (`beginStatement`), bound per call. */
+interface BeginValues extends Record<string, unknown> {
+  runId: string;
+  chatId: string;
+  workspaceId: string;
+  userId: string;
+  trigger: RunTrigger;
+  status: RunStatus;
+  model: string;
+  options: string;
+  config: string | null;
+  agentId: string | null;
+  parentRunId: string | null;
+  scheduleId: string | null;
+  metadata: string | null;
+  assistantMessageId: string;
+  assistantStatus: 'queued' | 'streaming';
+  queuedAt: Date | null;
+  attempt: number;
+  leaseOwner: string | null;
+  leaseExpiresAt: Date | null;
+  startedAt: Date | null;
+  now: Date;
+  userMessageId: string;
+  userParts: string;
+  /** The run's `data-run` events as begun and, with a local claim, as claimed (`secondEvent`). */
+  firstEvent: string;
+  secondEvent: string | null;
+  /** `ChatCheck`'s values (null without a check). */
+  keyId: string | null;
+  ownerId: string | null;
+  expectedAgentId: string | null;
+}
+
+/** What shapes the statement that begins a run (`StatementShapes`): everything else is a bound value. */
+interface BeginShape {
+  /** Whether the statement takes the chat's start gate (`shared`) or its transaction holds it (`held`). */
+  gate: 'shared' | 'held';
+  /** With a local claim: the claimed run's event, and the history read. */
+  claimed: boolean;
+  /** `BeginRunOptions.chatCheck`: none, the chat's, or the chat's and the API key's. */
+  chatCheck: 'none' | 'chat' | 'key';
+}
+
 /**
- * The run's `chat_id` under `BeginRunOptions.chatCheck`: the chat's id when the key (if any) authenticates
+ * One statement for the run, its two messages and its first events; the messages' foreign key to the run is
+ * checked at the statement's end, when all are in. The chat is touched last: its update reads the inserted
+ * run, so the run's place in the unique index on active runs is settled before this statement waits for the
+ * chat's lock. (An ending locks its run's row, then the chat to promote a queued run: a start that held the
+ * chat's lock while the index made it wait for that ending would deadlock with it.) The run's chat id is
+ * computed under the chat's start gate, so the gate is held before the row meets the index
+ * (`RunService.#insertLocked` says why).
+ *
+ * Built once per shape, with placeholders for `v` (`StatementShapes`): it decides nothing by a value.
+ */
+function beginStatement(db: Db, shape: BeginShape, v: BeginValues) {
+  const chatId =
+    shape.chatCheck === 'none' ? sql<string>`${v.chatId}::text` : checkedChatId(v, shape.chatCheck === 'key');
+  const messages: Insertable<Database['messages']>[] = [
+    {
+      id: v.userMessageId,
+      chat_id: v.chatId,
+      workspace_id: v.workspaceId,
+      role: 'user',
+      parts: v.userParts,
+      status: 'completed',
+      run_id: v.runId,
+      created_at: v.now,
+      updated_at: v.now,
+    },
+    {
+      id: v.assistantMessageId,
+      chat_id: v.chatId,
+      workspace_id: v.workspaceId,
+      role: 'assistant',
+      parts: '[]',
+      status: v.assistantStatus,
+      run_id: v.runId,
+      created_at: v.now,
+      updated_at: v.now,
+    },
+  ];
+  const events = [{ run_id: v.runId, seq: 1, chunk: v.firstEvent }];
+  if (shape.claimed) events.push({ run_id: v.runId, seq: 2, chunk: v.secondEvent! });
+  return (
+    db
+      .with('inserted_run', (cte) =>
+        cte
+          .insertInto('runs')
+          .values({
+            id: v.runId,
+            chat_id:
+              shape.gate === 'shared'
+                ? sql<string>`(select ${chatId} from (select ${chatStartGate(v.chatId, 'shared')}) as gate)`
+                : chatId,
+            workspace_id: v.workspaceId,
+            created_by: v.userId,
+            trigger: v.trigger,
+            status: v.status,
+            model: v.model,
+            options: v.options,
+            config: v.config,
+            agent_id: v.agentId,
+            parent_run_id: v.parentRunId,
+            schedule_id: v.scheduleId,
+            metadata: v.metadata,
+            assistant_message_id: v.assistantMessageId,
+            queued_at: v.queuedAt,
+            step_count: 0,
+            attempt: v.attempt,
+            epoch: v.attempt,
+            lease_owner: v.leaseOwner,
+            lease_expires_at: v.leaseExpiresAt,
+            started_at: v.startedAt,
+            created_at: v.now,
+            updated_at: v.now,
+          })
+          .returningAll(),
+      )
+      .with('inserted_messages', (cte) => cte.insertInto('messages').values(messages).returning('id'))
+      .with('inserted_events', (cte) => cte.insertInto('run_events').values(events).returning('seq'))
+      // The chat's newest version, locked before the touch below changes it (the touch reads it): against the
+      // version this statement's snapshot holds, it says whether the history read below is current.
+      .with('chat_version', (cte) =>
+        cte
+          .selectFrom('chats')
+          .select(sql<string>`xmin::text`.as('version'))
+          .where('id', '=', (eb) => eb.selectFrom('inserted_run').select('chat_id'))
+          .forUpdate(),
+      )
+      .with('touched_chat', (cte) =>
+        cte
+          .updateTable('chats')
+          .set({ updated_at: v.now })
+          .where('id', '=', (eb) => eb.selectFrom('inserted_run').select('chat_id'))
+          .where((eb) => eb.exists(eb.selectFrom('chat_version').select('version')))
+          .returning('id'),
+      )
+      .selectFrom('inserted_run')
+      .selectAll()
+      .select(
+        shape.claimed
+          ? [
+              sql<MessageRowJson[] | null>`(select json_agg(m order by m.id) from messages m
+              where m.chat_id = ${v.chatId} and m.id < ${v.userMessageId})`.as('history'),
+              sql<boolean>`(select version from chat_version)
+              = (select xmin::text from chats where id = ${v.chatId})`.as('history_current'),
+            ]
+          : [sql<null>`null`.as('history'), sql<boolean>`false`.as('history_current')],
+      )
+  );
+}
+
+/**
+ * The run's `chat_id` under `BeginRunOptions.chatCheck`: the chat's id when the key (`withKey`) authenticates
  * and the chat is the owner's, not deleted, and has the expected agent; otherwise `outrun_fall_back`
  * (migration 0010) fails the whole statement, with `key`, `chat` or `agent:<the chat's agent>`. The key comes
  * first: a decline for the chat or its agent says the key authenticated (the start route relies on it).
  * The run's values are computed before its row meets the unique index on active runs, so someone else's busy
  * chat is refused as missing, never as busy.
  */
-function checkedChatId(options: BeginRunOptions, check: ChatCheck) {
-  const key = check.keyId
-    ? sql`when not ${keyStillValid(check.keyId)} then case when outrun_fall_back('key') then null end`
+function checkedChatId(v: BeginValues, withKey: boolean) {
+  const key = withKey
+    ? sql`when not ${keyStillValid(v.keyId!)} then case when outrun_fall_back('key') then null end`
     : sql``;
   return sql<string>`(select case ${key}
       when c.id is null then case when outrun_fall_back('chat') then null end
-      when c.agent_id is distinct from ${check.agentId}::text
+      when c.agent_id is distinct from ${v.expectedAgentId}::text
         then case when outrun_fall_back('agent:' || coalesce(c.agent_id, '')) then null end
       else c.id end
     from (values (1)) as one (x)
-    left join chats c on c.id = ${options.chatId} and c.workspace_id = ${options.workspaceId}
-      and c.owner_id = ${check.ownerId} and c.deleted_at is null)`;
+    left join chats c on c.id = ${v.chatId} and c.workspace_id = ${v.workspaceId}
+      and c.owner_id = ${v.ownerId} and c.deleted_at is null)`;
 }

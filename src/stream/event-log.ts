@@ -671,14 +671,6 @@ export function numberSerialized(data: string[], lastSeq: number): LogEvent[] {
   }));
 }
 
-/** The `run_events` rows of a run's events. */
-export function eventRows(
-  runId: string,
-  events: LogEvent[],
-): { run_id: string; seq: number; chunk: string }[] {
-  return events.map((event) => ({ run_id: runId, seq: event.seq, chunk: event.data }));
-}
-
 /**
  * JSON text for a chunk that PostgreSQL accepts: its JSON functions reject the NUL character, so NULs in
  * strings become U+FFFD instead of failing the batch the event shares with other runs.
