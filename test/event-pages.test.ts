@@ -262,6 +262,26 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     expect(await log.compactMany([])).toEqual(new Map());
   });
 
+  it('compacts a run whose sequence has a gap beside a dense one, each event under its own number', async () => {
+    const dense = await writtenRun(5);
+    const gapped = await writtenRun(6);
+    // Events are read back in one text per run; a run with a hole must not have its later events renumbered.
+    await database.db
+      .deleteFrom('run_events')
+      .where('run_id', '=', gapped.runId)
+      .where('seq', '=', 3)
+      .execute();
+    const kept = gapped.live.filter((event) => event.seq !== 3);
+
+    const results = await log.compactMany([dense.runId, gapped.runId]);
+
+    expect(results.get(dense.runId)).toEqual({ compacted: true, events: 5, pages: 1 });
+    // The gap starts a second page.
+    expect(results.get(gapped.runId)).toEqual({ compacted: true, events: 5, pages: 2 });
+    expect(await log.read({ runId: dense.runId, after: 0 })).toEqual(dense.live);
+    expect(await log.read({ runId: gapped.runId, after: 0 })).toEqual(kept);
+  });
+
   it('rolls a failed batch back whole: every run of it keeps its rows until a later batch', async () => {
     const written = await Promise.all([writtenRun(10), writtenRun(11, 'failed')]);
     const runIds = written.map(({ runId }) => runId);
