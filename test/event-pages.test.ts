@@ -265,7 +265,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
   it('compacts a run whose sequence has a gap beside a dense one, each event under its own number', async () => {
     const dense = await writtenRun(5);
     const gapped = await writtenRun(6);
-    // Events are read back in one text per run; a run with a hole must not have its later events renumbered.
+    // A hole in the sequence: the events after it keep their numbers.
     await database.db
       .deleteFrom('run_events')
       .where('run_id', '=', gapped.runId)

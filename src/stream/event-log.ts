@@ -25,62 +25,6 @@ function lastSeqExpression(runId: string): RawBuilder<number> {
       0)`;
 }
 
-/** Between two chunks in `eventsToCompact`'s aggregate: a newline, as between two events of a page. */
-const PAGE_SEPARATOR = '\n';
-
-/**
- * The events of runs about to be compacted, by run, in order. Each run's events come back as one text, its
- * chunks joined by newlines (which no chunk holds: `linesOf` refuses one that does), with their first
- * sequence number and count: one row per run instead of one per event. On PGlite, where every row crosses
- * from the database into JavaScript on the server's thread, reading a 1,000-event run row by row took about
- * 14 ms of CPU, and 2 ms in one row (docs/benchmarks.md). A run whose sequence has a gap is read row by row.
- */
-async function eventsToCompact(
-  tx: Transaction<Database>,
-  runIds: string[],
-): Promise<Map<string, { seq: number; data: string }[]>> {
-  const eventsOf = new Map<string, { seq: number; data: string }[]>(runIds.map((id) => [id, []]));
-  const runs = await tx
-    .selectFrom('run_events')
-    .select([
-      'run_id',
-      sql<number>`min(seq)`.as('first_seq'),
-      sql<number>`max(seq)`.as('last_seq'),
-      sql<string>`count(*)`.as('count'),
-      sql<string>`string_agg(chunk::text, ${PAGE_SEPARATOR} order by seq)`.as('data'),
-    ])
-    .where('run_id', 'in', runIds)
-    .groupBy('run_id')
-    .execute();
-  const gapped: string[] = [];
-  for (const run of runs) {
-    const count = Number(run.count);
-    if (run.last_seq - run.first_seq + 1 !== count) {
-      gapped.push(run.run_id);
-      continue;
-    }
-    const texts = run.data.split(PAGE_SEPARATOR);
-    if (texts.length !== count) {
-      throw new Error(`An event of run ${run.run_id} holds a raw newline and cannot be paged.`);
-    }
-    eventsOf.set(
-      run.run_id,
-      texts.map((data, index) => ({ seq: run.first_seq + index, data })),
-    );
-  }
-  if (gapped.length > 0) {
-    const rows = await tx
-      .selectFrom('run_events')
-      .select(['run_id', 'seq', sql<string>`chunk::text`.as('data')])
-      .where('run_id', 'in', gapped)
-      .orderBy('run_id')
-      .orderBy('seq')
-      .execute();
-    for (const row of rows) eventsOf.get(row.run_id)!.push({ seq: row.seq, data: row.data });
-  }
-  return eventsOf;
-}
-
 /**
  * Inserts serialized chunks as a run's next events, numbered by the statement itself after `lastSeq` or,
  * without it, after the run's last durable event: one round trip, where reading the last sequence number first
@@ -353,7 +297,15 @@ export class EventLog {
       });
       compactable.splice(0, compactable.length, ...fitting);
 
-      const eventsOf = await eventsToCompact(tx, compactable);
+      const rows = await tx
+        .selectFrom('run_events')
+        .select(['run_id', 'seq', sql<string>`chunk::text`.as('data')])
+        .where('run_id', 'in', compactable)
+        .orderBy('run_id')
+        .orderBy('seq')
+        .execute();
+      const eventsOf = new Map<string, { seq: number; data: string }[]>(compactable.map((id) => [id, []]));
+      for (const row of rows) eventsOf.get(row.run_id)!.push(row);
       // One run after another: compressing a batch's runs side by side on the thread pool costs about three
       // times the CPU (measured on 50 short runs), every one of them with a compressor of its own.
       const pagesOf: { runId: string; pages: EncodedPage[] }[] = [];
