@@ -37,4 +37,6 @@ const calls = 5_000;
 const before = process.cpuUsage();
 for (let index = 0; index < calls; index++) await begin();
 const used = process.cpuUsage(before);
-console.log(`${((used.user + used.system) / 1000 / calls).toFixed(3)} ms of CPU per begin (${process.version})`);
+console.log(
+  `${((used.user + used.system) / 1000 / calls).toFixed(3)} ms of CPU per begin (${process.version})`,
+);
