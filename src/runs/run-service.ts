@@ -5,7 +5,7 @@ import { FaultPoint, type Faults } from '../faults.ts';
 import { newId } from '../ids.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Db } from '../store/database.ts';
-import { StatementShapes } from '../store/statement-shapes.ts';
+import { StatementShapes, type Shape } from '../store/statement-shapes.ts';
 import { fallBackOf, isUniqueViolation } from '../store/transient.ts';
 import type { Database, MessageRow, RunRow } from '../store/schema.ts';
 import { numberEvents, type LogEvent } from '../stream/event-log.ts';
@@ -108,7 +108,7 @@ export class RunService {
   readonly #db: Db;
   readonly #metrics: Metrics;
   readonly #faults: Faults;
-  readonly #beginStatements = new StatementShapes<BeginValues>();
+  readonly #beginStatements = new StatementShapes<BeginShape, BeginValues>();
 
   constructor(options: RunServiceOptions) {
     this.#db = options.db;
@@ -191,17 +191,6 @@ export class RunService {
     const assistantMessageId = newId('message');
     const claim = status === RunStatus.pending ? (options.localClaim?.(runId) ?? null) : null;
     const json = (value: unknown) => (value === undefined || value === null ? null : JSON.stringify(value));
-    const userMessage: Insertable<Database['messages']> = {
-      id: userMessageId,
-      chat_id: options.chatId,
-      workspace_id: options.workspaceId,
-      role: 'user',
-      parts: JSON.stringify(options.parts),
-      status: 'completed',
-      run_id: runId,
-      created_at: now,
-      updated_at: now,
-    };
     // The run as begun, and as claimed: every field is known here, so their `data-run` events go into the
     // same statement as the run (test/local-claim.test.ts checks them against the row).
     const begun: RunObject = {
@@ -259,7 +248,7 @@ export class RunService {
       startedAt: claim ? now : null,
       now,
       userMessageId,
-      userParts: userMessage.parts as string,
+      userParts: JSON.stringify(options.parts),
       firstEvent: events[0]!.data,
       secondEvent: events[1]?.data ?? null,
       keyId: options.chatCheck?.keyId ?? null,
@@ -271,10 +260,8 @@ export class RunService {
       claimed: claimed !== null,
       chatCheck: options.chatCheck ? (options.chatCheck.keyId ? 'key' : 'chat') : 'none',
     };
-    const statement = this.#beginStatements.compile(
-      `${shape.gate} ${shape.claimed} ${shape.chatCheck}`,
-      values,
-      (placeholders) => beginStatement(this.#db, shape, placeholders),
+    const statement = this.#beginStatements.compile(shape, values, (compiling, placeholders) =>
+      beginStatement(this.#db, compiling, placeholders),
     );
     const inserted = (await db.executeQuery(statement)).rows[0];
     if (!inserted) throw new Error(`The statement that begins run ${runId} returned no row.`);
@@ -284,7 +271,7 @@ export class RunService {
       run: begun,
       events: events.slice(0, 1),
       claimed: claimed ? { run: claimed, row, events: events.slice(1), promoted: null } : null,
-      history: claimed && historyCurrent ? currentHistory(history ?? [], userMessage, options.parts) : null,
+      history: claimed && historyCurrent ? currentHistory(history ?? [], values, options.parts) : null,
     };
   }
 
@@ -515,7 +502,7 @@ const UNSETTLED_MESSAGE_STATUSES: readonly string[] = ['streaming', 'queued'];
  */
 function currentHistory(
   history: MessageRowJson[],
-  userMessage: Insertable<Database['messages']>,
+  begun: BeginValues,
   userParts: unknown[],
 ): MessageRow[] | null {
   if (history.some((message) => UNSETTLED_MESSAGE_STATUSES.includes(message.status))) return null;
@@ -525,16 +512,17 @@ function currentHistory(
       created_at: new Date(message.created_at),
       updated_at: new Date(message.updated_at),
     })),
+    // The user message the statement inserted (`beginStatement`), which its snapshot does not show.
     {
-      id: userMessage.id,
-      chat_id: userMessage.chat_id,
-      workspace_id: userMessage.workspace_id,
-      role: userMessage.role,
+      id: begun.userMessageId,
+      chat_id: begun.chatId,
+      workspace_id: begun.workspaceId,
+      role: 'user',
       parts: userParts,
-      status: userMessage.status ?? 'completed',
-      run_id: userMessage.run_id ?? null,
-      created_at: userMessage.created_at as Date,
-      updated_at: userMessage.updated_at as Date,
+      status: 'completed',
+      run_id: begun.runId,
+      created_at: begun.now,
+      updated_at: begun.now,
     },
   ];
 }
@@ -591,7 +579,7 @@ interface BeginValues extends Record<string, unknown> {
 }
 
 /** What shapes the statement that begins a run (`StatementShapes`): everything else is a bound value. */
-interface BeginShape {
+interface BeginShape extends Shape {
   /** Whether the statement takes the chat's start gate (`shared`) or its transaction holds it (`held`). */
   gate: 'shared' | 'held';
   /** With a local claim: the claimed run's event, and the history read. */

@@ -37,12 +37,12 @@ const touch = (v: Values, withLimit: boolean) => {
 
 describe('StatementShapes', () => {
   it('builds a shape once and binds each call its own values, in the places Kysely put them', () => {
-    const shapes = new StatementShapes<Values>();
+    const shapes = new StatementShapes<{ withLimit: boolean }, Values>();
     let builds = 0;
     const compile = (values: Values, withLimit: boolean) =>
-      shapes.compile(String(withLimit), values, (v) => {
+      shapes.compile({ withLimit }, values, (shape, v) => {
         builds += 1;
-        return touch(v, withLimit);
+        return touch(v, shape.withLimit);
       });
     const first = { id: 'chat_1', at: new Date(1_000), limit: 5 };
     const second = { id: 'chat_2', at: new Date(2_000), limit: 7 };
@@ -62,10 +62,12 @@ describe('StatementShapes', () => {
   });
 
   it('refuses a call that lacks a value its shape takes', () => {
-    const shapes = new StatementShapes<Record<string, unknown>>();
-    shapes.compile('one', { id: 'chat_1', at: new Date(), limit: 1 }, (v) => touch(v as Values, true));
-    expect(() =>
-      shapes.compile('one', { id: 'chat_1', at: new Date() }, (v) => touch(v as Values, true)),
-    ).toThrow(/"limit"/);
+    const shapes = new StatementShapes<{ withLimit: boolean }, Record<string, unknown>>();
+    const build = (shape: { withLimit: boolean }, v: Record<string, unknown>) =>
+      touch(v as Values, shape.withLimit);
+    shapes.compile({ withLimit: true }, { id: 'chat_1', at: new Date(), limit: 1 }, build);
+    expect(() => shapes.compile({ withLimit: true }, { id: 'chat_1', at: new Date() }, build)).toThrow(
+      /"limit"/,
+    );
   });
 });
