@@ -10,7 +10,7 @@ const DATABASE_URL = process.env.DATABASE_URL;
 const REDIS_URL = process.env.REDIS_URL;
 const ADMIN_KEY = 'rolling-deploy-admin-key-0123456789';
 const STEPS = 2;
-const TOKENS = 100;
+const TOKENS = 150;
 
 /**
  * A rolling deploy with real processes: `outrun serve` instances on one PostgreSQL and one Redis, replaced one
@@ -105,10 +105,10 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('a rolling deploy of two serve proc
       (count) => count >= 20,
     );
     first.child.kill('SIGTERM');
+    // The next replacement starts while the first is leaving: its start-up is not waited out by the runs.
     const starting = start();
     expect((await first.exited).code, first.output()).toBe(0);
     up = second;
-    const third = await starting;
     // The runs go on on the second instance, as their second attempt, before it is stopped in turn.
     for (const runId of runIds) {
       await pollUntil(
@@ -116,6 +116,7 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('a rolling deploy of two serve proc
         (run) => run.attempt >= 2 && run.status === 'running',
       );
     }
+    const third = await starting;
     const before = seen.length;
     await pollUntil(
       () => seen.length,
