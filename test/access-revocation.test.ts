@@ -35,6 +35,7 @@ describe.each(STORE_KINDS)('key revocation across instances on %s', (kind) => {
     return (): Bus => ({
       publish: (channel, message) => bus.publish(channel, message),
       subscribe: (channel, handler) => bus.subscribe(channel, handler),
+      listening: () => bus.listening(),
       ready: () => bus.ready(),
       close: async () => undefined,
     });

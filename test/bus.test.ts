@@ -94,6 +94,24 @@ describe.each(BUS_KINDS)('bus conformance on %s', (kind) => {
     expect(long.messages).toEqual(['ten']);
   });
 
+  it('says whether a subscription would hear the next message at once: in-process always, networked once confirmed', async () => {
+    const bus = createBus();
+    const channel = named('listening');
+    const networked = kind !== 'memory';
+    await vi.waitFor(() => expect(bus.ready()).toBe(true));
+    expect(bus.listening(channel)).toBe(!networked);
+    const subscribing = bus.subscribe(channel, collector().handler);
+    // Asked for, not confirmed yet.
+    expect(bus.listening(channel)).toBe(!networked);
+    const unsubscribe = await subscribing;
+    expect(bus.listening(channel)).toBe(true);
+    expect(bus.listening(named('listening-other'))).toBe(!networked);
+    await unsubscribe();
+    expect(bus.listening(channel)).toBe(!networked);
+    await bus.close();
+    expect(bus.listening(channel)).toBe(false);
+  });
+
   it('delivers nothing to a channel nobody subscribes to, and publishing there succeeds', async () => {
     const bus = createBus();
     await expect(bus.publish(named('nobody-listens'), { any: 'thing' })).resolves.toBeUndefined();

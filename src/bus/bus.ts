@@ -21,7 +21,8 @@ export type { BusRunEvent, RunEventsMessage } from './run-events-codec.ts';
  *   messages from different instances in no particular order (an instance's own handlers get its publishes
  *   during `publish`, before those of others already on their way). Delivery may be synchronous (in-process,
  *   and a networked bus to the publishing instance's own handlers) or asynchronous (from other instances):
- *   handlers assume neither. A networked `subscribe` resolves only once the server confirmed the subscription.
+ *   handlers assume neither. A networked `subscribe` resolves only once the server confirmed the subscription;
+ *   `listening` tells beforehand whether it will have to wait for that.
  * - `publish` and `subscribe` are bounded: while the transport is unreachable they reject with
  *   `BusUnavailableError` within a short timeout (about half a second for `publish`) instead of waiting.
  * - A handler that throws (or returns a promise that rejects) is logged; the other handlers still receive the
@@ -36,6 +37,12 @@ export interface Bus {
   publish<T>(channel: Channel<T>, message: T): Promise<void>;
   /** Calls `handler` for each message on `channel` until the returned function is called. */
   subscribe<T>(channel: Channel<T>, handler: (message: T) => void): Promise<() => Promise<void>>;
+  /**
+   * Whether a handler subscribed to `channel` now would hear every message published from now on without
+   * waiting for `subscribe` to resolve: in-process always, over a network only for a channel this instance
+   * holds and the server confirmed already. Otherwise subscribing takes a round trip.
+   */
+  listening(channel: Channel<unknown>): boolean;
   /** Whether the bus can deliver now: connected, and every subscription confirmed (for `/readyz`). */
   ready(): boolean;
   close(): Promise<void>;

@@ -41,6 +41,11 @@ export class MemoryBus implements Bus {
     };
   }
 
+  /** Always true while open: a handler is subscribed as soon as `subscribe` is called. */
+  listening(): boolean {
+    return !this.#closed;
+  }
+
   /** Always true while open: nothing stands between publisher and subscriber. */
   ready(): boolean {
     return !this.#closed;

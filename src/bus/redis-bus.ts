@@ -206,6 +206,11 @@ export class RedisBus implements Bus {
     return unsubscribe;
   }
 
+  listening(channel: Channel<unknown>): boolean {
+    if (this.#closing || this.#subscriber.status !== 'ready') return false;
+    return this.#subscriptions.get(this.#prefix + channel.name)?.confirmed === true;
+  }
+
   ready(): boolean {
     if (this.#closing) return false;
     if (this.#publisher.status !== 'ready' || this.#subscriber.status !== 'ready') return false;

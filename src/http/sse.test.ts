@@ -11,6 +11,7 @@ function emptyLog() {
   const handlers = new Set<(events: LogEvent[]) => void>();
   const log = {
     read: async () => [] as LogEvent[],
+    listening: () => true,
     subscribe: async (_runId: string, handler: (events: LogEvent[]) => void) => {
       handlers.add(handler);
       return async () => void handlers.delete(handler);

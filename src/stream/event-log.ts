@@ -367,6 +367,14 @@ export class EventLog {
     });
   }
 
+  /**
+   * Whether `subscribe` for this run would hear every later event at once, without a round trip to the bus's
+   * server (in-process; or a run this instance already follows on a networked bus).
+   */
+  listening(runId: string): boolean {
+    return this.#bus.listening(BusChannel.runEvents(runId));
+  }
+
   /** Announces events that a transaction elsewhere (the settle) has just committed. */
   async publish(runId: string, events: LogEvent[]): Promise<void> {
     if (events.length === 0) return;

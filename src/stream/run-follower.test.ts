@@ -40,7 +40,18 @@ class MemoryLog {
     return this.events.filter((event) => event.seq > options.after).slice(0, limit);
   }
 
+  /**
+   * Set, the log is on a networked bus that does not hold the run's channel yet: a subscription hears nothing
+   * until this resolves (the server's confirmation), and `subscribe` resolves only then.
+   */
+  confirmation: Promise<void> | null = null;
+
+  listening(): boolean {
+    return this.confirmation === null;
+  }
+
   async subscribe(_runId: string, handler: (events: LogEvent[]) => void): Promise<() => Promise<void>> {
+    if (this.confirmation) await this.confirmation;
     this.handlers.add(handler);
     return async () => void this.handlers.delete(handler);
   }
@@ -112,6 +123,102 @@ describe('RunFollower', () => {
     log.append(1, { terminal: true });
     await running;
     expect(got.seqs).toEqual(Array.from({ length: 36 }, (_, index) => index + 21));
+  });
+
+  it('on a bus that must confirm the subscription, delivers its first read at once and reads again once confirmed', async () => {
+    const log = new MemoryLog();
+    log.append(50);
+    let confirm!: () => void;
+    log.confirmation = new Promise<void>((resolve) => (confirm = resolve));
+    const got = recorder();
+    const follower = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', after: 20, isFinished: async () => false },
+      got.sink,
+    );
+    const running = follower.run();
+    await tick();
+    // Read and delivered while the subscription waits for the server.
+    expect(got.seqs).toEqual(Array.from({ length: 30 }, (_, index) => index + 21));
+    // The run goes on and ends before the confirmation: its bus messages reach nobody.
+    log.append(3);
+    log.append(1, { terminal: true });
+    expect(log.handlers.size).toBe(0);
+    confirm();
+    await running;
+    expect(got.seqs).toEqual(Array.from({ length: 34 }, (_, index) => index + 21));
+    expect(got.ended()).toBe(true);
+    expect(log.reads).toEqual([
+      { after: 20, limit: 100 },
+      { after: 50, limit: 1000 },
+    ]);
+  });
+
+  it("ends at a first read that holds the run's end without waiting for the confirmation, then leaves the channel", async () => {
+    const log = new MemoryLog();
+    log.append(5);
+    log.append(1, { terminal: true });
+    let confirm!: () => void;
+    log.confirmation = new Promise<void>((resolve) => (confirm = resolve));
+    const got = recorder();
+    await new RunFollower(
+      { log: log.asEventLog(), runId: 'r', isFinished: async () => true },
+      got.sink,
+    ).run();
+    expect(got.seqs).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(got.ended()).toBe(true);
+    confirm();
+    await tick();
+    // Subscribed once the server confirmed, and left at once.
+    expect(log.handlers.size).toBe(0);
+    expect(log.reads).toHaveLength(1);
+  });
+
+  it('ends without waiting for the bus to confirm that it left the channel', async () => {
+    const log = new MemoryLog();
+    log.append(2);
+    log.append(1, { terminal: true });
+    const subscribe = log.subscribe.bind(log);
+    // A bus whose server never answers the unsubscribe (the handler is off at the call, as the contract says).
+    log.subscribe = async (runId, handler) => {
+      const unsubscribe = await subscribe(runId, handler);
+      return () => {
+        void unsubscribe();
+        return new Promise<void>(() => {});
+      };
+    };
+    const got = recorder();
+    await new RunFollower(
+      { log: log.asEventLog(), runId: 'r', isFinished: async () => true },
+      got.sink,
+    ).run();
+    expect(got.seqs).toEqual([1, 2, 3]);
+    expect(log.handlers.size).toBe(0);
+  });
+
+  it('paused on its unconfirmed first read and resumed, still reads again after the confirmation', async () => {
+    const log = new MemoryLog();
+    log.append(10);
+    let confirm!: () => void;
+    log.confirmation = new Promise<void>((resolve) => (confirm = resolve));
+    let accepting = false;
+    const got = recorder(() => accepting);
+    const follower = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
+      got.sink,
+    );
+    const running = follower.run();
+    await tick();
+    expect(got.seqs).toHaveLength(10);
+    log.append(2);
+    accepting = true;
+    // Resumed before the confirmation: what it reads now may still miss events, so it reads once more after.
+    follower.resume();
+    await tick();
+    expect(got.seqs).toHaveLength(12);
+    log.append(1, { terminal: true });
+    confirm();
+    await running;
+    expect(got.seqs).toEqual(Array.from({ length: 13 }, (_, index) => index + 1));
   });
 
   it('subscribes and reads before `ready`, delivers nothing until it resolves, and nothing at all if closed first', async () => {

@@ -66,7 +66,9 @@ type FollowerState =
  * Follows a run's event log: replays durable events after `after`, then tails live ones, delivering each
  * sequence number exactly once and in order, until the terminal `data-run` event (`end: true`).
  *
- * It subscribes before it reads, so an event is either in the read or arrives live; live events that do
+ * It subscribes before it reads, so an event is either in the read or arrives live. Where subscribing takes
+ * a round trip (a networked bus, a run this instance does not follow yet), its first read goes out meanwhile
+ * and is delivered at once, and the log is read again once the subscription is confirmed. Live events that do
  * not continue the sequence (a gap, or a buffer that overflowed for a slow reader) send it back to the
  * log, which holds every event that was ever published. Once caught up, live events go to the sink from the
  * bus handler itself: a reader costs no promise, timer or allocation per event, which is what lets one run
@@ -83,6 +85,12 @@ export class RunFollower {
   #overflowed = false;
   #needsRead: boolean;
   #reads = 0;
+  /**
+   * The subscription, while the first page is read before it is confirmed (a networked bus that does not
+   * hold the run's channel yet): that page's events are durable and may go out, but events committed
+   * between its read and the confirmation reached neither, so the log is read again once it resolves.
+   */
+  #unconfirmed: Promise<unknown> | null = null;
   /** `ready`, until awaited before the first delivery. */
   #ready: Promise<void> | null;
   #unsubscribe: (() => Promise<void>) | null = null;
@@ -134,8 +142,11 @@ export class RunFollower {
       return;
     }
     signal?.addEventListener('abort', this.close, { once: true });
+    const { log, runId } = this.#options;
     try {
-      const unsubscribe = await this.#options.log.subscribe(this.#options.runId, this.#onLive).then(
+      // Where subscribing takes a round trip, the first page is read meanwhile (and the log again after it).
+      const readFirst = this.#needsRead && !log.listening(runId);
+      const subscribing = log.subscribe(runId, this.#onLive).then(
         (done) => {
           this.#subscribed();
           return done;
@@ -145,17 +156,31 @@ export class RunFollower {
           throw error;
         },
       );
-      this.#unsubscribe = unsubscribe;
-      if (this.#state === 'ended') return;
-      this.#lastActivity = performance.now();
-      this.#armKeepAlive(this.#nextPeriod());
-      void this.#catchUp();
-      await this.#ended;
+      if (readFirst) {
+        this.#unconfirmed = subscribing;
+        void this.#catchUp();
+      }
+      // A follower that ends first (its first read held the run's end, or it was closed) does not wait for the
+      // confirmation: it leaves once the subscription is made.
+      const unsubscribe = await Promise.race([subscribing, this.#ended.then(() => null)]);
+      if (unsubscribe === null) {
+        void subscribing.then(leave, () => {});
+      } else {
+        this.#unsubscribe = unsubscribe;
+        if (this.#state !== 'ended') {
+          this.#lastActivity = performance.now();
+          this.#armKeepAlive(this.#nextPeriod());
+          if (!readFirst) void this.#catchUp();
+          await this.#ended;
+        }
+      }
       if (this.#failure) throw this.#failure;
     } finally {
       this.#end();
       signal?.removeEventListener('abort', this.close);
-      await this.#unsubscribe?.();
+      // Not awaited: the handler hears nothing more once it is called, and a reader's last frames need not wait
+      // for the bus's server to confirm.
+      if (this.#unsubscribe) leave(this.#unsubscribe);
     }
   }
 
@@ -227,8 +252,18 @@ export class RunFollower {
         if (this.#needsRead) {
           this.#overflowed = false;
           const limit = this.#reads++ === 0 ? FIRST_PAGE : PAGE;
+          const unconfirmed = this.#unconfirmed;
           const events = await log.read({ runId, after: this.#lastSeq, limit });
           if (!(await this.#whenReady())) return;
+          if (unconfirmed) {
+            // Read before the subscription was confirmed: deliver it, then read again once it is.
+            const batch = consecutive(events, this.#lastSeq);
+            if (batch.events.length > 0 && !this.#deliver(batch, false)) return;
+            await unconfirmed;
+            this.#unconfirmed = null;
+            if (this.#state !== 'catching-up') return;
+            continue;
+          }
           // A full page: there may be more, so read on before going live.
           this.#needsRead = events.length === limit;
           const batch = consecutive(events, this.#lastSeq);
@@ -368,6 +403,11 @@ export async function* followRun(options: FollowOptions): AsyncGenerator<FollowI
     follower.close();
     await running;
   }
+}
+
+/** Ends a subscription without waiting; an adapter logs its own failure to leave a channel. */
+function leave(unsubscribe: () => Promise<void>): void {
+  unsubscribe().catch(() => {});
 }
 
 interface Batch {
