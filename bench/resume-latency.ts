@@ -20,10 +20,15 @@
  * reconnect is checked to start at exactly the next event. B runs on two processes sharing a Redis (started by
  * the benchmark, or BENCH_REDIS_URL's), so it too has a same and an other instance; it is skipped, with a
  * message, when `resumable-stream` or Redis is missing.
+ *
+ * With `BENCH_NETWORK_DELAY_MS=N`, every server reaches PostgreSQL and Redis through a proxy that holds each
+ * chunk N ms each way (bench/support/delay-proxy.ts): the stores as they are in a deployment, across a network,
+ * where a resume's round trips to them count for more than on loopback.
  */
 import { BenchApi } from './support/api.ts';
 import { parseBenchArgs } from './support/args.ts';
 import { printHeader } from './support/environment.ts';
+import { networkDelayMs, startDelayProxy, type DelayProxy } from './support/delay-proxy.ts';
 import { createBenchRedis } from './support/redis-server.ts';
 import { importResumableStream } from './support/resumable-pipe-server.ts';
 import { launchServer, type ServerProcess } from './support/server-process.ts';
@@ -46,9 +51,30 @@ const LIVE_DELAY_MS = 5;
 /** Events the first reader waits for before the first reconnect. */
 const LIVE_WARM_EVENTS = 200;
 
+const delayMs = networkDelayMs();
+const proxies: DelayProxy[] = [];
+/** `env` with its stores' addresses behind a delay proxy each, with `BENCH_NETWORK_DELAY_MS`. */
+async function acrossNetwork(env: Record<string, string>): Promise<Record<string, string>> {
+  if (delayMs === undefined) return env;
+  const proxied = { ...env };
+  for (const key of ['DATABASE_URL', 'REDIS_URL']) {
+    if (!proxied[key]) continue;
+    const proxy = await startDelayProxy(proxied[key], delayMs);
+    proxies.push(proxy);
+    proxied[key] = proxy.rewrite(proxied[key]);
+  }
+  return proxied;
+}
+/** An Outrun server's environment on `benchStore` (and Redis with BENCH_REDIS_URL), across the network if asked. */
+const outrunEnv = (benchStore: { env: Record<string, string> }) =>
+  acrossNetwork({ ...benchStore.env, REDIS_URL: process.env.BENCH_REDIS_URL ?? '' });
+const network =
+  delayMs === undefined ? 'loopback' : `stores behind a proxy holding each chunk ${delayMs} ms each way`;
+
 const store = await createBenchStore(args.store);
 printHeader('resume-latency', {
   store: store.description,
+  network,
   run: `${RUN_EVENTS} events (scripted model, one step), ${repeats} reconnects per point, reader in the benchmark process`,
 });
 
@@ -58,7 +84,7 @@ const twoInstances = Boolean(redisUrl) && args.store === 'postgres';
 const rows: Cell[][] = [];
 try {
   // Each process runs the worker too; the second one starts only after the run has finished (below).
-  const server = await launchServer({ mode: 'outrun', store });
+  const server = await launchServer({ mode: 'outrun', store, env: await outrunEnv(store) });
   let other: ServerProcess | undefined;
   try {
     const api = new BenchApi(server.url);
@@ -78,7 +104,7 @@ try {
 
     const targets = [{ label: twoInstances ? 'same' : '–', url: server.url }];
     if (twoInstances) {
-      other = await launchServer({ mode: 'outrun', store });
+      other = await launchServer({ mode: 'outrun', store, env: await outrunEnv(store) });
       targets.push({ label: 'other', url: other.url });
     }
 
@@ -131,10 +157,14 @@ try {
 }
 
 const liveRows: Cell[][] = [];
-await measureLive();
+try {
+  await measureLive();
+} finally {
+  await Promise.all(proxies.map((proxy) => proxy.close()));
+}
 
 printTable({
-  title: `resume-latency — ${args.store}, ${process.version}, run of ${RUN_EVENTS} events, ${repeats} reconnects each`,
+  title: `resume-latency — ${args.store}, ${process.version}, ${network}, run of ${RUN_EVENTS} events, ${repeats} reconnects each`,
   columns: [
     'instance',
     'Last-Event-ID',
@@ -158,7 +188,7 @@ printTable({
 });
 
 printTable({
-  title: `resume-latency — a run in progress, ${args.store}, ${process.version}, ${repeats} reconnects per instance`,
+  title: `resume-latency — a run in progress, ${args.store}, ${process.version}, ${network}, ${repeats} reconnects per instance`,
   columns: ['target', 'instance', 'first p50 ms', 'first p99 ms', 'first max ms'],
   rows: liveRows,
   digits: [0, 0, 2, 2, 2],
@@ -195,8 +225,9 @@ async function measureLive(): Promise<void> {
 async function measureOutrunLive(tokens: number): Promise<void> {
   const liveStore = await createBenchStore(args.store);
   try {
-    const first = await launchServer({ mode: 'outrun', store: liveStore });
-    const second = twoInstances ? await launchServer({ mode: 'outrun', store: liveStore }) : undefined;
+    const env = await outrunEnv(liveStore);
+    const first = await launchServer({ mode: 'outrun', store: liveStore, env });
+    const second = twoInstances ? await launchServer({ mode: 'outrun', store: liveStore, env }) : undefined;
     try {
       const api = new BenchApi(first.url);
       const run = await api.startRun(await api.createChat(), script(tokens, LIVE_DELAY_MS));
@@ -259,7 +290,7 @@ async function measureResumableLive(tokens: number): Promise<void> {
     return;
   }
   try {
-    const env = { REDIS_URL: redis.url, BENCH_REDIS_PREFIX: redis.prefix };
+    const env = await acrossNetwork({ REDIS_URL: redis.url, BENCH_REDIS_PREFIX: redis.prefix });
     const first = await launchServer({ mode: 'resumable', env });
     const second = await launchServer({ mode: 'resumable', env });
     try {
