@@ -9,6 +9,7 @@ import * as quotasCompaction from './migrations/0008-quotas-compaction.ts';
 import * as schedules from './migrations/0006-schedules.ts';
 import * as eventPages from './migrations/0009-event-pages.ts';
 import * as endingFallBack from './migrations/0010-ending-fall-back.ts';
+import * as eventRowsWithoutTime from './migrations/0011-event-rows-without-time.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -22,6 +23,7 @@ const migrations: Record<string, Migration> = {
   '0006-schedules': schedules,
   '0009-event-pages': eventPages,
   '0010-ending-fall-back': endingFallBack,
+  '0011-event-rows-without-time': eventRowsWithoutTime,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

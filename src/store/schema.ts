@@ -1,4 +1,4 @@
-import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+import type { ColumnType, Insertable, Selectable, Updateable } from 'kysely';
 
 /** Timestamps come back as `Date`; inserts may pass a `Date` or leave the column to its default. */
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
@@ -152,7 +152,6 @@ export interface RunEventsTable {
   run_id: string;
   seq: number;
   chunk: Json<unknown>;
-  created_at: Generated<Date>;
 }
 
 /** Consecutive events of a finished run, compressed (a format byte, then brotli; src/stream/event-pages.ts). */

@@ -438,9 +438,9 @@ export class EventLog {
     }
     if (rows.length === 0) return;
 
-    let inserted: Map<string, number>;
+    let epochs: Map<string, number>;
     try {
-      inserted = await this.#insertWithRetry(`[${rows.join(',')}]`);
+      epochs = await this.#insertWithRetry(`[${rows.join(',')}]`);
     } catch (error) {
       this.#logger.error({ err: error, events: rows.length }, 'event log insert failed; failing its writers');
       for (const writer of writers.keys())
@@ -450,7 +450,8 @@ export class EventLog {
     this.#metrics.appendBatchSize.observe(rows.length);
 
     for (const [writer, events] of writers) {
-      if ((inserted.get(writer.runId) ?? 0) < events.length && !(await this.#ownsRun(writer))) {
+      // Its rows went in (or were there already, from a retried insert) exactly when the epoch held.
+      if (epochs.get(writer.runId) !== writer.epoch) {
         writer.fail(new LeaseLostError(writer.runId));
         continue;
       }
@@ -467,7 +468,8 @@ export class EventLog {
 
   /**
    * Inserts a JSON array of rows, skipping rows whose run was taken over (epoch mismatch) and rows already
-   * present (a retry of an insert that committed before its connection dropped). Returns rows inserted per run.
+   * present (a retry of an insert that committed before its connection dropped). Returns each run's epoch as
+   * the insert read it under its lock: a run's rows went in exactly when that is the epoch they carry.
    *
    * It inserts plainly first: `on conflict do nothing` makes PostgreSQL check every row against the index
    * before inserting it (about an eighth of a large batch's cost), and rows can only be there already when a
@@ -475,11 +477,11 @@ export class EventLog {
    * fails for it.
    */
   async #insertWithRetry(json: string): Promise<Map<string, number>> {
-    type Inserted = { run_id: string; n: number };
+    type Fenced = { id: string; epoch: number };
     // Prepared once per connection, as every statement is (decision 0009).
     const insert = async (text: string) => {
-      const { rows } = await this.#appendDb.executeQuery<Inserted>(CompiledQuery.raw(text, [json]));
-      return new Map(rows.map((row) => [row.run_id, row.n]));
+      const { rows } = await this.#appendDb.executeQuery<Fenced>(CompiledQuery.raw(text, [json]));
+      return new Map(rows.map((row) => [row.id, row.epoch]));
     };
     return retryTransient(
       async () => {
@@ -498,16 +500,6 @@ export class EventLog {
         onRetry: () => this.#metrics.appendRetries.inc(),
       },
     );
-  }
-
-  /** After a short insert: whether the rows were skipped because they already exist under our own epoch. */
-  async #ownsRun(writer: RunEventWriter): Promise<boolean> {
-    const row = await this.#db
-      .selectFrom('runs')
-      .select('epoch')
-      .where('id', '=', writer.runId)
-      .executeTakeFirst();
-    return row?.epoch === writer.epoch;
   }
 }
 
@@ -587,9 +579,9 @@ const appendSql = (skipExisting: boolean) => `
     insert into run_events (run_id, seq, chunk)
     select b.run_id, b.seq, b.chunk from batch b join fenced f on f.id = b.run_id and f.epoch = b.epoch
     ${skipExisting ? 'on conflict do nothing' : ''}
-    returning run_id
   )
-  select run_id, count(*)::int as n from inserted group by run_id`;
+  -- The epochs the insert was fenced by: cheaper than counting the rows it returns, and as telling.
+  select id, epoch from fenced`;
 const APPEND_SQL = appendSql(false);
 const APPEND_SKIPPING_SQL = appendSql(true);
 
