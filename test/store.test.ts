@@ -358,6 +358,22 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     expect(await log.read({ runId, after: 0 })).toEqual([]);
   });
 
+  it('tells a stale writer from its successor in one insert: only the successor’s rows go in', async () => {
+    const runId = await run(await chat(), 'running', 2);
+    const stale = log.openWriter({ runId, epoch: 1, nextSeq: 1 });
+    const current = log.openWriter({ runId, epoch: 2, nextSeq: 1 });
+    // Appended in one turn of the event loop: one batch, one insert, the run's id twice in it.
+    stale.append({ type: 'text-delta', delta: 'stale' });
+    current.append({ type: 'text-delta', delta: 'current' });
+    stale.append({ type: 'text-delta', delta: 'stale again' });
+    const [staleFlush, currentFlush] = await Promise.allSettled([stale.flush(), current.flush()]);
+    expect(staleFlush.status === 'rejected' && staleFlush.reason).toBeInstanceOf(LeaseLostError);
+    expect(currentFlush.status).toBe('fulfilled');
+    expect((await log.read({ runId, after: 0 })).map((event) => event.data)).toEqual([
+      '{"type":"text-delta","delta":"current"}',
+    ]);
+  });
+
   it('follows a run from any point: replay, then live, each sequence number once', async () => {
     const runId = await run(await chat(), 'running');
     const writer = log.openWriter({ runId, epoch: 1, nextSeq: 1 });

@@ -426,21 +426,29 @@ export class EventLog {
 
   async #writeBatch(batch: PendingEvent[]): Promise<void> {
     const writers = new Map<RunEventWriter, PendingEvent[]>();
+    // A row names its writer by number (1-based, in `runIds` and `epochs`), not by run id and epoch.
+    const numbers = new Map<RunEventWriter, number>();
+    const runIds: string[] = [];
+    const epochsSent: number[] = [];
     const rows: string[] = [];
     for (const event of batch) {
-      if (event.writer.failure) continue;
-      let events = writers.get(event.writer);
-      if (!events) writers.set(event.writer, (events = []));
+      const writer = event.writer;
+      if (writer.failure) continue;
+      let events = writers.get(writer);
+      let number = numbers.get(writer);
+      if (!events || number === undefined) {
+        writers.set(writer, (events = []));
+        numbers.set(writer, (number = runIds.push(writer.runId)));
+        epochsSent.push(writer.epoch);
+      }
       events.push(event);
-      rows.push(
-        `{"run_id":${JSON.stringify(event.writer.runId)},"seq":${event.seq},"epoch":${event.writer.epoch},"chunk":${event.data}}`,
-      );
+      rows.push(`{"w":${number},"seq":${event.seq},"chunk":${event.data}}`);
     }
     if (rows.length === 0) return;
 
     let epochs: Map<string, number>;
     try {
-      epochs = await this.#insertWithRetry(`[${rows.join(',')}]`);
+      epochs = await this.#insertWithRetry(`[${rows.join(',')}]`, runIds, epochsSent);
     } catch (error) {
       this.#logger.error({ err: error, events: rows.length }, 'event log insert failed; failing its writers');
       for (const writer of writers.keys())
@@ -476,11 +484,13 @@ export class EventLog {
    * retried insert had committed. An insert that meets a stored row goes again the skipping way, so no batch
    * fails for it.
    */
-  async #insertWithRetry(json: string): Promise<Map<string, number>> {
+  async #insertWithRetry(json: string, runIds: string[], epochs: number[]): Promise<Map<string, number>> {
     type Fenced = { id: string; epoch: number };
     // Prepared once per connection, as every statement is (decision 0009).
     const insert = async (text: string) => {
-      const { rows } = await this.#appendDb.executeQuery<Fenced>(CompiledQuery.raw(text, [json]));
+      const { rows } = await this.#appendDb.executeQuery<Fenced>(
+        CompiledQuery.raw(text, [json, runIds, epochs]),
+      );
       return new Map(rows.map((row) => [row.id, row.epoch]));
     };
     return retryTransient(
@@ -561,23 +571,23 @@ export class RunEventWriter {
 }
 
 /**
- * The group commit's insert, around its one parameter (a JSON array of `{run_id, seq, epoch, chunk}`): rows
- * whose run was taken over (epoch mismatch) are skipped; with `skipExisting`, rows already present (a retried
- * insert) too.
+ * The group commit's insert. `$1`: a JSON array of rows `{w, seq, chunk}`, where `w` numbers the row's writer
+ * (from 1) in `$2` (the writers' run ids, `text[]`) and `$3` (their epochs, `int[]`). A writer's rows are
+ * skipped when its run was taken over (epoch mismatch); with `skipExisting`, rows already present (a retried
+ * insert) too. Two writers of one run (a stale one and its successor) are told apart by their number.
  */
 const appendSql = (skipExisting: boolean) => `
-  with batch as (
-    select * from json_to_recordset($1::json) as e(run_id text, seq int, epoch int, chunk json)
-  ),
-  fenced as (
+  with fenced as (
     -- The fence holds under concurrency: a status change by anyone holds the run row until it commits, so
     -- this waits and reads the new epoch; if this commits first, the change sees its rows. The rows are
     -- locked in id order, as a heartbeat locks them: different orders would deadlock.
-    select r.id, r.epoch from runs r where r.id in (select run_id from batch) order by r.id for share
+    select r.id, r.epoch from runs r where r.id = any($2::text[]) order by r.id for share
   ),
   inserted as (
     insert into run_events (run_id, seq, chunk)
-    select b.run_id, b.seq, b.chunk from batch b join fenced f on f.id = b.run_id and f.epoch = b.epoch
+    select w.id, e.seq, e.chunk from json_to_recordset($1::json) as e(w int, seq int, chunk json)
+    join unnest($2::text[], $3::int[]) with ordinality as w(id, epoch, n) on w.n = e.w
+    join fenced f on f.id = w.id and f.epoch = w.epoch
     ${skipExisting ? 'on conflict do nothing' : ''}
   )
   -- The epochs the insert was fenced by: cheaper than counting the rows it returns, and as telling.
