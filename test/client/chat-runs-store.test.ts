@@ -113,7 +113,11 @@ describe('ChatRunsStore (the state behind useChatRuns)', () => {
       code: 'run_already_active',
       runId: run.id,
     });
-    await waitUntil(() => store.getSnapshot().status === 'streaming');
+    // Followed, and some of its text arrived: what the stop keeps.
+    await waitUntil(
+      () =>
+        store.getSnapshot().status === 'streaming' && assistantText(store.getSnapshot().messages).length > 0,
+    );
 
     await store.stop(run.id);
     expect(store.getSnapshot().error).toBeNull();
