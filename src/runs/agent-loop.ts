@@ -6,6 +6,7 @@ import type { ModelOptions } from '../protocol/agent.ts';
 import type { RunEventWriter } from '../stream/event-log.ts';
 import type { PendingApproval } from '../protocol/run.ts';
 import { estimateTokens, type BudgetExceeded, type BudgetMeter } from './budget.ts';
+import { takeOnlyStream } from './only-stream.ts';
 import type { RunUsage } from './run-object.ts';
 
 /** A finished step, ready to be recorded once its events are durable. */
@@ -139,15 +140,18 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
       stepUsage.push(usage);
     },
   });
-  const stream = result.toUIMessageStream({
-    generateMessageId: () => options.messageId,
-    sendStart: !options.resumed,
-    sendReasoning: true,
-    onError: (error) => {
-      contextOverflow = isContextOverflowError(error);
-      return (errorText = describeModelError(error));
-    },
-  });
+  // The run's one stream, without the copy `streamText` would keep of it until the run ends.
+  const { stream } = takeOnlyStream(result, () =>
+    result.toUIMessageStream({
+      generateMessageId: () => options.messageId,
+      sendStart: !options.resumed,
+      sendReasoning: true,
+      onError: (error) => {
+        contextOverflow = isContextOverflowError(error);
+        return (errorText = describeModelError(error));
+      },
+    }),
+  );
 
   try {
     for await (const chunk of stream) {
