@@ -16,7 +16,8 @@
  * A second table resumes a run IN PROGRESS, side by side with target B (the AI SDK pipe plus `resumable-stream`
  * on Redis, the only baseline that can resume): a paced run (scripted model, 5 ms per token) is followed by one
  * reader, and meanwhile readers reconnect 50 events behind the live edge (Outrun: `Last-Event-ID`; B:
- * `resumeExistingStream` with the characters read so far skipped) and are closed at their first event. Each
+ * `resumeExistingStream` with the characters read so far skipped) and are closed at their first event; as many
+ * reconnects on an earlier stream of their own warm the new servers up first, not counted. Each
  * reconnect is checked to start at exactly the next event. B runs on two processes sharing a Redis (started by
  * the benchmark, or BENCH_REDIS_URL's), so it too has a same and an other instance; it is skipped, with a
  * message, when `resumable-stream` or Redis is missing.
@@ -50,6 +51,8 @@ const LIVE_BEHIND = 50;
 const LIVE_DELAY_MS = 5;
 /** Events the first reader waits for before the first reconnect. */
 const LIVE_WARM_EVENTS = 200;
+/** Reconnects to each instance on a stream of their own before the measured ones (`measureLiveTarget`). */
+const LIVE_WARM_RESUMES = repeats;
 
 const delayMs = networkDelayMs();
 const proxies: DelayProxy[] = [];
@@ -195,7 +198,8 @@ printTable({
   notes: [
     `A paced run (${LIVE_DELAY_MS} ms per token) followed by one reader; meanwhile a reader reconnects ` +
       `${LIVE_BEHIND} events behind the live edge, on each instance in turn, and is closed at its first event ` +
-      '(request sent → first event received, on a fresh connection). Outrun reconnects with `Last-Event-ID`; ' +
+      '(request sent → first event received, on a fresh connection), after as many reconnects not counted on a ' +
+      'stream of their own (the servers are new). Outrun reconnects with `Last-Event-ID`; ' +
       'B (the AI SDK pipe plus `resumable-stream` on Redis) with `resumeExistingStream`, skipping the characters ' +
       'read so far. `same`: the process that runs the stream; `other`: a second process on the same database ' +
       'and Redis.',
@@ -215,14 +219,12 @@ interface LiveStream {
 
 /** The live table's rows: Outrun on this store (and a second instance with Redis), then B. */
 async function measureLive(): Promise<void> {
-  // Enough tokens for every reconnect (a few ms each, 20 ms apart) on two instances, with room to spare.
-  const tokens = Math.ceil((repeats * 2 * 60 + 3_000) / LIVE_DELAY_MS);
-  await measureOutrunLive(tokens);
-  await measureResumableLive(tokens);
+  await measureOutrunLive();
+  await measureResumableLive();
 }
 
 /** Outrun: a run on the first instance; reconnects with `Last-Event-ID` to it and to the second, if any. */
-async function measureOutrunLive(tokens: number): Promise<void> {
+async function measureOutrunLive(): Promise<void> {
   const liveStore = await createBenchStore(args.store);
   try {
     const env = await outrunEnv(liveStore);
@@ -230,41 +232,43 @@ async function measureOutrunLive(tokens: number): Promise<void> {
     const second = twoInstances ? await launchServer({ mode: 'outrun', store: liveStore, env }) : undefined;
     try {
       const api = new BenchApi(first.url);
-      const run = await api.startRun(await api.createChat(), script(tokens, LIVE_DELAY_MS));
-      const ids: number[] = [];
-      let readerEnded = false;
-      const reader = streamSse({
-        url: `${first.url}/v1/runs/${run.id}/stream`,
-        headers: api.authorization(),
-        onEvent: (id) => void ids.push(id),
-      });
-      const markEnded = () => void (readerEnded = true);
-      reader.then(markEnded, markEnded);
-      const live: LiveStream = {
-        received: () => ids.length,
-        ended: () => readerEnded,
-        resume(url, index) {
-          const after = ids[index - 1]!;
-          return firstEventMs(
-            {
-              url: `${url}/v1/runs/${run.id}/stream`,
-              headers: { ...api.authorization(), 'last-event-id': String(after) },
-            },
-            (id) => id === after + 1,
-          );
-        },
-        async close() {
-          const stop = await fetch(`${first.url}/v1/runs/${run.id}/stop`, {
-            method: 'POST',
-            headers: api.authorization(),
-          });
-          if (!stop.ok) throw new Error(`stopping the live run answered ${stop.status}`);
-          await reader;
-        },
+      const open = async (tokens: number): Promise<LiveStream> => {
+        const run = await api.startRun(await api.createChat(), script(tokens, LIVE_DELAY_MS));
+        const ids: number[] = [];
+        let readerEnded = false;
+        const reader = streamSse({
+          url: `${first.url}/v1/runs/${run.id}/stream`,
+          headers: api.authorization(),
+          onEvent: (id) => void ids.push(id),
+        });
+        const markEnded = () => void (readerEnded = true);
+        reader.then(markEnded, markEnded);
+        return {
+          received: () => ids.length,
+          ended: () => readerEnded,
+          resume(url, index) {
+            const after = ids[index - 1]!;
+            return firstEventMs(
+              {
+                url: `${url}/v1/runs/${run.id}/stream`,
+                headers: { ...api.authorization(), 'last-event-id': String(after) },
+              },
+              (id) => id === after + 1,
+            );
+          },
+          async close() {
+            const stop = await fetch(`${first.url}/v1/runs/${run.id}/stop`, {
+              method: 'POST',
+              headers: api.authorization(),
+            });
+            if (!stop.ok) throw new Error(`stopping the live run answered ${stop.status}`);
+            await reader;
+          },
+        };
       };
       const instances = [{ label: second ? 'same' : '–', url: first.url }];
       if (second) instances.push({ label: 'other', url: second.url });
-      await measureLiveTarget('Outrun', live, instances);
+      await measureLiveTarget('Outrun', open, instances);
     } finally {
       await second?.close();
       await first.close();
@@ -275,7 +279,7 @@ async function measureOutrunLive(tokens: number): Promise<void> {
 }
 
 /** B: a stream on the first of two pipe processes sharing a Redis; `resumeExistingStream` on both. */
-async function measureResumableLive(tokens: number): Promise<void> {
+async function measureResumableLive(): Promise<void> {
   try {
     await importResumableStream();
   } catch (error) {
@@ -294,37 +298,40 @@ async function measureResumableLive(tokens: number): Promise<void> {
     const first = await launchServer({ mode: 'resumable', env });
     const second = await launchServer({ mode: 'resumable', env });
     try {
-      // The pipe's frames are `data: <json>\n\n`: the characters before each event, for `skip`.
-      const offsets: number[] = [0];
-      const data: string[] = [];
-      let streamId = '';
-      let readerEnded = false;
-      const reader = streamSse({
-        url: `${first.url}/chat`,
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ text: script(tokens, LIVE_DELAY_MS) }),
-        onOpen: (headers) => (streamId = String(headers['x-stream-id'])),
-        onEvent(_id, text) {
-          data.push(text);
-          offsets.push(offsets.at(-1)! + 'data: '.length + text.length + 2);
-        },
-      });
-      const markEnded = () => void (readerEnded = true);
-      reader.then(markEnded, markEnded);
-      const live: LiveStream = {
-        received: () => data.length,
-        ended: () => readerEnded,
-        resume: (url, index) =>
-          firstEventMs(
-            { url: `${url}/chat/${streamId}/stream?skip=${offsets[index]!}` },
-            (_id, text) => text === data[index],
-          ),
-        async close() {
-          await reader;
-        },
+      const open = async (tokens: number): Promise<LiveStream> => {
+        // The pipe's frames are `data: <json>\n\n`: the characters before each event, for `skip`.
+        const offsets: number[] = [0];
+        const data: string[] = [];
+        let streamId = '';
+        let readerEnded = false;
+        const reader = streamSse({
+          url: `${first.url}/chat`,
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ text: script(tokens, LIVE_DELAY_MS) }),
+          onOpen: (headers) => (streamId = String(headers['x-stream-id'])),
+          onEvent(_id, text) {
+            data.push(text);
+            offsets.push(offsets.at(-1)! + 'data: '.length + text.length + 2);
+          },
+        });
+        const markEnded = () => void (readerEnded = true);
+        reader.then(markEnded, markEnded);
+        return {
+          received: () => data.length,
+          ended: () => readerEnded,
+          resume: (url, index) =>
+            firstEventMs(
+              { url: `${url}/chat/${streamId}/stream?skip=${offsets[index]!}` },
+              (_id, text) => text === data[index],
+            ),
+          // The pipe cannot be stopped: its stream runs to its end.
+          async close() {
+            await reader;
+          },
+        };
       };
-      await measureLiveTarget('B: A + resumable-stream', live, [
+      await measureLiveTarget('B: A + resumable-stream', open, [
         { label: 'same', url: first.url },
         { label: 'other', url: second.url },
       ]);
@@ -337,18 +344,55 @@ async function measureResumableLive(tokens: number): Promise<void> {
   }
 }
 
-/** Reconnects `repeats` times to each instance in turn, `LIVE_BEHIND` events behind the reader; adds the rows. */
+/**
+ * The servers were started for this table, and a fresh process's first requests are its slowest: first
+ * `LIVE_WARM_RESUMES` reconnects to each instance on a stream of their own, not counted, then `repeats` on a
+ * new stream, counted. A stream of its own, because `resumable-stream` sends a reconnect everything its stream
+ * has had so far (then skips what the reader had), so its cost grows with the stream's length: reconnects later
+ * in the same stream would measure that, not the warm-up.
+ */
 async function measureLiveTarget(
+  target: string,
+  open: (tokens: number) => Promise<LiveStream>,
+  instances: { label: string; url: string }[],
+): Promise<void> {
+  await reconnect(
+    target,
+    await open(tokensFor(LIVE_WARM_RESUMES, instances.length)),
+    instances,
+    LIVE_WARM_RESUMES,
+  );
+  const samples = await reconnect(
+    target,
+    await open(tokensFor(repeats, instances.length)),
+    instances,
+    repeats,
+  );
+  for (const [index, instance] of instances.entries()) {
+    const summary = samples[index]!.summary();
+    liveRows.push([target, instance.label, summary.p50, summary.p99, summary.max]);
+    console.log(`${target}, live, ${instance.label} instance: first event p50 ${summary.p50.toFixed(2)} ms`);
+  }
+}
+
+/** Enough tokens for `count` reconnects (a few ms each, 20 ms apart) to each instance, with room to spare. */
+function tokensFor(count: number, instances: number): number {
+  return Math.ceil((count * instances * 60 + 3_000) / LIVE_DELAY_MS);
+}
+
+/** Reconnects `count` times to each instance in turn, `LIVE_BEHIND` events behind the reader; closes `live`. */
+async function reconnect(
   target: string,
   live: LiveStream,
   instances: { label: string; url: string }[],
-): Promise<void> {
+  count: number,
+): Promise<Sample[]> {
   while (live.received() < LIVE_WARM_EVENTS) {
     if (live.ended()) throw new Error(`${target}: the live stream ended before ${LIVE_WARM_EVENTS} events`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
   const samples = instances.map(() => new Sample());
-  for (let attempt = 0; attempt < repeats; attempt++) {
+  for (let attempt = 0; attempt < count; attempt++) {
     for (const [index, instance] of instances.entries()) {
       samples[index]!.add(await live.resume(instance.url, live.received() - LIVE_BEHIND));
       await new Promise((resolve) => setTimeout(resolve, 20));
@@ -357,11 +401,7 @@ async function measureLiveTarget(
   if (live.ended())
     throw new Error(`${target}: the live stream ended before the reconnects did; make it longer`);
   await live.close();
-  for (const [index, instance] of instances.entries()) {
-    const summary = samples[index]!.summary();
-    liveRows.push([target, instance.label, summary.p50, summary.p99, summary.max]);
-    console.log(`${target}, live, ${instance.label} instance: first event p50 ${summary.p50.toFixed(2)} ms`);
-  }
+  return samples;
 }
 
 /** Opens `options`' stream, closes it at its first event, and returns request sent → first event (ms). */
