@@ -21,7 +21,7 @@ export function takeOnlyStream<S>(result: object, take: () => S): { stream: S; d
   // Only a branch `take` just split off: never the stream it reads from.
   const dropped = kept !== before && kept instanceof ReadableStream && !kept.locked;
   if (dropped) {
-    // Settles only once the other branch ends; nothing to wait for here.
+    // Settles only once the source ends or the other branch is cancelled too; nothing to wait for here.
     kept.cancel().catch(() => {});
   }
   return { stream, dropped };
