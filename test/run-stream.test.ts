@@ -211,6 +211,31 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
     expect(past).toMatchObject({ events: [], done: true });
   });
 
+  it("reads a resume's first page and checks the reader's ownership in one statement", async () => {
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 1, tokens: 3 });
+    await server.waitForRun(run.id);
+    const owned = vi.spyOn(server.outrun.runs, 'readOwned');
+    const getForOwner = vi.spyOn(server.outrun.runs, 'getForOwner');
+    const read = vi.spyOn(server.outrun.log, 'read');
+    try {
+      const resumed = await collectStream(
+        await server.fetch(`/v1/runs/${run.id}/stream`, { headers: { 'last-event-id': '2' } }),
+      );
+      expect(resumed.done).toBe(true);
+      expect(resumed.events[0]!.seq).toBe(3);
+      expect(resumed.events.at(-1)!.chunk).toMatchObject({ type: 'data-run', data: { status: 'succeeded' } });
+      expect(owned).toHaveBeenCalledTimes(1);
+      expect(owned.mock.calls[0]![0]).toMatchObject({ runId: run.id, after: 2, limit: 100 });
+      expect(getForOwner).not.toHaveBeenCalled();
+      expect(read).not.toHaveBeenCalled();
+    } finally {
+      owned.mockRestore();
+      getForOwner.mockRestore();
+      read.mockRestore();
+    }
+  });
+
   it('serves any number of readers the same sequence', async () => {
     const chatId = await server.createChat();
     const run = await server.startRun(chatId, { steps: 2, tokens: 20, delayMs: 5 });

@@ -64,4 +64,67 @@ describe('sendRunStream', () => {
     expect(handlers.size).toBe(0);
     expect((await metrics.streamReaders.get()).values[0]?.value ?? 0).toBe(0);
   });
+
+  /** A route that serves `sendRunStream` with `readFirst`, recording how its call ended. */
+  async function serveReadingFirst(
+    log: EventLog,
+    readFirst: (page: { after: number; limit: number }) => Promise<LogEvent[]>,
+  ) {
+    const served: string[] = [];
+    app = Fastify();
+    app.get('/stream', async (request, reply) => {
+      try {
+        await sendRunStream(request, reply, {
+          log,
+          runId: 'run_checked',
+          isFinished: async () => false,
+          metrics: new Metrics(),
+          readFirst,
+        });
+        served.push('returned');
+      } catch (error) {
+        served.push(`threw ${String(error)}`);
+        return reply.status(404).send({ error: 'not found' });
+      }
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = app.server.address() as AddressInfo;
+    return { served, url: `http://127.0.0.1:${port}/stream` };
+  }
+
+  it('answers nothing of the stream when a first read that checks access refuses: the route answers', async () => {
+    const { log } = emptyLog();
+    const { served, url } = await serveReadingFirst(log, () => Promise.reject(new Error('not yours')));
+    const response = await fetch(url);
+    expect(response.status).toBe(404);
+    expect(await response.json()).toEqual({ error: 'not found' });
+    expect(served).toEqual(['threw Error: not yours']);
+  });
+
+  it('returns for a reader that disconnects before the first read that checks access was made', async () => {
+    const { handlers, log } = emptyLog();
+    // A subscription that takes until the test says: the first read waits for it.
+    let confirm!: () => void;
+    const confirmed = new Promise<void>((resolve) => (confirm = resolve));
+    const subscribe = log.subscribe.bind(log);
+    log.subscribe = async (runId, handler) => {
+      await confirmed;
+      return subscribe(runId, handler);
+    };
+    const firstReads: number[] = [];
+    const { served, url } = await serveReadingFirst(log, async (page) => {
+      firstReads.push(page.after);
+      return [];
+    });
+    const client = httpRequest(url);
+    client.on('error', () => {});
+    client.end();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    client.destroy();
+    await vi.waitFor(() => expect(served).toEqual(['returned']));
+    confirm();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(firstReads).toEqual([]);
+    expect(handlers.size).toBe(0);
+  });
 });

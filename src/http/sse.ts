@@ -16,7 +16,7 @@ export type RunStreamOptions = Omit<FollowOptions, 'signal'> & {
   /**
    * The reader's access check, run while the follower subscribes and reads its first page (one round trip
    * less before the first event). Nothing is sent before it resolves; if it rejects, so does this, with the
-   * response untouched (the route answers the error).
+   * response untouched (the route answers the error). A check made by `readFirst` is awaited the same way.
    */
   access?: Promise<unknown>;
 };
@@ -60,11 +60,24 @@ export function openRunStream(
   let open!: () => void;
   const opened = new Promise<void>((resolve) => (open = resolve));
   const { mapData, endAfter } = options;
+  if (options.fresh && options.readFirst) throw new Error('a fresh run stream reads nothing first');
+  /** The follower's first read, once made, when it checks access too (`readFirst`). */
+  let firstRead: Promise<unknown> | undefined;
+  let readingFirst: (() => void) | undefined;
+  const firstReadMade = new Promise<void>((resolve) => (readingFirst = resolve));
+  const readFirst =
+    options.readFirst &&
+    ((page: { after: number; limit: number }) => {
+      const read = options.readFirst!(page);
+      firstRead = read;
+      readingFirst!();
+      return read;
+    });
   let ended = false;
   /** The last frames, written with the end of the response (one write instead of two). */
   let last = '';
   const follower = new RunFollower(
-    { ...options, ready: opened, signal: controller.signal },
+    { ...options, readFirst, ready: opened, signal: controller.signal },
     {
       events(events, end, live) {
         let frame = '';
@@ -109,6 +122,16 @@ export function openRunStream(
   const send = async (): Promise<void> => {
     try {
       await options.access;
+      if (readFirst) {
+        // The first read checks access: wait for it, or for the follow to end without it (it failed to
+        // subscribe, or the response closed), in which case nothing was read.
+        await Promise.race([firstReadMade, following.catch(() => {})]);
+        if (firstRead) await firstRead;
+        else if (!controller.signal.aborted) {
+          await following;
+          throw new Error('the run stream ended before its first read');
+        }
+      }
       // The backstop of a deferred key check, for an answer that bypasses the server's `onSend` hook.
       if (request.keyCheck && !request.keyCheck.settled) {
         request.log.error({ url: request.url }, 'a route answered before it checked its deferred key');

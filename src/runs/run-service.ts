@@ -8,7 +8,7 @@ import type { Db } from '../store/database.ts';
 import { StatementShapes, type Shape } from '../store/statement-shapes.ts';
 import { fallBackOf, isUniqueViolation } from '../store/transient.ts';
 import type { Database, MessageRow, RunRow } from '../store/schema.ts';
-import { numberEvents, type LogEvent } from '../stream/event-log.ts';
+import { numberEvents, readVisibleRun, type LogEvent } from '../stream/event-log.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
 import { STOPPABLE_STATUSES, type TransitionResult } from './lifecycle.ts';
 import type { RunObject, RunUsage } from './run-object.ts';
@@ -97,6 +97,17 @@ export interface RunServiceOptions {
   db: Db;
   metrics: Metrics;
   faults: Faults;
+}
+
+/** Whose run a read is for (`RunService.getForOwner`). */
+export interface OwnerRead {
+  runId: string;
+  workspaceId: string;
+  userId: string;
+  /** The caller's API key, checked in the statement: a read with a key that no longer authenticates finds nothing. */
+  keyId?: string;
+  /** Only a run of this chat (a scoped token's). */
+  chatId?: string;
 }
 
 /**
@@ -305,25 +316,31 @@ export class RunService {
    * `keyId`, also when that API key no longer authenticates (the read checks the caller's key itself), and
    * with `chatId`, for a run of another chat.
    */
-  async getForOwner(options: {
-    runId: string;
-    workspaceId: string;
-    userId: string;
-    keyId?: string;
-    /** Only a run of this chat (a scoped token's). */
-    chatId?: string;
-  }): Promise<RunRow | undefined> {
+  async getForOwner(options: OwnerRead): Promise<RunRow | undefined> {
+    return this.#owned(options).selectAll('runs').executeTakeFirst();
+  }
+
+  /**
+   * A run's status and its events after `after` (at most `limit`, as `EventLog.read`), as its chat's owner may
+   * see them (`getForOwner`), in one statement: a resume's first read. Undefined where `getForOwner` is.
+   */
+  async readOwned(
+    options: OwnerRead & { after: number; limit: number },
+  ): Promise<{ status: string; events: LogEvent[] } | undefined> {
+    return readVisibleRun(this.#db, this.#owned(options).select('runs.status'), options);
+  }
+
+  #owned(options: OwnerRead) {
     let query = this.#db
       .selectFrom('runs')
       .innerJoin('chats', 'chats.id', 'runs.chat_id')
-      .selectAll('runs')
       .where('runs.id', '=', options.runId)
       .where('chats.workspace_id', '=', options.workspaceId)
       .where('chats.owner_id', '=', options.userId)
       .where('chats.deleted_at', 'is', null);
     if (options.keyId) query = query.where(keyStillValid(options.keyId));
     if (options.chatId) query = query.where('runs.chat_id', '=', options.chatId);
-    return query.executeTakeFirst();
+    return query;
   }
 
   /** A chat's runs, newest first. */

@@ -1,4 +1,11 @@
-import { CompiledQuery, sql, type QueryCreator, type RawBuilder, type Transaction } from 'kysely';
+import {
+  CompiledQuery,
+  sql,
+  type Expression,
+  type QueryCreator,
+  type RawBuilder,
+  type Transaction,
+} from 'kysely';
 import type { Logger } from 'pino';
 import { BusChannel, type Bus } from '../bus/bus.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
@@ -628,8 +635,6 @@ function insertBatches<T extends { events: Buffer }>(rows: readonly T[]): T[][] 
 /**
  * Durable events of a run with `seq > after`, oldest first, at most `limit`, from rows and pages in ONE
  * statement: a compaction that commits between two statements could otherwise hide events from both.
- * Sequence numbers are dense (invariant 7), so the pages holding `after + 1 … after + limit` are exactly
- * those that start at or before `after + limit` and end after `after`.
  */
 async function readEvents(
   db: Db | Transaction<Database>,
@@ -637,23 +642,68 @@ async function readEvents(
   after: number,
   limit: number,
 ): Promise<{ seq: number; data: string }[]> {
+  const result = await eventRows(runId, after, limit).execute(db);
+  return eventsOfRows(result.rows, after, limit);
+}
+
+/**
+ * A run's events after `after` (as `EventLog.read`) and its status, in ONE statement, where `visible` finds the
+ * run: a query of the run's `status` under the reader's access check (`RunService.readOwned`). Undefined when it
+ * finds nothing, and then no event is read. A resume makes this one round trip where the check beside the read
+ * took two.
+ */
+export async function readVisibleRun(
+  db: Db,
+  visible: Expression<{ status: string }>,
+  options: { runId: string; after: number; limit: number },
+): Promise<{ status: string; events: LogEvent[] } | undefined> {
+  const { runId, after, limit } = options;
+  const result = await sql<EventRow & { status: string }>`
+    with visible_run as ${visible}
+    select visible_run.status, e.seq, e.data, e.last_seq, e.events
+      from visible_run left join lateral (${eventRows(runId, after, limit)}) as e on true`.execute(db);
+  const first = result.rows[0];
+  if (!first) return undefined;
+  // A run without events after `after` is one row whose event columns are null.
+  const rows = first.seq === null ? [] : result.rows;
+  const events = eventsOfRows(rows, after, limit);
+  return {
+    status: first.status,
+    events: events.map((event) => ({ ...event, terminal: isTerminalRunEventData(event.data) })),
+  };
+}
+
+/** A row of `eventRows`: an event (`data`), or a compacted page of events (`last_seq` and `events`). */
+interface EventRow {
+  seq: number;
+  data: string | null;
+  last_seq: number | null;
+  events: Uint8Array | null;
+}
+
+/**
+ * The rows and pages that hold a run's events `after + 1 … after + limit`. Sequence numbers are dense
+ * (invariant 7), so the pages are exactly those that start at or before `after + limit` and end after `after`.
+ */
+function eventRows(runId: string, after: number, limit: number): RawBuilder<EventRow> {
   const upTo = Math.min(after + limit, MAX_SEQ);
-  const result = await sql<{
-    seq: number;
-    data: string | null;
-    last_seq: number | null;
-    events: Uint8Array | null;
-  }>`
+  return sql<EventRow>`
     (select seq, chunk::text as data, null::integer as last_seq, null::bytea as events
        from run_events where run_id = ${runId} and seq > ${after} and seq <= ${upTo}
        order by seq limit ${limit})
     union all
     (select first_seq, null, last_seq, events
-       from run_event_pages where run_id = ${runId} and last_seq > ${after} and first_seq <= ${upTo})`.execute(
-    db,
-  );
+       from run_event_pages where run_id = ${runId} and last_seq > ${after} and first_seq <= ${upTo})`;
+}
+
+/** The events of `eventRows`' rows, pages decoded, oldest first, at most `limit`. */
+function eventsOfRows(
+  rows: readonly EventRow[],
+  after: number,
+  limit: number,
+): { seq: number; data: string }[] {
   const events: { seq: number; data: string }[] = [];
-  for (const row of result.rows) {
+  for (const row of rows) {
     if (row.events === null) events.push({ seq: row.seq, data: row.data! });
     else {
       const page = decodePage({ firstSeq: row.seq, lastSeq: row.last_seq!, bytes: row.events });

@@ -332,6 +332,40 @@ describe('RunFollower', () => {
     expect(got.seqs).toHaveLength(2501);
   });
 
+  it('makes its first read with readFirst, the later ones on the log, and ends with readFirst’s failure', async () => {
+    const log = new MemoryLog();
+    log.append(150, { publish: false });
+    log.append(1, { terminal: true, publish: false });
+    const firstReads: { after: number; limit: number }[] = [];
+    const readFirst = async (page: { after: number; limit: number }) => {
+      firstReads.push({ after: page.after, limit: page.limit });
+      return log.events.filter((event) => event.seq > page.after).slice(0, page.limit);
+    };
+    const got = recorder();
+    await new RunFollower(
+      { log: log.asEventLog(), runId: 'r', after: 20, isFinished: async () => true, readFirst },
+      got.sink,
+    ).run();
+    expect(firstReads).toEqual([{ after: 20, limit: 100 }]);
+    expect(log.reads).toEqual([{ after: 120, limit: 1000 }]);
+    expect(got.seqs).toEqual(log.events.slice(20).map((event) => event.seq));
+
+    // A first read that refuses (the reader may not see the run): nothing delivered, the follow fails with it.
+    const refused = recorder();
+    const denied = new Error('not yours');
+    const follower = new RunFollower(
+      {
+        log: log.asEventLog(),
+        runId: 'r',
+        isFinished: async () => true,
+        readFirst: () => Promise.reject(denied),
+      },
+      refused.sink,
+    );
+    await expect(follower.run()).rejects.toBe(denied);
+    expect(refused.seqs).toEqual([]);
+  });
+
   it('lets the macrotasks a delivery scheduled run before it reads the next page', async () => {
     const log = new MemoryLog();
     log.append(300, { publish: false });

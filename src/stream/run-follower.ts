@@ -25,6 +25,12 @@ export interface FollowOptions {
    */
   ready?: Promise<void>;
   /**
+   * Makes the follower's first read in place of `log.read` (with the same `after` and `limit`): a route folds
+   * the reader's access check into it, one statement where a check beside the read took two. A rejection ends
+   * the follow with that failure. Not with `fresh`, which reads nothing first.
+   */
+  readFirst?: (page: { after: number; limit: number }) => Promise<LogEvent[]>;
+  /**
    * The run had no events yet when the follower subscribed (a streaming start subscribes before it begins its
    * run): every event will arrive live, so the follower reads nothing first. A gap still sends it to the log.
    */
@@ -251,9 +257,12 @@ export class RunFollower {
       while (this.#state === 'catching-up') {
         if (this.#needsRead) {
           this.#overflowed = false;
-          const limit = this.#reads++ === 0 ? FIRST_PAGE : PAGE;
+          const first = this.#reads++ === 0;
+          const limit = first ? FIRST_PAGE : PAGE;
           const unconfirmed = this.#unconfirmed;
-          const events = await log.read({ runId, after: this.#lastSeq, limit });
+          const page = { runId, after: this.#lastSeq, limit };
+          const readFirst = this.#options.readFirst;
+          const events = await (first && readFirst ? readFirst(page) : log.read(page));
           if (!(await this.#whenReady())) return;
           if (unconfirmed) {
             // Read before the subscription was confirmed: deliver it, then read again once it is.

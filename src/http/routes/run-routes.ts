@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
 import type { Caller } from '../../auth/auth-service.ts';
 import { NotFoundError, OutrunError, RunAlreadyActiveError } from '../../errors.ts';
-import { ChatAgentMismatchError } from '../../runs/run-service.ts';
+import { ChatAgentMismatchError, type OwnerRead } from '../../runs/run-service.ts';
 import { readCheckingKey, type DeferredKeyCheck } from '../key-check.ts';
 import { newId } from '../../ids.ts';
 import { toRunObject, type RunObject } from '../../runs/run-object.ts';
@@ -84,13 +84,7 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
    */
   const ownedRun = (caller: Caller, runId: string, keyCheck?: DeferredKeyCheck | null) =>
     readCheckingKey(keyCheck, caller.keyId, async (keyId) => {
-      const row = await runs.getForOwner({
-        runId,
-        workspaceId: caller.workspaceId,
-        userId: caller.userId,
-        keyId,
-        chatId: caller.token?.chatId,
-      });
+      const row = await runs.getForOwner(ownerOf(caller, runId, keyId));
       if (!row) throw new NotFoundError('run', runId);
       return row;
     });
@@ -163,13 +157,20 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
       parseSequence(request.headers['last-event-id'], 'Last-Event-ID') ??
       parseSequence(StreamQuery.parse(request.query).after, 'after') ??
       0;
-    // The ownership check runs while the stream subscribes and reads: one round trip less to a resume.
-    const run = ownedRun(request.caller, runId, request.keyCheck);
+    // The stream's first read checks ownership in the same statement: one round trip to a resume's first event.
+    const { caller } = request;
+    let status: string | undefined;
     return streamRun(context, request, reply, {
       runId,
       after,
-      access: run,
-      ended: async () => isTerminalStatus((await run).status),
+      readFirst: (page) =>
+        readCheckingKey(request.keyCheck, caller.keyId, async (keyId) => {
+          const owned = await runs.readOwned({ ...ownerOf(caller, runId, keyId), ...page });
+          if (!owned) throw new NotFoundError('run', runId);
+          status = owned.status;
+          return owned.events;
+        }),
+      ended: async () => status !== undefined && isTerminalStatus(status),
     });
   });
 }
@@ -309,7 +310,7 @@ export function streamRun(
 /** What a route says of its stream; `runStreamOptions` adds the server's parts (see `RunStreamOptions`). */
 type StreamRunOptions = Pick<
   RunStreamOptions,
-  'runId' | 'fresh' | 'headers' | 'mapData' | 'endAfter' | 'access'
+  'runId' | 'fresh' | 'headers' | 'mapData' | 'endAfter' | 'access' | 'readFirst'
 > & {
   after: number;
   /**
@@ -332,5 +333,16 @@ function runStreamOptions(context: OutrunContext, options: StreamRunOptions): Ru
       const row = await context.runs.get(options.runId);
       return !row || isTerminalStatus(row.status);
     },
+  };
+}
+
+/** A read of `runId` as `caller` may see it (`RunService.getForOwner`), checking `keyId` when given. */
+function ownerOf(caller: Caller, runId: string, keyId: string | undefined): OwnerRead {
+  return {
+    runId,
+    workspaceId: caller.workspaceId,
+    userId: caller.userId,
+    keyId,
+    chatId: caller.token?.chatId,
   };
 }
