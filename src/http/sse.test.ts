@@ -1,5 +1,5 @@
 import { request as httpRequest } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Metrics } from '../metrics.ts';
@@ -126,5 +126,44 @@ describe('sendRunStream', () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(firstReads).toEqual([]);
     expect(handlers.size).toBe(0);
+  });
+
+  it('sends the headers and the first events in one write, before the follower reads on', async () => {
+    let socket: Socket | undefined;
+    /** How corked the response's socket was at each read of the log. */
+    const corkedAtRead: number[] = [];
+    const first: LogEvent[] = [1, 2].map((seq) => ({ seq, data: `{"seq":${seq}}`, terminal: false }));
+    // A log on a bus that must confirm subscriptions: the follower reads beside the subscription, then again.
+    const log = {
+      listening: () => false,
+      subscribe: async () => async () => {},
+      read: async ({ after }: { after: number }) => {
+        corkedAtRead.push(socket?.writableCorked ?? 0);
+        return after === 0 ? first : [];
+      },
+    } as unknown as EventLog;
+    app = Fastify();
+    app.get('/stream', async (request, reply) => {
+      socket = reply.raw.socket as Socket;
+      await sendRunStream(request, reply, {
+        log,
+        runId: 'run_corked',
+        isFinished: async () => false,
+        metrics: new Metrics(),
+      });
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = app.server.address() as AddressInfo;
+
+    const client = connect(port, '127.0.0.1');
+    client.on('error', () => {});
+    const firstChunk = new Promise<string>((resolve) => client.once('data', (data) => resolve(String(data))));
+    client.write('GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    const chunk = await firstChunk;
+    await vi.waitFor(() => expect(corkedAtRead).toHaveLength(2)).finally(() => client.destroy());
+    expect(chunk).toMatch(/^HTTP\/1.1 200/);
+    expect(chunk).toContain('id: 2\n');
+    // The second read began in the turn of the first delivery: the write had left already.
+    expect(corkedAtRead[1]).toBe(0);
   });
 });

@@ -74,6 +74,8 @@ export function openRunStream(
       return read;
     });
   let ended = false;
+  /** Uncorks the socket `send` corked for the headers, once (see there); unset while not corked. */
+  let uncork: (() => void) | undefined;
   /** The last frames, written with the end of the response (one write instead of two). */
   let last = '';
   const follower = new RunFollower(
@@ -104,7 +106,11 @@ export function openRunStream(
           follower.close();
           return false;
         }
-        return response.write(frame) || controller.signal.aborted;
+        const more = response.write(frame);
+        // The headers and the first events leave now, in one write: the follower may go on to other work in
+        // this turn (a read of the log again, once its subscription is confirmed).
+        uncork?.();
+        return more || controller.signal.aborted;
       },
       ping: (lastSeq) => response.write(formatKeepAlive(lastSeq)) || controller.signal.aborted,
     },
@@ -155,11 +161,17 @@ export function openRunStream(
       ...options.headers,
     });
     // The headers go out with the first events when these come in this turn of the event loop (a streaming
-    // start's, a resume's first page), in one write; on the next turn without them. The socket is corked, not
-    // the response: on Node 24.21 a response corked by `response.cork()` lost the frames `end` was given.
+    // start's, a resume's first page), in one write as these are written; on the next turn without them. The
+    // socket is corked, not the response: on Node 24.21 a response corked by `response.cork()` lost the
+    // frames `end` was given.
     const socket = response.socket;
     socket?.cork();
-    const uncork = setImmediate(() => socket?.uncork());
+    const nextTurn = setImmediate(() => uncork?.());
+    uncork = () => {
+      uncork = undefined;
+      clearImmediate(nextTurn);
+      socket?.uncork();
+    };
     response.flushHeaders();
     // A revoked key (or an expired scoped token) ends the stream on every instance.
     const { keyId, token } = request.caller ?? {};
@@ -181,8 +193,9 @@ export function openRunStream(
       forget?.();
       options.metrics.streamReaders.dec();
       response.off('close', close);
-      // `end` uncorks whatever is corked: the timer must not uncork again.
-      clearImmediate(uncork);
+      // `end` uncorks whatever is corked: nothing must uncork again.
+      uncork = undefined;
+      clearImmediate(nextTurn);
       response.end(last);
     }
   };
