@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Metrics } from '../metrics.ts';
 import type { EventLog, LogEvent } from '../stream/event-log.ts';
-import { sendRunStream } from './sse.ts';
+import { sendRunStream, type RunStreamOptions } from './sse.ts';
 
 /** A log with no events yet whose subscriptions the test can count. */
 function emptyLog() {
@@ -27,31 +27,42 @@ describe('sendRunStream', () => {
     app = undefined;
   });
 
-  it('ends the follow of a reader that disconnects while its access is checked, once the check answers', async () => {
-    const { handlers, log } = emptyLog();
-    const metrics = new Metrics();
-    let grant!: () => void;
-    const access = new Promise<void>((resolve) => (grant = resolve));
+  /**
+   * Serves a run's stream at /stream with `options`, recording how each call ended (a failure answers 404, as
+   * a route that checks access would) and the socket it answered on.
+   */
+  async function serve(options: { log: EventLog } & Pick<RunStreamOptions, 'access' | 'readFirst'>) {
     const served: string[] = [];
+    const sockets: Socket[] = [];
     app = Fastify();
+    const metrics = new Metrics();
     app.get('/stream', async (request, reply) => {
+      sockets.push(reply.raw.socket as Socket);
       try {
         await sendRunStream(request, reply, {
-          log,
-          runId: 'run_gone',
+          runId: 'run_1',
           isFinished: async () => false,
           metrics,
-          access,
+          ...options,
         });
         served.push('returned');
       } catch (error) {
         served.push(`threw ${String(error)}`);
+        return reply.status(404).send({ error: 'not found' });
       }
     });
     await app.listen({ port: 0, host: '127.0.0.1' });
     const { port } = app.server.address() as AddressInfo;
+    return { served, sockets, metrics, port, url: `http://127.0.0.1:${port}/stream` };
+  }
 
-    const client = httpRequest({ host: '127.0.0.1', port, path: '/stream' });
+  it('ends the follow of a reader that disconnects while its access is checked, once the check answers', async () => {
+    const { handlers, log } = emptyLog();
+    let grant!: () => void;
+    const access = new Promise<void>((resolve) => (grant = resolve));
+    const { served, metrics, url } = await serve({ log, access });
+
+    const client = httpRequest(url);
     client.on('error', () => {});
     client.end();
     // Subscribed while the access check is still open.
@@ -65,36 +76,9 @@ describe('sendRunStream', () => {
     expect((await metrics.streamReaders.get()).values[0]?.value ?? 0).toBe(0);
   });
 
-  /** A route that serves `sendRunStream` with `readFirst`, recording how its call ended. */
-  async function serveReadingFirst(
-    log: EventLog,
-    readFirst: (page: { after: number; limit: number }) => Promise<LogEvent[]>,
-  ) {
-    const served: string[] = [];
-    app = Fastify();
-    app.get('/stream', async (request, reply) => {
-      try {
-        await sendRunStream(request, reply, {
-          log,
-          runId: 'run_checked',
-          isFinished: async () => false,
-          metrics: new Metrics(),
-          readFirst,
-        });
-        served.push('returned');
-      } catch (error) {
-        served.push(`threw ${String(error)}`);
-        return reply.status(404).send({ error: 'not found' });
-      }
-    });
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const { port } = app.server.address() as AddressInfo;
-    return { served, url: `http://127.0.0.1:${port}/stream` };
-  }
-
   it('answers nothing of the stream when a first read that checks access refuses: the route answers', async () => {
     const { log } = emptyLog();
-    const { served, url } = await serveReadingFirst(log, () => Promise.reject(new Error('not yours')));
+    const { served, url } = await serve({ log, readFirst: () => Promise.reject(new Error('not yours')) });
     const response = await fetch(url);
     expect(response.status).toBe(404);
     expect(await response.json()).toEqual({ error: 'not found' });
@@ -112,10 +96,11 @@ describe('sendRunStream', () => {
       return subscribe(runId, handler);
     };
     const firstReads: number[] = [];
-    const { served, url } = await serveReadingFirst(log, async (page) => {
+    const readFirst = async (page: { after: number }) => {
       firstReads.push(page.after);
       return [];
-    });
+    };
+    const { served, url } = await serve({ log, readFirst });
     const client = httpRequest(url);
     client.on('error', () => {});
     client.end();
@@ -129,7 +114,6 @@ describe('sendRunStream', () => {
   });
 
   it('sends the headers and the first events in one write, before the follower reads on', async () => {
-    let socket: Socket | undefined;
     /** How corked the response's socket was at each read of the log. */
     const corkedAtRead: number[] = [];
     const first: LogEvent[] = [1, 2].map((seq) => ({ seq, data: `{"seq":${seq}}`, terminal: false }));
@@ -138,22 +122,11 @@ describe('sendRunStream', () => {
       listening: () => false,
       subscribe: async () => async () => {},
       read: async ({ after }: { after: number }) => {
-        corkedAtRead.push(socket?.writableCorked ?? 0);
+        corkedAtRead.push(sockets[0]?.writableCorked ?? 0);
         return after === 0 ? first : [];
       },
     } as unknown as EventLog;
-    app = Fastify();
-    app.get('/stream', async (request, reply) => {
-      socket = reply.raw.socket as Socket;
-      await sendRunStream(request, reply, {
-        log,
-        runId: 'run_corked',
-        isFinished: async () => false,
-        metrics: new Metrics(),
-      });
-    });
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const { port } = app.server.address() as AddressInfo;
+    const { sockets, port } = await serve({ log });
 
     const client = connect(port, '127.0.0.1');
     client.on('error', () => {});

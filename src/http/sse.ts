@@ -63,14 +63,14 @@ export function openRunStream(
   if (options.fresh && options.readFirst) throw new Error('a fresh run stream reads nothing first');
   /** The follower's first read, once made, when it checks access too (`readFirst`). */
   let firstRead: Promise<unknown> | undefined;
-  let readingFirst: (() => void) | undefined;
-  const firstReadMade = new Promise<void>((resolve) => (readingFirst = resolve));
+  let madeFirstRead!: () => void;
+  const firstReadMade = new Promise<void>((resolve) => (madeFirstRead = resolve));
   const readFirst =
     options.readFirst &&
     ((page: { after: number; limit: number }) => {
       const read = options.readFirst!(page);
       firstRead = read;
-      readingFirst!();
+      madeFirstRead();
       return read;
     });
   let ended = false;
