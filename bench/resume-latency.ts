@@ -18,7 +18,9 @@
  * reader, and meanwhile readers reconnect 50 events behind the live edge (Outrun: `Last-Event-ID`; B:
  * `resumeExistingStream` with the characters read so far skipped) and are closed at their first event; as many
  * reconnects on an earlier stream of their own warm the new servers up first, not counted. Each
- * reconnect is checked to start at exactly the next event. B runs on two processes sharing a Redis (started by
+ * reconnect is checked to start at exactly the next event. Outrun is also resumed as `useChat({ resume: true })`
+ * does (`GET /v1/ui/chats/:chatId/stream`: the chat's active run, replayed from its first event). B runs on two
+ * processes sharing a Redis (started by
  * the benchmark, or BENCH_REDIS_URL's), so it too has a same and an other instance; it is skipped, with a
  * message, when `resumable-stream` or Redis is missing.
  *
@@ -199,7 +201,8 @@ printTable({
     `A paced run (${LIVE_DELAY_MS} ms per token) followed by one reader; meanwhile a reader reconnects ` +
       `${LIVE_BEHIND} events behind the live edge, on each instance in turn, and is closed at its first event ` +
       '(request sent → first event received, on a fresh connection), after as many reconnects not counted on a ' +
-      'stream of their own (the servers are new). Outrun reconnects with `Last-Event-ID`; ' +
+      'stream of their own (the servers are new). Outrun reconnects with `Last-Event-ID` (and, `useChat resume`, ' +
+      "to its chat's resume endpoint, which replays the active run from its first event); " +
       'B (the AI SDK pipe plus `resumable-stream` on Redis) with `resumeExistingStream`, skipping the characters ' +
       'read so far. `same`: the process that runs the stream; `other`: a second process on the same database ' +
       'and Redis.',
@@ -232,43 +235,54 @@ async function measureOutrunLive(): Promise<void> {
     const second = twoInstances ? await launchServer({ mode: 'outrun', store: liveStore, env }) : undefined;
     try {
       const api = new BenchApi(first.url);
-      const open = async (tokens: number): Promise<LiveStream> => {
-        const run = await api.startRun(await api.createChat(), script(tokens, LIVE_DELAY_MS));
-        const ids: number[] = [];
-        let readerEnded = false;
-        const reader = streamSse({
-          url: `${first.url}/v1/runs/${run.id}/stream`,
-          headers: api.authorization(),
-          onEvent: (id) => void ids.push(id),
-        });
-        const markEnded = () => void (readerEnded = true);
-        reader.then(markEnded, markEnded);
-        return {
-          received: () => ids.length,
-          ended: () => readerEnded,
-          resume(url, index) {
-            const after = ids[index - 1]!;
-            return firstEventMs(
-              {
-                url: `${url}/v1/runs/${run.id}/stream`,
-                headers: { ...api.authorization(), 'last-event-id': String(after) },
-              },
-              (id) => id === after + 1,
-            );
-          },
-          async close() {
-            const stop = await fetch(`${first.url}/v1/runs/${run.id}/stop`, {
-              method: 'POST',
-              headers: api.authorization(),
-            });
-            if (!stop.ok) throw new Error(`stopping the live run answered ${stop.status}`);
-            await reader;
-          },
+      /** A live stream resumed with `Last-Event-ID`, or as useChat resumes it (its chat's, from the first event). */
+      const opener =
+        (useChat: boolean) =>
+        async (tokens: number): Promise<LiveStream> => {
+          const chatId = await api.createChat();
+          const run = await api.startRun(chatId, script(tokens, LIVE_DELAY_MS));
+          const ids: number[] = [];
+          let readerEnded = false;
+          const reader = streamSse({
+            url: `${first.url}/v1/runs/${run.id}/stream`,
+            headers: api.authorization(),
+            onEvent: (id) => void ids.push(id),
+          });
+          const markEnded = () => void (readerEnded = true);
+          reader.then(markEnded, markEnded);
+          return {
+            received: () => ids.length,
+            ended: () => readerEnded,
+            resume(url, index) {
+              if (useChat) {
+                return firstEventMs(
+                  { url: `${url}/v1/ui/chats/${chatId}/stream`, headers: api.authorization() },
+                  (id) => id === 1,
+                );
+              }
+              const after = ids[index - 1]!;
+              return firstEventMs(
+                {
+                  url: `${url}/v1/runs/${run.id}/stream`,
+                  headers: { ...api.authorization(), 'last-event-id': String(after) },
+                },
+                (id) => id === after + 1,
+              );
+            },
+            async close() {
+              const stop = await fetch(`${first.url}/v1/runs/${run.id}/stop`, {
+                method: 'POST',
+                headers: api.authorization(),
+              });
+              if (!stop.ok) throw new Error(`stopping the live run answered ${stop.status}`);
+              await reader;
+            },
+          };
         };
-      };
       const instances = [{ label: second ? 'same' : '–', url: first.url }];
       if (second) instances.push({ label: 'other', url: second.url });
-      await measureLiveTarget('Outrun', open, instances);
+      await measureLiveTarget('Outrun', opener(false), instances);
+      await measureLiveTarget('Outrun, useChat resume', opener(true), instances);
     } finally {
       await second?.close();
       await first.close();

@@ -236,6 +236,33 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
     }
   });
 
+  it("looks up useChat's resume in one statement: the chat's ownership, its active run and its last event", async () => {
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 1, tokens: 40, delayMs: 20 });
+    const lookUp = vi.spyOn(server.outrun.runs, 'activeOfOwnedChat');
+    const others = [
+      vi.spyOn(server.outrun.runs, 'findActive'),
+      vi.spyOn(server.outrun.chats, 'getRow'),
+      vi.spyOn(server.outrun.log, 'lastSeq'),
+    ];
+    try {
+      const response = await server.fetch(`/v1/ui/chats/${chatId}/stream`);
+      expect(response.status).toBe(200);
+      expect(response.headers.get('x-outrun-run-id')).toBe(run.id);
+      const stream = await collectStream(response, { stopAfter: 3 });
+      // Replayed from the run's first event: useChat rebuilds its message from `start`.
+      expect(stream.events[0]!.seq).toBe(1);
+      expect(lookUp).toHaveBeenCalledTimes(1);
+      for (const other of others) expect(other).not.toHaveBeenCalled();
+    } finally {
+      lookUp.mockRestore();
+      for (const other of others) other.mockRestore();
+    }
+    await server.waitForRun(run.id);
+    // The chat has no active run now.
+    expect((await server.fetch(`/v1/ui/chats/${chatId}/stream`)).status).toBe(204);
+  });
+
   it('serves any number of readers the same sequence', async () => {
     const chatId = await server.createChat();
     const run = await server.startRun(chatId, { steps: 2, tokens: 20, delayMs: 5 });

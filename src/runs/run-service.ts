@@ -8,7 +8,7 @@ import type { Db } from '../store/database.ts';
 import { StatementShapes, type Shape } from '../store/statement-shapes.ts';
 import { fallBackOf, isUniqueViolation } from '../store/transient.ts';
 import type { Database, MessageRow, RunRow } from '../store/schema.ts';
-import { numberEvents, readVisibleRun, type LogEvent } from '../stream/event-log.ts';
+import { lastSeqExpression, numberEvents, readVisibleRun, type LogEvent } from '../stream/event-log.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
 import { STOPPABLE_STATUSES, type TransitionResult } from './lifecycle.ts';
 import type { RunObject, RunUsage } from './run-object.ts';
@@ -328,6 +328,43 @@ export class RunService {
     options: OwnerRead & { after: number; limit: number },
   ): Promise<{ status: string; events: LogEvent[] } | undefined> {
     return readVisibleRun(this.#db, this.#owned(options).select('runs.status'), options);
+  }
+
+  /**
+   * A chat's active run as the chat's owner may see it (`ChatService.getRow`'s check, and with `keyId` the
+   * key's), with the run's last durable sequence number, in one statement: useChat's resume. Undefined when
+   * the caller may not see the chat; `run` undefined when the chat has no active run.
+   */
+  async activeOfOwnedChat(options: {
+    chatId: string;
+    workspaceId: string;
+    userId: string;
+    keyId?: string;
+  }): Promise<{ agentId: string | null; run?: { id: string; status: string; lastSeq: number } } | undefined> {
+    let query = this.#db
+      .selectFrom('chats')
+      // At most one: invariant 3's unique index admits one active run per chat.
+      .leftJoin('runs', (join) =>
+        join.onRef('runs.chat_id', '=', 'chats.id').on('runs.status', 'in', ACTIVE_RUN_STATUSES),
+      )
+      .select([
+        'chats.agent_id',
+        'runs.id as run_id',
+        'runs.status as run_status',
+        lastSeqExpression(sql.ref<string | null>('runs.id')).as('last_seq'),
+      ])
+      .where('chats.id', '=', options.chatId)
+      .where('chats.workspace_id', '=', options.workspaceId)
+      .where('chats.owner_id', '=', options.userId)
+      .where('chats.deleted_at', 'is', null);
+    if (options.keyId) query = query.where(keyStillValid(options.keyId));
+    const row = await query.executeTakeFirst();
+    if (!row) return undefined;
+    const run =
+      row.run_id === null
+        ? undefined
+        : { id: row.run_id, status: row.run_status!, lastSeq: Number(row.last_seq) };
+    return { agentId: row.agent_id, run };
   }
 
   #owned(options: OwnerRead) {

@@ -23,8 +23,11 @@ export async function lastSeqOf(db: Db | Transaction<Database>, runId: string): 
   return Number(result.rows[0]?.last ?? 0);
 }
 
-/** A run's last durable sequence number as an expression, 0 without events: rows and pages alike. */
-function lastSeqExpression(runId: string): RawBuilder<number> {
+/**
+ * A run's last durable sequence number as an expression, 0 without events: rows and pages alike. `runId` is
+ * a value, or a column of the statement it goes in (`sql.ref`).
+ */
+export function lastSeqExpression(runId: string | Expression<string | null>): RawBuilder<number> {
   // One statement: a compaction committing meanwhile moves the events, never hides them from this read.
   return sql<number>`greatest(
       (select max(seq) from run_events where run_id = ${runId}),

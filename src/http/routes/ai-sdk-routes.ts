@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
-import { ConflictError, InvalidRequestError } from '../../errors.ts';
+import { ConflictError, InvalidRequestError, NotFoundError } from '../../errors.ts';
 import type { RunObject, RunWaiting } from '../../protocol/run.ts';
 import type { LogEvent } from '../../stream/event-log.ts';
 import { isId } from '../../ids.ts';
@@ -131,20 +131,25 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
 
   app.get('/v1/ui/chats/:chatId/stream', { config: { deferKeyCheck: true } }, async (request, reply) => {
     const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
-    // The ownership check runs beside the look-ups and the stream's first read; nothing is answered before it.
-    // It checks the caller's key too when this instance knows the key (`deferKeyCheck`).
-    const owned = readCheckingKey(request.keyCheck, request.caller.keyId, (keyId) =>
-      chats.getRow(request.caller, chatId, keyId),
-    );
-    owned.catch(() => {});
-    const active = await runs.findActive(chatId);
-    if (!active) {
-      await owned;
-      return reply.status(204).send();
-    }
+    // The chat's ownership (and the caller's key, when this instance knows it: `deferKeyCheck`), its active run
+    // and that run's last event, in one statement.
+    const { caller } = request;
+    const chat = await readCheckingKey(request.keyCheck, caller.keyId, async (keyId) => {
+      const found = await runs.activeOfOwnedChat({
+        chatId,
+        workspaceId: caller.workspaceId,
+        userId: caller.userId,
+        keyId,
+      });
+      if (!found) throw new NotFoundError('chat', chatId);
+      return found;
+    });
+    chats.rememberAgent(chatId, chat.agentId);
+    const active = chat.run;
+    if (!active) return reply.status(204).send();
     // The response ends where the run waits, as the one that started it did: a waiting run is replayed up
     // to now; a running one is followed until it next starts waiting (an earlier wait was answered).
-    const now = await context.log.lastSeq(active.id);
+    const now = active.lastSeq;
     const waiting = active.status === 'waiting';
     // Replayed from the first event: useChat rebuilds the message from `start`, so its text shows once.
     return streamRun(context, request, reply, {
@@ -153,7 +158,6 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
       headers: { 'x-outrun-run-id': active.id },
       mapData: toUseChatChunk,
       endAfter: (event) => (waiting ? event.seq >= now : event.seq > now && isWaitingEvent(event)),
-      access: owned,
     });
   });
 }
