@@ -31,7 +31,7 @@ describe('sendRunStream', () => {
    * Serves a run's stream at /stream with `options`, recording how each call ended (a failure answers 404, as
    * a route that checks access would) and the socket it answered on.
    */
-  async function serve(options: { log: EventLog } & Pick<RunStreamOptions, 'access' | 'readFirst'>) {
+  async function serve(options: { log: EventLog } & Pick<RunStreamOptions, 'readFirst'>) {
     const served: string[] = [];
     const sockets: Socket[] = [];
     app = Fastify();
@@ -59,13 +59,17 @@ describe('sendRunStream', () => {
   it('ends the follow of a reader that disconnects while its access is checked, once the check answers', async () => {
     const { handlers, log } = emptyLog();
     let grant!: () => void;
-    const access = new Promise<void>((resolve) => (grant = resolve));
-    const { served, metrics, url } = await serve({ log, access });
+    const granted = new Promise<void>((resolve) => (grant = resolve));
+    const readFirst = async () => {
+      await granted;
+      return [];
+    };
+    const { served, metrics, url } = await serve({ log, readFirst });
 
     const client = httpRequest(url);
     client.on('error', () => {});
     client.end();
-    // Subscribed while the access check is still open.
+    // Subscribed while the access check (the first read) is still open.
     await vi.waitFor(() => expect(handlers.size).toBe(1));
     client.destroy();
     await new Promise((resolve) => setTimeout(resolve, 100));

@@ -4,7 +4,11 @@ import { formatKeepAlive, formatSseEvent, SSE_DONE_FRAME } from '../protocol/sse
 import type { LogEvent } from '../stream/event-log.ts';
 import { RunFollower, type FollowOptions } from '../stream/run-follower.ts';
 
-/** What `sendRunStream` takes: the follow, and how the answer is written. */
+/**
+ * What `sendRunStream` takes: the follow, and how the answer is written. With `readFirst` (a first read that
+ * checks the reader's access too), nothing is sent before that read answered; if it rejects, so does
+ * `send`, with the response untouched (the route answers the error).
+ */
 export type RunStreamOptions = Omit<FollowOptions, 'signal'> & {
   metrics: Metrics;
   status?: number;
@@ -13,12 +17,6 @@ export type RunStreamOptions = Omit<FollowOptions, 'signal'> & {
   mapData?: (data: string) => string;
   /** Ends the response (with `[DONE]`) after the first event this accepts, before the run's end. */
   endAfter?: (event: LogEvent) => boolean;
-  /**
-   * The reader's access check, run while the follower subscribes and reads its first page (one round trip
-   * less before the first event). Nothing is sent before it resolves; if it rejects, so does this, with the
-   * response untouched (the route answers the error). A check made by `readFirst` is awaited the same way.
-   */
-  access?: Promise<unknown>;
 };
 
 /**
@@ -127,7 +125,6 @@ export function openRunStream(
   };
   const send = async (): Promise<void> => {
     try {
-      await options.access;
       if (readFirst) {
         // The first read checks access: wait for it, or for the follow to end without it (it failed to
         // subscribe, or the response closed), in which case nothing was read.
