@@ -1,10 +1,10 @@
-import { sql } from 'kysely';
+import { sql, type ExpressionBuilder } from 'kysely';
 import { keyStillValid, type Caller } from '../auth/auth-service.ts';
 import { NotFoundError } from '../errors.ts';
 import { newId } from '../ids.ts';
 import type { Db } from '../store/database.ts';
 import type { Chat, Message, MessagePart, Page } from '../protocol/wire.ts';
-import type { ChatRow, MessageRow } from '../store/schema.ts';
+import type { ChatRow, Database, MessageRow } from '../store/schema.ts';
 
 export type { Page };
 export type ChatObject = Chat;
@@ -22,6 +22,21 @@ const toChatObject = (row: ChatRow): ChatObject => ({
 
 /** How many chats' agents `ChatService.agentOf` remembers (about 100 bytes each); the oldest go first. */
 const KNOWN_AGENTS_LIMIT = 10_000;
+
+/**
+ * SQL true for a chat (`chats`, in any query that has it) as its owner sees it: in the owner's workspace, the
+ * owner's, not deleted; with `keyId`, also only while that API key authenticates (the statement checks the
+ * caller's key itself, `keyStillValid`).
+ */
+export function chatSeenBy(owner: { workspaceId: string; userId: string; keyId?: string }) {
+  return (eb: ExpressionBuilder<Database, 'chats'>) =>
+    eb.and([
+      eb('chats.workspace_id', '=', owner.workspaceId),
+      eb('chats.owner_id', '=', owner.userId),
+      eb('chats.deleted_at', 'is', null),
+      ...(owner.keyId ? [keyStillValid(owner.keyId)] : []),
+    ]);
+}
 
 /** Chats and their messages, always scoped to the caller's workspace and private to their owner. */
 export class ChatService {
@@ -84,15 +99,12 @@ export class ChatService {
    * authenticates (the read checks the caller's key itself: `readCheckingKey`).
    */
   async getRow(caller: Caller, chatId: string, keyId?: string): Promise<ChatRow> {
-    let query = this.db
+    const row = await this.db
       .selectFrom('chats')
       .selectAll()
       .where('id', '=', chatId)
-      .where('workspace_id', '=', caller.workspaceId)
-      .where('owner_id', '=', caller.userId)
-      .where('deleted_at', 'is', null);
-    if (keyId) query = query.where(keyStillValid(keyId));
-    const row = await query.executeTakeFirst();
+      .where(chatSeenBy({ workspaceId: caller.workspaceId, userId: caller.userId, keyId }))
+      .executeTakeFirst();
     if (!row) throw new NotFoundError('chat', chatId);
     this.rememberAgent(chatId, row.agent_id);
     return row;
@@ -103,9 +115,7 @@ export class ChatService {
     let query = this.db
       .selectFrom('chats')
       .selectAll()
-      .where('workspace_id', '=', caller.workspaceId)
-      .where('owner_id', '=', caller.userId)
-      .where('deleted_at', 'is', null);
+      .where(chatSeenBy({ workspaceId: caller.workspaceId, userId: caller.userId }));
     if (options.cursor) query = query.where('id', '<', options.cursor);
     const rows = await query
       .orderBy('id', 'desc')

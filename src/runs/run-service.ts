@@ -1,5 +1,6 @@
 import { sql, type Insertable, type Transaction } from 'kysely';
 import { keyStillValid } from '../auth/auth-service.ts';
+import { chatSeenBy } from '../chats/chat-service.ts';
 import { NotFoundError, RunAlreadyActiveError, UnauthorizedError } from '../errors.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import { newId } from '../ids.ts';
@@ -341,7 +342,7 @@ export class RunService {
     userId: string;
     keyId?: string;
   }): Promise<{ agentId: string | null; run?: { id: string; status: string; lastSeq: number } } | undefined> {
-    let query = this.#db
+    const row = await this.#db
       .selectFrom('chats')
       // At most one: invariant 3's unique index admits one active run per chat.
       .leftJoin('runs', (join) =>
@@ -354,11 +355,8 @@ export class RunService {
         lastSeqExpression(sql.ref<string | null>('runs.id')).as('last_seq'),
       ])
       .where('chats.id', '=', options.chatId)
-      .where('chats.workspace_id', '=', options.workspaceId)
-      .where('chats.owner_id', '=', options.userId)
-      .where('chats.deleted_at', 'is', null);
-    if (options.keyId) query = query.where(keyStillValid(options.keyId));
-    const row = await query.executeTakeFirst();
+      .where(chatSeenBy(options))
+      .executeTakeFirst();
     if (!row) return undefined;
     const run =
       row.run_id === null
@@ -372,10 +370,7 @@ export class RunService {
       .selectFrom('runs')
       .innerJoin('chats', 'chats.id', 'runs.chat_id')
       .where('runs.id', '=', options.runId)
-      .where('chats.workspace_id', '=', options.workspaceId)
-      .where('chats.owner_id', '=', options.userId)
-      .where('chats.deleted_at', 'is', null);
-    if (options.keyId) query = query.where(keyStillValid(options.keyId));
+      .where(chatSeenBy(options));
     if (options.chatId) query = query.where('runs.chat_id', '=', options.chatId);
     return query;
   }
