@@ -226,7 +226,7 @@ export class EventLog {
    */
   async read(options: { runId: string; after: number; limit?: number }): Promise<LogEvent[]> {
     const events = await readEvents(this.#db, options.runId, options.after, options.limit ?? 1000);
-    return events.map((event) => ({ ...event, terminal: isTerminalRunEventData(event.data) }));
+    return logEventsOf(events);
   }
 
   /**
@@ -672,8 +672,13 @@ export async function readVisibleRun(
   const events = eventsOfRows(rows, after, limit);
   return {
     status: first.status,
-    events: events.map((event) => ({ ...event, terminal: isTerminalRunEventData(event.data) })),
+    events: logEventsOf(events),
   };
+}
+
+/** Events read from the log, each marked whether it is the run's terminal one. */
+function logEventsOf(events: { seq: number; data: string }[]): LogEvent[] {
+  return events.map((event) => ({ ...event, terminal: isTerminalRunEventData(event.data) }));
 }
 
 /** A row of `eventRows`: an event (`data`), or a compacted page of events (`last_seq` and `events`). */
