@@ -139,6 +139,10 @@ function createPool(config: pg.PoolConfig, options: { nameStatements?: boolean }
   pool.on('error', () => {});
   const broken = new WeakSet<pg.PoolClient>();
   pool.on('connect', (client) => {
+    // A connection that dies while checked out between statements (a transaction awaiting its caller, the
+    // server shutting down) emits here: the pool listens only to idle connections, and an `error` event nobody
+    // listens to would crash the process. Its next statement fails; it is discarded when released.
+    client.on('error', () => broken.add(client));
     if (options.nameStatements) nameStatements(client);
     const query = client.query.bind(client) as (...args: unknown[]) => unknown;
     (client as { query: unknown }).query = (...args: unknown[]) => {
