@@ -153,6 +153,51 @@ describe('RunFollower', () => {
     ]);
   });
 
+  it('on a bus that must confirm the subscription, sends its first read before it subscribes', async () => {
+    const log = new MemoryLog();
+    log.append(10);
+    let confirm!: () => void;
+    log.confirmation = new Promise<void>((resolve) => (confirm = resolve));
+    const calls: string[] = [];
+    const read = log.read.bind(log);
+    const subscribe = log.subscribe.bind(log);
+    log.read = (options) => (calls.push('read'), read(options));
+    log.subscribe = (runId, handler) => (calls.push('subscribe'), subscribe(runId, handler));
+    const got = recorder();
+    const running = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
+      got.sink,
+    ).run();
+    await tick();
+    expect(calls).toEqual(['read', 'subscribe']);
+    // Committed after the read, before the subscription was made: the read after the confirmation has them.
+    log.append(1, { terminal: true });
+    confirm();
+    await running;
+    expect(got.seqs).toEqual(Array.from({ length: 11 }, (_, index) => index + 1));
+    expect(calls).toEqual(['read', 'subscribe', 'read']);
+  });
+
+  it('on a bus that holds the run already, subscribes before it reads', async () => {
+    const log = new MemoryLog();
+    log.append(3);
+    const calls: string[] = [];
+    const read = log.read.bind(log);
+    const subscribe = log.subscribe.bind(log);
+    log.read = (options) => (calls.push('read'), read(options));
+    log.subscribe = (runId, handler) => (calls.push('subscribe'), subscribe(runId, handler));
+    const got = recorder();
+    const running = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
+      got.sink,
+    ).run();
+    await tick();
+    log.append(1, { terminal: true });
+    await running;
+    expect(calls).toEqual(['subscribe', 'read']);
+    expect(got.seqs).toEqual([1, 2, 3, 4]);
+  });
+
   it("ends at a first read that holds the run's end without waiting for the confirmation, then leaves the channel", async () => {
     const log = new MemoryLog();
     log.append(5);

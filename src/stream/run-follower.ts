@@ -53,6 +53,9 @@ export interface FollowSink {
   ping(lastSeq: number): boolean;
 }
 
+/** Resolves once the microtasks and I/O of this turn of the event loop are done (a read's statement sent). */
+const afterThisTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 /** Events a follower's first read asks for: small, so that a resuming reader's first write goes out sooner. */
 const FIRST_PAGE = 100;
 /** Events per later read. */
@@ -73,7 +76,7 @@ type FollowerState =
  * sequence number exactly once and in order, until the terminal `data-run` event (`end: true`).
  *
  * It subscribes before it reads, so an event is either in the read or arrives live. Where subscribing takes
- * a round trip (a networked bus, a run this instance does not follow yet), its first read goes out meanwhile
+ * a round trip (a networked bus, a run this instance does not follow yet), its first read goes out first
  * and is delivered at once, and the log is read again once the subscription is confirmed. Live events that do
  * not continue the sequence (a gap, or a buffer that overflowed for a slow reader) send it back to the
  * log, which holds every event that was ever published. Once caught up, live events go to the sink from the
@@ -150,9 +153,12 @@ export class RunFollower {
     signal?.addEventListener('abort', this.close, { once: true });
     const { log, runId } = this.#options;
     try {
-      // Where subscribing takes a round trip, the first page is read meanwhile (and the log again after it).
+      // Where subscribing takes a round trip, the first page is read meanwhile (and the log again after it). The
+      // read is sent first: subscribing costs this thread its own work (a networked bus's command), which would
+      // otherwise delay the read's statement; the read after the confirmation covers the wider gap.
       const readFirst = this.#needsRead && !log.listening(runId);
-      const subscribing = log.subscribe(runId, this.#onLive).then(
+      const subscribe = () => log.subscribe(runId, this.#onLive);
+      const subscribing = (readFirst ? afterThisTurn().then(subscribe) : subscribe()).then(
         (done) => {
           this.#subscribed();
           return done;
