@@ -236,10 +236,12 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
     }
   });
 
-  it("looks up useChat's resume in one statement: the chat's ownership, its active run and its last event", async () => {
+  it("looks up useChat's resume in one statement: the chat's ownership, its active run, its last event and the first page", async () => {
     const chatId = await server.createChat();
     const run = await server.startRun(chatId, { steps: 1, tokens: 40, delayMs: 20 });
+    await vi.waitFor(async () => expect(await server.outrun.log.lastSeq(run.id)).toBeGreaterThanOrEqual(5));
     const lookUp = vi.spyOn(server.outrun.runs, 'activeOfOwnedChat');
+    const read = vi.spyOn(server.outrun.log, 'read');
     const others = [
       vi.spyOn(server.outrun.runs, 'findActive'),
       vi.spyOn(server.outrun.chats, 'getRow'),
@@ -254,7 +256,10 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
       expect(stream.events[0]!.seq).toBe(1);
       expect(lookUp).toHaveBeenCalledTimes(1);
       for (const other of others) expect(other).not.toHaveBeenCalled();
+      // The log is read only past the first page (once subscribed), never from the start.
+      expect(read.mock.calls.every(([page]) => page.after >= 5)).toBe(true);
     } finally {
+      read.mockRestore();
       lookUp.mockRestore();
       for (const other of others) other.mockRestore();
     }

@@ -328,21 +328,30 @@ export class RunService {
   async readOwned(
     options: OwnerRead & { after: number; limit: number },
   ): Promise<{ status: string; events: LogEvent[] } | undefined> {
-    return readVisibleRun(this.#db, this.#owned(options).select('runs.status'), options);
+    const read = await readVisibleRun(this.#db, this.#owned(options).select('runs.status'), options);
+    return read && { status: read.row.status, events: read.events };
   }
 
   /**
    * A chat's active run as the chat's owner may see it (`ChatService.getRow`'s check, and with `keyId` the
-   * key's), with the run's last durable sequence number, in one statement: useChat's resume. Undefined when
-   * the caller may not see the chat; `run` undefined when the chat has no active run.
+   * key's), with the run's last durable sequence number and its first `firstPage` events, in one statement:
+   * useChat's resume. Undefined when the caller may not see the chat; `run` undefined when the chat has no
+   * active run.
    */
   async activeOfOwnedChat(options: {
     chatId: string;
     workspaceId: string;
     userId: string;
     keyId?: string;
-  }): Promise<{ agentId: string | null; run?: { id: string; status: string; lastSeq: number } } | undefined> {
-    const row = await this.#db
+    firstPage: number;
+  }): Promise<
+    | {
+        agentId: string | null;
+        run?: { id: string; status: string; lastSeq: number; firstEvents: LogEvent[] };
+      }
+    | undefined
+  > {
+    const visible = this.#db
       .selectFrom('chats')
       // At most one: invariant 3's unique index admits one active run per chat.
       .leftJoin('runs', (join) =>
@@ -355,13 +364,18 @@ export class RunService {
         lastSeqExpression(sql.ref<string | null>('runs.id')).as('last_seq'),
       ])
       .where('chats.id', '=', options.chatId)
-      .where(chatSeenBy(options))
-      .executeTakeFirst();
-    if (!row) return undefined;
+      .where(chatSeenBy(options));
+    const read = await readVisibleRun(this.#db, visible, {
+      runId: sql.ref<string | null>('visible_run.run_id'),
+      after: 0,
+      limit: options.firstPage,
+    });
+    if (!read) return undefined;
+    const { row, events } = read;
     const run =
       row.run_id === null
         ? undefined
-        : { id: row.run_id, status: row.run_status!, lastSeq: Number(row.last_seq) };
+        : { id: row.run_id, status: row.run_status!, lastSeq: Number(row.last_seq), firstEvents: events };
     return { agentId: row.agent_id, run };
   }
 

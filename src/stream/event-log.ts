@@ -650,30 +650,47 @@ async function readEvents(
 }
 
 /**
- * A run's events after `after` (as `EventLog.read`) and its status, in ONE statement, where `visible` finds the
- * run: a query of the run's `status` under the reader's access check (`RunService.readOwned`). Undefined when it
- * finds nothing, and then no event is read. A resume makes this one round trip where the check beside the read
- * took two.
+ * A run's events after `after` (as `EventLog.read`) and the row `visible` finds, in ONE statement: `visible` is a
+ * query of at most one row under the reader's access check, and `runId` the run to read (an id, or a column of
+ * that row: `sql.ref('visible_run.<column>')`). Undefined when `visible` finds nothing, and then no event is
+ * read; no events when the row's run is null. A resume makes this one round trip where a check beside the read
+ * took two (`RunService.readOwned`, `RunService.activeOfOwnedChat`).
  */
-export async function readVisibleRun(
+export async function readVisibleRun<V extends object>(
   db: Db,
-  visible: Expression<{ status: string }>,
-  options: { runId: string; after: number; limit: number },
-): Promise<{ status: string; events: LogEvent[] } | undefined> {
+  visible: Expression<V>,
+  options: { runId: string | RawBuilder<string | null>; after: number; limit: number },
+): Promise<{ row: V; events: LogEvent[] } | undefined> {
   const { runId, after, limit } = options;
-  const result = await sql<EventRow & { status: string }>`
+  const result = await sql<V & VisibleEventRow>`
     with visible_run as ${visible}
-    select visible_run.status, e.seq, e.data, e.last_seq, e.events
+    select visible_run.*, e.seq as event_seq, e.data as event_data, e.last_seq as event_last_seq,
+           e.events as event_page
       from visible_run left join lateral (${eventRows(runId, after, limit)}) as e on true`.execute(db);
   const first = result.rows[0];
   if (!first) return undefined;
-  // A run without events after `after` is one row whose event columns are null.
-  const rows = first.seq === null ? [] : result.rows;
-  const events = eventsOfRows(rows, after, limit);
-  return {
-    status: first.status,
-    events: logEventsOf(events),
-  };
+  // A row without events after `after` has null event columns.
+  const rows = first.event_seq === null ? [] : result.rows;
+  const events = eventsOfRows(
+    rows.map((row) => ({
+      seq: row.event_seq!,
+      data: row.event_data,
+      last_seq: row.event_last_seq,
+      events: row.event_page,
+    })),
+    after,
+    limit,
+  );
+  const { event_seq, event_data, event_last_seq, event_page, ...row } = first;
+  return { row: row as unknown as V, events: logEventsOf(events) };
+}
+
+/** `eventRows`' columns as `readVisibleRun` selects them beside the visible row's. */
+interface VisibleEventRow {
+  event_seq: number | null;
+  event_data: string | null;
+  event_last_seq: number | null;
+  event_page: Uint8Array | null;
 }
 
 /** Events read from the log, each marked whether it is the run's terminal one. */
@@ -693,7 +710,7 @@ interface EventRow {
  * The rows and pages that hold a run's events `after + 1 … after + limit`. Sequence numbers are dense
  * (invariant 7), so the pages are exactly those that start at or before `after + limit` and end after `after`.
  */
-function eventRows(runId: string, after: number, limit: number): RawBuilder<EventRow> {
+function eventRows(runId: string | RawBuilder<string | null>, after: number, limit: number): RawBuilder<EventRow> {
   const upTo = Math.min(after + limit, MAX_SEQ);
   return sql<EventRow>`
     (select seq, chunk::text as data, null::integer as last_seq, null::bytea as events

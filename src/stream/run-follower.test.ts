@@ -178,6 +178,24 @@ describe('RunFollower', () => {
     expect(calls).toEqual(['read', 'subscribe', 'read']);
   });
 
+  it('delivers a first page given in place of its first read, and reads the log once subscribed', async () => {
+    const log = new MemoryLog();
+    // Read by the route's statement; the run went on to its end before the follower subscribed.
+    const firstPage = log.append(5);
+    log.append(4);
+    log.append(1, { terminal: true });
+    const got = recorder();
+    const running = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', firstPage, isFinished: async () => true },
+      got.sink,
+    ).run();
+    await Promise.race([running, new Promise((resolve) => setTimeout(resolve, 500))]);
+    expect(got.batches[0]).toEqual([1, 2, 3, 4, 5]);
+    expect(got.seqs).toEqual(Array.from({ length: 10 }, (_, index) => index + 1));
+    expect(got.ended()).toBe(true);
+    expect(log.reads).toEqual([{ after: 5, limit: 1000 }]);
+  });
+
   it('on a bus that holds the run already, subscribes before it reads', async () => {
     const log = new MemoryLog();
     log.append(3);

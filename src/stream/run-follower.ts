@@ -31,6 +31,12 @@ export interface FollowOptions {
    */
   readFirst?: (page: { after: number; limit: number }) => Promise<LogEvent[]>;
   /**
+   * The first page, already read (events after `after`, oldest first) by the statement that found the run
+   * (useChat's resume): delivered in place of a first read. It was read before the follower subscribed, so
+   * the log is read again once the subscription is made. Not with `readFirst` or `fresh`.
+   */
+  firstPage?: LogEvent[];
+  /**
    * The run had no events yet when the follower subscribed (a streaming start subscribes before it begins its
    * run): every event will arrive live, so the follower reads nothing first. A gap still sends it to the log.
    */
@@ -56,8 +62,11 @@ export interface FollowSink {
 /** Resolves once the microtasks and I/O of this turn of the event loop are done (a read's statement sent). */
 const afterThisTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-/** Events a follower's first read asks for: small, so that a resuming reader's first write goes out sooner. */
-const FIRST_PAGE = 100;
+/**
+ * Events a follower's first read asks for (and a route that reads the first page itself, `firstPage`): small,
+ * so that a resuming reader's first write goes out sooner.
+ */
+export const FIRST_PAGE = 100;
 /** Events per later read. */
 const PAGE = 1000;
 
@@ -155,10 +164,12 @@ export class RunFollower {
     try {
       // Where subscribing takes a round trip, the first page is read meanwhile (and the log again after it). The
       // read is sent first: subscribing costs this thread its own work (a networked bus's command), which would
-      // otherwise delay the read's statement; the read after the confirmation covers the wider gap.
-      const readFirst = this.#needsRead && !log.listening(runId);
+      // otherwise delay the read's statement; the read after the confirmation covers the wider gap. A first
+      // page given was read before subscribing, so it is followed by a read of the log too.
+      const { firstPage } = this.#options;
+      const readFirst = this.#needsRead && (firstPage !== undefined || !log.listening(runId));
       const subscribe = () => log.subscribe(runId, this.#onLive);
-      const subscribing = (readFirst ? afterThisTurn().then(subscribe) : subscribe()).then(
+      const subscribing = (readFirst && !firstPage ? afterThisTurn().then(subscribe) : subscribe()).then(
         (done) => {
           this.#subscribed();
           return done;
@@ -267,8 +278,8 @@ export class RunFollower {
           const limit = first ? FIRST_PAGE : PAGE;
           const unconfirmed = this.#unconfirmed;
           const page = { runId, after: this.#lastSeq, limit };
-          const readFirst = this.#options.readFirst;
-          const events = await (first && readFirst ? readFirst(page) : log.read(page));
+          const { readFirst, firstPage } = this.#options;
+          const events = await (!first ? log.read(page) : (firstPage ?? readFirst?.(page) ?? log.read(page)));
           if (!(await this.#whenReady())) return;
           if (unconfirmed) {
             // Read before the subscription was confirmed: deliver it, then read again once it is.

@@ -4,6 +4,7 @@ import type { OutrunContext } from '../../app.ts';
 import { ConflictError, InvalidRequestError, NotFoundError } from '../../errors.ts';
 import type { RunObject, RunWaiting } from '../../protocol/run.ts';
 import type { LogEvent } from '../../stream/event-log.ts';
+import { FIRST_PAGE } from '../../stream/run-follower.ts';
 import { isId } from '../../ids.ts';
 import { RunTrigger } from '../../runs/run-status.ts';
 import { withIdempotency } from '../idempotent-route.ts';
@@ -131,8 +132,8 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
 
   app.get('/v1/ui/chats/:chatId/stream', { config: { deferKeyCheck: true } }, async (request, reply) => {
     const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
-    // The chat's ownership (and the caller's key, when this instance knows it: `deferKeyCheck`), its active run
-    // and that run's last event, in one statement.
+    // The chat's ownership (and the caller's key, when this instance knows it: `deferKeyCheck`), its active run,
+    // that run's last event and the stream's first page, in one statement.
     const { caller } = request;
     const chat = await readCheckingKey(request.keyCheck, caller.keyId, async (keyId) => {
       const found = await runs.activeOfOwnedChat({
@@ -140,6 +141,7 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
         workspaceId: caller.workspaceId,
         userId: caller.userId,
         keyId,
+        firstPage: FIRST_PAGE,
       });
       if (!found) throw new NotFoundError('chat', chatId);
       return found;
@@ -155,6 +157,7 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
     return streamRun(context, request, reply, {
       runId: active.id,
       after: 0,
+      firstPage: active.firstEvents,
       headers: { 'x-outrun-run-id': active.id },
       mapData: toUseChatChunk,
       endAfter: (event) => (waiting ? event.seq >= now : event.seq > now && isWaitingEvent(event)),

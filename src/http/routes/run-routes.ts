@@ -310,7 +310,7 @@ export function streamRun(
 /** What a route says of its stream; `runStreamOptions` adds the server's parts (see `RunStreamOptions`). */
 type StreamRunOptions = Pick<
   RunStreamOptions,
-  'runId' | 'fresh' | 'headers' | 'mapData' | 'endAfter' | 'readFirst'
+  'runId' | 'fresh' | 'headers' | 'mapData' | 'endAfter' | 'readFirst' | 'firstPage'
 > & {
   after: number;
   /**
