@@ -681,7 +681,7 @@ export async function readVisibleRun<V extends object>(
     after,
     limit,
   );
-  const { event_seq, event_data, event_last_seq, event_page, ...row } = first;
+  const { event_seq: _seq, event_data: _data, event_last_seq: _lastSeq, event_page: _page, ...row } = first;
   return { row: row as unknown as V, events: logEventsOf(events) };
 }
 
@@ -710,7 +710,11 @@ interface EventRow {
  * The rows and pages that hold a run's events `after + 1 … after + limit`. Sequence numbers are dense
  * (invariant 7), so the pages are exactly those that start at or before `after + limit` and end after `after`.
  */
-function eventRows(runId: string | RawBuilder<string | null>, after: number, limit: number): RawBuilder<EventRow> {
+function eventRows(
+  runId: string | RawBuilder<string | null>,
+  after: number,
+  limit: number,
+): RawBuilder<EventRow> {
   const upTo = Math.min(after + limit, MAX_SEQ);
   return sql<EventRow>`
     (select seq, chunk::text as data, null::integer as last_seq, null::bytea as events
