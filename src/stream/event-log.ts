@@ -662,8 +662,9 @@ export async function readVisibleRun<V extends object>(
   options: { runId: string | RawBuilder<string | null>; after: number; limit: number },
 ): Promise<{ row: V; events: LogEvent[] } | undefined> {
   const { runId, after, limit } = options;
+  // Materialized: inlined, the row's subqueries (a run's last sequence number) ran again for every event row.
   const result = await sql<V & VisibleEventRow>`
-    with visible_run as ${visible}
+    with visible_run as materialized ${visible}
     select visible_run.*, e.seq as event_seq, e.data as event_data, e.last_seq as event_last_seq,
            e.events as event_page
       from visible_run left join lateral (${eventRows(runId, after, limit)}) as e on true`.execute(db);
