@@ -32,4 +32,4 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3000) + '/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # SIGTERM: runs still executing after OUTRUN_SHUTDOWN_GRACE_MS are handed back for another worker.
 STOPSIGNAL SIGTERM
-CMD ["node", "bin/outrun.js", "serve"]
+CMD ["node", "--min-semi-space-size=16", "bin/outrun.js", "serve"]

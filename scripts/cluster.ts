@@ -17,6 +17,8 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 
 const BIN = fileURLToPath(new URL('../bin/outrun.js', import.meta.url));
+/** The young generation at its full size from the start, as `npm start` and the image run (docs/deploy.md). */
+const MIN_SEMI_SPACE = '--min-semi-space-size=16';
 /** How long one instance may take to start before the cluster gives up. */
 const START_TIMEOUT_MS = 90_000;
 /** How long an instance may take to hand its runs back after SIGTERM before it is killed. */
@@ -71,7 +73,8 @@ async function adminQuery(query: string): Promise<void> {
 
 /** Starts one `outrun` process; resolves once it logs that it is ready (or, for `migrate`, exits 0). */
 function start(name: string, command: 'serve' | 'worker' | 'migrate', extra: NodeJS.ProcessEnv = {}) {
-  const child = spawn(process.execPath, [BIN, command], {
+  const flags = command === 'migrate' ? [] : [MIN_SEMI_SPACE];
+  const child = spawn(process.execPath, [...flags, BIN, command], {
     env: { ...environment, ...extra },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

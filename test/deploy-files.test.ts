@@ -5,6 +5,16 @@ import { CONFIG_VARIABLES, OTHER_VARIABLES } from '../src/config.ts';
 
 const read = (file: string) => readFileSync(new URL(`../${file}`, import.meta.url), 'utf8');
 
+/** The Node flags every shipped start command passes (docs/deploy.md, "Node's young generation"). */
+const NODE_FLAGS = '--min-semi-space-size=16';
+
+describe('package.json', () => {
+  it('starts the server with the shipped Node flags', () => {
+    const scripts = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts;
+    expect(scripts.start).toBe(`node ${NODE_FLAGS} bin/outrun.js serve`);
+  });
+});
+
 interface ComposeService {
   image?: string;
   build?: unknown;
@@ -35,8 +45,12 @@ describe('compose.yaml', () => {
 
   it('runs PostgreSQL, Redis, two serve instances and two workers on one database and Redis', () => {
     const commands = outrunServices.map(([, service]) => service.command?.join(' '));
-    expect(commands.filter((command) => command === 'node bin/outrun.js serve')).toHaveLength(2);
-    expect(commands.filter((command) => command === 'node bin/outrun.js worker')).toHaveLength(2);
+    expect(commands.filter((command) => command === `node ${NODE_FLAGS} bin/outrun.js serve`)).toHaveLength(
+      2,
+    );
+    expect(commands.filter((command) => command === `node ${NODE_FLAGS} bin/outrun.js worker`)).toHaveLength(
+      2,
+    );
     expect(compose.services.postgres?.image).toMatch(/^postgres:/);
     expect(compose.services.redis?.image).toMatch(/^redis:/);
     const urls = new Set(
@@ -65,7 +79,7 @@ describe('Dockerfile', () => {
   });
 
   it('runs `outrun serve` as a non-root user with a /readyz health check', () => {
-    expect(dockerfile).toMatch(/^CMD \["node", "bin\/outrun\.js", "serve"\]$/m);
+    expect(dockerfile).toMatch(/^CMD \["node", "--min-semi-space-size=16", "bin\/outrun\.js", "serve"\]$/m);
     expect(dockerfile).toMatch(/^USER node$/m);
     expect(dockerfile).toMatch(/^HEALTHCHECK [\s\S]*\/readyz/m);
   });

@@ -1,6 +1,20 @@
 import { execFileSync } from 'node:child_process';
 import { cpus, loadavg, totalmem } from 'node:os';
 
+/** The Node flags Outrun's start commands pass (`npm start`, the image, compose; docs/deploy.md). */
+const SHIPPED_NODE_FLAGS = ['--min-semi-space-size=16'];
+
+/**
+ * The Node flags every benchmark server runs with, Outrun's and the baselines' alike: the shipped ones, or
+ * none with BENCH_SERVER_NODE_DEFAULTS=1; then BENCH_SERVER_EXEC_ARGV's (for example `--cpu-prof`).
+ */
+export function serverNodeFlags(): string[] {
+  return [
+    ...(process.env.BENCH_SERVER_NODE_DEFAULTS === '1' ? [] : SHIPPED_NODE_FLAGS),
+    ...(process.env.BENCH_SERVER_EXEC_ARGV?.split(' ').filter(Boolean) ?? []),
+  ];
+}
+
 /** The machine a result was measured on, as docs/benchmarks.md records it. */
 export function describeMachine(): string {
   let model = cpus()[0]?.model ?? 'unknown CPU';
@@ -34,6 +48,7 @@ export function printHeader(name: string, details: Record<string, string | numbe
   console.log('');
   console.log(`- machine: ${describeMachine()}`);
   console.log(`- node: ${process.version} (${process.platform}-${process.arch})`);
+  console.log(`- servers' Node flags: ${serverNodeFlags().join(' ') || "none (Node's defaults)"}`);
   console.log(`- commit: ${describeCommit()}`);
   console.log(`- date: ${new Date().toISOString()}`);
   console.log(`- load average at start: ${load}`);

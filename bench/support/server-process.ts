@@ -1,6 +1,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { serverNodeFlags } from './environment.ts';
 import type { BenchStore } from './store.ts';
 import { wallNow } from './stats.ts';
 
@@ -74,12 +75,8 @@ export async function launchServer(options: {
   env?: Record<string, string>;
 }): Promise<ServerProcess> {
   const child: ChildProcess = fork(fileURLToPath(new URL('./server-main.ts', import.meta.url)), [], {
-    // BENCH_SERVER_EXEC_ARGV adds Node flags to the server only (for example `--cpu-prof` to profile it).
-    execArgv: [
-      '--import',
-      import.meta.resolve('tsx'),
-      ...(process.env.BENCH_SERVER_EXEC_ARGV?.split(' ').filter(Boolean) ?? []),
-    ],
+    // The Node flags `npm start` passes, for every server alike (`serverNodeFlags`).
+    execArgv: ['--import', import.meta.resolve('tsx'), ...serverNodeFlags()],
     env: {
       ...process.env,
       // One embedded instance: in-process bus and queue (set BENCH_REDIS_URL to measure with Redis).
