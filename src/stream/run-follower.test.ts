@@ -84,6 +84,16 @@ function recorder(accept: () => boolean = () => true) {
 
 const tick = () => new Promise((resolve) => setTimeout(resolve, 0));
 
+/** The order in which the follower reads and subscribes (`'read'`, `'subscribe'`), as it calls them. */
+function callsTo(log: MemoryLog): string[] {
+  const calls: string[] = [];
+  const read = log.read.bind(log);
+  const subscribe = log.subscribe.bind(log);
+  log.read = (options) => (calls.push('read'), read(options));
+  log.subscribe = (runId, handler) => (calls.push('subscribe'), subscribe(runId, handler));
+  return calls;
+}
+
 describe('RunFollower', () => {
   it('replays the log, then hands each live batch to the sink as it is published, each seq once', async () => {
     const log = new MemoryLog();
@@ -158,11 +168,7 @@ describe('RunFollower', () => {
     log.append(10);
     let confirm!: () => void;
     log.confirmation = new Promise<void>((resolve) => (confirm = resolve));
-    const calls: string[] = [];
-    const read = log.read.bind(log);
-    const subscribe = log.subscribe.bind(log);
-    log.read = (options) => (calls.push('read'), read(options));
-    log.subscribe = (runId, handler) => (calls.push('subscribe'), subscribe(runId, handler));
+    const calls = callsTo(log);
     const got = recorder();
     const running = new RunFollower(
       { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
@@ -199,11 +205,7 @@ describe('RunFollower', () => {
   it('on a bus that holds the run already, subscribes before it reads', async () => {
     const log = new MemoryLog();
     log.append(3);
-    const calls: string[] = [];
-    const read = log.read.bind(log);
-    const subscribe = log.subscribe.bind(log);
-    log.read = (options) => (calls.push('read'), read(options));
-    log.subscribe = (runId, handler) => (calls.push('subscribe'), subscribe(runId, handler));
+    const calls = callsTo(log);
     const got = recorder();
     const running = new RunFollower(
       { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
