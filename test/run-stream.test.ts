@@ -236,6 +236,36 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
     }
   });
 
+  it("keeps each shape of a resume's statement to its own conditions (a key to check, a chat to keep to)", async () => {
+    const chatId = await server.createChat();
+    const otherChat = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 1, tokens: 3 });
+    await server.waitForRun(run.id);
+    const chat = await server.outrun.db
+      .selectFrom('chats')
+      .select(['workspace_id', 'owner_id'])
+      .where('id', '=', chatId)
+      .executeTakeFirstOrThrow();
+    const owner = {
+      runId: run.id,
+      workspaceId: chat.workspace_id,
+      userId: chat.owner_id,
+      after: 0,
+      limit: 100,
+    };
+    const seen = async (extra: { keyId?: string; chatId?: string }) =>
+      (await server.outrun.runs.readOwned({ ...owner, ...extra }))?.events.length;
+    // Each shape twice, interleaved: a statement compiled for one shape never answers for another.
+    for (let round = 0; round < 2; round++) {
+      expect(await seen({})).toBeGreaterThan(3);
+      expect(await seen({ keyId: 'key_that_does_not_exist' })).toBeUndefined();
+      expect(await seen({ chatId: otherChat })).toBeUndefined();
+      expect(await seen({ chatId })).toBeGreaterThan(3);
+      expect(await seen({ keyId: 'key_that_does_not_exist', chatId })).toBeUndefined();
+    }
+    expect(await server.outrun.runs.readOwned({ ...owner, userId: 'usr_someone_else' })).toBeUndefined();
+  });
+
   it("looks up useChat's resume in one statement: the chat's ownership, its active run, its last event and the first page", async () => {
     const chatId = await server.createChat();
     const run = await server.startRun(chatId, { steps: 1, tokens: 40, delayMs: 20 });

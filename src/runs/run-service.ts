@@ -9,7 +9,15 @@ import type { Db } from '../store/database.ts';
 import { StatementShapes, type Shape } from '../store/statement-shapes.ts';
 import { fallBackOf, isUniqueViolation } from '../store/transient.ts';
 import type { Database, MessageRow, RunRow } from '../store/schema.ts';
-import { lastSeqExpression, numberEvents, readVisibleRun, type LogEvent } from '../stream/event-log.ts';
+import {
+  lastSeqExpression,
+  numberEvents,
+  readVisibleRun,
+  upToOf,
+  visibleRunOf,
+  visibleRunStatement,
+  type LogEvent,
+} from '../stream/event-log.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
 import { STOPPABLE_STATUSES, type TransitionResult } from './lifecycle.ts';
 import type { RunObject, RunUsage } from './run-object.ts';
@@ -121,6 +129,19 @@ export class RunService {
   readonly #metrics: Metrics;
   readonly #faults: Faults;
   readonly #beginStatements = new StatementShapes<BeginShape, BeginValues>();
+  readonly #readOwnedStatements = new StatementShapes<
+    { key: boolean; chat: boolean },
+    {
+      runId: string;
+      workspaceId: string;
+      userId: string;
+      keyId: string | null;
+      chatId: string | null;
+      after: number;
+      upTo: number;
+      limit: number;
+    }
+  >();
 
   constructor(options: RunServiceOptions) {
     this.#db = options.db;
@@ -328,7 +349,34 @@ export class RunService {
   async readOwned(
     options: OwnerRead & { after: number; limit: number },
   ): Promise<{ status: string; events: LogEvent[] } | undefined> {
-    const read = await readVisibleRun(this.#db, this.#owned(options).select('runs.status'), options);
+    const { after, limit } = options;
+    // Built and compiled once per shape (a key to check, a chat to keep to): a resume's first statement.
+    const statement = this.#readOwnedStatements.compile(
+      { key: options.keyId !== undefined, chat: options.chatId !== undefined },
+      {
+        runId: options.runId,
+        workspaceId: options.workspaceId,
+        userId: options.userId,
+        keyId: options.keyId ?? null,
+        chatId: options.chatId ?? null,
+        after,
+        upTo: upToOf(after, limit),
+        limit,
+      },
+      (shape, values) =>
+        visibleRunStatement(
+          this.#db,
+          this.#owned({
+            runId: values.runId,
+            workspaceId: values.workspaceId,
+            userId: values.userId,
+            keyId: shape.key ? values.keyId! : undefined,
+            chatId: shape.chat ? values.chatId! : undefined,
+          }).select('runs.status'),
+          values,
+        ),
+    );
+    const read = visibleRunOf(await this.#db.executeQuery(statement), after, limit);
     return read && { status: read.row.status, events: read.events };
   }
 

@@ -1,8 +1,10 @@
 import {
   CompiledQuery,
   sql,
+  type Compilable,
   type Expression,
   type QueryCreator,
+  type QueryResult,
   type RawBuilder,
   type Transaction,
 } from 'kysely';
@@ -645,7 +647,7 @@ async function readEvents(
   after: number,
   limit: number,
 ): Promise<{ seq: number; data: string }[]> {
-  const result = await eventRows(runId, after, limit).execute(db);
+  const result = await eventRows(runId, after, upToOf(after, limit), limit).execute(db);
   return eventsOfRows(result.rows, after, limit);
 }
 
@@ -661,13 +663,36 @@ export async function readVisibleRun<V extends object>(
   visible: Expression<V>,
   options: { runId: string | RawBuilder<string | null>; after: number; limit: number },
 ): Promise<{ row: V; events: LogEvent[] } | undefined> {
-  const { runId, after, limit } = options;
+  const { after, limit } = options;
+  const statement = visibleRunStatement(db, visible, { ...options, upTo: upToOf(after, limit) });
+  return visibleRunOf(await db.executeQuery(statement.compile()), after, limit);
+}
+
+/**
+ * `readVisibleRun`'s statement, to compile (once per shape: `StatementShapes`, where `after`, `upTo` and `limit`
+ * may be placeholders); `upTo` is `upToOf(after, limit)`. `visibleRunOf` reads its result.
+ */
+export function visibleRunStatement<V extends object>(
+  db: Db,
+  visible: Expression<V>,
+  values: { runId: string | RawBuilder<string | null>; after: number; upTo: number; limit: number },
+): Compilable<V & VisibleEventRow> {
+  const { runId, after, upTo, limit } = values;
   // Materialized: inlined, the row's subqueries (a run's last sequence number) ran again for every event row.
-  const result = await sql<V & VisibleEventRow>`
+  const statement = sql<V & VisibleEventRow>`
     with visible_run as materialized ${visible}
     select visible_run.*, e.seq as event_seq, e.data as event_data, e.last_seq as event_last_seq,
            e.events as event_page
-      from visible_run left join lateral (${eventRows(runId, after, limit)}) as e on true`.execute(db);
+      from visible_run left join lateral (${eventRows(runId, after, upTo, limit)}) as e on true`;
+  return { compile: () => statement.compile(db) };
+}
+
+/** The visible row and the events of `visibleRunStatement`'s result, read with `after` and `limit`. */
+export function visibleRunOf<V extends object>(
+  result: QueryResult<V & VisibleEventRow>,
+  after: number,
+  limit: number,
+): { row: V; events: LogEvent[] } | undefined {
   const first = result.rows[0];
   if (!first) return undefined;
   // A row without events after `after` has null event columns.
@@ -686,8 +711,13 @@ export async function readVisibleRun<V extends object>(
   return { row: row as unknown as V, events: logEventsOf(events) };
 }
 
+/** The last sequence number a read of `limit` events after `after` may return. */
+export function upToOf(after: number, limit: number): number {
+  return Math.min(after + limit, MAX_SEQ);
+}
+
 /** `eventRows`' columns as `readVisibleRun` selects them beside the visible row's. */
-interface VisibleEventRow {
+export interface VisibleEventRow {
   event_seq: number | null;
   event_data: string | null;
   event_last_seq: number | null;
@@ -714,9 +744,9 @@ interface EventRow {
 function eventRows(
   runId: string | RawBuilder<string | null>,
   after: number,
+  upTo: number,
   limit: number,
 ): RawBuilder<EventRow> {
-  const upTo = Math.min(after + limit, MAX_SEQ);
   return sql<EventRow>`
     (select seq, chunk::text as data, null::integer as last_seq, null::bytea as events
        from run_events where run_id = ${runId} and seq > ${after} and seq <= ${upTo}
