@@ -264,6 +264,13 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
       expect(await seen({ keyId: 'key_that_does_not_exist', chatId })).toBeUndefined();
     }
     expect(await server.outrun.runs.readOwned({ ...owner, userId: 'usr_someone_else' })).toBeUndefined();
+    // useChat's resume statement: with a key to check or without.
+    const chatOwner = { chatId, workspaceId: chat.workspace_id, userId: chat.owner_id, firstPage: 100 };
+    for (let round = 0; round < 2; round++) {
+      expect(await server.outrun.runs.activeOfOwnedChat(chatOwner)).toEqual({ agentId: null, run: undefined });
+      const keyed = { ...chatOwner, keyId: 'key_that_does_not_exist' };
+      expect(await server.outrun.runs.activeOfOwnedChat(keyed)).toBeUndefined();
+    }
   });
 
   it("looks up useChat's resume in one statement: the chat's ownership, its active run, its last event and the first page", async () => {

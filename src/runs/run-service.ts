@@ -12,7 +12,6 @@ import type { Database, MessageRow, RunRow } from '../store/schema.ts';
 import {
   lastSeqExpression,
   numberEvents,
-  readVisibleRun,
   upToOf,
   visibleRunOf,
   visibleRunStatement,
@@ -129,6 +128,10 @@ export class RunService {
   readonly #metrics: Metrics;
   readonly #faults: Faults;
   readonly #beginStatements = new StatementShapes<BeginShape, BeginValues>();
+  readonly #activeOfChatStatements = new StatementShapes<
+    { key: boolean },
+    { chatId: string; workspaceId: string; userId: string; keyId: string | null; upTo: number; limit: number }
+  >();
   readonly #readOwnedStatements = new StatementShapes<
     { key: boolean; chat: boolean },
     {
@@ -399,25 +402,48 @@ export class RunService {
       }
     | undefined
   > {
-    const visible = this.#db
-      .selectFrom('chats')
-      // At most one: invariant 3's unique index admits one active run per chat.
-      .leftJoin('runs', (join) =>
-        join.onRef('runs.chat_id', '=', 'chats.id').on('runs.status', 'in', ACTIVE_RUN_STATUSES),
-      )
-      .select([
-        'chats.agent_id',
-        'runs.id as run_id',
-        'runs.status as run_status',
-        lastSeqExpression(sql.ref<string | null>('runs.id')).as('last_seq'),
-      ])
-      .where('chats.id', '=', options.chatId)
-      .where(chatSeenBy(options));
-    const read = await readVisibleRun(this.#db, visible, {
-      runId: sql.ref<string | null>('visible_run.run_id'),
-      after: 0,
-      limit: options.firstPage,
-    });
+    const { firstPage } = options;
+    // Built and compiled once per shape (a key to check or not): useChat's resume's one statement.
+    const statement = this.#activeOfChatStatements.compile(
+      { key: options.keyId !== undefined },
+      {
+        chatId: options.chatId,
+        workspaceId: options.workspaceId,
+        userId: options.userId,
+        keyId: options.keyId ?? null,
+        upTo: upToOf(0, firstPage),
+        limit: firstPage,
+      },
+      (shape, values) => {
+        const visible = this.#db
+          .selectFrom('chats')
+          // At most one: invariant 3's unique index admits one active run per chat.
+          .leftJoin('runs', (join) =>
+            join.onRef('runs.chat_id', '=', 'chats.id').on('runs.status', 'in', ACTIVE_RUN_STATUSES),
+          )
+          .select([
+            'chats.agent_id',
+            'runs.id as run_id',
+            'runs.status as run_status',
+            lastSeqExpression(sql.ref<string | null>('runs.id')).as('last_seq'),
+          ])
+          .where('chats.id', '=', values.chatId)
+          .where(
+            chatSeenBy({
+              workspaceId: values.workspaceId,
+              userId: values.userId,
+              keyId: shape.key ? values.keyId! : undefined,
+            }),
+          );
+        return visibleRunStatement(this.#db, visible, {
+          runId: sql.ref<string | null>('visible_run.run_id'),
+          after: 0,
+          upTo: values.upTo,
+          limit: values.limit,
+        });
+      },
+    );
+    const read = visibleRunOf(await this.#db.executeQuery(statement), 0, firstPage);
     if (!read) return undefined;
     const { row, events } = read;
     const run =

@@ -652,25 +652,12 @@ async function readEvents(
 }
 
 /**
- * A run's events after `after` (as `EventLog.read`) and the row `visible` finds, in ONE statement: `visible` is a
- * query of at most one row under the reader's access check, and `runId` the run to read (an id, or a column of
- * that row: `sql.ref('visible_run.<column>')`). Undefined when `visible` finds nothing, and then no event is
- * read; no events when the row's run is null. A resume makes this one round trip where a check beside the read
- * took two (`RunService.readOwned`, `RunService.activeOfOwnedChat`).
- */
-export async function readVisibleRun<V extends object>(
-  db: Db,
-  visible: Expression<V>,
-  options: { runId: string | RawBuilder<string | null>; after: number; limit: number },
-): Promise<{ row: V; events: LogEvent[] } | undefined> {
-  const { after, limit } = options;
-  const statement = visibleRunStatement(db, visible, { ...options, upTo: upToOf(after, limit) });
-  return visibleRunOf(await db.executeQuery(statement.compile()), after, limit);
-}
-
-/**
- * `readVisibleRun`'s statement, to compile (once per shape: `StatementShapes`, where `after`, `upTo` and `limit`
- * may be placeholders); `upTo` is `upToOf(after, limit)`. `visibleRunOf` reads its result.
+ * A statement that reads a run's events after `after` (as `EventLog.read`: at most `limit`, up to `upTo`, which is
+ * `upToOf(after, limit)`) and the row `visible` finds, in ONE round trip: `visible` is a query of at most one
+ * row under the reader's access check, and `runId` the run to read (an id, or a column of that row:
+ * `sql.ref('visible_run.<column>')`). A resume makes it where a check beside the read took two
+ * (`RunService.readOwned`, `RunService.activeOfOwnedChat`), and compiles it once per shape (`StatementShapes`:
+ * every value may be a placeholder). `visibleRunOf` reads its result.
  */
 export function visibleRunStatement<V extends object>(
   db: Db,
@@ -687,7 +674,10 @@ export function visibleRunStatement<V extends object>(
   return { compile: () => statement.compile(db) };
 }
 
-/** The visible row and the events of `visibleRunStatement`'s result, read with `after` and `limit`. */
+/**
+ * The visible row and the events of `visibleRunStatement`'s result, read with `after` and `limit`. Undefined
+ * when the statement found no row (and then it read no event); no events when the row's run is null.
+ */
 export function visibleRunOf<V extends object>(
   result: QueryResult<V & VisibleEventRow>,
   after: number,
@@ -716,7 +706,7 @@ export function upToOf(after: number, limit: number): number {
   return Math.min(after + limit, MAX_SEQ);
 }
 
-/** `eventRows`' columns as `readVisibleRun` selects them beside the visible row's. */
+/** `eventRows`' columns as `visibleRunStatement` selects them beside the visible row's. */
 export interface VisibleEventRow {
   event_seq: number | null;
   event_data: string | null;
