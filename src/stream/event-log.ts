@@ -652,9 +652,9 @@ async function readEvents(
 }
 
 /**
- * A statement that reads a run's events after `after` (as `EventLog.read`: at most `limit`, up to `upTo`, which is
- * `upToOf(after, limit)`) and the row `visible` finds, in ONE round trip: `visible` is a query of at most one
- * row under the reader's access check, and `runId` the run to read (an id, or a column of that row:
+ * A statement that reads a run's events after `after` (as `EventLog.read`: at most `limit`, up to `upTo`,
+ * which is `upToOf(after, limit)`) and the row `visible` finds, in ONE round trip: `visible` is a query of at
+ * most one row under the reader's access check, and `runId` the run to read (an id, or a column of that row:
  * `sql.ref('visible_run.<column>')`). A resume makes it where a check beside the read took two
  * (`RunService.readOwned`, `RunService.activeOfOwnedChat`), and compiles it once per shape (`StatementShapes`:
  * every value may be a placeholder). `visibleRunOf` reads its result.
@@ -728,8 +728,9 @@ interface EventRow {
 }
 
 /**
- * The rows and pages that hold a run's events `after + 1 … after + limit`. Sequence numbers are dense
- * (invariant 7), so the pages are exactly those that start at or before `after + limit` and end after `after`.
+ * The rows and pages that hold a run's events `after + 1 … upTo` (`upToOf(after, limit)`: `after + limit`, at
+ * most the largest sequence number). Sequence numbers are dense (invariant 7), so the pages are exactly those
+ * that start at or before `upTo` and end after `after`.
  */
 function eventRows(
   runId: string | RawBuilder<string | null>,
