@@ -267,7 +267,10 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
     // useChat's resume statement: with a key to check or without.
     const chatOwner = { chatId, workspaceId: chat.workspace_id, userId: chat.owner_id, firstPage: 100 };
     for (let round = 0; round < 2; round++) {
-      expect(await server.outrun.runs.activeOfOwnedChat(chatOwner)).toEqual({ agentId: null, run: undefined });
+      expect(await server.outrun.runs.activeOfOwnedChat(chatOwner)).toEqual({
+        agentId: null,
+        run: undefined,
+      });
       const keyed = { ...chatOwner, keyId: 'key_that_does_not_exist' };
       expect(await server.outrun.runs.activeOfOwnedChat(keyed)).toBeUndefined();
     }
