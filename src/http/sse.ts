@@ -58,10 +58,6 @@ export function openRunStream(
   let open!: () => void;
   const opened = new Promise<void>((resolve) => (open = resolve));
   const { mapData, endAfter } = options;
-  if (options.fresh && (options.readFirst || options.firstPage)) {
-    throw new Error('a fresh run stream reads nothing first');
-  }
-  if (options.readFirst && options.firstPage) throw new Error('a run stream reads its first page once');
   /** The follower's first read, once made, when it checks access too (`readFirst`). */
   let firstRead: Promise<unknown> | undefined;
   let madeFirstRead!: () => void;

@@ -202,6 +202,16 @@ describe('RunFollower', () => {
     expect(log.reads).toEqual([{ after: 5, limit: 1000 }]);
   });
 
+  it('refuses a first page with readFirst or fresh: a follower reads its first page once, or none', () => {
+    const log = new MemoryLog().asEventLog();
+    const base = { log, runId: 'r', isFinished: async () => false };
+    const { sink } = recorder();
+    const readFirst = async () => [];
+    expect(() => new RunFollower({ ...base, firstPage: [], readFirst }, sink)).toThrow(/once/);
+    expect(() => new RunFollower({ ...base, firstPage: [], fresh: true }, sink)).toThrow(/nothing first/);
+    expect(() => new RunFollower({ ...base, readFirst, fresh: true }, sink)).toThrow(/nothing first/);
+  });
+
   it('on a bus that holds the run already, subscribes before it reads', async () => {
     const log = new MemoryLog();
     log.append(3);

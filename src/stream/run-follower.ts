@@ -59,7 +59,10 @@ export interface FollowSink {
   ping(lastSeq: number): boolean;
 }
 
-/** Resolves once the microtasks and I/O of this turn of the event loop are done (a read's statement sent). */
+/**
+ * Resolves after this turn of the event loop: a read made in it has been written to its connection by then (when
+ * the pool had one free; otherwise the read waits for a connection anyway).
+ */
 const afterThisTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
@@ -129,6 +132,10 @@ export class RunFollower {
   readonly subscribed: Promise<void>;
 
   constructor(options: FollowOptions, sink: FollowSink) {
+    if (options.fresh && (options.readFirst || options.firstPage)) {
+      throw new Error('a fresh follower reads nothing first');
+    }
+    if (options.readFirst && options.firstPage) throw new Error('a follower reads its first page once');
     this.#options = options;
     this.#sink = sink;
     this.#keepAliveMs = options.keepAliveMs ?? 15_000;
@@ -167,9 +174,11 @@ export class RunFollower {
       // otherwise delay the read's statement; the read after the confirmation covers the wider gap. A first
       // page given was read before subscribing, so it is followed by a read of the log too.
       const { firstPage } = this.#options;
-      const readFirst = this.#needsRead && (firstPage !== undefined || !log.listening(runId));
+      const readsBeforeSubscribed = this.#needsRead && (firstPage !== undefined || !log.listening(runId));
       const subscribe = () => log.subscribe(runId, this.#onLive);
-      const subscribing = (readFirst && !firstPage ? afterThisTurn().then(subscribe) : subscribe()).then(
+      const subscribing = (
+        readsBeforeSubscribed && !firstPage ? afterThisTurn().then(subscribe) : subscribe()
+      ).then(
         (done) => {
           this.#subscribed();
           return done;
@@ -179,7 +188,7 @@ export class RunFollower {
           throw error;
         },
       );
-      if (readFirst) {
+      if (readsBeforeSubscribed) {
         this.#unconfirmed = subscribing;
         void this.#catchUp();
       }
@@ -193,7 +202,7 @@ export class RunFollower {
         if (this.#state !== 'ended') {
           this.#lastActivity = performance.now();
           this.#armKeepAlive(this.#nextPeriod());
-          if (!readFirst) void this.#catchUp();
+          if (!readsBeforeSubscribed) void this.#catchUp();
           await this.#ended;
         }
       }
