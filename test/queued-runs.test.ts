@@ -60,6 +60,20 @@ describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
     // A start is one statement that meets the unique index before the chat's lock; here the chat is busy
     // and its active run ends (locking the run, then the chat) and promotes the queued one as the starts
     // arrive. A start that took the chat's lock first would deadlock with that ending: a 500.
+    //
+    // One active run at a time is checked against an order the process observes, not the rows' timestamps: a
+    // start's `startedAt` is the moment the server accepted it, and its statement may wait for the ending
+    // before it (at the unique index, or for a pool connection) and commit after it, so under load it can
+    // precede that ending's `finishedAt`. A run's loop begins after its start or claim committed, which the
+    // index allows only once the run before it has ended, whose ending commits after it was issued: so each
+    // run's loop must begin after the ending of the run before it was issued.
+    const loopBegan = new Map<string, number>();
+    const endingIssued = new Map<string, number>();
+    const firstAt = (times: Map<string, number>) => (context: { runId?: string }) => {
+      if (context.runId && !times.has(context.runId)) times.set(context.runId, performance.now());
+    };
+    faults.arm(FaultPoint.beforeLoop, firstAt(loopBegan));
+    faults.arm(FaultPoint.settleBeforeCommit, firstAt(endingIssued));
     for (let round = 0; round < 6; round++) {
       const chatId = await server.createChat();
       const active = (await enqueue(chatId, 200, 5)).body.run;
@@ -89,12 +103,14 @@ describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
         expect(run.status).toBe('succeeded');
         ran.push(run);
       }
-      // One active run at a time: each run that executed started after the one before it had finished.
-      const executed = ran.filter((run) => run.startedAt !== null);
-      executed.sort((a, b) => Date.parse(a.startedAt!) - Date.parse(b.startedAt!));
+      // One active run at a time: each run that executed began its loop after the one before it had ended.
+      const executed = ran.filter((run) => loopBegan.has(run.id)).map((run) => run.id);
+      executed.sort((a, b) => loopBegan.get(a)! - loopBegan.get(b)!);
+      expect(executed.slice(0, 2)).toEqual([active.id, queued.id]);
       for (let index = 1; index < executed.length; index++) {
-        expect(Date.parse(executed[index]!.startedAt!)).toBeGreaterThanOrEqual(
-          Date.parse(executed[index - 1]!.finishedAt!),
+        const before = executed[index - 1]!;
+        expect(endingIssued.get(before), `ending of ${before}`).toBeLessThanOrEqual(
+          loopBegan.get(executed[index]!)!,
         );
       }
     }
