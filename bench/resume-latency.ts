@@ -27,6 +27,9 @@
  * With `BENCH_NETWORK_DELAY_MS=N`, every server reaches PostgreSQL and Redis through a proxy that holds each
  * chunk N ms each way (bench/support/delay-proxy.ts): the stores as they are in a deployment, across a network,
  * where a resume's round trips to them count for more than on loopback.
+ *
+ * With `BENCH_PROFILE_DIR=dir`, the first server is profiled while it answers 2,000 more resumes after 9,990
+ * (`dir/resume-latency-<store>-after-9990.cpuprofile`).
  */
 import { BenchApi } from './support/api.ts';
 import { parseBenchArgs } from './support/args.ts';
@@ -55,6 +58,8 @@ const LIVE_DELAY_MS = 5;
 const LIVE_WARM_EVENTS = 200;
 /** Reconnects to each instance on a stream of their own before the measured ones (`measureLiveTarget`). */
 const LIVE_WARM_RESUMES = repeats;
+/** Resumes of the finished run inside the profile window (with BENCH_PROFILE_DIR). */
+const PROFILED_RESUMES = 2000;
 
 const delayMs = networkDelayMs();
 const proxies: DelayProxy[] = [];
@@ -152,6 +157,19 @@ try {
           `Last-Event-ID ${after} (${target.label} instance): first event p50 ${firstSummary.p50.toFixed(2)} ms, all p50 ${allSummary.p50.toFixed(2)} ms`,
         );
       }
+    }
+    // With BENCH_PROFILE_DIR: a CPU profile of the server alone while it answers resumes after 9,990, one after
+    // another, each on a fresh connection (the reader's CPU is this process's, not in the profile).
+    if (process.env.BENCH_PROFILE_DIR) {
+      await server.profile('start');
+      for (let attempt = 0; attempt < PROFILED_RESUMES; attempt++) {
+        const result = await streamSse({
+          url: streamUrl(run.id),
+          headers: { ...api.authorization(), 'last-event-id': String(RUN_EVENTS - 10) },
+        });
+        if (result.events !== 10 || !result.done) throw new Error(`profiled resume: ${result.events} events`);
+      }
+      await server.profile('stop', `resume-latency-${args.store}-after-${RUN_EVENTS - 10}`);
     }
   } finally {
     await other?.close();
