@@ -757,8 +757,7 @@ function eventsOfRows(
   for (const row of rows) {
     if (row.events === null) events.push({ seq: row.seq, data: row.data! });
     else {
-      const page = decodePage({ firstSeq: row.seq, lastSeq: row.last_seq!, bytes: row.events });
-      for (const event of page) if (event.seq > after) events.push(event);
+      events.push(...decodePage({ firstSeq: row.seq, lastSeq: row.last_seq!, bytes: row.events }, after));
     }
   }
   events.sort((a, b) => a.seq - b.seq);

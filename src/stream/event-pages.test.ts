@@ -24,6 +24,12 @@ describe('event pages', () => {
     const [page] = await encodePages(events(texts, 41));
     expect(page).toMatchObject({ firstSeq: 41, lastSeq: 52 });
     expect(decodePage(page!)).toEqual(events(texts, 41));
+    // From any point: a delta after a skipped one gets the skipped line's prefix.
+    for (const after of [0, 41, 43, 44, 46, 47, 51, 52, 60]) {
+      expect(decodePage(page!, after), `after ${after}`).toEqual(
+        events(texts, 41).filter((event) => event.seq > after),
+      );
+    }
   });
 
   it('cuts full pages, and starts a new page at a gap in the sequence', async () => {
@@ -43,6 +49,7 @@ describe('event pages', () => {
   it('refuses a page whose event count does not match its range, or of an unknown format', async () => {
     const [page] = await encodePages(events(['{}', '{}']));
     expect(() => decodePage({ ...page!, lastSeq: 3 })).toThrow('holds 2 events, not 3');
+    expect(() => decodePage({ ...page!, lastSeq: 3 }, 2)).toThrow('holds 2 events, not 3');
     expect(() => decodePage({ ...page!, bytes: Buffer.of(9, ...page!.bytes.subarray(1)) })).toThrow(
       'unknown format 9',
     );

@@ -71,22 +71,26 @@ export async function encodePages(events: readonly { seq: number; data: string }
   return pages;
 }
 
-/** The events of one stored page, with their sequence numbers, exactly as they were written. */
-export function decodePage(page: {
-  firstSeq: number;
-  lastSeq: number;
-  bytes: Uint8Array;
-}): { seq: number; data: string }[] {
+/**
+ * The events of one stored page after `after` (by default all of them), with their sequence numbers, exactly
+ * as they were written. The page is decompressed whole, but the events up to `after` are only stepped over: a
+ * resume near a page's end builds the few it sends, not the thousand before them.
+ */
+export function decodePage(
+  page: { firstSeq: number; lastSeq: number; bytes: Uint8Array },
+  after = page.firstSeq - 1,
+): { seq: number; data: string }[] {
   if (page.bytes[0] !== FORMAT) {
     throw new Error(`The event page at ${page.firstSeq} has the unknown format ${page.bytes[0]}.`);
   }
-  const texts = eventsOf(brotliDecompressSync(page.bytes.subarray(1)).toString('utf8'));
-  if (texts.length !== page.lastSeq - page.firstSeq + 1) {
+  const skip = Math.max(0, after - page.firstSeq + 1);
+  const { texts, count } = readLines(brotliDecompressSync(page.bytes.subarray(1)).toString('utf8'), skip);
+  if (count !== page.lastSeq - page.firstSeq + 1) {
     throw new Error(
-      `The event page at ${page.firstSeq} holds ${texts.length} events, not ${page.lastSeq - page.firstSeq + 1}.`,
+      `The event page at ${page.firstSeq} holds ${count} events, not ${page.lastSeq - page.firstSeq + 1}.`,
     );
   }
-  return texts.map((data, index) => ({ seq: page.firstSeq + index, data }));
+  return texts.map((data, index) => ({ seq: page.firstSeq + skip + index, data }));
 }
 
 /**
@@ -111,12 +115,31 @@ export function linesOf(texts: readonly string[]): string {
 
 /** The inverse of `linesOf`. */
 export function eventsOf(page: string): string[] {
+  return readLines(page, 0).texts;
+}
+
+/**
+ * The events of a page's text from its `skip`-th on, and how many it holds. A line that repeats the previous
+ * prefix keeps that prefix as its own (the prefix ends at the text's first `"delta":`), so only the other lines
+ * are searched for one, and a skipped line is built only when a later one needs its prefix.
+ */
+function readLines(page: string, skip: number): { texts: string[]; count: number } {
+  const texts: string[] = [];
   let previous: string | null = null;
-  return page.split(SEPARATOR).map((line) => {
-    const text = line.startsWith(SAME_PREFIX) ? previous! + line.slice(SAME_PREFIX.length) : line;
-    previous = prefixOf(text);
-    return text;
-  });
+  let count = 0;
+  for (let start = 0; start <= page.length; count++) {
+    const newline = page.indexOf(SEPARATOR, start);
+    const end = newline === -1 ? page.length : newline;
+    if (page.startsWith(SAME_PREFIX, start)) {
+      if (count >= skip) texts.push(previous! + page.slice(start + SAME_PREFIX.length, end));
+    } else {
+      const text = page.slice(start, end);
+      if (count >= skip) texts.push(text);
+      previous = prefixOf(text);
+    }
+    start = end + SEPARATOR.length;
+  }
+  return { texts, count };
 }
 
 function prefixOf(text: string): string | null {
