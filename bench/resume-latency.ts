@@ -29,7 +29,8 @@
  * where a resume's round trips to them count for more than on loopback.
  *
  * With `BENCH_PROFILE_DIR=dir`, the first server is profiled while it answers 2,000 more resumes after 9,990
- * (`dir/resume-latency-<store>-after-9990.cpuprofile`).
+ * (`dir/resume-latency-<store>-after-9990.cpuprofile`), and the last Outrun instance (the other one, with two)
+ * while it answers 1,000 reconnects to a live run, 50 behind (`…-live-other.cpuprofile`).
  */
 import { BenchApi } from './support/api.ts';
 import { parseBenchArgs } from './support/args.ts';
@@ -58,8 +59,9 @@ const LIVE_DELAY_MS = 5;
 const LIVE_WARM_EVENTS = 200;
 /** Reconnects to each instance on a stream of their own before the measured ones (`measureLiveTarget`). */
 const LIVE_WARM_RESUMES = repeats;
-/** Resumes of the finished run inside the profile window (with BENCH_PROFILE_DIR). */
+/** Resumes of the finished run, and of a live one, inside the profile windows (with BENCH_PROFILE_DIR). */
 const PROFILED_RESUMES = 2000;
+const PROFILED_LIVE_RESUMES = 1000;
 
 const delayMs = networkDelayMs();
 const proxies: DelayProxy[] = [];
@@ -301,6 +303,16 @@ async function measureOutrunLive(): Promise<void> {
       if (second) instances.push({ label: 'other', url: second.url });
       await measureLiveTarget('Outrun', opener(false), instances);
       await measureLiveTarget('Outrun, useChat resume', opener(true), instances);
+      // With BENCH_PROFILE_DIR: a CPU profile of the last instance (the other one, with two) while it answers
+      // reconnects to a live run, 50 behind.
+      if (process.env.BENCH_PROFILE_DIR) {
+        const instance = instances.at(-1)!;
+        const profiled = second ?? first;
+        const live = await opener(false)(tokensFor(PROFILED_LIVE_RESUMES, 1));
+        await profiled.profile('start');
+        await reconnect('Outrun, profiled', live, [instance], PROFILED_LIVE_RESUMES);
+        await profiled.profile('stop', `resume-latency-${args.store}-live-${second ? 'other' : 'same'}`);
+      }
     } finally {
       await second?.close();
       await first.close();

@@ -163,6 +163,41 @@ describe('RunFollower', () => {
     ]);
   });
 
+  it('asks whether the run has ended only while it has delivered nothing', async () => {
+    // Another instance's resume: the first page goes out, the read after the confirmation finds nothing new.
+    const log = new MemoryLog();
+    log.append(10);
+    let confirm!: () => void;
+    log.confirmation = new Promise<void>((resolve) => (confirm = resolve));
+    let asked = 0;
+    const isFinished = async () => (asked++, false);
+    const got = recorder();
+    const running = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', after: 4, isFinished },
+      got.sink,
+    ).run();
+    await tick();
+    confirm();
+    await tick();
+    expect(log.reads).toEqual([
+      { after: 4, limit: 100 },
+      { after: 10, limit: 1000 },
+    ]);
+    // Event 10 was delivered and is not the terminal one: the run's end is still to come, live.
+    expect(asked).toBe(0);
+    log.append(1, { terminal: true });
+    await running;
+    expect(got.seqs).toEqual(Array.from({ length: 7 }, (_, index) => index + 5));
+
+    // A reader that comes back at the run's end has been delivered nothing: it asks, and ends.
+    const after = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', after: 11, isFinished: async () => (asked++, true) },
+      recorder().sink,
+    );
+    await after.run();
+    expect(asked).toBe(1);
+  });
+
   it('on a bus that must confirm the subscription, sends its first read before it subscribes', async () => {
     const log = new MemoryLog();
     log.append(10);

@@ -12,7 +12,10 @@ export interface FollowOptions {
   runId: string;
   /** Yield events with `seq > after`. @default 0 */
   after?: number;
-  /** Whether the run has already ended (consulted when the log holds nothing past `after`). */
+  /**
+   * Whether the run has already ended: asked when the log holds nothing past `after` and the follower has
+   * delivered nothing yet.
+   */
   isFinished: () => Promise<boolean>;
   /** A keep-alive is yielded after at most this long without events (jittered down by up to 25 %). @default 15000 */
   keepAliveMs?: number;
@@ -265,6 +268,11 @@ export class RunFollower {
     }
   };
 
+  /** Whether this follower has delivered any event (`lastSeq` starts at `after` and moves only by delivery). */
+  #delivered(): boolean {
+    return this.#lastSeq > (this.#options.after ?? 0);
+  }
+
   /** Hands a batch to the sink; whether the follower goes on (not ended, not paused). */
   #deliver(batch: Batch, live: boolean): boolean {
     this.#lastSeq = batch.lastSeq;
@@ -309,10 +317,13 @@ export class RunFollower {
             if (this.#needsRead) await new Promise((resolve) => setImmediate(resolve));
             if (this.#state !== 'catching-up') return;
           }
-          if (events.length === 0 && (await this.#options.isFinished())) {
+          // Nothing after `lastSeq`, in a read made once subscribed: a run that ends from here on sends its end
+          // live. Whether it has ended already is asked only while this follower has delivered nothing: an event
+          // it delivered was not the terminal one, and the terminal event is the run's last, so its end is to come.
+          if (events.length === 0 && !this.#delivered() && (await this.#options.isFinished())) {
             if (this.#state !== 'catching-up') return;
-            // Finished and nothing after `lastSeq`: the terminal event was consumed earlier, or `after` was past
-            // it. Re-read once in case the terminal event was committed between the read and the status check.
+            // Finished and nothing after `lastSeq`: `after` was at or past the terminal event. Re-read once in
+            // case the terminal event was committed between the read and the status check.
             const tail = consecutive(await log.read({ runId, after: this.#lastSeq, limit }), this.#lastSeq);
             if (this.#state !== 'catching-up') return;
             if (tail.events.length > 0) this.#deliver({ ...tail, end: true }, false);
