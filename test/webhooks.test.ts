@@ -502,4 +502,41 @@ describe.each(STORE_KINDS)('webhooks of a run’s ending on %s', (kind) => {
     });
     expect(passes.mock.calls.length).toBeGreaterThan(1);
   });
+
+  it("looks up the webhooks of the ending run's own workspace, whichever workspace ended a run before", async () => {
+    // The one-statement ending is built once per status and kept: the workspace must be a bound value. This
+    // workspace now has no webhook; a run of another that has one must still get its delivery recorded.
+    const ours = await server.api<{ items: { id: string }[] }>('/v1/webhooks');
+    for (const webhook of ours.body.items) {
+      expect((await server.api(`/v1/webhooks/${webhook.id}`, { method: 'DELETE' })).status).toBe(204);
+    }
+    expect((await server.waitForRun((await server.startRun(await server.createChat(), {})).id)).status).toBe(
+      'succeeded',
+    );
+    const workspace = await server.api('/v1/admin/workspaces', { method: 'POST', body: { name: 'Other' } });
+    const admin = await server.api('/v1/admin/users', {
+      method: 'POST',
+      body: { workspaceId: workspace.body.workspace.id, email: 'other@example.com', role: 'admin' },
+    });
+    const key = admin.body.apiKey as string;
+    const receiver = await startReceiver(() => 204);
+    receivers.push(receiver);
+    const created = await server.api('/v1/webhooks', {
+      method: 'POST',
+      body: { url: receiver.url, events: ['run.succeeded'] },
+      key,
+    });
+    expect(created.status).toBe(201);
+    const run = await server.waitForRun(
+      (await server.startRun(await server.createChat(key), {}, key)).id,
+      undefined,
+      key,
+    );
+    await pollUntil(
+      async () => receiver.received.length,
+      (received) => received === 1,
+      { timeoutMs: 10_000 },
+    );
+    expect(JSON.parse(receiver.received[0]!.body)).toMatchObject({ data: { run: { id: run.id } } });
+  });
 });

@@ -6,8 +6,10 @@ import { observeRunEnded, type Metrics } from '../metrics.ts';
 import type { RunQueue } from '../queue/queue.ts';
 import type { Db } from '../store/database.ts';
 import type { Database, RunRow } from '../store/schema.ts';
+import { StatementShapes, type Shape } from '../store/statement-shapes.ts';
 import { fallBackOf, retryTransient } from '../store/transient.ts';
 import {
+  eventsArray,
   insertEvents,
   numberSerialized,
   serializeChunk,
@@ -164,6 +166,11 @@ export interface TransitionResult {
  * none: `running` reports no webhook.
  */
 export interface TransitionListener {
+  /**
+   * An owner's ending in one statement builds its look-up once per status and keeps it with the statement
+   * (`StatementShapes`): the expression may decide by `run.status` alone, and may use `row.workspace_id`, passed
+   * into it as it is, and no other field.
+   */
   lookup?: (change: { row: RunRow; run: RunObject }) => RawBuilder<unknown> | null;
   record: (tx: Transaction<Database>, change: TransitionResult, lookedUp: unknown) => Promise<void>;
 }
@@ -190,6 +197,7 @@ export interface LifecycleOptions {
  */
 export class Lifecycle {
   readonly #options: LifecycleOptions;
+  readonly #endings = new StatementShapes<EndingShape, EndingValues>();
 
   constructor(options: LifecycleOptions) {
     this.#options = options;
@@ -290,12 +298,12 @@ export class Lifecycle {
     // start queued before.
     const written = changeWrites(tx, {
       runId: row.id,
-      data,
+      events: eventsArray(data),
       lastSeq: request.lastSeq,
-      step: request.step,
+      step: request.step && stepValues(request.step),
       messageId,
       to: request.to,
-      parts,
+      parts: parts && JSON.stringify(parts),
     });
     // From active statuses only, this run held the slot (the unique index allows no other), so it is free
     // without looking; a stop that may also end a queued run looks for an active one.
@@ -385,73 +393,48 @@ export class Lifecycle {
     const data = [...(request.chunks ?? []), runStatusChunk(run)].map(serializeChunk);
     const json = (value: unknown) => (value === null ? null : JSON.stringify(value));
     const listeners = this.#options.listeners ?? [];
-    const lookups = listeners.map((listener) => listener.lookup?.({ row: ended, run }) ?? sql`null`);
+    const shape: EndingShape = {
+      to: request.to,
+      lastSeq: request.lastSeq !== undefined,
+      step: request.step !== undefined,
+      message: ended.assistant_message_id !== null,
+      // Which listeners look something up for this status: their expressions go into the statement.
+      lookups: listeners.map((listener) => (listener.lookup?.({ row: ended, run }) ? '1' : '0')).join(''),
+    };
+    const step = request.step && stepValues(request.step);
+    const values: EndingValues = {
+      runId,
+      chatId: ended.chat_id,
+      workspaceId: ended.workspace_id,
+      epoch: request.epoch,
+      error: json(ended.error),
+      usage: json(ended.usage),
+      costUsd: ended.cost_usd,
+      stepCount: ended.step_count,
+      newEpoch: ended.epoch,
+      finishedAt: ended.finished_at,
+      updatedAt: ended.updated_at,
+      events: eventsArray(data),
+      lastSeq: request.lastSeq ?? null,
+      step: step?.step ?? null,
+      stepParts: step?.parts ?? null,
+      stepUsage: step?.usage ?? null,
+      stepCostUsd: step?.costUsd ?? null,
+      stepLastSeq: step?.lastSeq ?? null,
+      stepStartedAt: step?.startedAt ?? null,
+      stepFinishedAt: step?.finishedAt ?? null,
+      messageId: ended.assistant_message_id,
+      parts: JSON.stringify(parts),
+    };
+    const statement = this.#endings.compile(shape, values, (compiling, v) =>
+      endingStatement(db, compiling, v, listeners),
+    );
     // "Before commit", as in the transaction: a fault here leaves nothing written, as a crash would.
     await faults.hit(FaultPoint.settleBeforeCommit, { runId });
-    const statement = changeWrites(
-      db
-        .with('changed', (cte) =>
-          cte
-            .updateTable('runs')
-            .set({
-              status: ended.status,
-              error: json(ended.error),
-              usage: json(ended.usage),
-              cost_usd: ended.cost_usd,
-              step_count: ended.step_count,
-              epoch: ended.epoch,
-              waiting: null,
-              lease_owner: null,
-              lease_expires_at: null,
-              finished_at: ended.finished_at,
-              updated_at: ended.updated_at,
-            })
-            .where('id', '=', runId)
-            .where('status', '=', RunStatus.running)
-            .where('epoch', '=', request.epoch!)
-            .where('stop_requested_at', 'is', null)
-            .returning('chat_id'),
-        )
-        // After the run's row, as in the transaction (decision 0008): the chat's newest version, locked.
-        .with('chat', (cte) =>
-          cte
-            .selectFrom('chats')
-            .select(sql<string>`xmin::text`.as('version'))
-            .where('id', 'in', cte.selectFrom('changed').select('chat_id'))
-            .forUpdate(),
-        ) as unknown as QueryCreator<Database>,
-      {
-        runId,
-        data,
-        lastSeq: request.lastSeq,
-        // Fenced out, the run has another owner, whose events these numbers may already have.
-        onlyIf: sql<boolean>`exists (select from changed)`,
-        step: request.step,
-        messageId: ended.assistant_message_id,
-        to: request.to,
-        parts,
-      },
-    );
-    const chatId = ended.chat_id;
-    const declined = sql.join(
-      [
-        sql`when not exists (select from changed) then outrun_fall_back('run')`,
-        sql`when (select version from chat) is distinct from
-          (select xmin::text from chats where id = ${chatId}) then outrun_fall_back('chat')`,
-        sql`when exists (select from runs where chat_id = ${chatId} and status = ${RunStatus.queued})
-          then outrun_fall_back('queued')`,
-        ...lookups.map((lookup) => sql`when (${lookup}) is not null then outrun_fall_back('listener')`),
-      ],
-      sql` `,
-    );
     let found: { first_seq: unknown };
     try {
-      found = await statement
-        .selectNoFrom([
-          sql<boolean>`case ${declined} else false end`.as('declined'),
-          sql<number>`(select min(seq) from appended)`.as('first_seq'),
-        ])
-        .executeTakeFirstOrThrow();
+      const result = await db.executeQuery(statement);
+      found = result.rows[0]!;
     } catch (error) {
       const reason = fallBackOf(error)?.reason;
       if (reason === undefined) throw error;
@@ -717,31 +700,180 @@ async function collectChunks(source: AsyncIterable<{ chunk: unknown }>): Promise
   return chunks;
 }
 
-/** What a status change writes besides the run's row (`changeWrites`). */
+/** What shapes an owner's ending in one statement (`StatementShapes`): everything else is a bound value. */
+interface EndingShape extends Shape {
+  to: string;
+  /** Whether the owner knows its last sequence number (else the statement reads it). */
+  lastSeq: boolean;
+  /** Whether a finished step is recorded with the ending. */
+  step: boolean;
+  /** Whether the run has an assistant message to finish. */
+  message: boolean;
+  /** Per listener, `1` when it looks something up for this status (`TransitionListener.lookup`). */
+  lookups: string;
+}
+
+/** The values of an owner's ending in one statement, each as it is stored. */
+interface EndingValues extends Record<string, unknown> {
+  runId: string;
+  chatId: string;
+  workspaceId: string;
+  /** The epoch the owner claimed the run under; `newEpoch` the one the ending leaves. */
+  epoch: number;
+  error: string | null;
+  usage: string | null;
+  costUsd: number | null;
+  stepCount: number;
+  newEpoch: number;
+  finishedAt: Date | null;
+  updatedAt: Date;
+  events: string;
+  lastSeq: number | null;
+  step: number | null;
+  stepParts: string | null;
+  stepUsage: string | null;
+  stepCostUsd: number | null;
+  stepLastSeq: number | null;
+  stepStartedAt: Date | null;
+  stepFinishedAt: Date | null;
+  messageId: string | null;
+  parts: string;
+}
+
+/**
+ * An owner's ending in one statement (`Lifecycle.#endInOneStatement` says what it does and when it declines).
+ * Built once per shape, with placeholders for `v` (`StatementShapes`): it decides nothing by a value. The
+ * listeners' look-ups are built from the shape's status and the run's workspace, as their contract says.
+ */
+function endingStatement(db: Db, shape: EndingShape, v: EndingValues, listeners: TransitionListener[]) {
+  const withChange = db
+    .with('changed', (cte) =>
+      cte
+        .updateTable('runs')
+        .set({
+          status: shape.to as RunStatus,
+          error: v.error,
+          usage: v.usage,
+          cost_usd: v.costUsd,
+          step_count: v.stepCount,
+          epoch: v.newEpoch,
+          waiting: null,
+          lease_owner: null,
+          lease_expires_at: null,
+          finished_at: v.finishedAt,
+          updated_at: v.updatedAt,
+        })
+        .where('id', '=', v.runId)
+        .where('status', '=', RunStatus.running)
+        .where('epoch', '=', v.epoch)
+        .where('stop_requested_at', 'is', null)
+        .returning('chat_id'),
+    )
+    // After the run's row, as in the transaction (decision 0008): the chat's newest version, locked.
+    .with('chat', (cte) =>
+      cte
+        .selectFrom('chats')
+        .select(sql<string>`xmin::text`.as('version'))
+        .where('id', 'in', cte.selectFrom('changed').select('chat_id'))
+        .forUpdate(),
+    ) as unknown as QueryCreator<Database>;
+  const statement = changeWrites(withChange, {
+    runId: v.runId,
+    events: v.events,
+    lastSeq: shape.lastSeq ? v.lastSeq! : undefined,
+    // Fenced out, the run has another owner, whose events these numbers may already have.
+    onlyIf: sql<boolean>`exists (select from changed)`,
+    step: shape.step
+      ? {
+          step: v.step!,
+          parts: v.stepParts!,
+          usage: v.stepUsage,
+          costUsd: v.stepCostUsd,
+          lastSeq: v.stepLastSeq!,
+          startedAt: v.stepStartedAt!,
+          finishedAt: v.stepFinishedAt!,
+        }
+      : undefined,
+    messageId: shape.message ? v.messageId : null,
+    to: shape.to as RunStatus,
+    parts: v.parts,
+  });
+  // The look-ups see the run as the ending leaves it: its status (the shape's) and its workspace.
+  const change = {
+    row: { workspace_id: v.workspaceId } as RunRow,
+    run: { status: shape.to } as RunObject,
+  };
+  const lookups = listeners.flatMap((listener, index) =>
+    shape.lookups[index] === '1' ? [listener.lookup!(change)!] : [],
+  );
+  const declined = sql.join(
+    [
+      sql`when not exists (select from changed) then outrun_fall_back('run')`,
+      sql`when (select version from chat) is distinct from
+        (select xmin::text from chats where id = ${v.chatId}) then outrun_fall_back('chat')`,
+      sql`when exists (select from runs where chat_id = ${v.chatId} and status = ${RunStatus.queued})
+        then outrun_fall_back('queued')`,
+      ...lookups.map((lookup) => sql`when (${lookup}) is not null then outrun_fall_back('listener')`),
+    ],
+    sql` `,
+  );
+  return statement.selectNoFrom([
+    sql<boolean>`case ${declined} else false end`.as('declined'),
+    sql<number>`(select min(seq) from appended)`.as('first_seq'),
+  ]);
+}
+
+/** What a status change writes besides the run's row (`changeWrites`), each value as it is stored. */
 interface ChangeWrites {
   runId: string;
-  /** The change's chunks, serialized: appended as the run's next events. */
-  data: string[];
+  /** The change's chunks, serialized, as `eventsArray` joins them: appended as the run's next events. */
+  events: string;
   lastSeq?: number;
   /** Appends the events only under this condition (the one-statement ending: that its update matched). */
   onlyIf?: RawBuilder<boolean>;
-  step?: FinishedStep;
+  step?: StepValues;
   /** The run's assistant message, when its status (and, for an ending, its parts) changes. */
   messageId: string | null;
   to: RunStatus;
-  parts?: unknown[];
+  /** The message's parts as JSON, for an ending. */
+  parts?: string;
+}
+
+/** A finished step as its `run_steps` row (`stepValues`). */
+interface StepValues {
+  step: number;
+  parts: string;
+  usage: string | null;
+  costUsd: number | null;
+  lastSeq: number;
+  startedAt: Date;
+  finishedAt: Date;
+}
+
+function stepValues(step: FinishedStep): StepValues {
+  return {
+    step: step.step,
+    parts: JSON.stringify(step.parts),
+    usage: step.usage ? JSON.stringify(step.usage) : null,
+    costUsd: step.costUsd,
+    lastSeq: step.lastSeq,
+    startedAt: step.startedAt,
+    finishedAt: new Date(),
+  };
 }
 
 /**
  * The `with` clauses of a status change's statement that write besides the run's row: its events
  * (`appended`, each `seq`), its last finished step (`recorded`) and its message (`message`). Shared by the
- * transaction's second statement and the one-statement ending; typed as the events' clause alone, since
- * the final select reads only that one.
+ * transaction's second statement and the one-statement ending, which builds it once per shape
+ * (`StatementShapes`): so it decides its structure only by which writes are given and `to`, and passes every
+ * value into the statement as it is. Typed as the events' clause alone, since the final select reads only that
+ * one.
  */
 function changeWrites(db: QueryCreator<Database>, writes: ChangeWrites) {
   const { runId, step, messageId, parts } = writes;
   const withEvents = db.with('appended', (cte) =>
-    insertEvents(cte, runId, writes.data, writes.lastSeq, writes.onlyIf),
+    insertEvents(cte, runId, writes.events, writes.lastSeq, writes.onlyIf),
   );
   const recorded = step
     ? withEvents.with('recorded', (cte) =>
@@ -750,12 +882,12 @@ function changeWrites(db: QueryCreator<Database>, writes: ChangeWrites) {
           .values({
             run_id: runId,
             step: step.step,
-            parts: JSON.stringify(step.parts),
-            usage: step.usage ? JSON.stringify(step.usage) : null,
+            parts: step.parts,
+            usage: step.usage,
             cost_usd: step.costUsd,
             last_seq: step.lastSeq,
             started_at: step.startedAt,
-            finished_at: new Date(),
+            finished_at: step.finishedAt,
           })
           // A step already recorded is kept.
           .onConflict((conflict) => conflict.columns(['run_id', 'step']).doNothing())
@@ -767,7 +899,7 @@ function changeWrites(db: QueryCreator<Database>, writes: ChangeWrites) {
         cte
           .updateTable('messages')
           .set({
-            ...(parts ? { parts: JSON.stringify(parts) } : {}),
+            ...(parts !== undefined ? { parts } : {}),
             status: MESSAGE_STATUS[writes.to],
             updated_at: sql<Date>`now()`,
           })

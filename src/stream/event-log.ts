@@ -46,22 +46,30 @@ export function lastSeqExpression(runId: string | Expression<string | null>): Ra
 export function insertEvents(
   db: QueryCreator<Database>,
   runId: string,
-  data: string[],
+  /** The chunks as one JSON array text (`eventsArray`). */
+  events: string,
   lastSeq?: number,
   /** A condition the statement inserts only under (say, that its `with` clause's update matched). */
   onlyIf: RawBuilder<boolean> = sql`true`,
 ) {
   const after = lastSeq === undefined ? lastSeqExpression(runId) : sql<number>`${lastSeq}::int`;
-  // The chunks travel as one JSON array of their texts, unescaped; a `json` element keeps its text exactly.
   return db
     .insertInto('run_events')
     .columns(['run_id', 'seq', 'chunk'])
     .expression(
       sql`select ${runId}, ${after} + t.ord, t.chunk
-        from json_array_elements(${`[${data.join(',')}]`}::json) with ordinality as t(chunk, ord)
+        from json_array_elements(${events}::json) with ordinality as t(chunk, ord)
         where ${onlyIf}`,
     )
     .returning('seq');
+}
+
+/**
+ * Serialized chunks as the one value `insertEvents` takes: a JSON array of their texts, unescaped (a `json`
+ * element keeps its text exactly).
+ */
+export function eventsArray(data: readonly string[]): string {
+  return `[${data.join(',')}]`;
 }
 
 /** One durable event of a run's stream: its sequence number and its chunk as JSON text. */
@@ -199,7 +207,7 @@ export class EventLog {
   ): Promise<LogEvent[]> {
     if (chunks.length === 0) return [];
     const data = chunks.map(serializeChunk);
-    const inserted = await insertEvents(tx, runId, data, options.lastSeq).execute();
+    const inserted = await insertEvents(tx, runId, eventsArray(data), options.lastSeq).execute();
     return numberSerialized(data, Math.min(...inserted.map((row) => row.seq)) - 1);
   }
 
