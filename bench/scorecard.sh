@@ -3,7 +3,7 @@
 # the `node` on PATH (Node 20 on the benchmark machine). Output: one file per step, and log.txt with each step's
 # start, end, load average and how long it waited for the machine to settle. Run from the repository root:
 #
-#   bash bench/scorecard.sh OUTPUT_DIRECTORY        (about 35 minutes on 2 cores)
+#   bash bench/scorecard.sh OUTPUT_DIRECTORY        (about 30 minutes on 2 cores)
 #
 # Before each step it waits until the CPUs were at least BENCH_SETTLE_IDLE % idle over 2 s (default 95; 0 turns
 # the wait off), at most BENCH_SETTLE_MAX_S seconds (default 90): a step otherwise starts in the tail of the one
