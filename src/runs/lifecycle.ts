@@ -165,13 +165,19 @@ export interface TransitionResult {
  * `record` gets its value. A start's local claim (`pending` → `running`, made by the run's insert) runs
  * none: `running` reports no webhook.
  */
+/** What a listener's look-up is built from (`TransitionListener.lookup`). */
+export interface LookupChange {
+  status: RunStatus;
+  workspaceId: string;
+}
+
 export interface TransitionListener {
   /**
-   * An owner's ending in one statement builds its look-up once per status and keeps it with the statement
-   * (`StatementShapes`): the expression may decide by `run.status` alone, and may use `row.workspace_id`, passed
-   * into it as it is, and no other field.
+   * Given only the status the run changes to and its workspace: an owner's ending in one statement builds its
+   * look-up once per status and keeps it with the statement (`StatementShapes`), so the expression may decide
+   * by `status` and must pass `workspaceId` into the statement as it is.
    */
-  lookup?: (change: { row: RunRow; run: RunObject }) => RawBuilder<unknown> | null;
+  lookup?: (change: LookupChange) => RawBuilder<unknown> | null;
   record: (tx: Transaction<Database>, change: TransitionResult, lookedUp: unknown) => Promise<void>;
 }
 
@@ -310,7 +316,8 @@ export class Lifecycle {
     const slotFree = request.from.every((status) => isActiveStatus(status));
     // The listeners' look-ups (the webhooks a terminal status reports to) ride in the same statement.
     const listeners = this.#options.listeners ?? [];
-    const lookups = listeners.map((listener) => listener.lookup?.({ row, run }) ?? sql`null`);
+    const change = { status: request.to, workspaceId: row.workspace_id };
+    const lookups = listeners.map((listener) => listener.lookup?.(change) ?? sql`null`);
     const found = await written
       .selectNoFrom((eb) => [
         (promotes
@@ -399,7 +406,11 @@ export class Lifecycle {
       step: request.step !== undefined,
       message: ended.assistant_message_id !== null,
       // Which listeners look something up for this status: their expressions go into the statement.
-      lookups: listeners.map((listener) => (listener.lookup?.({ row: ended, run }) ? '1' : '0')).join(''),
+      lookups: listeners
+        .map((listener) =>
+          listener.lookup?.({ status: request.to, workspaceId: ended.workspace_id }) ? '1' : '0',
+        )
+        .join(''),
     };
     const step = request.step && stepValues(request.step);
     const values: EndingValues = {
@@ -702,7 +713,7 @@ async function collectChunks(source: AsyncIterable<{ chunk: unknown }>): Promise
 
 /** What shapes an owner's ending in one statement (`StatementShapes`): everything else is a bound value. */
 interface EndingShape extends Shape {
-  to: string;
+  to: RunStatus;
   /** Whether the owner knows its last sequence number (else the statement reads it). */
   lastSeq: boolean;
   /** Whether a finished step is recorded with the ending. */
@@ -751,7 +762,7 @@ function endingStatement(db: Db, shape: EndingShape, v: EndingValues, listeners:
       cte
         .updateTable('runs')
         .set({
-          status: shape.to as RunStatus,
+          status: shape.to,
           error: v.error,
           usage: v.usage,
           cost_usd: v.costUsd,
@@ -795,14 +806,10 @@ function endingStatement(db: Db, shape: EndingShape, v: EndingValues, listeners:
         }
       : undefined,
     messageId: shape.message ? v.messageId : null,
-    to: shape.to as RunStatus,
+    to: shape.to,
     parts: v.parts,
   });
-  // The look-ups see the run as the ending leaves it: its status (the shape's) and its workspace.
-  const change = {
-    row: { workspace_id: v.workspaceId } as RunRow,
-    run: { status: shape.to } as RunObject,
-  };
+  const change: LookupChange = { status: shape.to, workspaceId: v.workspaceId };
   const lookups = listeners.flatMap((listener, index) =>
     shape.lookups[index] === '1' ? [listener.lookup!(change)!] : [],
   );

@@ -26,9 +26,9 @@ export function webhookEventOf(status: RunStatusValue): WebhookEvent | null {
  */
 export function runWebhooksListener(onRecorded: (change: TransitionResult) => void): TransitionListener {
   return {
-    lookup: ({ row, run }) => {
-      const event = webhookEventOf(run.status);
-      return event ? subscribedWebhookIds(row.workspace_id, event) : null;
+    lookup: ({ status, workspaceId }) => {
+      const event = webhookEventOf(status);
+      return event ? subscribedWebhookIds(workspaceId, event) : null;
     },
     async record(tx, change, webhookIds) {
       const event = webhookEventOf(change.run.status);
