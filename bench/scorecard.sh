@@ -11,11 +11,14 @@
 # a minute later.
 set -u
 out=${1:?usage: scorecard.sh OUTPUT_DIRECTORY}
-mkdir -p "$out"
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 redis=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
 settle_idle=${BENCH_SETTLE_IDLE:-95}
 settle_max=${BENCH_SETTLE_MAX_S:-90}
+for setting in "BENCH_SETTLE_IDLE=$settle_idle" "BENCH_SETTLE_MAX_S=$settle_max"; do
+  [[ ${setting#*=} =~ ^[0-9]+$ ]] || { echo "scorecard.sh: $setting is not a whole number" >&2; exit 2; }
+done
+mkdir -p "$out"
 
 # The CPUs' idle share (%) over the next 2 s, from /proc/stat's first line (idle + iowait over the total).
 idle_percent() {
