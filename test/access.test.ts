@@ -345,6 +345,53 @@ describe.each(STORE_KINDS)('access and tenancy on %s', (kind) => {
       await health.body?.cancel();
     });
 
+    it('sends the same security headers on every answer: the API, its errors, the page and health', async () => {
+      const read = async (response: Response) => {
+        await response.text();
+        return response;
+      };
+      const answers = [
+        await server.api('/v1/me'),
+        await server.api('/v1/me', { key: null }),
+        await server.api('/v1/no-such-route'),
+        await read(await fetch(`${server.url}/`, { headers: { accept: 'text/html' } })),
+        await read(await fetch(`${server.url}/healthz`)),
+      ];
+      const names = [
+        'content-security-policy',
+        'cross-origin-opener-policy',
+        'cross-origin-resource-policy',
+        'origin-agent-cluster',
+        'referrer-policy',
+        'strict-transport-security',
+        'x-content-type-options',
+        'x-dns-prefetch-control',
+        'x-download-options',
+        'x-frame-options',
+        'x-permitted-cross-domain-policies',
+        'x-xss-protection',
+      ];
+      // The page's policy is written by the page's route, the same directives spaced differently.
+      const directives = (policy: string | null) => policy?.split(';').map((directive) => directive.trim());
+      const headersOf = (response: { headers: Headers }) => ({
+        ...Object.fromEntries(names.map((name) => [name, response.headers.get(name)])),
+        'content-security-policy': directives(response.headers.get('content-security-policy')),
+      });
+      const first = headersOf(answers[0]!);
+      expect(first).toMatchObject({
+        'cross-origin-resource-policy': 'cross-origin',
+        'strict-transport-security': 'max-age=31536000; includeSubDomains',
+        'x-frame-options': 'SAMEORIGIN',
+        'referrer-policy': 'no-referrer',
+      });
+      expect(first['content-security-policy']).toContain("frame-ancestors 'none'");
+      expect(first['content-security-policy']).toContain("default-src 'self'");
+      for (const answer of answers) {
+        expect(headersOf(answer)).toEqual(first);
+        expect(answer.headers.get('x-powered-by')).toBeNull();
+      }
+    });
+
     it('requires OUTRUN_METRICS_TOKEN for /metrics when it is set', async () => {
       expect((await fetch(`${server.url}/metrics`)).status).toBe(401);
       const wrong = await fetch(`${server.url}/metrics`, {
