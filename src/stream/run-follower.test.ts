@@ -263,24 +263,45 @@ describe('RunFollower', () => {
     expect(got.seqs).toEqual([1, 2, 3, 4]);
   });
 
-  it("ends at a first read that holds the run's end without waiting for the confirmation, then leaves the channel", async () => {
+  it("on a bus that must confirm the subscription, ends at a first read that holds the run's end without subscribing", async () => {
     const log = new MemoryLog();
     log.append(5);
     log.append(1, { terminal: true });
-    let confirm!: () => void;
-    log.confirmation = new Promise<void>((resolve) => (confirm = resolve));
+    // Never confirmed: a follower that asked would wait for ever.
+    log.confirmation = new Promise<void>(() => {});
+    const calls = callsTo(log);
     const got = recorder();
-    await new RunFollower(
+    const follower = new RunFollower(
       { log: log.asEventLog(), runId: 'r', isFinished: async () => true },
       got.sink,
-    ).run();
+    );
+    await follower.run();
+    // `subscribed` resolves for a follower that ended before it subscribed.
+    const settled = await Promise.race([
+      follower.subscribed.then(() => 'resolved'),
+      new Promise((resolve) => setTimeout(resolve, 500, 'pending')),
+    ]);
+    expect(settled).toBe('resolved');
     expect(got.seqs).toEqual([1, 2, 3, 4, 5, 6]);
     expect(got.ended()).toBe(true);
-    confirm();
     await tick();
-    // Subscribed once the server confirmed, and left at once.
-    expect(log.handlers.size).toBe(0);
-    expect(log.reads).toHaveLength(1);
+    expect(calls).toEqual(['read']);
+  });
+
+  it("ends at a first page given that holds the run's end without subscribing or reading", async () => {
+    const log = new MemoryLog();
+    log.append(2);
+    const firstPage = [...log.events, ...log.append(1, { terminal: true })];
+    const calls = callsTo(log);
+    const got = recorder();
+    await new RunFollower(
+      { log: log.asEventLog(), runId: 'r', firstPage, isFinished: async () => true },
+      got.sink,
+    ).run();
+    await tick();
+    expect(got.seqs).toEqual([1, 2, 3]);
+    expect(got.ended()).toBe(true);
+    expect(calls).toEqual([]);
   });
 
   it('ends without waiting for the bus to confirm that it left the channel', async () => {

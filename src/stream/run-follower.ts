@@ -63,12 +63,6 @@ export interface FollowSink {
 }
 
 /**
- * Resolves after this turn of the event loop: a read made in it has been written to its connection by then (when
- * the pool had one free; otherwise the read waits for a connection anyway).
- */
-const afterThisTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-/**
  * Events a follower's first read asks for (and a route that reads the first page itself, `firstPage`): small,
  * so that a resuming reader's first write goes out sooner.
  */
@@ -92,9 +86,9 @@ type FollowerState =
  *
  * It subscribes before it reads, so an event is either in the read or arrives live. Where subscribing takes
  * a round trip (a networked bus, a run this instance does not follow yet), its first read goes out first
- * and is delivered at once, and the log is read again once the subscription is confirmed. Live events that do
- * not continue the sequence (a gap, or a buffer that overflowed for a slow reader) send it back to the
- * log, which holds every event that was ever published. Once caught up, live events go to the sink from the
+ * and is delivered at once; it subscribes after that, unless the read held the run's end, and reads the log
+ * again once the subscription is confirmed. Live events that do not continue the sequence (a gap, or a buffer
+ * that overflowed for a slow reader) send it back to the log, which holds every event that was ever published. Once caught up, live events go to the sink from the
  * bus handler itself: a reader costs no promise, timer or allocation per event, which is what lets one run
  * fan out to many readers.
  */
@@ -115,6 +109,12 @@ export class RunFollower {
    * between its read and the confirmation reached neither, so the log is read again once it resolves.
    */
   #unconfirmed: Promise<unknown> | null = null;
+  /**
+   * Resolves once the first page (read before subscribing) was delivered, or the follower ended: the
+   * subscription waits for it (see `run`).
+   */
+  readonly #firstPageDelivered: Promise<void>;
+  #deliveredFirstPage!: () => void;
   /** `ready`, until awaited before the first delivery. */
   #ready: Promise<void> | null;
   #unsubscribe: (() => Promise<void>) | null = null;
@@ -147,6 +147,7 @@ export class RunFollower {
     this.#needsRead = !options.fresh;
     this.#ready = options.ready ?? null;
     this.#ended = new Promise((resolve) => (this.#settle = resolve));
+    this.#firstPageDelivered = new Promise((resolve) => (this.#deliveredFirstPage = resolve));
     this.subscribed = new Promise((resolve, reject) => {
       this.#subscribed = (failure) => (failure === undefined ? resolve() : reject(failure));
     });
@@ -172,15 +173,18 @@ export class RunFollower {
     signal?.addEventListener('abort', this.close, { once: true });
     const { log, runId } = this.#options;
     try {
-      // Where subscribing takes a round trip, the first page is read meanwhile (and the log again after it). The
-      // read is sent first: subscribing costs this thread its own work (a networked bus's command), which would
-      // otherwise delay the read's statement; the read after the confirmation covers the wider gap. A first
+      // Where subscribing takes a round trip, the first page is read (or given) first, delivered at once, and
+      // the follower subscribes only if that page did not end the run: a finished run's replay costs the bus
+      // nothing, and a resume's first page does not share the thread with the bus's command. Events committed
+      // between that read and the confirmation reached neither, so the log is read again once it comes. A first
       // page given was read before subscribing, so it is followed by a read of the log too.
       const { firstPage } = this.#options;
       const readsBeforeSubscribed = this.#needsRead && (firstPage !== undefined || !log.listening(runId));
       const subscribe = () => log.subscribe(runId, this.#onLive);
       const subscribing = (
-        readsBeforeSubscribed && !firstPage ? afterThisTurn().then(subscribe) : subscribe()
+        readsBeforeSubscribed
+          ? this.#firstPageDelivered.then(() => (this.#state === 'ended' ? null : subscribe()))
+          : subscribe()
       ).then(
         (done) => {
           this.#subscribed();
@@ -195,11 +199,14 @@ export class RunFollower {
         this.#unconfirmed = subscribing;
         void this.#catchUp();
       }
-      // A follower that ends first (its first read held the run's end, or it was closed) does not wait for the
-      // confirmation: it leaves once the subscription is made.
+      // A follower that ends first (its first page held the run's end, or it was closed) does not wait for the
+      // confirmation: it leaves once the subscription is made, if it was made at all.
       const unsubscribe = await Promise.race([subscribing, this.#ended.then(() => null)]);
       if (unsubscribe === null) {
-        void subscribing.then(leave, () => {});
+        void subscribing.then(
+          (done) => done && leave(done),
+          () => {},
+        );
       } else {
         this.#unsubscribe = unsubscribe;
         if (this.#state !== 'ended') {
@@ -235,6 +242,7 @@ export class RunFollower {
     if (failure !== undefined) this.#failure = failure;
     this.#buffer = [];
     clearTimeout(this.#timer);
+    this.#deliveredFirstPage();
     this.#settle?.();
   }
 
@@ -302,6 +310,7 @@ export class RunFollower {
             // Read before the subscription was confirmed: deliver it, then read again once it is.
             const batch = consecutive(events, this.#lastSeq);
             if (batch.events.length > 0 && !this.#deliver(batch, false)) return;
+            this.#deliveredFirstPage();
             await unconfirmed;
             this.#unconfirmed = null;
             if (this.#state !== 'catching-up') return;
