@@ -288,6 +288,28 @@ describe('RunFollower', () => {
     expect(calls).toEqual(['read']);
   });
 
+  it('closed while its subscription waits for the confirmation, ends at once and leaves the channel once confirmed', async () => {
+    const log = new MemoryLog();
+    log.append(4);
+    let confirm!: () => void;
+    log.confirmation = new Promise<void>((resolve) => (confirm = resolve));
+    const calls = callsTo(log);
+    const got = recorder();
+    const follower = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
+      got.sink,
+    );
+    const running = follower.run();
+    await tick();
+    expect(got.seqs).toEqual([1, 2, 3, 4]);
+    expect(calls).toEqual(['read', 'subscribe']);
+    follower.close();
+    await running;
+    confirm();
+    await tick();
+    expect(log.handlers.size).toBe(0);
+  });
+
   it("ends at a first page given that holds the run's end without subscribing or reading", async () => {
     const log = new MemoryLog();
     log.append(2);
