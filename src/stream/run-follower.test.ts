@@ -94,6 +94,13 @@ function callsTo(log: MemoryLog): string[] {
   return calls;
 }
 
+/** Puts `log` on a bus that must confirm subscriptions; returns the confirmation (the server's answer). */
+function awaitConfirmation(log: MemoryLog): () => void {
+  let confirm!: () => void;
+  log.confirmation = new Promise<void>((resolve) => (confirm = resolve));
+  return confirm;
+}
+
 describe('RunFollower', () => {
   it('replays the log, then hands each live batch to the sink as it is published, each seq once', async () => {
     const log = new MemoryLog();
@@ -138,8 +145,7 @@ describe('RunFollower', () => {
   it('on a bus that must confirm the subscription, delivers its first read at once and reads again once confirmed', async () => {
     const log = new MemoryLog();
     log.append(50);
-    let confirm!: () => void;
-    log.confirmation = new Promise<void>((resolve) => (confirm = resolve));
+    const confirm = awaitConfirmation(log);
     const got = recorder();
     const follower = new RunFollower(
       { log: log.asEventLog(), runId: 'r', after: 20, isFinished: async () => false },
@@ -167,8 +173,7 @@ describe('RunFollower', () => {
     // Another instance's resume: the first page goes out, the read after the confirmation finds nothing new.
     const log = new MemoryLog();
     log.append(10);
-    let confirm!: () => void;
-    log.confirmation = new Promise<void>((resolve) => (confirm = resolve));
+    const confirm = awaitConfirmation(log);
     let asked = 0;
     const isFinished = async () => (asked++, false);
     const got = recorder();
@@ -201,8 +206,7 @@ describe('RunFollower', () => {
   it('on a bus that must confirm the subscription, sends its first read before it subscribes', async () => {
     const log = new MemoryLog();
     log.append(10);
-    let confirm!: () => void;
-    log.confirmation = new Promise<void>((resolve) => (confirm = resolve));
+    const confirm = awaitConfirmation(log);
     const calls = callsTo(log);
     const got = recorder();
     const running = new RunFollower(
@@ -291,8 +295,7 @@ describe('RunFollower', () => {
   it('closed while its subscription waits for the confirmation, ends at once and leaves the channel once confirmed', async () => {
     const log = new MemoryLog();
     log.append(4);
-    let confirm!: () => void;
-    log.confirmation = new Promise<void>((resolve) => (confirm = resolve));
+    const confirm = awaitConfirmation(log);
     const calls = callsTo(log);
     const got = recorder();
     const follower = new RunFollower(
@@ -351,8 +354,7 @@ describe('RunFollower', () => {
   it('paused on its unconfirmed first read and resumed, still reads again after the confirmation', async () => {
     const log = new MemoryLog();
     log.append(10);
-    let confirm!: () => void;
-    log.confirmation = new Promise<void>((resolve) => (confirm = resolve));
+    const confirm = awaitConfirmation(log);
     let accepting = false;
     const got = recorder(() => accepting);
     const follower = new RunFollower(
