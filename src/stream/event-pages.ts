@@ -113,11 +113,6 @@ export function linesOf(texts: readonly string[]): string {
   return lines.join(SEPARATOR);
 }
 
-/** The inverse of `linesOf`. */
-export function eventsOf(page: string): string[] {
-  return readLines(page, 0).texts;
-}
-
 /**
  * The events of a page's text from its `skip`-th on, and how many it holds. A line that repeats the previous
  * prefix keeps that prefix as its own (the prefix ends at the text's first `"delta":`), so only the other lines
