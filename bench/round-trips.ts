@@ -113,8 +113,14 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     const cpuAfter = await postgresBackendCpuMicros(store.env.DATABASE_URL!);
     const database = new URL(store.env.DATABASE_URL!).pathname.slice(1);
-    const { rows } = await admin.query<{ calls: string; plan: number; exec: number; query: string }>(
-      `select calls, total_plan_time as plan, total_exec_time as exec,
+    const { rows } = await admin.query<{
+      calls: string;
+      plans: string;
+      plan: number;
+      exec: number;
+      query: string;
+    }>(
+      `select calls, plans, total_plan_time as plan, total_exec_time as exec,
               regexp_replace(query, '\\s+', ' ', 'g') as query
        from pg_stat_statements s join pg_database d on d.oid = s.dbid
        where d.datname = $1 order by calls desc, query`,
@@ -122,11 +128,12 @@ try {
     );
     const perRun = (value: number) => value / runs;
     // One line per statement shape: lists of parameters (`in ($1, $2)`, `values (…), (…)`) of any length as one.
-    const shapes = new Map<string, { calls: number; time: number }>();
+    const shapes = new Map<string, { calls: number; plans: number; time: number }>();
     for (const row of rows) {
       const shape = row.query.replace(/\(\$\d+(, \$\d+)*\)/g, '(…)').replace(/\(…\)(, \(…\))+/g, '(…), …');
-      const entry = shapes.get(shape) ?? { calls: 0, time: 0 };
+      const entry = shapes.get(shape) ?? { calls: 0, plans: 0, time: 0 };
       entry.calls += Number(row.calls);
+      entry.plans += Number(row.plans);
       entry.time += row.plan + row.exec;
       shapes.set(shape, entry);
     }
@@ -139,15 +146,16 @@ try {
       .filter((row) => !/^with\b/i.test(row.query.trim()) || /\b(insert|update|delete)\b/i.test(row.query));
     printTable({
       title: `round-trips — statements per run of ${tokens} token${tokens === 1 ? '' : 's'}, ${process.version}`,
-      columns: ['statement', 'per run', 'plan + exec µs per run'],
+      columns: ['statement', 'per run', 'plannings per run', 'plan + exec µs per run'],
       rows: [...shapes]
         .sort((a, b) => b[1].calls - a[1].calls)
         .map(([shape, entry]) => [
           shape.length > 110 ? `${shape.slice(0, 107)}…` : shape,
           perRun(entry.calls),
+          perRun(entry.plans),
           perRun(entry.time * 1000),
         ]),
-      digits: [0, 2, 0],
+      digits: [0, 2, 2, 0],
     });
     printTable({
       title: `round-trips — totals per run of ${tokens} token${tokens === 1 ? '' : 's'}`,
@@ -157,6 +165,7 @@ try {
         'writing statements',
         'plan + exec ms',
         'of it planning ms',
+        'plannings',
         'PostgreSQL CPU ms',
       ],
       rows: [
@@ -166,15 +175,18 @@ try {
           perRun(writes.reduce((sum, row) => sum + Number(row.calls), 0)),
           perRun(rows.reduce((sum, row) => sum + row.plan + row.exec, 0)),
           perRun(rows.reduce((sum, row) => sum + row.plan, 0)),
+          perRun(rows.reduce((sum, row) => sum + Number(row.plans), 0)),
           cpuBefore === null || cpuAfter === null ? null : perRun((cpuAfter - cpuBefore) / 1000),
         ],
       ],
-      digits: [1, 2, 2, 2, 2, 2],
+      digits: [1, 2, 2, 2, 2, 2, 2],
       notes: [
         'Round trips: every top-level statement, `begin` and `commit` included; a statement outside a ' +
           'transaction commits by itself. Compaction runs in batches, so its statements count in fractions. ' +
           'Plan + exec: what `pg_stat_statements` counts (not parsing); PostgreSQL CPU: user + system time of ' +
-          "the database's backends, from /proc (10 ms ticks).",
+          "the database's backends, from /proc (10 ms ticks). Plannings: how often PostgreSQL planned a " +
+          'statement; a prepared statement is planned for its first five executions on a connection, then ' +
+          'generically once if that plan costs no more (decision 0009), so this falls as connections warm.',
       ],
     });
   } finally {
