@@ -280,7 +280,7 @@ export class EventLog {
             .whereRef('run_events.run_id', '=', 'runs.id')
             .as('events'),
         ])
-        .where('id', 'in', ids)
+        .where('id', '=', anyOf(ids))
         .orderBy('id')
         .forUpdate()
         .skipLocked()
@@ -289,7 +289,7 @@ export class EventLog {
       const missing = ids.filter((id) => !lockedIds.has(id));
       if (missing.length > 0) {
         // A run the lock skipped is held elsewhere (busy) unless it does not exist at all.
-        const existing = await tx.selectFrom('runs').select('id').where('id', 'in', missing).execute();
+        const existing = await tx.selectFrom('runs').select('id').where('id', '=', anyOf(missing)).execute();
         const existingIds = new Set(existing.map((run) => run.id));
         for (const id of missing) {
           results.set(id, { compacted: false, reason: existingIds.has(id) ? 'busy' : 'not_found' });
@@ -320,7 +320,7 @@ export class EventLog {
       const rows = await tx
         .selectFrom('run_events')
         .select(['run_id', 'seq', sql<string>`chunk::text`.as('data')])
-        .where('run_id', 'in', compactable)
+        .where('run_id', '=', anyOf(compactable))
         .orderBy('run_id')
         .orderBy('seq')
         .execute();
@@ -345,10 +345,10 @@ export class EventLog {
       }
       // The rows go and the runs are marked in one statement.
       await tx
-        .with('deleted', (db) => db.deleteFrom('run_events').where('run_id', 'in', compactable))
+        .with('deleted', (db) => db.deleteFrom('run_events').where('run_id', '=', anyOf(compactable)))
         .updateTable('runs')
         .set({ events_compacted_at: sql<Date>`now()` })
-        .where('id', 'in', compactable)
+        .where('id', '=', anyOf(compactable))
         .execute();
       await this.#faults.hit(FaultPoint.compactionBeforeCommit, { runIds: compactable });
       for (const { runId, pages } of pagesOf) {
@@ -589,6 +589,12 @@ export class RunEventWriter {
     for (const waiter of waiters) waiter.reject(error);
   }
 }
+
+/**
+ * `= any($n::text[])` over `ids`: one statement text for a list of any length, so a compaction's statements are
+ * prepared and planned once per connection (`in ($1, …)` made a statement per length, each planned anew).
+ */
+const anyOf = (ids: readonly string[]) => sql<string>`any(${[...ids]}::text[])`;
 
 /**
  * The group commit's insert. `$1`: a JSON array of rows `{w, seq, chunk}`, where `w` numbers the row's writer
