@@ -591,8 +591,9 @@ export class RunEventWriter {
 }
 
 /**
- * `= any($n::text[])` over `ids`: one statement text for a list of any length, so a compaction's statements are
- * prepared and planned once per connection (`in ($1, …)` made a statement per length, each planned anew).
+ * `= any($n::text[])` over `ids`: one statement text for a list of any length, so each of a compaction's
+ * statements is prepared once per connection (`in ($1, …)` made a statement per length, each prepared anew and
+ * holding one of the connection's named statements, decision 0009).
  */
 const anyOf = (ids: readonly string[]) => sql<string>`any(${[...ids]}::text[])`;
 
