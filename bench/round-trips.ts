@@ -128,10 +128,11 @@ try {
     );
     const perRun = (value: number) => value / runs;
     // One line per statement shape: lists of parameters (`in ($1, $2)`, `values (…), (…)`) of any length as one.
-    const shapes = new Map<string, { calls: number; plans: number; time: number }>();
+    const shapes = new Map<string, { texts: number; calls: number; plans: number; time: number }>();
     for (const row of rows) {
       const shape = row.query.replace(/\(\$\d+(, \$\d+)*\)/g, '(…)').replace(/\(…\)(, \(…\))+/g, '(…), …');
-      const entry = shapes.get(shape) ?? { calls: 0, plans: 0, time: 0 };
+      const entry = shapes.get(shape) ?? { texts: 0, calls: 0, plans: 0, time: 0 };
+      entry.texts += 1;
       entry.calls += Number(row.calls);
       entry.plans += Number(row.plans);
       entry.time += row.plan + row.exec;
@@ -146,16 +147,21 @@ try {
       .filter((row) => !/^with\b/i.test(row.query.trim()) || /\b(insert|update|delete)\b/i.test(row.query));
     printTable({
       title: `round-trips — statements per run of ${tokens} token${tokens === 1 ? '' : 's'}, ${process.version}`,
-      columns: ['statement', 'per run', 'plannings per run', 'plan + exec µs per run'],
+      columns: ['statement', 'texts', 'per run', 'plannings per run', 'plan + exec µs per run'],
       rows: [...shapes]
         .sort((a, b) => b[1].calls - a[1].calls)
         .map(([shape, entry]) => [
           shape.length > 110 ? `${shape.slice(0, 107)}…` : shape,
+          entry.texts,
           perRun(entry.calls),
           perRun(entry.plans),
           perRun(entry.time * 1000),
         ]),
-      digits: [0, 2, 2, 0],
+      digits: [0, 0, 2, 2, 0],
+      notes: [
+        'Texts: the statement texts PostgreSQL saw of that shape; a list of parameters makes one per length, ' +
+          'each prepared on every connection that runs it.',
+      ],
     });
     printTable({
       title: `round-trips — totals per run of ${tokens} token${tokens === 1 ? '' : 's'}`,
