@@ -9,6 +9,7 @@ import { EventCompactor } from '../src/stream/event-compactor.ts';
 import { EventLog, type LogEvent } from '../src/stream/event-log.ts';
 import { EVENTS_PER_PAGE } from '../src/stream/event-pages.ts';
 import { followRun } from '../src/stream/run-follower.ts';
+import { insertRunningRun } from './support/chat-rows.ts';
 import { openTestDatabase, seedMember, STORE_KINDS } from './support/databases.ts';
 import { readSse, script, type SseFrame } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
@@ -43,27 +44,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     count: number,
     status = 'succeeded',
   ): Promise<{ runId: string; live: LogEvent[] }> {
-    const chatId = newId('chat');
-    await database.db
-      .insertInto('chats')
-      .values({ id: chatId, workspace_id: workspaceId, owner_id: userId, title: 't' })
-      .execute();
-    const runId = newId('run');
-    await database.db
-      .insertInto('runs')
-      .values({
-        id: runId,
-        chat_id: chatId,
-        workspace_id: workspaceId,
-        created_by: userId,
-        trigger: 'api',
-        status: 'running',
-        model: 'scripted',
-        options: '{}',
-        attempt: 1,
-        epoch: 1,
-      })
-      .execute();
+    const { runId } = await insertRunningRun(database.db, { workspaceId, userId });
     const live: LogEvent[] = [];
     const unsubscribe = await log.subscribe(runId, (events) => live.push(...events));
     const writer = log.openWriter({ runId, epoch: 1, nextSeq: 1 });

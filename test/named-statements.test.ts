@@ -4,12 +4,12 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryBus } from '../src/bus/memory-bus.ts';
 import { Faults } from '../src/faults.ts';
-import { newId } from '../src/ids.ts';
 import { Metrics } from '../src/metrics.ts';
 import { createDatabase, type DatabaseHandle } from '../src/store/database.ts';
 import { nameStatements } from '../src/store/named-statements.ts';
 import { isDatabaseUnavailableError, isTransientDatabaseError } from '../src/store/transient.ts';
 import { EventLog } from '../src/stream/event-log.ts';
+import { insertRunningRun } from './support/chat-rows.ts';
 import { createPostgresDatabase, openTestDatabase, seedMember, STORE_KINDS } from './support/databases.ts';
 
 const { DATABASE_URL } = process.env;
@@ -36,10 +36,11 @@ describe.each(STORE_KINDS)('named statements on %s', (kind) => {
     if (kind === 'postgres') {
       const database = await createPostgresDatabase();
       dropDatabase = database.drop;
-      // One connection, so every statement below meets the statements the earlier ones prepared.
+      // One connection, so every statement below meets the statements the earlier ones prepared (and the
+      // compactions' look-up of what they prepared runs where they ran).
       handle = await createDatabase({ databaseUrl: database.url, poolSize: 1, migrate: false });
     } else {
-      handle = await createDatabase({ migrate: false });
+      handle = await openTestDatabase('pglite');
     }
     await run('create table gadgets (id integer primary key, name text not null)');
     await run(`insert into gadgets values (1, 'one'), (2, 'two')`);
@@ -114,6 +115,56 @@ describe.each(STORE_KINDS)('named statements on %s', (kind) => {
     ]);
     if (kind === 'postgres') expect(await pid()).not.toBe(before);
   });
+
+  /** `count` finished runs with three events each. */
+  async function finishedRuns(count: number): Promise<string[]> {
+    const { workspaceId, userId } = await seedMember(handle.db);
+    const runIds: string[] = [];
+    for (let index = 0; index < count; index++) {
+      const { runId } = await insertRunningRun(handle.db, { workspaceId, userId });
+      await handle.db
+        .updateTable('runs')
+        .set({ status: 'succeeded', finished_at: new Date() })
+        .where('id', '=', runId)
+        .execute();
+      await handle.db
+        .insertInto('run_events')
+        .values(
+          [1, 2, 3].map((seq) => ({
+            run_id: runId,
+            seq,
+            chunk: JSON.stringify({ type: 'text-delta', id: 't', delta: `${seq}` }),
+          })),
+        )
+        .execute();
+      runIds.push(runId);
+    }
+    return runIds;
+  }
+
+  it('prepares one text per statement whatever the number of runs a batch compacts', async () => {
+    const log = new EventLog({
+      db: handle.db,
+      bus: new MemoryBus(),
+      metrics: new Metrics({ defaultMetrics: false }),
+      logger: pino({ level: 'silent' }),
+      faults: new Faults(),
+    });
+    const [one, ...three] = await finishedRuns(4);
+    for (const batch of [[one!], three]) {
+      const results = await log.compactMany(batch);
+      expect([...results.values()].map((result) => result.compacted)).toEqual(batch.map(() => true));
+    }
+    const prepared = await preparedOn(run);
+    // The lock and count of the runs, the read of their events, the delete and mark: each one text that ran
+    // for both batches (a list of parameters made a text per length: two each).
+    const compaction = [
+      /^select "id", "status", "events_compacted_at"/,
+      /^select "run_id", "seq", chunk::text/,
+      /^with "deleted" as \(delete from "run_events"/,
+    ].map((shape) => prepared.filter((statement) => shape.test(statement.statement)));
+    expect(compaction.map((texts) => texts.map((text) => text.executions))).toEqual([[2], [2], [2]]);
+  });
 });
 
 describe.skipIf(!DATABASE_URL)('named statements on a PostgreSQL connection', () => {
@@ -149,91 +200,5 @@ describe.skipIf(!DATABASE_URL)('named statements on a PostgreSQL connection', ()
     } finally {
       await client.end();
     }
-  });
-});
-
-describe.each(STORE_KINDS)('compaction statements on %s', (kind) => {
-  let handle: DatabaseHandle;
-  let dropDatabase: (() => Promise<void>) | undefined;
-
-  beforeAll(async () => {
-    if (kind === 'postgres') {
-      const database = await createPostgresDatabase();
-      dropDatabase = database.drop;
-      // One connection: the compactions below and the look-up of what they prepared share it.
-      handle = await createDatabase({ databaseUrl: database.url, poolSize: 1, migrate: false });
-    } else {
-      handle = await openTestDatabase('pglite');
-    }
-  });
-  afterAll(async () => {
-    await handle?.close();
-    await dropDatabase?.();
-  });
-
-  /** `count` finished runs with three events each. */
-  async function finishedRuns(count: number): Promise<string[]> {
-    const { workspaceId, userId } = await seedMember(handle.db);
-    const runIds: string[] = [];
-    for (let index = 0; index < count; index++) {
-      const chatId = newId('chat');
-      await handle.db
-        .insertInto('chats')
-        .values({ id: chatId, workspace_id: workspaceId, owner_id: userId, title: 't' })
-        .execute();
-      const runId = newId('run');
-      await handle.db
-        .insertInto('runs')
-        .values({
-          id: runId,
-          chat_id: chatId,
-          workspace_id: workspaceId,
-          created_by: userId,
-          trigger: 'api',
-          status: 'succeeded',
-          model: 'scripted',
-          options: '{}',
-          attempt: 1,
-          epoch: 1,
-          finished_at: new Date(),
-        })
-        .execute();
-      await handle.db
-        .insertInto('run_events')
-        .values(
-          [1, 2, 3].map((seq) => ({
-            run_id: runId,
-            seq,
-            chunk: JSON.stringify({ type: 'text-delta', id: 't', delta: `${seq}` }),
-          })),
-        )
-        .execute();
-      runIds.push(runId);
-    }
-    return runIds;
-  }
-
-  it('prepares one text per statement whatever the number of runs a batch compacts', async () => {
-    const log = new EventLog({
-      db: handle.db,
-      bus: new MemoryBus(),
-      metrics: new Metrics({ defaultMetrics: false }),
-      logger: pino({ level: 'silent' }),
-      faults: new Faults(),
-    });
-    const [one, ...three] = await finishedRuns(4);
-    for (const batch of [[one!], three]) {
-      const results = await log.compactMany(batch);
-      expect([...results.values()].map((result) => result.compacted)).toEqual(batch.map(() => true));
-    }
-    const prepared = await preparedOn((text) => sql.raw(text).execute(handle.db));
-    // The lock and count of the runs, the read of their events, the delete and mark: each one text that ran
-    // for both batches (a list of parameters made a text per length: two each).
-    const compaction = [
-      /^select "id", "status", "events_compacted_at"/,
-      /^select "run_id", "seq", chunk::text/,
-      /^with "deleted" as \(delete from "run_events"/,
-    ].map((shape) => prepared.filter((statement) => shape.test(statement.statement)));
-    expect(compaction.map((texts) => texts.map((text) => text.executions))).toEqual([[2], [2], [2]]);
   });
 });
