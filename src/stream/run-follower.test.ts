@@ -82,6 +82,11 @@ function recorder(accept: () => boolean = () => true) {
   return { sink, seqs, batches, pings, ended: () => ended };
 }
 
+/** A follower of run `r` in `log`, whose run is finished or not, delivering to `got`. */
+function followerOf(log: MemoryLog, got: ReturnType<typeof recorder>, finished = false): RunFollower {
+  return new RunFollower({ log: log.asEventLog(), runId: 'r', isFinished: async () => finished }, got.sink);
+}
+
 const tick = () => new Promise((resolve) => setTimeout(resolve, 0));
 
 /** The order in which the follower reads and subscribes (`'read'`, `'subscribe'`), as it calls them. */
@@ -106,10 +111,7 @@ describe('RunFollower', () => {
     const log = new MemoryLog();
     log.append(5);
     const got = recorder();
-    const follower = new RunFollower(
-      { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
-      got.sink,
-    );
+    const follower = followerOf(log, got);
     const running = follower.run();
     await tick();
     expect(got.seqs).toEqual([1, 2, 3, 4, 5]);
@@ -209,10 +211,7 @@ describe('RunFollower', () => {
     const confirm = awaitConfirmation(log);
     const calls = callsTo(log);
     const got = recorder();
-    const running = new RunFollower(
-      { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
-      got.sink,
-    ).run();
+    const running = followerOf(log, got).run();
     await tick();
     expect(calls).toEqual(['read', 'subscribe']);
     // Committed after the read, before the subscription was made: the read after the confirmation has them.
@@ -256,10 +255,7 @@ describe('RunFollower', () => {
     log.append(3);
     const calls = callsTo(log);
     const got = recorder();
-    const running = new RunFollower(
-      { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
-      got.sink,
-    ).run();
+    const running = followerOf(log, got).run();
     await tick();
     log.append(1, { terminal: true });
     await running;
@@ -275,10 +271,7 @@ describe('RunFollower', () => {
     log.confirmation = new Promise<void>(() => {});
     const calls = callsTo(log);
     const got = recorder();
-    const follower = new RunFollower(
-      { log: log.asEventLog(), runId: 'r', isFinished: async () => true },
-      got.sink,
-    );
+    const follower = followerOf(log, got, true);
     await follower.run();
     // `subscribed` resolves for a follower that ended before it subscribed.
     const settled = await Promise.race([
@@ -298,10 +291,7 @@ describe('RunFollower', () => {
     const confirm = awaitConfirmation(log);
     const calls = callsTo(log);
     const got = recorder();
-    const follower = new RunFollower(
-      { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
-      got.sink,
-    );
+    const follower = followerOf(log, got);
     const running = follower.run();
     await tick();
     expect(got.seqs).toEqual([1, 2, 3, 4]);
@@ -343,10 +333,7 @@ describe('RunFollower', () => {
       };
     };
     const got = recorder();
-    await new RunFollower(
-      { log: log.asEventLog(), runId: 'r', isFinished: async () => true },
-      got.sink,
-    ).run();
+    await followerOf(log, got, true).run();
     expect(got.seqs).toEqual([1, 2, 3]);
     expect(log.handlers.size).toBe(0);
   });
@@ -357,10 +344,7 @@ describe('RunFollower', () => {
     const confirm = awaitConfirmation(log);
     let accepting = false;
     const got = recorder(() => accepting);
-    const follower = new RunFollower(
-      { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
-      got.sink,
-    );
+    const follower = followerOf(log, got);
     const running = follower.run();
     await tick();
     expect(got.seqs).toHaveLength(10);
@@ -474,10 +458,7 @@ describe('RunFollower', () => {
     log.append(2500, { publish: false });
     log.append(1, { terminal: true, publish: false });
     const got = recorder();
-    await new RunFollower(
-      { log: log.asEventLog(), runId: 'r', isFinished: async () => true },
-      got.sink,
-    ).run();
+    await followerOf(log, got, true).run();
     expect(log.reads).toEqual([
       { after: 0, limit: 100 },
       { after: 100, limit: 1000 },
@@ -549,10 +530,7 @@ describe('RunFollower', () => {
   it('re-reads the log when a live batch skips a sequence number', async () => {
     const log = new MemoryLog();
     const got = recorder();
-    const running = new RunFollower(
-      { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
-      got.sink,
-    ).run();
+    const running = followerOf(log, got).run();
     await tick();
     log.append(2);
     // Events 3 and 4 become durable, but their bus message is lost.
@@ -568,10 +546,7 @@ describe('RunFollower', () => {
     const log = new MemoryLog();
     let full = false;
     const got = recorder(() => !full);
-    const follower = new RunFollower(
-      { log: log.asEventLog(), runId: 'r', isFinished: async () => false },
-      got.sink,
-    );
+    const follower = followerOf(log, got);
     const running = follower.run();
     await tick();
     full = true;
