@@ -4,6 +4,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePortPair } from './support/redis-server.ts';
 import { collectStream, script } from './support/sse.ts';
 
 const SCRIPT = fileURLToPath(new URL('../scripts/cluster.ts', import.meta.url));
@@ -23,7 +24,7 @@ describe.runIf(hasServices)('npm run cluster (2 serve, 2 workers on PostgreSQL +
 
   beforeAll(async () => {
     const suffix = randomBytes(4).toString('hex');
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    const port = await freePortPair();
     child = spawn(
       process.execPath,
       [
