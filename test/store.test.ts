@@ -144,7 +144,9 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
       // Prepared on the append connection (PostgreSQL: its own pool of one; PGlite: the one session).
       const statements = await sql<{ statement: string }>`
         select statement from pg_prepared_statements where name like 'outrun\_%'`.execute(database.appendDb);
-      expect(statements.rows.some((row) => row.statement.includes('json_to_recordset($1::json)'))).toBe(true);
+      expect(statements.rows.some((row) => row.statement.includes('json_array_elements($1::json)'))).toBe(
+        true,
+      );
       const events = await prepared.read({ runId: writer.runId, after: 0, limit: 10 });
       expect(events.map((event) => JSON.parse(event.data).delta)).toEqual(deltas);
     }

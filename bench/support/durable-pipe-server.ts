@@ -121,16 +121,22 @@ class GroupCommitter {
     const batch = this.#pending;
     this.#pending = [];
     this.#inFlight = true;
-    // Each chunk's JSON goes in as it is: the batch is built around the strings, not re-serialized.
-    const rows = batch.map((c) => `{"stream_id":"${c.streamId}","seq":${c.seq},"chunk":${c.json}}`);
+    // Each chunk's JSON goes in as it is: the batch is built around the strings, not re-serialized. Chunks,
+    // stream ids and sequence numbers as three arrays zipped by `rows from`, as Outrun's group commit does:
+    // PostgreSQL splits a plain array far faster than it reads an array of objects (`json_to_recordset`).
+    const chunks = `[${batch.map((c) => c.json).join(',')}]`;
+    const streamIds = `{${batch.map((c) => c.streamId).join(',')}}`;
+    const seqs = `{${batch.map((c) => c.seq).join(',')}}`;
     let failure: Error | undefined;
     try {
       await this.pool.query({
         name: 'stream_events_insert',
         text:
           'insert into stream_events (stream_id, seq, chunk) ' +
-          'select * from json_to_recordset($1::json) as e(stream_id text, seq int, chunk json)',
-        values: [`[${rows.join(',')}]`],
+          'select e.stream_id, e.seq, e.chunk ' +
+          'from rows from (json_array_elements($1::json), unnest($2::text[]), unnest($3::int[])) ' +
+          'as e(chunk, stream_id, seq)',
+        values: [chunks, streamIds, seqs],
       });
     } catch (error) {
       failure = error as Error;

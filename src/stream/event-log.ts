@@ -450,7 +450,10 @@ export class EventLog {
     const numbers = new Map<RunEventWriter, number>();
     const runIds: string[] = [];
     const epochsSent: number[] = [];
-    const rows: string[] = [];
+    // Per event: its chunk, its writer's number and its sequence number (`appendSql`'s `$1`, `$4`, `$5`).
+    const chunks: string[] = [];
+    const writerNumbers: number[] = [];
+    const seqs: number[] = [];
     for (const event of batch) {
       const writer = event.writer;
       if (writer.failure) continue;
@@ -462,20 +465,31 @@ export class EventLog {
         epochsSent.push(writer.epoch);
       }
       events.push(event);
-      rows.push(`{"w":${number},"seq":${event.seq},"chunk":${event.data}}`);
+      chunks.push(event.data);
+      writerNumbers.push(number);
+      seqs.push(event.seq);
     }
-    if (rows.length === 0) return;
+    if (chunks.length === 0) return;
 
     let epochs: Map<string, number>;
     try {
-      epochs = await this.#insertWithRetry(`[${rows.join(',')}]`, runIds, epochsSent);
+      epochs = await this.#insertWithRetry([
+        eventsArray(chunks),
+        runIds,
+        epochsSent,
+        intArrayLiteral(writerNumbers),
+        intArrayLiteral(seqs),
+      ]);
     } catch (error) {
-      this.#logger.error({ err: error, events: rows.length }, 'event log insert failed; failing its writers');
+      this.#logger.error(
+        { err: error, events: chunks.length },
+        'event log insert failed; failing its writers',
+      );
       for (const writer of writers.keys())
         writer.fail(error instanceof Error ? error : new Error(String(error)));
       return;
     }
-    this.#metrics.appendBatchSize.observe(rows.length);
+    this.#metrics.appendBatchSize.observe(chunks.length);
 
     for (const [writer, events] of writers) {
       // Its rows went in (or were there already, from a retried insert) exactly when the epoch held.
@@ -495,22 +509,21 @@ export class EventLog {
   }
 
   /**
-   * Inserts a JSON array of rows, skipping rows whose run was taken over (epoch mismatch) and rows already
-   * present (a retry of an insert that committed before its connection dropped). Returns each run's epoch as
-   * the insert read it under its lock: a run's rows went in exactly when that is the epoch they carry.
+   * Inserts a batch's events (`appendSql` says what each parameter holds), skipping rows whose run was taken
+   * over (epoch mismatch) and rows already present (a retry of an insert that committed before its connection
+   * dropped). Returns each run's epoch as the insert read it under its lock: a run's rows went in exactly when
+   * that is the epoch they carry.
    *
    * It inserts plainly first: `on conflict do nothing` makes PostgreSQL check every row against the index
    * before inserting it (about an eighth of a large batch's cost), and rows can only be there already when a
    * retried insert had committed. An insert that meets a stored row goes again the skipping way, so no batch
    * fails for it.
    */
-  async #insertWithRetry(json: string, runIds: string[], epochs: number[]): Promise<Map<string, number>> {
+  async #insertWithRetry(parameters: AppendParameters): Promise<Map<string, number>> {
     type Fenced = { id: string; epoch: number };
     // Prepared once per connection, as every statement is (decision 0009).
     const insert = async (text: string) => {
-      const { rows } = await this.#appendDb.executeQuery<Fenced>(
-        CompiledQuery.raw(text, [json, runIds, epochs]),
-      );
+      const { rows } = await this.#appendDb.executeQuery<Fenced>(CompiledQuery.raw(text, parameters));
       return new Map(rows.map((row) => [row.id, row.epoch]));
     };
     return retryTransient(
@@ -598,10 +611,13 @@ export class RunEventWriter {
 const anyOf = (ids: readonly string[]) => sql<string>`any(${[...ids]}::text[])`;
 
 /**
- * The group commit's insert. `$1`: a JSON array of rows `{w, seq, chunk}`, where `w` numbers the row's writer
- * (from 1) in `$2` (the writers' run ids, `text[]`) and `$3` (their epochs, `int[]`). A writer's rows are
- * skipped when its run was taken over (epoch mismatch); with `skipExisting`, rows already present (a retried
- * insert) too. Two writers of one run (a stale one and its successor) are told apart by their number.
+ * The group commit's insert. `$1`: the chunks as one JSON array (`eventsArray`); `$4` and `$5` (`int[]`): each
+ * chunk's writer, numbered from 1 in `$2` (the writers' run ids, `text[]`) and `$3` (their epochs, `int[]`),
+ * and its sequence number. `rows from` zips the three element by element: PostgreSQL splits a plain array of
+ * chunks several times faster than it reads an array of `{w, seq, chunk}` objects (`json_to_recordset`, about a
+ * millisecond per 1,000 events). A writer's rows are skipped when its run was taken over (epoch mismatch); with
+ * `skipExisting`, rows already present (a retried insert) too. Two writers of one run (a stale one and its
+ * successor) are told apart by their number.
  */
 const appendSql = (skipExisting: boolean) => `
   with fenced as (
@@ -612,7 +628,8 @@ const appendSql = (skipExisting: boolean) => `
   ),
   inserted as (
     insert into run_events (run_id, seq, chunk)
-    select w.id, e.seq, e.chunk from json_to_recordset($1::json) as e(w int, seq int, chunk json)
+    select w.id, e.seq, e.chunk
+    from rows from (json_array_elements($1::json), unnest($4::int[]), unnest($5::int[])) as e(chunk, w, seq)
     join unnest($2::text[], $3::int[]) with ordinality as w(id, epoch, n) on w.n = e.w
     join fenced f on f.id = w.id and f.epoch = w.epoch
     ${skipExisting ? 'on conflict do nothing' : ''}
@@ -620,6 +637,13 @@ const appendSql = (skipExisting: boolean) => `
   -- The epochs the insert was fenced by: cheaper than counting the rows it returns, and as telling.
   select id, epoch from fenced`;
 const APPEND_SQL = appendSql(false);
+type AppendParameters = [chunks: string, runIds: string[], epochs: number[], writers: string, seqs: string];
+
+/**
+ * Integers as PostgreSQL's array literal (`{1,2,3}`), for an `int[]` parameter: the driver would quote and
+ * escape each element of a JavaScript array, two regular expressions per event of a batch.
+ */
+const intArrayLiteral = (values: readonly number[]) => `{${values.join(',')}}`;
 const APPEND_SKIPPING_SQL = appendSql(true);
 
 /**
