@@ -156,14 +156,20 @@ describe.each(STORE_KINDS)('named statements on %s', (kind) => {
       expect([...results.values()].map((result) => result.compacted)).toEqual(batch.map(() => true));
     }
     const prepared = await preparedOn(run);
-    // The lock and count of the runs, the read of their events, the delete and mark: each one text that ran
-    // for both batches (a list of parameters made a text per length: two each).
+    // The lock and count of the runs, the read of their events, the insert of their pages, the delete and
+    // mark: each one text that ran for both batches (a list of parameters made a text per length: two each).
     const compaction = [
       /^select "id", "status", "events_compacted_at"/,
       /^select "run_id", "seq", chunk::text/,
+      /^insert into "?run_event_pages/,
       /^with "deleted" as \(delete from "run_events"/,
     ].map((shape) => prepared.filter((statement) => shape.test(statement.statement)));
-    expect(compaction.map((texts) => texts.map((text) => text.executions))).toEqual([[2], [2], [2]]);
+    expect(compaction.map((texts) => texts.map((text) => text.executions))).toEqual([[2], [2], [2], [2]]);
+    // Each run's page, cut from the one value the insert sent, holds that run's events.
+    for (const runId of [one!, ...three]) {
+      const events = await log.read({ runId, after: 0, limit: 10 });
+      expect(events.map((event) => JSON.parse(event.data).delta)).toEqual(['1', '2', '3']);
+    }
   });
 });
 

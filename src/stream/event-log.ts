@@ -332,17 +332,10 @@ export class EventLog {
       for (const runId of compactable) {
         pagesOf.push({ runId, pages: await encodePages(eventsOf.get(runId)!) });
       }
-      const pageRows = pagesOf.flatMap(({ runId, pages }) =>
-        pages.map((page) => ({
-          run_id: runId,
-          first_seq: page.firstSeq,
-          last_seq: page.lastSeq,
-          events: page.bytes,
-        })),
+      await insertPages(
+        tx,
+        pagesOf.flatMap(({ runId, pages }) => pages.map((page) => ({ runId, ...page }))),
       );
-      for (const values of insertBatches(pageRows)) {
-        await tx.insertInto('run_event_pages').values(values).execute();
-      }
       // The rows go and the runs are marked in one statement.
       await tx
         .with('deleted', (db) => db.deleteFrom('run_events').where('run_id', '=', anyOf(compactable)))
@@ -637,6 +630,7 @@ const appendSql = (skipExisting: boolean) => `
   -- The epochs the insert was fenced by: cheaper than counting the rows it returns, and as telling.
   select id, epoch from fenced`;
 const APPEND_SQL = appendSql(false);
+const APPEND_SKIPPING_SQL = appendSql(true);
 type AppendParameters = [chunks: string, runIds: string[], epochs: number[], writers: string, seqs: string];
 
 /**
@@ -644,33 +638,55 @@ type AppendParameters = [chunks: string, runIds: string[], epochs: number[], wri
  * escape each element of a JavaScript array, two regular expressions per event of a batch.
  */
 const intArrayLiteral = (values: readonly number[]) => `{${values.join(',')}}`;
-const APPEND_SKIPPING_SQL = appendSql(true);
-
-/**
- * Most pages written by one insert during a compaction: a batch of short runs (a page each) goes in one
- * statement, and its parameters (four a page) stay few.
- */
-const PAGES_PER_INSERT = 50;
 
 /** Most page bytes written by one insert during a compaction, so a batch of long runs is sent in parts. */
 const PAGE_BYTES_PER_INSERT = 4 * 1024 * 1024;
 
-/** Page rows cut into inserts of at most `PAGES_PER_INSERT` pages and (past the first) `PAGE_BYTES_PER_INSERT` bytes. */
-function insertBatches<T extends { events: Buffer }>(rows: readonly T[]): T[][] {
-  const batches: T[][] = [];
-  let batch: T[] = [];
+/** A compacted page as its `run_event_pages` row. */
+interface PageRow {
+  runId: string;
+  firstSeq: number;
+  lastSeq: number;
+  bytes: Buffer;
+}
+
+/**
+ * Inserts a compaction's pages in statements of at most `PAGE_BYTES_PER_INSERT` bytes (past a statement's first
+ * page), each with ONE statement text whatever its number of pages: the pages' bytes go as one `bytea`, cut
+ * apart by offset and length, and their other columns as arrays. A `values` list made a text per number of
+ * pages, each prepared anew on every connection and holding one of its named statements (decision 0009).
+ */
+async function insertPages(tx: Transaction<Database>, rows: readonly PageRow[]): Promise<void> {
+  for (const batch of insertBatches(rows)) {
+    const starts: number[] = [];
+    let start = 0;
+    for (const row of batch) {
+      starts.push(start);
+      start += row.bytes.length;
+    }
+    const bytes = Buffer.concat(batch.map((row) => row.bytes));
+    await sql`insert into run_event_pages (run_id, first_seq, last_seq, events)
+      select p.run_id, p.first_seq, p.last_seq, substring(${bytes}::bytea from p.start + 1 for p.length)
+      from unnest(
+        ${batch.map((row) => row.runId)}::text[], ${batch.map((row) => row.firstSeq)}::int[],
+        ${batch.map((row) => row.lastSeq)}::int[], ${starts}::int[], ${batch.map((row) => row.bytes.length)}::int[]
+      ) as p(run_id, first_seq, last_seq, start, length)`.execute(tx);
+  }
+}
+
+/** Page rows cut into inserts of at most `PAGE_BYTES_PER_INSERT` bytes (past each insert's first page). */
+function insertBatches(rows: readonly PageRow[]): PageRow[][] {
+  const batches: PageRow[][] = [];
+  let batch: PageRow[] = [];
   let bytes = 0;
   for (const row of rows) {
-    if (
-      batch.length === PAGES_PER_INSERT ||
-      (batch.length > 0 && bytes + row.events.length > PAGE_BYTES_PER_INSERT)
-    ) {
+    if (batch.length > 0 && bytes + row.bytes.length > PAGE_BYTES_PER_INSERT) {
       batches.push(batch);
       batch = [];
       bytes = 0;
     }
     batch.push(row);
-    bytes += row.events.length;
+    bytes += row.bytes.length;
   }
   if (batch.length > 0) batches.push(batch);
   return batches;
