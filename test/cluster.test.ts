@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePortPair } from './support/redis-server.ts';
+import { freePortPair } from './support/ports.ts';
 import { collectStream, script } from './support/sse.ts';
 
 const SCRIPT = fileURLToPath(new URL('../scripts/cluster.ts', import.meta.url));

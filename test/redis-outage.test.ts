@@ -11,7 +11,8 @@ import { BullMqQueue } from '../src/queue/bullmq-queue.ts';
 import { MemoryQueue } from '../src/queue/memory-queue.ts';
 import { QueueUnavailableError } from '../src/queue/queue.ts';
 import { openTestDatabase } from './support/databases.ts';
-import { freePort, OwnRedisServer } from './support/redis-server.ts';
+import { freePort } from './support/ports.ts';
+import { OwnRedisServer } from './support/redis-server.ts';
 import { script } from './support/sse.ts';
 
 /** These tests take Redis down, so they run their own `redis-server`, never the shared one. */

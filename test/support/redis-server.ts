@@ -1,41 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-
-/** A port nobody listens on right now. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (!address || typeof address === 'string') throw new Error('no port');
-  return address.port;
-}
-
-/** Whether nobody listens on `port` of 127.0.0.1 right now. */
-async function isFree(port: number): Promise<boolean> {
-  const server = createServer();
-  const listening = await new Promise<boolean>((resolve) => {
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => resolve(true));
-  });
-  if (listening) await new Promise<void>((resolve) => server.close(() => resolve()));
-  return listening;
-}
-
-/**
- * Two consecutive ports nobody listens on right now, below Linux's ephemeral range (32768 and up), so that no
- * outgoing connection of another test takes one of them before the caller's servers listen: for a program that
- * is given a port P and listens on P and P + 1.
- */
-export async function freePortPair(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000);
-    if ((await isFree(port)) && (await isFree(port + 1))) return port;
-  }
-  throw new Error('no two free consecutive ports between 20000 and 32000');
-}
+import { freePort } from './ports.ts';
 
 /**
  * A throwaway `redis-server` of the test's own (no persistence), on a free port. Tests that take Redis down
