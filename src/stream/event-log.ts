@@ -658,19 +658,18 @@ interface PageRow {
  */
 async function insertPages(tx: Transaction<Database>, rows: readonly PageRow[]): Promise<void> {
   for (const batch of insertBatches(rows)) {
-    const starts: number[] = [];
-    let start = 0;
-    for (const row of batch) {
-      starts.push(start);
-      start += row.bytes.length;
-    }
+    const runIds = batch.map((row) => row.runId);
+    const firstSeqs = batch.map((row) => row.firstSeq);
+    const lastSeqs = batch.map((row) => row.lastSeq);
+    const lengths = batch.map((row) => row.bytes.length);
+    // Where each page starts in `bytes`, from 0.
+    let end = 0;
+    const starts = lengths.map((length) => (end += length) - length);
     const bytes = Buffer.concat(batch.map((row) => row.bytes));
     await sql`insert into run_event_pages (run_id, first_seq, last_seq, events)
       select p.run_id, p.first_seq, p.last_seq, substring(${bytes}::bytea from p.start + 1 for p.length)
-      from unnest(
-        ${batch.map((row) => row.runId)}::text[], ${batch.map((row) => row.firstSeq)}::int[],
-        ${batch.map((row) => row.lastSeq)}::int[], ${starts}::int[], ${batch.map((row) => row.bytes.length)}::int[]
-      ) as p(run_id, first_seq, last_seq, start, length)`.execute(tx);
+      from unnest(${runIds}::text[], ${firstSeqs}::int[], ${lastSeqs}::int[], ${starts}::int[], ${lengths}::int[])
+        as p(run_id, first_seq, last_seq, start, length)`.execute(tx);
   }
 }
 
