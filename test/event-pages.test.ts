@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { MemoryBus } from '../src/bus/memory-bus.ts';
@@ -62,24 +63,24 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     return { runId, live };
   }
 
-  async function storedIn(runId: string): Promise<{ rows: number; pages: number }> {
-    const rows = await database.db
-      .selectFrom('run_events')
-      .select((eb) => eb.fn.countAll<string>().as('n'))
-      .where('run_id', '=', runId)
-      .executeTakeFirstOrThrow();
-    const pages = await database.db
-      .selectFrom('run_event_pages')
-      .select((eb) => eb.fn.countAll<string>().as('n'))
-      .where('run_id', '=', runId)
-      .executeTakeFirstOrThrow();
-    return { rows: Number(rows.n), pages: Number(pages.n) };
+  /**
+   * How a run's events are stored: `uncompacted` counts those still as written (rows of `run_events` and the
+   * group commit's plain pages), `pages` the compressed pages of a compaction.
+   */
+  async function storedIn(runId: string): Promise<{ uncompacted: number; pages: number }> {
+    const { rows } = await sql<{ uncompacted: string; pages: string }>`
+      select (select count(*) from run_events where run_id = ${runId})
+           + (select coalesce(sum(last_seq - first_seq + 1), 0) from run_event_pages
+               where run_id = ${runId} and get_byte(events, 0) = 2) as uncompacted,
+             (select count(*) from run_event_pages where run_id = ${runId} and get_byte(events, 0) = 1) as pages
+    `.execute(database.db);
+    return { uncompacted: Number(rows[0]!.uncompacted), pages: Number(rows[0]!.pages) };
   }
 
   /** Each run's events are in one page, none left as rows, and they read back as written. */
   async function expectCompacted(runs: { runId: string; live: unknown[] }[]): Promise<void> {
     for (const { runId, live } of runs) {
-      expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
+      expect(await storedIn(runId)).toEqual({ uncompacted: 0, pages: 1 });
       expect(await log.read({ runId, after: 0 })).toEqual(live);
     }
   }
@@ -114,7 +115,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     const replayBefore = await replayed(runId);
 
     expect(await log.compact(runId)).toEqual({ compacted: true, events: count, pages: 3 });
-    expect(await storedIn(runId)).toEqual({ rows: 0, pages: 3 });
+    expect(await storedIn(runId)).toEqual({ uncompacted: 0, pages: 3 });
 
     for (const after of afters) {
       for (const limit of limits) {
@@ -146,14 +147,14 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     const { runId } = await writtenRun(20);
     await database.db.updateTable('runs').set({ status: 'waiting' }).where('id', '=', runId).execute();
     expect(await log.compact(runId)).toEqual({ compacted: false, reason: 'not_finished' });
-    expect(await storedIn(runId)).toEqual({ rows: 20, pages: 0 });
+    expect(await storedIn(runId)).toEqual({ uncompacted: 20, pages: 0 });
 
     await database.db.updateTable('runs').set({ status: 'aborted' }).where('id', '=', runId).execute();
     const before = await log.read({ runId, after: 0 });
     expect(await log.compact(runId)).toMatchObject({ compacted: true, events: 20 });
     expect(await log.compact(runId)).toEqual({ compacted: false, reason: 'already_compacted' });
     await Promise.all([log.compact(runId), log.compact(runId)]);
-    expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
+    expect(await storedIn(runId)).toEqual({ uncompacted: 0, pages: 1 });
     expect(await log.read({ runId, after: 0 })).toEqual(before);
     expect(await log.compact(newId('run'))).toEqual({ compacted: false, reason: 'not_found' });
   });
@@ -198,7 +199,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     });
     await expect(log.compact(runId)).rejects.toThrow('died');
     faults.clear();
-    expect(await storedIn(runId)).toEqual({ rows: 30, pages: 0 });
+    expect(await storedIn(runId)).toEqual({ uncompacted: 30, pages: 0 });
     expect(await log.uncompactedRuns(1000)).toContain(runId);
 
     const vacuum = vi.spyOn(log, 'vacuum');
@@ -212,7 +213,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     // A store without autovacuum gets one once enough rows were moved out.
     expect(vacuum).toHaveBeenCalled();
     vacuum.mockRestore();
-    expect(await storedIn(runId)).toEqual({ rows: 0, pages: 1 });
+    expect(await storedIn(runId)).toEqual({ uncompacted: 0, pages: 1 });
     expect(await log.uncompactedRuns(1000)).not.toContain(runId);
     expect(await log.read({ runId, after: 0 })).toEqual(live);
   });
@@ -234,7 +235,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     for (const { runId, live } of written) {
       const pages = Math.ceil(live.length / EVENTS_PER_PAGE);
       expect(results.get(runId), runId).toEqual({ compacted: true, events: live.length, pages });
-      expect(await storedIn(runId)).toEqual({ rows: 0, pages });
+      expect(await storedIn(runId)).toEqual({ uncompacted: 0, pages });
       expect(await replayed(runId)).toEqual(before.get(runId));
       expect(await log.read({ runId, after: 0, limit: 5000 })).toEqual(live);
       expect(await log.read({ runId, after: live.length - 1 })).toEqual(live.slice(-1));
@@ -243,24 +244,39 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     expect(await log.compactMany([])).toEqual(new Map());
   });
 
-  it('compacts a run whose sequence has a gap beside a dense one, each event under its own number', async () => {
+  it('compacts a run whose sequence has a gap beside a dense one, rows and plain pages alike', async () => {
     const dense = await writtenRun(5);
-    const gapped = await writtenRun(6);
-    // A hole in the sequence: the events after it keep their numbers.
+    // Event 1 a row (as a status change writes one), 2 a plain page of the group commit, then a hole at 3:
+    // the events after it keep their numbers.
+    const { runId } = await insertRunningRun(database.db, { workspaceId, userId });
+    const kept: LogEvent[] = await database.db
+      .transaction()
+      .execute((tx) => log.appendInTransaction(tx, runId, [chunkAt(1)], { lastSeq: 0 }));
+    const before = log.openWriter({ runId, epoch: 1, nextSeq: 2 });
+    before.append(chunkAt(2));
+    await before.flush();
+    const after = log.openWriter({ runId, epoch: 1, nextSeq: 4 });
+    after.append(chunkAt(4));
+    after.append(chunkAt(5));
+    after.append({ type: 'data-run', data: { status: 'succeeded' } }, { terminal: true });
+    await after.flush();
+    kept.push(...(await log.read({ runId, after: 1 })));
+    expect(kept.map((event) => event.seq)).toEqual([1, 2, 4, 5, 6]);
+    expect(await storedIn(runId)).toEqual({ uncompacted: 5, pages: 0 });
     await database.db
-      .deleteFrom('run_events')
-      .where('run_id', '=', gapped.runId)
-      .where('seq', '=', 3)
+      .updateTable('runs')
+      .set({ status: 'succeeded', finished_at: new Date() })
+      .where('id', '=', runId)
       .execute();
-    const kept = gapped.live.filter((event) => event.seq !== 3);
 
-    const results = await log.compactMany([dense.runId, gapped.runId]);
+    const results = await log.compactMany([dense.runId, runId]);
 
     expect(results.get(dense.runId)).toEqual({ compacted: true, events: 5, pages: 1 });
     // The gap starts a second page.
-    expect(results.get(gapped.runId)).toEqual({ compacted: true, events: 5, pages: 2 });
+    expect(results.get(runId)).toEqual({ compacted: true, events: 5, pages: 2 });
+    expect(await storedIn(runId)).toEqual({ uncompacted: 0, pages: 2 });
     expect(await log.read({ runId: dense.runId, after: 0 })).toEqual(dense.live);
-    expect(await log.read({ runId: gapped.runId, after: 0 })).toEqual(kept);
+    expect(await log.read({ runId, after: 0 })).toEqual(kept);
   });
 
   it('rolls a failed batch back whole: every run of it keeps its rows until a later batch', async () => {
@@ -276,7 +292,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     faults.clear();
     expect(context.runIds).toEqual([...runIds].sort());
     for (const { runId, live } of written) {
-      expect(await storedIn(runId)).toEqual({ rows: live.length, pages: 0 });
+      expect(await storedIn(runId)).toEqual({ uncompacted: live.length, pages: 0 });
       expect(await log.read({ runId, after: 0 })).toEqual(live);
     }
 
@@ -325,14 +341,14 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
       [other.runId]: { compacted: true, events: 8, pages: 1 },
       ...(locked ? { [locked.runId]: { compacted: false, reason: 'busy' } } : {}),
     });
-    expect(await storedIn(running.runId)).toEqual({ rows: 15, pages: 0 });
+    expect(await storedIn(running.runId)).toEqual({ uncompacted: 15, pages: 0 });
     expect(await log.read({ runId: running.runId, after: 0 })).toEqual(running.live);
     for (const run of [finished, other, compactedAlready]) {
-      expect(await storedIn(run.runId)).toEqual({ rows: 0, pages: 1 });
+      expect(await storedIn(run.runId)).toEqual({ uncompacted: 0, pages: 1 });
       expect(await log.read({ runId: run.runId, after: 0 })).toEqual(run.live);
     }
     if (locked) {
-      expect(await storedIn(locked.runId)).toEqual({ rows: 9, pages: 0 });
+      expect(await storedIn(locked.runId)).toEqual({ uncompacted: 9, pages: 0 });
       // Once the other transaction has let go, the run is compacted like any other.
       expect(await log.compact(locked.runId)).toEqual({ compacted: true, events: 9, pages: 1 });
       expect(await log.read({ runId: locked.runId, after: 0 })).toEqual(locked.live);
@@ -366,7 +382,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
       { compacted: false, reason: 'deferred' },
       { compacted: false, reason: 'deferred' },
     ]);
-    expect(await storedIn(ordered[1]!)).toEqual({ rows: 10, pages: 0 });
+    expect(await storedIn(ordered[1]!)).toEqual({ uncompacted: 10, pages: 0 });
 
     const long = await writtenRun(20);
     expect((await log.compactMany([long.runId], { maxEvents: 15 })).get(long.runId)).toEqual({

@@ -160,9 +160,9 @@ describe.each(STORE_KINDS)('named statements on %s', (kind) => {
     // mark: each one text that ran for both batches (a list of parameters made a text per length: two each).
     const compaction = [
       /^select "id", "status", "events_compacted_at"/,
-      /^select "run_id", "seq", chunk::text/,
+      /^\s*select run_id, seq, chunk::text/,
       /^insert into "?run_event_pages/,
-      /^with "deleted" as \(delete from "run_events"/,
+      /^with "deleted_rows" as \(delete from "run_events"/,
     ].map((shape) => prepared.filter((statement) => shape.test(statement.statement)));
     expect(compaction.map((texts) => texts.map((text) => text.executions))).toEqual([[2], [2], [2], [2]]);
     // Each run's page, cut from the one value the insert sent, holds that run's events.

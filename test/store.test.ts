@@ -11,6 +11,7 @@ import { Metrics } from '../src/metrics.ts';
 import type { DatabaseHandle } from '../src/store/database.ts';
 import { migrateToLatest } from '../src/store/migrator.ts';
 import { EventLog, LeaseLostError } from '../src/stream/event-log.ts';
+import { plainPageText } from '../src/stream/event-pages.ts';
 import { followRun } from '../src/stream/run-follower.ts';
 import { RunAlreadyActiveError } from '../src/errors.ts';
 import { openTestDatabase, seedMember, STORE_KINDS } from './support/databases.ts';
@@ -144,7 +145,7 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
       // Prepared on the append connection (PostgreSQL: its own pool of one; PGlite: the one session).
       const statements = await sql<{ statement: string }>`
         select statement from pg_prepared_statements where name like 'outrun\_%'`.execute(database.appendDb);
-      expect(statements.rows.some((row) => row.statement.includes('json_array_elements($1::json)'))).toBe(
+      expect(statements.rows.some((row) => row.statement.includes("convert_to($1::text, 'UTF8')"))).toBe(
         true,
       );
       const events = await prepared.read({ runId: writer.runId, after: 0, limit: 10 });
@@ -300,10 +301,12 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     const batchesBefore = (await metrics.appendBatchSize.get()).values.find((v) =>
       v.metricName?.endsWith('_count'),
     );
-    // Interleaved, and each delta names its writer: a row given another writer's run or number would show.
+    // Interleaved, and each delta names its writer: an event stored under another writer's run would show.
+    // Some writers write characters of several UTF-8 bytes, so a page cut at a wrong offset would show too.
+    const textOf = (w: number, index: number) => `${w}:${index}${w % 3 === 0 ? ' é😀' : ' '}`;
     for (let index = 0; index < 50; index++) {
       for (const [w, writer] of writers.entries()) {
-        writer.append({ type: 'text-delta', id: 't', delta: `${w}:${index} ` });
+        writer.append({ type: 'text-delta', id: 't', delta: textOf(w, index) });
       }
     }
     await Promise.all(writers.map((writer) => writer.flush()));
@@ -317,18 +320,20 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
       const events = await log.read({ runId: writer.runId, after: 0, limit: 1000 });
       expect(events.map((event) => event.seq)).toEqual(Array.from({ length: 50 }, (_, index) => index + 1));
       expect(events.map((event) => JSON.parse(event.data).delta)).toEqual(
-        Array.from({ length: 50 }, (_, index) => `${w}:${index} `),
+        Array.from({ length: 50 }, (_, index) => textOf(w, index)),
       );
     }
   });
 
-  it('commits a batch that meets a row already stored (a retried insert), failing none of its writers', async () => {
+  it('commits a batch that meets a page already stored (a retried insert), failing none of its writers', async () => {
     const first = await run(await chat(), 'running');
     const second = await run(await chat(), 'running');
-    // Event 1 of the first run is already there, as after an insert that committed but whose answer was lost.
+    // The first run's page of events 1–2 is already there, as after an insert that committed but whose
+    // answer was lost.
+    const kept = ['{"kept":1}', '{"kept":2}'];
     await database.db
-      .insertInto('run_events')
-      .values({ run_id: first, seq: 1, chunk: '{"kept":true}' })
+      .insertInto('run_event_pages')
+      .values({ run_id: first, first_seq: 1, last_seq: 2, events: Buffer.from(plainPageText(kept)) })
       .execute();
     const writers = [first, second].map((runId) => log.openWriter({ runId, epoch: 1, nextSeq: 1 }));
     for (const writer of writers) {
@@ -338,7 +343,7 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     await Promise.all(writers.map((writer) => writer.flush()));
     const stored = await Promise.all([first, second].map((runId) => log.read({ runId, after: 0 })));
     expect(stored.map((events) => events.map((event) => event.data))).toEqual([
-      ['{"kept":true}', '{"type":"text-delta","id":"t","delta":"b"}'],
+      kept,
       ['{"type":"text-delta","id":"t","delta":"a"}', '{"type":"text-delta","id":"t","delta":"b"}'],
     ]);
   });

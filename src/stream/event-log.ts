@@ -16,7 +16,7 @@ import type { Db } from '../store/database.ts';
 import type { Database } from '../store/schema.ts';
 import { isUniqueViolation, retryTransient } from '../store/transient.ts';
 import { TERMINAL_RUN_STATUSES, isTerminalStatus } from '../protocol/run.ts';
-import { decodePage, encodePages, type EncodedPage } from './event-pages.ts';
+import { decodePage, encodePages, plainPageText, type EncodedPage } from './event-pages.ts';
 import { isTerminalRunEventData } from './run-event.ts';
 
 /** The highest durable sequence number of a run (0 when it has none), read in `db` or a transaction. */
@@ -270,15 +270,14 @@ export class EventLog {
       // run's events are counted by the same statement, so that memory stays bounded (below).
       const locked = await tx
         .selectFrom('runs')
-        .select((eb) => [
+        .select([
           'id',
           'status',
           'events_compacted_at',
-          eb
-            .selectFrom('run_events')
-            .select(sql<string>`count(*)`.as('count'))
-            .whereRef('run_events.run_id', '=', 'runs.id')
-            .as('events'),
+          // Rows and the events of plain pages (every page of a run not yet compacted is one).
+          sql<string>`(select count(*) from run_events e where e.run_id = runs.id)
+            + (select coalesce(sum(p.last_seq - p.first_seq + 1), 0) from run_event_pages p
+                where p.run_id = runs.id)`.as('events'),
         ])
         .where('id', '=', anyOf(ids))
         .orderBy('id')
@@ -317,32 +316,39 @@ export class EventLog {
       });
       compactable.splice(0, compactable.length, ...fitting);
 
-      const rows = await tx
-        .selectFrom('run_events')
-        .select(['run_id', 'seq', sql<string>`chunk::text`.as('data')])
-        .where('run_id', '=', anyOf(compactable))
-        .orderBy('run_id')
-        .orderBy('seq')
-        .execute();
-      const eventsOf = new Map<string, { seq: number; data: string }[]>(compactable.map((id) => [id, []]));
-      for (const row of rows) eventsOf.get(row.run_id)!.push(row);
+      // Its rows (events a status change wrote) and plain pages (the group commit's), in one read.
+      const stored = await sql<EventRow & { run_id: string }>`
+        select run_id, seq, chunk::text as data, null::integer as last_seq, null::bytea as events
+          from run_events where run_id = ${anyOf(compactable)}
+        union all
+        select run_id, first_seq, null, last_seq, events
+          from run_event_pages where run_id = ${anyOf(compactable)}`.execute(tx);
+      const rowsOf = new Map<string, EventRow[]>(compactable.map((id) => [id, []]));
+      for (const row of stored.rows) rowsOf.get(row.run_id)!.push(row);
+      const eventsOf = new Map(
+        compactable.map((id) => [id, eventsOfRows(rowsOf.get(id)!, 0, Number.POSITIVE_INFINITY)]),
+      );
       // One run after another: compressing a batch's runs side by side on the thread pool costs about three
       // times the CPU (measured on 50 short runs), every one of them with a compressor of its own.
       const pagesOf: { runId: string; pages: EncodedPage[] }[] = [];
       for (const runId of compactable) {
         pagesOf.push({ runId, pages: await encodePages(eventsOf.get(runId)!) });
       }
-      await insertPages(
-        tx,
-        pagesOf.flatMap(({ runId, pages }) => pages.map((page) => ({ runId, ...page }))),
-      );
-      // The rows go and the runs are marked in one statement.
+      // The rows and plain pages go and the runs are marked in one statement, before the compressed pages
+      // go in (one may start where a plain page did).
       await tx
-        .with('deleted', (db) => db.deleteFrom('run_events').where('run_id', '=', anyOf(compactable)))
+        .with('deleted_rows', (db) => db.deleteFrom('run_events').where('run_id', '=', anyOf(compactable)))
+        .with('deleted_pages', (db) =>
+          db.deleteFrom('run_event_pages').where('run_id', '=', anyOf(compactable)),
+        )
         .updateTable('runs')
         .set({ events_compacted_at: sql<Date>`now()` })
         .where('id', '=', anyOf(compactable))
         .execute();
+      await insertPages(
+        tx,
+        pagesOf.flatMap(({ runId, pages }) => pages.map((page) => ({ runId, ...page }))),
+      );
       await this.#faults.hit(FaultPoint.compactionBeforeCommit, { runIds: compactable });
       for (const { runId, pages } of pagesOf) {
         results.set(runId, { compacted: true, events: eventsOf.get(runId)!.length, pages: pages.length });
@@ -352,11 +358,11 @@ export class EventLog {
   }
 
   /**
-   * Reclaims the space of compacted rows for new ones (`VACUUM run_events`). PostgreSQL's autovacuum does
-   * this by itself; PGlite has no autovacuum, so its compactor calls this now and then.
+   * Reclaims the space of compacted rows and plain pages for new ones. PostgreSQL's autovacuum does this by
+   * itself; PGlite has no autovacuum, so its compactor calls this now and then.
    */
   async vacuum(): Promise<void> {
-    await sql`vacuum run_events`.execute(this.#db);
+    await sql`vacuum run_events, run_event_pages`.execute(this.#db);
   }
 
   /** Finished runs whose events are still rows, longest finished first, at most `limit`. */
@@ -438,51 +444,51 @@ export class EventLog {
   }
 
   async #writeBatch(batch: PendingEvent[]): Promise<void> {
+    // A writer's events in a batch are consecutive (it appends in order, and a batch takes the oldest
+    // pending events): each writer's become one page, writer and page numbered alike from 1 (`appendSql`).
     const writers = new Map<RunEventWriter, PendingEvent[]>();
-    // A row names its writer by number (1-based, in `runIds` and `epochs`), not by run id and epoch.
-    const numbers = new Map<RunEventWriter, number>();
+    for (const event of batch) {
+      if (event.writer.failure) continue;
+      const events = writers.get(event.writer);
+      if (events) events.push(event);
+      else writers.set(event.writer, [event]);
+    }
+    if (writers.size === 0) return;
     const runIds: string[] = [];
     const epochsSent: number[] = [];
-    // Per event: its chunk, its writer's number and its sequence number (`appendSql`'s `$1`, `$4`, `$5`).
-    const chunks: string[] = [];
-    const writerNumbers: number[] = [];
-    const seqs: number[] = [];
-    for (const event of batch) {
-      const writer = event.writer;
-      if (writer.failure) continue;
-      let events = writers.get(writer);
-      let number = numbers.get(writer);
-      if (!events || number === undefined) {
-        writers.set(writer, (events = []));
-        numbers.set(writer, (number = runIds.push(writer.runId)));
-        epochsSent.push(writer.epoch);
-      }
-      events.push(event);
-      chunks.push(event.data);
-      writerNumbers.push(number);
-      seqs.push(event.seq);
+    const firstSeqs: number[] = [];
+    const lastSeqs: number[] = [];
+    const pageTexts: string[] = [];
+    const byteLengths: number[] = [];
+    let eventCount = 0;
+    for (const [writer, events] of writers) {
+      runIds.push(writer.runId);
+      epochsSent.push(writer.epoch);
+      firstSeqs.push(events[0]!.seq);
+      lastSeqs.push(events[events.length - 1]!.seq);
+      const text = plainPageText(events.map((event) => event.data));
+      pageTexts.push(text);
+      byteLengths.push(Buffer.byteLength(text));
+      eventCount += events.length;
     }
-    if (chunks.length === 0) return;
 
     let epochs: Map<string, number>;
     try {
       epochs = await this.#insertWithRetry([
-        eventsArray(chunks),
+        pageTexts.join(''),
         runIds,
         epochsSent,
-        intArrayLiteral(writerNumbers),
-        intArrayLiteral(seqs),
+        intArrayLiteral(firstSeqs),
+        intArrayLiteral(lastSeqs),
+        intArrayLiteral(byteLengths),
       ]);
     } catch (error) {
-      this.#logger.error(
-        { err: error, events: chunks.length },
-        'event log insert failed; failing its writers',
-      );
+      this.#logger.error({ err: error, events: eventCount }, 'event log insert failed; failing its writers');
       for (const writer of writers.keys())
         writer.fail(error instanceof Error ? error : new Error(String(error)));
       return;
     }
-    this.#metrics.appendBatchSize.observe(chunks.length);
+    this.#metrics.appendBatchSize.observe(eventCount);
 
     for (const [writer, events] of writers) {
       // Its rows went in (or were there already, from a retried insert) exactly when the epoch held.
@@ -604,13 +610,14 @@ export class RunEventWriter {
 const anyOf = (ids: readonly string[]) => sql<string>`any(${[...ids]}::text[])`;
 
 /**
- * The group commit's insert. `$1`: the chunks as one JSON array (`eventsArray`); `$4` and `$5` (`int[]`): each
- * chunk's writer, numbered from 1 in `$2` (the writers' run ids, `text[]`) and `$3` (their epochs, `int[]`),
- * and its sequence number. `rows from` zips the three element by element: PostgreSQL splits a plain array of
- * chunks several times faster than it reads an array of `{w, seq, chunk}` objects (`json_to_recordset`, about a
- * millisecond per 1,000 events). A writer's rows are skipped when its run was taken over (epoch mismatch); with
- * `skipExisting`, rows already present (a retried insert) too. Two writers of one run (a stale one and its
- * successor) are told apart by their number.
+ * The group commit's insert: one `run_event_pages` row of format `PLAIN` (`plainPageText`) per writer, where a
+ * row per event cost PostgreSQL a heap tuple, an index entry and a JSON parse each, and compaction a delete each
+ * (docs/decisions/0014-group-commit-writes-pages.md). `$1`: the pages' texts one after another; per writer, in
+ * one order: `$2` its run id (`text[]`), `$3` its epoch, `$4` and `$5` its page's first and last sequence
+ * numbers, `$6` the page's length in UTF-8 bytes (`int[]`). The text becomes bytes once and each page is cut
+ * from them by offset: one statement text for any number of pages. A writer's page is skipped when its run
+ * was taken over (epoch mismatch); with `skipExisting`, a page already present (a retried insert) too. Two
+ * writers of one run (a stale one and its successor) are told apart by their epochs.
  */
 const appendSql = (skipExisting: boolean) => `
   with fenced as (
@@ -619,11 +626,17 @@ const appendSql = (skipExisting: boolean) => `
     -- locked in id order, as a heartbeat locks them: different orders would deadlock.
     select r.id, r.epoch from runs r where r.id = any($2::text[]) order by r.id for share
   ),
+  -- Once: inlined, the conversion would run again for every page.
+  batch as materialized (select convert_to($1::text, 'UTF8') as bytes),
   inserted as (
-    insert into run_events (run_id, seq, chunk)
-    select w.id, e.seq, e.chunk
-    from rows from (json_array_elements($1::json), unnest($4::int[]), unnest($5::int[])) as e(chunk, w, seq)
-    join unnest($2::text[], $3::int[]) with ordinality as w(id, epoch, n) on w.n = e.w
+    insert into run_event_pages (run_id, first_seq, last_seq, events)
+    select w.id, w.first_seq, w.last_seq, substring(b.bytes from w.start + 1 for w.length)
+    from (
+      select w.*, (sum(w.length) over (order by w.n) - w.length)::int as start
+      from unnest($2::text[], $3::int[], $4::int[], $5::int[], $6::int[])
+        with ordinality as w(id, epoch, first_seq, last_seq, length, n)
+    ) w
+    cross join batch b
     join fenced f on f.id = w.id and f.epoch = w.epoch
     ${skipExisting ? 'on conflict do nothing' : ''}
   )
@@ -631,7 +644,14 @@ const appendSql = (skipExisting: boolean) => `
   select id, epoch from fenced`;
 const APPEND_SQL = appendSql(false);
 const APPEND_SKIPPING_SQL = appendSql(true);
-type AppendParameters = [chunks: string, runIds: string[], epochs: number[], writers: string, seqs: string];
+type AppendParameters = [
+  pages: string,
+  runIds: string[],
+  epochs: number[],
+  firstSeqs: string,
+  lastSeqs: string,
+  byteLengths: string,
+];
 
 /**
  * Integers as PostgreSQL's array literal (`{1,2,3}`), for an `int[]` parameter: the driver would quote and

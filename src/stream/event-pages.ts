@@ -34,10 +34,13 @@ export interface EncodedPage {
 }
 
 /**
- * The first byte of a page: how its events are encoded, so a later format can be read beside this one.
- * Format 1: brotli of the events' lines (see `linesOf`) joined by newlines.
+ * The first byte of a page: how its events are encoded, so one format can be read beside another.
+ * Format 1 (`COMPRESSED`, a compacted run): brotli of the events' lines (see `linesOf`) joined by newlines.
+ * Format 2 (`PLAIN`, what the group commit writes while a run streams): the events' JSON texts joined by
+ * newlines, as they are.
  */
-const FORMAT = 1;
+const COMPRESSED = 1;
+const PLAIN = 2;
 
 /** Between two events: `JSON.stringify` escapes newlines inside strings, so chunk text never holds one. */
 const SEPARATOR = '\n';
@@ -64,7 +67,7 @@ export async function encodePages(events: readonly { seq: number; data: string }
     pages.push({
       firstSeq: slice[0]!.seq,
       lastSeq: slice[slice.length - 1]!.seq,
-      bytes: Buffer.concat([Buffer.of(FORMAT), compressed]),
+      bytes: Buffer.concat([Buffer.of(COMPRESSED), compressed]),
     });
     start = index;
   }
@@ -80,17 +83,32 @@ export function decodePage(
   page: { firstSeq: number; lastSeq: number; bytes: Uint8Array },
   after = page.firstSeq - 1,
 ): { seq: number; data: string }[] {
-  if (page.bytes[0] !== FORMAT) {
-    throw new Error(`The event page at ${page.firstSeq} has the unknown format ${page.bytes[0]}.`);
+  const format = page.bytes[0];
+  if (format !== COMPRESSED && format !== PLAIN) {
+    throw new Error(`The event page at ${page.firstSeq} has the unknown format ${format}.`);
   }
   const skip = Math.max(0, after - page.firstSeq + 1);
-  const { texts, count } = readLines(brotliDecompressSync(page.bytes.subarray(1)).toString('utf8'), skip);
+  const body = page.bytes.subarray(1);
+  const text = format === COMPRESSED ? brotliDecompressSync(body).toString('utf8') : utf8.decode(body);
+  const { texts, count } = readLines(text, skip);
   if (count !== page.lastSeq - page.firstSeq + 1) {
     throw new Error(
       `The event page at ${page.firstSeq} holds ${count} events, not ${page.lastSeq - page.firstSeq + 1}.`,
     );
   }
   return texts.map((data, index) => ({ seq: page.firstSeq + skip + index, data }));
+}
+
+const utf8 = new TextDecoder();
+
+/**
+ * A page of format `PLAIN` as text: its format character, then the events' JSON texts one per line. Its UTF-8
+ * bytes are the page (the format character is the byte 2). Nothing is encoded, so the group commit pays only
+ * for the join; a JSON text never holds a raw newline (`JSON.stringify` escapes it) nor starts with the byte 1
+ * that marks a shortened line.
+ */
+export function plainPageText(texts: readonly string[]): string {
+  return String.fromCharCode(PLAIN) + texts.join(SEPARATOR);
 }
 
 /**
