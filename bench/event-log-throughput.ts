@@ -63,7 +63,7 @@ const caller = await outrun.auth.authenticate(ADMIN_KEY);
 const rows: Cell[][] = [];
 try {
   for (const scenario of scenarios) {
-    await sql`truncate run_events`.execute(outrun.db);
+    await sql`truncate run_events, run_event_pages`.execute(outrun.db);
     const writers = await openWriters(outrun, scenario.writers, userId, caller.workspaceId);
     const before = await batchStats(outrun);
     const flushLatency = new Sample();
@@ -116,15 +116,16 @@ printTable({
     'mean batch',
     'flush p50 ms',
     'flush p99 ms',
-    'chunk B',
+    'page B/event',
     'stored B/event',
     'KiB/run',
   ],
   rows,
   digits: [0, 0, 0, 0, 0, 1, 2, 2, 0, 0, 1],
   notes: [
-    '`chunk B` is the mean pg_column_size(chunk) of a text-delta; `stored B/event` is pg_total_relation_size(run_events) ' +
-      '(heap, primary-key index, TOAST) per event; `KiB/run` is that per run of the scenario (events/writers events each).',
+    '`page B/event` is pg_column_size(events) of the plain pages the group commit wrote ÷ the events they hold; ' +
+      '`stored B/event` is pg_total_relation_size of run_events and run_event_pages (heap, primary-key index, TOAST) ' +
+      'per event; `KiB/run` is that per run of the scenario (events/writers events each).',
   ],
 });
 
@@ -188,9 +189,10 @@ async function batchStats(outrun: Outrun): Promise<{ count: number; sum: number 
 
 async function storageStats(outrun: Outrun, runs: number) {
   const { rows } = await sql<{ total: string; events: string; chunk: string }>`
-    select pg_total_relation_size('run_events')::bigint as total,
-           (select count(*) from run_events) as events,
-           (select avg(pg_column_size(chunk)) from run_events where chunk->>'type' = 'text-delta') as chunk
+    select pg_total_relation_size('run_events') + pg_total_relation_size('run_event_pages') as total,
+           (select count(*) from run_events)
+             + (select coalesce(sum(last_seq - first_seq + 1), 0) from run_event_pages) as events,
+           (select sum(pg_column_size(events))::float8 / sum(last_seq - first_seq + 1) from run_event_pages) as chunk
   `.execute(outrun.db);
   const row = rows[0]!;
   const total = Number(row.total);

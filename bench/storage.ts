@@ -11,14 +11,16 @@
  * answers' text. Counted in the growth, beyond the events: the chat, both messages (the assistant message holds
  * the whole text again), the run row, its step row (the text once more) and the webhook-free rest.
  *
- * - `rows`: the runs end while compaction is off, so every event is one `run_events` row.
+ * - `written`: the runs end while compaction is off, so their events stay as written: the group commit's plain
+ *   pages (one per run and insert) and the few rows a status change writes (decision 0014; until 2026-12-05
+ *   one `run_events` row per event).
  * - `pages`: those runs compacted; a warm-up batch of R runs, then R more runs with compaction on, measured
- *   the same way. Space compacted rows left behind is reused by later rows (after a vacuum: autovacuum on
- *   PostgreSQL, the compactor's own on PGlite), so this is the steady state of a server that keeps taking
- *   runs: the rows of runs in flight cost O(runs in flight), not O(history).
+ *   the same way. Space compacted rows and plain pages left behind is reused by later ones (after a vacuum:
+ *   autovacuum on PostgreSQL, the compactor's own on PGlite), so this is the steady state of a server that
+ *   keeps taking runs: the events of runs in flight cost O(runs in flight), not O(history).
  *
  * Also: the time to compact one run, and the time to read a whole run (`log.read`, 1,000 events per read)
- * from rows and from pages.
+ * as written and from compressed pages.
  */
 import { sql } from 'kysely';
 import pino from 'pino';
@@ -43,7 +45,7 @@ delete process.env.REDIS_URL;
  */
 const RUNS = args.runs ?? (args.quick ? 20 : 50);
 const TOKENS = 1000;
-/** How often `run_events` is vacuumed on PostgreSQL during phase 2, standing in for autovacuum. */
+/** How often the event tables are vacuumed on PostgreSQL during phase 2, standing in for autovacuum. */
 const AUTOVACUUM_EMULATION_MS = 1000;
 /** Runs executing at once while a batch is produced. */
 const CONCURRENCY = 4;
@@ -186,13 +188,13 @@ printTable({
     'answer',
     'text B/run',
     'events/run',
-    'rows B/run',
-    'rows ×text',
+    'written B/run',
+    'written ×text',
     'pages B/run',
     'pages ×text',
     'payload ×text',
     'compact ms p50',
-    'read rows ms p50',
+    'read written ms p50',
     'read pages ms p50',
   ],
   rows,
@@ -205,7 +207,7 @@ printTable({
 });
 printTable({
   title: `storage per table — ${args.store}`,
-  columns: ['answer', 'table', 'rows B/run', 'rows ×text', 'pages B/run', 'pages ×text'],
+  columns: ['answer', 'table', 'written B/run', 'written ×text', 'pages B/run', 'pages ×text'],
   rows: perTable,
   digits: [0, 0, 0, 2, 0, 2],
 });
@@ -231,7 +233,9 @@ async function produce(
     },
   );
   const counted = await sql<{ n: string }>`
-    select count(*) as n from run_events where run_id in (${sql.join(runIds)})`.execute(database.db);
+    select (select count(*) from run_events where run_id in (${sql.join(runIds)}))
+         + (select coalesce(sum(last_seq - first_seq + 1), 0) from run_event_pages
+             where run_id in (${sql.join(runIds)})) as n`.execute(database.db);
   return { runIds, textBytes, events: Number(counted.rows[0]!.n) };
 }
 
@@ -266,8 +270,8 @@ async function readTimes(outrun: Outrun, runIds: string[]): Promise<Sample> {
 }
 
 /**
- * On PostgreSQL, autovacuum reclaims compacted rows about once a minute (`autovacuum_naptime`); the batches
- * here take seconds, so this vacuums `run_events` every `AUTOVACUUM_EMULATION_MS` instead. (On PGlite the
+ * On PostgreSQL, autovacuum reclaims compacted rows and plain pages about once a minute (`autovacuum_naptime`);
+ * the batches here take seconds, so this vacuums both tables every `AUTOVACUUM_EMULATION_MS` instead. (On PGlite the
  * compactor vacuums by itself.)
  */
 function emulateAutovacuum(kind: string): NodeJS.Timeout | undefined {
@@ -277,7 +281,7 @@ function emulateAutovacuum(kind: string): NodeJS.Timeout | undefined {
   return setInterval(() => {
     if (running) return;
     running = true;
-    sql`vacuum run_events`
+    sql`vacuum run_events, run_event_pages`
       .execute(database.db)
       .catch(() => {})
       .finally(() => (running = false));

@@ -95,6 +95,19 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     const count = 2 * EVENTS_PER_PAGE + 345;
     const { runId, live } = await writtenRun(count);
     expect(live.map((event) => event.seq)).toEqual(Array.from({ length: count }, (_, index) => index + 1));
+    // Appended in one tick, written by two inserts (2,000 events at most each), as plain pages of at most
+    // EVENTS_PER_PAGE events: the reads below rely on that bound.
+    const plain = await database.db
+      .selectFrom('run_event_pages')
+      .select(['first_seq', 'last_seq'])
+      .where('run_id', '=', runId)
+      .orderBy('last_seq')
+      .execute();
+    expect(plain.map((page) => [page.first_seq, page.last_seq])).toEqual([
+      [1, EVENTS_PER_PAGE],
+      [EVENTS_PER_PAGE + 1, 2 * EVENTS_PER_PAGE],
+      [2 * EVENTS_PER_PAGE + 1, count],
+    ]);
 
     const afters = [
       0,

@@ -16,7 +16,7 @@ import type { Db } from '../store/database.ts';
 import type { Database } from '../store/schema.ts';
 import { isUniqueViolation, retryTransient } from '../store/transient.ts';
 import { TERMINAL_RUN_STATUSES, isTerminalStatus } from '../protocol/run.ts';
-import { decodePage, encodePages, plainPageText, type EncodedPage } from './event-pages.ts';
+import { decodePage, encodePages, EVENTS_PER_PAGE, plainPageText, type EncodedPage } from './event-pages.ts';
 import { isTerminalRunEventData } from './run-event.ts';
 
 /** The highest durable sequence number of a run (0 when it has none), read in `db` or a transaction. */
@@ -445,7 +445,7 @@ export class EventLog {
 
   async #writeBatch(batch: PendingEvent[]): Promise<void> {
     // A writer's events in a batch are consecutive (it appends in order, and a batch takes the oldest
-    // pending events): each writer's become one page, writer and page numbered alike from 1 (`appendSql`).
+    // pending events): they become its pages, of at most EVENTS_PER_PAGE events each (`eventRows` relies on it).
     const writers = new Map<RunEventWriter, PendingEvent[]>();
     for (const event of batch) {
       if (event.writer.failure) continue;
@@ -454,6 +454,7 @@ export class EventLog {
       else writers.set(event.writer, [event]);
     }
     if (writers.size === 0) return;
+    // Per page, in `appendSql`'s order.
     const runIds: string[] = [];
     const epochsSent: number[] = [];
     const firstSeqs: number[] = [];
@@ -462,13 +463,16 @@ export class EventLog {
     const byteLengths: number[] = [];
     let eventCount = 0;
     for (const [writer, events] of writers) {
-      runIds.push(writer.runId);
-      epochsSent.push(writer.epoch);
-      firstSeqs.push(events[0]!.seq);
-      lastSeqs.push(events[events.length - 1]!.seq);
-      const text = plainPageText(events.map((event) => event.data));
-      pageTexts.push(text);
-      byteLengths.push(Buffer.byteLength(text));
+      for (let start = 0; start < events.length; start += EVENTS_PER_PAGE) {
+        const page = events.slice(start, start + EVENTS_PER_PAGE);
+        runIds.push(writer.runId);
+        epochsSent.push(writer.epoch);
+        firstSeqs.push(page[0]!.seq);
+        lastSeqs.push(page[page.length - 1]!.seq);
+        const text = plainPageText(page.map((event) => event.data));
+        pageTexts.push(text);
+        byteLengths.push(Buffer.byteLength(text));
+      }
       eventCount += events.length;
     }
 
@@ -610,14 +614,15 @@ export class RunEventWriter {
 const anyOf = (ids: readonly string[]) => sql<string>`any(${[...ids]}::text[])`;
 
 /**
- * The group commit's insert: one `run_event_pages` row of format `PLAIN` (`plainPageText`) per writer, where a
- * row per event cost PostgreSQL a heap tuple, an index entry and a JSON parse each, and compaction a delete each
- * (docs/decisions/0014-group-commit-writes-pages.md). `$1`: the pages' texts one after another; per writer, in
- * one order: `$2` its run id (`text[]`), `$3` its epoch, `$4` and `$5` its page's first and last sequence
- * numbers, `$6` the page's length in UTF-8 bytes (`int[]`). The text becomes bytes once and each page is cut
- * from them by offset: one statement text for any number of pages. A writer's page is skipped when its run
- * was taken over (epoch mismatch); with `skipExisting`, a page already present (a retried insert) too. Two
- * writers of one run (a stale one and its successor) are told apart by their epochs.
+ * The group commit's insert: `run_event_pages` rows of format `PLAIN` (`plainPageText`), one per writer (or
+ * more, of at most EVENTS_PER_PAGE events), where a row per event cost PostgreSQL a heap tuple, an index entry
+ * and a JSON parse each, and compaction a delete each (docs/decisions/0014-group-commit-writes-pages.md). `$1`:
+ * the pages' texts one after another; per page, in one order: `$2` its writer's run id (`text[]`), `$3` its
+ * writer's epoch, `$4` and `$5` its first and last sequence numbers, `$6` its length in UTF-8 bytes (`int[]`).
+ * The text becomes bytes once and each page is cut from them by offset: one statement text for any number of
+ * pages. A page is skipped when its run was taken over (epoch mismatch); with `skipExisting`, a page already
+ * present (a retried insert) too. Two writers of one run (a stale one and its successor) are told apart by
+ * their epochs.
  */
 const appendSql = (skipExisting: boolean) => `
   with fenced as (
@@ -804,7 +809,9 @@ interface EventRow {
 /**
  * The rows and pages that hold a run's events `after + 1 … upTo` (`upToOf(after, limit)`: `after + limit`, at
  * most the largest sequence number). Sequence numbers are dense (invariant 7), so the pages are exactly those
- * that start at or before `upTo` and end after `after`.
+ * that start at or before `upTo` and end after `after`; and since no page holds more than EVENTS_PER_PAGE
+ * events, they end by `upTo + EVENTS_PER_PAGE - 1`, which bounds the scan of the primary key
+ * `(run_id, last_seq)` to them and at most a page's worth past `upTo`.
  */
 function eventRows(
   runId: string | RawBuilder<string | null>,
@@ -818,7 +825,10 @@ function eventRows(
        order by seq limit ${limit})
     union all
     (select first_seq, null, last_seq, events
-       from run_event_pages where run_id = ${runId} and last_seq > ${after} and first_seq <= ${upTo})`;
+       from run_event_pages
+      where run_id = ${runId} and last_seq > ${after}
+        and last_seq <= least(${upTo}::bigint + ${sql.lit(EVENTS_PER_PAGE - 1)}, ${sql.lit(MAX_SEQ)})::integer
+        and first_seq <= ${upTo})`;
 }
 
 /** The events of `eventRows`' rows, pages decoded, oldest first, at most `limit`. */
