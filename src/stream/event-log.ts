@@ -16,7 +16,15 @@ import type { Db } from '../store/database.ts';
 import type { Database } from '../store/schema.ts';
 import { isUniqueViolation, retryTransient } from '../store/transient.ts';
 import { TERMINAL_RUN_STATUSES, isTerminalStatus } from '../protocol/run.ts';
-import { decodePage, encodePages, EVENTS_PER_PAGE, plainPageText, type EncodedPage } from './event-pages.ts';
+import {
+  decodePage,
+  decodePlainPage,
+  encodePages,
+  EVENTS_PER_PAGE,
+  PLAIN,
+  plainPageText,
+  type EncodedPage,
+} from './event-pages.ts';
 import { isTerminalRunEventData } from './run-event.ts';
 
 /** The highest durable sequence number of a run (0 when it has none), read in `db` or a transaction. */
@@ -321,7 +329,7 @@ export class EventLog {
         select run_id, seq, chunk::text as data, null::integer as last_seq, null::bytea as events
           from run_events where run_id = ${anyOf(compactable)}
         union all
-        select run_id, first_seq, null, last_seq, events
+        select run_id, ${pageColumns}
           from run_event_pages where run_id = ${anyOf(compactable)}`.execute(tx);
       const rowsOf = new Map<string, EventRow[]>(compactable.map((id) => [id, []]));
       for (const row of stored.rows) rowsOf.get(row.run_id)!.push(row);
@@ -798,7 +806,10 @@ function logEventsOf(events: { seq: number; data: string }[]): LogEvent[] {
   return events.map((event) => ({ ...event, terminal: isTerminalRunEventData(event.data) }));
 }
 
-/** A row of `eventRows`: an event (`data`), or a compacted page of events (`last_seq` and `events`). */
+/**
+ * A row of `eventRows`: an event (`data`), a plain page (`data`, its events' lines, and `last_seq`) or a
+ * compressed page (`events` and `last_seq`).
+ */
 interface EventRow {
   seq: number;
   data: string | null;
@@ -824,12 +835,22 @@ function eventRows(
        from run_events where run_id = ${runId} and seq > ${after} and seq <= ${upTo}
        order by seq limit ${limit})
     union all
-    (select first_seq, null, last_seq, events
+    (select ${pageColumns}
        from run_event_pages
       where run_id = ${runId} and last_seq > ${after}
         and last_seq <= least(${upTo}::bigint + ${sql.lit(EVENTS_PER_PAGE - 1)}, ${sql.lit(MAX_SEQ)})::integer
         and first_seq <= ${upTo})`;
 }
+
+/**
+ * A `run_event_pages` row as `EventRow`'s columns: a plain page's events as text (PGlite parses a `bytea`
+ * result about ten times slower than text), a compressed page's as bytes.
+ */
+const isPlain = sql<boolean>`get_byte(substring(events from 1 for 1), 0) = ${sql.lit(PLAIN)}`;
+const pageColumns = sql`first_seq as seq,
+  case when ${isPlain} then convert_from(substring(events from 2), 'UTF8') end as data,
+  last_seq,
+  case when ${isPlain} then null else events end as events`;
 
 /** The events of `eventRows`' rows, pages decoded, oldest first, at most `limit`. */
 function eventsOfRows(
@@ -839,9 +860,11 @@ function eventsOfRows(
 ): { seq: number; data: string }[] {
   const events: { seq: number; data: string }[] = [];
   for (const row of rows) {
-    if (row.events === null) events.push({ seq: row.seq, data: row.data! });
-    else {
-      events.push(...decodePage({ firstSeq: row.seq, lastSeq: row.last_seq!, bytes: row.events }, after));
+    if (row.last_seq === null) events.push({ seq: row.seq, data: row.data! });
+    else if (row.events === null) {
+      events.push(...decodePlainPage({ firstSeq: row.seq, lastSeq: row.last_seq, text: row.data! }, after));
+    } else {
+      events.push(...decodePage({ firstSeq: row.seq, lastSeq: row.last_seq, bytes: row.events }, after));
     }
   }
   events.sort((a, b) => a.seq - b.seq);

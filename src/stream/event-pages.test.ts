@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { decodePage, encodePages, EVENTS_PER_PAGE, linesOf } from './event-pages.ts';
+import {
+  decodePage,
+  decodePlainPage,
+  encodePages,
+  EVENTS_PER_PAGE,
+  linesOf,
+  plainPageText,
+} from './event-pages.ts';
 
 const events = (texts: string[], first = 1) => texts.map((data, index) => ({ seq: first + index, data }));
 
@@ -29,6 +36,20 @@ describe('event pages', () => {
         events(texts, 41).filter((event) => event.seq > after),
       );
     }
+  });
+
+  it('gives back a plain page of the group commit from any point, as bytes or as its text', () => {
+    const texts = ['{"type":"text-delta","id":"t","delta":"é😀 \\n"}', '{"a":1}', '"s"', '{}'];
+    const text = plainPageText(texts);
+    const page = { firstSeq: 7, lastSeq: 10, bytes: Buffer.from(text) };
+    // The format byte, then the texts as they are.
+    expect(page.bytes[0]).toBe(2);
+    for (const after of [0, 6, 7, 9, 10, 12]) {
+      const expected = events(texts, 7).filter((event) => event.seq > after);
+      expect(decodePage(page, after), `after ${after}`).toEqual(expected);
+      expect(decodePlainPage({ firstSeq: 7, lastSeq: 10, text: text.slice(1) }, after)).toEqual(expected);
+    }
+    expect(() => decodePage({ ...page, lastSeq: 11 })).toThrow('holds 4 events, not 5');
   });
 
   it('cuts full pages, and starts a new page at a gap in the sequence', async () => {
