@@ -50,6 +50,11 @@ describe('event pages', () => {
       expect(decodePlainPage({ firstSeq: 7, lastSeq: 10, text: text.slice(1) }, after)).toEqual(expected);
     }
     expect(() => decodePage({ ...page, lastSeq: 11 })).toThrow('holds 4 events, not 5');
+    // A page of one event, and one that claims one but holds two.
+    const one = { firstSeq: 3, lastSeq: 3, text: '{"a":1}' };
+    expect(decodePlainPage(one)).toEqual([{ seq: 3, data: '{"a":1}' }]);
+    expect(decodePlainPage(one, 3)).toEqual([]);
+    expect(() => decodePlainPage({ ...one, text: '{}\n{}' })).toThrow('holds 2 events, not 1');
   });
 
   it('cuts full pages, and starts a new page at a gap in the sequence', async () => {

@@ -103,6 +103,10 @@ export function decodePlainPage(
   page: { firstSeq: number; lastSeq: number; text: string },
   after = page.firstSeq - 1,
 ): { seq: number; data: string }[] {
+  // A page of one event (a paced run's insert holds one): no split, no copies.
+  if (page.firstSeq === page.lastSeq && !page.text.includes(SEPARATOR)) {
+    return after < page.firstSeq ? [{ seq: page.firstSeq, data: page.text }] : [];
+  }
   const skip = Math.max(0, after - page.firstSeq + 1);
   const lines = page.text.split(SEPARATOR);
   checkCount(page, lines.length);
