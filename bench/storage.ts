@@ -288,12 +288,19 @@ function emulateAutovacuum(kind: string): NodeJS.Timeout | undefined {
   }, AUTOVACUUM_EMULATION_MS);
 }
 
-/** Bytes of every table of the schema with its indexes and TOAST, after a VACUUM. */
+/**
+ * Bytes of every table of the schema with its indexes and TOAST, after a VACUUM, and `run_event_pages`
+ * rewritten (VACUUM FULL): compaction deletes a run's plain pages from the table its compressed pages go into
+ * (decision 0014), so a plain VACUUM would leave the free space of the phase before in it, and the next phase's
+ * pages would fill that space instead of growing the table (once even shrinking it). Rewritten, the table's
+ * growth is the pages of the runs measured, as it was when only compressed pages ever went in.
+ */
 async function relationSizes(handle: DatabaseHandle): Promise<Map<string, number>> {
   // Without the server's statement timeout: with a larger --runs, the vacuum's truncation of run_events can
   // wait longer than that for its lock.
   await handle.db.connection().execute(async (connection) => {
     await sql`set statement_timeout = 0`.execute(connection);
+    await sql`vacuum full run_event_pages`.execute(connection);
     await sql`vacuum`.execute(connection);
     await sql`reset statement_timeout`.execute(connection);
   });
