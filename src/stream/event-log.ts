@@ -248,7 +248,7 @@ export class EventLog {
   }
 
   /**
-   * Moves a finished run's events from `run_events` rows into compressed pages: `compactMany` of one run.
+   * Moves a finished run's events as written into compressed pages: `compactMany` of one run.
    * Only a terminal run (which never gets another event) is compacted; a second call, or one racing another
    * instance, does nothing.
    */
@@ -258,9 +258,10 @@ export class EventLog {
   }
 
   /**
-   * Moves the events of finished runs from `run_events` rows into compressed pages, in ONE transaction that
-   * holds the runs' rows and makes the same few statements whatever the number of runs: a run's events are
-   * at every moment either all rows or all pages, and a reader's one statement sees one or the other. Runs
+   * Moves the events of finished runs as written (`run_events` rows and the group commit's plain pages) into
+   * compressed pages, in ONE transaction that holds the runs' rows and makes the same few statements whatever
+   * the number of runs: a run's events are at every moment either all as written or all compressed, and a
+   * reader's one statement sees one or the other. Runs
    * that are not finished, are held by another transaction or were compacted already are left alone, each
    * with its reason; runs past `maxEvents` (MAX_COMPACTION_BATCH_EVENTS) events in all are `deferred`.
    * Returns a result for every id given.
@@ -343,7 +344,7 @@ export class EventLog {
         pagesOf.push({ runId, pages: await encodePages(eventsOf.get(runId)!) });
       }
       // The rows and plain pages go and the runs are marked in one statement, before the compressed pages
-      // go in (one may start where a plain page did).
+      // go in (one may end where a plain page did: the same key).
       await tx
         .with('deleted_rows', (db) => db.deleteFrom('run_events').where('run_id', '=', anyOf(compactable)))
         .with('deleted_pages', (db) =>
@@ -373,7 +374,7 @@ export class EventLog {
     await sql`vacuum run_events, run_event_pages`.execute(this.#db);
   }
 
-  /** Finished runs whose events are still rows, longest finished first, at most `limit`. */
+  /** Finished runs whose events are still as written (not compacted), longest finished first, at most `limit`. */
   async uncompactedRuns(limit: number): Promise<string[]> {
     const rows = await this.#db
       .selectFrom('runs')
