@@ -22,10 +22,18 @@ export const VACUUM_AFTER_EVENTS = 20_000;
 const COMPACTION_GATHER_MS = 100;
 
 /**
- * The pause between two batches (ms). A trickle, not a burst: when many runs end together, the runs still
- * streaming get the event loop between two compactions (on PGlite every statement runs on it).
+ * The pause between two batches (ms), at least. A trickle, not a burst: when many runs end together, the runs
+ * still streaming get the event loop between two compactions (on PGlite every statement runs on it).
  */
 const COMPACTION_PAUSE_MS = 5;
+
+/**
+ * After a batch, the compactor pauses this many times as long as the batch took, so that a backlog is worked
+ * off in at most a quarter of the time. A paced run leaves a page per token (1,000 rows to read and delete),
+ * and when a wave of such runs ended together, back-to-back batches took the CPU the runs still streaming
+ * needed: their tokens' p99 lateness doubled while the compactor caught up (docs/benchmarks.md).
+ */
+const COMPACTION_PAUSE_PER_BATCH_TIME = 3;
 
 /**
  * Events one batch compacts at most on PGlite, where each statement holds the event loop: about two runs of
@@ -135,9 +143,14 @@ export class EventCompactor {
       if (batch.length === 0) break;
       // What is left over has waited already: its batch gathers from now.
       if (this.#queued.size > 0) this.#gatheringSince = performance.now();
+      const started = performance.now();
       await this.#compact(batch);
       await this.#vacuumIfDue();
-      await new Promise<void>((resolve) => setTimeout(resolve, COMPACTION_PAUSE_MS));
+      const pauseMs = Math.max(
+        COMPACTION_PAUSE_MS,
+        (performance.now() - started) * COMPACTION_PAUSE_PER_BATCH_TIME,
+      );
+      await new Promise<void>((resolve) => setTimeout(resolve, pauseMs));
     }
   }
 

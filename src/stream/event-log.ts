@@ -334,14 +334,16 @@ export class EventLog {
           from run_event_pages where run_id = ${anyOf(compactable)}`.execute(tx);
       const rowsOf = new Map<string, EventRow[]>(compactable.map((id) => [id, []]));
       for (const row of stored.rows) rowsOf.get(row.run_id)!.push(row);
-      const eventsOf = new Map(
-        compactable.map((id) => [id, eventsOfRows(rowsOf.get(id)!, 0, Number.POSITIVE_INFINITY)]),
-      );
       // One run after another: compressing a batch's runs side by side on the thread pool costs about three
-      // times the CPU (measured on 50 short runs), every one of them with a compressor of its own.
-      const pagesOf: { runId: string; pages: EncodedPage[] }[] = [];
+      // times the CPU (measured on 50 short runs), every one of them with a compressor of its own. Each run is
+      // decoded just before its pages are compressed, and every page yields the event loop: decoding a whole
+      // batch first (50 runs of 1,000 events) held it for tens of milliseconds, and the runs still streaming
+      // delivered late (docs/benchmarks.md, the tail of a paced wave's end).
+      const pagesOf: { runId: string; pages: EncodedPage[]; events: number }[] = [];
       for (const runId of compactable) {
-        pagesOf.push({ runId, pages: await encodePages(eventsOf.get(runId)!) });
+        const events = eventsOfRows(rowsOf.get(runId)!, 0, Number.POSITIVE_INFINITY);
+        rowsOf.delete(runId);
+        pagesOf.push({ runId, pages: await encodePages(events), events: events.length });
       }
       // The rows and plain pages go and the runs are marked in one statement, before the compressed pages
       // go in (one may end where a plain page did: the same key).
@@ -359,8 +361,8 @@ export class EventLog {
         pagesOf.flatMap(({ runId, pages }) => pages.map((page) => ({ runId, ...page }))),
       );
       await this.#faults.hit(FaultPoint.compactionBeforeCommit, { runIds: compactable });
-      for (const { runId, pages } of pagesOf) {
-        results.set(runId, { compacted: true, events: eventsOf.get(runId)!.length, pages: pages.length });
+      for (const { runId, pages, events } of pagesOf) {
+        results.set(runId, { compacted: true, events, pages: pages.length });
       }
     });
     return results;

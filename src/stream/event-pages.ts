@@ -11,12 +11,35 @@ const compressOnThreadPool = promisify(brotliCompress);
  */
 const COMPRESS_ON_LOOP_BELOW = 16 * 1024;
 
-async function compress(text: string, options: typeof BROTLI_OPTIONS): Promise<Buffer> {
+async function compress(text: string): Promise<Buffer> {
+  const options = brotliOptions(Buffer.byteLength(text));
   if (text.length >= COMPRESS_ON_LOOP_BELOW) return compressOnThreadPool(text, options);
   const compressed = brotliCompressSync(text, options);
   // Let the loop serve I/O before the next page: a batch of short runs never holds it for more than one page.
   await new Promise((resolve) => setImmediate(resolve));
   return compressed;
+}
+
+/**
+ * Brotli at a quality that compresses a page of text deltas in well under a millisecond, with a window no
+ * larger than the page. At the default window (4 MiB) the encoder allocates buffers for it whatever the
+ * input, and in a busy process that fresh memory can cost a short run's page more than compressing it: 43–216
+ * µs of CPU against 35–69 for a page of 424 bytes, in three rounds between bursts of allocations
+ * (`bench/passes/2026-12-05b-amd-epyc/brotli-window.txt`; no difference in a tight loop). The output is the
+ * same but for the window's size in its header.
+ */
+function brotliOptions(bytes: number) {
+  const windowBits = Math.min(
+    constants.BROTLI_DEFAULT_WINDOW,
+    Math.max(constants.BROTLI_MIN_WINDOW_BITS, Math.ceil(Math.log2(bytes + 1))),
+  );
+  return {
+    params: {
+      [constants.BROTLI_PARAM_QUALITY]: 5,
+      [constants.BROTLI_PARAM_LGWIN]: windowBits,
+      [constants.BROTLI_PARAM_SIZE_HINT]: bytes,
+    },
+  };
 }
 
 /**
@@ -48,9 +71,6 @@ const SEPARATOR = '\n';
 const SAME_PREFIX = '\u0001';
 const DELTA_KEY = '"delta":';
 
-/** Brotli at a quality that compresses a page of text deltas in well under a millisecond. */
-const BROTLI_OPTIONS = { params: { [constants.BROTLI_PARAM_QUALITY]: 5 } };
-
 /**
  * Cuts consecutive events into pages of at most `EVENTS_PER_PAGE`. A gap in the sequence starts a new page,
  * so every page covers a dense range.
@@ -63,7 +83,7 @@ export async function encodePages(events: readonly { seq: number; data: string }
     const gap = index < events.length && events[index]!.seq !== events[index - 1]!.seq + 1;
     if (index < events.length && !full && !gap) continue;
     const slice = events.slice(start, index);
-    const compressed = await compress(linesOf(slice.map((event) => event.data)), BROTLI_OPTIONS);
+    const compressed = await compress(linesOf(slice.map((event) => event.data)));
     pages.push({
       firstSeq: slice[0]!.seq,
       lastSeq: slice[slice.length - 1]!.seq,

@@ -1,0 +1,36 @@
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { EventCompactor } from './event-compactor.ts';
+import type { CompactionResult, EventLog } from './event-log.ts';
+
+/** An event log whose every batch takes `batchMs` and records when it ran. */
+function slowLog(batchMs: number) {
+  const batches: { runIds: string[]; startedAt: number; endedAt: number }[] = [];
+  const log = {
+    async compactMany(runIds: readonly string[]) {
+      const startedAt = performance.now();
+      await new Promise((resolve) => setTimeout(resolve, batchMs));
+      batches.push({ runIds: [...runIds], startedAt, endedAt: performance.now() });
+      return new Map<string, CompactionResult>(
+        runIds.map((id) => [id, { compacted: true, events: 1, pages: 1 }]),
+      );
+    },
+  } as unknown as EventLog;
+  return { log, batches };
+}
+
+describe('EventCompactor', () => {
+  it('pauses after a batch three times as long as the batch took, so a backlog takes at most a quarter of the time', async () => {
+    const { log, batches } = slowLog(40);
+    const compactor = new EventCompactor({ log, logger: pino({ level: 'silent' }), sweepLimit: 1 });
+    for (const runId of ['run-a', 'run-b', 'run-c']) compactor.schedule(runId);
+    await compactor.idle();
+    expect(batches.map((batch) => batch.runIds)).toEqual([['run-a'], ['run-b'], ['run-c']]);
+    for (let index = 1; index < batches.length; index++) {
+      const previous = batches[index - 1]!;
+      const took = previous.endedAt - previous.startedAt;
+      // Timers fire no earlier than asked; a millisecond of slack for the clock's rounding.
+      expect(batches[index]!.startedAt - previous.endedAt).toBeGreaterThanOrEqual(3 * took - 1);
+    }
+  });
+});
