@@ -19,10 +19,12 @@ import { TERMINAL_RUN_STATUSES, isTerminalStatus } from '../protocol/run.ts';
 import {
   decodePage,
   decodePlainPage,
+  decodePlainPages,
   encodePages,
   EVENTS_PER_PAGE,
   PLAIN,
   plainPageText,
+  SEPARATOR,
   type EncodedPage,
 } from './event-pages.ts';
 import { isTerminalRunEventData } from './run-event.ts';
@@ -325,14 +327,24 @@ export class EventLog {
       });
       compactable.splice(0, compactable.length, ...fitting);
 
-      // Its rows (events a status change wrote) and plain pages (the group commit's), in one read.
-      const stored = await sql<EventRow & { run_id: string }>`
-        select run_id, seq, chunk::text as data, null::integer as last_seq, null::bytea as events
+      // Its rows (events a status change wrote) and plain pages (the group commit's), in one read: a run's
+      // plain pages as ONE row, their texts joined in order, with each page's first and last numbers
+      // (`decodePlainPages`). (A run not yet compacted has no compressed page; one would be read as it is.)
+      const stored = await sql<CompactionRow>`
+        select run_id, seq, chunk::text as data, null::integer as last_seq, null::bytea as events,
+               null::text as first_seqs, null::text as last_seqs
           from run_events where run_id = ${anyOf(compactable)}
         union all
-        select run_id, ${pageColumns}
-          from run_event_pages where run_id = ${anyOf(compactable)}`.execute(tx);
-      const rowsOf = new Map<string, EventRow[]>(compactable.map((id) => [id, []]));
+        select run_id, null, string_agg(convert_from(substring(events from 2), 'UTF8'), ${sql.lit(SEPARATOR)}
+                 order by last_seq),
+               null, null, string_agg(first_seq::text, ',' order by last_seq),
+               string_agg(last_seq::text, ',' order by last_seq)
+          from run_event_pages where run_id = ${anyOf(compactable)} and ${isPlain}
+          group by run_id
+        union all
+        select run_id, first_seq, null, last_seq, events, null, null
+          from run_event_pages where run_id = ${anyOf(compactable)} and not ${isPlain}`.execute(tx);
+      const rowsOf = new Map<string, CompactionRow[]>(compactable.map((id) => [id, []]));
       for (const row of stored.rows) rowsOf.get(row.run_id)!.push(row);
       // One run after another: compressing a batch's runs side by side on the thread pool costs about three
       // times the CPU (measured on 50 short runs), every one of them with a compressor of its own. Each run is
@@ -341,7 +353,7 @@ export class EventLog {
       // delivered late (docs/benchmarks.md, the tail of a paced wave's end).
       const pagesOf: { runId: string; pages: EncodedPage[]; events: number }[] = [];
       for (const runId of compactable) {
-        const events = eventsOfRows(rowsOf.get(runId)!, 0, Number.POSITIVE_INFINITY);
+        const events = eventsOfCompactionRows(rowsOf.get(runId)!);
         rowsOf.delete(runId);
         pagesOf.push({ runId, pages: await encodePages(events), events: events.length });
       }
@@ -872,6 +884,34 @@ function eventsOfRows(
   }
   events.sort((a, b) => a.seq - b.seq);
   return events.length > limit ? events.slice(0, limit) : events;
+}
+
+/**
+ * A row of compaction's read: an event or a compressed page (`EventRow`'s columns), or all of a run's plain
+ * pages (`data` their texts joined, `first_seqs` and `last_seqs` per page, in order, comma-separated: the
+ * driver's parser of an `integer[]` took longer over a paced run's thousand pages than their decoding).
+ */
+type CompactionRow = EventRow & {
+  run_id: string;
+  first_seqs: string | null;
+  last_seqs: string | null;
+};
+
+const numbersOf = (list: string) => list.split(',').map(Number);
+
+/** The events of a run's `CompactionRow`s, oldest first. */
+function eventsOfCompactionRows(rows: readonly CompactionRow[]): { seq: number; data: string }[] {
+  const plain = rows.find((row) => row.first_seqs !== null);
+  const others = rows.filter((row) => row.first_seqs === null);
+  const events = eventsOfRows(others, 0, Number.POSITIVE_INFINITY);
+  if (!plain) return events;
+  const pages = decodePlainPages({
+    firstSeqs: numbersOf(plain.first_seqs!),
+    lastSeqs: numbersOf(plain.last_seqs!),
+    text: plain.data!,
+  });
+  // Status changes' rows are few: merged in where they belong.
+  return events.length === 0 ? pages : [...events, ...pages].sort((a, b) => a.seq - b.seq);
 }
 
 /**

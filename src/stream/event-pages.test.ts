@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   decodePage,
   decodePlainPage,
+  decodePlainPages,
   encodePages,
   EVENTS_PER_PAGE,
   linesOf,
@@ -55,6 +56,29 @@ describe('event pages', () => {
     expect(decodePlainPage(one)).toEqual([{ seq: 3, data: '{"a":1}' }]);
     expect(decodePlainPage(one, 3)).toEqual([]);
     expect(() => decodePlainPage({ ...one, text: '{}\n{}' })).toThrow('holds 2 events, not 1');
+  });
+
+  it('gives back the events of several plain pages read as one text, across a gap in the sequence', () => {
+    // Pages 1–2, 3 (one event, as a paced run's insert writes) and 7–9, their texts joined as compaction reads them.
+    const texts = ['{"a":1}', '"é😀"', '{"type":"text-delta","id":"t","delta":"x"}', '{}', '[]', '{"b":2}'];
+    const pages = { firstSeqs: [1, 3, 7], lastSeqs: [2, 3, 9] };
+    const text = [
+      plainPageText(texts.slice(0, 2)),
+      plainPageText(texts.slice(2, 3)),
+      plainPageText(texts.slice(3)),
+    ]
+      .map((page) => page.slice(1))
+      .join('\n');
+    expect(decodePlainPages({ ...pages, text })).toEqual(
+      [1, 2, 3, 7, 8, 9].map((seq, index) => ({ seq, data: texts[index] })),
+    );
+    // A count that does not match the pages' ranges, either way, is refused rather than misnumbered.
+    expect(() => decodePlainPages({ ...pages, text: text + '\n{}' })).toThrow(
+      '3 event pages hold 7 events, not 6',
+    );
+    expect(() => decodePlainPages({ ...pages, text: texts.slice(0, 5).join('\n') })).toThrow(
+      'The event page at 7 holds 2 events, not 3',
+    );
   });
 
   it('cuts full pages, and starts a new page at a gap in the sequence', async () => {

@@ -66,7 +66,7 @@ const COMPRESSED = 1;
 export const PLAIN = 2;
 
 /** Between two events: `JSON.stringify` escapes newlines inside strings, so chunk text never holds one. */
-const SEPARATOR = '\n';
+export const SEPARATOR = '\n';
 /** Starts a line that repeats the previous event's text up to its `"delta":` key. JSON text never holds it raw. */
 const SAME_PREFIX = '\u0001';
 const DELTA_KEY = '"delta":';
@@ -131,6 +131,35 @@ export function decodePlainPage(
   const lines = page.text.split(SEPARATOR);
   checkCount(page, lines.length);
   return lines.slice(skip).map((data, index) => ({ seq: page.firstSeq + skip + index, data }));
+}
+
+/**
+ * The events of consecutive plain pages read as one text: their texts (past the format byte) joined by
+ * newlines in order, with each page's first and last sequence numbers. What compaction reads of a run: one row
+ * however many pages the group commit wrote (a paced run writes one per token, and a row each cost the server
+ * more to receive than all the rest of the run's compaction).
+ */
+export function decodePlainPages(pages: {
+  firstSeqs: readonly number[];
+  lastSeqs: readonly number[];
+  text: string;
+}): { seq: number; data: string }[] {
+  const lines = pages.text.split(SEPARATOR);
+  const events: { seq: number; data: string }[] = [];
+  for (let page = 0; page < pages.firstSeqs.length; page++) {
+    const firstSeq = pages.firstSeqs[page]!;
+    const lastSeq = pages.lastSeqs[page]!;
+    for (let seq = firstSeq; seq <= lastSeq; seq++) {
+      if (events.length === lines.length) checkCount({ firstSeq, lastSeq }, seq - firstSeq);
+      events.push({ seq, data: lines[events.length]! });
+    }
+  }
+  if (events.length !== lines.length) {
+    throw new Error(
+      `${pages.firstSeqs.length} event pages hold ${lines.length} events, not ${events.length}.`,
+    );
+  }
+  return events;
 }
 
 function checkCount(page: { firstSeq: number; lastSeq: number }, count: number): void {
