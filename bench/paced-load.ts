@@ -31,6 +31,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config.ts';
 import { printHeader } from './support/environment.ts';
 import { cpuBetween, runPacedWave, totalCpu, type PacedWaveResult } from './support/paced-wave.ts';
+import type { Sample } from './support/stats.ts';
 import { printTable, type Cell } from './support/table.ts';
 import {
   isTargetKind,
@@ -291,6 +292,15 @@ printTable({
       ...results.map((entry) => format(waveOf(entry, small)?.scheduleLatency.summary().p99, 1)),
     ],
     [
+      `schedule p99 (ms) while runs start / steady / while they end, ${small} runs`,
+      ...results.map((entry) => {
+        const phases = waveOf(entry, small)?.phases;
+        if (!phases) return '–';
+        const p99 = (sample: Sample) => (sample.length === 0 ? '–' : format(sample.summary().p99, 1));
+        return `${p99(phases.starting)} / ${p99(phases.steady)} / ${p99(phases.ending)}`;
+      }),
+    ],
+    [
       `runs completed in ${deadlineMs / 1000} s, ${large} runs`,
       ...results.map((entry) => {
         const wave = waveOf(entry, large);
@@ -306,6 +316,8 @@ printTable({
     ['of which idle (ms per 1k tokens)', ...results.map((entry) => format(idlePerThousand(entry), 1))],
   ],
   notes: [
+    'Schedule p99 by phase: tokens received until a second after the last start, from the first run’s end ' +
+      `(${((tokens * delayMs) / 1000).toFixed(0)} s after the first start) on, and in between.`,
     [
       ...results.map((entry) => `- ${entry.label}: ${entry.description || 'did not start'}`),
       ...skipped.map((skip) => `- skipped ${skip}`),

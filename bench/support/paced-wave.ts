@@ -41,6 +41,11 @@ export interface PacedWaveResult {
   scheduleLatency: Sample;
   /** Per delta: emitted by the model − due (the server picking the token up late), ms. */
   emitLag: Sample;
+  /**
+   * `scheduleLatency` by when the delta was received: while runs start (until a second after the ramp), while
+   * they end (from the first run's end, `tokens × delayMs` after the first start, on) and in between.
+   */
+  phases: { starting: Sample; steady: Sample; ending: Sample };
   /** Runs whose reader saw `data: [DONE]` before the deadline. */
   completed: number;
   /** Runs that never received a text delta (queued, failed or cut before their first token). */
@@ -85,6 +90,7 @@ export async function runPacedWave(target: Target, options: PacedWaveOptions): P
     timeToFirstToken: new Sample(),
     scheduleLatency: new Sample(),
     emitLag: new Sample(),
+    phases: { starting: new Sample(), steady: new Sample(), ending: new Sample() },
     completed: 0,
     withoutFirstToken: 0,
     failed: 0,
@@ -104,6 +110,8 @@ export async function runPacedWave(target: Target, options: PacedWaveOptions): P
   const deadline = firstStart + deadlineMs;
   const windowStart = window ? firstStart + window.startMs : Infinity;
   const windowEnd = window ? firstStart + window.endMs : -Infinity;
+  const steadyFrom = firstStart + rampMs + 1000;
+  const endingFrom = firstStart + tokens * delayMs;
   const deadlineTimer = setTimeout(() => cut.abort(), deadline - wallNow());
   const windowReadings = window
     ? Promise.all([
@@ -135,6 +143,8 @@ export async function runPacedWave(target: Target, options: PacedWaveOptions): P
         firstDeltaAt ??= receivedAt;
         result.scheduleLatency.add(late);
         result.emitLag.add(emit - due);
+        const phase = receivedAt < steadyFrom ? 'starting' : receivedAt < endingFrom ? 'steady' : 'ending';
+        result.phases[phase].add(late);
         if (receivedAt >= windowStart && receivedAt < windowEnd) {
           windowDeltas += 1;
           windowLatency.add(late);
