@@ -294,6 +294,35 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     expect(await log.read({ runId, after: 0 })).toEqual(kept);
   });
 
+  it('compacts a run whose plain pages were written out of order into one page of its events in order', async () => {
+    // Compaction reads a run's plain pages in whatever order the database scans them: here the later events'
+    // page went in first.
+    const { runId } = await insertRunningRun(database.db, { workspaceId, userId });
+    await database.db
+      .transaction()
+      .execute((tx) => log.appendInTransaction(tx, runId, [chunkAt(1)], { lastSeq: 0 }));
+    const later = log.openWriter({ runId, epoch: 1, nextSeq: 4 });
+    later.append(chunkAt(4));
+    later.append({ type: 'data-run', data: { status: 'succeeded' } }, { terminal: true });
+    await later.flush();
+    for (const seq of [2, 3]) {
+      const earlier = log.openWriter({ runId, epoch: 1, nextSeq: seq });
+      earlier.append(chunkAt(seq));
+      await earlier.flush();
+    }
+    const written = await log.read({ runId, after: 0 });
+    expect(written.map((event) => event.seq)).toEqual([1, 2, 3, 4, 5]);
+    await database.db
+      .updateTable('runs')
+      .set({ status: 'succeeded', finished_at: new Date() })
+      .where('id', '=', runId)
+      .execute();
+
+    expect((await log.compactMany([runId])).get(runId)).toEqual({ compacted: true, events: 5, pages: 1 });
+    expect(await storedIn(runId)).toEqual({ uncompacted: 0, pages: 1 });
+    expect(await log.read({ runId, after: 0 })).toEqual(written);
+  });
+
   it('rolls a failed batch back whole: every run of it keeps its rows until a later batch', async () => {
     const written = await Promise.all([writtenRun(10), writtenRun(11, 'failed')]);
     const runIds = written.map(({ runId }) => runId);
