@@ -30,8 +30,8 @@ const COMPACTION_PAUSE_MS = 5;
 /**
  * After a batch, the compactor pauses this many times as long as the batch took, so that a backlog is worked
  * off in at most a quarter of the time. A paced run leaves a page per token (1,000 rows to read and delete),
- * and when a wave of such runs ended together, back-to-back batches took the CPU the runs still streaming
- * needed: their tokens' p99 lateness doubled while the compactor caught up (docs/benchmarks.md).
+ * and when a wave of such runs ended together, back-to-back batches took CPU the runs still streaming needed
+ * (docs/benchmarks.md: the schedule p99 while a paced wave's runs end).
  */
 const COMPACTION_PAUSE_PER_BATCH_TIME = 3;
 

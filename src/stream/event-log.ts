@@ -348,9 +348,8 @@ export class EventLog {
       for (const row of stored.rows) rowsOf.get(row.run_id)!.push(row);
       // One run after another: compressing a batch's runs side by side on the thread pool costs about three
       // times the CPU (measured on 50 short runs), every one of them with a compressor of its own. Each run is
-      // decoded just before its pages are compressed, and every page yields the event loop: decoding a whole
-      // batch first (50 runs of 1,000 events) held it for tens of milliseconds, and the runs still streaming
-      // delivered late (docs/benchmarks.md, the tail of a paced wave's end).
+      // decoded just before its pages are compressed, and every page yields the event loop, so a batch holds
+      // it for one run's decoding at a time, not the whole batch's.
       const pagesOf: { runId: string; pages: EncodedPage[]; events: number }[] = [];
       for (const runId of compactable) {
         const events = eventsOfCompactionRows(rowsOf.get(runId)!);
@@ -888,8 +887,8 @@ function eventsOfRows(
 
 /**
  * A row of compaction's read: an event or a compressed page (`EventRow`'s columns), or all of a run's plain
- * pages (`data` their texts joined, `first_seqs` and `last_seqs` per page, in order, comma-separated: the
- * driver's parser of an `integer[]` took longer over a paced run's thousand pages than their decoding).
+ * pages (`data` their texts joined, `first_seqs` and `last_seqs` per page in the same order, comma-separated:
+ * the driver's parser of an `integer[]` took longer over a paced run's thousand pages than their decoding).
  */
 type CompactionRow = EventRow & {
   run_id: string;

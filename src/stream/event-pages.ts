@@ -134,10 +134,10 @@ export function decodePlainPage(
 }
 
 /**
- * The events of consecutive plain pages read as one text: their texts (past the format byte) joined by
- * newlines in order, with each page's first and last sequence numbers. What compaction reads of a run: one row
- * however many pages the group commit wrote (a paced run writes one per token, and a row each cost the server
- * more to receive than all the rest of the run's compaction).
+ * The events of plain pages read as one text: their texts (past the format byte) joined by newlines, with
+ * each page's first and last sequence numbers in the same order (not necessarily ascending). What compaction
+ * reads of a run: one row however many pages the group commit wrote (a paced run writes one per token, and
+ * receiving a row each was about two fifths of the server's part of compacting such a run).
  */
 export function decodePlainPages(pages: {
   firstSeqs: readonly number[];
