@@ -33,4 +33,16 @@ describe('EventCompactor', () => {
       expect(batches[index]!.startedAt - previous.endedAt).toBeGreaterThanOrEqual(3 * took - 1);
     }
   });
+
+  it('ends its pause between two batches at once when closed', async () => {
+    const { log, batches } = slowLog(200);
+    const compactor = new EventCompactor({ log, logger: pino({ level: 'silent' }), sweepLimit: 1 });
+    for (const runId of ['run-a', 'run-b']) compactor.schedule(runId);
+    while (batches.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    // The first batch took 200 ms, so the pause before the second is 600 ms.
+    const closing = performance.now();
+    await compactor.close();
+    expect(performance.now() - closing).toBeLessThan(300);
+    expect(batches.map((batch) => batch.runIds)).toEqual([['run-a']]);
+  });
 });

@@ -72,6 +72,8 @@ export class EventCompactor {
   #gatheringSince = 0;
   /** Ends the current gathering wait at once (a full batch, a sweep, `close`). */
   #endGathering: (() => void) | null = null;
+  /** Ends the pause between two batches at once (`close`). */
+  #endPause: (() => void) | null = null;
   #working: Promise<void> | null = null;
   #sweeping: Promise<number> | null = null;
   #closed = false;
@@ -125,6 +127,7 @@ export class EventCompactor {
     this.#closed = true;
     this.#queued.clear();
     this.#endGathering?.();
+    this.#endPause?.();
     await this.idle();
     await this.#sweeping?.catch(() => {});
   }
@@ -153,7 +156,14 @@ export class EventCompactor {
         COMPACTION_PAUSE_MS,
         (performance.now() - started) * COMPACTION_PAUSE_PER_BATCH_TIME,
       );
-      await new Promise<void>((resolve) => setTimeout(resolve, pauseMs));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, pauseMs);
+        this.#endPause = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#endPause = null;
     }
   }
 
