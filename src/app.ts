@@ -174,6 +174,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   const compactor = new EventCompactor({
     log,
     logger,
+    metrics,
     // PGlite has no autovacuum: without one now and then, compacted rows' space would never be reused.
     vacuumAfterEvents: database.kind === 'pglite' ? VACUUM_AFTER_EVENTS : undefined,
     // PGlite runs every statement on this thread: small batches, with the event loop free between them.

@@ -49,6 +49,11 @@ export class Metrics {
     buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000],
     registers: [this.registry],
   });
+  readonly compactionQueue = new Gauge({
+    name: 'outrun_compaction_queue',
+    help: 'Finished runs this instance has scheduled for compaction, not yet taken into a batch.',
+    registers: [this.registry],
+  });
   readonly appendRetries = new Counter({
     name: 'outrun_event_append_retries_total',
     help: 'Group-commit inserts retried after a transient database error.',

@@ -37,6 +37,7 @@ describe('operations', () => {
       'outrun_active_runs',
       'outrun_events_appended_total',
       'outrun_event_append_batch_size_bucket',
+      'outrun_compaction_queue',
       'outrun_settle_retries_total',
       'outrun_sweeps_total',
       'outrun_stream_readers',

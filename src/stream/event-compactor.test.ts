@@ -1,5 +1,6 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
+import { Metrics } from '../metrics.ts';
 import { EventCompactor } from './event-compactor.ts';
 import type { CompactionResult, EventLog } from './event-log.ts';
 
@@ -44,5 +45,16 @@ describe('EventCompactor', () => {
     await compactor.close();
     expect(performance.now() - closing).toBeLessThan(300);
     expect(batches.map((batch) => batch.runIds)).toEqual([['run-a']]);
+  });
+
+  it('shows how many runs wait for a batch in outrun_compaction_queue', async () => {
+    const { log } = slowLog(20);
+    const metrics = new Metrics();
+    const queued = async () => (await metrics.compactionQueue.get()).values[0]?.value;
+    const compactor = new EventCompactor({ log, logger: pino({ level: 'silent' }), sweepLimit: 1, metrics });
+    for (const runId of ['run-a', 'run-b', 'run-c']) compactor.schedule(runId);
+    expect(await queued()).toBe(3);
+    await compactor.idle();
+    expect(await queued()).toBe(0);
   });
 });

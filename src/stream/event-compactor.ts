@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { Metrics } from '../metrics.ts';
 import type { CompactionResult, EventLog } from './event-log.ts';
 
 /**
@@ -50,6 +51,8 @@ export interface EventCompactorOptions {
   vacuumAfterEvents?: number;
   /** Events one batch reads at most (the rest go in the next batch). @default MAX_COMPACTION_BATCH_EVENTS */
   maxBatchEvents?: number;
+  /** Where the queue's length is shown (`outrun_compaction_queue`): a backlog that keeps growing shows there. */
+  metrics?: Metrics;
 }
 
 /**
@@ -66,6 +69,7 @@ export class EventCompactor {
   readonly #sweepLimit: number;
   readonly #vacuumAfterEvents: number | undefined;
   readonly #maxBatchEvents: number | undefined;
+  readonly #metrics: Metrics | undefined;
   #eventsSinceVacuum = 0;
   readonly #queued = new Set<string>();
   /** When the oldest run in the queue was scheduled (`performance.now()`): its batch starts by `+ GATHER_MS`. */
@@ -84,6 +88,7 @@ export class EventCompactor {
     this.#sweepLimit = options.sweepLimit ?? COMPACTION_SWEEP_LIMIT;
     this.#vacuumAfterEvents = options.vacuumAfterEvents;
     this.#maxBatchEvents = options.maxBatchEvents;
+    this.#metrics = options.metrics;
   }
 
   /** Compacts `runId` soon (it must have ended; a run that has not is left alone). */
@@ -91,6 +96,7 @@ export class EventCompactor {
     if (this.#closed) return;
     if (this.#queued.size === 0) this.#gatheringSince = performance.now();
     this.#queued.add(runId);
+    this.#metrics?.compactionQueue.set(this.#queued.size);
     // A full batch has nothing left to wait for.
     if (this.#queued.size >= this.#sweepLimit) this.#endGathering?.();
     this.#working ??= this.#work().finally(() => (this.#working = null));
@@ -126,6 +132,7 @@ export class EventCompactor {
   async close(): Promise<void> {
     this.#closed = true;
     this.#queued.clear();
+    this.#metrics?.compactionQueue.set(0);
     this.#endGathering?.();
     this.#endPause?.();
     await this.idle();
@@ -143,6 +150,7 @@ export class EventCompactor {
         batch.push(runId);
         this.#queued.delete(runId);
       }
+      this.#metrics?.compactionQueue.set(this.#queued.size);
       if (batch.length === 0) break;
       // What is left over has waited already: its batch gathers from now.
       if (this.#queued.size > 0) this.#gatheringSince = performance.now();

@@ -486,7 +486,8 @@ export class EventLog {
     let eventCount = 0;
     for (const [writer, events] of writers) {
       for (let start = 0; start < events.length; start += EVENTS_PER_PAGE) {
-        const page = events.slice(start, start + EVENTS_PER_PAGE);
+        // Most writers' events fit one page: no copy then.
+        const page = events.length <= EVENTS_PER_PAGE ? events : events.slice(start, start + EVENTS_PER_PAGE);
         runIds.push(writer.runId);
         epochsSent.push(writer.epoch);
         firstSeqs.push(page[0]!.seq);
