@@ -164,13 +164,9 @@ export class EventCompactor {
         COMPACTION_PAUSE_MS,
         (performance.now() - started) * COMPACTION_PAUSE_PER_BATCH_TIME,
       );
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, pauseMs);
-        this.#endPause = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      const pause = endableDelay(pauseMs);
+      this.#endPause = pause.end;
+      await pause.done;
       this.#endPause = null;
     }
   }
@@ -179,13 +175,9 @@ export class EventCompactor {
   async #gather(): Promise<void> {
     const waitMs = this.#gatheringSince + COMPACTION_GATHER_MS - performance.now();
     if (waitMs <= 0 || this.#queued.size >= this.#sweepLimit || this.#closed) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, waitMs);
-      this.#endGathering = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+    const gathering = endableDelay(waitMs);
+    this.#endGathering = gathering.end;
+    await gathering.done;
     this.#endGathering = null;
   }
 
@@ -230,4 +222,17 @@ export class EventCompactor {
       this.#logger.warn({ err: error }, 'vacuuming run_events failed');
     });
   }
+}
+
+/** A wait of `ms` that `end()` cuts short. */
+function endableDelay(ms: number): { done: Promise<void>; end: () => void } {
+  let end!: () => void;
+  const done = new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    end = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+  });
+  return { done, end };
 }
