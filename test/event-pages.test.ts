@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -7,7 +8,7 @@ import { newId } from '../src/ids.ts';
 import { Metrics } from '../src/metrics.ts';
 import type { DatabaseHandle } from '../src/store/database.ts';
 import { EventCompactor } from '../src/stream/event-compactor.ts';
-import { EventLog, type LogEvent } from '../src/stream/event-log.ts';
+import { EventLog, PAGE_BYTES_PER_INSERT, type LogEvent } from '../src/stream/event-log.ts';
 import { EVENTS_PER_PAGE } from '../src/stream/event-pages.ts';
 import { followRun } from '../src/stream/run-follower.ts';
 import { insertRunningRun } from './support/chat-rows.ts';
@@ -321,6 +322,36 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     expect((await log.compactMany([runId])).get(runId)).toEqual({ compacted: true, events: 5, pages: 1 });
     expect(await storedIn(runId)).toEqual({ uncompacted: 0, pages: 1 });
     expect(await log.read({ runId, after: 0 })).toEqual(written);
+  });
+
+  it('writes a compaction whose pages outgrow one insert in several, every page intact', async () => {
+    // Random text barely compresses: three pages of ~2 MB each, more than one insert takes.
+    const { runId } = await insertRunningRun(database.db, { workspaceId, userId });
+    const writer = log.openWriter({ runId, epoch: 1, nextSeq: 1 });
+    const count = 2 * EVENTS_PER_PAGE + 500;
+    for (let seq = 1; seq < count; seq++) {
+      writer.append({ type: 'text-delta', id: 'txt-0', delta: randomBytes(2_100).toString('base64') });
+    }
+    writer.append({ type: 'data-run', data: { status: 'succeeded' } }, { terminal: true });
+    await writer.flush();
+    const written = await log.read({ runId, after: 0, limit: count });
+    expect(written).toHaveLength(count);
+    await database.db
+      .updateTable('runs')
+      .set({ status: 'succeeded', finished_at: new Date() })
+      .where('id', '=', runId)
+      .execute();
+
+    expect((await log.compactMany([runId])).get(runId)).toEqual({ compacted: true, events: count, pages: 3 });
+    const { rows } = await sql<{ bytes: string }>`
+      select sum(octet_length(events)) as bytes from run_event_pages where run_id = ${runId}`.execute(
+      database.db,
+    );
+    expect(Number(rows[0]!.bytes)).toBeGreaterThan(PAGE_BYTES_PER_INSERT);
+    expect(await log.read({ runId, after: 0, limit: count })).toEqual(written);
+    expect(await log.read({ runId, after: 2 * EVENTS_PER_PAGE - 3, limit: 7 })).toEqual(
+      written.slice(2 * EVENTS_PER_PAGE - 3, 2 * EVENTS_PER_PAGE + 4),
+    );
   });
 
   it('rolls a failed batch back whole: every run of it keeps its rows until a later batch', async () => {

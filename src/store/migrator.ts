@@ -34,15 +34,15 @@ class StaticMigrationProvider implements MigrationProvider {
   }
 }
 
+/** Outrun's migrations on `db` (tests move a database to an earlier version with it). */
+export function createMigrator(db: Kysely<unknown>): Migrator {
+  // Migrations are additive and independent: one written later with a lower number still runs.
+  return new Migrator({ db, provider: new StaticMigrationProvider(), allowUnorderedMigrations: true });
+}
+
 /** Brings the schema up to date. Safe to call on every start and from several processes at once. */
 export async function migrateToLatest(db: Kysely<unknown>): Promise<string[]> {
-  // Migrations are additive and independent: one written later with a lower number still runs.
-  const migrator = new Migrator({
-    db,
-    provider: new StaticMigrationProvider(),
-    allowUnorderedMigrations: true,
-  });
-  const { error, results } = await migrator.migrateToLatest();
+  const { error, results } = await createMigrator(db).migrateToLatest();
   if (error) throw error instanceof Error ? error : new Error(String(error));
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }

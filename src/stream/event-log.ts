@@ -688,7 +688,7 @@ type AppendParameters = [
 const intArrayLiteral = (values: readonly number[]) => `{${values.join(',')}}`;
 
 /** Most page bytes written by one insert during a compaction, so a batch of long runs is sent in parts. */
-const PAGE_BYTES_PER_INSERT = 4 * 1024 * 1024;
+export const PAGE_BYTES_PER_INSERT = 4 * 1024 * 1024;
 
 /** A compacted page as its `run_event_pages` row. */
 interface PageRow {
