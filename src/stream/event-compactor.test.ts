@@ -35,6 +35,23 @@ describe('EventCompactor', () => {
     }
   });
 
+  it('pauses only briefly while more than four batches wait, so a backlog cannot grow without bound', async () => {
+    const { log, batches } = slowLog(60);
+    const compactor = new EventCompactor({ log, logger: pino({ level: 'silent' }), sweepLimit: 1 });
+    const runIds = Array.from({ length: 7 }, (_, index) => `run-${index}`);
+    for (const runId of runIds) compactor.schedule(runId);
+    await compactor.idle();
+    expect(batches.map((batch) => batch.runIds)).toEqual(runIds.map((runId) => [runId]));
+    const pauses = batches.slice(1).map((batch, index) => {
+      const previous = batches[index]!;
+      return { pause: batch.startedAt - previous.endedAt, took: previous.endedAt - previous.startedAt };
+    });
+    // After the first and second batches, six and then five runs wait: more than four batches.
+    for (const { pause, took } of pauses.slice(0, 2)) expect(pause).toBeLessThan(took);
+    // From four waiting on, the pause is three times the batch again.
+    for (const { pause, took } of pauses.slice(2)) expect(pause).toBeGreaterThanOrEqual(3 * took - 1);
+  });
+
   it('ends its pause between two batches at once when closed', async () => {
     const { log, batches } = slowLog(200);
     const compactor = new EventCompactor({ log, logger: pino({ level: 'silent' }), sweepLimit: 1 });
