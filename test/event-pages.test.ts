@@ -325,7 +325,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
   });
 
   it('writes a compaction whose pages outgrow one insert in several, every page intact', async () => {
-    // Random text barely compresses: three pages of ~2 MB each, more than one insert takes.
+    // Random text barely compresses: pages of up to ~2 MB, 5 MB in all, more than one insert takes.
     const { runId } = await insertRunningRun(database.db, { workspaceId, userId });
     const writer = log.openWriter({ runId, epoch: 1, nextSeq: 1 });
     const count = 2 * EVENTS_PER_PAGE + 500;
