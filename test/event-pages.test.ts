@@ -11,7 +11,7 @@ import { EventCompactor } from '../src/stream/event-compactor.ts';
 import { EventLog, PAGE_BYTES_PER_INSERT, type LogEvent } from '../src/stream/event-log.ts';
 import { EVENTS_PER_PAGE } from '../src/stream/event-pages.ts';
 import { followRun } from '../src/stream/run-follower.ts';
-import { insertRunningRun } from './support/chat-rows.ts';
+import { finishRun, insertRunningRun } from './support/chat-rows.ts';
 import { openTestDatabase, seedMember, STORE_KINDS } from './support/databases.ts';
 import { readSse, script, type SseFrame } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
@@ -56,11 +56,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     // Events are published after their insert committed, so the last batch may still be on its way.
     await waitUntil(() => live.length === count);
     await unsubscribe();
-    await database.db
-      .updateTable('runs')
-      .set({ status, finished_at: new Date() })
-      .where('id', '=', runId)
-      .execute();
+    await finishRun(database.db, runId, status);
     return { runId, live };
   }
 
@@ -279,11 +275,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     kept.push(...(await log.read({ runId, after: 1 })));
     expect(kept.map((event) => event.seq)).toEqual([1, 2, 4, 5, 6]);
     expect(await storedIn(runId)).toEqual({ uncompacted: 5, pages: 0 });
-    await database.db
-      .updateTable('runs')
-      .set({ status: 'succeeded', finished_at: new Date() })
-      .where('id', '=', runId)
-      .execute();
+    await finishRun(database.db, runId);
 
     const results = await log.compactMany([dense.runId, runId]);
 
@@ -313,11 +305,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     }
     const written = await log.read({ runId, after: 0 });
     expect(written.map((event) => event.seq)).toEqual([1, 2, 3, 4, 5]);
-    await database.db
-      .updateTable('runs')
-      .set({ status: 'succeeded', finished_at: new Date() })
-      .where('id', '=', runId)
-      .execute();
+    await finishRun(database.db, runId);
 
     expect((await log.compactMany([runId])).get(runId)).toEqual({ compacted: true, events: 5, pages: 1 });
     expect(await storedIn(runId)).toEqual({ uncompacted: 0, pages: 1 });
@@ -336,11 +324,7 @@ describe.each(STORE_KINDS)('event pages on %s', (kind) => {
     await writer.flush();
     const written = await log.read({ runId, after: 0, limit: count });
     expect(written).toHaveLength(count);
-    await database.db
-      .updateTable('runs')
-      .set({ status: 'succeeded', finished_at: new Date() })
-      .where('id', '=', runId)
-      .execute();
+    await finishRun(database.db, runId);
 
     expect((await log.compactMany([runId])).get(runId)).toEqual({ compacted: true, events: count, pages: 3 });
     const { rows } = await sql<{ bytes: string }>`

@@ -9,7 +9,7 @@ import { createDatabase, type DatabaseHandle } from '../src/store/database.ts';
 import { nameStatements } from '../src/store/named-statements.ts';
 import { isDatabaseUnavailableError, isTransientDatabaseError } from '../src/store/transient.ts';
 import { EventLog } from '../src/stream/event-log.ts';
-import { insertRunningRun } from './support/chat-rows.ts';
+import { finishRun, insertRunningRun } from './support/chat-rows.ts';
 import { createPostgresDatabase, openTestDatabase, seedMember, STORE_KINDS } from './support/databases.ts';
 
 const { DATABASE_URL } = process.env;
@@ -122,11 +122,7 @@ describe.each(STORE_KINDS)('named statements on %s', (kind) => {
     const runIds: string[] = [];
     for (let index = 0; index < count; index++) {
       const { runId } = await insertRunningRun(handle.db, { workspaceId, userId });
-      await handle.db
-        .updateTable('runs')
-        .set({ status: 'succeeded', finished_at: new Date() })
-        .where('id', '=', runId)
-        .execute();
+      await finishRun(handle.db, runId);
       await handle.db
         .insertInto('run_events')
         .values(

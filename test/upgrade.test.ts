@@ -8,7 +8,7 @@ import type { DatabaseHandle } from '../src/store/database.ts';
 import { createMigrator, migrateToLatest } from '../src/store/migrator.ts';
 import { EventLog, type LogEvent } from '../src/stream/event-log.ts';
 import { EVENTS_PER_PAGE } from '../src/stream/event-pages.ts';
-import { insertRunningRun } from './support/chat-rows.ts';
+import { finishRun, insertRunningRun } from './support/chat-rows.ts';
 import { openTestDatabase, seedMember, STORE_KINDS } from './support/databases.ts';
 
 /**
@@ -47,14 +47,6 @@ describe.each(STORE_KINDS)('upgrading a database with events on %s', (kind) => {
     await sql`insert into run_events (run_id, seq, chunk) values ${sql.join(values)}`.execute(database.db);
   }
 
-  async function finish(runId: string): Promise<void> {
-    await database.db
-      .updateTable('runs')
-      .set({ status: 'succeeded', finished_at: new Date() })
-      .where('id', '=', runId)
-      .execute();
-  }
-
   const asWritten = (chunks: string[]): LogEvent[] =>
     chunks.map((data, index) => ({ seq: index + 1, data, terminal: data === endChunk }));
 
@@ -68,7 +60,7 @@ describe.each(STORE_KINDS)('upgrading a database with events on %s', (kind) => {
     const writer = log.openWriter({ runId: compacted.runId, epoch: 1, nextSeq: 1 });
     for (const chunk of compactedChunks) writer.append(JSON.parse(chunk));
     await writer.flush();
-    await finish(compacted.runId);
+    await finishRun(database.db, compacted.runId);
     expect((await log.compact(compacted.runId)).compacted).toBe(true);
 
     // Back to the schema before 0011 and 0012, with the page key and the rows' column of that version.
@@ -83,7 +75,7 @@ describe.each(STORE_KINDS)('upgrading a database with events on %s', (kind) => {
     const finished = await insertRunningRun(database.db, member);
     const finishedChunks = [...Array.from({ length: 6 }, (_, index) => chunkAt(index + 1)), endChunk];
     await writeRows(finished.runId, finishedChunks);
-    await finish(finished.runId);
+    await finishRun(database.db, finished.runId);
 
     expect(await migrateToLatest(database.db as Kysely<unknown>)).toEqual([
       '0011-event-rows-without-time',
@@ -109,7 +101,7 @@ describe.each(STORE_KINDS)('upgrading a database with events on %s', (kind) => {
     await resumed.flush();
     const allStreamed = [...streamingChunks, ...moreChunks];
     expect(await log.read({ runId: streaming.runId, after: 0 })).toEqual(asWritten(allStreamed));
-    await finish(streaming.runId);
+    await finishRun(database.db, streaming.runId);
 
     // Both runs still as written compact, and read back the same.
     const results = await log.compactMany([streaming.runId, finished.runId]);

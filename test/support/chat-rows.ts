@@ -39,3 +39,11 @@ export async function insertRunningRun(
     .execute();
   return { chatId, runId };
 }
+
+/**
+ * Ends a run as its settle would, straight in the store: `status` (succeeded unless said) and `finished_at`,
+ * so that compaction takes it.
+ */
+export async function finishRun(db: Db, runId: string, status = 'succeeded'): Promise<void> {
+  await db.updateTable('runs').set({ status, finished_at: new Date() }).where('id', '=', runId).execute();
+}
