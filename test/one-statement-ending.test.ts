@@ -86,6 +86,44 @@ describe.each(STORE_KINDS)('an owner ending its run in one statement on %s', (ki
     },
   );
 
+  it('writes the loop’s last events in the ending’s statement, not in a group-commit insert of their own', async () => {
+    // A coalescing window far longer than the run (beyond what OUTRUN_EVENT_COALESCE_MS allows, set here
+    // directly): every event the loop appends waits in the group commit's queue, so only the ending can have
+    // written them (decision 0015).
+    const windowMs = 2_000;
+    const coalescing = await startTestServer(kind, { config: { eventCoalesceMs: windowMs } });
+    try {
+      const inserts = async () =>
+        (await coalescing.outrun.metrics.appendBatchSize.get()).values.find((value) =>
+          value.metricName?.endsWith('_count'),
+        )?.value ?? 0;
+      const insertsBefore = await inserts();
+      const chatId = await coalescing.createChat();
+      const startedAt = Date.now();
+      const run = await coalescing.startRun(chatId, { steps: 1, tokens: 3 });
+      const ended = await coalescing.waitForRun(run.id);
+      expect(Date.now() - startedAt).toBeLessThan(windowMs);
+      expect(ended.status).toBe('succeeded');
+      expect(await inserts()).toBe(insertsBefore);
+      expect(transactionalEndings(run.id)).toBe(0);
+
+      const stream = await collectStream(await coalescing.fetch(`/v1/runs/${run.id}/stream`));
+      expect(stream.events.map((event) => event.seq)).toEqual(stream.events.map((_, index) => index + 1));
+      expect(streamedText(stream.events)).toBe(scriptedText(1, 3));
+      expect(terminalEvents(stream.events).map((event) => event.seq)).toEqual([stream.events.length]);
+      const steps = await coalescing.outrun.db
+        .selectFrom('run_steps')
+        .select('last_seq')
+        .where('run_id', '=', run.id)
+        .execute();
+      // The step recorded with the ending ends at an event the same statement wrote.
+      expect(steps).toHaveLength(1);
+      expect(stream.events.map((event) => event.seq)).toContain(steps[0]!.last_seq);
+    } finally {
+      await coalescing.close();
+    }
+  });
+
   it('declines when a stop was requested meanwhile, writes nothing, and the transaction ends the run', async () => {
     const declinedBefore = await fallbacks('run');
     const chatId = await server.createChat();

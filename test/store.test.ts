@@ -5,7 +5,7 @@ import { MemoryBus } from '../src/bus/memory-bus.ts';
 import { RunService } from '../src/runs/run-service.ts';
 import { Ending, Lifecycle } from '../src/runs/lifecycle.ts';
 import type { RunQueue } from '../src/queue/queue.ts';
-import { Faults } from '../src/faults.ts';
+import { FaultPoint, Faults } from '../src/faults.ts';
 import { newId } from '../src/ids.ts';
 import { Metrics } from '../src/metrics.ts';
 import type { DatabaseHandle } from '../src/store/database.ts';
@@ -384,6 +384,104 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     expect((await log.read({ runId, after: 0 })).map((event) => event.data)).toEqual([
       '{"type":"text-delta","delta":"current"}',
     ]);
+  });
+
+  it('hands a writer’s events no insert has picked up to its ending, which writes them after the ones in flight', async () => {
+    const faults = new Faults();
+    const own = new EventLog({
+      db: database.db,
+      bus: new MemoryBus(),
+      metrics: new Metrics({ defaultMetrics: false }),
+      logger: pino({ level: 'silent' }),
+      faults,
+    });
+    const lifecycle = new Lifecycle({
+      db: database.db,
+      log: own,
+      queue: { enqueue: async () => {} } as unknown as RunQueue,
+      metrics,
+      logger: pino({ level: 'silent' }),
+      faults,
+    });
+    const runId = await run(await chat(), 'running');
+    const writer = own.openWriter({ runId, epoch: 1, nextSeq: 1 });
+    const published: number[] = [];
+    const unsubscribe = await own.subscribe(runId, (events) => published.push(...events.map((e) => e.seq)));
+    const delta = (index: number) => ({ type: 'text-delta', id: 't', delta: `${index} ` });
+    writer.append(delta(1));
+    await writer.flush();
+
+    // Events 2–3 are in an insert held before it is sent; 4–6 wait for the next one.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let reached!: () => void;
+    const inFlight = new Promise<void>((resolve) => (reached = resolve));
+    faults.armTimes(FaultPoint.beforeEventInsert, 1, async () => {
+      reached();
+      await held;
+    });
+    writer.append(delta(2));
+    writer.append(delta(3));
+    await inFlight;
+    for (let index = 4; index <= 6; index++) writer.append(delta(index));
+
+    let taken: string[] | null = null;
+    const taking = writer.takeTail(32).then((tail) => (taken = tail));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Not before 2–3 are durable: the ending must number its events after them, and publish after them.
+    expect(taken).toBeNull();
+    release();
+    await taking;
+    expect(taken!.map((data) => JSON.parse(data).delta)).toEqual(['4 ', '5 ', '6 ']);
+    expect(writer.lastSeq).toBe(3);
+    // Nothing of 4–6 reaches the group commit any more (it would write them twice).
+    await own.drain();
+    expect((await own.read({ runId, after: 0 })).map((event) => event.seq)).toEqual([1, 2, 3]);
+
+    const ended = await lifecycle.end({
+      runId,
+      epoch: 1,
+      ending: Ending.succeeded(),
+      lastSeq: writer.lastSeq,
+      tail: taken!,
+    });
+    expect(ended?.run.status).toBe('succeeded');
+    const events = await own.read({ runId, after: 0 });
+    expect(events.map((event) => event.seq)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(events.slice(3, 6).map((event) => JSON.parse(event.data).delta)).toEqual(['4 ', '5 ', '6 ']);
+    expect(JSON.parse(events[6]!.data).type).toBe('data-run');
+    expect(published).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    await unsubscribe();
+  });
+
+  it('leaves a tail longer than the ending takes to the group commit', async () => {
+    const runId = await run(await chat(), 'running');
+    const writer = log.openWriter({ runId, epoch: 1, nextSeq: 1 });
+    for (let index = 1; index <= 3; index++)
+      writer.append({ type: 'text-delta', id: 't', delta: `${index}` });
+    expect(await writer.takeTail(2)).toEqual([]);
+    expect(writer.lastSeq).toBe(3);
+    expect((await log.read({ runId, after: 0 })).map((event) => event.seq)).toEqual([1, 2, 3]);
+  });
+
+  it('writes no tail of a writer that was fenced out: the ending declines and the events stay unwritten', async () => {
+    const lifecycle = new Lifecycle({
+      db: database.db,
+      log,
+      queue: { enqueue: async () => {} } as unknown as RunQueue,
+      metrics,
+      logger: pino({ level: 'silent' }),
+      faults: new Faults(),
+    });
+    // Taken over: the run is at epoch 2, the writer holds epoch 1.
+    const runId = await run(await chat(), 'running', 2);
+    const stale = log.openWriter({ runId, epoch: 1, nextSeq: 1 });
+    stale.append({ type: 'text-delta', id: 't', delta: 'late' });
+    const tail = await stale.takeTail(32);
+    expect(tail).toHaveLength(1);
+    const ended = await lifecycle.end({ runId, epoch: 1, ending: Ending.succeeded(), lastSeq: 0, tail });
+    expect(ended).toBeNull();
+    expect(await log.read({ runId, after: 0 })).toEqual([]);
   });
 
   it('follows a run from any point: replay, then live, each sequence number once', async () => {

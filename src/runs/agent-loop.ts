@@ -73,8 +73,9 @@ export interface AgentLoopResult {
   /** The provider refused the prompt as too long (its `error` chunk is left out; the caller may retry). */
   contextOverflow: boolean;
   /**
-   * The last step that finished, when no later step started: not recorded yet (its events are durable). The
-   * caller records it with the run's status change, or on its own.
+   * The last step that finished, when no later step started: not recorded yet, and its last events may not
+   * be durable yet either (the loop leaves its writer's last events to the caller, decision 0015). The caller
+   * records it with the run's status change, which writes those events, or on its own after a flush.
    */
   unrecordedStep: FinishedStep | null;
 }
@@ -240,7 +241,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   }
   await recording;
   if (recordFailure) throw new PersistenceFailedError(recordFailure);
-  await writer.flush();
+  // The writer's last events are left to the caller: the run's status change writes them (decision 0015).
   return {
     errorText,
     sawAbort,

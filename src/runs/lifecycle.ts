@@ -134,6 +134,11 @@ export interface TransitionRequest {
   closeInterruptedStep?: string;
   /** Chunks appended before the `data-run`. */
   chunks?: unknown[];
+  /**
+   * The owner's last events as its writer serialized them, not written yet (`RunEventWriter.takeTail`,
+   * decision 0015): appended first, numbered from `lastSeq + 1`, durable with the change.
+   */
+  tail?: readonly string[];
   /** A terminal status's final message parts. Absent: projected from the run's log. */
   parts?: unknown[];
   /** The run's last sequence number, when the caller knows it in this transaction (saves reading it). */
@@ -284,6 +289,10 @@ export class Lifecycle {
     if (!row) return null;
 
     const { log } = this.#options;
+    const tail = request.tail ?? [];
+    if (tail.length > 0 && (request.closeInterruptedStep || request.lastSeq === undefined)) {
+      throw new Error(`run ${row.id}: an owner's tail needs its last sequence number and no step to close`);
+    }
     const chunks = request.closeInterruptedStep
       ? interruptedStepClosure(await collectChunks(log.replay(row.id, tx)), request.closeInterruptedStep)
       : [];
@@ -291,14 +300,17 @@ export class Lifecycle {
     const run = toRunObject(row);
     chunks.push(runStatusChunk(run));
     // Numbered by the statement below, which reads the last sequence number itself unless the caller knows it.
-    const data = chunks.map(serializeChunk);
+    const data = [...tail, ...chunks.map(serializeChunk)];
 
     // The message changes with a terminal status, or when its status differs (not for pending ⇄ running).
     const messageChanges =
       terminal || request.from.some((from) => MESSAGE_STATUS[from] !== MESSAGE_STATUS[request.to]);
     const messageId = messageChanges ? row.assistant_message_id : null;
     const parts =
-      messageId && terminal ? (request.parts ?? (await this.#projectFromLog(tx, row.id, chunks))) : undefined;
+      messageId && terminal
+        ? (request.parts ??
+          (await this.#projectFromLog(tx, row.id, [...tail.map((text) => JSON.parse(text)), ...chunks])))
+        : undefined;
     // One statement appends the events, updates the message and, for an ending that freed the chat's slot,
     // finds the chat's oldest queued run: it runs after the chat's lock was taken, so it sees every run a
     // start queued before.
@@ -390,14 +402,18 @@ export class Lifecycle {
       request.epoch === undefined ||
       ended.epoch !== request.epoch + 1 ||
       request.closeInterruptedStep !== undefined ||
-      parts === undefined
+      parts === undefined ||
+      (request.tail !== undefined && request.tail.length > 0 && request.lastSeq === undefined)
     ) {
       throw new Error(
         `run ${runId}: only an owner's ending from running, with its parts, goes in one statement`,
       );
     }
     const run = toRunObject(ended);
-    const data = [...(request.chunks ?? []), runStatusChunk(run)].map(serializeChunk);
+    const data = [
+      ...(request.tail ?? []),
+      ...[...(request.chunks ?? []), runStatusChunk(run)].map(serializeChunk),
+    ];
     const json = (value: unknown) => (value === null ? null : JSON.stringify(value));
     const listeners = this.#options.listeners ?? [];
     const shape: EndingShape = {
@@ -506,6 +522,8 @@ export class Lifecycle {
     changes?: Partial<Spend>;
     /** The run's last sequence number, when the owner knows it (its writer's, all of it durable). */
     lastSeq?: number;
+    /** The owner's last events, not written yet: numbered from `lastSeq + 1` and written with the ending. */
+    tail?: readonly string[];
     /** The owner's last finished step, recorded with the ending. */
     step?: FinishedStep;
     /**
@@ -553,6 +571,7 @@ export class Lifecycle {
     leaseExpiredBefore?: Date;
     changes?: RunChanges;
     lastSeq?: number;
+    tail?: readonly string[];
     step?: FinishedStep;
     ended?: RunRow;
   }) {
@@ -570,6 +589,7 @@ export class Lifecycle {
         chunks: ending.chunks,
         parts: options.parts,
         lastSeq: options.lastSeq,
+        tail: options.tail,
         step: options.step,
         ended: options.ended,
       }),
@@ -611,6 +631,8 @@ export class Lifecycle {
     closeInterruptedStep?: string;
     /** The run's last sequence number, when the owner knows it. */
     lastSeq?: number;
+    /** The owner's last events, not written yet: numbered from `lastSeq + 1` and written with the change. */
+    tail?: readonly string[];
     /** The owner's last finished step, recorded with the change. */
     step?: FinishedStep;
   }) {
@@ -622,6 +644,7 @@ export class Lifecycle {
       changes: { ...options.changes, waiting: JSON.stringify(options.waiting) },
       closeInterruptedStep: options.closeInterruptedStep,
       lastSeq: options.lastSeq,
+      tail: options.tail,
       step: options.step,
     });
   }

@@ -276,12 +276,13 @@ export class RunExecutor {
         quotaExceeded: meter.quotaExceeded,
         parts: () => projector.parts(),
       });
-      // Every event durable before the ending takes the next sequence number (a no-op after the loop's flush).
-      await writer.flush();
       // A hand-back sets no totals, so it records no step: the loop's last one gets its own statement, which
-      // adds the step's spend to the run's, for the next owner's resume.
+      // adds the step's spend to the run's, for the next owner's resume, once its events are durable.
       const step = result.unrecordedStep ?? undefined;
-      if (step && outcome.type === 'release') await this.#recordStep(row.id, epoch, step);
+      if (step && outcome.type === 'release') {
+        await writer.flush();
+        await this.#recordStep(row.id, epoch, step);
+      }
       await settleRun({
         deps: this.#options,
         row,
@@ -290,8 +291,7 @@ export class RunExecutor {
         outcome,
         projector,
         changes: spendChanges(meter.spent(), result.stepsDone),
-        // The loop returned after its writer's last flush: every event up to here is durable.
-        lastSeq: writer.lastSeq,
+        writer,
         step: outcome.type === 'release' ? undefined : step,
       });
     } catch (error) {

@@ -6,7 +6,7 @@ import type { PendingApproval, RunWaiting } from '../protocol/run.ts';
 import type { Clock } from '../clock.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { RunRow } from '../store/schema.ts';
-import { LeaseLostError } from '../stream/event-log.ts';
+import { LeaseLostError, type RunEventWriter } from '../stream/event-log.ts';
 import { PersistenceFailedError, sumUsage, type AgentLoopResult, type FinishedStep } from './agent-loop.ts';
 import type { BudgetExceeded, Spend } from './budget.ts';
 import { Ending, INTERRUPTED_BY_BUDGET, INTERRUPTED_BY_SHUTDOWN, type Lifecycle } from './lifecycle.ts';
@@ -22,6 +22,12 @@ export type AbortReason = typeof RunErrorCode.stopped | 'released' | 'lease_lost
 
 /** How long a waiting run waits by default (`OUTRUN_WAIT_TTL_MS`): 7 days. */
 const DEFAULT_WAIT_TTL_MS = 7 * 24 * 60 * 60 * 1000;
+
+/**
+ * Most events a status change writes for its owner's writer (decision 0015): as rows of `run_events`, one heap
+ * tuple and index entry each, where the group commit would write one page; a run's tail is a handful.
+ */
+const MAX_TAIL_EVENTS = 32;
 
 /** What the owner does with its run once the agent loop returned. */
 export type RunOutcome =
@@ -143,16 +149,21 @@ export async function settleRun(options: {
   outcome: RunOutcome;
   projector: MessageProjector;
   changes: SpendChanges;
-  /** The run's last sequence number (the owner's writer's, every event of it durable). */
-  lastSeq?: number;
+  /** The owner's writer, whose last events may not be written yet. */
+  writer: RunEventWriter;
   /** The loop's last finished step, not recorded yet: an ending or a wait records it. */
   step?: FinishedStep;
 }): Promise<void> {
-  const { deps, row, epoch, config, outcome, projector, changes, lastSeq, step } = options;
+  const { deps, row, epoch, config, outcome, projector, changes, writer, step } = options;
   const context = { runId: row.id, chatId: row.chat_id, attempt: row.attempt };
+  if (outcome.type === 'lease-lost') throw new LeaseLostError(row.id);
+  // The events the group commit has not picked up yet go in the status change's own statement, one round trip
+  // less per run (decision 0015); not where the change closes an interrupted step, which it reads from the
+  // log, nor on a hand-back, which writes no events of the owner's.
+  const closesStep = outcome.type === 'release' || (outcome.type === 'wait-for-budget' && outcome.cutStep);
+  const tail = closesStep ? await writer.flush().then(() => []) : await writer.takeTail(MAX_TAIL_EVENTS);
+  const lastSeq = writer.lastSeq;
   switch (outcome.type) {
-    case 'lease-lost':
-      throw new LeaseLostError(row.id);
     case 'release': {
       await deps.faults.hit(FaultPoint.beforeRelease, { runId: row.id });
       const released = await deps.lifecycle.handBack({
@@ -164,10 +175,10 @@ export async function settleRun(options: {
       return;
     }
     case 'end':
-      await endRun({ deps, row, epoch, ending: outcome.ending, projector, changes, lastSeq, step });
+      await endRun({ deps, row, epoch, ending: outcome.ending, projector, changes, lastSeq, tail, step });
       return;
     case 'continue':
-      await endRun({ deps, row, epoch, ending: Ending.succeeded(), projector, changes, lastSeq, step });
+      await endRun({ deps, row, epoch, ending: Ending.succeeded(), projector, changes, lastSeq, tail, step });
       await deps
         .continueRun?.(row, config)
         .catch((error: unknown) =>
@@ -180,7 +191,7 @@ export async function settleRun(options: {
         approvals: outcome.approvals,
         expiresAt: waitExpiresAt(deps),
       };
-      await deps.lifecycle.wait({ runId: row.id, epoch, waiting, changes, lastSeq, step });
+      await deps.lifecycle.wait({ runId: row.id, epoch, waiting, changes, lastSeq, tail, step });
       deps.logger.info({ ...context, approvals: outcome.approvals.length }, 'run waits for approval');
       return;
     }
@@ -200,6 +211,7 @@ export async function settleRun(options: {
         changes,
         closeInterruptedStep: outcome.cutStep ? INTERRUPTED_BY_BUDGET : undefined,
         lastSeq,
+        tail,
         step,
       });
       deps.logger.info(
@@ -220,6 +232,7 @@ async function endRun(options: {
   projector: MessageProjector;
   changes: SpendChanges;
   lastSeq?: number;
+  tail?: readonly string[];
   step?: FinishedStep;
 }): Promise<void> {
   const { deps, row, ending } = options;
@@ -230,6 +243,7 @@ async function endRun(options: {
     parts: options.projector.parts(),
     changes: options.changes,
     lastSeq: options.lastSeq,
+    tail: options.tail,
     step: options.step,
     owner: row,
   });

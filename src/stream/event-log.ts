@@ -430,6 +430,20 @@ export class EventLog {
     while (this.#flushing) await this.#flushing;
   }
 
+  /**
+   * Takes `writer`'s events that no insert has picked up yet out of the queue, if there are at most `max` of
+   * them (`RunEventWriter.takeTail`): they are its last ones, as it appends in order and a batch takes the
+   * oldest. None when there are more.
+   */
+  takeQueued(writer: RunEventWriter, max: number): PendingEvent[] {
+    let count = 0;
+    for (const event of this.#pending) if (event.writer === writer) count++;
+    if (count === 0 || count > max) return [];
+    const taken = this.#pending.filter((event) => event.writer === writer);
+    this.#pending = this.#pending.filter((event) => event.writer !== writer);
+    return taken;
+  }
+
   enqueue(event: PendingEvent): void {
     this.#pending.push(event);
     if (!this.#flushing) this.#flushing = this.#flushLoop();
@@ -602,6 +616,20 @@ export class RunEventWriter {
     const seq = this.#nextSeq++;
     this.log.enqueue({ writer: this, seq, data: serializeChunk(chunk), terminal: options.terminal ?? false });
     return seq;
+  }
+
+  /**
+   * Hands the writer's last events to a status change that writes them in its own statement, where the group
+   * commit would give them one more (decision 0015): takes the events no insert has picked up yet, at most
+   * `max` of them (more are left to the group commit), waits until every event before them is durable, and
+   * returns their data, to be numbered from the new `lastSeq + 1`. The writer then ends before them. Rejects
+   * if the writer failed.
+   */
+  async takeTail(max: number): Promise<string[]> {
+    const taken = this.log.takeQueued(this, max);
+    if (taken.length > 0) this.#nextSeq = taken[0]!.seq;
+    await this.flush();
+    return taken.map((event) => event.data);
   }
 
   /** Resolves when every event appended so far is durable; rejects if the writer failed. */
