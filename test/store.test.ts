@@ -41,6 +41,17 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     await database?.close();
   });
 
+  /** A lifecycle on this database whose queue takes any run and does nothing with it. */
+  const lifecycleOf = (eventLog: EventLog, faults = new Faults()) =>
+    new Lifecycle({
+      db: database.db,
+      log: eventLog,
+      queue: { enqueue: async () => {} } as unknown as RunQueue,
+      metrics,
+      logger: pino({ level: 'silent' }),
+      faults,
+    });
+
   async function chat(): Promise<string> {
     const id = newId('chat');
     await database.db
@@ -395,14 +406,7 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
       logger: pino({ level: 'silent' }),
       faults,
     });
-    const lifecycle = new Lifecycle({
-      db: database.db,
-      log: own,
-      queue: { enqueue: async () => {} } as unknown as RunQueue,
-      metrics,
-      logger: pino({ level: 'silent' }),
-      faults,
-    });
+    const lifecycle = lifecycleOf(own, faults);
     const runId = await run(await chat(), 'running');
     const writer = own.openWriter({ runId, epoch: 1, nextSeq: 1 });
     const published: number[] = [];
@@ -465,14 +469,7 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
   });
 
   it('writes no tail of a writer that was fenced out: the ending declines and the events stay unwritten', async () => {
-    const lifecycle = new Lifecycle({
-      db: database.db,
-      log,
-      queue: { enqueue: async () => {} } as unknown as RunQueue,
-      metrics,
-      logger: pino({ level: 'silent' }),
-      faults: new Faults(),
-    });
+    const lifecycle = lifecycleOf(log);
     // Taken over: the run is at epoch 2, the writer holds epoch 1.
     const runId = await run(await chat(), 'running', 2);
     const stale = log.openWriter({ runId, epoch: 1, nextSeq: 1 });
@@ -507,14 +504,7 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     expect(seen).toEqual(Array.from({ length: 51 }, (_, index) => index + 11));
   });
   it('promotes a run queued while the active run ends: the ending waits for the start holding the chat', async () => {
-    const lifecycle = new Lifecycle({
-      db: database.db,
-      log,
-      queue: { enqueue: async () => {} } as unknown as RunQueue,
-      metrics,
-      logger: pino({ level: 'silent' }),
-      faults: new Faults(),
-    });
+    const lifecycle = lifecycleOf(log);
     const runService = new RunService({ db: database.db, metrics, faults: new Faults() });
     const chatId = await chat();
     const activeId = await run(chatId, 'running');

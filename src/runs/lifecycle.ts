@@ -406,7 +406,8 @@ export class Lifecycle {
       (request.tail !== undefined && request.tail.length > 0 && request.lastSeq === undefined)
     ) {
       throw new Error(
-        `run ${runId}: only an owner's ending from running, with its parts, goes in one statement`,
+        `run ${runId}: only an owner's ending from running, with its parts ` +
+          '(and, with a tail, its last sequence number), goes in one statement',
       );
     }
     const run = toRunObject(ended);

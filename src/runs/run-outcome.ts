@@ -158,8 +158,8 @@ export async function settleRun(options: {
   const context = { runId: row.id, chatId: row.chat_id, attempt: row.attempt };
   if (outcome.type === 'lease-lost') throw new LeaseLostError(row.id);
   // The events the group commit has not picked up yet go in the status change's own statement, one round trip
-  // less per run (decision 0015); not where the change closes an interrupted step, which it reads from the
-  // log, nor on a hand-back, which writes no events of the owner's.
+  // less per run (decision 0015); not where the change closes an interrupted step (a budget cut mid-step, a
+  // hand-back), which it reads from the log: there they are written first.
   const closesStep = outcome.type === 'release' || (outcome.type === 'wait-for-budget' && outcome.cutStep);
   const tail = closesStep ? await writer.flush().then(() => []) : await writer.takeTail(MAX_TAIL_EVENTS);
   const lastSeq = writer.lastSeq;
