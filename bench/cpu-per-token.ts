@@ -3,7 +3,7 @@
  * SSE) against the floor, a plain `streamText` → `pipeUIMessageStreamToResponse` server on bare node:http
  * with no auth and no persistence (bench/support/plain-pipe-server.ts). Same scripted model, same scripts.
  *
- *   npx tsx bench/cpu-per-token.ts [--store pglite|postgres] [--quick]
+ *   npx tsx bench/cpu-per-token.ts [--store pglite|postgres] [--quick] [--rounds N]
  *
  * Each server runs alone in a child process; its CPU time (process.cpuUsage, user + system) is read over IPC
  * before and after each scenario, so the client's work is excluded. Outrun runs are started and read in one
@@ -14,12 +14,18 @@
  * With `--store postgres` both tables also show the durable floor (bench/support/durable-pipe-server.ts: the
  * plain pipe plus a group-committed PostgreSQL log, each chunk delivered once its insert has committed), on its
  * own server process and database, with the CPU of its PostgreSQL backends.
+ *
+ * With `--rounds N` every server is measured N times, each round beginning with the next one in turn, and the
+ * tables give medians: each ratio the median of the rounds' own ratios, with a table of each round's. On this
+ * 2-core guest one run's ratios moved by a fifth from one minute to the next (docs/benchmarks.md), more than
+ * most changes they are meant to show.
  */
 import { BenchApi, forEachLimit } from './support/api.ts';
 import { parseBenchArgs } from './support/args.ts';
 import { printHeader } from './support/environment.ts';
 import { BENCH_ADMIN_KEY, launchServer, type ServerProcess } from './support/server-process.ts';
 import { streamSse } from './support/sse-client.ts';
+import { median } from './support/stats.ts';
 import { createBenchStore, postgresBackendCpuMicros, type BenchStore } from './support/store.ts';
 import { printTable, type Cell } from './support/table.ts';
 
@@ -33,7 +39,7 @@ interface Scenario {
   tailMs?: number;
 }
 
-const args = parseBenchArgs();
+const args = parseBenchArgs({ withRounds: true });
 const scenarios: Scenario[] = args.quick
   ? [
       { label: 'one stream at a time', runs: 5, concurrency: 1, tokens: 1000, delayMs: 0 },
@@ -69,102 +75,138 @@ interface Result {
   seconds: number;
 }
 
+const rounds = args.rounds ?? 1;
 const store = await createBenchStore(args.store);
 printHeader('cpu-per-token', {
   store: store.description,
   model: 'scripted (src/agent/scripted-model.ts), one step, no tool',
+  rounds: String(rounds),
 });
 
-const results = new Map<string, { outrun?: Result; plain?: Result; durable?: Result }>();
+type Target = 'outrun' | 'plain' | 'durable';
 const withFloor = args.store === 'postgres';
+const targets: Target[] = withFloor ? ['outrun', 'plain', 'durable'] : ['outrun', 'plain'];
+const targetNames: Record<Target, string> = {
+  outrun: 'Outrun',
+  plain: 'plain pipe',
+  durable: 'durable floor',
+};
+/** Each scenario's results per target, one per round, in round order. */
+const results = new Map<string, Record<Target, Result[]>>();
 
-/** The warm-up, then every scenario on one server, each result kept under `target` and printed. */
+/** The warm-up, then every scenario on one server; each result is kept under `target`, in round order. */
 async function measureScenarios(
-  target: 'outrun' | 'plain' | 'durable',
-  label: string,
-  measureOne: (scenario: Scenario) => Promise<Result>,
+  target: Target,
+  round: number,
+  measureOne: (scenario: Scenario, profileName: string) => Promise<Result>,
 ): Promise<void> {
-  await measureOne(warmUp);
+  const prefix = rounds > 1 ? `round ${round + 1}, ` : '';
+  const profileName = `${target === 'outrun' ? store.kind : target}${rounds > 1 ? `-round${round + 1}` : ''}`;
+  await measureOne(warmUp, profileName);
   for (const scenario of [...scenarios, perRunScenario]) {
-    const result = await measureOne(scenario);
-    results.set(scenario.label, { ...results.get(scenario.label), [target]: result });
+    const result = await measureOne(scenario, profileName);
+    const kept = results.get(scenario.label) ?? { outrun: [], plain: [], durable: [] };
+    kept[target][round] = result;
+    results.set(scenario.label, kept);
     const database =
       result.databaseCpuMs === null
         ? ''
         : ` + ${perThousand(result.databaseCpuMs, scenario).toFixed(1)} PostgreSQL`;
     console.log(
-      `${label}, ${scenario.label}: ${perThousand(result.cpuMs, scenario).toFixed(1)} ms CPU per 1,000 tokens${database}`,
+      `${prefix}${targetNames[target]}, ${scenario.label}: ${perThousand(result.cpuMs, scenario).toFixed(1)} ms CPU per 1,000 tokens${database}`,
     );
   }
 }
 
-try {
-  const outrun = await launchServer({ mode: 'outrun', store });
-  try {
-    const api = new BenchApi(outrun.url);
-    await measureScenarios('outrun', 'Outrun', (scenario) => runOutrunScenario(outrun, api, store, scenario));
-  } finally {
-    await outrun.close();
-  }
-
-  const plain = await launchServer({ mode: 'plain' });
-  try {
-    await measureScenarios('plain', 'plain pipe', (scenario) =>
-      runPipeScenario(plain, undefined, 'plain', scenario),
-    );
-  } finally {
-    await plain.close();
-  }
-
-  if (withFloor) {
-    const floorStore = await createBenchStore('postgres');
+/** One target's server, launched afresh, through every scenario. */
+async function measureTarget(target: Target, round: number): Promise<void> {
+  if (target === 'outrun') {
+    const outrun = await launchServer({ mode: 'outrun', store });
     try {
-      const durable = await launchServer({ mode: 'durable', store: floorStore });
-      try {
-        await measureScenarios('durable', 'durable floor', (scenario) =>
-          runPipeScenario(durable, floorStore, 'durable', scenario),
-        );
-      } finally {
-        await durable.close();
-      }
+      const api = new BenchApi(outrun.url);
+      await measureScenarios(target, round, (scenario, name) =>
+        runOutrunScenario(outrun, api, store, name, scenario),
+      );
     } finally {
-      await floorStore.cleanup();
+      await outrun.close();
+    }
+    return;
+  }
+  const floorStore = target === 'durable' ? await createBenchStore('postgres') : undefined;
+  try {
+    const server = await launchServer(
+      floorStore ? { mode: 'durable', store: floorStore } : { mode: 'plain' },
+    );
+    try {
+      await measureScenarios(target, round, (scenario, name) =>
+        runPipeScenario(server, floorStore, name, scenario),
+      );
+    } finally {
+      await server.close();
+    }
+  } finally {
+    await floorStore?.cleanup();
+  }
+}
+
+try {
+  for (let round = 0; round < rounds; round++) {
+    // Each round begins with the next target, so that no target is always the one measured right after a
+    // server's start-up, or after whatever the machine did before the benchmark.
+    for (let index = 0; index < targets.length; index++) {
+      await measureTarget(targets[(index + round) % targets.length]!, round);
     }
   }
 } finally {
   await store.cleanup();
 }
 
+/** Per round: the figure `of` gives for one scenario's results of that round. */
+const perRound = (label: string, of: (round: Record<Target, Result>) => number | null): (number | null)[] => {
+  const kept = results.get(label)!;
+  return kept.outrun.map((_, round) =>
+    of({ outrun: kept.outrun[round]!, plain: kept.plain[round]!, durable: kept.durable[round]! }),
+  );
+};
+/** The median over the rounds of a figure (null where a round has none). */
+const medianOf = (values: (number | null)[]): number | null =>
+  values.some((value) => value === null) ? null : median(values as number[]);
+
+const perToken = (scenario: Scenario) => ({
+  cpu: (result: Result) => perThousand(result.cpuMs, scenario),
+  database: (result: Result) =>
+    result.databaseCpuMs === null ? null : perThousand(result.databaseCpuMs, scenario),
+  /** (server + its PostgreSQL) ÷ the plain pipe's server, within one round. */
+  ratio: (result: Result, plain: Result) =>
+    result.databaseCpuMs === null ? null : (result.cpuMs + result.databaseCpuMs) / plain.cpuMs,
+});
+
 const rows: Cell[][] = scenarios.map((scenario) => {
-  const { outrun, plain, durable } = results.get(scenario.label)!;
-  const outrunPer = perThousand(outrun!.cpuMs, scenario);
-  const plainPer = perThousand(plain!.cpuMs, scenario);
+  const of = perToken(scenario);
+  const figure = (pick: (round: Record<Target, Result>) => number | null) =>
+    medianOf(perRound(scenario.label, pick));
   const floor: Cell[] = withFloor
     ? [
-        perThousand(durable!.cpuMs, scenario),
-        durable!.databaseCpuMs === null ? null : perThousand(durable!.databaseCpuMs, scenario),
-        durable!.databaseCpuMs === null
-          ? null
-          : (perThousand(durable!.cpuMs, scenario) + perThousand(durable!.databaseCpuMs, scenario)) /
-            plainPer,
+        figure((round) => of.cpu(round.durable)),
+        figure((round) => of.database(round.durable)),
+        figure((round) => of.ratio(round.durable, round.plain)),
       ]
     : [];
   return [
     scenario.label,
     scenario.runs,
     scenario.tokens,
-    outrunPer,
-    outrun!.databaseCpuMs === null ? null : perThousand(outrun!.databaseCpuMs, scenario),
-    plainPer,
-    outrunPer / plainPer,
-    outrun!.databaseCpuMs === null
-      ? null
-      : (outrunPer + perThousand(outrun!.databaseCpuMs, scenario)) / plainPer,
+    figure((round) => of.cpu(round.outrun)),
+    figure((round) => of.database(round.outrun)),
+    figure((round) => of.cpu(round.plain)),
+    figure((round) => round.outrun.cpuMs / round.plain.cpuMs),
+    figure((round) => of.ratio(round.outrun, round.plain)),
     ...floor,
   ];
 });
+const ofRounds = rounds > 1 ? `, the median of ${rounds} rounds` : '';
 printTable({
-  title: `cpu-per-token — ${args.store}, ${process.version}`,
+  title: `cpu-per-token — ${args.store}, ${process.version}${ofRounds}`,
   columns: [
     'scenario',
     'runs',
@@ -191,22 +233,61 @@ printTable({
             '(floor + its PostgreSQL) / plain pipe.',
         ]
       : []),
+    ...(rounds > 1
+      ? [
+          `Each figure is the median of ${rounds} rounds; each ratio the median of the rounds’ own ratios (each ` +
+            'round measures every server afresh, the first of them in turn).',
+        ]
+      : []),
   ],
 });
 
+if (rounds > 1) {
+  const list = (values: (number | null)[]) =>
+    values.map((value) => (value === null ? '–' : value.toFixed(2))).join(', ');
+  printTable({
+    title: `cpu-per-token — each round's ratio, ${args.store}, ${process.version}`,
+    columns: [
+      'scenario',
+      store.kind === 'postgres' ? 'Outrun ÷ pipe incl. PostgreSQL' : 'Outrun ÷ pipe',
+      ...(withFloor ? ['floor ÷ pipe incl. PostgreSQL'] : []),
+    ],
+    rows: scenarios.map((scenario) => {
+      const of = perToken(scenario);
+      return [
+        scenario.label,
+        list(
+          perRound(scenario.label, (round) =>
+            store.kind === 'postgres'
+              ? of.ratio(round.outrun, round.plain)
+              : round.outrun.cpuMs / round.plain.cpuMs,
+          ),
+        ),
+        ...(withFloor
+          ? [list(perRound(scenario.label, (round) => of.ratio(round.durable, round.plain)))]
+          : []),
+      ];
+    }),
+    digits: [0, 0, 0],
+    notes: ['In round order.'],
+  });
+}
+
 {
-  const { outrun, plain, durable } = results.get(perRunScenario.label)!;
   const runs = perRunScenario.runs;
-  const database = outrun!.databaseCpuMs === null ? null : outrun!.databaseCpuMs / runs;
+  const perRun = (pick: (round: Record<Target, Result>) => number | null) =>
+    medianOf(perRound(perRunScenario.label, pick));
+  const databasePerRun = (result: Result) =>
+    result.databaseCpuMs === null ? null : result.databaseCpuMs / runs;
   const floor: Cell[] = withFloor
     ? [
-        durable!.cpuMs / runs,
-        durable!.databaseCpuMs === null ? null : durable!.databaseCpuMs / runs,
-        (durable!.seconds * 1000) / runs,
+        perRun((round) => round.durable.cpuMs / runs),
+        perRun((round) => databasePerRun(round.durable)),
+        perRun((round) => (round.durable.seconds * 1000) / runs),
       ]
     : [];
   printTable({
-    title: `cpu-per-token — the fixed cost of a run, ${args.store}, ${process.version}`,
+    title: `cpu-per-token — the fixed cost of a run, ${args.store}, ${process.version}${ofRounds}`,
     columns: [
       'scenario',
       'runs',
@@ -223,11 +304,11 @@ printTable({
       [
         perRunScenario.label,
         runs,
-        outrun!.cpuMs / runs,
-        database,
-        plain!.cpuMs / runs,
-        (outrun!.seconds * 1000) / runs,
-        (plain!.seconds * 1000) / runs,
+        perRun((round) => round.outrun.cpuMs / runs),
+        perRun((round) => databasePerRun(round.outrun)),
+        perRun((round) => round.plain.cpuMs / runs),
+        perRun((round) => (round.outrun.seconds * 1000) / runs),
+        perRun((round) => (round.plain.seconds * 1000) / runs),
         ...floor,
       ],
     ],
@@ -250,11 +331,13 @@ async function runOutrunScenario(
   server: ServerProcess,
   api: BenchApi,
   benchStore: BenchStore,
+  /** Names the profile (`BENCH_PROFILE_DIR`). */
+  name: string,
   scenario: Scenario,
 ): Promise<Result> {
   const chats = await api.createChats(scenario.runs);
   const text = script(scenario);
-  return measure(server, benchStore, benchStore.kind, scenario, (index) =>
+  return measure(server, benchStore, name, scenario, (index) =>
     streamSse({
       url: `${server.url}/v1/chats/${chats[index]}/runs`,
       method: 'POST',

@@ -3,7 +3,7 @@
 # the `node` on PATH (Node 20 on the benchmark machine). Output: one file per step, and log.txt with each step's
 # start, end, load average and how long it waited for the machine to settle. Run from the repository root:
 #
-#   bash bench/scorecard.sh OUTPUT_DIRECTORY        (about 30 minutes on 2 cores)
+#   bash bench/scorecard.sh OUTPUT_DIRECTORY        (about 35 minutes on 2 cores)
 #
 # Before each step it waits until the CPUs were at least BENCH_SETTLE_IDLE % idle over 2 s (default 95; 0 turns
 # the wait off), at most BENCH_SETTLE_MAX_S seconds (default 90): a step otherwise starts in the tail of the one
@@ -52,8 +52,8 @@ step() {
 
 node24=(env PATH="$PWD/node_modules/node/bin:$PATH" npx tsx)
 step paced24 "${node24[@]}" bench/paced-load.ts --target a0,a,b,d,pglite,postgres,redis --workers 2 --runs 100,500
-step cpu-pg24 "${node24[@]}" bench/cpu-per-token.ts --store postgres
-step cpu-pglite24 "${node24[@]}" bench/cpu-per-token.ts --store pglite
+step cpu-pg24 "${node24[@]}" bench/cpu-per-token.ts --store postgres --rounds 3
+step cpu-pglite24 "${node24[@]}" bench/cpu-per-token.ts --store pglite --rounds 3
 step fanout-pg24 "${node24[@]}" bench/fan-out.ts --store postgres
 step fanout-pglite24 "${node24[@]}" bench/fan-out.ts --store pglite
 step resume-pg24 env BENCH_REDIS_URL="$redis" "${node24[@]}" bench/resume-latency.ts --store postgres
@@ -64,8 +64,8 @@ step scaleout24 "${node24[@]}" bench/scale-out.ts --workers 1,2,4
 step roundtrips24 "${node24[@]}" bench/round-trips.ts
 node20=(node --import tsx) # the node on PATH: Node 20 on the benchmark machine
 step paced20 "${node20[@]}" bench/paced-load.ts --target a0,a,pglite,postgres --runs 100,500
-step cpu-pg20 "${node20[@]}" bench/cpu-per-token.ts --store postgres
-step cpu-pglite20 "${node20[@]}" bench/cpu-per-token.ts --store pglite
+step cpu-pg20 "${node20[@]}" bench/cpu-per-token.ts --store postgres --rounds 3
+step cpu-pglite20 "${node20[@]}" bench/cpu-per-token.ts --store pglite --rounds 3
 step fanout-pg20 "${node20[@]}" bench/fan-out.ts --store postgres
 step resume-pg20 env BENCH_REDIS_URL="$redis" "${node20[@]}" bench/resume-latency.ts --store postgres
 step resume-pglite20 "${node20[@]}" bench/resume-latency.ts --store pglite

@@ -8,18 +8,21 @@ export interface BenchArgs {
   quick: boolean;
   /** `--runs N`, for the benchmarks that take it; undefined when not given. */
   runs?: number;
+  /** `--rounds N`, for the benchmarks that take it; undefined when not given. */
+  rounds?: number;
 }
 
 /**
- * Reads `--store pglite|postgres` and `--quick` from the command line, and `--runs N` for a benchmark that takes
- * it (`withRuns`); any other option is refused.
+ * Reads `--store pglite|postgres` and `--quick` from the command line, and `--runs N` and `--rounds N` for a
+ * benchmark that takes them (`withRuns`, `withRounds`); any other option is refused.
  */
-export function parseBenchArgs(options: { withRuns?: boolean } = {}): BenchArgs {
+export function parseBenchArgs(options: { withRuns?: boolean; withRounds?: boolean } = {}): BenchArgs {
   const { values } = parseArgs({
     options: {
       store: { type: 'string', default: 'pglite' },
       quick: { type: 'boolean', default: false },
       ...(options.withRuns ? { runs: { type: 'string' as const } } : {}),
+      ...(options.withRounds ? { rounds: { type: 'string' as const } } : {}),
     },
     allowPositionals: false,
   });
@@ -27,10 +30,20 @@ export function parseBenchArgs(options: { withRuns?: boolean } = {}): BenchArgs 
   if (store !== 'pglite' && store !== 'postgres') {
     throw new Error(`--store must be pglite or postgres, not "${store}"`);
   }
-  const given = (values as { runs?: string }).runs;
-  const runs = given === undefined ? undefined : Number(given);
-  if (runs !== undefined && !(Number.isInteger(runs) && runs > 0)) {
-    throw new Error(`--runs must be a positive integer, not "${given}"`);
+  const counts = values as { runs?: string; rounds?: string };
+  return {
+    store,
+    quick: values.quick ?? false,
+    runs: positiveInteger('--runs', counts.runs),
+    rounds: positiveInteger('--rounds', counts.rounds),
+  };
+}
+
+function positiveInteger(option: string, given: string | undefined): number | undefined {
+  if (given === undefined) return undefined;
+  const value = Number(given);
+  if (!(Number.isInteger(value) && value > 0)) {
+    throw new Error(`${option} must be a positive integer, not "${given}"`);
   }
-  return { store, quick: values.quick ?? false, runs };
+  return value;
 }

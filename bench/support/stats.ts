@@ -15,6 +15,14 @@ export function percentile(sorted: ArrayLike<number>, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
 }
 
+/** The median of `values`: the middle one, or the mean of the two middle ones. NaN for none. */
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
 /** Count, mean, p50, p90, p99 and max of `values` (which it does not modify). */
 export function summarize(values: ArrayLike<number>): Summary {
   const sorted = Float64Array.from(values).sort();
