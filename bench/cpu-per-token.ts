@@ -17,8 +17,8 @@
  *
  * With `--rounds N` every server is measured N times, each round beginning with the next one in turn, and the
  * tables give medians: each ratio the median of the rounds' own ratios, with a table of each round's. On this
- * 2-core guest one run's ratios moved by a fifth from one minute to the next (docs/benchmarks.md), more than
- * most changes they are meant to show.
+ * 2-core guest one run's ratios moved by up to half from one minute to the next (docs/benchmarks.md), more
+ * than most changes they are meant to show.
  */
 import { BenchApi, forEachLimit } from './support/api.ts';
 import { parseBenchArgs } from './support/args.ts';
@@ -67,7 +67,7 @@ const perRunScenario: Scenario = {
 /**
  * Before any figure, each server runs long streams and short runs until its code is compiled: on Node 24 an
  * Outrun server's first 20 streams of 1,000 tokens cost it about twice what the ones after them did
- * (docs/benchmarks.md, "A server warmed up"), and the pipe, with less code, warms sooner.
+ * (docs/benchmarks.md, "CPU per token in rounds, on servers warmed up").
  */
 const warmUps: Scenario[] = [
   { label: 'warm-up', runs: args.quick ? 3 : 40, concurrency: 1, tokens: 1000, delayMs: 0 },
