@@ -16,7 +16,7 @@ import { parseBenchArgs } from './support/args.ts';
 import { printHeader } from './support/environment.ts';
 import { launchServer, type ServerProcess } from './support/server-process.ts';
 import { firstEventLatch, streamSse } from './support/sse-client.ts';
-import { summarize } from './support/stats.ts';
+import { median } from './support/stats.ts';
 import { createBenchStore } from './support/store.ts';
 import { printTable, type Cell } from './support/table.ts';
 
@@ -125,8 +125,8 @@ async function compare(
     few.push(await measureOnce(FEW));
     many.push(await measureOnce(MANY));
   }
-  const fewMs = summarize(few).p50;
-  const manyMs = summarize(many).p50;
+  const fewMs = median(few);
+  const manyMs = median(many);
   const perReaderToken = ((manyMs - fewMs) * 1000) / ((MANY - FEW) * tokens);
   console.log(
     `${label}: ${fewMs.toFixed(1)} ms CPU with ${FEW} reader, ${manyMs.toFixed(1)} ms with ${MANY}: ` +
