@@ -5,6 +5,7 @@
  *
  *   npx tsx bench/paced-load.ts [--target a0,a,b,d,pglite,postgres,redis] [--runs 100,500] [--tokens 1000]
  *     [--rate 50] [--ramp-ms 2000] [--deadline-s 40] [--workers 1] [--worker-concurrency N]
+ *     [--worker-base-concurrency N]
  *     [--redis-url redis://…] [--quick]
  *
  * Targets (default: every one this machine can run): `a0` bare SSE writes on node:http (no AI SDK), `a` the
@@ -23,9 +24,10 @@
  *    target's database and the redis-server the benchmark started, where used.
  *
  * Each target gets a fresh server (and database, and Redis); after a wave that was cut at the deadline the
- * target is restarted, since Outrun's runs go on without their readers. Outrun runs at most
- * `OUTRUN_WORKER_CONCURRENCY` runs per process (default 100); the rest wait in the queue, which a wave larger
- * than that shows as queued runs finishing late.
+ * target is restarted, since Outrun's runs go on without their readers. An Outrun process runs
+ * `OUTRUN_WORKER_BASE_CONCURRENCY` runs at once whatever its load (default 100), more while its event loop
+ * keeps up, never more than `OUTRUN_WORKER_CONCURRENCY` (default 1,000); the rest wait in the queue, which a
+ * wave larger than it admits shows as queued runs finishing late. Both flags equal give a fixed cap.
  */
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config.ts';
@@ -54,6 +56,7 @@ const { values } = parseArgs({
     'deadline-s': { type: 'string' },
     workers: { type: 'string', default: '1' },
     'worker-concurrency': { type: 'string' },
+    'worker-base-concurrency': { type: 'string' },
     'redis-url': { type: 'string' },
     quick: { type: 'boolean', default: false },
     // Accepted so `bench/all.ts --store …` can run every benchmark alike; the targets name their stores.
@@ -68,6 +71,9 @@ const rampMs = Number(values['ramp-ms'] ?? (quick ? 500 : 2000));
 const deadlineMs = Number(values['deadline-s'] ?? (quick ? 6 : 40)) * 1000;
 const workers = Number(values.workers);
 const workerConcurrency = values['worker-concurrency'] ? Number(values['worker-concurrency']) : undefined;
+const workerBaseConcurrency = values['worker-base-concurrency']
+  ? Number(values['worker-base-concurrency'])
+  : undefined;
 const delayMs = 1000 / rate;
 for (const [name, value] of Object.entries({ tokens, rate, 'deadline-s': deadlineMs, workers })) {
   if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} must be a positive number`);
@@ -79,7 +85,12 @@ const requested = values.target?.split(',');
 for (const kind of requested ?? []) {
   if (!isTargetKind(kind)) throw new Error(`--target: "${kind}" is not one of ${TARGET_KINDS.join(', ')}`);
 }
-const targetOptions: TargetOptions = { workers, workerConcurrency, sharedRedisUrl: values['redis-url'] };
+const targetOptions: TargetOptions = {
+  workers,
+  workerConcurrency,
+  workerBaseConcurrency,
+  sharedRedisUrl: values['redis-url'],
+};
 
 const kinds: TargetKind[] = [];
 const skipped: string[] = [];
@@ -92,10 +103,12 @@ for (const kind of (requested as TargetKind[] | undefined) ?? TARGET_KINDS) {
   }
 }
 
+const defaults = loadConfig({});
 printHeader('paced-load', {
   load: `${runCounts.join(' and ')} runs started evenly over ${rampMs} ms, ${tokens} tokens each at ${rate} tokens/s (one every ${delayMs} ms), one SSE reader per run, all cut ${deadlineMs / 1000} s after the first start`,
   targets: kinds.map((kind) => targetLabel(kind, workers)).join('; ') || 'none',
-  OUTRUN_WORKER_CONCURRENCY: workerConcurrency ?? `${loadConfig({}).workerConcurrency} (default)`,
+  OUTRUN_WORKER_CONCURRENCY: workerConcurrency ?? `${defaults.workerConcurrency} (default)`,
+  OUTRUN_WORKER_BASE_CONCURRENCY: workerBaseConcurrency ?? `${defaults.workerBaseConcurrency} (default)`,
 });
 for (const skip of skipped) console.log(`- skipped ${skip}`);
 

@@ -13,13 +13,13 @@
  * completed within the deadline, and CPU over the window: each server process, their sum, the PostgreSQL
  * backends, the redis-server (started by the benchmark, stopped by PID at the end) and everything together.
  *
- * Each process executes at most `OUTRUN_WORKER_CONCURRENCY` runs at once (default 100); the rest wait in the
- * queue. So N processes accept at most N × concurrency × rate tokens/s ("cap"), whatever their CPU: at the
- * defaults one process takes 100 of the 400 runs, 5,000 tokens/s. `--worker-concurrency` raises the cap to
- * find the CPU ceiling instead.
+ * Each process executes at most `--worker-concurrency` runs at once (default 100 here, as a fixed cap: the
+ * benchmark sets `OUTRUN_WORKER_BASE_CONCURRENCY` to the same, so no process admits more by load); the rest
+ * wait in the queue. So N processes accept at most N × concurrency × rate tokens/s ("cap"), whatever their
+ * CPU: one process takes 100 of the 400 runs, 5,000 tokens/s. `--worker-concurrency` raises the cap to find
+ * the CPU ceiling instead.
  */
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../src/config.ts';
 import { printHeader } from './support/environment.ts';
 import { runPacedWave, totalCpu } from './support/paced-wave.ts';
 import { printTable, type Cell } from './support/table.ts';
@@ -51,7 +51,8 @@ const windowMs = Number(values['window-s'] ?? (quick ? 2 : 15)) * 1000;
 const deadlineMs = Number(values['deadline-s'] ?? (quick ? 10 : 40)) * 1000;
 const workerConcurrency = values['worker-concurrency'] ? Number(values['worker-concurrency']) : undefined;
 const delayMs = 1000 / rate;
-const concurrency = workerConcurrency ?? loadConfig({}).workerConcurrency;
+/** A fixed cap per process, so the curve shows processes added, not one process admitting more by load. */
+const concurrency = workerConcurrency ?? 100;
 if (workerCounts.some((count) => !Number.isInteger(count) || count < 1)) {
   throw new Error('--workers: a list of positive integers, e.g. 1,2,4');
 }
@@ -80,13 +81,18 @@ if (unavailable) {
 printHeader('scale-out', {
   load: `${runs} runs started evenly over ${rampMs} ms, ${tokens} tokens each at ${rate} tokens/s (${(runs * rate).toLocaleString('en-US')} tokens/s offered), one SSE reader per run, requests round robin over the processes; window ${rampMs / 1000}–${(rampMs + windowMs) / 1000} s after the first start; all cut at ${deadlineMs / 1000} s`,
   'server processes': workerCounts.join(', '),
-  OUTRUN_WORKER_CONCURRENCY: `${concurrency}${workerConcurrency ? '' : ' (default)'} runs per process`,
+  'OUTRUN_WORKER_CONCURRENCY and _BASE_CONCURRENCY': `${concurrency}${workerConcurrency ? '' : ' (default here)'} runs per process`,
 });
 
 const rows: Cell[][] = [];
 const descriptions: string[] = [];
 for (const workers of workerCounts) {
-  const options: TargetOptions = { workers, workerConcurrency, sharedRedisUrl: values['redis-url'] };
+  const options: TargetOptions = {
+    workers,
+    workerConcurrency: concurrency,
+    workerBaseConcurrency: concurrency,
+    sharedRedisUrl: values['redis-url'],
+  };
   let target: Target | undefined;
   try {
     target = await startTarget('redis', options);

@@ -147,6 +147,10 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     (config.redisUrl
       ? new RedisBus({ url: config.redisUrl, keyPrefix: `${config.redisPrefix}:`, logger })
       : new MemoryBus({ logger }));
+  const workerLoad = {
+    base: Math.min(config.workerBaseConcurrency, config.workerConcurrency),
+    maxLoopDelayMs: config.workerMaxLoopDelayMs,
+  };
   const queue =
     options.queue ??
     (config.redisUrl
@@ -155,8 +159,10 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
           prefix: config.redisPrefix,
           logger,
           concurrency: config.workerConcurrency,
+          load: workerLoad,
         })
-      : new MemoryQueue({ logger, concurrency: config.workerConcurrency }));
+      : new MemoryQueue({ logger, concurrency: config.workerConcurrency, load: workerLoad }));
+  metrics.readAdmissionLimit = () => queue.admissionLimit?.();
   const schedules = new ScheduleService({ db, clock: options.clock });
   const tools = options.tools ?? createDefaultToolRegistry({ followups: schedules });
   const resolve = options.resolveModel ?? ((modelId: string) => resolveModel({ modelId }));

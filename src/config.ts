@@ -36,11 +36,22 @@ const ConfigSchema = z.object({
   sweepIntervalMs: z.coerce.number().int().positive().default(10_000),
   shutdownGraceMs: z.coerce.number().int().min(0).default(10_000),
   /**
-   * Runs one worker executes at once; the rest wait `pending` in the queue, so an overloaded worker finishes
-   * runs late instead of starving all of them. At 100 paced runs (50 tokens/s) one Node 24 process on two
-   * cores delivers within 14–16 ms of schedule at p99; about 250 saturate it (docs/benchmarks.md).
+   * The most runs one worker executes at once; the rest wait `pending` in the queue, so an overloaded worker
+   * finishes runs late instead of starving all of them. Beyond `workerBaseConcurrency` a run is admitted only
+   * while the event loop keeps up (decision 0016).
    */
-  workerConcurrency: z.coerce.number().int().min(1).max(10_000).default(100),
+  workerConcurrency: z.coerce.number().int().min(1).max(10_000).default(1000),
+  /**
+   * Runs one worker admits whatever its load (at most `workerConcurrency`). At 100 paced runs (50 tokens/s)
+   * one Node 24 process on two cores delivers within 15–30 ms of schedule at p99 in a quiet hour
+   * (docs/benchmarks.md).
+   */
+  workerBaseConcurrency: z.coerce.number().int().min(1).max(10_000).default(100),
+  /**
+   * Beyond `workerBaseConcurrency`, a worker admits more runs only while its event loop's delay (the p90 over
+   * half a second) stays under this many milliseconds. Equal `workerConcurrency` to the base to turn it off.
+   */
+  workerMaxLoopDelayMs: z.coerce.number().int().min(1).max(10_000).default(50),
   /**
    * How long the first event appended to an idle event log waits for others to share its insert. At 2 ms a
    * paced stream's events share inserts (about a third less PostgreSQL CPU per token, docs/benchmarks.md)
@@ -128,6 +139,8 @@ export const CONFIG_VARIABLES = {
   webhookPollIntervalMs: 'OUTRUN_WEBHOOK_POLL_INTERVAL_MS',
   webhookClaimLeaseMs: 'OUTRUN_WEBHOOK_CLAIM_LEASE_MS',
   workerConcurrency: 'OUTRUN_WORKER_CONCURRENCY',
+  workerBaseConcurrency: 'OUTRUN_WORKER_BASE_CONCURRENCY',
+  workerMaxLoopDelayMs: 'OUTRUN_WORKER_MAX_LOOP_DELAY_MS',
   eventCoalesceMs: 'OUTRUN_EVENT_COALESCE_MS',
   waitTtlMs: 'OUTRUN_WAIT_TTL_MS',
   modelPricesFile: 'OUTRUN_MODEL_PRICES',

@@ -136,6 +136,17 @@ export class Metrics {
     help: 'Runs waiting for a worker (status pending), sampled when metrics are scraped.',
     registers: [this.registry],
   });
+  /** Reads the worker's limit on runs at once when metrics are scraped (`RunQueue.admissionLimit`). */
+  readAdmissionLimit: (() => number | undefined) | null = null;
+  readonly workerRunLimit = new Gauge({
+    name: 'outrun_worker_run_limit',
+    help: 'Runs this worker admits at once now: OUTRUN_WORKER_CONCURRENCY, or the load limit under it.',
+    registers: [this.registry],
+    collect: () => {
+      const limit = this.readAdmissionLimit?.();
+      if (limit !== undefined) this.workerRunLimit.set(limit);
+    },
+  });
   readonly scheduleFires = new Counter({
     name: 'outrun_schedule_fires_total',
     help: 'Schedule fires, by result: started, skipped (chat busy), enqueued, interrupted or failed.',

@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { BullMqQueue } from '../src/queue/bullmq-queue.ts';
+import type { LoadAdmissionOptions } from '../src/queue/load-limit.ts';
 import { MemoryQueue } from '../src/queue/memory-queue.ts';
 import { QueueClosedError, type QueueSlot, type RunJob, type RunQueue } from '../src/queue/queue.ts';
 import { captureLogger } from './support/logger.ts';
@@ -49,16 +50,24 @@ afterAll(async () => {
 });
 
 describe.each(QUEUE_KINDS)('run queue conformance on %s', (kind) => {
-  function createQueue(options: { concurrency?: number; queueName?: string; logger?: pino.Logger } = {}) {
+  function createQueue(
+    options: {
+      concurrency?: number;
+      load?: LoadAdmissionOptions;
+      queueName?: string;
+      logger?: pino.Logger;
+    } = {},
+  ) {
     const logger = options.logger ?? pino({ level: 'silent' });
     const queue =
       kind === 'memory'
-        ? new MemoryQueue({ concurrency: options.concurrency, logger })
+        ? new MemoryQueue({ concurrency: options.concurrency, load: options.load, logger })
         : new BullMqQueue({
             url: REDIS_URL!,
             prefix: PREFIX,
             queueName: options.queueName ?? uniqueQueueName(),
             concurrency: options.concurrency,
+            load: options.load,
             logger,
           });
     open.push(queue);
@@ -198,6 +207,42 @@ describe.each(QUEUE_KINDS)('run queue conformance on %s', (kind) => {
     await queue.close();
     await queue.close();
     await expect(queue.enqueue({ runId: 'run_late' })).rejects.toThrow(QueueClosedError);
+  });
+
+  it('admits jobs beyond its base only while the event loop keeps up, never beyond `concurrency`', async () => {
+    let loopDelayMs = 100;
+    const queue = createQueue({
+      concurrency: 6,
+      load: { base: 2, maxLoopDelayMs: 20, intervalMs: 50, readDelayMs: () => loopDelayMs },
+    });
+    const gates = new Map<string, ReturnType<typeof gate>>();
+    const started: string[] = [];
+    queue.process(async (job) => {
+      const jobGate = gate();
+      gates.set(job.runId, jobGate);
+      started.push(job.runId);
+      await jobGate.opened;
+    });
+    const runIds = Array.from({ length: 8 }, (_, index) => `run_load_${index}`);
+    for (const runId of runIds) await queue.enqueue({ runId });
+    await vi.waitFor(() => expect(started).toHaveLength(2));
+    await sleep(300); // six readings over the bound: the base only
+    expect(started).toHaveLength(2);
+
+    loopDelayMs = 0; // the loop keeps up: the limit rises, and waiting jobs are admitted without a slot freeing
+    await vi.waitFor(() => expect(started).toHaveLength(6), { timeout: 10_000 });
+    await sleep(300);
+    expect(started).toHaveLength(6); // `concurrency` holds
+
+    loopDelayMs = 100; // over the bound again: the limit falls under what runs
+    await sleep(300);
+    for (const runId of started.slice(0, 2)) gates.get(runId)!.open();
+    await sleep(300);
+    expect(started).toHaveLength(6); // two slots freed, but four jobs still run: more than the base
+
+    loopDelayMs = 0;
+    await vi.waitFor(() => expect(started).toHaveLength(8), { timeout: 10_000 });
+    for (const runId of started) gates.get(runId)!.open();
   });
 
   it('counts a reserved slot against `concurrency` until its task settles', async () => {

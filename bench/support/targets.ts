@@ -45,6 +45,8 @@ export interface TargetOptions {
   workers?: number;
   /** `OUTRUN_WORKER_CONCURRENCY` for Outrun servers. @default the server's default */
   workerConcurrency?: number;
+  /** `OUTRUN_WORKER_BASE_CONCURRENCY` for Outrun servers. @default the server's default */
+  workerBaseConcurrency?: number;
   /** Use this Redis (under a unique key prefix) instead of starting a redis-server. @default start one */
   sharedRedisUrl?: string;
 }
@@ -143,6 +145,9 @@ export async function startTarget(kind: TargetKind, options: TargetOptions = {})
       // A target cut at its deadline hands its runs back on close, one warning per run; LOG_LEVEL=warn shows them.
       LOG_LEVEL: process.env.LOG_LEVEL ?? 'error',
       ...(options.workerConcurrency ? { OUTRUN_WORKER_CONCURRENCY: String(options.workerConcurrency) } : {}),
+      ...(options.workerBaseConcurrency
+        ? { OUTRUN_WORKER_BASE_CONCURRENCY: String(options.workerBaseConcurrency) }
+        : {}),
     };
     const parts: string[] = [];
     let mode: ServerMode = 'outrun';

@@ -9,6 +9,7 @@ import {
   type RunJob,
   type RunQueue,
 } from './queue.ts';
+import type { LoadAdmissionOptions } from './load-limit.ts';
 import { WorkerSlots } from './worker-slots.ts';
 
 export interface BullMqQueueOptions {
@@ -20,6 +21,8 @@ export interface BullMqQueueOptions {
   prefix?: string;
   /** Runs this instance executes at once, once `process` has made it a worker (its slots). @default 100 */
   concurrency?: number;
+  /** Admission by load: only `base` of the `concurrency` slots whatever the load (decision 0016). @default none */
+  load?: LoadAdmissionOptions;
   /**
    * Which completed jobs Redis keeps. A kept job still holds its run id, so the run cannot be enqueued again
    * while it is kept. @default true (removed at once)
@@ -76,6 +79,7 @@ export class BullMqQueue implements RunQueue {
     this.#logger = options.logger ?? pino();
     this.#slots = new WorkerSlots({
       concurrency: options.concurrency ?? 100,
+      load: options.load,
       logger: this.#logger.child({ queue: this.#name }),
       onFree: () => this.#wakeDispatcher?.(),
     });
@@ -154,6 +158,10 @@ export class BullMqQueue implements RunQueue {
    * A slot for a run the caller claims and executes itself: only while a slot is free and BullMQ's last
    * fetch found no job waiting, so jobs keep their turn as far as this worker can see.
    */
+  admissionLimit(): number {
+    return this.#slots.limit;
+  }
+
   reserve(): QueueSlot | null {
     if (!this.#worker || this.#closed || !this.#drained) return null;
     return this.#slots.reserve();
@@ -215,7 +223,7 @@ export class BullMqQueue implements RunQueue {
       this.#wakeDispatcher?.();
       try {
         await this.#worker?.close();
-        await this.#slots.idle();
+        await this.#slots.close();
       } finally {
         this.#producerClosed = true;
         await this.#queue.close();

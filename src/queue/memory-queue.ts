@@ -1,10 +1,13 @@
 import type { Logger } from 'pino';
 import { QueueClosedError, runJobKey, type QueueSlot, type RunJob, type RunQueue } from './queue.ts';
+import type { LoadAdmissionOptions } from './load-limit.ts';
 import { WorkerSlots } from './worker-slots.ts';
 
 export interface MemoryQueueOptions {
   /** Jobs handled at once; the rest wait in order. @default 10000 */
   concurrency?: number;
+  /** Admission by load: only `base` of the `concurrency` slots whatever the load (decision 0016). @default none */
+  load?: LoadAdmissionOptions;
   /** Where a handler's error is reported. @default none: handlers own their errors */
   logger?: Logger;
 }
@@ -21,6 +24,7 @@ export class MemoryQueue implements RunQueue {
   constructor(options: MemoryQueueOptions = {}) {
     this.#slots = new WorkerSlots({
       concurrency: options.concurrency ?? 10_000,
+      load: options.load,
       logger: options.logger,
       onFree: () => this.#pump(),
     });
@@ -40,6 +44,10 @@ export class MemoryQueue implements RunQueue {
     this.#pump();
   }
 
+  admissionLimit(): number {
+    return this.#slots.limit;
+  }
+
   reserve(): QueueSlot | null {
     if (!this.#handler || this.#closed || this.#waiting.length > 0) return null;
     return this.#slots.reserve();
@@ -47,7 +55,7 @@ export class MemoryQueue implements RunQueue {
 
   async close(): Promise<void> {
     this.#closed = true;
-    await this.#slots.idle();
+    await this.#slots.close();
   }
 
   #pump(): void {

@@ -55,6 +55,8 @@ export interface RunQueue {
    * unused.
    */
   reserve?(): QueueSlot | null;
+  /** Runs this worker admits at once now: `concurrency`, or the load limit under it (decision 0016). */
+  admissionLimit?(): number;
 }
 
 /** A reserved place among a worker's `concurrency` jobs (see `RunQueue.reserve`). */

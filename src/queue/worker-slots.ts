@@ -1,25 +1,53 @@
 import type { Logger } from 'pino';
+import { LoadLimit, type LoadAdmissionOptions } from './load-limit.ts';
 import type { QueueSlot } from './queue.ts';
 
 /**
- * A worker's `concurrency` slots, shared by both queue adapters: a run handled from a job and a run claimed by
- * its start (`RunQueue.reserve`) each hold one until it settles. `onFree` is called each time one frees.
+ * A worker's slots, shared by both queue adapters: a run handled from a job and a run claimed by its start
+ * (`RunQueue.reserve`) each hold one until it settles. At most `concurrency` are taken at once; with `load`,
+ * only `load.base` of them whatever the load and the rest while the event loop keeps up (`LoadLimit`).
+ * `onFree` is called each time a slot frees or the load limit rises.
  */
 export class WorkerSlots {
   readonly #concurrency: number;
+  readonly #loadLimit: LoadLimit | null;
   readonly #logger: Logger | undefined;
   readonly #onFree: () => void;
   readonly #running = new Set<Promise<void>>();
   #taken = 0;
 
-  constructor(options: { concurrency: number; logger?: Logger; onFree: () => void }) {
+  constructor(options: {
+    concurrency: number;
+    load?: LoadAdmissionOptions;
+    logger?: Logger;
+    onFree: () => void;
+  }) {
     this.#concurrency = options.concurrency;
     this.#logger = options.logger;
     this.#onFree = options.onFree;
+    this.#loadLimit =
+      options.load && options.load.base < options.concurrency
+        ? new LoadLimit({
+            ...options.load,
+            max: options.concurrency,
+            taken: () => this.#taken,
+            onRaise: () => this.#onFree(),
+          })
+        : null;
+  }
+
+  /** Slots that may be taken at once now: `concurrency`, or the load limit under it. */
+  get limit(): number {
+    return this.#loadLimit?.limit ?? this.#concurrency;
+  }
+
+  /** Slots taken now. */
+  get taken(): number {
+    return this.#taken;
   }
 
   get full(): boolean {
-    return this.#taken >= this.#concurrency;
+    return this.#taken >= this.limit;
   }
 
   /** Takes a free slot; false when every slot is taken. */
@@ -68,9 +96,10 @@ export class WorkerSlots {
     this.#running.add(task);
   }
 
-  /** Resolves once no task runs in a slot (tasks started meanwhile included). */
-  async idle(): Promise<void> {
+  /** Resolves once no task runs in a slot (tasks started meanwhile included), then stops the load limit. */
+  async close(): Promise<void> {
     while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
+    this.#loadLimit?.close();
   }
 
   #free(): void {

@@ -1,0 +1,109 @@
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+
+/** How a worker admits runs beyond its base count (decision 0016). */
+export interface LoadAdmissionOptions {
+  /** Runs admitted whatever the load. */
+  base: number;
+  /** Event-loop delay (ms, the p90 of a reading's samples) above which no run beyond `base` is admitted. */
+  maxLoopDelayMs: number;
+  /** How often the delay is read and the limit moved. @default 500 */
+  intervalMs?: number;
+  /**
+   * Reads the event loop's delay (ms) since the previous read. For tests.
+   * @default the p90 of a `monitorEventLoopDelay` histogram, less its resolution
+   */
+  readDelayMs?: () => number;
+}
+
+/** The sampling resolution of the delay histogram (ms): a timer every 10 ms, each sample how late it fired. */
+const DELAY_RESOLUTION_MS = 10;
+/** The limit grows by this share of itself per reading while every slot is taken and the loop keeps up. */
+const GROWTH = 0.2;
+/** …and by at least this many runs. */
+const MIN_STEP = 5;
+/** Over the delay bound, the limit falls to this share of the runs executing. */
+const BACK_OFF = 0.9;
+
+/**
+ * The next limit on runs executing at once, from the last one, the runs executing (`taken`) and the event
+ * loop's delay over the last reading. Over the bound it falls below what executes (nothing more is admitted
+ * until enough runs end); under it, while every slot is taken, it grows a step; with slots to spare it sits
+ * one step above what executes, so a sudden wave is admitted a step at a time. Never below `base` nor above
+ * `max`.
+ */
+export function nextLimit(options: {
+  limit: number;
+  taken: number;
+  delayMs: number;
+  base: number;
+  max: number;
+  maxLoopDelayMs: number;
+}): number {
+  const { limit, taken, delayMs, base, max, maxLoopDelayMs } = options;
+  const clamp = (value: number) => Math.max(base, Math.min(max, value));
+  const step = (count: number) => Math.max(MIN_STEP, Math.ceil(count * GROWTH));
+  if (delayMs > maxLoopDelayMs) return clamp(Math.floor(Math.min(limit, taken) * BACK_OFF));
+  if (taken >= limit) return clamp(limit + step(limit));
+  return clamp(Math.min(limit, taken + step(taken)));
+}
+
+/**
+ * A worker's limit on runs at once that follows its event loop: `base` runs are always admitted, more while
+ * the loop's delay stays under `maxLoopDelayMs`, never more than `max`. Reads the delay every `intervalMs`;
+ * `onRaise` is called when the limit rose (queued runs may now be admitted).
+ */
+export class LoadLimit {
+  readonly #options: LoadAdmissionOptions & { max: number };
+  readonly #taken: () => number;
+  readonly #onRaise: () => void;
+  readonly #histogram: IntervalHistogram | null;
+  readonly #readDelayMs: () => number;
+  readonly #timer: NodeJS.Timeout;
+  #limit: number;
+
+  constructor(options: LoadAdmissionOptions & { max: number; taken: () => number; onRaise: () => void }) {
+    this.#options = options;
+    this.#taken = options.taken;
+    this.#onRaise = options.onRaise;
+    this.#limit = Math.min(options.base, options.max);
+    if (options.readDelayMs) {
+      this.#histogram = null;
+      this.#readDelayMs = options.readDelayMs;
+    } else {
+      const histogram = monitorEventLoopDelay({ resolution: DELAY_RESOLUTION_MS });
+      histogram.enable();
+      this.#histogram = histogram;
+      this.#readDelayMs = () => {
+        const delayMs = histogram.count > 0 ? histogram.percentile(90) / 1e6 - DELAY_RESOLUTION_MS : 0;
+        histogram.reset();
+        return Math.max(0, delayMs);
+      };
+    }
+    this.#timer = setInterval(() => this.#read(), options.intervalMs ?? 500);
+    this.#timer.unref();
+  }
+
+  /** Runs admitted at once now. */
+  get limit(): number {
+    return this.#limit;
+  }
+
+  /** Stops reading the loop's delay; the limit stays where it is. */
+  close(): void {
+    clearInterval(this.#timer);
+    this.#histogram?.disable();
+  }
+
+  #read(): void {
+    const before = this.#limit;
+    this.#limit = nextLimit({
+      limit: before,
+      taken: this.#taken(),
+      delayMs: this.#readDelayMs(),
+      base: this.#options.base,
+      max: this.#options.max,
+      maxLoopDelayMs: this.#options.maxLoopDelayMs,
+    });
+    if (this.#limit > before) this.#onRaise();
+  }
+}
