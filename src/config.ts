@@ -51,7 +51,7 @@ const ConfigSchema = z.object({
    * Beyond `workerBaseConcurrency`, a worker admits more runs only while its event loop's delay (the p90 over
    * half a second) stays under this many milliseconds. Equal `workerConcurrency` to the base to turn it off.
    */
-  workerMaxLoopDelayMs: z.coerce.number().int().min(1).max(10_000).default(50),
+  workerMaxLoopDelayMs: z.coerce.number().int().min(1).max(10_000).default(30),
   /**
    * How long the first event appended to an idle event log waits for others to share its insert. At 2 ms a
    * paced stream's events share inserts (about a third less PostgreSQL CPU per token, docs/benchmarks.md)
