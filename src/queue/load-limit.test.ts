@@ -4,9 +4,12 @@ import { nextLimit } from './load-limit.ts';
 const bounds = { base: 100, max: 1000, maxLoopDelayMs: 50 };
 
 describe('nextLimit', () => {
-  it('grows a step while every slot is taken and the loop keeps up', () => {
-    expect(nextLimit({ ...bounds, limit: 100, taken: 100, delayMs: 10 })).toBe(120);
-    expect(nextLimit({ ...bounds, limit: 300, taken: 300, delayMs: 49 })).toBe(360);
+  it('grows a step while every slot is taken and the loop keeps up, the larger the further under the bound', () => {
+    expect(nextLimit({ ...bounds, limit: 100, taken: 100, delayMs: 0 })).toBe(200);
+    expect(nextLimit({ ...bounds, limit: 100, taken: 100, delayMs: 10 })).toBe(180);
+    expect(nextLimit({ ...bounds, limit: 300, taken: 300, delayMs: 40 })).toBe(360);
+    expect(nextLimit({ ...bounds, limit: 300, taken: 300, delayMs: 49.9 })).toBe(305);
+    expect(nextLimit({ ...bounds, limit: 300, taken: 300, delayMs: 50 })).toBe(305);
   });
 
   it('stops at the maximum', () => {
@@ -25,9 +28,9 @@ describe('nextLimit', () => {
   });
 
   it('sits one step above what executes while slots are spare, so a sudden wave is admitted in steps', () => {
-    expect(nextLimit({ ...bounds, limit: 600, taken: 200, delayMs: 5 })).toBe(240);
+    expect(nextLimit({ ...bounds, limit: 600, taken: 200, delayMs: 25 })).toBe(300);
     expect(nextLimit({ ...bounds, limit: 600, taken: 10, delayMs: 5 })).toBe(100);
-    expect(nextLimit({ ...bounds, limit: 220, taken: 200, delayMs: 5 })).toBe(220);
+    expect(nextLimit({ ...bounds, limit: 220, taken: 200, delayMs: 25 })).toBe(220);
   });
 
   it('moves by at least a few runs from a small limit', () => {

@@ -17,9 +17,12 @@ export interface LoadAdmissionOptions {
 
 /** The sampling resolution of the delay histogram (ms): a timer every 10 ms, each sample how late it fired. */
 const DELAY_RESOLUTION_MS = 10;
-/** The limit grows by this share of itself per reading while every slot is taken and the loop keeps up. */
-const GROWTH = 0.2;
-/** …and by at least this many runs. */
+/**
+ * A step is this share of the limit, scaled by how far under the bound the loop's delay is: a loop with no
+ * delay doubles the limit in a reading, one just under the bound adds a few runs.
+ */
+const MAX_GROWTH = 1;
+/** …and at least this many runs. */
 const MIN_STEP = 5;
 /** Over the delay bound, the limit falls to this share of the runs executing. */
 const BACK_OFF = 0.9;
@@ -27,9 +30,9 @@ const BACK_OFF = 0.9;
 /**
  * The next limit on runs executing at once, from the last one, the runs executing (`taken`) and the event
  * loop's delay over the last reading. Over the bound it falls below what executes (nothing more is admitted
- * until enough runs end); under it, while every slot is taken, it grows a step; with slots to spare it sits
- * one step above what executes, so a sudden wave is admitted a step at a time. Never below `base` nor above
- * `max`.
+ * until enough runs end); under it, while every slot is taken, it grows a step, the larger the further under
+ * the bound; with slots to spare it sits one step above what executes, so a sudden wave is admitted a step at
+ * a time. Never below `base` nor above `max`.
  */
 export function nextLimit(options: {
   limit: number;
@@ -41,7 +44,8 @@ export function nextLimit(options: {
 }): number {
   const { limit, taken, delayMs, base, max, maxLoopDelayMs } = options;
   const clamp = (value: number) => Math.max(base, Math.min(max, value));
-  const step = (count: number) => Math.max(MIN_STEP, Math.ceil(count * GROWTH));
+  const headroom = Math.max(0, (maxLoopDelayMs - delayMs) / maxLoopDelayMs);
+  const step = (count: number) => Math.max(MIN_STEP, Math.ceil(count * MAX_GROWTH * headroom));
   if (delayMs > maxLoopDelayMs) return clamp(Math.floor(Math.min(limit, taken) * BACK_OFF));
   if (taken >= limit) return clamp(limit + step(limit));
   return clamp(Math.min(limit, taken + step(taken)));
