@@ -154,14 +154,14 @@ export class BullMqQueue implements RunQueue {
     this.#worker = worker;
   }
 
-  /**
-   * A slot for a run the caller claims and executes itself: only while a slot is free and BullMQ's last
-   * fetch found no job waiting, so jobs keep their turn as far as this worker can see.
-   */
   admissionLimit(): number {
     return this.#slots.limit;
   }
 
+  /**
+   * A slot for a run the caller claims and executes itself: only while a slot is free and BullMQ's last
+   * fetch found no job waiting, so jobs keep their turn as far as this worker can see.
+   */
   reserve(): QueueSlot | null {
     if (!this.#worker || this.#closed || !this.#drained) return null;
     return this.#slots.reserve();

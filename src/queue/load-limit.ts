@@ -53,8 +53,8 @@ export function nextLimit(options: {
 
 /**
  * A worker's limit on runs at once that follows its event loop: `base` runs are always admitted, more while
- * the loop's delay stays under `maxLoopDelayMs`, never more than `max`. Reads the delay every `intervalMs`;
- * `onRaise` is called when the limit rose (queued runs may now be admitted).
+ * the loop's delay stays under `maxLoopDelayMs`, never more than `max`. Once started, reads the delay every
+ * `intervalMs`; `onRaise` is called when the limit rose (queued runs may now be admitted).
  */
 export class LoadLimit {
   readonly #options: LoadAdmissionOptions & { max: number };
@@ -62,7 +62,8 @@ export class LoadLimit {
   readonly #onRaise: () => void;
   readonly #histogram: IntervalHistogram | null;
   readonly #readDelayMs: () => number;
-  readonly #timer: NodeJS.Timeout;
+  #timer: NodeJS.Timeout | null = null;
+  #closed = false;
   #limit: number;
 
   constructor(options: LoadAdmissionOptions & { max: number; taken: () => number; onRaise: () => void }) {
@@ -75,7 +76,6 @@ export class LoadLimit {
       this.#readDelayMs = options.readDelayMs;
     } else {
       const histogram = monitorEventLoopDelay({ resolution: DELAY_RESOLUTION_MS });
-      histogram.enable();
       this.#histogram = histogram;
       this.#readDelayMs = () => {
         const delayMs = histogram.count > 0 ? histogram.percentile(90) / 1e6 - DELAY_RESOLUTION_MS : 0;
@@ -83,7 +83,13 @@ export class LoadLimit {
         return Math.max(0, delayMs);
       };
     }
-    this.#timer = setInterval(() => this.#read(), options.intervalMs ?? 500);
+  }
+
+  /** Starts reading the loop's delay, once; harmless when started or closed. */
+  start(): void {
+    if (this.#timer || this.#closed) return;
+    this.#histogram?.enable();
+    this.#timer = setInterval(() => this.#read(), this.#options.intervalMs ?? 500);
     this.#timer.unref();
   }
 
@@ -94,7 +100,8 @@ export class LoadLimit {
 
   /** Stops reading the loop's delay; the limit stays where it is. */
   close(): void {
-    clearInterval(this.#timer);
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
     this.#histogram?.disable();
   }
 

@@ -41,17 +41,13 @@ export class WorkerSlots {
     return this.#loadLimit?.limit ?? this.#concurrency;
   }
 
-  /** Slots taken now. */
-  get taken(): number {
-    return this.#taken;
-  }
-
   get full(): boolean {
     return this.#taken >= this.limit;
   }
 
   /** Takes a free slot; false when every slot is taken. */
   take(): boolean {
+    this.#loadLimit?.start(); // only a worker takes slots: a process that only enqueues reads no delay
     if (this.full) return false;
     this.#taken += 1;
     return true;
