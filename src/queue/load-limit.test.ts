@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { nextLimit } from './load-limit.ts';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { LoadLimit, nextLimit } from './load-limit.ts';
 
 const bounds = { base: 100, max: 1000, maxLoopDelayMs: 50 };
 
@@ -35,5 +35,55 @@ describe('nextLimit', () => {
 
   it('moves by at least a few runs from a small limit', () => {
     expect(nextLimit({ base: 2, max: 10, maxLoopDelayMs: 20, limit: 2, taken: 2, delayMs: 0 })).toBe(7);
+  });
+});
+
+describe('LoadLimit', () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  function loadLimit(delays: number[]) {
+    const reads: number[] = [];
+    const raises: number[] = [];
+    const limit: LoadLimit = new LoadLimit({
+      base: 2,
+      max: 20,
+      maxLoopDelayMs: 20,
+      intervalMs: 100,
+      taken: () => limit.limit, // every slot taken
+      readDelayMs: () => {
+        const delay = delays.shift() ?? 0;
+        reads.push(delay);
+        return delay;
+      },
+      onRaise: () => raises.push(limit.limit),
+    });
+    return { limit, reads, raises };
+  }
+
+  it('reads the loop only once started, and no more once closed', () => {
+    const { limit, reads } = loadLimit([]);
+    vi.advanceTimersByTime(1_000);
+    expect(reads).toEqual([]);
+    limit.start();
+    limit.start(); // once
+    vi.advanceTimersByTime(300);
+    expect(reads).toHaveLength(3);
+    limit.close();
+    vi.advanceTimersByTime(1_000);
+    expect(reads).toHaveLength(3);
+    limit.start(); // harmless once closed
+    vi.advanceTimersByTime(1_000);
+    expect(reads).toHaveLength(3);
+  });
+
+  it('tells the queue each time the limit rises, and only then', () => {
+    const { limit, raises } = loadLimit([0, 0, 50, 50, 0]);
+    limit.start();
+    vi.advanceTimersByTime(500);
+    // 2 → 7 → 14 (doubling at no delay), held at 14 then lowered to 12 and 10 (late loop), then 20 (the max).
+    expect(raises).toEqual([7, 14, 20]);
+    expect(limit.limit).toBe(20);
+    limit.close();
   });
 });
