@@ -147,10 +147,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     (config.redisUrl
       ? new RedisBus({ url: config.redisUrl, keyPrefix: `${config.redisPrefix}:`, logger })
       : new MemoryBus({ logger }));
-  const workerLoad = {
-    base: Math.min(config.workerBaseConcurrency, config.workerConcurrency),
-    maxLoopDelayMs: config.workerMaxLoopDelayMs,
-  };
+  // A base at or over the maximum is a fixed count: WorkerSlots then keeps no load limit.
+  const workerLoad = { base: config.workerBaseConcurrency, maxLoopDelayMs: config.workerMaxLoopDelayMs };
   const queue =
     options.queue ??
     (config.redisUrl

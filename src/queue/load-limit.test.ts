@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { LoadLimit, nextLimit } from './load-limit.ts';
+import { WorkerSlots } from './worker-slots.ts';
 
 const bounds = { base: 100, max: 1000, maxLoopDelayMs: 50 };
 
@@ -85,5 +86,28 @@ describe('LoadLimit', () => {
     expect(raises).toEqual([7, 14, 20]);
     expect(limit.limit).toBe(20);
     limit.close();
+  });
+});
+
+describe('WorkerSlots with a load limit', () => {
+  it('is a fixed count when the base is at or over the maximum', () => {
+    const slots = new WorkerSlots({
+      concurrency: 2,
+      load: { base: 100, maxLoopDelayMs: 30 },
+      onFree: () => {},
+    });
+    expect(slots.limit).toBe(2);
+    expect([slots.take(), slots.take(), slots.take()]).toEqual([true, true, false]);
+  });
+
+  it('admits the base at once when the maximum is above it', () => {
+    const slots = new WorkerSlots({
+      concurrency: 10,
+      load: { base: 3, maxLoopDelayMs: 30, readDelayMs: () => 100 },
+      onFree: () => {},
+    });
+    expect(slots.limit).toBe(3);
+    expect([slots.take(), slots.take(), slots.take(), slots.take()]).toEqual([true, true, true, false]);
+    void slots.close();
   });
 });

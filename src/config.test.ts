@@ -1,0 +1,25 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from './config.ts';
+
+describe('loadConfig: admission settings', () => {
+  it('defaults to a base of 100, a maximum of 1,000 and a 30 ms bound on the loop delay', () => {
+    const config = loadConfig({});
+    expect(config.workerBaseConcurrency).toBe(100);
+    expect(config.workerConcurrency).toBe(1000);
+    expect(config.workerMaxLoopDelayMs).toBe(30);
+  });
+
+  it('refuses a bad value, naming its variable', () => {
+    const error = (() => {
+      try {
+        loadConfig({ OUTRUN_WORKER_BASE_CONCURRENCY: '0', OUTRUN_WORKER_MAX_LOOP_DELAY_MS: 'soon' });
+      } catch (caught) {
+        return caught;
+      }
+    })();
+    expect(error).toBeInstanceOf(ConfigError);
+    const problems = (error as ConfigError).problems.join('\n');
+    expect(problems).toContain('OUTRUN_WORKER_BASE_CONCURRENCY:');
+    expect(problems).toContain('OUTRUN_WORKER_MAX_LOOP_DELAY_MS:');
+  });
+});
