@@ -78,7 +78,11 @@ export class LoadLimit {
       const histogram = monitorEventLoopDelay({ resolution: DELAY_RESOLUTION_MS });
       this.#histogram = histogram;
       this.#readDelayMs = () => {
-        const delayMs = histogram.count > 0 ? histogram.percentile(90) / 1e6 - DELAY_RESOLUTION_MS : 0;
+        // No sample in a whole reading: the loop never got to the histogram's timer, so it was late, not idle.
+        const delayMs =
+          histogram.count > 0
+            ? histogram.percentile(90) / 1e6 - DELAY_RESOLUTION_MS
+            : Number.POSITIVE_INFINITY;
         histogram.reset();
         return Math.max(0, delayMs);
       };
