@@ -165,6 +165,24 @@ describe.each(STORE_KINDS)('workspace quotas on %s', (kind) => {
     await expect(quotas.assertCanStart(workspaceId)).resolves.toBe(undefined);
     reads.mockRestore();
   });
+
+  it('shares one read of the setting among starts that miss the cache together', async () => {
+    const quotas = new QuotaService({ db: server.outrun.db });
+    const reads = vi.spyOn(quotas, 'get');
+    await Promise.all(Array.from({ length: 50 }, () => quotas.assertCanStart(workspaceId)));
+    expect(reads).toHaveBeenCalledTimes(1);
+
+    // A change made while a read is under way is not hidden by it: the starts after the change read again.
+    const cold = new QuotaService({ db: server.outrun.db });
+    const coldReads = vi.spyOn(cold, 'get');
+    const before = cold.assertCanStart(workspaceId);
+    await cold.set(workspaceId, { runsPerMinute: 1 });
+    await expect(cold.assertCanStart(workspaceId)).rejects.toBeInstanceOf(QuotaExceededError);
+    await before;
+    expect(coldReads).toHaveBeenCalledTimes(2);
+    await cold.set(workspaceId, null);
+    await expect(cold.assertCanStart(workspaceId)).resolves.toBe(undefined);
+  });
 });
 
 describe('quota_exceeded over HTTP', () => {

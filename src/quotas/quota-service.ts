@@ -54,6 +54,12 @@ export class QuotaService {
   readonly #clock: Clock;
   /** Quota settings the start path read lately, by workspace (see QUOTA_SETTING_CACHE_MS). */
   readonly #settings = new Map<string, { quota: WorkspaceQuota | null; until: number }>();
+  /**
+   * Reads of a setting under way, by workspace: starts that miss the cache together share one read instead of
+   * each making its own (under a flood of starts every start in the read's round trip would miss, and each
+   * would wait for a pooled connection to read the same row).
+   */
+  readonly #reading = new Map<string, Promise<WorkspaceQuota | null>>();
   /** Bumped by every `set`: a read that began before a change does not cache what it read. */
   #changes = 0;
 
@@ -87,7 +93,9 @@ export class QuotaService {
       .executeTakeFirst();
     if (result.numUpdatedRows === 0n) throw new NotFoundError('workspace', workspaceId);
     this.#changes += 1;
+    // A start from now on reads the new setting, not one cached or being read from before it.
     this.#settings.delete(workspaceId);
+    this.#reading.delete(workspaceId);
     return value;
   }
 
@@ -172,14 +180,28 @@ export class QuotaService {
     return secondsToNextUtcDay(this.#clock.now());
   }
 
-  /** The workspace's quota as `get` reads it, reused for QUOTA_SETTING_CACHE_MS (monotonic time). */
-  async #setting(workspaceId: string): Promise<WorkspaceQuota | null> {
-    const now = performance.now();
+  /**
+   * The workspace's quota as `get` reads it, reused for QUOTA_SETTING_CACHE_MS (monotonic time); callers that
+   * miss the cache while a read is under way share it.
+   */
+  #setting(workspaceId: string): Promise<WorkspaceQuota | null> {
     const cached = this.#settings.get(workspaceId);
-    if (cached && cached.until > now) return cached.quota;
+    if (cached && cached.until > performance.now()) return Promise.resolve(cached.quota);
+    const pending = this.#reading.get(workspaceId);
+    if (pending) return pending;
+    const reading: Promise<WorkspaceQuota | null> = this.#read(workspaceId).finally(() => {
+      // A `set` meanwhile may have put a later read in its place.
+      if (this.#reading.get(workspaceId) === reading) this.#reading.delete(workspaceId);
+    });
+    this.#reading.set(workspaceId, reading);
+    return reading;
+  }
+
+  async #read(workspaceId: string): Promise<WorkspaceQuota | null> {
     const changes = this.#changes;
     const quota = await this.get(workspaceId);
     if (changes !== this.#changes) return quota;
+    const now = performance.now();
     if (this.#settings.size >= SETTINGS_CACHED_AT_MOST) {
       for (const [id, entry] of this.#settings) if (entry.until <= now) this.#settings.delete(id);
       if (this.#settings.size >= SETTINGS_CACHED_AT_MOST) this.#settings.clear();
