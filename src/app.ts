@@ -137,6 +137,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
       dataDir: config.dataDir,
       connectTimeoutMs: config.databaseConnectTimeoutMs,
       statementTimeoutMs: config.databaseStatementTimeoutMs,
+      poolSize: config.databasePoolSize,
     }));
   const db = database.db;
   const faults = options.faults ?? new Faults();
@@ -161,6 +162,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
         })
       : new MemoryQueue({ logger, concurrency: config.workerConcurrency, load: workerLoad }));
   metrics.readAdmissionLimit = () => queue.admissionLimit?.();
+  metrics.readPoolUsage = () => database.poolUsage?.();
   const schedules = new ScheduleService({ db, clock: options.clock });
   const tools = options.tools ?? createDefaultToolRegistry({ followups: schedules });
   const resolve = options.resolveModel ?? ((modelId: string) => resolveModel({ modelId }));

@@ -23,3 +23,14 @@ describe('loadConfig: admission settings', () => {
     expect(problems).toContain('OUTRUN_WORKER_MAX_LOOP_DELAY_MS:');
   });
 });
+
+describe('loadConfig: the database pool', () => {
+  it('defaults to 10 connections and reads OUTRUN_DATABASE_POOL_SIZE', () => {
+    expect(loadConfig({}).databasePoolSize).toBe(10);
+    expect(loadConfig({ OUTRUN_DATABASE_POOL_SIZE: '25' }).databasePoolSize).toBe(25);
+  });
+
+  it.each(['0', '2.5', 'many', '1001'])('refuses OUTRUN_DATABASE_POOL_SIZE=%s, naming it', (value) => {
+    expect(() => loadConfig({ OUTRUN_DATABASE_POOL_SIZE: value })).toThrow(/OUTRUN_DATABASE_POOL_SIZE:/);
+  });
+});

@@ -1,5 +1,9 @@
 import { z } from 'zod';
-import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_STATEMENT_TIMEOUT_MS } from './store/database.ts';
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_POOL_SIZE,
+  DEFAULT_STATEMENT_TIMEOUT_MS,
+} from './store/database.ts';
 
 /** A connection URL with one of `schemes` (without the colon); the message says what to write instead. */
 const connectionUrl = (schemes: string[], example: string) =>
@@ -24,6 +28,11 @@ const ConfigSchema = z.object({
   databaseConnectTimeoutMs: z.coerce.number().int().positive().default(DEFAULT_CONNECT_TIMEOUT_MS),
   /** PostgreSQL: how long one statement may run (`statement_timeout`); 0 turns the limit off. */
   databaseStatementTimeoutMs: z.coerce.number().int().min(0).default(DEFAULT_STATEMENT_TIMEOUT_MS),
+  /**
+   * PostgreSQL: connections in the pool that requests and runs share (the group commit and migrations have
+   * one each besides). A pool whose connections all stay busy for `databaseConnectTimeoutMs` answers 503.
+   */
+  databasePoolSize: z.coerce.number().int().min(1).max(1000).default(DEFAULT_POOL_SIZE),
   adminKey: z.string().min(16, 'OUTRUN_ADMIN_KEY must be at least 16 characters').optional(),
   defaultModel: z.string().min(1).default('scripted'),
   bodyLimitBytes: z.coerce
@@ -126,6 +135,7 @@ export const CONFIG_VARIABLES = {
   redisUrl: 'REDIS_URL',
   databaseConnectTimeoutMs: 'OUTRUN_DATABASE_CONNECT_TIMEOUT_MS',
   databaseStatementTimeoutMs: 'OUTRUN_DATABASE_STATEMENT_TIMEOUT_MS',
+  databasePoolSize: 'OUTRUN_DATABASE_POOL_SIZE',
   adminKey: 'OUTRUN_ADMIN_KEY',
   defaultModel: 'OUTRUN_MODEL',
   bodyLimitBytes: 'OUTRUN_BODY_LIMIT_BYTES',

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { PoolUsage } from './store/database.ts';
 
 /** Seconds: run durations, from a fraction of a second (scripted) to an hour (a long agent loop). */
 const RUN_DURATION_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
@@ -145,6 +146,29 @@ export class Metrics {
     collect: () => {
       const limit = this.readAdmissionLimit?.();
       if (limit !== undefined) this.workerRunLimit.set(limit);
+    },
+  });
+  /** Reads how busy the database pool is when metrics are scraped (`DatabaseHandle.poolUsage`). */
+  readPoolUsage: (() => PoolUsage | undefined) | null = null;
+  readonly databasePoolConnections = new Gauge({
+    name: 'outrun_database_pool_connections',
+    help: 'Connections of the PostgreSQL pool requests and runs share, by state: in_use or idle.',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const usage = this.readPoolUsage?.();
+      if (!usage) return;
+      this.databasePoolConnections.set({ state: 'in_use' }, usage.inUse);
+      this.databasePoolConnections.set({ state: 'idle' }, usage.idle);
+    },
+  });
+  readonly databasePoolWaiting = new Gauge({
+    name: 'outrun_database_pool_waiting',
+    help: 'Statements waiting for a PostgreSQL pool connection to come free.',
+    registers: [this.registry],
+    collect: () => {
+      const usage = this.readPoolUsage?.();
+      if (usage) this.databasePoolWaiting.set(usage.waiting);
     },
   });
   readonly scheduleFires = new Counter({

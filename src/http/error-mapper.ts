@@ -5,7 +5,7 @@ import { ZodError } from 'zod';
 import { BusUnavailableError } from '../bus/bus.ts';
 import { OutrunError, QuotaExceededError, RateLimitedError, ServiceUnavailableError } from '../errors.ts';
 import type { ErrorBody } from '../protocol/wire.ts';
-import { isDatabaseUnavailableError } from '../store/transient.ts';
+import { isDatabaseUnavailableError, isPoolWaitTimeout } from '../store/transient.ts';
 
 export type { ErrorBody };
 
@@ -55,7 +55,10 @@ export function toErrorResponse(error: unknown): {
   headers?: Record<string, string>;
 } {
   if (!(error instanceof OutrunError) && isDatabaseUnavailableError(error)) {
-    return toErrorResponse(new ServiceUnavailableError(undefined, { cause: error }));
+    const message = isPoolWaitTimeout(error)
+      ? 'No database connection came free in time: the database is slow or this server is busy; retry shortly.'
+      : undefined;
+    return toErrorResponse(new ServiceUnavailableError(message, { cause: error }));
   }
   if (error instanceof BusUnavailableError) {
     const message = 'The event bus is not available right now; retry shortly.';

@@ -27,6 +27,14 @@ export class DeferredKeyCheck {
     return this.#verified;
   }
 
+  /**
+   * The answer neither reveals nor changes anything, so the key need not be checked for it: a 503 because the
+   * database, which the check needs too, did not answer.
+   */
+  waive(): void {
+    this.#authenticate = null;
+  }
+
   /** A statement checked the key with its writes (`keyStillValid`) and found it valid. */
   checkedByStatement(): void {
     this.#authenticate = null;

@@ -6,7 +6,7 @@ import { migrateToLatest } from './migrator.ts';
 import { nameStatements } from './named-statements.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import type { Database } from './schema.ts';
-import { isDatabaseUnavailableError } from './transient.ts';
+import { isDatabaseUnavailableError, PoolWaitTimeoutError } from './transient.ts';
 
 /**
  * How long opening a PostgreSQL connection, or waiting for a free one in the pool, may take before the
@@ -14,6 +14,9 @@ import { isDatabaseUnavailableError } from './transient.ts';
  * time is unavailable or overloaded, and a caller is better told so than kept waiting.
  */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 3_000;
+
+/** Connections in the PostgreSQL pool that requests and runs share. */
+export const DEFAULT_POOL_SIZE = 10;
 
 /**
  * How long one statement may run (PostgreSQL's `statement_timeout`). Generous: a group-commit append of a
@@ -38,7 +41,19 @@ export interface DatabaseHandle {
   appendDb: Db;
   /** `postgres` for a server database, `pglite` for the embedded one. */
   kind: 'postgres' | 'pglite';
+  /** PostgreSQL: how busy `db`'s pool is now (absent on PGlite, whose one connection is not pooled). */
+  poolUsage?(): PoolUsage;
   close(): Promise<void>;
+}
+
+/** A connection pool's state at one moment. */
+export interface PoolUsage {
+  /** Connections checked out by a statement or a transaction. */
+  inUse: number;
+  /** Connections open and free. */
+  idle: number;
+  /** Callers waiting for a connection to come free. */
+  waiting: number;
 }
 
 export interface CreateDatabaseOptions {
@@ -48,7 +63,7 @@ export interface CreateDatabaseOptions {
   dataDir?: string;
   /** An already open PGlite instance to use (tests load one from a migrated template). */
   pglite?: PGlite;
-  /** Connections in the PostgreSQL pool. @default 10 */
+  /** Connections in the PostgreSQL pool. @default DEFAULT_POOL_SIZE */
   poolSize?: number;
   /** Run migrations before returning. @default true */
   migrate?: boolean;
@@ -64,11 +79,11 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
   let migrationDb: Kysely<unknown> | undefined;
   if (options.databaseUrl) {
     const poolOptions = postgresPoolOptions(options);
-    const db = new Kysely<Database>({
-      dialect: new PostgresDialect({
-        pool: createPool({ ...poolOptions, max: options.poolSize ?? 10 }, { nameStatements: true }),
-      }),
-    });
+    const pool = createPool(
+      { ...poolOptions, max: options.poolSize ?? DEFAULT_POOL_SIZE },
+      { nameStatements: true },
+    );
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     const appendPool = createPool({ ...poolOptions, max: 1 }, { nameStatements: true });
     const appendDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool: appendPool }) });
     // Migrations may rewrite large tables: their one connection has no statement timeout.
@@ -81,6 +96,7 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
       db,
       appendDb,
       kind: 'postgres',
+      poolUsage: pool.usage,
       close: async () => {
         await appendDb.destroy();
         await db.destroy();
@@ -133,7 +149,10 @@ function postgresPoolOptions(options: CreateDatabaseOptions): pg.PoolConfig {
  * answer, and every later query on it would queue behind that one. With `nameStatements`, its connections
  * prepare Kysely's statements (`nameStatements`); the migrations' connection does not.
  */
-function createPool(config: pg.PoolConfig, options: { nameStatements?: boolean } = {}): PostgresPool {
+function createPool(
+  config: pg.PoolConfig,
+  options: { nameStatements?: boolean } = {},
+): PostgresPool & { usage(): PoolUsage } {
   const pool = new pg.Pool(config);
   // An idle client that loses its connection emits here; the pool replaces it on the next checkout.
   pool.on('error', () => {});
@@ -157,12 +176,28 @@ function createPool(config: pg.PoolConfig, options: { nameStatements?: boolean }
   });
   return {
     async connect() {
-      const client = await pool.connect();
+      const started = performance.now();
+      let client: pg.PoolClient;
+      try {
+        client = await pool.connect();
+      } catch (error) {
+        // pg-pool's words for a wait in its queue that outlasted `connectionTimeoutMillis` (a new connection
+        // that times out says "Connection terminated due to connection timeout").
+        if (error instanceof Error && error.message === 'timeout exceeded when trying to connect') {
+          throw new PoolWaitTimeoutError(Math.round(performance.now() - started), error);
+        }
+        throw error;
+      }
       const release = client.release.bind(client);
       client.release = (error?: Error | boolean) =>
         release(error ?? (broken.has(client) ? new Error('connection unusable after a timeout') : undefined));
       return client;
     },
     end: () => pool.end(),
+    usage: () => ({
+      inUse: pool.totalCount - pool.idleCount,
+      idle: pool.idleCount,
+      waiting: pool.waitingCount,
+    }),
   };
 }

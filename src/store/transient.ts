@@ -106,6 +106,24 @@ export async function retryTransient<T>(operation: () => Promise<T>, options: Re
   }
 }
 
+/**
+ * No pooled connection came free within the connect timeout: every connection of the pool stayed checked out
+ * (the database answers slowly, or this process has more statements to run than connections). The database
+ * may well be up; the HTTP layer still answers 503 with `Retry-After`, with a message that says so.
+ */
+export class PoolWaitTimeoutError extends Error {
+  constructor(waitedMs: number, cause: unknown) {
+    super(`no pooled database connection came free within ${waitedMs} ms`, { cause });
+    this.name = 'PoolWaitTimeoutError';
+  }
+}
+
+/** Whether `error`, or an error it was caused by, is a `PoolWaitTimeoutError`. */
+export function isPoolWaitTimeout(error: unknown, depth = 0): boolean {
+  if (error instanceof PoolWaitTimeoutError) return true;
+  return error instanceof Error && depth < 4 && isPoolWaitTimeout(error.cause, depth + 1);
+}
+
 /** An error a fault-injection point throws to simulate a transient database failure. */
 export class TransientDatabaseError extends Error {
   readonly transient = true;

@@ -15,7 +15,7 @@ export const STORE_KINDS: StoreKind[] = process.env.DATABASE_URL ? ['pglite', 'p
 /** A fresh, migrated database of `kind`; `close` also drops it. */
 export async function openTestDatabase(
   kind: StoreKind,
-  options: { poolSize?: number } = {},
+  options: { poolSize?: number; connectTimeoutMs?: number } = {},
 ): Promise<DatabaseHandle> {
   if (kind === 'pglite') {
     const template = new Blob([readFileSync(inject('pgliteTemplate'))]);
@@ -37,6 +37,7 @@ export async function openTestDatabase(
     databaseUrl: withDatabase(databaseUrl, name),
     migrate: false,
     poolSize: options.poolSize,
+    connectTimeoutMs: options.connectTimeoutMs,
   });
   return {
     ...handle,

@@ -13,6 +13,7 @@ import { BudgetSchema, ModelOptionsSchema, MultitaskSchema } from '../../agents/
 import type { LogEvent } from '../../stream/event-log.ts';
 import type { IdempotentResponse } from '../../triggers/idempotency.ts';
 import { openRunStream, sendRunStream, type RunStreamOptions } from '../sse.ts';
+import { isDatabaseUnavailableError } from '../../store/transient.ts';
 import { PaginationQuery, parseSequence, requireId } from '../validation.ts';
 
 const TextPart = z.object({ type: z.literal('text'), text: z.string().min(1).max(200_000) });
@@ -282,6 +283,9 @@ export async function startRun(
       context.chats.rememberAgent(chatId, error.agentId);
       return start(error.agentId);
     }
+    // A database that did not answer the start answers the reads below no better: a 503 now, not after
+    // two more waits for a connection (the error handler does not check the key against it either).
+    if (isDatabaseUnavailableError(error)) throw error;
     await keyCheck?.verify();
     // The statement checked the chat: its answer stands.
     if (isChatNotFound(error) || error instanceof RunAlreadyActiveError) throw error;
