@@ -6,7 +6,7 @@
  *   npx tsx bench/paced-load.ts [--target a0,a,b,d,pglite,postgres,redis] [--runs 100,500] [--tokens 1000]
  *     [--rate 50] [--ramp-ms 2000] [--deadline-s 40] [--workers 1] [--worker-concurrency N]
  *     [--worker-base-concurrency N]
- *     [--redis-url redis://…] [--quick]
+ *     [--redis-url redis://…] [--rounds N] [--quick]
  *
  * Targets (default: every one this machine can run): `a0` bare SSE writes on node:http (no AI SDK), `a` the
  * AI SDK `streamText` → SSE pipe, `b` that pipe plus `resumable-stream` on Redis (needs the npm package), `d`
@@ -28,12 +28,16 @@
  * `OUTRUN_WORKER_BASE_CONCURRENCY` runs at once whatever its load (default 100), more while its event loop
  * keeps up, never more than `OUTRUN_WORKER_CONCURRENCY` (default 1,000); the rest wait in the queue, which a
  * wave larger than it admits shows as queued runs finishing late. Both flags equal give a fixed cap.
+ *
+ * With `--rounds N` every target is measured N times, each round beginning with the next target in turn (so no
+ * target is always the one measured first, or right after another's wave), and a last table gives, per
+ * target, the median over the rounds of each figure and of its ratio to the pipe's in the same round.
  */
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config.ts';
 import { printHeader } from './support/environment.ts';
 import { cpuBetween, runPacedWave, totalCpu, type PacedWaveResult } from './support/paced-wave.ts';
-import type { Sample } from './support/stats.ts';
+import { median, type Sample } from './support/stats.ts';
 import { printTable, type Cell } from './support/table.ts';
 import {
   isTargetKind,
@@ -58,6 +62,7 @@ const { values } = parseArgs({
     'worker-concurrency': { type: 'string' },
     'worker-base-concurrency': { type: 'string' },
     'redis-url': { type: 'string' },
+    rounds: { type: 'string', default: '1' },
     quick: { type: 'boolean', default: false },
     // Accepted so `bench/all.ts --store …` can run every benchmark alike; the targets name their stores.
     store: { type: 'string' },
@@ -74,10 +79,12 @@ const workerConcurrency = values['worker-concurrency'] ? Number(values['worker-c
 const workerBaseConcurrency = values['worker-base-concurrency']
   ? Number(values['worker-base-concurrency'])
   : undefined;
+const rounds = Number(values.rounds);
 const delayMs = 1000 / rate;
 for (const [name, value] of Object.entries({ tokens, rate, 'deadline-s': deadlineMs, workers })) {
   if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} must be a positive number`);
 }
+if (!Number.isInteger(rounds) || rounds <= 0) throw new Error('--rounds must be a positive integer');
 if (runCounts.some((runs) => !Number.isInteger(runs) || runs <= 0))
   throw new Error('--runs: positive integers');
 if (!(rampMs >= 0)) throw new Error('--ramp-ms must be 0 or more');
@@ -109,11 +116,14 @@ printHeader('paced-load', {
   targets: kinds.map((kind) => targetLabel(kind, workers)).join('; ') || 'none',
   OUTRUN_WORKER_CONCURRENCY: workerConcurrency ?? `${defaults.workerConcurrency} (default)`,
   OUTRUN_WORKER_BASE_CONCURRENCY: workerBaseConcurrency ?? `${defaults.workerBaseConcurrency} (default)`,
+  rounds,
 });
 for (const skip of skipped) console.log(`- skipped ${skip}`);
 
 interface TargetResults {
   kind: TargetKind;
+  /** 0 for the first round (`--rounds`). */
+  round: number;
   label: string;
   description: string;
   oneStream?: PacedWaveResult;
@@ -127,8 +137,13 @@ const oneStreamTokens = tokens;
 /** How long the idle CPU of a target is measured before its one-stream wave. */
 const idleMs = quick ? 2_000 : 5_000;
 
-for (const kind of kinds) {
-  const entry: TargetResults = { kind, label: targetLabel(kind, workers), description: '', waves: [] };
+/** Each round begins with the next target in turn. */
+const schedule = Array.from({ length: rounds }, (_, round) =>
+  kinds.map((_, index) => ({ round, kind: kinds[(index + round) % kinds.length]! })),
+).flat();
+for (const { round, kind } of schedule) {
+  const label = targetLabel(kind, workers) + (rounds > 1 ? ` (round ${round + 1})` : '');
+  const entry: TargetResults = { kind, round, label, description: '', waves: [] };
   let target: Target | undefined;
   try {
     target = await startTarget(kind, targetOptions);
@@ -150,8 +165,9 @@ for (const kind of kinds) {
       // With BENCH_PROFILE_DIR, a CPU profile of each server over the wave (server-process.ts).
       await Promise.all(target.servers.map((server) => server.profile('start')));
       const wave = await runPacedWave(target, { runs, tokens, delayMs, rampMs, deadlineMs });
+      const profileName = `paced-load-${kind}-${runs}${rounds > 1 ? `-round${round + 1}` : ''}`;
       await Promise.all(
-        target.servers.map((server, index) => server.profile('stop', `paced-load-${kind}-${runs}-${index}`)),
+        target.servers.map((server, index) => server.profile('stop', `${profileName}-${index}`)),
       );
       entry.waves.push(wave);
       report(entry.label, wave);
@@ -229,7 +245,9 @@ printTable({
   ],
 });
 
-const floor = results.find((entry) => entry.kind === 'a')?.oneStream;
+/** The pipe's entry of the same round as `entry`. */
+const pipeOf = (entry: TargetResults) =>
+  results.find((other) => other.kind === 'a' && other.round === entry.round);
 const perThousand = (micros: number | null, wave: PacedWaveResult) =>
   micros === null ? null : (micros / 1000 / wave.deltas) * 1000;
 /** What the target would have used idle over the one-stream wave, per 1,000 of its tokens (ms). */
@@ -244,6 +262,7 @@ const cpuRows: Cell[][] = results
     const servers = wave.cpu.servers.reduce((sum, micros) => sum + micros, 0);
     const total = perThousand(totalCpu(wave.cpu), wave)!;
     const idle = idlePerThousand(entry);
+    const pipe = pipeOf(entry)?.oneStream;
     return [
       entry.label,
       wave.deltas,
@@ -253,7 +272,7 @@ const cpuRows: Cell[][] = results
       total,
       idle,
       idle === null ? null : total - idle,
-      floor ? total / perThousand(totalCpu(floor.cpu), floor)! : null,
+      pipe ? total / perThousand(totalCpu(pipe.cpu), pipe)! : null,
     ];
   });
 printTable({
@@ -337,7 +356,49 @@ printTable({
     ].join('\n'),
   ],
 });
+if (rounds > 1) printRoundMedians();
 if (failures.length > 0) console.error(`\nFailed:\n${failures.join('\n')}`);
+
+/**
+ * `--rounds`: per target, the median over the rounds of each figure, and of its ratio to the pipe's figure in
+ * the same round (the goals compare within a wave's hour, not across hours).
+ */
+function printRoundMedians(): void {
+  const figures: { title: string; runs: number; digits: number; of: (wave: PacedWaveResult) => number }[] = [
+    { title: 'TTFT p50 ms', runs: small, digits: 1, of: (wave) => wave.timeToFirstToken.summary().p50 },
+    { title: 'TTFT p99 ms', runs: small, digits: 1, of: (wave) => wave.timeToFirstToken.summary().p99 },
+    { title: 'schedule p99 ms', runs: small, digits: 1, of: (wave) => wave.scheduleLatency.summary().p99 },
+    { title: 'completed', runs: large, digits: 0, of: (wave) => wave.completed },
+  ];
+  const medianOf = (values: number[]) => (values.length === rounds ? median(values) : null);
+  const rows: Cell[][] = kinds.map((kind) => {
+    const entries = results.filter((entry) => entry.kind === kind);
+    const cells = figures.map(({ runs, digits, of }) => {
+      const values: number[] = [];
+      const ratios: number[] = [];
+      for (const entry of entries) {
+        const wave = waveOf(entry, runs);
+        const pipeWave = pipeOf(entry) && waveOf(pipeOf(entry)!, runs);
+        if (!wave) continue;
+        values.push(of(wave));
+        if (pipeWave) ratios.push(of(wave) / of(pipeWave));
+      }
+      const value = medianOf(values);
+      const ratio = medianOf(ratios);
+      return `${format(value, digits)}${ratio === null ? '' : ` (${format(ratio, 2)}×)`}`;
+    });
+    return [targetLabel(kind, workers), ...cells];
+  });
+  printTable({
+    title: `paced-load, medians of ${rounds} rounds — ${process.version}`,
+    columns: ['target', ...figures.map(({ title, runs }) => `${title}, ${runs} runs (÷ pipe)`)],
+    rows,
+    notes: [
+      'Each figure is the median of its value in every round; in brackets the median of the rounds’ own ratios ' +
+        'to the pipe (A) in the same round. `–` where a round has no such wave (a target that failed).',
+    ],
+  });
+}
 
 /** A few short runs so the first measured wave does not pay for JIT compilation and connection pools. */
 async function warmUp(target: Target): Promise<void> {
