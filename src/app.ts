@@ -50,6 +50,14 @@ import { WebhookService } from './webhooks/webhook-service.ts';
 /** How long start-up waits for the Redis server of `REDIS_URL` to answer before failing. */
 const REDIS_STARTUP_TIMEOUT_MS = 5000;
 
+/**
+ * Connections the kernel queues for the server before it accepts them (Linux caps it at
+ * `net.core.somaxconn`, 4096 by default since 5.4). Node's default, 511, overflowed under 1,000 starts in 2 s
+ * on a busy event loop: the kernel dropped the rest, and their clients' TCP retransmits, 1 to 31 s later,
+ * delayed those starts by as much (docs/benchmarks.md, "a flood of starts traced").
+ */
+const LISTEN_BACKLOG = 4096;
+
 /** Everything a request handler or a test needs: the services of one Outrun instance. */
 export interface OutrunContext {
   config: Config;
@@ -332,7 +340,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
       return { generatedAdminKey: generatedKey };
     },
     async listen() {
-      return server.listen({ port: config.port, host: config.host });
+      return server.listen({ port: config.port, host: config.host, backlog: LISTEN_BACKLOG });
     },
     close(closeOptions = {}) {
       closed ??= (async () => {

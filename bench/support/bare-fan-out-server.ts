@@ -1,6 +1,7 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { wallNow } from './stats.ts';
+import { LISTEN_BACKLOG } from './environment.ts';
 
 /**
  * The fan-out floor: bare `node:http` broadcasting one paced producer's SSE frames to every connected reader,
@@ -46,7 +47,9 @@ export async function startBareFanOutServer(): Promise<{ url: string; server: Se
     }
     response.writeHead(405).end();
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) =>
+    server.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG }, resolve),
+  );
   const { port } = server.address() as AddressInfo;
   return { url: `http://127.0.0.1:${port}`, server };
 }

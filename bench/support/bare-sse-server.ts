@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { onChatRequest } from './chat-request.ts';
 import { clockDelta, sleepUntil, type ClockScript } from './clock-model.ts';
 import { wallNow } from './stats.ts';
+import { LISTEN_BACKLOG } from './environment.ts';
 
 /**
  * The floor under the floor: SSE frames written on a timer by bare `node:http`, with no AI SDK, no auth and no
@@ -19,7 +20,9 @@ export async function startBareSseServer(): Promise<{ url: string; server: Serve
       void stream(clock, response);
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) =>
+    server.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG }, resolve),
+  );
   const { port } = server.address() as AddressInfo;
   return { url: `http://127.0.0.1:${port}`, server };
 }

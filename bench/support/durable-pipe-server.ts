@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { streamText, type LanguageModel } from 'ai';
 import pg from 'pg';
 import { onChatRequest } from './chat-request.ts';
+import { LISTEN_BACKLOG } from './environment.ts';
 
 /**
  * The durable floor: the plain pipe (plain-pipe-server.ts) plus the least a stream needs to be durable on
@@ -78,7 +79,9 @@ export async function startDurablePipeServer(options: {
       });
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) =>
+    server.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG }, resolve),
+  );
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,

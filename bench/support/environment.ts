@@ -1,6 +1,13 @@
 import { execFileSync } from 'node:child_process';
 import { cpus, loadavg, totalmem } from 'node:os';
 
+/**
+ * The listen backlog of every benchmark server, Outrun's (`LISTEN_BACKLOG` in src/app.ts) and the baselines'
+ * alike: with Node's default (511) a flood of connections overflows the accept queue of a busy server, and
+ * the kernel's dropped connections come back by TCP retransmit seconds later.
+ */
+export const LISTEN_BACKLOG = 4096;
+
 /** The Node flags Outrun's start commands pass (`npm start`, the image, compose; docs/deploy.md). */
 const SHIPPED_NODE_FLAGS = ['--min-semi-space-size=16'];
 

@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { streamText, type LanguageModel } from 'ai';
 import { onChatRequest } from './chat-request.ts';
+import { LISTEN_BACKLOG } from './environment.ts';
 
 /**
  * The floor Outrun is measured against: `streamText` piped straight to the response as a UI message stream
@@ -21,7 +22,9 @@ export async function startPlainPipeServer(options: {
       result.pipeUIMessageStreamToResponse(response);
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) =>
+    server.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG }, resolve),
+  );
   const { port } = server.address() as AddressInfo;
   return { url: `http://127.0.0.1:${port}`, server };
 }

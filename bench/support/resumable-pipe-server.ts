@@ -4,6 +4,7 @@ import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { streamText, type LanguageModel } from 'ai';
 import { Redis } from 'ioredis';
+import { LISTEN_BACKLOG } from './environment.ts';
 
 /** The module `resumable-stream` is imported from: its ioredis entry point, since ioredis is installed. */
 const RESUMABLE_STREAM_MODULE = 'resumable-stream/ioredis';
@@ -107,7 +108,9 @@ export async function startResumablePipeServer(options: {
       });
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) =>
+    server.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG }, resolve),
+  );
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
