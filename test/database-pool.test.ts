@@ -1,12 +1,6 @@
-import pino from 'pino';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createOutrun, type Outrun } from '../src/app.ts';
-import { MemoryBus } from '../src/bus/memory-bus.ts';
-import { MemoryQueue } from '../src/queue/memory-queue.ts';
-import type { DatabaseHandle } from '../src/store/database.ts';
-import { openTestDatabase } from './support/databases.ts';
-import { ADMIN_KEY } from './support/test-server.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
 import { pollUntil } from './support/wait.ts';
 
 /** How long a statement waits for a pooled connection here before its request answers 503. */
@@ -15,42 +9,20 @@ const CONNECT_TIMEOUT_MS = 1_000;
 /**
  * A pool whose connections all stay busy (here its one connection, held by the test) is not a database that
  * is down: requests that cannot get a connection in time answer `503 service_unavailable` saying so, a failing
- * start makes no further statements, and `/metrics` shows the pool's connections and its waiters.
+ * request makes no further statements (no key check, no chat read), and `/metrics` shows the pool's
+ * connections and its waiters.
  */
 describe.skipIf(!process.env.DATABASE_URL)('a database pool with every connection busy', () => {
-  let database: DatabaseHandle;
-  let outrun: Outrun;
-  let url: string;
+  let server: TestServer;
 
   beforeAll(async () => {
-    database = await openTestDatabase('postgres', { poolSize: 1, connectTimeoutMs: CONNECT_TIMEOUT_MS });
-    outrun = await createOutrun({
-      database,
-      bus: new MemoryBus(),
-      queue: new MemoryQueue(),
-      singleInstance: true,
-      logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
-      config: { port: 0, host: '127.0.0.1', adminKey: ADMIN_KEY },
+    server = await startTestServer('postgres', {
+      pool: { poolSize: 1, connectTimeoutMs: CONNECT_TIMEOUT_MS },
     });
-    await outrun.start();
-    url = await outrun.listen();
   });
   afterAll(async () => {
-    await outrun?.close({ graceMs: 0 }).catch(() => {});
-    await database?.close().catch(() => {});
+    await server?.close();
   });
-
-  const call = async (path: string, init: { method?: string; body?: unknown } = {}) => {
-    const response = await fetch(url + path, {
-      method: init.method ?? 'GET',
-      headers: {
-        authorization: `Bearer ${ADMIN_KEY}`,
-        ...(init.body ? { 'content-type': 'application/json' } : {}),
-      },
-      body: init.body ? JSON.stringify(init.body) : undefined,
-    });
-    return { status: response.status, headers: response.headers, body: await response.json() };
-  };
 
   /** Holds the pool's one connection until the returned function is called. */
   const holdTheConnection = async () => {
@@ -58,7 +30,7 @@ describe.skipIf(!process.env.DATABASE_URL)('a database pool with every connectio
     const released = new Promise<void>((resolve) => (release = resolve));
     let held!: () => void;
     const isHeld = new Promise<void>((resolve) => (held = resolve));
-    const holding = outrun.db.connection().execute(async (connection) => {
+    const holding = server.outrun.db.connection().execute(async (connection) => {
       await sql`select 1`.execute(connection);
       held();
       await released;
@@ -70,18 +42,33 @@ describe.skipIf(!process.env.DATABASE_URL)('a database pool with every connectio
     };
   };
 
+  /** Spies on the statements a failing request could make after its first one: a key check, a chat read. */
+  const spyOnFollowUps = () => {
+    const authenticate = vi.spyOn(server.outrun.auth, 'authenticate');
+    const getRow = vi.spyOn(server.outrun.chats, 'getRow');
+    return {
+      expectNone() {
+        expect(authenticate).not.toHaveBeenCalled();
+        expect(getRow).not.toHaveBeenCalled();
+      },
+      restore() {
+        authenticate.mockRestore();
+        getRow.mockRestore();
+      },
+    };
+  };
+
   it('answers 503 saying no connection came free, and shows the waiter on /metrics', async () => {
-    const chat = await call('/v1/chats', { method: 'POST', body: {} });
-    expect(chat.status).toBe(201);
+    const chatId = await server.createChat();
     const release = await holdTheConnection();
     try {
-      const waiting = call(`/v1/chats/${chat.body.chat.id}`);
+      const waiting = server.api(`/v1/chats/${chatId}`);
       await pollUntil(
-        () => outrun.metrics.databasePoolWaiting.get(),
+        () => server.outrun.metrics.databasePoolWaiting.get(),
         (gauge) => gauge.values[0]?.value === 1,
         { timeoutMs: CONNECT_TIMEOUT_MS / 2, intervalMs: 10 },
       );
-      const connections = await outrun.metrics.databasePoolConnections.get();
+      const connections = await server.outrun.metrics.databasePoolConnections.get();
       expect(Object.fromEntries(connections.values.map((v) => [v.labels.state, v.value]))).toEqual({
         in_use: 1,
         idle: 0,
@@ -95,35 +82,52 @@ describe.skipIf(!process.env.DATABASE_URL)('a database pool with every connectio
     } finally {
       await release();
     }
-    expect((await call(`/v1/chats/${chat.body.chat.id}`)).status).toBe(200);
-    expect((await outrun.metrics.databasePoolWaiting.get()).values[0]?.value).toBe(0);
+    expect((await server.api(`/v1/chats/${chatId}`)).status).toBe(200);
+    expect((await server.outrun.metrics.databasePoolWaiting.get()).values[0]?.value).toBe(0);
   });
 
-  it('fails a start that got no connection at once: no key check or chat read after it', async () => {
-    const chat = await call('/v1/chats', { method: 'POST', body: {} });
-    const authenticate = vi.spyOn(outrun.auth, 'authenticate');
-    const getRow = vi.spyOn(outrun.chats, 'getRow');
+  it('fails a start that got no connection at once, and writes nothing', async () => {
+    const chatId = await server.createChat();
+    const followUps = spyOnFollowUps();
     const release = await holdTheConnection();
     try {
-      const start = await call(`/v1/chats/${chat.body.chat.id}/runs`, {
+      const start = await server.api(`/v1/chats/${chatId}/runs`, {
         method: 'POST',
         body: { input: { text: 'hello' } },
       });
       expect(start.status).toBe(503);
       expect(start.body.error.code).toBe('service_unavailable');
-      expect(authenticate).not.toHaveBeenCalled();
-      expect(getRow).not.toHaveBeenCalled();
+      followUps.expectNone();
     } finally {
       await release();
-      authenticate.mockRestore();
-      getRow.mockRestore();
+      followUps.restore();
     }
-    // Nothing was written: the chat has no run, and a start now succeeds.
-    expect((await call(`/v1/chats/${chat.body.chat.id}/runs`)).body.items).toEqual([]);
-    const start = await call(`/v1/chats/${chat.body.chat.id}/runs`, {
+    expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toEqual([]);
+    const start = await server.api(`/v1/chats/${chatId}/runs`, {
       method: 'POST',
       body: { input: { text: 'hello' } },
     });
     expect(start.status).toBe(201);
+  });
+
+  it('fails a resume whose first read got no connection at once, without checking the key again', async () => {
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 1, tokens: 2 });
+    await server.waitForRun(run.id);
+    const followUps = spyOnFollowUps();
+    const release = await holdTheConnection();
+    try {
+      // The resume's first read checks the key in its own statement (`readCheckingKey`).
+      const read = await server.api(`/v1/runs/${run.id}/stream`, {
+        headers: { accept: 'text/event-stream' },
+      });
+      expect(read.status).toBe(503);
+      expect(read.body.error.code).toBe('service_unavailable');
+      followUps.expectNone();
+    } finally {
+      await release();
+      followUps.restore();
+    }
+    expect((await server.api(`/v1/runs/${run.id}`)).status).toBe(200);
   });
 });

@@ -1,9 +1,13 @@
+import { isDatabaseUnavailableError } from '../store/transient.ts';
+
 /**
  * The check of an API key that a route deferred (docs/decisions/0012-key-checked-in-the-statement.md). The caller
  * came from memory (`AuthService.identify`) and the key may have been revoked since. The route either runs a
  * statement that checks the key itself and then calls `checkedByStatement`, or calls `verify` before it acts.
  * Whatever a route leaves unsettled is verified before any answer leaves (the server's error handler and
- * its `onSend` hook), so a key that no longer authenticates always gets its 401 first.
+ * its `onSend` hook), so a key that no longer authenticates always gets its 401 first, with one exception:
+ * an error that says the database did not answer is answered 503 without the check, which needs the database
+ * too (`settleBeforeError`).
  */
 export class DeferredKeyCheck {
   #authenticate: (() => Promise<unknown>) | null;
@@ -28,11 +32,13 @@ export class DeferredKeyCheck {
   }
 
   /**
-   * The answer neither reveals nor changes anything, so the key need not be checked for it: a 503 because the
-   * database, which the check needs too, did not answer.
+   * Settles the check before `error` is answered: verifies the key (throwing `UnauthorizedError` when it no
+   * longer authenticates), unless `error` says the database did not answer. Then the check is waived: it
+   * would wait for the same database once more, and the 503 that answers tells a revoked key nothing.
    */
-  waive(): void {
-    this.#authenticate = null;
+  async settleBeforeError(error: unknown): Promise<void> {
+    if (isDatabaseUnavailableError(error)) this.#authenticate = null;
+    else await this.verify();
   }
 
   /** A statement checked the key with its writes (`keyStillValid`) and found it valid. */
@@ -57,7 +63,7 @@ export async function readCheckingKey<T>(
     keyCheck?.checkedByStatement();
     return found;
   } catch (error) {
-    await keyCheck?.verify();
+    await keyCheck?.settleBeforeError(error);
     throw error;
   }
 }

@@ -31,7 +31,6 @@ import { registerQuotaRoutes } from './routes/quota-routes.ts';
 import { registerOpenApiRoute, trackRoutes } from './openapi.ts';
 import { registerRequestObserver } from './request-observer.ts';
 import { assertStorableText } from './text-guard.ts';
-import { isDatabaseUnavailableError } from '../store/transient.ts';
 
 /** How long `/readyz` waits for the database before answering 503: a frozen database must not hang it. */
 const READINESS_PROBE_TIMEOUT_MS = 800;
@@ -145,17 +144,11 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   app.addHook('onClose', async () => openStreams.stop());
 
   // A deferred key check is settled before any error answer: a key that no longer authenticates gets its 401.
-  // Not against a database that just failed to answer: its 503 tells a revoked key nothing, and checking the
-  // key would make the request wait for a connection once more before saying so.
   app.setErrorHandler(async (error, request, reply) => {
-    let keyError: unknown;
-    if (isDatabaseUnavailableError(error)) request.keyCheck?.waive();
-    else {
-      keyError = await request.keyCheck?.verify().then(
-        () => undefined,
-        (failed: unknown) => failed,
-      );
-    }
+    const keyError = await request.keyCheck?.settleBeforeError(error).then(
+      () => undefined,
+      (failed: unknown) => failed,
+    );
     errorHandler(error, request, reply, keyError);
     // The answer may go out later (a too-large body is drained first): the reply says it is handled.
     return reply;

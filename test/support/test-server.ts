@@ -46,15 +46,20 @@ export interface TestServer {
 /** Boots a real Outrun server on a fresh database of `kind`, listening on a random loopback port. */
 export async function startTestServer(
   kind: StoreKind,
-  options: Omit<CreateOutrunOptions, 'database' | 'config'> & { config?: Partial<Config> } = {},
+  options: Omit<CreateOutrunOptions, 'database' | 'config'> & {
+    config?: Partial<Config>;
+    /** PostgreSQL: the pool's size and how long a statement waits for one of its connections. */
+    pool?: { poolSize?: number; connectTimeoutMs?: number };
+  } = {},
 ): Promise<TestServer> {
-  const database = await openTestDatabase(kind);
+  const { pool, ...outrunOptions } = options;
+  const database = await openTestDatabase(kind, pool);
   // Embedded mode unless a test passes its own bus and queue, whatever REDIS_URL the test run has.
   const outrun = await createOutrun({
     bus: new MemoryBus(),
     queue: new MemoryQueue({ concurrency: options.config?.workerConcurrency }),
     singleInstance: true,
-    ...options,
+    ...outrunOptions,
     database,
     logger: options.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
     config: { port: 0, host: '127.0.0.1', adminKey: ADMIN_KEY, keepAliveMs: 15_000, ...options.config },

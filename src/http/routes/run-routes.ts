@@ -237,7 +237,8 @@ export async function startAndAnswer(
  *
  * A key the server did not check for this request (`request.keyCheck`) is checked by the same statement;
  * whatever the start fails with, the key is authenticated first, so a key that no longer authenticates
- * answers 401 before anything else, as on every route (docs/decisions/0012-key-checked-in-the-statement.md).
+ * answers 401 before anything else, as on every route (docs/decisions/0012-key-checked-in-the-statement.md),
+ * unless the database did not answer: then a 503 at once (`DeferredKeyCheck.settleBeforeError`).
  */
 export async function startRun(
   context: OutrunContext,
@@ -283,12 +284,16 @@ export async function startRun(
       context.chats.rememberAgent(chatId, error.agentId);
       return start(error.agentId);
     }
-    // A database that did not answer the start answers the reads below no better: a 503 now, not after
-    // two more waits for a connection (the error handler does not check the key against it either).
-    if (isDatabaseUnavailableError(error)) throw error;
-    await keyCheck?.verify();
-    // The statement checked the chat: its answer stands.
-    if (isChatNotFound(error) || error instanceof RunAlreadyActiveError) throw error;
+    await keyCheck?.settleBeforeError(error);
+    // The statement checked the chat, or the database did not answer it (and would not answer the read below
+    // either): its answer stands.
+    if (
+      isChatNotFound(error) ||
+      error instanceof RunAlreadyActiveError ||
+      isDatabaseUnavailableError(error)
+    ) {
+      throw error;
+    }
     const chat = await context.chats.getRow(caller, chatId);
     if (chat.agent_id !== assumed) return start(chat.agent_id);
     throw error;
