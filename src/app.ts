@@ -46,17 +46,10 @@ import { ScheduleRunner } from './triggers/schedule-runner.ts';
 import { ScheduleService } from './triggers/schedule-service.ts';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.ts';
 import { WebhookService } from './webhooks/webhook-service.ts';
+import { LISTEN_BACKLOG } from './http/listen-backlog.ts';
 
 /** How long start-up waits for the Redis server of `REDIS_URL` to answer before failing. */
 const REDIS_STARTUP_TIMEOUT_MS = 5000;
-
-/**
- * Connections the kernel queues for the server before it accepts them (Linux caps it at
- * `net.core.somaxconn`, 4096 by default since 5.4). Node's default, 511, overflowed under 1,000 starts in 2 s
- * on a busy event loop: the kernel dropped the rest, and their clients' TCP retransmits, 1 to 31 s later,
- * delayed those starts by as much (docs/benchmarks.md, "a flood of starts traced").
- */
-const LISTEN_BACKLOG = 4096;
 
 /** Everything a request handler or a test needs: the services of one Outrun instance. */
 export interface OutrunContext {

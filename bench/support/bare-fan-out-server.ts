@@ -1,7 +1,6 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { wallNow } from './stats.ts';
-import { LISTEN_BACKLOG } from './environment.ts';
+import { listenOnLoopback } from './environment.ts';
 
 /**
  * The fan-out floor: bare `node:http` broadcasting one paced producer's SSE frames to every connected reader,
@@ -47,11 +46,8 @@ export async function startBareFanOutServer(): Promise<{ url: string; server: Se
     }
     response.writeHead(405).end();
   });
-  await new Promise<void>((resolve) =>
-    server.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG }, resolve),
-  );
-  const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}`, server };
+  const url = await listenOnLoopback(server);
+  return { url, server };
 }
 
 async function broadcast(readers: Set<ServerResponse>, tokens: number, delayMs: number): Promise<void> {

@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { onChatRequest } from './chat-request.ts';
 import { clockDelta, sleepUntil, type ClockScript } from './clock-model.ts';
 import { wallNow } from './stats.ts';
-import { LISTEN_BACKLOG } from './environment.ts';
+import { listenOnLoopback } from './environment.ts';
 
 /**
  * The floor under the floor: SSE frames written on a timer by bare `node:http`, with no AI SDK, no auth and no
@@ -20,11 +19,8 @@ export async function startBareSseServer(): Promise<{ url: string; server: Serve
       void stream(clock, response);
     });
   });
-  await new Promise<void>((resolve) =>
-    server.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG }, resolve),
-  );
-  const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}`, server };
+  const url = await listenOnLoopback(server);
+  return { url, server };
 }
 
 async function stream(script: ClockScript, response: ServerResponse): Promise<void> {

@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { streamText, type LanguageModel } from 'ai';
 import pg from 'pg';
 import { onChatRequest } from './chat-request.ts';
-import { LISTEN_BACKLOG } from './environment.ts';
+import { listenOnLoopback } from './environment.ts';
 
 /**
  * The durable floor: the plain pipe (plain-pipe-server.ts) plus the least a stream needs to be durable on
@@ -79,12 +78,9 @@ export async function startDurablePipeServer(options: {
       });
     });
   });
-  await new Promise<void>((resolve) =>
-    server.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG }, resolve),
-  );
-  const { port } = server.address() as AddressInfo;
+  const url = await listenOnLoopback(server);
   return {
-    url: `http://127.0.0.1:${port}`,
+    url,
     server,
     close: async () => {
       await new Promise((resolve) => server.close(resolve));

@@ -1,12 +1,19 @@
 import { execFileSync } from 'node:child_process';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { cpus, loadavg, totalmem } from 'node:os';
+import { LISTEN_BACKLOG } from '../../src/http/listen-backlog.ts';
 
 /**
- * The listen backlog of every benchmark server, Outrun's (`LISTEN_BACKLOG` in src/app.ts) and the baselines'
- * alike: with Node's default (511) a flood of connections overflows the accept queue of a busy server, and
- * the kernel's dropped connections come back by TCP retransmit seconds later.
+ * Listens on a free loopback port with Outrun's listen backlog (a flood of connections must not overflow a
+ * baseline's accept queue where Outrun's holds them) and returns the server's base URL.
  */
-export const LISTEN_BACKLOG = 4096;
+export async function listenOnLoopback(server: Server): Promise<string> {
+  await new Promise<void>((resolve) =>
+    server.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG }, resolve),
+  );
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
 
 /** The Node flags Outrun's start commands pass (`npm start`, the image, compose; docs/deploy.md). */
 const SHIPPED_NODE_FLAGS = ['--min-semi-space-size=16'];

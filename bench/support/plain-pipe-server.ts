@@ -1,8 +1,7 @@
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { streamText, type LanguageModel } from 'ai';
 import { onChatRequest } from './chat-request.ts';
-import { LISTEN_BACKLOG } from './environment.ts';
+import { listenOnLoopback } from './environment.ts';
 
 /**
  * The floor Outrun is measured against: `streamText` piped straight to the response as a UI message stream
@@ -22,9 +21,6 @@ export async function startPlainPipeServer(options: {
       result.pipeUIMessageStreamToResponse(response);
     });
   });
-  await new Promise<void>((resolve) =>
-    server.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG }, resolve),
-  );
-  const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}`, server };
+  const url = await listenOnLoopback(server);
+  return { url, server };
 }

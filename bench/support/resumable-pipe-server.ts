@@ -1,10 +1,9 @@
 import { onChatRequest } from './chat-request.ts';
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { streamText, type LanguageModel } from 'ai';
 import { Redis } from 'ioredis';
-import { LISTEN_BACKLOG } from './environment.ts';
+import { listenOnLoopback } from './environment.ts';
 
 /** The module `resumable-stream` is imported from: its ioredis entry point, since ioredis is installed. */
 const RESUMABLE_STREAM_MODULE = 'resumable-stream/ioredis';
@@ -108,12 +107,9 @@ export async function startResumablePipeServer(options: {
       });
     });
   });
-  await new Promise<void>((resolve) =>
-    server.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG }, resolve),
-  );
-  const { port } = server.address() as AddressInfo;
+  const url = await listenOnLoopback(server);
   return {
-    url: `http://127.0.0.1:${port}`,
+    url,
     server,
     async close() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
