@@ -378,7 +378,8 @@ function printRoundMedians(): void {
       const ratios: number[] = [];
       for (const entry of entries) {
         const wave = waveOf(entry, runs);
-        const pipeWave = pipeOf(entry) && waveOf(pipeOf(entry)!, runs);
+        const pipe = pipeOf(entry);
+        const pipeWave = pipe && waveOf(pipe, runs);
         if (!wave) continue;
         values.push(of(wave));
         if (pipeWave) ratios.push(of(wave) / of(pipeWave));
