@@ -3,7 +3,15 @@
  * makes, start to compaction, read from `pg_stat_statements`. Counts are deterministic, so this is the
  * figure to compare across machines and commits.
  *
- *   npx tsx bench/round-trips.ts [--runs 200] [--tokens 1] [--delay-ms 0] [--queued] [--quick]
+ *   npx tsx bench/round-trips.ts [--runs 200] [--tokens 1] [--delay-ms 0] [--concurrency 1] [--idle-s 1.5]
+ *     [--queued] [--quick]
+ *
+ * With `--concurrency N`, N runs go at once (a paced wave: `--runs 100 --tokens 100 --delay-ms 20
+ * --concurrency 100`, the scene of cpu-per-token's "100 paced streams"), so the group commit's batches are
+ * shared between runs as under load. The warm-up before the counted runs is as wide (at least 5 runs), so
+ * it opens the connections the counted runs use; `--idle-s` is how long the server then sits idle (the
+ * pool closes connections idle for longer than `POOL_IDLE_TIMEOUT_MS`, and a new one prepares and plans
+ * every statement afresh).
  *
  * With `--queued`, each run is started with `multitask: "enqueue"` while another run of its chat is active
  * (three tokens 100 ms apart), so it goes the queued way: created `queued`, promoted by that run's ending,
@@ -11,7 +19,8 @@
  *
  * It starts a PostgreSQL server of its own (the newest under /usr/lib/postgresql, on a free loopback port,
  * `pg_stat_statements` preloaded, deleted afterwards), runs an Outrun server on it, and starts one-token runs
- * one after another, each read over SSE until `[DONE]`, then waits 1.5 s so that their compaction is in.
+ * one after another (`--concurrency` at once), each read over SSE until `[DONE]`, then waits 1.5 s so that
+ * their compaction is in.
  * Only top-level statements count (`pg_stat_statements.track = top`): the foreign-key checks PostgreSQL
  * runs inside a statement are not round trips.
  */
@@ -29,6 +38,8 @@ const { values } = parseArgs({
     runs: { type: 'string' },
     tokens: { type: 'string', default: '1' },
     'delay-ms': { type: 'string', default: '0' },
+    concurrency: { type: 'string', default: '1' },
+    'idle-s': { type: 'string', default: '1.5' },
     queued: { type: 'boolean', default: false },
     quick: { type: 'boolean', default: false },
     // Accepted so `bench/all.ts --store …` can run every benchmark alike; this one brings its own server.
@@ -40,7 +51,11 @@ const tokens = Number(values.tokens);
 const delayMs = Number(values['delay-ms']);
 if (!Number.isInteger(runs) || runs <= 0) throw new Error('--runs: a positive integer');
 if (!Number.isInteger(tokens) || tokens <= 0) throw new Error('--tokens: a positive integer');
+const concurrency = Number(values.concurrency);
 if (!(delayMs >= 0)) throw new Error('--delay-ms: 0 or more');
+if (!Number.isInteger(concurrency) || concurrency <= 0) throw new Error('--concurrency: a positive integer');
+const idleMs = Number(values['idle-s']) * 1000;
+if (!(idleMs >= 0)) throw new Error('--idle-s: 0 or more');
 
 const own = await startOwnPostgres({
   settings: ['shared_preload_libraries=pg_stat_statements', 'pg_stat_statements.track_planning=on'],
@@ -58,6 +73,8 @@ try {
     runs,
     tokens,
     'ms between tokens': delayMs,
+    'runs at once': concurrency,
+    'idle between warm-up and count (s)': idleMs / 1000,
     queued: values.queued ? 'yes: each run queued behind a 300 ms one (counts per pair)' : 'no',
   });
   const server = await launchServer({ mode: 'outrun', store });
@@ -66,8 +83,8 @@ try {
     const text = JSON.stringify({ script: { steps: 1, tokens, delayMs, tool: false } });
     const headers = { authorization: `Bearer ${BENCH_ADMIN_KEY}`, 'content-type': 'application/json' };
     const blocker = JSON.stringify({ script: { steps: 1, tokens: 3, delayMs: 100, tool: false } });
-    const oneByOne = (chats: string[]) =>
-      forEachLimit(chats, 1, async (chatId) => {
+    const startAll = (chats: string[]) =>
+      forEachLimit(chats, concurrency, async (chatId) => {
         const url = `${server.url}/v1/chats/${chatId}/runs`;
         if (!values.queued) {
           const result = await streamSse({
@@ -103,13 +120,13 @@ try {
         const result = await streamSse({ url: `${server.url}/v1/runs/${await queued}/stream`, headers });
         if (!result.done) throw new Error('the queued run ended without [DONE]');
       });
-    await oneByOne(await api.createChats(5));
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await startAll(await api.createChats(Math.max(5, concurrency)));
+    await new Promise((resolve) => setTimeout(resolve, idleMs));
     // Counted from here: the runs alone (their chats exist already).
     const chats = await api.createChats(runs);
     await admin.query('select pg_stat_statements_reset()');
     const cpuBefore = await postgresBackendCpuMicros(store.env.DATABASE_URL!);
-    await oneByOne(chats);
+    await startAll(chats);
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     const cpuAfter = await postgresBackendCpuMicros(store.env.DATABASE_URL!);
     const database = new URL(store.env.DATABASE_URL!).pathname.slice(1);

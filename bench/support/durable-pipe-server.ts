@@ -22,7 +22,8 @@ export async function startDurablePipeServer(options: {
   /** How long the committer waits for more chunks once one is pending (ms). @default 2 */
   coalesceMs?: number;
 }): Promise<{ url: string; server: Server; close: () => Promise<void> }> {
-  const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 10 });
+  // Idle connections kept a minute, as Outrun's pool keeps them (POOL_IDLE_TIMEOUT_MS in src/store/database.ts).
+  const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 10, idleTimeoutMillis: 60_000 });
   // An idle connection that is lost emits here; the pool replaces it on the next checkout.
   pool.on('error', () => {});
   await pool.query(`

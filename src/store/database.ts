@@ -19,6 +19,17 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 3_000;
 export const DEFAULT_POOL_SIZE = 10;
 
 /**
+ * How long a pooled connection may sit idle before it is closed (pg-pool's default is 10 s). A new connection
+ * prepares each statement afresh and PostgreSQL plans it for its values for its first five executions
+ * (decision 0009), and the pool hands out its most recently used connection first, so under light traffic
+ * all but one or two idle out: with 10 s, a wave of 100 paced runs after a 12 s lull cost PostgreSQL 17 %
+ * more CPU per run than one after 1.5 s (planning 0.97 ms a run against 0.07; docs/benchmarks.md). A minute
+ * keeps them across a chat's pauses and stays under the idle timeouts of cloud load balancers and NATs
+ * (Azure's 4 min, AWS's 350 s), which may drop an idle connection without a word.
+ */
+export const POOL_IDLE_TIMEOUT_MS = 60_000;
+
+/**
  * How long one statement may run (PostgreSQL's `statement_timeout`). Generous: a group-commit append of a
  * large batch or a lock wait under load must still finish; only a stuck statement is cut.
  */
@@ -139,6 +150,7 @@ function postgresPoolOptions(options: CreateDatabaseOptions): pg.PoolConfig {
     connectionTimeoutMillis: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
     statement_timeout: statementTimeoutMs,
     query_timeout: statementTimeoutMs > 0 ? statementTimeoutMs + CLIENT_READ_GRACE_MS : undefined,
+    idleTimeoutMillis: POOL_IDLE_TIMEOUT_MS,
     keepAlive: true,
   };
 }
