@@ -211,6 +211,7 @@ const waveRows: Cell[][] = results.flatMap((entry) =>
       percent(wave.cpu.database, wave.elapsedMs),
       percent(wave.cpu.redis, wave.elapsedMs),
       percent(wave.clientCpuMicros, wave.elapsedMs),
+      wave.stealPercent,
     ];
   }),
 );
@@ -233,15 +234,18 @@ printTable({
     'PostgreSQL CPU %',
     'Redis CPU %',
     'client CPU %',
+    'steal %',
   ],
   rows: waveRows,
-  digits: [0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+  digits: [0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1],
   notes: [
     'TTFT: request sent → first text delta at its reader. Schedule: received − due in the run’s pacing ' +
       'schedule (clock offset subtracted), over every delta. Emit lag: model emitted − due (a busy server picks ' +
       `tokens up late). An unsaturated server finishes a run in ${((tokens * delayMs) / 1000).toFixed(1)} s. ` +
       'CPU % is of one core over first start → last end; server CPU sums every server process. ' +
-      '`no first token`: runs still queued or cut before their first delta (not in the TTFT percentiles).',
+      '`no first token`: runs still queued or cut before their first delta (not in the TTFT percentiles). ' +
+      'Steal: the share of the machine’s CPU time the hypervisor gave to other guests during the wave ' +
+      '(/proc/stat); a wave with steal ran slower than its load shows.',
   ],
 });
 

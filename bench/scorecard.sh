@@ -1,7 +1,9 @@
 #!/bin/bash
 # The scorecard of docs/benchmarks.md: every benchmark, one after another, Node 24 (the `node` dependency) then
 # the `node` on PATH (Node 20 on the benchmark machine). Output: one file per step, and log.txt with each step's
-# start, end, load average and how long it waited for the machine to settle. Run from the repository root:
+# start, end, load average, how long it waited for the machine to settle, and the share of the machine's CPU
+# time the hypervisor gave to other guests during the step (steal: such a step ran slower than its load shows).
+# Run from the repository root:
 #
 #   bash bench/scorecard.sh OUTPUT_DIRECTORY        (about 35 minutes on 2 cores)
 #
@@ -40,14 +42,26 @@ settle() {
   echo "settled in $((SECONDS - started)) s, idle $idle %"
 }
 
+# /proc/stat's first line as "total steal" ticks: all CPU time so far, and the part the hypervisor gave to
+# other guests (bench/support/host-cpu.ts reads it the same way).
+host_cpu() {
+  local a
+  read -r -a a < /proc/stat
+  echo "$((a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7] + a[8])) ${a[8]}"
+}
+
 step() {
   local name=$1
   shift
-  local settled
+  local settled rc before after
   settled=$(settle)
   echo "== $name start $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg) ($settled)" >> "$out/log.txt"
+  read -r -a before <<< "$(host_cpu)"
   "$@" > "$out/$name.txt" 2>&1
-  echo "== $name end $(date -u +%H:%M:%S) rc $?" >> "$out/log.txt"
+  rc=$?
+  read -r -a after <<< "$(host_cpu)"
+  local total=$((after[0] - before[0])) stolen=$((after[1] - before[1]))
+  echo "== $name end $(date -u +%H:%M:%S) rc $rc, steal $((total > 0 ? 100 * stolen / total : 0)) % of the CPU time" >> "$out/log.txt"
 }
 
 node24=(env PATH="$PWD/node_modules/node/bin:$PATH" npx tsx)

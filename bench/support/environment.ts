@@ -1,8 +1,10 @@
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { LISTEN_BACKLOG } from '../../src/http/listen-backlog.ts';
+import { readHostCpu } from './host-cpu.ts';
 
 /**
  * Listens on a free loopback port with Outrun's listen backlog (a flood of connections must not overflow a
@@ -53,6 +55,16 @@ export function describeCommit(): string {
   }
 }
 
+/** How long the machine has been up, from /proc/uptime (Linux). */
+function describeUptime(): string {
+  try {
+    const seconds = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+    return `up ${Math.round(seconds / 60)} min`;
+  } catch {
+    return 'uptime unknown';
+  }
+}
+
 /** Prints the header every benchmark starts with: what ran, where, on which Node and store. */
 export function printHeader(name: string, details: Record<string, string | number>): void {
   const load = loadavg()
@@ -66,5 +78,10 @@ export function printHeader(name: string, details: Record<string, string | numbe
   console.log(`- commit: ${describeCommit()}`);
   console.log(`- date: ${new Date().toISOString()}`);
   console.log(`- load average at start: ${load}`);
+  const host = readHostCpu();
+  if (host && host.total > 0) {
+    const stolen = ((100 * host.steal) / host.total).toFixed(1);
+    console.log(`- CPU time stolen by the hypervisor since boot: ${stolen} % (${describeUptime()})`);
+  }
   for (const [key, value] of Object.entries(details)) console.log(`- ${key}: ${value}`);
 }

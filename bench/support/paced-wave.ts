@@ -1,4 +1,5 @@
 import { clockScript, dueTimeOf, emitTimeOf, sleepUntil } from './clock-model.ts';
+import { readHostCpu, stealPercent } from './host-cpu.ts';
 import { streamSse } from './sse-client.ts';
 import { Sample, wallNow } from './stats.ts';
 import type { CpuReading, Target } from './targets.ts';
@@ -58,6 +59,8 @@ export interface PacedWaveResult {
   elapsedMs: number;
   cpu: CpuUse;
   clientCpuMicros: number;
+  /** The share (%) of the machine's CPU time the hypervisor gave to other guests over the wave (null off Linux). */
+  stealPercent: number | null;
   window?: { ms: number; deltas: number; scheduleLatency: Sample; cpu: CpuUse; clientCpuMicros: number };
 }
 
@@ -99,6 +102,7 @@ export async function runPacedWave(target: Target, options: PacedWaveOptions): P
     elapsedMs: 0,
     cpu: { servers: [], database: null, redis: null },
     clientCpuMicros: 0,
+    stealPercent: null,
   };
   const windowLatency = new Sample();
   let windowDeltas = 0;
@@ -106,6 +110,7 @@ export async function runPacedWave(target: Target, options: PacedWaveOptions): P
   const cut = new AbortController();
   const cpuBefore = await target.cpu();
   const clientBefore = process.cpuUsage();
+  const hostBefore = readHostCpu();
   const firstStart = wallNow() + LEAD_MS;
   const deadline = firstStart + deadlineMs;
   const windowStart = window ? firstStart + window.startMs : Infinity;
@@ -173,6 +178,7 @@ export async function runPacedWave(target: Target, options: PacedWaveOptions): P
   await Promise.all(streams);
   clearTimeout(deadlineTimer);
   const client = process.cpuUsage(clientBefore);
+  result.stealPercent = stealPercent(hostBefore, readHostCpu());
   const cpuAfter = await target.cpu();
   result.elapsedMs = Math.min(lastEnd, deadline) - firstStart;
   result.cpu = cpuBetween(cpuBefore, cpuAfter);
