@@ -48,8 +48,10 @@ describe('EventCompactor', () => {
     });
     // After the first and second batches, six and then five runs wait: more than four batches.
     for (const { pause, took } of pauses.slice(0, 2)) expect(pause).toBeLessThan(took);
-    // From four waiting on, the pause is three times the batch again.
-    for (const { pause, took } of pauses.slice(2)) expect(pause).toBeGreaterThanOrEqual(3 * took - 1);
+    // From four waiting on, the pause is three times the batch again. A timer may fire a few milliseconds
+    // early against performance.now(): libuv counts whole milliseconds from the loop's cached time, which a
+    // busy machine leaves stale (CI once saw 179.2 ms for 3 × 60.2); the brief pause is 5 ms, far below.
+    for (const { pause, took } of pauses.slice(2)) expect(pause).toBeGreaterThanOrEqual(3 * took - 5);
   });
 
   it('ends its pause between two batches at once when closed', async () => {
