@@ -58,6 +58,26 @@ describe.skipIf(!process.env.DATABASE_URL)('a database pool with every connectio
     };
   };
 
+  /**
+   * Sends `request` while the test holds the pool's one connection: it answers 503 `service_unavailable` and
+   * makes no follow-up statement (`spyOnFollowUps`).
+   */
+  const expectUnavailableWithoutFollowUps = async (
+    request: () => Promise<{ status: number; body: { error: { code: string } } }>,
+  ) => {
+    const followUps = spyOnFollowUps();
+    const release = await holdTheConnection();
+    try {
+      const answer = await request();
+      expect(answer.status).toBe(503);
+      expect(answer.body.error.code).toBe('service_unavailable');
+      followUps.expectNone();
+    } finally {
+      await release();
+      followUps.restore();
+    }
+  };
+
   it('answers 503 saying no connection came free, and shows the waiter on /metrics', async () => {
     const chatId = await server.createChat();
     const release = await holdTheConnection();
@@ -88,20 +108,9 @@ describe.skipIf(!process.env.DATABASE_URL)('a database pool with every connectio
 
   it('fails a start that got no connection at once, and writes nothing', async () => {
     const chatId = await server.createChat();
-    const followUps = spyOnFollowUps();
-    const release = await holdTheConnection();
-    try {
-      const start = await server.api(`/v1/chats/${chatId}/runs`, {
-        method: 'POST',
-        body: { input: { text: 'hello' } },
-      });
-      expect(start.status).toBe(503);
-      expect(start.body.error.code).toBe('service_unavailable');
-      followUps.expectNone();
-    } finally {
-      await release();
-      followUps.restore();
-    }
+    await expectUnavailableWithoutFollowUps(() =>
+      server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body: { input: { text: 'hello' } } }),
+    );
     expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toEqual([]);
     const start = await server.api(`/v1/chats/${chatId}/runs`, {
       method: 'POST',
@@ -114,20 +123,10 @@ describe.skipIf(!process.env.DATABASE_URL)('a database pool with every connectio
     const chatId = await server.createChat();
     const run = await server.startRun(chatId, { steps: 1, tokens: 2 });
     await server.waitForRun(run.id);
-    const followUps = spyOnFollowUps();
-    const release = await holdTheConnection();
-    try {
-      // The resume's first read checks the key in its own statement (`readCheckingKey`).
-      const read = await server.api(`/v1/runs/${run.id}/stream`, {
-        headers: { accept: 'text/event-stream' },
-      });
-      expect(read.status).toBe(503);
-      expect(read.body.error.code).toBe('service_unavailable');
-      followUps.expectNone();
-    } finally {
-      await release();
-      followUps.restore();
-    }
+    // The resume's first read checks the key in its own statement (`readCheckingKey`).
+    await expectUnavailableWithoutFollowUps(() =>
+      server.api(`/v1/runs/${run.id}/stream`, { headers: { accept: 'text/event-stream' } }),
+    );
     expect((await server.api(`/v1/runs/${run.id}`)).status).toBe(200);
   });
 });
