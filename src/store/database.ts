@@ -22,8 +22,9 @@ export const DEFAULT_POOL_SIZE = 10;
  * How long a pooled connection may sit idle before it is closed (pg-pool's default is 10 s). A new connection
  * prepares each statement afresh and PostgreSQL plans it for its values for its first five executions
  * (decision 0009), and the pool hands out its most recently used connection first, so under light traffic
- * all but one or two idle out: with 10 s, a wave of 100 paced runs after a 12 s lull cost PostgreSQL 17 %
- * more CPU per run than one after 1.5 s (planning 0.97 ms a run against 0.07; docs/benchmarks.md). A minute
+ * all but one or two idle out: with 10 s, a wave of 100 paced runs after a 12 s lull had PostgreSQL plan for
+ * 0.68–0.95 ms a run, against 0.04–0.08 with the connections kept (four runs each; its CPU per run moved
+ * within the measurement's noise: docs/benchmarks.md, "a pool that keeps its connections"). A minute
  * keeps them across a chat's pauses and stays under the idle timeouts of cloud load balancers and NATs
  * (Azure's 4 min, AWS's 350 s), which may drop an idle connection without a word.
  */
