@@ -10,7 +10,7 @@ import { newId } from '../src/ids.ts';
 import { Metrics } from '../src/metrics.ts';
 import type { DatabaseHandle } from '../src/store/database.ts';
 import { migrateToLatest } from '../src/store/migrator.ts';
-import { EventLog, LeaseLostError } from '../src/stream/event-log.ts';
+import { EventLog, LeaseLostError, type RunEventWriter } from '../src/stream/event-log.ts';
 import { plainPageText } from '../src/stream/event-pages.ts';
 import { followRun } from '../src/stream/run-follower.ts';
 import { RunAlreadyActiveError } from '../src/errors.ts';
@@ -134,6 +134,38 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     // A 40 ms window takes all five in one insert; without one, the log writes as soon as a tick ends.
     expect(await paced(40)).toBe(1);
     expect(await paced(0)).toBeGreaterThan(1);
+  });
+
+  it('does not hold the events of a run that had the last insert to itself for the coalescing window', async () => {
+    const windowMs = 250;
+    const coalescing = new EventLog({
+      db: database.db,
+      bus: new MemoryBus(),
+      metrics: new Metrics({ defaultMetrics: false }),
+      logger: pino({ level: 'silent' }),
+      faults: new Faults(),
+      coalesceMs: windowMs,
+    });
+    const writerOf = async () =>
+      coalescing.openWriter({ runId: await run(await chat(), 'running'), epoch: 1, nextSeq: 1 });
+    /** How long one event takes to be durable (ms). */
+    const durableAfter = async (writer: RunEventWriter) => {
+      const started = performance.now();
+      writer.append({ type: 'text-delta', id: 't', delta: 'x ' });
+      await writer.flush();
+      return performance.now() - started;
+    };
+    const lone = await writerOf();
+    // A run new to the log waits for others to share its insert; once it had an insert to itself, not.
+    expect(await durableAfter(lone)).toBeGreaterThanOrEqual(windowMs - 5);
+    expect(await durableAfter(lone)).toBeLessThan(windowMs / 2);
+    expect(await durableAfter(lone)).toBeLessThan(windowMs / 2);
+    // Another run writing: each waits the window again, as the last insert was not its own alone.
+    const other = await writerOf();
+    expect(await durableAfter(other)).toBeGreaterThanOrEqual(windowMs - 5);
+    expect(await durableAfter(lone)).toBeGreaterThanOrEqual(windowMs - 5);
+    const events = await coalescing.read({ runId: lone.runId, after: 0, limit: 10 });
+    expect(events.map((event) => event.seq)).toEqual([1, 2, 3, 4]);
   });
 
   it('sends the group commit as a prepared statement, with any text intact', async () => {

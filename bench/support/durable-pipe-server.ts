@@ -101,11 +101,13 @@ interface PendingChunk {
 /**
  * One pending list for every stream: the first chunk into an empty list starts a `coalesceMs` timer, then
  * everything pending goes in one autocommit insert. At most one insert is in flight; what arrives meanwhile
- * goes as soon as it returns.
+ * goes as soon as it returns. A stream that had the last insert to itself does not wait for the timer (as
+ * Outrun's group commit: `EventLog.enqueue`), but for the end of the current turn of the event loop.
  */
 class GroupCommitter {
   #pending: PendingChunk[] = [];
   #inFlight = false;
+  #soleStreamOfLastInsert: string | null = null;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -114,12 +116,17 @@ class GroupCommitter {
 
   append(streamId: string, seq: number, json: string, done: (error?: Error) => void): void {
     this.#pending.push({ streamId, seq, json, done });
-    if (this.#pending.length === 1 && !this.#inFlight) setTimeout(() => void this.#flush(), this.coalesceMs);
+    if (this.#pending.length === 1 && !this.#inFlight) {
+      if (streamId === this.#soleStreamOfLastInsert) setImmediate(() => void this.#flush());
+      else setTimeout(() => void this.#flush(), this.coalesceMs);
+    }
   }
 
   async #flush(): Promise<void> {
     const batch = this.#pending;
     this.#pending = [];
+    const first = batch[0]!.streamId;
+    this.#soleStreamOfLastInsert = batch.every((chunk) => chunk.streamId === first) ? first : null;
     this.#inFlight = true;
     // Each chunk's JSON goes in as it is: the batch is built around the strings, not re-serialized. Chunks,
     // stream ids and sequence numbers as three arrays zipped by `rows from`, as Outrun's group commit does:

@@ -153,7 +153,8 @@ export interface EventLogOptions {
   /**
    * How long the first event appended to an idle log waits for others to share its insert (ms). At low
    * rates every event would otherwise cost an insert of its own; under load an insert is always in flight
-   * and batches form without waiting. 0 waits only for the current macrotask. @default 0
+   * and batches form without waiting. 0 waits only for the current macrotask. A writer that had the last
+   * insert to itself does not wait (nobody else was writing to share it with). @default 0
    */
   coalesceMs?: number;
   /**
@@ -184,6 +185,8 @@ export class EventLog {
   readonly #coalesceMs: number;
   #pending: PendingEvent[] = [];
   #flushing: Promise<void> | null = null;
+  /** The run whose events alone made up the last insert; null when it held more than one run's. */
+  #soleRunOfLastInsert: string | null = null;
 
   constructor(options: EventLogOptions) {
     this.#db = options.db;
@@ -446,14 +449,20 @@ export class EventLog {
 
   enqueue(event: PendingEvent): void {
     this.#pending.push(event);
-    if (!this.#flushing) this.#flushing = this.#flushLoop();
+    if (!this.#flushing) {
+      // The window is for other runs' events to share the insert. A run that had the last insert to itself
+      // is most likely streaming alone (a lone run at tens of tokens a second): its events never share one,
+      // and waiting would cost it a timer and a wake-up of the process per event.
+      const alone = event.writer.runId === this.#soleRunOfLastInsert;
+      this.#flushing = this.#flushLoop(alone ? 0 : this.#coalesceMs);
+    }
   }
 
-  async #flushLoop(): Promise<void> {
+  async #flushLoop(coalesceMs: number): Promise<void> {
     // Yield once so that everything appended in this tick (or within the coalescing window) joins the first
     // batch; later batches are whatever arrived while the previous insert ran.
     await new Promise<void>((resolve) =>
-      this.#coalesceMs > 0 ? setTimeout(resolve, this.#coalesceMs) : setImmediate(resolve),
+      coalesceMs > 0 ? setTimeout(resolve, coalesceMs) : setImmediate(resolve),
     );
     try {
       while (this.#pending.length > 0) {
@@ -490,6 +499,11 @@ export class EventLog {
       else writers.set(event.writer, [event]);
     }
     if (writers.size === 0) return;
+    const batchWriters = [...writers.keys()];
+    const firstRunId = batchWriters[0]!.runId;
+    this.#soleRunOfLastInsert = batchWriters.every((writer) => writer.runId === firstRunId)
+      ? firstRunId
+      : null;
     // Per page, in `appendSql`'s order.
     const runIds: string[] = [];
     const epochsSent: number[] = [];
