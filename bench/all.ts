@@ -20,6 +20,7 @@ const BENCHMARKS = [
   'cpu-per-token',
   'concurrent-runs',
   'storage',
+  'idle-cpu',
 ];
 
 const { values } = parseArgs({

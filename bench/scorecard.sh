@@ -5,7 +5,7 @@
 # time the hypervisor gave to other guests during the step (steal: such a step ran slower than its load shows).
 # Run from the repository root:
 #
-#   bash bench/scorecard.sh OUTPUT_DIRECTORY        (about 35 minutes on 2 cores)
+#   bash bench/scorecard.sh OUTPUT_DIRECTORY        (about 35 minutes on 2 cores; then OUTPUT_DIRECTORY/goals.txt)
 #
 # Before each step it waits until the CPUs were at least BENCH_SETTLE_IDLE % idle over 2 s (default 95; 0 turns
 # the wait off), at most BENCH_SETTLE_MAX_S seconds (default 90): a step otherwise starts in the tail of the one
@@ -76,6 +76,7 @@ step storage-pg24 "${node24[@]}" bench/storage.ts --store postgres
 step storage-pglite24 "${node24[@]}" bench/storage.ts --store pglite
 step scaleout24 "${node24[@]}" bench/scale-out.ts --workers 1,2,4
 step roundtrips24 "${node24[@]}" bench/round-trips.ts
+step idle-pg24 "${node24[@]}" bench/idle-cpu.ts --store postgres
 node20=(node --import tsx) # the node on PATH: Node 20 on the benchmark machine
 step paced20 "${node20[@]}" bench/paced-load.ts --target a0,a,pglite,postgres --runs 100,500
 step cpu-pg20 "${node20[@]}" bench/cpu-per-token.ts --store postgres --rounds 3
@@ -83,3 +84,6 @@ step cpu-pglite20 "${node20[@]}" bench/cpu-per-token.ts --store pglite --rounds 
 step fanout-pg20 "${node20[@]}" bench/fan-out.ts --store postgres
 step resume-pg20 env BENCH_REDIS_URL="$redis" "${node20[@]}" bench/resume-latency.ts --store postgres
 step resume-pglite20 "${node20[@]}" bench/resume-latency.ts --store pglite
+
+# Issue 10's goals as this pass measured them (bench/goals.ts takes several passes' directories to compare).
+npx tsx bench/goals.ts "$out" > "$out/goals.txt" 2>&1 || echo "scorecard.sh: bench/goals.ts failed, see $out/goals.txt" >&2

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /**
  * The whole machine's CPU time so far, from the first line of /proc/stat (Linux; clock ticks): all of it, and
@@ -36,4 +36,19 @@ export function stealPercent(before: HostCpuReading | null, after: HostCpuReadin
   if (!before || !after) return null;
   const total = after.total - before.total;
   return total > 0 ? (100 * (after.steal - before.steal)) / total : null;
+}
+
+/** Voluntary context switches of every thread of `pid` so far; null when /proc does not say (not Linux). */
+export function voluntarySwitches(pid: number): number | null {
+  try {
+    let switches = 0;
+    for (const thread of readdirSync(`/proc/${pid}/task`)) {
+      const status = readFileSync(`/proc/${pid}/task/${thread}/status`, 'utf8');
+      const match = /^voluntary_ctxt_switches:\s+(\d+)$/m.exec(status);
+      if (match) switches += Number(match[1]);
+    }
+    return switches;
+  } catch {
+    return null;
+  }
 }

@@ -27,10 +27,13 @@ const benchResolveModel = (modelId: string): LanguageModel =>
 
 const send = (message: ChildMessage) => process.send?.(message);
 
+// The benchmark's own sampling, off for a benchmark of the server's idle cost (bench/idle-cpu.ts): each
+// wakes the process (every 50 ms and every 5 ms).
+const sampling = process.env.BENCH_SERVER_SAMPLING !== 'off';
 let peakRss = process.memoryUsage.rss();
-setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage.rss())), 50).unref();
+if (sampling) setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage.rss())), 50).unref();
 const loopDelay = monitorEventLoopDelay({ resolution: 5 });
-loopDelay.enable();
+if (sampling) loopDelay.enable();
 let utilizationSince = performance.eventLoopUtilization();
 
 let close: () => Promise<void>;
