@@ -21,6 +21,7 @@ const BENCHMARKS = [
   'concurrent-runs',
   'storage',
   'idle-cpu',
+  'lone-stream',
 ];
 
 const { values } = parseArgs({
