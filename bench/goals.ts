@@ -10,7 +10,12 @@
  * a row says Node 20; PostgreSQL unless it says PGlite.
  */
 import { basename, dirname } from 'node:path';
-import { readPass, type CpuRatios, type PassFigures } from './support/scorecard-figures.ts';
+import {
+  readPass,
+  type CpuRatios,
+  type PacedFigures,
+  type PassFigures,
+} from './support/scorecard-figures.ts';
 import { median } from './support/stats.ts';
 import { formatNumber, printTable, type Cell } from './support/table.ts';
 
@@ -60,40 +65,30 @@ function cpuGoals(node: '24' | '20', store: 'postgres' | 'pglite' | 'floor'): Go
   return goals;
 }
 
+/** Goals 1, 2a and 2b: a figure of the paced wave, its bound and which way it must keep it. */
+const PACED_GOALS: [
+  goal: string,
+  figure: string,
+  sense: Goal['sense'],
+  bound: number,
+  key: keyof PacedFigures,
+][] = [
+  ['1', 'first token p50 at 100 starts', 'at most', 2, 'ttftP50'],
+  ['1', 'first token p99 at 100 starts', 'at most', 1.5, 'ttftP99'],
+  ['2a', 'schedule latency p99 at 100 runs', 'at most', 1, 'scheduleP99'],
+  ['2b', 'runs completed of 500 in 40 s', 'at least', 1, 'completedOf500'],
+];
+
 /** Goals 1, 2a and 2b for one target of the paced wave, ÷ the pipe's in the same pass. */
 function pacedGoals(target: 'postgres' | 'floor', node: '24' | '20'): Goal[] {
-  const of = (pass: PassFigures) => ({ it: pass.paced[node][target], pipe: pass.paced[node].pipe });
   const suffix = node === '24' ? '' : `, Node ${node}`;
-  return [
-    {
-      goal: '1',
-      figure: `first token p50 at 100 starts ÷ the pipe's${suffix}`,
-      sense: 'at most',
-      bound: 2,
-      value: (pass) => ratio(of(pass).it?.ttftP50, of(pass).pipe?.ttftP50),
-    },
-    {
-      goal: '1',
-      figure: `first token p99 at 100 starts ÷ the pipe's${suffix}`,
-      sense: 'at most',
-      bound: 1.5,
-      value: (pass) => ratio(of(pass).it?.ttftP99, of(pass).pipe?.ttftP99),
-    },
-    {
-      goal: '2a',
-      figure: `schedule latency p99 at 100 runs ÷ the pipe's${suffix}`,
-      sense: 'at most',
-      bound: 1,
-      value: (pass) => ratio(of(pass).it?.scheduleP99, of(pass).pipe?.scheduleP99),
-    },
-    {
-      goal: '2b',
-      figure: `runs completed of 500 in 40 s ÷ the pipe's${suffix}`,
-      sense: 'at least',
-      bound: 1,
-      value: (pass) => ratio(of(pass).it?.completedOf500, of(pass).pipe?.completedOf500),
-    },
-  ];
+  return PACED_GOALS.map(([goal, figure, sense, bound, key]) => ({
+    goal,
+    figure: `${figure} ÷ the pipe's${suffix}`,
+    sense,
+    bound,
+    value: (pass) => ratio(pass.paced[node][target]?.[key], pass.paced[node].pipe?.[key]),
+  }));
 }
 
 const outrunGoals: Goal[] = [
