@@ -499,11 +499,6 @@ export class EventLog {
       else writers.set(event.writer, [event]);
     }
     if (writers.size === 0) return;
-    const batchWriters = [...writers.keys()];
-    const firstRunId = batchWriters[0]!.runId;
-    this.#soleRunOfLastInsert = batchWriters.every((writer) => writer.runId === firstRunId)
-      ? firstRunId
-      : null;
     // Per page, in `appendSql`'s order.
     const runIds: string[] = [];
     const epochsSent: number[] = [];
@@ -512,7 +507,10 @@ export class EventLog {
     const pageTexts: string[] = [];
     const byteLengths: number[] = [];
     let eventCount = 0;
+    // The run whose events alone make up this insert, if one does (`enqueue` reads it).
+    let soleRunId: string | null | undefined;
     for (const [writer, events] of writers) {
+      soleRunId = soleRunId === undefined || soleRunId === writer.runId ? writer.runId : null;
       for (let start = 0; start < events.length; start += EVENTS_PER_PAGE) {
         // Most writers' events fit one page: no copy then.
         const page = events.length <= EVENTS_PER_PAGE ? events : events.slice(start, start + EVENTS_PER_PAGE);
@@ -526,6 +524,7 @@ export class EventLog {
       }
       eventCount += events.length;
     }
+    this.#soleRunOfLastInsert = soleRunId ?? null;
 
     let epochs: Map<string, number>;
     try {
