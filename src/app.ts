@@ -164,7 +164,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
       : new MemoryQueue({ logger, concurrency: config.workerConcurrency, load: workerLoad }));
   metrics.readAdmissionLimit = () => queue.admissionLimit?.();
   metrics.readPoolUsage = () => database.poolUsage?.();
-  const schedules = new ScheduleService({ db, clock: options.clock });
+  // A written schedule may be due sooner than this instance's runner sleeps.
+  const schedules = new ScheduleService({ db, clock: options.clock, onWrite: () => scheduler.nudge() });
   const tools = options.tools ?? createDefaultToolRegistry({ followups: schedules });
   const resolve = options.resolveModel ?? ((modelId: string) => resolveModel({ modelId }));
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;

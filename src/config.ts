@@ -77,14 +77,20 @@ const ConfigSchema = z.object({
   modelPricesFile: z.string().min(1).optional(),
   maxAttempts: z.coerce.number().int().min(1).max(100).default(3),
   redisPrefix: z.string().min(1).default('outrun'),
-  /** How often the webhook dispatcher looks for due deliveries. */
-  webhookPollIntervalMs: z.coerce.number().int().positive().default(1000),
+  /**
+   * The longest the webhook dispatcher sleeps: it wakes at the next due attempt and when this instance records
+   * deliveries, so this bounds only how late it finds what another instance recorded and left.
+   */
+  webhookPollIntervalMs: z.coerce.number().int().positive().default(10_000),
   /** How long a dispatcher's claim on a delivery lasts: a dispatcher that died mid-attempt is retried after it. */
   webhookClaimLeaseMs: z.coerce.number().int().positive().default(60_000),
   /** Requests one API key (or user) may make to `/v1` per minute, shared across instances through Redis; 0 turns the limit off. */
   rateLimitPerMinute: z.coerce.number().int().min(0).default(600),
-  /** How often each instance's schedule runner looks for due schedules. */
-  schedulePollIntervalMs: z.coerce.number().int().positive().default(1000),
+  /**
+   * The longest each instance's schedule runner sleeps: it wakes at the next due time and when this instance
+   * writes a schedule, so this bounds only how late it finds a schedule another instance wrote and left.
+   */
+  schedulePollIntervalMs: z.coerce.number().int().positive().default(10_000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Browser origins allowed to call the API cross-origin (`OUTRUN_CORS_ORIGINS`, comma-separated). @default none */
   corsOrigins: z

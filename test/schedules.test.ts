@@ -5,6 +5,7 @@ import { MemoryBus } from '../src/bus/memory-bus.ts';
 import { ManualClock } from '../src/clock.ts';
 import { MemoryQueue } from '../src/queue/memory-queue.ts';
 import type { RunObject } from '../src/runs/run-object.ts';
+import { ScheduleRunner } from '../src/triggers/schedule-runner.ts';
 import type { ScheduleObject } from '../src/triggers/schedule-service.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { script } from './support/sse.ts';
@@ -168,6 +169,70 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(await runsOf(app, chatId)).toHaveLength(1);
   });
+
+  it('wakes at a due time this instance wrote, however long its poll', async () => {
+    // A poll far longer than the test: the runner fires on time because the write nudged it and it then
+    // slept until the due time it read.
+    const app = await server({ pollMs: 600_000 });
+    const chatId = await app.createChat();
+    const schedule = await createSchedule(app, chatId, {
+      at: new Date(Date.now() + 1500).toISOString(),
+      input: { text: QUICK },
+    });
+    const [run] = await pollUntil(
+      () => runsOf(app, chatId),
+      (runs) => runs.length > 0,
+      { timeoutMs: 10_000 },
+    );
+    expect(run).toMatchObject({ trigger: 'schedule', scheduleId: schedule.id });
+    const lateMs = new Date(run!.createdAt).getTime() - new Date(schedule.at!).getTime();
+    expect(lateMs).toBeGreaterThanOrEqual(0);
+    expect(lateMs).toBeLessThan(1_000);
+  });
+
+  it.skipIf(kind === 'pglite')(
+    'looks again a second later, not at once, while another runner holds a due time',
+    async () => {
+      const app = await server({ pollMs: 600_000 });
+      const chatId = await app.createChat();
+      const schedule = await createSchedule(app, chatId, {
+        at: new Date(Date.now() + 300).toISOString(),
+        input: { text: QUICK },
+      });
+      let statements = 0;
+      const counted = app.outrun.db.withPlugin({
+        transformQuery: (args) => {
+          statements += 1;
+          return args.node;
+        },
+        transformResult: async (args) => args.result,
+      });
+      const runner = new ScheduleRunner({
+        db: counted,
+        engine: app.outrun.engine,
+        logger: pino({ level: 'silent' }),
+        pollIntervalMs: 600_000,
+      });
+      // Another runner's begin transaction holding the row: every claim of this due time is skipped.
+      await app.outrun.db.transaction().execute(async (tx) => {
+        await tx.selectFrom('schedules').select('id').where('id', '=', schedule.id).forUpdate().execute();
+        await new Promise((resolve) => setTimeout(resolve, 400));
+        runner.start();
+        await new Promise((resolve) => setTimeout(resolve, 1_500));
+        await runner.stop();
+      });
+      // A pass is two reads (due rows, the next due time); one every second, not a busy loop.
+      expect(statements).toBeGreaterThanOrEqual(2);
+      expect(statements).toBeLessThanOrEqual(6);
+      // Released, the due time fires once: the runner that slept through it was told to look a second later.
+      const runs = await pollUntil(
+        () => runsOf(app, chatId),
+        (items) => items.length > 0,
+        { timeoutMs: 10_000 },
+      );
+      expect(runs).toHaveLength(1);
+    },
+  );
 
   it('fires a due time exactly once when two instances race for it', async () => {
     const clock = new ManualClock();

@@ -17,6 +17,8 @@ const silent = pino({ level: 'silent' });
 interface Received {
   headers: IncomingHttpHeaders;
   body: string;
+  /** When the request ended (`Date.now()`). */
+  at: number;
 }
 
 /** A webhook receiver on 127.0.0.1 that answers each request with `answer(n)` (n counts from 1). */
@@ -31,7 +33,7 @@ async function startReceiver(answer: (n: number) => number): Promise<{
     request.setEncoding('utf8');
     request.on('data', (chunk: string) => (body += chunk));
     request.on('end', () => {
-      received.push({ headers: request.headers, body });
+      received.push({ headers: request.headers, body, at: Date.now() });
       response.statusCode = answer(received.length);
       response.end(response.statusCode >= 300 ? 'receiver says no' : 'ok');
     });
@@ -191,7 +193,7 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
       .where('status', '=', 'pending')
       .execute();
   };
-  const dispatcher = (options: { retrySchedule: number[] }) => {
+  const dispatcher = (options: { retrySchedule: number[]; pollIntervalMs?: number }) => {
     const created = new WebhookDispatcher({
       db: server.outrun.db,
       logger: silent,
@@ -204,6 +206,62 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     dispatchers.push(created);
     return created;
   };
+
+  it('retries when the retry schedule says, however long its poll', async () => {
+    await forgetEarlierWebhooks();
+    const receiver = await startReceiver((n) => (n === 1 ? 500 : 204));
+    receivers.push(receiver);
+    await createWebhook(receiver.url);
+    await server.outrun.db
+      .transaction()
+      .execute((tx) => recordWebhookEvent(tx, { workspaceId, event: 'run.succeeded', run }));
+    // After the first attempt the dispatcher sleeps until the retry's due time, not for ten minutes.
+    dispatcher({ retrySchedule: [300], pollIntervalMs: 600_000 }).start();
+    await pollUntil(
+      () => receiver.received.length,
+      (count) => count >= 2,
+      { timeoutMs: 10_000 },
+    );
+    const gapMs = receiver.received[1]!.at - receiver.received[0]!.at;
+    expect(gapMs).toBeGreaterThanOrEqual(250);
+    expect(gapMs).toBeLessThan(1_500);
+    await forgetEarlierWebhooks();
+  });
+
+  it.skipIf(kind === 'pglite')(
+    'looks again a second later, not at once, while another dispatcher claims a due delivery',
+    async () => {
+      await forgetEarlierWebhooks();
+      const receiver = await startReceiver(() => 204);
+      receivers.push(receiver);
+      await createWebhook(receiver.url);
+      await server.outrun.db
+        .transaction()
+        .execute((tx) => recordWebhookEvent(tx, { workspaceId, event: 'run.succeeded', run }));
+      const sender = dispatcher({ retrySchedule: [], pollIntervalMs: 600_000 });
+      const passes = vi.spyOn(sender, 'dispatchDue');
+      // Another dispatcher's claim statement holding the row: this one's claims skip it.
+      await server.outrun.db.transaction().execute(async (tx) => {
+        await tx
+          .selectFrom('webhook_deliveries')
+          .select('id')
+          .where('status', '=', 'pending')
+          .forUpdate()
+          .execute();
+        sender.start();
+        await new Promise((resolve) => setTimeout(resolve, 1_500));
+      });
+      expect(passes.mock.calls.length).toBeGreaterThanOrEqual(1);
+      expect(passes.mock.calls.length).toBeLessThanOrEqual(3);
+      // Released, the delivery is sent by the dispatcher that was told to look again soon.
+      await pollUntil(
+        () => receiver.received.length,
+        (count) => count === 1,
+        { timeoutMs: 10_000 },
+      );
+      await forgetEarlierWebhooks();
+    },
+  );
 
   it('delivers on the third try to a receiver that fails twice, signed so standardwebhooks verifies it', async () => {
     const receiver = await startReceiver((n) => (n <= 2 ? 500 : 204));

@@ -1,6 +1,6 @@
 import type { Transaction } from 'kysely';
 import type { Logger } from 'pino';
-import { systemClock, type Clock } from '../clock.ts';
+import { delayUntil, systemClock, type Clock } from '../clock.ts';
 import { RunAlreadyActiveError } from '../errors.ts';
 import type { Metrics } from '../metrics.ts';
 import type { RunObject } from '../runs/run-object.ts';
@@ -11,9 +11,14 @@ import type { Database, ScheduleRow } from '../store/schema.ts';
 import { ScheduleMultitask, ScheduleResult, type ScheduleInput } from './schedule-service.ts';
 import { nextCronTime } from './schedule-time.ts';
 
-/** How often a runner looks for due schedules. */
-const DEFAULT_POLL_INTERVAL_MS = 1_000;
-/** Due schedules one pass fires; the next pass takes the rest. */
+/**
+ * The longest a runner sleeps. It wakes at the next due time it read and at once when this instance writes a
+ * schedule; this bounds how late it finds a schedule written by another instance that then went away.
+ */
+const DEFAULT_POLL_INTERVAL_MS = 10_000;
+/** How soon a pass runs again after one that left a due time it could not handle (another runner has it). */
+const STILL_DUE_RETRY_MS = 1_000;
+/** Due schedules one pass fires; a full batch is followed at once by another pass. */
 const DUE_BATCH = 50;
 /** How long `multitask: "interrupt"` waits for the chat's active run to end. */
 const DEFAULT_INTERRUPT_WAIT_MS = 10_000;
@@ -27,7 +32,7 @@ export interface ScheduleRunnerOptions {
   metrics?: Metrics;
   /** Where due times are read. @default the system clock */
   clock?: Clock;
-  /** @default 1000 */
+  /** The longest the runner sleeps between passes. @default 10000 */
   pollIntervalMs?: number;
   /** @default 10000 */
   interruptWaitMs?: number;
@@ -42,33 +47,61 @@ class ScheduleClaimLostError extends Error {
 
 type DueSchedule = ScheduleRow & { agent_id: string | null; chat_deleted_at: Date | null };
 
+interface Pass {
+  /** Due times this pass handled. */
+  handled: number;
+  /** How long to sleep before the next pass. */
+  delayMs: number;
+}
+
 /**
  * Fires due schedules. Every instance runs one; they share the `schedules` table. A due time fires exactly
  * once: the run's own begin transaction claims the row (`FOR UPDATE SKIP LOCKED`, only while `next_run_at`
  * still holds the due time read) and advances `next_run_at` from now, so the run and the advance commit
  * together or not at all. A runner that lost the claim rolls its whole start back; a due time missed while
  * every instance was down fires once, and the next due time is the first one after now.
+ *
+ * A runner does not poll at a fixed rate: after a pass it sleeps until the earliest `next_run_at` of any
+ * enabled schedule (at most `pollIntervalMs`), and `nudge()` — called after this instance writes a schedule —
+ * wakes it at once. So an idle instance with no schedule due soon reads the table every `pollIntervalMs`
+ * (docs/decisions/0017-pollers-sleep-until-due.md).
  */
 export class ScheduleRunner {
   readonly #options: ScheduleRunnerOptions;
   readonly #clock: Clock;
+  readonly #pollIntervalMs: number;
   #running = false;
   #timer: NodeJS.Timeout | null = null;
   #passes: Promise<unknown> = Promise.resolve();
+  /** A pass is in flight from the timer. */
+  #passing = false;
+  /** `nudge()` was called during that pass: run another one as soon as it ends. */
+  #nudged = false;
 
   constructor(options: ScheduleRunnerOptions) {
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
+    this.#pollIntervalMs = options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
   }
 
-  /** Starts polling for due schedules. */
+  /** Starts looking for due schedules. */
   start(): void {
     if (this.#running) return;
     this.#running = true;
     this.#schedulePass(0);
   }
 
-  /** Stops polling and waits for the pass in flight. */
+  /** Looks for due schedules now (call after writing a schedule: its due time may be sooner than the sleep). */
+  nudge(): void {
+    if (!this.#running) return;
+    if (this.#passing) {
+      this.#nudged = true;
+      return;
+    }
+    this.#schedulePass(0);
+  }
+
+  /** Stops looking and waits for the pass in flight. */
   async stop(): Promise<void> {
     this.#running = false;
     if (this.#timer) clearTimeout(this.#timer);
@@ -81,6 +114,10 @@ export class ScheduleRunner {
    * asked for after the clock moved always reads the moved clock. Returns how many due times it handled.
    */
   async tick(): Promise<number> {
+    return (await this.#pass()).handled;
+  }
+
+  #pass(): Promise<Pass> {
     const pass = this.#passes.then(() => this.#tick());
     this.#passes = pass.catch(() => {});
     return pass;
@@ -88,15 +125,29 @@ export class ScheduleRunner {
 
   #schedulePass(delayMs: number): void {
     if (!this.#running) return;
+    if (this.#timer) clearTimeout(this.#timer);
     this.#timer = setTimeout(() => {
-      this.tick()
-        .catch((error: unknown) => this.#options.logger.error({ err: error }, 'firing schedules failed'))
-        .finally(() => this.#schedulePass(this.#options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS));
+      this.#timer = null;
+      this.#passing = true;
+      this.#pass()
+        .then(
+          (pass) => pass.delayMs,
+          (error: unknown) => {
+            this.#options.logger.error({ err: error }, 'firing schedules failed');
+            return Math.min(this.#pollIntervalMs, STILL_DUE_RETRY_MS);
+          },
+        )
+        .then((delayMs) => {
+          this.#passing = false;
+          const again = this.#nudged;
+          this.#nudged = false;
+          this.#schedulePass(again ? 0 : delayMs);
+        });
     }, delayMs);
     this.#timer.unref();
   }
 
-  async #tick(): Promise<number> {
+  async #tick(): Promise<Pass> {
     const now = this.#clock.now();
     // A plain read finds candidates; the claim that counts is taken in each run's begin transaction.
     const due = await this.#options.db
@@ -113,7 +164,19 @@ export class ScheduleRunner {
     for (const schedule of due) {
       if (await this.#fire(schedule as DueSchedule, now)) handled += 1;
     }
-    return handled;
+    // A full batch: more may be due.
+    if (due.length === DUE_BATCH) return { handled, delayMs: 0 };
+    const { next } = await this.#options.db
+      .selectFrom('schedules')
+      .select((eb) => eb.fn.min('next_run_at').as('next'))
+      .where('enabled', '=', true)
+      .executeTakeFirstOrThrow();
+    const nextDue = next === null ? null : new Date(next);
+    // Still due since before this pass: another runner is firing it, or recording it failed. Not a busy loop.
+    if (nextDue && nextDue <= now) {
+      return { handled, delayMs: Math.min(this.#pollIntervalMs, STILL_DUE_RETRY_MS) };
+    }
+    return { handled, delayMs: delayUntil(nextDue, this.#clock.now(), this.#pollIntervalMs) };
   }
 
   /** Fires one due time of `schedule`; false when another runner had it or nothing could be recorded. */

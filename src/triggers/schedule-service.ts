@@ -75,10 +75,13 @@ export const toScheduleObject = (row: ScheduleRow): ScheduleObject => ({
 export class ScheduleService {
   readonly #db: Db;
   readonly #clock: Clock;
+  readonly #onWrite: () => void;
 
-  constructor(options: { db: Db; clock?: Clock }) {
+  /** `onWrite` is called after every committed write that may have made a due time sooner. */
+  constructor(options: { db: Db; clock?: Clock; onWrite?: () => void }) {
     this.#db = options.db;
     this.#clock = options.clock ?? systemClock;
+    this.#onWrite = options.onWrite ?? (() => {});
   }
 
   /** A new schedule on `chatId`, which the caller must own (else `chat_not_found`). Validates before writing. */
@@ -104,6 +107,7 @@ export class ScheduleService {
       })
       .returningAll()
       .executeTakeFirstOrThrow();
+    this.#onWrite();
     return toScheduleObject(row);
   }
 
@@ -138,6 +142,7 @@ export class ScheduleService {
       })
       .returningAll()
       .executeTakeFirstOrThrow();
+    this.#onWrite();
     return toScheduleObject(row);
   }
 
@@ -186,6 +191,7 @@ export class ScheduleService {
       .where('id', '=', scheduleId)
       .returningAll()
       .executeTakeFirstOrThrow();
+    this.#onWrite();
     return toScheduleObject(updated);
   }
 

@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { Webhook } from 'standardwebhooks';
+import { delayUntil } from '../clock.ts';
 import type { Metrics } from '../metrics.ts';
 import { assertOutboundUrl } from '../net/outbound-url.ts';
 import type { Database } from '../store/schema.ts';
@@ -21,8 +22,13 @@ export const DEFAULT_RETRY_SCHEDULE_MS: readonly number[] = [
   12 * 60 * 60_000,
 ];
 
-/** How often the dispatcher looks for due deliveries when nobody nudges it. */
-const DEFAULT_POLL_INTERVAL_MS = 1_000;
+/**
+ * The longest the dispatcher sleeps. It wakes at the next due attempt it read and at once when nudged; this
+ * bounds how late it finds deliveries another instance recorded and could not send (it went away).
+ */
+const DEFAULT_POLL_INTERVAL_MS = 10_000;
+/** How soon a pass runs again after one that failed or left a delivery due (another dispatcher is claiming it). */
+const STILL_DUE_RETRY_MS = 1_000;
 /** How long one POST may take, answer included. */
 const DEFAULT_TIMEOUT_MS = 10_000;
 /**
@@ -45,7 +51,7 @@ export interface WebhookDispatcherOptions {
   metrics?: Metrics;
   /** Deliver to private and loopback addresses (checked again before every attempt). @default false */
   allowPrivateUrls?: boolean;
-  /** @default 1000 */
+  /** The longest the dispatcher sleeps between passes. @default 10000 */
   pollIntervalMs?: number;
   /** Delay before each retry; a delivery gets `retrySchedule.length + 1` attempts. @default DEFAULT_RETRY_SCHEDULE_MS */
   retrySchedule?: readonly number[];
@@ -83,6 +89,9 @@ export type AttemptResult = 'delivered' | 'retry' | 'failed';
  * deliveries with `FOR UPDATE SKIP LOCKED`, pushing their `next_attempt_at` out by a lease in the same
  * statement, so a delivery is sent by one dispatcher at a time and a dead dispatcher's claims come due again.
  * Delivery is at least once: a receiver deduplicates by the `webhook-id` header (the delivery id).
+ *
+ * Between passes a dispatcher sleeps until the earliest due attempt in the table (a retry's time, an expired
+ * claim), at most `pollIntervalMs`; `nudge()` after a commit that recorded deliveries wakes it at once.
  */
 export class WebhookDispatcher {
   readonly #db: Kysely<Database>;
@@ -119,14 +128,14 @@ export class WebhookDispatcher {
     this.#fetch = options.fetch ?? globalThis.fetch;
   }
 
-  /** Starts polling for due deliveries. */
+  /** Starts looking for due deliveries. */
   start(): void {
     if (this.#running) return;
     this.#running = true;
     this.#schedulePass(0);
   }
 
-  /** Stops polling and waits (bounded) for the deliveries in flight. */
+  /** Stops looking and waits (bounded) for the deliveries in flight. */
   async stop(): Promise<void> {
     this.#running = false;
     if (this.#timer) clearTimeout(this.#timer);
@@ -162,24 +171,42 @@ export class WebhookDispatcher {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = setTimeout(() => {
       this.#timer = null;
-      this.#pass = this.#runPass().finally(() => {
+      this.#pass = this.#runPass().then((delayMs) => {
         this.#pass = null;
         if (!this.#running) return;
         const again = this.#nudged;
         this.#nudged = false;
-        this.#schedulePass(again ? 0 : this.#pollIntervalMs);
+        this.#schedulePass(again ? 0 : delayMs);
       });
     }, delayMs);
     this.#timer.unref?.();
   }
 
-  async #runPass(): Promise<void> {
+  /** Sends what is due; returns how long to sleep before the next pass. */
+  async #runPass(): Promise<number> {
+    const retryMs = Math.min(this.#pollIntervalMs, STILL_DUE_RETRY_MS);
     try {
+      const started = this.#now();
       // A full batch means more may be due: keep going until a claim comes back short.
       while (this.#running && (await this.dispatchDue()) === this.#batchSize);
+      const next = await this.#nextDue();
+      // Due since before this pass and not claimed by it: another dispatcher's claim is committing.
+      if (next && next <= started) return retryMs;
+      return delayUntil(next, this.#now(), this.#pollIntervalMs);
     } catch (error) {
-      this.#logger.warn({ err: error }, 'webhook dispatch pass failed; retrying on the next poll');
+      this.#logger.warn({ err: error }, 'webhook dispatch pass failed; retrying soon');
+      return retryMs;
     }
+  }
+
+  /** The earliest time a pending delivery is due: a retry, a first attempt, or a claim's lease running out. */
+  async #nextDue(): Promise<Date | null> {
+    const { next } = await this.#db
+      .selectFrom('webhook_deliveries')
+      .select((eb) => eb.fn.min('next_attempt_at').as('next'))
+      .where('status', '=', DeliveryStatus.pending)
+      .executeTakeFirstOrThrow();
+    return next === null ? null : new Date(next);
   }
 
   async #claim(): Promise<ClaimedDelivery[]> {
