@@ -33,3 +33,19 @@ describe('run metrics helpers', () => {
     expect(text).not.toMatch(/outrun_run_duration_seconds_count\{[^}]*\} [1-9]/);
   });
 });
+
+describe('Node default metrics', () => {
+  it('starts them at the first scrape, not before, and only once', async () => {
+    const metrics = new Metrics();
+    const lag = () => metrics.registry.getSingleMetric('nodejs_eventloop_lag_p99_seconds');
+    expect(lag()).toBeUndefined();
+    expect(await metrics.scrape()).toMatch(/^nodejs_eventloop_lag_p99_seconds /m);
+    expect(lag()).toBeDefined();
+    expect(await metrics.scrape()).toMatch(/^process_cpu_user_seconds_total /m);
+  });
+
+  it('are left out with defaultMetrics: false', async () => {
+    const metrics = new Metrics({ defaultMetrics: false });
+    expect(await metrics.scrape()).not.toContain('nodejs_');
+  });
+});

@@ -58,6 +58,9 @@ describe('operations', () => {
     ]) {
       expect(text).toContain(name);
     }
+    // Node's default metrics, started by this first scrape.
+    expect(text).toMatch(/^process_cpu_user_seconds_total \d/m);
+    expect(text).toMatch(/^nodejs_eventloop_lag_p99_seconds \d/m);
   });
 });
 

@@ -271,7 +271,7 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     }
     await sampleQueueDepth(context);
     void reply.header('content-type', context.metrics.registry.contentType);
-    return context.metrics.registry.metrics();
+    return context.metrics.scrape();
   });
 
   registerAdminRoutes(app, context);

@@ -78,6 +78,37 @@ describe('LoadLimit', () => {
     expect(reads).toHaveLength(3);
   });
 
+  it('reads the loop only while at least half the base runs execute, and is the base below that', () => {
+    let taken = 8;
+    const reads: number[] = [];
+    const limit = new LoadLimit({
+      base: 8,
+      max: 100,
+      maxLoopDelayMs: 20,
+      intervalMs: 100,
+      taken: () => taken,
+      readDelayMs: () => {
+        reads.push(0);
+        return 0;
+      },
+      onRaise: () => {},
+    });
+    limit.start();
+    vi.advanceTimersByTime(200);
+    expect(reads).toHaveLength(2);
+    expect(limit.limit).toBeGreaterThan(8);
+    taken = 3; // under half the base: no reading, and the limit falls back to the base
+    vi.advanceTimersByTime(500);
+    expect(reads).toHaveLength(2);
+    expect(limit.limit).toBe(8);
+    taken = 4; // half the base again: the first reading only resumes sampling, the next one reads it
+    vi.advanceTimersByTime(100);
+    expect(reads).toHaveLength(2);
+    vi.advanceTimersByTime(100);
+    expect(reads).toHaveLength(3);
+    limit.close();
+  });
+
   it('tells the queue each time the limit rises, and only then', () => {
     const { limit, raises } = loadLimit([0, 0, 50, 50, 0]);
     limit.start();

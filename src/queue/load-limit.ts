@@ -54,7 +54,8 @@ export function nextLimit(options: {
 /**
  * A worker's limit on runs at once that follows its event loop: `base` runs are always admitted, more while
  * the loop's delay stays under `maxLoopDelayMs`, never more than `max`. Once started, reads the delay every
- * `intervalMs`; `onRaise` is called when the limit rose (queued runs may now be admitted).
+ * `intervalMs`, sampling the loop only while at least half the base runs execute; `onRaise` is called when
+ * the limit rose (queued runs may now be admitted).
  */
 export class LoadLimit {
   readonly #options: LoadAdmissionOptions & { max: number };
@@ -64,6 +65,7 @@ export class LoadLimit {
   readonly #readDelayMs: () => number;
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
+  #sampling = false;
   #limit: number;
 
   constructor(options: LoadAdmissionOptions & { max: number; taken: () => number; onRaise: () => void }) {
@@ -92,7 +94,7 @@ export class LoadLimit {
   /** Starts reading the loop's delay, once; harmless when started or closed. */
   start(): void {
     if (this.#timer || this.#closed) return;
-    this.#histogram?.enable();
+    this.#sample(true);
     this.#timer = setInterval(() => this.#read(), this.#options.intervalMs ?? 500);
     this.#timer.unref();
   }
@@ -106,14 +108,34 @@ export class LoadLimit {
   close(): void {
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
-    this.#histogram?.disable();
+    this.#sample(false);
+  }
+
+  /** Turns sampling the loop on or off; true when it was just turned on (nothing sampled yet). */
+  #sample(on: boolean): boolean {
+    if (on === this.#sampling) return false;
+    this.#sampling = on;
+    if (on) this.#histogram?.enable();
+    else this.#histogram?.disable();
+    if (on) this.#histogram?.reset();
+    return on;
   }
 
   #read(): void {
     const before = this.#limit;
+    const taken = this.#taken();
+    if (taken < this.#options.base / 2) {
+      // Far under the base the loop's delay would change nothing: the limit is the base. Sampling stops (its
+      // 10 ms timer would be most of an idle process's wake-ups) until half the base runs execute again.
+      this.#sample(false);
+      this.#limit = Math.min(this.#options.base, this.#options.max);
+      return;
+    }
+    // Just resumed, nothing sampled yet: the next reading moves the limit.
+    if (this.#sample(true)) return;
     this.#limit = nextLimit({
       limit: before,
-      taken: this.#taken(),
+      taken,
       delayMs: this.#readDelayMs(),
       base: this.#options.base,
       max: this.#options.max,
