@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { delayUntil, systemClock, type Clock } from '../clock.ts';
 import { RunAlreadyActiveError } from '../errors.ts';
 import type { Metrics } from '../metrics.ts';
+import { PassLoop } from '../pass-loop.ts';
 import type { RunObject } from '../runs/run-object.ts';
 import type { RunEngine } from '../runs/run-engine.ts';
 import { isTerminalStatus } from '../runs/run-status.ts';
@@ -70,13 +71,8 @@ export class ScheduleRunner {
   readonly #options: ScheduleRunnerOptions;
   readonly #clock: Clock;
   readonly #pollIntervalMs: number;
-  #running = false;
-  #timer: NodeJS.Timeout | null = null;
+  readonly #loop = new PassLoop(() => this.#timedPass());
   #passes: Promise<unknown> = Promise.resolve();
-  /** A pass is in flight from the timer. */
-  #passing = false;
-  /** `nudge()` was called during that pass: run another one as soon as it ends. */
-  #nudged = false;
 
   constructor(options: ScheduleRunnerOptions) {
     this.#options = options;
@@ -86,26 +82,17 @@ export class ScheduleRunner {
 
   /** Starts looking for due schedules. */
   start(): void {
-    if (this.#running) return;
-    this.#running = true;
-    this.#schedulePass(0);
+    this.#loop.start();
   }
 
   /** Looks for due schedules now (call after writing a schedule: its due time may be sooner than the sleep). */
   nudge(): void {
-    if (!this.#running) return;
-    if (this.#passing) {
-      this.#nudged = true;
-      return;
-    }
-    this.#schedulePass(0);
+    this.#loop.nudge();
   }
 
   /** Stops looking and waits for the pass in flight. */
   async stop(): Promise<void> {
-    this.#running = false;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = null;
+    this.#loop.stop();
     await this.#passes;
   }
 
@@ -123,28 +110,14 @@ export class ScheduleRunner {
     return pass;
   }
 
-  #schedulePass(delayMs: number): void {
-    if (!this.#running) return;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#timer = null;
-      this.#passing = true;
-      this.#pass()
-        .then(
-          (pass) => pass.delayMs,
-          (error: unknown) => {
-            this.#options.logger.error({ err: error }, 'firing schedules failed');
-            return Math.min(this.#pollIntervalMs, STILL_DUE_RETRY_MS);
-          },
-        )
-        .then((delayMs) => {
-          this.#passing = false;
-          const again = this.#nudged;
-          this.#nudged = false;
-          this.#schedulePass(again ? 0 : delayMs);
-        });
-    }, delayMs);
-    this.#timer.unref();
+  /** A pass of the loop: fires what is due, returns how long to sleep. */
+  async #timedPass(): Promise<number> {
+    try {
+      return (await this.#pass()).delayMs;
+    } catch (error) {
+      this.#options.logger.error({ err: error }, 'firing schedules failed');
+      return Math.min(this.#pollIntervalMs, STILL_DUE_RETRY_MS);
+    }
   }
 
   async #tick(): Promise<Pass> {

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { Webhook } from 'standardwebhooks';
 import { delayUntil } from '../clock.ts';
 import type { Metrics } from '../metrics.ts';
+import { PassLoop } from '../pass-loop.ts';
 import { assertOutboundUrl } from '../net/outbound-url.ts';
 import type { Database } from '../store/schema.ts';
 import { DeliveryStatus } from './webhook-service.ts';
@@ -107,10 +108,8 @@ export class WebhookDispatcher {
   readonly #now: () => Date;
   readonly #random: () => number;
   readonly #fetch: typeof fetch;
+  readonly #loop = new PassLoop(() => this.#runPass());
   #running = false;
-  #timer: NodeJS.Timeout | null = null;
-  #pass: Promise<void> | null = null;
-  #nudged = false;
 
   constructor(options: WebhookDispatcherOptions) {
     this.#db = options.db;
@@ -130,17 +129,15 @@ export class WebhookDispatcher {
 
   /** Starts looking for due deliveries. */
   start(): void {
-    if (this.#running) return;
     this.#running = true;
-    this.#schedulePass(0);
+    this.#loop.start();
   }
 
   /** Stops looking and waits (bounded) for the deliveries in flight. */
   async stop(): Promise<void> {
     this.#running = false;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = null;
-    const pass = this.#pass;
+    this.#loop.stop();
+    const pass = this.#loop.inFlight;
     if (!pass) return;
     let timeout: NodeJS.Timeout | undefined;
     await Promise.race([pass, new Promise((resolve) => (timeout = setTimeout(resolve, STOP_WAIT_MS)))]);
@@ -149,12 +146,7 @@ export class WebhookDispatcher {
 
   /** Looks for due deliveries now (call after committing a transaction that recorded some). */
   nudge(): void {
-    if (!this.#running) return;
-    if (this.#pass) {
-      this.#nudged = true;
-      return;
-    }
-    this.#schedulePass(0);
+    this.#loop.nudge();
   }
 
   /**
@@ -165,21 +157,6 @@ export class WebhookDispatcher {
     const claimed = await this.#claim();
     await Promise.all(claimed.map((delivery) => this.#deliver(delivery)));
     return claimed.length;
-  }
-
-  #schedulePass(delayMs: number): void {
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#timer = null;
-      this.#pass = this.#runPass().then((delayMs) => {
-        this.#pass = null;
-        if (!this.#running) return;
-        const again = this.#nudged;
-        this.#nudged = false;
-        this.#schedulePass(again ? 0 : delayMs);
-      });
-    }, delayMs);
-    this.#timer.unref?.();
   }
 
   /** Sends what is due; returns how long to sleep before the next pass. */
