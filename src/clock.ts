@@ -21,12 +21,3 @@ export class ManualClock implements Clock {
     this.#now += ms;
   }
 }
-
-/**
- * How long a poller that knows its next due time sleeps: until `next`, but never past `maxMs` (work another
- * instance recorded is found at the latest then) and never less than zero; `maxMs` when nothing is due.
- */
-export function delayUntil(next: Date | null, now: Date, maxMs: number): number {
-  if (!next) return maxMs;
-  return Math.min(maxMs, Math.max(0, next.getTime() - now.getTime()));
-}

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { PassLoop } from './pass-loop.ts';
+import { delayAfterPass, PassLoop } from './pass-loop.ts';
 
 describe('PassLoop', () => {
   beforeEach(() => vi.useFakeTimers());
@@ -65,5 +65,23 @@ describe('PassLoop', () => {
     await vi.advanceTimersByTimeAsync(1_000);
     expect(started).toHaveLength(1);
     expect(passes.inFlight).toBeNull();
+  });
+});
+
+describe('delayAfterPass', () => {
+  const passBegan = new Date('2026-01-01T00:00:00.000Z');
+  const now = new Date(passBegan.getTime() + 50);
+  const at = (ms: number) => new Date(passBegan.getTime() + ms);
+
+  it('sleeps until the next due time, at most the interval, the interval when nothing is due', () => {
+    expect(delayAfterPass({ next: at(1_050), passBegan, now, maxMs: 10_000 })).toBe(1_000);
+    expect(delayAfterPass({ next: at(60_000), passBegan, now, maxMs: 10_000 })).toBe(10_000);
+    expect(delayAfterPass({ next: null, passBegan, now, maxMs: 10_000 })).toBe(10_000);
+    expect(delayAfterPass({ next: at(20), passBegan, now, maxMs: 10_000 })).toBe(0); // came due during the pass
+  });
+
+  it('waits a second, not zero, for what was due already when the pass began', () => {
+    expect(delayAfterPass({ next: at(0), passBegan, now, maxMs: 10_000 })).toBe(1_000);
+    expect(delayAfterPass({ next: at(-5_000), passBegan, now, maxMs: 200 })).toBe(200);
   });
 });

@@ -55,3 +55,26 @@ export class PassLoop {
     this.#timer.unref();
   }
 }
+
+/** How soon a pass runs again after one that failed or left something due: a second, or `maxMs` if shorter. */
+export function retryDelay(maxMs: number): number {
+  return Math.min(maxMs, 1_000);
+}
+
+/**
+ * The sleep after a pass of a poller that read its next due time `next`: until then, at most `maxMs` (what
+ * another instance wrote is found at the latest then), `maxMs` when nothing is due. When `next` was due
+ * already when the pass began — another instance's transaction holds it, or handling it failed — the
+ * `retryDelay`, never at once: a contended due time does not become a busy loop.
+ */
+export function delayAfterPass(options: {
+  next: Date | null;
+  passBegan: Date;
+  now: Date;
+  maxMs: number;
+}): number {
+  const { next, passBegan, now, maxMs } = options;
+  if (!next) return maxMs;
+  if (next <= passBegan) return retryDelay(maxMs);
+  return Math.min(maxMs, Math.max(0, next.getTime() - now.getTime()));
+}

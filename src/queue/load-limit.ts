@@ -115,10 +115,13 @@ export class LoadLimit {
   #sample(on: boolean): boolean {
     if (on === this.#sampling) return false;
     this.#sampling = on;
-    if (on) this.#histogram?.enable();
-    else this.#histogram?.disable();
-    if (on) this.#histogram?.reset();
-    return on;
+    if (!on) {
+      this.#histogram?.disable();
+      return false;
+    }
+    this.#histogram?.enable();
+    this.#histogram?.reset();
+    return true;
   }
 
   #read(): void {

@@ -1,9 +1,9 @@
 import type { Transaction } from 'kysely';
 import type { Logger } from 'pino';
-import { delayUntil, systemClock, type Clock } from '../clock.ts';
+import { systemClock, type Clock } from '../clock.ts';
 import { RunAlreadyActiveError } from '../errors.ts';
 import type { Metrics } from '../metrics.ts';
-import { PassLoop } from '../pass-loop.ts';
+import { delayAfterPass, PassLoop, retryDelay } from '../pass-loop.ts';
 import type { RunObject } from '../runs/run-object.ts';
 import type { RunEngine } from '../runs/run-engine.ts';
 import { isTerminalStatus } from '../runs/run-status.ts';
@@ -17,8 +17,6 @@ import { nextCronTime } from './schedule-time.ts';
  * schedule; this bounds how late it finds a schedule written by another instance that then went away.
  */
 const DEFAULT_POLL_INTERVAL_MS = 10_000;
-/** How soon a pass runs again after one that left a due time it could not handle (another runner has it). */
-const STILL_DUE_RETRY_MS = 1_000;
 /** Due schedules one pass fires; a full batch is followed at once by another pass. */
 const DUE_BATCH = 50;
 /** How long `multitask: "interrupt"` waits for the chat's active run to end. */
@@ -116,7 +114,7 @@ export class ScheduleRunner {
       return (await this.#pass()).delayMs;
     } catch (error) {
       this.#options.logger.error({ err: error }, 'firing schedules failed');
-      return Math.min(this.#pollIntervalMs, STILL_DUE_RETRY_MS);
+      return retryDelay(this.#pollIntervalMs);
     }
   }
 
@@ -144,12 +142,13 @@ export class ScheduleRunner {
       .select((eb) => eb.fn.min('next_run_at').as('next'))
       .where('enabled', '=', true)
       .executeTakeFirstOrThrow();
-    const nextDue = next === null ? null : new Date(next);
-    // Still due since before this pass: another runner is firing it, or recording it failed. Not a busy loop.
-    if (nextDue && nextDue <= now) {
-      return { handled, delayMs: Math.min(this.#pollIntervalMs, STILL_DUE_RETRY_MS) };
-    }
-    return { handled, delayMs: delayUntil(nextDue, this.#clock.now(), this.#pollIntervalMs) };
+    const delayMs = delayAfterPass({
+      next: next === null ? null : new Date(next),
+      passBegan: now,
+      now: this.#clock.now(),
+      maxMs: this.#pollIntervalMs,
+    });
+    return { handled, delayMs };
   }
 
   /** Fires one due time of `schedule`; false when another runner had it or nothing could be recorded. */

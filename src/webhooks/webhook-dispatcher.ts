@@ -1,9 +1,8 @@
 import { sql, type Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { Webhook } from 'standardwebhooks';
-import { delayUntil } from '../clock.ts';
 import type { Metrics } from '../metrics.ts';
-import { PassLoop } from '../pass-loop.ts';
+import { delayAfterPass, PassLoop, retryDelay } from '../pass-loop.ts';
 import { assertOutboundUrl } from '../net/outbound-url.ts';
 import type { Database } from '../store/schema.ts';
 import { DeliveryStatus } from './webhook-service.ts';
@@ -28,8 +27,6 @@ export const DEFAULT_RETRY_SCHEDULE_MS: readonly number[] = [
  * bounds how late it finds deliveries another instance recorded and could not send (it went away).
  */
 const DEFAULT_POLL_INTERVAL_MS = 10_000;
-/** How soon a pass runs again after one that failed or left a delivery due (another dispatcher is claiming it). */
-const STILL_DUE_RETRY_MS = 1_000;
 /** How long one POST may take, answer included. */
 const DEFAULT_TIMEOUT_MS = 10_000;
 /**
@@ -161,18 +158,15 @@ export class WebhookDispatcher {
 
   /** Sends what is due; returns how long to sleep before the next pass. */
   async #runPass(): Promise<number> {
-    const retryMs = Math.min(this.#pollIntervalMs, STILL_DUE_RETRY_MS);
     try {
-      const started = this.#now();
+      const passBegan = this.#now();
       // A full batch means more may be due: keep going until a claim comes back short.
       while (this.#running && (await this.dispatchDue()) === this.#batchSize);
       const next = await this.#nextDue();
-      // Due since before this pass and not claimed by it: another dispatcher's claim is committing.
-      if (next && next <= started) return retryMs;
-      return delayUntil(next, this.#now(), this.#pollIntervalMs);
+      return delayAfterPass({ next, passBegan, now: this.#now(), maxMs: this.#pollIntervalMs });
     } catch (error) {
       this.#logger.warn({ err: error }, 'webhook dispatch pass failed; retrying soon');
-      return retryMs;
+      return retryDelay(this.#pollIntervalMs);
     }
   }
 
