@@ -164,8 +164,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
       : new MemoryQueue({ logger, concurrency: config.workerConcurrency, load: workerLoad }));
   metrics.readAdmissionLimit = () => queue.admissionLimit?.();
   metrics.readPoolUsage = () => database.poolUsage?.();
-  // A written schedule may be due sooner than this instance's runner sleeps.
-  const schedules = new ScheduleService({ db, clock: options.clock, onWrite: () => scheduler.nudge() });
+  // A written schedule may be due sooner than any instance's runner sleeps.
+  const schedules = new ScheduleService({ db, clock: options.clock, onWrite: () => scheduler.written() });
   const tools = options.tools ?? createDefaultToolRegistry({ followups: schedules });
   const resolve = options.resolveModel ?? ((modelId: string) => resolveModel({ modelId }));
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
@@ -290,6 +290,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     metrics,
     clock: options.clock,
     pollIntervalMs: config.schedulePollIntervalMs,
+    bus,
+    instanceId,
   });
   const context: OutrunContext = {
     config,
@@ -330,7 +332,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
       const { generatedKey } = await auth.seedAdmin({ adminKey: config.adminKey });
       await engine.start();
       webhookDispatcher.start();
-      scheduler.start();
+      await scheduler.start();
       return { generatedAdminKey: generatedKey };
     },
     async listen() {

@@ -59,6 +59,11 @@ export const BusChannel = {
   runStop: jsonChannel<{ runId: string }>('run-stop'),
   /** An API key was revoked: every instance closes the streams it authorized. */
   apiKeyRevoked: jsonChannel<{ keyId: string }>('api-key-revoked'),
+  /**
+   * A schedule was written (its due time may now be sooner): every other instance's schedule runner reads
+   * its next due time again. `from` names the writing instance, whose own runner was nudged directly.
+   */
+  schedulesChanged: jsonChannel<{ from: string }>('schedules-changed'),
 } as const;
 
 /**

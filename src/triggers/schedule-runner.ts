@@ -1,5 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import type { Transaction } from 'kysely';
 import type { Logger } from 'pino';
+import { BusChannel, publishBestEffort, type Bus } from '../bus/bus.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { RunAlreadyActiveError } from '../errors.ts';
 import type { Metrics } from '../metrics.ts';
@@ -35,6 +37,15 @@ export interface ScheduleRunnerOptions {
   pollIntervalMs?: number;
   /** @default 10000 */
   interruptWaitMs?: number;
+  /**
+   * Where this runner tells the other instances' runners that a schedule was written here, and hears theirs
+   * (`BusChannel.schedulesChanged`): a schedule written through one instance is found on time by every
+   * instance, so it fires on time even if the one that wrote it goes away first. Without a bus (or when a
+   * message is lost) the others find it within `pollIntervalMs`.
+   */
+  bus?: Bus;
+  /** Names this instance on the bus (its own messages are not heard twice). @default a new id */
+  instanceId?: string;
 }
 
 /** Another instance fired this due time first (or is firing it): the begin transaction rolls back. */
@@ -61,36 +72,68 @@ interface Pass {
  * every instance was down fires once, and the next due time is the first one after now.
  *
  * A runner does not poll at a fixed rate: after a pass it sleeps until the earliest `next_run_at` of any
- * enabled schedule (at most `pollIntervalMs`), and `nudge()` — called after this instance writes a schedule —
- * wakes it at once. So an idle instance with no schedule due soon reads the table every `pollIntervalMs`
- * (docs/decisions/0017-pollers-sleep-until-due.md).
+ * enabled schedule (at most `pollIntervalMs`), and `written()` — called after a schedule is written through
+ * this instance — wakes it at once and, over the bus, every other instance's runner. So an idle instance with
+ * no schedule due soon reads the table every `pollIntervalMs` (docs/decisions/0017-pollers-sleep-until-due.md).
  */
 export class ScheduleRunner {
   readonly #options: ScheduleRunnerOptions;
   readonly #clock: Clock;
   readonly #pollIntervalMs: number;
+  readonly #instanceId: string;
   readonly #loop = new PassLoop(() => this.#timedPass());
   #passes: Promise<unknown> = Promise.resolve();
+  /** The subscription to other instances' schedule writes, once `start()` asked for it. */
+  #subscription: Promise<(() => Promise<void>) | null> | null = null;
 
   constructor(options: ScheduleRunnerOptions) {
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
     this.#pollIntervalMs = options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+    this.#instanceId = options.instanceId ?? randomUUID();
   }
 
-  /** Starts looking for due schedules. */
-  start(): void {
+  /** Starts looking for due schedules, and listening for the schedules other instances write. */
+  async start(): Promise<void> {
     this.#loop.start();
+    const { bus, logger } = this.#options;
+    this.#subscription ??= bus
+      ? bus
+          .subscribe(BusChannel.schedulesChanged, ({ from }) => {
+            if (from !== this.#instanceId) this.nudge();
+          })
+          .catch((error: unknown) => {
+            // Not a reason to refuse to start: the poll still finds other instances' schedules.
+            logger.warn({ err: error }, "not hearing other instances' schedule writes; polling for them");
+            return null;
+          })
+      : Promise.resolve(null);
+    await this.#subscription;
   }
 
-  /** Looks for due schedules now (call after writing a schedule: its due time may be sooner than the sleep). */
+  /** Looks for due schedules now. */
   nudge(): void {
     this.#loop.nudge();
   }
 
-  /** Stops looking and waits for the pass in flight. */
+  /**
+   * A schedule was written through this instance (its due time may be sooner than any runner sleeps): looks
+   * now, and tells the other instances' runners to look too (best effort), whether or not this one runs.
+   */
+  written(): void {
+    this.nudge();
+    const { bus, logger } = this.#options;
+    if (!bus) return;
+    const message = { from: this.#instanceId };
+    void publishBestEffort({ bus, channel: BusChannel.schedulesChanged, message, logger });
+  }
+
+  /** Stops looking and listening, and waits for the pass in flight. */
   async stop(): Promise<void> {
     this.#loop.stop();
+    const unsubscribe = await this.#subscription;
+    this.#subscription = null;
+    await unsubscribe?.();
     await this.#passes;
   }
 
