@@ -55,7 +55,7 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
   const instance = async (
     role: 'api' | 'worker',
     databaseUrl: string,
-    options: { prefix?: string; leaseMs?: number; sweepIntervalMs?: number } = {},
+    options: { prefix?: string; leaseMs?: number; sweepIntervalMs?: number; schedulePollMs?: number } = {},
   ) => {
     const logger = pino({ level: 'silent' });
     const redisPrefix = options.prefix ?? prefix;
@@ -72,6 +72,7 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
         adminKey: ADMIN_KEY,
         leaseMs: options.leaseMs,
         sweepIntervalMs: options.sweepIntervalMs,
+        schedulePollIntervalMs: options.schedulePollMs,
       },
     });
     await outrun.start();
@@ -218,6 +219,37 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
     } finally {
       if (leaving.child.exitCode === null && leaving.child.signalCode === null) leaving.child.kill('SIGKILL');
       await staying?.close({ graceMs: 0 });
+      await front.close({ graceMs: 0 });
+    }
+  });
+
+  it('fires on time, on the worker, a schedule written through an instance whose runner stopped', async () => {
+    // Both poll every ten minutes: the worker's runner can only be on time if the write reached it over Redis.
+    const isolated = `${prefix}-schedules`;
+    const front = await instance('api', databaseUrl, { prefix: isolated, schedulePollMs: 600_000 });
+    const back = await instance('worker', databaseUrl, { prefix: isolated, schedulePollMs: 600_000 });
+    try {
+      await front.scheduler.stop();
+      const frontUrl = await front.listen();
+      const client = adminClient(() => frontUrl);
+      const chat = await (await client.request('/v1/chats', { method: 'POST', body: '{}' })).json();
+      const at = new Date(Date.now() + 1_500);
+      const created = await client.request(`/v1/chats/${chat.chat.id}/schedules`, {
+        method: 'POST',
+        body: JSON.stringify({ at: at.toISOString(), input: { text: script({ steps: 1, tokens: 2 }) } }),
+      });
+      expect(created.status).toBe(201);
+      const runs = await pollUntil(
+        async () => (await (await client.request(`/v1/chats/${chat.chat.id}/runs`)).json()).items,
+        (items: any[]) => items.length > 0,
+        { timeoutMs: 10_000 },
+      );
+      expect(runs[0]).toMatchObject({ trigger: 'schedule' });
+      const lateMs = new Date(runs[0].createdAt).getTime() - at.getTime();
+      expect(lateMs).toBeGreaterThanOrEqual(0);
+      expect(lateMs).toBeLessThan(1_000);
+    } finally {
+      await back.close({ graceMs: 0 });
       await front.close({ graceMs: 0 });
     }
   });
