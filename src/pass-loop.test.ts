@@ -58,7 +58,10 @@ describe('PassLoop', () => {
     const { passes, started, finish } = loop(10);
     passes.start();
     await vi.advanceTimersByTimeAsync(0);
+    expect(passes.running).toBe(true);
     passes.stop();
+    // A pass that loops over batches reads this to stop early.
+    expect(passes.running).toBe(false);
     passes.nudge();
     expect(passes.inFlight).not.toBeNull();
     finish();

@@ -15,6 +15,11 @@ export class PassLoop {
     this.#pass = pass;
   }
 
+  /** Between `start()` and `stop()`: a pass that loops over batches stops early once this is false. */
+  get running(): boolean {
+    return this.#running;
+  }
+
   /** The pass in flight, if any: `stop()` does not wait for it. */
   get inFlight(): Promise<void> | null {
     return this.#inFlight;

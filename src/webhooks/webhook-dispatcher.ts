@@ -106,7 +106,6 @@ export class WebhookDispatcher {
   readonly #random: () => number;
   readonly #fetch: typeof fetch;
   readonly #loop = new PassLoop(() => this.#runPass());
-  #running = false;
 
   constructor(options: WebhookDispatcherOptions) {
     this.#db = options.db;
@@ -126,13 +125,11 @@ export class WebhookDispatcher {
 
   /** Starts looking for due deliveries. */
   start(): void {
-    this.#running = true;
     this.#loop.start();
   }
 
   /** Stops looking and waits (bounded) for the deliveries in flight. */
   async stop(): Promise<void> {
-    this.#running = false;
     this.#loop.stop();
     const pass = this.#loop.inFlight;
     if (!pass) return;
@@ -161,7 +158,7 @@ export class WebhookDispatcher {
     try {
       const passBegan = this.#now();
       // A full batch means more may be due: keep going until a claim comes back short.
-      while (this.#running && (await this.dispatchDue()) === this.#batchSize);
+      while (this.#loop.running && (await this.dispatchDue()) === this.#batchSize);
       const next = await this.#nextDue();
       return delayAfterPass({ next, passBegan, now: this.#now(), maxMs: this.#pollIntervalMs });
     } catch (error) {
