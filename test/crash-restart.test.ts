@@ -210,7 +210,14 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
   it('ends a run aborted/lease_expired after exactly OUTRUN_MAX_ATTEMPTS executions', async () => {
     const store = await durableStore(kind);
     cleanups.push(store.cleanup);
-    const dying = { ...store.env, OUTRUN_MAX_ATTEMPTS: '2', OUTRUN_FAULTS: 'run.before-loop:exit' };
+    // Single-instance mode, as `start` runs the others (`runUntilExit` passes on the test run's REDIS_URL): it
+    // resumes the run at once instead of after the killed process's lease.
+    const dying = {
+      ...store.env,
+      REDIS_URL: '',
+      OUTRUN_MAX_ATTEMPTS: '2',
+      OUTRUN_FAULTS: 'run.before-loop:exit',
+    };
     // The first process starts the run and dies as it executes; so does the next one, resuming it.
     const first = await start({
       ...store.env,
