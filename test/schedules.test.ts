@@ -65,8 +65,13 @@ async function createSchedule(
   return response.body.schedule;
 }
 
-/** A one-shot 1.5 s ahead, written through `server`, starts its run within a second of its due time. */
-async function expectOneShotOnTime(server: TestServer): Promise<void> {
+/**
+ * Writes a one-shot due 1.5 s ahead through `server` (far enough that a busy machine does not refuse it as
+ * past) and waits for the first run it starts.
+ */
+async function oneShotAndItsRun(
+  server: TestServer,
+): Promise<{ chatId: string; schedule: ScheduleObject; run: RunObject }> {
   const chatId = await server.createChat();
   const schedule = await createSchedule(server, chatId, {
     at: new Date(Date.now() + 1500).toISOString(),
@@ -78,6 +83,12 @@ async function expectOneShotOnTime(server: TestServer): Promise<void> {
     { timeoutMs: 10_000 },
   );
   expect(run).toMatchObject({ trigger: 'schedule', scheduleId: schedule.id });
+  return { chatId, schedule, run: run! };
+}
+
+/** A one-shot written through `server` starts its run within a second of its due time. */
+async function expectOneShotOnTime(server: TestServer): Promise<void> {
+  const { schedule, run } = await oneShotAndItsRun(server);
   const lateMs = new Date(run!.createdAt).getTime() - new Date(schedule.at!).getTime();
   expect(lateMs).toBeGreaterThanOrEqual(0);
   expect(lateMs).toBeLessThan(1_000);
@@ -181,22 +192,12 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
 
   it('fires a one-shot schedule once, as a run with trigger schedule, and disables it', async () => {
     const app = await server({ pollMs: 25 });
-    const chatId = await app.createChat();
-    // Far enough ahead that the create is not refused as past on a busy machine.
-    const schedule = await createSchedule(app, chatId, {
-      at: new Date(Date.now() + 1500).toISOString(),
-      input: { text: QUICK },
-    });
-    const [run] = await pollUntil(
-      () => runsOf(app, chatId),
-      (runs) => runs.length > 0,
-    );
-    expect(run).toMatchObject({ trigger: 'schedule', scheduleId: schedule.id });
-    expect((await app.waitForRun(run!.id)).status).toBe('succeeded');
+    const { chatId, schedule, run } = await oneShotAndItsRun(app);
+    expect((await app.waitForRun(run.id)).status).toBe('succeeded');
     expect(await getSchedule(app, schedule.id)).toMatchObject({
       enabled: false,
       nextRunAt: null,
-      lastRunId: run!.id,
+      lastRunId: run.id,
       lastResult: 'fired',
     });
     await new Promise((resolve) => setTimeout(resolve, 200));
