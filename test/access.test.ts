@@ -59,6 +59,20 @@ describe.each(STORE_KINDS)('access and tenancy on %s', (kind) => {
       });
       expect(changed.status).toBe(200);
       expect(changed.body.workspace).toMatchObject({ name: 'Renamed', quota: null });
+      // An empty patch (or none) changes nothing and returns the workspace; an unknown id is still a 404.
+      for (const request of [{ body: {} }, {}]) {
+        const unchanged = await server.api(`/v1/admin/workspaces/${created.body.workspace.id}`, {
+          method: 'PATCH',
+          ...request,
+        });
+        expect(unchanged.status).toBe(200);
+        expect(unchanged.body.workspace).toEqual(changed.body.workspace);
+      }
+      const missing = await server.api(`/v1/admin/workspaces/ws_${'0'.repeat(32)}`, {
+        method: 'PATCH',
+        body: {},
+      });
+      expect(missing.status).toBe(404);
     });
 
     it('refuses workspace management to a workspace admin with 403', async () => {

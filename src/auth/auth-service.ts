@@ -289,15 +289,20 @@ export class AuthService {
     patch: { name?: string; quota?: WorkspaceQuota | null },
   ): Promise<WorkspaceObject> {
     this.requireOwner(caller);
-    const row = await this.db
-      .updateTable('workspaces')
-      .set({
-        ...(patch.name !== undefined ? { name: patch.name } : {}),
-        ...(patch.quota !== undefined ? { quota: patch.quota ? JSON.stringify(patch.quota) : null } : {}),
-      })
-      .where('id', '=', workspaceId)
-      .returningAll()
-      .executeTakeFirst();
+    const changes = {
+      ...(patch.name !== undefined ? { name: patch.name } : {}),
+      ...(patch.quota !== undefined ? { quota: patch.quota ? JSON.stringify(patch.quota) : null } : {}),
+    };
+    // An empty patch changes nothing and returns the workspace (an UPDATE needs at least one column).
+    const row =
+      Object.keys(changes).length === 0
+        ? await this.db.selectFrom('workspaces').selectAll().where('id', '=', workspaceId).executeTakeFirst()
+        : await this.db
+            .updateTable('workspaces')
+            .set(changes)
+            .where('id', '=', workspaceId)
+            .returningAll()
+            .executeTakeFirst();
     if (!row) throw new NotFoundError('workspace', workspaceId);
     return toWorkspaceObject(row);
   }
