@@ -34,6 +34,7 @@ describe('bad input', () => {
       runs: await count('runs'),
       messages: await count('messages'),
       events: await countEvents(server.outrun.db),
+      titles: await server.outrun.db.selectFrom('chats').select(['id', 'title']).orderBy('id').execute(),
     };
   }
 
@@ -74,6 +75,28 @@ describe('bad input', () => {
       code: 'invalid_request',
       request: () =>
         server.api(runsPath(), { method: 'POST', body: { input: { parts: [{ type: 'video' }] } } }),
+    },
+    {
+      name: 'an unknown field in an input part',
+      status: 400,
+      code: 'invalid_request',
+      request: () =>
+        server.api(runsPath(), {
+          method: 'POST',
+          body: { input: { parts: [{ type: 'text', text: 'hi', colour: 'red' }] } },
+        }),
+    },
+    {
+      name: 'an unknown field in a file part',
+      status: 400,
+      code: 'invalid_request',
+      request: () =>
+        server.api(runsPath(), {
+          method: 'POST',
+          body: {
+            input: { parts: [{ type: 'file', mediaType: 'text/plain', url: 'data:text/plain,hi', size: 2 }] },
+          },
+        }),
     },
     {
       name: 'a budget out of range',
@@ -177,6 +200,13 @@ describe('bad input', () => {
       status: 400,
       code: 'invalid_request',
       request: () => server.api(`/v1/chats/${chatId}`, { method: 'PATCH', body: { title: ['x'] } }),
+    },
+    {
+      name: 'an unknown field beside a title',
+      status: 400,
+      code: 'invalid_request',
+      request: () =>
+        server.api(`/v1/chats/${chatId}`, { method: 'PATCH', body: { title: 'renamed', pinned: true } }),
     },
     {
       name: 'an admin user with a bad email',

@@ -9,7 +9,7 @@ export const CreateChatBody = z
   .object({ title: z.string().max(200).optional(), agentId: z.string().nullable().optional() })
   .strict()
   .optional();
-export const UpdateChatBody = z.object({ title: z.string().max(200) });
+export const UpdateChatBody = z.object({ title: z.string().max(200) }).strict();
 const ChatParams = z.object({ chatId: z.string() });
 export const ChatListQuery = PaginationQuery(20, 100);
 export const MessageListQuery = PaginationQuery(100, 500);

@@ -16,13 +16,15 @@ import { openRunStream, sendRunStream, type RunStreamOptions } from '../sse.ts';
 import { isDatabaseUnavailableError } from '../../store/transient.ts';
 import { PaginationQuery, parseSequence, requireId } from '../validation.ts';
 
-const TextPart = z.object({ type: z.literal('text'), text: z.string().min(1).max(200_000) });
-const FilePart = z.object({
-  type: z.literal('file'),
-  mediaType: z.string().min(1).max(200),
-  url: z.string().min(1).max(1_000_000),
-  filename: z.string().max(500).optional(),
-});
+const TextPart = z.object({ type: z.literal('text'), text: z.string().min(1).max(200_000) }).strict();
+const FilePart = z
+  .object({
+    type: z.literal('file'),
+    mediaType: z.string().min(1).max(200),
+    url: z.string().min(1).max(1_000_000),
+    filename: z.string().max(500).optional(),
+  })
+  .strict();
 
 /** The largest `metadata` a run keeps. */
 const METADATA_MAX_BYTES = 16_384;
