@@ -1,10 +1,11 @@
 import pino from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createOutrun, type Outrun } from '../src/app.ts';
 import { MemoryBus } from '../src/bus/memory-bus.ts';
 import { ManualClock } from '../src/clock.ts';
 import { MemoryQueue } from '../src/queue/memory-queue.ts';
 import type { RunObject } from '../src/runs/run-object.ts';
+import { RunEngine } from '../src/runs/run-engine.ts';
 import { ScheduleRunner } from '../src/triggers/schedule-runner.ts';
 import type { ScheduleObject } from '../src/triggers/schedule-service.ts';
 import { STORE_KINDS } from './support/databases.ts';
@@ -202,6 +203,44 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
     });
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(await runsOf(app, chatId)).toHaveLength(1);
+  });
+
+  it('disables, starting nothing, a schedule whose chat is deleted while it fires', async () => {
+    const app = await server({ pollMs: 25 });
+    const chatId = await app.createChat();
+    const schedule = await createSchedule(app, chatId, {
+      at: new Date(Date.now() + 500).toISOString(),
+      input: { text: QUICK },
+    });
+    // The chat goes after the runner read it as live, before its start's statement.
+    const startChatRun = RunEngine.prototype.startChatRun;
+    const spy = vi.spyOn(RunEngine.prototype, 'startChatRun').mockImplementation(async function (
+      this: RunEngine,
+      options,
+    ) {
+      await app.outrun.db
+        .updateTable('chats')
+        .set({ deleted_at: new Date() })
+        .where('id', '=', chatId)
+        .execute();
+      return startChatRun.call(this, options);
+    });
+    cleanups.push(async () => spy.mockRestore());
+    const row = await pollUntil(
+      () =>
+        app.outrun.db
+          .selectFrom('schedules')
+          .selectAll()
+          .where('id', '=', schedule.id)
+          .executeTakeFirstOrThrow(),
+      (current) => current.last_result !== null,
+      { timeoutMs: 10_000 },
+    );
+    expect(row).toMatchObject({ enabled: false, next_run_at: null, last_result: 'chat_deleted' });
+    expect(spy).toHaveBeenCalledTimes(1);
+    expect(
+      await app.outrun.db.selectFrom('runs').select('id').where('chat_id', '=', chatId).execute(),
+    ).toEqual([]);
   });
 
   it('wakes at a due time this instance wrote, however long its poll', async () => {

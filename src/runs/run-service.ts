@@ -301,7 +301,7 @@ export class RunService {
     );
     const inserted = (await db.executeQuery(statement)).rows[0];
     if (!inserted) throw new Error(`The statement that begins run ${runId} returned no row.`);
-    const { history, history_current: historyCurrent, ...row } = inserted;
+    const { history, history_current: historyCurrent, chat_live: _live, ...row } = inserted;
     this.#metrics.runsStarted.inc();
     return {
       run: begun,
@@ -668,7 +668,7 @@ function currentHistory(
  * Advisory locks' first key for chats' start gates (the second is a hash of the chat's id): a namespace of its
  * own, apart from the single-key locks (`pg_advisory_xact_lock(bigint)`) others may take in the same database.
  */
-const CHAT_START_GATE = 0x6f72_7331; // 'ors1'
+export const CHAT_START_GATE = 0x6f72_7331; // 'ors1'
 
 /**
  * Takes a chat's start gate until the transaction ends: `shared` by a start in one statement, `exclusive` by
@@ -803,12 +803,15 @@ function beginStatement(db: Db, shape: BeginShape, v: BeginValues) {
       .with('inserted_messages', (cte) => cte.insertInto('messages').values(messages).returning('id'))
       .with('inserted_events', (cte) => cte.insertInto('run_events').values(events).returning('seq'))
       // The chat's newest version, locked before the touch below changes it (the touch reads it): against the
-      // version this statement's snapshot holds, it says whether the history read below is current.
+      // version this statement's snapshot holds, it says whether the history read below is current. Locked, the
+      // row is read as committed last: a chat deleted since this statement's snapshot yields nothing here, and
+      // the start declines (`chat_live` below), so no run begins in a chat once its deletion has committed.
       .with('chat_version', (cte) =>
         cte
           .selectFrom('chats')
           .select(sql<string>`xmin::text`.as('version'))
           .where('id', '=', (eb) => eb.selectFrom('inserted_run').select('chat_id'))
+          .where('deleted_at', 'is', null)
           .forUpdate(),
       )
       .with('touched_chat', (cte) =>
@@ -821,6 +824,10 @@ function beginStatement(db: Db, shape: BeginShape, v: BeginValues) {
       )
       .selectFrom('inserted_run')
       .selectAll()
+      .select(
+        sql<null>`(case when exists (select from chat_version) then null
+          when outrun_fall_back('chat') then null end)`.as('chat_live'),
+      )
       .select(
         shape.claimed
           ? [

@@ -3,7 +3,7 @@ import type { Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { BusChannel, publishBestEffort, type Bus } from '../bus/bus.ts';
 import { systemClock, type Clock } from '../clock.ts';
-import { RunAlreadyActiveError } from '../errors.ts';
+import { NotFoundError, RunAlreadyActiveError } from '../errors.ts';
 import type { Metrics } from '../metrics.ts';
 import { delayAfterPass, PassLoop, retryDelay } from '../pass-loop.ts';
 import type { RunObject } from '../runs/run-object.ts';
@@ -199,14 +199,14 @@ export class ScheduleRunner {
     const { logger } = this.#options;
     const due = schedule.next_run_at!;
     const after = this.#advance(schedule, now);
-    if (schedule.chat_deleted_at) {
-      return this.#record(schedule, due, {
+    const chatDeleted = () =>
+      this.#record(schedule, due, {
         ...after,
         enabled: false,
         next_run_at: null,
         last_result: ScheduleResult.chatDeleted,
       });
-    }
+    if (schedule.chat_deleted_at) return chatDeleted();
     const claim = async (tx: Transaction<Database>, run: RunObject) => {
       const claimed = await tx
         .selectFrom('schedules')
@@ -257,6 +257,8 @@ export class ScheduleRunner {
       if (error instanceof ScheduleClaimLostError) return false;
       // After an interrupt, a queued run or a new request took the slot first.
       if (error instanceof RunAlreadyActiveError) return skipped();
+      // The chat was deleted after this pass read it: its start declined (`RunService.begin`).
+      if (error instanceof NotFoundError && error.code === 'chat_not_found') return chatDeleted();
       logger.error(
         { err: error, scheduleId: schedule.id, chatId: schedule.chat_id },
         'a schedule could not start its run',

@@ -63,8 +63,12 @@ export function registerChatRoutes(app: FastifyInstance, context: OutrunContext)
   app.delete('/v1/chats/:chatId', async (request, reply) => {
     const id = chatId(request.params);
     await chats.getRow(request.caller, id);
-    await engine.stopChat(id);
+    // Its runs are stopped, queued ones too, before the chat goes (a crash in between leaves a chat without
+    // runs, not runs in a deleted chat), and again after: a start that raced the deletion and committed first.
+    // A start that commits later is refused (`RunService.begin`).
+    await engine.stopChat(id, { includeQueued: true });
     await chats.delete(request.caller, id);
+    await engine.stopChat(id, { includeQueued: true });
     return reply.status(204).send();
   });
 

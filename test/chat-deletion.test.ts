@@ -1,0 +1,83 @@
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHAT_START_GATE } from '../src/runs/run-service.ts';
+import { STORE_KINDS } from './support/databases.ts';
+import { script } from './support/sse.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+import { waitUntil } from './support/wait.ts';
+
+/** Deleting a chat ends its runs, queued ones too, and no run begins in it afterwards. */
+describe.each(STORE_KINDS)('deleting a chat on %s', (kind) => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(kind);
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const runsOf = (chatId: string) =>
+    server.outrun.db
+      .selectFrom('runs')
+      .select(['id', 'status', 'started_at'])
+      .where('chat_id', '=', chatId)
+      .orderBy('id')
+      .execute();
+
+  it('ends its active run and the runs queued behind it; none of them runs afterwards', async () => {
+    const chatId = await server.createChat();
+    const active = await server.startRun(chatId, { steps: 1, tokens: 400, delayMs: 10 });
+    const slow = script({ steps: 1, tokens: 400, delayMs: 10 });
+    const queued = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: slow }, multitask: 'enqueue' },
+    });
+    expect(queued.status, JSON.stringify(queued.body)).toBe(201);
+    expect(queued.body.run.status).toBe('queued');
+    await server.waitForRun(active.id, (run) => run.status === 'running');
+
+    expect((await server.api(`/v1/chats/${chatId}`, { method: 'DELETE' })).status).toBe(204);
+    // Long enough for a promoted queued run to have started and streamed.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const runs = await runsOf(chatId);
+    expect(runs.map((run) => run.status)).toEqual(['aborted', 'aborted']);
+    expect(runs.find((run) => run.id === queued.body.run.id)!.started_at).toBeNull();
+  });
+
+  it.runIf(kind === 'postgres')(
+    'refuses a start that read the chat before its deletion committed and wrote after it',
+    async () => {
+      const chatId = await server.createChat();
+      // Holding the chat's start gate stops a one-statement start inside its statement, after the snapshot
+      // it checks the chat in was taken: the deletion commits while the start waits.
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      let gateTaken!: () => void;
+      const taken = new Promise<void>((resolve) => (gateTaken = resolve));
+      const holder = server.outrun.db.transaction().execute(async (tx) => {
+        await sql`select pg_advisory_xact_lock(${CHAT_START_GATE}::int, hashtext(${chatId}))`.execute(tx);
+        gateTaken();
+        await held;
+      });
+      await taken;
+      const start = server.api(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body: { input: { text: script({ tokens: 3 }) } },
+      });
+      await waitUntil(async () => {
+        const { rows } = await sql<{ waiting: string }>`select count(*) as waiting from pg_locks
+          where locktype = 'advisory' and not granted`.execute(server.outrun.db);
+        return Number(rows[0]!.waiting) > 0;
+      });
+      expect((await server.api(`/v1/chats/${chatId}`, { method: 'DELETE' })).status).toBe(204);
+      release();
+      await holder;
+
+      const started = await start;
+      expect(started.status, JSON.stringify(started.body)).toBe(404);
+      expect(started.body.error.code).toBe('chat_not_found');
+      expect(await runsOf(chatId)).toEqual([]);
+    },
+  );
+});
