@@ -81,3 +81,38 @@ describe.each(STORE_KINDS)('deleting a chat on %s', (kind) => {
     },
   );
 });
+
+/** A change and a deletion of the same thing at once: each answers 2xx or 404, never 5xx. */
+describe.each(STORE_KINDS)('a change racing a deletion on %s', (kind) => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(kind);
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const race = async (path: string, patch: Record<string, unknown>) => {
+    const answers = await Promise.all([
+      server.api(path, { method: 'PATCH', body: patch }),
+      server.api(path, { method: 'DELETE' }),
+    ]);
+    expect(answers.map((answer) => answer.status)).toEqual([expect.toBeOneOf([200, 404]), 204]);
+    expect((await server.api(path)).status).toBe(404);
+  };
+
+  it('answers a schedule, an agent and a chat changed while deleted with 200 or 404', async () => {
+    for (let round = 0; round < 10; round++) {
+      const chatId = await server.createChat();
+      const schedule = await server.api(`/v1/chats/${chatId}/schedules`, {
+        method: 'POST',
+        body: { cron: '0 9 * * *', input: { text: 'hi' } },
+      });
+      await race(`/v1/schedules/${schedule.body.schedule.id}`, { enabled: false });
+      const agent = await server.api('/v1/agents', { method: 'POST', body: { name: `agent ${round}` } });
+      await race(`/v1/agents/${agent.body.agent.id}`, { instructions: 'changed' });
+      await race(`/v1/chats/${chatId}`, { title: 'renamed' });
+    }
+  });
+});

@@ -200,8 +200,11 @@ export class AgentService {
       .set({ ...toColumns(fields), updated_at: sql<Date>`now()` })
       .where('id', '=', agentId)
       .where('workspace_id', '=', caller.workspaceId)
+      .where('archived_at', 'is', null)
       .returningAll()
-      .executeTakeFirstOrThrow();
+      .executeTakeFirst();
+    // Archived since it was read.
+    if (!updated) throw new NotFoundError('agent', agentId);
     return { agent: toAgentObject(updated), warnings };
   }
 
@@ -213,6 +216,7 @@ export class AgentService {
       .updateTable('agents')
       .set({ archived_at: sql<Date>`now()`, updated_at: sql<Date>`now()` })
       .where('id', '=', agentId)
+      .where('archived_at', 'is', null)
       .execute();
   }
 

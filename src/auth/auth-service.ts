@@ -447,7 +447,8 @@ export class AuthService {
       .set({ revoked_at: sql<Date>`coalesce(revoked_at, now())` })
       .where('id', '=', keyId)
       .returningAll()
-      .executeTakeFirstOrThrow();
+      .executeTakeFirst();
+    if (!revoked) throw new NotFoundError('api_key', keyId);
     await this.announceRevoked([keyId]);
     return toApiKeyObject(revoked);
   }

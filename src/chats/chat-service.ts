@@ -130,8 +130,11 @@ export class ChatService {
       .updateTable('chats')
       .set({ title: title.trim() || DEFAULT_CHAT_TITLE, updated_at: sql<Date>`now()` })
       .where('id', '=', chatId)
+      .where('deleted_at', 'is', null)
       .returningAll()
-      .executeTakeFirstOrThrow();
+      .executeTakeFirst();
+    // Deleted since it was read.
+    if (!row) throw new NotFoundError('chat', chatId);
     return toChatObject(row);
   }
 

@@ -190,7 +190,9 @@ export class ScheduleService {
       })
       .where('id', '=', scheduleId)
       .returningAll()
-      .executeTakeFirstOrThrow();
+      .executeTakeFirst();
+    // Deleted since it was read.
+    if (!updated) throw new NotFoundError('schedule', scheduleId);
     this.#onWrite();
     return toScheduleObject(updated);
   }
