@@ -251,6 +251,20 @@ describe('bad input', () => {
         }),
     },
     {
+      name: 'a useChat body with a field the route does not take',
+      status: 400,
+      code: 'invalid_request',
+      request: () =>
+        server.api('/v1/ui/chats', {
+          method: 'POST',
+          body: {
+            id: chatId,
+            messages: [{ id: 'm1', role: 'user', parts: [{ type: 'text', text: 'hi' }] }],
+            agentId: 'agt_x',
+          },
+        }),
+    },
+    {
       name: 'a useChat body with malformed JSON',
       status: 400,
       code: 'invalid_json',

@@ -15,19 +15,23 @@ import { StartRunBody, startAndAnswer, streamRun } from './run-routes.ts';
 /**
  * The request body `useChat` (`@ai-sdk/react`) sends through `DefaultChatTransport`: the chat id, the
  * messages it holds, and what triggered the request. Outrun keeps the history itself, so only the last
- * message (the user's new turn) is used. Extra body fields pass on to the run.
+ * message (the user's new turn) is used. Of the fields a transport's `body` option adds, `model`,
+ * `multitask` and `budget` pass on to the run and any other is refused (400), never silently dropped; the
+ * messages keep every field useChat gives them.
  */
-export const UseChatBody = z.object({
-  id: z.string().min(1).max(200),
-  messages: z
-    .array(z.looseObject({ role: z.string(), parts: z.array(z.looseObject({ type: z.string() })) }))
-    .min(1, 'messages must hold the new user message'),
-  trigger: z.enum(['submit-message', 'regenerate-message']).optional(),
-  messageId: z.string().optional(),
-  model: StartRunBody.shape.model,
-  multitask: StartRunBody.shape.multitask,
-  budget: StartRunBody.shape.budget,
-});
+export const UseChatBody = z
+  .object({
+    id: z.string().min(1).max(200),
+    messages: z
+      .array(z.looseObject({ role: z.string(), parts: z.array(z.looseObject({ type: z.string() })) }))
+      .min(1, 'messages must hold the new user message'),
+    trigger: z.enum(['submit-message', 'regenerate-message']).optional(),
+    messageId: z.string().optional(),
+    model: StartRunBody.shape.model,
+    multitask: StartRunBody.shape.multitask,
+    budget: StartRunBody.shape.budget,
+  })
+  .strict();
 
 const ChatParams = z.object({ chatId: z.string() });
 
