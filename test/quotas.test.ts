@@ -65,12 +65,55 @@ describe.each(STORE_KINDS)('workspace quotas on %s', (kind) => {
 
     // A minute after the first run, one run has left the window and a start fits again.
     const later = new ManualClock(new Date(Date.parse(first.createdAt) + 60_001));
+    // It passes, and hands the start the guard that counts again in the start's transaction.
     await expect(
       new QuotaService({ db: server.outrun.db, clock: later }).assertCanStart(workspaceId),
-    ).resolves.toBe(undefined);
+    ).resolves.toBeTypeOf('function');
     await setQuota({ runsPerMinute: 3 });
-    await expect(quotas.assertCanStart(workspaceId)).resolves.toBe(undefined);
+    await expect(quotas.assertCanStart(workspaceId)).resolves.toBeTypeOf('function');
     await setQuota(null);
+    await expect(quotas.assertCanStart(workspaceId)).resolves.toBeNull();
+  });
+
+  it('never begins more runs than runsPerMinute from a burst of concurrent starts', async () => {
+    const workspace = await server.api('/v1/admin/workspaces', {
+      method: 'POST',
+      body: { name: 'Bursty', quota: { runsPerMinute: 4 } },
+    });
+    const admin = await server.api('/v1/admin/users', {
+      method: 'POST',
+      body: { workspaceId: workspace.body.workspace.id, email: 'bursty@example.com', role: 'admin' },
+    });
+    const key = admin.body.apiKey as string;
+    const chats = await Promise.all(Array.from({ length: 12 }, () => server.createChat(key)));
+    // Every start passes the first check together; the guard in each start's transaction decides.
+    const answers = await Promise.all(
+      chats.map((chatId) =>
+        server.api(`/v1/chats/${chatId}/runs`, {
+          method: 'POST',
+          body: { input: { text: JSON.stringify({ script: { steps: 1, tokens: 1 } }) } },
+          key,
+        }),
+      ),
+    );
+    const statuses = answers.map((answer) => answer.status).sort();
+    expect(statuses).toEqual([...Array(4).fill(201), ...Array(8).fill(429)]);
+    for (const refused of answers.filter((answer) => answer.status === 429)) {
+      expect(refused.body.error).toMatchObject({ code: 'quota_exceeded', quota: 'runsPerMinute', limit: 4 });
+    }
+    const begun = await server.outrun.db
+      .selectFrom('runs')
+      .select('id')
+      .where('workspace_id', '=', workspace.body.workspace.id)
+      .execute();
+    expect(begun).toHaveLength(4);
+    // A refused start wrote nothing: no message, no event.
+    const messages = await server.outrun.db
+      .selectFrom('messages')
+      .select('id')
+      .where('workspace_id', '=', workspace.body.workspace.id)
+      .execute();
+    expect(messages).toHaveLength(2 * 4);
   });
 
   it('sums the tokens of the steps finished today and refuses a start once tokensPerDay is used', async () => {
@@ -92,7 +135,7 @@ describe.each(STORE_KINDS)('workspace quotas on %s', (kind) => {
 
     await setQuota({ tokensPerDay: after.tokens + 10 });
     expect(await server.outrun.quotas.remaining(workspaceId)).toEqual({ tokens: 10, costUsd: null });
-    await expect(server.outrun.quotas.assertCanStart(workspaceId)).resolves.toBe(undefined);
+    await expect(server.outrun.quotas.assertCanStart(workspaceId)).resolves.toBeNull();
 
     await setQuota({ tokensPerDay: after.tokens });
     expect(await server.outrun.quotas.remaining(workspaceId)).toEqual({ tokens: 0, costUsd: null });
@@ -110,7 +153,7 @@ describe.each(STORE_KINDS)('workspace quotas on %s', (kind) => {
     const tomorrow = new ManualClock(new Date(Date.now() + 24 * 60 * 60 * 1000));
     const nextDay = new QuotaService({ db: server.outrun.db, clock: tomorrow });
     expect(await nextDay.usage(workspaceId)).toMatchObject({ tokens: 0, costUsd: 0 });
-    await expect(nextDay.assertCanStart(workspaceId)).resolves.toBe(undefined);
+    await expect(nextDay.assertCanStart(workspaceId)).resolves.toBeNull();
     await setQuota(null);
   });
 
@@ -162,7 +205,7 @@ describe.each(STORE_KINDS)('workspace quotas on %s', (kind) => {
     await expect(quotas.assertCanStart(workspaceId)).rejects.toBeInstanceOf(QuotaExceededError);
     expect(reads).toHaveBeenCalledTimes(2);
     await quotas.set(workspaceId, null);
-    await expect(quotas.assertCanStart(workspaceId)).resolves.toBe(undefined);
+    await expect(quotas.assertCanStart(workspaceId)).resolves.toBeNull();
     reads.mockRestore();
   });
 
@@ -181,7 +224,7 @@ describe.each(STORE_KINDS)('workspace quotas on %s', (kind) => {
     await before;
     expect(coldReads).toHaveBeenCalledTimes(2);
     await cold.set(workspaceId, null);
-    await expect(cold.assertCanStart(workspaceId)).resolves.toBe(undefined);
+    await expect(cold.assertCanStart(workspaceId)).resolves.toBeNull();
   });
 });
 

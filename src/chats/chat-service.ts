@@ -145,6 +145,7 @@ export class ChatService {
       .updateTable('chats')
       .set({ deleted_at: sql<Date>`now()`, updated_at: sql<Date>`now()` })
       .where('id', '=', chatId)
+      .where('deleted_at', 'is', null)
       .execute();
   }
 

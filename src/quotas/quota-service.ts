@@ -1,9 +1,9 @@
-import { sql } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import { z } from 'zod';
 import { systemClock, type Clock } from '../clock.ts';
 import { NotFoundError, QuotaExceededError } from '../errors.ts';
 import type { Db } from '../store/database.ts';
-import type { WorkspaceQuota } from '../store/schema.ts';
+import type { Database, WorkspaceQuota } from '../store/schema.ts';
 
 export type { WorkspaceQuota };
 
@@ -28,6 +28,18 @@ export const RUNS_WINDOW_MS = 60_000;
 const DAY_MS = 24 * 60 * 60 * 1000;
 /** Workspaces whose quota setting is cached at most (expired entries are dropped first when full). */
 const SETTINGS_CACHED_AT_MOST = 10_000;
+
+/**
+ * The advisory lock (`pg_advisory_xact_lock(int, int)` with the workspace's `hashtext`) that orders the
+ * `runsPerMinute` checks of one workspace's starts: each counts its window after the one before committed.
+ */
+const RUNS_PER_MINUTE_GATE = 0x6f72_7132; // 'orq2'
+
+/**
+ * Checks, inside the transaction that begins a run (whose row it sees), that the run still fits the
+ * workspace's `runsPerMinute`; throws `QuotaExceededError` (the transaction then writes nothing) when not.
+ */
+export type StartGuard = (tx: Transaction<Database>) => Promise<void>;
 
 /** What a workspace used against its quota: today (UTC) and in the last minute. */
 export interface QuotaUsage {
@@ -112,10 +124,14 @@ export class QuotaService {
    * Throws `QuotaExceededError` when the workspace may not start a run now: its daily tokens or cost are
    * used up (retry at midnight UTC), or it created `runsPerMinute` runs in the last 60 s (retry when the
    * oldest of them leaves the window). Writes nothing.
+   *
+   * With a `runsPerMinute`, returns the guard the start must also run in its transaction: this check reads
+   * before the start writes, so concurrent starts could all pass it; the guard counts again under a lock
+   * per workspace, with the run begun, so that a burst never begins more runs than the quota allows.
    */
-  async assertCanStart(workspaceId: string): Promise<void> {
+  async assertCanStart(workspaceId: string): Promise<StartGuard | null> {
     const quota = await this.#setting(workspaceId);
-    if (!quota) return;
+    if (!quota) return null;
     const now = this.#clock.now();
     if (quota.runsPerMinute !== undefined) {
       // The `runsPerMinute`-th newest run of the window: once it is older than a minute, a start fits again.
@@ -138,7 +154,10 @@ export class QuotaService {
         });
       }
     }
-    if (quota.tokensPerDay === undefined && quota.costUsdPerDay === undefined) return;
+    const limit = quota.runsPerMinute;
+    const guard: StartGuard | null =
+      limit === undefined ? null : (tx) => this.#assertRunFits(tx, workspaceId, limit);
+    if (quota.tokensPerDay === undefined && quota.costUsdPerDay === undefined) return guard;
     const daily = await this.#dailyUsage(workspaceId);
     const retryAfterSeconds = secondsToNextUtcDay(now);
     if (quota.tokensPerDay !== undefined && daily.tokens >= quota.tokensPerDay) {
@@ -157,6 +176,36 @@ export class QuotaService {
         retryAfterSeconds,
       });
     }
+    return guard;
+  }
+
+  /** `StartGuard` for `runsPerMinute`: the window, counted with the begun run, holds at most `limit`. */
+  async #assertRunFits(tx: Transaction<Database>, workspaceId: string, limit: number): Promise<void> {
+    await sql`select pg_advisory_xact_lock(${RUNS_PER_MINUTE_GATE}::int, hashtext(${workspaceId}))`.execute(
+      tx,
+    );
+    const now = this.#clock.now();
+    const windowStart = new Date(now.getTime() - RUNS_WINDOW_MS);
+    // The newest run past the quota, counting the begun one: the other runs fill the window without it.
+    const over = await tx
+      .selectFrom('runs')
+      .select('created_at')
+      .where('workspace_id', '=', workspaceId)
+      .where('created_at', '>', windowStart)
+      .orderBy('created_at', 'desc')
+      .offset(limit)
+      .limit(1)
+      .executeTakeFirst();
+    if (!over) return;
+    throw new QuotaExceededError({
+      quota: 'runsPerMinute',
+      limit,
+      used: limit,
+      retryAfterSeconds: Math.max(
+        1,
+        Math.ceil((over.created_at.getTime() + RUNS_WINDOW_MS - now.getTime()) / 1000),
+      ),
+    });
   }
 
   /**

@@ -6,6 +6,7 @@ import { ConflictError, InvalidRequestError, NotFoundError, RunAlreadyActiveErro
 import type { Db } from '../store/database.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';
+import type { StartGuard } from '../quotas/quota-service.ts';
 import type { RunQueue } from '../queue/queue.ts';
 import type { Transaction } from 'kysely';
 import type { Database, RunRow } from '../store/schema.ts';
@@ -81,7 +82,7 @@ export interface RunEngineOptions {
   configs: RunConfigResolver;
   prices: ModelPrices;
   /** Workspace quotas: a start beyond one is refused before anything is written. */
-  quotas?: { assertCanStart(workspaceId: string): Promise<void> };
+  quotas?: { assertCanStart(workspaceId: string): Promise<StartGuard | null> };
   /** Throws `ModelUnavailableError` for a model this server cannot call. */
   resolveModel: (modelId: string) => unknown;
   log: EventLog;
@@ -153,7 +154,7 @@ export class RunEngine {
    * edit of the agent never changes it), checks the model before anything is written, then `startRun`.
    */
   async startChatRun(options: StartChatRunOptions): Promise<RunObject> {
-    await this.#options.quotas?.assertCanStart(options.workspaceId);
+    const guard = (await this.#options.quotas?.assertCanStart(options.workspaceId)) ?? null;
     const config = await this.#options.configs.runConfig({
       workspaceId: options.workspaceId,
       agentId: options.agentId,
@@ -182,7 +183,7 @@ export class RunEngine {
       metadata: options.metadata,
       parentRunId: options.parentRunId,
       scheduleId: options.scheduleId,
-      inTransaction: options.inTransaction,
+      inTransaction: withGuard(guard, options.inTransaction),
       chatCheck: options.checkChat && { ...options.checkChat, agentId: options.agentId },
     });
   }
@@ -577,3 +578,15 @@ const CONTINUATION_TEXT = 'Continue where you left off.';
 const INTERRUPT_POLL_MS = 250;
 
 export { STOPPABLE_STATUSES };
+
+/** The start's transactional work with the quota's guard first (`QuotaService.assertCanStart`). */
+function withGuard(
+  guard: StartGuard | null,
+  inTransaction: BeginRunOptions['inTransaction'],
+): BeginRunOptions['inTransaction'] {
+  if (!guard) return inTransaction;
+  return async (tx, run, lastSeq) => {
+    await guard(tx);
+    await inTransaction?.(tx, run, lastSeq);
+  };
+}
