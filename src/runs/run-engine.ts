@@ -81,7 +81,10 @@ export interface RunEngineOptions {
   executor: RunExecutor;
   configs: RunConfigResolver;
   prices: ModelPrices;
-  /** Workspace quotas: a start beyond one is refused before anything is written. */
+  /**
+   * Workspace quotas: a start beyond one is refused before anything is written, or, for `runsPerMinute`, by
+   * the guard it returns, in the transaction that begins the run (which then writes nothing).
+   */
   quotas?: { assertCanStart(workspaceId: string): Promise<StartGuard | null> };
   /** Throws `ModelUnavailableError` for a model this server cannot call. */
   resolveModel: (modelId: string) => unknown;
