@@ -52,6 +52,16 @@ describe('bad input', () => {
       request: () => server.api(runsPath(), { method: 'POST', raw: '{"input": {"text": "hi"' }),
     },
     {
+      name: 'a body nested 10,000 levels deep',
+      status: 400,
+      code: 'invalid_json',
+      request: () =>
+        server.api(runsPath(), {
+          method: 'POST',
+          raw: `{"input":{"text":"hi"},"metadata":{"x":${'['.repeat(10_000)}${']'.repeat(10_000)}}}`,
+        }),
+    },
+    {
       name: 'a missing input',
       status: 400,
       code: 'invalid_request',
