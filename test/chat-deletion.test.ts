@@ -1,5 +1,7 @@
 import { sql } from 'kysely';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { AgentService } from '../src/agents/agent-service.ts';
+import { ChatService } from '../src/chats/chat-service.ts';
 import { CHAT_START_GATE } from '../src/runs/run-service.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { script } from './support/sse.ts';
@@ -82,7 +84,7 @@ describe.each(STORE_KINDS)('deleting a chat on %s', (kind) => {
   );
 });
 
-/** A change and a deletion of the same thing at once: each answers 2xx or 404, never 5xx. */
+/** A change and a deletion of the same thing: each answers 2xx or 404, never 5xx, and never writes the gone row. */
 describe.each(STORE_KINDS)('a change racing a deletion on %s', (kind) => {
   let server: TestServer;
 
@@ -114,5 +116,56 @@ describe.each(STORE_KINDS)('a change racing a deletion on %s', (kind) => {
       await race(`/v1/agents/${agent.body.agent.id}`, { instructions: 'changed' });
       await race(`/v1/chats/${chatId}`, { title: 'renamed' });
     }
+  });
+
+  it('writes nothing to a chat deleted, or an agent archived, between a change’s read and its write', async () => {
+    const chatId = await server.createChat();
+    const agentId = (await server.api('/v1/agents', { method: 'POST', body: { name: 'archived midway' } }))
+      .body.agent.id as string;
+    const db = server.outrun.db;
+    // Each service's read answers as before, then the row goes before the write.
+    const chatRead = ChatService.prototype.getRow;
+    const chatSpy = vi.spyOn(ChatService.prototype, 'getRow').mockImplementation(async function (
+      this: ChatService,
+      ...args
+    ) {
+      const row = await chatRead.apply(this, args);
+      await db.updateTable('chats').set({ deleted_at: new Date() }).where('id', '=', chatId).execute();
+      return row;
+    });
+    const renamed = await server.api(`/v1/chats/${chatId}`, { method: 'PATCH', body: { title: 'too late' } });
+    chatSpy.mockRestore();
+    expect(renamed.status).toBe(404);
+    const chat = await db
+      .selectFrom('chats')
+      .select('title')
+      .where('id', '=', chatId)
+      .executeTakeFirstOrThrow();
+    expect(chat.title).not.toBe('too late');
+
+    const agentPrototype = AgentService.prototype as unknown as {
+      getRow: (...args: unknown[]) => Promise<unknown>;
+    };
+    const agentRead = agentPrototype.getRow;
+    const agentSpy = vi.spyOn(agentPrototype, 'getRow').mockImplementation(async function (
+      this: unknown,
+      ...args
+    ) {
+      const row = await agentRead.apply(this, args);
+      await db.updateTable('agents').set({ archived_at: new Date() }).where('id', '=', agentId).execute();
+      return row;
+    });
+    const changed = await server.api(`/v1/agents/${agentId}`, {
+      method: 'PATCH',
+      body: { instructions: 'too late' },
+    });
+    agentSpy.mockRestore();
+    expect(changed.status).toBe(404);
+    const agent = await db
+      .selectFrom('agents')
+      .select('instructions')
+      .where('id', '=', agentId)
+      .executeTakeFirstOrThrow();
+    expect(agent.instructions).not.toBe('too late');
   });
 });
