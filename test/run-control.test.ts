@@ -351,6 +351,29 @@ describe.each(STORE_KINDS)('run control on %s', (kind) => {
     expect((await server.api(`/v1/runs/${first.id}`)).body.run).toMatchObject({ status: 'aborted' });
     expect((await server.waitForRun(second.body.run.id)).status).toBe('succeeded');
   });
+
+  it('refuses an interrupt into a chat with queued runs with 409, stopping nothing', async () => {
+    const chatId = await server.createChat();
+    const active = await server.startRun(chatId, { steps: 1, tokens: 500, delayMs: 10 });
+    await server.waitForRun(active.id, (r) => r.status === 'running');
+    const queued = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: script({ steps: 1, tokens: 1 }) }, multitask: 'enqueue' },
+    });
+    expect(queued.body.run.status).toBe('queued');
+    // The queued run would take the chat as the active one settles: the interrupt would end it for nothing.
+    const interrupt = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: script({ steps: 1, tokens: 1 }) }, multitask: 'interrupt' },
+    });
+    expect(interrupt.status).toBe(409);
+    expect(interrupt.body.error).toMatchObject({ code: 'run_already_active', runId: active.id, queued: 1 });
+    expect((await server.api(`/v1/runs/${active.id}`)).body.run.status).toBe('running');
+    expect((await server.api(`/v1/runs/${queued.body.run.id}`)).body.run.status).toBe('queued');
+    const runs = await server.api(`/v1/chats/${chatId}/runs`);
+    expect(runs.body.items).toHaveLength(2);
+    await server.api(`/v1/chats/${chatId}/stop`, { method: 'POST', body: { includeQueued: true } });
+  });
 });
 
 async function metricValue(server: TestServer, name: string): Promise<number> {

@@ -412,6 +412,29 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
       expect(fired).toMatchObject({ trigger: 'schedule', scheduleId: schedule.id });
       expect(await app.waitForRun(fired.id)).toMatchObject({ status: 'succeeded' });
     });
+
+    it('skips an interrupt, stopping nothing, when runs are queued behind the active one', async () => {
+      const clock = new ManualClock();
+      const app = await server({ clock });
+      const { chatId, busy } = await busyChat(app);
+      const queued = await app.api(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body: { input: { text: QUICK }, multitask: 'enqueue' },
+      });
+      expect(queued.body.run.status).toBe('queued');
+      const schedule = await createSchedule(app, chatId, {
+        at: new Date(clock.now().getTime() + 1_000).toISOString(),
+        input: { text: QUICK },
+        multitask: 'interrupt',
+      });
+      clock.advance(2_000);
+      await app.outrun.scheduler.tick();
+      expect(await getSchedule(app, schedule.id)).toMatchObject({ lastResult: 'skipped', lastRunId: null });
+      expect((await app.api(`/v1/runs/${busy.id}`)).body.run.status).toBe('running');
+      expect((await app.api(`/v1/runs/${queued.body.run.id}`)).body.run.status).toBe('queued');
+      expect(await runsOf(app, chatId)).toHaveLength(2);
+      await app.api(`/v1/chats/${chatId}/stop`, { method: 'POST', body: { includeQueued: true } });
+    });
   });
 
   it('lets a run wake its chat later with schedule_followup', async () => {

@@ -237,6 +237,7 @@ export class RunEngine {
       } catch (error) {
         forgetClaim();
         if (!(error instanceof RunAlreadyActiveError) || multitask !== 'interrupt') throw error;
+        await this.#assertNothingQueued(options.chatId, String(error.details.runId));
         await this.#interrupt(String(error.details.runId));
         begun = await begin(options);
       }
@@ -378,6 +379,22 @@ export class RunEngine {
   }
 
   /** Stops the chat's active run and waits, up to `interruptWaitMs`, for it to end. */
+  /**
+   * Refuses an interrupt into a chat with runs queued behind its active run, before anything is stopped: the
+   * oldest queued run takes the chat as the active one settles, so the interrupt would end the active run and
+   * still not start. 409 `run_already_active`, with the active run's id and how many wait.
+   */
+  async #assertNothingQueued(chatId: string, activeRunId: string): Promise<void> {
+    const queued = (await this.#options.runs.listQueued(chatId)).length;
+    if (queued === 0) return;
+    throw new ConflictError(
+      'run_already_active',
+      `A run is active on this chat and ${queued} more wait behind it; an interrupt does not jump the queue. ` +
+        'Enqueue this run, or stop the chat with includeQueued first.',
+      { runId: activeRunId, queued },
+    );
+  }
+
   async #interrupt(runId: string): Promise<void> {
     const { log, runs } = this.#options;
     let resolveEnded!: () => void;

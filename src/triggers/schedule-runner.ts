@@ -247,8 +247,11 @@ export class ScheduleRunner {
         // Whoever advanced the row meanwhile owns this due time; the busy chat may be its own run.
         if (!(await this.#stillDue(schedule.id, due))) return false;
         if (schedule.multitask !== ScheduleMultitask.interrupt) return await skipped();
+        // Runs queued behind the active one would take the chat first: skipped, nothing stopped.
+        const activeRunId = String(error.details.runId);
+        if ((await this.#options.engine.runs.listQueued(schedule.chat_id)).length > 0) return await skipped();
         // Stopped by id: a run another runner began for this due time is never the one interrupted.
-        await this.#interrupt(String(error.details.runId));
+        await this.#interrupt(activeRunId);
         await start('reject');
       }
       this.#options.metrics?.scheduleFires.inc({ result: ScheduleResult.fired });
