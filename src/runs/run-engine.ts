@@ -378,7 +378,6 @@ export class RunEngine {
     return change.run;
   }
 
-  /** Stops the chat's active run and waits, up to `interruptWaitMs`, for it to end. */
   /**
    * Refuses an interrupt into a chat with runs queued behind its active run, before anything is stopped: the
    * oldest queued run takes the chat as the active one settles, so the interrupt would end the active run and
@@ -395,6 +394,7 @@ export class RunEngine {
     );
   }
 
+  /** Stops the chat's active run and waits, up to `interruptWaitMs`, for it to end. */
   async #interrupt(runId: string): Promise<void> {
     const { log, runs } = this.#options;
     let resolveEnded!: () => void;
