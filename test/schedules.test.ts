@@ -365,6 +365,23 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
       return { chatId, busy };
     }
 
+    /** A one-shot on the chat with `multitask`, due a second from now and fired by one pass a second later. */
+    async function fireOneShot(
+      app: TestServer,
+      clock: ManualClock,
+      chatId: string,
+      multitask: 'enqueue' | 'interrupt',
+    ): Promise<ScheduleObject> {
+      const schedule = await createSchedule(app, chatId, {
+        at: new Date(clock.now().getTime() + 1_000).toISOString(),
+        input: { text: QUICK },
+        multitask,
+      });
+      clock.advance(2_000);
+      await app.outrun.scheduler.tick();
+      return schedule;
+    }
+
     it('skips the due time, records it, and moves on', async () => {
       const clock = new ManualClock();
       const app = await server({ clock });
@@ -383,13 +400,7 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
       const clock = new ManualClock();
       const app = await server({ clock });
       const { chatId, busy } = await busyChat(app);
-      const schedule = await createSchedule(app, chatId, {
-        at: new Date(clock.now().getTime() + 1_000).toISOString(),
-        input: { text: QUICK },
-        multitask: 'enqueue',
-      });
-      clock.advance(2_000);
-      await app.outrun.scheduler.tick();
+      const schedule = await fireOneShot(app, clock, chatId, 'enqueue');
       const queued = (await runsOf(app, chatId)).find((run) => run.id !== busy.id)!;
       expect(queued).toMatchObject({ status: 'queued', trigger: 'schedule', scheduleId: schedule.id });
       await app.api(`/v1/runs/${busy.id}/stop`, { method: 'POST' });
@@ -400,13 +411,7 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
       const clock = new ManualClock();
       const app = await server({ clock });
       const { chatId, busy } = await busyChat(app);
-      const schedule = await createSchedule(app, chatId, {
-        at: new Date(clock.now().getTime() + 1_000).toISOString(),
-        input: { text: QUICK },
-        multitask: 'interrupt',
-      });
-      clock.advance(2_000);
-      await app.outrun.scheduler.tick();
+      const schedule = await fireOneShot(app, clock, chatId, 'interrupt');
       expect(await app.waitForRun(busy.id)).toMatchObject({ status: 'aborted', error: { code: 'stopped' } });
       const fired = (await runsOf(app, chatId)).find((run) => run.id !== busy.id)!;
       expect(fired).toMatchObject({ trigger: 'schedule', scheduleId: schedule.id });
@@ -422,18 +427,11 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
         body: { input: { text: QUICK }, multitask: 'enqueue' },
       });
       expect(queued.body.run.status).toBe('queued');
-      const schedule = await createSchedule(app, chatId, {
-        at: new Date(clock.now().getTime() + 1_000).toISOString(),
-        input: { text: QUICK },
-        multitask: 'interrupt',
-      });
-      clock.advance(2_000);
-      await app.outrun.scheduler.tick();
+      const schedule = await fireOneShot(app, clock, chatId, 'interrupt');
       expect(await getSchedule(app, schedule.id)).toMatchObject({ lastResult: 'skipped', lastRunId: null });
       expect((await app.api(`/v1/runs/${busy.id}`)).body.run.status).toBe('running');
       expect((await app.api(`/v1/runs/${queued.body.run.id}`)).body.run.status).toBe('queued');
       expect(await runsOf(app, chatId)).toHaveLength(2);
-      await app.api(`/v1/chats/${chatId}/stop`, { method: 'POST', body: { includeQueued: true } });
     });
   });
 
