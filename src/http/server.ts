@@ -8,7 +8,6 @@ import type { Caller } from '../auth/auth-service.ts';
 import { assertTokenScope, isStreamRoute } from '../auth/token-scope.ts';
 import {
   DEFAULT_RETRY_AFTER_SECONDS,
-  InvalidRequestError,
   NotFoundError,
   ServiceUnavailableError,
   UnauthorizedError,
@@ -32,7 +31,6 @@ import { registerQuotaRoutes } from './routes/quota-routes.ts';
 import { registerOpenApiRoute, trackRoutes } from './openapi.ts';
 import { registerRequestObserver } from './request-observer.ts';
 import { assertStorableText } from './text-guard.ts';
-import { MAX_JSON_DEPTH, nestsDeeperThan } from './json-depth.ts';
 
 /** How long `/readyz` waits for the database before answering 503: a frozen database must not hang it. */
 const READINESS_PROBE_TIMEOUT_MS = 800;
@@ -93,10 +91,6 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
     const text = String(body);
     if (text.trim() === '') return done(null, undefined);
-    if (nestsDeeperThan(text, MAX_JSON_DEPTH)) {
-      const message = `The JSON body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels.`;
-      return done(new InvalidRequestError(message, {}, 'invalid_json'));
-    }
     let value: unknown;
     try {
       value = JSON.parse(text);

@@ -10,35 +10,64 @@ export function isStorableText(text: string): boolean {
 }
 
 /**
+ * The deepest nesting of arrays and objects a request value may have. `JSON.parse` takes any depth, but the
+ * recursive walks a body goes through after it (this guard, validation, serialization) overflow the stack
+ * at some thousands of levels, which would answer a 500; no request of the API comes near the limit
+ * (useChat's messages, the deepest, nest about ten levels).
+ */
+export const MAX_JSON_DEPTH = 128;
+
+/**
  * Refuses a parsed request value (a JSON body, a query string, path parameters) holding a string or key
- * PostgreSQL cannot store, with a 400 `invalid_request` naming the field (`input.parts.0.text`). Every
- * route gets this before its handler runs, so no such text reaches SQL and nothing is written.
+ * PostgreSQL cannot store, with a 400 `invalid_request` naming the field (`input.parts.0.text`), or nesting
+ * arrays and objects deeper than `MAX_JSON_DEPTH`, with a 400 `invalid_json`. Every route gets this before
+ * its handler runs, so no such value reaches validation or SQL and nothing is written.
  */
 export function assertStorableText(value: unknown, where: string): void {
-  const field = findUnstorable(value, []);
-  if (field === null) return;
-  const name = field.length ? field.join('.') : where;
+  const found = findProblem(value, 0);
+  if (found === null) return;
+  if (found.problem === 'too_deep') {
+    throw new InvalidRequestError(
+      `The ${where} nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels.`,
+      { in: where },
+      'invalid_json',
+    );
+  }
+  const name = found.path.length ? found.path.join('.') : where;
   throw new InvalidRequestError(`${name} must not contain NUL characters or unpaired UTF-16 surrogates.`, {
     field: name,
     in: where,
   });
 }
 
-/** The path of the first unstorable string or key in `value`, or null. */
-function findUnstorable(value: unknown, path: (string | number)[]): (string | number)[] | null {
-  if (typeof value === 'string') return isStorableText(value) ? null : path;
+type Problem = { problem: 'unstorable' | 'too_deep'; path: (string | number)[] };
+
+/**
+ * The first unstorable string or key in `value`, or the first array or object past `MAX_JSON_DEPTH` (`depth`:
+ * the arrays and objects around `value`), or null. The walk never goes deeper than the limit, and allocates
+ * nothing while all is well: a problem's path is built on the way back up.
+ */
+function findProblem(value: unknown, depth: number): Problem | null {
+  if (typeof value === 'string') return isStorableText(value) ? null : { problem: 'unstorable', path: [] };
+  if (value === null || typeof value !== 'object') return null;
+  if (depth >= MAX_JSON_DEPTH) return { problem: 'too_deep', path: [] };
   if (Array.isArray(value)) {
     for (let index = 0; index < value.length; index++) {
-      const found = findUnstorable(value[index], [...path, index]);
-      if (found) return found;
+      const found = findProblem(value[index], depth + 1);
+      if (found) {
+        found.path.unshift(index);
+        return found;
+      }
     }
     return null;
   }
-  if (value !== null && typeof value === 'object') {
-    for (const [key, inner] of Object.entries(value)) {
-      if (!isStorableText(key)) return [...path, printable(key)];
-      const found = findUnstorable(inner, [...path, key]);
-      if (found) return found;
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
+    if (!isStorableText(key)) return { problem: 'unstorable', path: [printable(key)] };
+    const found = findProblem((value as Record<string, unknown>)[key], depth + 1);
+    if (found) {
+      found.path.unshift(key);
+      return found;
     }
   }
   return null;
