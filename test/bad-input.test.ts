@@ -287,6 +287,19 @@ describe('bad input', () => {
       request: () => server.api('/v1/ui/chats/nope/stream'),
     },
     {
+      name: 'a start with a query parameter the route does not take',
+      status: 400,
+      code: 'invalid_request',
+      request: () =>
+        server.api(`${runsPath()}?multitask=interrupt`, { method: 'POST', body: { input: { text: 'hi' } } }),
+    },
+    {
+      name: 'a misspelt page size',
+      status: 400,
+      code: 'invalid_request',
+      request: () => server.api('/v1/chats?limt=1'),
+    },
+    {
       name: 'an unknown route',
       status: 404,
       code: 'route_not_found',

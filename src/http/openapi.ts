@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import { isStreamRoute } from '../auth/token-scope.ts';
 import { CreateAgentBody, UpdateAgentBody } from '../agents/agent-schema.ts';
 import { CreateUserBody, CreateWorkspaceBody, UpdateWorkspaceBody } from './routes/admin-routes.ts';
 import { ApiKeyListQuery, CreateApiKeyBody } from './routes/api-key-routes.ts';
@@ -533,6 +534,16 @@ function operation(route: RouteDoc): JsonSchema {
       schema: inputSchema(field as z.ZodType),
     });
   }
+  if (isStreamRoute(route.method, route.path)) {
+    parameters.push({
+      name: 'access_token',
+      in: 'query',
+      required: false,
+      description:
+        'A scoped token, for `EventSource`, which cannot send `Authorization` (stream routes only).',
+      schema: { type: 'string' },
+    });
+  }
   if (route.idempotent) {
     parameters.push({
       name: 'Idempotency-Key',
@@ -636,6 +647,25 @@ export function buildOpenApiDocument(options: { version?: string } = {}): JsonSc
       schemas: components(),
     },
   };
+}
+
+/** The query parameters of each `/v1` route, by `METHOD /pattern`: its query schema's, and `access_token`. */
+const QUERY_PARAMETERS = new Map(
+  ROUTES.filter((route) => route.path.startsWith('/v1/')).map((route) => [
+    `${route.method} ${route.path}`,
+    new Set([
+      ...Object.keys(route.query?.shape ?? {}),
+      ...(isStreamRoute(route.method, route.path) ? ['access_token'] : []),
+    ]),
+  ]),
+);
+
+/**
+ * The query parameters a `/v1` route takes (`HEAD` as its `GET`), or `undefined` for a route outside the API
+ * (the web app, the operations endpoints), whose query strings are not checked.
+ */
+export function queryParametersOf(method: string, url: string | undefined): ReadonlySet<string> | undefined {
+  return QUERY_PARAMETERS.get(`${method === 'HEAD' ? 'GET' : method} ${url ?? ''}`);
 }
 
 /** A route as Fastify registered it. */

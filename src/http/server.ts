@@ -8,6 +8,7 @@ import type { Caller } from '../auth/auth-service.ts';
 import { assertTokenScope, isStreamRoute } from '../auth/token-scope.ts';
 import {
   DEFAULT_RETRY_AFTER_SECONDS,
+  InvalidRequestError,
   NotFoundError,
   ServiceUnavailableError,
   UnauthorizedError,
@@ -28,7 +29,7 @@ import { registerStepRoutes } from './routes/step-routes.ts';
 import { registerWebhookRoutes } from './routes/webhook-routes.ts';
 import { CONTENT_SECURITY_DIRECTIVES, registerWebApp } from './static.ts';
 import { registerQuotaRoutes } from './routes/quota-routes.ts';
-import { registerOpenApiRoute, trackRoutes } from './openapi.ts';
+import { queryParametersOf, registerOpenApiRoute, trackRoutes } from './openapi.ts';
 import { registerRequestObserver } from './request-observer.ts';
 import { assertStorableText } from './text-guard.ts';
 
@@ -232,6 +233,22 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   app.addHook('onRequest', async (request) => {
     if (!request.url.startsWith('/v1/')) return;
     await context.rateLimiter.consume(rateLimitKeyOf(request.caller));
+  });
+  // A query parameter the route does not take is refused, as an unknown body field is: a misspelt `?limit`
+  // must not quietly answer the default page.
+  app.addHook('onRequest', async (request) => {
+    const known = queryParametersOf(request.method, request.routeOptions.url);
+    if (!known) return;
+    const unknown = Object.keys(request.query as Record<string, unknown>).filter((name) => !known.has(name));
+    if (unknown.length > 0) {
+      const names = unknown.map((name) => `"${name}"`).join(', ');
+      throw new InvalidRequestError(
+        `Unrecognized query parameter${unknown.length > 1 ? 's' : ''}: ${names}.`,
+        {
+          parameters: unknown,
+        },
+      );
+    }
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
