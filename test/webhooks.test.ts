@@ -207,6 +207,40 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     return created;
   };
 
+  it('does not deliver to a name that resolved public when checked and private when dialled', async () => {
+    await forgetEarlierWebhooks();
+    const receiver = await startReceiver(() => 204);
+    receivers.push(receiver);
+    const webhook = await createWebhook(receiver.url.replace('127.0.0.1', 'localhost'), ['run.succeeded']);
+    await server.outrun.db
+      .transaction()
+      .execute((tx) => recordWebhookEvent(tx, { workspaceId, event: 'run.succeeded', run }));
+    // DNS rebinding: the check before the attempt is told a public address; the connection resolves
+    // `localhost` for itself and gets 127.0.0.1.
+    const checked: string[] = [];
+    const sender = new WebhookDispatcher({
+      db: server.outrun.db,
+      logger: silent,
+      retrySchedule: [],
+      resolve: async (hostname) => {
+        checked.push(hostname);
+        return ['93.184.216.34'];
+      },
+    });
+    dispatchers.push(sender);
+    await sender.dispatchDue();
+    expect(checked).toEqual(['localhost']);
+    expect(receiver.received).toEqual([]);
+    const delivery = await server.outrun.db
+      .selectFrom('webhook_deliveries')
+      .select(['status', 'last_error'])
+      .where('webhook_id', '=', webhook.id)
+      .executeTakeFirstOrThrow();
+    expect(delivery.status).toBe('failed');
+    expect(delivery.last_error).toMatch(/resolves to (127\.0\.0\.1|::1), a private/);
+    await forgetEarlierWebhooks();
+  });
+
   it('retries when the retry schedule says, however long its poll', async () => {
     await forgetEarlierWebhooks();
     const receiver = await startReceiver((n) => (n === 1 ? 500 : 204));

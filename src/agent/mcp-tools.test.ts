@@ -165,6 +165,20 @@ describe('MCP tools', () => {
     }
   });
 
+  it('does not connect to a server whose name resolved public when checked and loopback when dialled', async () => {
+    // DNS rebinding: the check is told a public address; the connection resolves `localhost` itself.
+    const strict = new McpClientPool({ allowPrivateUrls: false, resolve: async () => ['93.184.216.34'] });
+    const before = mcpServer.requests.length;
+    try {
+      await expect(
+        strict.tools({ name: 'math', url: mcpServer.url.replace('127.0.0.1', 'localhost') }),
+      ).rejects.toThrow(/MCP server "math" is unreachable: .*private, loopback or link-local/);
+      expect(mcpServer.requests.length).toBe(before);
+    } finally {
+      await strict.close();
+    }
+  });
+
   it('fails calls as unreachable after close', async () => {
     const closing = new McpClientPool({ allowPrivateUrls: true });
     await closing.tools({ name: 'math', url: mcpServer.url });

@@ -3,6 +3,7 @@ import { createMCPClient, type MCPClient } from '@ai-sdk/mcp';
 import { jsonSchema, tool, type Tool, type ToolSet } from 'ai';
 import type { Logger } from 'pino';
 import { assertOutboundUrl } from '../net/outbound-url.ts';
+import { publicOnlyFetch } from '../net/public-fetch.ts';
 import type { McpServer } from '../protocol/agent.ts';
 
 /** Allowlist names of MCP tools start with this: `mcp:<server>/<tool>`. */
@@ -66,6 +67,11 @@ export function unavailableTool(options: { title: string; message: string }): To
 export interface McpClientPoolOptions {
   /** Allow MCP servers on private and loopback addresses (`OUTRUN_ALLOW_PRIVATE_URLS`). @default false */
   allowPrivateUrls?: boolean;
+  /**
+   * How the check before connecting resolves a server's host (a test stands in a DNS that answers the check
+   * one address and the connection another). @default `dns.lookup`
+   */
+  resolve?: (hostname: string) => Promise<string[]>;
   /** @default DEFAULT_MCP_CONNECT_TIMEOUT_MS */
   connectTimeoutMs?: number;
   logger?: Logger;
@@ -79,12 +85,14 @@ export interface McpClientPoolOptions {
 export class McpClientPool {
   private readonly clients = new Map<string, Promise<MCPClient>>();
   private readonly allowPrivateUrls: boolean;
+  private readonly resolve: ((hostname: string) => Promise<string[]>) | undefined;
   private readonly connectTimeoutMs: number;
   private readonly logger: Logger | undefined;
   private closed = false;
 
   constructor(options: McpClientPoolOptions = {}) {
     this.allowPrivateUrls = options.allowPrivateUrls ?? false;
+    this.resolve = options.resolve;
     this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_MCP_CONNECT_TIMEOUT_MS;
     this.logger = options.logger;
   }
@@ -166,9 +174,16 @@ export class McpClientPool {
   }
 
   private async connect(server: McpServer): Promise<MCPClient> {
-    await assertOutboundUrl(server.url, { allowPrivate: this.allowPrivateUrls });
+    await assertOutboundUrl(server.url, { allowPrivate: this.allowPrivateUrls, resolve: this.resolve });
     return createMCPClient({
-      transport: { type: 'http', url: server.url, headers: server.headers, redirect: 'error' },
+      transport: {
+        type: 'http',
+        url: server.url,
+        headers: server.headers,
+        redirect: 'error',
+        // Checked again on the address each connection dials: the name may resolve elsewhere by then.
+        ...(this.allowPrivateUrls ? {} : { fetch: publicOnlyFetch() }),
+      },
       clientName: 'outrun',
       initializationOptions: { timeout: this.connectTimeoutMs },
       onUncaughtError: (error) => {

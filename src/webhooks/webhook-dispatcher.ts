@@ -4,6 +4,7 @@ import { Webhook } from 'standardwebhooks';
 import type { Metrics } from '../metrics.ts';
 import { delayAfterPass, PassLoop, retryDelay } from '../pass-loop.ts';
 import { assertOutboundUrl } from '../net/outbound-url.ts';
+import { publicOnlyFetch } from '../net/public-fetch.ts';
 import type { Database } from '../store/schema.ts';
 import { DeliveryStatus } from './webhook-service.ts';
 
@@ -47,8 +48,16 @@ export interface WebhookDispatcherOptions {
   db: Kysely<Database>;
   logger: Logger;
   metrics?: Metrics;
-  /** Deliver to private and loopback addresses (checked again before every attempt). @default false */
+  /**
+   * Deliver to private and loopback addresses. Checked before every attempt, and again on the address each
+   * connection dials (`publicOnlyFetch`). @default false
+   */
   allowPrivateUrls?: boolean;
+  /**
+   * How the check before each attempt resolves a host (a test stands in a DNS that answers the check one
+   * address and the connection another). @default `dns.lookup`
+   */
+  resolve?: (hostname: string) => Promise<string[]>;
   /** The longest the dispatcher sleeps between passes. @default 10000 */
   pollIntervalMs?: number;
   /** Delay before each retry; a delivery gets `retrySchedule.length + 1` attempts. @default DEFAULT_RETRY_SCHEDULE_MS */
@@ -65,7 +74,7 @@ export interface WebhookDispatcherOptions {
   now?: () => Date;
   /** @default Math.random */
   random?: () => number;
-  /** @default globalThis.fetch */
+  /** @default `publicOnlyFetch()`, or `globalThis.fetch` with `allowPrivateUrls` */
   fetch?: typeof fetch;
 }
 
@@ -96,6 +105,7 @@ export class WebhookDispatcher {
   readonly #logger: Logger;
   readonly #metrics: Metrics | undefined;
   readonly #allowPrivate: boolean;
+  readonly #resolve: ((hostname: string) => Promise<string[]>) | undefined;
   readonly #pollIntervalMs: number;
   readonly #schedule: readonly number[];
   readonly #jitter: number;
@@ -112,6 +122,7 @@ export class WebhookDispatcher {
     this.#logger = options.logger;
     this.#metrics = options.metrics;
     this.#allowPrivate = options.allowPrivateUrls ?? false;
+    this.#resolve = options.resolve;
     this.#pollIntervalMs = options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
     this.#schedule = options.retrySchedule ?? DEFAULT_RETRY_SCHEDULE_MS;
     this.#jitter = options.jitter ?? DEFAULT_JITTER;
@@ -120,7 +131,7 @@ export class WebhookDispatcher {
     this.#batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
     this.#now = options.now ?? (() => new Date());
     this.#random = options.random ?? Math.random;
-    this.#fetch = options.fetch ?? globalThis.fetch;
+    this.#fetch = options.fetch ?? (this.#allowPrivate ? globalThis.fetch : publicOnlyFetch());
   }
 
   /** Starts looking for due deliveries. */
@@ -212,7 +223,7 @@ export class WebhookDispatcher {
     let statusCode: number | null = null;
     let error: string | null = null;
     try {
-      await assertOutboundUrl(delivery.url, { allowPrivate: this.#allowPrivate });
+      await assertOutboundUrl(delivery.url, { allowPrivate: this.#allowPrivate, resolve: this.#resolve });
       const timestamp = this.#now();
       const signature = new Webhook(delivery.secret).sign(delivery.id, timestamp, delivery.payload);
       const response = await this.#fetch(delivery.url, {
