@@ -24,7 +24,21 @@ type Operation = {
 type OpenApiDocument = { paths: Record<string, Record<string, Operation>> };
 
 /** Wrong values tried in place of every property of a body. */
-const WRONG_VALUES: unknown[] = [null, -1, 1.5, '', 'x'.repeat(10_000), true, [], {}, '\u0000'];
+const WRONG_VALUES: unknown[] = [
+  null,
+  -1,
+  1.5,
+  // Past a 32-bit and a 64-bit integer column, and past what a double holds exactly.
+  2 ** 31,
+  2 ** 63,
+  1e300,
+  '',
+  'x'.repeat(10_000),
+  true,
+  [],
+  {},
+  '\u0000',
+];
 /** Bodies that are not the object an operation takes. */
 const RAW_BODIES = [
   '',
@@ -264,7 +278,7 @@ describe.each(STORE_KINDS)('every described operation under mutated input on %s'
       });
     }
     if (method === 'delete') return requests;
-    for (const value of ['-1', 'x', '1.5']) {
+    for (const value of ['-1', 'x', '1.5', '2147483648', '9007199254740991']) {
       requests.push({
         label: `Last-Event-ID ${value}`,
         path: fill(),
@@ -272,7 +286,7 @@ describe.each(STORE_KINDS)('every described operation under mutated input on %s'
       });
     }
     for (const parameter of operation.parameters?.filter((candidate) => candidate.in === 'query') ?? []) {
-      for (const value of ['-1', 'x', '', '99999999999999999999']) {
+      for (const value of ['-1', 'x', '', '2147483648', '9007199254740991', '99999999999999999999']) {
         requests.push({
           label: `?${parameter.name}=${value}`,
           path: `${fill()}?${parameter.name}=${value}`,

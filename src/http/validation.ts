@@ -20,16 +20,20 @@ export const PaginationQuery = (defaultLimit: number, maxLimit: number) =>
     cursor: z.string().min(1).max(100).optional(),
   });
 
-/** A sequence number in `?after=` or `Last-Event-ID`: a non-negative integer. */
+/** The largest event sequence number: the column is a 32-bit `integer`. */
+export const MAX_SEQUENCE = 2_147_483_647;
+
+/** A sequence number in `?after=` or `Last-Event-ID`: an integer from 0 to `MAX_SEQUENCE`. */
 export function parseSequence(value: unknown, name: string): number | undefined {
   if (value === undefined || value === '') return undefined;
   const text = String(value).trim();
-  if (!/^\d{1,15}$/.test(text)) {
+  const sequence = /^\d{1,10}$/.test(text) ? Number(text) : Number.NaN;
+  if (!(sequence <= MAX_SEQUENCE)) {
     throw new InvalidRequestError(
-      `${name} must be a non-negative integer event sequence number.`,
+      `${name} must be an event sequence number: an integer from 0 to ${MAX_SEQUENCE}.`,
       {},
       'invalid_cursor',
     );
   }
-  return Number(text);
+  return sequence;
 }
