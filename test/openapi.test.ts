@@ -2,6 +2,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { registeredRoutes, toOpenApiPath } from '../src/http/openapi.ts';
+import { script } from './support/sse.ts';
 import { startTestServer, type ApiResponse, type TestServer } from './support/test-server.ts';
 
 type OpenApiDocument = {
@@ -122,6 +123,42 @@ describe('the OpenAPI description', () => {
     const unauthorized = await server.api('/v1/chats', { key: null });
     expect(unauthorized.status).toBe(401);
     expectDescribed('GET', '/v1/chats', unauthorized);
+  });
+
+  it('describes the status and content type of every stream a route answers with', async () => {
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: {} })).body.chat.id as string;
+    const streams = [
+      [
+        'post',
+        '/v1/chats/{chatId}/runs',
+        `/v1/chats/${chatId}/runs`,
+        { input: { text: script({ steps: 1, tokens: 1 }) } },
+      ],
+      [
+        'post',
+        '/v1/ui/chats',
+        '/v1/ui/chats',
+        {
+          id: chatId,
+          messages: [
+            { id: 'm1', role: 'user', parts: [{ type: 'text', text: script({ steps: 1, tokens: 1 }) }] },
+          ],
+        },
+      ],
+    ] as const;
+    for (const [method, template, path, body] of streams) {
+      const response = await server.fetch(path, {
+        method: method.toUpperCase(),
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+        body: JSON.stringify(body),
+      });
+      await response.text();
+      const described = document.paths[template]![method]!.responses[String(response.status)] as
+        { content?: Record<string, unknown> } | undefined;
+      expect(described?.content, `${template} ${response.status}`).toHaveProperty(['text/event-stream']);
+      expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
+      await server.waitForRun((await server.api(`/v1/chats/${chatId}/runs/latest`)).body.run.id);
+    }
   });
 
   it('takes each request body schema from the zod schema the route validates with', () => {

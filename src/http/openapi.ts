@@ -47,8 +47,6 @@ export interface RouteDoc {
   query?: z.ZodObject;
   /** The route takes an `Idempotency-Key` header. */
   idempotent?: boolean;
-  /** Also answers with the run's stream for `Accept: text/event-stream`. */
-  streams?: boolean;
   responses: Record<number, ResponseDoc>;
   /** Error statuses the route can answer with, besides the ones derived from the rest (400, 401, 404, …). */
   errors?: number[];
@@ -315,8 +313,10 @@ export const ROUTES: RouteDoc[] = [
     tags: ['runs'],
     body: StartRunBody,
     idempotent: true,
-    streams: true,
-    responses: { 201: json('The new run.', wire.RunResponse) },
+    responses: {
+      200: eventStream('With `Accept: text/event-stream`: the new run’s stream from event 1.'),
+      201: json('The new run.', wire.RunResponse),
+    },
     errors: [409],
   },
   {
@@ -569,9 +569,6 @@ function operation(route: RouteDoc): JsonSchema {
     const content: JsonSchema = {};
     if (contentType === 'application/json') content[contentType] = { schema: wireRef(response.schema!) };
     else if (contentType) content[contentType] = { schema: { type: 'string' } };
-    if (route.streams && status === '201') {
-      content['text/event-stream'] = { schema: { type: 'string' }, description: 'The run’s stream.' };
-    }
     responses[status] = {
       description: response.description,
       ...(Object.keys(content).length ? { content } : {}),
