@@ -1,3 +1,4 @@
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { STORE_KINDS } from './support/databases.ts';
@@ -71,6 +72,7 @@ describe.each(STORE_KINDS)('every described operation under mutated input on %s'
   let document: OpenApiDocument;
   const ids: Record<string, string> = {};
   let memberKey: string;
+  let ajv: Ajv2020;
 
   beforeAll(async () => {
     server = await startTestServer(kind, {
@@ -78,6 +80,8 @@ describe.each(STORE_KINDS)('every described operation under mutated input on %s'
       config: { rateLimitPerMinute: 1_000_000, allowPrivateUrls: true },
     });
     document = (await (await fetch(`${server.url}/openapi.json`)).json()) as OpenApiDocument;
+    ajv = new Ajv2020({ strict: false, allErrors: true });
+    ajv.addSchema(document, 'openapi');
     const created = async (path: string, body: unknown) => {
       const response = await server.api(path, { method: 'POST', body });
       expect(response.status, `${path}: ${JSON.stringify(response.body)}`).toBe(201);
@@ -120,9 +124,33 @@ describe.each(STORE_KINDS)('every described operation under mutated input on %s'
       headers: { authorization: `Bearer ${ADMIN_KEY}`, ...init.headers },
       signal: AbortSignal.timeout(5_000),
     });
-    const isJson = response.headers.get('content-type')?.includes('application/json');
-    const body = isJson ? await response.json() : await response.body?.cancel();
-    return { status: response.status, body: body as { error?: { code?: unknown; message?: unknown } } };
+    const contentType = response.headers.get('content-type')?.split(';')[0] ?? null;
+    const body = contentType === 'application/json' ? await response.json() : await response.body?.cancel();
+    return {
+      status: response.status,
+      contentType,
+      body: body as { error?: { code?: unknown; message?: unknown } },
+    };
+  }
+
+  /** What is wrong with an answer as the document describes the operation's answers, or null. */
+  function undescribed(
+    template: string,
+    method: string,
+    answer: { status: number; contentType: string | null; body: unknown },
+  ): string | null {
+    const response = (
+      document.paths[template]?.[method] as { responses?: Record<string, { content?: object }> } | undefined
+    )?.responses?.[String(answer.status)];
+    if (!response) return `status ${answer.status} is not described`;
+    if (!answer.contentType) return null;
+    if (!(answer.contentType in (response.content ?? {}))) return `${answer.contentType} is not described`;
+    if (answer.contentType !== 'application/json') return null;
+    const pointer = ['paths', template, method, 'responses', String(answer.status)]
+      .map((segment) => segment.replaceAll('~', '~0').replaceAll('/', '~1'))
+      .join('/');
+    const validate = ajv.getSchema(`openapi#/${pointer}/content/application~1json/schema`)!;
+    return validate(answer.body) ? null : `body: ${ajv.errorsText(validate.errors).slice(0, 200)}`;
   }
 
   function resolve(schema: Schema | undefined): Schema | undefined {
@@ -347,6 +375,8 @@ describe.each(STORE_KINDS)('every described operation under mutated input on %s'
               const answer = await send(method.toUpperCase(), request.path, request.init);
               sent += 1;
               if (answer.status >= 500) problems.push(`${where}: ${answer.status}`);
+              const mismatch = undescribed(template, method, answer);
+              if (mismatch) problems.push(`${where}: ${mismatch}`);
               if (answer.status >= 400 && answer.body && !/^[a-z_]+$/.test(String(answer.body.error?.code))) {
                 problems.push(`${where}: ${answer.status} without a code`);
               }

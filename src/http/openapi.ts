@@ -191,7 +191,7 @@ export const ROUTES: RouteDoc[] = [
     summary: 'This OpenAPI 3.1 description.',
     tags: ['operations'],
     auth: false,
-    responses: { 200: { description: 'The OpenAPI document.' } },
+    responses: { 200: json('The OpenAPI document.', wire.JsonObject) },
   },
   {
     method: 'GET',
@@ -267,6 +267,7 @@ export const ROUTES: RouteDoc[] = [
     body: CreateChatBody,
     idempotent: true,
     responses: { 201: json('The new chat.', wire.ChatResponse) },
+    errors: [404],
   },
   {
     method: 'GET',
@@ -457,12 +458,15 @@ export const ROUTES: RouteDoc[] = [
 ];
 
 const ERROR_DESCRIPTIONS: Record<number, string> = {
-  400: 'Invalid input (`invalid_request`, `invalid_json`, `invalid_id`, `invalid_cursor`, `model_unavailable`).',
+  400:
+    'Invalid input (`invalid_request`, `invalid_json`, `invalid_id`, `invalid_cursor`, `model_unavailable`); ' +
+    'on every `/v1` route, a query parameter the route does not take.',
   401: 'No, unknown or revoked API key (`unauthorized`).',
   403: 'The key’s role may not do this (`forbidden`).',
   404: 'Not found, or not the caller’s (`not_found`).',
   409: 'Conflict: the chat already has an active run (`run_already_active`, with `runId`).',
   413: 'The body is larger than the limit (`body_too_large`).',
+  414: 'A path segment over 100 characters (`uri_too_long`).',
   415: 'The body is not JSON (`unsupported_media_type`).',
   422: 'The `Idempotency-Key` was used with a different request (`idempotency_key_reused`).',
   429: 'Rate limit or quota reached (`rate_limited`, `quota_exceeded`); see `Retry-After`.',
@@ -575,9 +579,10 @@ function operation(route: RouteDoc): JsonSchema {
     };
   }
   const errors = new Set(route.errors ?? []);
-  if (auth) [401, 503].forEach((status) => errors.add(status));
+  // Every `/v1` route refuses unknown query parameters and counts toward the caller's rate limit.
+  if (auth) [400, 401, 429, 503].forEach((status) => errors.add(status));
   if (pathParams.length || route.query || route.body) errors.add(400);
-  if (pathParams.length) errors.add(404);
+  if (pathParams.length) [404, 414].forEach((status) => errors.add(status));
   if (route.body) [400, 413, 415].forEach((status) => errors.add(status));
   if (route.idempotent) errors.add(422);
   for (const status of [...errors].sort()) {
