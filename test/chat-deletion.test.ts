@@ -2,8 +2,10 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { AgentService } from '../src/agents/agent-service.ts';
 import { ChatService } from '../src/chats/chat-service.ts';
+import { RunEngine } from '../src/runs/run-engine.ts';
 import { CHAT_START_GATE } from '../src/runs/run-service.ts';
 import { STORE_KINDS } from './support/databases.ts';
+import { captureLogger } from './support/logger.ts';
 import { script } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
 import { waitUntil } from './support/wait.ts';
@@ -11,9 +13,10 @@ import { waitUntil } from './support/wait.ts';
 /** Deleting a chat ends its runs, queued ones too, and no run begins in it afterwards. */
 describe.each(STORE_KINDS)('deleting a chat on %s', (kind) => {
   let server: TestServer;
+  const logs = captureLogger<{ code: string }>();
 
   beforeAll(async () => {
-    server = await startTestServer(kind);
+    server = await startTestServer(kind, { logger: logs.logger });
   });
   afterAll(async () => {
     await server?.close();
@@ -26,6 +29,42 @@ describe.each(STORE_KINDS)('deleting a chat on %s', (kind) => {
       .where('chat_id', '=', chatId)
       .orderBy('id')
       .execute();
+
+  it('starts no continuation in a chat deleted as its parent run ended, and says so without an error', async () => {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: {
+        name: 'continuing',
+        tools: [{ name: 'echo' }],
+        budget: { maxSteps: 1, onExceeded: 'continue' },
+        continuation: { maxRuns: 3 },
+      },
+    });
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    // The chat is deleted between the parent's ending and its continuation's start.
+    const original = RunEngine.prototype.startContinuation;
+    const spy = vi.spyOn(RunEngine.prototype, 'startContinuation').mockImplementation(async function (
+      this: RunEngine,
+      ...args
+    ) {
+      expect((await server.api(`/v1/chats/${chatId}`, { method: 'DELETE' })).status).toBe(204);
+      return original.apply(this, args);
+    });
+    try {
+      await server.startRun(chatId, { steps: 2, tokens: 2, tool: true });
+      // The chat, and so its runs, answer 404 now: the outcome is read from the log and the rows.
+      await waitUntil(() => spy.mock.settledResults.some((result) => result.type !== 'incomplete'));
+      await waitUntil(() => logs.records.some((record) => record.msg.includes('continuation')));
+    } finally {
+      spy.mockRestore();
+    }
+    const runs = await runsOf(chatId);
+    expect(runs.map((run) => run.status)).toEqual(['succeeded']);
+    const said = logs.records.find((record) => record.msg.startsWith('no continuation'))!;
+    expect(said).toMatchObject({ level: 40, code: 'chat_not_found' });
+    expect(logs.records.filter((record) => record.level >= 50)).toEqual([]);
+  });
 
   it('ends its active run and the runs queued behind it; none of them runs afterwards', async () => {
     const chatId = await server.createChat();

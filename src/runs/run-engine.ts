@@ -4,6 +4,7 @@ import { systemClock, type Clock } from '../clock.ts';
 import type { ModelPrices } from '../agent/prices.ts';
 import { ConflictError, InvalidRequestError, NotFoundError, RunAlreadyActiveError } from '../errors.ts';
 import type { Db } from '../store/database.ts';
+import { logPassFailure } from '../store/transient.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';
 import type { StartGuard } from '../quotas/quota-service.ts';
@@ -146,7 +147,7 @@ export class RunEngine {
     const interval = this.#options.sweepIntervalMs ?? 10_000;
     this.#sweepTimer = setInterval(() => {
       this.sweep({ all: false }).catch((error: unknown) =>
-        this.#options.logger.error({ err: error }, 'sweeping runs failed'),
+        logPassFailure(this.#options.logger, error, 'sweeping runs failed'),
       );
     }, interval);
     this.#sweepTimer.unref();

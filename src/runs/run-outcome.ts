@@ -4,6 +4,7 @@ import type { Budget, RunConfig } from '../protocol/agent.ts';
 import type { MessageProjector } from '../protocol/message-projector.ts';
 import type { PendingApproval, RunWaiting } from '../protocol/run.ts';
 import type { Clock } from '../clock.ts';
+import { OutrunError } from '../errors.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { RunRow } from '../store/schema.ts';
 import { LeaseLostError, type RunEventWriter } from '../stream/event-log.ts';
@@ -179,11 +180,12 @@ export async function settleRun(options: {
       return;
     case 'continue':
       await endRun({ deps, row, epoch, ending: Ending.succeeded(), projector, changes, lastSeq, tail, step });
-      await deps
-        .continueRun?.(row, config)
-        .catch((error: unknown) =>
-          deps.logger.error({ err: error, runId: row.id }, 'starting the continuation failed'),
-        );
+      await deps.continueRun?.(row, config).catch((error: unknown) => {
+        // A refusal (the chat was deleted meanwhile, a quota) is the workspace's state, not a fault.
+        if (error instanceof OutrunError) {
+          deps.logger.warn({ runId: row.id, code: error.code }, `no continuation: ${error.message}`);
+        } else deps.logger.error({ err: error, runId: row.id }, 'starting the continuation failed');
+      });
       return;
     case 'wait-for-approval': {
       const waiting: RunWaiting = {

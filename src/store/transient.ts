@@ -148,3 +148,20 @@ export function fallBackOf(error: unknown): { reason: string; detail: string | n
   const match = /outrun_fall_back: (\w+)(?::(\S*))?/.exec(error.message);
   return { reason: match?.[1] ?? 'unknown', detail: match?.[2] || null };
 }
+
+/**
+ * Logs a background pass's failure (a sweep, a schedule pass): at `warn` while the database is unavailable,
+ * which the next pass retries and which an outage makes happen every pass; at `error` otherwise.
+ */
+export function logPassFailure(
+  logger: {
+    warn: (details: object, message: string) => void;
+    error: (details: object, message: string) => void;
+  },
+  error: unknown,
+  message: string,
+): void {
+  if (isDatabaseUnavailableError(error))
+    logger.warn({ err: error }, `${message}; the database is unavailable`);
+  else logger.error({ err: error }, message);
+}

@@ -10,6 +10,7 @@ import type { RunObject } from '../runs/run-object.ts';
 import type { RunEngine } from '../runs/run-engine.ts';
 import { isTerminalStatus } from '../runs/run-status.ts';
 import type { Db } from '../store/database.ts';
+import { logPassFailure } from '../store/transient.ts';
 import type { Database, ScheduleRow } from '../store/schema.ts';
 import { ScheduleMultitask, ScheduleResult, type ScheduleInput } from './schedule-service.ts';
 import { nextCronTime } from './schedule-time.ts';
@@ -156,7 +157,7 @@ export class ScheduleRunner {
     try {
       return (await this.#pass()).delayMs;
     } catch (error) {
-      this.#options.logger.error({ err: error }, 'firing schedules failed');
+      logPassFailure(this.#options.logger, error, 'firing schedules failed');
       return retryDelay(this.#pollIntervalMs);
     }
   }
