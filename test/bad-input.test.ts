@@ -300,6 +300,29 @@ describe('bad input', () => {
       request: () => server.api('/v1/chats?limt=1'),
     },
     {
+      name: 'a __proto__ key in metadata',
+      status: 400,
+      code: 'invalid_request',
+      request: () =>
+        server.api(runsPath(), {
+          method: 'POST',
+          raw: '{"input": {"text": "hi"}, "metadata": {"__proto__": {"isAdmin": true}}}',
+        }),
+    },
+    {
+      name: 'a metadata key of 30,000 characters (the answer repeats 80 of them)',
+      status: 400,
+      code: 'invalid_request',
+      request: async () => {
+        const response = await server.api(runsPath(), {
+          method: 'POST',
+          body: { input: { text: 'hi' }, metadata: { ['k'.repeat(30_000)]: 1 } },
+        });
+        expect(JSON.stringify(response.body).length).toBeLessThan(1_000);
+        return response;
+      },
+    },
+    {
       name: 'an unknown route',
       status: 404,
       code: 'route_not_found',

@@ -78,9 +78,16 @@ export function toErrorResponse(error: unknown): {
         error: {
           code: 'invalid_request',
           message: error.issues
-            .map((issue) => (issue.path.length ? `${issue.path.join('.')}: ${issue.message}` : issue.message))
+            .map((issue) =>
+              issue.path.length
+                ? `${issue.path.map(shortSegment).join('.')}: ${issue.message}`
+                : issue.message,
+            )
             .join('; '),
-          issues: error.issues.map((issue) => ({ path: issue.path, message: issue.message })),
+          issues: error.issues.map((issue) => ({
+            path: issue.path.map(shortSegment),
+            message: issue.message,
+          })),
         },
       },
     };
@@ -105,6 +112,16 @@ export function toErrorResponse(error: unknown): {
     status: 500,
     body: { error: { code: 'internal_error', message: 'Something went wrong on our side.' } },
   };
+}
+
+/** The longest path segment an error repeats back: a key of a free-form object can be as long as the body. */
+const MAX_PATH_SEGMENT = 80;
+
+/** A path segment of a validation issue, cut to `MAX_PATH_SEGMENT` characters. */
+function shortSegment(segment: PropertyKey): PropertyKey {
+  return typeof segment === 'string' && segment.length > MAX_PATH_SEGMENT
+    ? `${segment.slice(0, MAX_PATH_SEGMENT)}…`
+    : segment;
 }
 
 /** How many times the route's body limit a too-large body is read and discarded before its 413 is sent. */

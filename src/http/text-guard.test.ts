@@ -34,4 +34,13 @@ describe('assertStorableText', () => {
       'input.parts.0.text must not contain NUL',
     );
   });
+
+  it('refuses a __proto__ key anywhere, naming where, and takes constructor and prototype as plain keys', () => {
+    expect(() =>
+      assertStorableText(JSON.parse('{"metadata":{"a":[{"__proto__":{"x":1}}]}}'), 'body'),
+    ).toThrow('metadata.a.0.__proto__: `__proto__` is not allowed as a key.');
+    expect(() =>
+      assertStorableText(JSON.parse('{"metadata":{"constructor":{"prototype":{"x":1}}}}'), 'body'),
+    ).not.toThrow();
+  });
 });

@@ -19,9 +19,10 @@ export const MAX_JSON_DEPTH = 128;
 
 /**
  * Refuses a parsed request value (a JSON body, a query string, path parameters) holding a string or key
- * PostgreSQL cannot store, with a 400 `invalid_request` naming the field (`input.parts.0.text`), or nesting
- * arrays and objects deeper than `MAX_JSON_DEPTH`, with a 400 `invalid_json`. Every route gets this before
- * its handler runs, so no such value reaches validation or SQL and nothing is written.
+ * PostgreSQL cannot store, or a `__proto__` key, with a 400 `invalid_request` naming the field
+ * (`input.parts.0.text`), or nesting arrays and objects deeper than `MAX_JSON_DEPTH`, with a 400
+ * `invalid_json`. Every route gets this before its handler runs, so no such value reaches validation or SQL
+ * and nothing is written.
  */
 export function assertStorableText(value: unknown, where: string): void {
   const found = findProblem(value, 0);
@@ -34,13 +35,19 @@ export function assertStorableText(value: unknown, where: string): void {
     );
   }
   const name = found.path.length ? found.path.join('.') : where;
+  if (found.problem === 'prototype_key') {
+    throw new InvalidRequestError(`${name}: \`__proto__\` is not allowed as a key.`, {
+      field: name,
+      in: where,
+    });
+  }
   throw new InvalidRequestError(`${name} must not contain NUL characters or unpaired UTF-16 surrogates.`, {
     field: name,
     in: where,
   });
 }
 
-type Problem = { problem: 'unstorable' | 'too_deep'; path: (string | number)[] };
+type Problem = { problem: 'unstorable' | 'too_deep' | 'prototype_key'; path: (string | number)[] };
 
 /**
  * The first unstorable string or key in `value`, or the first array or object past `MAX_JSON_DEPTH` (`depth`:
@@ -64,6 +71,9 @@ function findProblem(value: unknown, depth: number): Problem | null {
   for (const key in value) {
     if (!Object.hasOwn(value, key)) continue;
     if (!isStorableText(key)) return { problem: 'unstorable', path: [printable(key)] };
+    // `JSON.parse` makes it an own key, but an assignment of it (`copy[key] = …`, as validation does) sets
+    // the copy's prototype instead, so the field would vanish or, merged deeper, reach other objects.
+    if (key === '__proto__') return { problem: 'prototype_key', path: [key] };
     const found = findProblem((value as Record<string, unknown>)[key], depth + 1);
     if (found) {
       found.path.unshift(key);
