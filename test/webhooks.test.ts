@@ -1,5 +1,5 @@
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import pino from 'pino';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
@@ -193,7 +193,13 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
       .where('status', '=', 'pending')
       .execute();
   };
-  const dispatcher = (options: { retrySchedule: number[]; pollIntervalMs?: number }) => {
+  const dispatcher = (options: {
+    retrySchedule: number[];
+    pollIntervalMs?: number;
+    batchSize?: number;
+    timeoutMs?: number;
+    perWebhook?: number;
+  }) => {
     const created = new WebhookDispatcher({
       db: server.outrun.db,
       logger: silent,
@@ -241,6 +247,73 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     await forgetEarlierWebhooks();
   });
 
+  it('sends past a receiver that never answers, however many of its deliveries are due', async () => {
+    await forgetEarlierWebhooks();
+    // Accepts connections and never answers.
+    const sockets: Socket[] = [];
+    const silentReceiver = createTcpServer((socket) => void sockets.push(socket.on('error', () => {})));
+    await new Promise<void>((resolve) => silentReceiver.listen(0, '127.0.0.1', resolve));
+    receivers.push({
+      close: () => {
+        for (const socket of sockets) socket.destroy();
+        return new Promise((resolve) => silentReceiver.close(() => resolve()));
+      },
+    });
+    const { port } = silentReceiver.address() as AddressInfo;
+    await createWebhook(`http://127.0.0.1:${port}/hooks`, ['run.failed']);
+    const receiver = await startReceiver(() => 204);
+    receivers.push(receiver);
+    await createWebhook(receiver.url, ['run.succeeded']);
+    // The silent receiver's deliveries are the oldest, more of them than there are slots.
+    for (let i = 0; i < 6; i++) {
+      await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.failed', run });
+    }
+    for (let i = 0; i < 6; i++) {
+      await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.succeeded', run });
+    }
+    const started = Date.now();
+    // Four slots, two per webhook: the silent receiver's 5 s timeout holds two of them, never all four.
+    dispatcher({
+      retrySchedule: [],
+      pollIntervalMs: 600_000,
+      batchSize: 4,
+      timeoutMs: 5_000,
+      perWebhook: 2,
+    }).start();
+    await pollUntil(
+      () => receiver.received.length,
+      (count) => count === 6,
+      { timeoutMs: 4_000 },
+    );
+    expect(Date.now() - started).toBeLessThan(4_000);
+    // All six went out while two attempts, and no more, waited on the silent receiver.
+    expect(sockets.length).toBe(2);
+    // Those attempts fail now rather than at their timeout, so the dispatcher stops at once.
+    for (const socket of sockets) socket.destroy();
+    await forgetEarlierWebhooks();
+  });
+
+  it('sends a backlog larger than the per-webhook limit as fast as the receiver answers', async () => {
+    await forgetEarlierWebhooks();
+    const receiver = await startReceiver(() => 204);
+    receivers.push(receiver);
+    await createWebhook(receiver.url, ['run.succeeded']);
+    for (let i = 0; i < 12; i++) {
+      await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.succeeded', run });
+    }
+    const started = Date.now();
+    // Two at a time: each attempt recorded makes room for the next at once, not at the next poll (1 s).
+    dispatcher({ retrySchedule: [], pollIntervalMs: 600_000, batchSize: 4, perWebhook: 2 }).start();
+    await pollUntil(
+      () => receiver.received.length,
+      (count) => count === 12,
+      { timeoutMs: 5_000 },
+    );
+    // A wake-up missed waits for the pass a second later.
+    expect(Date.now() - started).toBeLessThan(1_000);
+    await forgetEarlierWebhooks();
+  });
+
   it('retries when the retry schedule says, however long its poll', async () => {
     await forgetEarlierWebhooks();
     const receiver = await startReceiver((n) => (n === 1 ? 500 : 204));
@@ -273,7 +346,7 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
         .transaction()
         .execute((tx) => recordWebhookEvent(tx, { workspaceId, event: 'run.succeeded', run }));
       const sender = dispatcher({ retrySchedule: [], pollIntervalMs: 600_000 });
-      const passes = vi.spyOn(sender, 'dispatchDue');
+      const passes = vi.spyOn(sender, 'claimDue');
       // Another dispatcher's claim statement holding the row: this one's claims skip it.
       await server.outrun.db.transaction().execute(async (tx) => {
         await tx
@@ -546,11 +619,11 @@ describe.skipIf(!process.env.DATABASE_URL)('webhook dispatchers racing on Postgr
 
 describe.each(STORE_KINDS)('webhooks of a run’s ending on %s', (kind) => {
   let server: TestServer;
-  let passes: MockInstance<WebhookDispatcher['dispatchDue']>;
+  let passes: MockInstance<WebhookDispatcher['claimDue']>;
   const receivers: { close: () => Promise<void> }[] = [];
 
   beforeAll(async () => {
-    passes = vi.spyOn(WebhookDispatcher.prototype, 'dispatchDue');
+    passes = vi.spyOn(WebhookDispatcher.prototype, 'claimDue');
     // A poll far longer than the test: what the dispatcher sends, it sends because a run's ending nudged it.
     server = await startTestServer(kind, {
       config: { allowPrivateUrls: true, webhookPollIntervalMs: 600_000 },

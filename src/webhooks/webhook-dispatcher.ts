@@ -35,8 +35,10 @@ const DEFAULT_TIMEOUT_MS = 10_000;
  * this long later, so another one retries it. Longer than the request timeout.
  */
 const DEFAULT_CLAIM_LEASE_MS = 60_000;
-/** Deliveries claimed per statement (and sent at once). */
-const DEFAULT_BATCH_SIZE = 20;
+/** Deliveries in flight at once, each claimed as a slot frees. */
+const DEFAULT_BATCH_SIZE = 50;
+/** Deliveries of one webhook in flight at once: a receiver that never answers holds this many slots at most. */
+const DEFAULT_PER_WEBHOOK = 10;
 /** Each delay is spread ±20% so receivers that failed together are not retried in lockstep. */
 const DEFAULT_JITTER = 0.2;
 /** How much of a failed answer's body is kept in `last_error`. */
@@ -68,8 +70,10 @@ export interface WebhookDispatcherOptions {
   timeoutMs?: number;
   /** @default 60000 */
   claimLeaseMs?: number;
-  /** @default 20 */
+  /** Deliveries in flight at once (and claimed per statement at most). @default 50 */
   batchSize?: number;
+  /** Deliveries of one webhook in flight at once. @default 10 */
+  perWebhook?: number;
   /** The clock. @default () => new Date() */
   now?: () => Date;
   /** @default Math.random */
@@ -80,6 +84,7 @@ export interface WebhookDispatcherOptions {
 
 interface ClaimedDelivery {
   id: string;
+  webhook_id: string;
   attempts: number;
   payload: string;
   /** The webhook's URL and secret; null when it was deleted or disabled since. */
@@ -99,6 +104,11 @@ export type AttemptResult = 'delivered' | 'retry' | 'failed';
  *
  * Between passes a dispatcher sleeps until the earliest due attempt in the table (a retry's time, an expired
  * claim), at most `pollIntervalMs`; `nudge()` after a commit that recorded deliveries wakes it at once.
+ *
+ * Up to `batchSize` deliveries are in flight at once, at most `perWebhook` of them to one webhook, and a pass
+ * does not wait for their answers: when one is recorded its slot is claimed again. So a receiver that never
+ * answers holds a few slots for its timeout, not the batch, and every other webhook's deliveries go on past
+ * it, however many of its own are due.
  */
 export class WebhookDispatcher {
   readonly #db: Kysely<Database>;
@@ -112,10 +122,20 @@ export class WebhookDispatcher {
   readonly #timeoutMs: number;
   readonly #claimLeaseMs: number;
   readonly #batchSize: number;
+  readonly #perWebhook: number;
   readonly #now: () => Date;
   readonly #random: () => number;
   readonly #fetch: typeof fetch;
   readonly #loop = new PassLoop(() => this.#runPass());
+  /** The deliveries being sent, each until its attempt is recorded. */
+  readonly #sending = new Set<Promise<void>>();
+  /** How many deliveries of each webhook are being sent. */
+  readonly #sendingTo = new Map<string, number>();
+  /**
+   * The last pass left due deliveries unclaimed (every slot taken, or their webhook's): the next attempt
+   * recorded frees room for them and asks for another pass.
+   */
+  #waitingForRoom = false;
 
   constructor(options: WebhookDispatcherOptions) {
     this.#db = options.db;
@@ -129,6 +149,7 @@ export class WebhookDispatcher {
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#claimLeaseMs = options.claimLeaseMs ?? DEFAULT_CLAIM_LEASE_MS;
     this.#batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
+    this.#perWebhook = options.perWebhook ?? DEFAULT_PER_WEBHOOK;
     this.#now = options.now ?? (() => new Date());
     this.#random = options.random ?? Math.random;
     this.#fetch = options.fetch ?? (this.#allowPrivate ? globalThis.fetch : publicOnlyFetch());
@@ -139,13 +160,16 @@ export class WebhookDispatcher {
     this.#loop.start();
   }
 
-  /** Stops looking and waits (bounded) for the deliveries in flight. */
+  /** Stops looking and waits (bounded) for the pass and the deliveries in flight. */
   async stop(): Promise<void> {
     this.#loop.stop();
-    const pass = this.#loop.inFlight;
-    if (!pass) return;
+    const inFlight = [this.#loop.inFlight, ...this.#sending].filter(Boolean);
+    if (inFlight.length === 0) return;
     let timeout: NodeJS.Timeout | undefined;
-    await Promise.race([pass, new Promise((resolve) => (timeout = setTimeout(resolve, STOP_WAIT_MS)))]);
+    await Promise.race([
+      Promise.all(inFlight),
+      new Promise((resolve) => (timeout = setTimeout(resolve, STOP_WAIT_MS))),
+    ]);
     clearTimeout(timeout);
   }
 
@@ -155,21 +179,97 @@ export class WebhookDispatcher {
   }
 
   /**
-   * Claims the due deliveries (up to the batch size), sends them and records each attempt. Returns how many
-   * it claimed. `start()` calls it in a loop; tests may call it directly.
+   * Claims as many due deliveries as there are free slots and starts sending them, without waiting for their
+   * answers. Returns how many it claimed. A pass of `start()`'s loop calls it; a test may too (`settled()`
+   * then waits for the attempts).
    */
-  async dispatchDue(): Promise<number> {
-    const claimed = await this.#claim();
-    await Promise.all(claimed.map((delivery) => this.#deliver(delivery)));
+  async claimDue(): Promise<number> {
+    const free = this.#batchSize - this.#sending.size;
+    if (free <= 0) return 0;
+    const full = [...this.#sendingTo].filter(([, count]) => count >= this.#perWebhook).map(([id]) => id);
+    // Their deliveries may be due: an attempt recorded from now on makes room for them (set before the claim
+    // awaits, so an attempt recorded meanwhile is not missed).
+    if (full.length > 0) this.#waitingForRoom = true;
+    const claimed = await this.#claim(free, full);
+    // One claim may take more of a webhook's deliveries than it has room for: those go back, due.
+    const over: ClaimedDelivery[] = [];
+    for (const delivery of claimed) {
+      const sendingTo = this.#sendingTo.get(delivery.webhook_id) ?? 0;
+      if (sendingTo >= this.#perWebhook) over.push(delivery);
+      else this.#send(delivery, sendingTo);
+    }
+    if (over.length > 0) {
+      this.#waitingForRoom = true;
+      await this.#unclaim(over);
+    }
     return claimed.length;
   }
 
-  /** Sends what is due; returns how long to sleep before the next pass. */
+  #send(delivery: ClaimedDelivery, sendingTo: number): void {
+    this.#sendingTo.set(delivery.webhook_id, sendingTo + 1);
+    const sent = () => {
+      this.#sending.delete(sending);
+      const left = (this.#sendingTo.get(delivery.webhook_id) ?? 1) - 1;
+      if (left > 0) this.#sendingTo.set(delivery.webhook_id, left);
+      else this.#sendingTo.delete(delivery.webhook_id);
+    };
+    const sending: Promise<void> = this.#deliver(delivery).then(
+      (result) => {
+        sent();
+        // The room it frees is claimed again; a retry may be due before the loop's next wake-up.
+        if (this.#waitingForRoom || result === 'retry') this.#loop.nudge();
+      },
+      (error: unknown) => {
+        sent();
+        // The attempt could not be recorded (the database is down): its claim runs out and it is retried.
+        this.#logger.warn({ err: error, deliveryId: delivery.id }, 'recording a webhook attempt failed');
+      },
+    );
+    this.#sending.add(sending);
+  }
+
+  /** Gives claimed deliveries back, due now, for the next claim (of any dispatcher) to take. */
+  async #unclaim(deliveries: ClaimedDelivery[]): Promise<void> {
+    await this.#db
+      .updateTable('webhook_deliveries')
+      .set({ next_attempt_at: this.#now() })
+      .where(
+        'id',
+        'in',
+        deliveries.map((delivery) => delivery.id),
+      )
+      .where('status', '=', DeliveryStatus.pending)
+      .where('next_attempt_at', '=', deliveries[0]!.leaseUntil)
+      .execute();
+  }
+
+  /** Resolves once every delivery in flight has its attempt recorded. */
+  async settled(): Promise<void> {
+    await Promise.all([...this.#sending]);
+  }
+
+  /** Claims what is due, sends it and waits until every attempt in flight is recorded. Returns how many it claimed. */
+  async dispatchDue(): Promise<number> {
+    const claimed = await this.claimDue();
+    await this.settled();
+    return claimed;
+  }
+
+  /** Claims what is due into the free slots; returns how long to sleep before the next pass. */
   async #runPass(): Promise<number> {
     try {
       const passBegan = this.#now();
-      // A full batch means more may be due: keep going until a claim comes back short.
-      while (this.#loop.running && (await this.dispatchDue()) === this.#batchSize);
+      // A claim that fills every free slot means more may be due: claim again, until one comes back short
+      // or no slot is free. Then a recorded delivery asks for the next pass.
+      this.#waitingForRoom = false;
+      for (;;) {
+        const free = this.#batchSize - this.#sending.size;
+        if (free === 0) {
+          this.#waitingForRoom = true;
+          return this.#pollIntervalMs;
+        }
+        if (!this.#loop.running || (await this.claimDue()) < free) break;
+      }
       const next = await this.#nextDue();
       return delayAfterPass({ next, passBegan, now: this.#now(), maxMs: this.#pollIntervalMs });
     } catch (error) {
@@ -188,22 +288,24 @@ export class WebhookDispatcher {
     return next === null ? null : new Date(next);
   }
 
-  async #claim(): Promise<ClaimedDelivery[]> {
+  /** Claims up to `limit` due deliveries, none of the webhooks in `skip`, for a lease. */
+  async #claim(limit: number, skip: string[]): Promise<ClaimedDelivery[]> {
     const now = this.#now();
     const leaseUntil = new Date(now.getTime() + this.#claimLeaseMs);
     const result = await sql<Omit<ClaimedDelivery, 'leaseUntil'>>`
       with due as (
         select id from webhook_deliveries
         where status = 'pending' and next_attempt_at <= ${now}
+          ${skip.length > 0 ? sql`and webhook_id <> all(${skip}::text[])` : sql``}
         order by next_attempt_at
-        limit ${this.#batchSize}
+        limit ${limit}
         for update skip locked
       )
       update webhook_deliveries d
       set next_attempt_at = ${leaseUntil}
       from due
       where d.id = due.id
-      returning d.id, d.attempts, d.payload::text as payload,
+      returning d.id, d.webhook_id, d.attempts, d.payload::text as payload,
         (select w.url from webhooks w where w.id = d.webhook_id and w.enabled) as url,
         (select w.secret from webhooks w where w.id = d.webhook_id and w.enabled) as secret`.execute(
       this.#db,
@@ -211,14 +313,13 @@ export class WebhookDispatcher {
     return result.rows.map((row) => ({ ...row, leaseUntil }));
   }
 
-  async #deliver(delivery: ClaimedDelivery): Promise<void> {
+  async #deliver(delivery: ClaimedDelivery): Promise<AttemptResult> {
     if (!delivery.url || !delivery.secret) {
-      await this.#record(delivery, {
+      return this.#record(delivery, {
         attempted: false,
         statusCode: null,
         error: 'The webhook was deleted or disabled.',
       });
-      return;
     }
     let statusCode: number | null = null;
     let error: string | null = null;
@@ -249,13 +350,13 @@ export class WebhookDispatcher {
     } catch (caught) {
       error = describeError(caught);
     }
-    await this.#record(delivery, { attempted: true, statusCode, error });
+    return this.#record(delivery, { attempted: true, statusCode, error });
   }
 
   async #record(
     delivery: ClaimedDelivery,
     attempt: { attempted: boolean; statusCode: number | null; error: string | null },
-  ): Promise<void> {
+  ): Promise<AttemptResult> {
     const now = this.#now();
     const attempts = attempt.attempted ? delivery.attempts + 1 : delivery.attempts;
     const delay = this.#schedule[attempts - 1];
@@ -284,6 +385,7 @@ export class WebhookDispatcher {
         'webhook delivery attempt failed',
       );
     }
+    return result;
   }
 
   #withJitter(delayMs: number): number {
