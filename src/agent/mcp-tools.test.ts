@@ -154,6 +154,24 @@ describe('MCP tools', () => {
     }
   });
 
+  it('fails a call the server does not answer in time as a tool error, and keeps the client', async () => {
+    const impatient = new McpClientPool({ allowPrivateUrls: true, callTimeoutMs: 300 });
+    try {
+      const tools = await impatient.tools({ name: 'math', url: mcpServer.url });
+      const started = Date.now();
+      await expect(
+        tools.wait!.execute!({ ms: 3_000 }, { toolCallId: 'call-1', messages: [] }),
+      ).rejects.toThrow('MCP server "math" is unreachable: the call to wait had no answer within 300 ms');
+      expect(Date.now() - started).toBeLessThan(2_000);
+      expect(impatient.size).toBe(1);
+      expect(await tools.wait!.execute!({ ms: 1 }, { toolCallId: 'call-2', messages: [] })).toMatchObject({
+        content: [{ type: 'text', text: 'waited 1 ms' }],
+      });
+    } finally {
+      await impatient.close();
+    }
+  });
+
   it('refuses a loopback MCP server unless private URLs are allowed', async () => {
     const strict = new McpClientPool({ allowPrivateUrls: false });
     try {

@@ -12,6 +12,12 @@ export const MCP_TOOL_PREFIX = 'mcp:';
 /** How long connecting to an MCP server and listing its tools may take. */
 export const DEFAULT_MCP_CONNECT_TIMEOUT_MS = 10_000;
 
+/**
+ * How long one MCP tool call may wait for its answer (the official MCP SDK's default request timeout). The
+ * AI SDK's client has none: a server that took the call and never answered held the run until it was stopped.
+ */
+export const DEFAULT_MCP_CALL_TIMEOUT_MS = 60_000;
+
 /** The server and tool of an `mcp:<server>/<tool>` name, or null for any other name. */
 export function parseMcpToolName(name: string): { server: string; tool: string } | null {
   const match = /^mcp:([^/]+)\/(.+)$/.exec(name);
@@ -74,6 +80,8 @@ export interface McpClientPoolOptions {
   resolve?: (hostname: string) => Promise<string[]>;
   /** @default DEFAULT_MCP_CONNECT_TIMEOUT_MS */
   connectTimeoutMs?: number;
+  /** @default DEFAULT_MCP_CALL_TIMEOUT_MS */
+  callTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -87,6 +95,7 @@ export class McpClientPool {
   private readonly allowPrivateUrls: boolean;
   private readonly resolve: ((hostname: string) => Promise<string[]>) | undefined;
   private readonly connectTimeoutMs: number;
+  private readonly callTimeoutMs: number;
   private readonly logger: Logger | undefined;
   private closed = false;
 
@@ -94,6 +103,7 @@ export class McpClientPool {
     this.allowPrivateUrls = options.allowPrivateUrls ?? false;
     this.resolve = options.resolve;
     this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_MCP_CONNECT_TIMEOUT_MS;
+    this.callTimeoutMs = options.callTimeoutMs ?? DEFAULT_MCP_CALL_TIMEOUT_MS;
     this.logger = options.logger;
   }
 
@@ -210,10 +220,19 @@ export class McpClientPool {
       ...mcpTool,
       title: `${MCP_TOOL_PREFIX}${server.name}/${name}`,
       execute: async (input, options) => {
+        const timeout = AbortSignal.timeout(this.callTimeoutMs);
+        const abortSignal = options.abortSignal ? AbortSignal.any([options.abortSignal, timeout]) : timeout;
         try {
-          return await execute(input, options);
+          return await execute(input, { ...options, abortSignal });
         } catch (error) {
           if (options.abortSignal?.aborted) throw error;
+          // A slow server, not a broken connection: the client stays for the next call.
+          if (timeout.aborted) {
+            throw new McpServerUnreachableError(
+              server.name,
+              new Error(`the call to ${name} had no answer within ${this.callTimeoutMs} ms`),
+            );
+          }
           // A transport failure drops the client, so the next call reconnects.
           void evict();
           throw new McpServerUnreachableError(server.name, error);

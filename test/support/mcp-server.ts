@@ -12,7 +12,7 @@ export interface TestMcpServer {
   close(): Promise<void>;
 }
 
-/** A real MCP server (the official TypeScript SDK, stateless Streamable HTTP) with an `add` tool. */
+/** A real MCP server (the official TypeScript SDK, stateless Streamable HTTP) with `add` and `wait` tools. */
 export async function startTestMcpServer(): Promise<TestMcpServer> {
   const requests: IncomingHttpHeaders[] = [];
   const http = createServer(async (request, response) => {
@@ -30,6 +30,14 @@ export async function startTestMcpServer(): Promise<TestMcpServer> {
       'add',
       { description: 'Adds two numbers.', inputSchema: { a: z.number(), b: z.number() } },
       async ({ a, b }) => ({ content: [{ type: 'text', text: String(a + b) }] }),
+    );
+    server.registerTool(
+      'wait',
+      { description: 'Answers after `ms` milliseconds.', inputSchema: { ms: z.number() } },
+      async ({ ms }) => {
+        await new Promise((resolve) => setTimeout(resolve, ms));
+        return { content: [{ type: 'text', text: `waited ${ms} ms` }] };
+      },
     );
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
     response.on('close', () => {
