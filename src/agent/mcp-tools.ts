@@ -14,7 +14,8 @@ export const DEFAULT_MCP_CONNECT_TIMEOUT_MS = 10_000;
 
 /**
  * How long one MCP tool call may wait for its answer (the official MCP SDK's default request timeout). The
- * AI SDK's client has none: a server that took the call and never answered held the run until it was stopped.
+ * AI SDK's client has none, so only the HTTP client's own timeouts (5 minutes) bounded a call, and nothing
+ * bounded one whose server kept its event stream alive.
  */
 export const DEFAULT_MCP_CALL_TIMEOUT_MS = 60_000;
 
