@@ -117,12 +117,15 @@ export async function assertOutboundUrl(url: string, options: AssertOutboundUrlO
       throw new OutboundUrlError('unresolvable', `The host "${host}" does not resolve.`);
   }
   const refused = addresses.find(isNonPublicAddress);
-  if (refused !== undefined) {
-    throw new OutboundUrlError(
-      'private',
-      `The host "${host}" resolves to ${refused}, a private, loopback or link-local address; ` +
-        'set OUTRUN_ALLOW_PRIVATE_URLS=true to allow such addresses.',
-    );
-  }
+  if (refused !== undefined) throw privateAddressError(host, refused);
   return parsed;
+}
+
+/** The refusal of a host that resolves to `address`, a non-public one. */
+export function privateAddressError(host: string, address: string): OutboundUrlError {
+  return new OutboundUrlError(
+    'private',
+    `The host "${host}" resolves to ${address}, a private, loopback or link-local address; ` +
+      'set OUTRUN_ALLOW_PRIVATE_URLS=true to allow such addresses.',
+  );
 }

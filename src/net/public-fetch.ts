@@ -1,7 +1,7 @@
 import { lookup as systemLookup, type LookupAddress } from 'node:dns';
 import type { LookupFunction } from 'node:net';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { isNonPublicAddress, OutboundUrlError } from './outbound-url.ts';
+import { isNonPublicAddress, OutboundUrlError, privateAddressError } from './outbound-url.ts';
 
 /** Resolves a host name the way `dns.lookup` does with `{all: true}`. */
 export type LookupAll = (
@@ -24,11 +24,7 @@ export function publicOnlyLookup(resolve: LookupAll = lookupAll): LookupFunction
       const failure =
         error ??
         (refused
-          ? new OutboundUrlError(
-              'private',
-              `The host "${hostname}" resolves to ${refused.address}, a private, loopback or link-local address; ` +
-                'set OUTRUN_ALLOW_PRIVATE_URLS=true to allow such addresses.',
-            )
+          ? privateAddressError(hostname, refused.address)
           : addresses.length === 0
             ? new OutboundUrlError('unresolvable', `The host "${hostname}" does not resolve.`)
             : null);
