@@ -418,6 +418,42 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
       expect(await app.waitForRun(fired.id)).toMatchObject({ status: 'succeeded' });
     });
 
+    it('fires another chat’s schedule while an interrupt waits for its run to end', async () => {
+      const clock = new ManualClock();
+      const app = await server({ clock });
+      const { chatId: busyChatId } = await busyChat(app);
+      const idleChatId = await app.createChat();
+      // The interrupt is due first, so a pass that fires in due order one at a time reaches it first.
+      const at = (ms: number) => new Date(clock.now().getTime() + ms).toISOString();
+      await createSchedule(app, busyChatId, {
+        at: at(1_000),
+        input: { text: QUICK },
+        multitask: 'interrupt',
+      });
+      await createSchedule(app, idleChatId, { at: at(1_500), input: { text: QUICK } });
+      clock.advance(2_000);
+      // The busy run does not hear the stop, as one on an instance that went away would not until its lease
+      // ran out: the interrupt waits (up to 10 s).
+      const stop = vi.spyOn(app.outrun.engine, 'stopRun').mockResolvedValue(undefined as never);
+      try {
+        const began = Date.now();
+        const pass = app.outrun.scheduler.tick();
+        await pollUntil(
+          async () => (await runsOf(app, idleChatId)).length,
+          (count) => count === 1,
+          { timeoutMs: 9_000 },
+        );
+        expect(Date.now() - began).toBeLessThan(3_000);
+        // The busy run ends: the interrupt stops waiting, starts its own run, and the pass is over.
+        stop.mockRestore();
+        await app.api(`/v1/chats/${busyChatId}/stop`, { method: 'POST' });
+        expect(await pass).toBe(2);
+        expect(Date.now() - began).toBeLessThan(9_000);
+      } finally {
+        stop.mockRestore();
+      }
+    });
+
     it('skips an interrupt, stopping nothing, when runs are queued behind the active one', async () => {
       const clock = new ManualClock();
       const app = await server({ clock });

@@ -22,6 +22,11 @@ import { nextCronTime } from './schedule-time.ts';
 const DEFAULT_POLL_INTERVAL_MS = 10_000;
 /** Due schedules one pass fires; a full batch is followed at once by another pass. */
 const DUE_BATCH = 50;
+/**
+ * Chats whose due schedules one pass fires at once: a slow fire (an interrupt waiting for its run to end)
+ * holds up its own chat's next schedules only, not every other chat's.
+ */
+const FIRE_CONCURRENCY = 8;
 /** How long `multitask: "interrupt"` waits for the chat's active run to end. */
 const DEFAULT_INTERRUPT_WAIT_MS = 10_000;
 /** How often an interrupting fire re-reads the run it stopped. */
@@ -175,10 +180,23 @@ export class ScheduleRunner {
       .orderBy('schedules.next_run_at')
       .limit(DUE_BATCH)
       .execute();
-    let handled = 0;
-    for (const schedule of due) {
-      if (await this.#fire(schedule as DueSchedule, now)) handled += 1;
+    // One lane per chat, its schedules fired in due order; up to FIRE_CONCURRENCY lanes at once.
+    const lanes = new Map<string, DueSchedule[]>();
+    for (const schedule of due as DueSchedule[]) {
+      const lane = lanes.get(schedule.chat_id);
+      if (lane) lane.push(schedule);
+      else lanes.set(schedule.chat_id, [schedule]);
     }
+    const waiting = [...lanes.values()];
+    let handled = 0;
+    const fireLanes = async () => {
+      for (let lane = waiting.shift(); lane; lane = waiting.shift()) {
+        for (const schedule of lane) if (await this.#fire(schedule, now)) handled += 1;
+      }
+    };
+    const fired = await Promise.allSettled(Array.from({ length: FIRE_CONCURRENCY }, fireLanes));
+    const failed = fired.find((outcome) => outcome.status === 'rejected');
+    if (failed) throw failed.reason;
     // A full batch: more may be due.
     if (due.length === DUE_BATCH) return { handled, delayMs: 0 };
     const { next } = await this.#options.db
