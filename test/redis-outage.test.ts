@@ -7,6 +7,7 @@ import { BusChannel, BusUnavailableError } from '../src/bus/bus.ts';
 import { assertRedisReachable, RedisUnreachableError } from '../src/bus/redis-reachable.ts';
 import { RedisBus } from '../src/bus/redis-bus.ts';
 import { createOutrun } from '../src/app.ts';
+import { Worker } from 'bullmq';
 import { BullMqQueue } from '../src/queue/bullmq-queue.ts';
 import { MemoryQueue } from '../src/queue/memory-queue.ts';
 import { QueueUnavailableError } from '../src/queue/queue.ts';
@@ -189,6 +190,56 @@ describe.runIf(HAS_REDIS_SERVER)('through a Redis outage', () => {
     await server.restart();
     await vi.waitFor(() => queue.enqueue({ runId: 'run_after' }), { timeout: 10_000, interval: 100 });
     await vi.waitFor(() => expect(handled).toContain('run_after'), { timeout: 15_000 });
+  });
+
+  it('takes jobs again after an outage longer than its blocking read', async () => {
+    const queue = new BullMqQueue({
+      url: server.url,
+      prefix: PREFIX,
+      queueName: 'long-outage',
+      logger: silent,
+    });
+    closers.push(() => queue.close());
+    const handled: string[] = [];
+    queue.process(async (job) => void handled.push(job.runId));
+    await queue.enqueue({ runId: 'run_before' });
+    await vi.waitFor(() => expect(handled).toEqual(['run_before']), { timeout: 10_000 });
+
+    // Longer than BullMQ's blocking read and its watchdog (drainDelay 5 s + 1 s).
+    await server.stop();
+    await new Promise((resolve) => setTimeout(resolve, 7_000));
+    await server.restart();
+    await vi.waitFor(() => queue.enqueue({ runId: 'run_after' }), { timeout: 10_000, interval: 100 });
+    await vi.waitFor(() => expect(handled).toContain('run_after'), { timeout: 15_000 });
+  });
+
+  it('closes in bounded time when BullMQ’s worker never finishes closing', async () => {
+    // After a Redis outage BullMQ's close can wait forever on a connection parked in `reconnecting`
+    // (`outrun serve` then never exited after SIGTERM): the fault, injected.
+    const workers: Worker[] = [];
+    const stuck = vi.spyOn(Worker.prototype, 'close').mockImplementation(function (this: Worker) {
+      workers.push(this);
+      return new Promise<void>(() => {});
+    });
+    const queue = new BullMqQueue({
+      url: server.url,
+      prefix: PREFIX,
+      queueName: 'stuck-close',
+      logger: silent,
+      closeTimeoutMs: 500,
+    });
+    try {
+      queue.process(async () => {});
+      await queue.enqueue({ runId: 'run_stuck' });
+      const closing = await timed(queue.close());
+      expect(closing.error).toBeUndefined();
+      expect(closing.ms).toBeLessThan(2_000);
+      expect(stuck).toHaveBeenCalled();
+    } finally {
+      stuck.mockRestore();
+      // BullMQ's own close, for real this time, so the test leaves no connection behind.
+      await Promise.all(workers.map((worker) => worker.close(true)));
+    }
   });
 });
 

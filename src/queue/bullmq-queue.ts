@@ -34,6 +34,8 @@ export interface BullMqQueueOptions {
   logger?: Logger;
   /** How long `enqueue` waits for Redis to take a job before it rejects with `QueueUnavailableError`. @default 1500 */
   enqueueTimeoutMs?: number;
+  /** How long `close()` waits for BullMQ's worker, then its producer, to close. @default CLOSE_TIMEOUT_MS */
+  closeTimeoutMs?: number;
 }
 
 /** The name every run job carries in BullMQ (for dashboards; the queue holds only run jobs). */
@@ -41,6 +43,13 @@ const JOB_NAME = 'run';
 
 /** How long a job waits on a full worker for a slot before it goes back to the queue for any worker with room. */
 const HAND_BACK_AFTER_MS = 1000;
+
+/**
+ * How long `close()` waits for BullMQ to close its worker or producer. After a Redis outage BullMQ's close can
+ * wait forever on a connection that stays parked in ioredis' `reconnecting` state (taskforcesh/bullmq#4585,
+ * #4656; seen here: `outrun serve` never exited after SIGTERM). Past this, the connection is dropped.
+ */
+export const CLOSE_TIMEOUT_MS = 5_000;
 
 /**
  * The run queue of a scale-out deployment, on BullMQ (decision 0010). A job's id is its run and epoch, so
@@ -205,6 +214,24 @@ export class BullMqQueue implements RunQueue {
     return !this.#closed && this.#slots.take();
   }
 
+  /** Closes BullMQ's worker or producer, or gives up on it after `CLOSE_TIMEOUT_MS` and drops its connection. */
+  async #closeBounded(role: 'producer' | 'worker', closable: Worker<RunJob> | Queue<RunJob>): Promise<void> {
+    const timeoutMs = this.#options.closeTimeoutMs ?? CLOSE_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const closed = await Promise.race([
+      closable.close().then(() => true),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    if (closed) return;
+    this.#logger.warn(
+      { queue: this.#name, connection: role, timeoutMs },
+      'run queue did not close in time; dropping its Redis connection',
+    );
+    // Not awaited: a disconnect waits for the same `end` event the close did.
+    void closable.disconnect().catch(() => {});
+  }
+
   /** Logs a connection error once per second at most: ioredis reports one per reconnect attempt. */
   #connectionError(role: 'producer' | 'worker', error: Error): void {
     const now = Date.now();
@@ -222,11 +249,11 @@ export class BullMqQueue implements RunQueue {
       this.#closed = true;
       this.#wakeDispatcher?.();
       try {
-        await this.#worker?.close();
+        if (this.#worker) await this.#closeBounded('worker', this.#worker);
         await this.#slots.close();
       } finally {
         this.#producerClosed = true;
-        await this.#queue.close();
+        await this.#closeBounded('producer', this.#queue);
       }
     })();
     return this.#closing;
