@@ -47,6 +47,26 @@ async function startReceiver(answer: (n: number) => number): Promise<{
   };
 }
 
+/** A webhook receiver on 127.0.0.1 that accepts connections and never answers; `sockets` are the ones it took. */
+async function startSilentReceiver(): Promise<{
+  url: string;
+  sockets: Socket[];
+  close: () => Promise<void>;
+}> {
+  const sockets: Socket[] = [];
+  const server = createTcpServer((socket) => void sockets.push(socket.on('error', () => {})));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/hooks`,
+    sockets,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
 function headersOf(received: Received): Record<string, string> {
   return Object.fromEntries(Object.entries(received.headers).map(([name, value]) => [name, String(value)]));
 }
@@ -249,18 +269,10 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
 
   it('sends past a receiver that never answers, however many of its deliveries are due', async () => {
     await forgetEarlierWebhooks();
-    // Accepts connections and never answers.
-    const sockets: Socket[] = [];
-    const silentReceiver = createTcpServer((socket) => void sockets.push(socket.on('error', () => {})));
-    await new Promise<void>((resolve) => silentReceiver.listen(0, '127.0.0.1', resolve));
-    receivers.push({
-      close: () => {
-        for (const socket of sockets) socket.destroy();
-        return new Promise((resolve) => silentReceiver.close(() => resolve()));
-      },
-    });
-    const { port } = silentReceiver.address() as AddressInfo;
-    await createWebhook(`http://127.0.0.1:${port}/hooks`, ['run.failed']);
+    const silent = await startSilentReceiver();
+    receivers.push(silent);
+    const { sockets } = silent;
+    await createWebhook(silent.url, ['run.failed']);
     const receiver = await startReceiver(() => 204);
     receivers.push(receiver);
     await createWebhook(receiver.url, ['run.succeeded']);
@@ -289,6 +301,47 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     // All six went out while two attempts, and no more, waited on the silent receiver.
     expect(sockets.length).toBe(2);
     // Those attempts fail now rather than at their timeout, so the dispatcher stops at once.
+    for (const socket of sockets) socket.destroy();
+    await forgetEarlierWebhooks();
+  });
+
+  it('does not pass again for an attempt that frees no room a pass waits for', async () => {
+    await forgetEarlierWebhooks();
+    const silent = await startSilentReceiver();
+    receivers.push(silent);
+    const { sockets } = silent;
+    await createWebhook(silent.url, ['run.failed']);
+    const receiver = await startReceiver(() => 204);
+    receivers.push(receiver);
+    await createWebhook(receiver.url, ['run.succeeded']);
+    // The silent receiver is at its limit with more of its deliveries due: a pass waits for its room only.
+    for (let i = 0; i < 4; i++) {
+      await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.failed', run });
+    }
+    const sender = dispatcher({
+      retrySchedule: [],
+      pollIntervalMs: 600_000,
+      timeoutMs: 5_000,
+      perWebhook: 2,
+    });
+    sender.start();
+    await pollUntil(
+      () => sockets.length,
+      (count) => count === 2,
+    );
+    const passes = vi.spyOn(sender, 'claimDue');
+    // Deliveries to the answering webhook, one at a time, each nudging as a run's ending does.
+    for (let i = 1; i <= 5; i++) {
+      await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.succeeded', run });
+      sender.nudge();
+      await pollUntil(
+        () => receiver.received.length,
+        (count) => count === i,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // One pass per nudge; none for the attempts recorded, which free no room the silent webhook waits for.
+    expect(passes.mock.calls.length).toBeLessThanOrEqual(5);
     for (const socket of sockets) socket.destroy();
     await forgetEarlierWebhooks();
   });

@@ -131,11 +131,13 @@ export class WebhookDispatcher {
   readonly #sending = new Set<Promise<void>>();
   /** How many deliveries of each webhook are being sent. */
   readonly #sendingTo = new Map<string, number>();
+  /** The last pass found every slot taken: the next attempt recorded frees one and asks for another pass. */
+  #waitingForSlot = false;
   /**
-   * The last pass left due deliveries unclaimed (every slot taken, or their webhook's): the next attempt
-   * recorded frees room for them and asks for another pass.
+   * Webhooks at their `perWebhook` limit whose due deliveries the last pass left unclaimed: the next attempt
+   * recorded to one of them makes room and asks for another pass. An attempt to any other webhook does not.
    */
-  #waitingForRoom = false;
+  readonly #waitingForWebhook = new Set<string>();
 
   constructor(options: WebhookDispatcherOptions) {
     this.#db = options.db;
@@ -187,9 +189,9 @@ export class WebhookDispatcher {
     const free = this.#batchSize - this.#sending.size;
     if (free <= 0) return 0;
     const full = [...this.#sendingTo].filter(([, count]) => count >= this.#perWebhook).map(([id]) => id);
-    // Their deliveries may be due: an attempt recorded from now on makes room for them (set before the claim
-    // awaits, so an attempt recorded meanwhile is not missed).
-    if (full.length > 0) this.#waitingForRoom = true;
+    // Their deliveries may be due: an attempt recorded to one of them from now on makes room (noted before the
+    // claim awaits, so an attempt recorded meanwhile is not missed).
+    for (const webhookId of full) this.#waitingForWebhook.add(webhookId);
     const claimed = await this.#claim(free, full);
     // One claim may take more of a webhook's deliveries than it has room for: those go back, due.
     const over: ClaimedDelivery[] = [];
@@ -199,7 +201,7 @@ export class WebhookDispatcher {
       else this.#send(delivery, sendingTo);
     }
     if (over.length > 0) {
-      this.#waitingForRoom = true;
+      for (const delivery of over) this.#waitingForWebhook.add(delivery.webhook_id);
       await this.#unclaim(over);
     }
     return claimed.length;
@@ -216,8 +218,10 @@ export class WebhookDispatcher {
     const sending: Promise<void> = this.#deliver(delivery).then(
       (result) => {
         sent();
-        // The room it frees is claimed again; a retry may be due before the loop's next wake-up.
-        if (this.#waitingForRoom || result === 'retry') this.#loop.nudge();
+        // The room it frees is claimed again if a pass waits for it; a retry may be due before the loop's
+        // next wake-up.
+        const freesRoom = this.#waitingForSlot || this.#waitingForWebhook.has(delivery.webhook_id);
+        if (freesRoom || result === 'retry') this.#loop.nudge();
       },
       (error: unknown) => {
         sent();
@@ -261,11 +265,12 @@ export class WebhookDispatcher {
       const passBegan = this.#now();
       // A claim that fills every free slot means more may be due: claim again, until one comes back short
       // or no slot is free. Then a recorded delivery asks for the next pass.
-      this.#waitingForRoom = false;
+      this.#waitingForSlot = false;
+      this.#waitingForWebhook.clear();
       for (;;) {
         const free = this.#batchSize - this.#sending.size;
         if (free === 0) {
-          this.#waitingForRoom = true;
+          this.#waitingForSlot = true;
           return this.#pollIntervalMs;
         }
         if (!this.#loop.running || (await this.claimDue()) < free) break;
