@@ -162,18 +162,30 @@ describe.each(STORE_KINDS)('a change racing a deletion on %s', (kind) => {
     const agentId = (await server.api('/v1/agents', { method: 'POST', body: { name: 'archived midway' } }))
       .body.agent.id as string;
     const db = server.outrun.db;
-    // Each service's read answers as before, then the row goes before the write.
-    const chatRead = ChatService.prototype.getRow;
-    const chatSpy = vi.spyOn(ChatService.prototype, 'getRow').mockImplementation(async function (
-      this: ChatService,
-      ...args
-    ) {
-      const row = await chatRead.apply(this, args);
-      await db.updateTable('chats').set({ deleted_at: new Date() }).where('id', '=', chatId).execute();
-      return row;
-    });
-    const renamed = await server.api(`/v1/chats/${chatId}`, { method: 'PATCH', body: { title: 'too late' } });
-    chatSpy.mockRestore();
+    // The service's read answers as before, then the row goes before the write.
+    const goneAfterRead = async (
+      service: { prototype: object },
+      gone: () => Promise<unknown>,
+      change: () => Promise<{ status: number }>,
+    ) => {
+      const prototype = service.prototype as { getRow: (...args: unknown[]) => Promise<unknown> };
+      const read = prototype.getRow;
+      const spy = vi.spyOn(prototype, 'getRow').mockImplementation(async function (this: unknown, ...args) {
+        const row = await read.apply(this, args);
+        await gone();
+        return row;
+      });
+      try {
+        return await change();
+      } finally {
+        spy.mockRestore();
+      }
+    };
+    const renamed = await goneAfterRead(
+      ChatService,
+      () => db.updateTable('chats').set({ deleted_at: new Date() }).where('id', '=', chatId).execute(),
+      () => server.api(`/v1/chats/${chatId}`, { method: 'PATCH', body: { title: 'too late' } }),
+    );
     expect(renamed.status).toBe(404);
     const chat = await db
       .selectFrom('chats')
@@ -182,23 +194,11 @@ describe.each(STORE_KINDS)('a change racing a deletion on %s', (kind) => {
       .executeTakeFirstOrThrow();
     expect(chat.title).not.toBe('too late');
 
-    const agentPrototype = AgentService.prototype as unknown as {
-      getRow: (...args: unknown[]) => Promise<unknown>;
-    };
-    const agentRead = agentPrototype.getRow;
-    const agentSpy = vi.spyOn(agentPrototype, 'getRow').mockImplementation(async function (
-      this: unknown,
-      ...args
-    ) {
-      const row = await agentRead.apply(this, args);
-      await db.updateTable('agents').set({ archived_at: new Date() }).where('id', '=', agentId).execute();
-      return row;
-    });
-    const changed = await server.api(`/v1/agents/${agentId}`, {
-      method: 'PATCH',
-      body: { instructions: 'too late' },
-    });
-    agentSpy.mockRestore();
+    const changed = await goneAfterRead(
+      AgentService,
+      () => db.updateTable('agents').set({ archived_at: new Date() }).where('id', '=', agentId).execute(),
+      () => server.api(`/v1/agents/${agentId}`, { method: 'PATCH', body: { instructions: 'too late' } }),
+    );
     expect(changed.status).toBe(404);
     const agent = await db
       .selectFrom('agents')

@@ -58,6 +58,17 @@ describe.runIf(HAS_REDIS_SERVER)('through a Redis outage', () => {
     return bus;
   }
 
+  /** A queue that records the run ids of the jobs it handles, shown to handle one already. */
+  async function handlingQueue(queueName: string): Promise<{ queue: BullMqQueue; handled: string[] }> {
+    const queue = new BullMqQueue({ url: server.url, prefix: PREFIX, queueName, logger: silent });
+    closers.push(() => queue.close());
+    const handled: string[] = [];
+    queue.process(async (job) => void handled.push(job.runId));
+    await queue.enqueue({ runId: 'run_before' });
+    await vi.waitFor(() => expect(handled).toEqual(['run_before']), { timeout: 10_000 });
+    return { queue, handled };
+  }
+
   it('bounds publish while Redis is down, and delivers again once it is back', async () => {
     const bus = createBus();
     const other = createBus();
@@ -175,12 +186,7 @@ describe.runIf(HAS_REDIS_SERVER)('through a Redis outage', () => {
   });
 
   it('bounds enqueue while Redis is down, and handles jobs again once it is back', async () => {
-    const queue = new BullMqQueue({ url: server.url, prefix: PREFIX, queueName: 'outage', logger: silent });
-    closers.push(() => queue.close());
-    const handled: string[] = [];
-    queue.process(async (job) => void handled.push(job.runId));
-    await queue.enqueue({ runId: 'run_before' });
-    await vi.waitFor(() => expect(handled).toEqual(['run_before']), { timeout: 10_000 });
+    const { queue, handled } = await handlingQueue('outage');
 
     await server.stop();
     const enqueueing = await timed(queue.enqueue({ runId: 'run_during' }));
@@ -193,17 +199,7 @@ describe.runIf(HAS_REDIS_SERVER)('through a Redis outage', () => {
   });
 
   it('takes jobs again after an outage longer than its blocking read', async () => {
-    const queue = new BullMqQueue({
-      url: server.url,
-      prefix: PREFIX,
-      queueName: 'long-outage',
-      logger: silent,
-    });
-    closers.push(() => queue.close());
-    const handled: string[] = [];
-    queue.process(async (job) => void handled.push(job.runId));
-    await queue.enqueue({ runId: 'run_before' });
-    await vi.waitFor(() => expect(handled).toEqual(['run_before']), { timeout: 10_000 });
+    const { queue, handled } = await handlingQueue('long-outage');
 
     // Longer than BullMQ's blocking read and its watchdog (drainDelay 5 s + 1 s).
     await server.stop();
