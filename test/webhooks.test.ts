@@ -267,19 +267,27 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     await forgetEarlierWebhooks();
   });
 
-  it('sends past a receiver that never answers, however many of its deliveries are due', async () => {
+  /**
+   * A webhook on `run.failed` whose receiver never answers, with `due` deliveries recorded, beside one on
+   * `run.succeeded` whose receiver answers 204 (nothing recorded for it yet).
+   */
+  const silentBesideAnswering = async (due: number) => {
     await forgetEarlierWebhooks();
     const silent = await startSilentReceiver();
     receivers.push(silent);
-    const { sockets } = silent;
     await createWebhook(silent.url, ['run.failed']);
     const receiver = await startReceiver(() => 204);
     receivers.push(receiver);
     await createWebhook(receiver.url, ['run.succeeded']);
-    // The silent receiver's deliveries are the oldest, more of them than there are slots.
-    for (let i = 0; i < 6; i++) {
+    for (let i = 0; i < due; i++) {
       await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.failed', run });
     }
+    return { sockets: silent.sockets, receiver };
+  };
+
+  it('sends past a receiver that never answers, however many of its deliveries are due', async () => {
+    // The silent receiver's deliveries are the oldest, more of them than there are slots.
+    const { sockets, receiver } = await silentBesideAnswering(6);
     for (let i = 0; i < 6; i++) {
       await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.succeeded', run });
     }
@@ -306,18 +314,8 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
   });
 
   it('does not pass again for an attempt that frees no room a pass waits for', async () => {
-    await forgetEarlierWebhooks();
-    const silent = await startSilentReceiver();
-    receivers.push(silent);
-    const { sockets } = silent;
-    await createWebhook(silent.url, ['run.failed']);
-    const receiver = await startReceiver(() => 204);
-    receivers.push(receiver);
-    await createWebhook(receiver.url, ['run.succeeded']);
     // The silent receiver is at its limit with more of its deliveries due: a pass waits for its room only.
-    for (let i = 0; i < 4; i++) {
-      await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.failed', run });
-    }
+    const { sockets, receiver } = await silentBesideAnswering(4);
     const sender = dispatcher({
       retrySchedule: [],
       pollIntervalMs: 600_000,
