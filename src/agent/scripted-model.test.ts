@@ -49,6 +49,9 @@ describe('parseScript', () => {
     [{ echoInput: 'yes' }, 'echoInput'],
     [{ failAtStep: 0 }, 'failAtStep'],
     [{ stpes: 2 }, 'stpes'],
+    [{ usage: { input: -1 } }, 'usage.input'],
+    [{ usage: { output: 1.5 } }, 'usage.output'],
+    [{ usage: { inptu: 5 } }, 'usage'],
   ])('rejects the invalid script %j with an error naming the field', (value, field) => {
     expect(() => parseScript(script(value))).toThrow(new RegExp(`Invalid script \\(.*${field}`));
   });
@@ -185,6 +188,25 @@ describe('createScriptedModel', () => {
         inputTokens: { total: expect.any(Number), noCache: expect.any(Number), cacheRead: 0, cacheWrite: 0 },
         outputTokens: { total: 7, text: 7, reasoning: 0 },
       },
+    });
+  });
+
+  it('reports the usage a script sets, each side defaulting on its own (DESIGN §6)', async () => {
+    const finishOf = async (value: Record<string, unknown>) => {
+      const { stream } = await createScriptedModel().doStream(callOptions(script(value)));
+      return (await readAll(stream)).find((part) => part.type === 'finish');
+    };
+    expect(await finishOf({ tokens: 3, usage: { input: 120, output: 900 } })).toMatchObject({
+      usage: { inputTokens: { total: 120, noCache: 120 }, outputTokens: { total: 900, text: 900 } },
+    });
+    // Without `input`, the estimate: a quarter of the prompt's characters.
+    const outputOnly = script({ tokens: 3, usage: { output: 40 } });
+    const estimate = Math.ceil(JSON.stringify(callOptions(outputOnly).prompt).length / 4);
+    expect(await finishOf({ tokens: 3, usage: { output: 40 } })).toMatchObject({
+      usage: { inputTokens: { total: estimate }, outputTokens: { total: 40 } },
+    });
+    expect(await finishOf({ tokens: 3, usage: { input: 7 } })).toMatchObject({
+      usage: { inputTokens: { total: 7 }, outputTokens: { total: 3 } },
     });
   });
 

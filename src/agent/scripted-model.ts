@@ -13,7 +13,12 @@ import { z } from 'zod';
 import { isSummaryRequest, summarizedMessageCount } from './compaction.ts';
 
 /** Upper bounds of a script; larger values are rejected so a test cannot wedge a worker. */
-export const SCRIPT_LIMITS = { steps: 100, tokens: 100_000, delayMs: 60_000 } as const;
+export const SCRIPT_LIMITS = {
+  steps: 100,
+  tokens: 100_000,
+  delayMs: 60_000,
+  usageTokens: 1_000_000_000,
+} as const;
 
 const scriptSchema = z
   .object({
@@ -34,6 +39,14 @@ const scriptSchema = z
     echoInput: z.boolean().optional(),
     /** A context window in tokens: a longer prompt fails like a provider's "context length exceeded". */
     contextWindow: z.int().min(1).optional(),
+    /** The usage every step reports, in place of the estimate (input) and the delta count (output). */
+    usage: z
+      .object({
+        input: z.int().min(0).max(SCRIPT_LIMITS.usageTokens).optional(),
+        output: z.int().min(0).max(SCRIPT_LIMITS.usageTokens).optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -64,7 +77,8 @@ export function parseScript(text: string): Script | null {
     throw new Error(
       `Invalid script (${problems}). Expected {"script": {"steps": 1-${SCRIPT_LIMITS.steps}, ` +
         `"tokens": 0-${SCRIPT_LIMITS.tokens}, "delayMs": 0-${SCRIPT_LIMITS.delayMs}, "tool": boolean or tool name, ` +
-        `"toolInput": object, "failAtStep": integer, "echoInput": boolean}}.`,
+        `"toolInput": object, "failAtStep": integer, "echoInput": boolean, "contextWindow": integer, ` +
+        `"usage": {"input": integer, "output": integer}}}.`,
     );
   }
   return result.data;
@@ -78,6 +92,8 @@ type StepPlan =
       deltas: string[];
       delayMs: number;
       toolCall?: { toolName: string; input: JSONValue };
+      /** The usage the step reports, where the script sets it. */
+      usage?: { input?: number; output?: number };
     };
 
 const DEMO_INTRO = 'Hi! Let me look at the clock first.';
@@ -227,6 +243,7 @@ function planStep(
     kind: 'answer',
     deltas,
     delayMs: script.delayMs,
+    ...(script.usage ? { usage: script.usage } : {}),
     ...(toolName !== false && !isLast ? { toolCall: { toolName, input: script.toolInput ?? { step } } } : {}),
   };
 }
@@ -295,7 +312,8 @@ async function* streamParts(
     yield { type: 'tool-call', toolCallId, toolName: plan.toolCall.toolName, input };
     finishReason = { unified: 'tool-calls', raw: 'tool_calls' };
   }
-  yield { type: 'finish', finishReason, usage: usageOf(options.inputTokens, plan.deltas.length) };
+  const usage = usageOf(plan.usage?.input ?? options.inputTokens, plan.usage?.output ?? plan.deltas.length);
+  yield { type: 'finish', finishReason, usage };
 }
 
 /**
