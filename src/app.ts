@@ -110,6 +110,8 @@ export interface CreateOutrunOptions {
   singleInstance?: boolean;
   /** Per-key request limits. @default `OUTRUN_RATE_LIMIT_PER_MINUTE`, counted in Redis with `REDIS_URL` */
   rateLimiter?: RequestRateLimiter;
+  /** How long an interrupt (a start's or a schedule's) waits for the run it stopped to end. @default 10000 */
+  interruptWaitMs?: number;
 }
 
 export interface Outrun extends OutrunContext {
@@ -256,6 +258,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     logger,
     faults,
     clock: options.clock,
+    interruptWaitMs: options.interruptWaitMs,
     singleInstance: options.singleInstance ?? !config.redisUrl,
     sweepIntervalMs: config.sweepIntervalMs,
     leaseMs: config.leaseMs,

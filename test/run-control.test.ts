@@ -1,5 +1,5 @@
 import type { LanguageModelV3 } from '@ai-sdk/provider';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { resolveModel } from '../src/agent/providers.ts';
 import { createScriptedModel } from '../src/agent/scripted-model.ts';
 import { FaultPoint, Faults } from '../src/faults.ts';
@@ -26,6 +26,9 @@ function countingScriptedModel(): { model: LanguageModelV3; calls: () => number 
   };
 }
 
+/** How long this file's interrupts wait for the run they stopped (10 s by default). */
+const INTERRUPT_WAIT_MS = 600;
+
 describe.each(STORE_KINDS)('run control on %s', (kind) => {
   let server: TestServer;
   const faults = new Faults();
@@ -35,6 +38,7 @@ describe.each(STORE_KINDS)('run control on %s', (kind) => {
     server = await startTestServer(kind, {
       faults,
       resolveModel: (modelId) => resolveModel({ modelId, scripted: counter.model }),
+      interruptWaitMs: INTERRUPT_WAIT_MS,
     });
   });
   afterAll(async () => {
@@ -350,6 +354,33 @@ describe.each(STORE_KINDS)('run control on %s', (kind) => {
     expect(second.status).toBe(201);
     expect((await server.api(`/v1/runs/${first.id}`)).body.run).toMatchObject({ status: 'aborted' });
     expect((await server.waitForRun(second.body.run.id)).status).toBe('succeeded');
+  });
+
+  it('stops reading the run it interrupted once its wait is over, even if the run has not ended', async () => {
+    const chatId = await server.createChat();
+    const busy = await server.startRun(chatId, { steps: 1, tokens: 2_000, delayMs: 10 });
+    await server.waitForRun(busy.id, (r) => r.status === 'running');
+    const { engine } = server.outrun;
+    // The run does not hear the stop (as on an instance that went away): the interrupt waits it out.
+    const stop = vi
+      .spyOn(engine, 'stopRun')
+      .mockResolvedValue({ stopped: true, run: { status: 'running' } } as never);
+    const reads = vi.spyOn(engine.runs, 'get');
+    try {
+      const began = Date.now();
+      await engine.interrupt(busy.id);
+      expect(Date.now() - began).toBeGreaterThanOrEqual(INTERRUPT_WAIT_MS - 20);
+      const readsAtEnd = reads.mock.calls.filter(([id]) => id === busy.id).length;
+      expect(readsAtEnd).toBeGreaterThan(0);
+      // Past the wait nothing polls the row any more (before: every 250 ms until the run ended).
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      expect(reads.mock.calls.filter(([id]) => id === busy.id)).toHaveLength(readsAtEnd);
+    } finally {
+      stop.mockRestore();
+      reads.mockRestore();
+    }
+    await server.api(`/v1/runs/${busy.id}/stop`, { method: 'POST' });
+    expect((await server.waitForRun(busy.id)).status).toBe('aborted');
   });
 
   it('refuses an interrupt into a chat with queued runs with 409, stopping nothing', async () => {

@@ -434,7 +434,9 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
       clock.advance(2_000);
       // The busy run does not hear the stop, as one on an instance that went away would not until its lease
       // ran out: the interrupt waits (up to 10 s).
-      const stop = vi.spyOn(app.outrun.engine, 'stopRun').mockResolvedValue(undefined as never);
+      const stop = vi
+        .spyOn(app.outrun.engine, 'stopRun')
+        .mockResolvedValue({ stopped: true, run: { status: 'running' } } as never);
       try {
         const began = Date.now();
         const pass = app.outrun.scheduler.tick();

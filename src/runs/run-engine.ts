@@ -239,7 +239,7 @@ export class RunEngine {
         forgetClaim();
         if (!(error instanceof RunAlreadyActiveError) || multitask !== 'interrupt') throw error;
         await this.#assertNothingQueued(options.chatId, String(error.details.runId));
-        await this.#interrupt(String(error.details.runId));
+        await this.interrupt(String(error.details.runId));
         begun = await begin(options);
       }
     } catch (error) {
@@ -395,8 +395,11 @@ export class RunEngine {
     );
   }
 
-  /** Stops the chat's active run and waits, up to `interruptWaitMs`, for it to end. */
-  async #interrupt(runId: string): Promise<void> {
+  /**
+   * Stops a run and waits, up to `interruptWaitMs`, for it to end: what `multitask: "interrupt"` does to a
+   * chat's active run, for a start or a schedule. Returns early if the run is already over.
+   */
+  async interrupt(runId: string): Promise<void> {
     const { log, runs } = this.#options;
     let resolveEnded!: () => void;
     const ended = new Promise<void>((resolve) => (resolveEnded = resolve));
@@ -405,22 +408,25 @@ export class RunEngine {
       if (events.some((event) => event.terminal)) resolveEnded();
     });
     let timer: NodeJS.Timeout | undefined;
+    let waiting = true;
     try {
       const { run } = await this.stopRun(runId);
       if (!run || isTerminalStatus(run.status)) return;
       const timeout = new Promise<void>(
         (resolve) => (timer = setTimeout(resolve, this.#options.interruptWaitMs ?? 10_000)),
       );
-      // The bus is best effort: a slow poll of the row backs the wait up.
+      // The bus is best effort: a slow poll of the row backs the wait up, until the wait is over.
       const polled = (async () => {
-        for (;;) {
+        while (waiting) {
           await new Promise((resolve) => setTimeout(resolve, INTERRUPT_POLL_MS));
+          if (!waiting) return;
           const row = await runs.get(runId);
           if (!row || isTerminalStatus(row.status)) return;
         }
       })();
       await Promise.race([ended, timeout, polled]);
     } finally {
+      waiting = false;
       clearTimeout(timer);
       await unsubscribe();
     }

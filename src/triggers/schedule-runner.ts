@@ -8,7 +8,6 @@ import type { Metrics } from '../metrics.ts';
 import { delayAfterPass, PassLoop, retryDelay } from '../pass-loop.ts';
 import type { RunObject } from '../runs/run-object.ts';
 import type { RunEngine } from '../runs/run-engine.ts';
-import { isTerminalStatus } from '../runs/run-status.ts';
 import type { Db } from '../store/database.ts';
 import { logPassFailure } from '../store/transient.ts';
 import type { Database, ScheduleRow } from '../store/schema.ts';
@@ -27,22 +26,16 @@ const DUE_BATCH = 50;
  * holds up its own chat's next schedules only, not every other chat's.
  */
 const FIRE_CONCURRENCY = 8;
-/** How long `multitask: "interrupt"` waits for the chat's active run to end. */
-const DEFAULT_INTERRUPT_WAIT_MS = 10_000;
-/** How often an interrupting fire re-reads the run it stopped. */
-const INTERRUPT_POLL_MS = 100;
 
 export interface ScheduleRunnerOptions {
   db: Db;
-  engine: Pick<RunEngine, 'startChatRun' | 'stopRun' | 'runs'>;
+  engine: Pick<RunEngine, 'startChatRun' | 'interrupt' | 'runs'>;
   logger: Logger;
   metrics?: Metrics;
   /** Where due times are read. @default the system clock */
   clock?: Clock;
   /** The longest the runner sleeps between passes. @default 10000 */
   pollIntervalMs?: number;
-  /** @default 10000 */
-  interruptWaitMs?: number;
   /**
    * Where this runner tells the other instances' runners that a schedule was written here, and hears theirs
    * (`BusChannel.schedulesChanged`): a schedule written through one instance is found on time by every
@@ -270,7 +263,7 @@ export class ScheduleRunner {
         const activeRunId = String(error.details.runId);
         if ((await this.#options.engine.runs.listQueued(schedule.chat_id)).length > 0) return await skipped();
         // Stopped by id: a run another runner began for this due time is never the one interrupted.
-        await this.#interrupt(activeRunId);
+        await this.#options.engine.interrupt(activeRunId);
         await start('reject');
       }
       this.#options.metrics?.scheduleFires.inc({ result: ScheduleResult.fired });
@@ -339,17 +332,5 @@ export class ScheduleRunner {
       .where('next_run_at', '=', due)
       .executeTakeFirst();
     return row !== undefined;
-  }
-
-  /** Stops the run and waits, up to `interruptWaitMs`, for it to end. */
-  async #interrupt(runId: string): Promise<void> {
-    const { engine } = this.#options;
-    await engine.stopRun(runId);
-    const deadline = Date.now() + (this.#options.interruptWaitMs ?? DEFAULT_INTERRUPT_WAIT_MS);
-    while (Date.now() < deadline) {
-      const run = await engine.runs.get(runId);
-      if (!run || isTerminalStatus(run.status)) return;
-      await new Promise((resolve) => setTimeout(resolve, INTERRUPT_POLL_MS));
-    }
   }
 }
