@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Metrics, observeFirstToken, observeRunEnded } from './metrics.ts';
+import { MAX_MODEL_LABELS, Metrics, observeFirstToken, observeRunEnded } from './metrics.ts';
 
 describe('run metrics helpers', () => {
   it('records an ended run: duration, count, tokens and cost by model', async () => {
@@ -23,6 +23,29 @@ describe('run metrics helpers', () => {
     expect(text).toContain('outrun_tokens_total{model="scripted",kind="output"} 40');
     expect(text).toContain('outrun_cost_usd_total{model="scripted"} 0.0002');
     expect(text).toContain('outrun_time_to_first_token_seconds_bucket{le="0.1",model="scripted"} 1');
+  });
+
+  it('labels at most MAX_MODEL_LABELS models by name and counts the rest as "other"', async () => {
+    const metrics = new Metrics({ defaultMetrics: false });
+    const models = Array.from({ length: MAX_MODEL_LABELS + 20 }, (_, i) => `compatible:model-${i}`);
+    for (const model of models) {
+      observeRunEnded(metrics, { status: 'failed', trigger: 'api', model, usage: { inputTokens: 1 } });
+      observeFirstToken(metrics, { model, ms: 10 });
+    }
+    // A model labelled before the cap keeps its own series.
+    observeRunEnded(metrics, { status: 'failed', trigger: 'api', model: models[0]!, usage: null });
+    const text = await metrics.registry.metrics();
+    const labelled = new Set(
+      [...text.matchAll(/outrun_runs_ended_total\{[^}]*model="([^"]+)"\}/g)].map((match) => match[1]),
+    );
+    expect(labelled.size).toBe(MAX_MODEL_LABELS + 1);
+    expect(text).toContain(
+      'outrun_runs_ended_total{status="failed",trigger="api",model="compatible:model-0"} 2',
+    );
+    expect(text).toContain('outrun_runs_ended_total{status="failed",trigger="api",model="other"} 20');
+    expect(text).toContain('outrun_tokens_total{model="other",kind="input"} 20');
+    expect(text).toContain('outrun_time_to_first_token_seconds_count{model="other"} 20');
+    expect(text).not.toContain(`model-${MAX_MODEL_LABELS}"`);
   });
 
   it('records no duration for a run that never started', async () => {

@@ -8,9 +8,28 @@ const FIRST_TOKEN_BUCKETS = [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60
 /** Seconds: HTTP answers; a stream's duration is how long the client followed it. */
 const HTTP_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
+/**
+ * Distinct `model` label values an instance keeps. A run's model is chosen by its caller, and with a provider
+ * configured any `<provider>:<name>` starts a run, so without a cap a caller could grow every series by model
+ * without end (memory and every scrape). Models past the cap are counted under `MODEL_LABEL_OTHER`.
+ */
+export const MAX_MODEL_LABELS = 100;
+/** The `model` label of the models past `MAX_MODEL_LABELS`. */
+export const MODEL_LABEL_OTHER = 'other';
+
 /** The Prometheus metrics of one Outrun instance, on their own registry (so tests can run many instances). */
 export class Metrics {
   readonly registry = new Registry();
+  /** The models labelled by name so far (at most `MAX_MODEL_LABELS`). */
+  readonly #modelLabels = new Set<string>();
+
+  /** The `model` label of `model`: its id while fewer than `MAX_MODEL_LABELS` are labelled, else "other". */
+  modelLabel(model: string): string {
+    if (this.#modelLabels.has(model)) return model;
+    if (this.#modelLabels.size >= MAX_MODEL_LABELS) return MODEL_LABEL_OTHER;
+    this.#modelLabels.add(model);
+    return model;
+  }
 
   readonly runsStarted = new Counter({
     name: 'outrun_runs_started_total',
@@ -224,7 +243,8 @@ export interface EndedRun {
  * by model. Call it once per run, where the terminal transition commits.
  */
 export function observeRunEnded(metrics: Metrics, run: EndedRun): void {
-  const labels = { status: run.status, trigger: run.trigger, model: run.model };
+  const model = metrics.modelLabel(run.model);
+  const labels = { status: run.status, trigger: run.trigger, model };
   metrics.runsEnded.inc(labels);
   if (run.startedAt) {
     const started = Date.parse(run.startedAt);
@@ -235,14 +255,15 @@ export function observeRunEnded(metrics: Metrics, run: EndedRun): void {
   }
   const input = run.usage?.inputTokens ?? 0;
   const output = run.usage?.outputTokens ?? 0;
-  if (input > 0) metrics.tokens.inc({ model: run.model, kind: 'input' }, input);
-  if (output > 0) metrics.tokens.inc({ model: run.model, kind: 'output' }, output);
-  if (run.costUsd && run.costUsd > 0) metrics.costUsd.inc({ model: run.model }, run.costUsd);
+  if (input > 0) metrics.tokens.inc({ model, kind: 'input' }, input);
+  if (output > 0) metrics.tokens.inc({ model, kind: 'output' }, output);
+  if (run.costUsd && run.costUsd > 0) metrics.costUsd.inc({ model }, run.costUsd);
 }
 
 /** Records the time from a model call to its first streamed token. */
 export function observeFirstToken(metrics: Metrics, options: { model: string; ms: number }): void {
-  if (options.ms >= 0) metrics.timeToFirstToken.observe({ model: options.model }, options.ms / 1000);
+  if (options.ms < 0) return;
+  metrics.timeToFirstToken.observe({ model: metrics.modelLabel(options.model) }, options.ms / 1000);
 }
 
 /** Records one HTTP answer; `route` is the route pattern (`/v1/runs/:runId`), never the raw URL. */
