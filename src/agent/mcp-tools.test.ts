@@ -1,6 +1,7 @@
 import { stepCountIs, streamText, type UIMessageChunk } from 'ai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestMcpServer, unusedLocalUrl, type TestMcpServer } from '../../test/support/mcp-server.ts';
+import { pollUntil } from '../../test/support/wait.ts';
 import { McpClientPool, modelToolName, parseMcpToolName } from './mcp-tools.ts';
 import { createScriptedModel } from './scripted-model.ts';
 import { buildToolSet } from './tool-set.ts';
@@ -169,6 +170,46 @@ describe('MCP tools', () => {
       });
     } finally {
       await impatient.close();
+    }
+  });
+
+  it('closes a client no run has used for idleMs; a tool listed before connects again when called', async () => {
+    const own = await startTestMcpServer();
+    const idle = new McpClientPool({ allowPrivateUrls: true, idleMs: 200 });
+    try {
+      const tools = await idle.tools({ name: 'math', url: own.url });
+      const sessions = () => own.methods.filter((method) => method === 'initialize').length;
+      expect([idle.size, sessions()]).toEqual([1, 1]);
+      await pollUntil(
+        () => idle.size,
+        (size) => size === 0,
+        { timeoutMs: 3_000 },
+      );
+      expect(await tools.add!.execute!({ a: 1, b: 2 }, { toolCallId: 'call-1', messages: [] })).toMatchObject(
+        {
+          content: [{ type: 'text', text: '3' }],
+        },
+      );
+      expect([idle.size, sessions()]).toEqual([1, 2]);
+    } finally {
+      await idle.close();
+      await own.close();
+    }
+  });
+
+  it('keeps a client whose call outlasts idleMs', async () => {
+    const own = await startTestMcpServer();
+    const idle = new McpClientPool({ allowPrivateUrls: true, idleMs: 100 });
+    try {
+      const tools = await idle.tools({ name: 'math', url: own.url });
+      const call = tools.wait!.execute!({ ms: 800 }, { toolCallId: 'call-1', messages: [] });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(idle.size).toBe(1);
+      expect(await call).toMatchObject({ content: [{ type: 'text', text: 'waited 800 ms' }] });
+      expect(own.methods.filter((method) => method === 'initialize')).toHaveLength(1);
+    } finally {
+      await idle.close();
+      await own.close();
     }
   });
 

@@ -19,6 +19,13 @@ export const DEFAULT_MCP_CONNECT_TIMEOUT_MS = 10_000;
  */
 export const DEFAULT_MCP_CALL_TIMEOUT_MS = 60_000;
 
+/**
+ * How long a client no run has used stays open. A client holds a connection to its server (and its event
+ * stream, where the server offers one) and the server holds its session: without this, every server URL and
+ * headers a run ever used stayed connected for the life of the process.
+ */
+export const DEFAULT_MCP_IDLE_MS = 5 * 60_000;
+
 /** The server and tool of an `mcp:<server>/<tool>` name, or null for any other name. */
 export function parseMcpToolName(name: string): { server: string; tool: string } | null {
   const match = /^mcp:([^/]+)\/(.+)$/.exec(name);
@@ -83,21 +90,35 @@ export interface McpClientPoolOptions {
   connectTimeoutMs?: number;
   /** @default DEFAULT_MCP_CALL_TIMEOUT_MS */
   callTimeoutMs?: number;
+  /** @default DEFAULT_MCP_IDLE_MS */
+  idleMs?: number;
   logger?: Logger;
+}
+
+/** One open (or opening) client of the pool. */
+interface PoolEntry {
+  client: Promise<MCPClient>;
+  /** When a run last listed or called its tools. */
+  lastUsedAt: number;
+  /** Listings and calls under way: a busy client is never closed for being idle. */
+  busy: number;
 }
 
 /**
  * The MCP clients of one worker: one Streamable HTTP client per server URL and headers, opened on first
- * use and reused by every run, closed by `close()`. A server that cannot be reached is not cached, so the
- * next run tries again; a client whose calls fail at the transport is dropped the same way.
+ * use and reused by every run, closed by `close()` or once no run has used it for `idleMs`. A server that
+ * cannot be reached is not cached, so the next run tries again; a client whose calls fail at the transport
+ * is dropped the same way. A tool whose client was closed meanwhile connects again when it is called.
  */
 export class McpClientPool {
-  private readonly clients = new Map<string, Promise<MCPClient>>();
+  private readonly clients = new Map<string, PoolEntry>();
   private readonly allowPrivateUrls: boolean;
   private readonly resolve: ((hostname: string) => Promise<string[]>) | undefined;
   private readonly connectTimeoutMs: number;
   private readonly callTimeoutMs: number;
+  private readonly idleMs: number;
   private readonly logger: Logger | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(options: McpClientPoolOptions = {}) {
@@ -105,6 +126,7 @@ export class McpClientPool {
     this.resolve = options.resolve;
     this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_MCP_CONNECT_TIMEOUT_MS;
     this.callTimeoutMs = options.callTimeoutMs ?? DEFAULT_MCP_CALL_TIMEOUT_MS;
+    this.idleMs = options.idleMs ?? DEFAULT_MCP_IDLE_MS;
     this.logger = options.logger;
   }
 
@@ -113,37 +135,9 @@ export class McpClientPool {
    * `MCP server "<name>" is unreachable: …`. Throws `McpServerUnreachableError` when the server does not answer.
    */
   async tools(server: McpServer): Promise<ToolSet> {
-    if (this.closed)
-      throw new McpServerUnreachableError(server.name, new Error('the MCP client pool is closed'));
-    const key = poolKey(server);
-    let pending = this.clients.get(key);
-    if (!pending) {
-      const connecting = this.connect(server);
-      this.clients.set(key, connecting);
-      connecting.catch(() => this.evict(key, connecting));
-      pending = connecting;
-    }
-    let listed: ToolSet;
-    try {
-      const client = await pending;
-      // @ai-sdk/mcp types its tools against its own copy of provider-utils; they are AI SDK tools.
-      listed = (await withTimeout(
-        client.tools(),
-        this.connectTimeoutMs,
-        'listing tools',
-      )) as unknown as ToolSet;
-    } catch (error) {
-      await this.evict(key, pending);
-      throw error instanceof McpServerUnreachableError
-        ? error
-        : new McpServerUnreachableError(server.name, error);
-    }
-    const client = pending;
+    const { entry, listed } = await this.list(server);
     return Object.fromEntries(
-      Object.entries(listed).map(([name, mcpTool]) => [
-        name,
-        this.wrap(server, () => this.evict(key, client), name, mcpTool),
-      ]),
+      Object.entries(listed).map(([name, mcpTool]) => [name, this.wrap(server, entry, name, mcpTool)]),
     );
   }
 
@@ -166,22 +160,51 @@ export class McpClientPool {
   /** Closes every client. Later calls of `tools` fail as unreachable. */
   async close(): Promise<void> {
     this.closed = true;
-    const pending = [...this.clients.values()];
+    clearInterval(this.idleTimer);
+    this.idleTimer = undefined;
+    const entries = [...this.clients.values()];
     this.clients.clear();
-    await Promise.all(
-      pending.map(async (client) => {
-        try {
-          await (await client).close();
-        } catch {
-          // A client that never connected has nothing to close.
-        }
-      }),
-    );
+    await Promise.all(entries.map((entry) => closeClient(entry.client)));
   }
 
   /** The number of open or opening clients (for tests and metrics). */
   get size(): number {
     return this.clients.size;
+  }
+
+  /** The server's client (connecting it if there is none) and its tools as the client made them. */
+  private async list(server: McpServer): Promise<{ entry: PoolEntry; listed: ToolSet }> {
+    if (this.closed)
+      throw new McpServerUnreachableError(server.name, new Error('the MCP client pool is closed'));
+    const key = poolKey(server);
+    let entry = this.clients.get(key);
+    if (!entry) {
+      const connecting = this.connect(server);
+      const created: PoolEntry = { client: connecting, lastUsedAt: Date.now(), busy: 0 };
+      this.clients.set(key, created);
+      connecting.catch(() => this.evict(key, created));
+      this.watchIdle();
+      entry = created;
+    }
+    entry.busy += 1;
+    try {
+      const client = await entry.client;
+      // @ai-sdk/mcp types its tools against its own copy of provider-utils; they are AI SDK tools.
+      const listed = (await withTimeout(
+        client.tools(),
+        this.connectTimeoutMs,
+        'listing tools',
+      )) as unknown as ToolSet;
+      return { entry, listed };
+    } catch (error) {
+      await this.evict(key, entry);
+      throw error instanceof McpServerUnreachableError
+        ? error
+        : new McpServerUnreachableError(server.name, error);
+    } finally {
+      entry.busy -= 1;
+      entry.lastUsedAt = Date.now();
+    }
   }
 
   private async connect(server: McpServer): Promise<MCPClient> {
@@ -203,26 +226,54 @@ export class McpClientPool {
     });
   }
 
-  private async evict(key: string, only?: Promise<MCPClient>): Promise<void> {
-    const pending = this.clients.get(key);
-    if (!pending || (only && pending !== only)) return;
+  /** Drops `key`'s client, if it is still `only`. */
+  private async evict(key: string, only: PoolEntry): Promise<void> {
+    if (this.clients.get(key) !== only) return;
     this.clients.delete(key);
-    try {
-      await (await pending).close();
-    } catch {
-      // Nothing to close.
+    if (this.clients.size === 0) {
+      clearInterval(this.idleTimer);
+      this.idleTimer = undefined;
     }
+    await closeClient(only.client);
   }
 
-  private wrap(server: McpServer, evict: () => Promise<void>, name: string, mcpTool: Tool): Tool {
-    const execute = mcpTool.execute;
-    if (!execute) return mcpTool;
+  /** Checks for idle clients while any is open, a few times per `idleMs`. */
+  private watchIdle(): void {
+    if (this.idleTimer) return;
+    this.idleTimer = setInterval(
+      () => {
+        const now = Date.now();
+        for (const [key, entry] of this.clients) {
+          if (entry.busy === 0 && now - entry.lastUsedAt >= this.idleMs) void this.evict(key, entry);
+        }
+      },
+      Math.max(10, Math.floor(this.idleMs / 4)),
+    );
+    this.idleTimer.unref();
+  }
+
+  private wrap(server: McpServer, listedBy: PoolEntry, name: string, mcpTool: Tool): Tool {
+    if (!mcpTool.execute) return mcpTool;
+    const key = poolKey(server);
     return {
       ...mcpTool,
       title: `${MCP_TOOL_PREFIX}${server.name}/${name}`,
       execute: async (input, options) => {
+        // The client that listed this tool, or, if it was closed since (idle, or a failed call), a new one.
+        let entry = listedBy;
+        let execute = mcpTool.execute!;
+        if (this.clients.get(key) !== listedBy) {
+          const current = await this.list(server);
+          const tool = current.listed[name];
+          if (!tool?.execute) {
+            throw new McpServerUnreachableError(server.name, new Error(`the server no longer has ${name}`));
+          }
+          entry = current.entry;
+          execute = tool.execute;
+        }
         const timeout = AbortSignal.timeout(this.callTimeoutMs);
         const abortSignal = options.abortSignal ? AbortSignal.any([options.abortSignal, timeout]) : timeout;
+        entry.busy += 1;
         try {
           return await execute(input, { ...options, abortSignal });
         } catch (error) {
@@ -235,11 +286,22 @@ export class McpClientPool {
             );
           }
           // A transport failure drops the client, so the next call reconnects.
-          void evict();
+          void this.evict(key, entry);
           throw new McpServerUnreachableError(server.name, error);
+        } finally {
+          entry.busy -= 1;
+          entry.lastUsedAt = Date.now();
         }
       },
     } as Tool;
+  }
+}
+
+async function closeClient(client: Promise<MCPClient>): Promise<void> {
+  try {
+    await (await client).close();
+  } catch {
+    // A client that never connected has nothing to close.
   }
 }
 

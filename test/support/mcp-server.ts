@@ -9,12 +9,15 @@ export interface TestMcpServer {
   url: string;
   /** The headers of every request received, in order. */
   requests: IncomingHttpHeaders[];
+  /** The JSON-RPC method of every POST received, in order (`initialize` opens a client's session). */
+  methods: string[];
   close(): Promise<void>;
 }
 
 /** A real MCP server (the official TypeScript SDK, stateless Streamable HTTP) with `add` and `wait` tools. */
 export async function startTestMcpServer(): Promise<TestMcpServer> {
   const requests: IncomingHttpHeaders[] = [];
+  const methods: string[] = [];
   const http = createServer(async (request, response) => {
     requests.push(request.headers);
     if (request.method !== 'POST' || request.url !== '/mcp') {
@@ -24,6 +27,10 @@ export async function startTestMcpServer(): Promise<TestMcpServer> {
     const chunks: Buffer[] = [];
     for await (const chunk of request) chunks.push(chunk as Buffer);
     const body: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    for (const message of Array.isArray(body) ? body : [body]) {
+      const method = (message as { method?: unknown } | null)?.method;
+      if (typeof method === 'string') methods.push(method);
+    }
     // Stateless mode: a fresh server and transport per request, as the SDK's stateless example does.
     const server = new McpServer({ name: 'test-math', version: '1.0.0' });
     server.registerTool(
@@ -52,6 +59,7 @@ export async function startTestMcpServer(): Promise<TestMcpServer> {
   return {
     url: `http://127.0.0.1:${port}/mcp`,
     requests,
+    methods,
     close: () =>
       new Promise<void>((resolve) => {
         http.closeAllConnections();
