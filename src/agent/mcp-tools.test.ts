@@ -155,6 +155,29 @@ describe('MCP tools', () => {
     }
   });
 
+  it('connects again for a call after a failed one, once the server is back', async () => {
+    let flaky = await startTestMcpServer();
+    const port = Number(new URL(flaky.url).port);
+    const local = new McpClientPool({ allowPrivateUrls: true, connectTimeoutMs: 5_000 });
+    try {
+      const tools = await local.tools({ name: 'flaky', url: flaky.url });
+      await flaky.close();
+      const add = tools.add!;
+      await expect(add.execute!({ a: 1, b: 2 }, { toolCallId: 'call-1', messages: [] })).rejects.toThrow(
+        /^MCP server "flaky" is unreachable: /,
+      );
+      flaky = await startTestMcpServer({ port });
+      // The same run's tool: its client was dropped with the failure, and a new one answers.
+      expect(await add.execute!({ a: 2, b: 2 }, { toolCallId: 'call-2', messages: [] })).toMatchObject({
+        content: [{ type: 'text', text: '4' }],
+      });
+      expect(flaky.methods).toContain('initialize');
+    } finally {
+      await local.close();
+      await flaky.close();
+    }
+  });
+
   it('fails a call the server does not answer in time as a tool error, and keeps the client', async () => {
     const impatient = new McpClientPool({ allowPrivateUrls: true, callTimeoutMs: 300 });
     try {

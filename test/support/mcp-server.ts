@@ -14,8 +14,11 @@ export interface TestMcpServer {
   close(): Promise<void>;
 }
 
-/** A real MCP server (the official TypeScript SDK, stateless Streamable HTTP) with `add` and `wait` tools. */
-export async function startTestMcpServer(): Promise<TestMcpServer> {
+/**
+ * A real MCP server (the official TypeScript SDK, stateless Streamable HTTP) with `add` and `wait` tools, on
+ * `port` (a restart on the same address) or any free one.
+ */
+export async function startTestMcpServer(options: { port?: number } = {}): Promise<TestMcpServer> {
   const requests: IncomingHttpHeaders[] = [];
   const methods: string[] = [];
   const http = createServer(async (request, response) => {
@@ -54,7 +57,7 @@ export async function startTestMcpServer(): Promise<TestMcpServer> {
     await server.connect(transport);
     await transport.handleRequest(request, response, body);
   });
-  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => http.listen(options.port ?? 0, '127.0.0.1', resolve));
   const { port } = http.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}/mcp`,
