@@ -50,6 +50,8 @@ import { LISTEN_BACKLOG } from './http/listen-backlog.ts';
 
 /** How long start-up waits for the Redis server of `REDIS_URL` to answer before failing. */
 const REDIS_STARTUP_TIMEOUT_MS = 5000;
+/** `OUTRUN_EVENT_RETENTION_DAYS` is in days. */
+const DAY_MS = 24 * 60 * 60 * 1000;
 
 /** Everything a request handler or a test needs: the services of one Outrun instance. */
 export interface OutrunContext {
@@ -189,6 +191,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     vacuumAfterEvents: database.kind === 'pglite' ? VACUUM_AFTER_EVENTS : undefined,
     // PGlite runs every statement on this thread: small batches, with the event loop free between them.
     maxBatchEvents: database.kind === 'pglite' ? PGLITE_COMPACTION_BATCH_EVENTS : undefined,
+    retentionMs: config.eventRetentionDays === undefined ? undefined : config.eventRetentionDays * DAY_MS,
   });
   const runs = new RunService({ db, metrics, faults });
   /** Status changes whose transaction recorded webhook deliveries, until their `afterCommit`. */

@@ -34,3 +34,14 @@ describe('loadConfig: the database pool', () => {
     expect(() => loadConfig({ OUTRUN_DATABASE_POOL_SIZE: value })).toThrow(/OUTRUN_DATABASE_POOL_SIZE:/);
   });
 });
+
+describe('loadConfig: event retention', () => {
+  it('keeps events forever by default and reads OUTRUN_EVENT_RETENTION_DAYS', () => {
+    expect(loadConfig({}).eventRetentionDays).toBeUndefined();
+    expect(loadConfig({ OUTRUN_EVENT_RETENTION_DAYS: '30' }).eventRetentionDays).toBe(30);
+  });
+
+  it.each(['0', '-1', '1.5', 'never'])('refuses OUTRUN_EVENT_RETENTION_DAYS=%s, naming it', (value) => {
+    expect(() => loadConfig({ OUTRUN_EVENT_RETENTION_DAYS: value })).toThrow(/OUTRUN_EVENT_RETENTION_DAYS:/);
+  });
+});

@@ -73,6 +73,11 @@ const ConfigSchema = z.object({
     .int()
     .positive()
     .default(7 * 24 * 60 * 60 * 1000),
+  /**
+   * Days a finished run's events are kept (`OUTRUN_EVENT_RETENTION_DAYS`): after that they are deleted and
+   * the run's stream answers `410 events_expired`; the run, its steps and its messages stay. @default forever
+   */
+  eventRetentionDays: z.coerce.number().int().min(1).max(36_500).optional(),
   /** A JSON file of per-model prices: `{"openai:gpt-4o": {"inputPerMillion": 2.5, "outputPerMillion": 10}}`. */
   modelPricesFile: z.string().min(1).optional(),
   maxAttempts: z.coerce.number().int().min(1).max(100).default(3),
@@ -159,6 +164,7 @@ export const CONFIG_VARIABLES = {
   workerMaxLoopDelayMs: 'OUTRUN_WORKER_MAX_LOOP_DELAY_MS',
   eventCoalesceMs: 'OUTRUN_EVENT_COALESCE_MS',
   waitTtlMs: 'OUTRUN_WAIT_TTL_MS',
+  eventRetentionDays: 'OUTRUN_EVENT_RETENTION_DAYS',
   modelPricesFile: 'OUTRUN_MODEL_PRICES',
   rateLimitPerMinute: 'OUTRUN_RATE_LIMIT_PER_MINUTE',
   schedulePollIntervalMs: 'OUTRUN_SCHEDULE_POLL_INTERVAL_MS',

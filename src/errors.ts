@@ -75,6 +75,20 @@ export class ConflictError extends OutrunError {
   }
 }
 
+/** A finished run whose events `OUTRUN_EVENT_RETENTION_DAYS` deleted: its stream can no longer be replayed. */
+export class EventsExpiredError extends OutrunError {
+  constructor(runId: string, deletedAt: string) {
+    super({
+      code: 'events_expired',
+      status: 410,
+      message:
+        `The events of run ${runId} were deleted when their retention ran out (OUTRUN_EVENT_RETENTION_DAYS); ` +
+        "the run, its steps and its chat's messages remain.",
+      details: { runId, deletedAt },
+    });
+  }
+}
+
 /** A model id the server cannot serve: unknown provider, or a provider without its API key. */
 export class ModelUnavailableError extends OutrunError {
   constructor(message: string, details?: Record<string, unknown>) {

@@ -80,6 +80,7 @@ describe.each(STORE_KINDS)('upgrading a database with events on %s', (kind) => {
     expect(await migrateToLatest(database.db as Kysely<unknown>)).toEqual([
       '0011-event-rows-without-time',
       '0012-event-pages-by-last-seq',
+      '0013-event-retention',
     ]);
     expect(await pageKey()).toBe('PRIMARY KEY (run_id, last_seq)');
 

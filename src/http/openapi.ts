@@ -383,6 +383,7 @@ export const ROUTES: RouteDoc[] = [
     tags: ['runs'],
     query: StreamQuery,
     responses: { 200: eventStream('The run’s events from the one after the cursor, then `[DONE]`.') },
+    errors: [410],
   },
   {
     method: 'GET',
@@ -465,6 +466,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   403: 'The key’s role may not do this (`forbidden`).',
   404: 'Not found, or not the caller’s (`not_found`).',
   409: 'Conflict: the chat already has an active run (`run_already_active`, with `runId`).',
+  410: 'The run’s events were deleted past `OUTRUN_EVENT_RETENTION_DAYS` (`events_expired`, with `deletedAt`).',
   413: 'The body is larger than the limit (`body_too_large`).',
   414: 'A path segment over 100 characters (`uri_too_long`).',
   415: 'The body is not JSON (`unsupported_media_type`).',

@@ -351,7 +351,7 @@ export class RunService {
    */
   async readOwned(
     options: OwnerRead & { after: number; limit: number },
-  ): Promise<{ status: string; events: LogEvent[] } | undefined> {
+  ): Promise<{ status: string; eventsDeletedAt: Date | null; events: LogEvent[] } | undefined> {
     const { after, limit } = options;
     // Built and compiled once per shape (a key to check, a chat to keep to): a resume's first statement.
     const statement = this.#readOwnedStatements.compile(
@@ -375,12 +375,14 @@ export class RunService {
             userId: values.userId,
             keyId: shape.key ? values.keyId! : undefined,
             chatId: shape.chat ? values.chatId! : undefined,
-          }).select('runs.status'),
+          }).select(['runs.status', 'runs.events_deleted_at']),
           values,
         ),
     );
     const read = visibleRunOf(await this.#db.executeQuery(statement), after, limit);
-    return read && { status: read.row.status, events: read.events };
+    return (
+      read && { status: read.row.status, eventsDeletedAt: read.row.events_deleted_at, events: read.events }
+    );
   }
 
   /**

@@ -11,6 +11,7 @@ import * as eventPages from './migrations/0009-event-pages.ts';
 import * as endingFallBack from './migrations/0010-ending-fall-back.ts';
 import * as eventRowsWithoutTime from './migrations/0011-event-rows-without-time.ts';
 import * as eventPagesByLastSeq from './migrations/0012-event-pages-by-last-seq.ts';
+import * as eventRetention from './migrations/0013-event-retention.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -26,6 +27,7 @@ const migrations: Record<string, Migration> = {
   '0010-ending-fall-back': endingFallBack,
   '0011-event-rows-without-time': eventRowsWithoutTime,
   '0012-event-pages-by-last-seq': eventPagesByLastSeq,
+  '0013-event-retention': eventRetention,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

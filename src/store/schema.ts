@@ -130,6 +130,8 @@ export interface RunsTable {
   finished_at: NullableTimestamp;
   /** When the run's events were compacted into `run_event_pages`; null while they are rows of `run_events`. */
   events_compacted_at: NullableTimestamp;
+  /** When `OUTRUN_EVENT_RETENTION_DAYS` deleted the run's events (its stream then answers 410). */
+  events_deleted_at: NullableTimestamp;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

@@ -61,7 +61,18 @@ export interface EventCompactorOptions {
   maxBatchEvents?: number;
   /** Where the queue's length is shown (`outrun_compaction_queue`): a backlog that keeps growing shows there. */
   metrics?: Metrics;
+  /**
+   * How long a finished run's events are kept (`OUTRUN_EVENT_RETENTION_DAYS`): each sweep deletes the events
+   * of compacted runs that finished longer ago. @default forever
+   */
+  retentionMs?: number;
 }
+
+/**
+ * Batches of `sweepLimit` runs one sweep deletes the events of, at most: 500 runs every sweep interval (10 s),
+ * over 4 million runs a day, so a backlog (retention turned on over a year of runs) drains over many sweeps.
+ */
+const RETENTION_BATCHES_PER_SWEEP = 10;
 
 /**
  * Compacts finished runs' events into pages in the background, off every run's path, in batches: a run is
@@ -78,6 +89,7 @@ export class EventCompactor {
   readonly #vacuumAfterEvents: number | undefined;
   readonly #maxBatchEvents: number | undefined;
   readonly #metrics: Metrics | undefined;
+  readonly #retentionMs: number | undefined;
   #eventsSinceVacuum = 0;
   readonly #queued = new Set<string>();
   /** When the oldest run in the queue was scheduled (`performance.now()`): its batch starts by `+ GATHER_MS`. */
@@ -97,6 +109,7 @@ export class EventCompactor {
     this.#vacuumAfterEvents = options.vacuumAfterEvents;
     this.#maxBatchEvents = options.maxBatchEvents;
     this.#metrics = options.metrics;
+    this.#retentionMs = options.retentionMs;
   }
 
   /** Compacts `runId` soon (it must have ended; a run that has not is left alone). */
@@ -111,8 +124,9 @@ export class EventCompactor {
   }
 
   /**
-   * Schedules up to `sweepLimit` finished runs whose events are still rows and waits until they are done.
-   * Returns how many it scheduled.
+   * Schedules up to `sweepLimit` finished runs whose events are still rows and waits until they are done;
+   * then, with `retentionMs`, deletes the events of runs past it (`deleteExpired`). Returns how many runs it
+   * scheduled for compaction.
    */
   sweep(): Promise<number> {
     if (this.#closed) return Promise.resolve(0);
@@ -123,12 +137,30 @@ export class EventCompactor {
         // These runs ended a while ago: waiting for others to join them would gain nothing.
         this.#endGathering?.();
         await this.idle();
+        await this.deleteExpired();
         return runIds.length;
       } finally {
         this.#sweeping = null;
       }
     })();
     return this.#sweeping;
+  }
+
+  /**
+   * Deletes the events of compacted runs that finished more than `retentionMs` ago, `sweepLimit` runs per
+   * transaction, up to `RETENTION_BATCHES_PER_SWEEP` transactions. Returns how many runs lost their events.
+   */
+  async deleteExpired(): Promise<number> {
+    if (this.#retentionMs === undefined) return 0;
+    let deleted = 0;
+    for (let batch = 0; batch < RETENTION_BATCHES_PER_SWEEP && !this.#closed; batch++) {
+      const runs = await this.#log.deleteExpiredEvents(this.#retentionMs, this.#sweepLimit);
+      deleted += runs;
+      if (runs < this.#sweepLimit) break;
+    }
+    if (deleted > 0)
+      this.#logger.info({ runs: deleted }, "deleted finished runs' events past their retention");
+    return deleted;
   }
 
   /** Resolves once every scheduled run has been compacted (or has failed to be). */

@@ -390,6 +390,38 @@ export class EventLog {
     await sql`vacuum run_events, run_event_pages`.execute(this.#db);
   }
 
+  /**
+   * Deletes the events of up to `limit` compacted runs that finished more than `retentionMs` ago (by the
+   * database's clock), longest finished first, and marks each run `events_deleted_at`, all in one transaction.
+   * Runs another instance is deleting are skipped. Returns how many runs lost their events.
+   */
+  async deleteExpiredEvents(retentionMs: number, limit: number): Promise<number> {
+    return this.#db.transaction().execute(async (tx) => {
+      const expired = await tx
+        .selectFrom('runs')
+        .select('id')
+        // The same predicate as the partial index `runs_events_retained_idx`.
+        .where('events_compacted_at', 'is not', null)
+        .where('events_deleted_at', 'is', null)
+        .where('finished_at', '<', sql<Date>`now() - make_interval(secs => ${retentionMs / 1000})`)
+        .orderBy('finished_at')
+        .limit(limit)
+        .forUpdate()
+        .skipLocked()
+        .execute();
+      const ids = expired.map((row) => row.id);
+      if (ids.length === 0) return 0;
+      await tx
+        .with('deleted_rows', (db) => db.deleteFrom('run_events').where('run_id', '=', anyOf(ids)))
+        .with('deleted_pages', (db) => db.deleteFrom('run_event_pages').where('run_id', '=', anyOf(ids)))
+        .updateTable('runs')
+        .set({ events_deleted_at: sql<Date>`now()` })
+        .where('id', '=', anyOf(ids))
+        .execute();
+      return ids.length;
+    });
+  }
+
   /** Finished runs whose events are still as written (not compacted), longest finished first, at most `limit`. */
   async uncompactedRuns(limit: number): Promise<string[]> {
     const rows = await this.#db

@@ -40,6 +40,8 @@ export function explainError(error: Error): string {
   if (error.code === 'network_error')
     return 'Could not reach the Outrun server. Check your connection and try again.';
   if (error.code === 'run_already_active') return 'A run is already in progress in this chat.';
+  if (error.code === 'events_expired')
+    return "This run's event log was deleted when its retention ran out. Its steps and answer remain.";
   if (error.status === 429) return 'Too many requests right now. Wait a moment and try again.';
   if (error.status >= 500) return 'The server had a problem handling that. Try again in a moment.';
   return error.message;

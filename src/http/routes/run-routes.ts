@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
 import type { Caller } from '../../auth/auth-service.ts';
-import { NotFoundError, OutrunError, RunAlreadyActiveError } from '../../errors.ts';
+import { EventsExpiredError, NotFoundError, OutrunError, RunAlreadyActiveError } from '../../errors.ts';
 import { ChatAgentMismatchError, type OwnerRead } from '../../runs/run-service.ts';
 import { readCheckingKey, type DeferredKeyCheck } from '../key-check.ts';
 import { newId } from '../../ids.ts';
@@ -170,6 +170,8 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
         readCheckingKey(request.keyCheck, caller.keyId, async (keyId) => {
           const owned = await runs.readOwned({ ...ownerOf(caller, runId, keyId), ...page });
           if (!owned) throw new NotFoundError('run', runId);
+          if (owned.eventsDeletedAt)
+            throw new EventsExpiredError(runId, new Date(owned.eventsDeletedAt).toISOString());
           status = owned.status;
           return owned.events;
         }),
