@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FIRST_PAGE, LogTruncatedError, RunFollower } from '../src/stream/run-follower.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { collectStream, scriptedText, streamedText } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
@@ -22,8 +23,12 @@ describe.each(STORE_KINDS)('event retention on %s', (kind) => {
   });
 
   /** A finished, compacted run of `chatId`, made to look as if it finished `daysAgo` days ago. */
-  async function finishedRun(chatId: string, daysAgo: number): Promise<string> {
-    const run = await server.startRun(chatId, { steps: 2, tokens: 3 });
+  async function finishedRun(
+    chatId: string,
+    daysAgo: number,
+    script: { steps: number; tokens: number } = { steps: 2, tokens: 3 },
+  ): Promise<string> {
+    const run = await server.startRun(chatId, script);
     await server.waitForRun(run.id);
     const { db } = server.outrun;
     await pollUntil(
@@ -92,6 +97,40 @@ describe.each(STORE_KINDS)('event retention on %s', (kind) => {
     expect(streamedText(replay.events)).toBe(scriptedText(2, 3));
     // Nothing more to delete: the next pass finds no run.
     expect(await server.outrun.compactor.deleteExpired()).toBe(0);
+  });
+
+  it('ends a replay whose events are deleted under it, so that its reader reconnects and is told why', async () => {
+    const chatId = await server.createChat();
+    const runId = await finishedRun(chatId, RETENTION_DAYS - 1, { steps: 1, tokens: 300 });
+    let delivered = 0;
+    const follower = new RunFollower(
+      { log: server.outrun.log, runId, isFinished: async () => true },
+      {
+        events: (events) => {
+          delivered += events.length;
+          // A slow reader: the follower pauses after its first page, as on a full socket.
+          return false;
+        },
+        ping: () => true,
+      },
+    );
+    const following = follower.run();
+    await pollUntil(
+      async () => delivered,
+      (count) => count > 0,
+    );
+    expect(delivered).toBe(FIRST_PAGE);
+    await server.outrun.db
+      .updateTable('runs')
+      .set({ finished_at: sql<Date>`now() - make_interval(days => ${RETENTION_DAYS + 1})` })
+      .where('id', '=', runId)
+      .execute();
+    expect(await server.outrun.compactor.deleteExpired()).toBe(1);
+    follower.resume();
+    // Before, the follower found nothing more, went live and waited for events that would never come.
+    await expect(following).rejects.toBeInstanceOf(LogTruncatedError);
+    expect(delivered).toBe(FIRST_PAGE);
+    expect((await server.fetch(`/v1/runs/${runId}/stream?after=${FIRST_PAGE}`)).status).toBe(410);
   });
 
   it('leaves an active run alone, however long ago it started', async () => {

@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Metrics } from '../metrics.ts';
 import { formatKeepAlive, formatSseEvent, SSE_DONE_FRAME } from '../protocol/sse.ts';
 import type { LogEvent } from '../stream/event-log.ts';
-import { RunFollower, type FollowOptions } from '../stream/run-follower.ts';
+import { LogTruncatedError, RunFollower, type FollowOptions } from '../stream/run-follower.ts';
 
 /**
  * What `sendRunStream` takes: the follow, and how the answer is written. With `readFirst` (a first read that
@@ -182,8 +182,11 @@ export function openRunStream(
       await following;
       if (!ended && !controller.signal.aborted) last = SSE_DONE_FRAME;
     } catch (error) {
-      // Headers are gone; the reader reconnects with Last-Event-ID and loses nothing.
-      request.log.error({ err: error, runId: options.runId }, 'run stream failed');
+      // Headers are gone; the reader reconnects with Last-Event-ID and loses nothing (or, past a run's
+      // retention, is told its events are gone).
+      if (error instanceof LogTruncatedError) {
+        request.log.info({ runId: options.runId }, "the run's events were deleted during its replay");
+      } else request.log.error({ err: error, runId: options.runId }, 'run stream failed');
     } finally {
       response.off('drain', resume);
       forget?.();

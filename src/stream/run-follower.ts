@@ -70,6 +70,18 @@ export const FIRST_PAGE = 100;
 /** Events per later read. */
 const PAGE = 1000;
 
+/**
+ * A replay found the log empty past what it delivered although the run has ended and its terminal event never
+ * came: the run's events were deleted under it (`OUTRUN_EVENT_RETENTION_DAYS`). `run()` rejects with it; a
+ * reader that reconnects is told why (`410 events_expired`).
+ */
+export class LogTruncatedError extends Error {
+  constructor(runId: string, lastSeq: number) {
+    super(`The events of run ${runId} after ${lastSeq} were deleted while it was being replayed.`);
+    this.name = 'LogTruncatedError';
+  }
+}
+
 type FollowerState =
   /** Reading the log or draining buffered live events; live events are buffered. */
   | 'catching-up'
@@ -103,6 +115,8 @@ export class RunFollower {
   #overflowed = false;
   #needsRead: boolean;
   #reads = 0;
+  /** Whether the last read of the log filled its page (so the next one was expected to find more). */
+  #lastReadFull = false;
   /**
    * The subscription, while the first page is read before it is confirmed (a networked bus that does not
    * hold the run's channel yet): that page's events are durable and may go out, but events committed
@@ -316,6 +330,18 @@ export class RunFollower {
             if (this.#state !== 'catching-up') return;
             continue;
           }
+          // An empty read right after a full one, from a follower that has delivered events but not the run's
+          // end: the run may have ended with its events deleted since (checked below, only then).
+          const maybeTruncated = events.length === 0 && this.#lastReadFull && this.#delivered();
+          this.#lastReadFull = events.length === limit;
+          if (maybeTruncated) {
+            const found = await this.#truncated(limit);
+            if (found === 'truncated' || this.#state !== 'catching-up') return;
+            if (found === 'more') {
+              this.#needsRead = true;
+              continue;
+            }
+          }
           // A full page: there may be more, so read on before going live.
           this.#needsRead = events.length === limit;
           const batch = consecutive(events, this.#lastSeq);
@@ -360,6 +386,20 @@ export class RunFollower {
     } catch (error) {
       this.#end(error);
     }
+  }
+
+  /**
+   * After an empty read that followed a full one: whether the run has ended with the log holding nothing more
+   * and its terminal event never delivered (`truncated`: the follower ends with `LogTruncatedError`), or its
+   * last events were committed between the read and the status check (`more`: read again), or neither.
+   */
+  async #truncated(limit: number): Promise<'truncated' | 'more' | 'no'> {
+    const { log, runId } = this.#options;
+    if (!(await this.#options.isFinished()) || this.#state !== 'catching-up') return 'no';
+    const tail = await log.read({ runId, after: this.#lastSeq, limit });
+    if (tail.length > 0) return 'more';
+    this.#end(new LogTruncatedError(runId, this.#lastSeq));
+    return 'truncated';
   }
 
   /** Waits for `ready` once, before the first delivery; whether the follower is still catching up. */
