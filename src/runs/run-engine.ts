@@ -424,8 +424,6 @@ export class RunEngine {
           if (!row || isTerminalStatus(row.status)) return;
         }
       })();
-      // A read that fails after the wait is over has nobody to tell: never an unhandled rejection.
-      polled.catch(() => {});
       await Promise.race([ended, timeout, polled]);
     } finally {
       waiting = false;
