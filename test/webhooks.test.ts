@@ -365,6 +365,32 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     await forgetEarlierWebhooks();
   });
 
+  it('claims a backlog no faster than its webhook has room, not a batch per attempt', async () => {
+    await forgetEarlierWebhooks();
+    const receiver = await startReceiver(() => 204);
+    receivers.push(receiver);
+    await createWebhook(receiver.url, ['run.succeeded']);
+    const backlog = 30;
+    for (let i = 0; i < backlog; i++) {
+      await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.succeeded', run });
+    }
+    const batchSize = 10;
+    const sender = dispatcher({ retrySchedule: [], pollIntervalMs: 600_000, batchSize, perWebhook: 2 });
+    const claims = vi.spyOn(sender, 'claimDue');
+    sender.start();
+    await pollUntil(
+      () => receiver.received.length,
+      (count) => count === backlog,
+      { timeoutMs: 5_000 },
+    );
+    let claimed = 0;
+    for (const result of claims.mock.results) claimed += await (result.value as Promise<number>);
+    // Each delivery claimed once, plus at most one batch taken before the backlog was known and given back.
+    // Before, every attempt recorded claimed a batch of the backlog again and gave back all but one.
+    expect(claimed).toBeLessThanOrEqual(backlog + batchSize);
+    await forgetEarlierWebhooks();
+  });
+
   it('retries when the retry schedule says, however long its poll', async () => {
     await forgetEarlierWebhooks();
     const receiver = await startReceiver((n) => (n === 1 ? 500 : 204));

@@ -138,6 +138,8 @@ export class WebhookDispatcher {
    * recorded to one of them makes room and asks for another pass. An attempt to any other webhook does not.
    */
   readonly #waitingForWebhook = new Set<string>();
+  /** Webhooks with more deliveries due than room for them: claimed on their own, as room frees. */
+  readonly #backlogged = new Set<string>();
 
   constructor(options: WebhookDispatcherOptions) {
     this.#db = options.db;
@@ -184,16 +186,33 @@ export class WebhookDispatcher {
    * Claims as many due deliveries as there are free slots and starts sending them, without waiting for their
    * answers. Returns how many it claimed. A pass of `start()`'s loop calls it; a test may too (`settled()`
    * then waits for the attempts).
+   *
+   * A webhook with more deliveries due than it has room for (`#backlogged`) is claimed on its own, as many as
+   * it has room for; every other webhook's in one claim that leaves it out. Only the claim that finds such a
+   * backlog can take more of it than fits, and gives those back.
    */
   async claimDue(): Promise<number> {
-    const free = this.#batchSize - this.#sending.size;
+    let free = this.#batchSize - this.#sending.size;
     if (free <= 0) return 0;
     const full = [...this.#sendingTo].filter(([, count]) => count >= this.#perWebhook).map(([id]) => id);
     // Their deliveries may be due: an attempt recorded to one of them from now on makes room (noted before the
     // claim awaits, so an attempt recorded meanwhile is not missed).
     for (const webhookId of full) this.#waitingForWebhook.add(webhookId);
-    const claimed = await this.#claim(free, full);
-    // One claim may take more of a webhook's deliveries than it has room for: those go back, due.
+    // So are a backlogged webhook's, whatever room it has now.
+    for (const webhookId of this.#backlogged) this.#waitingForWebhook.add(webhookId);
+    let claimedCount = 0;
+    for (const webhookId of [...this.#backlogged]) {
+      const room = Math.min(free, this.#perWebhook - (this.#sendingTo.get(webhookId) ?? 0));
+      if (room <= 0) continue;
+      const claimed = await this.#claim(room, { only: webhookId });
+      for (const delivery of claimed) this.#send(delivery, this.#sendingTo.get(webhookId) ?? 0);
+      claimedCount += claimed.length;
+      free -= claimed.length;
+      if (claimed.length < room) this.#backlogged.delete(webhookId);
+    }
+    if (free <= 0) return claimedCount;
+    const claimed = await this.#claim(free, { skip: [...new Set([...full, ...this.#backlogged])] });
+    // The claim that finds a backlog may take more of it than its webhook has room for: those go back, due.
     const over: ClaimedDelivery[] = [];
     for (const delivery of claimed) {
       const sendingTo = this.#sendingTo.get(delivery.webhook_id) ?? 0;
@@ -201,10 +220,13 @@ export class WebhookDispatcher {
       else this.#send(delivery, sendingTo);
     }
     if (over.length > 0) {
-      for (const delivery of over) this.#waitingForWebhook.add(delivery.webhook_id);
+      for (const delivery of over) {
+        this.#backlogged.add(delivery.webhook_id);
+        this.#waitingForWebhook.add(delivery.webhook_id);
+      }
       await this.#unclaim(over);
     }
-    return claimed.length;
+    return claimedCount + claimed.length;
   }
 
   #send(delivery: ClaimedDelivery, sendingTo: number): void {
@@ -293,14 +315,16 @@ export class WebhookDispatcher {
     return next === null ? null : new Date(next);
   }
 
-  /** Claims up to `limit` due deliveries, none of the webhooks in `skip`, for a lease. */
-  async #claim(limit: number, skip: string[]): Promise<ClaimedDelivery[]> {
+  /** Claims up to `limit` due deliveries, of webhook `only` or of any but those in `skip`, for a lease. */
+  async #claim(limit: number, which: { only?: string; skip?: string[] }): Promise<ClaimedDelivery[]> {
+    const { only, skip = [] } = which;
     const now = this.#now();
     const leaseUntil = new Date(now.getTime() + this.#claimLeaseMs);
     const result = await sql<Omit<ClaimedDelivery, 'leaseUntil'>>`
       with due as (
         select id from webhook_deliveries
         where status = 'pending' and next_attempt_at <= ${now}
+          ${only !== undefined ? sql`and webhook_id = ${only}` : sql``}
           ${skip.length > 0 ? sql`and webhook_id <> all(${skip}::text[])` : sql``}
         order by next_attempt_at
         limit ${limit}
