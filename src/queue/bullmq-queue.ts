@@ -46,8 +46,9 @@ const HAND_BACK_AFTER_MS = 1000;
 
 /**
  * How long `close()` waits for BullMQ to close its worker or producer. After a Redis outage BullMQ's close can
- * wait forever on a connection that stays parked in ioredis' `reconnecting` state (taskforcesh/bullmq#4585,
- * #4656; seen here: `outrun serve` never exited after SIGTERM). Past this, the connection is dropped.
+ * wait forever on a connection that stays parked in ioredis' `reconnecting` state (seen here with BullMQ 5:
+ * `outrun serve` never exited after SIGTERM; taskforcesh/bullmq#4656, still open in 6.7). Past this, the
+ * connection is dropped.
  */
 export const CLOSE_TIMEOUT_MS = 5_000;
 
