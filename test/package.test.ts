@@ -1,8 +1,19 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +22,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
  * The package as a user gets it: `npm pack` (which runs `prepare`, the build), the tarball installed into a
  * scratch project, then used from plain Node, from TypeScript and through its `outrun` bin. One pack and one
  * install for the whole file; the server started from the installed bin serves every test.
+ *
+ * The pack runs in a copy of the project (`copyForPack`), never in the checkout itself: its build empties and
+ * rewrites web/dist, which the browser tests of other files serve while this one runs. A page loaded in
+ * that moment got no app, and a browser test failed on a button that never appeared.
  */
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -27,6 +42,36 @@ let tempRoot: string | undefined;
 let scratch: string;
 let tarball: { path: string; size: number; unpackedSize: number; files: PackedFile[] };
 let server: { child: ChildProcess; url: string; output: () => string } | undefined;
+
+/** What the build does not read, or makes: left out of the copy that is packed. */
+const NOT_COPIED = new Set(['.git', 'node_modules', 'dist', 'web/dist', 'bench', 'docs', 'test']);
+
+/**
+ * Copies the working tree (uncommitted changes included) to `target` for `npm pack`, without what the build
+ * makes or does not read; its node_modules is a link to the project's, so nothing is installed twice.
+ */
+function copyForPack(target: string): void {
+  cpSync(ROOT, target, {
+    recursive: true,
+    filter: (source) => !NOT_COPIED.has(relative(ROOT, source).split(sep).join('/')),
+  });
+  symlinkSync(join(ROOT, 'node_modules'), join(target, 'node_modules'), 'dir');
+}
+
+/** The checkout's build outputs, each file with its modification time: what the pack must leave alone. */
+function checkoutBuild(): Record<string, number> {
+  const found: Record<string, number> = {};
+  for (const directory of ['dist', 'web/dist']) {
+    const absolute = join(ROOT, directory);
+    if (!existsSync(absolute)) continue;
+    for (const name of readdirSync(absolute, { recursive: true, encoding: 'utf8' })) {
+      const stats = statSync(join(absolute, name));
+      if (stats.isFile()) found[`${directory}/${name}`] = stats.mtimeMs;
+    }
+  }
+  return found;
+}
+let checkoutBuildBefore: Record<string, number>;
 
 /** Runs `command` in `cwd`; rejects with its output when it fails. */
 async function exec(command: string, args: string[], cwd: string, env: Record<string, string> = {}) {
@@ -140,7 +185,10 @@ beforeAll(async () => {
   tempRoot = mkdtempSync(join(tmpdir(), 'outrun-package-'));
   const packDir = join(tempRoot, 'pack');
   mkdirSync(packDir);
-  const { stdout } = await exec('npm', ['pack', '--json', '--pack-destination', packDir], ROOT);
+  const source = join(tempRoot, 'source');
+  checkoutBuildBefore = checkoutBuild();
+  copyForPack(source);
+  const { stdout } = await exec('npm', ['pack', '--json', '--pack-destination', packDir], source);
   // `prepare` prints the build's output before npm's JSON.
   const [packed] = JSON.parse(stdout.slice(stdout.indexOf('[\n'))) as Array<{
     filename: string;
@@ -177,6 +225,10 @@ afterAll(async () => {
 });
 
 describe('the packed package', () => {
+  it('is built in a copy, leaving the checkout’s dist and web/dist as they were', () => {
+    expect(checkoutBuild()).toEqual(checkoutBuildBefore);
+  });
+
   it('holds the build, the web app and the bin, and no sources, tests or source maps', () => {
     const paths = tarball.files.map((file) => file.path);
     console.log(

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, BrowserContextOptions, Page } from 'playwright-core';
@@ -35,8 +35,7 @@ function newestMtime(directory: string): number {
   return newest;
 }
 
-/** Builds web/dist when it is missing or older than the sources it is built from. */
-export function ensureWebBuild(): void {
+function webBuildIsFresh(): boolean {
   const sources = [
     'web/src',
     'web/index.html',
@@ -48,13 +47,43 @@ export function ensureWebBuild(): void {
   const newestSource = Math.max(
     ...sources.map((path) => (statSync(path).isDirectory() ? newestMtime(path) : statSync(path).mtimeMs)),
   );
-  if (existsSync(WEB_INDEX) && statSync(WEB_INDEX).mtimeMs >= newestSource) return;
-  execFileSync(
-    process.execPath,
-    [join(ROOT, 'node_modules/vite/bin/vite.js'), 'build', '--config', 'web/vite.config.ts'],
-    // Vitest sets NODE_ENV=test, which would make Vite bundle React's development build.
-    { cwd: ROOT, stdio: 'pipe', env: { ...process.env, NODE_ENV: 'production' } },
-  );
+  return existsSync(WEB_INDEX) && statSync(WEB_INDEX).mtimeMs >= newestSource;
+}
+
+/** Held by the one test file building web/dist; a lock older than this was left by a killed run. */
+const BUILD_LOCK = join(ROOT, 'web/.build-lock');
+const BUILD_LOCK_STALE_MS = 5 * 60_000;
+
+/**
+ * Builds web/dist when it is missing or older than the sources it is built from. The browser test files run
+ * in parallel, and a build empties web/dist before it writes it again: a page another file loads in that
+ * moment gets no app. So one file builds, under a lock, and the others wait for it and find the build fresh.
+ */
+export async function ensureWebBuild(): Promise<void> {
+  for (;;) {
+    if (webBuildIsFresh()) return;
+    try {
+      mkdirSync(BUILD_LOCK);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      if (Date.now() - statSync(BUILD_LOCK).mtimeMs > BUILD_LOCK_STALE_MS)
+        rmSync(BUILD_LOCK, { force: true, recursive: true });
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      continue;
+    }
+    try {
+      if (webBuildIsFresh()) return;
+      execFileSync(
+        process.execPath,
+        [join(ROOT, 'node_modules/vite/bin/vite.js'), 'build', '--config', 'web/vite.config.ts'],
+        // Vitest sets NODE_ENV=test, which would make Vite bundle React's development build.
+        { cwd: ROOT, stdio: 'pipe', env: { ...process.env, NODE_ENV: 'production' } },
+      );
+      return;
+    } finally {
+      rmSync(BUILD_LOCK, { force: true, recursive: true });
+    }
+  }
 }
 
 export async function launchChromium(): Promise<Browser> {
@@ -144,7 +173,7 @@ export function useWebApp(options: Parameters<typeof startTestServer>[1] = {}): 
   let server: TestServer | undefined;
   let browser: Browser | undefined;
   beforeAll(async () => {
-    ensureWebBuild();
+    await ensureWebBuild();
     server = await startTestServer('pglite', options);
     browser = await launchChromium();
   });
