@@ -277,6 +277,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     allowPrivateUrls: config.allowPrivateUrls,
     pollIntervalMs: config.webhookPollIntervalMs,
     claimLeaseMs: config.webhookClaimLeaseMs,
+    deliveryRetentionMs: config.webhookDeliveryRetentionDays * DAY_MS,
   });
   const idempotency = new IdempotencyKeys({ db });
   const rateLimiter =

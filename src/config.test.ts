@@ -35,6 +35,22 @@ describe('loadConfig: the database pool', () => {
   });
 });
 
+describe('loadConfig: webhook delivery retention', () => {
+  it('keeps finished deliveries 30 days by default and reads OUTRUN_WEBHOOK_DELIVERY_RETENTION_DAYS', () => {
+    expect(loadConfig({}).webhookDeliveryRetentionDays).toBe(30);
+    expect(loadConfig({ OUTRUN_WEBHOOK_DELIVERY_RETENTION_DAYS: '7' }).webhookDeliveryRetentionDays).toBe(7);
+  });
+
+  it.each(['0', '-1', '1.5', 'never'])(
+    'refuses OUTRUN_WEBHOOK_DELIVERY_RETENTION_DAYS=%s, naming it',
+    (value) => {
+      expect(() => loadConfig({ OUTRUN_WEBHOOK_DELIVERY_RETENTION_DAYS: value })).toThrow(
+        /OUTRUN_WEBHOOK_DELIVERY_RETENTION_DAYS:/,
+      );
+    },
+  );
+});
+
 describe('loadConfig: event retention', () => {
   it('keeps events forever by default and reads OUTRUN_EVENT_RETENTION_DAYS', () => {
     expect(loadConfig({}).eventRetentionDays).toBeUndefined();

@@ -78,6 +78,11 @@ const ConfigSchema = z.object({
    * the run's stream answers `410 events_expired`; the run, its steps and its messages stay. @default forever
    */
   eventRetentionDays: z.coerce.number().int().min(1).max(36_500).optional(),
+  /**
+   * Days a finished webhook delivery (delivered or failed) is kept, and listed by
+   * `GET /v1/webhooks/:id/deliveries`; a delivery still being retried is never deleted.
+   */
+  webhookDeliveryRetentionDays: z.coerce.number().int().min(1).max(36_500).default(30),
   /** A JSON file of per-model prices: `{"openai:gpt-4o": {"inputPerMillion": 2.5, "outputPerMillion": 10}}`. */
   modelPricesFile: z.string().min(1).optional(),
   maxAttempts: z.coerce.number().int().min(1).max(100).default(3),
@@ -165,6 +170,7 @@ export const CONFIG_VARIABLES = {
   eventCoalesceMs: 'OUTRUN_EVENT_COALESCE_MS',
   waitTtlMs: 'OUTRUN_WAIT_TTL_MS',
   eventRetentionDays: 'OUTRUN_EVENT_RETENTION_DAYS',
+  webhookDeliveryRetentionDays: 'OUTRUN_WEBHOOK_DELIVERY_RETENTION_DAYS',
   modelPricesFile: 'OUTRUN_MODEL_PRICES',
   rateLimitPerMinute: 'OUTRUN_RATE_LIMIT_PER_MINUTE',
   schedulePollIntervalMs: 'OUTRUN_SCHEDULE_POLL_INTERVAL_MS',

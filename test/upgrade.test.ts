@@ -81,6 +81,7 @@ describe.each(STORE_KINDS)('upgrading a database with events on %s', (kind) => {
       '0011-event-rows-without-time',
       '0012-event-pages-by-last-seq',
       '0013-event-retention',
+      '0014-webhook-delivery-retention',
     ]);
     expect(await pageKey()).toBe('PRIMARY KEY (run_id, last_seq)');
 

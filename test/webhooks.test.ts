@@ -1,5 +1,6 @@
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
+import { sql } from 'kysely';
 import pino from 'pino';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
@@ -13,6 +14,7 @@ import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-serv
 import { pollUntil } from './support/wait.ts';
 
 const silent = pino({ level: 'silent' });
+const DAY_MS = 24 * 60 * 60_000;
 
 interface Received {
   headers: IncomingHttpHeaders;
@@ -219,6 +221,8 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     batchSize?: number;
     timeoutMs?: number;
     perWebhook?: number;
+    deliveryRetentionMs?: number;
+    pruneIntervalMs?: number;
   }) => {
     const created = new WebhookDispatcher({
       db: server.outrun.db,
@@ -513,6 +517,66 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     expect(delivery).toMatchObject({ attempts: 2, lastStatusCode: 503, nextAttemptAt: null });
     expect(delivery.lastError).toContain('HTTP 503');
     expect(receiver.received).toHaveLength(2);
+  });
+
+  it('deletes finished deliveries past their retention, on the first pass and then hourly, never a pending one', async () => {
+    const receiver = await startReceiver(() => 200);
+    receivers.push(receiver);
+    const webhook = await createWebhook(receiver.url, ['run.failed']);
+    const daysAgo = (days: number) => sql<Date>`now() - make_interval(days => ${days})`;
+    const insert = (status: 'pending' | 'delivered' | 'failed', createdDaysAgo: number, due = false) => {
+      const id = newId('delivery');
+      return server.outrun.db
+        .insertInto('webhook_deliveries')
+        .values({
+          id,
+          webhook_id: webhook.id,
+          workspace_id: workspaceId,
+          run_id: run.id,
+          event: 'run.failed',
+          payload: JSON.stringify({ type: 'run.failed' }),
+          status,
+          attempts: 1,
+          // A pending one is due only when asked: else no pass claims it for a day.
+          next_attempt_at:
+            status !== 'pending'
+              ? daysAgo(createdDaysAgo)
+              : sql<Date>`now() + ${due ? sql`interval '0 days'` : sql`interval '1 day'`}`,
+          created_at: daysAgo(createdDaysAgo),
+        })
+        .execute()
+        .then(() => id);
+    };
+    const old = [await insert('delivered', 40), await insert('failed', 31), await insert('delivered', 35)];
+    const kept = [await insert('pending', 40), await insert('delivered', 29), await insert('failed', 1)];
+    const listed = async () =>
+      ((await server.api(`/v1/webhooks/${webhook.id}/deliveries`)).body.items as { id: string }[])
+        .map((item) => item.id)
+        .sort();
+
+    expect(await listed()).toEqual([...old, ...kept].sort());
+    // The pass loop prunes on its first pass, then not again within the interval.
+    const pruning = dispatcher({
+      retrySchedule: [10],
+      deliveryRetentionMs: 30 * DAY_MS,
+      pruneIntervalMs: DAY_MS,
+    });
+    pruning.start();
+    await pollUntil(listed, (ids) => ids.length === kept.length);
+    expect(await listed()).toEqual([...kept].sort());
+    const expired = await insert('delivered', 50);
+    // A later pass (it sends a due delivery) leaves it: the next prune is an interval away.
+    const due = await insert('pending', 0, true);
+    pruning.nudge();
+    await pollUntil(
+      () => Promise.resolve(receiver.received.length),
+      (count) => count === 1,
+    );
+    expect(receiver.received[0]!.headers['webhook-id']).toBe(due);
+    expect(await listed()).toContain(expired);
+    // A prune asked for directly deletes it, and reports how many.
+    expect(await pruning.pruneDeliveries()).toBe(1);
+    expect(await listed()).toEqual([...kept, due].sort());
   });
 
   it('does not follow a redirect: a 3xx answer is a failed attempt', async () => {

@@ -12,6 +12,7 @@ import * as endingFallBack from './migrations/0010-ending-fall-back.ts';
 import * as eventRowsWithoutTime from './migrations/0011-event-rows-without-time.ts';
 import * as eventPagesByLastSeq from './migrations/0012-event-pages-by-last-seq.ts';
 import * as eventRetention from './migrations/0013-event-retention.ts';
+import * as webhookDeliveryRetention from './migrations/0014-webhook-delivery-retention.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -28,6 +29,7 @@ const migrations: Record<string, Migration> = {
   '0011-event-rows-without-time': eventRowsWithoutTime,
   '0012-event-pages-by-last-seq': eventPagesByLastSeq,
   '0013-event-retention': eventRetention,
+  '0014-webhook-delivery-retention': webhookDeliveryRetention,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

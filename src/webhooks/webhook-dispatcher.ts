@@ -45,6 +45,16 @@ const DEFAULT_JITTER = 0.2;
 const ERROR_BODY_CHARS = 500;
 /** How long `stop()` waits for deliveries in flight; their claims expire and another dispatcher retries them. */
 const STOP_WAIT_MS = 15_000;
+/** How long a finished delivery is kept (`OUTRUN_WEBHOOK_DELIVERY_RETENTION_DAYS`'s default, 30 days). */
+export const DEFAULT_DELIVERY_RETENTION_MS = 30 * 24 * 60 * 60_000;
+/** How often each dispatcher deletes finished deliveries past their retention. */
+const DEFAULT_PRUNE_INTERVAL_MS = 60 * 60_000;
+/**
+ * Deliveries deleted per statement, and statements per prune: 10,000 an hour per instance, far above what a
+ * workspace records, so a backlog (a lower retention set on a long history) drains over a few hours.
+ */
+const PRUNE_BATCH = 1_000;
+const PRUNE_BATCHES = 10;
 
 export interface WebhookDispatcherOptions {
   db: Kysely<Database>;
@@ -80,6 +90,10 @@ export interface WebhookDispatcherOptions {
   random?: () => number;
   /** @default `publicOnlyFetch()`, or `globalThis.fetch` with `allowPrivateUrls` */
   fetch?: typeof fetch;
+  /** How long a finished (delivered or failed) delivery is kept. @default DEFAULT_DELIVERY_RETENTION_MS */
+  deliveryRetentionMs?: number;
+  /** How often a pass deletes finished deliveries past their retention. @default one hour */
+  pruneIntervalMs?: number;
 }
 
 interface ClaimedDelivery {
@@ -126,6 +140,10 @@ export class WebhookDispatcher {
   readonly #now: () => Date;
   readonly #random: () => number;
   readonly #fetch: typeof fetch;
+  readonly #retentionMs: number;
+  readonly #pruneIntervalMs: number;
+  /** When this dispatcher last deleted expired deliveries (0: not yet, so its first pass does). */
+  #lastPrune = 0;
   readonly #loop = new PassLoop(() => this.#runPass());
   /** The deliveries being sent, each until its attempt is recorded. */
   readonly #sending = new Set<Promise<void>>();
@@ -157,6 +175,8 @@ export class WebhookDispatcher {
     this.#now = options.now ?? (() => new Date());
     this.#random = options.random ?? Math.random;
     this.#fetch = options.fetch ?? (this.#allowPrivate ? globalThis.fetch : publicOnlyFetch());
+    this.#retentionMs = options.deliveryRetentionMs ?? DEFAULT_DELIVERY_RETENTION_MS;
+    this.#pruneIntervalMs = options.pruneIntervalMs ?? DEFAULT_PRUNE_INTERVAL_MS;
   }
 
   /** Starts looking for due deliveries. */
@@ -281,6 +301,44 @@ export class WebhookDispatcher {
     return claimed;
   }
 
+  /**
+   * Deletes finished deliveries (delivered or failed) recorded more than the retention ago, oldest first, by
+   * the database's clock; a pending delivery is owed to its receiver and never deleted. Instances pruning at
+   * once skip each other's rows. Returns how many it deleted.
+   */
+  async pruneDeliveries(): Promise<number> {
+    let deleted = 0;
+    for (let batch = 0; batch < PRUNE_BATCHES; batch++) {
+      // The same predicate as the partial index `webhook_deliveries_finished_idx`.
+      const result = await sql`
+        delete from webhook_deliveries where id in (
+          select id from webhook_deliveries
+          where status <> 'pending'
+            and created_at < now() - make_interval(secs => ${this.#retentionMs / 1000})
+          order by created_at
+          limit ${PRUNE_BATCH}
+          for update skip locked
+        )`.execute(this.#db);
+      const rows = Number(result.numAffectedRows ?? 0n);
+      deleted += rows;
+      if (rows < PRUNE_BATCH) break;
+    }
+    if (deleted > 0)
+      this.#logger.info({ deliveries: deleted }, 'deleted webhook deliveries past their retention');
+    return deleted;
+  }
+
+  /** Prunes once `pruneIntervalMs` has passed since the last prune; a failure waits for the next interval. */
+  async #pruneWhenDue(passBegan: Date): Promise<void> {
+    if (passBegan.getTime() - this.#lastPrune < this.#pruneIntervalMs) return;
+    this.#lastPrune = passBegan.getTime();
+    try {
+      await this.pruneDeliveries();
+    } catch (error) {
+      this.#logger.warn({ err: error }, 'deleting webhook deliveries past their retention failed');
+    }
+  }
+
   /** Claims what is due into the free slots; returns how long to sleep before the next pass. */
   async #runPass(): Promise<number> {
     try {
@@ -297,6 +355,8 @@ export class WebhookDispatcher {
         }
         if (!this.#loop.running || (await this.claimDue()) < free) break;
       }
+      // After the claim: what is due goes out first.
+      await this.#pruneWhenDue(passBegan);
       const next = await this.#nextDue();
       return delayAfterPass({ next, passBegan, now: this.#now(), maxMs: this.#pollIntervalMs });
     } catch (error) {
