@@ -284,8 +284,9 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     options.rateLimiter ??
     createRequestRateLimiter({
       perMinute: config.rateLimitPerMinute,
+      authFailuresPerMinute: config.authFailuresPerMinute,
       redis:
-        config.redisUrl && config.rateLimitPerMinute > 0
+        config.redisUrl && (config.rateLimitPerMinute > 0 || config.authFailuresPerMinute > 0)
           ? rateLimitRedis(config.redisUrl, logger)
           : undefined,
       keyPrefix: config.redisPrefix,

@@ -35,6 +35,35 @@ describe('loadConfig: the database pool', () => {
   });
 });
 
+describe('loadConfig: failed authentications and proxies', () => {
+  it('limits 30 failed authentications a minute and trusts no proxy by default', () => {
+    expect(loadConfig({})).toMatchObject({ authFailuresPerMinute: 30, trustProxy: false });
+    expect(loadConfig({ OUTRUN_AUTH_FAILURES_PER_MINUTE: '0' }).authFailuresPerMinute).toBe(0);
+  });
+
+  it.each([
+    ['false', false],
+    ['true', true],
+    ['10.0.0.1', ['10.0.0.1']],
+    [' 10.0.0.0/8, loopback ,fd00::/8', ['10.0.0.0/8', 'loopback', 'fd00::/8']],
+  ])('reads OUTRUN_TRUST_PROXY=%s', (value, expected) => {
+    expect(loadConfig({ OUTRUN_TRUST_PROXY: value }).trustProxy).toEqual(expected);
+  });
+
+  it.each(['1', 'yes', '10.0.0.0/33', '10.0.0.1/8/1', 'proxy.internal'])(
+    'refuses OUTRUN_TRUST_PROXY=%s, naming it',
+    (value) => {
+      expect(() => loadConfig({ OUTRUN_TRUST_PROXY: value })).toThrow(/OUTRUN_TRUST_PROXY:/);
+    },
+  );
+
+  it.each(['-1', '1.5', 'many'])('refuses OUTRUN_AUTH_FAILURES_PER_MINUTE=%s, naming it', (value) => {
+    expect(() => loadConfig({ OUTRUN_AUTH_FAILURES_PER_MINUTE: value })).toThrow(
+      /OUTRUN_AUTH_FAILURES_PER_MINUTE:/,
+    );
+  });
+});
+
 describe('loadConfig: webhook delivery retention', () => {
   it('keeps finished deliveries 30 days by default and reads OUTRUN_WEBHOOK_DELIVERY_RETENTION_DAYS', () => {
     expect(loadConfig({}).webhookDeliveryRetentionDays).toBe(30);

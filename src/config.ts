@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
@@ -14,6 +15,16 @@ const connectionUrl = (schemes: string[], example: string) =>
     .refine((value) => !URL.canParse(value) || schemes.includes(new URL(value).protocol.slice(0, -1)), {
       message: `use a ${schemes.map((scheme) => `${scheme}://`).join(' or ')} URL, e.g. ${example}`,
     });
+
+/** What Fastify's `trustProxy` takes in a list: an address, a CIDR range, or one of proxy-addr's named ranges. */
+function isProxyAddress(entry: string): boolean {
+  if (['loopback', 'linklocal', 'uniquelocal'].includes(entry)) return true;
+  const [address = '', prefix, ...rest] = entry.split('/');
+  const version = isIP(address);
+  if (version === 0 || rest.length > 0) return false;
+  if (prefix === undefined) return true;
+  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (version === 4 ? 32 : 128);
+}
 
 const ConfigSchema = z.object({
   port: z.coerce.number().int().min(0).max(65_535).default(3000),
@@ -97,6 +108,41 @@ const ConfigSchema = z.object({
   /** Requests one API key (or user) may make to `/v1` per minute, shared across instances through Redis; 0 turns the limit off. */
   rateLimitPerMinute: z.coerce.number().int().min(0).default(600),
   /**
+   * Failed authentications (an unknown, revoked or expired credential) one client address may make per minute,
+   * across instances through Redis; past it, a credential this instance has not seen work is refused with
+   * `429 rate_limited` without being looked up. 0 turns the limit off.
+   */
+  authFailuresPerMinute: z.coerce.number().int().min(0).default(30),
+  /**
+   * Which proxies' `X-Forwarded-For` names the client (`OUTRUN_TRUST_PROXY`): comma-separated addresses and
+   * CIDR ranges of your proxies (also `loopback`, `linklocal`, `uniquelocal`), or `true` to trust any peer
+   * (only when nothing but the proxy can reach the server). Unset, the header is ignored and the client is the
+   * connection's peer: behind a proxy, set it, or every client shares the proxy's failed-authentication
+   * limit. (A number of hops is not taken: Fastify no longer honours one.) @default false
+   */
+  trustProxy: z
+    .string()
+    .optional()
+    .transform((value, context): boolean | string[] => {
+      const text = (value ?? '').trim();
+      if (text === '' || text === 'false') return false;
+      if (text === 'true') return true;
+      const entries = text
+        .split(',')
+        .map((entry) => entry.trim())
+        .filter(Boolean);
+      for (const entry of entries) {
+        if (!isProxyAddress(entry)) {
+          context.addIssue({
+            code: 'custom',
+            message: `"${entry}" is not an IP address, a CIDR range, loopback, linklocal or uniquelocal (or write true)`,
+          });
+          return z.NEVER;
+        }
+      }
+      return entries;
+    }),
+  /**
    * The longest each instance's schedule runner sleeps: it wakes at the next due time and when this instance
    * writes a schedule, so this bounds only how late it finds a schedule another instance wrote and left.
    */
@@ -173,6 +219,8 @@ export const CONFIG_VARIABLES = {
   webhookDeliveryRetentionDays: 'OUTRUN_WEBHOOK_DELIVERY_RETENTION_DAYS',
   modelPricesFile: 'OUTRUN_MODEL_PRICES',
   rateLimitPerMinute: 'OUTRUN_RATE_LIMIT_PER_MINUTE',
+  authFailuresPerMinute: 'OUTRUN_AUTH_FAILURES_PER_MINUTE',
+  trustProxy: 'OUTRUN_TRUST_PROXY',
   schedulePollIntervalMs: 'OUTRUN_SCHEDULE_POLL_INTERVAL_MS',
   corsOrigins: 'OUTRUN_CORS_ORIGINS',
   metricsToken: 'OUTRUN_METRICS_TOKEN',

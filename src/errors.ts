@@ -130,11 +130,13 @@ export class IdempotencyKeyReusedError extends OutrunError {
 export class RateLimitedError extends OutrunError {
   readonly retryAfterSeconds: number;
 
-  constructor(options: { retryAfterSeconds: number; limit: number }) {
+  /** `limited`: what was limited, a sentence. @default requests of one key */
+  constructor(options: { retryAfterSeconds: number; limit: number; limited?: string }) {
+    const limited = options.limited ?? `Too many requests: at most ${options.limit} a minute per key.`;
     super({
       code: 'rate_limited',
       status: 429,
-      message: `Too many requests: at most ${options.limit} a minute per key. Retry after ${options.retryAfterSeconds} s.`,
+      message: `${limited} Retry after ${options.retryAfterSeconds} s.`,
       details: { retryAfterSeconds: options.retryAfterSeconds, limit: options.limit },
     });
     this.retryAfterSeconds = options.retryAfterSeconds;

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createOutrun, type Outrun } from '../src/app.ts';
 import { RedisBus } from '../src/bus/redis-bus.ts';
 import { createRequestRateLimiter } from '../src/http/rate-limit.ts';
@@ -44,6 +44,65 @@ describe('per-key rate limits in memory', () => {
   });
 });
 
+describe('failed authentications per client address', () => {
+  const FAILURES = 3;
+  let server: TestServer;
+  let proxied: TestServer;
+
+  beforeAll(async () => {
+    // With REDIS_URL the counts live in Redis, by address: a prefix of their own keeps these servers' apart.
+    const redisPrefix = () => `outrun-test-${randomBytes(4).toString('hex')}`;
+    server = await startTestServer('pglite', {
+      config: { authFailuresPerMinute: FAILURES, redisPrefix: redisPrefix() },
+    });
+    proxied = await startTestServer('pglite', {
+      config: { authFailuresPerMinute: FAILURES, trustProxy: ['127.0.0.1'], redisPrefix: redisPrefix() },
+    });
+  });
+  afterAll(async () => {
+    await server?.close();
+    await proxied?.close();
+  });
+
+  it('refuses an address past its failures without a look-up, but still serves a key that worked', async () => {
+    // The admin's key works here before the failures; a member's key is new to this instance.
+    expect((await server.api('/v1/me')).status).toBe(200);
+    const memberKey = await createMember(server);
+    const bad = (index: number, headers: Record<string, string> = {}) =>
+      server.api('/v1/chats', { key: `not-a-real-key-${index}-0123456789`, headers });
+
+    const statuses: number[] = [];
+    for (let index = 0; index < FAILURES; index++) statuses.push((await bad(index)).status);
+    expect(statuses).toEqual(Array(FAILURES).fill(401));
+
+    const lookUps = vi.spyOn(server.outrun.auth, 'authenticate');
+    // Without OUTRUN_TRUST_PROXY a forwarded address is not believed: the peer is still the one limited.
+    const limited = await bad(FAILURES, { 'x-forwarded-for': '203.0.113.9' });
+    expect(limited.status).toBe(429);
+    expect(limited.body.error).toMatchObject({ code: 'rate_limited', limit: FAILURES });
+    expect(limited.body.error.message).toContain('failed authentications');
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(Number(limited.headers.get('retry-after'))).toBeLessThanOrEqual(60);
+    // A valid key this instance has not seen work is refused the same way, unread.
+    expect((await server.api('/v1/chats', { key: memberKey })).status).toBe(429);
+    expect(lookUps).not.toHaveBeenCalled();
+    // The key that worked before goes on, and so do routes outside /v1.
+    expect((await server.api('/v1/chats')).status).toBe(200);
+    expect((await server.fetch('/healthz')).status).toBe(200);
+    lookUps.mockRestore();
+  });
+
+  it('counts each forwarded client on its own behind a trusted proxy', async () => {
+    const bad = (client: string) =>
+      proxied.api('/v1/chats', { key: 'not-a-real-key-0123456789', headers: { 'x-forwarded-for': client } });
+    for (let index = 0; index < FAILURES; index++) expect((await bad('203.0.113.1')).status).toBe(401);
+    expect((await bad('203.0.113.1')).status).toBe(429);
+    expect((await bad('203.0.113.2')).status).toBe(401);
+    // The proxy itself (no header) has failed nothing.
+    expect((await proxied.api('/v1/chats', { key: 'not-a-real-key-0123456789' })).status).toBe(401);
+  });
+});
+
 /** A member of the admin's workspace, created with a limiter-free request path (the store). */
 async function createMember(server: TestServer): Promise<string> {
   const admin = await server.outrun.db
@@ -82,6 +141,7 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('per-key rate limits across two ins
           redisUrl: REDIS_URL,
           redisPrefix: prefix,
           rateLimitPerMinute: LIMIT,
+          authFailuresPerMinute: LIMIT,
           port: 0,
           host: '127.0.0.1',
           adminKey,
@@ -113,5 +173,16 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('per-key rate limits across two ins
       expect(Number(limited.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
       expect(((await limited.json()) as { error: { code: string } }).error.code).toBe('rate_limited');
     }
+  });
+
+  it('refuses an address on the failed authentication past the limit, split over both instances', async () => {
+    const bad = (index: number) =>
+      fetch(`${urls[index % 2]}/v1/chats`, {
+        headers: { authorization: 'Bearer not-a-real-key-0123456789' },
+      });
+    const statuses: number[] = [];
+    for (let index = 0; index < LIMIT; index++) statuses.push((await bad(index)).status);
+    expect(statuses).toEqual(Array(LIMIT).fill(401));
+    for (const index of [0, 1]) expect((await bad(index)).status).toBe(429);
   });
 });

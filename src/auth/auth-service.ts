@@ -181,6 +181,17 @@ export class AuthService {
   }
 
   /**
+   * Whether `credential` is an API key that authenticated on this instance (and has not failed since), or a
+   * scoped token this server signed that has not expired: read from memory, no statement. A client address
+   * past its failed authentications is still served such a credential (`OUTRUN_AUTH_FAILURES_PER_MINUTE`),
+   * so one bad client behind a shared address does not lock out the good ones already signed in.
+   */
+  async seenValid(credential: string): Promise<boolean> {
+    if (isScopedToken(credential)) return verifyScopedToken(credential, await this.secret()) !== null;
+    return this.#known.has(hashApiKey(credential));
+  }
+
+  /**
    * The caller an API key named when it last authenticated on this instance, read from memory, or undefined
    * (not seen lately, or its `last_used_at` is due for a refresh, which `authenticate` makes); for a scoped
    * token, the caller its claims name once their signature and expiry check out. A key's user, workspace and

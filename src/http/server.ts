@@ -80,6 +80,8 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     // Requests that arrive while closing get the error shape from the `onRequest` hook below.
     return503OnClosing: false,
     forceCloseConnections: true,
+    // Which proxies' X-Forwarded-For names the client (`request.ip`), for the failed-authentication limit.
+    trustProxy: context.config.trustProxy,
     frameworkErrors: frameworkErrorHandler,
     clientErrorHandler,
   });
@@ -196,7 +198,24 @@ export function buildServer(context: OutrunContext): FastifyInstance {
       request.keyCheck = new DeferredKeyCheck(() => context.auth.authenticate(credential, options));
       return;
     }
-    request.caller = await context.auth.authenticate(credential, options);
+    // An address past its failed authentications is refused before its credential is looked up, unless the
+    // credential already worked here (`seenValid`).
+    const { rateLimiter } = context;
+    if (
+      rateLimiter.limitsAuthFailures &&
+      credential !== undefined &&
+      !(await context.auth.seenValid(credential))
+    ) {
+      await rateLimiter.checkAuthFailures(request.ip);
+    }
+    try {
+      request.caller = await context.auth.authenticate(credential, options);
+    } catch (error) {
+      if (credential !== undefined && error instanceof UnauthorizedError) {
+        await rateLimiter.recordAuthFailure(request.ip);
+      }
+      throw error;
+    }
   });
   // A scoped token reaches only its own chat's routes (after body parsing: useChat names the chat in it).
   app.addHook('preHandler', async (request) => {
