@@ -92,12 +92,18 @@ describe('failed authentications per client address', () => {
     lookUps.mockRestore();
   });
 
-  it('counts each forwarded client on its own behind a trusted proxy', async () => {
+  it('counts each forwarded client on its own behind a trusted proxy, an IPv6 one by its /64', async () => {
     const bad = (client: string) =>
       proxied.api('/v1/chats', { key: 'not-a-real-key-0123456789', headers: { 'x-forwarded-for': client } });
     for (let index = 0; index < FAILURES; index++) expect((await bad('203.0.113.1')).status).toBe(401);
     expect((await bad('203.0.113.1')).status).toBe(429);
     expect((await bad('203.0.113.2')).status).toBe(401);
+    // An IPv6 client is counted by its /64: a new address in it for each guess does not start a new count.
+    for (let index = 0; index < FAILURES; index++) {
+      expect((await bad(`2001:db8:7:8::${index + 1}`)).status).toBe(401);
+    }
+    expect((await bad('2001:db8:7:8:ffff::42')).status).toBe(429);
+    expect((await bad('2001:db8:7:9::1')).status).toBe(401);
     // The proxy itself (no header) has failed nothing.
     expect((await proxied.api('/v1/chats', { key: 'not-a-real-key-0123456789' })).status).toBe(401);
   });

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import type { Redis } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { RateLimitedError } from '../errors.ts';
@@ -22,6 +23,33 @@ export interface RequestRateLimiter {
   /** Counts one failed authentication (an unknown, revoked or expired credential) from `address`. */
   recordAuthFailure(address: string): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * The client address a failed authentication is counted against: an IPv4 address as it is (also when it
+ * arrives IPv4-mapped, `::ffff:a.b.c.d`), an IPv6 address by its /64 network. One IPv6 host usually holds a
+ * whole /64 and can pick a new address in it for every request; counted by address, it would never be
+ * limited.
+ */
+export function addressKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (isIP(address) !== 6) return address;
+  const [head = '', tail] = address.split('%')[0]!.toLowerCase().split('::');
+  const groups = (text: string) => (text === '' ? [] : text.split(':'));
+  const left = groups(head);
+  const right = tail === undefined ? [] : groups(tail);
+  // An embedded IPv4 tail (`::1.2.3.4`) fills the last two groups, never the first four.
+  const width = right.some((group) => group.includes('.')) ? 7 : 8;
+  const full = [
+    ...left,
+    ...Array<string>(Math.max(0, width - left.length - right.length)).fill('0'),
+    ...right,
+  ];
+  return `${full
+    .slice(0, 4)
+    .map((group) => group.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
 }
 
 /** Who a request is counted against: the caller's API key when known, else the user. */

@@ -18,7 +18,7 @@ import { registerApiKeyRoutes } from './routes/api-key-routes.ts';
 import { registerTokenRoutes } from './routes/token-routes.ts';
 import { clientErrorHandler, errorHandler, frameworkErrorHandler } from './error-mapper.ts';
 import { DeferredKeyCheck } from './key-check.ts';
-import { rateLimitKeyOf } from './rate-limit.ts';
+import { addressKey, rateLimitKeyOf } from './rate-limit.ts';
 import { registerAdminRoutes } from './routes/admin-routes.ts';
 import { registerAgentRoutes } from './routes/agent-routes.ts';
 import { registerChatRoutes } from './routes/chat-routes.ts';
@@ -206,13 +206,13 @@ export function buildServer(context: OutrunContext): FastifyInstance {
       credential !== undefined &&
       !(await context.auth.seenValid(credential))
     ) {
-      await rateLimiter.checkAuthFailures(request.ip);
+      await rateLimiter.checkAuthFailures(addressKey(request.ip));
     }
     try {
       request.caller = await context.auth.authenticate(credential, options);
     } catch (error) {
       if (credential !== undefined && error instanceof UnauthorizedError) {
-        await rateLimiter.recordAuthFailure(request.ip);
+        await rateLimiter.recordAuthFailure(addressKey(request.ip));
       }
       throw error;
     }
