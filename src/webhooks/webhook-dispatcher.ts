@@ -46,7 +46,7 @@ const ERROR_BODY_CHARS = 500;
 /** How long `stop()` waits for deliveries in flight; their claims expire and another dispatcher retries them. */
 const STOP_WAIT_MS = 15_000;
 /** How long a finished delivery is kept (`OUTRUN_WEBHOOK_DELIVERY_RETENTION_DAYS`'s default, 30 days). */
-export const DEFAULT_DELIVERY_RETENTION_MS = 30 * 24 * 60 * 60_000;
+const DEFAULT_DELIVERY_RETENTION_MS = 30 * 24 * 60 * 60_000;
 /** How often each dispatcher deletes finished deliveries past their retention. */
 const DEFAULT_PRUNE_INTERVAL_MS = 60 * 60_000;
 /**
@@ -323,8 +323,9 @@ export class WebhookDispatcher {
       deleted += rows;
       if (rows < PRUNE_BATCH) break;
     }
-    if (deleted > 0)
+    if (deleted > 0) {
       this.#logger.info({ deliveries: deleted }, 'deleted webhook deliveries past their retention');
+    }
     return deleted;
   }
 
