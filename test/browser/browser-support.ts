@@ -35,6 +35,7 @@ function newestMtime(directory: string): number {
   return newest;
 }
 
+/** Whether web/dist is there and no older than the sources it is built from. */
 function webBuildIsFresh(): boolean {
   const sources = [
     'web/src',
@@ -66,8 +67,9 @@ export async function ensureWebBuild(): Promise<void> {
       mkdirSync(BUILD_LOCK);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      if (Date.now() - statSync(BUILD_LOCK).mtimeMs > BUILD_LOCK_STALE_MS)
-        rmSync(BUILD_LOCK, { force: true, recursive: true });
+      // The holder may release it between the two calls: then there is nothing to age.
+      const heldSince = statSync(BUILD_LOCK, { throwIfNoEntry: false })?.mtimeMs ?? Date.now();
+      if (Date.now() - heldSince > BUILD_LOCK_STALE_MS) rmSync(BUILD_LOCK, { force: true, recursive: true });
       await new Promise((resolve) => setTimeout(resolve, 250));
       continue;
     }
