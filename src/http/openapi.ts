@@ -451,7 +451,9 @@ export const ROUTES: RouteDoc[] = [
   {
     method: 'GET',
     path: '/v1/webhooks/:webhookId/deliveries',
-    summary: 'A webhook’s deliveries, newest first.',
+    summary:
+      'A webhook’s deliveries, newest first: every pending one, and the finished ones of the last ' +
+      '`OUTRUN_WEBHOOK_DELIVERY_RETENTION_DAYS` (30) days.',
     tags: ['webhooks'],
     query: DeliveryListQuery,
     responses: { 200: json('A page of deliveries.', wire.DeliveryPage) },
