@@ -112,6 +112,15 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly authFailures = new Counter({
+    name: 'outrun_auth_failures_total',
+    help:
+      'Requests on /v1 whose credential did not authenticate, by result: unauthorized (looked up, 401) or ' +
+      'refused (the client address was past OUTRUN_AUTH_FAILURES_PER_MINUTE: 429, not looked up).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
   readonly webhookDeliveries = new Counter({
     name: 'outrun_webhook_deliveries_total',
     help: 'Webhook delivery attempts, by result: delivered, retry (scheduled again) or failed (gave up).',

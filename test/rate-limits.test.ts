@@ -90,6 +90,10 @@ describe('failed authentications per client address', () => {
     expect((await server.api('/v1/chats')).status).toBe(200);
     expect((await server.fetch('/healthz')).status).toBe(200);
     lookUps.mockRestore();
+    // `/metrics` counts both: the failures looked up, and the requests refused unread.
+    const metrics = await (await server.fetch('/metrics')).text();
+    expect(metrics).toContain(`outrun_auth_failures_total{result="unauthorized"} ${FAILURES}`);
+    expect(metrics).toContain('outrun_auth_failures_total{result="refused"} 2');
   });
 
   it('counts each forwarded client on its own behind a trusted proxy, an IPv6 one by its /64', async () => {

@@ -206,12 +206,16 @@ export function buildServer(context: OutrunContext): FastifyInstance {
       credential !== undefined &&
       !(await context.auth.seenValid(credential))
     ) {
-      await rateLimiter.checkAuthFailures(addressKey(request.ip));
+      await rateLimiter.checkAuthFailures(addressKey(request.ip)).catch((error: unknown) => {
+        context.metrics.authFailures.inc({ result: 'refused' });
+        throw error;
+      });
     }
     try {
       request.caller = await context.auth.authenticate(credential, options);
     } catch (error) {
       if (credential !== undefined && error instanceof UnauthorizedError) {
+        context.metrics.authFailures.inc({ result: 'unauthorized' });
         await rateLimiter.recordAuthFailure(addressKey(request.ip));
       }
       throw error;
