@@ -108,8 +108,8 @@ const ConfigSchema = z.object({
   /** Requests one API key (or user) may make to `/v1` per minute, shared across instances through Redis; 0 turns the limit off. */
   rateLimitPerMinute: z.coerce.number().int().min(0).default(600),
   /**
-   * Failed authentications (an unknown, revoked or expired credential) one client address may make per minute,
-   * across instances through Redis; past it, a credential this instance has not seen work is refused with
+   * Failed API-key authentications (an unknown or revoked key) one client address may make per minute, across
+   * instances through Redis; past it, a key this instance has not seen work is refused with
    * `429 rate_limited` without being looked up. 0 turns the limit off.
    */
   authFailuresPerMinute: z.coerce.number().int().min(0).default(30),

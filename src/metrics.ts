@@ -115,7 +115,7 @@ export class Metrics {
   readonly authFailures = new Counter({
     name: 'outrun_auth_failures_total',
     help:
-      'Requests on /v1 whose credential did not authenticate, by result: unauthorized (looked up, 401) or ' +
+      'Requests on /v1 whose API key did not authenticate, by result: unauthorized (looked up, 401) or ' +
       'refused (the client address was past OUTRUN_AUTH_FAILURES_PER_MINUTE: 429, not looked up).',
     labelNames: ['result'] as const,
     registers: [this.registry],

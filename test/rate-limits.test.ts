@@ -89,6 +89,11 @@ describe('failed authentications per client address', () => {
     // The key that worked before goes on, and so do routes outside /v1.
     expect((await server.api('/v1/chats')).status).toBe(200);
     expect((await server.fetch('/healthz')).status).toBe(200);
+    // A scoped token is checked by its signature, with no look-up to spare: it is not limited.
+    const chatId = await server.createChat();
+    const issued = await server.api('/v1/tokens', { method: 'POST', body: { chatId, scopes: ['read'] } });
+    expect(issued.status).toBe(201);
+    expect((await server.api(`/v1/chats/${chatId}/runs`, { key: issued.body.token })).status).toBe(200);
     lookUps.mockRestore();
     // `/metrics` counts both: the failures looked up, and the requests refused unread.
     const metrics = await (await server.fetch('/metrics')).text();

@@ -181,14 +181,13 @@ export class AuthService {
   }
 
   /**
-   * Whether `credential` is an API key that authenticated on this instance (and has not failed since), or a
-   * scoped token this server signed that has not expired: read from memory, no statement. A client address
-   * past its failed authentications is still served such a credential (`OUTRUN_AUTH_FAILURES_PER_MINUTE`),
-   * so one bad client behind a shared address does not lock out the good ones already signed in.
+   * Whether `apiKey` authenticated on this instance and has not failed since: read from memory, no statement.
+   * A client address past its failed authentications is still served such a key
+   * (`OUTRUN_AUTH_FAILURES_PER_MINUTE`), so one bad client behind a shared address does not lock out the
+   * people already signed in from it.
    */
-  async seenValid(credential: string): Promise<boolean> {
-    if (isScopedToken(credential)) return verifyScopedToken(credential, await this.secret()) !== null;
-    return this.#known.has(hashApiKey(credential));
+  knowsKey(apiKey: string): boolean {
+    return this.#known.has(hashApiKey(apiKey));
   }
 
   /**

@@ -5,6 +5,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { sql } from 'kysely';
 import type { OutrunContext } from '../app.ts';
 import type { Caller } from '../auth/auth-service.ts';
+import { isScopedToken } from '../auth/scoped-tokens.ts';
 import { assertTokenScope, isStreamRoute } from '../auth/token-scope.ts';
 import {
   DEFAULT_RETRY_AFTER_SECONDS,
@@ -198,14 +199,12 @@ export function buildServer(context: OutrunContext): FastifyInstance {
       request.keyCheck = new DeferredKeyCheck(() => context.auth.authenticate(credential, options));
       return;
     }
-    // An address past its failed authentications is refused before its credential is looked up, unless the
-    // credential already worked here (`seenValid`).
+    // An address past its failed authentications is refused before an API key is looked up, unless the key
+    // already worked here. Scoped tokens are not counted: a token is checked by its signature first, so a
+    // guessed one costs no look-up.
     const { rateLimiter } = context;
-    if (
-      rateLimiter.limitsAuthFailures &&
-      credential !== undefined &&
-      !(await context.auth.seenValid(credential))
-    ) {
+    const apiKey = credential !== undefined && !isScopedToken(credential) ? credential : undefined;
+    if (apiKey !== undefined && rateLimiter.limitsAuthFailures && !context.auth.knowsKey(apiKey)) {
       await rateLimiter.checkAuthFailures(addressKey(request.ip)).catch((error: unknown) => {
         context.metrics.authFailures.inc({ result: 'refused' });
         throw error;
@@ -214,7 +213,7 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     try {
       request.caller = await context.auth.authenticate(credential, options);
     } catch (error) {
-      if (credential !== undefined && error instanceof UnauthorizedError) {
+      if (apiKey !== undefined && error instanceof UnauthorizedError) {
         context.metrics.authFailures.inc({ result: 'unauthorized' });
         await rateLimiter.recordAuthFailure(addressKey(request.ip));
       }
