@@ -332,6 +332,7 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
       (count) => count === 2,
     );
     const passes = vi.spyOn(sender, 'claimDue');
+    const started = Date.now();
     // Deliveries to the answering webhook, one at a time, each nudging as a run's ending does.
     for (let i = 1; i <= 5; i++) {
       await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.succeeded', run });
@@ -343,7 +344,12 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     // One pass per nudge; none for the attempts recorded, which free no room the silent webhook waits for.
-    expect(passes.mock.calls.length).toBeLessThanOrEqual(5);
+    // Besides: the pass right after the first, which the first's give-back of the silent webhook's extra
+    // deliveries (due at once) asks for, and which can begin after the spy on a loaded machine; and, since that
+    // backlog stays due, one pass a second (`retryDelay`) when the five rounds take longer than one. A pass
+    // per recorded attempt, the fault this guards against, would make ten.
+    const timerPasses = Math.floor((Date.now() - started) / 1000);
+    expect(passes.mock.calls.length).toBeLessThanOrEqual(5 + 1 + timerPasses);
     for (const socket of sockets) socket.destroy();
     await forgetEarlierWebhooks();
   });
