@@ -238,6 +238,43 @@ describe.each(STORE_KINDS)('waiting runs on %s', (kind) => {
       expect(final.usage!.inputTokens! + final.usage!.outputTokens!).toBeLessThanOrEqual(41);
     });
 
+    it('holds a run to its duration while the model sends nothing, pausing it and then aborting it', async () => {
+      // Two seconds between deltas: without a clock of its own the budget would only be looked at on the next.
+      const text = { tokens: 1, delayMs: 2_000 };
+      const chatId = await server.createChat();
+      const startedAt = Date.now();
+      const run = await start(chatId, { input: { text: script(text) }, budget: { maxDurationMs: 200 } });
+      const paused = await waitFor(run.id, 'waiting');
+      expect(Date.now() - startedAt).toBeLessThan(1_500);
+      expect(paused.waiting).toMatchObject({ reason: 'budget', exceeded: 'duration' });
+      // The step it cut is redone after a raise, so the answer is still the whole scripted one.
+      const continued = await server.api(`/v1/runs/${run.id}/continue`, {
+        method: 'POST',
+        body: { budget: { maxDurationMs: 600_000 } },
+      });
+      expect(continued.status, JSON.stringify(continued.body)).toBe(200);
+      const final = await server.waitForRun(run.id);
+      expect(final.status).toBe('succeeded');
+      expect(answeredText((await stream(run.id)).events)).toBe(scriptedText(1, text.tokens));
+
+      const abortedAt = Date.now();
+      const other = await start(await server.createChat(), {
+        input: { text: script(text) },
+        budget: { maxDurationMs: 200, onExceeded: 'abort' },
+      });
+      const ended = await server.waitForRun(other.id);
+      expect(Date.now() - abortedAt).toBeLessThan(1_500);
+      expect(ended).toMatchObject({ status: 'aborted', error: { code: 'budget_exceeded' } });
+    });
+
+    it('lets a run with a duration budget longer than a timer can wait (30 days) finish', async () => {
+      const run = await start(await server.createChat(), {
+        input: { text: script({ tokens: 3, delayMs: 20 }) },
+        budget: { maxDurationMs: 30 * 24 * 60 * 60_000 },
+      });
+      expect(await server.waitForRun(run.id)).toMatchObject({ status: 'succeeded' });
+    });
+
     it('records usage and cost per step, and the run totals are their sums', async () => {
       const chatId = await server.createChat();
       const run = await start(chatId, { input: { text: script({ steps: 3, tokens: 5, tool: true }) } });

@@ -154,6 +154,28 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     }),
   );
 
+  // The budget cuts the step under way; the caller's abort ends the stream.
+  const cutForBudget = (crossed: BudgetExceeded) => {
+    budgetExceeded = crossed;
+    budgetCutStep = stepOpen;
+    meter.cutStep();
+    options.onBudgetCut();
+  };
+  // Output chunks check the duration as they come; this clock holds the run to it while a model or a tool
+  // sends nothing.
+  let durationTimer: NodeJS.Timeout | undefined;
+  const holdToDuration = () => {
+    const leftMs = meter.durationLeftMs();
+    if (leftMs === null || budgetExceeded || options.signal.aborted) return;
+    if (leftMs === 0) {
+      cutForBudget('duration');
+    } else {
+      // Node fires a longer timeout at once, so a budget of weeks is looked at again after the longest one.
+      durationTimer = setTimeout(holdToDuration, Math.min(leftMs, MAX_TIMEOUT_MS));
+    }
+  };
+  holdToDuration();
+
   try {
     for await (const chunk of stream) {
       if (chunk.type === 'abort' && !options.keepAbortChunk()) continue;
@@ -196,12 +218,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
         case 'tool-input-delta': {
           // Each output chunk counts as a token until the provider reports the step's usage.
           const crossed: BudgetExceeded | null = budgetExceeded ? null : meter.onOutput(1);
-          if (crossed) {
-            budgetExceeded = crossed;
-            budgetCutStep = true;
-            meter.cutStep();
-            options.onBudgetCut();
-          }
+          if (crossed) cutForBudget(crossed);
           break;
         }
       }
@@ -235,6 +252,8 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
       await recording;
       throw error;
     }
+  } finally {
+    clearTimeout(durationTimer);
   }
   if (contextOverflow && stepOpen) {
     writer.append({ type: 'data-step-interrupted', data: { step: step + 1, reason: 'context_overflow' } });
@@ -284,6 +303,9 @@ class StepUsages {
     });
   }
 }
+
+/** The longest delay `setTimeout` takes (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMEOUT_MS = 2_147_483_647;
 
 /** How long the stream reader waits for a finished step's usage before counting it by its chunks. */
 const STEP_USAGE_WAIT_MS = 1_000;

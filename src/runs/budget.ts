@@ -84,6 +84,13 @@ export class BudgetMeter {
     };
   }
 
+  /** Milliseconds of running time the duration budget has left (0 when spent); `null` without one. */
+  durationLeftMs(): number | null {
+    const { maxDurationMs } = this.#budget;
+    if (maxDurationMs === undefined) return null;
+    return Math.max(0, maxDurationMs - this.spent().runningMs);
+  }
+
   /** Before a model call with a prompt of about `promptTokens`: which limit it would break, if any. */
   beforeCall(promptTokens: number): BudgetExceeded | null {
     const { maxSteps, maxTokens, maxCostUsd, maxDurationMs } = this.#budget;
