@@ -165,6 +165,33 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     }
   });
 
+  it('holds runs executing at the same time to the daily token quota together, not each to all of it', async () => {
+    const chats = await Promise.all([1, 2, 3].map(() => server.createChat()));
+    const used = (await server.outrun.quotas.usage(await workspaceOf())).tokens;
+    // One run alone fits (about 25 prompt tokens and 60 output); three at once do not.
+    const quota = 100;
+    await server.api('/v1/workspaces/current/quota', {
+      method: 'PATCH',
+      body: { quota: { tokensPerDay: used + quota } },
+    });
+    try {
+      const first = await server.startRun(chats[0]!, { tokens: 60, delayMs: 10 });
+      // The others begin while the first is half-way through its step, which is not recorded yet.
+      await collectStream(await server.fetch(`/v1/runs/${first.id}/stream`), { stopAfter: 30 });
+      const others = await Promise.all(
+        chats.slice(1).map((chatId) => server.startRun(chatId, { tokens: 60, delayMs: 10 })),
+      );
+      const finals = await Promise.all([first, ...others].map((run) => server.waitForRun(run.id)));
+      expect(finals.filter((run) => run.error?.code === 'quota_exceeded').length).toBeGreaterThan(0);
+      const spent = finals.reduce((sum, run) => sum + run.usage!.inputTokens! + run.usage!.outputTokens!, 0);
+      // A call the quota cannot afford is not made, and a step is cut at the chunk that crossed it: over the
+      // quota by at most one chunk a run.
+      expect(spent).toBeLessThanOrEqual(quota + finals.length);
+    } finally {
+      await server.api('/v1/workspaces/current/quota', { method: 'PATCH', body: { quota: null } });
+    }
+  });
+
   async function workspaceOf(): Promise<string> {
     return (await server.api('/v1/me')).body.workspace.id as string;
   }

@@ -185,6 +185,43 @@ describe.each(STORE_KINDS)('workspace quotas on %s', (kind) => {
     await setQuota(null);
   });
 
+  it("shares what the daily quota leaves among this process's executions, counting a recorded step once", async () => {
+    const quotas = new QuotaService({ db: server.outrun.db });
+    const used = (await quotas.usage(workspaceId)).tokens;
+    await quotas.set(workspaceId, { tokensPerDay: used + 1_000 });
+    try {
+      const first = await quotas.allowance(workspaceId);
+      expect(first.tokens).toBe(1_000);
+      // What the first execution spent and has not recorded counts against one that begins now.
+      first.add(30, 0);
+      const second = await quotas.allowance(workspaceId);
+      expect(second.tokens).toBe(1_000);
+      expect(second.spentSince().tokens).toBe(30);
+      second.add(5, 0);
+      expect(first.spentSince().tokens).toBe(35);
+
+      // The first execution's step is recorded (a real run's steps stand in for it): an execution that
+      // begins after reads it from run_steps, and does not count it again.
+      const run = await server.waitForRun(
+        (await server.startRun(await server.createChat(), { tokens: 4 })).id,
+      );
+      const recorded = (await quotas.usage(workspaceId)).tokens - used;
+      expect(recorded).toBeGreaterThan(0);
+      first.add(recorded - 30, 0);
+      first.recorded(recorded, 0);
+      const third = await quotas.allowance(workspaceId);
+      expect(third.tokens).toBe(1_000 - recorded);
+      expect(third.spentSince().tokens).toBe(5);
+      expect(run.status).toBe('succeeded');
+
+      // Once every execution is over, nothing is held: a new one counts from nothing.
+      for (const allowance of [first, second, third]) allowance.close();
+      expect((await quotas.allowance(workspaceId)).spentSince().tokens).toBe(0);
+    } finally {
+      await quotas.set(workspaceId, null);
+    }
+  });
+
   it('reads the quota setting once for a start and its run, and applies a change made here at once', async () => {
     const quotas = new QuotaService({ db: server.outrun.db });
     const reads = vi.spyOn(quotas, 'get');

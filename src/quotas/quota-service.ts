@@ -58,6 +58,46 @@ export interface QuotaRemaining {
 }
 
 /**
+ * What is left of the daily quotas for one execution of a run: the quota less the workspace's recorded usage
+ * when the execution began, less what this process's executions in the workspace have spent since and had
+ * not recorded then (its own included). So runs executing at the same time in one process share what is
+ * left instead of each getting all of it. Runs executing in other processes are seen once their steps are
+ * recorded, by executions that begin after that.
+ */
+export interface DailyAllowance extends QuotaRemaining {
+  /** Tokens and cost counted against the allowance: this process's executions' spend since it was read. */
+  spentSince(): { tokens: number; costUsd: number };
+  /** Adds to what the caller's execution spent (a step's estimate as it streams, then the reported usage). */
+  add(tokens: number, costUsd: number): void;
+  /** Part of what the caller's execution spent is now in `run_steps`, where the next allowance reads it. */
+  recorded(tokens: number, costUsd: number): void;
+  /** The caller's execution is over. */
+  close(): void;
+}
+
+/** The allowance of a workspace without daily quotas: nothing to count. */
+const UNLIMITED: DailyAllowance = {
+  tokens: null,
+  costUsd: null,
+  spentSince: () => ({ tokens: 0, costUsd: 0 }),
+  add: () => {},
+  recorded: () => {},
+  close: () => {},
+};
+
+/** Spend in tokens and US dollars. */
+interface Spent {
+  tokens: number;
+  costUsd: number;
+}
+
+/** This process's spend in one workspace while any of its executions there is open. */
+interface WorkspaceSpend extends Spent {
+  /** Each open execution's spend that is not in `run_steps` yet. */
+  unrecorded: Set<Spent>;
+}
+
+/**
  * Workspace quotas (DESIGN §3, §4): daily tokens and cost summed from `run_steps` of the workspace's runs,
  * and runs created per minute. Reads only; the start path calls `assertCanStart` before it writes anything.
  */
@@ -74,6 +114,11 @@ export class QuotaService {
   readonly #reading = new Map<string, Promise<WorkspaceQuota | null>>();
   /** Bumped by every `set`: a read that began before a change does not cache what it read. */
   #changes = 0;
+  /**
+   * What this process's executions spent, by workspace with a daily quota and an execution open: running
+   * totals that only grow; an allowance counts from where they stood when it was read.
+   */
+  readonly #spentHere = new Map<string, WorkspaceSpend>();
 
   constructor(options: {
     db: Db;
@@ -221,6 +266,58 @@ export class QuotaService {
     return {
       tokens: quota.tokensPerDay === undefined ? null : Math.max(0, quota.tokensPerDay - daily.tokens),
       costUsd: quota.costUsdPerDay === undefined ? null : Math.max(0, quota.costUsdPerDay - daily.costUsd),
+    };
+  }
+
+  /**
+   * What is left of the daily quotas for an execution about to begin, shared with the workspace's other
+   * executions in this process (`DailyAllowance`).
+   */
+  async allowance(workspaceId: string): Promise<DailyAllowance> {
+    const quota = await this.#setting(workspaceId);
+    if (!quota || (quota.tokensPerDay === undefined && quota.costUsdPerDay === undefined)) return UNLIMITED;
+    let spentHere = this.#spentHere.get(workspaceId);
+    if (!spentHere) {
+      spentHere = { tokens: 0, costUsd: 0, unrecorded: new Set() };
+      this.#spentHere.set(workspaceId, spentHere);
+    }
+    const totals = spentHere;
+    // Counted from before the read, less what the read will not see (the other executions' spend not yet
+    // recorded): a step recorded during the read may count twice, never not at all.
+    const mark = { tokens: totals.tokens, costUsd: totals.costUsd };
+    for (const open of totals.unrecorded) {
+      mark.tokens -= open.tokens;
+      mark.costUsd -= open.costUsd;
+    }
+    const mine: Spent = { tokens: 0, costUsd: 0 };
+    totals.unrecorded.add(mine);
+    const close = () => {
+      totals.unrecorded.delete(mine);
+      if (totals.unrecorded.size === 0 && this.#spentHere.get(workspaceId) === totals) {
+        this.#spentHere.delete(workspaceId);
+      }
+    };
+    let remaining: QuotaRemaining;
+    try {
+      remaining = await this.remaining(workspaceId);
+    } catch (error) {
+      close();
+      throw error;
+    }
+    return {
+      ...remaining,
+      spentSince: () => ({ tokens: totals.tokens - mark.tokens, costUsd: totals.costUsd - mark.costUsd }),
+      add: (tokens, costUsd) => {
+        totals.tokens += tokens;
+        totals.costUsd += costUsd;
+        mine.tokens += tokens;
+        mine.costUsd += costUsd;
+      },
+      recorded: (tokens, costUsd) => {
+        mine.tokens -= tokens;
+        mine.costUsd -= costUsd;
+      },
+      close,
     };
   }
 

@@ -1,6 +1,7 @@
 import { costOf, type ModelPrice } from '../agent/prices.ts';
 import type { Budget } from '../protocol/agent.ts';
 import type { RunUsage } from '../protocol/run.ts';
+import type { DailyAllowance } from '../quotas/quota-service.ts';
 
 /** Which limit of a budget ran out. */
 export type BudgetExceeded = 'steps' | 'tokens' | 'cost' | 'duration';
@@ -32,9 +33,11 @@ export class BudgetMeter {
   readonly #spent: Spend;
   readonly #startedAt: number;
   readonly #now: () => number;
-  /** What the workspace's daily quota leaves for this execution (null: no limit). */
-  readonly #quota: { tokens: number | null; costUsd: number | null };
+  /** What the workspace's daily quota leaves, shared with its other executions in this process. */
+  readonly #quota: DailyAllowance | null;
   readonly #spentAtStart: Spend;
+  /** What this execution has added to the allowance's count so far. */
+  readonly #shared = { tokens: 0, costUsd: 0 };
   /** Whether any limit depends on output while a step streams (else `onOutput` has nothing to check). */
   readonly #limitsOutput: boolean;
   /** Whether the limit that ran out was the workspace's quota rather than the run's budget. */
@@ -47,21 +50,20 @@ export class BudgetMeter {
     budget: Budget;
     price: ModelPrice | null;
     spent: Spend;
-    quota?: { tokens: number | null; costUsd: number | null };
+    quota?: DailyAllowance;
     now?: () => number;
   }) {
     this.#budget = options.budget;
     this.#price = options.price;
     this.#spent = { ...options.spent };
     this.#spentAtStart = { ...options.spent };
-    this.#quota = options.quota ?? { tokens: null, costUsd: null };
+    this.#quota = options.quota ?? null;
     const { maxTokens, maxCostUsd, maxDurationMs } = options.budget;
     this.#limitsOutput =
       maxTokens !== undefined ||
       maxCostUsd !== undefined ||
       maxDurationMs !== undefined ||
-      this.#quota.tokens !== null ||
-      this.#quota.costUsd !== null;
+      (this.#quota !== null && (this.#quota.tokens !== null || this.#quota.costUsd !== null));
     this.#now = options.now ?? Date.now;
     this.#startedAt = this.#now();
   }
@@ -100,15 +102,15 @@ export class BudgetMeter {
     if (maxTokens !== undefined && spent.inputTokens + spent.outputTokens + promptTokens > maxTokens) {
       return 'tokens';
     }
-    if (
-      maxCostUsd !== undefined &&
-      spent.costUsd + costOf({ inputTokens: promptTokens }, this.#price) > maxCostUsd
-    ) {
-      return 'cost';
-    }
+    const promptCostUsd = costOf({ inputTokens: promptTokens }, this.#price);
+    if (maxCostUsd !== undefined && spent.costUsd + promptCostUsd > maxCostUsd) return 'cost';
+    const overQuota = this.#overQuota(spent, { tokens: promptTokens, costUsd: promptCostUsd });
+    if (overQuota) return overQuota;
     this.#stepPrompt = promptTokens;
     this.#stepOutput = 0;
     this.#stepStartedAt = this.#now();
+    // The call is made: its prompt counts against the quota for the workspace's other executions at once.
+    this.#share(this.spent());
     return null;
   }
 
@@ -122,22 +124,42 @@ export class BudgetMeter {
     if (maxTokens !== undefined && spent.inputTokens + spent.outputTokens > maxTokens) return 'tokens';
     if (maxCostUsd !== undefined && spent.costUsd > maxCostUsd) return 'cost';
     if (maxDurationMs !== undefined && spent.runningMs > maxDurationMs) return 'duration';
-    return this.#overQuota(0, 0, spent);
+    return this.#overQuota(spent);
   }
 
-  /** Whether this execution's spend (plus `extra`) is past what the workspace's daily quota left. */
-  #overQuota(extraTokens: number, extraCost: number, spent = this.spent()): BudgetExceeded | null {
-    const start = this.#spentAtStart;
-    const tokens =
-      spent.inputTokens + spent.outputTokens - start.inputTokens - start.outputTokens + extraTokens;
+  /**
+   * Whether the workspace's spend since this execution began (its own and that of the workspace's other
+   * executions in this process), plus a call's `extra`, is past what the daily quota left.
+   */
+  #overQuota(spent: Spend, extra = { tokens: 0, costUsd: 0 }): BudgetExceeded | null {
+    const quota = this.#quota;
+    if (!quota) return null;
+    this.#share(spent);
+    const since = quota.spentSince();
     const exceeded =
-      this.#quota.tokens !== null && tokens > this.#quota.tokens
+      quota.tokens !== null && since.tokens + extra.tokens > quota.tokens
         ? 'tokens'
-        : this.#quota.costUsd !== null && spent.costUsd - start.costUsd + extraCost > this.#quota.costUsd
+        : quota.costUsd !== null && since.costUsd + extra.costUsd > quota.costUsd
           ? 'cost'
           : null;
     if (exceeded) this.quotaExceeded = true;
     return exceeded;
+  }
+
+  /** A finished step is in `run_steps` now, with the usage and cost the provider reported for it. */
+  recorded(usage: RunUsage | null, costUsd: number | null): void {
+    this.#quota?.recorded((usage?.inputTokens ?? 0) + (usage?.outputTokens ?? 0), costUsd ?? 0);
+  }
+
+  /** Brings what this execution added to the quota's shared count up to what it has spent. */
+  #share(spent: Spend): void {
+    if (!this.#quota) return;
+    const start = this.#spentAtStart;
+    const tokens = spent.inputTokens + spent.outputTokens - start.inputTokens - start.outputTokens;
+    const costUsd = spent.costUsd - start.costUsd;
+    this.#quota.add(tokens - this.#shared.tokens, costUsd - this.#shared.costUsd);
+    this.#shared.tokens = tokens;
+    this.#shared.costUsd = costUsd;
   }
 
   /** A step finished: its reported usage replaces the estimate. Returns the step's cost. */
@@ -148,6 +170,8 @@ export class BudgetMeter {
     this.#spent.outputTokens += usage.outputTokens ?? this.#stepOutput;
     this.#spent.costUsd += cost;
     this.#stepStartedAt = 0;
+    // The reported usage replaces the step's estimate in the shared count too.
+    this.#share(this.spent());
     return cost;
   }
 
@@ -158,6 +182,7 @@ export class BudgetMeter {
     this.#spent.outputTokens = spent.outputTokens;
     this.#spent.costUsd = spent.costUsd;
     this.#stepStartedAt = 0;
+    this.#share(spent);
     return spent;
   }
 

@@ -11,6 +11,7 @@ import type { Clock } from '../clock.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import { observeFirstToken, type Metrics } from '../metrics.ts';
 import { MessageProjector } from '../protocol/message-projector.ts';
+import type { DailyAllowance } from '../quotas/quota-service.ts';
 import type { MessageRow, RunRow } from '../store/schema.ts';
 import { retryTransient } from '../store/transient.ts';
 import { LeaseLostError, type EventLog, type RunEventWriter } from '../stream/event-log.ts';
@@ -104,7 +105,7 @@ export interface RunExecutorOptions {
   defaultMaxSteps?: number;
   prices: ModelPrices;
   /** What the workspace's daily quota leaves; a run that uses it up ends `aborted`/`quota_exceeded`. */
-  quotas?: { remaining(workspaceId: string): Promise<{ tokens: number | null; costUsd: number | null }> };
+  quotas?: { allowance(workspaceId: string): Promise<DailyAllowance> };
   /** Where compaction summaries are kept and reused. Absent: histories are sent whole. */
   compactions?: CompactionStore;
   /** How long a waiting run waits for an answer. @default 7 days */
@@ -242,11 +243,12 @@ export class RunExecutor {
     const epoch = row.epoch;
     const writer: RunEventWriter = log.openWriter({ runId: row.id, epoch, nextSeq: lastSeq + 1 });
     let loopOwnsRun = false;
+    let quota: Promise<DailyAllowance> | undefined;
     try {
       if (row.stop_requested_at) this.abort(row.id, RunErrorCode.stopped);
       await faults.hit(FaultPoint.beforeLoop, { runId: row.id });
       // Read while the history loads: both are on the way to the first token.
-      const quota = this.#options.quotas?.remaining(row.workspace_id);
+      quota = this.#options.quotas?.allowance(row.workspace_id);
       quota?.catch(() => {}); // awaited below; a setup that throws first must not leave it unhandled
       const setup = await this.#setUp(row, active, writer, history);
       const { config, resume } = setup;
@@ -282,6 +284,7 @@ export class RunExecutor {
       if (step && outcome.type === 'release') {
         await writer.flush();
         await this.#recordStep(row.id, epoch, step);
+        meter.recorded(step.usage, step.costUsd);
       }
       await settleRun({
         deps: this.#options,
@@ -305,6 +308,12 @@ export class RunExecutor {
       logger.error({ err: error, ...context, code }, 'run failed');
       await writer.flush().catch(() => {});
       await lifecycle.end({ runId: row.id, epoch, ending: Ending.failed(code) });
+    } finally {
+      // This execution's spend stops counting as the quota's unrecorded spend.
+      void quota?.then(
+        (allowance) => allowance.close(),
+        () => {},
+      );
     }
   }
 
@@ -409,7 +418,10 @@ export class RunExecutor {
             model: config.model,
             ms: Date.now() - loopStartedAt,
           }),
-        recordStep: (step) => this.#recordStep(row.id, row.epoch, step),
+        recordStep: async (step) => {
+          await this.#recordStep(row.id, row.epoch, step);
+          meter.recorded(step.usage, step.costUsd);
+        },
       });
     if (refused) return { ...NO_LOOP, stepsDone: stepsBefore, budgetExceeded: refused };
     const result = await loop(setup.messages, resume !== null);
