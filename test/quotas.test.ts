@@ -4,7 +4,9 @@ import { QuotaExceededError } from '../src/errors.ts';
 import { toErrorResponse } from '../src/http/error-mapper.ts';
 import { QuotaService, secondsToNextUtcDay } from '../src/quotas/quota-service.ts';
 import { STORE_KINDS } from './support/databases.ts';
+import { collectStream } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
+import { pollUntil } from './support/wait.ts';
 
 describe.each(STORE_KINDS)('workspace quotas on %s', (kind) => {
   let server: TestServer;
@@ -183,6 +185,27 @@ describe.each(STORE_KINDS)('workspace quotas on %s', (kind) => {
       quota: 'costUsdPerDay',
     });
     await setQuota(null);
+  });
+
+  it('counts what a run spent on a step it did not finish (here: stopped mid-answer) against the day', async () => {
+    const before = await server.outrun.quotas.usage(workspaceId);
+    const run = await server.startRun(await server.createChat(), { tokens: 400, delayMs: 10 });
+    await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`), { stopAfter: 20 });
+    expect((await server.api(`/v1/runs/${run.id}/stop`, { method: 'POST' })).status).toBe(200);
+    const stopped = await server.waitForRun(run.id);
+    expect(stopped.status).toBe('aborted');
+    // The one step never finished: no run_steps row, yet every token the run counted counts for the day.
+    const spent = stopped.usage!.inputTokens! + stopped.usage!.outputTokens!;
+    expect(stopped.usage!.outputTokens).toBeGreaterThan(10);
+    await pollUntil(
+      async () => (await server.outrun.quotas.usage(workspaceId)).tokens - before.tokens,
+      (counted) => counted === spent,
+      { timeoutMs: 5_000 },
+    );
+    expect((await server.outrun.quotas.usage(workspaceId)).costUsd - before.costUsd).toBeCloseTo(
+      stopped.costUsd!,
+      12,
+    );
   });
 
   it("shares what the daily quota leaves among this process's executions, counting a recorded step once", async () => {

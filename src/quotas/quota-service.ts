@@ -356,19 +356,24 @@ export class QuotaService {
     return quota;
   }
 
+  /** Today's (UTC) tokens and cost: the finished steps', and what unfinished steps spent. */
   async #dailyUsage(workspaceId: string): Promise<{ tokens: number; costUsd: number }> {
-    const row = await this.#db
-      .selectFrom('run_steps')
-      .innerJoin('runs', 'runs.id', 'run_steps.run_id')
-      .select([
-        sql<string>`coalesce(sum(coalesce((run_steps.usage->>'inputTokens')::bigint, 0) + coalesce((run_steps.usage->>'outputTokens')::bigint, 0)), 0)`.as(
-          'tokens',
-        ),
-        sql<string>`coalesce(sum(run_steps.cost_usd), 0)`.as('costUsd'),
-      ])
-      .where('runs.workspace_id', '=', workspaceId)
-      .where('run_steps.finished_at', '>=', startOfUtcDay(this.#clock.now()))
-      .executeTakeFirstOrThrow();
+    const since = startOfUtcDay(this.#clock.now());
+    const { rows } = await sql<{ tokens: string; costUsd: string }>`
+      with finished as (
+        select coalesce(sum(coalesce((s.usage->>'inputTokens')::bigint, 0)
+                          + coalesce((s.usage->>'outputTokens')::bigint, 0)), 0) as tokens,
+               coalesce(sum(s.cost_usd), 0) as cost_usd
+          from run_steps s join runs r on r.id = s.run_id
+         where r.workspace_id = ${workspaceId} and s.finished_at >= ${since}
+      ), unfinished as (
+        select coalesce(sum(tokens), 0) as tokens, coalesce(sum(cost_usd), 0) as cost_usd
+          from unfinished_step_spend
+         where workspace_id = ${workspaceId} and recorded_at >= ${since}
+      )
+      select finished.tokens + unfinished.tokens as "tokens", finished.cost_usd + unfinished.cost_usd as "costUsd"
+        from finished, unfinished`.execute(this.#db);
+    const row = rows[0]!;
     return { tokens: Number(row.tokens), costUsd: Number(row.costUsd) };
   }
 

@@ -38,6 +38,8 @@ export class BudgetMeter {
   readonly #spentAtStart: Spend;
   /** What this execution has added to the allowance's count so far. */
   readonly #shared = { tokens: 0, costUsd: 0 };
+  /** What the steps this execution cut spent, as estimated when they were cut. */
+  readonly #cut = { tokens: 0, costUsd: 0 };
   /** Whether any limit depends on output while a step streams (else `onOutput` has nothing to check). */
   readonly #limitsOutput: boolean;
   /** Whether the limit that ran out was the workspace's quota rather than the run's budget. */
@@ -79,9 +81,7 @@ export class BudgetMeter {
       steps: this.#spent.steps,
       inputTokens: this.#spent.inputTokens + (inStep ? this.#stepPrompt : 0),
       outputTokens: this.#spent.outputTokens + (inStep ? this.#stepOutput : 0),
-      costUsd:
-        this.#spent.costUsd +
-        (inStep ? costOf({ inputTokens: this.#stepPrompt, outputTokens: this.#stepOutput }, this.#price) : 0),
+      costUsd: this.#spent.costUsd + (inStep ? this.#stepEstimate().costUsd : 0),
       runningMs: this.#spent.runningMs + (this.#now() - this.#startedAt),
     };
   }
@@ -146,6 +146,20 @@ export class BudgetMeter {
     return exceeded;
   }
 
+  /** What this execution spent on steps it did not finish: the ones cut, and the one under way if any. */
+  unfinished(): { tokens: number; costUsd: number } {
+    const inStep = this.#stepStartedAt > 0 ? this.#stepEstimate() : { tokens: 0, costUsd: 0 };
+    return { tokens: this.#cut.tokens + inStep.tokens, costUsd: this.#cut.costUsd + inStep.costUsd };
+  }
+
+  /** What the step under way has spent so far, by its estimate. */
+  #stepEstimate(): { tokens: number; costUsd: number } {
+    return {
+      tokens: this.#stepPrompt + this.#stepOutput,
+      costUsd: costOf({ inputTokens: this.#stepPrompt, outputTokens: this.#stepOutput }, this.#price),
+    };
+  }
+
   /** A finished step is in `run_steps` now, with the usage and cost the provider reported for it. */
   recorded(usage: RunUsage | null, costUsd: number | null): void {
     this.#quota?.recorded((usage?.inputTokens ?? 0) + (usage?.outputTokens ?? 0), costUsd ?? 0);
@@ -178,6 +192,11 @@ export class BudgetMeter {
   /** A step was cut short: what it is estimated to have spent stays spent. */
   cutStep(): Spend {
     const spent = this.spent();
+    if (this.#stepStartedAt > 0) {
+      const estimate = this.#stepEstimate();
+      this.#cut.tokens += estimate.tokens;
+      this.#cut.costUsd += estimate.costUsd;
+    }
     this.#spent.inputTokens = spent.inputTokens;
     this.#spent.outputTokens = spent.outputTokens;
     this.#spent.costUsd = spent.costUsd;

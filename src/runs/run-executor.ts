@@ -297,6 +297,7 @@ export class RunExecutor {
         writer,
         step: outcome.type === 'release' ? undefined : step,
       });
+      await this.#recordUnfinished(row, meter);
     } catch (error) {
       // Whatever failed, the model call (if any) stops here.
       active.controller.abort();
@@ -453,6 +454,28 @@ export class RunExecutor {
       context: {},
       continuation: null,
     };
+  }
+
+  /**
+   * Counts what the execution spent on a step it did not finish against the workspace's daily usage. After
+   * the run's status change: a failure here is logged, and leaves the run as it is.
+   */
+  async #recordUnfinished(row: RunRow, meter: BudgetMeter): Promise<void> {
+    const { tokens, costUsd } = meter.unfinished();
+    if (tokens <= 0 && costUsd <= 0) return;
+    await retryTransient(() =>
+      this.#options.runs.recordUnfinishedStep({
+        runId: row.id,
+        workspaceId: row.workspace_id,
+        tokens,
+        costUsd,
+      }),
+    ).catch((error: unknown) => {
+      this.#options.logger.error(
+        { err: error, runId: row.id, tokens },
+        'recording the spend of an unfinished step failed; the daily quota does not count it',
+      );
+    });
   }
 
   #recordStep(runId: string, epoch: number, step: FinishedStep): Promise<void> {

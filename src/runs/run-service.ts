@@ -540,6 +540,28 @@ export class RunService {
       on conflict (run_id, step) do nothing`.execute(this.#db);
   }
 
+  /**
+   * Records what an execution spent on a step it did not finish (cut by a stop, a budget or a quota, or under
+   * way at a hand-back): such a step has no `run_steps` row, and the workspace's daily usage counts this one.
+   */
+  async recordUnfinishedStep(options: {
+    runId: string;
+    workspaceId: string;
+    tokens: number;
+    costUsd: number | null;
+  }): Promise<void> {
+    await this.#db
+      .insertInto('unfinished_step_spend')
+      .values({
+        run_id: options.runId,
+        workspace_id: options.workspaceId,
+        tokens: Math.round(options.tokens),
+        cost_usd: options.costUsd,
+        recorded_at: new Date(),
+      })
+      .execute();
+  }
+
   /** How many `continue` runs lead up to this one (following `parent_run_id`). */
   async continuationDepth(runId: string): Promise<number> {
     const result = await sql<{ depth: number }>`

@@ -175,6 +175,17 @@ export interface WebhooksTable {
   created_at: Timestamp;
 }
 
+/** What an execution spent on a step it did not finish (a stop, a budget or a quota cut it). */
+export interface UnfinishedStepSpendTable {
+  run_id: string;
+  workspace_id: string;
+  /** Input plus output tokens, estimated as the step streamed. */
+  tokens: number;
+  /** Null when the model has no price. */
+  cost_usd: ColumnType<number | null, number | null | undefined, number | null>;
+  recorded_at: Timestamp;
+}
+
 /** The outbox: one row per event to deliver to one webhook, written in the transaction of the change it reports. */
 export interface WebhookDeliveriesTable {
   id: string;
@@ -249,6 +260,7 @@ export interface Database {
   run_event_pages: RunEventPagesTable;
   webhooks: WebhooksTable;
   webhook_deliveries: WebhookDeliveriesTable;
+  unfinished_step_spend: UnfinishedStepSpendTable;
   idempotency_keys: IdempotencyKeysTable;
   server_secrets: ServerSecretsTable;
   compactions: CompactionsTable;
