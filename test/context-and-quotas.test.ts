@@ -1,7 +1,11 @@
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createOutrun } from '../src/app.ts';
+import { MemoryBus } from '../src/bus/memory-bus.ts';
+import { MemoryQueue } from '../src/queue/memory-queue.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { collectStream, streamedText } from './support/sse.ts';
-import { startTestServer, type TestServer } from './support/test-server.ts';
+import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
 
 /** Invariant 15 (the model never gets more than its context budget) and workspace quotas, end to end. */
 describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
@@ -189,6 +193,56 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
       expect(spent).toBeLessThanOrEqual(quota + finals.length);
     } finally {
       await server.api('/v1/workspaces/current/quota', { method: 'PATCH', body: { quota: null } });
+    }
+  });
+
+  it('holds a run to the daily quota that a run on another instance spent from while it ran', async () => {
+    const other = await createOutrun({
+      database: server.outrun.database,
+      logger: pino({ level: 'silent' }),
+      bus: new MemoryBus(),
+      queue: new MemoryQueue(),
+      singleInstance: false,
+      config: { port: 0, host: '127.0.0.1', adminKey: ADMIN_KEY },
+    });
+    await other.start();
+    const otherUrl = await other.listen();
+    const used = (await server.outrun.quotas.usage(await workspaceOf())).tokens;
+    // Four steps of about 175 tokens each fit alone; with the other instance's 221 tokens, three do.
+    const quota = 800;
+    await server.api('/v1/workspaces/current/quota', {
+      method: 'PATCH',
+      body: { quota: { tokensPerDay: used + quota } },
+    });
+    try {
+      const run = await server.startRun(await server.createChat(), {
+        steps: 4,
+        tokens: 5,
+        delayMs: 100,
+        tool: true,
+      });
+      await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`), { stopAfter: 5 });
+      const headers = { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' };
+      const chat = await fetch(`${otherUrl}/v1/chats`, { method: 'POST', headers, body: '{}' });
+      const chatId = ((await chat.json()) as { chat: { id: string } }).chat.id;
+      const started = await fetch(`${otherUrl}/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ input: { text: JSON.stringify({ script: { tokens: 200 } }) } }),
+      });
+      const otherRun = ((await started.json()) as { run: { id: string } }).run;
+      expect((await server.waitForRun(otherRun.id)).status).toBe('succeeded');
+
+      const final = await server.waitForRun(run.id);
+      expect(final).toMatchObject({ status: 'aborted', error: { code: 'quota_exceeded' } });
+      expect(final.stepCount).toBeLessThan(4);
+      // The step the quota could not afford was not begun: the day stays within it.
+      expect((await server.outrun.quotas.usage(await workspaceOf())).tokens - used).toBeLessThanOrEqual(
+        quota,
+      );
+    } finally {
+      await server.api('/v1/workspaces/current/quota', { method: 'PATCH', body: { quota: null } });
+      await other.close({ graceMs: 0 });
     }
   });
 

@@ -73,6 +73,11 @@ export interface DailyAllowance extends QuotaRemaining {
   recorded(tokens: number, costUsd: number): void;
   /** The caller's execution is over. */
   close(): void;
+  /**
+   * Reads the day's recorded usage again, so that what other processes recorded since counts (a run reads it
+   * before each model call after its first).
+   */
+  refresh(): Promise<void>;
 }
 
 /** The allowance of a workspace without daily quotas: nothing to count. */
@@ -83,6 +88,7 @@ const UNLIMITED: DailyAllowance = {
   add: () => {},
   recorded: () => {},
   close: () => {},
+  refresh: async () => {},
 };
 
 /** Spend in tokens and US dollars. */
@@ -282,13 +288,17 @@ export class QuotaService {
       this.#spentHere.set(workspaceId, spentHere);
     }
     const totals = spentHere;
-    // Counted from before the read, less what the read will not see (the other executions' spend not yet
-    // recorded): a step recorded during the read may count twice, never not at all.
-    const mark = { tokens: totals.tokens, costUsd: totals.costUsd };
-    for (const open of totals.unrecorded) {
-      mark.tokens -= open.tokens;
-      mark.costUsd -= open.costUsd;
-    }
+    // Counted from before the read, less what the read will not see (the open executions' spend not yet
+    // recorded, its own included): a step recorded during the read may count twice, never not at all.
+    const markNow = () => {
+      const mark = { tokens: totals.tokens, costUsd: totals.costUsd };
+      for (const open of totals.unrecorded) {
+        mark.tokens -= open.tokens;
+        mark.costUsd -= open.costUsd;
+      }
+      return mark;
+    };
+    let mark = markNow();
     const mine: Spent = { tokens: 0, costUsd: 0 };
     totals.unrecorded.add(mine);
     const close = () => {
@@ -304,7 +314,7 @@ export class QuotaService {
       close();
       throw error;
     }
-    return {
+    const allowance: DailyAllowance = {
       ...remaining,
       spentSince: () => ({ tokens: totals.tokens - mark.tokens, costUsd: totals.costUsd - mark.costUsd }),
       add: (tokens, costUsd) => {
@@ -318,7 +328,15 @@ export class QuotaService {
         mine.costUsd -= costUsd;
       },
       close,
+      refresh: async () => {
+        const next = markNow();
+        const latest = await this.remaining(workspaceId);
+        mark = next;
+        allowance.tokens = latest.tokens;
+        allowance.costUsd = latest.costUsd;
+      },
     };
+    return allowance;
   }
 
   /** Seconds until the daily quotas reset (midnight UTC). */

@@ -128,8 +128,9 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     ...options.callOptions,
     experimental_context: options.toolContext,
     // One stop condition for steps and budget: a next call the budget cannot afford is never made.
-    stopWhen: ({ steps }) => {
+    stopWhen: async ({ steps }) => {
       if (options.stepsDone + steps.length >= options.maxSteps) return true;
+      await meter.refreshQuota();
       const grown = steps.reduce((sum, done) => sum + estimateTokens(JSON.stringify(done.content)), 0);
       budgetExceeded = meter.beforeCall(initialPromptTokens + grown);
       return budgetExceeded !== null;

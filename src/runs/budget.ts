@@ -146,6 +146,16 @@ export class BudgetMeter {
     return exceeded;
   }
 
+  /**
+   * Reads the workspace's daily usage again, so that steps other processes recorded since count; before a
+   * model call after the first. A failed read keeps what was read before.
+   */
+  async refreshQuota(): Promise<void> {
+    const quota = this.#quota;
+    if (!quota || (quota.tokens === null && quota.costUsd === null)) return;
+    await quota.refresh().catch(() => {});
+  }
+
   /** What this execution spent on steps it did not finish: the ones cut, and the one under way if any. */
   unfinished(): { tokens: number; costUsd: number } {
     const inStep = this.#stepStartedAt > 0 ? this.#stepEstimate() : { tokens: 0, costUsd: 0 };
