@@ -59,10 +59,10 @@ export interface QuotaRemaining {
 
 /**
  * What is left of the daily quotas for one execution of a run: the quota less the workspace's recorded usage
- * when the execution began, less what this process's executions in the workspace have spent since and had
- * not recorded then (its own included). So runs executing at the same time in one process share what is
- * left instead of each getting all of it. Runs executing in other processes are seen once their steps are
- * recorded, by executions that begin after that.
+ * when the execution began (or last refreshed), less what this process's executions in the workspace have
+ * spent since and had not recorded then (its own included). So runs executing at the same time in one
+ * process share what is left instead of each getting all of it. Runs executing in other processes are seen
+ * once their steps are recorded, at the next `refresh`.
  */
 export interface DailyAllowance extends QuotaRemaining {
   /** Tokens and cost counted against the allowance: this process's executions' spend since it was read. */
@@ -104,8 +104,8 @@ interface WorkspaceSpend extends Spent {
 }
 
 /**
- * Workspace quotas (DESIGN §3, §4): daily tokens and cost summed from `run_steps` of the workspace's runs,
- * and runs created per minute. Reads only; the start path calls `assertCanStart` before it writes anything.
+ * Workspace quotas (DESIGN §3, §4): daily tokens and cost summed from the workspace's finished steps
+ * (`run_steps`) and unfinished ones (`unfinished_step_spend`), and runs created per minute. Reads only; the start path calls `assertCanStart` before it writes anything.
  */
 export class QuotaService {
   readonly #db: Db;

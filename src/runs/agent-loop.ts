@@ -155,11 +155,12 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     }),
   );
 
-  // The budget cuts the step under way; the caller's abort ends the stream.
+  // The budget cuts the step under way, if one is (between steps there is none to cut: a finished step's usage
+  // may still be on its way to `endStep`); the caller's abort ends the stream.
   const cutForBudget = (crossed: BudgetExceeded) => {
     budgetExceeded = crossed;
     budgetCutStep = stepOpen;
-    meter.cutStep();
+    if (stepOpen) meter.cutStep();
     options.onBudgetCut();
   };
   // Output chunks check the duration as they come; this clock holds the run to it while a model or a tool
