@@ -218,7 +218,7 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
       const run = await server.startRun(await server.createChat(), {
         steps: 4,
         tokens: 5,
-        delayMs: 100,
+        delayMs: 200,
         tool: true,
       });
       await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`), { stopAfter: 5 });
