@@ -187,6 +187,12 @@ describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
     );
     const cut = await reader;
     expect((await server.exited).code).toBe(0);
+    // A hand-back on shutdown is what a restart expects: nothing warns or errs about it.
+    const complaints = server
+      .output()
+      .split('\n')
+      .filter((line) => /"level":(40|50|60)/.test(line));
+    expect(complaints).toEqual([]);
     // The reader kept receiving for the grace period: events kept arriving well after the signal.
     expect(Date.now() - signalledAt).toBeGreaterThanOrEqual(1_000);
     expect(cut === null || cut.events.length > 0).toBe(true);

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { FaultPoint, type Faults } from '../faults.ts';
 import { MessageProjector } from '../protocol/message-projector.ts';
 import { observeRunEnded, type Metrics } from '../metrics.ts';
-import type { RunQueue } from '../queue/queue.ts';
+import { QueueClosedError, type RunQueue } from '../queue/queue.ts';
 import type { Db } from '../store/database.ts';
 import type { Database, RunRow } from '../store/schema.ts';
 import { StatementShapes, type Shape } from '../store/statement-shapes.ts';
@@ -488,11 +488,19 @@ export class Lifecycle {
       });
       if (run.status === RunStatus.pending) {
         await queue.enqueue({ runId: run.id, epoch: change.row.epoch }).catch((error: unknown) => {
-          // The run stays pending; the sweeper hands it to the queue again.
-          logger.warn(
-            { err: error, runId: run.id },
-            'handing the run to the queue failed; the sweeper retries',
-          );
+          // The run stays pending; the sweeper hands it to the queue again. A queue closed by this process's
+          // shutdown (an in-process queue, whose runs it hands back) is what a restart expects, not a fault.
+          if (error instanceof QueueClosedError) {
+            logger.info(
+              { runId: run.id },
+              'the queue is closed by shutdown; the run stays pending for the next sweep',
+            );
+          } else {
+            logger.warn(
+              { err: error, runId: run.id },
+              'handing the run to the queue failed; the sweeper retries',
+            );
+          }
         });
       }
       this.#options.afterCommit?.(change);

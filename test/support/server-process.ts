@@ -28,30 +28,34 @@ export async function startServerProcess(
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // Everything the process writes, once, for its whole life.
   let output = '';
+  let onOutput: () => void = () => {};
+  const collect = (data: Buffer) => {
+    output += data.toString();
+    onOutput();
+  };
+  child.stdout!.on('data', collect);
+  child.stderr!.on('data', collect);
   const exited = once(child, 'exit').then(([code, signal]) => ({
     code: code as number | null,
     signal: signal as NodeJS.Signals | null,
   }));
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 60_000);
-    const onData = (data: Buffer) => {
-      output += data.toString();
+    onOutput = () => {
       const ready = /"url":(?:"(http:\/\/[^"]+)"|null)[^\n]*"msg":"outrun is ready"/.exec(output);
       if (ready) {
         clearTimeout(timer);
+        onOutput = () => {};
         resolve(ready[1] ?? '');
       }
     };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
     void exited.then(({ code }) => {
       clearTimeout(timer);
       reject(new Error(`server exited with ${code} before listening:\n${output}`));
     });
   });
-  child.stdout!.on('data', (data: Buffer) => (output += data.toString()));
-  child.stderr!.on('data', (data: Buffer) => (output += data.toString()));
   return { child, url, output: () => output, exited };
 }
 
