@@ -1,11 +1,7 @@
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createOutrun } from '../src/app.ts';
-import { MemoryBus } from '../src/bus/memory-bus.ts';
-import { MemoryQueue } from '../src/queue/memory-queue.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { collectStream, streamedText } from './support/sse.ts';
-import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
+import { ADMIN_KEY, startOtherInstance, startTestServer, type TestServer } from './support/test-server.ts';
 
 /** Invariant 15 (the model never gets more than its context budget) and workspace quotas, end to end. */
 describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
@@ -123,12 +119,7 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
   });
 
   it('refuses a start beyond the workspace quota with 429 quota_exceeded and Retry-After, writing nothing', async () => {
-    const set = await server.api('/v1/workspaces/current/quota', {
-      method: 'PATCH',
-      body: { quota: { runsPerMinute: 1 } },
-    });
-    expect(set.status, JSON.stringify(set.body)).toBe(200);
-    try {
+    await withQuota({ runsPerMinute: 1 }, async () => {
       const chatId = await server.createChat();
       const first = await server.api(`/v1/chats/${chatId}/runs`, {
         method: 'POST',
@@ -144,9 +135,7 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
       expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
       const runs = (await server.api(`/v1/chats/${chatId}/runs`)).body.items as unknown[];
       expect(runs).toHaveLength(first.status === 201 ? 1 : 0);
-    } finally {
-      await server.api('/v1/workspaces/current/quota', { method: 'PATCH', body: { quota: null } });
-    }
+    });
   });
 
   it('ends a run aborted/quota_exceeded when the daily token quota runs out mid-way, keeping its output', async () => {
@@ -154,19 +143,13 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     const warmup = await server.startRun(chatId, { tokens: 1 });
     await server.waitForRun(warmup.id);
     const used = (await server.outrun.quotas.usage(await workspaceOf())).tokens;
-    await server.api('/v1/workspaces/current/quota', {
-      method: 'PATCH',
-      body: { quota: { tokensPerDay: used + 60 } },
-    });
-    try {
+    await withQuota({ tokensPerDay: used + 60 }, async () => {
       const run = await server.startRun(chatId, { tokens: 400 });
       const final = await server.waitForRun(run.id);
       expect(final).toMatchObject({ status: 'aborted', error: { code: 'quota_exceeded' } });
       const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
       expect(streamedText(events).length).toBeGreaterThan(0);
-    } finally {
-      await server.api('/v1/workspaces/current/quota', { method: 'PATCH', body: { quota: null } });
-    }
+    });
   });
 
   it('holds runs executing at the same time to the daily token quota together, not each to all of it', async () => {
@@ -174,11 +157,7 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     const used = (await server.outrun.quotas.usage(await workspaceOf())).tokens;
     // One run alone fits (about 25 prompt tokens and 60 output); three at once do not.
     const quota = 100;
-    await server.api('/v1/workspaces/current/quota', {
-      method: 'PATCH',
-      body: { quota: { tokensPerDay: used + quota } },
-    });
-    try {
+    await withQuota({ tokensPerDay: used + quota }, async () => {
       const first = await server.startRun(chats[0]!, { tokens: 60, delayMs: 10 });
       // The others begin while the first is half-way through its step, which is not recorded yet.
       await collectStream(await server.fetch(`/v1/runs/${first.id}/stream`), { stopAfter: 30 });
@@ -191,60 +170,56 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
       // A call the quota cannot afford is not made, and a step is cut at the chunk that crossed it: over the
       // quota by at most one chunk a run.
       expect(spent).toBeLessThanOrEqual(quota + finals.length);
-    } finally {
-      await server.api('/v1/workspaces/current/quota', { method: 'PATCH', body: { quota: null } });
-    }
+    });
   });
 
   it('holds a run to the daily quota that a run on another instance spent from while it ran', async () => {
-    const other = await createOutrun({
-      database: server.outrun.database,
-      logger: pino({ level: 'silent' }),
-      bus: new MemoryBus(),
-      queue: new MemoryQueue(),
-      singleInstance: false,
-      config: { port: 0, host: '127.0.0.1', adminKey: ADMIN_KEY },
-    });
-    await other.start();
-    const otherUrl = await other.listen();
+    const { outrun: other, url: otherUrl } = await startOtherInstance(server);
     const used = (await server.outrun.quotas.usage(await workspaceOf())).tokens;
     // Four steps of about 175 tokens each fit alone; with the other instance's 221 tokens, three do.
     const quota = 800;
-    await server.api('/v1/workspaces/current/quota', {
-      method: 'PATCH',
-      body: { quota: { tokensPerDay: used + quota } },
-    });
     try {
-      const run = await server.startRun(await server.createChat(), {
-        steps: 4,
-        tokens: 5,
-        delayMs: 200,
-        tool: true,
-      });
-      await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`), { stopAfter: 5 });
-      const headers = { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' };
-      const chat = await fetch(`${otherUrl}/v1/chats`, { method: 'POST', headers, body: '{}' });
-      const chatId = ((await chat.json()) as { chat: { id: string } }).chat.id;
-      const started = await fetch(`${otherUrl}/v1/chats/${chatId}/runs`, {
-        method: 'POST',
-        headers,
-        body: JSON.stringify({ input: { text: JSON.stringify({ script: { tokens: 200 } }) } }),
-      });
-      const otherRun = ((await started.json()) as { run: { id: string } }).run;
-      expect((await server.waitForRun(otherRun.id)).status).toBe('succeeded');
+      await withQuota({ tokensPerDay: used + quota }, async () => {
+        const run = await server.startRun(await server.createChat(), {
+          steps: 4,
+          tokens: 5,
+          delayMs: 200,
+          tool: true,
+        });
+        await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`), { stopAfter: 5 });
+        const headers = { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' };
+        const chat = await fetch(`${otherUrl}/v1/chats`, { method: 'POST', headers, body: '{}' });
+        const chatId = ((await chat.json()) as { chat: { id: string } }).chat.id;
+        const started = await fetch(`${otherUrl}/v1/chats/${chatId}/runs`, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify({ input: { text: JSON.stringify({ script: { tokens: 200 } }) } }),
+        });
+        const otherRun = ((await started.json()) as { run: { id: string } }).run;
+        expect((await server.waitForRun(otherRun.id)).status).toBe('succeeded');
 
-      const final = await server.waitForRun(run.id);
-      expect(final).toMatchObject({ status: 'aborted', error: { code: 'quota_exceeded' } });
-      expect(final.stepCount).toBeLessThan(4);
-      // The step the quota could not afford was not begun: the day stays within it.
-      expect((await server.outrun.quotas.usage(await workspaceOf())).tokens - used).toBeLessThanOrEqual(
-        quota,
-      );
+        const final = await server.waitForRun(run.id);
+        expect(final).toMatchObject({ status: 'aborted', error: { code: 'quota_exceeded' } });
+        expect(final.stepCount).toBeLessThan(4);
+        // The step the quota could not afford was not begun: the day stays within it.
+        const spent = (await server.outrun.quotas.usage(await workspaceOf())).tokens - used;
+        expect(spent).toBeLessThanOrEqual(quota);
+      });
     } finally {
-      await server.api('/v1/workspaces/current/quota', { method: 'PATCH', body: { quota: null } });
       await other.close({ graceMs: 0 });
     }
   });
+
+  /** Runs `body` with the workspace's quota set, and removes the quota after, whatever happened. */
+  async function withQuota(quota: Record<string, number>, body: () => Promise<void>): Promise<void> {
+    const set = await server.api('/v1/workspaces/current/quota', { method: 'PATCH', body: { quota } });
+    expect(set.status, JSON.stringify(set.body)).toBe(200);
+    try {
+      await body();
+    } finally {
+      await server.api('/v1/workspaces/current/quota', { method: 'PATCH', body: { quota: null } });
+    }
+  }
 
   async function workspaceOf(): Promise<string> {
     return (await server.api('/v1/me')).body.workspace.id as string;

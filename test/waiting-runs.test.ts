@@ -1,13 +1,10 @@
-import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createOutrun, type Outrun } from '../src/app.ts';
-import { MemoryBus } from '../src/bus/memory-bus.ts';
+import type { Outrun } from '../src/app.ts';
 import { resolveModel } from '../src/agent/providers.ts';
-import { MemoryQueue } from '../src/queue/memory-queue.ts';
 import type { RunObject } from '../src/protocol/run.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { answeredText, collectStream, script, scriptedText, streamedText } from './support/sse.ts';
-import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
+import { ADMIN_KEY, startOtherInstance, startTestServer, type TestServer } from './support/test-server.ts';
 import { pollUntil } from './support/wait.ts';
 
 /** Runs that wait for a person (DESIGN §1 invariants 11 and 12): tool approvals and budgets. */
@@ -117,17 +114,8 @@ describe.each(STORE_KINDS)('waiting runs on %s', (kind) => {
     const run = await start(chatId, { input: { text: script({ steps: 2, tokens: 2, tool: true }) } });
     const waiting = await waitFor(run.id, 'waiting');
     const approvalId = (waiting.waiting as { approvals: { approvalId: string }[] }).approvals[0]!.approvalId;
-    const other = await createOutrun({
-      database: server.outrun.database,
-      logger: pino({ level: 'silent' }),
-      bus: new MemoryBus(),
-      queue: new MemoryQueue(),
-      singleInstance: false,
-      config: { port: 0, host: '127.0.0.1', adminKey: ADMIN_KEY },
-    });
+    const { outrun: other, url } = await startOtherInstance(server);
     others.push(other);
-    await other.start();
-    const url = await other.listen();
     const response = await fetch(`${url}/v1/runs/${run.id}/approvals`, {
       method: 'POST',
       headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },

@@ -129,3 +129,20 @@ export async function startTestServer(
   };
   return server;
 }
+
+/**
+ * Another Outrun instance on a test server's database, with a bus and a queue of its own (so it executes the
+ * runs it begins), listening on a free port. The caller closes it.
+ */
+export async function startOtherInstance(server: TestServer): Promise<{ outrun: Outrun; url: string }> {
+  const outrun = await createOutrun({
+    database: server.outrun.database,
+    logger: pino({ level: 'silent' }),
+    bus: new MemoryBus(),
+    queue: new MemoryQueue(),
+    singleInstance: false,
+    config: { port: 0, host: '127.0.0.1', adminKey: ADMIN_KEY },
+  });
+  await outrun.start();
+  return { outrun, url: await outrun.listen() };
+}
