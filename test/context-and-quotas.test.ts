@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RunObject } from '../src/protocol/run.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { collectStream, streamedText } from './support/sse.ts';
 import { ADMIN_KEY, startOtherInstance, startTestServer, type TestServer } from './support/test-server.ts';
@@ -89,6 +90,48 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     ) as { chars: number };
     expect(Math.ceil(echoed.chars / 4)).toBeLessThanOrEqual(400);
     expect(await stored()).toHaveLength(summaries.length);
+  });
+
+  it('counts a context summary’s model call in its run’s usage and in the day’s', async () => {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'summarizer, counted', context: { maxTokens: 400, keepLastTurns: 1, summarize: true } },
+    });
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    const usedBefore = (await server.outrun.quotas.usage(await workspaceOf())).tokens;
+    const runs: RunObject[] = [];
+    for (let turn = 0; turn < 5; turn++) {
+      const started = await server.api(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body: { input: { text: padded(3) } },
+      });
+      runs.push(await server.waitForRun(started.body.run.id as string));
+    }
+    const made = await server.outrun.db
+      .selectFrom('compactions')
+      .select('run_id')
+      .where('chat_id', '=', chatId)
+      .execute();
+    expect(made.length).toBeGreaterThan(0);
+    const summarizer = runs.find((run) => run.id === made[0]!.run_id)!;
+    const steps = (await server.api(`/v1/runs/${summarizer.id}/steps`)).body.items as {
+      usage: { inputTokens: number; outputTokens: number };
+    }[];
+    const inSteps = steps.reduce((sum, step) => sum + step.usage.inputTokens + step.usage.outputTokens, 0);
+    const outside = await server.outrun.db
+      .selectFrom('spend_outside_steps')
+      .select(['tokens', 'cost_usd'])
+      .where('run_id', '=', summarizer.id)
+      .execute();
+    // The summary's call: outside the run's steps, yet in its totals and its cost.
+    expect(outside).toHaveLength(1);
+    expect(outside[0]!.tokens).toBeGreaterThan(0);
+    const total = summarizer.usage!.inputTokens! + summarizer.usage!.outputTokens!;
+    expect(total).toBe(inSteps + outside[0]!.tokens);
+    // And the day counts every token the five runs spent, the summary's included.
+    const spent = runs.reduce((sum, run) => sum + run.usage!.inputTokens! + run.usage!.outputTokens!, 0);
+    expect((await server.outrun.quotas.usage(await workspaceOf())).tokens - usedBefore).toBe(spent);
   });
 
   it('retries a step once, compacted to half, when the model says the context is too long', async () => {

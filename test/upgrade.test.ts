@@ -82,7 +82,7 @@ describe.each(STORE_KINDS)('upgrading a database with events on %s', (kind) => {
       '0012-event-pages-by-last-seq',
       '0013-event-retention',
       '0014-webhook-delivery-retention',
-      '0015-unfinished-step-spend',
+      '0015-spend-outside-steps',
     ]);
     expect(await pageKey()).toBe('PRIMARY KEY (run_id, last_seq)');
 

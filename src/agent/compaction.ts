@@ -1,4 +1,10 @@
-import { generateText, type LanguageModel, type ModelMessage, type ToolResultPart } from 'ai';
+import {
+  generateText,
+  type LanguageModel,
+  type LanguageModelUsage,
+  type ModelMessage,
+  type ToolResultPart,
+} from 'ai';
 import type { CompactionChunk } from '../protocol/chunks.ts';
 
 /**
@@ -119,15 +125,18 @@ export function createModelSummarizer(options: {
   /** @default 1000 */
   maxOutputTokens?: number;
   abortSignal?: AbortSignal;
+  /** What the summary's model call used, as the provider reports it. */
+  onUsage?: (usage: LanguageModelUsage) => void;
 }): Summarize {
   return async (messages) => {
-    const { text } = await generateText({
+    const { text, usage } = await generateText({
       model: options.model,
       system: COMPACTION_SYSTEM_PROMPT,
       prompt: `${summaryRequestHeading(messages.length)}\n\n${transcriptOf(messages)}`,
       maxOutputTokens: options.maxOutputTokens ?? 1_000,
       abortSignal: options.abortSignal,
     });
+    options.onUsage?.(usage);
     return text.trim();
   };
 }

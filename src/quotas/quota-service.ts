@@ -105,7 +105,8 @@ interface WorkspaceSpend extends Spent {
 
 /**
  * Workspace quotas (DESIGN §3, §4): daily tokens and cost summed from the workspace's finished steps
- * (`run_steps`) and unfinished ones (`unfinished_step_spend`), and runs created per minute. Reads only; the start path calls `assertCanStart` before it writes anything.
+ * (`run_steps`) and what runs spent outside them (`spend_outside_steps`: unfinished steps, context
+ * summaries), and runs created per minute. Reads only; the start path calls `assertCanStart` before it writes anything.
  */
 export class QuotaService {
   readonly #db: Db;
@@ -374,7 +375,7 @@ export class QuotaService {
     return quota;
   }
 
-  /** Today's (UTC) tokens and cost: the finished steps', and what unfinished steps spent. */
+  /** Today's (UTC) tokens and cost: the finished steps', and what runs spent outside them. */
   async #dailyUsage(workspaceId: string): Promise<{ tokens: number; costUsd: number }> {
     const since = startOfUtcDay(this.#clock.now());
     const { rows } = await sql<{ tokens: string; costUsd: string }>`
@@ -384,13 +385,13 @@ export class QuotaService {
                coalesce(sum(s.cost_usd), 0) as cost_usd
           from run_steps s join runs r on r.id = s.run_id
          where r.workspace_id = ${workspaceId} and s.finished_at >= ${since}
-      ), unfinished as (
+      ), outside as (
         select coalesce(sum(tokens), 0) as tokens, coalesce(sum(cost_usd), 0) as cost_usd
-          from unfinished_step_spend
+          from spend_outside_steps
          where workspace_id = ${workspaceId} and recorded_at >= ${since}
       )
-      select finished.tokens + unfinished.tokens as "tokens", finished.cost_usd + unfinished.cost_usd as "costUsd"
-        from finished, unfinished`.execute(this.#db);
+      select finished.tokens + outside.tokens as "tokens", finished.cost_usd + outside.cost_usd as "costUsd"
+        from finished, outside`.execute(this.#db);
     const row = rows[0]!;
     return { tokens: Number(row.tokens), costUsd: Number(row.costUsd) };
   }

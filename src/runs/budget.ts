@@ -38,8 +38,8 @@ export class BudgetMeter {
   readonly #spentAtStart: Spend;
   /** What this execution has added to the allowance's count so far. */
   readonly #shared = { tokens: 0, costUsd: 0 };
-  /** What the steps this execution cut spent, as estimated when they were cut. */
-  readonly #cut = { tokens: 0, costUsd: 0 };
+  /** What this execution spent outside finished steps: cut steps (as estimated then) and context summaries. */
+  readonly #outside = { tokens: 0, costUsd: 0 };
   /** Whether any limit depends on output while a step streams (else `onOutput` has nothing to check). */
   readonly #limitsOutput: boolean;
   /** Whether the limit that ran out was the workspace's quota rather than the run's budget. */
@@ -156,10 +156,13 @@ export class BudgetMeter {
     await quota.refresh().catch(() => {});
   }
 
-  /** What this execution spent on steps it did not finish: the ones cut, and the one under way if any. */
-  unfinished(): { tokens: number; costUsd: number } {
+  /**
+   * What this execution spent outside the steps it finished: the steps it cut, the one under way if any, and
+   * its context summaries' model calls. No `run_steps` row holds it.
+   */
+  outsideSteps(): { tokens: number; costUsd: number } {
     const inStep = this.#stepStartedAt > 0 ? this.#stepEstimate() : { tokens: 0, costUsd: 0 };
-    return { tokens: this.#cut.tokens + inStep.tokens, costUsd: this.#cut.costUsd + inStep.costUsd };
+    return { tokens: this.#outside.tokens + inStep.tokens, costUsd: this.#outside.costUsd + inStep.costUsd };
   }
 
   /** What the step under way has spent so far, by its estimate. */
@@ -168,6 +171,18 @@ export class BudgetMeter {
       tokens: this.#stepPrompt + this.#stepOutput,
       costUsd: costOf({ inputTokens: this.#stepPrompt, outputTokens: this.#stepOutput }, this.#price),
     };
+  }
+
+  /** A model call outside the steps (a context summary) used `usage`: spent like a step's. */
+  addOutsideSteps(usage: RunUsage): void {
+    const tokens = (usage.inputTokens ?? 0) + (usage.outputTokens ?? 0);
+    const costUsd = costOf(usage, this.#price);
+    this.#spent.inputTokens += usage.inputTokens ?? 0;
+    this.#spent.outputTokens += usage.outputTokens ?? 0;
+    this.#spent.costUsd += costUsd;
+    this.#outside.tokens += tokens;
+    this.#outside.costUsd += costUsd;
+    this.#share(this.spent());
   }
 
   /** A finished step is in `run_steps` now, with the usage and cost the provider reported for it. */
@@ -204,8 +219,8 @@ export class BudgetMeter {
     const spent = this.spent();
     if (this.#stepStartedAt > 0) {
       const estimate = this.#stepEstimate();
-      this.#cut.tokens += estimate.tokens;
-      this.#cut.costUsd += estimate.costUsd;
+      this.#outside.tokens += estimate.tokens;
+      this.#outside.costUsd += estimate.costUsd;
     }
     this.#spent.inputTokens = spent.inputTokens;
     this.#spent.outputTokens = spent.outputTokens;

@@ -8,6 +8,8 @@ import {
 import { previousSummaryOf, uptoMessageIdOf, type CompactionStore } from '../agent/compaction-store.ts';
 import type { RunConfig } from '../protocol/agent.ts';
 import type { MessageRow, RunRow } from '../store/schema.ts';
+import { toRunUsage } from './agent-loop.ts';
+import type { RunUsage } from './run-object.ts';
 
 /**
  * Fits a run's history into its model's context (invariant 15): measured against `context.maxTokens`,
@@ -25,6 +27,8 @@ export async function fitContext(options: {
   signal: AbortSignal;
   /** Half the usual budget: the provider said the context was too long. */
   overflow?: boolean;
+  /** What a summary's model call used: the run spent it, outside its steps. */
+  onSummaryUsage?: (usage: RunUsage) => void;
 }): Promise<{ messages: ModelMessage[]; compaction: CompactionReport | null }> {
   const { run, config, messages, storedMessages, store } = options;
   const record = config.context.summarize ? await store.latest(run.chat_id) : null;
@@ -41,7 +45,11 @@ export async function fitContext(options: {
       : configured,
     keepLastTurns: config.context.keepLastTurns,
     summarize: config.context.summarize
-      ? createModelSummarizer({ model: options.model, abortSignal: options.signal })
+      ? createModelSummarizer({
+          model: options.model,
+          abortSignal: options.signal,
+          onUsage: (usage) => options.onSummaryUsage?.(toRunUsage(usage)),
+        })
       : undefined,
     previousSummary: previousSummary ?? undefined,
     trigger: options.overflow ? 'context_overflow' : 'threshold',

@@ -30,6 +30,7 @@ import {
   spendChanges,
   type AbortReason,
 } from './run-outcome.ts';
+import type { RunUsage } from './run-object.ts';
 import type { LocalClaim, RunService } from './run-service.ts';
 import { RunErrorCode } from './run-status.ts';
 
@@ -244,13 +245,20 @@ export class RunExecutor {
     const writer: RunEventWriter = log.openWriter({ runId: row.id, epoch, nextSeq: lastSeq + 1 });
     let loopOwnsRun = false;
     let quota: Promise<DailyAllowance> | undefined;
+    // A context summary's model call is spent by the run: held until the meter exists, then added to it.
+    let meter: BudgetMeter | undefined;
+    const summariesBeforeMeter: RunUsage[] = [];
+    const onSummaryUsage = (usage: RunUsage) => {
+      if (meter) meter.addOutsideSteps(usage);
+      else summariesBeforeMeter.push(usage);
+    };
     try {
       if (row.stop_requested_at) this.abort(row.id, RunErrorCode.stopped);
       await faults.hit(FaultPoint.beforeLoop, { runId: row.id });
       // Read while the history loads: both are on the way to the first token.
       quota = this.#options.quotas?.allowance(row.workspace_id);
       quota?.catch(() => {}); // awaited below; a setup that throws first must not leave it unhandled
-      const setup = await this.#setUp(row, active, writer, history);
+      const setup = await this.#setUp(row, active, writer, history, onSummaryUsage);
       const { config, resume } = setup;
       loopOwnsRun = true;
       logger.info(
@@ -263,12 +271,13 @@ export class RunExecutor {
         return;
       }
       const projector = resume?.projector ?? new MessageProjector();
-      const meter = new BudgetMeter({
+      meter = new BudgetMeter({
         budget: config.budget,
         price: this.#options.prices.of(config.model),
         spent: await spentBefore({ row, stepsDone: resume?.stepsDone ?? 0, runs: this.#options.runs }),
         quota: await quota,
       });
+      for (const usage of summariesBeforeMeter) meter.addOutsideSteps(usage);
       const result = await this.#runLoop({ row, active, writer, setup, projector, meter });
       const outcome = decideOutcome({
         result,
@@ -297,7 +306,7 @@ export class RunExecutor {
         writer,
         step: outcome.type === 'release' ? undefined : step,
       });
-      await this.#recordUnfinished(row, meter);
+      await this.#recordSpendOutsideSteps(row, meter);
     } catch (error) {
       // Whatever failed, the model call (if any) stops here.
       active.controller.abort();
@@ -327,6 +336,7 @@ export class RunExecutor {
     active: ActiveRun,
     writer: RunEventWriter,
     storedHistory: MessageRow[] | null,
+    onSummaryUsage: (usage: RunUsage) => void,
   ): Promise<RunSetup> {
     const config = this.#runConfig(row);
     const model = this.#options.resolveModel(config.model);
@@ -362,6 +372,7 @@ export class RunExecutor {
             store,
             signal: active.controller.signal,
             overflow,
+            onSummaryUsage,
           });
           if (fitted.compaction) writer.append({ type: 'data-compaction', data: fitted.compaction });
           return fitted.messages;
@@ -457,14 +468,15 @@ export class RunExecutor {
   }
 
   /**
-   * Counts what the execution spent on a step it did not finish against the workspace's daily usage. After
-   * the run's status change: a failure here is logged, and leaves the run as it is.
+   * Counts what the execution spent outside its finished steps (a step it did not finish, a context summary)
+   * against the workspace's daily usage. After the run's status change: a failure here is logged, and leaves
+   * the run as it is.
    */
-  async #recordUnfinished(row: RunRow, meter: BudgetMeter): Promise<void> {
-    const { tokens, costUsd } = meter.unfinished();
+  async #recordSpendOutsideSteps(row: RunRow, meter: BudgetMeter): Promise<void> {
+    const { tokens, costUsd } = meter.outsideSteps();
     if (tokens <= 0 && costUsd <= 0) return;
     await retryTransient(() =>
-      this.#options.runs.recordUnfinishedStep({
+      this.#options.runs.recordSpendOutsideSteps({
         runId: row.id,
         workspaceId: row.workspace_id,
         tokens,
@@ -473,7 +485,7 @@ export class RunExecutor {
     ).catch((error: unknown) => {
       this.#options.logger.error(
         { err: error, runId: row.id, tokens },
-        'recording the spend of an unfinished step failed; the daily quota does not count it',
+        'recording the spend outside finished steps failed; the daily quota does not count it',
       );
     });
   }

@@ -541,17 +541,18 @@ export class RunService {
   }
 
   /**
-   * Records what an execution spent on a step it did not finish (cut by a stop, a budget or a quota, or under
-   * way at a hand-back): such a step has no `run_steps` row, and the workspace's daily usage counts this one.
+   * Records what an execution spent outside its finished steps: a step it did not finish (cut by a stop, a
+   * budget or a quota, or under way at a hand-back) and its context summaries' model calls. No `run_steps` row
+   * holds that spend; the workspace's daily usage counts this one.
    */
-  async recordUnfinishedStep(options: {
+  async recordSpendOutsideSteps(options: {
     runId: string;
     workspaceId: string;
     tokens: number;
     costUsd: number | null;
   }): Promise<void> {
     await this.#db
-      .insertInto('unfinished_step_spend')
+      .insertInto('spend_outside_steps')
       .values({
         run_id: options.runId,
         workspace_id: options.workspaceId,

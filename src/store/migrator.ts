@@ -13,7 +13,7 @@ import * as eventRowsWithoutTime from './migrations/0011-event-rows-without-time
 import * as eventPagesByLastSeq from './migrations/0012-event-pages-by-last-seq.ts';
 import * as eventRetention from './migrations/0013-event-retention.ts';
 import * as webhookDeliveryRetention from './migrations/0014-webhook-delivery-retention.ts';
-import * as unfinishedStepSpend from './migrations/0015-unfinished-step-spend.ts';
+import * as spendOutsideSteps from './migrations/0015-spend-outside-steps.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -31,7 +31,7 @@ const migrations: Record<string, Migration> = {
   '0012-event-pages-by-last-seq': eventPagesByLastSeq,
   '0013-event-retention': eventRetention,
   '0014-webhook-delivery-retention': webhookDeliveryRetention,
-  '0015-unfinished-step-spend': unfinishedStepSpend,
+  '0015-spend-outside-steps': spendOutsideSteps,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

@@ -175,11 +175,11 @@ export interface WebhooksTable {
   created_at: Timestamp;
 }
 
-/** What an execution spent on a step it did not finish (a stop, a budget or a quota cut it). */
-export interface UnfinishedStepSpendTable {
+/** What an execution spent outside its finished steps: a step it did not finish, its context summaries. */
+export interface SpendOutsideStepsTable {
   run_id: string;
   workspace_id: string;
-  /** Input plus output tokens, estimated as the step streamed. */
+  /** Input plus output tokens (a cut step's as estimated while it streamed). */
   tokens: number;
   /** Null when the model has no price. */
   cost_usd: ColumnType<number | null, number | null | undefined, number | null>;
@@ -260,7 +260,7 @@ export interface Database {
   run_event_pages: RunEventPagesTable;
   webhooks: WebhooksTable;
   webhook_deliveries: WebhookDeliveriesTable;
-  unfinished_step_spend: UnfinishedStepSpendTable;
+  spend_outside_steps: SpendOutsideStepsTable;
   idempotency_keys: IdempotencyKeysTable;
   server_secrets: ServerSecretsTable;
   compactions: CompactionsTable;
