@@ -56,13 +56,18 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     expect(messages[0]!.parts[0]!.text).toBe(padded(3));
   });
 
-  it('summarizes old turns with the run’s model and reuses the stored summary in the next run', async () => {
+  /** A chat whose agent summarizes its history past 400 tokens, keeping the last turn whole. */
+  async function summarizingChat(name: string): Promise<string> {
     const agent = await server.api('/v1/agents', {
       method: 'POST',
-      body: { name: 'summarizer', context: { maxTokens: 400, keepLastTurns: 1, summarize: true } },
+      body: { name, context: { maxTokens: 400, keepLastTurns: 1, summarize: true } },
     });
-    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
-      .body.chat.id as string;
+    const chat = await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } });
+    return chat.body.chat.id as string;
+  }
+
+  it('summarizes old turns with the run’s model and reuses the stored summary in the next run', async () => {
+    const chatId = await summarizingChat('summarizer');
     const say = async (text: string) => {
       const run = (
         await server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body: { input: { text } } })
@@ -93,12 +98,7 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
   });
 
   it('counts a context summary’s model call in its run’s usage and in the day’s', async () => {
-    const agent = await server.api('/v1/agents', {
-      method: 'POST',
-      body: { name: 'summarizer, counted', context: { maxTokens: 400, keepLastTurns: 1, summarize: true } },
-    });
-    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
-      .body.chat.id as string;
+    const chatId = await summarizingChat('summarizer, counted');
     const usedBefore = (await server.outrun.quotas.usage(await workspaceOf())).tokens;
     const runs: RunObject[] = [];
     for (let turn = 0; turn < 5; turn++) {
