@@ -27,10 +27,14 @@ export async function fitContext(options: {
   signal: AbortSignal;
   /** Half the usual budget: the provider said the context was too long. */
   overflow?: boolean;
-  /** What a summary's model call used: the run spent it, outside its steps. */
-  onSummaryUsage?: (usage: RunUsage) => void;
-}): Promise<{ messages: ModelMessage[]; compaction: CompactionReport | null }> {
+}): Promise<{
+  messages: ModelMessage[];
+  compaction: CompactionReport | null;
+  /** What a summary's model call used, when one was made: the run spent it, outside its steps. */
+  summaryUsage: RunUsage | null;
+}> {
   const { run, config, messages, storedMessages, store } = options;
+  let summaryUsage: RunUsage | null = null;
   const record = config.context.summarize ? await store.latest(run.chat_id) : null;
   const previousSummary = record
     ? previousSummaryOf({ record, storedMessages, modelMessages: messages })
@@ -48,7 +52,7 @@ export async function fitContext(options: {
       ? createModelSummarizer({
           model: options.model,
           abortSignal: options.signal,
-          onUsage: (usage) => options.onSummaryUsage?.(toRunUsage(usage)),
+          onUsage: (usage) => (summaryUsage = toRunUsage(usage)),
         })
       : undefined,
     previousSummary: previousSummary ?? undefined,
@@ -71,5 +75,5 @@ export async function fitContext(options: {
       });
     }
   }
-  return { messages: result.messages, compaction: result.compaction };
+  return { messages: result.messages, compaction: result.compaction, summaryUsage };
 }

@@ -78,11 +78,13 @@ interface RunSetup {
   tools: ToolSet;
   /** What the first model call is sent: the history, compacted when it was over the context budget. */
   messages: ModelMessage[];
+  /** What a context summary made for `messages` used (null when none was made). */
+  summaryUsage: RunUsage | null;
   /**
    * Fits the history into the context budget (to half of it with `overflow`, after the provider refused the
    * prompt); a compaction is appended to the stream. Null when compactions are off.
    */
-  fit: ((overflow: boolean) => Promise<ModelMessage[]>) | null;
+  fit: ((overflow: boolean) => Promise<{ messages: ModelMessage[]; summaryUsage: RunUsage | null }>) | null;
 }
 
 export interface RunExecutorOptions {
@@ -245,20 +247,13 @@ export class RunExecutor {
     const writer: RunEventWriter = log.openWriter({ runId: row.id, epoch, nextSeq: lastSeq + 1 });
     let loopOwnsRun = false;
     let quota: Promise<DailyAllowance> | undefined;
-    // A context summary's model call is spent by the run: held until the meter exists, then added to it.
-    let meter: BudgetMeter | undefined;
-    const summariesBeforeMeter: RunUsage[] = [];
-    const onSummaryUsage = (usage: RunUsage) => {
-      if (meter) meter.addOutsideSteps(usage);
-      else summariesBeforeMeter.push(usage);
-    };
     try {
       if (row.stop_requested_at) this.abort(row.id, RunErrorCode.stopped);
       await faults.hit(FaultPoint.beforeLoop, { runId: row.id });
       // Read while the history loads: both are on the way to the first token.
       quota = this.#options.quotas?.allowance(row.workspace_id);
       quota?.catch(() => {}); // awaited below; a setup that throws first must not leave it unhandled
-      const setup = await this.#setUp(row, active, writer, history, onSummaryUsage);
+      const setup = await this.#setUp(row, active, writer, history);
       const { config, resume } = setup;
       loopOwnsRun = true;
       logger.info(
@@ -271,13 +266,14 @@ export class RunExecutor {
         return;
       }
       const projector = resume?.projector ?? new MessageProjector();
-      meter = new BudgetMeter({
+      const meter = new BudgetMeter({
         budget: config.budget,
         price: this.#options.prices.of(config.model),
         spent: await spentBefore({ row, stepsDone: resume?.stepsDone ?? 0, runs: this.#options.runs }),
         quota: await quota,
       });
-      for (const usage of summariesBeforeMeter) meter.addOutsideSteps(usage);
+      // A context summary made while setting up is the run's spend, outside its steps.
+      if (setup.summaryUsage) meter.addOutsideSteps(setup.summaryUsage);
       const result = await this.#runLoop({ row, active, writer, setup, projector, meter });
       const outcome = decideOutcome({
         result,
@@ -336,7 +332,6 @@ export class RunExecutor {
     active: ActiveRun,
     writer: RunEventWriter,
     storedHistory: MessageRow[] | null,
-    onSummaryUsage: (usage: RunUsage) => void,
   ): Promise<RunSetup> {
     const config = this.#runConfig(row);
     const model = this.#options.resolveModel(config.model);
@@ -372,14 +367,13 @@ export class RunExecutor {
             store,
             signal: active.controller.signal,
             overflow,
-            onSummaryUsage,
           });
           if (fitted.compaction) writer.append({ type: 'data-compaction', data: fitted.compaction });
-          return fitted.messages;
+          return { messages: fitted.messages, summaryUsage: fitted.summaryUsage };
         }
       : null;
-    const messages = fit ? await fit(false) : history.messages;
-    return { config, model, maxSteps, resume, tools, messages, fit };
+    const fitted = fit ? await fit(false) : { messages: history.messages, summaryUsage: null };
+    return { config, model, maxSteps, resume, tools, ...fitted, fit };
   }
 
   /**
@@ -446,7 +440,9 @@ export class RunExecutor {
       return result;
     }
     // The provider found the prompt too long: compact to half the budget and try the step once more.
-    return loop(await setup.fit(true), true);
+    const refitted = await setup.fit(true);
+    if (refitted.summaryUsage) meter.addOutsideSteps(refitted.summaryUsage);
+    return loop(refitted.messages, true);
   }
 
   /** A run's stored configuration; runs begun before agents existed get the default agent's. */
