@@ -209,7 +209,7 @@ export class QuotaService {
     const limit = quota.runsPerMinute;
     const guard: StartGuard | null =
       limit === undefined ? null : (tx) => this.#assertRunFits(tx, workspaceId, limit);
-    if (quota.tokensPerDay === undefined && quota.costUsdPerDay === undefined) return guard;
+    if (!hasDailyLimit(quota)) return guard;
     const daily = await this.#dailyUsage(workspaceId);
     const retryAfterSeconds = secondsToNextUtcDay(now);
     if (quota.tokensPerDay !== undefined && daily.tokens >= quota.tokensPerDay) {
@@ -266,9 +266,7 @@ export class QuotaService {
    */
   async remaining(workspaceId: string): Promise<QuotaRemaining> {
     const quota = await this.#setting(workspaceId);
-    if (!quota || (quota.tokensPerDay === undefined && quota.costUsdPerDay === undefined)) {
-      return { tokens: null, costUsd: null };
-    }
+    if (!hasDailyLimit(quota)) return { tokens: null, costUsd: null };
     const daily = await this.#dailyUsage(workspaceId);
     return {
       tokens: quota.tokensPerDay === undefined ? null : Math.max(0, quota.tokensPerDay - daily.tokens),
@@ -282,7 +280,7 @@ export class QuotaService {
    */
   async allowance(workspaceId: string): Promise<DailyAllowance> {
     const quota = await this.#setting(workspaceId);
-    if (!quota || (quota.tokensPerDay === undefined && quota.costUsdPerDay === undefined)) return UNLIMITED;
+    if (!hasDailyLimit(quota)) return UNLIMITED;
     let spentHere = this.#spentHere.get(workspaceId);
     if (!spentHere) {
       spentHere = { tokens: 0, costUsd: 0, unrecorded: new Set() };
@@ -416,6 +414,11 @@ export function startOfUtcDay(now: Date): Date {
 export function secondsToNextUtcDay(now: Date): number {
   const next = startOfUtcDay(now).getTime() + DAY_MS;
   return Math.max(1, Math.ceil((next - now.getTime()) / 1000));
+}
+
+/** Whether the quota limits daily tokens or cost (what executions are held to while they run). */
+function hasDailyLimit(quota: WorkspaceQuota | null): quota is WorkspaceQuota {
+  return quota !== null && (quota.tokensPerDay !== undefined || quota.costUsdPerDay !== undefined);
 }
 
 /** `{}` and null both mean no quota. */

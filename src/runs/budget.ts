@@ -40,6 +40,8 @@ export class BudgetMeter {
   readonly #shared = { tokens: 0, costUsd: 0 };
   /** What this execution spent outside finished steps: cut steps (as estimated then) and context summaries. */
   readonly #outside = { tokens: 0, costUsd: 0 };
+  /** Whether the workspace has a daily quota for this execution to count against. */
+  readonly #limitsQuota: boolean;
   /** Whether any limit depends on output while a step streams (else `onOutput` has nothing to check). */
   readonly #limitsOutput: boolean;
   /** Whether the limit that ran out was the workspace's quota rather than the run's budget. */
@@ -61,11 +63,9 @@ export class BudgetMeter {
     this.#spentAtStart = { ...options.spent };
     this.#quota = options.quota ?? null;
     const { maxTokens, maxCostUsd, maxDurationMs } = options.budget;
+    this.#limitsQuota = this.#quota !== null && (this.#quota.tokens !== null || this.#quota.costUsd !== null);
     this.#limitsOutput =
-      maxTokens !== undefined ||
-      maxCostUsd !== undefined ||
-      maxDurationMs !== undefined ||
-      (this.#quota !== null && (this.#quota.tokens !== null || this.#quota.costUsd !== null));
+      maxTokens !== undefined || maxCostUsd !== undefined || maxDurationMs !== undefined || this.#limitsQuota;
     this.#now = options.now ?? Date.now;
     this.#startedAt = this.#now();
   }
@@ -151,9 +151,7 @@ export class BudgetMeter {
    * model call after the first. A failed read keeps what was read before.
    */
   async refreshQuota(): Promise<void> {
-    const quota = this.#quota;
-    if (!quota || (quota.tokens === null && quota.costUsd === null)) return;
-    await quota.refresh().catch(() => {});
+    if (this.#limitsQuota) await this.#quota?.refresh().catch(() => {});
   }
 
   /**
