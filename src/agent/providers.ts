@@ -78,6 +78,9 @@ export function resolveModel(options: {
         name: 'compatible',
         baseURL: required,
         apiKey: read(env, 'OUTRUN_COMPATIBLE_API_KEY'),
+        // Asks for each answer's token counts (`stream_options.include_usage`): without it an OpenAI-compatible
+        // server reports none, and budgets and quotas could only count the run by its estimate.
+        includeUsage: true,
       })(model);
   }
 }

@@ -226,8 +226,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
       }
       if (!finished) continue;
       step += 1;
-      const usage = await stepUsage.next();
-      const costUsd = meter.endStep(usage);
+      const { usage, costUsd } = meter.endStep(await stepUsage.next());
       const spent = meter.spent();
       writer.append({
         type: 'data-budget',

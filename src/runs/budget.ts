@@ -199,17 +199,27 @@ export class BudgetMeter {
     this.#shared.costUsd = costUsd;
   }
 
-  /** A step finished: its reported usage replaces the estimate. Returns the step's cost. */
-  endStep(usage: RunUsage): number {
-    const cost = costOf(usage, this.#price);
+  /**
+   * A step finished: its reported usage replaces the estimate. Returns what the step counts: the reported usage,
+   * with the estimate in place of a count the provider did not report (an OpenAI-compatible server may report
+   * none), and its cost. That is what the step records, so its spend stays counted after a resume and in the
+   * workspace's daily usage.
+   */
+  endStep(reported: RunUsage): { usage: RunUsage; costUsd: number } {
+    const usage: RunUsage = {
+      ...reported,
+      inputTokens: reported.inputTokens ?? this.#stepPrompt,
+      outputTokens: reported.outputTokens ?? this.#stepOutput,
+    };
+    const costUsd = costOf(usage, this.#price);
     this.#spent.steps += 1;
-    this.#spent.inputTokens += usage.inputTokens ?? this.#stepPrompt;
-    this.#spent.outputTokens += usage.outputTokens ?? this.#stepOutput;
-    this.#spent.costUsd += cost;
+    this.#spent.inputTokens += usage.inputTokens!;
+    this.#spent.outputTokens += usage.outputTokens!;
+    this.#spent.costUsd += costUsd;
     this.#stepStartedAt = 0;
     // The reported usage replaces the step's estimate in the shared count too.
     this.#share(this.spent());
-    return cost;
+    return { usage, costUsd };
   }
 
   /** A step was cut short: what it is estimated to have spent stays spent. */
