@@ -134,6 +134,56 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     expect((await server.outrun.quotas.usage(await workspaceOf())).tokens - usedBefore).toBe(spent);
   });
 
+  it('asks for no summary that the run’s budget cannot afford, and compacts without one', async () => {
+    // A history over the agent's 400 tokens, made while the agent does not summarize.
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: {
+        name: 'summarizer, on a budget',
+        context: { maxTokens: 400, keepLastTurns: 1, summarize: false },
+      },
+    });
+    const agentId = agent.body.agent.id as string;
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId } })).body.chat
+      .id as string;
+    const say = async (budget?: Record<string, unknown>) => {
+      const started = await server.api(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body: { input: { text: padded(3) }, ...(budget ? { budget } : {}) },
+      });
+      return server.waitForRun(started.body.run.id as string);
+    };
+    for (let turn = 0; turn < 4; turn++) expect((await say()).status).toBe('succeeded');
+    await server.api(`/v1/agents/${agentId}`, {
+      method: 'PATCH',
+      body: { context: { maxTokens: 400, keepLastTurns: 1, summarize: true } },
+    });
+    const summaries = () =>
+      server.outrun.db.selectFrom('compactions').select('run_id').where('chat_id', '=', chatId).execute();
+
+    // A summary may answer up to 1,000 tokens and cannot be cut mid-way: 1,000 cannot afford it. The history
+    // is compacted without it, and the step, which fits, is made.
+    const budgeted = await say({ maxTokens: 1_000 });
+    expect(budgeted.status).toBe('succeeded');
+    expect(await summaries()).toEqual([]);
+    const compaction = (
+      await collectStream(await server.fetch(`/v1/runs/${budgeted.id}/stream`))
+    ).events.find((event) => event.chunk.type === 'data-compaction');
+    expect(compaction).toBeDefined();
+    const outside = await server.outrun.db
+      .selectFrom('spend_outside_steps')
+      .select('tokens')
+      .where('run_id', '=', budgeted.id)
+      .execute();
+    expect(outside).toEqual([]);
+    expect(budgeted.usage!.inputTokens! + budgeted.usage!.outputTokens!).toBeLessThanOrEqual(1_000);
+
+    // Without the budget the same history is summarized.
+    const unbudgeted = await say();
+    expect(unbudgeted.status).toBe('succeeded');
+    expect(await summaries()).toEqual([{ run_id: unbudgeted.id }]);
+  });
+
   it('retries a step once, compacted to half, when the model says the context is too long', async () => {
     const agent = await server.api('/v1/agents', {
       method: 'POST',

@@ -125,20 +125,40 @@ export function createModelSummarizer(options: {
   /** @default 1000 */
   maxOutputTokens?: number;
   abortSignal?: AbortSignal;
+  /**
+   * Asked before the call, with its prompt's estimated tokens and its longest answer: false makes no call and
+   * rejects, so the history is compacted without a summary (a run's budget that cannot afford it).
+   */
+  mayCall?: (tokens: { inputTokens: number; outputTokens: number }) => boolean;
   /** What the summary's model call used, as the provider reports it. */
   onUsage?: (usage: LanguageModelUsage) => void;
 }): Summarize {
+  const maxOutputTokens = options.maxOutputTokens ?? 1_000;
   return async (messages) => {
+    const prompt = `${summaryRequestHeading(messages.length)}\n\n${transcriptOf(messages)}`;
+    const tokens = {
+      inputTokens: estimateTokens(COMPACTION_SYSTEM_PROMPT + prompt),
+      outputTokens: maxOutputTokens,
+    };
+    if (options.mayCall && !options.mayCall(tokens)) throw new SummaryRefusedError();
     const { text, usage } = await generateText({
       model: options.model,
       system: COMPACTION_SYSTEM_PROMPT,
-      prompt: `${summaryRequestHeading(messages.length)}\n\n${transcriptOf(messages)}`,
-      maxOutputTokens: options.maxOutputTokens ?? 1_000,
+      prompt,
+      maxOutputTokens,
       abortSignal: options.abortSignal,
     });
     options.onUsage?.(usage);
     return text.trim();
   };
+}
+
+/** A summary was not asked for: the run's budget or quota could not afford the call. */
+export class SummaryRefusedError extends Error {
+  constructor() {
+    super('The run cannot afford a summary of its history.');
+    this.name = 'SummaryRefusedError';
+  }
 }
 
 /** Messages as plain text lines, `Role: text`, for a summary request. */

@@ -95,23 +95,39 @@ export class BudgetMeter {
 
   /** Before a model call with a prompt of about `promptTokens`: which limit it would break, if any. */
   beforeCall(promptTokens: number): BudgetExceeded | null {
-    const { maxSteps, maxTokens, maxCostUsd, maxDurationMs } = this.#budget;
-    const spent = this.spent();
-    if (maxSteps !== undefined && spent.steps >= maxSteps) return 'steps';
-    if (maxDurationMs !== undefined && spent.runningMs >= maxDurationMs) return 'duration';
-    if (maxTokens !== undefined && spent.inputTokens + spent.outputTokens + promptTokens > maxTokens) {
-      return 'tokens';
-    }
-    const promptCostUsd = costOf({ inputTokens: promptTokens }, this.#price);
-    if (maxCostUsd !== undefined && spent.costUsd + promptCostUsd > maxCostUsd) return 'cost';
-    const overQuota = this.#overQuota(spent, { tokens: promptTokens, costUsd: promptCostUsd });
-    if (overQuota) return overQuota;
+    // Says which limit refused this call: a summary refused before it does not decide how the run ends.
+    this.quotaExceeded = false;
+    const exceeded = this.#wouldBreak({ inputTokens: promptTokens });
+    if (exceeded) return exceeded;
     this.#stepPrompt = promptTokens;
     this.#stepOutput = 0;
     this.#stepStartedAt = this.#now();
     // The call is made: its prompt counts against the quota for the workspace's other executions at once.
     this.#share(this.spent());
     return null;
+  }
+
+  /**
+   * Before a model call outside the steps (a context summary) with a prompt of about `inputTokens` and an
+   * answer of at most `outputTokens`: which limit it would break, if any. Such a call is not streamed, so it
+   * cannot be cut mid-way: all of it must fit. It is refused too when the run could not make another step.
+   */
+  beforeOutsideCall(usage: { inputTokens: number; outputTokens: number }): BudgetExceeded | null {
+    return this.#wouldBreak(usage);
+  }
+
+  /** Which limit a model call that may use `usage` would break, before it is made. */
+  #wouldBreak(usage: { inputTokens: number; outputTokens?: number }): BudgetExceeded | null {
+    const { maxSteps, maxTokens, maxCostUsd, maxDurationMs } = this.#budget;
+    const spent = this.spent();
+    if (maxSteps !== undefined && spent.steps >= maxSteps) return 'steps';
+    if (maxDurationMs !== undefined && spent.runningMs >= maxDurationMs) return 'duration';
+    const tokens = usage.inputTokens + (usage.outputTokens ?? 0);
+    if (maxTokens !== undefined && spent.inputTokens + spent.outputTokens + tokens > maxTokens)
+      return 'tokens';
+    const costUsd = costOf(usage, this.#price);
+    if (maxCostUsd !== undefined && spent.costUsd + costUsd > maxCostUsd) return 'cost';
+    return this.#overQuota(spent, { tokens, costUsd });
   }
 
   /** One output chunk of the step under way: which limit it crossed, if any. */

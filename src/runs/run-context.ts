@@ -27,6 +27,8 @@ export async function fitContext(options: {
   signal: AbortSignal;
   /** Half the usual budget: the provider said the context was too long. */
   overflow?: boolean;
+  /** Whether the run can afford a summary's model call that may use `tokens` (its budget and quota). */
+  mayCall?: (tokens: { inputTokens: number; outputTokens: number }) => boolean;
 }): Promise<{
   messages: ModelMessage[];
   compaction: CompactionReport | null;
@@ -52,6 +54,7 @@ export async function fitContext(options: {
       ? createModelSummarizer({
           model: options.model,
           abortSignal: options.signal,
+          mayCall: options.mayCall,
           onUsage: (usage) => (summaryUsage = toRunUsage(usage)),
         })
       : undefined,

@@ -30,7 +30,6 @@ import {
   spendChanges,
   type AbortReason,
 } from './run-outcome.ts';
-import type { RunUsage } from './run-object.ts';
 import type { LocalClaim, RunService } from './run-service.ts';
 import { RunErrorCode } from './run-status.ts';
 
@@ -78,13 +77,14 @@ interface RunSetup {
   tools: ToolSet;
   /** What the first model call is sent: the history, compacted when it was over the context budget. */
   messages: ModelMessage[];
-  /** What a context summary made for `messages` used (null when none was made). */
-  summaryUsage: RunUsage | null;
+  /** Holds the execution to the run's budget and the workspace's quota, from before a summary is asked for. */
+  meter: BudgetMeter;
   /**
    * Fits the history into the context budget (to half of it with `overflow`, after the provider refused the
-   * prompt); a compaction is appended to the stream. Null when compactions are off.
+   * prompt); a compaction is appended to the stream, and a summary's model call counts on the meter. Null when
+   * compactions are off.
    */
-  fit: ((overflow: boolean) => Promise<{ messages: ModelMessage[]; summaryUsage: RunUsage | null }>) | null;
+  fit: ((overflow: boolean) => Promise<ModelMessage[]>) | null;
 }
 
 export interface RunExecutorOptions {
@@ -253,8 +253,8 @@ export class RunExecutor {
       // Read while the history loads: both are on the way to the first token.
       quota = this.#options.quotas?.allowance(row.workspace_id);
       quota?.catch(() => {}); // awaited below; a setup that throws first must not leave it unhandled
-      const setup = await this.#setUp(row, active, writer, history);
-      const { config, resume } = setup;
+      const setup = await this.#setUp(row, active, writer, history, quota);
+      const { config, resume, meter } = setup;
       loopOwnsRun = true;
       logger.info(
         { ...context, resumedAfterStep: resume?.stepsDone },
@@ -266,15 +266,7 @@ export class RunExecutor {
         return;
       }
       const projector = resume?.projector ?? new MessageProjector();
-      const meter = new BudgetMeter({
-        budget: config.budget,
-        price: this.#options.prices.of(config.model),
-        spent: await spentBefore({ row, stepsDone: resume?.stepsDone ?? 0, runs: this.#options.runs }),
-        quota: await quota,
-      });
-      // A context summary made while setting up is the run's spend, outside its steps.
-      if (setup.summaryUsage) meter.addOutsideSteps(setup.summaryUsage);
-      const result = await this.#runLoop({ row, active, writer, setup, projector, meter });
+      const result = await this.#runLoop({ row, active, writer, setup, projector });
       const outcome = decideOutcome({
         result,
         reason: active.reason,
@@ -325,13 +317,15 @@ export class RunExecutor {
 
   /**
    * Everything an execution needs before its loop owns the run: the stored configuration, the model, the
-   * resume point, the tools and the history fitted to the context budget. Throws: the run never started.
+   * resume point, the tools, the budget meter and the history fitted to the context budget. Throws: the run
+   * never started.
    */
   async #setUp(
     row: RunRow,
     active: ActiveRun,
     writer: RunEventWriter,
     storedHistory: MessageRow[] | null,
+    quota: Promise<DailyAllowance> | undefined,
   ): Promise<RunSetup> {
     const config = this.#runConfig(row);
     const model = this.#options.resolveModel(config.model);
@@ -354,7 +348,14 @@ export class RunExecutor {
       tools,
       stored: storedHistory,
     });
-    // Over the context budget: compacted, and the compaction is an event of the stream.
+    const meter = new BudgetMeter({
+      budget: config.budget,
+      price: this.#options.prices.of(config.model),
+      spent: await spentBefore({ row, stepsDone: resume?.stepsDone ?? 0, runs: this.#options.runs }),
+      quota: await quota,
+    });
+    // Over the context budget: compacted, and the compaction is an event of the stream. A summary is asked
+    // for only if the budget affords it, and what it used is the run's spend, outside its steps.
     const store = this.#options.compactions;
     const fit = store
       ? async (overflow: boolean) => {
@@ -367,13 +368,15 @@ export class RunExecutor {
             store,
             signal: active.controller.signal,
             overflow,
+            mayCall: (tokens) => meter.beforeOutsideCall(tokens) === null,
           });
+          if (fitted.summaryUsage) meter.addOutsideSteps(fitted.summaryUsage);
           if (fitted.compaction) writer.append({ type: 'data-compaction', data: fitted.compaction });
-          return { messages: fitted.messages, summaryUsage: fitted.summaryUsage };
+          return fitted.messages;
         }
       : null;
-    const fitted = fit ? await fit(false) : { messages: history.messages, summaryUsage: null };
-    return { config, model, maxSteps, resume, tools, ...fitted, fit };
+    const messages = fit ? await fit(false) : history.messages;
+    return { config, model, maxSteps, resume, tools, messages, meter, fit };
   }
 
   /**
@@ -386,10 +389,9 @@ export class RunExecutor {
     writer: RunEventWriter;
     setup: RunSetup;
     projector: MessageProjector;
-    meter: BudgetMeter;
   }): Promise<AgentLoopResult> {
-    const { row, active, writer, setup, projector, meter } = options;
-    const { config, model, resume } = setup;
+    const { row, active, writer, setup, projector } = options;
+    const { config, model, resume, meter } = setup;
     const loopStartedAt = Date.now();
     const refused = meter.beforeCall(
       estimateTokens((config.instructions ?? '') + JSON.stringify(setup.messages)),
@@ -440,9 +442,7 @@ export class RunExecutor {
       return result;
     }
     // The provider found the prompt too long: compact to half the budget and try the step once more.
-    const refitted = await setup.fit(true);
-    if (refitted.summaryUsage) meter.addOutsideSteps(refitted.summaryUsage);
-    return loop(refitted.messages, true);
+    return loop(await setup.fit(true), true);
   }
 
   /** A run's stored configuration; runs begun before agents existed get the default agent's. */
