@@ -1,4 +1,3 @@
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import { sql } from 'kysely';
 import pino from 'pino';
@@ -8,46 +7,13 @@ import { newId } from '../src/ids.ts';
 import type { RunObject } from '../src/runs/run-object.ts';
 import { createDatabase, type DatabaseHandle } from '../src/store/database.ts';
 import { WebhookDispatcher } from '../src/webhooks/webhook-dispatcher.ts';
-import { recordWebhookEvent } from './support/webhooks.ts';
+import { recordWebhookEvent, startReceiver, type Received } from './support/webhooks.ts';
 import { createPostgresDatabase, STORE_KINDS } from './support/databases.ts';
 import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
 import { pollUntil } from './support/wait.ts';
 
 const silent = pino({ level: 'silent' });
 const DAY_MS = 24 * 60 * 60_000;
-
-interface Received {
-  headers: IncomingHttpHeaders;
-  body: string;
-  /** When the request ended (`Date.now()`). */
-  at: number;
-}
-
-/** A webhook receiver on 127.0.0.1 that answers each request with `answer(n)` (n counts from 1). */
-async function startReceiver(answer: (n: number) => number): Promise<{
-  url: string;
-  received: Received[];
-  close: () => Promise<void>;
-}> {
-  const received: Received[] = [];
-  const server: Server = createServer((request, response) => {
-    let body = '';
-    request.setEncoding('utf8');
-    request.on('data', (chunk: string) => (body += chunk));
-    request.on('end', () => {
-      received.push({ headers: request.headers, body, at: Date.now() });
-      response.statusCode = answer(received.length);
-      response.end(response.statusCode >= 300 ? 'receiver says no' : 'ok');
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}/hooks`,
-    received,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
-  };
-}
 
 /** A webhook receiver on 127.0.0.1 that accepts connections and never answers; `sockets` are the ones it took. */
 async function startSilentReceiver(): Promise<{

@@ -4,8 +4,10 @@ import { BusChannel, publishBestEffort, type Bus } from '../bus/bus.ts';
 import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { newId } from '../ids.ts';
 import type { Db } from '../store/database.ts';
+import type { ApiKeyObject, CreatedApiKey, ScopedToken, TokenScope } from '../protocol/credentials.ts';
 import type { UserObject, UserRole, WorkspaceObject } from '../protocol/wire.ts';
-import type { ApiKeyRow, UserRow, WorkspaceQuota, WorkspaceRow } from '../store/schema.ts';
+import type { WorkspaceQuota } from '../protocol/workspace.ts';
+import type { ApiKeyRow, UserRow, WorkspaceRow } from '../store/schema.ts';
 import { apiKeyPrefix, generateApiKey, hashApiKey } from './api-keys.ts';
 import {
   generateTokenSecret,
@@ -14,7 +16,6 @@ import {
   signScopedToken,
   verifyScopedToken,
   type ScopedTokenClaims,
-  type TokenScope,
 } from './scoped-tokens.ts';
 
 /** Who is calling: the user behind the credential, and the workspace every query is scoped to. */
@@ -29,18 +30,6 @@ export interface Caller {
 }
 
 export type { UserObject, WorkspaceObject };
-
-/** An API key as the API lists it; the key itself is shown only once, when created. */
-export interface ApiKeyObject {
-  id: string;
-  userId: string;
-  name: string;
-  /** The first characters of the key, to tell keys apart. */
-  prefix: string;
-  createdAt: string;
-  lastUsedAt: string | null;
-  revokedAt: string | null;
-}
 
 export const toUserObject = (row: UserRow): UserObject => ({
   id: row.id,
@@ -414,10 +403,7 @@ export class AuthService {
   }
 
   /** A new key of the caller; the key itself is returned this once. */
-  async createApiKey(
-    caller: Caller,
-    options: { name: string },
-  ): Promise<{ apiKey: ApiKeyObject; key: string }> {
+  async createApiKey(caller: Caller, options: { name: string }): Promise<CreatedApiKey> {
     this.requireApiKey(caller);
     const key = generateApiKey();
     const row = await this.db
@@ -467,7 +453,7 @@ export class AuthService {
   async issueToken(
     caller: Caller,
     options: { chatId: string; scopes: TokenScope[]; ttlSeconds: number },
-  ): Promise<{ token: string; expiresAt: string }> {
+  ): Promise<Pick<ScopedToken, 'token' | 'expiresAt'>> {
     this.requireApiKey(caller);
     if (!caller.keyId) throw new ForbiddenError('Scoped tokens are issued to API keys only.');
     const ttlSeconds = Math.min(options.ttlSeconds, MAX_TOKEN_TTL_SECONDS);

@@ -1,16 +1,8 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { TokenScope } from '../protocol/credentials.ts';
 
 const TOKEN_PREFIX = 'ors_';
 const TOKEN_VERSION = 1;
-
-/** What a scoped token lets a browser do with its one chat (DESIGN §4 "Scoped tokens"). */
-export const TokenScope = {
-  /** Read the chat, its messages, runs, steps and streams. */
-  read: 'read',
-  /** Also start and stop runs, answer approvals and continue runs. */
-  write: 'write',
-} as const;
-export type TokenScope = (typeof TokenScope)[keyof typeof TokenScope];
 
 /** The longest a scoped token may live: one day. */
 export const MAX_TOKEN_TTL_SECONDS = 86_400;

@@ -1,6 +1,6 @@
 import { ForbiddenError, NotFoundError } from '../errors.ts';
 import type { Caller } from './auth-service.ts';
-import { TokenScope } from './scoped-tokens.ts';
+import { TokenScope } from '../protocol/credentials.ts';
 
 /** How a route names its chat: by a path parameter, through a run, or in the body (useChat's `id`). */
 type ChatLocator = 'chatId' | 'runId' | 'body.id';

@@ -2,6 +2,12 @@ import { isAbortError, OutrunApiError } from './errors.ts';
 import { followRunStream, type FollowRunOptions } from './follow-run.ts';
 import type { AgentObject } from '../protocol/agent.ts';
 import type {
+  ApiKeyObject,
+  CreatedApiKey,
+  CreateTokenOptions,
+  ScopedToken,
+} from '../protocol/credentials.ts';
+import type {
   Chat,
   LatestRun,
   Me,
@@ -20,6 +26,13 @@ import type {
   CreateScheduleOptions,
   ScheduleObject,
 } from '../protocol/schedule.ts';
+import type {
+  CreatedWebhook,
+  CreateWebhookOptions,
+  WebhookDeliveryObject,
+  WebhookObject,
+} from '../protocol/webhook.ts';
+import type { QuotaReport, WorkspaceQuota } from '../protocol/workspace.ts';
 
 /** The fields of an agent a create or an update sends (DESIGN §4 "Agents"). */
 export type AgentInput = Partial<Omit<AgentObject, 'id' | 'createdAt' | 'updatedAt'>> & { name?: string };
@@ -102,6 +115,8 @@ export interface OutrunClient {
 
   /** A chat's schedules. */
   listSchedules(chatId: string, options?: RequestOptions): Promise<ScheduleObject[]>;
+  /** A schedule, with when it fires next and what its last fire did. */
+  getSchedule(scheduleId: string, options?: RequestOptions): Promise<ScheduleObject>;
   createSchedule(
     chatId: string,
     schedule: CreateScheduleOptions,
@@ -114,6 +129,39 @@ export interface OutrunClient {
     options?: RequestOptions,
   ): Promise<ScheduleObject>;
   deleteSchedule(scheduleId: string, options?: RequestOptions): Promise<void>;
+
+  /**
+   * Mints a short-lived token for one of the caller's chats: your backend calls this with its API key and
+   * hands the token to a browser, whose client uses `auth: {token}` and reaches only that chat's routes.
+   */
+  createToken(options: CreateTokenOptions & RequestOptions): Promise<ScopedToken>;
+
+  /** Registers a webhook (workspace admins only); its signing `secret` is returned this once. */
+  createWebhook(webhook: CreateWebhookOptions, options?: RequestOptions): Promise<CreatedWebhook>;
+  /** The workspace's webhooks, newest first, without their secrets. */
+  listWebhooks(options?: PageOptions & RequestOptions): Promise<Page<WebhookObject>>;
+  /** A webhook of the workspace, without its secret. */
+  getWebhook(webhookId: string, options?: RequestOptions): Promise<WebhookObject>;
+  /** Deletes a webhook (workspace admins only); its pending deliveries end `failed`. */
+  deleteWebhook(webhookId: string, options?: RequestOptions): Promise<void>;
+  /** A webhook's deliveries, newest first, with their attempts and payloads. */
+  listWebhookDeliveries(
+    webhookId: string,
+    options?: PageOptions & RequestOptions,
+  ): Promise<Page<WebhookDeliveryObject>>;
+
+  /** The workspace's quota with today's usage, what is left of it and when the day resets. */
+  getQuota(options?: RequestOptions): Promise<QuotaReport>;
+  /** Replaces the workspace's quota whole (workspace admins only); null removes every limit. */
+  setQuota(quota: WorkspaceQuota | null, options?: RequestOptions): Promise<QuotaReport>;
+
+  /** The caller's API keys, or (workspace admins) those of `userId`; never the keys themselves. */
+  listApiKeys(options?: { userId?: string } & RequestOptions): Promise<ApiKeyObject[]>;
+  /** A new API key of the caller; `key` is returned this once. */
+  createApiKey(options: { name: string } & RequestOptions): Promise<CreatedApiKey>;
+  /** Revokes an API key at once on every instance, closing its open streams; answers the revoked key. */
+  revokeApiKey(keyId: string, options?: RequestOptions): Promise<ApiKeyObject>;
+
   /**
    * Follows a run's stream from the event after `after`: yields each event once, reconnects by itself,
    * and ends after the run's last event.
@@ -275,6 +323,9 @@ export function createOutrunClient(options: OutrunClientOptions): OutrunClient {
 
     listSchedules: async (chatId, options = {}) =>
       (await request<{ items: ScheduleObject[] }>('GET', `/v1/chats/${id(chatId)}/schedules`, options)).items,
+    getSchedule: async (scheduleId, options = {}) =>
+      (await request<{ schedule: ScheduleObject }>('GET', `/v1/schedules/${id(scheduleId)}`, options))
+        .schedule,
     createSchedule: async (chatId, schedule, options = {}) =>
       (
         await request<{ schedule: ScheduleObject }>('POST', `/v1/chats/${id(chatId)}/schedules`, {
@@ -291,6 +342,36 @@ export function createOutrunClient(options: OutrunClientOptions): OutrunClient {
       ).schedule,
     deleteSchedule: (scheduleId, options = {}) =>
       request<void>('DELETE', `/v1/schedules/${id(scheduleId)}`, options),
+
+    createToken: ({ signal, ...body }) => request<ScopedToken>('POST', '/v1/tokens', { body, signal }),
+
+    createWebhook: (webhook, options = {}) =>
+      request<CreatedWebhook>('POST', '/v1/webhooks', { body: webhook, signal: options.signal }),
+    listWebhooks: (options = {}) =>
+      request<Page<WebhookObject>>('GET', '/v1/webhooks', { query: page(options), signal: options.signal }),
+    getWebhook: async (webhookId, options = {}) =>
+      (await request<{ webhook: WebhookObject }>('GET', `/v1/webhooks/${id(webhookId)}`, options)).webhook,
+    deleteWebhook: (webhookId, options = {}) =>
+      request<void>('DELETE', `/v1/webhooks/${id(webhookId)}`, options),
+    listWebhookDeliveries: (webhookId, options = {}) =>
+      request<Page<WebhookDeliveryObject>>('GET', `/v1/webhooks/${id(webhookId)}/deliveries`, {
+        query: page(options),
+        signal: options.signal,
+      }),
+
+    getQuota: (options = {}) => request<QuotaReport>('GET', '/v1/workspaces/current/quota', options),
+    setQuota: (quota, options = {}) =>
+      request<QuotaReport>('PATCH', '/v1/workspaces/current/quota', {
+        body: { quota },
+        signal: options.signal,
+      }),
+
+    listApiKeys: async ({ signal, userId } = {}) =>
+      (await request<{ items: ApiKeyObject[] }>('GET', '/v1/api-keys', { query: { userId }, signal })).items,
+    createApiKey: ({ signal, ...body }) => request<CreatedApiKey>('POST', '/v1/api-keys', { body, signal }),
+    revokeApiKey: async (keyId, options = {}) =>
+      (await request<{ apiKey: ApiKeyObject }>('DELETE', `/v1/api-keys/${id(keyId)}`, options)).apiKey,
+
     followRun: (runId, followOptions) =>
       followRunStream({ url, headers, fetch: fetchImpl }, runId, followOptions),
   };

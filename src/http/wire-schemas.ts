@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { Multitask } from '../protocol/agent.ts';
 import { RunErrorCode, RunStatus, RunTrigger } from '../protocol/run.ts';
-import { DeliveryStatus, WEBHOOK_EVENTS } from '../webhooks/webhook-service.ts';
+import { DeliveryStatus, WEBHOOK_EVENTS } from '../protocol/webhook.ts';
 
 /**
  * The JSON objects the API answers with (DESIGN §4), as zod schemas mirroring the types of `src/protocol`.

@@ -9,3 +9,6 @@ export * from './chunks.ts';
 export * from './message-projector.ts';
 export * from './sse.ts';
 export * from './schedule.ts';
+export * from './webhook.ts';
+export * from './workspace.ts';
+export * from './credentials.ts';

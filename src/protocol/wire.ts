@@ -1,5 +1,6 @@
 import type { UIMessage } from 'ai';
 import type { RunObject, RunTrigger, RunUsage } from './run.ts';
+import type { WorkspaceQuota } from './workspace.ts';
 
 /**
  * The HTTP API's JSON shapes (DESIGN §4) besides the run itself: chats, messages, steps, pages, errors,
@@ -152,7 +153,7 @@ export interface WorkspaceObject {
   id: string;
   name: string;
   /** Limits per day or minute (DESIGN §3); null: unlimited. */
-  quota?: { tokensPerDay?: number; costUsdPerDay?: number; runsPerMinute?: number } | null;
+  quota?: WorkspaceQuota | null;
   createdAt: string;
 }
 

@@ -3,9 +3,8 @@ import { z } from 'zod';
 import { systemClock, type Clock } from '../clock.ts';
 import { NotFoundError, QuotaExceededError } from '../errors.ts';
 import type { Db } from '../store/database.ts';
-import type { Database, WorkspaceQuota } from '../store/schema.ts';
-
-export type { WorkspaceQuota };
+import type { QuotaRemaining, QuotaUsage, WorkspaceQuota } from '../protocol/workspace.ts';
+import type { Database } from '../store/schema.ts';
 
 /** `workspaces.quota` as the API accepts it: every field optional, positive, unknown fields rejected. */
 export const WorkspaceQuotaSchema = z
@@ -40,22 +39,6 @@ const RUNS_PER_MINUTE_GATE = 0x6f72_7132; // 'orq2'
  * workspace's `runsPerMinute`; throws `QuotaExceededError` (the transaction then writes nothing) when not.
  */
 export type StartGuard = (tx: Transaction<Database>) => Promise<void>;
-
-/** What a workspace used against its quota: today (UTC) and in the last minute. */
-export interface QuotaUsage {
-  /** Input plus output tokens of the steps finished since midnight UTC. */
-  tokens: number;
-  /** Cost in US dollars of the steps finished since midnight UTC. */
-  costUsd: number;
-  /** Runs created in the last 60 seconds. */
-  runsLastMinute: number;
-}
-
-/** What is left of the daily quotas; null where the workspace has no such limit. */
-export interface QuotaRemaining {
-  tokens: number | null;
-  costUsd: number | null;
-}
 
 /**
  * What is left of the daily quotas for one execution of a run: the quota less the workspace's recorded usage

@@ -1,4 +1,5 @@
 import type { ColumnType, Insertable, Selectable, Updateable } from 'kysely';
+import type { WorkspaceQuota } from '../protocol/workspace.ts';
 
 /** Timestamps come back as `Date`; inserts may pass a `Date` or leave the column to its default. */
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
@@ -6,16 +7,6 @@ type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefine
 /** jsonb columns are written as JSON text and read back as parsed values. */
 type Json<T> = ColumnType<T, string, string>;
 type NullableJson<T> = ColumnType<T | null, string | null | undefined, string | null>;
-
-/** A workspace's limits (DESIGN §3); a field left out is no limit. */
-export interface WorkspaceQuota {
-  /** Input plus output tokens of the workspace's steps finished in one UTC day. */
-  tokensPerDay?: number;
-  /** Cost in US dollars of the workspace's steps finished in one UTC day. */
-  costUsdPerDay?: number;
-  /** Runs the workspace may create in any 60 seconds. */
-  runsPerMinute?: number;
-}
 
 export interface WorkspacesTable {
   id: string;

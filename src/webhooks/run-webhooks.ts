@@ -1,6 +1,7 @@
 import { RunStatus, type RunStatus as RunStatusValue } from '../protocol/run.ts';
 import type { TransitionListener, TransitionResult } from '../runs/lifecycle.ts';
-import { recordWebhookDeliveries, subscribedWebhookIds, WebhookEvent } from './webhook-service.ts';
+import { WebhookEvent } from '../protocol/webhook.ts';
+import { recordWebhookDeliveries, subscribedWebhookIds } from './webhook-service.ts';
 
 /** The webhook event a run status reports, if any. */
 export function webhookEventOf(status: RunStatusValue): WebhookEvent | null {

@@ -6,7 +6,7 @@ import { delayAfterPass, PassLoop, retryDelay } from '../pass-loop.ts';
 import { assertOutboundUrl } from '../net/outbound-url.ts';
 import { publicOnlyFetch } from '../net/public-fetch.ts';
 import type { Database } from '../store/schema.ts';
-import { DeliveryStatus } from './webhook-service.ts';
+import { DeliveryStatus } from '../protocol/webhook.ts';
 
 /**
  * Delays before the 2nd, 3rd, … attempt of a delivery: about a day in total (≈ 22 h over nine attempts),

@@ -4,59 +4,18 @@ import type { Caller } from '../auth/auth-service.ts';
 import { InvalidRequestError, NotFoundError } from '../errors.ts';
 import { newId } from '../ids.ts';
 import { assertOutboundUrl, OutboundUrlError } from '../net/outbound-url.ts';
+import type { Page } from '../protocol/wire.ts';
+import type { WebhookEvent } from '../protocol/webhook.ts';
+import {
+  DeliveryStatus,
+  WEBHOOK_EVENTS,
+  type CreatedWebhook,
+  type CreateWebhookOptions,
+  type WebhookDeliveryObject,
+  type WebhookObject,
+  type WebhookPayload,
+} from '../protocol/webhook.ts';
 import type { Database, WebhookDeliveryRow, WebhookRow } from '../store/schema.ts';
-
-/** The run events a webhook can subscribe to. */
-export const WebhookEvent = {
-  /** A run settled `succeeded`. */
-  runSucceeded: 'run.succeeded',
-  /** A run settled `failed`. */
-  runFailed: 'run.failed',
-  /** A run settled `aborted` (stopped, expired, out of budget or attempts). */
-  runAborted: 'run.aborted',
-  /** A run started waiting for a person (an approval or a budget extension). */
-  runWaiting: 'run.waiting',
-} as const;
-export type WebhookEvent = (typeof WebhookEvent)[keyof typeof WebhookEvent];
-export const WEBHOOK_EVENTS = Object.values(WebhookEvent) as [WebhookEvent, ...WebhookEvent[]];
-
-/** A delivery's state: `pending` until a 2xx answer (`delivered`) or the retry schedule runs out (`failed`). */
-export const DeliveryStatus = {
-  pending: 'pending',
-  delivered: 'delivered',
-  failed: 'failed',
-} as const;
-export type DeliveryStatus = (typeof DeliveryStatus)[keyof typeof DeliveryStatus];
-
-export interface WebhookObject {
-  id: string;
-  url: string;
-  events: WebhookEvent[];
-  enabled: boolean;
-  createdAt: string;
-}
-
-export interface WebhookDeliveryObject {
-  id: string;
-  webhookId: string;
-  runId: string | null;
-  event: string;
-  status: DeliveryStatus;
-  attempts: number;
-  nextAttemptAt: string | null;
-  lastStatusCode: number | null;
-  lastError: string | null;
-  createdAt: string;
-  deliveredAt: string | null;
-  payload: unknown;
-}
-
-/** The body every delivery carries (Standard Webhooks: `type`, `timestamp`, `data`). */
-export interface WebhookPayload {
-  type: WebhookEvent;
-  timestamp: string;
-  data: { run: unknown };
-}
 
 const toWebhookObject = (row: WebhookRow): WebhookObject => ({
   id: row.id,
@@ -89,11 +48,6 @@ export function generateWebhookSecret(): string {
   return `whsec_${randomBytes(SECRET_BYTES).toString('base64')}`;
 }
 
-export interface Page<T> {
-  items: T[];
-  nextCursor: string | null;
-}
-
 function pageOf<T extends { id: string }>(items: T[], limit: number): Page<T> {
   const page = items.slice(0, limit);
   return { items: page, nextCursor: items.length > limit ? page[page.length - 1]!.id : null };
@@ -116,10 +70,7 @@ export class WebhookService {
   }
 
   /** Registers a webhook; its signing secret is returned this once. */
-  async create(
-    caller: Caller,
-    options: { url: string; events?: WebhookEvent[] },
-  ): Promise<{ webhook: WebhookObject; secret: string }> {
+  async create(caller: Caller, options: CreateWebhookOptions): Promise<CreatedWebhook> {
     const url = await assertOutboundUrl(options.url, { allowPrivate: this.#allowPrivateUrls }).catch(
       (error: unknown) => {
         if (!(error instanceof OutboundUrlError)) throw error;

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { QuotaService } from '../../quotas/quota-service.ts';
 import { WorkspaceQuotaSchema } from '../../quotas/quota-service.ts';
 import type { AuthService } from '../../auth/auth-service.ts';
+import type { QuotaReport } from '../../protocol/workspace.ts';
 
 export const UpdateQuotaBody = z.object({ quota: WorkspaceQuotaSchema.nullable() }).strict();
 
@@ -14,7 +15,7 @@ export function registerQuotaRoutes(
   app: FastifyInstance,
   context: { quotas: QuotaService; auth: Pick<AuthService, 'requireAdmin'> },
 ): void {
-  const describe = async (workspaceId: string) => {
+  const describe = async (workspaceId: string): Promise<QuotaReport> => {
     const [quota, usage, remaining] = await Promise.all([
       context.quotas.get(workspaceId),
       context.quotas.usage(workspaceId),

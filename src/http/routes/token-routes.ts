@@ -1,7 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
-import { MAX_TOKEN_TTL_SECONDS, TokenScope } from '../../auth/scoped-tokens.ts';
+import type { ScopedToken } from '../../protocol/credentials.ts';
+import { MAX_TOKEN_TTL_SECONDS } from '../../auth/scoped-tokens.ts';
+import { TokenScope } from '../../protocol/credentials.ts';
 import { requireId } from '../validation.ts';
 
 /** How long a scoped token lives when the request does not say. */
@@ -24,6 +26,7 @@ export function registerTokenRoutes(app: FastifyInstance, context: OutrunContext
     const body = CreateTokenBody.parse(request.body);
     requireId('chat', body.chatId);
     const issued = await context.auth.issueToken(request.caller, body);
-    return reply.status(201).send({ ...issued, chatId: body.chatId, scopes: [...new Set(body.scopes)] });
+    const token: ScopedToken = { ...issued, chatId: body.chatId, scopes: [...new Set(body.scopes)] };
+    return reply.status(201).send(token);
   });
 }

@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { AuthService } from '../../auth/auth-service.ts';
-import { WEBHOOK_EVENTS, type WebhookService } from '../../webhooks/webhook-service.ts';
+import { WEBHOOK_EVENTS } from '../../protocol/webhook.ts';
+import type { WebhookService } from '../../webhooks/webhook-service.ts';
 import { PaginationQuery, requireId } from '../validation.ts';
 
 export const CreateWebhookBody = z
