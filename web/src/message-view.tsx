@@ -328,7 +328,8 @@ function answerOutcome(
   return { kind, text: reason ?? 'This answer was stopped before it finished.' };
 }
 
-function CopyButton({ text }: { text: string }) {
+/** Copies `text` to the clipboard; says so for a moment. */
+export function CopyButton({ text }: { text: string }) {
   const [copied, setCopied] = useState(false);
   return (
     <button

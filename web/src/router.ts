@@ -10,6 +10,8 @@ export type Route =
   | { screen: 'agents' }
   /** `agentId` "new" is the form for a new agent. */
   | { screen: 'agent'; agentId: string }
+  | { screen: 'usage' }
+  | { screen: 'webhooks' }
   | { screen: 'not-found' };
 
 export function parseRoute(pathname: string): Route {
@@ -23,6 +25,8 @@ export function parseRoute(pathname: string): Route {
   }
   if (parts[0] === 'agents' && parts.length === 1) return { screen: 'agents' };
   if (parts[0] === 'agents' && parts[1] && parts.length === 2) return { screen: 'agent', agentId: parts[1] };
+  if (parts[0] === 'usage' && parts.length === 1) return { screen: 'usage' };
+  if (parts[0] === 'webhooks' && parts.length === 1) return { screen: 'webhooks' };
   return { screen: 'not-found' };
 }
 
@@ -43,6 +47,10 @@ export function routePath(route: Route): string {
       return '/agents';
     case 'agent':
       return `/agents/${encodeURIComponent(route.agentId)}`;
+    case 'usage':
+      return '/usage';
+    case 'webhooks':
+      return '/webhooks';
   }
 }
 

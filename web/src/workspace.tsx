@@ -10,6 +10,8 @@ import { RunHistory, RunInspector } from './run-inspector.tsx';
 import { navigate, routePath, useRoute, type Route } from './router.ts';
 import { SchedulesPanel } from './schedules.tsx';
 import { Thread } from './thread.tsx';
+import { UsagePanel } from './usage.tsx';
+import { WebhooksPanel } from './webhooks.tsx';
 
 /** How often the chat list looks for runs going in chats other than the open one. */
 const BUSY_POLL_MS = 8000;
@@ -23,6 +25,14 @@ function titleFrom(text: string): string {
   const trimmed = line.trim();
   return trimmed.length > 48 ? `${trimmed.slice(0, 47)}…` : trimmed;
 }
+
+/** The headings of the screens that belong to the workspace, not to a chat (the sidebar's foot links them). */
+const SETTINGS_TITLES: Partial<Record<Route['screen'], string>> = {
+  agents: 'Agents',
+  agent: 'Agents',
+  usage: 'Usage',
+  webhooks: 'Webhooks',
+};
 
 /** The signed-in app: the chat list beside the selected chat, its runs or one run. */
 export function Workspace({
@@ -175,7 +185,7 @@ export function Workspace({
     let title = 'Outrun';
     if (notFound) title = 'Not found · Outrun';
     else if (chat) title = `${chat.title} · Outrun`;
-    else if (route.screen === 'agents' || route.screen === 'agent') title = 'Agents · Outrun';
+    else if (SETTINGS_TITLES[route.screen]) title = `${SETTINGS_TITLES[route.screen]} · Outrun`;
     document.title = title;
   }, [chat, notFound, route.screen]);
 
@@ -221,16 +231,9 @@ export function Workspace({
           <span className="muted small" title={me.workspace.name}>
             {me.user.email}
           </span>
-          <a
-            className="small"
-            href="/agents"
-            onClick={(event) => {
-              event.preventDefault();
-              navigate({ screen: 'agents' });
-            }}
-          >
-            Agents
-          </a>
+          <SidebarLink target={{ screen: 'agents' }} label="Agents" route={route} />
+          <SidebarLink target={{ screen: 'usage' }} label="Usage" route={route} />
+          {isAdmin ? <SidebarLink target={{ screen: 'webhooks' }} label="Webhooks" route={route} /> : null}
           <button type="button" className="link small" onClick={onSignOut}>
             Sign out
           </button>
@@ -282,8 +285,24 @@ function heading(route: Route, chat: Chat | null, notFound: boolean): string {
   if (notFound) return 'Not found';
   if (chat) return chat.title;
   if (route.screen === 'home') return 'Outrun';
-  if (route.screen === 'agents' || route.screen === 'agent') return 'Agents';
-  return '';
+  return SETTINGS_TITLES[route.screen] ?? '';
+}
+
+function SidebarLink({ target, label, route }: { target: Route; label: string; route: Route }) {
+  const current = SETTINGS_TITLES[route.screen] === SETTINGS_TITLES[target.screen];
+  return (
+    <a
+      className="small"
+      href={routePath(target)}
+      aria-current={current ? 'page' : undefined}
+      onClick={(event) => {
+        event.preventDefault();
+        navigate(target);
+      }}
+    >
+      {label}
+    </a>
+  );
 }
 
 function Tabs({ route, chatId }: { route: Route; chatId: string }) {
@@ -369,6 +388,20 @@ function Screen(props: {
           isAdmin={props.isAdmin}
           onSaved={props.onAgentsChanged}
         />
+      </div>
+    );
+  }
+  if (route.screen === 'usage') {
+    return (
+      <div className="panel">
+        <UsagePanel client={client} isAdmin={props.isAdmin} />
+      </div>
+    );
+  }
+  if (route.screen === 'webhooks') {
+    return (
+      <div className="panel">
+        <WebhooksPanel client={client} isAdmin={props.isAdmin} />
       </div>
     );
   }

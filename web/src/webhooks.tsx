@@ -1,0 +1,298 @@
+import { useCallback, useEffect, useState, type FormEvent } from 'react';
+import type { OutrunClient } from '../../src/client/outrun-client.ts';
+import {
+  WEBHOOK_EVENTS,
+  type CreatedWebhook,
+  type DeliveryStatus,
+  type WebhookDeliveryObject,
+  type WebhookEvent,
+  type WebhookObject,
+} from '../../src/protocol/webhook.ts';
+import { explainError, formatTime } from './explain.ts';
+import { CopyButton } from './message-view.tsx';
+
+/** The most webhooks the screen lists (the API's largest page). */
+const WEBHOOK_PAGE = 100;
+/** How many of a webhook's latest deliveries it shows. */
+const DELIVERY_PAGE = 10;
+
+const EVENT_LABELS: Record<WebhookEvent, string> = {
+  'run.succeeded': 'a run finished',
+  'run.failed': 'a run failed',
+  'run.aborted': 'a run was stopped or cut short',
+  'run.waiting': 'a run waits for a person',
+};
+
+const DELIVERY_BADGES: Record<DeliveryStatus, string> = {
+  pending: 'badge-pending',
+  delivered: 'badge-succeeded',
+  failed: 'badge-failed',
+};
+
+/** The workspace's webhooks: list, add (its signing secret shown once), delete, and recent deliveries. */
+export function WebhooksPanel({ client, isAdmin }: { client: OutrunClient; isAdmin: boolean }) {
+  const [webhooks, setWebhooks] = useState<WebhookObject[] | null>(null);
+  const [created, setCreated] = useState<CreatedWebhook | null>(null);
+  const [error, setError] = useState<string | null>(null);
+
+  const load = useCallback(async () => {
+    try {
+      setWebhooks((await client.listWebhooks({ limit: WEBHOOK_PAGE })).items);
+      setError(null);
+    } catch (caught) {
+      setError(explainError(caught as Error));
+    }
+  }, [client]);
+  useEffect(() => {
+    if (isAdmin) void load();
+  }, [isAdmin, load]);
+
+  if (!isAdmin) return <div className="empty">Only workspace admins manage webhooks.</div>;
+  const remove = async (webhook: WebhookObject) => {
+    try {
+      await client.deleteWebhook(webhook.id);
+      if (created?.webhook.id === webhook.id) setCreated(null);
+      await load();
+    } catch (caught) {
+      setError(explainError(caught as Error));
+    }
+  };
+
+  return (
+    <div className="webhooks">
+      <p className="muted">
+        A webhook gets a signed POST (Standard Webhooks) when a run in this workspace ends or starts waiting
+        for a person.
+      </p>
+      {error ? (
+        <p className="banner banner-error" role="alert">
+          {error}
+        </p>
+      ) : null}
+      {created ? <NewSecret created={created} onDone={() => setCreated(null)} /> : null}
+      {webhooks === null && !error ? <div className="empty">Loading…</div> : null}
+      {webhooks?.length === 0 ? <p className="muted">No webhooks yet.</p> : null}
+      <ul className="webhook-list">
+        {webhooks?.map((webhook) => (
+          <WebhookItem key={webhook.id} client={client} webhook={webhook} onDelete={() => remove(webhook)} />
+        ))}
+      </ul>
+      <NewWebhook
+        client={client}
+        onCreated={(result) => {
+          setCreated(result);
+          void load();
+        }}
+      />
+    </div>
+  );
+}
+
+function NewSecret({ created, onDone }: { created: CreatedWebhook; onDone: () => void }) {
+  return (
+    <div className="webhook-secret" role="status">
+      <label>
+        Signing secret for {created.webhook.url}
+        <input readOnly value={created.secret} onFocus={(event) => event.target.select()} />
+      </label>
+      <p className="small">
+        Copy it now: it will not be shown again. Verify each delivery’s <code>webhook-signature</code> header
+        with it.
+      </p>
+      <div className="form-actions">
+        <CopyButton text={created.secret} />
+        <button type="button" className="small" onClick={onDone}>
+          Done
+        </button>
+      </div>
+    </div>
+  );
+}
+
+function WebhookItem(props: { client: OutrunClient; webhook: WebhookObject; onDelete: () => Promise<void> }) {
+  const { client, webhook, onDelete } = props;
+  const [confirming, setConfirming] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [open, setOpen] = useState(false);
+
+  return (
+    <li>
+      <div>
+        <strong className="webhook-url">{webhook.url}</strong>
+        {webhook.enabled ? null : <span className="badge badge-waiting">disabled</span>}
+      </div>
+      <div className="muted small">
+        {webhook.events.join(', ')} · created {formatTime(webhook.createdAt)}
+      </div>
+      {confirming ? (
+        <div className="schedule-actions">
+          <span>Delete this webhook? Deliveries not sent yet are dropped.</span>
+          <button
+            type="button"
+            className="small danger"
+            autoFocus
+            disabled={busy}
+            onClick={async () => {
+              setBusy(true);
+              try {
+                await onDelete();
+              } finally {
+                setBusy(false);
+                setConfirming(false);
+              }
+            }}
+          >
+            Delete
+          </button>
+          <button type="button" className="small" onClick={() => setConfirming(false)}>
+            Cancel
+          </button>
+        </div>
+      ) : (
+        <div className="schedule-actions">
+          <button type="button" className="small" aria-expanded={open} onClick={() => setOpen(!open)}>
+            Deliveries
+          </button>
+          <button
+            type="button"
+            className="small danger"
+            aria-label={`Delete ${webhook.url}`}
+            onClick={() => setConfirming(true)}
+          >
+            Delete
+          </button>
+        </div>
+      )}
+      {open ? <Deliveries client={client} webhookId={webhook.id} /> : null}
+    </li>
+  );
+}
+
+function Deliveries({ client, webhookId }: { client: OutrunClient; webhookId: string }) {
+  const [deliveries, setDeliveries] = useState<WebhookDeliveryObject[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+
+  const load = useCallback(async () => {
+    try {
+      setDeliveries((await client.listWebhookDeliveries(webhookId, { limit: DELIVERY_PAGE })).items);
+      setError(null);
+    } catch (caught) {
+      setError(explainError(caught as Error));
+    }
+  }, [client, webhookId]);
+  useEffect(() => {
+    void load();
+  }, [load]);
+
+  return (
+    <div className="deliveries event-log">
+      {error ? (
+        <p className="banner banner-error" role="alert">
+          {error}
+        </p>
+      ) : null}
+      {deliveries === null && !error ? <p className="muted small">Loading…</p> : null}
+      {deliveries?.length === 0 ? <p className="muted small">No deliveries yet.</p> : null}
+      {deliveries && deliveries.length > 0 ? (
+        <table aria-label="Latest deliveries">
+          <thead>
+            <tr>
+              <th>Event</th>
+              <th>Status</th>
+              <th>Attempts</th>
+              <th>Last status code</th>
+              <th>Created</th>
+            </tr>
+          </thead>
+          <tbody>
+            {deliveries.map((delivery) => (
+              <tr key={delivery.id}>
+                <td>
+                  <code>{delivery.event}</code>
+                </td>
+                <td>
+                  <span className={`badge ${DELIVERY_BADGES[delivery.status]}`}>{delivery.status}</span>
+                </td>
+                <td>{delivery.attempts}</td>
+                <td title={delivery.lastError ?? undefined}>{delivery.lastStatusCode ?? '–'}</td>
+                <td>{formatTime(delivery.createdAt)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : null}
+      <button type="button" className="link small" onClick={() => void load()}>
+        Refresh deliveries
+      </button>
+    </div>
+  );
+}
+
+function NewWebhook({
+  client,
+  onCreated,
+}: {
+  client: OutrunClient;
+  onCreated: (created: CreatedWebhook) => void;
+}) {
+  const [url, setUrl] = useState('');
+  const [events, setEvents] = useState<WebhookEvent[]>([...WEBHOOK_EVENTS]);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+
+  const onSubmit = async (event: FormEvent) => {
+    event.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      onCreated(await client.createWebhook({ url: url.trim(), events }));
+      setUrl('');
+      setEvents([...WEBHOOK_EVENTS]);
+    } catch (caught) {
+      setError(explainError(caught as Error));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const toggle = (name: WebhookEvent, on: boolean) =>
+    setEvents(WEBHOOK_EVENTS.filter((item) => (item === name ? on : events.includes(item))));
+
+  return (
+    <form className="new-schedule" aria-label="New webhook" onSubmit={(event) => void onSubmit(event)}>
+      <h3>New webhook</h3>
+      <label>
+        URL
+        <input
+          type="url"
+          required
+          placeholder="https://example.com/hooks/outrun"
+          value={url}
+          onChange={(event) => setUrl(event.target.value)}
+        />
+      </label>
+      <fieldset className="webhook-events">
+        <legend>Events</legend>
+        {WEBHOOK_EVENTS.map((name) => (
+          <label key={name} className="inline">
+            <input
+              type="checkbox"
+              checked={events.includes(name)}
+              onChange={(event) => toggle(name, event.target.checked)}
+            />
+            <code>{name}</code> <span className="muted small">{EVENT_LABELS[name]}</span>
+          </label>
+        ))}
+      </fieldset>
+      {error ? (
+        <p className="banner banner-error" role="alert">
+          {error}
+        </p>
+      ) : null}
+      <div className="form-actions">
+        <button type="submit" className="primary" disabled={busy || !url.trim() || events.length === 0}>
+          Add webhook
+        </button>
+      </div>
+    </form>
+  );
+}
