@@ -196,6 +196,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   const runs = new RunService({ db, metrics, faults });
   /** Status changes whose transaction recorded webhook deliveries, until their `afterCommit`. */
   const recordedDeliveries = new WeakSet<TransitionResult>();
+  const prices = ModelPrices.fromFile(config.modelPricesFile);
   const lifecycle = new Lifecycle({
     db,
     log,
@@ -203,6 +204,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     metrics,
     logger,
     faults,
+    prices,
     listeners: [runWebhooksListener((change) => recordedDeliveries.add(change))],
     afterCommit: (change) => {
       // A status change that recorded deliveries: send them now rather than at the next poll. One that
@@ -213,7 +215,6 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     },
   });
   const chats = new ChatService(db);
-  const prices = ModelPrices.fromFile(config.modelPricesFile);
   const mcp = new McpClientPool({ allowPrivateUrls: config.allowPrivateUrls, logger });
   const agents = new AgentService({
     db,

@@ -28,6 +28,18 @@ async function secondInstance(
   return other;
 }
 
+/** How many output deltas of step `step` (counting every step begun) a run's log holds. */
+async function deltasOfStep(server: TestServer, runId: string, step: number): Promise<number> {
+  let begun = 0;
+  let deltas = 0;
+  for await (const event of server.outrun.log.replay(runId)) {
+    const { type } = event.chunk as { type: string };
+    if (type === 'start-step') begun += 1;
+    else if (type === 'text-delta' && begun === step) deltas += 1;
+  }
+  return deltas;
+}
+
 /** A clock for the second instance that runs `leaseMs` ahead: to it, the first instance's leases have run out. */
 function clockPastLease(leaseMs: number): ManualClock {
   return new ManualClock(new Date(Date.now() + 2 * leaseMs));
@@ -116,6 +128,8 @@ describe.each(STORE_KINDS)('leases across instances on %s', (kind) => {
     const run = await server.startRun(chatId, { steps: 3, tokens: 40, delayMs: 5 });
     const before = await server.waitForRun(run.id, (r) => r.stepCount >= 1);
     expect(before.usage?.outputTokens).toBeGreaterThanOrEqual(40);
+    // The takeover comes once step 2 has streamed some output, so it cuts that step.
+    await waitUntil(async () => (await deltasOfStep(server, run.id, 2)) >= 3);
     expect(await other.engine.sweep({ all: false })).toBe(1);
 
     const final = await server.waitForRun(run.id);
@@ -127,15 +141,67 @@ describe.each(STORE_KINDS)('leases across instances on %s', (kind) => {
       .execute();
     const sum = (pick: (usage: Record<string, number>) => number) =>
       steps.reduce((total, step) => total + pick((step.usage ?? {}) as Record<string, number>), 0);
-    // Three steps of 40 output tokens over both executions; nothing spent before the takeover was lost.
-    expect(final.usage).toMatchObject({
-      outputTokens: 120,
-      inputTokens: sum((usage) => usage.inputTokens ?? 0),
-    });
+    // Three steps of 40 output tokens over both executions, and the part of a step the takeover cut: nothing
+    // spent before the takeover was lost. Each streamed delta is a token of the scripted model.
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    const deltas = stream.events.filter((event) => event.chunk.type === 'text-delta').length;
+    expect(deltas).toBeGreaterThan(120);
+    expect(final.usage!.outputTokens).toBe(deltas);
+    expect(final.usage!.inputTokens).toBeGreaterThanOrEqual(sum((usage) => usage.inputTokens ?? 0));
+    // The cut step's spend counts for the day too, apart from the finished steps.
+    const outside = await server.outrun.db
+      .selectFrom('spend_outside_steps')
+      .select(['tokens', 'cost_usd'])
+      .where('run_id', '=', run.id)
+      .execute();
+    expect(outside).toHaveLength(1);
+    expect(outside[0]!.tokens).toBe(
+      final.usage!.inputTokens! +
+        final.usage!.outputTokens! -
+        sum((u) => (u.inputTokens ?? 0) + (u.outputTokens ?? 0)),
+    );
     expect(final.costUsd).toBeCloseTo(
-      steps.reduce((total, step) => total + (step.cost_usd ?? 0), 0),
+      steps.reduce((total, step) => total + (step.cost_usd ?? 0), 0) + outside[0]!.cost_usd!,
       12,
     );
+  });
+
+  it('keeps what a step streamed before a hand-back in the run’s spend, so the resumed run’s budget holds', async () => {
+    const server = await startTestServer(kind);
+    cleanups.push(() => server.close());
+    const text = JSON.stringify({ script: { tokens: 200, delayMs: 5 } });
+    const promptTokens = Math.ceil(text.length / 4);
+    // Room for the prompt and the 200-token answer once, not for a redone answer on top of what was cut.
+    const maxTokens = promptTokens + 250;
+    const chatId = await server.createChat();
+    const started = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text }, budget: { maxTokens } },
+    });
+    const runId = started.body.run.id as string;
+    await collectStream(await server.fetch(`/v1/runs/${runId}/stream`), { stopAfter: 120 });
+    // A shutdown's hand-back, mid-answer; then the sweep a restart makes resumes the run, redoing the step.
+    await server.outrun.executor.releaseAll();
+    expect((await server.outrun.runs.get(runId))!.status).toBe('pending');
+    await server.outrun.engine.sweep({ all: true });
+
+    const final = await server.waitForRun(
+      runId,
+      (run) => run.status === 'waiting' || run.status === 'succeeded',
+    );
+    expect(final).toMatchObject({
+      status: 'waiting',
+      attempt: 2,
+      waiting: { reason: 'budget', exceeded: 'tokens' },
+    });
+    // The waiting run's stream stays open: read its log instead.
+    const chunks: { type: string }[] = [];
+    for await (const event of server.outrun.log.replay(runId)) chunks.push(event.chunk as { type: string });
+    const deltas = chunks.filter((chunk) => chunk.type === 'text-delta').length;
+    expect(chunks.filter((chunk) => chunk.type === 'data-step-interrupted')).toHaveLength(2);
+    // Every token streamed counts, the cut step's included, and the budget held over both executions.
+    expect(final.usage!.outputTokens).toBe(deltas);
+    expect(final.usage!.inputTokens! + final.usage!.outputTokens!).toBeLessThanOrEqual(maxTokens + 1);
   });
 
   it('ends a run aborted/lease_expired once it has used its executions', async () => {

@@ -1,5 +1,6 @@
 import { sql, type QueryCreator, type RawBuilder, type Transaction, type UpdateObject } from 'kysely';
 import type { Logger } from 'pino';
+import type { ModelPrice } from '../agent/prices.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import { MessageProjector } from '../protocol/message-projector.ts';
 import { observeRunEnded, type Metrics } from '../metrics.ts';
@@ -16,7 +17,7 @@ import {
   type EventLog,
   type LogEvent,
 } from '../stream/event-log.ts';
-import { interruptedStepClosure } from '../stream/interrupted-step.ts';
+import { interruptedStep } from '../stream/interrupted-step.ts';
 import { runStatusChunk } from '../stream/run-event.ts';
 import type { RunWaiting } from '../protocol/run.ts';
 import type { FinishedStep } from './agent-loop.ts';
@@ -197,6 +198,8 @@ export interface LifecycleOptions {
   listeners?: TransitionListener[];
   /** Called after a status change committed (for instance, to nudge a dispatcher). */
   afterCommit?: (change: TransitionResult) => void;
+  /** A model's price, for what a step cut by a crash spent. @default no price */
+  prices?: { of(model: string): ModelPrice | null };
 }
 
 /**
@@ -271,7 +274,7 @@ export class Lifecycle {
     // lookup reads the updated row), the order an ending always had (decision 0008 says why it matters). The
     // queued run is looked for by the next statement, whose snapshot is taken once the lock is held.
     const promotes = terminal && request.from.some((status) => isActiveStatus(status));
-    const row = promotes
+    const updated = promotes
       ? await tx
           .with('changed', () => update.returningAll())
           .with('chat', (db) =>
@@ -286,16 +289,30 @@ export class Lifecycle {
           .selectAll('changed')
           .executeTakeFirst()
       : await update.returningAll().executeTakeFirst();
-    if (!row) return null;
+    if (!updated) return null;
 
     const { log } = this.#options;
     const tail = request.tail ?? [];
     if (tail.length > 0 && (request.closeInterruptedStep || request.lastSeq === undefined)) {
-      throw new Error(`run ${row.id}: an owner's tail needs its last sequence number and no step to close`);
+      throw new Error(
+        `run ${updated.id}: an owner's tail needs its last sequence number and no step to close`,
+      );
     }
-    const chunks = request.closeInterruptedStep
-      ? interruptedStepClosure(await collectChunks(log.replay(row.id, tx)), request.closeInterruptedStep)
-      : [];
+    const interrupted = request.closeInterruptedStep
+      ? interruptedStep(await collectChunks(log.replay(updated.id, tx)), request.closeInterruptedStep)
+      : null;
+    // A crash left no owner to count what the cut step spent (a budget cut and a hand-back count it
+    // themselves): the run's usage and the day's count it now, from the output the stream shows.
+    const row =
+      interrupted && interrupted.outputChunks > 0 && request.closeInterruptedStep === INTERRUPTED_BY_CRASH
+        ? await countCrashedStep(
+            tx,
+            updated,
+            interrupted.outputChunks,
+            this.#options.prices?.of(updated.model),
+          )
+        : updated;
+    const chunks = interrupted?.closure ?? [];
     chunks.push(...(request.chunks ?? []));
     const run = toRunObject(row);
     chunks.push(runStatusChunk(run));
@@ -663,7 +680,14 @@ export class Lifecycle {
    * requeue): the open step is closed with `data-step-interrupted`, the epoch bump fences the old owner
    * out, and the queue hands the run to the next worker after commit.
    */
-  handBack(options: { runId: string; epoch: number; leaseExpiredBefore?: Date; reason: string }) {
+  handBack(options: {
+    runId: string;
+    epoch: number;
+    leaseExpiredBefore?: Date;
+    reason: string;
+    /** A releasing owner's totals, with what its cut step spent, so the next owner's budget counts it. */
+    changes?: RunChanges;
+  }) {
     return this.transition({
       runId: options.runId,
       to: RunStatus.pending,
@@ -671,6 +695,7 @@ export class Lifecycle {
       epoch: options.epoch,
       leaseExpiredBefore: options.leaseExpiredBefore,
       closeInterruptedStep: options.reason,
+      changes: options.changes,
     });
   }
 }
@@ -947,4 +972,52 @@ function changeWrites(db: QueryCreator<Database>, writes: ChangeWrites) {
       )
     : recorded;
   return written as typeof withEvents;
+}
+
+/**
+ * Adds what a step cut by a crash spent to its run's usage and cost, and records it for the workspace's daily
+ * usage (`spend_outside_steps`), in the transaction that closes the step: its output chunks a token each, and
+ * as its prompt the prompt of the run's last recorded step (the history only grows; 0 for a run's first step,
+ * whose prompt nothing durable tells). Returns the run's row with the new totals.
+ */
+async function countCrashedStep(
+  tx: Transaction<Database>,
+  row: RunRow,
+  outputTokens: number,
+  price: ModelPrice | null | undefined,
+): Promise<RunRow> {
+  const { rows } = await sql<RunRow>`
+    with step as (
+      select coalesce((
+        select (usage->>'inputTokens')::bigint from run_steps where run_id = ${row.id} order by step desc limit 1
+      ), 0) as input_tokens
+    ),
+    counted as (
+      update runs set
+        usage = jsonb_build_object(
+          'inputTokens', coalesce((runs.usage->>'inputTokens')::bigint, 0) + step.input_tokens,
+          'outputTokens', coalesce((runs.usage->>'outputTokens')::bigint, 0) + ${outputTokens}::bigint),
+        cost_usd = case when ${price !== null && price !== undefined}
+          then coalesce(runs.cost_usd, 0) + (step.input_tokens * ${price?.inputPerMillion ?? 0}::double precision
+            + ${outputTokens} * ${price?.outputPerMillion ?? 0}::double precision) / 1000000
+          else runs.cost_usd end
+      from step
+      where runs.id = ${row.id}
+      returning runs.*, step.input_tokens
+    ),
+    recorded as (
+      insert into spend_outside_steps (run_id, workspace_id, tokens, cost_usd, recorded_at)
+      select id, workspace_id, input_tokens + ${outputTokens}::bigint,
+        case when ${price !== null && price !== undefined}
+          then (input_tokens * ${price?.inputPerMillion ?? 0}::double precision
+            + ${outputTokens} * ${price?.outputPerMillion ?? 0}::double precision) / 1000000
+        end,
+        now()
+      from counted
+    )
+    select * from counted`.execute(tx);
+  const counted = rows[0];
+  if (!counted) return row;
+  const { input_tokens: _inputTokens, ...runRow } = counted as RunRow & { input_tokens: unknown };
+  return runRow as RunRow;
 }

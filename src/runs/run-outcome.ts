@@ -167,10 +167,12 @@ export async function settleRun(options: {
   switch (outcome.type) {
     case 'release': {
       await deps.faults.hit(FaultPoint.beforeRelease, { runId: row.id });
+      // The run's totals include what the cut step spent: the next owner's budget goes on from them.
       const released = await deps.lifecycle.handBack({
         runId: row.id,
         epoch,
         reason: INTERRUPTED_BY_SHUTDOWN,
+        changes,
       });
       deps.logger.info({ ...context, released: released !== null }, 'run released on shutdown');
       return;

@@ -5,14 +5,23 @@ interface ChunkLike {
   id?: unknown;
 }
 
+/** A step a crash or a shutdown cut short: the chunks that close it, and the output it had streamed. */
+export interface InterruptedStep {
+  /** Empty when the stream is between steps (nothing to close). */
+  closure: unknown[];
+  /** The open step's output chunks (text, reasoning and tool-input deltas): a token each, by estimate. */
+  outputChunks: number;
+}
+
 /**
- * The chunks that close a step a crash or a shutdown cut short (invariant 8): given every chunk of a run's
- * stream so far, the `text-end`/`reasoning-end` of the parts left open, then `data-step-interrupted`. Empty
- * when the stream is between steps (nothing to close). The redone step follows with its own `start-step`.
+ * What closes a step a crash or a shutdown cut short (invariant 8): given every chunk of a run's stream so
+ * far, the `text-end`/`reasoning-end` of the parts left open, then `data-step-interrupted`. The redone step
+ * follows with its own `start-step`.
  */
-export function interruptedStepClosure(chunks: Iterable<unknown>, reason: string): unknown[] {
+export function interruptedStep(chunks: Iterable<unknown>, reason: string): InterruptedStep {
   let finishedSteps = 0;
   let inStep = false;
+  let outputChunks = 0;
   const openText = new Set<string>();
   const openReasoning = new Set<string>();
   for (const value of chunks) {
@@ -20,6 +29,12 @@ export function interruptedStepClosure(chunks: Iterable<unknown>, reason: string
     switch (chunk.type) {
       case 'start-step':
         inStep = true;
+        outputChunks = 0;
+        break;
+      case 'text-delta':
+      case 'reasoning-delta':
+      case 'tool-input-delta':
+        outputChunks += 1;
         break;
       case 'finish-step':
         finishedSteps += 1;
@@ -46,14 +61,17 @@ export function interruptedStepClosure(chunks: Iterable<unknown>, reason: string
         break;
     }
   }
-  if (!inStep) return [];
+  if (!inStep) return { closure: [], outputChunks: 0 };
   const interrupted: StepInterruptedChunk = {
     type: 'data-step-interrupted',
     data: { step: finishedSteps + 1, reason },
   };
-  return [
-    ...[...openText].map((id) => ({ type: 'text-end', id })),
-    ...[...openReasoning].map((id) => ({ type: 'reasoning-end', id })),
-    interrupted,
-  ];
+  return {
+    closure: [
+      ...[...openText].map((id) => ({ type: 'text-end', id })),
+      ...[...openReasoning].map((id) => ({ type: 'reasoning-end', id })),
+      interrupted,
+    ],
+    outputChunks,
+  };
 }
