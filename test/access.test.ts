@@ -109,6 +109,23 @@ describe.each(STORE_KINDS)('access and tenancy on %s', (kind) => {
       expect(own.body.user.workspaceId).toBe(otherWorkspaceId);
     });
 
+    it('refuses a second user whose email differs only in case, even when both are created at once', async () => {
+      const create = (email: string) =>
+        server.api('/v1/admin/users', {
+          method: 'POST',
+          body: { workspaceId: otherWorkspaceId, email },
+          key: otherAdminKey,
+        });
+      expect((await create('Twin@Other.test')).status).toBe(201);
+      const again = await create('twin@other.test');
+      expect(again.status).toBe(409);
+      expect(again.body.error.code).toBe('user_exists');
+      const racing = await Promise.all(
+        ['Racer@other.test', 'racer@OTHER.test', 'RACER@other.test'].map(create),
+      );
+      expect(racing.map((response) => response.status).sort()).toEqual([201, 409, 409]);
+    });
+
     it('refuses user management to a member with 403', async () => {
       const response = await server.api('/v1/admin/users', {
         method: 'POST',

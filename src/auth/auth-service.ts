@@ -64,6 +64,11 @@ const TOKEN_SECRET_NAME = 'scoped-token-hmac';
 const LAST_USED_RESOLUTION_MS = 60_000;
 /** Serializes seeding across processes sharing a database. */
 const SEED_LOCK_ID = 7220331;
+/**
+ * With the workspace's `hashtext`, serializes the creation of its users (`pg_advisory_xact_lock(int, int)`),
+ * so two requests for one email in different cases cannot both find it free.
+ */
+const USER_CREATE_GATE = 0x6f72_7533; // 'oru3'
 
 /** How many API keys `AuthService.identify` remembers (a few hundred bytes each); the oldest go first. */
 const KNOWN_KEYS_LIMIT = 10_000;
@@ -325,11 +330,15 @@ export class AuthService {
         .where('id', '=', options.workspaceId)
         .executeTakeFirst();
       if (!workspace) throw new NotFoundError('workspace', options.workspaceId);
+      await sql`select pg_advisory_xact_lock(${USER_CREATE_GATE}::int, hashtext(${options.workspaceId}))`.execute(
+        tx,
+      );
+      // An email names one person whatever its case: `Ann@x.io` is taken by `ann@x.io`.
       const taken = await tx
         .selectFrom('users')
         .select('id')
         .where('workspace_id', '=', options.workspaceId)
-        .where('email', '=', options.email)
+        .where(sql<string>`lower(email)`, '=', options.email.toLowerCase())
         .where('deleted_at', 'is', null)
         .executeTakeFirst();
       if (taken)
