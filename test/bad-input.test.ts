@@ -20,7 +20,7 @@ describe('bad input', () => {
   });
 
   async function snapshot() {
-    const count = async (table: 'chats' | 'runs' | 'messages') =>
+    const count = async (table: 'chats' | 'runs' | 'messages' | 'schedules') =>
       Number(
         (
           await server.outrun.db
@@ -33,6 +33,7 @@ describe('bad input', () => {
       chats: await count('chats'),
       runs: await count('runs'),
       messages: await count('messages'),
+      schedules: await count('schedules'),
       events: await countEvents(server.outrun.db),
       titles: await server.outrun.db.selectFrom('chats').select(['id', 'title']).orderBy('id').execute(),
     };
@@ -107,6 +108,59 @@ describe('bad input', () => {
             input: { parts: [{ type: 'file', mediaType: 'text/plain', url: 'data:text/plain,hi', size: 2 }] },
           },
         }),
+    },
+    ...['javascript:alert(1)', 'file:///etc/passwd', 'not a url', 'ftp://example.com/a.txt'].map((url) => ({
+      name: `a file part whose url is ${url}`,
+      status: 400,
+      code: 'invalid_request',
+      request: async () => {
+        const response = await server.api(runsPath(), {
+          method: 'POST',
+          body: { input: { parts: [{ type: 'file', mediaType: 'text/plain', url }] } },
+        });
+        expect(response.body.error.issues).toEqual([
+          expect.objectContaining({ path: ['input', 'parts', 0, 'url'] }),
+        ]);
+        return response;
+      },
+    })),
+    {
+      name: 'a useChat message with a javascript: file part',
+      status: 400,
+      code: 'invalid_request',
+      request: () =>
+        server.api('/v1/ui/chats', {
+          method: 'POST',
+          body: {
+            id: chatId,
+            messages: [
+              {
+                id: 'm1',
+                role: 'user',
+                parts: [{ type: 'file', mediaType: 'text/html', url: 'javascript:alert(1)' }],
+              },
+            ],
+          },
+        }),
+    },
+    {
+      name: 'a schedule whose input has a file part with a malformed url',
+      status: 400,
+      code: 'invalid_request',
+      request: () =>
+        server.api(`/v1/chats/${chatId}/schedules`, {
+          method: 'POST',
+          body: {
+            cron: '0 9 * * *',
+            input: { parts: [{ type: 'file', mediaType: 'text/plain', url: 'not a url' }] },
+          },
+        }),
+    },
+    {
+      name: 'a chat deletion with a body field (the route takes no body)',
+      status: 400,
+      code: 'invalid_request',
+      request: () => server.api(`/v1/chats/${chatId}`, { method: 'DELETE', body: { bogus: 1 } }),
     },
     {
       name: 'a budget out of range',

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { STORE_KINDS } from './support/databases.ts';
-import { script } from './support/sse.ts';
+import { collectStream, script, scriptedText, streamedText } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
 
 describe.each(STORE_KINDS)('Idempotency-Key on %s', (kind) => {
@@ -86,21 +86,63 @@ describe.each(STORE_KINDS)('Idempotency-Key on %s', (kind) => {
     expect(await countRuns(chatId)).toBe(1);
   });
 
-  it('answers a replayed streaming start with the run as JSON', async () => {
+  it('answers a retried streaming start with the first run’s stream from event 1, and a JSON retry with {run}', async () => {
     const chatId = await server.createChat();
-    const body = JSON.stringify({ input: { text: script({ steps: 1, tokens: 2 }) } });
+    const body = JSON.stringify({ input: { text: script({ steps: 2, tokens: 2 }) } });
     const headers = {
       'content-type': 'application/json',
       accept: 'text/event-stream',
       'idempotency-key': 'streamed',
     };
     const streamed = await server.fetch(`/v1/chats/${chatId}/runs`, { method: 'POST', body, headers });
-    expect(streamed.headers.get('content-type')).toContain('text/event-stream');
+    expect(streamed.status).toBe(200);
     const runId = streamed.headers.get('x-outrun-run-id');
-    await streamed.text();
-    const replay = await server.fetch(`/v1/chats/${chatId}/runs`, { method: 'POST', body, headers });
-    expect(replay.status).toBe(201);
-    expect(((await replay.json()) as { run: { id: string } }).run.id).toBe(runId);
+    expect(runId).toMatch(/^run_/);
+    const first = await collectStream(streamed);
+
+    const retried = await server.fetch(`/v1/chats/${chatId}/runs`, { method: 'POST', body, headers });
+    expect(retried.status).toBe(200);
+    expect(retried.headers.get('content-type')).toContain('text/event-stream');
+    expect(retried.headers.get('x-outrun-run-id')).toBe(runId);
+    expect(retried.headers.get('idempotent-replayed')).toBe('true');
+    const replayed = await collectStream(retried);
+    expect(replayed.done).toBe(true);
+    const plain = await collectStream(await server.fetch(`/v1/runs/${runId}/stream`));
+    expect(replayed.events).toEqual(plain.events);
+    expect(replayed.events).toEqual(first.events);
+    expect(replayed.events[0]!.seq).toBe(1);
+
+    const { accept: _, ...jsonHeaders } = headers;
+    const json = await server.fetch(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body,
+      headers: jsonHeaders,
+    });
+    expect(json.status).toBe(201);
+    expect(json.headers.get('content-type')).toContain('application/json');
+    expect(((await json.json()) as { run: { id: string } }).run.id).toBe(runId);
+    expect(await countRuns(chatId)).toBe(1);
+  });
+
+  it('follows the run live when a streaming start is retried while the run still runs', async () => {
+    const chatId = await server.createChat();
+    const text = { steps: 1, tokens: 20, delayMs: 20 };
+    const body = JSON.stringify({ input: { text: script(text) } });
+    const headers = {
+      'content-type': 'application/json',
+      accept: 'text/event-stream',
+      'idempotency-key': 'streamed-live',
+    };
+    // The first request's connection drops at once, as a client's would before it retries.
+    const first = await server.fetch(`/v1/chats/${chatId}/runs`, { method: 'POST', body, headers });
+    const runId = first.headers.get('x-outrun-run-id');
+    await collectStream(first, { stopAfter: 1 });
+    const retried = await server.fetch(`/v1/chats/${chatId}/runs`, { method: 'POST', body, headers });
+    expect(retried.headers.get('x-outrun-run-id')).toBe(runId);
+    const replayed = await collectStream(retried);
+    expect(replayed.done).toBe(true);
+    expect(replayed.events.map((event) => event.seq)).toEqual(replayed.events.map((_, index) => index + 1));
+    expect(streamedText(replayed.events)).toBe(scriptedText(text.steps, text.tokens));
     expect(await countRuns(chatId)).toBe(1);
   });
 

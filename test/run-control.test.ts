@@ -111,6 +111,28 @@ describe.each(STORE_KINDS)('run control on %s', (kind) => {
     expect(messageText).toBe(text);
   });
 
+  it('refuses a stop by run id with a field it does not take, leaving the run going; an empty body stops it', async () => {
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 1, tokens: 200, delayMs: 10 });
+    await server.waitForRun(run.id, (r) => r.status === 'running');
+
+    for (const raw of ['{"bogus":1}', 'null', '[]', '"stop"']) {
+      const refused = await server.api(`/v1/runs/${run.id}/stop`, { method: 'POST', raw });
+      expect(refused.status, raw).toBe(400);
+      expect(refused.body.error.code, raw).toBe('invalid_request');
+    }
+    const refused = await server.api(`/v1/runs/${run.id}/stop`, { method: 'POST', body: { bogus: 1 } });
+    expect(refused.body.error.message).toContain('bogus');
+    const untouched = (await server.api(`/v1/runs/${run.id}`)).body.run;
+    expect(untouched).toMatchObject({ status: 'running', stopRequestedAt: null });
+
+    const stop = await server.api(`/v1/runs/${run.id}/stop`, { method: 'POST', raw: '' });
+    expect(stop.status).toBe(200);
+    expect(stop.body.stopped).toBe(true);
+    expect((await server.api(`/v1/runs/${run.id}/stop`, { method: 'POST', body: {} })).status).toBe(200);
+    expect(await server.waitForRun(run.id)).toMatchObject({ status: 'aborted', error: { code: 'stopped' } });
+  });
+
   it('stops the active run of a chat by chat id, and answers stopped: false when none is active', async () => {
     const chatId = await server.createChat();
     const idle = await server.api(`/v1/chats/${chatId}/stop`, { method: 'POST' });

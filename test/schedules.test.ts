@@ -142,6 +142,40 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
     expect((await app.api(`/v1/chats/${chatId}/schedules`)).body.items).toEqual([]);
   });
 
+  it('takes a cron of 5 fields, or 6 with seconds, and refuses any other count on create and update', async () => {
+    const app = await server();
+    const chatId = await app.createChat();
+    const input = { text: 'hello' };
+    const refusedCrons = [
+      '* * * * * * *',
+      '0 0 9 * * * 2030',
+      '* * * *',
+      '@daily',
+      '*',
+      '  * *\t* * * *  *  ',
+    ];
+    for (const cron of refusedCrons) {
+      const response = await app.api(`/v1/chats/${chatId}/schedules`, {
+        method: 'POST',
+        body: { cron, input },
+      });
+      expect(response.status, cron).toBe(400);
+      expect(response.body.error).toMatchObject({ code: 'invalid_request', issues: [{ path: ['cron'] }] });
+    }
+    expect((await app.api(`/v1/chats/${chatId}/schedules`)).body.items).toEqual([]);
+
+    // Whitespace around and between the fields is not a field.
+    const five = await createSchedule(app, chatId, { cron: ' 0  9 * *\t1-5 ', input });
+    const six = await createSchedule(app, chatId, { cron: '30 0 9 * * *', input });
+    expect(new Date(six.nextRunAt!).getUTCSeconds()).toBe(30);
+    for (const cron of refusedCrons) {
+      const response = await app.api(`/v1/schedules/${five.id}`, { method: 'PATCH', body: { cron } });
+      expect(response.status, cron).toBe(400);
+      expect(response.body.error).toMatchObject({ code: 'invalid_request', issues: [{ path: ['cron'] }] });
+    }
+    expect(await getSchedule(app, five.id)).toEqual(five);
+  });
+
   it('keeps schedules private to the owner of their chat', async () => {
     const app = await server();
     const chatId = await app.createChat();

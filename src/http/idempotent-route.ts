@@ -2,16 +2,27 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { IdempotencyKeys, IdempotentResponse } from '../triggers/idempotency.ts';
 
 /**
+ * How a route answers a replay itself, from the first response's stored status and JSON body: a function that
+ * sends the answer, or null for the stored JSON.
+ */
+export type ReplayAnswer = (stored: { status: number; body: unknown }) => (() => Promise<unknown>) | null;
+
+/**
  * Runs a creating route's handler under the request's `Idempotency-Key` header (if any) and sends its
  * answer. The handler returns its status and JSON body instead of sending them; a streaming handler also
- * returns `send`, used for the first response only: a replay answers the stored JSON (`201 {run}`) with
- * the header `Idempotent-Replayed: true`.
+ * returns `send`, used for the first response only. A replay answers the stored JSON (`201 {run}`), or what
+ * `options.replay` makes of it (a retried streaming start: the run's stream), with the header
+ * `Idempotent-Replayed: true`.
  */
 export async function withIdempotency(
   idempotency: IdempotencyKeys,
   request: FastifyRequest,
   reply: FastifyReply,
   handler: () => Promise<IdempotentResponse>,
+  options: {
+    /** Answers a replay other than with the stored JSON. @default the stored JSON */
+    replay?: ReplayAnswer;
+  } = {},
 ): Promise<unknown> {
   const header = request.headers['idempotency-key'];
   const result = await idempotency.run(
@@ -25,7 +36,10 @@ export async function withIdempotency(
     },
     handler,
   );
-  if (result.replayed) void reply.header('idempotent-replayed', 'true');
-  else if (result.send) return result.send();
+  if (result.replayed) {
+    void reply.header('idempotent-replayed', 'true');
+    const send = options.replay?.({ status: result.status, body: result.body });
+    if (send) return send();
+  } else if (result.send) return result.send();
   return reply.status(result.status).send(result.body);
 }

@@ -674,6 +674,21 @@ export function queryParametersOf(method: string, url: string | undefined): Read
   return QUERY_PARAMETERS.get(`${method === 'HEAD' ? 'GET' : method} ${url ?? ''}`);
 }
 
+/** The `/v1` routes that take no JSON body, by `METHOD /pattern`. */
+const ROUTES_WITHOUT_BODY = new Set(
+  ROUTES.filter((route) => route.path.startsWith('/v1/') && !route.body).map(
+    (route) => `${route.method} ${route.path}`,
+  ),
+);
+
+/**
+ * Whether a `/v1` route takes no JSON body: such a route refuses a body with fields, as a route with a body
+ * schema refuses a field it does not know. False for a route outside the API.
+ */
+export function takesNoBody(method: string, url: string | undefined): boolean {
+  return ROUTES_WITHOUT_BODY.has(`${method} ${url ?? ''}`);
+}
+
 /** A route as Fastify registered it. */
 export interface RegisteredRoute {
   method: string;

@@ -30,9 +30,10 @@ import { registerStepRoutes } from './routes/step-routes.ts';
 import { registerWebhookRoutes } from './routes/webhook-routes.ts';
 import { CONTENT_SECURITY_DIRECTIVES, registerWebApp } from './static.ts';
 import { registerQuotaRoutes } from './routes/quota-routes.ts';
-import { queryParametersOf, registerOpenApiRoute, trackRoutes } from './openapi.ts';
+import { queryParametersOf, registerOpenApiRoute, takesNoBody, trackRoutes } from './openapi.ts';
 import { registerRequestObserver } from './request-observer.ts';
 import { assertStorableText } from './text-guard.ts';
+import { NoBody } from './validation.ts';
 
 /** How long `/readyz` waits for the database before answering 503: a frozen database must not hang it. */
 const READINESS_PROBE_TIMEOUT_MS = 800;
@@ -271,6 +272,13 @@ export function buildServer(context: OutrunContext): FastifyInstance {
         },
       );
     }
+  });
+
+  // A route that takes no body refuses one with fields before it acts, as a route with a body schema refuses a
+  // field it does not know: a `{"bogus":1}` sent to a stop or a delete is never ignored while the route goes
+  // ahead. It runs after the scoped-token check (registered earlier), as a route's own body validation does.
+  app.addHook('preHandler', async (request) => {
+    if (takesNoBody(request.method, request.routeOptions.url)) NoBody.parse(request.body);
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));

@@ -7,6 +7,12 @@ export function parse<T extends z.ZodType>(schema: T, value: unknown): z.infer<T
   return schema.parse(value);
 }
 
+/**
+ * The body of a route that takes none: nothing, or an empty object. Any field is refused (400
+ * `invalid_request`) before the route acts, as a route with a body refuses a field it does not know.
+ */
+export const NoBody = z.object({}).strict().optional();
+
 /** Checks a path id's shape; a malformed id is a 400 `invalid_id` (a well-formed unknown one is a 404 later). */
 export function requireId(kind: IdKind, value: string): string {
   if (!isId(kind, value))

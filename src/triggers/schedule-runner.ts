@@ -295,7 +295,8 @@ export class ScheduleRunner {
         last_fired_at: now,
       };
     } catch {
-      // Validated on write; a runtime that no longer knows the zone disables the schedule rather than loop.
+      // Validated on write; a cron or zone that no longer passes (a zone this runtime does not know, a field
+      // count not taken) disables the schedule rather than loop.
       return { next_run_at: null, enabled: false, last_fired_at: now };
     }
   }

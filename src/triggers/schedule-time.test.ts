@@ -34,6 +34,19 @@ describe('nextCronTime', () => {
     expect(() => nextCronTime({ cron: 'every day', timeZone: 'UTC', after: new Date() })).toThrow(/^cron:/);
   });
 
+  it('refuses a cron of other than 5 fields, or 6 with seconds, however the library would read it', () => {
+    for (const cron of ['* * * * * * *', '0 0 9 * * * 2030', '* * * *', '@daily']) {
+      expect(() => nextCronTime({ cron, timeZone: 'UTC', after: new Date() }), cron).toThrow(/^cron:/);
+    }
+    const after = new Date('2026-03-01T10:17:30Z');
+    expect(nextCronTime({ cron: '  */5\t* * *  * ', timeZone: 'UTC', after }).toISOString()).toBe(
+      '2026-03-01T10:20:00.000Z',
+    );
+    expect(nextCronTime({ cron: '15 */5 * * * *', timeZone: 'UTC', after }).toISOString()).toBe(
+      '2026-03-01T10:20:15.000Z',
+    );
+  });
+
   it('names the timezone field for a zone that does not exist', () => {
     expect(() => assertTimeZone('Europe/Paris')).not.toThrow();
     expect(() => assertTimeZone('Mars/Olympus')).toThrow(/^timezone:/);

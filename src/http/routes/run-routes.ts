@@ -17,11 +17,18 @@ import { isDatabaseUnavailableError } from '../../store/transient.ts';
 import { PaginationQuery, parseSequence, requireId } from '../validation.ts';
 
 const TextPart = z.object({ type: z.literal('text'), text: z.string().min(1).max(200_000) }).strict();
+/**
+ * A file part's URL: `http:` or `https:` (the model's provider downloads it) or `data:` (inline). Any other
+ * scheme, or a string that is not a URL, is refused here rather than failing the run once it has begun.
+ */
+const FileUrl = z
+  .url({ protocol: /^(https?|data)$/, error: 'must be an http:, https: or data: URL' })
+  .max(1_000_000);
 const FilePart = z
   .object({
     type: z.literal('file'),
     mediaType: z.string().min(1).max(200),
-    url: z.string().min(1).max(1_000_000),
+    url: FileUrl,
     filename: z.string().max(500).optional(),
   })
   .strict();
@@ -94,11 +101,21 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
 
   // The start checks the caller's key in its own statement when this instance knows the key (`deferKeyCheck`).
   app.post('/v1/chats/:chatId/runs', { config: { deferKeyCheck: true } }, async (request, reply) =>
-    withIdempotency(context.idempotency, request, reply, async () => {
-      const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
-      const body = StartRunBody.parse(request.body);
-      return startAndAnswer(context, request, reply, { chatId, body });
-    }),
+    withIdempotency(
+      context.idempotency,
+      request,
+      reply,
+      async () => {
+        const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
+        const body = StartRunBody.parse(request.body);
+        return startAndAnswer(context, request, reply, { chatId, body });
+      },
+      // A retried streaming start answers as the first one did: the run's stream from event 1.
+      {
+        replay: (stored) =>
+          wantsEventStream(request) ? replayStartStream(context, request, reply, stored) : null,
+      },
+    ),
   );
 
   app.get('/v1/chats/:chatId/runs', async (request) => {
@@ -160,32 +177,61 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
       parseSequence(request.headers['last-event-id'], 'Last-Event-ID') ??
       parseSequence(StreamQuery.parse(request.query).after, 'after') ??
       0;
-    // The stream's first read checks ownership in the same statement: one round trip to a resume's first event.
-    const { caller } = request;
-    let status: string | undefined;
-    return streamRun(context, request, reply, {
-      runId,
-      after,
-      readFirst: (page) =>
-        readCheckingKey(request.keyCheck, caller.keyId, async (keyId) => {
-          const owned = await runs.readOwned({ ...ownerOf(caller, runId, keyId), ...page });
-          if (!owned) throw new NotFoundError('run', runId);
-          if (owned.eventsDeletedAt)
-            throw new EventsExpiredError(runId, new Date(owned.eventsDeletedAt).toISOString());
-          status = owned.status;
-          return owned.events;
-        }),
-      ended: async () => status !== undefined && isTerminalStatus(status),
-    });
+    return streamOwnedRun(context, request, reply, { runId, after });
   });
+}
+
+/**
+ * Answers with the stream of a run the caller may read, from the event after `after` (DESIGN §5). The
+ * stream's first read checks ownership (and a key this instance did not check) in the same statement: one
+ * round trip to a resume's first event. 404 for a run the caller may not read, 410 once its events are gone.
+ */
+function streamOwnedRun(
+  context: OutrunContext,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  options: { runId: string; after: number; headers?: Record<string, string> },
+): Promise<void> {
+  const { runId } = options;
+  const { caller } = request;
+  let status: string | undefined;
+  return streamRun(context, request, reply, {
+    ...options,
+    readFirst: (page) =>
+      readCheckingKey(request.keyCheck, caller.keyId, async (keyId) => {
+        const owned = await context.runs.readOwned({ ...ownerOf(caller, runId, keyId), ...page });
+        if (!owned) throw new NotFoundError('run', runId);
+        if (owned.eventsDeletedAt)
+          throw new EventsExpiredError(runId, new Date(owned.eventsDeletedAt).toISOString());
+        status = owned.status;
+        return owned.events;
+      }),
+    ended: async () => status !== undefined && isTerminalStatus(status),
+  });
+}
+
+/**
+ * The replay of a streaming start (`Idempotency-Key`): the stream of the run the first request started, from
+ * event 1, replayed and then followed, with the first answer's `x-outrun-run-id`. Null (the stored JSON) when
+ * the stored answer holds no run.
+ */
+function replayStartStream(
+  context: OutrunContext,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  stored: { body: unknown },
+): (() => Promise<void>) | null {
+  const runId = (stored.body as { run?: { id?: unknown } } | null)?.run?.id;
+  if (typeof runId !== 'string') return null;
+  return () =>
+    streamOwnedRun(context, request, reply, { runId, after: 0, headers: { 'x-outrun-run-id': runId } });
 }
 
 /**
  * A creating route's start: `201 {run}`, or with `Accept: text/event-stream` (or `alwaysStream`) the run's
  * stream. A stream is subscribed before its run begins, under the id the run will have, so it hears every
- * event live from the first and reads nothing from the log (one round trip less per start). A replay of a
- * streaming start answers `201 {run}` as JSON (see `withIdempotency`); the client follows the run's stream
- * from there.
+ * event live from the first and reads nothing from the log (one round trip less per start). A replay (see
+ * `withIdempotency`) does not come here: the route answers it from the stored `{run}`.
  */
 export async function startAndAnswer(
   context: OutrunContext,
