@@ -362,9 +362,49 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
 
     const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
     expect(streamedText(stream.events)).toBe(scriptedText(1, 3));
-    expect(stream.events.some((event) => event.chunk.type === 'error')).toBe(true);
+    // A failed run's stream ends `error` (the model's own message), then the terminal `data-run`.
+    expect(stream.events.slice(-2).map((event) => event.chunk.type)).toEqual(['error', 'data-run']);
+    expect(stream.events.at(-2)!.chunk.errorText).toBe(settled.error!.message);
     expect(stream.events.at(-1)!.chunk).toMatchObject({ type: 'data-run', data: { status: 'failed' } });
     const latest = await server.api(`/v1/chats/${chatId}/runs/latest`);
     expect(latest.body.message.status).toBe('error');
+  });
+
+  it('ends a run succeeded when the model called a tool the run does not have and went on after the tool error', async () => {
+    const chatId = await server.createChat();
+    const run = await server.startRun(chatId, { steps: 2, tokens: 1, tool: 'nope' });
+    const settled = await server.waitForRun(run.id);
+    expect(settled).toMatchObject({ status: 'succeeded', stepCount: 2, error: null });
+
+    // The SDK told the model the tool is unavailable, as the call's result; the stream shows it so.
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    const types = stream.events.map((event) => event.chunk.type);
+    expect(types).not.toContain('error');
+    const toolError = stream.events.find((event) =>
+      ['tool-input-error', 'tool-output-error'].includes(event.chunk.type),
+    );
+    expect(toolError?.chunk.errorText).toContain('nope');
+    expect(streamedText(stream.events)).toBe(scriptedText(2, 1));
+    expect(stream.events.at(-1)!.chunk).toMatchObject({ type: 'data-run', data: { status: 'succeeded' } });
+    const latest = await server.api(`/v1/chats/${chatId}/runs/latest`);
+    expect(latest.body.message.status).toBe('completed');
+    expect(latest.body.message.parts).toContainEqual(
+      expect.objectContaining({ type: 'tool-nope', state: 'output-error' }),
+    );
+  });
+
+  it('ends a run succeeded when its agent has no echo tool and the script calls it', async () => {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'no echo', tools: [{ name: 'current_time' }] },
+    });
+    expect(agent.status).toBe(201);
+    const chat = await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } });
+    const chatId = chat.body.chat.id as string;
+    const run = await server.startRun(chatId, { steps: 2, tokens: 2 });
+    const settled = await server.waitForRun(run.id);
+    expect(settled).toMatchObject({ status: 'succeeded', stepCount: 2, error: null });
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    expect(stream.events.some((event) => event.chunk.type === 'error')).toBe(false);
   });
 });

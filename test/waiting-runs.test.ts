@@ -210,6 +210,105 @@ describe.each(STORE_KINDS)('waiting runs on %s', (kind) => {
       });
     }
 
+    it('refuses a continue whose budget leaves a limit used up with 400 naming it, and the run waits unchanged', async () => {
+      // Each step calls the echo tool but the last, and takes at least 40 ms.
+      const text = { steps: 4, tokens: 3, delayMs: 20 };
+      const run = await start(await server.createChat(), {
+        input: { text: script(text) },
+        budget: { maxSteps: 2 },
+      });
+      const paused = await waitFor(run.id, 'waiting');
+      expect(paused).toMatchObject({ stepCount: 2, waiting: { reason: 'budget', exceeded: 'steps' } });
+      const spentTokens = paused.usage!.inputTokens! + paused.usage!.outputTokens!;
+      const lastSeq = await server.outrun.log.lastSeq(run.id);
+      const refusals = [
+        { budget: { maxSteps: 2 }, field: 'budget.maxSteps', says: 'the 2 steps' },
+        { budget: { maxSteps: 1 }, field: 'budget.maxSteps', says: 'the 2 steps' },
+        // The merged budget is checked: a raise of one limit leaves the others as they were.
+        { budget: { maxTokens: 100_000 }, field: 'budget.maxSteps', says: 'the 2 steps' },
+        {
+          budget: { maxSteps: 10, maxTokens: spentTokens },
+          field: 'budget.maxTokens',
+          says: `${spentTokens}`,
+        },
+        { budget: { maxSteps: 10, maxCostUsd: paused.costUsd! }, field: 'budget.maxCostUsd', says: '$' },
+        { budget: { maxSteps: 10, maxDurationMs: 1 }, field: 'budget.maxDurationMs', says: 'ms' },
+      ];
+      for (const refusal of refusals) {
+        const response = await server.api(`/v1/runs/${run.id}/continue`, {
+          method: 'POST',
+          body: { budget: refusal.budget },
+        });
+        expect(response.status, JSON.stringify(refusal.budget)).toBe(400);
+        expect(response.body.error).toMatchObject({ code: 'invalid_request', field: refusal.field });
+        expect(response.body.error.message).toContain(refusal.field);
+        expect(response.body.error.message).toContain(refusal.says);
+      }
+      expect((await server.api(`/v1/runs/${run.id}`)).body.run).toEqual(paused);
+      expect(await server.outrun.log.lastSeq(run.id)).toBe(lastSeq);
+
+      const continued = await server.api(`/v1/runs/${run.id}/continue`, {
+        method: 'POST',
+        body: { budget: { maxSteps: 4 } },
+      });
+      expect(continued.status, JSON.stringify(continued.body)).toBe(200);
+      const final = await server.waitForRun(run.id);
+      expect(final).toMatchObject({ status: 'succeeded', stepCount: 4 });
+      expect(answeredText((await stream(run.id)).events)).toBe(scriptedText(text.steps, text.tokens));
+      expect(Object.keys(final.usage!).sort()).toEqual(['inputTokens', 'outputTokens']);
+    });
+
+    it('refuses a continue that sets a cost budget on a model without a price with 400 price_unknown', async () => {
+      const run = await start(await server.createChat(), {
+        input: { text: script({ steps: 2, tokens: 2 }) },
+        model: 'unpriced',
+        budget: { maxSteps: 1 },
+      });
+      const paused = await waitFor(run.id, 'waiting');
+      const response = await server.api(`/v1/runs/${run.id}/continue`, {
+        method: 'POST',
+        body: { budget: { maxSteps: 5, maxCostUsd: 1 } },
+      });
+      expect(response.status).toBe(400);
+      expect(response.body.error).toMatchObject({ code: 'price_unknown', field: 'budget.maxCostUsd' });
+      expect((await server.api(`/v1/runs/${run.id}`)).body.run).toEqual(paused);
+    });
+
+    it('pauses a resumed run whose steps are used up and whose last step called a tool, never ending it succeeded', async () => {
+      const text = { steps: 4, tokens: 3 };
+      const run = await start(await server.createChat(), {
+        input: { text: script(text) },
+        budget: { maxSteps: 2 },
+      });
+      const paused = await waitFor(run.id, 'waiting');
+      // Resumed without a raise, as a continue an older instance accepted in a rolling deploy would.
+      const { db, lifecycle } = server.outrun;
+      const change = await db
+        .transaction()
+        .execute((tx) => lifecycle.transitionIn(tx, { runId: run.id, to: 'pending', from: ['waiting'] }));
+      await lifecycle.afterCommit(change!);
+      const again = await server.waitForRun(
+        run.id,
+        (current) => current.status !== 'pending' && current.status !== 'running',
+      );
+      // The run's totals keep their shape, not that of its steps' usage (`totalTokens` and the like).
+      expect(again.usage).toEqual(paused.usage);
+      expect(again).toMatchObject({
+        status: 'waiting',
+        stepCount: 2,
+        costUsd: paused.costUsd,
+        waiting: { reason: 'budget', exceeded: 'steps' },
+      });
+      const continued = await server.api(`/v1/runs/${run.id}/continue`, {
+        method: 'POST',
+        body: { budget: { maxSteps: 10 } },
+      });
+      expect(continued.status, JSON.stringify(continued.body)).toBe(200);
+      const final = await server.waitForRun(run.id);
+      expect(final).toMatchObject({ status: 'succeeded', stepCount: 4 });
+      expect(answeredText((await stream(run.id)).events)).toBe(scriptedText(text.steps, text.tokens));
+    });
+
     it('aborts with budget_exceeded under onExceeded: abort, keeping the partial output', async () => {
       const chatId = await server.createChat();
       const run = await start(chatId, {

@@ -322,6 +322,8 @@ export class ChatRunsStore {
             this.#updateRun((chunk as RunStatusChunk).data);
             this.#notify(true);
           } else if (chunk.type === 'data-budget') {
+            // Part of the message, as the server stores it, and what the run has spent so far.
+            live.projector.push(chunk);
             this.#spending = (chunk as BudgetChunk).data;
             this.#notify(true);
           } else {

@@ -1,5 +1,6 @@
 import { streamText, type LanguageModel, type ModelMessage, type ToolSet, type UIMessage } from 'ai';
-import type { MessageProjector } from '../protocol/message-projector.ts';
+import type { RunChunk } from '../protocol/chunks.ts';
+import type { MessageProjector, ProjectedStep } from '../protocol/message-projector.ts';
 import { isContextOverflowError } from '../agent/compaction.ts';
 import type { RunToolContext } from '../agent/tool-context.ts';
 import type { ModelOptions } from '../protocol/agent.ts';
@@ -58,12 +59,14 @@ export interface AgentLoopOptions {
 }
 
 export interface AgentLoopResult {
-  /** The model or a tool failed; its message for a person. */
+  /**
+   * The model failed (the stream's `error` chunk): its message for a person. A tool's failure is not one: the
+   * SDK reports it to the model as the tool's result (`tool-output-error`), and the model goes on.
+   */
   errorText: string | null;
   /** The stream ended with the SDK's own `abort` chunk. */
   sawAbort: boolean;
   stepsDone: number;
-  usages: RunUsage[];
   /** The budget limit that ended the loop: before a call, or by cutting a step mid-stream. */
   budgetExceeded: BudgetExceeded | null;
   /** Whether the budget cut a step mid-stream (that step is partial). */
@@ -87,7 +90,9 @@ export interface AgentLoopResult {
  */
 export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoopResult> {
   const { writer, projector, meter } = options;
-  const usages: RunUsage[] = [];
+  // Every chunk the loop appends, the model's and Outrun's own, is projected too: the message its run stores is
+  // the projection of the run's stream (invariant 6).
+  const emit = (chunk: RunChunk) => appendProjected({ writer, projector, chunk });
   const stepUsage = new StepUsages();
   let errorText: string | null = null;
   let sawAbort = false;
@@ -97,6 +102,8 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   let budgetCutStep = false;
   let firstToken = false;
   let contextOverflow = false;
+  // The error the model's stream reported last, for the `error` chunk the SDK makes of it.
+  let streamError: unknown;
   let stepOpen = false;
   const toolCalls = new Map<string, { toolName: string; input: unknown }>();
   const approvals: PendingApproval[] = [];
@@ -136,11 +143,12 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
       return budgetExceeded !== null;
     },
     abortSignal: options.signal,
-    onStepFinish: (finished) => {
-      const usage = toRunUsage(finished.usage);
-      usages.push(usage);
-      stepUsage.push(usage);
+    // Called for the stream's own errors only (the ones that become its `error` chunk), not for a tool's, and
+    // before that chunk reaches the loop.
+    onError: ({ error }) => {
+      streamError = error;
     },
+    onStepFinish: (finished) => stepUsage.push(toRunUsage(finished.usage)),
   });
   // The run's one stream, without the copy `streamText` would keep of it until the run ends.
   const { stream } = takeOnlyStream(result, () =>
@@ -148,10 +156,9 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
       generateMessageId: () => options.messageId,
       sendStart: !options.resumed,
       sendReasoning: true,
-      onError: (error) => {
-        contextOverflow = isContextOverflowError(error);
-        return (errorText = describeModelError(error));
-      },
+      // The text of every error the stream reports: the model's (`error`) and a tool's (`tool-input-error`,
+      // `tool-output-error`, which the model is told and recovers from). Only an `error` chunk fails the run.
+      onError: describeModelError,
     }),
   );
 
@@ -181,9 +188,13 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   try {
     for await (const chunk of stream) {
       if (chunk.type === 'abort' && !options.keepAbortChunk()) continue;
-      if (chunk.type === 'error' && contextOverflow) continue;
-      const seq = writer.append(chunk);
-      const finished = projector.push(chunk);
+      if (chunk.type === 'error') {
+        errorText = chunk.errorText;
+        contextOverflow = isContextOverflowError(streamError);
+        streamError = undefined;
+        if (contextOverflow) continue;
+      }
+      const { seq, finished } = emit(chunk);
       switch (chunk.type) {
         case 'abort':
           sawAbort = true;
@@ -228,7 +239,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
       step += 1;
       const { usage, costUsd } = meter.endStep(await stepUsage.next());
       const spent = meter.spent();
-      writer.append({
+      emit({
         type: 'data-budget',
         data: {
           usage: { inputTokens: spent.inputTokens, outputTokens: spent.outputTokens },
@@ -257,7 +268,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     clearTimeout(durationTimer);
   }
   if (contextOverflow && stepOpen) {
-    writer.append({ type: 'data-step-interrupted', data: { step: step + 1, reason: 'context_overflow' } });
+    emit({ type: 'data-step-interrupted', data: { step: step + 1, reason: 'context_overflow' } });
   }
   await recording;
   if (recordFailure) throw new PersistenceFailedError(recordFailure);
@@ -266,13 +277,26 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     errorText,
     sawAbort,
     stepsDone: step,
-    usages,
     budgetExceeded,
     budgetCutStep,
     approvals,
     contextOverflow,
     unrecordedStep: unrecorded,
   };
+}
+
+/**
+ * Appends a chunk to the run's stream and applies it to the run's message projection, the one way an execution
+ * adds to its stream: so the message it stores with a status change is the projection of that stream
+ * (invariant 6). Returns the chunk's sequence number, and the step it finished at a `finish-step`.
+ */
+export function appendProjected(options: {
+  writer: RunEventWriter;
+  projector: MessageProjector;
+  chunk: RunChunk;
+}): { seq: number; finished: ProjectedStep | undefined } {
+  const seq = options.writer.append(options.chunk);
+  return { seq, finished: options.projector.push(options.chunk) };
 }
 
 /** Step usages as `onStepFinish` reports them, handed out in order to the stream reader. */
@@ -338,17 +362,6 @@ export function toRunUsage(usage: {
     if (typeof value === 'number' && Number.isFinite(value)) result[key] = value;
   }
   return result;
-}
-
-export function sumUsage(usages: RunUsage[]): RunUsage | null {
-  if (usages.length === 0) return null;
-  const total: RunUsage = {};
-  for (const usage of usages) {
-    for (const [key, value] of Object.entries(usage) as [keyof RunUsage, number][]) {
-      total[key] = (total[key] ?? 0) + value;
-    }
-  }
-  return total;
 }
 
 /** A model failure in words a person can act on; never a stack trace. */

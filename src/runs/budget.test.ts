@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { DailyAllowance } from '../quotas/quota-service.ts';
-import { BudgetMeter } from './budget.ts';
+import { BudgetMeter, usedUpLimit } from './budget.ts';
 
 const PRICE = { inputPerMillion: 1, outputPerMillion: 2 };
 const NOTHING_SPENT = { steps: 0, inputTokens: 0, outputTokens: 0, costUsd: 0, runningMs: 0 };
@@ -71,5 +71,19 @@ describe('BudgetMeter', () => {
       inputTokens: 380,
       outputTokens: 30,
     });
+  });
+});
+
+describe('usedUpLimit', () => {
+  it('names the limit spend has reached, and none while every limit has room left', () => {
+    const spent = { steps: 2, inputTokens: 30, outputTokens: 10, costUsd: 0.5, runningMs: 1_000 };
+    expect(usedUpLimit({ maxSteps: 2 }, spent)).toBe('steps');
+    expect(usedUpLimit({ maxSteps: 3, maxTokens: 40 }, spent)).toBe('tokens');
+    expect(usedUpLimit({ maxCostUsd: 0.5 }, spent)).toBe('cost');
+    expect(usedUpLimit({ maxDurationMs: 1_000 }, spent)).toBe('duration');
+    expect(
+      usedUpLimit({ maxSteps: 3, maxTokens: 41, maxCostUsd: 0.6, maxDurationMs: 1_001 }, spent),
+    ).toBeNull();
+    expect(usedUpLimit({}, spent)).toBeNull();
   });
 });

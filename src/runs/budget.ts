@@ -256,12 +256,19 @@ export class BudgetMeter {
 
   /** After a step: whether the next call is already out of budget for a limit that needs no estimate. */
   exhausted(): BudgetExceeded | null {
-    const { maxSteps, maxTokens, maxCostUsd, maxDurationMs } = this.#budget;
-    const spent = this.spent();
-    if (maxSteps !== undefined && spent.steps >= maxSteps) return 'steps';
-    if (maxTokens !== undefined && spent.inputTokens + spent.outputTokens >= maxTokens) return 'tokens';
-    if (maxCostUsd !== undefined && spent.costUsd >= maxCostUsd) return 'cost';
-    if (maxDurationMs !== undefined && spent.runningMs >= maxDurationMs) return 'duration';
-    return null;
+    return usedUpLimit(this.#budget, this.spent());
   }
+}
+
+/**
+ * The limit of `budget` that `spent` has used up, if any: with it, no model call can be made, whatever its
+ * prompt (the checks of `BudgetMeter` that need no estimate of the call). Steps come first, then time.
+ */
+export function usedUpLimit(budget: Budget, spent: Spend): BudgetExceeded | null {
+  const { maxSteps, maxTokens, maxCostUsd, maxDurationMs } = budget;
+  if (maxSteps !== undefined && spent.steps >= maxSteps) return 'steps';
+  if (maxDurationMs !== undefined && spent.runningMs >= maxDurationMs) return 'duration';
+  if (maxTokens !== undefined && spent.inputTokens + spent.outputTokens >= maxTokens) return 'tokens';
+  if (maxCostUsd !== undefined && spent.costUsd >= maxCostUsd) return 'cost';
+  return null;
 }

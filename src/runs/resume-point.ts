@@ -14,7 +14,6 @@ export interface ResumePoint {
   projector: MessageProjector;
   stepsDone: number;
   finishedParts: UIMessage['parts'];
-  usages: RunUsage[];
   /** The last finished step called no tool: the model gave its final answer before the crash. */
   loopEnded: boolean;
 }
@@ -55,14 +54,12 @@ export async function findResumePoint(options: {
     parts: step.parts.map((part) => withApprovalAnswer(part, answers)),
   }));
   const recorded = await options.runs.listSteps(options.runId);
-  const usages = finished.map((_, index) => (recorded[index]?.usage as RunUsage | null) ?? {});
   await recordLostSteps({ finished, recordedCount: recorded.length, recordStep: options.recordStep });
   const last = finished.at(-1)?.parts;
   return {
     projector,
     stepsDone: finished.length,
     finishedParts: finished.flatMap((step) => step.parts),
-    usages,
     loopEnded: last !== undefined && !last.some(isToolPart),
   };
 }
@@ -131,14 +128,30 @@ export async function spentBefore(options: {
   runs: Pick<RunService, 'listSteps'>;
 }): Promise<Spend> {
   const { row } = options;
-  const usage = (row.usage as RunUsage | null) ?? {};
   // Only an earlier execution of this run can have finished steps.
   const steps = row.attempt > 1 ? await options.runs.listSteps(row.id) : [];
+  return spentByRun({ row, stepsDone: options.stepsDone, steps });
+}
+
+/**
+ * What a run has spent over its executions so far, as its next execution's budget counts it: the totals stored
+ * on its row (`usage`, `cost_usd`), `stepsDone` steps, and the running time its finished steps took.
+ */
+export function spentByRun(options: {
+  row: Pick<RunRow, 'usage' | 'cost_usd'>;
+  stepsDone: number;
+  /** The run's finished steps (`run_steps`). */
+  steps: readonly { started_at: Date; finished_at: Date }[];
+}): Spend {
+  const usage = (options.row.usage as RunUsage | null) ?? {};
   return {
     steps: options.stepsDone,
     inputTokens: usage.inputTokens ?? 0,
     outputTokens: usage.outputTokens ?? 0,
-    costUsd: row.cost_usd ?? 0,
-    runningMs: steps.reduce((sum, step) => sum + (step.finished_at.getTime() - step.started_at.getTime()), 0),
+    costUsd: options.row.cost_usd ?? 0,
+    runningMs: options.steps.reduce(
+      (sum, step) => sum + (step.finished_at.getTime() - step.started_at.getTime()),
+      0,
+    ),
   };
 }

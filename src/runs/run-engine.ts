@@ -20,6 +20,8 @@ import {
   type Lifecycle,
   type TransitionResult,
 } from './lifecycle.ts';
+import { usedUpLimit, type BudgetExceeded, type Spend } from './budget.ts';
+import { spentByRun } from './resume-point.ts';
 import type { LocalRun, RunExecutor } from './run-executor.ts';
 import { toRunObject, type RunObject } from './run-object.ts';
 import type { BeginRunOptions, RunService } from './run-service.ts';
@@ -166,13 +168,7 @@ export class RunEngine {
     });
     // Fails with 400 model_unavailable before anything is written or any model is called.
     this.#options.resolveModel(config.model);
-    if (config.budget.maxCostUsd !== undefined && !this.#options.prices.of(config.model)) {
-      throw new InvalidRequestError(
-        `budget.maxCostUsd: the model "${config.model}" has no price; add it to OUTRUN_MODEL_PRICES.`,
-        { field: 'budget.maxCostUsd' },
-        'price_unknown',
-      );
-    }
+    if (config.budget.maxCostUsd !== undefined) this.#assertPriced(config.model);
     return this.startRun({
       runId: options.runId,
       workspaceId: options.workspaceId,
@@ -359,7 +355,9 @@ export class RunEngine {
 
   /**
    * Raises the budget of a run paused by it and resumes the run from its last finished step. Spend so far
-   * stays spent: the new limits are totals for the whole run.
+   * stays spent: the new limits are totals for the whole run. A budget under which the run could not make
+   * its next model call (a limit at or below what the run has spent) is refused with a 400 naming the limit,
+   * and the run keeps waiting as it was: a continue that is accepted really resumes the run.
    */
   async continueRun(options: { runId: string; budget: Budget }): Promise<RunObject> {
     const { db, lifecycle } = this.#options;
@@ -367,6 +365,14 @@ export class RunEngine {
       const { row } = await lockWaitingRun(tx, options.runId, 'budget');
       const config = (row.config ?? {}) as unknown as RunConfig;
       const raised = { ...config, budget: { ...config.budget, ...options.budget } };
+      if (options.budget.maxCostUsd !== undefined) this.#assertPriced(row.model);
+      // Counted as the run's next execution counts it (`spentBefore`): the steps of every execution so far.
+      const steps = await tx
+        .selectFrom('run_steps')
+        .select(['started_at', 'finished_at'])
+        .where('run_id', '=', row.id)
+        .execute();
+      assertBudgetLeft(raised.budget, spentByRun({ row, stepsDone: row.step_count, steps }));
       return lifecycle.transitionIn(tx, {
         runId: row.id,
         to: RunStatus.pending,
@@ -377,6 +383,16 @@ export class RunEngine {
     if (!change) throw new ConflictError('run_not_waiting', 'This run is not paused by its budget.');
     await lifecycle.afterCommit(change);
     return change.run;
+  }
+
+  /** A cost budget needs the model's price: `400 price_unknown` for a model without one. */
+  #assertPriced(model: string): void {
+    if (this.#options.prices.of(model)) return;
+    throw new InvalidRequestError(
+      `budget.maxCostUsd: the model "${model}" has no price; add it to OUTRUN_MODEL_PRICES.`,
+      { field: 'budget.maxCostUsd' },
+      'price_unknown',
+    );
   }
 
   /**
@@ -596,6 +612,39 @@ async function lockWaitingRun<Reason extends RunWaiting['reason']>(
     );
   }
   return { row, waiting: waiting as Extract<RunWaiting, { reason: Reason }> };
+}
+
+/** What `assertBudgetLeft` says of each limit a run has used up. */
+const USED_UP: Record<BudgetExceeded, { field: keyof Budget; spent: (spent: Spend) => string }> = {
+  steps: {
+    field: 'maxSteps',
+    spent: (spent) => `the ${spent.steps} ${spent.steps === 1 ? 'step' : 'steps'} the run has made`,
+  },
+  tokens: {
+    field: 'maxTokens',
+    spent: (spent) => `the ${spent.inputTokens + spent.outputTokens} tokens the run has spent`,
+  },
+  cost: { field: 'maxCostUsd', spent: (spent) => `the $${spent.costUsd} the run has spent` },
+  duration: {
+    field: 'maxDurationMs',
+    spent: (spent) => `the ${Math.round(spent.runningMs)} ms the run has spent running`,
+  },
+};
+
+/**
+ * Refuses a budget a run has already used up (`usedUpLimit`): under it the run could not make its next
+ * model call. `400 invalid_request` naming the field, e.g. `budget.maxSteps`.
+ */
+function assertBudgetLeft(budget: Budget, spent: Spend): void {
+  const exceeded = usedUpLimit(budget, spent);
+  if (!exceeded) return;
+  const used = USED_UP[exceeded];
+  const field = `budget.${used.field}`;
+  const message = `must be more than ${used.spent(spent)}`;
+  throw new InvalidRequestError(`${field}: ${message}`, {
+    field,
+    issues: [{ path: ['budget', used.field], message }],
+  });
 }
 
 /** The user message of a continuation run. */

@@ -15,30 +15,22 @@ import type { DailyAllowance } from '../quotas/quota-service.ts';
 import type { MessageRow, RunRow } from '../store/schema.ts';
 import { retryTransient } from '../store/transient.ts';
 import { LeaseLostError, type EventLog, type RunEventWriter } from '../stream/event-log.ts';
-import { runAgentLoop, type AgentLoopResult, type FinishedStep } from './agent-loop.ts';
+import { appendProjected, runAgentLoop, type AgentLoopResult, type FinishedStep } from './agent-loop.ts';
 import { BudgetMeter, estimateTokens } from './budget.ts';
 import { loadRunContext } from './context-loader.ts';
 import { fitContext } from './run-context.ts';
 import { LeaseKeeper } from './lease-keeper.ts';
 import { Ending, type Lifecycle, type TransitionResult } from './lifecycle.ts';
 import { findResumePoint, spentBefore, type ResumePoint } from './resume-point.ts';
-import {
-  decideOutcome,
-  endFinishedRun,
-  failureCode,
-  settleRun,
-  spendChanges,
-  type AbortReason,
-} from './run-outcome.ts';
+import { decideOutcome, failureCode, settleRun, spendChanges, type AbortReason } from './run-outcome.ts';
 import type { LocalClaim, RunService } from './run-service.ts';
 import { RunErrorCode } from './run-status.ts';
 
-/** A loop that never ran: the budget refused its first call. */
+/** A loop that never ran: the budget refused its first call, or an earlier execution had ended it. */
 const NO_LOOP: AgentLoopResult = {
   errorText: null,
   sawAbort: false,
   stepsDone: 0,
-  usages: [],
   budgetExceeded: null,
   budgetCutStep: false,
   approvals: [],
@@ -74,6 +66,8 @@ interface RunSetup {
   maxSteps: number;
   /** Where an earlier execution (a crash, a release) left off; null on the first. */
   resume: ResumePoint | null;
+  /** The run's message as the projection of its stream: rebuilt from the log on a resume, else empty. */
+  projector: MessageProjector;
   tools: ToolSet;
   /** What the first model call is sent: the history, compacted when it was over the context budget. */
   messages: ModelMessage[];
@@ -260,13 +254,8 @@ export class RunExecutor {
         { ...context, resumedAfterStep: resume?.stepsDone },
         resume ? 'run resumed' : 'run started',
       );
-      if (resume && (resume.loopEnded || resume.stepsDone >= setup.maxSteps)) {
-        // The earlier execution finished the agent loop but died before ending the run.
-        await endFinishedRun({ lifecycle, runId: row.id, epoch, resume });
-        return;
-      }
-      const projector = resume?.projector ?? new MessageProjector();
-      const result = await this.#runLoop({ row, active, writer, setup, projector });
+      const { projector } = setup;
+      const result = await this.#runLoop({ row, active, writer, setup });
       const outcome = decideOutcome({
         result,
         reason: active.reason,
@@ -275,8 +264,8 @@ export class RunExecutor {
         quotaExceeded: meter.quotaExceeded,
         parts: () => projector.parts(),
       });
-      // A hand-back sets no totals, so it records no step: the loop's last one gets its own statement, which
-      // adds the step's spend to the run's, for the next owner's resume, once its events are durable.
+      // A hand-back records no step: the loop's last one gets its own statement, once its events are durable.
+      // The hand-back then sets the run's totals, the cut step's spend included, for the next owner's budget.
       const step = result.unrecordedStep ?? undefined;
       if (step && outcome.type === 'release') {
         await writer.flush();
@@ -340,6 +329,7 @@ export class RunExecutor {
             recordStep: (step) => this.#recordStep(row.id, row.epoch, step),
           })
         : null;
+    const projector = resume?.projector ?? new MessageProjector();
     const tools = await buildToolSet({ config, registry: this.#options.tools, mcp: this.#options.mcp });
     const history = await loadRunContext({
       chats: this.#options.chats,
@@ -371,12 +361,18 @@ export class RunExecutor {
             mayCall: (tokens) => meter.beforeOutsideCall(tokens) === null,
           });
           if (fitted.summaryUsage) meter.addOutsideSteps(fitted.summaryUsage);
-          if (fitted.compaction) writer.append({ type: 'data-compaction', data: fitted.compaction });
+          if (fitted.compaction) {
+            appendProjected({
+              writer,
+              projector,
+              chunk: { type: 'data-compaction', data: fitted.compaction },
+            });
+          }
           return fitted.messages;
         }
       : null;
     const messages = fit ? await fit(false) : history.messages;
-    return { config, model, maxSteps, resume, tools, messages, meter, fit };
+    return { config, model, maxSteps, resume, projector, tools, messages, meter, fit };
   }
 
   /**
@@ -388,15 +384,18 @@ export class RunExecutor {
     active: ActiveRun;
     writer: RunEventWriter;
     setup: RunSetup;
-    projector: MessageProjector;
   }): Promise<AgentLoopResult> {
-    const { row, active, writer, setup, projector } = options;
-    const { config, model, resume, meter } = setup;
+    const { row, active, writer, setup } = options;
+    const { config, model, resume, meter, projector } = setup;
+    const stepsBefore = resume?.stepsDone ?? 0;
+    // An earlier execution ended the loop (the model answered, or the steps ran out) and died before ending the
+    // run: no call is left to make, and the outcome is decided as that execution's would have been (a step
+    // budget the model wanted to go past pauses, aborts or continues the run, as `onExceeded` says).
+    if (resume?.loopEnded || stepsBefore >= setup.maxSteps) return { ...NO_LOOP, stepsDone: stepsBefore };
     const loopStartedAt = Date.now();
     const refused = meter.beforeCall(
       estimateTokens((config.instructions ?? '') + JSON.stringify(setup.messages)),
     );
-    const stepsBefore = resume?.stepsDone ?? 0;
     const loop = (loopMessages: ModelMessage[], resumed: boolean) =>
       runAgentLoop({
         model,

@@ -10,7 +10,6 @@ const LOOP_ENDED: AgentLoopResult = {
   errorText: null,
   sawAbort: false,
   stepsDone: 2,
-  usages: [],
   budgetExceeded: null,
   budgetCutStep: false,
   approvals: [],

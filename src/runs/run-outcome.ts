@@ -8,10 +8,10 @@ import { OutrunError } from '../errors.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { RunRow } from '../store/schema.ts';
 import { LeaseLostError, type RunEventWriter } from '../stream/event-log.ts';
-import { PersistenceFailedError, sumUsage, type AgentLoopResult, type FinishedStep } from './agent-loop.ts';
+import { PersistenceFailedError, type AgentLoopResult, type FinishedStep } from './agent-loop.ts';
 import type { BudgetExceeded, Spend } from './budget.ts';
 import { Ending, INTERRUPTED_BY_BUDGET, INTERRUPTED_BY_SHUTDOWN, type Lifecycle } from './lifecycle.ts';
-import { isToolPart, type ResumePoint } from './resume-point.ts';
+import { isToolPart } from './resume-point.ts';
 import type { RunUsage } from './run-object.ts';
 import { RunErrorCode } from './run-status.ts';
 
@@ -260,26 +260,6 @@ async function endRun(options: {
 }
 
 /**
- * Ends a resumed run whose earlier execution finished the agent loop (or its step budget) but died before
- * ending the run: `succeeded`, with what that execution streamed and spent.
- */
-export async function endFinishedRun(options: {
-  lifecycle: Lifecycle;
-  runId: string;
-  epoch: number;
-  resume: ResumePoint;
-}): Promise<void> {
-  const { resume } = options;
-  await options.lifecycle.end({
-    runId: options.runId,
-    epoch: options.epoch,
-    ending: Ending.succeeded(),
-    parts: resume.projector.parts(),
-    changes: { usage: jsonOrNull(sumUsage(resume.usages)), step_count: resume.stepsDone },
-  });
-}
-
-/**
  * The error code of a run that failed by throwing: before the loop owned the run it never started;
  * after, a write the log could not make is a persistence failure, anything else an internal error.
  */
@@ -298,8 +278,4 @@ function waitExpiresAt(deps: Pick<RunOutcomeDeps, 'clock' | 'waitTtlMs'>): strin
   return new Date(
     (deps.clock?.now() ?? new Date()).getTime() + (deps.waitTtlMs ?? DEFAULT_WAIT_TTL_MS),
   ).toISOString();
-}
-
-function jsonOrNull(value: unknown): string | null {
-  return value === null || value === undefined ? null : JSON.stringify(value);
 }

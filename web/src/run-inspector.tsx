@@ -337,6 +337,8 @@ function Timeline({ run, steps, message }: { run: RunObject; steps: RunStep[]; m
   const items: ReactNode[] = [];
   let finished = 0;
   for (const [index, group] of groups.entries()) {
+    // Data parts before the first step (a compaction) are no step of their own.
+    if (group.parts[0]?.type !== 'step-start') continue;
     if (group.interrupted) {
       items.push(
         <li key={`i${index}`} className="step step-interrupted-item">
