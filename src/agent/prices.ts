@@ -51,6 +51,14 @@ export class ModelPrices {
   }
 }
 
+/**
+ * A sum of US dollars as a person reads it: to the picodollar, without the binary float's tail (so $0.00015,
+ * not $0.00015000000000000001). For what the API shows; sums are kept unrounded.
+ */
+export function roundUsd(value: number): number {
+  return Math.round(value * 1e12) / 1e12;
+}
+
 /** What `usage` costs at `price`, in US dollars. */
 export function costOf(usage: RunUsage, price: ModelPrice | null): number {
   if (!price) return 0;

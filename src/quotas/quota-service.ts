@@ -1,6 +1,7 @@
 import { sql, type Transaction } from 'kysely';
 import { z } from 'zod';
 import { systemClock, type Clock } from '../clock.ts';
+import { roundUsd } from '../agent/prices.ts';
 import { NotFoundError, QuotaExceededError } from '../errors.ts';
 import type { Db } from '../store/database.ts';
 import type { QuotaRemaining, QuotaUsage, WorkspaceQuota } from '../protocol/workspace.ts';
@@ -374,7 +375,7 @@ export class QuotaService {
       select finished.tokens + outside.tokens as "tokens", finished.cost_usd + outside.cost_usd as "costUsd"
         from finished, outside`.execute(this.#db);
     const row = rows[0]!;
-    return { tokens: Number(row.tokens), costUsd: Number(row.costUsd) };
+    return { tokens: Number(row.tokens), costUsd: roundUsd(Number(row.costUsd)) };
   }
 
   async #runsSince(workspaceId: string, since: Date): Promise<number> {

@@ -1,6 +1,7 @@
 import { streamText, type LanguageModel, type ModelMessage, type ToolSet, type UIMessage } from 'ai';
 import type { RunChunk } from '../protocol/chunks.ts';
 import type { MessageProjector, ProjectedStep } from '../protocol/message-projector.ts';
+import { roundUsd } from '../agent/prices.ts';
 import { isContextOverflowError } from '../agent/compaction.ts';
 import type { RunToolContext } from '../agent/tool-context.ts';
 import type { ModelOptions } from '../protocol/agent.ts';
@@ -243,7 +244,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
         type: 'data-budget',
         data: {
           usage: { inputTokens: spent.inputTokens, outputTokens: spent.outputTokens },
-          costUsd: spent.costUsd,
+          costUsd: roundUsd(spent.costUsd),
           budget: meter.budget,
         },
       });

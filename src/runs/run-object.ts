@@ -1,4 +1,5 @@
 import type { RunObject, RunUsage, RunWaiting, RunError, RunStatus, RunTrigger } from '../protocol/run.ts';
+import { roundUsd } from '../agent/prices.ts';
 import type { RunRow } from '../store/schema.ts';
 
 export type { RunObject, RunUsage };
@@ -20,7 +21,7 @@ export function toRunObject(row: RunRow): RunObject {
     waiting: (row.waiting as RunWaiting | null) ?? null,
     stepCount: row.step_count,
     usage: (row.usage as RunUsage | null) ?? null,
-    costUsd: row.cost_usd,
+    costUsd: row.cost_usd === null ? null : roundUsd(row.cost_usd),
     attempt: row.attempt,
     assistantMessageId: row.assistant_message_id,
     stopRequestedAt: iso(row.stop_requested_at),
