@@ -3,6 +3,7 @@ import type { AgentInput, OutrunClient } from '../../src/client/outrun-client.ts
 import type { AgentObject, AgentTool, Budget, Multitask } from '../../src/protocol/agent.ts';
 import { explainError } from './explain.ts';
 import { navigate, routePath } from './router.ts';
+import { ErrorBanner, NoticeBanner } from './banners.tsx';
 
 /** Tool names the server registers by default; any other registry or `mcp:<server>/<tool>` name works too. */
 const KNOWN_TOOLS = ['echo', 'current_time', 'calculator', 'schedule_followup'];
@@ -380,16 +381,8 @@ export function AgentForm(props: {
           </label>
         </div>
       </fieldset>
-      {error ? (
-        <p className="banner banner-error" role="alert">
-          {error}
-        </p>
-      ) : null}
-      {notice ? (
-        <p className="banner banner-ok" role="status">
-          {notice}
-        </p>
-      ) : null}
+      <ErrorBanner message={error} />
+      <NoticeBanner message={notice} />
       {isAdmin ? (
         <div className="form-actions">
           <button type="submit" className="primary" disabled={busy || !form.name.trim()}>

@@ -5,6 +5,7 @@ import type { ScheduleMultitask, ScheduleObject } from '../../src/protocol/sched
 import { describeCron } from './cron.ts';
 import { explainError, formatTime } from './explain.ts';
 import { navigate, routePath } from './router.ts';
+import { ErrorBanner } from './banners.tsx';
 
 const localZone = () => Intl.DateTimeFormat().resolvedOptions().timeZone;
 
@@ -56,11 +57,7 @@ export function SchedulesPanel({ client, chatId }: { client: OutrunClient; chatI
       <p className="muted">
         A schedule sends a message to this chat by itself: the agent answers it as a run.
       </p>
-      {error ? (
-        <p className="banner banner-error" role="alert">
-          {error}
-        </p>
-      ) : null}
+      <ErrorBanner message={error} />
       {schedules === null ? <div className="empty">Loading…</div> : null}
       {schedules?.length === 0 ? <p className="muted">No schedules yet.</p> : null}
       <ul className="schedule-list">

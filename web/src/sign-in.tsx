@@ -1,4 +1,5 @@
 import { useState } from 'react';
+import { ErrorBanner } from './banners.tsx';
 
 export interface SignInProps {
   /** Why the user is here again (a rejected or revoked key), if that is why. */
@@ -21,11 +22,7 @@ export function SignIn({ message, busy, onSignIn }: SignInProps) {
       >
         <h1>Outrun</h1>
         <p className="muted">Agent runs that keep going when you close the tab.</p>
-        {message ? (
-          <p className="banner banner-error" role="alert">
-            {message}
-          </p>
-        ) : null}
+        <ErrorBanner message={message} />
         <label htmlFor="api-key">API key</label>
         <input
           id="api-key"

@@ -2,6 +2,7 @@ import { useCallback, useEffect, useState, type FormEvent } from 'react';
 import type { OutrunClient } from '../../src/client/outrun-client.ts';
 import type { QuotaReport, WorkspaceQuota } from '../../src/protocol/workspace.ts';
 import { explainError, formatCost, formatDuration } from './explain.ts';
+import { ErrorBanner, NoticeBanner } from './banners.tsx';
 
 /** The share of a limit from which its meter shows as nearly used up. */
 const METER_HIGH = 0.8;
@@ -31,11 +32,7 @@ export function UsagePanel({ client, isAdmin }: { client: OutrunClient; isAdmin:
       <p className="muted">
         Tokens and cost count every run in the workspace since midnight UTC; runs count the last 60 seconds.
       </p>
-      {error ? (
-        <p className="banner banner-error" role="alert">
-          {error}
-        </p>
-      ) : null}
+      <ErrorBanner message={error} />
       {report === null ? (
         error ? null : (
           <div className="empty">Loading…</div>
@@ -202,16 +199,8 @@ function QuotaForm(props: {
           ))}
         </div>
       </fieldset>
-      {error ? (
-        <p className="banner banner-error" role="alert">
-          {error}
-        </p>
-      ) : null}
-      {notice ? (
-        <p className="banner banner-ok" role="status">
-          {notice}
-        </p>
-      ) : null}
+      <ErrorBanner message={error} />
+      <NoticeBanner message={notice} />
       <div className="form-actions">
         <button type="submit" className="primary" disabled={busy}>
           Save

@@ -4,6 +4,7 @@ import type { Budget } from '../../src/protocol/agent.ts';
 import type { RunObject, RunUsage } from '../../src/protocol/index.ts';
 import { explainError, formatCost, formatDuration } from './explain.ts';
 import { formatJson } from './message-view.tsx';
+import { ErrorBanner } from './banners.tsx';
 
 type ApprovalWaiting = Extract<NonNullable<RunObject['waiting']>, { reason: 'approval' }>;
 type BudgetWaiting = Extract<NonNullable<RunObject['waiting']>, { reason: 'budget' }>;
@@ -86,11 +87,7 @@ export function ApprovalCard(props: {
           </div>
         </div>
       ))}
-      {error ? (
-        <p className="banner banner-error" role="alert">
-          {error}
-        </p>
-      ) : null}
+      <ErrorBanner message={error} />
     </div>
   );
 }
@@ -159,11 +156,7 @@ export function BudgetCard(props: {
         </button>
         {raised !== undefined ? <span className="muted small">up to {formatLimit(key, raised)}</span> : null}
       </div>
-      {error ? (
-        <p className="banner banner-error" role="alert">
-          {error}
-        </p>
-      ) : null}
+      <ErrorBanner message={error} />
     </div>
   );
 }

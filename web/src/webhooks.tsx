@@ -10,6 +10,7 @@ import {
 } from '../../src/protocol/webhook.ts';
 import { explainError, formatTime } from './explain.ts';
 import { CopyButton } from './message-view.tsx';
+import { ErrorBanner } from './banners.tsx';
 
 /** The most webhooks the screen lists (the API's largest page). */
 const WEBHOOK_PAGE = 100;
@@ -64,11 +65,7 @@ export function WebhooksPanel({ client, isAdmin }: { client: OutrunClient; isAdm
         A webhook gets a signed POST (Standard Webhooks) when a run in this workspace ends or starts waiting
         for a person.
       </p>
-      {error ? (
-        <p className="banner banner-error" role="alert">
-          {error}
-        </p>
-      ) : null}
+      <ErrorBanner message={error} />
       {created ? <NewSecret created={created} onDone={() => setCreated(null)} /> : null}
       {webhooks === null && !error ? <div className="empty">Loading…</div> : null}
       {webhooks?.length === 0 ? <p className="muted">No webhooks yet.</p> : null}
@@ -186,11 +183,7 @@ function Deliveries({ client, webhookId }: { client: OutrunClient; webhookId: st
 
   return (
     <div className="deliveries event-log">
-      {error ? (
-        <p className="banner banner-error" role="alert">
-          {error}
-        </p>
-      ) : null}
+      <ErrorBanner message={error} />
       {deliveries === null && !error ? <p className="muted small">Loading…</p> : null}
       {deliveries?.length === 0 ? <p className="muted small">No deliveries yet.</p> : null}
       {deliveries && deliveries.length > 0 ? (
@@ -283,11 +276,7 @@ function NewWebhook({
           </label>
         ))}
       </fieldset>
-      {error ? (
-        <p className="banner banner-error" role="alert">
-          {error}
-        </p>
-      ) : null}
+      <ErrorBanner message={error} />
       <div className="form-actions">
         <button type="submit" className="primary" disabled={busy || !url.trim() || events.length === 0}>
           Add webhook
