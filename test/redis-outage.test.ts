@@ -146,7 +146,7 @@ describe.runIf(HAS_REDIS_SERVER)('through a Redis outage', () => {
     await vi.waitFor(() => expect(received).toEqual(['run_a', 'run_b', 'run_c']));
   });
 
-  it('answers a streaming start 503 while Redis is down, writing nothing, and streams it once Redis is back', async () => {
+  it('answers /readyz and a streaming start 503 while Redis is down, writing nothing, and streams once Redis is back', async () => {
     const database = await openTestDatabase('pglite');
     const adminKey = 'outage-admin-key-0123456789abcdef';
     const outrun = await createOutrun({
@@ -171,7 +171,22 @@ describe.runIf(HAS_REDIS_SERVER)('through a Redis outage', () => {
         body: JSON.stringify({ input: { text: script({ steps: 1, tokens: 2 }) } }),
       });
 
+    const readiness = async () => {
+      const response = await fetch(`${url}/readyz`);
+      return { status: response.status, body: await response.json() };
+    };
+    expect((await readiness()).status).toBe(200);
+
     await server.stop();
+    // Not ready while Redis is down (DESIGN §4): a load balancer sends its starts elsewhere.
+    await vi.waitFor(
+      async () =>
+        expect(await readiness()).toEqual({
+          status: 503,
+          body: { error: { code: 'not_ready', message: 'Redis is not reachable.' } },
+        }),
+      { timeout: 5_000, interval: 50 },
+    );
     const refused = await start();
     expect(refused.status).toBe(503);
     expect((await refused.json()).error.code).toBe('service_unavailable');
@@ -180,6 +195,7 @@ describe.runIf(HAS_REDIS_SERVER)('through a Redis outage', () => {
 
     await server.restart();
     await vi.waitFor(() => expect(outrun.bus.ready()).toBe(true), { timeout: 10_000, interval: 50 });
+    expect((await readiness()).status).toBe(200);
     const started = await start();
     expect(started.status).toBe(200);
     expect(await started.text()).toContain('data: [DONE]');

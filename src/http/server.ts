@@ -299,17 +299,20 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     );
     const outcome = await Promise.race([probe, timedOut]);
     clearTimeout(timer);
-    if (outcome === 'ready') return { status: 'ready' };
+    // With Redis (DESIGN §4: "database, and Redis when configured"): the bus connected, its channels
+    // subscribed. Without it the instance cannot start a streaming run or follow one from another instance.
+    const busReady = context.bus.ready();
+    if (outcome === 'ready' && busReady) return { status: 'ready' };
+    const message =
+      outcome === 'timeout'
+        ? 'The database did not answer in time.'
+        : outcome === 'unreachable'
+          ? 'The database is not reachable.'
+          : 'Redis is not reachable.';
     return reply
       .status(503)
       .header('retry-after', String(DEFAULT_RETRY_AFTER_SECONDS))
-      .send({
-        error: {
-          code: 'not_ready',
-          message:
-            outcome === 'timeout' ? 'The database did not answer in time.' : 'The database is not reachable.',
-        },
-      });
+      .send({ error: { code: 'not_ready', message } });
   });
   app.get('/metrics', async (request, reply) => {
     const token = context.config.metricsToken;
