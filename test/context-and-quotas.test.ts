@@ -19,9 +19,10 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     JSON.stringify({ script: { tokens }, padding: 'lorem ipsum '.repeat(60) });
 
   it('compacts a long chat under context.maxTokens, reports it in the stream, and keeps stored messages whole', async () => {
+    // The default keepLastTurns (4): four of these turns are over 300 tokens, and the budget comes first.
     const agent = await server.api('/v1/agents', {
       method: 'POST',
-      body: { name: 'short memory', context: { maxTokens: 300, keepLastTurns: 1 } },
+      body: { name: 'short memory', context: { maxTokens: 300 } },
     });
     expect(agent.status).toBe(201);
     const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))

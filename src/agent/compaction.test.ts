@@ -92,6 +92,27 @@ describe('compactHistory', () => {
     expect(result.summary).toBeNull();
   });
 
+  it('puts the context budget before keepLastTurns: kept turns but the last are collapsed, then left out', async () => {
+    const messages = longHistory(3, 10);
+    const maxTokens = 400;
+    expect(estimateTokens(lastTurns(messages, 1))).toBeLessThan(maxTokens);
+    expect(estimateTokens(messages)).toBeGreaterThan(maxTokens);
+    const result = await compactHistory({ messages, maxTokens, keepLastTurns: 4 });
+    expect(estimateTokens(result.messages)).toBeLessThanOrEqual(maxTokens);
+    // The turn being answered is whole.
+    expect(lastTurns(result.messages, 1)).toEqual(lastTurns(messages, 1));
+    expect(result.compaction!.trimmed).toBeGreaterThan(0);
+  });
+
+  it('cuts nothing of the turn being answered: alone over budget, it goes as it is, with no compaction reported', async () => {
+    const messages = longHistory(1, 10);
+    const result = await compactHistory({ messages, maxTokens: 100, keepLastTurns: 4 });
+    expect(estimateTokens(messages)).toBeGreaterThan(100);
+    expect(result.messages).toEqual(messages);
+    expect(result.compaction).toBeNull();
+    expect(result.summary).toBeNull();
+  });
+
   it('first shortens old tool outputs to head and tail with a marker', async () => {
     const messages = longHistory(6);
     // Enough room for everything but the full tool outputs of the two oldest turns.

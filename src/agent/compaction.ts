@@ -230,7 +230,9 @@ export interface CompactHistoryResult {
  * history fits: shorten old tool outputs to their head and tail; use `previousSummary`; with `summarize`,
  * replace all old turns by one summary message (if it fails, go on without); collapse old turns to their
  * text, oldest first, then leave out the oldest collapsed turns. The last `keepLastTurns` user turns stay
- * whole; only when they alone are over budget are their tool outputs shortened too.
+ * whole while the budget holds them: when they alone are over it, their tool outputs are shortened, then
+ * the kept turns before the last are collapsed and left out the same way. The last turn (the one being
+ * answered) is never cut, so a history can stay over budget only by that turn alone.
  */
 export async function compactHistory(options: CompactHistoryOptions): Promise<CompactHistoryResult> {
   const maxTokens = options.maxTokens ?? defaultContextMaxTokens(options.modelId);
@@ -289,26 +291,12 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
   // 3. Old turns collapsed to their text, oldest first; then the oldest left out.
   if (!fits() && summary === null) {
     const turns = splitTurns(old);
-    for (let index = 0; index < turns.length && !fits(); index++) {
-      const turn = turns[index]!;
-      if (turn.every((message) => message.role === 'system' || isSummary(message))) continue;
-      const collapsed = collapseTurn(turn);
-      trimmed += countChanged(turn, collapsed);
-      turns[index] = collapsed;
-      old = turns.flat();
-    }
-    for (let index = 0; index < turns.length && !fits(); index++) {
-      const turn = turns[index]!;
-      const dropped = turn.filter((message) => message.role !== 'system');
-      if (dropped.length === 0) continue;
-      turns[index] = turn.filter((message) => message.role === 'system');
-      trimmed += dropped.filter((message) => !isSummary(message)).length;
-      if (dropped.some(isSummary)) {
-        // The messages the dropped summary stood for are now left out, not summarized.
-        trimmed += summarized;
-        summarized = 0;
-      }
-      old = turns.flat();
+    const shrunk = collapseThenLeaveOut(turns, turns.length, fits, () => (old = turns.flat()));
+    trimmed += shrunk.changed;
+    if (shrunk.leftOutSummary) {
+      // The messages the dropped summary stood for are now left out, not summarized.
+      trimmed += summarized;
+      summarized = 0;
     }
   }
 
@@ -321,7 +309,19 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
     }
   }
 
+  // 5. Still over: the context budget comes before `keepLastTurns` (invariant 15). The kept turns before the
+  //    last one (the turn being answered, never cut) are collapsed to their text, then left out, oldest first.
+  if (!fits()) {
+    const turns = splitTurns(kept);
+    trimmed += collapseThenLeaveOut(turns, turns.length - 1, fits, () =>
+      kept.splice(0, kept.length, ...turns.flat()),
+    ).changed;
+  }
+
   const messages = [...old, ...kept];
+  // Over budget, yet nothing could be shortened (the kept turns alone are over it, with no tool output to
+  // cut): the history goes as it is, and there is no compaction to report.
+  if (trimmed === 0 && summarized === 0) return { messages, compaction: null, summary: null };
   return {
     messages,
     compaction: {
@@ -333,6 +333,39 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
     },
     summary,
   };
+}
+
+/**
+ * Shrinks `turns[0, end)` in place until `fits()`: each collapsed to its text, oldest first, then each left
+ * out, oldest first (its system messages stay). `apply` writes `turns` back where `fits` measures them.
+ * Returns how many messages it changed or left out (a summary left out is not counted, but reported).
+ */
+function collapseThenLeaveOut(
+  turns: ModelMessage[][],
+  end: number,
+  fits: () => boolean,
+  apply: () => void,
+): { changed: number; leftOutSummary: boolean } {
+  let changed = 0;
+  let leftOutSummary = false;
+  for (let index = 0; index < end && !fits(); index++) {
+    const turn = turns[index]!;
+    if (turn.every((message) => message.role === 'system' || isSummary(message))) continue;
+    const collapsed = collapseTurn(turn);
+    changed += countChanged(turn, collapsed);
+    turns[index] = collapsed;
+    apply();
+  }
+  for (let index = 0; index < end && !fits(); index++) {
+    const turn = turns[index]!;
+    const leftOut = turn.filter((message) => message.role !== 'system');
+    if (leftOut.length === 0) continue;
+    turns[index] = turn.filter((message) => message.role === 'system');
+    changed += leftOut.filter((message) => !isSummary(message)).length;
+    leftOutSummary ||= leftOut.some(isSummary);
+    apply();
+  }
+  return { changed, leftOutSummary };
 }
 
 /** The index where the last `keepLastTurns` user turns begin (`messages.length` for none kept). */
