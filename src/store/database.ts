@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, type PostgresPool } from 'kysely';
 import pg from 'pg';
+import { acquireDataDirLock, type DataDirLock } from './data-dir-lock.ts';
 import { migrateToLatest } from './migrator.ts';
 import { nameStatements } from './named-statements.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
@@ -71,7 +72,10 @@ export interface PoolUsage {
 export interface CreateDatabaseOptions {
   /** A PostgreSQL connection string. Absent: embedded PGlite. */
   databaseUrl?: string;
-  /** Where PGlite keeps its files. Absent (and no `pglite`): an in-memory database. */
+  /**
+   * Where PGlite keeps its files; the handle holds an exclusive lock on it until `close` (`DataDirLockedError`
+   * when another live process holds it). Absent (and no `pglite`): an in-memory database.
+   */
   dataDir?: string;
   /** An already open PGlite instance to use (tests load one from a migrated template). */
   pglite?: PGlite;
@@ -116,7 +120,12 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
     };
   } else {
     const ownsInstance = !options.pglite;
-    if (options.dataDir) mkdirSync(options.dataDir, { recursive: true });
+    let lock: DataDirLock | undefined;
+    if (ownsInstance && options.dataDir) {
+      mkdirSync(options.dataDir, { recursive: true });
+      // Taken before PGlite opens the files: a second process on them would corrupt the database.
+      lock = await acquireDataDirLock({ dataDir: options.dataDir });
+    }
     const pglite = options.pglite ?? new PGlite(options.dataDir);
     const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
     handle = {
@@ -124,8 +133,12 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
       appendDb: db,
       kind: 'pglite',
       close: async () => {
-        await db.destroy();
-        if (ownsInstance) await pglite.close();
+        try {
+          await db.destroy();
+          if (ownsInstance) await pglite.close();
+        } finally {
+          lock?.release();
+        }
       },
     };
   }

@@ -59,18 +59,22 @@ export async function startServerProcess(
   return { child, url, output: () => output, exited };
 }
 
-/** Runs `outrun serve` until it exits by itself (a fault point that kills it); resolves with its exit. */
+/**
+ * Runs `outrun serve` (or another command) until it exits by itself (a fault point that kills it, a refused
+ * start); resolves with its exit. A process still running after `killAfterMs` (default 60 s) is killed.
+ */
 export async function runUntilExit(
   env: Record<string, string>,
+  options: { command?: 'serve' | 'worker' | 'migrate'; killAfterMs?: number } = {},
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
-  const child = spawn(process.execPath, [...OUTRUN_CLI_ARGS, 'serve'], {
+  const child = spawn(process.execPath, [...OUTRUN_CLI_ARGS, options.command ?? 'serve'], {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
   child.stdout!.on('data', (data: Buffer) => (output += data.toString()));
   child.stderr!.on('data', (data: Buffer) => (output += data.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.killAfterMs ?? 60_000);
   const [code, signal] = await once(child, 'exit');
   clearTimeout(timer);
   return { code: code as number | null, signal: signal as NodeJS.Signals | null, output };
