@@ -166,6 +166,74 @@ describe.each(STORE_KINDS)('leases across instances on %s', (kind) => {
     );
   });
 
+  it('runs an approved call once, though the execution the answer resumed died in the step after it', async () => {
+    const server = await startTestServer(kind, { config: { leaseMs: 60_000 } });
+    cleanups.push(() => server.close());
+    const other = await secondInstance(server, { worker: true, clock: clockPastLease(60_000) });
+    cleanups.push(() => other.close({ graceMs: 0 }));
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'careful', tools: [{ name: 'echo', needsApproval: true }] },
+    });
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    const run = await server.startRun(chatId, { steps: 2, tokens: 40, delayMs: 5 });
+    const waiting = await server.waitForRun(run.id, (current) => current.status === 'waiting');
+    const { approvalId } = (waiting.waiting as { approvals: { approvalId: string }[] }).approvals[0]!;
+    await server.api(`/v1/runs/${run.id}/approvals`, {
+      method: 'POST',
+      body: { approvalId, approved: true },
+    });
+    // The approved call ran; step 2 is streaming when the other instance takes the run over.
+    await waitUntil(async () => (await deltasOfStep(server, run.id, 2)) >= 3);
+    expect(await other.engine.sweep({ all: false })).toBe(1);
+
+    const final = await server.waitForRun(run.id);
+    expect(final).toMatchObject({ status: 'succeeded', attempt: 3 });
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    const types = stream.events.map((event) => event.chunk.type);
+    expect(types).toContain('data-step-interrupted');
+    expect(types.filter((type) => type === 'tool-output-available')).toHaveLength(1);
+    expect(answeredText(stream.events)).toBe(scriptedText(2, 40));
+  });
+
+  it('counts only lost executions against maxAttempts: a run resumed after three waits survives a crash', async () => {
+    const server = await startTestServer(kind, { config: { leaseMs: 60_000 } });
+    cleanups.push(() => server.close());
+    const other = await secondInstance(server, {
+      worker: true,
+      clock: clockPastLease(60_000),
+      maxAttempts: 3,
+    });
+    cleanups.push(() => other.close({ graceMs: 0 }));
+    const chatId = await server.createChat();
+    const started = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: {
+        input: { text: JSON.stringify({ script: { steps: 4, tokens: 40, delayMs: 5 } }) },
+        budget: { maxSteps: 1 },
+      },
+    });
+    const runId = started.body.run.id as string;
+    // Three waits for a budget, each answered: three more executions, none lost.
+    for (const maxSteps of [2, 3, 10]) {
+      await server.waitForRun(runId, (run) => run.status === 'waiting');
+      const continued = await server.api(`/v1/runs/${runId}/continue`, {
+        method: 'POST',
+        body: { budget: { maxSteps } },
+      });
+      expect(continued.status).toBe(200);
+    }
+    await waitUntil(async () => (await deltasOfStep(server, runId, 4)) >= 3);
+    expect((await server.outrun.runs.get(runId))!.attempt).toBe(4);
+    // Its process "dies": the other instance finds the lease run out. One lost execution of three allowed.
+    expect(await other.engine.sweep({ all: false })).toBe(1);
+
+    const final = await server.waitForRun(runId);
+    expect(final).toMatchObject({ status: 'succeeded', attempt: 5, error: null });
+    expect((await server.outrun.runs.get(runId))!.lost_executions).toBe(1);
+  });
+
   it('keeps what a step streamed before a hand-back in the run’s spend, so the resumed run’s budget holds', async () => {
     const server = await startTestServer(kind);
     cleanups.push(() => server.close());

@@ -3,17 +3,20 @@ import { ManualClock } from '../src/clock.ts';
 import { QuotaExceededError } from '../src/errors.ts';
 import { toErrorResponse } from '../src/http/error-mapper.ts';
 import { QuotaService, secondsToNextUtcDay } from '../src/quotas/quota-service.ts';
+import { RunEngine } from '../src/runs/run-engine.ts';
 import { STORE_KINDS } from './support/databases.ts';
-import { collectStream } from './support/sse.ts';
+import { captureLogger } from './support/logger.ts';
+import { collectStream, script } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
-import { pollUntil } from './support/wait.ts';
+import { pollUntil, waitUntil } from './support/wait.ts';
 
 describe.each(STORE_KINDS)('workspace quotas on %s', (kind) => {
   let server: TestServer;
   let workspaceId: string;
+  const logs = captureLogger<{ runId: string; code: string }>();
 
   beforeAll(async () => {
-    server = await startTestServer(kind);
+    server = await startTestServer(kind, { logger: logs.logger });
     workspaceId = (await server.api('/v1/me')).body.workspace.id;
   });
   afterAll(async () => {
@@ -116,6 +119,70 @@ describe.each(STORE_KINDS)('workspace quotas on %s', (kind) => {
       .where('workspace_id', '=', workspace.body.workspace.id)
       .execute();
     expect(messages).toHaveLength(2 * 4);
+  });
+
+  it('holds the continuation of a run to runsPerMinute like any start, beginning no run past it', async () => {
+    const workspace = await server.api('/v1/admin/workspaces', { method: 'POST', body: { name: 'Chained' } });
+    const admin = await server.api('/v1/admin/users', {
+      method: 'POST',
+      body: { workspaceId: workspace.body.workspace.id, email: 'chained@example.com', role: 'admin' },
+    });
+    const key = admin.body.apiKey as string;
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'chained', tools: [{ name: 'echo' }], continuation: { maxRuns: 2 } },
+      key,
+    });
+    const chat = await server.api('/v1/chats', {
+      method: 'POST',
+      body: { agentId: agent.body.agent.id },
+      key,
+    });
+    const quotaNow = async () => (await server.api('/v1/workspaces/current/quota', { key })).body;
+    const limit = ((await quotaNow()).usage.runsLastMinute as number) + 1;
+    const patched = await server.api('/v1/workspaces/current/quota', {
+      method: 'PATCH',
+      body: { quota: { runsPerMinute: limit } },
+      key,
+    });
+    expect(patched.status).toBe(200);
+
+    const continuations = vi.spyOn(RunEngine.prototype, 'startContinuation');
+    let first;
+    let settled;
+    try {
+      const started = await server.api(`/v1/chats/${chat.body.chat.id}/runs`, {
+        method: 'POST',
+        body: {
+          input: { text: script({ steps: 4, tokens: 2, tool: true }) },
+          budget: { maxSteps: 1, onExceeded: 'continue' },
+        },
+        key,
+      });
+      expect(started.status, JSON.stringify(started.body)).toBe(201);
+      first = await server.waitForRun(started.body.run.id, undefined, key);
+      await waitUntil(() => continuations.mock.settledResults.some((result) => result.type !== 'incomplete'));
+      settled = [...continuations.mock.settledResults];
+    } finally {
+      continuations.mockRestore();
+    }
+    expect(first.status).toBe('succeeded');
+    // The follow-up was refused by the quota, and the refusal logged as the workspace's state, not a fault.
+    expect(settled[0]).toMatchObject({
+      type: 'rejected',
+      value: { code: 'quota_exceeded', quota: 'runsPerMinute', details: { limit } },
+    });
+    const said = () =>
+      logs.records.find((record) => record.runId === first.id && record.msg.startsWith('no continuation'));
+    await waitUntil(() => said() !== undefined);
+    expect(said()).toMatchObject({ level: 40, code: 'quota_exceeded' });
+    const begun = await server.outrun.db
+      .selectFrom('runs')
+      .select('id')
+      .where('workspace_id', '=', workspace.body.workspace.id)
+      .execute();
+    expect(begun.map((run) => run.id)).toEqual([first.id]);
+    expect((await quotaNow()).usage.runsLastMinute).toBeLessThanOrEqual(limit);
   });
 
   it('sums the tokens of the steps finished today and refuses a start once tokensPerDay is used', async () => {

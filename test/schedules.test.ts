@@ -239,6 +239,28 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
     expect(await runsOf(app, chatId)).toHaveLength(1);
   });
 
+  it('records a due time that runsPerMinute refuses as failed, beginning no run', async () => {
+    const app = await server({ pollMs: 25 });
+    const chatId = await app.createChat();
+    await app.waitForRun((await app.startRun(chatId, { steps: 1, tokens: 1 })).id);
+    const patched = await app.api('/v1/workspaces/current/quota', {
+      method: 'PATCH',
+      body: { quota: { runsPerMinute: 1 } },
+    });
+    expect(patched.status).toBe(200);
+    const schedule = await createSchedule(app, chatId, {
+      at: new Date(Date.now() + 1500).toISOString(),
+      input: { text: QUICK },
+    });
+    const after = await pollUntil(
+      () => getSchedule(app, schedule.id),
+      (current) => current.lastResult !== null,
+      { timeoutMs: 10_000 },
+    );
+    expect(after).toMatchObject({ lastResult: 'failed', lastRunId: null, enabled: false });
+    expect(await runsOf(app, chatId)).toHaveLength(1);
+  });
+
   it('disables, starting nothing, a schedule whose chat is deleted while it fires', async () => {
     const app = await server({ pollMs: 25 });
     const chatId = await app.createChat();

@@ -83,6 +83,7 @@ describe.each(STORE_KINDS)('upgrading a database with events on %s', (kind) => {
       '0013-event-retention',
       '0014-webhook-delivery-retention',
       '0015-spend-outside-steps',
+      '0016-lost-executions',
     ]);
     expect(await pageKey()).toBe('PRIMARY KEY (run_id, last_seq)');
 

@@ -93,6 +93,95 @@ describe.each(STORE_KINDS)('waiting runs on %s', (kind) => {
     expect(streamedText(events)).toBe(scriptedText(2, 3));
   });
 
+  it('waits again at a later step and goes on after each answer, each approved call run once', async () => {
+    const chatId = await approvalChat();
+    const run = await start(chatId, { input: { text: script({ steps: 3, tokens: 2, tool: true }) } });
+    for (const step of [1, 2]) {
+      const waiting = await server.waitForRun(
+        run.id,
+        (current) => current.status === 'waiting' && current.stepCount === step,
+      );
+      const approval = (waiting.waiting as { approvals: { approvalId: string; input: unknown }[] })
+        .approvals[0]!;
+      expect(approval.input).toEqual({ step });
+      const answered = await server.api(`/v1/runs/${run.id}/approvals`, {
+        method: 'POST',
+        body: { approvalId: approval.approvalId, approved: step === 1 },
+      });
+      expect(answered.status).toBe(200);
+    }
+    const final = await server.waitForRun(run.id);
+    expect(final).toMatchObject({ status: 'succeeded', stepCount: 3, error: null });
+    const events = (await stream(run.id)).events;
+    const types = events.map((event) => event.chunk.type);
+    // Step 1's call approved and run once; step 2's denied, and the model told so.
+    expect(types.filter((type) => type === 'tool-output-available')).toHaveLength(1);
+    expect(types.filter((type) => type === 'tool-output-denied')).toHaveLength(1);
+    expect(streamedText(events)).toBe(scriptedText(3, 2));
+    // The message holds each call as it ended: step 1's with its output, step 2's denied.
+    const message = (await server.api(`/v1/chats/${chatId}/messages`)).body.items.at(-1) as {
+      parts: { type: string; state?: string }[];
+    };
+    expect(message.parts.filter((part) => part.type === 'tool-echo').map((part) => part.state)).toEqual([
+      'output-available',
+      'output-denied',
+    ]);
+  });
+
+  it('refuses a repeated answer to an earlier wait’s approval with 409 approval_already_answered, changing nothing', async () => {
+    const chatId = await approvalChat();
+    const run = await start(chatId, { input: { text: script({ steps: 3, tokens: 2, tool: true }) } });
+    const answer = (approvalId: string, approved: boolean) =>
+      server.api(`/v1/runs/${run.id}/approvals`, { method: 'POST', body: { approvalId, approved } });
+    const row = () =>
+      server.outrun.db
+        .selectFrom('runs')
+        .select(['status', 'epoch', 'waiting'])
+        .where('id', '=', run.id)
+        .executeTakeFirstOrThrow();
+    const firstWait = await server.waitForRun(
+      run.id,
+      (current) => current.status === 'waiting' && current.stepCount === 1,
+    );
+    const first = (firstWait.waiting as { approvals: { approvalId: string }[] }).approvals[0]!.approvalId;
+    expect((await answer(first, false)).status).toBe(200);
+
+    const secondWait = await server.waitForRun(
+      run.id,
+      (current) => current.status === 'waiting' && current.stepCount === 2,
+    );
+    const waitingRow = await row();
+    const lastSeq = await server.outrun.log.lastSeq(run.id);
+    const repeated = await answer(first, true);
+    expect(repeated.status).toBe(409);
+    expect(repeated.body.error).toMatchObject({ code: 'approval_already_answered', approved: false });
+    // The current wait and the log are as they were.
+    expect(await row()).toEqual(waitingRow);
+    expect(await server.outrun.log.lastSeq(run.id)).toBe(lastSeq);
+    // An id that never belonged to the run is still unknown while the run waits.
+    const unknown = await answer('approval_never_asked', true);
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error.code).toBe('approval_not_found');
+
+    const second = (secondWait.waiting as { approvals: { approvalId: string }[] }).approvals[0]!.approvalId;
+    expect((await answer(second, true)).status).toBe(200);
+    await server.waitForRun(run.id);
+    const endedRow = await row();
+    for (const [approvalId, approved] of [
+      [first, false],
+      [second, true],
+    ] as const) {
+      const again = await answer(approvalId, !approved);
+      expect(again.status).toBe(409);
+      expect(again.body.error).toMatchObject({ code: 'approval_already_answered', approved });
+    }
+    // Once the run no longer waits, an id it never had says so.
+    const notWaiting = await answer('approval_never_asked', true);
+    expect(notWaiting.status).toBe(409);
+    expect(notWaiting.body.error.code).toBe('run_not_waiting');
+    expect(await row()).toEqual(endedRow);
+  });
+
   it('tells the model about a denied call and goes on', async () => {
     const chatId = await approvalChat();
     const run = await start(chatId, { input: { text: script({ steps: 2, tokens: 2, tool: true }) } });

@@ -48,10 +48,14 @@ export async function findResumePoint(options: {
   recordStep: (step: FinishedStep) => Promise<void>;
 }): Promise<ResumePoint> {
   const { projector, steps, answers } = await replayLog(options.log, options.runId);
-  // Answered approvals reach the model as responses: the SDK then runs approved calls and reports denials.
+  // A step's parts are as they were when it finished; a call that waited for approval got its output (or its
+  // denial) later, in the execution the answer resumed. Each call is taken as it is now, and answered
+  // approvals still waiting for it reach the model as responses: the SDK then runs approved calls and reports
+  // denials. (Taken as it was, an executed call would reach the model with no result, which it refuses.)
+  const latest = toolPartsById(projector.parts());
   const finished = steps.map((step) => ({
     ...step,
-    parts: step.parts.map((part) => withApprovalAnswer(part, answers)),
+    parts: step.parts.map((part) => withApprovalAnswer(latestOf(part, latest), answers)),
   }));
   const recorded = await options.runs.listSteps(options.runId);
   await recordLostSteps({ finished, recordedCount: recorded.length, recordStep: options.recordStep });
@@ -106,6 +110,22 @@ async function recordLostSteps(options: {
       startedAt: new Date(),
     });
   }
+}
+
+/** The message's tool parts by their call id. */
+function toolPartsById(parts: readonly Part[]): Map<string, Part> {
+  const byId = new Map<string, Part>();
+  for (const part of parts) {
+    const id = (part as { toolCallId?: unknown }).toolCallId;
+    if (isToolPart(part) && typeof id === 'string') byId.set(id, part);
+  }
+  return byId;
+}
+
+/** A tool part as the message holds it now (with what happened to its call since); any other part as it is. */
+function latestOf(part: Part, latest: Map<string, Part>): Part {
+  if (!isToolPart(part)) return part;
+  return latest.get((part as { toolCallId: string }).toolCallId) ?? part;
 }
 
 /** A tool part waiting for approval, with the person's answer applied when there is one. */

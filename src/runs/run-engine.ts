@@ -20,6 +20,7 @@ import {
   type Lifecycle,
   type TransitionResult,
 } from './lifecycle.ts';
+import { findApprovalAnswer } from './approval-answer.ts';
 import { usedUpLimit, type BudgetExceeded, type Spend } from './budget.ts';
 import { spentByRun } from './resume-point.ts';
 import type { LocalRun, RunExecutor } from './run-executor.ts';
@@ -156,8 +157,9 @@ export class RunEngine {
   }
 
   /**
-   * Starts a run on a chat: resolves the configuration it will execute with (stored on the run, so a later
-   * edit of the agent never changes it), checks the model before anything is written, then `startRun`.
+   * Starts a run on a chat: checks the workspace's quotas, resolves the configuration the run will execute
+   * with (stored on the run, so a later edit of the agent never changes it), checks the model before anything
+   * is written, then `#beginRun` with the quota's guard.
    */
   async startChatRun(options: StartChatRunOptions): Promise<RunObject> {
     const guard = (await this.#options.quotas?.assertCanStart(options.workspaceId)) ?? null;
@@ -169,7 +171,7 @@ export class RunEngine {
     // Fails with 400 model_unavailable before anything is written or any model is called.
     this.#options.resolveModel(config.model);
     if (config.budget.maxCostUsd !== undefined) this.#assertPriced(config.model);
-    return this.startRun({
+    return this.#beginRun({
       runId: options.runId,
       workspaceId: options.workspaceId,
       chatId: options.chatId,
@@ -189,12 +191,22 @@ export class RunEngine {
   }
 
   /**
-   * Begins a run and hands it to a worker. When the chat has an active run, `multitask` decides: `reject`
-   * throws `RunAlreadyActiveError` before any model call, `interrupt` stops that run and waits for it to
-   * end, `enqueue` creates this one `queued` behind it. If the start path fails after the run was begun,
-   * the run is ended `failed` rather than left pending.
+   * Begins a run, held to the workspace's quotas like every run the workspace begins: a start beyond one
+   * throws `QuotaExceededError` having written nothing (see `RunEngineOptions.quotas`). Then `#beginRun`.
    */
   async startRun(options: StartRunOptions): Promise<RunObject> {
+    const guard = (await this.#options.quotas?.assertCanStart(options.workspaceId)) ?? null;
+    return this.#beginRun({ ...options, inTransaction: withGuard(guard, options.inTransaction) });
+  }
+
+  /**
+   * Begins a run whose start already passed the quota check (its guard is in `inTransaction`) and hands it to
+   * a worker. When the chat has an active run, `multitask` decides: `reject` throws `RunAlreadyActiveError`
+   * before any model call, `interrupt` stops that run and waits for it to end, `enqueue` creates this one
+   * `queued` behind it. If the start path fails after the run was begun, the run is ended `failed` rather
+   * than left pending.
+   */
+  async #beginRun(options: StartRunOptions): Promise<RunObject> {
     const { runs, lifecycle, log, queue, logger, faults } = this.#options;
     const multitask = options.multitask ?? 'reject';
     // A free slot on this worker: the run is claimed by the statement that begins it and executes here,
@@ -280,7 +292,8 @@ export class RunEngine {
   /**
    * Starts the follow-up of a run whose step budget ran out with `onExceeded: "continue"`: a run in the same
    * chat (`trigger: "continue"`, `parentRunId`), with the same configuration, as long as the chain has not
-   * used the agent's `continuation.maxRuns`. Returns the new run, or null at the end of the chain.
+   * used the agent's `continuation.maxRuns`. Returns the new run, or null at the end of the chain. Held to
+   * the workspace's quotas as any start (`startRun`): a refused one throws `QuotaExceededError`.
    */
   async startContinuation(parent: RunRow, config: RunConfig): Promise<RunObject | null> {
     const maxRuns = config.continuation?.maxRuns ?? 0;
@@ -302,7 +315,10 @@ export class RunEngine {
   /**
    * Answers one pending approval of a `waiting` run (from any instance, at any later time). The answer is an
    * event of the run's stream; once every approval is answered the run becomes `pending` and a worker
-   * resumes it: approved calls execute, denied ones tell the model so.
+   * resumes it: approved calls execute, denied ones tell the model so. An approval the run had answered, in
+   * this wait or an earlier one, is refused with `409 approval_already_answered` (and its `approved`) whatever
+   * the run's status; an id the run never had gets `404 approval_not_found` while the run waits for an
+   * approval, `409 run_not_waiting` otherwise.
    */
   async answerApproval(options: {
     runId: string;
@@ -311,7 +327,7 @@ export class RunEngine {
     reason?: string;
   }): Promise<RunObject> {
     const { db, log, lifecycle } = this.#options;
-    const result = await db.transaction().execute(async (tx) => {
+    const answering = db.transaction().execute(async (tx) => {
       const { row, waiting } = await lockWaitingRun(tx, options.runId, 'approval');
       const approval = waiting.approvals.find((candidate) => candidate.approvalId === options.approvalId);
       if (!approval) throw new NotFoundError('approval', options.approvalId);
@@ -348,6 +364,10 @@ export class RunEngine {
         .executeTakeFirstOrThrow();
       return { events, change: null, run: toRunObject(updated) };
     });
+    // Only an approval outside the current wait reads the log, once the transaction has let the row go.
+    const result = await answering.catch(async (error: unknown) => {
+      throw await this.#answeredEarlier(options, error);
+    });
     await log.publish(options.runId, result.events).catch(() => {});
     if (result.change) await lifecycle.afterCommit(result.change);
     return result.run;
@@ -383,6 +403,23 @@ export class RunEngine {
     if (!change) throw new ConflictError('run_not_waiting', 'This run is not paused by its budget.');
     await lifecycle.afterCommit(change);
     return change.run;
+  }
+
+  /**
+   * The refusal of an answer to an approval that is not in the run's current wait (`approval_not_found`,
+   * `run_not_waiting`): `409 approval_already_answered` when an earlier wait had it answered, as it was
+   * otherwise. Any other error is returned as it is.
+   */
+  async #answeredEarlier(options: { runId: string; approvalId: string }, error: unknown): Promise<unknown> {
+    const notInWait =
+      (error instanceof NotFoundError && error.code === 'approval_not_found') ||
+      (error instanceof ConflictError && error.code === 'run_not_waiting');
+    if (!notInWait) return error;
+    const earlier = await findApprovalAnswer({ log: this.#options.log, ...options });
+    if (!earlier) return error;
+    return new ConflictError('approval_already_answered', 'This approval was already answered.', {
+      approved: earlier.approved,
+    });
   }
 
   /** A cost budget needs the model's price: `400 price_unknown` for a model without one. */
@@ -537,7 +574,9 @@ export class RunEngine {
         // Its job may be lost (a queue that dropped it, a restart); the job key makes a duplicate harmless.
         await queue.enqueue({ runId: run.id, epoch: run.epoch }).catch(() => {});
         handled += 1;
-      } else if (run.attempt >= (this.#options.maxAttempts ?? 3)) {
+      } else if (run.lost_executions + 1 >= (this.#options.maxAttempts ?? 3)) {
+        // This execution is lost too: that makes `maxAttempts` lost ones. Resumes after a wait and hand-backs
+        // on shutdown also begin executions (`attempt`), but lose none.
         const ended = await lifecycle.endUnowned({
           runId: run.id,
           from: [RunStatus.running],
@@ -554,6 +593,7 @@ export class RunEngine {
           epoch: run.epoch,
           leaseExpiredBefore,
           reason: INTERRUPTED_BY_CRASH,
+          changes: { lost_executions: run.lost_executions + 1 },
         });
         if (requeued) this.#swept(run, 'requeued');
         handled += requeued ? 1 : 0;

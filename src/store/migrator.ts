@@ -14,6 +14,7 @@ import * as eventPagesByLastSeq from './migrations/0012-event-pages-by-last-seq.
 import * as eventRetention from './migrations/0013-event-retention.ts';
 import * as webhookDeliveryRetention from './migrations/0014-webhook-delivery-retention.ts';
 import * as spendOutsideSteps from './migrations/0015-spend-outside-steps.ts';
+import * as lostExecutions from './migrations/0016-lost-executions.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -32,6 +33,7 @@ const migrations: Record<string, Migration> = {
   '0013-event-retention': eventRetention,
   '0014-webhook-delivery-retention': webhookDeliveryRetention,
   '0015-spend-outside-steps': spendOutsideSteps,
+  '0016-lost-executions': lostExecutions,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

@@ -103,6 +103,8 @@ export interface RunsTable {
   assistant_message_id: string | null;
   /** Executions so far: each claim by a worker adds one. */
   attempt: ColumnType<number, number | undefined, number>;
+  /** Executions lost to a dead process (their lease ran out); `OUTRUN_MAX_ATTEMPTS` bounds these. */
+  lost_executions: ColumnType<number, number | undefined, number>;
   /** The fencing token: bumped by every status change, so a writer holding an older epoch is fenced out. */
   epoch: ColumnType<number, number | undefined, number>;
   agent_id: string | null;

@@ -1,0 +1,33 @@
+import type { EventLog } from '../stream/event-log.ts';
+
+/** A person's answer to a tool call that waited for approval, as the run's log records it. */
+export interface LoggedApprovalAnswer {
+  approved: boolean;
+  reason: string | null;
+}
+
+/**
+ * The answer the run's log records for `approvalId` (its `data-tool-approval` event), from whichever of the
+ * run's waits asked for it; null when the run never had that approval answered. The log is the one durable
+ * record of an earlier wait's answers: the run's row keeps only its current wait, and its steps and message
+ * keep the tool calls, not the answers. It reads the run's whole log, so it is for an approval that is not in
+ * the run's current wait.
+ */
+export async function findApprovalAnswer(options: {
+  log: Pick<EventLog, 'replay'>;
+  runId: string;
+  approvalId: string;
+}): Promise<LoggedApprovalAnswer | null> {
+  for await (const { chunk } of options.log.replay(options.runId)) {
+    const event = chunk as {
+      type?: unknown;
+      data?: { approvalId?: unknown; approved?: unknown; reason?: unknown };
+    };
+    if (event.type !== 'data-tool-approval' || event.data?.approvalId !== options.approvalId) continue;
+    return {
+      approved: event.data.approved === true,
+      reason: typeof event.data.reason === 'string' ? event.data.reason : null,
+    };
+  }
+  return null;
+}
