@@ -110,7 +110,7 @@ export interface OutrunClient {
   createAgent(agent: AgentInput & { name: string }, options?: RequestOptions): Promise<AgentWriteResult>;
   /** Replaces the given fields of an agent (workspace admins only). */
   updateAgent(agentId: string, patch: AgentInput, options?: RequestOptions): Promise<AgentWriteResult>;
-  /** Archives an agent (workspace admins only); its chats keep working with the workspace default. */
+  /** Archives an agent (workspace admins only): new chats cannot take it; chats that have it keep it. */
   deleteAgent(agentId: string, options?: RequestOptions): Promise<void>;
 
   /** A chat's schedules. */
