@@ -55,7 +55,13 @@ describe.skipIf(!chromiumAvailable())('web app: approvals, budgets and schedules
         .toBe(scriptedText(2, 3).trim());
       expect(await page.locator('.approval-card').count()).toBe(0);
     }
-    expect((await latestRun(chatId)).status).toBe('succeeded');
+    const run = await latestRun(chatId);
+    expect(run.status).toBe('succeeded');
+    // The inspector shows the approved call as it ended (done, with its output), not as it waited.
+    await laptop.page.goto(`${web.server.url}/chats/${chatId}/runs/${run.id}`);
+    const firstStep = laptop.page.locator('.inspector .step').first();
+    await expect.poll(() => firstStep.textContent(), { timeout: 10_000 }).toContain('done');
+    expect(await firstStep.textContent()).not.toContain('waiting for approval');
     expect([...laptop.errors, ...phone.errors]).toEqual([]);
   });
 

@@ -355,7 +355,9 @@ function Timeline({ run, steps, message }: { run: RunObject; steps: RunStep[]; m
     }
     const step = steps[finished];
     finished++;
-    if (step) items.push(<StepView key={`s${step.step}`} step={step} />);
+    // The message shows each call as it ended; a step's record, as it was when the step finished (a call that
+    // waited for approval got its output in the execution the answer resumed).
+    if (step) items.push(<StepView key={`s${step.step}`} step={step} parts={group.parts} />);
     else if (run.status !== 'succeeded' && hasParts(group.parts)) {
       items.push(<PartialStep key={`p${index}`} number={finished} run={run} parts={group.parts} />);
     }
@@ -428,10 +430,8 @@ function describeEvent(chunk: RunChunk): string {
   }
 }
 
-function StepView({ step }: { step: RunStep }) {
-  const tools = step.parts.filter(
-    (part) => part.type.startsWith('tool-') || part.type === 'dynamic-tool',
-  ).length;
+function StepView({ step, parts = step.parts }: { step: RunStep; parts?: MessagePart[] }) {
+  const tools = parts.filter((part) => part.type.startsWith('tool-') || part.type === 'dynamic-tool').length;
   return (
     <li className="step">
       <div className="step-head">
@@ -444,7 +444,7 @@ function StepView({ step }: { step: RunStep }) {
         </span>
       </div>
       <div className="step-body">
-        <Parts parts={step.parts} />
+        <Parts parts={parts} />
       </div>
     </li>
   );
