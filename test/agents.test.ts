@@ -117,6 +117,11 @@ describe.each(STORE_KINDS)('agents on %s', (kind) => {
       'invalid_request',
     ],
     [
+      { name: 'x', mcpServers: [{ name: 'a', url: 'https://user:secret@example.com/mcp' }] },
+      'mcpServers.0.url',
+      'invalid_request',
+    ],
+    [
       { name: 'x', mcpServers: [{ name: 'bad name', url: 'https://example.com/' }] },
       'mcpServers.0.name',
       'invalid_request',
@@ -334,6 +339,22 @@ describe.each(STORE_KINDS)('agents on %s', (kind) => {
       .where('id', '=', created.body.agent.id)
       .executeTakeFirstOrThrow();
     expect(row.mcp_servers[0]!.headers).toEqual({ authorization: 'Bearer s3cret' });
+
+    // Moved to another origin, the redacted value is refused: the secret is never sent where it was not given.
+    const moved = new URL(mcpServer.url);
+    moved.port = String(Number(moved.port) + 1);
+    const leaked = await server.api(`/v1/agents/${created.body.agent.id}`, {
+      method: 'PATCH',
+      body: { mcpServers: [{ ...shown[0], url: moved.toString() }] },
+    });
+    expect(leaked.status).toBe(400);
+    expect(leaked.body.error.message).toContain('mcpServers.0.headers.authorization');
+    const after = await server.outrun.db
+      .selectFrom('agents')
+      .select('mcp_servers')
+      .where('id', '=', created.body.agent.id)
+      .executeTakeFirstOrThrow();
+    expect(after.mcp_servers[0]!.url).toBe(mcpServer.url);
   });
 
   it('refuses a private MCP server URL when private URLs are not allowed', async () => {

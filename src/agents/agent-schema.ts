@@ -36,7 +36,14 @@ export const MCP_SERVER_NAME = /^[A-Za-z0-9_-]{1,32}$/;
 export const McpServerSchema = z
   .object({
     name: z.string().regex(MCP_SERVER_NAME, 'use 1-32 letters, digits, "_" or "-"'),
-    url: z.string().min(1).max(2000),
+    url: z
+      .string()
+      .min(1)
+      .max(2000)
+      // Headers are kept secret (shown redacted); a URL is shown as it is, so it must not carry a secret.
+      .refine((url) => !hasCredentials(url), {
+        message: 'put credentials in headers (they are kept secret), not in the URL',
+      }),
     headers: z
       .record(
         z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$/, 'not a valid HTTP header name'),
@@ -108,3 +115,13 @@ export const RunOverridesSchema = z
   })
   .strict();
 export type RunOverrides = z.infer<typeof RunOverridesSchema>;
+
+/** Whether a URL names a user or a password (`https://user:secret@host/`); false for what is not a URL. */
+function hasCredentials(url: string): boolean {
+  try {
+    const parsed = new URL(url);
+    return parsed.username !== '' || parsed.password !== '';
+  } catch {
+    return false;
+  }
+}

@@ -262,16 +262,27 @@ export class AgentService {
     return row;
   }
 
-  /** A header value sent back redacted keeps the stored value of the same server and header. */
+  /**
+   * A header value sent back redacted keeps the stored value of the same server and header, while the
+   * server's URL keeps its origin: a secret is never sent to a host it was not given for (a redacted value
+   * with a new origin is refused, so whoever changes the URL must know the secret).
+   */
   private restoreRedactedHeaders(servers: McpServer[], stored: McpServer[]): void {
     servers.forEach((server, index) => {
       for (const [name, value] of Object.entries(server.headers ?? {})) {
         if (value !== REDACTED_HEADER_VALUE) continue;
-        const previous = stored.find((candidate) => candidate.name === server.name)?.headers?.[name];
+        const before = stored.find((candidate) => candidate.name === server.name);
+        const previous = before?.headers?.[name];
         if (previous === undefined) {
           throw invalid(
             `mcpServers.${index}.headers.${name}`,
             `send the header's value, not ${REDACTED_HEADER_VALUE}.`,
+          );
+        }
+        if (originOf(before!.url) !== originOf(server.url)) {
+          throw invalid(
+            `mcpServers.${index}.headers.${name}`,
+            `the server's URL moved to another origin: send the header's value, not ${REDACTED_HEADER_VALUE}.`,
           );
         }
         server.headers![name] = previous;
@@ -385,4 +396,13 @@ function toColumns(fields: AgentFields) {
     autostart: fields.autostart === null ? null : JSON.stringify(fields.autostart),
     continuation: fields.continuation === null ? null : JSON.stringify(fields.continuation),
   };
+}
+
+/** A URL's origin (scheme, host and port), or the text itself when it is not a URL. */
+function originOf(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return url;
+  }
 }
