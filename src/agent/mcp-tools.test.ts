@@ -178,6 +178,25 @@ describe('MCP tools', () => {
     }
   });
 
+  it('fails a call at once when the server drops its connection mid-call, not after the call timeout', async () => {
+    const dying = await startTestMcpServer();
+    const local = new McpClientPool({ allowPrivateUrls: true, callTimeoutMs: 10_000 });
+    try {
+      const tools = await local.tools({ name: 'dying', url: dying.url });
+      const started = Date.now();
+      const call = tools.wait!.execute!({ ms: 5_000 }, { toolCallId: 'call-1', messages: [] });
+      const failed = expect(call).rejects.toThrow(/^MCP server "dying" is unreachable: /);
+      setTimeout(() => void dying.close(), 300);
+      await failed;
+      await expect(call).rejects.not.toThrow(/had no answer within/);
+      expect(Date.now() - started).toBeLessThan(3_000);
+      expect(local.size).toBe(0);
+    } finally {
+      await local.close();
+      await dying.close();
+    }
+  });
+
   it('fails a call the server does not answer in time as a tool error, and keeps the client', async () => {
     const impatient = new McpClientPool({ allowPrivateUrls: true, callTimeoutMs: 300 });
     try {

@@ -102,6 +102,11 @@ interface PoolEntry {
   lastUsedAt: number;
   /** Listings and calls under way: a busy client is never closed for being idle. */
   busy: number;
+  /**
+   * Aborted when the client reports its connection failed (the server went away mid-call): the calls under
+   * way fail then, not at their timeout, since their answers can no longer come.
+   */
+  broken: AbortController;
 }
 
 /**
@@ -178,9 +183,15 @@ export class McpClientPool {
       throw new McpServerUnreachableError(server.name, new Error('the MCP client pool is closed'));
     const key = poolKey(server);
     let entry = this.clients.get(key);
+    // A client whose connection failed is not reused: a new one connects.
+    if (entry?.broken.signal.aborted) {
+      await this.evict(key, entry);
+      entry = undefined;
+    }
     if (!entry) {
-      const connecting = this.connect(server);
-      const created: PoolEntry = { client: connecting, lastUsedAt: Date.now(), busy: 0 };
+      const broken = new AbortController();
+      const connecting = this.connect(server, (error) => broken.abort(error));
+      const created: PoolEntry = { client: connecting, lastUsedAt: Date.now(), busy: 0, broken };
       this.clients.set(key, created);
       connecting.catch(() => this.evict(key, created));
       this.watchIdle();
@@ -207,7 +218,8 @@ export class McpClientPool {
     }
   }
 
-  private async connect(server: McpServer): Promise<MCPClient> {
+  /** A client of `server`; `onError` hears of failures outside any request's own answer (a dropped connection). */
+  private async connect(server: McpServer, onError?: (error: unknown) => void): Promise<MCPClient> {
     await assertOutboundUrl(server.url, { allowPrivate: this.allowPrivateUrls, resolve: this.resolve });
     return createMCPClient({
       transport: {
@@ -222,6 +234,7 @@ export class McpClientPool {
       initializationOptions: { timeout: this.connectTimeoutMs },
       onUncaughtError: (error) => {
         this.logger?.warn({ err: error, mcpServer: server.name }, 'MCP client error');
+        onError?.(error);
       },
     });
   }
@@ -272,14 +285,18 @@ export class McpClientPool {
           execute = tool.execute;
         }
         const timeout = AbortSignal.timeout(this.callTimeoutMs);
-        const abortSignal = options.abortSignal ? AbortSignal.any([options.abortSignal, timeout]) : timeout;
+        const abortSignal = AbortSignal.any(
+          options.abortSignal
+            ? [options.abortSignal, timeout, entry.broken.signal]
+            : [timeout, entry.broken.signal],
+        );
         entry.busy += 1;
         try {
           return await execute(input, { ...options, abortSignal });
         } catch (error) {
           if (options.abortSignal?.aborted) throw error;
           // A slow server, not a broken connection: the client stays for the next call.
-          if (timeout.aborted) {
+          if (timeout.aborted && !entry.broken.signal.aborted) {
             throw new McpServerUnreachableError(
               server.name,
               new Error(`the call to ${name} had no answer within ${this.callTimeoutMs} ms`),
@@ -287,7 +304,10 @@ export class McpClientPool {
           }
           // A transport failure drops the client, so the next call reconnects.
           void this.evict(key, entry);
-          throw new McpServerUnreachableError(server.name, error);
+          throw new McpServerUnreachableError(
+            server.name,
+            entry.broken.signal.aborted ? entry.broken.signal.reason : error,
+          );
         } finally {
           entry.busy -= 1;
           entry.lastUsedAt = Date.now();
