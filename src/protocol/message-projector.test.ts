@@ -389,3 +389,90 @@ describe('withoutInterruptedSteps', () => {
     expect(withoutInterruptedSteps(parts)).toEqual([{ type: 'step-start' }]);
   });
 });
+
+describe('MessageProjector.fromParts', () => {
+  /**
+   * Seeds a projector with the parts (as JSON, the way a snapshot arrives) at every step boundary of
+   * `chunks`, pushes the rest, and expects the parts and finished steps the whole stream gives.
+   */
+  function expectContinuesAtEveryStepBoundary(chunks: RunChunk[]): void {
+    const whole = project(chunks);
+    const boundaries = chunks.flatMap((chunk, index) =>
+      chunk.type === 'finish-step' || chunk.type === 'data-step-interrupted' ? [index + 1] : [],
+    );
+    expect(boundaries.length).toBeGreaterThan(0);
+    for (const boundary of boundaries) {
+      const before = project(chunks.slice(0, boundary));
+      const seeded = MessageProjector.fromParts(json(before.projector.parts()) as UIMessage['parts']);
+      const steps: ProjectedStep[] = [];
+      for (const chunk of chunks.slice(boundary)) {
+        const step = seeded.push(chunk);
+        if (step) steps.push(step);
+      }
+      expect(json(seeded.parts())).toStrictEqual(json(whole.projector.parts()));
+      expect(json(steps)).toStrictEqual(json(whole.steps.slice(before.steps.length)));
+    }
+  }
+
+  it('continues a scripted tool run at every step boundary as if it had seen the whole stream', async () => {
+    const chunks = await collectChunks(script({ steps: 3, tokens: 2, tool: true }));
+    expectContinuesAtEveryStepBoundary([runChunk('running'), ...chunks, runChunk('succeeded')]);
+  });
+
+  it('applies the answer and output of a tool call that waited for approval in an earlier step', () => {
+    expectContinuesAtEveryStepBoundary([
+      { type: 'start' },
+      { type: 'start-step' },
+      { type: 'text-start', id: 't1' },
+      { type: 'text-delta', id: 't1', delta: 'May I?' },
+      { type: 'text-end', id: 't1' },
+      { type: 'tool-input-available', toolCallId: 'a', toolName: 'echo', input: { step: 1 } },
+      { type: 'tool-approval-request', toolCallId: 'a', approvalId: 'ap1' },
+      { type: 'tool-input-available', toolCallId: 'b', toolName: 'search', input: { q: 'x' }, dynamic: true },
+      { type: 'tool-approval-request', toolCallId: 'b', approvalId: 'ap2' },
+      { type: 'data-progress', id: 'p', data: { done: 1 } },
+      { type: 'finish-step' },
+      runChunk('waiting'),
+      { type: 'data-tool-approval', data: { approvalId: 'ap1', approved: true } },
+      runChunk('running'),
+      { type: 'tool-output-available', toolCallId: 'a', output: { step: 1 } },
+      { type: 'tool-output-denied', toolCallId: 'b' },
+      { type: 'start-step' },
+      { type: 'data-progress', id: 'p', data: { done: 2 } },
+      { type: 'text-start', id: 't2' },
+      { type: 'text-delta', id: 't2', delta: 'Done.' },
+      { type: 'text-end', id: 't2' },
+      { type: 'finish-step' },
+      { type: 'finish', finishReason: 'stop' },
+    ]);
+  });
+
+  it('continues after a step cut short and redone', async () => {
+    const chunks = await collectChunks(script({ steps: 2, tokens: 3 }));
+    const secondStep = chunks.findIndex(
+      (chunk, index) =>
+        chunk.type === 'start-step' && chunks.slice(0, index).some((c) => c.type === 'start-step'),
+    );
+    const interrupted: RunChunk = {
+      type: 'data-step-interrupted',
+      data: { step: 2, reason: 'lease_expired' },
+    };
+    expectContinuesAtEveryStepBoundary([
+      ...chunks.slice(0, secondStep + 3),
+      interrupted,
+      ...chunks.slice(secondStep),
+    ] as RunChunk[]);
+  });
+
+  it('does not change the parts it was given', () => {
+    const parts = [
+      { type: 'step-start' },
+      { type: 'tool-echo', toolCallId: 'a', state: 'approval-requested', input: {}, approval: { id: 'ap' } },
+    ] as UIMessage['parts'];
+    const copy = structuredClone(parts);
+    const projector = MessageProjector.fromParts(parts);
+    projector.push({ type: 'tool-output-available', toolCallId: 'a', output: 1 });
+    expect(parts).toEqual(copy);
+    expect(projector.parts()[1]).toMatchObject({ state: 'output-available', output: 1 });
+  });
+});

@@ -151,6 +151,53 @@ export class MessageProjector {
   /** The first data part per `type` and `id`; a later chunk with the same pair replaces its data. */
   private readonly dataParts = new Map<string, PlainEntry>();
 
+  /**
+   * A projector that continues `parts`: chunks pushed to it apply as they would to the projector that
+   * produced those parts from the whole stream. `parts` must end where a step ended (its `finish-step` or
+   * `data-step-interrupted`), as a streaming message's parts do through its `streamSeq`: a step in flight
+   * could not go on, since text parts do not keep their stream ids. The parts are copied, not mutated.
+   */
+  static fromParts(parts: readonly Part[]): MessageProjector {
+    const projector = new MessageProjector();
+    let stepOpen = false;
+    for (const source of parts) {
+      const part = { ...source } as Part;
+      if (part.type === 'step-start') {
+        if (stepOpen) projector.finishedSteps++;
+        stepOpen = true;
+        projector.stepTools = new Map();
+        projector.stepStaticTools = new Map();
+        projector.stepDynamicTools = new Map();
+      } else if (part.type === STEP_INTERRUPTED_CHUNK_TYPE) {
+        stepOpen = false;
+      }
+      if (isToolPart(part)) {
+        const entry: ToolEntry = {
+          kind: 'tool',
+          part: part as ToolEntry['part'],
+          streaming: undefined,
+        };
+        projector.entries.push(entry);
+        const toolCallId = entry.part.toolCallId;
+        const byKind = part.type === 'dynamic-tool' ? projector.stepDynamicTools : projector.stepStaticTools;
+        if (!byKind.has(toolCallId)) byKind.set(toolCallId, entry);
+        if (!projector.stepTools.has(toolCallId)) projector.stepTools.set(toolCallId, entry);
+        projector.latestTools.set(toolCallId, entry);
+        continue;
+      }
+      // Text and reasoning of a finished step never change again, so they are kept as they are.
+      const entry = projector.pushPlain(part);
+      const id = (part as { id?: unknown }).id;
+      if (part.type.startsWith('data-') && id != null) {
+        const key = `${part.type}\u0000${String(id)}`;
+        if (!projector.dataParts.has(key)) projector.dataParts.set(key, entry);
+      }
+    }
+    if (stepOpen) projector.finishedSteps++;
+    projector.stepStart = projector.entries.length;
+    return projector;
+  }
+
   /** Applies one chunk. At a `finish-step` chunk, returns the parts of the step that just finished. */
   push(chunk: RunChunk): ProjectedStep | undefined {
     switch (chunk.type) {
@@ -493,6 +540,11 @@ function materializeEntry(entry: Entry): Part {
       return part as Part;
     }
   }
+}
+
+/** Whether a part is a tool call (a static or a dynamic tool). */
+function isToolPart(part: Part): boolean {
+  return part.type.startsWith('tool-') || part.type === 'dynamic-tool';
 }
 
 function withoutUndefined(object: Record<string, unknown>): Record<string, unknown> {

@@ -5,7 +5,6 @@ import {
   isActiveStatus,
   MessageProjector,
   type Message,
-  type MessagePart,
   type RunInput,
   type RunObject,
   type RunStatusChunk,
@@ -59,9 +58,14 @@ export interface ChatRunsStoreOptions {
 interface LiveMessage {
   runId: string;
   messageId: string;
-  /** The snapshot's parts: complete through the sequence number the stream was followed after. */
-  base: MessagePart[];
+  /** The message: seeded with the snapshot's parts, then the stream followed after the snapshot's `streamSeq`. */
   projector: MessageProjector;
+}
+
+/** A run whose stream the store could not apply to its message: shown from snapshots, not followed. */
+interface UnreadableRun {
+  runId: string;
+  error: Error;
 }
 
 /** The snapshot before anything is loaded. */
@@ -98,6 +102,9 @@ export class ChatRunsStore {
   #spending: BudgetChunk['data'] | null = null;
   #stopRetrying = false;
   #live: LiveMessage | null = null;
+  /** The run whose stream failed to apply once: a second failure gives up following it. */
+  #recoveredRunId: string | null = null;
+  #unreadable: UnreadableRun | null = null;
   #follow: AbortController | null = null;
   #connection: ConnectionState['status'] = 'closed';
   #submitting = false;
@@ -273,8 +280,13 @@ export class ChatRunsStore {
       ) {
         this.#error = null;
       }
-      if (run && isActiveStatus(run.status) && message?.status === 'streaming') {
-        if (this.#live?.runId !== run.id) this.#startFollowing(run, message);
+      const active = run && isActiveStatus(run.status) ? run : null;
+      if (this.#unreadable && this.#unreadable.runId !== active?.id) this.#unreadable = null;
+      if (this.#unreadable) {
+        // Its stream cannot be applied: each load shows its latest snapshot, and the error stays.
+        this.#error = this.#unreadable.error;
+      } else if (active && message?.status === 'streaming') {
+        if (this.#live?.runId !== active.id) this.#startFollowing(active, message);
       } else if (this.#live) {
         this.#stopFollowing();
       }
@@ -289,13 +301,12 @@ export class ChatRunsStore {
 
   #startFollowing(run: RunObject, message: Message): void {
     this.#stopFollowing();
-    // A snapshot's parts are complete through `streamSeq`; without one, start from an empty message.
+    // A snapshot's parts are complete through `streamSeq`, a step's end: the stream after it continues them.
     const after = message.streamSeq ?? 0;
     const live: LiveMessage = {
       runId: run.id,
       messageId: message.id,
-      base: after > 0 ? message.parts : [],
-      projector: new MessageProjector(),
+      projector: MessageProjector.fromParts(after > 0 ? message.parts : []),
     };
     const controller = new AbortController();
     this.#live = live;
@@ -336,12 +347,21 @@ export class ChatRunsStore {
         await this.sync();
       } catch (error) {
         if (controller.signal.aborted) return;
-        // The stream failed for good, or a chunk could not be projected: start over from a fresh snapshot.
         this.#stopFollowing();
-        if (error instanceof OutrunApiError) this.#error = error;
-        else await new Promise((resolve) => setTimeout(resolve, 1000));
-        await this.sync();
-        if (error instanceof OutrunApiError) this.#error ??= error;
+        if (error instanceof OutrunApiError) {
+          // The stream failed for good: start over from a fresh snapshot, and say why.
+          this.#error = error;
+          await this.sync();
+          this.#error ??= error;
+        } else if (this.#recoveredRunId !== run.id) {
+          // A chunk could not be applied: a fresh snapshot and its stream get one more try.
+          this.#recoveredRunId = run.id;
+          await this.sync();
+        } else {
+          // Again: following it would only fail again, so the run is shown from snapshots and the error stays.
+          this.#unreadable = { runId: run.id, error: asError(error) };
+          this.#error = this.#unreadable.error;
+        }
         this.#notify(true);
       }
     })();
@@ -403,7 +423,7 @@ export class ChatRunsStore {
     const live = this.#live;
     let messages = this.#messages;
     if (live) {
-      const parts = [...live.base, ...live.projector.parts()];
+      const parts = live.projector.parts();
       let found = false;
       messages = messages.map((message) => {
         if (message.id !== live.messageId) return message;

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOutrunClient, type Message, type OutrunClient } from '../../src/client/index.ts';
+import type { RunObject } from '../../src/protocol/index.ts';
 import { ChatRunsStore, type ChatRunsSnapshot } from '../../src/react/chat-runs-store.ts';
 import { script, scriptedText } from '../support/sse.ts';
 import { ADMIN_KEY, startTestServer, type TestServer } from '../support/test-server.ts';
@@ -227,5 +228,96 @@ describe('ChatRunsStore (the state behind useChatRuns)', () => {
     store.dispose();
     const statuses = store.getSnapshot().messages.map((message) => message.status);
     expect(statuses).toEqual(['completed', 'completed', 'completed', 'completed']);
+  });
+  /** A chat with an agent whose `echo` tool waits for approval, and a run of it waiting for the answer. */
+  async function waitingForApproval(): Promise<{ chatId: string; run: RunObject; approvalId: string }> {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'asks first', tools: [{ name: 'echo', needsApproval: true }] },
+    });
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    const run = await client.startRun(chatId, {
+      input: { text: script({ steps: 2, tokens: 3, tool: true }) },
+    });
+    const waiting = await server.waitForRun(run.id, (current) => current.status === 'waiting');
+    const approvalId = (waiting.waiting as { approvals: { approvalId: string }[] }).approvals[0]!.approvalId;
+    return { chatId, run, approvalId };
+  }
+
+  it('follows a run reopened while it waits for an approval through the answer to its end', async () => {
+    const { chatId, run, approvalId } = await waitingForApproval();
+
+    // A page reload: a new store loads the waiting run's snapshot and follows it from there.
+    const store = new ChatRunsStore({ client, chatId, pollIntervalMs: 0, throttleMs: 0 });
+    const snapshots = record(store);
+    store.start();
+    await waitUntil(() => store.getSnapshot().status === 'streaming');
+    const asking = store
+      .getSnapshot()
+      .messages.at(-1)!
+      .parts.find((part) => part.type === 'tool-echo');
+    expect(asking).toMatchObject({ state: 'approval-requested' });
+
+    const answered = await server.api(`/v1/runs/${run.id}/approvals`, {
+      method: 'POST',
+      body: { approvalId, approved: true },
+    });
+    expect(answered.status).toBe(200);
+    await waitUntil(
+      () => store.getSnapshot().run?.status === 'succeeded' && store.getSnapshot().status === 'ready',
+    );
+    store.dispose();
+
+    const expected = scriptedText(2, 3);
+    const stored = (await server.api(`/v1/chats/${chatId}/messages`)).body.items.at(-1) as Message;
+    // The stream after the snapshot applied to it: the followed message reached the end before the final load.
+    const followed = snapshots.filter((snapshot) => snapshot.status === 'streaming').at(-1)!;
+    expect(assistantText(followed.messages)).toBe(expected);
+    expect(followed.messages.at(-1)!.parts).toEqual(stored.parts);
+    expect(assistantText(store.getSnapshot().messages)).toBe(expected);
+    expect(store.getSnapshot().messages.at(-1)!.parts).toEqual(stored.parts);
+    for (const snapshot of snapshots) {
+      expect(expected.startsWith(assistantText(snapshot.messages))).toBe(true);
+      expect(snapshot.error).toBeNull();
+    }
+  });
+
+  it('reports a stream it cannot apply after one fresh load instead of retrying it forever', async () => {
+    const { chatId, run, approvalId } = await waitingForApproval();
+    let follows = 0;
+    const broken: OutrunClient = {
+      ...client,
+      // A delta for a text part that never started: no projection can apply it.
+      async *followRun() {
+        follows++;
+        yield { seq: 1_000_000, chunk: { type: 'text-delta', id: 'missing', delta: 'x' } } as never;
+      },
+    };
+    const store = new ChatRunsStore({ client: broken, chatId, pollIntervalMs: 0, throttleMs: 0 });
+    store.start();
+    await waitUntil(() => store.getSnapshot().error !== null);
+    expect(follows).toBe(2);
+    expect(store.getSnapshot()).toMatchObject({
+      status: 'ready',
+      isRunning: true,
+      error: { name: 'MalformedStreamError' },
+    });
+    // A later load shows the run's latest snapshot and keeps the error, without following it again.
+    await store.sync();
+    expect(follows).toBe(2);
+    expect(store.getSnapshot().error).toMatchObject({ name: 'MalformedStreamError' });
+
+    // Once the run ends, a load shows its final message and the error goes.
+    await server.api(`/v1/runs/${run.id}/approvals`, {
+      method: 'POST',
+      body: { approvalId, approved: true },
+    });
+    await server.waitForRun(run.id);
+    await store.sync();
+    store.dispose();
+    expect(store.getSnapshot()).toMatchObject({ status: 'ready', error: null, run: { status: 'succeeded' } });
+    expect(assistantText(store.getSnapshot().messages)).toBe(scriptedText(2, 3));
+    expect(follows).toBe(2);
   });
 });
