@@ -104,6 +104,23 @@ describe.each(STORE_KINDS)('waiting runs on %s', (kind) => {
       const approval = (waiting.waiting as { approvals: { approvalId: string; input: unknown }[] })
         .approvals[0]!;
       expect(approval.input).toEqual({ step });
+      if (step === 2) {
+        // Step 1's call ran after its step was recorded: its record, and the message a reload shows while
+        // the run waits, hold its output.
+        const steps = (await server.api(`/v1/runs/${run.id}/steps`)).body.items as {
+          parts: { type: string; state?: string }[];
+        }[];
+        expect(steps[0]!.parts.filter((part) => part.type === 'tool-echo').map((part) => part.state)).toEqual(
+          ['output-available'],
+        );
+        const streaming = (await server.api(`/v1/chats/${chatId}/messages`)).body.items.at(-1) as {
+          status: string;
+          parts: { type: string; state?: string }[];
+        };
+        expect(streaming.parts.filter((part) => part.type === 'tool-echo').map((part) => part.state)).toEqual(
+          ['output-available', 'approval-requested'],
+        );
+      }
       const answered = await server.api(`/v1/runs/${run.id}/approvals`, {
         method: 'POST',
         body: { approvalId: approval.approvalId, approved: step === 1 },

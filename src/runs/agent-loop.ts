@@ -57,6 +57,11 @@ export interface AgentLoopOptions {
    * record in its own statement.
    */
   recordStep: (step: FinishedStep) => Promise<void>;
+  /**
+   * Records a finished step's parts again: a resumed execution streamed what became of its calls (an approved
+   * call's output, a denial) after the step had finished and been recorded. Called in order with `recordStep`.
+   */
+  updateStepParts?: (step: number, parts: UIMessage['parts']) => Promise<void>;
 }
 
 export interface AgentLoopResult {
@@ -112,16 +117,27 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   // The first failure of the recording chain; kept here, not in a rejected promise, so a failure
   // mid-stream is never an unhandled rejection.
   let recordFailure: unknown = null;
-  const record = (finishedStep: FinishedStep) => {
+  // Runs `write` after the writes before it, once the events before it are durable.
+  const inOrder = (write: () => Promise<void>) => {
     recording = recording
       .then(async () => {
         if (recordFailure) return;
         await writer.flush();
-        await options.recordStep(finishedStep);
+        await write();
       })
       .catch((error: unknown) => {
         recordFailure ??= error;
       });
+  };
+  const record = (finishedStep: FinishedStep) => inOrder(() => options.recordStep(finishedStep));
+  // A resumed execution's first chunks may finish the calls of the step it resumed after (approved or denied):
+  // that step's record is written again with them, before the next step's.
+  let resumedStepChanged = false;
+  const rerecordResumedStep = () => {
+    resumedStepChanged = false;
+    const parts = lastFinishedStepParts(projector.parts());
+    const update = options.updateStepParts;
+    if (update && parts) inOrder(() => update(options.stepsDone, parts));
   };
   // A finished step is recorded once the next one starts: the last one is left to the run's status change
   // (one statement less per run).
@@ -195,6 +211,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
         streamError = undefined;
         if (contextOverflow) continue;
       }
+      if (chunk.type === 'start-step' && resumedStepChanged) rerecordResumedStep();
       const { seq, finished } = emit(chunk);
       switch (chunk.type) {
         case 'abort':
@@ -205,6 +222,11 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
           stepOpen = true;
           if (unrecorded) record(unrecorded);
           unrecorded = null;
+          break;
+        case 'tool-output-available':
+        case 'tool-output-error':
+        case 'tool-output-denied':
+          if (!stepOpen && step === options.stepsDone && step > 0) resumedStepChanged = true;
           break;
         case 'finish-step':
           stepOpen = false;
@@ -268,6 +290,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   } finally {
     clearTimeout(durationTimer);
   }
+  if (resumedStepChanged) rerecordResumedStep();
   if (contextOverflow && stepOpen) {
     emit({ type: 'data-step-interrupted', data: { step: step + 1, reason: 'context_overflow' } });
   }
@@ -298,6 +321,15 @@ export function appendProjected(options: {
 }): { seq: number; finished: ProjectedStep | undefined } {
   const seq = options.writer.append(options.chunk);
   return { seq, finished: options.projector.push(options.chunk) };
+}
+
+/**
+ * The parts of the message's last step that finished (from its `step-start`), or null when it has none: a
+ * recorded step's parts, as `ProjectedStep.parts` are.
+ */
+function lastFinishedStepParts(parts: UIMessage['parts']): UIMessage['parts'] | null {
+  const start = parts.findLastIndex((part) => part.type === 'step-start');
+  return start === -1 ? null : parts.slice(start);
 }
 
 /** Step usages as `onStepFinish` reports them, handed out in order to the stream reader. */

@@ -429,6 +429,8 @@ export class RunExecutor {
           await this.#recordStep(row.id, row.epoch, step);
           meter.recorded(step.usage, step.costUsd);
         },
+        updateStepParts: (step, parts) =>
+          this.#options.runs.updateStepParts({ runId: row.id, epoch: row.epoch, step, parts }),
       });
     if (refused) return { ...NO_LOOP, stepsDone: stepsBefore, budgetExceeded: refused };
     const result = await loop(setup.messages, resume !== null);

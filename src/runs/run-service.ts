@@ -541,6 +541,24 @@ export class RunService {
   }
 
   /**
+   * Writes a recorded step's parts again, under the run's current epoch: what became of its calls (an
+   * approved call's output, a denial) came after the step had finished, in the execution the answer resumed.
+   */
+  async updateStepParts(options: {
+    runId: string;
+    epoch: number;
+    step: number;
+    parts: unknown[];
+  }): Promise<void> {
+    await sql`
+      update run_steps set parts = ${JSON.stringify(options.parts)}::jsonb
+      where run_id = ${options.runId} and step = ${options.step}
+        and exists (
+          select 1 from runs where id = ${options.runId} and epoch = ${options.epoch} and status = ${RunStatus.running}
+        )`.execute(this.#db);
+  }
+
+  /**
    * Records what an execution spent outside its finished steps: a step it did not finish (cut by a stop, a
    * budget or a quota, or under way at a hand-back) and its context summaries' model calls. No `run_steps` row
    * holds that spend; the workspace's daily usage counts this one.
