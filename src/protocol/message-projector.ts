@@ -542,8 +542,8 @@ function materializeEntry(entry: Entry): Part {
   }
 }
 
-/** Whether a part is a tool call (a static or a dynamic tool). */
-function isToolPart(part: Part): boolean {
+/** Whether a message part is a tool call (a static or a dynamic tool). */
+export function isToolPart(part: { type: string }): boolean {
   return part.type.startsWith('tool-') || part.type === 'dynamic-tool';
 }
 

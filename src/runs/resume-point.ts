@@ -1,5 +1,5 @@
 import type { UIMessage } from 'ai';
-import { MessageProjector } from '../protocol/message-projector.ts';
+import { isToolPart, MessageProjector } from '../protocol/message-projector.ts';
 import type { RunRow } from '../store/schema.ts';
 import type { EventLog } from '../stream/event-log.ts';
 import type { FinishedStep } from './agent-loop.ts';
@@ -28,11 +28,6 @@ interface ApprovalAnswer {
 interface LoggedStep {
   parts: UIMessage['parts'];
   seq: number;
-}
-
-/** Whether a message part is a tool call (a static or a dynamic tool). */
-export function isToolPart(part: Part): boolean {
-  return part.type.startsWith('tool-') || part.type === 'dynamic-tool';
 }
 
 /**

@@ -11,7 +11,7 @@ import { LeaseLostError, type RunEventWriter } from '../stream/event-log.ts';
 import { PersistenceFailedError, type AgentLoopResult, type FinishedStep } from './agent-loop.ts';
 import type { BudgetExceeded, Spend } from './budget.ts';
 import { Ending, INTERRUPTED_BY_BUDGET, INTERRUPTED_BY_SHUTDOWN, type Lifecycle } from './lifecycle.ts';
-import { isToolPart } from './resume-point.ts';
+import { isToolPart } from '../protocol/message-projector.ts';
 import type { RunUsage } from './run-object.ts';
 import { RunErrorCode } from './run-status.ts';
 

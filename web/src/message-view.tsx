@@ -2,6 +2,7 @@ import { memo, useState, type MouseEvent, type ReactNode } from 'react';
 import Markdown from 'react-markdown';
 import remarkGfm from 'remark-gfm';
 import type { Message, MessagePart, RunObject } from '../../src/protocol/index.ts';
+import { isToolPart } from '../../src/protocol/message-projector.ts';
 import { explainRun } from './explain.ts';
 
 const remarkPlugins = [remarkGfm];
@@ -44,8 +45,8 @@ type ToolPart = MessagePart & {
   errorText?: string;
 };
 
-function isToolPart(part: MessagePart): part is ToolPart {
-  return part.type === 'dynamic-tool' || part.type.startsWith('tool-');
+function isToolCall(part: MessagePart): part is ToolPart {
+  return isToolPart(part);
 }
 
 function toolName(part: ToolPart): string {
@@ -168,7 +169,7 @@ function StepParts({ parts }: { parts: MessagePart[] }) {
             </details>
           );
         }
-        if (isToolPart(part)) return <ToolCall key={part.toolCallId + index} part={part} />;
+        if (isToolCall(part)) return <ToolCall key={part.toolCallId + index} part={part} />;
         if (part.type === 'file') {
           return (
             <div key={index} className="file-part">
