@@ -133,9 +133,9 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   // A resumed execution's first chunks may finish the calls of the step it resumed after (approved or denied):
   // that step's record is written again with them, before the next step's.
   let resumedStepChanged = false;
-  const rerecordResumedStep = () => {
+  const rerecordResumedStep = (nextStepBegun: boolean) => {
     resumedStepChanged = false;
-    const parts = lastFinishedStepParts(projector.parts());
+    const parts = resumedStepParts(projector.parts(), nextStepBegun);
     const update = options.updateStepParts;
     if (update && parts) inOrder(() => update(options.stepsDone, parts));
   };
@@ -211,7 +211,6 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
         streamError = undefined;
         if (contextOverflow) continue;
       }
-      if (chunk.type === 'start-step' && resumedStepChanged) rerecordResumedStep();
       const { seq, finished } = emit(chunk);
       switch (chunk.type) {
         case 'abort':
@@ -220,6 +219,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
         case 'start-step':
           stepStartedAt = new Date();
           stepOpen = true;
+          if (resumedStepChanged) rerecordResumedStep(true);
           if (unrecorded) record(unrecorded);
           unrecorded = null;
           break;
@@ -290,7 +290,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   } finally {
     clearTimeout(durationTimer);
   }
-  if (resumedStepChanged) rerecordResumedStep();
+  if (resumedStepChanged) rerecordResumedStep(false);
   if (contextOverflow && stepOpen) {
     emit({ type: 'data-step-interrupted', data: { step: step + 1, reason: 'context_overflow' } });
   }
@@ -324,12 +324,15 @@ export function appendProjected(options: {
 }
 
 /**
- * The parts of the message's last step that finished (from its `step-start`), or null when it has none: a
- * recorded step's parts, as `ProjectedStep.parts` are.
+ * The parts of the step a resumed execution went on after (from its `step-start`, as `ProjectedStep.parts`
+ * are): the message's last step, or the one before it once the execution's next step has begun. Null when
+ * there is none.
  */
-function lastFinishedStepParts(parts: UIMessage['parts']): UIMessage['parts'] | null {
-  const start = parts.findLastIndex((part) => part.type === 'step-start');
-  return start === -1 ? null : parts.slice(start);
+function resumedStepParts(parts: UIMessage['parts'], nextStepBegun: boolean): UIMessage['parts'] | null {
+  let end = parts.length;
+  if (nextStepBegun) end = parts.findLastIndex((part) => part.type === 'step-start');
+  const start = parts.findLastIndex((part, index) => index < end && part.type === 'step-start');
+  return start === -1 ? null : parts.slice(start, end);
 }
 
 /** Step usages as `onStepFinish` reports them, handed out in order to the stream reader. */
