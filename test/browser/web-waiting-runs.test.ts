@@ -81,6 +81,26 @@ describe.skipIf(!chromiumAvailable())('web app: approvals, budgets and schedules
     expect(errors).toEqual([]);
   });
 
+  it('says a call whose approval a Stop cut off was not answered, in the thread and the inspector', async () => {
+    const chatId = await chatWithAgent({ name: 'Stopped', tools: [{ name: 'echo', needsApproval: true }] });
+    const { page, errors } = await open(`/chats/${chatId}#key=${ADMIN_KEY}`);
+    await send(page, script({ steps: 2, tokens: 3, tool: true }));
+    await expect.poll(() => page.locator('.approval-card').count(), { timeout: 15_000 }).toBe(1);
+    const state = page.locator('.message-assistant .tool-state');
+    expect(await state.textContent()).toBe('waiting for approval');
+    await page.locator('.composer').getByRole('button', { name: 'Stop' }).click();
+    await expect.poll(() => page.locator('.outcome').textContent()).toContain('Stopped on request');
+    await expect.poll(() => state.textContent()).toBe('not answered');
+    await page.reload();
+    await expect.poll(() => state.textContent(), { timeout: 10_000 }).toBe('not answered');
+
+    const run = await latestRun(chatId);
+    await page.goto(`${web.server.url}/chats/${chatId}/runs/${run.id}`);
+    const inspected = page.locator('.inspector .tool-state');
+    await expect.poll(() => inspected.first().textContent(), { timeout: 10_000 }).toBe('not answered');
+    expect(errors).toEqual([]);
+  });
+
   it('pauses at the budget and continues with more from the card', async () => {
     const chatId = await chatWithAgent({
       name: 'Thrifty',

@@ -65,9 +65,22 @@ const TOOL_STATES: Record<string, string> = {
   'output-denied': 'denied',
 };
 
-/** A tool call: its name and state, with input and output behind a disclosure (collapsed by default). */
-export function ToolCall({ part }: { part: ToolPart }) {
+/** What became of a call whose run ended (or whose step was cut) before it got an output or an answer. */
+const ENDED_STATES: Record<string, string> = {
+  'input-streaming': 'not finished',
+  'input-available': 'not finished',
+  'approval-responded': 'not finished',
+  'approval-requested': 'not answered',
+};
+
+/**
+ * A tool call: its name and state, with input and output behind a disclosure (collapsed by default).
+ * `ended`: nothing more will happen to the call (its run ended or its step was cut), so a call still
+ * running or waiting says it never finished.
+ */
+export function ToolCall({ part, ended = false }: { part: ToolPart; ended?: boolean }) {
   const failed = part.state === 'output-error';
+  const state = (ended ? ENDED_STATES[part.state] : undefined) ?? TOOL_STATES[part.state] ?? part.state;
   return (
     <details className={`tool${failed ? ' tool-failed' : ''}`}>
       <summary>
@@ -75,7 +88,7 @@ export function ToolCall({ part }: { part: ToolPart }) {
           ⚙
         </span>
         <code>{toolName(part)}</code>
-        <span className="tool-state">{TOOL_STATES[part.state] ?? part.state}</span>
+        <span className="tool-state">{state}</span>
       </summary>
       <div className="tool-body">
         <div className="tool-label">Input</div>
@@ -128,8 +141,9 @@ function hasContent(parts: readonly MessagePart[]): boolean {
 /**
  * The parts of a message: text as markdown, reasoning and tool calls collapsed, step boundaries as rules.
  * A step a crash or a restart cut short is shown apart, dimmed, above the step that redid it.
+ * `ended`: the run is over, so no call in these parts will go on.
  */
-export function Parts({ parts }: { parts: MessagePart[] }) {
+export function Parts({ parts, ended = false }: { parts: MessagePart[]; ended?: boolean }) {
   const groups = groupSteps(parts);
   let shown = 0;
   return (
@@ -139,7 +153,7 @@ export function Parts({ parts }: { parts: MessagePart[] }) {
           return (
             <div key={index} className="step-interrupted" data-testid="interrupted-step">
               <div className="step-interrupted-label">Interrupted — redone below</div>
-              <StepParts parts={group.parts} />
+              <StepParts parts={group.parts} ended />
             </div>
           );
         }
@@ -148,7 +162,7 @@ export function Parts({ parts }: { parts: MessagePart[] }) {
         return (
           <div key={index} className="step-group">
             {rule ? <hr className="step-rule" aria-label={`Step ${shown}`} /> : null}
-            <StepParts parts={group.parts} />
+            <StepParts parts={group.parts} ended={ended} />
           </div>
         );
       })}
@@ -156,7 +170,7 @@ export function Parts({ parts }: { parts: MessagePart[] }) {
   );
 }
 
-function StepParts({ parts }: { parts: MessagePart[] }) {
+function StepParts({ parts, ended }: { parts: MessagePart[]; ended: boolean }) {
   return (
     <>
       {parts.map((part, index) => {
@@ -169,7 +183,7 @@ function StepParts({ parts }: { parts: MessagePart[] }) {
             </details>
           );
         }
-        if (isToolCall(part)) return <ToolCall key={part.toolCallId + index} part={part} />;
+        if (isToolCall(part)) return <ToolCall key={part.toolCallId + index} part={part} ended={ended} />;
         if (part.type === 'file') {
           return (
             <div key={index} className="file-part">
@@ -274,7 +288,7 @@ export const MessageView = memo(function MessageView(props: {
           <span />
         </div>
       ) : (
-        <Parts parts={message.parts} />
+        <Parts parts={message.parts} ended={message.status !== 'streaming'} />
       )}
       {children}
       {outcome ? (

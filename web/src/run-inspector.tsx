@@ -334,6 +334,7 @@ export function RunInspector({
  */
 function Timeline({ run, steps, message }: { run: RunObject; steps: RunStep[]; message: Message | null }) {
   const groups = message ? groupSteps(message.parts) : [];
+  const ended = !isActiveStatus(run.status);
   const items: ReactNode[] = [];
   let finished = 0;
   for (const [index, group] of groups.entries()) {
@@ -347,7 +348,7 @@ function Timeline({ run, steps, message }: { run: RunObject; steps: RunStep[]; m
             <span className="muted"> {group.interrupted.reason} · redone in the next step</span>
           </div>
           <div className="step-body step-interrupted">
-            <Parts parts={group.parts} />
+            <Parts parts={group.parts} ended />
           </div>
         </li>,
       );
@@ -357,13 +358,15 @@ function Timeline({ run, steps, message }: { run: RunObject; steps: RunStep[]; m
     finished++;
     // The message shows each call as it ended; a step's record, as it was when the step finished (a call that
     // waited for approval got its output in the execution the answer resumed).
-    if (step) items.push(<StepView key={`s${step.step}`} step={step} parts={group.parts} />);
+    if (step) items.push(<StepView key={`s${step.step}`} step={step} parts={group.parts} ended={ended} />);
     else if (run.status !== 'succeeded' && hasParts(group.parts)) {
       items.push(<PartialStep key={`p${index}`} number={finished} run={run} parts={group.parts} />);
     }
   }
   // Steps recorded that the message does not show (a message still loading, say).
-  for (const step of steps.slice(finished)) items.push(<StepView key={`s${step.step}`} step={step} />);
+  for (const step of steps.slice(finished)) {
+    items.push(<StepView key={`s${step.step}`} step={step} ended={ended} />);
+  }
   if (items.length === 0) return <p className="muted">No step has started yet.</p>;
   return <ol className="timeline">{items}</ol>;
 }
@@ -385,7 +388,7 @@ function PartialStep({ number, run, parts }: { number: number; run: RunObject; p
         <span className="muted"> {note} · partial</span>
       </div>
       <div className="step-body">
-        <Parts parts={parts} />
+        <Parts parts={parts} ended={!isActiveStatus(run.status)} />
       </div>
     </li>
   );
@@ -430,7 +433,15 @@ function describeEvent(chunk: RunChunk): string {
   }
 }
 
-function StepView({ step, parts = step.parts }: { step: RunStep; parts?: MessagePart[] }) {
+function StepView({
+  step,
+  parts = step.parts,
+  ended,
+}: {
+  step: RunStep;
+  parts?: MessagePart[];
+  ended: boolean;
+}) {
   const tools = parts.filter((part) => part.type.startsWith('tool-') || part.type === 'dynamic-tool').length;
   return (
     <li className="step">
@@ -444,7 +455,7 @@ function StepView({ step, parts = step.parts }: { step: RunStep; parts?: Message
         </span>
       </div>
       <div className="step-body">
-        <Parts parts={parts} />
+        <Parts parts={parts} ended={ended} />
       </div>
     </li>
   );
