@@ -301,6 +301,40 @@ describe.each(STORE_KINDS)('agents on %s', (kind) => {
     });
   });
 
+  it('asks approval for an MCP tool under its mcp: name, then calls the server once approved', async () => {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: {
+        name: 'MCP, carefully',
+        tools: [{ name: 'mcp:math/step', needsApproval: true }],
+        mcpServers: [{ name: 'math', url: mcpServer.url }],
+      },
+    });
+    expect(agent.status, JSON.stringify(agent.body)).toBe(201);
+    const chat = await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } });
+    const started = await server.api(`/v1/chats/${chat.body.chat.id}/runs`, {
+      method: 'POST',
+      body: { input: { text: JSON.stringify({ script: { steps: 2, tokens: 2, tool: 'mcp_math_step' } }) } },
+    });
+    expect(started.status, JSON.stringify(started.body)).toBe(201);
+    const runId = started.body.run.id as string;
+    const waiting = await server.waitForRun(runId, (run) => run.status === 'waiting');
+    expect(waiting.waiting).toMatchObject({
+      reason: 'approval',
+      approvals: [{ toolName: 'mcp_math_step', title: 'mcp:math/step', input: { step: 1 } }],
+    });
+    const { approvalId } = (waiting.waiting as { approvals: { approvalId: string }[] }).approvals[0]!;
+    const answered = await server.api(`/v1/runs/${runId}/approvals`, {
+      method: 'POST',
+      body: { approvalId, approved: true },
+    });
+    expect(answered.status).toBe(200);
+    expect((await server.waitForRun(runId)).status).toBe('succeeded');
+    const messages = await server.api(`/v1/chats/${chat.body.chat.id}/messages`);
+    const answer = messages.body.items.at(-1);
+    expect(JSON.stringify(answer.parts)).toContain('called at step 1');
+  });
+
   it('warns, without failing, when an MCP server does not answer at creation', async () => {
     const response = await server.api('/v1/agents', {
       method: 'POST',

@@ -47,6 +47,7 @@ const PendingApproval = z.object({
   approvalId: z.string(),
   toolCallId: z.string(),
   toolName: z.string(),
+  title: z.string().optional(),
   input: z.unknown(),
   approved: z.boolean().optional(),
   reason: z.string().optional(),

@@ -106,6 +106,8 @@ export interface PendingApproval {
   approvalId: string;
   toolCallId: string;
   toolName: string;
+  /** The tool's own name where it differs from `toolName`: an MCP tool's `mcp:<server>/<tool>`. */
+  title?: string;
   input: unknown;
   /** Set once answered. */
   approved?: boolean;

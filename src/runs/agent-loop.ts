@@ -111,7 +111,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   // The error the model's stream reported last, for the `error` chunk the SDK makes of it.
   let streamError: unknown;
   let stepOpen = false;
-  const toolCalls = new Map<string, { toolName: string; input: unknown }>();
+  const toolCalls = new Map<string, { toolName: string; title: string | undefined; input: unknown }>();
   const approvals: PendingApproval[] = [];
   let recording = Promise.resolve();
   // The first failure of the recording chain; kept here, not in a rejected promise, so a failure
@@ -232,7 +232,11 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
           stepOpen = false;
           break;
         case 'tool-input-available':
-          toolCalls.set(chunk.toolCallId, { toolName: chunk.toolName, input: chunk.input });
+          toolCalls.set(chunk.toolCallId, {
+            toolName: chunk.toolName,
+            title: chunk.title,
+            input: chunk.input,
+          });
           break;
         case 'tool-approval-request': {
           const call = toolCalls.get(chunk.toolCallId);
@@ -240,6 +244,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
             approvalId: chunk.approvalId,
             toolCallId: chunk.toolCallId,
             toolName: call?.toolName ?? 'unknown',
+            ...(call?.title === undefined ? {} : { title: call.title }),
             input: call?.input ?? null,
           });
           break;

@@ -42,6 +42,11 @@ export async function startTestMcpServer(options: { port?: number } = {}): Promi
       async ({ a, b }) => ({ content: [{ type: 'text', text: String(a + b) }] }),
     );
     server.registerTool(
+      'step',
+      { description: 'Says which step called it.', inputSchema: { step: z.number() } },
+      async ({ step }) => ({ content: [{ type: 'text', text: `called at step ${step}` }] }),
+    );
+    server.registerTool(
       'wait',
       { description: 'Answers after `ms` milliseconds.', inputSchema: { ms: z.number() } },
       async ({ ms }) => {

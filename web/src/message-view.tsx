@@ -49,7 +49,10 @@ function isToolCall(part: MessagePart): part is ToolPart {
   return isToolPart(part);
 }
 
+/** The tool's own name: an MCP tool's `mcp:` name (its `title`), else the name the model called. */
 function toolName(part: ToolPart): string {
+  const title = (part as { title?: unknown }).title;
+  if (typeof title === 'string' && title) return title;
   return part.type === 'dynamic-tool'
     ? String((part as { toolName?: unknown }).toolName)
     : part.type.slice(5);

@@ -54,7 +54,7 @@ export function ApprovalCard(props: {
       {pending.map((approval) => (
         <div key={approval.approvalId} className="approval">
           <div>
-            The agent wants to call <code>{approval.toolName}</code> with:
+            The agent wants to call <code>{approval.title ?? approval.toolName}</code> with:
           </div>
           <pre className="approval-input">{formatJson(approval.input)}</pre>
           <label className="small muted">
