@@ -89,7 +89,7 @@ describe.each(STORE_KINDS)('webhook routes on %s', (kind) => {
     );
   });
 
-  it('refuses a bad scheme, a private or loopback address and an unknown field, naming them, and writes nothing', async () => {
+  it('refuses a bad scheme, a private or loopback address, credentials and an unknown field, naming them, and writes nothing', async () => {
     const before = await countWebhooks();
     const cases: [unknown, string][] = [
       [{ url: 'ftp://93.184.216.34/hooks' }, 'url'],
@@ -99,6 +99,9 @@ describe.each(STORE_KINDS)('webhook routes on %s', (kind) => {
       [{ url: 'http://169.254.169.254/latest/meta-data' }, 'url'],
       [{ url: 'http://[::1]/hooks' }, 'url'],
       [{ url: 'http://localhost/hooks' }, 'url'],
+      // Every member may list webhooks, URLs as they are: a password in one would be shown to them.
+      [{ url: 'https://hooks:s3cret@93.184.216.34/hooks' }, 'url'],
+      [{ url: 'https://token@93.184.216.34/hooks' }, 'url'],
       [{ url: 'https://93.184.216.34/hooks', secret: 'mine' }, 'secret'],
       [{ url: 'https://93.184.216.34/hooks', events: ['run.started'] }, 'events'],
     ];

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { urlHasCredentials } from '../net/outbound-url.ts';
 import { Multitask } from '../protocol/agent.ts';
 
 /** Upper bounds of an agent definition, so one agent cannot make every run start slow or huge. */
@@ -41,7 +42,7 @@ export const McpServerSchema = z
       .min(1)
       .max(2000)
       // Headers are kept secret (shown redacted); a URL is shown as it is, so it must not carry a secret.
-      .refine((url) => !hasCredentials(url), {
+      .refine((url) => !urlHasCredentials(url), {
         message: 'put credentials in headers (they are kept secret), not in the URL',
       }),
     headers: z
@@ -115,13 +116,3 @@ export const RunOverridesSchema = z
   })
   .strict();
 export type RunOverrides = z.infer<typeof RunOverridesSchema>;
-
-/** Whether a URL names a user or a password (`https://user:secret@host/`); false for what is not a URL. */
-function hasCredentials(url: string): boolean {
-  try {
-    const parsed = new URL(url);
-    return parsed.username !== '' || parsed.password !== '';
-  } catch {
-    return false;
-  }
-}

@@ -71,6 +71,19 @@ export function isNonPublicAddress(address: string): boolean {
   return false;
 }
 
+/**
+ * Whether a URL names a user or a password (`https://user:secret@host/`); false for what is not a URL.
+ * The API shows outbound URLs as they are, so such a URL would show its secret.
+ */
+export function urlHasCredentials(url: string): boolean {
+  try {
+    const parsed = new URL(url);
+    return parsed.username !== '' || parsed.password !== '';
+  } catch {
+    return false;
+  }
+}
+
 export interface AssertOutboundUrlOptions {
   /** Allow private, loopback and link-local addresses (`OUTRUN_ALLOW_PRIVATE_URLS`). @default false */
   allowPrivate?: boolean;

@@ -1,13 +1,21 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { AuthService } from '../../auth/auth-service.ts';
+import { urlHasCredentials } from '../../net/outbound-url.ts';
 import { WEBHOOK_EVENTS } from '../../protocol/webhook.ts';
 import type { WebhookService } from '../../webhooks/webhook-service.ts';
 import { PaginationQuery, requireId } from '../validation.ts';
 
 export const CreateWebhookBody = z
   .object({
-    url: z.string().min(1).max(2_000),
+    url: z
+      .string()
+      .min(1)
+      .max(2_000)
+      // Every member may list webhooks, URLs as they are: a receiver checks the signature, not a password.
+      .refine((url) => !urlHasCredentials(url), {
+        message: 'a webhook URL cannot carry a user or password; the receiver checks the signature instead',
+      }),
     events: z.array(z.enum(WEBHOOK_EVENTS)).min(1).max(WEBHOOK_EVENTS.length).optional(),
   })
   .strict();
