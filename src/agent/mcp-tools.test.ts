@@ -67,7 +67,12 @@ describe('MCP tools', () => {
       text: script({ steps: 2, tokens: 1, tool: 'mcp_math_add', toolInput: { a: 2, b: 3 } }),
     });
     const call = chunks.find((chunk) => chunk.type === 'tool-input-available');
-    expect(call).toMatchObject({ toolName: 'mcp_math_add', input: { a: 2, b: 3 }, title: 'mcp:math/add' });
+    expect(call).toMatchObject({
+      toolName: 'mcp_math_add',
+      input: { a: 2, b: 3 },
+      title: 'mcp:math/add',
+      dynamic: true,
+    });
     const output = chunks.find((chunk) => chunk.type === 'tool-output-available');
     expect(output).toMatchObject({ output: { content: [{ type: 'text', text: '5' }] } });
     expect(chunks.at(-1)).toMatchObject({ type: 'finish' });
@@ -127,7 +132,8 @@ describe('MCP tools', () => {
       text: script({ steps: 2, tokens: 1, tool: 'mcp_gone_add', toolInput: { a: 1, b: 2 } }),
     });
     const call = chunks.find((chunk) => chunk.type === 'tool-input-available');
-    expect(call).toMatchObject({ toolName: 'mcp_gone_add', title: 'mcp:gone/add' });
+    // The same kind of call as when the server answers: a `dynamic-tool` part in the message.
+    expect(call).toMatchObject({ toolName: 'mcp_gone_add', title: 'mcp:gone/add', dynamic: true });
     const error = chunks.find((chunk) => chunk.type === 'tool-output-error');
     expect(error).toMatchObject({ toolCallId: call?.type === 'tool-input-available' ? call.toolCallId : '' });
     expect(error?.type === 'tool-output-error' && error.errorText).toMatch(

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createMCPClient, type MCPClient } from '@ai-sdk/mcp';
-import { jsonSchema, tool, type Tool, type ToolSet } from 'ai';
+import { dynamicTool, jsonSchema, type Tool, type ToolSet } from 'ai';
 import type { Logger } from 'pino';
 import { assertOutboundUrl } from '../net/outbound-url.ts';
 import { publicOnlyFetch } from '../net/public-fetch.ts';
@@ -66,9 +66,12 @@ function describeError(error: unknown): string {
   return `${error.message}${detail}${typeof code === 'string' && /^E[A-Z_]+$/.test(code) && !detail.includes(code) ? ` [${code}]` : ''}`;
 }
 
-/** A tool whose every call fails with `message`: stands in for a tool whose server cannot be reached. */
+/**
+ * A tool whose every call fails with `message`: stands in for a tool whose server cannot be reached. Dynamic,
+ * as the tools an MCP server lists are, so its calls are `dynamic-tool` parts whether the server answers or not.
+ */
 export function unavailableTool(options: { title: string; message: string }): Tool {
-  return tool({
+  return dynamicTool({
     title: options.title,
     description: `Unavailable: ${options.message}`,
     inputSchema: jsonSchema<Record<string, unknown>>({ type: 'object', additionalProperties: true }),
