@@ -1,8 +1,10 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { pollUntil } from '../../test/support/wait.ts';
 import {
   acquireDataDirLock,
   DATA_DIR_LOCK_FILE,
@@ -66,6 +68,30 @@ describe('acquireDataDirLock', () => {
     expect(JSON.parse(readFileSync(lockFile, 'utf8')).pid).toBe(process.pid);
     lock.release();
   });
+
+  it.runIf(processStartTime(process.pid) !== null)(
+    'takes over a lock whose process was killed and is not reaped yet (a zombie)',
+    async () => {
+      // `sh` starts `true`, then becomes `sleep`, which never reaps it: `true` stays a zombie while `sleep` runs.
+      const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 30'], {
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
+      try {
+        const [line] = (await once(parent.stdout!, 'data')) as [Buffer];
+        const zombie = Number(line.toString().trim());
+        await pollUntil(
+          async () => readFileSync(`/proc/${zombie}/stat`, 'utf8'),
+          (stat) => / Z /.test(stat),
+        );
+        writeLock({ pid: zombie, startTime: processStartTime(zombie) });
+        const lock = await acquireDataDirLock({ dataDir });
+        expect(JSON.parse(readFileSync(lockFile, 'utf8')).pid).toBe(process.pid);
+        lock.release();
+      } finally {
+        parent.kill('SIGKILL');
+      }
+    },
+  );
 
   it.runIf(processStartTime(process.pid) !== null)(
     'takes over a lock whose pid now belongs to a later process',

@@ -192,7 +192,8 @@ function isStale(owner: LockOwner, lockFile: string): boolean {
   }
   // This process never contends with itself (`held`): a lock in its own pid is an earlier process's.
   if (owner.pid === process.pid) return true;
-  if (!processExists(owner.pid)) return true;
+  // A killed process its parent has not reaped yet is a zombie: gone, its files closed, its pid still listed.
+  if (!processExists(owner.pid) || processState(owner.pid) === 'Z') return true;
   // The pid is alive; a different start time means it was reused by a process that holds no lock.
   const startTime = processStartTime(owner.pid);
   return owner.startTime !== null && startTime !== null && startTime !== owner.startTime;
@@ -235,18 +236,29 @@ function processExists(pid: number): boolean {
 }
 
 /**
+ * The fields of `/proc/<pid>/stat` from field 3 (the state) on, or `null` where there is no `/proc`. The
+ * command name (field 2) is in parentheses and may hold spaces: fields are counted after it.
+ */
+function procStat(pid: number): string[] | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return null;
+  }
+}
+
+/**
  * The start time of process `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`), which tells
  * a reused pid from its earlier holder; `null` where there is no `/proc` (then the pid alone decides).
  */
 export function processStartTime(pid: number): string | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) is in parentheses and may hold spaces: fields are counted after it.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return fields[19] ?? null;
-  } catch {
-    return null;
-  }
+  return procStat(pid)?.[19] ?? null;
+}
+
+/** The state letter of process `pid` (field 3 of `/proc/<pid>/stat`: `R`, `S`, `Z` for a zombie…), if known. */
+function processState(pid: number): string | null {
+  return procStat(pid)?.[0] ?? null;
 }
 
 function unlinkQuietly(path: string): void {
