@@ -270,7 +270,6 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     worker: options.worker,
   });
   const auth = new AuthService({ db, bus, logger });
-  const webhooks = new WebhookService({ db, allowPrivateUrls: config.allowPrivateUrls });
   const webhookDispatcher = new WebhookDispatcher({
     db,
     logger,
@@ -279,6 +278,12 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     pollIntervalMs: config.webhookPollIntervalMs,
     claimLeaseMs: config.webhookClaimLeaseMs,
     deliveryRetentionMs: config.webhookDeliveryRetentionDays * DAY_MS,
+  });
+  const webhooks = new WebhookService({
+    db,
+    allowPrivateUrls: config.allowPrivateUrls,
+    // A retried delivery is due at once: send it now rather than at the next poll.
+    onDeliveriesDue: () => webhookDispatcher.nudge(),
   });
   const idempotency = new IdempotencyKeys({ db });
   const rateLimiter =
@@ -338,7 +343,14 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     server,
     database,
     async start() {
-      const { generatedKey } = await auth.seedAdmin({ adminKey: config.adminKey });
+      const { generatedKey, adminKeyRevokedAt } = await auth.seedAdmin({ adminKey: config.adminKey });
+      if (adminKeyRevokedAt) {
+        logger.warn(
+          { revokedAt: adminKeyRevokedAt.toISOString() },
+          'OUTRUN_ADMIN_KEY names a key that was revoked: it does not authenticate. Set a new OUTRUN_ADMIN_KEY ' +
+            'to get the owner’s access back.',
+        );
+      }
       await engine.start();
       webhookDispatcher.start();
       await scheduler.start();

@@ -191,6 +191,26 @@ describe.each(STORE_KINDS)('access and tenancy on %s', (kind) => {
       expect((await server.api('/v1/me', { key })).status).toBe(401);
     });
 
+    it('keeps the owner’s keys from an admin of the owner’s own workspace', async () => {
+      const admin = await server.api('/v1/admin/users', {
+        method: 'POST',
+        body: { workspaceId: defaultWorkspaceId, email: 'deputy@example.com', role: 'admin' },
+      });
+      expect(admin.status).toBe(201);
+      const deputyKey = admin.body.apiKey as string;
+      const owner = (await server.api('/v1/me')).body.user.id as string;
+      const listed = await server.api(`/v1/api-keys?userId=${owner}`, { key: deputyKey });
+      expect(listed.status).toBe(403);
+      const seeded = (await server.api('/v1/api-keys')).body.items[0].id as string;
+      const revoked = await server.api(`/v1/api-keys/${seeded}`, { method: 'DELETE', key: deputyKey });
+      expect(revoked.status).toBe(404);
+      expect(revoked.body.error.code).toBe('api_key_not_found');
+      expect((await server.api('/v1/me')).status).toBe(200);
+      // The deputy still administers the workspace's other users' keys.
+      const alice = (await server.api('/v1/me', { key: aliceKey })).body.user.id;
+      expect((await server.api(`/v1/api-keys?userId=${alice}`, { key: deputyKey })).status).toBe(200);
+    });
+
     it('lets an admin list the keys of a user of their workspace only', async () => {
       const alice = (await server.api('/v1/me', { key: aliceKey })).body.user.id;
       expect((await server.api(`/v1/api-keys?userId=${alice}`)).status).toBe(200);
@@ -232,6 +252,14 @@ describe.each(STORE_KINDS)('access and tenancy on %s', (kind) => {
         key: aliceKey,
       });
       expect(tooLong.status).toBe(400);
+      // It lives at least as long as asked (its expiry is rounded up to a whole second, not down).
+      const asked = Date.now();
+      const short = await server.api('/v1/tokens', {
+        method: 'POST',
+        body: { chatId, scopes: ['read'], ttlSeconds: 2 },
+        key: aliceKey,
+      });
+      expect(Date.parse(short.body.expiresAt)).toBeGreaterThanOrEqual(asked + 2_000);
       // A token cannot mint tokens.
       expect((await token(['read'], chatId, issued.body.token)).status).toBe(403);
     });

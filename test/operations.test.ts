@@ -80,6 +80,14 @@ describe('admin key seeding', () => {
       expect(caller.userId).toBe(first.userId);
       const keys = await database.db.selectFrom('api_keys').select('id').execute();
       expect(keys).toHaveLength(2);
+
+      // The owner retired the configured key: a restart with it set does not bring it back, and says so.
+      const { keyId } = caller;
+      await auth.revokeApiKey(caller, keyId!);
+      const again = await auth.seedAdmin({ adminKey: 'configured-admin-key-123' });
+      expect(again.adminKeyRevokedAt).toBeInstanceOf(Date);
+      await expect(auth.authenticate('configured-admin-key-123')).rejects.toMatchObject({ status: 401 });
+      expect((await auth.seedAdmin({ adminKey: 'another-admin-key-456' })).adminKeyRevokedAt).toBeNull();
     } finally {
       await database.close();
     }

@@ -299,6 +299,59 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
     ).toEqual([]);
   });
 
+  it('disables the schedules of a user removed from the workspace, starting nothing after', async () => {
+    const app = await server({ pollMs: 25 });
+    const removeWith = async (email: string) => {
+      const workspaceId = (await app.api('/v1/me')).body.workspace.id as string;
+      const created = await app.api('/v1/admin/users', { method: 'POST', body: { workspaceId, email } });
+      expect(created.status).toBe(201);
+      const key = created.body.apiKey as string;
+      const chatId = await app.createChat(key);
+      const schedule = await createSchedule(
+        app,
+        chatId,
+        { cron: '* * * * * *', input: { text: QUICK } },
+        key,
+      );
+      return { userId: created.body.user.id as string, chatId, schedule };
+    };
+    const row = (id: string) =>
+      app.outrun.db.selectFrom('schedules').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+    const runCount = async (chatId: string) =>
+      (await app.outrun.db.selectFrom('runs').select('id').where('chat_id', '=', chatId).execute()).length;
+
+    // Removed through the API: disabled in the same transaction.
+    const leaver = await removeWith('leaver@example.com');
+    await pollUntil(
+      () => runCount(leaver.chatId),
+      (count) => count > 0,
+      { timeoutMs: 10_000 },
+    );
+    expect((await app.api(`/v1/admin/users/${leaver.userId}`, { method: 'DELETE' })).status).toBe(204);
+    expect(await row(leaver.schedule.id)).toMatchObject({
+      enabled: false,
+      next_run_at: null,
+      last_result: 'owner_removed',
+    });
+    const runsThen = await runCount(leaver.chatId);
+    // A user removed before removals disabled schedules: the runner disables it at its next due time.
+    const earlier = await removeWith('earlier@example.com');
+    await app.outrun.db
+      .updateTable('users')
+      .set({ deleted_at: new Date() })
+      .where('id', '=', earlier.userId)
+      .execute();
+    const disabled = await pollUntil(
+      () => row(earlier.schedule.id),
+      (current) => current.last_result !== null,
+      { timeoutMs: 10_000 },
+    );
+    expect(disabled).toMatchObject({ enabled: false, next_run_at: null, last_result: 'owner_removed' });
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    expect(await runCount(leaver.chatId)).toBe(runsThen);
+    expect(await runCount(earlier.chatId)).toBe(0);
+  });
+
   it('wakes at a due time this instance wrote, however long its poll', async () => {
     // A poll far longer than the test: the runner fires on time because the write nudged it and it then
     // slept until the due time it read.

@@ -369,8 +369,9 @@ export class AuthService {
   }
 
   /**
-   * Removes a user: their keys are revoked (closing their streams on every instance) and the user is
-   * soft-deleted. Their chats and runs stay. The owner cannot be removed.
+   * Removes a user: their keys are revoked (closing their streams on every instance), their chats' schedules
+   * are disabled (nobody could see or stop them: chats are private) and the user is soft-deleted. Their chats
+   * and runs stay. The owner cannot be removed.
    */
   async removeUser(caller: Caller, userId: string): Promise<void> {
     this.requireAdmin(caller);
@@ -382,6 +383,12 @@ export class AuthService {
         .set({ deleted_at: sql<Date>`now()` })
         .where('id', '=', userId)
         .where('deleted_at', 'is', null)
+        .execute();
+      await tx
+        .updateTable('schedules')
+        .set({ enabled: false, next_run_at: null, last_result: 'owner_removed' })
+        .where('chat_id', 'in', (eb) => eb.selectFrom('chats').select('id').where('owner_id', '=', userId))
+        .where('enabled', '=', true)
         .execute();
       return tx
         .updateTable('api_keys')
@@ -400,7 +407,10 @@ export class AuthService {
     let userId = caller.userId;
     if (options.userId && options.userId !== caller.userId) {
       this.requireAdmin(caller);
-      userId = (await this.visibleUser(caller, options.userId)).id;
+      const user = await this.visibleUser(caller, options.userId);
+      // The owner is above workspace admins: its keys (the seeded `OUTRUN_ADMIN_KEY` among them) are its own.
+      if (user.role === 'owner') throw new ForbiddenError('Only the instance owner manages its keys.');
+      userId = user.id;
     }
     const rows = await this.db
       .selectFrom('api_keys')
@@ -438,14 +448,15 @@ export class AuthService {
     const row = await this.db
       .selectFrom('api_keys')
       .innerJoin('users', 'users.id', 'api_keys.user_id')
-      .select(['api_keys.id', 'api_keys.user_id', 'users.workspace_id'])
+      .select(['api_keys.id', 'api_keys.user_id', 'users.workspace_id', 'users.role'])
       .where('api_keys.id', '=', keyId)
       .executeTakeFirst();
     const own = row?.user_id === caller.userId;
+    // A workspace admin administers its workspace's users' keys, not the owner's (who may be in it).
     const administered =
       row !== undefined &&
       isAdminRole(caller.role) &&
-      (caller.role === 'owner' || row.workspace_id === caller.workspaceId);
+      (caller.role === 'owner' || (row.workspace_id === caller.workspaceId && row.role !== 'owner'));
     if (!row || !(own || administered)) throw new NotFoundError('api_key', keyId);
     const revoked = await this.db
       .updateTable('api_keys')
@@ -475,7 +486,8 @@ export class AuthService {
       .where('deleted_at', 'is', null)
       .executeTakeFirst();
     if (!chat) throw new NotFoundError('chat', options.chatId);
-    const expiresAt = new Date(Math.floor(Date.now() / 1000) * 1000 + ttlSeconds * 1000);
+    // Whole seconds, rounded up: a token lives at least the `ttlSeconds` asked for.
+    const expiresAt = new Date(Math.ceil(Date.now() / 1000) * 1000 + ttlSeconds * 1000);
     const token = signScopedToken(
       {
         chatId: chat.id,
@@ -493,9 +505,12 @@ export class AuthService {
   /**
    * Makes sure the default workspace, its owner and the owner's seeded key exist. With `adminKey` that key is
    * registered (idempotent) and any other seeded key revoked: changing `OUTRUN_ADMIN_KEY` retires the old one.
+   * A configured key the owner has revoked stays revoked; `adminKeyRevokedAt` says so, for the caller to warn.
    * Without it, a key is generated only when the owner has none, and returned so the caller can print it once.
    */
-  async seedAdmin(options: { adminKey?: string }): Promise<{ generatedKey: string | null; userId: string }> {
+  async seedAdmin(options: {
+    adminKey?: string;
+  }): Promise<{ generatedKey: string | null; userId: string; adminKeyRevokedAt: Date | null }> {
     const result = await this.db.transaction().execute(async (tx) => {
       // One seeder at a time, also across processes sharing a database.
       await sql`select pg_advisory_xact_lock(${SEED_LOCK_ID})`.execute(tx);
@@ -524,7 +539,9 @@ export class AuthService {
           .where('user_id', '=', owner.id)
           .where('revoked_at', 'is', null)
           .executeTakeFirst();
-        if (existing) return { generatedKey: null, userId: owner.id, revoked: [] as string[] };
+        if (existing) {
+          return { generatedKey: null, userId: owner.id, revoked: [] as string[], adminKeyRevokedAt: null };
+        }
         key = generatedKey = generateApiKey();
       }
       const hash = hashApiKey(key);
@@ -549,10 +566,25 @@ export class AuthService {
         .where('revoked_at', 'is', null)
         .returning('id')
         .execute();
-      return { generatedKey, userId: owner.id, revoked: revoked.map((row) => row.id) };
+      // A configured key the owner revoked stays revoked (a restart does not bring back a retired key).
+      const configured = await tx
+        .selectFrom('api_keys')
+        .select('revoked_at')
+        .where('hash', '=', hash)
+        .executeTakeFirst();
+      return {
+        generatedKey,
+        userId: owner.id,
+        revoked: revoked.map((row) => row.id),
+        adminKeyRevokedAt: configured?.revoked_at ?? null,
+      };
     });
     await this.announceRevoked(result.revoked);
-    return { generatedKey: result.generatedKey, userId: result.userId };
+    return {
+      generatedKey: result.generatedKey,
+      userId: result.userId,
+      adminKeyRevokedAt: result.adminKeyRevokedAt,
+    };
   }
 
   /** A user the caller administers: theirs is the workspace, or the caller is the owner. */

@@ -54,7 +54,11 @@ class ScheduleClaimLostError extends Error {
   }
 }
 
-type DueSchedule = ScheduleRow & { agent_id: string | null; chat_deleted_at: Date | null };
+type DueSchedule = ScheduleRow & {
+  agent_id: string | null;
+  chat_deleted_at: Date | null;
+  owner_deleted_at: Date | null;
+};
 
 interface Pass {
   /** Due times this pass handled. */
@@ -166,8 +170,13 @@ export class ScheduleRunner {
     const due = await this.#options.db
       .selectFrom('schedules')
       .innerJoin('chats', 'chats.id', 'schedules.chat_id')
+      .innerJoin('users', 'users.id', 'chats.owner_id')
       .selectAll('schedules')
-      .select(['chats.agent_id', 'chats.deleted_at as chat_deleted_at'])
+      .select([
+        'chats.agent_id',
+        'chats.deleted_at as chat_deleted_at',
+        'users.deleted_at as owner_deleted_at',
+      ])
       .where('schedules.enabled', '=', true)
       .where('schedules.next_run_at', '<=', now)
       .orderBy('schedules.next_run_at')
@@ -219,6 +228,15 @@ export class ScheduleRunner {
         last_result: ScheduleResult.chatDeleted,
       });
     if (schedule.chat_deleted_at) return chatDeleted();
+    // Removing a user disables their schedules; one left enabled by an earlier version is disabled here.
+    if (schedule.owner_deleted_at) {
+      return this.#record(schedule, due, {
+        ...after,
+        enabled: false,
+        next_run_at: null,
+        last_result: ScheduleResult.ownerRemoved,
+      });
+    }
     const claim = async (tx: Transaction<Database>, run: RunObject) => {
       const claimed = await tx
         .selectFrom('schedules')

@@ -26,6 +26,8 @@ export const ScheduleResult = {
   failed: 'failed',
   /** The chat was deleted; the schedule was disabled. */
   chatDeleted: 'chat_deleted',
+  /** The chat's owner was removed from the workspace; the schedule was disabled. */
+  ownerRemoved: 'owner_removed',
 } as const;
 
 /** The run input a schedule starts with: the same shapes as a run request's `input`. */
