@@ -352,6 +352,34 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
     expect(await runCount(earlier.chatId)).toBe(0);
   });
 
+  it('never writes back as due a due time that fired while an edit was under way', async () => {
+    const app = await server();
+    const chatId = await app.createChat();
+    const schedule = await createSchedule(app, chatId, { cron: '0 0 1 1 *', input: { text: QUICK } });
+    const advanced = new Date(Date.parse(schedule.nextRunAt!) + 365 * 86_400_000);
+    // A fire holds the row from its claim to its commit, which advances the due time; an edit of the input
+    // alone made meanwhile must keep the advanced time.
+    let edit: Promise<{ status: number }> | undefined;
+    await app.outrun.db.transaction().execute(async (tx) => {
+      await tx.selectFrom('schedules').select('id').where('id', '=', schedule.id).forUpdate().execute();
+      edit = app.api(`/v1/schedules/${schedule.id}`, {
+        method: 'PATCH',
+        body: { input: { text: 'edited' } },
+      });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await tx
+        .updateTable('schedules')
+        .set({ next_run_at: advanced })
+        .where('id', '=', schedule.id)
+        .execute();
+    });
+    expect((await edit!).status).toBe(200);
+    expect(await getSchedule(app, schedule.id)).toMatchObject({
+      nextRunAt: advanced.toISOString(),
+      input: { text: 'edited' },
+    });
+  });
+
   it('wakes at a due time this instance wrote, however long its poll', async () => {
     // A poll far longer than the test: the runner fires on time because the write nudged it and it then
     // slept until the due time it read.

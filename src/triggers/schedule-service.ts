@@ -1,10 +1,11 @@
+import type { Transaction } from 'kysely';
 import type { ScheduleObject as WireScheduleObject } from '../protocol/schedule.ts';
 import type { Caller } from '../auth/auth-service.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { NotFoundError } from '../errors.ts';
 import { newId } from '../ids.ts';
 import type { Db } from '../store/database.ts';
-import type { ScheduleRow } from '../store/schema.ts';
+import type { Database, ScheduleRow } from '../store/schema.ts';
 import { assertTimeZone, invalidField, nextCronTime } from './schedule-time.ts';
 
 /** What a schedule does when it comes due while its chat has an active run. */
@@ -170,31 +171,33 @@ export class ScheduleService {
    * enabling a schedule computes its next due time from now (a due time missed while disabled never fires).
    */
   async update(caller: Caller, scheduleId: string, patch: UpdateScheduleOptions): Promise<ScheduleObject> {
-    const row = await this.#ownSchedule(caller, scheduleId);
-    const retimed = patch.cron !== undefined || patch.at !== undefined || patch.timezone !== undefined;
-    const enabled = patch.enabled ?? row.enabled;
-    let timing = { cron: row.cron, timezone: row.timezone, at: row.at, nextRunAt: row.next_run_at };
-    if (retimed || (enabled && !row.enabled)) {
-      const cron = patch.cron ?? (patch.at !== undefined ? undefined : (row.cron ?? undefined));
-      const at = patch.at ?? (patch.cron !== undefined ? undefined : (row.at ?? undefined));
-      timing = this.#timing({ cron, at, timezone: patch.timezone ?? row.timezone });
-    }
-    const updated = await this.#db
-      .updateTable('schedules')
-      .set({
-        cron: timing.cron,
-        timezone: timing.timezone,
-        at: timing.at,
-        input: patch.input ? JSON.stringify(patch.input) : JSON.stringify(row.input),
-        multitask: patch.multitask ?? row.multitask,
-        enabled,
-        next_run_at: enabled ? timing.nextRunAt : null,
-      })
-      .where('id', '=', scheduleId)
-      .returningAll()
-      .executeTakeFirst();
-    // Deleted since it was read.
-    if (!updated) throw new NotFoundError('schedule', scheduleId);
+    // The row is read locked: a due time fired meanwhile (its claim locks the row too) is seen advanced, never
+    // written back as due again.
+    const updated = await this.#db.transaction().execute(async (tx) => {
+      const row = await this.#ownSchedule(caller, scheduleId, tx);
+      const retimed = patch.cron !== undefined || patch.at !== undefined || patch.timezone !== undefined;
+      const enabled = patch.enabled ?? row.enabled;
+      let timing = { cron: row.cron, timezone: row.timezone, at: row.at, nextRunAt: row.next_run_at };
+      if (retimed || (enabled && !row.enabled)) {
+        const cron = patch.cron ?? (patch.at !== undefined ? undefined : (row.cron ?? undefined));
+        const at = patch.at ?? (patch.cron !== undefined ? undefined : (row.at ?? undefined));
+        timing = this.#timing({ cron, at, timezone: patch.timezone ?? row.timezone });
+      }
+      return tx
+        .updateTable('schedules')
+        .set({
+          cron: timing.cron,
+          timezone: timing.timezone,
+          at: timing.at,
+          input: patch.input ? JSON.stringify(patch.input) : JSON.stringify(row.input),
+          multitask: patch.multitask ?? row.multitask,
+          enabled,
+          next_run_at: enabled ? timing.nextRunAt : null,
+        })
+        .where('id', '=', scheduleId)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+    });
     this.#onWrite();
     return toScheduleObject(updated);
   }
@@ -246,16 +249,18 @@ export class ScheduleService {
     if (!chat) throw new NotFoundError('chat', chatId);
   }
 
-  async #ownSchedule(caller: Caller, scheduleId: string): Promise<ScheduleRow> {
-    const row = await this.#db
+  /** The caller's schedule; read in `tx`, its row is locked until `tx` ends. */
+  async #ownSchedule(caller: Caller, scheduleId: string, tx?: Transaction<Database>): Promise<ScheduleRow> {
+    let query = (tx ?? this.#db)
       .selectFrom('schedules')
       .innerJoin('chats', 'chats.id', 'schedules.chat_id')
       .selectAll('schedules')
       .where('schedules.id', '=', scheduleId)
       .where('chats.workspace_id', '=', caller.workspaceId)
       .where('chats.owner_id', '=', caller.userId)
-      .where('chats.deleted_at', 'is', null)
-      .executeTakeFirst();
+      .where('chats.deleted_at', 'is', null);
+    if (tx) query = query.forUpdate('schedules');
+    const row = await query.executeTakeFirst();
     if (!row) throw new NotFoundError('schedule', scheduleId);
     return row;
   }
