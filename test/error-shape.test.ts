@@ -54,6 +54,28 @@ describe('error responses', () => {
     });
     expect(response.status).toBe(414);
     expectShape(response.body, 'uri_too_long');
+    // Also where the router, finding the parameter too long, matches no route at all.
+    for (const path of [`/v1/runs/run_${'a'.repeat(150)}`, `/v1/chats/chat_${'a'.repeat(101)}/runs`]) {
+      const long = await server.api(path);
+      expect(long.status, path).toBe(414);
+      expectShape(long.body, 'uri_too_long');
+    }
+    expect((await server.api(`/v1/nope/${'a'.repeat(20)}`)).status).toBe(404);
+  });
+
+  it('answers an OPTIONS request that is no allowed preflight without a 5xx or an error outside the shape', async () => {
+    const requests: Record<string, string>[] = [
+      {},
+      { origin: 'http://elsewhere.test', 'access-control-request-method': 'POST' },
+    ];
+    for (const headers of requests) {
+      for (const path of ['/v1/chats', '/v1/me', '/v1/nope']) {
+        const response = await fetch(`${server.url}${path}`, { method: 'OPTIONS', headers });
+        expect(response.status, `${path} ${JSON.stringify(headers)}`).toBeLessThan(500);
+        const text = await response.text();
+        if (response.status >= 400) expectShape(JSON.parse(text), 'route_not_found');
+      }
+    }
   });
 
   it('answers headers over the size limit with 431 headers_too_large in the error shape', async () => {

@@ -42,6 +42,26 @@ describe('per-key rate limits in memory', () => {
     const memberKey = await createMember(server);
     expect((await server.api('/v1/chats', { key: memberKey })).status).toBe(200);
   });
+
+  it('counts a scoped token apart from the key that issued it', async () => {
+    const memberKey = await createMember(server);
+    const chat = await server.api('/v1/chats', { method: 'POST', body: {}, key: memberKey });
+    const chatId = chat.body.chat.id as string;
+    const issued = await server.api('/v1/tokens', {
+      method: 'POST',
+      body: { chatId, scopes: ['read'] },
+      key: memberKey,
+    });
+    expect(issued.status).toBe(201);
+    const token = issued.body.token as string;
+    // The key has spent 3 of its 5; a browser using the token up to its own limit takes none of the rest.
+    const byToken: number[] = [];
+    for (let index = 0; index <= LIMIT; index++) {
+      byToken.push((await server.api(`/v1/chats/${chatId}`, { key: token })).status);
+    }
+    expect(byToken).toEqual([...Array(LIMIT).fill(200), 429]);
+    expect((await server.api('/v1/chats', { key: memberKey })).status).toBe(200);
+  });
 });
 
 describe('failed authentications per client address', () => {

@@ -39,8 +39,17 @@ export function addressKey(address: string): string {
   return `${network.map((part) => part.toString(16)).join(':')}::/64`;
 }
 
-/** Who a request is counted against: the caller's API key when known, else the user. */
-export function rateLimitKeyOf(caller: { userId: string; keyId?: string }): string {
+/**
+ * Who a request is counted against: the caller's API key when known, else the user. A scoped token counts in a
+ * bucket of its own per chat, so a browser holding one can never use up the budget of the backend key that
+ * issued it (nor of that key's tokens for other chats).
+ */
+export function rateLimitKeyOf(caller: {
+  userId: string;
+  keyId?: string;
+  token?: { chatId: string };
+}): string {
+  if (caller.token) return `token:${caller.keyId ?? caller.userId}:${caller.token.chatId}`;
   return caller.keyId ? `key:${caller.keyId}` : `user:${caller.userId}`;
 }
 

@@ -10,7 +10,6 @@ import { assertTokenScope, isStreamRoute } from '../auth/token-scope.ts';
 import {
   DEFAULT_RETRY_AFTER_SECONDS,
   InvalidRequestError,
-  NotFoundError,
   ServiceUnavailableError,
   UnauthorizedError,
 } from '../errors.ts';
@@ -34,6 +33,7 @@ import { queryParametersOf, registerOpenApiRoute, takesNoBody, trackRoutes } fro
 import { registerRequestObserver } from './request-observer.ts';
 import { assertStorableText } from './text-guard.ts';
 import { NoBody } from './validation.ts';
+import { MAX_PATH_SEGMENT_LENGTH, routeNotFound } from './route-not-found.ts';
 
 /** How long `/readyz` waits for the database before answering 503: a frozen database must not hang it. */
 const READINESS_PROBE_TIMEOUT_MS = 800;
@@ -79,6 +79,7 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     loggerInstance: context.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: context.config.bodyLimitBytes,
+    routerOptions: { maxParamLength: MAX_PATH_SEGMENT_LENGTH },
     // Requests that arrive while closing get the error shape from the `onRequest` hook below.
     return503OnClosing: false,
     forceCloseConnections: true,
@@ -126,6 +127,9 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'last-event-id'],
     exposedHeaders: ['retry-after', 'x-outrun-run-id', 'x-vercel-ai-ui-message-stream'],
     maxAge: 600,
+    // An OPTIONS request that is no preflight (no Origin, no requested method) gets no CORS headers rather than
+    // a plain-text 400 outside the API's error shape.
+    strictPreflight: false,
   });
   // Security headers on every answer. Helmet's middleware is built once, here: it computes its headers when
   // built (the Fastify plugin built it again for every request, 4–5 % of a resume's CPU).
@@ -158,9 +162,10 @@ export function buildServer(context: OutrunContext): FastifyInstance {
     // The answer may go out later (a too-large body is drained first): the reply says it is handled.
     return reply;
   });
-  app.setNotFoundHandler((_request, reply) => {
-    const error = new NotFoundError('route');
-    void reply.status(404).send({ error: { code: error.code, message: 'No such route.' } });
+  app.setNotFoundHandler((request, reply) => {
+    const error = routeNotFound(request.url);
+    const message = error.status === 404 ? 'No such route.' : error.message;
+    return reply.status(error.status).send({ error: { code: error.code, message } });
   });
 
   let closing = false;
@@ -252,9 +257,10 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   app.addHook('onSend', async (request, reply) => {
     if (request.url.startsWith('/v1/')) void reply.header('cache-control', 'no-store');
   });
-  // After authentication, so only real callers are counted and an unknown key stays a 401.
+  // After authentication, so only real callers are counted and an unknown key stays a 401. A preflight has no
+  // caller: it is not counted.
   app.addHook('onRequest', async (request) => {
-    if (!request.url.startsWith('/v1/')) return;
+    if (!request.url.startsWith('/v1/') || !request.caller) return;
     await context.rateLimiter.consume(rateLimitKeyOf(request.caller));
   });
   // A query parameter the route does not take is refused, as an unknown body field is: a misspelt `?limit`

@@ -5,6 +5,7 @@ import fastifyCompress from '@fastify/compress';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { NotFoundError } from '../errors.ts';
+import { routeNotFound } from './route-not-found.ts';
 
 /** Where `npm run build:web` puts the web app. */
 export const DEFAULT_WEB_ROOT = fileURLToPath(new URL('../../web/dist/', import.meta.url));
@@ -67,7 +68,7 @@ function registerWebAppRoute(app: FastifyInstance, root: string): void {
 
   app.get('/*', async (request: FastifyRequest<{ Params: { '*': string } }>, reply) => {
     const path = request.params['*'] ?? '';
-    if (path === 'v1' || path.startsWith('v1/')) throw new NotFoundError('route');
+    if (path === 'v1' || path.startsWith('v1/')) throw routeNotFound(request.url);
     const file = builtFile(root, path);
     if (file) {
       const immutable = file.split(sep)[0] === 'assets';
