@@ -353,6 +353,23 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
     for (const ping of pings) expect(Number(ping.slice(5))).toBeLessThanOrEqual(lastSeq);
   });
 
+  it("names in a keep-alive no sequence number past the log's end, for a reader resumed past it", async () => {
+    const chatId = await server.createChat();
+    // Tokens 400 ms apart, keep-alive every 200 ms: the reader, ahead of the log, gets pings while the run goes on.
+    const run = await server.startRun(chatId, { steps: 1, tokens: 3, delayMs: 400 });
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream?after=1000`));
+    expect(stream).toMatchObject({ events: [], done: true });
+    const pings = stream.comments
+      .filter((comment) => comment.startsWith('ping '))
+      .map((ping) => Number(ping.slice(5)));
+    expect(pings.length).toBeGreaterThan(0);
+    const lastSeq = await server.outrun.log.lastSeq(run.id);
+    for (const ping of pings) {
+      expect(ping).toBeGreaterThan(0);
+      expect(ping).toBeLessThanOrEqual(lastSeq);
+    }
+  });
+
   it('ends a failing model step as failed with its reason, keeping the steps before it', async () => {
     const chatId = await server.createChat();
     const run = await server.startRun(chatId, { steps: 3, tokens: 3, failAtStep: 2 });
@@ -406,5 +423,77 @@ describe.each(STORE_KINDS)('run stream on %s', (kind) => {
     expect(settled).toMatchObject({ status: 'succeeded', stepCount: 2, error: null });
     const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
     expect(stream.events.some((event) => event.chunk.type === 'error')).toBe(false);
+  });
+
+  describe('with a keep-alive longer than any run here', () => {
+    let quiet: TestServer;
+
+    beforeAll(async () => {
+      // Ten minutes: a stream that ends here was ended by its run's end, not by the re-read after a keep-alive.
+      quiet = await startTestServer(kind, { config: { keepAliveMs: 600_000 } });
+    });
+    afterAll(async () => {
+      await quiet?.close();
+    });
+
+    /**
+     * Follows `runId` from `cursor` (with `?after=` or `Last-Event-ID`) once `ended` resolves: what the reader got
+     * by the time the stream closed, or `'still open'` if it had not closed a few seconds after the run's end.
+     */
+    async function readAhead(
+      runId: string,
+      cursor: { after?: number; lastEventId?: number },
+      ended: () => Promise<unknown>,
+    ) {
+      const controller = new AbortController();
+      const query = cursor.after === undefined ? '' : `?after=${cursor.after}`;
+      const headers: Record<string, string> =
+        cursor.lastEventId === undefined ? {} : { 'last-event-id': String(cursor.lastEventId) };
+      const response = await quiet.fetch(`/v1/runs/${runId}/stream${query}`, {
+        headers,
+        signal: controller.signal,
+      });
+      expect(response.status).toBe(200);
+      // The reader is in before the run ends: its cursor is ahead of a live log.
+      const current = await quiet.api(`/v1/runs/${runId}`);
+      expect(['pending', 'running', 'waiting']).toContain(current.body.run.status);
+      const reading = collectStream(response).catch(() => 'still open' as const);
+      await ended();
+      const giveUp = setTimeout(() => controller.abort(), 5_000);
+      try {
+        return await reading;
+      } finally {
+        clearTimeout(giveUp);
+      }
+    }
+
+    it('ends a reader resumed past the end of a running run with just [DONE] when the run ends', async () => {
+      const chatId = await quiet.createChat();
+      const run = await quiet.startRun(chatId, { tokens: 20, delayMs: 100 });
+      const stream = await readAhead(run.id, { lastEventId: 1000 }, () => quiet.waitForRun(run.id));
+      expect(stream).toEqual({ events: [], done: true, comments: [] });
+    });
+
+    it('ends a reader resumed past the end of a waiting run with just [DONE] when the answered run ends', async () => {
+      const agent = await quiet.api('/v1/agents', {
+        method: 'POST',
+        body: { name: 'careful', tools: [{ name: 'echo', needsApproval: true }] },
+      });
+      const chat = await quiet.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } });
+      const run = await quiet.startRun(chat.body.chat.id as string, { steps: 2, tokens: 3, tool: true });
+      const waiting = await quiet.waitForRun(run.id, (current) => current.status === 'waiting');
+      const approvalId = (waiting.waiting as { approvals: { approvalId: string }[] }).approvals[0]!
+        .approvalId;
+      const stream = await readAhead(run.id, { after: 1000 }, async () => {
+        const answered = await quiet.api(`/v1/runs/${run.id}/approvals`, {
+          method: 'POST',
+          body: { approvalId, approved: true },
+        });
+        expect(answered.status).toBe(200);
+        expect(await quiet.waitForRun(run.id)).toMatchObject({ status: 'succeeded' });
+      });
+      // The approval, the resumed step and the terminal event all went by behind the reader's cursor.
+      expect(stream).toEqual({ events: [], done: true, comments: [] });
+    });
   });
 });

@@ -111,6 +111,18 @@ describe.skipIf(!DATABASE_URL || !REDIS_URL)('scale-out on PostgreSQL and Redis'
     expect(api.executor.activeCount).toBe(0);
   });
 
+  it('ends a reader on the API instance resumed past the end of a run on the worker with just [DONE] when it ends', async () => {
+    const { run } = await (await startRun({ tokens: 20, delayMs: 100 })).json();
+    const response = await request(`/v1/runs/${run.id}/stream?after=1000`);
+    expect(response.status).toBe(200);
+    // The reader is in before the run ends: its cursor is ahead of a live log.
+    const current = (await (await request(`/v1/runs/${run.id}`)).json()).run;
+    expect(['pending', 'running']).toContain(current.status);
+    const stream = await collectStream(response);
+    // No keep-alive (15 s apart) came first: the run's terminal event, across Redis, ended the stream.
+    expect(stream).toEqual({ events: [], done: true, comments: [] });
+  });
+
   it('stops a run executing on the worker from the API instance, at once', async () => {
     const { run } = await (await startRun({ steps: 1, tokens: 5000, delayMs: 5 })).json();
     const deadline = Date.now() + 10_000;

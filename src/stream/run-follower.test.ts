@@ -50,6 +50,14 @@ class MemoryLog {
     return this.confirmation === null;
   }
 
+  /** How often `lastSeq` was asked. */
+  lastSeqCalls = 0;
+
+  async lastSeq(): Promise<number> {
+    this.lastSeqCalls++;
+    return this.events.length;
+  }
+
   async subscribe(_runId: string, handler: (events: LogEvent[]) => void): Promise<() => Promise<void>> {
     if (this.confirmation) await this.confirmation;
     this.handlers.add(handler);
@@ -603,6 +611,84 @@ describe('RunFollower', () => {
     log.append(1, { terminal: true, publish: false });
     await running;
     expect(got.seqs).toEqual([1, 2, 3, 4]);
+  });
+
+  it('ends with nothing when the run ends at or behind a cursor that was ahead of its log', async () => {
+    // Caught up and live when the run's last events go by, all at or before the cursor.
+    const log = new MemoryLog();
+    log.append(3);
+    const got = recorder();
+    const live = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', after: 50, isFinished: async () => false },
+      got.sink,
+    ).run();
+    await tick();
+    log.append(2);
+    log.append(1, { terminal: true });
+    await live;
+    expect(got.seqs).toEqual([]);
+    expect(log.handlers.size).toBe(0);
+
+    // Still reading when they go by: buffered, then drained.
+    const reading = new MemoryLog();
+    reading.append(3);
+    reading.beforeRead = () => reading.append(1, { terminal: true });
+    const buffered = recorder();
+    await new RunFollower(
+      { log: reading.asEventLog(), runId: 'r', after: 50, isFinished: async () => false },
+      buffered.sink,
+    ).run();
+    expect(buffered.seqs).toEqual([]);
+
+    // A cursor exactly at the terminal event.
+    const exact = new MemoryLog();
+    exact.append(3);
+    const atEnd = recorder();
+    const running = new RunFollower(
+      { log: exact.asEventLog(), runId: 'r', after: 4, isFinished: async () => false },
+      atEnd.sink,
+    ).run();
+    await tick();
+    exact.append(1, { terminal: true });
+    await running;
+    expect(atEnd.seqs).toEqual([]);
+  });
+
+  it("names the log's last sequence number in the keep-alive of a reader ahead of it, and never one past it", async () => {
+    const log = new MemoryLog();
+    log.append(3);
+    const got = recorder();
+    const follower = new RunFollower(
+      { log: log.asEventLog(), runId: 'r', after: 1000, isFinished: async () => false, keepAliveMs: 40 },
+      got.sink,
+    );
+    const running = follower.run();
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    expect(got.pings.length).toBeGreaterThanOrEqual(1);
+    expect(got.pings.every((seq) => seq === 3)).toBe(true);
+    log.append(2);
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    expect(got.pings.at(-1)).toBe(5);
+    log.append(1, { terminal: true });
+    await running;
+    expect(got.seqs).toEqual([]);
+
+    // A cursor at the log's end is durable: named as it is, looked up once.
+    const atEnd = new MemoryLog();
+    atEnd.append(3);
+    const resumed = recorder();
+    const atEndFollower = new RunFollower(
+      { log: atEnd.asEventLog(), runId: 'r', after: 3, isFinished: async () => false, keepAliveMs: 40 },
+      resumed.sink,
+    );
+    const following = atEndFollower.run();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(resumed.pings.length).toBeGreaterThanOrEqual(2);
+    expect(resumed.pings.every((seq) => seq === 3)).toBe(true);
+    expect(atEnd.lastSeqCalls).toBe(1);
+    atEnd.append(1, { terminal: true });
+    await following;
+    expect(resumed.seqs).toEqual([4]);
   });
 
   it('ends with nothing past the end of a finished run, and stops on close', async () => {

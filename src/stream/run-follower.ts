@@ -2,7 +2,7 @@ import type { EventLog, LogEvent } from './event-log.ts';
 
 /**
  * What a follower yields: consecutive events (one batch per read or per live delivery, so a writer can send
- * them in one write), or a keep-alive carrying the last durable sequence number seen.
+ * them in one write), or a keep-alive carrying the last durable sequence number known (see `FollowSink.ping`).
  */
 export type FollowItem =
   { kind: 'events'; events: LogEvent[]; end: boolean } | { kind: 'ping'; lastSeq: number };
@@ -58,7 +58,10 @@ export interface FollowSink {
    * belong to this follower alone).
    */
   events(events: LogEvent[], end: boolean, live: boolean): boolean;
-  /** A keep-alive after a quiet interval, with the last durable sequence number delivered. */
+  /**
+   * A keep-alive after a quiet interval, with the last durable sequence number known: the last delivered (or
+   * `after`), or the log's last for a reader that resumed ahead of the log. Never one the log does not hold.
+   */
   ping(lastSeq: number): boolean;
 }
 
@@ -111,6 +114,11 @@ export class RunFollower {
   readonly #maxBuffered: number;
   #state: FollowerState = 'catching-up';
   #lastSeq: number;
+  /**
+   * Whether `lastSeq` is known to be a durable event's (or 0). Only a follower that has delivered nothing asks:
+   * its cursor is the reader's `after`, which may be ahead of the log.
+   */
+  #cursorDurable: boolean;
   #buffer: LogEvent[] = [];
   #overflowed = false;
   #needsRead: boolean;
@@ -158,6 +166,7 @@ export class RunFollower {
     this.#keepAliveMs = options.keepAliveMs ?? 15_000;
     this.#maxBuffered = options.maxBuffered ?? 10_000;
     this.#lastSeq = options.after ?? 0;
+    this.#cursorDurable = this.#lastSeq === 0;
     this.#needsRead = !options.fresh;
     this.#ready = options.ready ?? null;
     this.#ended = new Promise((resolve) => (this.#settle = resolve));
@@ -270,7 +279,13 @@ export class RunFollower {
         // Live events that do not continue the sequence mean something was missed: the log has it.
         if (batch.gap) this.#needsRead = true;
         try {
-          if (batch.events.length > 0 && !this.#deliver(batch, true)) return;
+          if (batch.events.length > 0) {
+            if (!this.#deliver(batch, true)) return;
+          } else if (batch.end) {
+            // The run's end went by at or behind the cursor: a reader that resumed ahead of the log.
+            this.#end();
+            return;
+          }
         } catch (error) {
           this.#end(error);
           return;
@@ -378,7 +393,12 @@ export class RunFollower {
           this.#buffer = [];
           const batch = consecutive(live, this.#lastSeq);
           if (batch.gap) this.#needsRead = true;
-          if (batch.events.length > 0 && !this.#deliver(batch, true)) return;
+          if (batch.events.length > 0) {
+            if (!this.#deliver(batch, true)) return;
+          } else if (batch.end) {
+            this.#end();
+            return;
+          }
           continue;
         }
         this.#state = 'live';
@@ -433,21 +453,49 @@ export class RunFollower {
     this.#armKeepAlive(this.#nextPeriod());
     // Only a caught-up follower is idle; one that is reading or paused is busy with its reader.
     if (this.#state !== 'live') return;
-    try {
-      const more = this.#sink.ping(this.#lastSeq);
-      if (this.#state !== 'live') return;
-      // A quiet run may have been settled by an instance whose bus message never reached us.
-      this.#needsRead = true;
-      if (!more) {
-        this.#state = 'paused';
-        return;
-      }
+    if (!this.#cursorDurable && !this.#delivered()) {
+      // Live events are buffered while the log's end is looked up.
       this.#state = 'catching-up';
-      void this.#catchUp();
+      void this.#keepAliveAhead();
+      return;
+    }
+    try {
+      this.#keepAlive(this.#lastSeq);
     } catch (error) {
       this.#end(error);
     }
   };
+
+  /** Sends a keep-alive naming `seq`, then re-reads the log (or pauses, if the sink asks to). */
+  #keepAlive(seq: number): void {
+    const state = this.#state;
+    const more = this.#sink.ping(seq);
+    if (this.#state !== state) return;
+    // A quiet run may have been settled by an instance whose bus message never reached us.
+    this.#needsRead = true;
+    if (!more) {
+      this.#state = 'paused';
+      return;
+    }
+    this.#state = 'catching-up';
+    void this.#catchUp();
+  }
+
+  /**
+   * The keep-alive of a follower that has delivered nothing and whose cursor (the reader's `after`) is not known
+   * to be durable: it may be ahead of the log, so the keep-alive names the lower of it and the log's last
+   * sequence number. Once the log is found to reach the cursor, later keep-alives look nothing up.
+   */
+  async #keepAliveAhead(): Promise<void> {
+    try {
+      const logEnd = await this.#options.log.lastSeq(this.#options.runId);
+      if (this.#state !== 'catching-up') return;
+      if (logEnd >= this.#lastSeq) this.#cursorDurable = true;
+      this.#keepAlive(Math.min(this.#lastSeq, logEnd));
+    } catch (error) {
+      this.#end(error);
+    }
+  }
 }
 
 /**
@@ -514,7 +562,9 @@ interface Batch {
 
 /**
  * The events of `events` that continue the sequence after `lastSeq`: duplicates are skipped, and a gap or
- * the terminal event ends the batch. `events` itself is returned when all of it continues the sequence.
+ * the terminal event ends the batch. `events` itself is returned when all of it continues the sequence. A
+ * terminal event at or before `lastSeq` (a cursor that was ahead of the log) ends an empty batch: the run has
+ * nothing more to deliver.
  */
 function consecutive(events: LogEvent[], lastSeq: number): Batch {
   let seq = lastSeq;
@@ -532,7 +582,10 @@ function consecutive(events: LogEvent[], lastSeq: number): Batch {
   if (index === events.length) return { events, lastSeq: seq, end: false, gap: false };
   const batch: LogEvent[] = [];
   for (const event of events) {
-    if (event.seq <= lastSeq) continue;
+    if (event.seq <= lastSeq) {
+      if (event.terminal) return { events: batch, lastSeq, end: true, gap: false };
+      continue;
+    }
     if (event.seq !== lastSeq + 1) return { events: batch, lastSeq, end: false, gap: true };
     batch.push(event);
     lastSeq = event.seq;
