@@ -44,6 +44,7 @@ export class NotFoundError extends OutrunError {
       | 'agent'
       | 'route'
       | 'webhook'
+      | 'delivery'
       | 'approval'
       | 'user'
       | 'api_key'

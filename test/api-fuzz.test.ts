@@ -1,6 +1,7 @@
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newId } from '../src/ids.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
 
@@ -106,6 +107,20 @@ describe.each(STORE_KINDS)('every described operation under mutated input on %s'
       input: { text: 'hi' },
     });
     ids.webhookId = await created('/v1/webhooks', { url: 'http://127.0.0.1:9/hook' });
+    // A finished delivery of it, for the retry route: no run of this workspace has ended since it was made.
+    ids.deliveryId = newId('delivery');
+    await server.outrun.db
+      .insertInto('webhook_deliveries')
+      .values({
+        id: ids.deliveryId,
+        webhook_id: ids.webhookId,
+        workspace_id: (await server.api('/v1/me')).body.workspace.id,
+        run_id: ids.runId,
+        event: 'run.succeeded',
+        payload: JSON.stringify({ type: 'run.succeeded' }),
+        status: 'failed',
+      })
+      .execute();
     ids.keyId = await created('/v1/api-keys', { name: 'fuzzed' });
   });
   afterAll(async () => {

@@ -84,6 +84,7 @@ describe.each(STORE_KINDS)('upgrading a database with events on %s', (kind) => {
       '0014-webhook-delivery-retention',
       '0015-spend-outside-steps',
       '0016-lost-executions',
+      '0017-webhook-secret-rotation',
     ]);
     expect(await pageKey()).toBe('PRIMARY KEY (run_id, last_seq)');
 

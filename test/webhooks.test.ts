@@ -145,6 +145,189 @@ describe.each(STORE_KINDS)('webhook routes on %s', (kind) => {
     expect((await server.api(`/v1/webhooks/${id}`, { method: 'DELETE', key: ADMIN_KEY })).status).toBe(204);
     expect((await server.api(`/v1/webhooks/${id}`)).status).toBe(404);
   });
+
+  const storedWebhook = (id: string) =>
+    server.outrun.db.selectFrom('webhooks').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+
+  it('changes a webhook with PATCH, refusing what create refuses and an empty body, and writes nothing on a refusal', async () => {
+    const created = await server.api('/v1/webhooks', {
+      method: 'POST',
+      body: { url: 'https://93.184.216.34/patched', events: ['run.failed'] },
+    });
+    const id = created.body.webhook.id as string;
+    const before = await storedWebhook(id);
+
+    const cases: [unknown, string][] = [
+      [{ url: 'ftp://93.184.216.34/hooks' }, 'url'],
+      [{ url: 'not a url' }, 'url'],
+      [{ url: 'http://127.0.0.1:9/hooks' }, 'url'],
+      [{ url: 'http://169.254.169.254/latest/meta-data' }, 'url'],
+      [{ url: 'https://hooks:s3cret@93.184.216.34/hooks' }, 'url'],
+      [{ url: 'https://token@93.184.216.34/hooks' }, 'url'],
+      [{ events: ['run.started'] }, 'events'],
+      [{ events: [] }, 'events'],
+      [{ enabled: 'no' }, 'enabled'],
+      [{ enabled: false, secret: 'mine' }, 'secret'],
+      [{ url: 'https://93.184.216.34/elsewhere', bogus: 1 }, 'bogus'],
+      [{}, 'at least one of url, events and enabled'],
+    ];
+    for (const [body, field] of cases) {
+      const response = await server.api(`/v1/webhooks/${id}`, { method: 'PATCH', body });
+      expect(response.status, JSON.stringify(body)).toBe(400);
+      expect(response.body.error.code).toBe('invalid_request');
+      expect(response.body.error.message, JSON.stringify(body)).toContain(field);
+    }
+    const noBody = await server.api(`/v1/webhooks/${id}`, { method: 'PATCH' });
+    expect(noBody.status).toBe(400);
+    expect(noBody.body.error.code).toBe('invalid_request');
+
+    const member = await server.api(`/v1/webhooks/${id}`, {
+      method: 'PATCH',
+      body: { enabled: false },
+      key: memberKey,
+    });
+    expect(member.status).toBe(403);
+    expect(member.body.error.code).toBe('forbidden');
+    const outsider = await server.api(`/v1/webhooks/${id}`, {
+      method: 'PATCH',
+      body: { enabled: false },
+      key: outsiderKey,
+    });
+    expect(outsider.status).toBe(404);
+    expect(outsider.body.error.code).toBe('webhook_not_found');
+    expect(await storedWebhook(id)).toEqual(before);
+
+    const changed = await server.api(`/v1/webhooks/${id}`, {
+      method: 'PATCH',
+      body: {
+        url: 'https://93.184.216.34/moved',
+        events: ['run.succeeded', 'run.succeeded'],
+        enabled: false,
+      },
+    });
+    expect(changed.status).toBe(200);
+    expect(changed.body).toEqual({
+      webhook: {
+        id,
+        url: 'https://93.184.216.34/moved',
+        events: ['run.succeeded'],
+        enabled: false,
+        previousSecretExpiresAt: null,
+        createdAt: created.body.webhook.createdAt,
+      },
+    });
+    expect((await server.api(`/v1/webhooks/${id}`)).body).toEqual(changed.body);
+    // One field alone leaves the others as they are; the secret never changes with a PATCH.
+    const enabled = await server.api(`/v1/webhooks/${id}`, { method: 'PATCH', body: { enabled: true } });
+    expect(enabled.body.webhook).toMatchObject({ url: 'https://93.184.216.34/moved', enabled: true });
+    expect((await storedWebhook(id)).secret).toBe(before.secret);
+    expect(JSON.stringify(enabled.body)).not.toContain('whsec_');
+  });
+
+  it('rotates a secret, shown once, keeping only the secret it replaced for 24 hours', async () => {
+    const created = await server.api('/v1/webhooks', {
+      method: 'POST',
+      body: { url: 'https://93.184.216.34/rotated' },
+    });
+    const id = created.body.webhook.id as string;
+    const first = created.body.secret as string;
+    expect(created.body.webhook.previousSecretExpiresAt).toBeNull();
+
+    const before = Date.now();
+    const rotated = await server.api(`/v1/webhooks/${id}/rotate-secret`, { method: 'POST' });
+    expect(rotated.status).toBe(200);
+    const second = rotated.body.secret as string;
+    expect(second).toMatch(/^whsec_[A-Za-z0-9+/]{32}$/);
+    expect(second).not.toBe(first);
+    const expiresAt = Date.parse(rotated.body.webhook.previousSecretExpiresAt);
+    expect(expiresAt).toBeGreaterThanOrEqual(before + DAY_MS);
+    expect(expiresAt).toBeLessThanOrEqual(Date.now() + DAY_MS);
+    expect(await storedWebhook(id)).toMatchObject({ secret: second, previous_secret: first });
+    // Never shown again: not by GET, not by the list.
+    const shown = JSON.stringify([
+      (await server.api(`/v1/webhooks/${id}`)).body,
+      (await server.api('/v1/webhooks')).body,
+    ]);
+    expect(shown).toContain(rotated.body.webhook.previousSecretExpiresAt);
+    expect(shown).not.toContain('whsec_');
+
+    // A second rotation within the 24 hours: the secret it replaces is the one kept, the first is gone.
+    const again = await server.api(`/v1/webhooks/${id}/rotate-secret`, { method: 'POST' });
+    const third = again.body.secret as string;
+    expect(await storedWebhook(id)).toMatchObject({ secret: third, previous_secret: second });
+    expect(JSON.stringify(await storedWebhook(id))).not.toContain(first);
+  });
+
+  it('lets only a workspace admin change, rotate or retry, and hides them from other workspaces', async () => {
+    const created = await server.api('/v1/webhooks', {
+      method: 'POST',
+      body: { url: 'https://93.184.216.34/guarded' },
+    });
+    const id = created.body.webhook.id as string;
+    const workspaceId = (await server.api('/v1/me')).body.workspace.id as string;
+    const deliveryId = newId('delivery');
+    await server.outrun.db
+      .insertInto('webhook_deliveries')
+      .values({
+        id: deliveryId,
+        webhook_id: id,
+        workspace_id: workspaceId,
+        run_id: null,
+        event: 'run.failed',
+        payload: JSON.stringify({ type: 'run.failed' }),
+        status: 'failed',
+        attempts: 9,
+      })
+      .execute();
+    const storedDelivery = () =>
+      server.outrun.db
+        .selectFrom('webhook_deliveries')
+        .selectAll()
+        .where('id', '=', deliveryId)
+        .executeTakeFirstOrThrow();
+    const before = { webhook: await storedWebhook(id), delivery: await storedDelivery() };
+
+    const writes = [
+      ['PATCH', `/v1/webhooks/${id}`, { enabled: false }],
+      ['POST', `/v1/webhooks/${id}/rotate-secret`, undefined],
+      ['POST', `/v1/webhooks/${id}/deliveries/${deliveryId}/retry`, undefined],
+    ] as const;
+    for (const [method, path, body] of writes) {
+      const member = await server.api(path, { method, body, key: memberKey });
+      expect(member.status, `${method} ${path}`).toBe(403);
+      const outsider = await server.api(path, { method, body, key: outsiderKey });
+      expect(outsider.status, `${method} ${path}`).toBe(404);
+      expect(outsider.body.error.code).toBe('webhook_not_found');
+    }
+    // A body on a route that takes none is refused before it acts.
+    const withBody = await server.api(`/v1/webhooks/${id}/rotate-secret`, {
+      method: 'POST',
+      body: { secret: 'mine' },
+    });
+    expect(withBody.status).toBe(400);
+    expect(withBody.body.error.message).toContain('secret');
+    expect({ webhook: await storedWebhook(id), delivery: await storedDelivery() }).toEqual(before);
+
+    // A delivery of another webhook, an unknown one and a malformed id.
+    const other = await server.api('/v1/webhooks', {
+      method: 'POST',
+      body: { url: 'https://93.184.216.34/other' },
+    });
+    const otherId = other.body.webhook.id as string;
+    for (const [path, status, code] of [
+      [`/v1/webhooks/${otherId}/deliveries/${deliveryId}/retry`, 404, 'delivery_not_found'],
+      [`/v1/webhooks/${id}/deliveries/${newId('delivery')}/retry`, 404, 'delivery_not_found'],
+      [`/v1/webhooks/${newId('webhook')}/deliveries/${deliveryId}/retry`, 404, 'webhook_not_found'],
+      [`/v1/webhooks/${id}/deliveries/nope/retry`, 400, 'invalid_id'],
+      [`/v1/webhooks/${id}/deliveries/${id}/retry`, 400, 'invalid_id'],
+      [`/v1/webhooks/nope/deliveries/${deliveryId}/retry`, 400, 'invalid_id'],
+    ] as const) {
+      const response = await server.api(path, { method: 'POST' });
+      expect(response.status, path).toBe(status);
+      expect(response.body.error.code, path).toBe(code);
+    }
+    expect(await storedDelivery()).toEqual(before.delivery);
+  });
 });
 
 describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
@@ -669,6 +852,148 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     expect(row.next_attempt_at.getTime() - now.getTime()).toBe(6_000);
     expect(row).toMatchObject({ status: 'pending', attempts: 1, last_status_code: 500 });
   });
+
+  const deliveriesOf = async (webhookId: string) =>
+    (await server.api(`/v1/webhooks/${webhookId}/deliveries`)).body.items as {
+      id: string;
+      status: string;
+      attempts: number;
+      lastStatusCode: number | null;
+      lastError: string | null;
+    }[];
+
+  it('signs with the new and the previous secret for 24 hours after a rotation, then with the new one only', async () => {
+    await forgetEarlierWebhooks();
+    const receiver = await startReceiver(() => 204);
+    receivers.push(receiver);
+    const webhook = await createWebhook(receiver.url, ['run.succeeded']);
+    const rotated = await server.api(`/v1/webhooks/${webhook.id}/rotate-secret`, { method: 'POST' });
+    expect(rotated.status).toBe(200);
+    const secret = rotated.body.secret as string;
+    const sender = dispatcher({ retrySchedule: [] });
+
+    await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.succeeded', run });
+    expect(await sender.dispatchDue()).toBe(1);
+    const [during] = receiver.received;
+    expect(String(during!.headers['webhook-signature']).split(' ')).toHaveLength(2);
+    for (const verifying of [webhook.secret, secret]) {
+      const payload = new Webhook(verifying).verify(during!.body, headersOf(during!)) as { type: string };
+      expect(payload.type).toBe('run.succeeded');
+    }
+    expect(() =>
+      new Webhook(`whsec_${Buffer.alloc(24, 1).toString('base64')}`).verify(during!.body, headersOf(during!)),
+    ).toThrow();
+
+    // The 24 hours are over.
+    await server.outrun.db
+      .updateTable('webhooks')
+      .set({ previous_secret_expires_at: new Date(Date.now() - 1_000) })
+      .where('id', '=', webhook.id)
+      .execute();
+    expect((await server.api(`/v1/webhooks/${webhook.id}`)).body.webhook.previousSecretExpiresAt).toBeNull();
+    await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.succeeded', run });
+    expect(await sender.dispatchDue()).toBe(1);
+    const after = receiver.received[1]!;
+    expect(String(after.headers['webhook-signature'])).toMatch(/^v1,[A-Za-z0-9+/]+=*$/);
+    expect(new Webhook(secret).verify(after.body, headersOf(after))).toMatchObject({ type: 'run.succeeded' });
+    expect(() => new Webhook(webhook.secret).verify(after.body, headersOf(after))).toThrow();
+    await forgetEarlierWebhooks();
+  });
+
+  it('records nothing for a disabled webhook and ends its pending deliveries failed; enabled again, it delivers', async () => {
+    await forgetEarlierWebhooks();
+    const receiver = await startReceiver(() => 204);
+    receivers.push(receiver);
+    const webhook = await createWebhook(receiver.url, ['run.aborted']);
+    const sender = dispatcher({ retrySchedule: [] });
+    expect(await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.aborted', run })).toBe(1);
+
+    const disabled = await server.api(`/v1/webhooks/${webhook.id}`, {
+      method: 'PATCH',
+      body: { enabled: false },
+    });
+    expect(disabled.body.webhook.enabled).toBe(false);
+    const [pending] = await deliveriesOf(webhook.id);
+    expect(pending).toMatchObject({ status: 'failed', attempts: 0, lastError: 'The webhook was disabled.' });
+    expect(await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.aborted', run })).toBe(0);
+    expect(await sender.dispatchDue()).toBe(0);
+    expect(receiver.received).toEqual([]);
+
+    await server.api(`/v1/webhooks/${webhook.id}`, { method: 'PATCH', body: { enabled: true } });
+    expect(await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.aborted', run })).toBe(1);
+    expect(await sender.dispatchDue()).toBe(1);
+    expect(receiver.received).toHaveLength(1);
+    const deliveries = await deliveriesOf(webhook.id);
+    expect(deliveries.map((delivery) => delivery.status)).toEqual(['delivered', 'failed']);
+    expect(receiver.received[0]!.headers['webhook-id']).toBe(deliveries[0]!.id);
+    await forgetEarlierWebhooks();
+  });
+
+  it('sends a failed delivery again, with its id and a fresh schedule, once the receiver is back', async () => {
+    await forgetEarlierWebhooks();
+    let up = false;
+    const receiver = await startReceiver(() => (up ? 204 : 500));
+    receivers.push(receiver);
+    const webhook = await createWebhook(receiver.url, ['run.failed']);
+    await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.failed', run });
+    const [recorded] = await deliveriesOf(webhook.id);
+    const retry = (deliveryId: string) =>
+      server.api(`/v1/webhooks/${webhook.id}/deliveries/${deliveryId}/retry`, { method: 'POST' });
+
+    // Pending, it is sent on its schedule: a retry asked for now is refused.
+    const early = await retry(recorded!.id);
+    expect(early.status).toBe(409);
+    expect(early.body.error.code).toBe('delivery_pending');
+
+    dispatcher({ retrySchedule: [10] }).start();
+    await pollUntil(
+      () => deliveriesOf(webhook.id),
+      (items) => items[0]?.status === 'failed',
+    );
+    expect(receiver.received).toHaveLength(2);
+
+    up = true;
+    const retried = await retry(recorded!.id);
+    expect(retried.status).toBe(200);
+    expect(retried.body.delivery).toMatchObject({
+      id: recorded!.id,
+      status: 'pending',
+      attempts: 0,
+      lastStatusCode: null,
+      lastError: null,
+      deliveredAt: null,
+    });
+    expect(retried.body.delivery.nextAttemptAt).not.toBeNull();
+    const [delivered] = await pollUntil(
+      () => deliveriesOf(webhook.id),
+      (items) => items[0]?.status === 'delivered',
+    );
+    expect(delivered).toMatchObject({ id: recorded!.id, attempts: 1, lastStatusCode: 204, lastError: null });
+    expect(receiver.received).toHaveLength(3);
+    expect(new Set(receiver.received.map((request) => request.headers['webhook-id']))).toEqual(
+      new Set([recorded!.id]),
+    );
+    expect(
+      new Webhook(webhook.secret).verify(receiver.received[2]!.body, headersOf(receiver.received[2]!)),
+    ).toMatchObject({ type: 'run.failed' });
+
+    // A delivered one goes again too; a disabled webhook's does not.
+    expect((await retry(recorded!.id)).status).toBe(200);
+    await pollUntil(
+      () => receiver.received.length,
+      (count) => count === 4,
+    );
+    await pollUntil(
+      () => deliveriesOf(webhook.id),
+      (items) => items[0]?.status === 'delivered',
+    );
+    await server.api(`/v1/webhooks/${webhook.id}`, { method: 'PATCH', body: { enabled: false } });
+    const refused = await retry(recorded!.id);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.code).toBe('webhook_disabled');
+    expect((await deliveriesOf(webhook.id))[0]).toMatchObject({ status: 'delivered' });
+    await forgetEarlierWebhooks();
+  });
 });
 
 describe.skipIf(!process.env.DATABASE_URL)('webhook dispatchers racing on PostgreSQL', () => {
@@ -819,5 +1144,35 @@ describe.each(STORE_KINDS)('webhooks of a run’s ending on %s', (kind) => {
       { timeoutMs: 10_000 },
     );
     expect(JSON.parse(receiver.received[0]!.body)).toMatchObject({ data: { run: { id: run.id } } });
+  });
+
+  it('sends a retried delivery at once, without waiting for the next poll', async () => {
+    const receiver = await startReceiver(() => 204);
+    receivers.push(receiver);
+    const created = await server.api('/v1/webhooks', {
+      method: 'POST',
+      body: { url: receiver.url, events: ['run.succeeded'] },
+    });
+    const webhookId = created.body.webhook.id as string;
+    await server.waitForRun((await server.startRun(await server.createChat(), {})).id);
+    const [delivery] = await pollUntil(
+      async () => (await server.api(`/v1/webhooks/${webhookId}/deliveries`)).body.items,
+      (items) => items[0]?.status === 'delivered',
+      { timeoutMs: 10_000 },
+    );
+    const retried = await server.api(`/v1/webhooks/${webhookId}/deliveries/${delivery.id}/retry`, {
+      method: 'POST',
+    });
+    expect(retried.status).toBe(200);
+    // The poll is ten minutes: only the retry's nudge sends it within the test.
+    await pollUntil(
+      async () => receiver.received.length,
+      (received) => received === 2,
+      { timeoutMs: 10_000 },
+    );
+    expect(receiver.received.map((request) => request.headers['webhook-id'])).toEqual([
+      delivery.id,
+      delivery.id,
+    ]);
   });
 });

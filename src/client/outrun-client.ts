@@ -29,6 +29,8 @@ import type {
 import type {
   CreatedWebhook,
   CreateWebhookOptions,
+  RotatedWebhookSecret,
+  UpdateWebhookOptions,
   WebhookDeliveryObject,
   WebhookObject,
 } from '../protocol/webhook.ts';
@@ -142,6 +144,29 @@ export interface OutrunClient {
   listWebhooks(options?: PageOptions & RequestOptions): Promise<Page<WebhookObject>>;
   /** A webhook of the workspace, without its secret. */
   getWebhook(webhookId: string, options?: RequestOptions): Promise<WebhookObject>;
+  /**
+   * Changes a webhook's `url`, `events` or `enabled` (workspace admins only). Disabling it ends its pending
+   * deliveries `failed`; `retryDelivery` sends one again once it is enabled.
+   */
+  updateWebhook(
+    webhookId: string,
+    patch: UpdateWebhookOptions,
+    options?: RequestOptions,
+  ): Promise<WebhookObject>;
+  /**
+   * Gives a webhook a new signing `secret`, returned this once (workspace admins only); the one it replaces
+   * signs beside it until `webhook.previousSecretExpiresAt` (24 h).
+   */
+  rotateWebhookSecret(webhookId: string, options?: RequestOptions): Promise<RotatedWebhookSecret>;
+  /**
+   * Sends a `delivered` or `failed` delivery again, now, with the same id (workspace admins only); answers the
+   * delivery, `pending`. A pending one is a 409 `delivery_pending`, one of a disabled webhook `webhook_disabled`.
+   */
+  retryDelivery(
+    webhookId: string,
+    deliveryId: string,
+    options?: RequestOptions,
+  ): Promise<WebhookDeliveryObject>;
   /** Deletes a webhook (workspace admins only); its pending deliveries end `failed`. */
   deleteWebhook(webhookId: string, options?: RequestOptions): Promise<void>;
   /** A webhook's deliveries, newest first, with their attempts and payloads. */
@@ -351,6 +376,23 @@ export function createOutrunClient(options: OutrunClientOptions): OutrunClient {
       request<Page<WebhookObject>>('GET', '/v1/webhooks', { query: page(options), signal: options.signal }),
     getWebhook: async (webhookId, options = {}) =>
       (await request<{ webhook: WebhookObject }>('GET', `/v1/webhooks/${id(webhookId)}`, options)).webhook,
+    updateWebhook: async (webhookId, patch, options = {}) =>
+      (
+        await request<{ webhook: WebhookObject }>('PATCH', `/v1/webhooks/${id(webhookId)}`, {
+          body: patch,
+          signal: options.signal,
+        })
+      ).webhook,
+    rotateWebhookSecret: (webhookId, options = {}) =>
+      request<RotatedWebhookSecret>('POST', `/v1/webhooks/${id(webhookId)}/rotate-secret`, options),
+    retryDelivery: async (webhookId, deliveryId, options = {}) =>
+      (
+        await request<{ delivery: WebhookDeliveryObject }>(
+          'POST',
+          `/v1/webhooks/${id(webhookId)}/deliveries/${id(deliveryId)}/retry`,
+          options,
+        )
+      ).delivery,
     deleteWebhook: (webhookId, options = {}) =>
       request<void>('DELETE', `/v1/webhooks/${id(webhookId)}`, options),
     listWebhookDeliveries: (webhookId, options = {}) =>

@@ -18,7 +18,12 @@ import {
   StopChatBody,
   StreamQuery,
 } from './routes/run-routes.ts';
-import { CreateWebhookBody, DeliveryListQuery, WebhookListQuery } from './routes/webhook-routes.ts';
+import {
+  CreateWebhookBody,
+  DeliveryListQuery,
+  UpdateWebhookBody,
+  WebhookListQuery,
+} from './routes/webhook-routes.ts';
 import * as wire from './wire-schemas.ts';
 
 /** The HTTP methods the API uses. */
@@ -441,6 +446,36 @@ export const ROUTES: RouteDoc[] = [
     responses: { 200: json('The webhook.', wire.WebhookResponse) },
   },
   {
+    method: 'PATCH',
+    path: '/v1/webhooks/:webhookId',
+    summary:
+      'Change a webhook’s `url`, `events` or `enabled` (workspace admins); disabling it ends its pending ' +
+      'deliveries `failed`.',
+    tags: ['webhooks'],
+    body: UpdateWebhookBody,
+    responses: { 200: json('The webhook.', wire.WebhookResponse) },
+    errors: [403],
+  },
+  {
+    method: 'POST',
+    path: '/v1/webhooks/:webhookId/rotate-secret',
+    summary:
+      'A new signing secret, shown once (workspace admins); the one it replaces signs beside it for 24 h.',
+    tags: ['webhooks'],
+    responses: { 200: json('The webhook and its new secret.', wire.WebhookSecretRotated) },
+    errors: [403],
+  },
+  {
+    method: 'POST',
+    path: '/v1/webhooks/:webhookId/deliveries/:deliveryId/retry',
+    summary:
+      'Send a delivered or failed delivery again, now, with the same id and a fresh retry schedule ' +
+      '(workspace admins); `409 delivery_pending` while it is pending, `409 webhook_disabled` for a disabled webhook.',
+    tags: ['webhooks'],
+    responses: { 200: json('The delivery, pending.', wire.DeliveryResponse) },
+    errors: [403, 409],
+  },
+  {
     method: 'DELETE',
     path: '/v1/webhooks/:webhookId',
     summary: 'Delete a webhook (workspace admins).',
@@ -467,7 +502,9 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   401: 'No, unknown or revoked API key (`unauthorized`).',
   403: 'The key’s role may not do this (`forbidden`).',
   404: 'Not found, or not the caller’s (`not_found`).',
-  409: 'Conflict: the chat already has an active run (`run_already_active`, with `runId`).',
+  409:
+    'Conflict: the chat already has an active run (`run_already_active`, with `runId`), or the resource is not ' +
+    'in a state that allows this (`run_not_waiting`, `delivery_pending`, `webhook_disabled`, …).',
   410: 'The run’s events were deleted past `OUTRUN_EVENT_RETENTION_DAYS` (`events_expired`, with `deletedAt`).',
   413: 'The body is larger than the limit (`body_too_large`).',
   414: 'A path segment over 100 characters (`uri_too_long`).',
@@ -482,6 +519,7 @@ const ID_KINDS: Record<string, string> = {
   runId: 'run',
   agentId: 'agent',
   webhookId: 'webhook',
+  deliveryId: 'webhook delivery',
   userId: 'user',
   scheduleId: 'schedule',
   keyId: 'API key',

@@ -188,6 +188,9 @@ export const Webhook = named(
     url: z.string(),
     events: z.array(z.enum(WEBHOOK_EVENTS)),
     enabled: z.boolean(),
+    previousSecretExpiresAt: nullableTimestamp.describe(
+      'Until when the secret the last rotation replaced still signs beside the current one; null when none does.',
+    ),
     createdAt: timestamp,
   }),
 );
@@ -268,7 +271,15 @@ export const WebhookCreated = named(
   'WebhookCreated',
   z.object({ webhook: Webhook, secret: z.string().describe('The signing secret, shown only this once.') }),
 );
+export const WebhookSecretRotated = named(
+  'WebhookSecretRotated',
+  z.object({
+    webhook: Webhook,
+    secret: z.string().describe('The new signing secret, shown only this once.'),
+  }),
+);
 export const WebhookPage = page('WebhookPage', Webhook);
+export const DeliveryResponse = named('DeliveryResponse', z.object({ delivery: WebhookDelivery }));
 export const DeliveryPage = page('DeliveryPage', WebhookDelivery);
 export const MeResponse = named('MeResponse', z.object({ user: User, workspace: Workspace }));
 export const WorkspaceResponse = named('WorkspaceResponse', z.object({ workspace: Workspace }));

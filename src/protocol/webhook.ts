@@ -21,17 +21,23 @@ export const DeliveryStatus = {
   pending: 'pending',
   /** The receiver answered with a 2xx. */
   delivered: 'delivered',
-  /** The retry schedule ran out, or the webhook was deleted first. */
+  /** The retry schedule ran out, or the webhook was deleted or disabled first. */
   failed: 'failed',
 } as const;
 export type DeliveryStatus = (typeof DeliveryStatus)[keyof typeof DeliveryStatus];
 
-/** A webhook as the API shows it; its signing secret is shown only once, when it is created. */
+/** A webhook as the API shows it; its signing secret is shown only once, when it is created or rotated. */
 export interface WebhookObject {
   id: string;
   url: string;
   events: WebhookEvent[];
+  /** A disabled webhook records no deliveries; disabling it ends its pending ones `failed`. */
   enabled: boolean;
+  /**
+   * Until when the secret the last rotation replaced still signs deliveries beside the current one; null when
+   * no previous secret signs.
+   */
+  previousSecretExpiresAt: string | null;
   createdAt: string;
 }
 
@@ -70,6 +76,25 @@ export interface CreateWebhookOptions {
 
 /** A new webhook and its Standard Webhooks signing secret (`whsec_…`), which is shown only this once. */
 export interface CreatedWebhook {
+  webhook: WebhookObject;
+  secret: string;
+}
+
+/** `PATCH /v1/webhooks/:webhookId`: at least one field; each given one replaces the stored one. */
+export interface UpdateWebhookOptions {
+  /** Checked as on create; pending deliveries go to the new URL from their next attempt. */
+  url?: string;
+  /** The events to deliver from now on (deliveries already recorded still go out). */
+  events?: WebhookEvent[];
+  /** `false` stops deliveries: nothing new is recorded and pending deliveries end `failed`. */
+  enabled?: boolean;
+}
+
+/**
+ * `POST /v1/webhooks/:webhookId/rotate-secret`: the webhook and its new signing secret, shown only this once.
+ * The replaced secret signs beside it until `webhook.previousSecretExpiresAt`.
+ */
+export interface RotatedWebhookSecret {
   webhook: WebhookObject;
   secret: string;
 }

@@ -15,6 +15,7 @@ import * as eventRetention from './migrations/0013-event-retention.ts';
 import * as webhookDeliveryRetention from './migrations/0014-webhook-delivery-retention.ts';
 import * as spendOutsideSteps from './migrations/0015-spend-outside-steps.ts';
 import * as lostExecutions from './migrations/0016-lost-executions.ts';
+import * as webhookSecretRotation from './migrations/0017-webhook-secret-rotation.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -34,6 +35,7 @@ const migrations: Record<string, Migration> = {
   '0014-webhook-delivery-retention': webhookDeliveryRetention,
   '0015-spend-outside-steps': spendOutsideSteps,
   '0016-lost-executions': lostExecutions,
+  '0017-webhook-secret-rotation': webhookSecretRotation,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

@@ -163,6 +163,9 @@ export interface WebhooksTable {
   url: string;
   /** The Standard Webhooks signing secret, `whsec_<base64>`. */
   secret: string;
+  /** The secret the last rotation replaced: it signs beside `secret` until `previous_secret_expires_at`. */
+  previous_secret: ColumnType<string | null, string | null | undefined, string | null>;
+  previous_secret_expires_at: NullableTimestamp;
   events: Json<string[]>;
   enabled: ColumnType<boolean, boolean | undefined, boolean>;
   created_at: Timestamp;

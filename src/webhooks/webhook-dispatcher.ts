@@ -104,6 +104,8 @@ interface ClaimedDelivery {
   /** The webhook's URL and secret; null when it was deleted or disabled since. */
   url: string | null;
   secret: string | null;
+  /** The secret a rotation replaced, while it still signs beside `secret`; else null. */
+  previous_secret: string | null;
   /** The `next_attempt_at` this claim wrote: the fence of its attempt's update. */
   leaseUntil: Date;
 }
@@ -383,7 +385,7 @@ export class WebhookDispatcher {
     const leaseUntil = new Date(now.getTime() + this.#claimLeaseMs);
     const result = await sql<Omit<ClaimedDelivery, 'leaseUntil'>>`
       with due as (
-        select id from webhook_deliveries
+        select id, webhook_id from webhook_deliveries
         where status = 'pending' and next_attempt_at <= ${now}
           ${only !== undefined ? sql`and webhook_id = ${only}` : sql``}
           ${skip.length > 0 ? sql`and webhook_id <> all(${skip}::text[])` : sql``}
@@ -393,11 +395,10 @@ export class WebhookDispatcher {
       )
       update webhook_deliveries d
       set next_attempt_at = ${leaseUntil}
-      from due
+      from due left join webhooks w on w.id = due.webhook_id and w.enabled
       where d.id = due.id
-      returning d.id, d.webhook_id, d.attempts, d.payload::text as payload,
-        (select w.url from webhooks w where w.id = d.webhook_id and w.enabled) as url,
-        (select w.secret from webhooks w where w.id = d.webhook_id and w.enabled) as secret`.execute(
+      returning d.id, d.webhook_id, d.attempts, d.payload::text as payload, w.url, w.secret,
+        case when w.previous_secret_expires_at > ${now} then w.previous_secret end as previous_secret`.execute(
       this.#db,
     );
     return result.rows.map((row) => ({ ...row, leaseUntil }));
@@ -416,7 +417,12 @@ export class WebhookDispatcher {
     try {
       await assertOutboundUrl(delivery.url, { allowPrivate: this.#allowPrivate, resolve: this.#resolve });
       const timestamp = this.#now();
-      const signature = new Webhook(delivery.secret).sign(delivery.id, timestamp, delivery.payload);
+      // After a rotation, a signature by each secret (space-separated, as Standard Webhooks allows): a
+      // receiver verifying with either one accepts.
+      const signature = [delivery.secret, delivery.previous_secret]
+        .filter((secret) => secret !== null)
+        .map((secret) => new Webhook(secret).sign(delivery.id, timestamp, delivery.payload))
+        .join(' ');
       const response = await this.#fetch(delivery.url, {
         method: 'POST',
         headers: {

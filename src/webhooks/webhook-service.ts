@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import type { Caller } from '../auth/auth-service.ts';
-import { InvalidRequestError, NotFoundError } from '../errors.ts';
+import { ConflictError, InvalidRequestError, NotFoundError } from '../errors.ts';
 import { newId } from '../ids.ts';
 import { assertOutboundUrl, OutboundUrlError } from '../net/outbound-url.ts';
 import type { Page } from '../protocol/wire.ts';
@@ -11,17 +11,31 @@ import {
   WEBHOOK_EVENTS,
   type CreatedWebhook,
   type CreateWebhookOptions,
+  type RotatedWebhookSecret,
+  type UpdateWebhookOptions,
   type WebhookDeliveryObject,
   type WebhookObject,
   type WebhookPayload,
 } from '../protocol/webhook.ts';
 import type { Database, WebhookDeliveryRow, WebhookRow } from '../store/schema.ts';
 
-const toWebhookObject = (row: WebhookRow): WebhookObject => ({
+/** How long the secret a rotation replaces keeps signing deliveries beside the new one. */
+export const PREVIOUS_SECRET_SIGNS_MS = 24 * 60 * 60_000;
+
+/** The last error of a pending delivery that disabling its webhook ended `failed`. */
+const DISABLED_ERROR = 'The webhook was disabled.';
+
+const toWebhookObject = (row: WebhookRow, now: Date): WebhookObject => ({
   id: row.id,
   url: row.url,
   events: row.events as WebhookEvent[],
   enabled: row.enabled,
+  previousSecretExpiresAt:
+    row.previous_secret !== null &&
+    row.previous_secret_expires_at !== null &&
+    row.previous_secret_expires_at > now
+      ? row.previous_secret_expires_at.toISOString()
+      : null,
   createdAt: row.created_at.toISOString(),
 });
 
@@ -57,26 +71,40 @@ export interface WebhookServiceOptions {
   db: Kysely<Database>;
   /** Webhook URLs may point at private and loopback addresses. @default false */
   allowPrivateUrls?: boolean;
+  /** Called after a commit that made a delivery due at once (a retry): the dispatcher's `nudge`. */
+  onDeliveriesDue?: () => void;
+  /** The clock: when a rotated-out secret stops signing. @default () => new Date() */
+  now?: () => Date;
 }
 
 /** Webhooks of a workspace and their deliveries. Every query is scoped to the caller's workspace. */
 export class WebhookService {
   readonly #db: Kysely<Database>;
   readonly #allowPrivateUrls: boolean;
+  readonly #onDeliveriesDue: () => void;
+  readonly #now: () => Date;
 
   constructor(options: WebhookServiceOptions) {
     this.#db = options.db;
     this.#allowPrivateUrls = options.allowPrivateUrls ?? false;
+    this.#onDeliveriesDue = options.onDeliveriesDue ?? (() => {});
+    this.#now = options.now ?? (() => new Date());
   }
 
-  /** Registers a webhook; its signing secret is returned this once. */
-  async create(caller: Caller, options: CreateWebhookOptions): Promise<CreatedWebhook> {
-    const url = await assertOutboundUrl(options.url, { allowPrivate: this.#allowPrivateUrls }).catch(
+  /** The URL as it is stored, or a 400 naming `url` when it may not be delivered to. */
+  async #checkUrl(url: string): Promise<string> {
+    const checked = await assertOutboundUrl(url, { allowPrivate: this.#allowPrivateUrls }).catch(
       (error: unknown) => {
         if (!(error instanceof OutboundUrlError)) throw error;
         throw new InvalidRequestError(`url: ${error.message}`, { field: 'url', problem: error.problem });
       },
     );
+    return checked.toString();
+  }
+
+  /** Registers a webhook; its signing secret is returned this once. */
+  async create(caller: Caller, options: CreateWebhookOptions): Promise<CreatedWebhook> {
+    const url = await this.#checkUrl(options.url);
     const secret = generateWebhookSecret();
     const events = [...new Set(options.events ?? WEBHOOK_EVENTS)];
     const row = await this.#db
@@ -84,13 +112,121 @@ export class WebhookService {
       .values({
         id: newId('webhook'),
         workspace_id: caller.workspaceId,
-        url: url.toString(),
+        url,
         secret,
         events: JSON.stringify(events),
       })
       .returningAll()
       .executeTakeFirstOrThrow();
-    return { webhook: toWebhookObject(row), secret };
+    return { webhook: toWebhookObject(row, this.#now()), secret };
+  }
+
+  /**
+   * Changes a webhook's URL, events or `enabled`. Disabling it ends its pending deliveries `failed` in the same
+   * transaction (as deleting does): a disabled webhook records no new deliveries, so none of its events wait
+   * for it to be enabled again; each finished delivery can be sent again with `retryDelivery` once it is.
+   */
+  async update(caller: Caller, webhookId: string, options: UpdateWebhookOptions): Promise<WebhookObject> {
+    const changes: { url?: string; events?: string; enabled?: boolean } = {};
+    if (options.url !== undefined) changes.url = await this.#checkUrl(options.url);
+    if (options.events !== undefined) changes.events = JSON.stringify([...new Set(options.events)]);
+    if (options.enabled !== undefined) changes.enabled = options.enabled;
+    if (Object.keys(changes).length === 0) {
+      throw new InvalidRequestError('Send at least one of url, events and enabled.');
+    }
+    return this.#db.transaction().execute(async (tx) => {
+      const row = await tx
+        .updateTable('webhooks')
+        .set(changes)
+        .where('id', '=', webhookId)
+        .where('workspace_id', '=', caller.workspaceId)
+        .returningAll()
+        .executeTakeFirst();
+      if (!row) throw new NotFoundError('webhook', webhookId);
+      if (!row.enabled) {
+        await tx
+          .updateTable('webhook_deliveries')
+          .set({ status: DeliveryStatus.failed, last_error: DISABLED_ERROR })
+          .where('webhook_id', '=', webhookId)
+          .where('status', '=', DeliveryStatus.pending)
+          .execute();
+      }
+      return toWebhookObject(row, this.#now());
+    });
+  }
+
+  /**
+   * Gives a webhook a new signing secret, returned this once. The one it replaces keeps signing beside it for
+   * `PREVIOUS_SECRET_SIGNS_MS`, so a receiver verifying with either accepts; a rotation within that window
+   * drops the older one (only one previous secret is kept).
+   */
+  async rotateSecret(caller: Caller, webhookId: string): Promise<RotatedWebhookSecret> {
+    const secret = generateWebhookSecret();
+    const expiresAt = new Date(this.#now().getTime() + PREVIOUS_SECRET_SIGNS_MS);
+    const row = await this.#db
+      .updateTable('webhooks')
+      // The right-hand `secret` is the row's value before this update.
+      .set((eb) => ({ previous_secret: eb.ref('secret'), previous_secret_expires_at: expiresAt, secret }))
+      .where('id', '=', webhookId)
+      .where('workspace_id', '=', caller.workspaceId)
+      .returningAll()
+      .executeTakeFirst();
+    if (!row) throw new NotFoundError('webhook', webhookId);
+    return { webhook: toWebhookObject(row, this.#now()), secret };
+  }
+
+  /**
+   * Sends a finished (`delivered` or `failed`) delivery again: it becomes `pending`, due now, with a fresh
+   * retry schedule, and keeps its id, which receivers deduplicate on. A pending delivery is a 409
+   * `delivery_pending`; one of a disabled webhook a 409 `webhook_disabled`.
+   */
+  async retryDelivery(caller: Caller, webhookId: string, deliveryId: string): Promise<WebhookDeliveryObject> {
+    await this.get(caller, webhookId);
+    const row = await this.#db
+      .updateTable('webhook_deliveries')
+      .set({
+        status: DeliveryStatus.pending,
+        attempts: 0,
+        next_attempt_at: sql<Date>`now()`,
+        last_status_code: null,
+        last_error: null,
+        delivered_at: null,
+      })
+      .where('id', '=', deliveryId)
+      .where('webhook_id', '=', webhookId)
+      .where('workspace_id', '=', caller.workspaceId)
+      .where('status', '<>', DeliveryStatus.pending)
+      .where((eb) =>
+        eb.exists(
+          eb.selectFrom('webhooks').select('id').where('id', '=', webhookId).where('enabled', '=', true),
+        ),
+      )
+      .returningAll()
+      .executeTakeFirst();
+    if (row) {
+      this.#onDeliveriesDue();
+      return toDeliveryObject(row);
+    }
+    // Nothing changed: say why.
+    const delivery = await this.#db
+      .selectFrom('webhook_deliveries')
+      .select(['status', 'next_attempt_at'])
+      .where('id', '=', deliveryId)
+      .where('webhook_id', '=', webhookId)
+      .where('workspace_id', '=', caller.workspaceId)
+      .executeTakeFirst();
+    if (!delivery) throw new NotFoundError('delivery', deliveryId);
+    if (!(await this.get(caller, webhookId)).enabled) {
+      throw new ConflictError(
+        'webhook_disabled',
+        'The webhook is disabled: enable it, then retry the delivery.',
+      );
+    }
+    throw new ConflictError(
+      'delivery_pending',
+      'This delivery is still pending: it is sent on its retry schedule; retry it once it is delivered or failed.',
+      { nextAttemptAt: delivery.next_attempt_at.toISOString() },
+    );
   }
 
   /** The workspace's webhooks, newest first, without their secrets. */
@@ -101,7 +237,11 @@ export class WebhookService {
       .orderBy('id', 'desc')
       .limit(options.limit + 1)
       .execute();
-    return pageOf(rows.map(toWebhookObject), options.limit);
+    const now = this.#now();
+    return pageOf(
+      rows.map((row) => toWebhookObject(row, now)),
+      options.limit,
+    );
   }
 
   async get(caller: Caller, webhookId: string): Promise<WebhookObject> {
@@ -112,7 +252,7 @@ export class WebhookService {
       .where('workspace_id', '=', caller.workspaceId)
       .executeTakeFirst();
     if (!row) throw new NotFoundError('webhook', webhookId);
-    return toWebhookObject(row);
+    return toWebhookObject(row, this.#now());
   }
 
   /** Deletes a webhook; its pending deliveries end `failed`, its delivery history stays listable by id. */

@@ -91,7 +91,7 @@ describe.skipIf(!chromiumAvailable())('web app: usage and webhooks, in Chromium'
     }
   });
 
-  it('adds a webhook, shows its secret once, and that secret verifies a real delivery; then deletes it', async () => {
+  it('adds a webhook, shows its secret once, verifies a real delivery with it, retries it, rotates the secret, disables and enables it, then deletes it', async () => {
     const receiver = await startReceiver(() => 204);
     try {
       const { page, errors } = await open(`/usage#key=${ADMIN_KEY}`);
@@ -150,9 +150,42 @@ describe.skipIf(!chromiumAvailable())('web app: usage and webhooks, in Chromium'
         .toMatch(/run\.succeeded\s*delivered\s*1\s*204/);
       await screenshot(page, 'webhooks');
 
+      // Retry sends the delivered delivery again, with the same webhook-id.
+      await deliveries.locator('tbody tr').first().getByRole('button', { name: 'Retry' }).click();
+      await expect.poll(() => receiver.received.length, { timeout: 10_000 }).toBe(2);
+      expect(receiver.received[1]!.headers['webhook-id']).toBe(receiver.received[0]!.headers['webhook-id']);
+
       await page.reload();
       await expect.poll(() => page.locator('.webhook-list').textContent()).toContain(receiver.url);
       expect(await page.getByLabel(/Signing secret/).count()).toBe(0);
+
+      // Rotating asks first, then shows the new secret once; the old one keeps signing for a day.
+      await page.getByRole('button', { name: `Rotate secret of ${receiver.url}` }).click();
+      expect(await page.getByText('Rotate the signing secret?').isVisible()).toBe(true);
+      await page.getByRole('button', { name: 'Rotate', exact: true }).click();
+      const rotatedField = page.getByLabel(/New signing secret/);
+      await expect.poll(() => rotatedField.inputValue()).toMatch(/^whsec_/);
+      const rotated = await rotatedField.inputValue();
+      expect(rotated).not.toBe(secret);
+      expect(await page.locator('.webhook-secret').textContent()).toContain('previous secret too until');
+      await expect
+        .poll(() => page.locator('.webhook-list').textContent())
+        .toContain('previous secret signs until');
+      await page.getByRole('button', { name: 'Done' }).click();
+      expect(await page.getByLabel(/New signing secret/).count()).toBe(0);
+
+      // Disabled, its finished deliveries cannot be retried; enabled again, they can.
+      await page.getByRole('button', { name: `Disable ${receiver.url}` }).click();
+      await expect.poll(async () => (await web.server.api('/v1/webhooks')).body.items[0].enabled).toBe(false);
+      const disabledBadge = page.locator('.webhook-list').getByText('disabled', { exact: true });
+      await expect.poll(() => disabledBadge.isVisible()).toBe(true);
+      await page.getByRole('button', { name: 'Deliveries' }).click();
+      const retryButton = deliveries.locator('tbody tr').first().getByRole('button', { name: 'Retry' });
+      await expect.poll(() => retryButton.isDisabled()).toBe(true);
+      await page.getByRole('button', { name: `Enable ${receiver.url}` }).click();
+      await expect.poll(async () => (await web.server.api('/v1/webhooks')).body.items[0].enabled).toBe(true);
+      await expect.poll(() => retryButton.isEnabled()).toBe(true);
+      expect(await disabledBadge.count()).toBe(0);
 
       await page.getByRole('button', { name: `Delete ${receiver.url}` }).click();
       expect(await page.getByText('Delete this webhook?').isVisible()).toBe(true);

@@ -4,6 +4,7 @@ import {
   WEBHOOK_EVENTS,
   type CreatedWebhook,
   type DeliveryStatus,
+  type RotatedWebhookSecret,
   type WebhookDeliveryObject,
   type WebhookEvent,
   type WebhookObject,
@@ -30,10 +31,16 @@ const DELIVERY_BADGES: Record<DeliveryStatus, string> = {
   failed: 'badge-failed',
 };
 
-/** The workspace's webhooks: list, add (its signing secret shown once), delete, and recent deliveries. */
+/** A signing secret to show once: a new webhook's, or a rotated one's. */
+type ShownSecret = (CreatedWebhook | RotatedWebhookSecret) & { rotated: boolean };
+
+/**
+ * The workspace's webhooks: list, add (its signing secret shown once), enable or disable, rotate the secret
+ * (the new one shown once), delete, and recent deliveries, each finished one sendable again.
+ */
 export function WebhooksPanel({ client, isAdmin }: { client: OutrunClient; isAdmin: boolean }) {
   const [webhooks, setWebhooks] = useState<WebhookObject[] | null>(null);
-  const [created, setCreated] = useState<CreatedWebhook | null>(null);
+  const [shown, setShown] = useState<ShownSecret | null>(null);
   const [error, setError] = useState<string | null>(null);
 
   const load = useCallback(async () => {
@@ -52,7 +59,23 @@ export function WebhooksPanel({ client, isAdmin }: { client: OutrunClient; isAdm
   const remove = async (webhook: WebhookObject) => {
     try {
       await client.deleteWebhook(webhook.id);
-      if (created?.webhook.id === webhook.id) setCreated(null);
+      if (shown?.webhook.id === webhook.id) setShown(null);
+      await load();
+    } catch (caught) {
+      setError(explainError(caught as Error));
+    }
+  };
+  const setEnabled = async (webhook: WebhookObject, enabled: boolean) => {
+    try {
+      await client.updateWebhook(webhook.id, { enabled });
+      await load();
+    } catch (caught) {
+      setError(explainError(caught as Error));
+    }
+  };
+  const rotate = async (webhook: WebhookObject) => {
+    try {
+      setShown({ ...(await client.rotateWebhookSecret(webhook.id)), rotated: true });
       await load();
     } catch (caught) {
       setError(explainError(caught as Error));
@@ -66,18 +89,25 @@ export function WebhooksPanel({ client, isAdmin }: { client: OutrunClient; isAdm
         for a person.
       </p>
       <ErrorBanner message={error} />
-      {created ? <NewSecret created={created} onDone={() => setCreated(null)} /> : null}
+      {shown ? <NewSecret shown={shown} onDone={() => setShown(null)} /> : null}
       {webhooks === null && !error ? <div className="empty">Loading…</div> : null}
       {webhooks?.length === 0 ? <p className="muted">No webhooks yet.</p> : null}
       <ul className="webhook-list">
         {webhooks?.map((webhook) => (
-          <WebhookItem key={webhook.id} client={client} webhook={webhook} onDelete={() => remove(webhook)} />
+          <WebhookItem
+            key={webhook.id}
+            client={client}
+            webhook={webhook}
+            onDelete={() => remove(webhook)}
+            onSetEnabled={(enabled) => setEnabled(webhook, enabled)}
+            onRotate={() => rotate(webhook)}
+          />
         ))}
       </ul>
       <NewWebhook
         client={client}
         onCreated={(result) => {
-          setCreated(result);
+          setShown({ ...result, rotated: false });
           void load();
         }}
       />
@@ -85,19 +115,23 @@ export function WebhooksPanel({ client, isAdmin }: { client: OutrunClient; isAdm
   );
 }
 
-function NewSecret({ created, onDone }: { created: CreatedWebhook; onDone: () => void }) {
+function NewSecret({ shown, onDone }: { shown: ShownSecret; onDone: () => void }) {
+  const previousUntil = shown.rotated ? shown.webhook.previousSecretExpiresAt : null;
   return (
     <div className="webhook-secret" role="status">
       <label>
-        Signing secret for {created.webhook.url}
-        <input readOnly value={created.secret} onFocus={(event) => event.target.select()} />
+        {shown.rotated ? 'New signing secret' : 'Signing secret'} for {shown.webhook.url}
+        <input readOnly value={shown.secret} onFocus={(event) => event.target.select()} />
       </label>
       <p className="small">
         Copy it now: it will not be shown again. Verify each delivery’s <code>webhook-signature</code> header
         with it.
+        {previousUntil
+          ? ` Deliveries are signed with the previous secret too until ${formatTime(previousUntil)}: switch your receiver to this one before then.`
+          : null}
       </p>
       <div className="form-actions">
-        <CopyButton text={created.secret} />
+        <CopyButton text={shown.secret} />
         <button type="button" className="small" onClick={onDone}>
           Done
         </button>
@@ -106,22 +140,43 @@ function NewSecret({ created, onDone }: { created: CreatedWebhook; onDone: () =>
   );
 }
 
-function WebhookItem(props: { client: OutrunClient; webhook: WebhookObject; onDelete: () => Promise<void> }) {
-  const { client, webhook, onDelete } = props;
-  const [confirming, setConfirming] = useState(false);
+/** What a webhook item asks to be confirmed. */
+type Confirming = 'delete' | 'rotate' | null;
+
+function WebhookItem(props: {
+  client: OutrunClient;
+  webhook: WebhookObject;
+  onDelete: () => Promise<void>;
+  onSetEnabled: (enabled: boolean) => Promise<void>;
+  onRotate: () => Promise<void>;
+}) {
+  const { client, webhook, onDelete, onSetEnabled, onRotate } = props;
+  const [confirming, setConfirming] = useState<Confirming>(null);
   const [busy, setBusy] = useState(false);
   const [open, setOpen] = useState(false);
+  const act = async (action: () => Promise<void>) => {
+    setBusy(true);
+    try {
+      await action();
+    } finally {
+      setBusy(false);
+      setConfirming(null);
+    }
+  };
 
   return (
-    <li>
+    <li className={webhook.enabled ? '' : 'paused'}>
       <div>
         <strong className="webhook-url">{webhook.url}</strong>
         {webhook.enabled ? null : <span className="badge badge-waiting">disabled</span>}
       </div>
       <div className="muted small">
         {webhook.events.join(', ')} · created {formatTime(webhook.createdAt)}
+        {webhook.previousSecretExpiresAt
+          ? ` · previous secret signs until ${formatTime(webhook.previousSecretExpiresAt)}`
+          : ''}
       </div>
-      {confirming ? (
+      {confirming === 'delete' ? (
         <div className="schedule-actions">
           <span>Delete this webhook? Deliveries not sent yet are dropped.</span>
           <button
@@ -129,19 +184,27 @@ function WebhookItem(props: { client: OutrunClient; webhook: WebhookObject; onDe
             className="small danger"
             autoFocus
             disabled={busy}
-            onClick={async () => {
-              setBusy(true);
-              try {
-                await onDelete();
-              } finally {
-                setBusy(false);
-                setConfirming(false);
-              }
-            }}
+            onClick={() => void act(onDelete)}
           >
             Delete
           </button>
-          <button type="button" className="small" onClick={() => setConfirming(false)}>
+          <button type="button" className="small" onClick={() => setConfirming(null)}>
+            Cancel
+          </button>
+        </div>
+      ) : confirming === 'rotate' ? (
+        <div className="schedule-actions">
+          <span>Rotate the signing secret? The current one keeps signing deliveries for 24 hours.</span>
+          <button
+            type="button"
+            className="small primary"
+            autoFocus
+            disabled={busy}
+            onClick={() => void act(onRotate)}
+          >
+            Rotate
+          </button>
+          <button type="button" className="small" onClick={() => setConfirming(null)}>
             Cancel
           </button>
         </div>
@@ -152,22 +215,46 @@ function WebhookItem(props: { client: OutrunClient; webhook: WebhookObject; onDe
           </button>
           <button
             type="button"
+            className="small"
+            disabled={busy}
+            aria-label={`${webhook.enabled ? 'Disable' : 'Enable'} ${webhook.url}`}
+            title={
+              webhook.enabled
+                ? 'Stop deliveries: nothing new is sent, and deliveries not sent yet end failed (retry them later).'
+                : 'Deliver the events of runs that end from now on.'
+            }
+            onClick={() => void act(() => onSetEnabled(!webhook.enabled))}
+          >
+            {webhook.enabled ? 'Disable' : 'Enable'}
+          </button>
+          <button
+            type="button"
+            className="small"
+            aria-label={`Rotate secret of ${webhook.url}`}
+            onClick={() => setConfirming('rotate')}
+          >
+            Rotate secret
+          </button>
+          <button
+            type="button"
             className="small danger"
             aria-label={`Delete ${webhook.url}`}
-            onClick={() => setConfirming(true)}
+            onClick={() => setConfirming('delete')}
           >
             Delete
           </button>
         </div>
       )}
-      {open ? <Deliveries client={client} webhookId={webhook.id} /> : null}
+      {open ? <Deliveries client={client} webhookId={webhook.id} enabled={webhook.enabled} /> : null}
     </li>
   );
 }
 
-function Deliveries({ client, webhookId }: { client: OutrunClient; webhookId: string }) {
+function Deliveries(props: { client: OutrunClient; webhookId: string; enabled: boolean }) {
+  const { client, webhookId, enabled } = props;
   const [deliveries, setDeliveries] = useState<WebhookDeliveryObject[] | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [retrying, setRetrying] = useState<string | null>(null);
 
   const load = useCallback(async () => {
     try {
@@ -180,6 +267,17 @@ function Deliveries({ client, webhookId }: { client: OutrunClient; webhookId: st
   useEffect(() => {
     void load();
   }, [load]);
+  const retry = async (delivery: WebhookDeliveryObject) => {
+    setRetrying(delivery.id);
+    try {
+      await client.retryDelivery(webhookId, delivery.id);
+      await load();
+    } catch (caught) {
+      setError(explainError(caught as Error));
+    } finally {
+      setRetrying(null);
+    }
+  };
 
   return (
     <div className="deliveries event-log">
@@ -195,6 +293,7 @@ function Deliveries({ client, webhookId }: { client: OutrunClient; webhookId: st
               <th>Attempts</th>
               <th>Last status code</th>
               <th>Created</th>
+              <th aria-label="Actions" />
             </tr>
           </thead>
           <tbody>
@@ -209,6 +308,23 @@ function Deliveries({ client, webhookId }: { client: OutrunClient; webhookId: st
                 <td>{delivery.attempts}</td>
                 <td title={delivery.lastError ?? undefined}>{delivery.lastStatusCode ?? '–'}</td>
                 <td>{formatTime(delivery.createdAt)}</td>
+                <td>
+                  {delivery.status === 'pending' ? null : (
+                    <button
+                      type="button"
+                      className="link small"
+                      disabled={!enabled || retrying !== null}
+                      title={
+                        enabled
+                          ? 'Send it again now, with the same webhook-id.'
+                          : 'Enable the webhook to send it again.'
+                      }
+                      onClick={() => void retry(delivery)}
+                    >
+                      Retry
+                    </button>
+                  )}
+                </td>
               </tr>
             ))}
           </tbody>
