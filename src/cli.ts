@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { assertRedisReachable } from './bus/redis-reachable.ts';
 import { loadConfig } from './config.ts';
 import { createLogger } from './logger.ts';
+import { assertCanListen, describeListenError } from './net/listen-check.ts';
 import { assertDatabaseReachable } from './store/database-reachable.ts';
 
 /** How long start-up waits for the database and Redis before failing with a message naming the variable. */
@@ -70,10 +71,20 @@ async function main(): Promise<void> {
   const { createOutrun } = await import('./app.ts');
   const { faultsFromEnv } = await import('./faults.ts');
   warnIfModelUnavailable(resolveModel, config.defaultModel, logger);
+  // A server that could never answer must fail before its start takes over runs (which its exit would lose).
+  if (command === 'serve') await assertCanListen(config.host, config.port);
   const outrun = await createOutrun({ logger, worker: true, faults: faultsFromEnv(process.env) });
   const { generatedAdminKey } = await outrun.start();
   let url: string | null = null;
-  if (command === 'serve') url = await outrun.listen();
+  if (command === 'serve') {
+    try {
+      url = await outrun.listen();
+    } catch (error) {
+      // Taken since the check: the runs this start took over are handed back, not lost.
+      await outrun.close().catch(() => {});
+      throw describeListenError(error, config.host, config.port);
+    }
+  }
   logger.info({ url, store: outrun.database.kind, model: config.defaultModel }, 'outrun is ready');
   if (generatedAdminKey) {
     // Printed once, on the first start; only its hash is stored.

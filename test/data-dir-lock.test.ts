@@ -1,5 +1,6 @@
 import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
 import { runUntilExit, startServerProcess, type ServerProcess } from './support/server-process.ts';
@@ -95,6 +96,33 @@ describe('the data directory lock', () => {
     expect((await first.exited).signal).toBe('SIGKILL');
     expect(existsSync(join(dataDir, 'outrun.lock')), 'the killed process left its lock').toBe(true);
 
+    const second = await start();
+    const run = await pollUntil(
+      () => client(second.url).run(runId),
+      (current) => current.status !== 'running' && current.status !== 'pending',
+    );
+    expect(run).toMatchObject({ status: 'succeeded', attempt: 2, error: null });
+  });
+
+  it('fails a start on a port in use naming PORT, before it takes over the runs a crash left', async () => {
+    const first = await start();
+    const runId = await client(first.url).startRun({ tokens: 100, delayMs: 30 });
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = String((taken.address() as AddressInfo).port);
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const refused = await runUntilExit({ ...env, PORT: port }, { killAfterMs: REFUSED_EXIT_LIMIT_MS });
+        expect(refused.code, refused.output).toBe(1);
+        expect(refused.output).toContain(`PORT: 127.0.0.1:${port} is already in use`);
+        expect(refused.output).not.toMatch(/run resumed|handed back|ended a run/);
+      }
+    } finally {
+      taken.close();
+    }
+    // The crash cost the run one execution; the refused starts none.
     const second = await start();
     const run = await pollUntil(
       () => client(second.url).run(runId),
