@@ -114,7 +114,7 @@ describe.each(STORE_KINDS)('webhook routes on %s', (kind) => {
     expect(await countWebhooks()).toBe(before);
   });
 
-  it('lets only a workspace admin create or delete, and hides a webhook from other workspaces', async () => {
+  it('lets only a workspace admin read, create or delete, and hides a webhook from other workspaces', async () => {
     const created = await server.api('/v1/webhooks', {
       method: 'POST',
       body: { url: 'https://93.184.216.34/tenancy', events: ['run.failed'] },
@@ -128,7 +128,12 @@ describe.each(STORE_KINDS)('webhook routes on %s', (kind) => {
     });
     expect(memberCreate.status).toBe(403);
     expect((await server.api(`/v1/webhooks/${id}`, { method: 'DELETE', key: memberKey })).status).toBe(403);
-    expect((await server.api(`/v1/webhooks/${id}`, { key: memberKey })).status).toBe(200);
+    // Reads too: a delivery carries its run, whoever's it is (chats are private to their owner).
+    for (const path of ['/v1/webhooks', `/v1/webhooks/${id}`, `/v1/webhooks/${id}/deliveries`]) {
+      const read = await server.api(path, { key: memberKey });
+      expect(read.status, path).toBe(403);
+      expect(read.body.error.code).toBe('forbidden');
+    }
 
     for (const [method, path] of [
       ['GET', `/v1/webhooks/${id}`],

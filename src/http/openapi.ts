@@ -433,17 +433,19 @@ export const ROUTES: RouteDoc[] = [
   {
     method: 'GET',
     path: '/v1/webhooks',
-    summary: 'List the workspace’s webhooks.',
+    summary: 'List the workspace’s webhooks (workspace admins).',
     tags: ['webhooks'],
     query: WebhookListQuery,
     responses: { 200: json('A page of webhooks.', wire.WebhookPage) },
+    errors: [403],
   },
   {
     method: 'GET',
     path: '/v1/webhooks/:webhookId',
-    summary: 'Get a webhook.',
+    summary: 'Get a webhook (workspace admins).',
     tags: ['webhooks'],
     responses: { 200: json('The webhook.', wire.WebhookResponse) },
+    errors: [403],
   },
   {
     method: 'PATCH',
@@ -492,6 +494,7 @@ export const ROUTES: RouteDoc[] = [
     tags: ['webhooks'],
     query: DeliveryListQuery,
     responses: { 200: json('A page of deliveries.', wire.DeliveryPage) },
+    errors: [403],
   },
 ];
 

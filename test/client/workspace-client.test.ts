@@ -98,8 +98,8 @@ describe.each(STORE_KINDS)('the typed client on workspace routes on %s', (kind) 
 
       expect((await admin.listWebhooks({ limit: 100 })).items).toContainEqual(created.webhook);
       expect(await admin.getWebhook(webhookId)).toEqual(created.webhook);
-      // Any member of the workspace reads webhooks.
-      expect(await member.getWebhook(webhookId)).toEqual(created.webhook);
+      // Only admins read webhooks: a delivery carries another user's run.
+      await expect(member.getWebhook(webhookId)).rejects.toMatchObject({ status: 403, code: 'forbidden' });
       expect(await admin.listWebhookDeliveries(webhookId)).toEqual({ items: [], nextCursor: null });
 
       const chat = await admin.createChat();

@@ -31,7 +31,10 @@ const DeliveryParams = z.object({ webhookId: z.string(), deliveryId: z.string() 
 export const WebhookListQuery = PaginationQuery(20, 100);
 export const DeliveryListQuery = PaginationQuery(20, 100);
 
-/** `/v1/webhooks`: any workspace member may read; every write needs a workspace admin. */
+/**
+ * `/v1/webhooks`: workspace admins only, reads included. A delivery carries the run it reports, whoever's it
+ * is (chats are private to their owner), and a URL may hold a token in its query string.
+ */
 export function registerWebhookRoutes(
   app: FastifyInstance,
   context: { auth: AuthService; webhooks: WebhookService },
@@ -48,12 +51,15 @@ export function registerWebhookRoutes(
   app.get('/v1/webhooks', async (request) => {
     const query = WebhookListQuery.parse(request.query);
     if (query.cursor) requireId('webhook', query.cursor);
+    auth.requireAdmin(request.caller);
     return webhooks.list(request.caller, query);
   });
 
-  app.get('/v1/webhooks/:webhookId', async (request) => ({
-    webhook: await webhooks.get(request.caller, webhookId(request.params)),
-  }));
+  app.get('/v1/webhooks/:webhookId', async (request) => {
+    const id = webhookId(request.params);
+    auth.requireAdmin(request.caller);
+    return { webhook: await webhooks.get(request.caller, id) };
+  });
 
   app.patch('/v1/webhooks/:webhookId', async (request) => {
     const id = webhookId(request.params);
@@ -87,6 +93,7 @@ export function registerWebhookRoutes(
     const id = webhookId(request.params);
     const query = DeliveryListQuery.parse(request.query);
     if (query.cursor) requireId('delivery', query.cursor);
+    auth.requireAdmin(request.caller);
     return webhooks.deliveries(request.caller, id, query);
   });
 }
