@@ -70,7 +70,7 @@ async function main(): Promise<void> {
   const { resolveModel } = await import('./agent/providers.ts');
   const { createOutrun } = await import('./app.ts');
   const { faultsFromEnv } = await import('./faults.ts');
-  warnIfModelUnavailable(resolveModel, config.defaultModel, logger);
+  checkDefaultModel(resolveModel, config.defaultModel, logger);
   // A server that could never answer must fail before its start takes over runs (which its exit would lose).
   if (command === 'serve') await assertCanListen(config.host, config.port);
   const outrun = await createOutrun({ logger, worker: true, faults: faultsFromEnv(process.env) });
@@ -121,8 +121,11 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-/** Warns (start-up goes on) when `OUTRUN_MODEL` names a provider whose key is not set: runs on it would fail. */
-function warnIfModelUnavailable(
+/**
+ * Checks `OUTRUN_MODEL`: a malformed or unknown id fails start-up, naming the variable; a provider whose key is
+ * not set only warns (start-up goes on; runs on it fail until the key is set and the server restarted).
+ */
+function checkDefaultModel(
   resolveModel: (options: { modelId: string }) => unknown,
   modelId: string,
   logger: { warn: (object: object, message: string) => void },
@@ -130,6 +133,8 @@ function warnIfModelUnavailable(
   try {
     resolveModel({ modelId });
   } catch (error) {
+    const missingKey = (error as { details?: { envVariable?: unknown } }).details?.envVariable;
+    if (missingKey === undefined) throw new Error(`OUTRUN_MODEL: ${(error as Error).message}`);
     logger.warn(
       { model: modelId },
       `OUTRUN_MODEL: ${(error as Error).message} Runs that use the default model will fail until then.`,

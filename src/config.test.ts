@@ -24,6 +24,55 @@ describe('loadConfig: admission settings', () => {
   });
 });
 
+describe('loadConfig: durations and blanks', () => {
+  const problemsOf = (env: Record<string, string>) => {
+    try {
+      loadConfig(env);
+    } catch (caught) {
+      return (caught as ConfigError).problems;
+    }
+    return [];
+  };
+
+  it('refuses a timer longer than Node can wait, and a run wait too long to be a date', () => {
+    for (const variable of [
+      'OUTRUN_SWEEP_INTERVAL_MS',
+      'OUTRUN_KEEP_ALIVE_MS',
+      'OUTRUN_LEASE_MS',
+      'OUTRUN_SHUTDOWN_GRACE_MS',
+      'OUTRUN_STREAM_RECHECK_MS',
+      'OUTRUN_SCHEDULE_POLL_INTERVAL_MS',
+      'OUTRUN_WEBHOOK_POLL_INTERVAL_MS',
+      'OUTRUN_DATABASE_CONNECT_TIMEOUT_MS',
+    ]) {
+      const [problem] = problemsOf({ [variable]: '3000000000' });
+      expect(problem, variable).toMatch(new RegExp(`^${variable}: must be at most 2147483647`));
+      expect(loadConfig({ [variable]: '2147483647' })).toBeTruthy();
+    }
+    expect(problemsOf({ OUTRUN_WAIT_TTL_MS: '9000000000000000' })[0]).toMatch(
+      /^OUTRUN_WAIT_TTL_MS: must be at most/,
+    );
+  });
+
+  it('refuses a webhook claim lease an attempt could outlast', () => {
+    expect(problemsOf({ OUTRUN_WEBHOOK_CLAIM_LEASE_MS: '2000' })[0]).toMatch(
+      /^OUTRUN_WEBHOOK_CLAIM_LEASE_MS: /,
+    );
+    expect(loadConfig({ OUTRUN_WEBHOOK_CLAIM_LEASE_MS: '20000' }).webhookClaimLeaseMs).toBe(20_000);
+  });
+
+  it('reads a value of only spaces as unset, not as 0', () => {
+    const config = loadConfig({ PORT: ' ', OUTRUN_SHUTDOWN_GRACE_MS: '  ' });
+    expect(config.port).toBe(3000);
+    expect(config.shutdownGraceMs).toBe(10_000);
+  });
+
+  it('names the variable once in a message that names it itself', () => {
+    const [problem] = problemsOf({ OUTRUN_CORS_ORIGINS: 'https://a.example.com/' });
+    expect(problem).toMatch(/^OUTRUN_CORS_ORIGINS: "https:\/\/a.example.com\/" is not an origin/);
+  });
+});
+
 describe('loadConfig: the database pool', () => {
   it('defaults to 10 connections and reads OUTRUN_DATABASE_POOL_SIZE', () => {
     expect(loadConfig({}).databasePoolSize).toBe(10);

@@ -26,6 +26,19 @@ function isProxyAddress(entry: string): boolean {
   return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (version === 4 ? 32 : 128);
 }
 
+/** The longest delay a Node timer takes (2³¹−1 ms, about 24.8 days); a longer one fires after 1 ms. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** A duration in milliseconds that a timer waits for: a whole number from `min` to `MAX_TIMER_MS`. */
+const timerMs = (min: number) =>
+  z.coerce.number().int().min(min).max(MAX_TIMER_MS, `must be at most ${MAX_TIMER_MS} (about 24.8 days)`);
+
+/** The longest a run may wait for a person: ten years (a date that far is still a valid timestamp). */
+const MAX_WAIT_TTL_MS = 3650 * 24 * 60 * 60 * 1000;
+
+/** What a webhook attempt may take before it is abandoned (the dispatcher's request timeout). */
+const WEBHOOK_ATTEMPT_MS = 10_000;
+
 const ConfigSchema = z.object({
   port: z.coerce.number().int().min(0).max(65_535).default(3000),
   host: z.string().min(1).default('127.0.0.1'),
@@ -36,9 +49,9 @@ const ConfigSchema = z.object({
   dataDir: z.string().min(1).default('./.outrun'),
   redisUrl: connectionUrl(['redis', 'rediss'], 'redis://host:6379').optional(),
   /** PostgreSQL: how long connecting, or waiting for a pooled connection, may take before a 503. */
-  databaseConnectTimeoutMs: z.coerce.number().int().positive().default(DEFAULT_CONNECT_TIMEOUT_MS),
+  databaseConnectTimeoutMs: timerMs(1).default(DEFAULT_CONNECT_TIMEOUT_MS),
   /** PostgreSQL: how long one statement may run (`statement_timeout`); 0 turns the limit off. */
-  databaseStatementTimeoutMs: z.coerce.number().int().min(0).default(DEFAULT_STATEMENT_TIMEOUT_MS),
+  databaseStatementTimeoutMs: timerMs(0).default(DEFAULT_STATEMENT_TIMEOUT_MS),
   /**
    * PostgreSQL: connections in the pool that requests and runs share (the group commit and migrations have
    * one each besides). A pool whose connections all stay busy for `databaseConnectTimeoutMs` answers 503.
@@ -51,10 +64,10 @@ const ConfigSchema = z.object({
     .int()
     .positive()
     .default(1024 * 1024),
-  keepAliveMs: z.coerce.number().int().positive().default(15_000),
-  leaseMs: z.coerce.number().int().positive().default(30_000),
-  sweepIntervalMs: z.coerce.number().int().positive().default(10_000),
-  shutdownGraceMs: z.coerce.number().int().min(0).default(10_000),
+  keepAliveMs: timerMs(1).default(15_000),
+  leaseMs: timerMs(1).default(30_000),
+  sweepIntervalMs: timerMs(1).default(10_000),
+  shutdownGraceMs: timerMs(0).default(10_000),
   /**
    * The most runs one worker executes at once; the rest wait `pending` in the queue, so an overloaded worker
    * finishes runs late instead of starving all of them. Beyond `workerBaseConcurrency` a run is admitted only
@@ -83,6 +96,7 @@ const ConfigSchema = z.object({
     .number()
     .int()
     .positive()
+    .max(MAX_WAIT_TTL_MS, `must be at most ${MAX_WAIT_TTL_MS} (ten years)`)
     .default(7 * 24 * 60 * 60 * 1000),
   /**
    * Days a finished run's events are kept (`OUTRUN_EVENT_RETENTION_DAYS`): after that they are deleted and
@@ -102,9 +116,12 @@ const ConfigSchema = z.object({
    * The longest the webhook dispatcher sleeps: it wakes at the next due attempt and when this instance records
    * deliveries, so this bounds only how late it finds what another instance recorded and left.
    */
-  webhookPollIntervalMs: z.coerce.number().int().positive().default(10_000),
-  /** How long a dispatcher's claim on a delivery lasts: a dispatcher that died mid-attempt is retried after it. */
-  webhookClaimLeaseMs: z.coerce.number().int().positive().default(60_000),
+  webhookPollIntervalMs: timerMs(1).default(10_000),
+  /**
+   * How long a dispatcher's claim on a delivery lasts: a dispatcher that died mid-attempt is retried after it.
+   * At least twice an attempt's 10 s, or a delivery still in flight would be claimed and sent again.
+   */
+  webhookClaimLeaseMs: timerMs(2 * WEBHOOK_ATTEMPT_MS).default(60_000),
   /** Requests one API key (or user) may make to `/v1` per minute, shared across instances through Redis; 0 turns the limit off. */
   rateLimitPerMinute: z.coerce.number().int().min(0).default(600),
   /**
@@ -146,7 +163,7 @@ const ConfigSchema = z.object({
    * The longest each instance's schedule runner sleeps: it wakes at the next due time and when this instance
    * writes a schedule, so this bounds only how late it finds a schedule another instance wrote and left.
    */
-  schedulePollIntervalMs: z.coerce.number().int().positive().default(10_000),
+  schedulePollIntervalMs: timerMs(1).default(10_000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Browser origins allowed to call the API cross-origin (`OUTRUN_CORS_ORIGINS`, comma-separated). @default none */
   corsOrigins: z
@@ -178,7 +195,7 @@ const ConfigSchema = z.object({
   /** When set, `GET /metrics` needs `Authorization: Bearer <token>` (`OUTRUN_METRICS_TOKEN`). */
   metricsToken: z.string().min(16, 'OUTRUN_METRICS_TOKEN must be at least 16 characters').optional(),
   /** How often open streams' keys are re-checked for revocations the bus did not deliver. */
-  streamRecheckMs: z.coerce.number().int().positive().default(2_000),
+  streamRecheckMs: timerMs(1).default(2_000),
   /** `json`: one JSON line per event; `pretty`: one readable line. Absent: pretty on a terminal, else JSON. */
   logFormat: z.enum(['json', 'pretty']).optional(),
   /** Whether outbound URLs (MCP servers, webhooks) may point at private, loopback or link-local addresses. */
@@ -257,7 +274,9 @@ export class ConfigError extends Error {
 
 /** Reads the configuration from environment variables; throws a `ConfigError` naming each bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const blank = (value: string | undefined) => (value === '' ? undefined : value);
+  // Empty or only spaces is unset (a number of spaces would read as 0).
+  const blank = (value: string | undefined) =>
+    value === undefined || value.trim() === '' ? undefined : value;
   const input = Object.fromEntries(
     Object.entries(CONFIG_VARIABLES).map(([field, variable]) => [field, blank(env[variable])]),
   );
@@ -267,9 +286,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       result.error.issues.map((issue) => {
         const field = String(issue.path[0]) as keyof Config;
         const variable = CONFIG_VARIABLES[field] ?? issue.path.join('.');
-        const message = issue.message.startsWith(`${variable} `)
-          ? issue.message.slice(variable.length + 1)
-          : issue.message;
+        const message = issue.message.replace(new RegExp(`^${variable}:? `), '');
         const shown = SECRET_FIELDS.has(field) ? '' : ` (got ${JSON.stringify(env[variable])})`;
         return `${variable}: ${message}${shown}`;
       }),

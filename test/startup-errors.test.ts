@@ -124,6 +124,13 @@ describe('start-up errors', () => {
     expect(exit.output).toContain('LOG_LEVEL:');
   });
 
+  it('fails naming OUTRUN_MODEL when it is no model id at all', async () => {
+    const exit = await runServe({ OUTRUN_MODEL: 'gpt-4o', OUTRUN_DATA_DIR: dataDir });
+    expect(exit.code, exit.output).toBe(1);
+    expect(exit.output).toContain('OUTRUN_MODEL: Unknown model "gpt-4o"');
+    expect(exit.output).not.toContain('outrun is ready');
+  });
+
   it('warns, and starts, when OUTRUN_MODEL names a provider whose key is missing', async () => {
     const exit = await runServe(
       { OUTRUN_MODEL: 'openai:gpt-4.1-mini', OPENAI_API_KEY: '', OUTRUN_DATA_DIR: dataDir },
