@@ -1,7 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { STORE_KINDS } from './support/databases.ts';
+import { FaultPoint } from '../src/faults.ts';
+import type { DatabaseHandle } from '../src/store/database.ts';
+import { IdempotencyKeys, type IdempotencyClaim } from '../src/triggers/idempotency.ts';
+import { openTestDatabase, seedMember, STORE_KINDS } from './support/databases.ts';
 import { collectStream, script, scriptedText, streamedText } from './support/sse.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
+import { pollUntil } from './support/wait.ts';
 
 describe.each(STORE_KINDS)('Idempotency-Key on %s', (kind) => {
   let server: TestServer;
@@ -187,20 +191,201 @@ describe.each(STORE_KINDS)('Idempotency-Key on %s', (kind) => {
     expect(await countRuns(chatId)).toBe(0);
   });
 
-  it('treats the same key from another user of the workspace as a different request', async () => {
+  it('scopes a key to its caller: two users of a workspace each start their own run with one key', async () => {
     const aliceKey = await server.createUser(`alice-${kind}@example.com`);
-    const chatId = await server.createChat(aliceKey);
+    const bobKey = await server.createUser(`bob-${kind}@example.com`);
+    const workspace = await server.api('/v1/admin/workspaces', { method: 'POST', body: { name: 'Other' } });
+    const carol = await server.api('/v1/admin/users', {
+      method: 'POST',
+      body: { workspaceId: workspace.body.workspace.id, email: `carol-${kind}@example.com` },
+    });
+    const carolKey = carol.body.apiKey as string;
     const body = { input: { text: script({ steps: 1, tokens: 2 }) } };
-    const headers = { 'idempotency-key': 'shared-key' };
-    const alice = await server.api(`/v1/chats/${chatId}/runs`, {
+    const headers = { 'idempotency-key': 'order-42' };
+    const start = async (key: string) => {
+      const chatId = await server.createChat(key);
+      const response = await server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body, headers, key });
+      return { chatId, response };
+    };
+
+    const alice = await start(aliceKey);
+    const bob = await start(bobKey);
+    const carolStart = await start(carolKey);
+    for (const { chatId, response } of [alice, bob, carolStart]) {
+      expect(response.status).toBe(201);
+      expect(response.headers.get('idempotent-replayed')).toBeNull();
+      expect(response.body.run.chatId).toBe(chatId);
+      expect(await countRuns(chatId)).toBe(1);
+    }
+    expect(new Set([alice, bob, carolStart].map(({ response }) => response.body.run.id)).size).toBe(3);
+
+    // Each caller's key still answers its own first request, and only that.
+    const replayed = await server.api(`/v1/chats/${bob.chatId}/runs`, {
       method: 'POST',
       body,
       headers,
+      key: bobKey,
+    });
+    expect(replayed.status).toBe(201);
+    expect(replayed.headers.get('idempotent-replayed')).toBe('true');
+    expect(replayed.body.run.id).toBe(bob.response.body.run.id);
+    const reused = await server.api(`/v1/chats/${alice.chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: script({ steps: 2, tokens: 2 }) } },
+      headers,
       key: aliceKey,
     });
-    expect(alice.status).toBe(201);
-    const other = await server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body, headers });
-    expect(other.status).toBe(422);
-    expect(JSON.stringify(other.body)).not.toContain(alice.body.run.id);
+    expect(reused.status).toBe(422);
+    expect(reused.body.error.code).toBe('idempotency_key_reused');
+    expect(await countRuns(alice.chatId)).toBe(1);
+  });
+
+  it('answers a retry with the first run when the first request stopped right after its run committed', async () => {
+    const { faults } = server.outrun;
+    const chatId = await server.createChat();
+    const body = JSON.stringify({ input: { text: script({ steps: 1, tokens: 3 }) } });
+    const headers = { 'content-type': 'application/json', 'idempotency-key': 'stopped-after-commit' };
+    const post = (accept?: string) =>
+      server.fetch(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body,
+        headers: accept ? { ...headers, accept } : headers,
+      });
+    // The first request stops where a process killed after the run's begin committed would have died.
+    let resume = () => {};
+    const stopped = new Promise<void>((resolve) => (resume = resolve));
+    const hitsBefore = faults.hits(FaultPoint.afterBegin);
+    faults.armTimes(FaultPoint.afterBegin, 1, () => stopped);
+    const first = post();
+    try {
+      await pollUntil(
+        () => faults.hits(FaultPoint.afterBegin),
+        (hits) => hits > hitsBefore,
+      );
+      const runs = await server.outrun.db
+        .selectFrom('runs')
+        .select('id')
+        .where('chat_id', '=', chatId)
+        .execute();
+      expect(runs).toHaveLength(1);
+      const runId = runs[0]!.id;
+      // The key's answer committed with the run.
+      const stored = await server.outrun.db
+        .selectFrom('idempotency_keys')
+        .select('response')
+        .where('key', '=', 'stopped-after-commit')
+        .executeTakeFirstOrThrow();
+      expect(stored.response).toMatchObject({ status: 201, body: { run: { id: runId } } });
+
+      const retried = await post();
+      expect(retried.status).toBe(201);
+      expect(retried.headers.get('idempotent-replayed')).toBe('true');
+      expect(((await retried.json()) as { run: { id: string } }).run.id).toBe(runId);
+      const streamed = await post('text/event-stream');
+      expect(streamed.status).toBe(200);
+      expect(streamed.headers.get('x-outrun-run-id')).toBe(runId);
+      expect(streamed.headers.get('idempotent-replayed')).toBe('true');
+      resume();
+      const replay = await collectStream(streamed);
+      expect(replay.done).toBe(true);
+      expect(replay.events[0]!.seq).toBe(1);
+      expect(((await (await first).json()) as { run: { id: string } }).run.id).toBe(runId);
+      expect(await countRuns(chatId)).toBe(1);
+    } finally {
+      resume();
+      faults.clear(FaultPoint.afterBegin);
+      await first.catch(() => {});
+    }
+  });
+  it('answers a retried chat creation with its autostart run when the first request stopped after the run began', async () => {
+    const { faults } = server.outrun;
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'Greeter', autostart: { text: script({ steps: 1, tokens: 2 }) } },
+    });
+    expect(agent.status).toBe(201);
+    const create = () =>
+      server.api('/v1/chats', {
+        method: 'POST',
+        body: { agentId: agent.body.agent.id },
+        headers: { 'idempotency-key': 'greet-once' },
+      });
+    let resume = () => {};
+    const stopped = new Promise<void>((resolve) => (resume = resolve));
+    const hitsBefore = faults.hits(FaultPoint.afterBegin);
+    faults.armTimes(FaultPoint.afterBegin, 1, () => stopped);
+    const first = create();
+    try {
+      await pollUntil(
+        () => faults.hits(FaultPoint.afterBegin),
+        (hits) => hits > hitsBefore,
+      );
+      const retried = await create();
+      expect(retried.status).toBe(201);
+      expect(retried.headers.get('idempotent-replayed')).toBe('true');
+      expect(retried.body.run).toMatchObject({ trigger: 'autostart', chatId: retried.body.chat.id });
+      resume();
+      const answered = await first;
+      expect(answered.body.chat.id).toBe(retried.body.chat.id);
+      expect(answered.body.run.id).toBe(retried.body.run.id);
+      expect(await countRuns(retried.body.chat.id)).toBe(1);
+    } finally {
+      resume();
+      faults.clear(FaultPoint.afterBegin);
+      await first.catch(() => {});
+    }
+  });
+});
+
+describe.each(STORE_KINDS)('an Idempotency-Key claim on %s', (kind) => {
+  let database: DatabaseHandle;
+
+  beforeAll(async () => {
+    database = await openTestDatabase(kind);
+  });
+  afterAll(async () => {
+    await database?.close();
+  });
+
+  it('refuses the answer of a request whose claim another took as abandoned, and keeps the other’s claim', async () => {
+    const { db } = database;
+    const member = await seedMember(db);
+    let offsetMs = 0;
+    const keys = new IdempotencyKeys({ db, now: () => new Date(Date.now() + offsetMs) });
+    const request = { ...member, key: 'slow', method: 'POST', path: '/v1/things', body: {} };
+    const gate = () => {
+      let open = () => {};
+      const opened = new Promise<void>((resolve) => (open = resolve));
+      return { open, opened };
+    };
+    const answering = (name: string, wait: Promise<void>) => async (claim: IdempotencyClaim | null) => {
+      await wait;
+      const response = { status: 201, body: { thing: name } };
+      await db.transaction().execute((tx) => claim!.answerIn(tx, response));
+      return response;
+    };
+    const claimedAt = () =>
+      pollUntil(
+        () => db.selectFrom('idempotency_keys').select('created_at').where('key', '=', 'slow').execute(),
+        (rows) => rows.length === 1,
+      );
+
+    const slowGate = gate();
+    const slow = keys.run(request, answering('slow', slowGate.opened));
+    const [slowClaim] = await claimedAt();
+    // A minute later the slow request's claim looks abandoned: a retry takes the key.
+    offsetMs = 61_000;
+    const retryGate = gate();
+    const retry = keys.run(request, answering('retry', retryGate.opened));
+    await pollUntil(claimedAt, (rows) => rows[0]!.created_at.getTime() !== slowClaim!.created_at.getTime());
+
+    slowGate.open();
+    await expect(slow).rejects.toMatchObject({ code: 'idempotency_key_in_progress' });
+    retryGate.open();
+    expect(await retry).toMatchObject({ status: 201, body: { thing: 'retry' }, replayed: false });
+    const replayed = await keys.run(request, async () => {
+      throw new Error('a replay runs nothing');
+    });
+    expect(replayed).toMatchObject({ status: 201, body: { thing: 'retry' }, replayed: true });
   });
 });

@@ -8,6 +8,8 @@ import type { DatabaseHandle } from '../src/store/database.ts';
 import { createMigrator, migrateToLatest } from '../src/store/migrator.ts';
 import { EventLog, type LogEvent } from '../src/stream/event-log.ts';
 import { EVENTS_PER_PAGE } from '../src/stream/event-pages.ts';
+import { newId } from '../src/ids.ts';
+import { IdempotencyKeys, requestHash } from '../src/triggers/idempotency.ts';
 import { finishRun, insertRunningRun } from './support/chat-rows.ts';
 import { openTestDatabase, seedMember, STORE_KINDS } from './support/databases.ts';
 
@@ -85,6 +87,7 @@ describe.each(STORE_KINDS)('upgrading a database with events on %s', (kind) => {
       '0015-spend-outside-steps',
       '0016-lost-executions',
       '0017-webhook-secret-rotation',
+      '0018-idempotency-keys-per-user',
     ]);
     expect(await pageKey()).toBe('PRIMARY KEY (run_id, last_seq)');
 
@@ -127,4 +130,80 @@ describe.each(STORE_KINDS)('upgrading a database with events on %s', (kind) => {
       where conname = 'run_event_pages_pk'`.execute(database.db);
     return rows[0]!.definition;
   }
+});
+
+/**
+ * A database with `Idempotency-Key`s from before keys were per user (migration 0018), one per workspace: each
+ * answered key goes to the owner of the chat its answer names, so its retries still get that answer.
+ */
+describe.each(STORE_KINDS)('upgrading idempotency keys to keys per user on %s', (kind) => {
+  const BEFORE_KEYS_PER_USER = '0017-webhook-secret-rotation';
+  let database: DatabaseHandle;
+
+  beforeAll(async () => {
+    database = await openTestDatabase(kind);
+  });
+  afterAll(async () => {
+    await database?.close();
+  });
+
+  it('gives each answered key to its chat’s owner, so a retry still replays, and lets unanswered claims go', async () => {
+    const { db } = database;
+    const alice = await seedMember(db);
+    const bob = { workspaceId: alice.workspaceId, userId: newId('user') };
+    await db
+      .insertInto('users')
+      .values({ id: bob.userId, workspace_id: bob.workspaceId, email: 'bob@example.com', role: 'member' })
+      .execute();
+    const started = await insertRunningRun(db, alice);
+    const created = await insertRunningRun(db, bob);
+    const start = {
+      method: 'POST',
+      path: `/v1/chats/${started.chatId}/runs`,
+      userId: alice.userId,
+      body: { input: { text: 'hi' } },
+    };
+    const startAnswer = { status: 201, body: { run: { id: started.runId } } };
+
+    const { error } = await createMigrator(db as Kysely<unknown>).migrateTo(BEFORE_KEYS_PER_USER);
+    expect(error).toBeUndefined();
+    const oldKey = (key: string, hash: string, response: unknown) =>
+      sql`insert into idempotency_keys (workspace_id, key, request_hash, response)
+        values (${alice.workspaceId}, ${key}, ${hash}, ${response === null ? null : JSON.stringify(response)})`.execute(
+        db,
+      );
+    await oldKey('order-42', requestHash(start), startAnswer);
+    await oldKey('chat-1', 'hash', { status: 201, body: { chat: { id: created.chatId } } });
+    await oldKey('in-flight', 'hash', null);
+
+    expect(await migrateToLatest(db as Kysely<unknown>)).toContain('0018-idempotency-keys-per-user');
+    const rows = await db.selectFrom('idempotency_keys').select(['key', 'user_id']).orderBy('key').execute();
+    expect(rows).toEqual([
+      { key: 'chat-1', user_id: bob.userId },
+      { key: 'order-42', user_id: alice.userId },
+    ]);
+    const { rows: keys } = await sql<{ definition: string }>`
+      select pg_get_constraintdef(oid) as definition from pg_constraint
+      where conname = 'idempotency_keys_pk'`.execute(db);
+    expect(keys.map((key) => key.definition)).toEqual(['PRIMARY KEY (workspace_id, user_id, key)']);
+
+    // Alice's retry answers her first run; Bob's first request with the same key is his own.
+    const idempotency = new IdempotencyKeys({ db });
+    const handled: string[] = [];
+    const handler = (userId: string) => async () => {
+      handled.push(userId);
+      return { status: 201, body: { run: { id: `run of ${userId}` } } };
+    };
+    const retried = await idempotency.run(
+      { ...start, workspaceId: alice.workspaceId, key: 'order-42' },
+      handler(alice.userId),
+    );
+    expect(retried).toEqual({ ...startAnswer, replayed: true });
+    const bobs = await idempotency.run(
+      { ...start, workspaceId: bob.workspaceId, userId: bob.userId, key: 'order-42' },
+      handler(bob.userId),
+    );
+    expect(bobs).toMatchObject({ status: 201, replayed: false });
+    expect(handled).toEqual([bob.userId]);
+  });
 });

@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { IdempotencyKeys, IdempotentResponse } from '../triggers/idempotency.ts';
+import type { IdempotencyClaim, IdempotencyKeys, IdempotentResponse } from '../triggers/idempotency.ts';
 
 /**
  * How a route answers a replay itself, from the first response's stored status and JSON body: a function that
@@ -10,15 +10,16 @@ export type ReplayAnswer = (stored: { status: number; body: unknown }) => (() =>
 /**
  * Runs a creating route's handler under the request's `Idempotency-Key` header (if any) and sends its
  * answer. The handler returns its status and JSON body instead of sending them; a streaming handler also
- * returns `send`, used for the first response only. A replay answers the stored JSON (`201 {run}`), or what
- * `options.replay` makes of it (a retried streaming start: the run's stream), with the header
- * `Idempotent-Replayed: true`.
+ * returns `send`, used for the first response only. A handler that creates in a transaction stores its answer
+ * there, with the claim it is given (`IdempotencyClaim.answerIn`; null without a key). A replay answers the
+ * stored JSON (`201 {run}`), or what `options.replay` makes of it (a retried streaming start: the run's
+ * stream), with the header `Idempotent-Replayed: true`.
  */
 export async function withIdempotency(
   idempotency: IdempotencyKeys,
   request: FastifyRequest,
   reply: FastifyReply,
-  handler: () => Promise<IdempotentResponse>,
+  handler: (claim: IdempotencyClaim | null) => Promise<IdempotentResponse>,
   options: {
     /** Answers a replay other than with the stored JSON. @default the stored JSON */
     replay?: ReplayAnswer;

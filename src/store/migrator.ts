@@ -16,6 +16,7 @@ import * as webhookDeliveryRetention from './migrations/0014-webhook-delivery-re
 import * as spendOutsideSteps from './migrations/0015-spend-outside-steps.ts';
 import * as lostExecutions from './migrations/0016-lost-executions.ts';
 import * as webhookSecretRotation from './migrations/0017-webhook-secret-rotation.ts';
+import * as idempotencyKeysPerUser from './migrations/0018-idempotency-keys-per-user.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -36,6 +37,7 @@ const migrations: Record<string, Migration> = {
   '0015-spend-outside-steps': spendOutsideSteps,
   '0016-lost-executions': lostExecutions,
   '0017-webhook-secret-rotation': webhookSecretRotation,
+  '0018-idempotency-keys-per-user': idempotencyKeysPerUser,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

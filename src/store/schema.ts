@@ -202,6 +202,8 @@ export interface WebhookDeliveriesTable {
 
 export interface IdempotencyKeysTable {
   workspace_id: string;
+  /** The caller the key belongs to: keys are per user, within the workspace. */
+  user_id: string;
   key: string;
   request_hash: string;
   /** Null while the first request holds the key; its answer once it has one. */

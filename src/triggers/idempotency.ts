@@ -1,11 +1,14 @@
 import { createHash } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import type { ExpressionBuilder, Kysely, Transaction } from 'kysely';
 import { ConflictError, IdempotencyKeyReusedError, InvalidRequestError } from '../errors.ts';
 import type { Database } from '../store/schema.ts';
 
 /** How long a key answers with its first response; older keys are ignored and deleted. */
 const KEY_TTL_MS = 24 * 60 * 60_000;
-/** A claim this old with no response belongs to a request that died; the key may be taken again. */
+/**
+ * A claim this old with no response belongs to a request that died; the key may be taken again. A run start
+ * answers in the transaction that begins its run, so its claim is left unanswered only when no run began.
+ */
 const ABANDONED_CLAIM_MS = 60_000;
 /** How long a second request with a key in progress waits for the first one's answer before a 409. */
 const IN_PROGRESS_WAIT_MS = 10_000;
@@ -29,7 +32,7 @@ export interface IdempotentResponse {
 
 export interface IdempotentRequest {
   workspaceId: string;
-  /** The caller: the same key and body from another user is a different request. */
+  /** The caller: keys are scoped to the user, so another user's key of the same name is another key. */
   userId: string;
   /** The `Idempotency-Key` header; absent, the handler just runs. */
   key: string | undefined;
@@ -37,6 +40,27 @@ export interface IdempotentRequest {
   /** The path with its ids, without the query string. */
   path: string;
   body: unknown;
+}
+
+/** The stored answer of a key: what a replay answers. */
+export interface StoredResponse {
+  status: number;
+  body: unknown;
+}
+
+/**
+ * The hold of the request that claimed a key, handed to its handler. A handler that creates something in a
+ * transaction stores its answer there (`answerIn`), so what it created and the key's answer commit together:
+ * a request that dies after that commit has answered, and a retry gets that answer, never a second creation.
+ */
+export interface IdempotencyClaim {
+  /**
+   * Stores `response` as the key's answer in `tx`. The handler then returns the same response; its
+   * transaction commits before the handler returns, or the handler fails (and the key is released). Throws
+   * `idempotency_key_in_progress` (409) when the claim is no longer this request's: it was held so long that
+   * another request took it as abandoned.
+   */
+  answerIn(tx: Transaction<Database>, response: StoredResponse): Promise<void>;
 }
 
 export interface IdempotencyKeysOptions {
@@ -48,10 +72,12 @@ export interface IdempotencyKeysOptions {
 }
 
 /**
- * `Idempotency-Key` handling for requests that create something. The key is claimed by inserting its row
- * (the insert is the gate; `ON CONFLICT DO NOTHING` picks one winner among concurrent requests); the winner
- * runs the handler and stores its response, every other request with the key waits for that response and
- * answers it. A different request under the same key is a 422; a handler that fails releases the key.
+ * `Idempotency-Key` handling for requests that create something. A key belongs to its caller: the workspace,
+ * the user and the key's text. The key is claimed by inserting its row (the insert is the gate; `ON CONFLICT
+ * DO NOTHING` picks one winner among concurrent requests); the winner runs the handler and stores its
+ * response, in the handler's own transaction when it has one (`IdempotencyClaim`), every other request with
+ * the key waits for that response and answers it. A different request under the same key is a 422; a handler
+ * that fails releases the key.
  */
 export class IdempotencyKeys {
   readonly #db: Kysely<Database>;
@@ -67,69 +93,79 @@ export class IdempotencyKeys {
 
   /**
    * Runs `handler` once per key: the first request's response is returned to every request with the same
-   * key and request within 24 h (`replayed: true`, no `send`).
+   * key and request within 24 h (`replayed: true`, no `send`). `handler` gets the claim (null without a key).
    */
   async run(
     request: IdempotentRequest,
-    handler: () => Promise<IdempotentResponse>,
+    handler: (claim: IdempotencyClaim | null) => Promise<IdempotentResponse>,
   ): Promise<IdempotentResponse & { replayed: boolean }> {
-    if (request.key === undefined) return { ...(await handler()), replayed: false };
-    const key = validateKey(request.key);
-    const hash = requestHash(request);
+    if (request.key === undefined) return { ...(await handler(null)), replayed: false };
+    const requested: RequestedKey = {
+      workspaceId: request.workspaceId,
+      userId: request.userId,
+      key: validateKey(request.key),
+      hash: requestHash(request),
+    };
     await this.#sweep();
 
     const deadline = Date.now() + this.#waitMs;
     let pause = POLL_MIN_MS;
+    let claimedAt: Date | null;
     for (;;) {
-      if (await this.#claim(request.workspaceId, key, hash)) break;
+      claimedAt = await this.#claim(requested);
+      if (claimedAt) break;
       const row = await this.#db
         .selectFrom('idempotency_keys')
         .select(['request_hash', 'response'])
-        .where('workspace_id', '=', request.workspaceId)
-        .where('key', '=', key)
+        .where('workspace_id', '=', requested.workspaceId)
+        .where('user_id', '=', requested.userId)
+        .where('key', '=', requested.key)
         .executeTakeFirst();
       // Gone between the insert and the read (released or expired): try to claim it again.
       if (!row) continue;
-      if (row.request_hash !== hash) throw new IdempotencyKeyReusedError();
+      if (row.request_hash !== requested.hash) throw new IdempotencyKeyReusedError();
       if (row.response) return { status: row.response.status, body: row.response.body, replayed: true };
-      if (Date.now() >= deadline) {
-        throw new ConflictError(
-          'idempotency_key_in_progress',
-          'A request with this Idempotency-Key is still being handled; retry in a moment.',
-        );
-      }
+      if (Date.now() >= deadline) throw inProgress();
       await new Promise((resolve) => setTimeout(resolve, pause));
       pause = Math.min(pause * 2, POLL_MAX_MS);
     }
 
+    const held: HeldKey = { ...requested, claimedAt };
+    let answered = false;
+    const claim: IdempotencyClaim = {
+      answerIn: async (tx, response) => {
+        const stored = await this.#answer(tx, held, response);
+        if (!stored) throw inProgress();
+        answered = true;
+      },
+    };
     let response: IdempotentResponse;
     try {
-      response = await handler();
+      response = await handler(claim);
     } catch (error) {
-      await this.#release(request.workspaceId, key);
+      await this.#release(held);
       throw error;
     }
     if (response.status >= 400) {
-      await this.#release(request.workspaceId, key);
+      await this.#release(held);
       return { ...response, replayed: false };
     }
-    await this.#db
-      .updateTable('idempotency_keys')
-      .set({ response: JSON.stringify({ status: response.status, body: response.body }) })
-      .where('workspace_id', '=', request.workspaceId)
-      .where('key', '=', key)
-      .where('request_hash', '=', hash)
-      .execute();
+    // A handler that answered in its transaction has its answer stored already (committed with it).
+    if (!answered) await this.#answer(this.#db, held, { status: response.status, body: response.body });
     return { ...response, replayed: false };
   }
 
-  /** Inserts the claim; true when this request holds the key. Expired and abandoned claims are cleared first. */
-  async #claim(workspaceId: string, key: string, hash: string): Promise<boolean> {
+  /**
+   * Inserts the claim; its time when this request holds the key, else null. Expired and abandoned claims are
+   * cleared first.
+   */
+  async #claim(requested: RequestedKey): Promise<Date | null> {
     const now = this.#now();
     await this.#db
       .deleteFrom('idempotency_keys')
-      .where('workspace_id', '=', workspaceId)
-      .where('key', '=', key)
+      .where('workspace_id', '=', requested.workspaceId)
+      .where('user_id', '=', requested.userId)
+      .where('key', '=', requested.key)
       .where((eb) =>
         eb.or([
           eb('created_at', '<', new Date(now.getTime() - KEY_TTL_MS)),
@@ -142,20 +178,34 @@ export class IdempotencyKeys {
       .execute();
     const inserted = await this.#db
       .insertInto('idempotency_keys')
-      .values({ workspace_id: workspaceId, key, request_hash: hash, response: null, created_at: now })
-      .onConflict((oc) => oc.columns(['workspace_id', 'key']).doNothing())
+      .values({
+        workspace_id: requested.workspaceId,
+        user_id: requested.userId,
+        key: requested.key,
+        request_hash: requested.hash,
+        response: null,
+        created_at: now,
+      })
+      .onConflict((oc) => oc.columns(['workspace_id', 'user_id', 'key']).doNothing())
       .returning('key')
       .executeTakeFirst();
-    return inserted !== undefined;
+    return inserted ? now : null;
   }
 
-  async #release(workspaceId: string, key: string): Promise<void> {
-    await this.#db
-      .deleteFrom('idempotency_keys')
-      .where('workspace_id', '=', workspaceId)
-      .where('key', '=', key)
-      .where('response', 'is', null)
-      .execute();
+  /** Stores the answer on this request's claim (in `db`, or the handler's transaction); false when it lost it. */
+  async #answer(db: Kysely<Database>, held: HeldKey, response: StoredResponse): Promise<boolean> {
+    const stored = await db
+      .updateTable('idempotency_keys')
+      .set({ response: JSON.stringify({ status: response.status, body: response.body }) })
+      .where(unansweredClaim(held))
+      .returning('key')
+      .executeTakeFirst();
+    return stored !== undefined;
+  }
+
+  /** Lets the key go when this request's claim is still unanswered (nothing was created). */
+  async #release(held: HeldKey): Promise<void> {
+    await this.#db.deleteFrom('idempotency_keys').where(unansweredClaim(held)).execute();
   }
 
   /** Deletes keys past their 24 hours, at most once a minute per instance. */
@@ -168,6 +218,42 @@ export class IdempotencyKeys {
       .where('created_at', '<', new Date(now - KEY_TTL_MS))
       .execute();
   }
+}
+
+/** A caller's key, with the hash of the request that comes with it. */
+interface RequestedKey {
+  workspaceId: string;
+  userId: string;
+  key: string;
+  hash: string;
+}
+
+/** A key this request holds: its claim, inserted at `claimedAt`. */
+interface HeldKey extends RequestedKey {
+  claimedAt: Date;
+}
+
+/**
+ * This request's claim, still unanswered: its time tells it from a claim another request made after taking
+ * this one as abandoned.
+ */
+function unansweredClaim(held: HeldKey) {
+  return (eb: ExpressionBuilder<Database, 'idempotency_keys'>) =>
+    eb.and([
+      eb('workspace_id', '=', held.workspaceId),
+      eb('user_id', '=', held.userId),
+      eb('key', '=', held.key),
+      eb('request_hash', '=', held.hash),
+      eb('created_at', '=', held.claimedAt),
+      eb('response', 'is', null),
+    ]);
+}
+
+function inProgress(): ConflictError {
+  return new ConflictError(
+    'idempotency_key_in_progress',
+    'A request with this Idempotency-Key is still being handled; retry in a moment.',
+  );
 }
 
 function validateKey(key: string): string {

@@ -62,7 +62,7 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
       config: { deferKeyCheck: true },
     },
     async (request, reply) =>
-      withIdempotency(context.idempotency, request, reply, async () => {
+      withIdempotency(context.idempotency, request, reply, async (claim) => {
         const body = UseChatBody.parse(request.body);
         if (!isId('chat', body.id)) {
           throw new InvalidRequestError(
@@ -130,6 +130,7 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
           alwaysStream: true,
           mapData: toUseChatChunk,
           endAfter: isWaitingEvent,
+          claim,
         });
       }),
   );

@@ -19,13 +19,14 @@ export function registerChatRoutes(app: FastifyInstance, context: OutrunContext)
   const chatId = (params: unknown) => requireId('chat', ChatParams.parse(params).chatId);
 
   app.post('/v1/chats', async (request, reply) =>
-    withIdempotency(context.idempotency, request, reply, async () => {
+    withIdempotency(context.idempotency, request, reply, async (claim) => {
       const body = CreateChatBody.parse(request.body) ?? {};
       if (body.agentId) requireId('agent', body.agentId);
       const chat = await chats.create(request.caller, body);
       const autostart = chat.agentId ? (await agents.get(request.caller, chat.agentId)).autostart : null;
       if (!autostart) return { status: 201, body: { chat } };
-      // An agent with `autostart` begins at once: the answer carries the run, like a run request's.
+      // An agent with `autostart` begins at once: the answer carries the run, like a run request's, and is
+      // stored with the run (`claim`), so a retry never starts a second one.
       try {
         const run = await engine.startChatRun({
           workspaceId: request.caller.workspaceId,
@@ -34,6 +35,9 @@ export function registerChatRoutes(app: FastifyInstance, context: OutrunContext)
           agentId: chat.agentId,
           parts: [{ type: 'text', text: autostart.text }],
           trigger: RunTrigger.autostart,
+          inTransaction: claim
+            ? (tx, begun) => claim.answerIn(tx, { status: 201, body: { chat, run: begun } })
+            : undefined,
         });
         return { status: 201, body: { chat, run } };
       } catch (error) {

@@ -4,6 +4,7 @@ import type { OutrunContext } from '../../app.ts';
 import type { Caller } from '../../auth/auth-service.ts';
 import { EventsExpiredError, NotFoundError, OutrunError, RunAlreadyActiveError } from '../../errors.ts';
 import { ChatAgentMismatchError, type OwnerRead } from '../../runs/run-service.ts';
+import type { StartChatRunOptions } from '../../runs/run-engine.ts';
 import { readCheckingKey, type DeferredKeyCheck } from '../key-check.ts';
 import { newId } from '../../ids.ts';
 import { toRunObject, type RunObject } from '../../runs/run-object.ts';
@@ -11,7 +12,7 @@ import { isTerminalStatus, RunTrigger } from '../../runs/run-status.ts';
 import { withIdempotency } from '../idempotent-route.ts';
 import { BudgetSchema, ModelOptionsSchema, MultitaskSchema } from '../../agents/agent-schema.ts';
 import type { LogEvent } from '../../stream/event-log.ts';
-import type { IdempotentResponse } from '../../triggers/idempotency.ts';
+import type { IdempotencyClaim, IdempotentResponse } from '../../triggers/idempotency.ts';
 import { openRunStream, sendRunStream, type RunStreamOptions } from '../sse.ts';
 import { isDatabaseUnavailableError } from '../../store/transient.ts';
 import { PaginationQuery, parseSequence, requireId } from '../validation.ts';
@@ -105,10 +106,10 @@ export function registerRunRoutes(app: FastifyInstance, context: OutrunContext):
       context.idempotency,
       request,
       reply,
-      async () => {
+      async (claim) => {
         const chatId = requireId('chat', ChatParams.parse(request.params).chatId);
         const body = StartRunBody.parse(request.body);
-        return startAndAnswer(context, request, reply, { chatId, body });
+        return startAndAnswer(context, request, reply, { chatId, body, claim });
       },
       // A retried streaming start answers as the first one did: the run's stream from event 1.
       {
@@ -231,7 +232,8 @@ function replayStartStream(
  * A creating route's start: `201 {run}`, or with `Accept: text/event-stream` (or `alwaysStream`) the run's
  * stream. A stream is subscribed before its run begins, under the id the run will have, so it hears every
  * event live from the first and reads nothing from the log (one round trip less per start). A replay (see
- * `withIdempotency`) does not come here: the route answers it from the stored `{run}`.
+ * `withIdempotency`) does not come here: the route answers it from the stored `{run}`, which the transaction
+ * that begins the run stores (`claim`): a request that dies once its run committed has answered.
  */
 export async function startAndAnswer(
   context: OutrunContext,
@@ -245,12 +247,21 @@ export async function startAndAnswer(
     alwaysStream?: boolean;
     mapData?: (data: string) => string;
     endAfter?: (event: LogEvent) => boolean;
+    /** The request's `Idempotency-Key` claim: the start's answer is stored with its run. */
+    claim?: IdempotencyClaim | null;
   },
 ): Promise<IdempotentResponse> {
+  const { claim } = options;
+  // The answer below, `201 {run}`, with the run as begun.
+  const answerIn: StartInTransaction | undefined = claim
+    ? (tx, run) => claim.answerIn(tx, { status: 201, body: { run } })
+    : undefined;
   if (!options.alwaysStream && !wantsEventStream(request)) {
     return {
       status: 201,
-      body: { run: await startRun(context, request, options.chatId, options.body) },
+      body: {
+        run: await startRun(context, request, options.chatId, options.body, { inTransaction: answerIn }),
+      },
     };
   }
   const runId = newId('run');
@@ -269,7 +280,10 @@ export async function startAndAnswer(
   try {
     // A bus that cannot subscribe (Redis down) fails the start before anything is written: a 503.
     await stream.subscribed;
-    const run = await startRun(context, request, options.chatId, options.body, runId);
+    const run = await startRun(context, request, options.chatId, options.body, {
+      runId,
+      inTransaction: answerIn,
+    });
     return { status: 201, body: { run }, send: stream.send };
   } catch (error) {
     stream.cancel();
@@ -295,9 +309,14 @@ export async function startRun(
   request: FastifyRequest,
   chatId: string,
   body: StartRunBody,
-  /** The new run's id, when chosen beforehand. */
-  runId?: string,
+  options: {
+    /** The new run's id, when chosen beforehand. */
+    runId?: string;
+    /** Writes that commit with the run (the key's answer). */
+    inTransaction?: StartInTransaction;
+  } = {},
 ): Promise<RunObject> {
+  const { runId, inTransaction } = options;
   const { caller, keyCheck } = request;
   const { maxOutputTokens, ...budget } = body.budget ?? {};
   const start = (agentId: string | null) =>
@@ -321,6 +340,7 @@ export async function startRun(
         multitask: body.multitask,
       },
       metadata: body.metadata,
+      inTransaction,
     });
   const assumed = context.chats.agentOf(chatId) ?? null;
   try {
@@ -349,6 +369,9 @@ export async function startRun(
     throw error;
   }
 }
+
+/** Writes a start joins to the transaction that begins its run (`BeginRunOptions.inTransaction`). */
+type StartInTransaction = NonNullable<StartChatRunOptions['inTransaction']>;
 
 const isChatNotFound = (error: unknown) => error instanceof OutrunError && error.code === 'chat_not_found';
 
