@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FaultPoint, Faults } from '../src/faults.ts';
 import type { RunObject } from '../src/protocol/run.ts';
@@ -193,5 +194,57 @@ describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
     // The follow-up also ran out of steps, but the chain had used its one continuation.
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toHaveLength(2);
+  });
+
+  it('starts the follow-up even when the database drops its first insert after the parent ended', async () => {
+    // The database fails the first insert of a follow-up with a connection error (SQLSTATE 08006), once: a
+    // sequence counts the tries, as it is not rolled back with the failed insert.
+    const { db } = server.outrun;
+    await sql`create sequence continuation_tries`.execute(db);
+    await sql`create or replace function fail_continuation_once() returns trigger language plpgsql as $$
+      begin
+        if new.trigger = 'continue' and nextval('continuation_tries') = 1 then
+          raise exception 'connection lost (simulated)' using errcode = '08006';
+        end if;
+        return new;
+      end $$`.execute(db);
+    await sql`create trigger fail_continuation_once before insert on runs
+      for each row execute function fail_continuation_once()`.execute(db);
+    try {
+      const agent = await server.api('/v1/agents', {
+        method: 'POST',
+        body: {
+          name: 'dogged',
+          budget: { maxSteps: 1, onExceeded: 'continue' },
+          continuation: { maxRuns: 1 },
+        },
+      });
+      const chatId = (
+        await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } })
+      ).body.chat.id as string;
+      const first = (
+        await server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
+          method: 'POST',
+          body: { input: { text: script({ steps: 3, tokens: 2, tool: true }) } },
+        })
+      ).body.run;
+      expect((await server.waitForRun(first.id)).status).toBe('succeeded');
+      const runs = await pollUntil(
+        async () => (await server.api(`/v1/chats/${chatId}/runs`)).body.items as RunObject[],
+        (items) => items.length === 2,
+      );
+      expect(runs.find((run) => run.id !== first.id)).toMatchObject({
+        trigger: 'continue',
+        parentRunId: first.id,
+      });
+      const { rows } = await sql<{
+        tries: string;
+      }>`select last_value as tries from continuation_tries`.execute(db);
+      expect(Number(rows[0]!.tries), 'the first try failed, the second began the follow-up').toBe(2);
+    } finally {
+      await sql`drop trigger fail_continuation_once on runs`.execute(db);
+      await sql`drop function fail_continuation_once()`.execute(db);
+      await sql`drop sequence continuation_tries`.execute(db);
+    }
   });
 });

@@ -4,7 +4,7 @@ import { systemClock, type Clock } from '../clock.ts';
 import type { ModelPrices } from '../agent/prices.ts';
 import { ConflictError, InvalidRequestError, NotFoundError, RunAlreadyActiveError } from '../errors.ts';
 import type { Db } from '../store/database.ts';
-import { logPassFailure } from '../store/transient.ts';
+import { logPassFailure, retryTransient } from '../store/transient.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';
 import type { StartGuard } from '../quotas/quota-service.ts';
@@ -298,18 +298,33 @@ export class RunEngine {
   async startContinuation(parent: RunRow, config: RunConfig): Promise<RunObject | null> {
     const maxRuns = config.continuation?.maxRuns ?? 0;
     if ((await this.#options.runs.continuationDepth(parent.id)) >= maxRuns) return null;
-    return this.startRun({
-      workspaceId: parent.workspace_id,
-      chatId: parent.chat_id,
-      userId: parent.created_by,
-      parts: [{ type: 'text', text: CONTINUATION_TEXT }],
-      model: config.model,
-      trigger: RunTrigger.continue,
-      config: config as unknown as Record<string, unknown>,
-      agentId: parent.agent_id,
-      parentRunId: parent.id,
-      multitask: 'enqueue',
-    });
+    // The parent's ending has committed: a transient database error here would lose the follow-up for good,
+    // so the start is retried; a try whose commit went through unanswered is found, not begun twice.
+    return retryTransient(
+      async () => {
+        const begun = await this.#options.db
+          .selectFrom('runs')
+          .selectAll()
+          .where('chat_id', '=', parent.chat_id)
+          .where('parent_run_id', '=', parent.id)
+          .where('trigger', '=', RunTrigger.continue)
+          .executeTakeFirst();
+        if (begun) return toRunObject(begun);
+        return this.startRun({
+          workspaceId: parent.workspace_id,
+          chatId: parent.chat_id,
+          userId: parent.created_by,
+          parts: [{ type: 'text', text: CONTINUATION_TEXT }],
+          model: config.model,
+          trigger: RunTrigger.continue,
+          config: config as unknown as Record<string, unknown>,
+          agentId: parent.agent_id,
+          parentRunId: parent.id,
+          multitask: 'enqueue',
+        });
+      },
+      { attempts: 6, deadlineMs: 30_000 },
+    );
   }
 
   /**

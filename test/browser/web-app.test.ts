@@ -40,6 +40,22 @@ describe.skipIf(!chromiumAvailable())('web app in Chromium', () => {
     expect(wrong.errors).toEqual([]);
   });
 
+  it('signs in from a #key link opened in a tab that already shows the app, and switches users with one', async () => {
+    const { page, errors } = await open('/');
+    await expect.poll(() => page.getByLabel('API key').isVisible(), { timeout: 10_000 }).toBe(true);
+    await page.evaluate((key) => (window.location.hash = `#key=${key}`), ADMIN_KEY);
+    await expect.poll(() => page.getByText('admin@localhost').isVisible(), { timeout: 15_000 }).toBe(true);
+    await expect.poll(() => page.url(), { timeout: 10_000 }).not.toContain('key=');
+
+    const memberKey = await web.server.createUser('linked@example.com');
+    await page.evaluate((key) => (window.location.hash = `#key=${key}`), memberKey);
+    await expect.poll(() => page.getByText('linked@example.com').isVisible(), { timeout: 15_000 }).toBe(true);
+    expect(await page.getByText('admin@localhost').count()).toBe(0);
+    await expect.poll(() => page.url(), { timeout: 10_000 }).not.toContain('key=');
+    expect(await page.evaluate(() => localStorage.getItem('outrun.apiKey'))).toBe(memberKey);
+    expect(errors).toEqual([]);
+  });
+
   it('continues a run after the page is closed and reopened, showing the answer exactly once', async () => {
     const first = await openNewChat();
     // Long enough (about 7 s) to be still running when the page comes back on a loaded machine.

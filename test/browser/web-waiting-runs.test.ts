@@ -126,6 +126,52 @@ describe.skipIf(!chromiumAvailable())('web app: approvals, budgets and schedules
     expect(errors).toEqual([]);
   });
 
+  it('labels a step the budget cut as cut, and as redone only once the run continues', async () => {
+    const budget = { maxTokens: 40, onExceeded: 'pause' };
+    const chatId = await chatWithAgent({ name: 'Cut short', budget });
+    const { page, errors } = await open(`/chats/${chatId}#key=${ADMIN_KEY}`);
+    const card = page.locator('.budget-card');
+    const label = page.locator('.message-assistant .step-interrupted-label');
+    const cutStep = page.locator('.inspector .step-interrupted-item');
+    await send(page, script({ tokens: 80 }));
+    await expect.poll(() => card.count(), { timeout: 15_000 }).toBe(1);
+    await expect.poll(() => label.textContent(), { timeout: 10_000 }).toBe('Cut at the budget');
+    const continued = await latestRun(chatId);
+    expect(continued.waiting).toMatchObject({ reason: 'budget', exceeded: 'tokens' });
+    const answer = await web.server.api(`/v1/runs/${continued.id}/continue`, {
+      method: 'POST',
+      body: { budget: { maxTokens: 100_000 } },
+    });
+    expect(answer.status).toBe(200);
+    await expect
+      .poll(async () => (await assistantWords(page)).join(' '), { timeout: 15_000 })
+      .toBe(scriptedText(1, 80).trim());
+    await expect.poll(() => label.textContent()).toBe('Cut at the budget — redone below');
+    await page.goto(`${web.server.url}/chats/${chatId}/runs/${continued.id}`);
+    await expect.poll(() => cutStep.textContent(), { timeout: 10_000 }).toContain('cut at the budget');
+    expect(await cutStep.textContent()).toContain('redone in the next step');
+    await expect
+      .poll(() => page.locator('.notable-events').textContent(), { timeout: 10_000 })
+      .toContain('Step 1 was cut at the budget.');
+
+    // Stopped while it waits, the run never redoes the step.
+    const otherChatId = await chatWithAgent({ name: 'Cut short and stopped', budget });
+    await page.goto(`${web.server.url}/chats/${otherChatId}`);
+    await send(page, script({ tokens: 80 }));
+    await expect.poll(() => card.count(), { timeout: 15_000 }).toBe(1);
+    const stopped = await latestRun(otherChatId);
+    const stop = await web.server.api(`/v1/runs/${stopped.id}/stop`, { method: 'POST' });
+    expect(stop.status).toBe(200);
+    await expect.poll(() => card.count(), { timeout: 15_000 }).toBe(0);
+    await expect.poll(() => label.textContent(), { timeout: 10_000 }).toBe('Cut at the budget');
+    await page.goto(`${web.server.url}/chats/${otherChatId}/runs/${stopped.id}`);
+    await expect
+      .poll(() => cutStep.textContent(), { timeout: 10_000 })
+      .toContain('not redone: the run ended');
+    expect(await page.locator('.inspector').textContent()).not.toContain('redone in the next step');
+    expect(errors).toEqual([]);
+  });
+
   it('lists, creates with a preview in words, pauses and deletes schedules, with the last fire and its run', async () => {
     const chatId = await web.server.createChat();
     const fired = await web.server.api(`/v1/chats/${chatId}/schedules`, {
@@ -150,6 +196,10 @@ describe.skipIf(!chromiumAvailable())('web app: approvals, budgets and schedules
     await expect.poll(() => list.count()).toBe(1);
     expect(await list.first().textContent()).toContain('Once,');
     expect(await list.first().getByRole('link', { name: 'its run' }).count()).toBe(1);
+    // A one-time schedule that fired is over: its time is past, so it cannot be resumed.
+    expect(await list.first().locator('.badge').textContent()).toBe('done');
+    expect(await list.first().textContent()).toContain('Ran ');
+    expect(await list.first().getByRole('button', { name: 'Resume' }).count()).toBe(0);
 
     await page.getByLabel(/^Cron/).fill('0 8 * * 1-5');
     await expect.poll(() => page.locator('.cron-preview').textContent()).toBe('Every weekday at 08:00');

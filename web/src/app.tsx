@@ -26,6 +26,19 @@ export function App() {
   const signOutRef = useRef(signOut);
   signOutRef.current = signOut;
 
+  // A sign-in link opened in a tab that already shows the app changes only the fragment, which loads no page.
+  useEffect(() => {
+    const onHashChange = () => {
+      const taken = takeKeyFromFragment();
+      if (!taken || taken === keyRef.current) return;
+      setMe(null);
+      setMessage(null);
+      setKey(taken);
+    };
+    window.addEventListener('hashchange', onHashChange);
+    return () => window.removeEventListener('hashchange', onHashChange);
+  }, []);
+
   // One client for the app's lifetime; it reads the current key for each request. A 401 on any request
   // means the key stopped working: back to the sign-in screen, saying so.
   const client = useMemo(

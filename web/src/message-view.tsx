@@ -115,7 +115,20 @@ export function ToolCall({ part, ended = false }: { part: ToolPart; ended?: bool
 /** Parts split at each `step-start`; a step closed by `data-step-interrupted` is marked. */
 export interface StepGroup {
   parts: MessagePart[];
-  interrupted: { reason: string } | null;
+  /** `redone`: a later step follows it in the message. */
+  interrupted: { reason: string; redone: boolean } | null;
+}
+
+/** The `data-step-interrupted` reason of a step the budget cut: it is redone only if the run continues. */
+export const CUT_BY_BUDGET = 'budget';
+
+/**
+ * How a step cut short is labelled. A crash, a restart or a hand-back is followed by the redone step; a budget
+ * cut pauses the run, and its step is redone only when someone continues it.
+ */
+export function interruptionLabel(interrupted: { reason: string; redone: boolean }): string {
+  if (interrupted.reason !== CUT_BY_BUDGET) return 'Interrupted — redone below';
+  return interrupted.redone ? 'Cut at the budget — redone below' : 'Cut at the budget';
 }
 
 export function groupSteps(parts: readonly MessagePart[]): StepGroup[] {
@@ -128,11 +141,15 @@ export function groupSteps(parts: readonly MessagePart[]): StepGroup[] {
     }
     if (part.type === 'data-step-interrupted') {
       const data = (part as { data?: { reason?: string } }).data;
-      current.interrupted = { reason: data?.reason ?? 'interrupted' };
+      current.interrupted = { reason: data?.reason ?? 'interrupted', redone: false };
       current = null;
       continue;
     }
     current.parts.push(part);
+  }
+  for (const [index, group] of groups.entries()) {
+    if (!group.interrupted) continue;
+    group.interrupted.redone = groups.slice(index + 1).some((later) => later.parts[0]?.type === 'step-start');
   }
   return groups;
 }
@@ -143,7 +160,7 @@ function hasContent(parts: readonly MessagePart[]): boolean {
 
 /**
  * The parts of a message: text as markdown, reasoning and tool calls collapsed, step boundaries as rules.
- * A step a crash or a restart cut short is shown apart, dimmed, above the step that redid it.
+ * A step cut short (by a crash, a restart or the budget) is shown apart, dimmed, above the step that redid it.
  * `ended`: the run is over, so no call in these parts will go on.
  */
 export function Parts({ parts, ended = false }: { parts: MessagePart[]; ended?: boolean }) {
@@ -155,7 +172,7 @@ export function Parts({ parts, ended = false }: { parts: MessagePart[]; ended?: 
         if (group.interrupted) {
           return (
             <div key={index} className="step-interrupted" data-testid="interrupted-step">
-              <div className="step-interrupted-label">Interrupted — redone below</div>
+              <div className="step-interrupted-label">{interruptionLabel(group.interrupted)}</div>
               <StepParts parts={group.parts} ended />
             </div>
           );

@@ -19,7 +19,7 @@ import {
   formatUsage,
   runDuration,
 } from './explain.ts';
-import { formatJson, groupSteps, Parts } from './message-view.tsx';
+import { CUT_BY_BUDGET, formatJson, groupSteps, Parts, type StepGroup } from './message-view.tsx';
 import { navigate, routePath } from './router.ts';
 
 /** Polls `load` every `intervalMs` while `active` says so. */
@@ -344,8 +344,14 @@ function Timeline({ run, steps, message }: { run: RunObject; steps: RunStep[]; m
       items.push(
         <li key={`i${index}`} className="step step-interrupted-item">
           <div className="step-head">
-            <strong>Step {finished + 1}, interrupted</strong>
-            <span className="muted"> {group.interrupted.reason} · redone in the next step</span>
+            <strong>
+              Step {finished + 1},{' '}
+              {group.interrupted.reason === CUT_BY_BUDGET ? 'cut at the budget' : 'interrupted'}
+            </strong>
+            <span className="muted">
+              {' '}
+              {group.interrupted.reason} · {interruptedNote(group.interrupted, ended)}
+            </span>
           </div>
           <div className="step-body step-interrupted">
             <Parts parts={group.parts} ended />
@@ -369,6 +375,12 @@ function Timeline({ run, steps, message }: { run: RunObject; steps: RunStep[]; m
   }
   if (items.length === 0) return <p className="muted">No step has started yet.</p>;
   return <ol className="timeline">{items}</ol>;
+}
+
+/** What became of a step cut short: a crash's or a restart's is redone; a budget cut's only if the run goes on. */
+function interruptedNote(interrupted: NonNullable<StepGroup['interrupted']>, ended: boolean): string {
+  if (interrupted.redone || interrupted.reason !== CUT_BY_BUDGET) return 'redone in the next step';
+  return ended ? 'not redone: the run ended' : 'redone if the run continues';
 }
 
 function hasParts(parts: MessagePart[]): boolean {
@@ -417,7 +429,9 @@ function describeEvent(chunk: RunChunk): string {
   const data = (chunk as { data?: Record<string, unknown> }).data ?? {};
   switch (chunk.type) {
     case 'data-step-interrupted':
-      return `Step ${String(data.step)} was interrupted (${String(data.reason)}) and redone.`;
+      return data.reason === CUT_BY_BUDGET
+        ? `Step ${String(data.step)} was cut at the budget.`
+        : `Step ${String(data.step)} was interrupted (${String(data.reason)}) and redone.`;
     case 'data-compaction':
       return `History compacted: ${String(data.trimmed)} messages left out, ${String(data.summarized)} summarized, ${String(data.tokensBefore)} → ${String(data.tokensAfter)} tokens.`;
     case 'data-budget': {

@@ -20,7 +20,27 @@ function when(schedule: ScheduleObject): string {
   return schedule.timezone ? `${words} (${schedule.timezone})` : words;
 }
 
-/** A chat's schedules: list, create (a cron with a preview in words, or one time), pause, delete. */
+/**
+ * Whether a one-time schedule is over: off, with its time passed. The runner turns one off when it fires; one
+ * paused past its time never fires. Neither can be turned on again, as its time is in the past.
+ */
+function isOver(schedule: ScheduleObject): boolean {
+  return schedule.at !== null && !schedule.enabled && Date.parse(schedule.at) <= Date.now();
+}
+
+/** What became of a one-time schedule that is over. */
+function outcome(schedule: ScheduleObject): string {
+  if (!schedule.lastFiredAt) return 'Did not run: its time passed while it was paused';
+  if (schedule.lastResult && schedule.lastResult !== 'fired') {
+    return `Did not run: due ${formatTime(schedule.lastFiredAt)} (${schedule.lastResult})`;
+  }
+  return `Ran ${formatTime(schedule.lastFiredAt)}`;
+}
+
+/**
+ * A chat's schedules: list, create (a cron with a preview in words, or one time), pause, delete. A one-time
+ * schedule that is over says what became of it instead of offering Resume.
+ */
 export function SchedulesPanel({ client, chatId }: { client: OutrunClient; chatId: string }) {
   const [schedules, setSchedules] = useState<ScheduleObject[] | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -61,55 +81,74 @@ export function SchedulesPanel({ client, chatId }: { client: OutrunClient; chatI
       {schedules === null ? <div className="empty">Loading…</div> : null}
       {schedules?.length === 0 ? <p className="muted">No schedules yet.</p> : null}
       <ul className="schedule-list">
-        {schedules?.map((schedule) => (
-          <li key={schedule.id} className={schedule.enabled ? '' : 'paused'}>
-            <div>
-              <strong>{when(schedule)}</strong>
-              {schedule.enabled ? null : <span className="badge badge-waiting">paused</span>}
-              {schedule.trigger === 'continue' ? (
-                <span className="muted small"> · set by the agent</span>
-              ) : null}
-            </div>
-            <div className="muted small">“{scheduleText(schedule)}”</div>
-            <div className="muted small">
-              {schedule.nextRunAt && schedule.enabled ? `Next: ${formatTime(schedule.nextRunAt)} · ` : ''}
-              Last fired: {schedule.lastFiredAt ? formatTime(schedule.lastFiredAt) : 'never'}
-              {schedule.lastResult && schedule.lastResult !== 'fired' ? ` (${schedule.lastResult})` : ''}
-              {schedule.lastRunId ? (
-                <>
-                  {' · '}
-                  <a
-                    href={routePath({ screen: 'run', chatId, runId: schedule.lastRunId })}
-                    onClick={(event) => {
-                      event.preventDefault();
-                      navigate({ screen: 'run', chatId, runId: schedule.lastRunId! });
-                    }}
+        {schedules?.map((schedule) => {
+          const over = isOver(schedule);
+          return (
+            <li key={schedule.id} className={schedule.enabled ? '' : 'paused'}>
+              <div>
+                <strong>{when(schedule)}</strong>
+                {over ? (
+                  <span className="badge">done</span>
+                ) : schedule.enabled ? null : (
+                  <span className="badge badge-waiting">paused</span>
+                )}
+                {schedule.trigger === 'continue' ? (
+                  <span className="muted small"> · set by the agent</span>
+                ) : null}
+              </div>
+              <div className="muted small">“{scheduleText(schedule)}”</div>
+              <div className="muted small">
+                {over ? (
+                  outcome(schedule)
+                ) : (
+                  <>
+                    {schedule.nextRunAt && schedule.enabled
+                      ? `Next: ${formatTime(schedule.nextRunAt)} · `
+                      : ''}
+                    Last fired: {schedule.lastFiredAt ? formatTime(schedule.lastFiredAt) : 'never'}
+                    {schedule.lastResult && schedule.lastResult !== 'fired'
+                      ? ` (${schedule.lastResult})`
+                      : ''}
+                  </>
+                )}
+                {schedule.lastRunId ? (
+                  <>
+                    {' · '}
+                    <a
+                      href={routePath({ screen: 'run', chatId, runId: schedule.lastRunId })}
+                      onClick={(event) => {
+                        event.preventDefault();
+                        navigate({ screen: 'run', chatId, runId: schedule.lastRunId! });
+                      }}
+                    >
+                      its run
+                    </a>
+                  </>
+                ) : null}
+              </div>
+              <div className="schedule-actions">
+                {over ? null : (
+                  <button
+                    type="button"
+                    className="small"
+                    onClick={() =>
+                      void act(() => client.updateSchedule(schedule.id, { enabled: !schedule.enabled }))
+                    }
                   >
-                    its run
-                  </a>
-                </>
-              ) : null}
-            </div>
-            <div className="schedule-actions">
-              <button
-                type="button"
-                className="small"
-                onClick={() =>
-                  void act(() => client.updateSchedule(schedule.id, { enabled: !schedule.enabled }))
-                }
-              >
-                {schedule.enabled ? 'Pause' : 'Resume'}
-              </button>
-              <button
-                type="button"
-                className="small danger"
-                onClick={() => void act(() => client.deleteSchedule(schedule.id))}
-              >
-                Delete
-              </button>
-            </div>
-          </li>
-        ))}
+                    {schedule.enabled ? 'Pause' : 'Resume'}
+                  </button>
+                )}
+                <button
+                  type="button"
+                  className="small danger"
+                  onClick={() => void act(() => client.deleteSchedule(schedule.id))}
+                >
+                  Delete
+                </button>
+              </div>
+            </li>
+          );
+        })}
       </ul>
       <NewSchedule onCreate={(options) => act(() => client.createSchedule(chatId, options))} />
     </div>
