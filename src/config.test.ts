@@ -54,13 +54,6 @@ describe('loadConfig: durations and blanks', () => {
     );
   });
 
-  it('refuses a webhook claim lease an attempt could outlast', () => {
-    expect(problemsOf({ OUTRUN_WEBHOOK_CLAIM_LEASE_MS: '2000' })[0]).toMatch(
-      /^OUTRUN_WEBHOOK_CLAIM_LEASE_MS: /,
-    );
-    expect(loadConfig({ OUTRUN_WEBHOOK_CLAIM_LEASE_MS: '20000' }).webhookClaimLeaseMs).toBe(20_000);
-  });
-
   it('reads a value of only spaces as unset, not as 0', () => {
     const config = loadConfig({ PORT: ' ', OUTRUN_SHUTDOWN_GRACE_MS: '  ' });
     expect(config.port).toBe(3000);

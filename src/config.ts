@@ -36,9 +36,6 @@ const timerMs = (min: number) =>
 /** The longest a run may wait for a person: ten years (a date that far is still a valid timestamp). */
 const MAX_WAIT_TTL_MS = 3650 * 24 * 60 * 60 * 1000;
 
-/** What a webhook attempt may take before it is abandoned (the dispatcher's request timeout). */
-const WEBHOOK_ATTEMPT_MS = 10_000;
-
 const ConfigSchema = z.object({
   port: z.coerce.number().int().min(0).max(65_535).default(3000),
   host: z.string().min(1).default('127.0.0.1'),
@@ -119,9 +116,9 @@ const ConfigSchema = z.object({
   webhookPollIntervalMs: timerMs(1).default(10_000),
   /**
    * How long a dispatcher's claim on a delivery lasts: a dispatcher that died mid-attempt is retried after it.
-   * At least twice an attempt's 10 s, or a delivery still in flight would be claimed and sent again.
+   * An attempt times out after 10 s, or half this when that is shorter, so it ends within its claim.
    */
-  webhookClaimLeaseMs: timerMs(2 * WEBHOOK_ATTEMPT_MS).default(60_000),
+  webhookClaimLeaseMs: timerMs(1).default(60_000),
   /** Requests one API key (or user) may make to `/v1` per minute, shared across instances through Redis; 0 turns the limit off. */
   rateLimitPerMinute: z.coerce.number().int().min(0).default(600),
   /**

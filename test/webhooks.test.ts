@@ -833,6 +833,40 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     expect(delivery).toMatchObject({ status: 'delivered', attempts: 1, lastStatusCode: 200 });
   });
 
+  it('ends an attempt within a claim lease shorter than the request timeout, so none is sent twice', async () => {
+    await forgetEarlierWebhooks();
+    const webhook = await createWebhook('http://127.0.0.1:9/unused', ['run.succeeded']);
+    await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.succeeded', run });
+    const sent: string[] = [];
+    const dispatcher = new WebhookDispatcher({
+      db: server.outrun.db,
+      logger: silent,
+      allowPrivateUrls: true,
+      claimLeaseMs: 400,
+      // A receiver that answers after 5 s, long past the lease: the attempt gives up at half the lease.
+      fetch: (_url, init) => {
+        sent.push(String(new Headers(init?.headers).get('webhook-id')));
+        return new Promise<Response>((resolve, reject) => {
+          const timer = setTimeout(() => resolve(new Response(null, { status: 200 })), 5_000);
+          init?.signal?.addEventListener('abort', () => {
+            clearTimeout(timer);
+            reject(init.signal!.reason);
+          });
+        });
+      },
+    });
+    const started = Date.now();
+    expect(await dispatcher.dispatchDue()).toBe(1);
+    expect(Date.now() - started).toBeLessThan(2_000);
+    // Another pass after the lease finds it waiting for its retry, not claimable again.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(await dispatcher.dispatchDue()).toBe(0);
+    expect(sent).toHaveLength(1);
+    const [delivery] = (await server.api(`/v1/webhooks/${webhook.id}/deliveries`)).body.items;
+    expect(delivery).toMatchObject({ status: 'pending', attempts: 1 });
+    expect(delivery.lastError).toBe('The request timed out.');
+  });
+
   it('spaces retries by the schedule with jitter, on the injected clock', async () => {
     await forgetEarlierWebhooks();
     const webhook = await createWebhook('http://127.0.0.1:9/unused', ['run.failed']);

@@ -76,7 +76,7 @@ export interface WebhookDispatcherOptions {
   retrySchedule?: readonly number[];
   /** Fraction each retry delay is spread by. @default 0.2 */
   jitter?: number;
-  /** @default 10000 */
+  /** How long one POST may take. @default 10000, or half `claimLeaseMs` when that is shorter */
   timeoutMs?: number;
   /** @default 60000 */
   claimLeaseMs?: number;
@@ -170,8 +170,9 @@ export class WebhookDispatcher {
     this.#pollIntervalMs = options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
     this.#schedule = options.retrySchedule ?? DEFAULT_RETRY_SCHEDULE_MS;
     this.#jitter = options.jitter ?? DEFAULT_JITTER;
-    this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#claimLeaseMs = options.claimLeaseMs ?? DEFAULT_CLAIM_LEASE_MS;
+    // An attempt ends well within its claim, so it is recorded before another dispatcher may take the delivery.
+    this.#timeoutMs = options.timeoutMs ?? Math.min(DEFAULT_TIMEOUT_MS, Math.floor(this.#claimLeaseMs / 2));
     this.#batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
     this.#perWebhook = options.perWebhook ?? DEFAULT_PER_WEBHOOK;
     this.#now = options.now ?? (() => new Date());
