@@ -69,13 +69,18 @@ describe('acquireDataDirLock', () => {
     lock.release();
   });
 
-  it.runIf(processStartTime(process.pid) !== null)(
+  it.runIf(processStartTime(process.pid) !== null && spawnSync('python3', ['-c', 'pass']).status === 0)(
     'takes over a lock whose process was killed and is not reaped yet (a zombie)',
     async () => {
-      // `sh` starts `true`, then becomes `sleep`, which never reaps it: `true` stays a zombie while `sleep` runs.
-      const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 30'], {
-        stdio: ['ignore', 'pipe', 'ignore'],
-      });
+      // A parent that forks a child which exits at once, and never waits for it: the child stays a zombie.
+      const parent = spawn(
+        'python3',
+        [
+          '-c',
+          'import os, time\npid = os.fork()\nif pid == 0: os._exit(0)\nprint(pid, flush=True)\ntime.sleep(30)',
+        ],
+        { stdio: ['ignore', 'pipe', 'ignore'] },
+      );
       try {
         const [line] = (await once(parent.stdout!, 'data')) as [Buffer];
         const zombie = Number(line.toString().trim());
