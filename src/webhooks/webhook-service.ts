@@ -255,7 +255,10 @@ export class WebhookService {
     return toWebhookObject(row, this.#now());
   }
 
-  /** Deletes a webhook; its pending deliveries end `failed`, its delivery history stays listable by id. */
+  /**
+   * Deletes a webhook; its pending deliveries end `failed`. Its deliveries are kept until their retention ends
+   * (the dispatcher prunes them) but no longer listed: the webhook they belong to answers 404.
+   */
   async delete(caller: Caller, webhookId: string): Promise<void> {
     await this.#db.transaction().execute(async (tx) => {
       const deleted = await tx
