@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { MemoryBus } from '../src/bus/memory-bus.ts';
 import { RunService } from '../src/runs/run-service.ts';
 import { Ending, Lifecycle } from '../src/runs/lifecycle.ts';
@@ -134,6 +134,33 @@ describe.each(STORE_KINDS)('store conformance on %s', (kind) => {
     // A 40 ms window takes all five in one insert; without one, the log writes as soon as a tick ends.
     expect(await paced(40)).toBe(1);
     expect(await paced(0)).toBeGreaterThan(1);
+  });
+
+  it('logs a bus that fails every publish once, with the count, not once a batch', async () => {
+    const warnings: unknown[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line)) });
+    const bus = new MemoryBus();
+    vi.spyOn(bus, 'publish').mockRejectedValue(new Error('Redis is down'));
+    const failing = new EventLog({
+      db: database.db,
+      bus,
+      metrics: new Metrics({ defaultMetrics: false }),
+      logger,
+      faults: new Faults(),
+    });
+    const writer = failing.openWriter({ runId: await run(await chat(), 'running'), epoch: 1, nextSeq: 1 });
+    for (let index = 0; index < 20; index++) {
+      writer.append({ type: 'text-delta', id: 't', delta: `${index} ` });
+      await writer.flush();
+    }
+    // The events are durable whatever the bus did; readers catch up from the log.
+    expect(await failing.read({ runId: writer.runId, after: 0, limit: 50 })).toHaveLength(20);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({
+      msg: expect.stringContaining('publishing events failed'),
+      failures: 1,
+    });
   });
 
   it('does not hold the events of a run that had the last insert to itself for the coalescing window', async () => {

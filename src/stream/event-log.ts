@@ -29,6 +29,9 @@ import {
 } from './event-pages.ts';
 import { isTerminalRunEventData } from './run-event.ts';
 
+/** At most one log line per this long about failed publishes (the count of those in between goes with it). */
+const PUBLISH_FAILURE_LOG_MS = 10_000;
+
 /** The highest durable sequence number of a run (0 when it has none), read in `db` or a transaction. */
 export async function lastSeqOf(db: Db | Transaction<Database>, runId: string): Promise<number> {
   const result = await sql<{ last: number }>`select ${lastSeqExpression(runId)} as last`.execute(db);
@@ -187,6 +190,9 @@ export class EventLog {
   #flushing: Promise<void> | null = null;
   /** The run whose events alone made up the last insert; null when it held more than one run's. */
   #soleRunOfLastInsert: string | null = null;
+  /** Failed publishes since the last one logged, and when that was (`#publishFailed`). */
+  #publishFailures = 0;
+  #publishFailureLoggedAt = -Infinity;
 
   constructor(options: EventLogOptions) {
     this.#db = options.db;
@@ -198,6 +204,22 @@ export class EventLog {
     this.#maxBatchEvents = options.maxBatchEvents ?? 2000;
     this.#retryForMs = options.retryForMs ?? 10_000;
     this.#coalesceMs = options.coalesceMs ?? 0;
+  }
+
+  /**
+   * Logs a failed publish: the first at once, then at most one line per `PUBLISH_FAILURE_LOG_MS` with how many
+   * failed since. A bus outage fails every batch of every run; one line each would flood the log.
+   */
+  #publishFailed(error: unknown, runId: string): void {
+    this.#publishFailures += 1;
+    const now = Date.now();
+    if (now - this.#publishFailureLoggedAt < PUBLISH_FAILURE_LOG_MS) return;
+    this.#logger.warn(
+      { err: error, runId, failures: this.#publishFailures },
+      'publishing events failed (readers catch up from the log)',
+    );
+    this.#publishFailures = 0;
+    this.#publishFailureLoggedAt = now;
   }
 
   /** A writer for a run this worker owns under `epoch`; `nextSeq` is the first sequence number it assigns. */
@@ -587,9 +609,7 @@ export class EventLog {
       this.publish(
         writer.runId,
         events.map(({ seq, data, terminal }) => ({ seq, data, terminal })),
-      ).catch((error: unknown) =>
-        this.#logger.warn({ err: error, runId: writer.runId }, 'publishing events failed'),
-      );
+      ).catch((error: unknown) => this.#publishFailed(error, writer.runId));
     }
   }
 
