@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -122,6 +122,14 @@ describe('start-up errors', () => {
     expect(exit.code).not.toBe(0);
     expect(exit.output).toContain('OUTRUN_MAX_ATTEMPTS:');
     expect(exit.output).toContain('LOG_LEVEL:');
+  });
+
+  it('fails naming OUTRUN_DATA_DIR when it is a file', async () => {
+    const file = join(dataDir, 'not-a-directory');
+    writeFileSync(file, 'x');
+    const exit = await runServe({ OUTRUN_DATA_DIR: file });
+    expect(exit.code, exit.output).toBe(1);
+    expect(exit.output).toContain(`OUTRUN_DATA_DIR: cannot use ${file} as the data directory: it is a file`);
   });
 
   it('fails naming OUTRUN_MODEL when it is no model id at all', async () => {

@@ -122,7 +122,15 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
     const ownsInstance = !options.pglite;
     let lock: DataDirLock | undefined;
     if (ownsInstance && options.dataDir) {
-      mkdirSync(options.dataDir, { recursive: true });
+      try {
+        mkdirSync(options.dataDir, { recursive: true });
+      } catch (error) {
+        const reason =
+          (error as NodeJS.ErrnoException).code === 'EEXIST'
+            ? 'it is a file, not a directory'
+            : (error as Error).message;
+        throw new Error(`OUTRUN_DATA_DIR: cannot use ${options.dataDir} as the data directory: ${reason}.`);
+      }
       // Taken before PGlite opens the files: a second process on them would corrupt the database.
       lock = await acquireDataDirLock({ dataDir: options.dataDir });
     }
