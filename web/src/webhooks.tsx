@@ -177,37 +177,22 @@ function WebhookItem(props: {
           : ''}
       </div>
       {confirming === 'delete' ? (
-        <div className="schedule-actions">
-          <span>Delete this webhook? Deliveries not sent yet are dropped.</span>
-          <button
-            type="button"
-            className="small danger"
-            autoFocus
-            disabled={busy}
-            onClick={() => void act(onDelete)}
-          >
-            Delete
-          </button>
-          <button type="button" className="small" onClick={() => setConfirming(null)}>
-            Cancel
-          </button>
-        </div>
+        <Confirm
+          question="Delete this webhook? Deliveries not sent yet are dropped."
+          action="Delete"
+          danger
+          busy={busy}
+          onConfirm={() => void act(onDelete)}
+          onCancel={() => setConfirming(null)}
+        />
       ) : confirming === 'rotate' ? (
-        <div className="schedule-actions">
-          <span>Rotate the signing secret? The current one keeps signing deliveries for 24 hours.</span>
-          <button
-            type="button"
-            className="small primary"
-            autoFocus
-            disabled={busy}
-            onClick={() => void act(onRotate)}
-          >
-            Rotate
-          </button>
-          <button type="button" className="small" onClick={() => setConfirming(null)}>
-            Cancel
-          </button>
-        </div>
+        <Confirm
+          question="Rotate the signing secret? The current one keeps signing deliveries for 24 hours."
+          action="Rotate"
+          busy={busy}
+          onConfirm={() => void act(onRotate)}
+          onCancel={() => setConfirming(null)}
+        />
       ) : (
         <div className="schedule-actions">
           <button type="button" className="small" aria-expanded={open} onClick={() => setOpen(!open)}>
@@ -399,5 +384,33 @@ function NewWebhook({
         </button>
       </div>
     </form>
+  );
+}
+
+/** A question with its action and Cancel, in place of a webhook's buttons. */
+function Confirm(props: {
+  question: string;
+  action: string;
+  danger?: boolean;
+  busy: boolean;
+  onConfirm: () => void;
+  onCancel: () => void;
+}) {
+  return (
+    <div className="schedule-actions">
+      <span>{props.question}</span>
+      <button
+        type="button"
+        className={`small ${props.danger ? 'danger' : 'primary'}`}
+        autoFocus
+        disabled={props.busy}
+        onClick={props.onConfirm}
+      >
+        {props.action}
+      </button>
+      <button type="button" className="small" onClick={props.onCancel}>
+        Cancel
+      </button>
+    </div>
   );
 }
