@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { assertRedisReachable } from './bus/redis-reachable.ts';
-import { loadConfig } from './config.ts';
+import { loadConfig, unknownOutrunVariables } from './config.ts';
 import { createLogger } from './logger.ts';
 import { assertCanListen, describeListenError } from './net/listen-check.ts';
 import { assertDatabaseReachable } from './store/database-reachable.ts';
@@ -31,6 +31,10 @@ async function main(): Promise<void> {
   }
   const config = loadConfig();
   const logger = createLogger({ level: config.logLevel, format: config.logFormat });
+  const unknown = unknownOutrunVariables();
+  if (unknown.length > 0) {
+    logger.warn({ variables: unknown }, `Outrun reads no such setting: ${unknown.join(', ')} (misspelt?)`);
+  }
   if (command !== 'serve' && command !== 'worker' && command !== 'migrate') {
     console.error(`Unknown command "${command}".\n\n${USAGE}`);
     process.exitCode = 2;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from './config.ts';
+import { ConfigError, loadConfig, unknownOutrunVariables } from './config.ts';
 
 describe('loadConfig: admission settings', () => {
   it('defaults to a base of 100, a maximum of 1,000 and a 30 ms bound on the loop delay', () => {
@@ -52,6 +52,19 @@ describe('loadConfig: durations and blanks', () => {
     expect(problemsOf({ OUTRUN_WAIT_TTL_MS: '9000000000000000' })[0]).toMatch(
       /^OUTRUN_WAIT_TTL_MS: must be at most/,
     );
+  });
+
+  it('lists the OUTRUN_ variables it does not read, to warn of a misspelt setting', () => {
+    expect(
+      unknownOutrunVariables({
+        OUTRUN_LEASE_MSS: '100',
+        OUTRUN_LEASE_MS: '100',
+        OUTRUN_FAULTS: '',
+        OUTRUN_COMPATIBLE_BASE_URL: 'http://127.0.0.1:11434/v1',
+        OPENAI_API_KEY: 'x',
+        OUTRUN_ADMIN_KEYS: 'x',
+      }),
+    ).toEqual(['OUTRUN_ADMIN_KEYS', 'OUTRUN_LEASE_MSS']);
   });
 
   it('reads a value of only spaces as unset, not as 0', () => {

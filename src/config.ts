@@ -257,6 +257,17 @@ export const OTHER_VARIABLES = [
   'OUTRUN_FAULTS',
 ] as const;
 
+/**
+ * The `OUTRUN_*` variables set in `env` that Outrun does not read: most likely misspelt settings
+ * (`OUTRUN_LEASE_MSS`), which would otherwise leave their setting at its default without a word.
+ */
+export function unknownOutrunVariables(env: NodeJS.ProcessEnv = process.env): string[] {
+  const known = new Set<string>([...Object.values(CONFIG_VARIABLES), ...OTHER_VARIABLES]);
+  return Object.keys(env)
+    .filter((name) => name.startsWith('OUTRUN_') && !known.has(name))
+    .sort();
+}
+
 /** Fields whose values may hold credentials: an error names the variable but never echoes its value. */
 const SECRET_FIELDS = new Set<string>(['adminKey', 'databaseUrl', 'redisUrl', 'metricsToken']);
 
