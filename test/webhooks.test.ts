@@ -364,6 +364,11 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     return { id: created.body.webhook.id as string, secret: created.body.secret as string };
   };
   /** Removes the webhooks and pending deliveries of earlier tests, for tests that count claims. */
+  /**
+   * A clock a second ahead, for a dispatcher called right after a delivery is recorded: the delivery's due time
+   * is the database's clock, which may be later than this process's within the same millisecond.
+   */
+  const aheadOfTheDatabase = () => new Date(Date.now() + 1_000);
   const forgetEarlierWebhooks = async () => {
     await server.outrun.db.deleteFrom('webhooks').execute();
     await server.outrun.db
@@ -380,6 +385,7 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     perWebhook?: number;
     deliveryRetentionMs?: number;
     pruneIntervalMs?: number;
+    now?: () => Date;
   }) => {
     const created = new WebhookDispatcher({
       db: server.outrun.db,
@@ -843,6 +849,7 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
       logger: silent,
       allowPrivateUrls: true,
       claimLeaseMs: 400,
+      now: aheadOfTheDatabase,
       // A receiver that answers after 5 s, long past the lease: the attempt gives up at half the lease.
       fetch: (_url, init) => {
         sent.push(String(new Headers(init?.headers).get('webhook-id')));
@@ -909,7 +916,7 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     const rotated = await server.api(`/v1/webhooks/${webhook.id}/rotate-secret`, { method: 'POST' });
     expect(rotated.status).toBe(200);
     const secret = rotated.body.secret as string;
-    const sender = dispatcher({ retrySchedule: [] });
+    const sender = dispatcher({ retrySchedule: [], now: aheadOfTheDatabase });
 
     await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.succeeded', run });
     expect(await sender.dispatchDue()).toBe(1);
@@ -944,7 +951,7 @@ describe.each(STORE_KINDS)('webhook delivery on %s', (kind) => {
     const receiver = await startReceiver(() => 204);
     receivers.push(receiver);
     const webhook = await createWebhook(receiver.url, ['run.aborted']);
-    const sender = dispatcher({ retrySchedule: [] });
+    const sender = dispatcher({ retrySchedule: [], now: aheadOfTheDatabase });
     expect(await recordWebhookEvent(server.outrun.db, { workspaceId, event: 'run.aborted', run })).toBe(1);
 
     const disabled = await server.api(`/v1/webhooks/${webhook.id}`, {
