@@ -73,3 +73,29 @@ export function createLogger(options: CreateLoggerOptions = {}): Logger {
   });
   return pino(base, stream);
 }
+
+/**
+ * Lets a log line that an outage repeats (one per reconnect, one per event batch) through at most once per
+ * `intervalMs`, and counts the ones it held back.
+ */
+export class LogEvery {
+  readonly #intervalMs: number;
+  #lastAt = -Infinity;
+  #held = 0;
+
+  constructor(intervalMs: number) {
+    this.#intervalMs = intervalMs;
+  }
+
+  /** When this line may go: how many were held back since the last one that went; else null (hold it). */
+  take(now = Date.now()): number | null {
+    if (now - this.#lastAt < this.#intervalMs) {
+      this.#held += 1;
+      return null;
+    }
+    const held = this.#held;
+    this.#lastAt = now;
+    this.#held = 0;
+    return held;
+  }
+}

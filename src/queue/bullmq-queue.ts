@@ -1,5 +1,6 @@
 import { Queue, WaitingError, Worker, type Job, type KeepJobs } from 'bullmq';
 import pino, { type Logger } from 'pino';
+import { LogEvery } from '../logger.ts';
 import { redactUrl } from '../bus/redis-reachable.ts';
 import {
   QueueClosedError,
@@ -74,7 +75,8 @@ export class BullMqQueue implements RunQueue {
   #closed = false;
   #closing: Promise<void> | null = null;
   #producerClosed = false;
-  #lastErrorLoggedAt = 0;
+  /** ioredis reports a connection error per reconnect attempt: one line a second at most. */
+  readonly #connectionErrors = new LogEvery(1000);
   /** The job keys whose runs execute here: a second delivery of one is dropped. */
   readonly #keysRunning = new Set<string>();
   /** Wakes the dispatcher waiting for a slot, if it waits. */
@@ -233,12 +235,14 @@ export class BullMqQueue implements RunQueue {
     void closable.disconnect().catch(() => {});
   }
 
-  /** Logs a connection error once per second at most: ioredis reports one per reconnect attempt. */
+  /** Logs a connection error once per second at most, with how many more there were. */
   #connectionError(role: 'producer' | 'worker', error: Error): void {
-    const now = Date.now();
-    if (now - this.#lastErrorLoggedAt < 1000) return;
-    this.#lastErrorLoggedAt = now;
-    this.#logger.warn({ err: error, queue: this.#name, connection: role }, 'run queue connection error');
+    const held = this.#connectionErrors.take();
+    if (held === null) return;
+    this.#logger.warn(
+      { err: error, queue: this.#name, connection: role, held },
+      'run queue connection error',
+    );
   }
 
   /**

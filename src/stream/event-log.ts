@@ -9,6 +9,7 @@ import {
   type Transaction,
 } from 'kysely';
 import type { Logger } from 'pino';
+import { LogEvery } from '../logger.ts';
 import { BusChannel, type Bus } from '../bus/bus.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
 import type { Metrics } from '../metrics.ts';
@@ -190,9 +191,8 @@ export class EventLog {
   #flushing: Promise<void> | null = null;
   /** The run whose events alone made up the last insert; null when it held more than one run's. */
   #soleRunOfLastInsert: string | null = null;
-  /** Failed publishes since the last one logged, and when that was (`#publishFailed`). */
-  #publishFailures = 0;
-  #publishFailureLoggedAt = -Infinity;
+  /** A bus outage fails every batch of every run: one line per `PUBLISH_FAILURE_LOG_MS` at most. */
+  readonly #publishFailures = new LogEvery(PUBLISH_FAILURE_LOG_MS);
 
   constructor(options: EventLogOptions) {
     this.#db = options.db;
@@ -206,20 +206,14 @@ export class EventLog {
     this.#coalesceMs = options.coalesceMs ?? 0;
   }
 
-  /**
-   * Logs a failed publish: the first at once, then at most one line per `PUBLISH_FAILURE_LOG_MS` with how many
-   * failed since. A bus outage fails every batch of every run; one line each would flood the log.
-   */
+  /** Logs a failed publish: the first at once, then at most one per `PUBLISH_FAILURE_LOG_MS`, with the count. */
   #publishFailed(error: unknown, runId: string): void {
-    this.#publishFailures += 1;
-    const now = Date.now();
-    if (now - this.#publishFailureLoggedAt < PUBLISH_FAILURE_LOG_MS) return;
+    const held = this.#publishFailures.take();
+    if (held === null) return;
     this.#logger.warn(
-      { err: error, runId, failures: this.#publishFailures },
+      { err: error, runId, failures: held + 1 },
       'publishing events failed (readers catch up from the log)',
     );
-    this.#publishFailures = 0;
-    this.#publishFailureLoggedAt = now;
   }
 
   /** A writer for a run this worker owns under `epoch`; `nextSeq` is the first sequence number it assigns. */
