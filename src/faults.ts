@@ -23,6 +23,11 @@ export const FaultPoint = {
    * statement (decision 0011) is sent. Either way a fault here leaves nothing of the ending written.
    */
   settleBeforeCommit: 'run.settle.before-commit',
+  /**
+   * After the ending of a run whose step budget said `continue` committed (the follow-up owed on its row),
+   * before the follow-up starts.
+   */
+  beforeContinuation: 'run.before-continuation',
   /** Before a finished step is recorded (its `run_steps` row and the run's step count). */
   beforeStepRecord: 'run.before-step-record',
   /** Before a group-commit batch of events is inserted. */

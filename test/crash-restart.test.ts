@@ -1,66 +1,12 @@
-import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Webhook } from 'standardwebhooks';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, inject, it } from 'vitest';
-import { createPostgresDatabase, STORE_KINDS, type StoreKind } from './support/databases.ts';
+import { afterEach, describe, expect, it } from 'vitest';
+import { STORE_KINDS } from './support/databases.ts';
+import { ADMIN_KEY, client, durableStore } from './support/durable-store.ts';
 import { runUntilExit, startServerProcess, type ServerProcess } from './support/server-process.ts';
-import {
-  answeredText,
-  collectStream,
-  messageText,
-  script,
-  scriptedText,
-  streamedText,
-} from './support/sse.ts';
+import { answeredText, collectStream, messageText, scriptedText, streamedText } from './support/sse.ts';
 import { pollUntil } from './support/wait.ts';
-
-const ADMIN_KEY = 'crash-test-admin-key-0123456789';
-
-/** A store that outlives server processes: a PGlite data directory, or a PostgreSQL database. */
-async function durableStore(
-  kind: StoreKind,
-): Promise<{ env: Record<string, string>; cleanup: () => Promise<void> }> {
-  if (kind === 'pglite') {
-    const dataDir = mkdtempSync(join(tmpdir(), 'outrun-crash-'));
-    // A copy of a migrated data directory starts in well under a second; a fresh one runs initdb first.
-    cpSync(inject('pgliteTemplateDir'), dataDir, { recursive: true });
-    // DATABASE_URL is cleared: the child would otherwise inherit the test run's PostgreSQL.
-    return {
-      env: { OUTRUN_DATA_DIR: dataDir, DATABASE_URL: '' },
-      cleanup: async () => rmSync(dataDir, { recursive: true, force: true }),
-    };
-  }
-  const database = await createPostgresDatabase();
-  return { env: { DATABASE_URL: database.url }, cleanup: database.drop };
-}
-
-function client(url: string) {
-  const headers = { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' };
-  return {
-    async json(path: string, method = 'GET', body?: unknown) {
-      const response = await fetch(url + path, {
-        method,
-        headers,
-        body: body ? JSON.stringify(body) : undefined,
-      });
-      return { status: response.status, body: (await response.json()) as any };
-    },
-    stream(path: string) {
-      return fetch(url + path, { headers });
-    },
-    /** Creates a chat (with `chat` as its body) and starts a scripted run in it. */
-    async startRun(options: Parameters<typeof script>[0], chat: Record<string, unknown> = {}) {
-      const chatId = (await this.json('/v1/chats', 'POST', chat)).body.chat.id as string;
-      const started = await this.json(`/v1/chats/${chatId}/runs`, 'POST', {
-        input: { text: script(options) },
-      });
-      return { chatId, runId: started.body.run.id as string };
-    },
-  };
-}
 
 describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
   const processes: ServerProcess[] = [];

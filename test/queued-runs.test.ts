@@ -196,6 +196,58 @@ describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
     expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toHaveLength(2);
   });
 
+  it('begins one follow-up a run owed, however many sweepers and starters race for it', async () => {
+    // The owner never starts its follow-up, as if its process had died at this point.
+    faults.arm(FaultPoint.beforeContinuation, () => {
+      throw new Error('the process died here (simulated)');
+    });
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: {
+        name: 'owed',
+        budget: { maxSteps: 1, onExceeded: 'continue' },
+        continuation: { maxRuns: 1 },
+      },
+    });
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    const first = (
+      await server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body: { input: { text: script({ steps: 3, tokens: 2, tool: true }) } },
+      })
+    ).body.run;
+    expect((await server.waitForRun(first.id)).status).toBe('succeeded');
+    await pollUntil(
+      () => Promise.resolve(faults.hits(FaultPoint.beforeContinuation)),
+      (hits) => hits > 0,
+    );
+    const { engine } = server.outrun;
+    const owed = (await engine.runs.get(first.id))!;
+    expect(owed.continuation_owed_at).not.toBeNull();
+    // Within a lease of the ending the sweeper leaves the follow-up to its owner.
+    await engine.sweep({ all: false });
+    expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toHaveLength(1);
+
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    const config = owed.config as unknown as Parameters<typeof engine.startContinuation>[1];
+    const raced = await Promise.all([
+      engine.sweep({ all: false }),
+      ...Array.from({ length: 5 }, () => engine.startContinuation(owed, config)),
+    ]);
+    const followUps = raced.slice(1) as (RunObject | null)[];
+    const runs = (await server.api(`/v1/chats/${chatId}/runs`)).body.items as RunObject[];
+    expect(runs).toHaveLength(2);
+    const follow = runs.find((run) => run.id !== first.id)!;
+    expect(follow).toMatchObject({ trigger: 'continue', parentRunId: first.id });
+    expect(followUps.map((run) => run?.id)).toEqual(Array(5).fill(follow.id));
+    expect((await engine.runs.get(first.id))!.continuation_owed_at).toBeNull();
+    expect((await server.waitForRun(follow.id)).status).toBe('succeeded');
+    // Settled: a later sweep starts nothing more.
+    await engine.sweep({ all: false });
+    expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toHaveLength(2);
+  });
+
   it('starts the follow-up even when the database drops its first insert after the parent ended', async () => {
     // The database fails the first insert of a follow-up with a connection error (SQLSTATE 08006), once: a
     // sequence counts the tries, as it is not rolled back with the failed insert.

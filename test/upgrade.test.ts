@@ -88,6 +88,7 @@ describe.each(STORE_KINDS)('upgrading a database with events on %s', (kind) => {
       '0016-lost-executions',
       '0017-webhook-secret-rotation',
       '0018-idempotency-keys-per-user',
+      '0019-continuation-owed',
     ]);
     expect(await pageKey()).toBe('PRIMARY KEY (run_id, last_seq)');
 

@@ -557,9 +557,19 @@ export class Lifecycle {
      * the ending knows the row it leaves and goes in one statement (decision 0011).
      */
     owner?: RunRow;
+    /**
+     * The ending makes a follow-up owed (`onExceeded: "continue"`): recorded with the ending, so that the
+     * follow-up is started even if this process dies before it starts it (`RunEngine.startContinuation`).
+     */
+    continuationOwed?: boolean;
   }) {
-    const { owner, parts } = options;
+    const { owner, parts, continuationOwed } = options;
     const { usage, cost_usd, step_count } = options.changes ?? {};
+    if (continuationOwed) {
+      // Rare enough (once per continued run) to take the transaction's path rather than shape the one statement.
+      const changes = { ...options.changes, continuation_owed_at: sql<Date>`now()` };
+      return this.#end({ ...options, changes, from: [RunStatus.running], owned: true });
+    }
     const ended =
       owner?.epoch === options.epoch &&
       owner.stop_requested_at === null &&

@@ -2,7 +2,13 @@ import type { Logger } from 'pino';
 import { BusChannel, type Bus } from '../bus/bus.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { ModelPrices } from '../agent/prices.ts';
-import { ConflictError, InvalidRequestError, NotFoundError, RunAlreadyActiveError } from '../errors.ts';
+import {
+  ConflictError,
+  InvalidRequestError,
+  NotFoundError,
+  OutrunError,
+  RunAlreadyActiveError,
+} from '../errors.ts';
 import type { Db } from '../store/database.ts';
 import { logPassFailure, retryTransient } from '../store/transient.ts';
 import { FaultPoint, type Faults } from '../faults.ts';
@@ -294,34 +300,56 @@ export class RunEngine {
    * chat (`trigger: "continue"`, `parentRunId`), with the same configuration, as long as the chain has not
    * used the agent's `continuation.maxRuns`. Returns the new run, or null at the end of the chain. Held to
    * the workspace's quotas as any start (`startRun`): a refused one throws `QuotaExceededError`.
+   *
+   * The parent's ending recorded the follow-up as owed (`continuation_owed_at`); the follow-up's begin
+   * transaction settles that, and only a start that settles it begins a run. So the parent's owner and the
+   * sweeper (which starts what a dead owner owed) may both call this, on any instances: one follow-up begins.
+   * A refused start (the chain's end, a deleted chat, a quota) settles the debt too: it is not tried again.
    */
   async startContinuation(parent: RunRow, config: RunConfig): Promise<RunObject | null> {
+    const { runs, db } = this.#options;
     const maxRuns = config.continuation?.maxRuns ?? 0;
-    if ((await this.#options.runs.continuationDepth(parent.id)) >= maxRuns) return null;
-    // The parent's ending has committed: a transient database error here would lose the follow-up for good,
-    // so the start is retried; a try whose commit went through unanswered is found, not begun twice.
+    const followUp = () =>
+      db
+        .selectFrom('runs')
+        .selectAll()
+        .where('chat_id', '=', parent.chat_id)
+        .where('parent_run_id', '=', parent.id)
+        .where('trigger', '=', RunTrigger.continue)
+        .executeTakeFirst();
+    // A transient database error here would lose the follow-up until the sweeper's next look, so the start is
+    // retried; a try whose commit went through unanswered settled the debt, and its follow-up is found.
     return retryTransient(
       async () => {
-        const begun = await this.#options.db
-          .selectFrom('runs')
-          .selectAll()
-          .where('chat_id', '=', parent.chat_id)
-          .where('parent_run_id', '=', parent.id)
-          .where('trigger', '=', RunTrigger.continue)
-          .executeTakeFirst();
-        if (begun) return toRunObject(begun);
-        return this.startRun({
-          workspaceId: parent.workspace_id,
-          chatId: parent.chat_id,
-          userId: parent.created_by,
-          parts: [{ type: 'text', text: CONTINUATION_TEXT }],
-          model: config.model,
-          trigger: RunTrigger.continue,
-          config: config as unknown as Record<string, unknown>,
-          agentId: parent.agent_id,
-          parentRunId: parent.id,
-          multitask: 'enqueue',
-        });
+        if ((await runs.continuationDepth(parent.id)) >= maxRuns) {
+          await runs.settleContinuation(parent.id);
+          return null;
+        }
+        try {
+          return await this.startRun({
+            workspaceId: parent.workspace_id,
+            chatId: parent.chat_id,
+            userId: parent.created_by,
+            parts: [{ type: 'text', text: CONTINUATION_TEXT }],
+            model: config.model,
+            trigger: RunTrigger.continue,
+            config: config as unknown as Record<string, unknown>,
+            agentId: parent.agent_id,
+            parentRunId: parent.id,
+            multitask: 'enqueue',
+            inTransaction: async (tx) => {
+              if (!(await runs.settleContinuation(parent.id, tx))) throw new ContinuationSettledError();
+            },
+          });
+        } catch (error) {
+          if (error instanceof ContinuationSettledError) {
+            const begun = await followUp();
+            return begun ? toRunObject(begun) : null;
+          }
+          // Refused for the workspace's state (the chat was deleted, a quota): owed no longer.
+          if (error instanceof OutrunError) await runs.settleContinuation(parent.id);
+          throw error;
+        }
       },
       { attempts: 6, deadlineMs: 30_000 },
     );
@@ -561,11 +589,8 @@ export class RunEngine {
     const { runs, executor, metrics, queue, lifecycle, faults } = this.#options;
     metrics.sweeps.inc();
     const now = this.#clock.now();
-    const orphans = await runs.findOrphans({
-      all: options.all,
-      now,
-      pendingBefore: new Date(now.getTime() - (this.#options.leaseMs ?? 30_000)),
-    });
+    const pendingBefore = new Date(now.getTime() - (this.#options.leaseMs ?? 30_000));
+    const orphans = await runs.findOrphans({ all: options.all, now, pendingBefore });
     // In the background: compaction is never urgent, and never holds up the runs below.
     this.#options.compactor
       ?.sweep()
@@ -614,7 +639,33 @@ export class RunEngine {
         handled += requeued ? 1 : 0;
       }
     }
-    return handled;
+    return handled + (await this.#startOwedContinuations(options.all ? now : pendingBefore));
+  }
+
+  /**
+   * Starts the follow-ups that runs ended before `before` owe and did not start: their process died between
+   * the ending and the start, or the start failed for good. Owners start their own at once, so the sweeper
+   * leaves a lease's time to them (none when it sweeps everything at a single instance's start).
+   */
+  async #startOwedContinuations(before: Date): Promise<number> {
+    const { runs, logger } = this.#options;
+    let started = 0;
+    for (const parent of await runs.findOwedContinuations({ before })) {
+      try {
+        const followUp = await this.startContinuation(parent, parent.config as unknown as RunConfig);
+        if (!followUp) continue;
+        logger.warn(
+          { runId: parent.id, chatId: parent.chat_id, followUpRunId: followUp.id },
+          'started the follow-up a run owed',
+        );
+        started += 1;
+      } catch (error) {
+        if (error instanceof OutrunError) {
+          logger.warn({ runId: parent.id, code: error.code }, `no continuation: ${error.message}`);
+        } else logger.error({ err: error, runId: parent.id }, 'starting an owed continuation failed');
+      }
+    }
+    return started;
   }
 
   #swept(run: RunRow, reason: string): void {
@@ -700,6 +751,13 @@ function assertBudgetLeft(budget: Budget, spent: Spend): void {
     field,
     issues: [{ path: ['budget', used.field], message }],
   });
+}
+
+/** Another start settled the follow-up its parent owed (it began it, or it was refused): this one begins none. */
+class ContinuationSettledError extends Error {
+  constructor() {
+    super('The follow-up was already settled.');
+  }
 }
 
 /** The user message of a continuation run. */

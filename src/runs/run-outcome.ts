@@ -180,15 +180,34 @@ export async function settleRun(options: {
     case 'end':
       await endRun({ deps, row, epoch, ending: outcome.ending, projector, changes, lastSeq, tail, step });
       return;
-    case 'continue':
-      await endRun({ deps, row, epoch, ending: Ending.succeeded(), projector, changes, lastSeq, tail, step });
-      await deps.continueRun?.(row, config).catch((error: unknown) => {
+    case 'continue': {
+      const ended = await endRun({
+        deps,
+        row,
+        epoch,
+        ending: Ending.succeeded(),
+        projector,
+        changes,
+        lastSeq,
+        tail,
+        step,
+        continuationOwed: true,
+      });
+      if (!ended) return;
+      // The follow-up is owed on the parent's row now: a process that dies here leaves it to the sweeper.
+      await deps.faults.hit(FaultPoint.beforeContinuation, { runId: row.id });
+      await deps.continueRun?.(ended, config).catch((error: unknown) => {
         // A refusal (the chat was deleted meanwhile, a quota) is the workspace's state, not a fault.
         if (error instanceof OutrunError) {
           deps.logger.warn({ runId: row.id, code: error.code }, `no continuation: ${error.message}`);
-        } else deps.logger.error({ err: error, runId: row.id }, 'starting the continuation failed');
+        } else
+          deps.logger.error(
+            { err: error, runId: row.id },
+            'starting the continuation failed; the sweeper retries',
+          );
       });
       return;
+    }
     case 'wait-for-approval': {
       const waiting: RunWaiting = {
         reason: 'approval',
@@ -238,7 +257,8 @@ async function endRun(options: {
   lastSeq?: number;
   tail?: readonly string[];
   step?: FinishedStep;
-}): Promise<void> {
+  continuationOwed?: boolean;
+}): Promise<RunRow | null> {
   const { deps, row, ending } = options;
   const ended = await deps.lifecycle.end({
     runId: row.id,
@@ -250,6 +270,7 @@ async function endRun(options: {
     tail: options.tail,
     step: options.step,
     owner: row,
+    continuationOwed: options.continuationOwed,
   });
   if (ended) {
     deps.logger.info(
@@ -257,6 +278,7 @@ async function endRun(options: {
       'run ended',
     );
   }
+  return ended?.row ?? null;
 }
 
 /**

@@ -595,6 +595,36 @@ export class RunService {
     return result.rows[0]?.depth ?? 0;
   }
 
+  /**
+   * Runs whose ending made a follow-up owed before `before` that has not begun (or been refused) since: their
+   * owner died between the two, or failed to start it (`RunEngine.startContinuation`). Oldest first.
+   */
+  async findOwedContinuations(options: { before: Date }): Promise<RunRow[]> {
+    return this.#db
+      .selectFrom('runs')
+      .selectAll()
+      .where('continuation_owed_at', 'is not', null)
+      .where('continuation_owed_at', '<', options.before)
+      .orderBy('continuation_owed_at')
+      .limit(SWEEP_BATCH)
+      .execute();
+  }
+
+  /**
+   * Settles the follow-up `parentRunId` owed, in `db` (a follow-up's begin transaction, or alone once its start
+   * was refused). True only for the one caller that settled it: in a transaction, that caller holds the
+   * parent's row until it commits, and any other waits for that and then gets false.
+   */
+  async settleContinuation(parentRunId: string, db: Db | Transaction<Database> = this.#db): Promise<boolean> {
+    const settled = await db
+      .updateTable('runs')
+      .set({ continuation_owed_at: null })
+      .where('id', '=', parentRunId)
+      .where('continuation_owed_at', 'is not', null)
+      .executeTakeFirst();
+    return Number(settled.numUpdatedRows) === 1;
+  }
+
   /** A run's finished steps, in order. */
   async listSteps(runId: string) {
     return this.#db.selectFrom('run_steps').selectAll().where('run_id', '=', runId).orderBy('step').execute();

@@ -17,6 +17,7 @@ import * as spendOutsideSteps from './migrations/0015-spend-outside-steps.ts';
 import * as lostExecutions from './migrations/0016-lost-executions.ts';
 import * as webhookSecretRotation from './migrations/0017-webhook-secret-rotation.ts';
 import * as idempotencyKeysPerUser from './migrations/0018-idempotency-keys-per-user.ts';
+import * as continuationOwed from './migrations/0019-continuation-owed.ts';
 
 /** Migrations are imported statically so they work the same from source, a bundle or a test. */
 const migrations: Record<string, Migration> = {
@@ -38,6 +39,7 @@ const migrations: Record<string, Migration> = {
   '0016-lost-executions': lostExecutions,
   '0017-webhook-secret-rotation': webhookSecretRotation,
   '0018-idempotency-keys-per-user': idempotencyKeysPerUser,
+  '0019-continuation-owed': continuationOwed,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

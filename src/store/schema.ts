@@ -125,6 +125,11 @@ export interface RunsTable {
   events_compacted_at: NullableTimestamp;
   /** When `OUTRUN_EVENT_RETENTION_DAYS` deleted the run's events (its stream then answers 410). */
   events_deleted_at: NullableTimestamp;
+  /**
+   * When the run's ending made a follow-up owed (`onExceeded: "continue"`); null once it began or was refused.
+   * The sweeper starts a follow-up a dead process owed (migration 0019).
+   */
+  continuation_owed_at: NullableTimestamp;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

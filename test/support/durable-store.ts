@@ -1,0 +1,53 @@
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { inject } from 'vitest';
+import { createPostgresDatabase, type StoreKind } from './databases.ts';
+import { script } from './sse.ts';
+
+/** The admin key the server processes of these tests are started with. */
+export const ADMIN_KEY = 'crash-test-admin-key-0123456789';
+
+/** A store that outlives server processes: a PGlite data directory, or a PostgreSQL database. */
+export async function durableStore(
+  kind: StoreKind,
+): Promise<{ env: Record<string, string>; cleanup: () => Promise<void> }> {
+  if (kind === 'pglite') {
+    const dataDir = mkdtempSync(join(tmpdir(), 'outrun-crash-'));
+    // A copy of a migrated data directory starts in well under a second; a fresh one runs initdb first.
+    cpSync(inject('pgliteTemplateDir'), dataDir, { recursive: true });
+    // DATABASE_URL is cleared: the child would otherwise inherit the test run's PostgreSQL.
+    return {
+      env: { OUTRUN_DATA_DIR: dataDir, DATABASE_URL: '' },
+      cleanup: async () => rmSync(dataDir, { recursive: true, force: true }),
+    };
+  }
+  const database = await createPostgresDatabase();
+  return { env: { DATABASE_URL: database.url }, cleanup: database.drop };
+}
+
+/** A client of a server process, as its admin. */
+export function client(url: string) {
+  const headers = { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' };
+  return {
+    async json(path: string, method = 'GET', body?: unknown) {
+      const response = await fetch(url + path, {
+        method,
+        headers,
+        body: body ? JSON.stringify(body) : undefined,
+      });
+      return { status: response.status, body: (await response.json()) as any };
+    },
+    stream(path: string) {
+      return fetch(url + path, { headers });
+    },
+    /** Creates a chat (with `chat` as its body) and starts a scripted run in it. */
+    async startRun(options: Parameters<typeof script>[0], chat: Record<string, unknown> = {}) {
+      const chatId = (await this.json('/v1/chats', 'POST', chat)).body.chat.id as string;
+      const started = await this.json(`/v1/chats/${chatId}/runs`, 'POST', {
+        input: { text: script(options) },
+      });
+      return { chatId, runId: started.body.run.id as string };
+    },
+  };
+}
