@@ -135,6 +135,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   if (config.redisUrl && (!options.bus || !options.queue)) {
     await assertRedisReachable(config.redisUrl, { timeoutMs: REDIS_STARTUP_TIMEOUT_MS });
   }
+  const singleInstance = options.singleInstance ?? !config.redisUrl;
   const database =
     options.database ??
     (await openConfiguredDatabase({
@@ -143,6 +144,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
       connectTimeoutMs: config.databaseConnectTimeoutMs,
       statementTimeoutMs: config.databaseStatementTimeoutMs,
       poolSize: config.databasePoolSize,
+      singleInstance,
+      logger,
     }));
   const db = database.db;
   const faults = options.faults ?? new Faults();
@@ -263,7 +266,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     faults,
     clock: options.clock,
     interruptWaitMs: options.interruptWaitMs,
-    singleInstance: options.singleInstance ?? !config.redisUrl,
+    singleInstance,
     sweepIntervalMs: config.sweepIntervalMs,
     leaseMs: config.leaseMs,
     maxAttempts: config.maxAttempts,

@@ -2,7 +2,9 @@ import { mkdirSync } from 'node:fs';
 import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, type PostgresPool } from 'kysely';
 import pg from 'pg';
+import type { Logger } from 'pino';
 import { acquireDataDirLock, type DataDirLock } from './data-dir-lock.ts';
+import { acquireInstanceLock } from './instance-lock.ts';
 import { migrateToLatest } from './migrator.ts';
 import { nameStatements } from './named-statements.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
@@ -87,6 +89,14 @@ export interface CreateDatabaseOptions {
   connectTimeoutMs?: number;
   /** PostgreSQL: how long one statement may run; 0 turns the limit off. @default DEFAULT_STATEMENT_TIMEOUT_MS */
   statementTimeoutMs?: number;
+  /**
+   * PostgreSQL: this server runs without Redis and takes every active run as its own at start; the handle
+   * holds the database's single-instance lock until `close` (`DatabaseInUseError` while another server holds
+   * it). PGlite's data directory lock is always taken. @default false
+   */
+  singleInstance?: boolean;
+  /** Where the single-instance lock reports losing its connection. */
+  logger?: Logger;
 }
 
 /** Opens the store: PostgreSQL when a URL is given, else embedded PGlite; then migrates to the latest schema. */
@@ -94,6 +104,14 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
   let handle: DatabaseHandle;
   let migrationDb: Kysely<unknown> | undefined;
   if (options.databaseUrl) {
+    // Taken before anything else: a refused start touches nothing.
+    const instanceLock = options.singleInstance
+      ? await acquireInstanceLock({
+          connectionString: options.databaseUrl,
+          connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+          logger: options.logger,
+        })
+      : undefined;
     const poolOptions = postgresPoolOptions(options);
     const pool = createPool(
       { ...poolOptions, max: options.poolSize ?? DEFAULT_POOL_SIZE },
@@ -114,8 +132,12 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
       kind: 'postgres',
       poolUsage: pool.usage,
       close: async () => {
-        await appendDb.destroy();
-        await db.destroy();
+        try {
+          await appendDb.destroy();
+          await db.destroy();
+        } finally {
+          await instanceLock?.release();
+        }
       },
     };
   } else {
