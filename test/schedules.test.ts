@@ -544,6 +544,40 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
       expect(await app.waitForRun(queued.id)).toMatchObject({ status: 'succeeded' });
     });
 
+    it('keeps at most one of an enqueue cron’s runs waiting: later due times are skipped while it is queued', async () => {
+      const clock = new ManualClock();
+      const app = await server({ clock });
+      const { chatId, busy } = await busyChat(app);
+      const schedule = await createSchedule(app, chatId, {
+        cron: '* * * * *',
+        input: { text: QUICK },
+        multitask: 'enqueue',
+      });
+      clock.advance(61_000);
+      expect(await app.outrun.scheduler.tick()).toBe(1);
+      const queued = (await runsOf(app, chatId)).find((run) => run.id !== busy.id)!;
+      expect(queued).toMatchObject({ status: 'queued', scheduleId: schedule.id });
+      // Three more due times while the chat stays busy: each is recorded skipped, nothing more is queued.
+      for (let due = 0; due < 3; due += 1) {
+        clock.advance(60_000);
+        expect(await app.outrun.scheduler.tick()).toBe(1);
+        expect(await getSchedule(app, schedule.id)).toMatchObject({
+          lastResult: 'skipped',
+          lastRunId: queued.id,
+          enabled: true,
+        });
+      }
+      expect((await runsOf(app, chatId)).map((run) => run.id).sort()).toEqual([busy.id, queued.id].sort());
+      // Once its run has left the queue, the schedule fires again.
+      await app.api(`/v1/runs/${busy.id}/stop`, { method: 'POST' });
+      expect(await app.waitForRun(queued.id)).toMatchObject({ status: 'succeeded' });
+      clock.advance(60_000);
+      expect(await app.outrun.scheduler.tick()).toBe(1);
+      const after = await getSchedule(app, schedule.id);
+      expect(after.lastResult).toBe('fired');
+      expect(after.lastRunId).not.toBe(queued.id);
+    });
+
     it('interrupts the active run and starts its own', async () => {
       const clock = new ManualClock();
       const app = await server({ clock });

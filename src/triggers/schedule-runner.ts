@@ -8,6 +8,7 @@ import type { Metrics } from '../metrics.ts';
 import { delayAfterPass, PassLoop, retryDelay } from '../pass-loop.ts';
 import type { RunObject } from '../runs/run-object.ts';
 import type { RunEngine } from '../runs/run-engine.ts';
+import { RunStatus } from '../runs/run-status.ts';
 import type { Db } from '../store/database.ts';
 import { logPassFailure } from '../store/transient.ts';
 import type { Database, ScheduleRow } from '../store/schema.ts';
@@ -45,6 +46,16 @@ export interface ScheduleRunnerOptions {
   bus?: Bus;
   /** Names this instance on the bus (its own messages are not heard twice). @default a new id */
   instanceId?: string;
+}
+
+/**
+ * An `enqueue` schedule's run from an earlier due time still waits in its chat's queue: this due time adds no
+ * second one (the begin transaction rolls back), so a long-busy chat does not pile up one run per due time.
+ */
+class ScheduleRunStillQueuedError extends Error {
+  constructor() {
+    super("The schedule's earlier run is still queued.");
+  }
 }
 
 /** Another instance fired this due time first (or is firing it): the begin transaction rolls back. */
@@ -248,6 +259,18 @@ export class ScheduleRunner {
         .skipLocked()
         .executeTakeFirst();
       if (!claimed) throw new ScheduleClaimLostError();
+      if (run.status === RunStatus.queued) {
+        // The begin transaction holds the chat's row: queued runs cannot change under this read.
+        const earlier = await tx
+          .selectFrom('runs')
+          .select('id')
+          .where('chat_id', '=', schedule.chat_id)
+          .where('schedule_id', '=', schedule.id)
+          .where('status', '=', RunStatus.queued)
+          .where('id', '!=', run.id)
+          .executeTakeFirst();
+        if (earlier) throw new ScheduleRunStillQueuedError();
+      }
       await tx
         .updateTable('schedules')
         .set({ ...after, last_fired_at: now, last_run_id: run.id, last_result: ScheduleResult.fired })
@@ -288,6 +311,7 @@ export class ScheduleRunner {
       return true;
     } catch (error) {
       if (error instanceof ScheduleClaimLostError) return false;
+      if (error instanceof ScheduleRunStillQueuedError) return skipped();
       // After an interrupt, a queued run or a new request took the slot first.
       if (error instanceof RunAlreadyActiveError) return skipped();
       // The chat was deleted after this pass read it: its start declined (`RunService.begin`).
