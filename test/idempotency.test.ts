@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FaultPoint } from '../src/faults.ts';
 import type { DatabaseHandle } from '../src/store/database.ts';
@@ -161,6 +162,45 @@ describe.each(STORE_KINDS)('Idempotency-Key on %s', (kind) => {
     const c = await create();
     expect([a.status, b.status, c.status]).toEqual([201, 201, 201]);
     expect(new Set([a.body.chat.id, b.body.chat.id, c.body.chat.id]).size).toBe(1);
+  });
+
+  it('stores a chat creation’s answer with the chat: a request whose answer fails leaves no chat, and its retry makes one', async () => {
+    // The database refuses the first stored answer, once, as if the process had died between the chat's commit
+    // and its key's answer: a sequence counts the tries, as it is not rolled back with the failed write.
+    const { db } = server.outrun;
+    await sql`create sequence chat_answer_tries`.execute(db);
+    await sql`create or replace function fail_chat_answer_once() returns trigger language plpgsql as $$
+      begin
+        if new.key = 'chat-answer' and new.response is not null and nextval('chat_answer_tries') = 1 then
+          raise exception 'the answer was lost (simulated)';
+        end if;
+        return new;
+      end $$`.execute(db);
+    await sql`create trigger fail_chat_answer_once before update on idempotency_keys
+      for each row execute function fail_chat_answer_once()`.execute(db);
+    try {
+      const title = `answered-${kind}`;
+      const create = () =>
+        server.api('/v1/chats', {
+          method: 'POST',
+          body: { title },
+          headers: { 'idempotency-key': 'chat-answer' },
+        });
+      const chatsTitled = async () =>
+        (await db.selectFrom('chats').select('id').where('title', '=', title).execute()).map((row) => row.id);
+      expect((await create()).status).toBe(500);
+      expect(await chatsTitled()).toEqual([]);
+      const retried = await create();
+      expect(retried.status).toBe(201);
+      expect(await chatsTitled()).toEqual([retried.body.chat.id]);
+      const again = await create();
+      expect(again.headers.get('idempotent-replayed')).toBe('true');
+      expect(again.body.chat.id).toBe(retried.body.chat.id);
+    } finally {
+      await sql`drop trigger fail_chat_answer_once on idempotency_keys`.execute(db);
+      await sql`drop function fail_chat_answer_once()`.execute(db);
+      await sql`drop sequence chat_answer_tries`.execute(db);
+    }
   });
 
   it('releases the key when the first request fails, so a retry runs', async () => {

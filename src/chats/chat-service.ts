@@ -1,4 +1,4 @@
-import { sql, type ExpressionBuilder } from 'kysely';
+import { sql, type ExpressionBuilder, type Transaction } from 'kysely';
 import { keyStillValid, type Caller } from '../auth/auth-service.ts';
 import { NotFoundError } from '../errors.ts';
 import { newId } from '../ids.ts';
@@ -62,7 +62,12 @@ export class ChatService {
   }
 
   /** A new chat of the caller. `agentId` must name a live agent of the caller's workspace, else `agent_not_found`. */
-  async create(caller: Caller, options: { title?: string; agentId?: string | null }): Promise<ChatObject> {
+  async create(
+    caller: Caller,
+    options: { title?: string; agentId?: string | null },
+    /** Writes that commit with the chat (an `Idempotency-Key`'s answer), in its transaction. */
+    inTransaction?: (tx: Transaction<Database>, chat: ChatObject) => Promise<void>,
+  ): Promise<ChatObject> {
     const agentId = options.agentId ?? null;
     if (agentId !== null) {
       const agent = await this.db
@@ -74,17 +79,25 @@ export class ChatService {
         .executeTakeFirst();
       if (!agent) throw new NotFoundError('agent', agentId);
     }
-    const row = await this.db
-      .insertInto('chats')
-      .values({
-        id: newId('chat'),
-        workspace_id: caller.workspaceId,
-        owner_id: caller.userId,
-        agent_id: agentId,
-        title: options.title?.trim() || DEFAULT_CHAT_TITLE,
-      })
-      .returningAll()
-      .executeTakeFirstOrThrow();
+    const insert = (db: Db | Transaction<Database>) =>
+      db
+        .insertInto('chats')
+        .values({
+          id: newId('chat'),
+          workspace_id: caller.workspaceId,
+          owner_id: caller.userId,
+          agent_id: agentId,
+          title: options.title?.trim() || DEFAULT_CHAT_TITLE,
+        })
+        .returningAll()
+        .executeTakeFirstOrThrow();
+    const row = inTransaction
+      ? await this.db.transaction().execute(async (tx) => {
+          const inserted = await insert(tx);
+          await inTransaction(tx, toChatObject(inserted));
+          return inserted;
+        })
+      : await insert(this.db);
     this.rememberAgent(row.id, row.agent_id);
     return toChatObject(row);
   }

@@ -22,9 +22,17 @@ export function registerChatRoutes(app: FastifyInstance, context: OutrunContext)
     withIdempotency(context.idempotency, request, reply, async (claim) => {
       const body = CreateChatBody.parse(request.body) ?? {};
       if (body.agentId) requireId('agent', body.agentId);
+      const autostart = body.agentId ? (await agents.get(request.caller, body.agentId)).autostart : null;
+      if (!autostart) {
+        // The answer is stored with the chat (`claim`): a retry after a crash replays it, not a second chat.
+        const chat = await chats.create(
+          request.caller,
+          body,
+          claim ? (tx, created) => claim.answerIn(tx, { status: 201, body: { chat: created } }) : undefined,
+        );
+        return { status: 201, body: { chat } };
+      }
       const chat = await chats.create(request.caller, body);
-      const autostart = chat.agentId ? (await agents.get(request.caller, chat.agentId)).autostart : null;
-      if (!autostart) return { status: 201, body: { chat } };
       // An agent with `autostart` begins at once: the answer carries the run, like a run request's, and is
       // stored with the run (`claim`), so a retry never starts a second one.
       try {
