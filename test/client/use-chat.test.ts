@@ -215,5 +215,35 @@ describe('AI SDK useChat against Outrun', () => {
       { state: string } | undefined;
     expect(tool?.state).toBe('output-available');
     expect(view.responses.filter((status) => status === 200)).toHaveLength(2);
+
+    // The same answer again, after the run ended: useChat's route and the approvals route say the same.
+    const runId = (await client.latestRun(chatId)).run!.id;
+    const again = await server.api('/v1/ui/chats', {
+      method: 'POST',
+      body: {
+        id: chatId,
+        messages: [
+          {
+            id: 'm2',
+            role: 'assistant',
+            parts: [
+              {
+                type: 'tool-echo',
+                state: 'approval-responded',
+                approval: { id: asking!.approval.id, approved: true },
+              },
+            ],
+          },
+        ],
+      },
+    });
+    const direct = await server.api(`/v1/runs/${runId}/approvals`, {
+      method: 'POST',
+      body: { approvalId: asking!.approval.id, approved: true },
+    });
+    for (const answer of [again, direct]) {
+      expect(answer.status).toBe(409);
+      expect(answer.body.error).toMatchObject({ code: 'approval_already_answered', approved: true });
+    }
   });
 });

@@ -6,6 +6,7 @@ import type { RunObject, RunWaiting } from '../../protocol/run.ts';
 import type { LogEvent } from '../../stream/event-log.ts';
 import { FIRST_PAGE } from '../../stream/run-follower.ts';
 import { isId } from '../../ids.ts';
+import { findApprovalAnswer } from '../../runs/approval-answer.ts';
 import { RunTrigger } from '../../runs/run-status.ts';
 import { withIdempotency } from '../idempotent-route.ts';
 import { readCheckingKey } from '../key-check.ts';
@@ -79,6 +80,17 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
           const chat = await chats.getRow(request.caller, body.id);
           const active = await runs.findActive(chat.id);
           if (!active) {
+            // As `POST /v1/runs/:runId/approvals` answers: an approval the chat's last run had answered is
+            // `approval_already_answered` (the run went on and ended since), anything else `run_not_waiting`.
+            const [last] = await runs.listForChat({ chatId: chat.id, limit: 1 });
+            const approvalId = answers[0]!.approvalId;
+            const earlier =
+              last && (await findApprovalAnswer({ log: context.log, runId: last.id, approvalId }));
+            if (earlier) {
+              throw new ConflictError('approval_already_answered', 'This approval was already answered.', {
+                approved: earlier.approved,
+              });
+            }
             throw new ConflictError('run_not_waiting', 'This chat has no run waiting for an approval.');
           }
           const after = await context.log.lastSeq(active.id);
