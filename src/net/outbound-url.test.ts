@@ -93,4 +93,30 @@ describe('isNonPublicAddress', () => {
     expect(isNonPublicAddress('64:ff9b::a00:1')).toBe(true);
     expect(isNonPublicAddress('fe80::abcd')).toBe(true);
   });
+
+  it('looks through every IPv6 form that carries an IPv4 address to the address it carries', () => {
+    const refused = [
+      '::ffff:127.0.0.1', // IPv4-mapped
+      '0:0:0:0:0:ffff:7f00:1', // the same, written out
+      '::ffff:0:7f00:1', // IPv4-translated (RFC 6145)
+      '::127.0.0.1', // IPv4-compatible (deprecated)
+      '::a9fe:a9fe', // IPv4-compatible: the cloud metadata address
+      '64:ff9b::127.0.0.1', // NAT64
+      '64:ff9b:1::8.8.8.8', // local-use NAT64 (RFC 8215): local whatever it carries
+      '2002:7f00:1::', // 6to4 of 127.0.0.1
+      '2002:a9fe:a9fe::1', // 6to4 of 169.254.169.254
+      '2001:0:7f00:1::', // Teredo, server 127.0.0.1
+      '2001:0:808:808::80ff:fffe', // Teredo, client 127.0.0.1 (bits inverted)
+      'fe80::1%eth0', // with a zone
+    ];
+    for (const address of refused) expect(isNonPublicAddress(address), address).toBe(true);
+    const allowed = [
+      '::ffff:8.8.8.8',
+      '64:ff9b::8.8.8.8',
+      '2002:808:808::1',
+      '2001:0:808:808::f7f7:f7f7', // Teredo, server and client 8.8.8.8
+      '2a00:1450:4001::200e',
+    ];
+    for (const address of allowed) expect(isNonPublicAddress(address), address).toBe(false);
+  });
 });

@@ -1,5 +1,6 @@
 import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
+import ipaddr from 'ipaddr.js';
 import { OutrunError } from '../errors.ts';
 
 /** Why an outbound URL was refused. */
@@ -47,16 +48,36 @@ for (const [network, prefix] of [
   NON_PUBLIC.addSubnet(network, prefix, 'ipv6');
 }
 
-/** The IPv4 address an IPv6 address carries (IPv4-mapped `::ffff:a.b.c.d`, NAT64 `64:ff9b::/96`), if any. */
-function embeddedIpv4(address: string): string | null {
-  const lower = address.toLowerCase();
-  const dotted = /^(?:::ffff:|64:ff9b::)(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
-  if (dotted) return dotted[1]!;
-  const hex = /^(?:::ffff:|64:ff9b::)([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(lower);
-  if (!hex) return null;
-  const high = parseInt(hex[1]!, 16);
-  const low = parseInt(hex[2]!, 16);
+/** IPv6 ranges that only ever reach a local network, whatever they embed: RFC 8215's local-use NAT64 prefix. */
+const LOCAL_ONLY_IPV6: readonly [ipaddr.IPv6, number][] = [[ipaddr.IPv6.parse('64:ff9b:1::'), 48]];
+
+/** The IPv4 address a pair of 16-bit parts spells. */
+function ipv4Of(high: number, low: number): string {
   return [high >> 8, high & 0xff, low >> 8, low & 0xff].join('.');
+}
+
+/**
+ * The IPv4 addresses an IPv6 address carries, which is where a packet to it may end up: IPv4-mapped
+ * (`::ffff:a.b.c.d`), IPv4-translated (`::ffff:0:a.b.c.d`), IPv4-compatible (`::a.b.c.d`, deprecated), NAT64
+ * (`64:ff9b::/96`), 6to4 (`2002:AABB:CCDD::/48`) and Teredo (`2001:0::/32`: its server, and its client
+ * with the bits inverted).
+ */
+function embeddedIpv4s(address: ipaddr.IPv6): string[] {
+  const parts = address.parts;
+  const last = ipv4Of(parts[6]!, parts[7]!);
+  switch (address.range()) {
+    case 'ipv4Mapped':
+    case 'rfc6145':
+    case 'rfc6052':
+      return [last];
+    case '6to4':
+      return [ipv4Of(parts[1]!, parts[2]!)];
+    case 'teredo':
+      return [ipv4Of(parts[2]!, parts[3]!), ipv4Of(~parts[6]! & 0xffff, ~parts[7]! & 0xffff)];
+    default:
+      // IPv4-compatible: 96 zero bits, then the IPv4 address (not `::` or `::1`, which are IPv6's own).
+      return parts.slice(0, 6).every((part) => part === 0) && (parts[6] !== 0 || parts[7]! > 1) ? [last] : [];
+  }
 }
 
 /** Whether an IP address literal is loopback, private, link-local, unique-local or otherwise not public. */
@@ -64,9 +85,11 @@ export function isNonPublicAddress(address: string): boolean {
   const family = isIP(address);
   if (family === 4) return NON_PUBLIC.check(address, 'ipv4');
   if (family === 6) {
-    const v4 = embeddedIpv4(address);
-    if (v4 !== null) return NON_PUBLIC.check(v4, 'ipv4');
-    return NON_PUBLIC.check(address, 'ipv6');
+    const parsed = ipaddr.IPv6.parse(address.split('%')[0]!);
+    if (LOCAL_ONLY_IPV6.some((range) => parsed.match(range))) return true;
+    const carried = embeddedIpv4s(parsed);
+    if (carried.some((v4) => NON_PUBLIC.check(v4, 'ipv4'))) return true;
+    return NON_PUBLIC.check(parsed.toNormalizedString(), 'ipv6');
   }
   return false;
 }
