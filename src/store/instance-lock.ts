@@ -10,6 +10,9 @@ const LOCK_KEYS = [0x4f555452, 1] as const;
 /** How long a start waits for the lock: a killed holder's backend may take a moment to notice and exit. */
 const DEFAULT_WAIT_MS = 5_000;
 const RETRY_MS = 250;
+/** After the lock's connection is lost: the first try to take it again, and the longest wait between tries. */
+const RETAKE_FIRST_MS = 1_000;
+const RETAKE_MAX_MS = 30_000;
 
 /**
  * Server-side TCP keepalives of the lock's session (seconds): a holder that vanished without closing its
@@ -54,7 +57,8 @@ export async function acquireInstanceLock(options: {
   let client = await lockedClient(options, options.waitMs ?? DEFAULT_WAIT_MS);
   let released = false;
   let retry: NodeJS.Timeout | undefined;
-  const retake = () => {
+  // Tries again after 1 s, then twice as long each time up to 30 s: a database down for long is not hammered.
+  const retake = (delayMs = RETAKE_FIRST_MS) => {
     retry = setTimeout(() => {
       lockedClient(options, 0).then(
         (taken) => {
@@ -66,10 +70,10 @@ export async function acquireInstanceLock(options: {
         (error: unknown) => {
           const level = error instanceof DatabaseInUseError ? 'error' : 'warn';
           options.logger?.[level]({ err: error }, 'the single-instance lock is not held; trying again');
-          if (!released) retake();
+          if (!released) retake(Math.min(delayMs * 2, RETAKE_MAX_MS));
         },
       );
-    }, 1_000);
+    }, delayMs);
     retry.unref();
   };
   const watch = (watched: pg.Client) => {
