@@ -1,7 +1,6 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { STORE_KINDS } from './support/databases.ts';
-import { ADMIN_KEY, client, durableStore } from './support/durable-store.ts';
-import { startServerProcess, type ServerProcess } from './support/server-process.ts';
+import { client, durableStore, serverProcesses } from './support/durable-store.ts';
 import { script } from './support/sse.ts';
 import { pollUntil } from './support/wait.ts';
 
@@ -11,22 +10,7 @@ import { pollUntil } from './support/wait.ts';
  * the restart starts it, once.
  */
 describe.each(STORE_KINDS)('a continuation owed by a dead process on %s', (kind) => {
-  const processes: ServerProcess[] = [];
-  const cleanups: (() => Promise<void>)[] = [];
-  const start = async (env: Record<string, string>) => {
-    // Single-instance mode: no Redis, whatever the test run has.
-    const server = await startServerProcess({ OUTRUN_ADMIN_KEY: ADMIN_KEY, REDIS_URL: '', ...env });
-    processes.push(server);
-    return server;
-  };
-
-  afterEach(async () => {
-    for (const server of processes.splice(0)) {
-      if (server.child.exitCode === null && server.child.signalCode === null) server.child.kill('SIGKILL');
-      await server.exited;
-    }
-    for (const cleanup of cleanups.splice(0)) await cleanup();
-  });
+  const { start, cleanups } = serverProcesses();
 
   it('is started after the restart when the process died between the parent’s ending and the follow-up', async () => {
     const store = await durableStore(kind);

@@ -1,30 +1,15 @@
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Webhook } from 'standardwebhooks';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { STORE_KINDS } from './support/databases.ts';
-import { ADMIN_KEY, client, durableStore } from './support/durable-store.ts';
-import { runUntilExit, startServerProcess, type ServerProcess } from './support/server-process.ts';
+import { client, durableStore, serverProcesses } from './support/durable-store.ts';
+import { runUntilExit } from './support/server-process.ts';
 import { answeredText, collectStream, messageText, scriptedText, streamedText } from './support/sse.ts';
 import { pollUntil } from './support/wait.ts';
 
 describe.each(STORE_KINDS)('crash and restart on %s', (kind) => {
-  const processes: ServerProcess[] = [];
-  const cleanups: (() => Promise<void>)[] = [];
-  const start = async (env: Record<string, string>) => {
-    // Single-instance mode: no Redis, whatever the test run has.
-    const server = await startServerProcess({ OUTRUN_ADMIN_KEY: ADMIN_KEY, REDIS_URL: '', ...env });
-    processes.push(server);
-    return server;
-  };
-
-  afterEach(async () => {
-    for (const server of processes.splice(0)) {
-      if (server.child.exitCode === null && server.child.signalCode === null) server.child.kill('SIGKILL');
-      await server.exited;
-    }
-    for (const cleanup of cleanups.splice(0)) await cleanup();
-  });
+  const { start, cleanups } = serverProcesses();
 
   it('resumes a run killed mid-stream by kill -9 after the restart: exactly the scripted answer, a dense stream', async () => {
     const store = await durableStore(kind);

@@ -1,8 +1,8 @@
 import pg from 'pg';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createPostgresDatabase } from './support/databases.ts';
-import { ADMIN_KEY, client } from './support/durable-store.ts';
-import { runUntilExit, startServerProcess, type ServerProcess } from './support/server-process.ts';
+import { ADMIN_KEY, client, serverProcesses } from './support/durable-store.ts';
+import { runUntilExit } from './support/server-process.ts';
 import { pollUntil } from './support/wait.ts';
 
 /** A refused start exits by itself long before this; a start the lock does not stop would run on. */
@@ -15,21 +15,7 @@ const REFUSAL = 'DATABASE_URL: another Outrun server runs on this database witho
  * data directory lock does for PGlite.
  */
 describe.skipIf(!process.env.DATABASE_URL)('the single-instance lock on PostgreSQL', () => {
-  const processes: ServerProcess[] = [];
-  const cleanups: (() => Promise<void>)[] = [];
-  const start = async (env: Record<string, string>) => {
-    const server = await startServerProcess(env);
-    processes.push(server);
-    return server;
-  };
-
-  afterEach(async () => {
-    for (const server of processes.splice(0)) {
-      if (server.child.exitCode === null && server.child.signalCode === null) server.child.kill('SIGKILL');
-      await server.exited;
-    }
-    for (const cleanup of cleanups.splice(0)) await cleanup();
-  });
+  const { start, cleanups } = serverProcesses();
 
   it('refuses a second server without Redis, leaves the first one’s run alone, and lets a restart in after a kill -9', async () => {
     const database = await createPostgresDatabase();

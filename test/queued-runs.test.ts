@@ -27,6 +27,27 @@ describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
       body: { input: { text: script({ tokens, delayMs }) }, multitask: 'enqueue' },
     });
 
+  /**
+   * Starts, in a new chat of a new agent whose step budget of 1 continues (`continuation.maxRuns: 1`), a run
+   * that wants three steps; returns the chat and the run as started.
+   */
+  const runOutOfSteps = async (name: string, agent: Record<string, unknown> = {}) => {
+    const created = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name, budget: { maxSteps: 1, onExceeded: 'continue' }, continuation: { maxRuns: 1 }, ...agent },
+    });
+    const chatId = (
+      await server.api('/v1/chats', { method: 'POST', body: { agentId: created.body.agent.id } })
+    ).body.chat.id as string;
+    const first = (
+      await server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
+        method: 'POST',
+        body: { input: { text: script({ steps: 3, tokens: 2, tool: true }) } },
+      })
+    ).body.run;
+    return { chatId, first };
+  };
+
   it('queues concurrent sends behind the active run and runs them one at a time, in order', async () => {
     const chatId = await server.createChat();
     const active = (await enqueue(chatId, 20, 15)).body.run;
@@ -165,23 +186,9 @@ describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
   });
 
   it('continues a run out of steps in a follow-up run, and stops the chain at continuation.maxRuns', async () => {
-    const agent = await server.api('/v1/agents', {
-      method: 'POST',
-      body: {
-        name: 'persistent',
-        tools: [{ name: 'echo' }, { name: 'current_time' }],
-        budget: { maxSteps: 1, onExceeded: 'continue' },
-        continuation: { maxRuns: 1 },
-      },
+    const { chatId, first } = await runOutOfSteps('persistent', {
+      tools: [{ name: 'echo' }, { name: 'current_time' }],
     });
-    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
-      .body.chat.id as string;
-    const first = (
-      await server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
-        method: 'POST',
-        body: { input: { text: script({ steps: 3, tokens: 2, tool: true }) } },
-      })
-    ).body.run;
     const ended = await server.waitForRun(first.id);
     expect(ended.status, JSON.stringify(ended.error)).toBe('succeeded');
     const runs = await pollUntil(
@@ -201,22 +208,7 @@ describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
     faults.arm(FaultPoint.beforeContinuation, () => {
       throw new Error('the process died here (simulated)');
     });
-    const agent = await server.api('/v1/agents', {
-      method: 'POST',
-      body: {
-        name: 'owed',
-        budget: { maxSteps: 1, onExceeded: 'continue' },
-        continuation: { maxRuns: 1 },
-      },
-    });
-    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
-      .body.chat.id as string;
-    const first = (
-      await server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
-        method: 'POST',
-        body: { input: { text: script({ steps: 3, tokens: 2, tool: true }) } },
-      })
-    ).body.run;
+    const { chatId, first } = await runOutOfSteps('owed');
     expect((await server.waitForRun(first.id)).status).toBe('succeeded');
     await pollUntil(
       () => Promise.resolve(faults.hits(FaultPoint.beforeContinuation)),
@@ -263,23 +255,7 @@ describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
     await sql`create trigger fail_continuation_once before insert on runs
       for each row execute function fail_continuation_once()`.execute(db);
     try {
-      const agent = await server.api('/v1/agents', {
-        method: 'POST',
-        body: {
-          name: 'dogged',
-          budget: { maxSteps: 1, onExceeded: 'continue' },
-          continuation: { maxRuns: 1 },
-        },
-      });
-      const chatId = (
-        await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } })
-      ).body.chat.id as string;
-      const first = (
-        await server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
-          method: 'POST',
-          body: { input: { text: script({ steps: 3, tokens: 2, tool: true }) } },
-        })
-      ).body.run;
+      const { chatId, first } = await runOutOfSteps('dogged');
       expect((await server.waitForRun(first.id)).status).toBe('succeeded');
       const runs = await pollUntil(
         async () => (await server.api(`/v1/chats/${chatId}/runs`)).body.items as RunObject[],

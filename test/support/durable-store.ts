@@ -1,8 +1,9 @@
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { inject } from 'vitest';
+import { afterEach, inject } from 'vitest';
 import { createPostgresDatabase, type StoreKind } from './databases.ts';
+import { startServerProcess, type ServerProcess } from './server-process.ts';
 import { script } from './sse.ts';
 
 /** The admin key the server processes of these tests are started with. */
@@ -50,4 +51,30 @@ export function client(url: string) {
       return { chatId, runId: started.body.run.id as string };
     },
   };
+}
+
+/**
+ * The server processes of a test file, in single-instance mode (no Redis, whatever the test run has) with the
+ * admin key: `start` starts one; after each test every one still running is killed with SIGKILL, then what
+ * the test pushed on `cleanups` runs (its stores, its receivers).
+ */
+export function serverProcesses(): {
+  start: (env: Record<string, string>) => Promise<ServerProcess>;
+  cleanups: (() => Promise<void>)[];
+} {
+  const processes: ServerProcess[] = [];
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const server of processes.splice(0)) {
+      if (server.child.exitCode === null && server.child.signalCode === null) server.child.kill('SIGKILL');
+      await server.exited;
+    }
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+  const start = async (env: Record<string, string>) => {
+    const server = await startServerProcess({ OUTRUN_ADMIN_KEY: ADMIN_KEY, REDIS_URL: '', ...env });
+    processes.push(server);
+    return server;
+  };
+  return { start, cleanups };
 }
