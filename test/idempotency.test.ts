@@ -337,6 +337,42 @@ describe.each(STORE_KINDS)('Idempotency-Key on %s', (kind) => {
       await first.catch(() => {});
     }
   });
+  it('creates an autostart chat with its first run or not at all: a start that fails before commit leaves no chat', async () => {
+    const { faults, db } = server.outrun;
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'Starts at once', autostart: { text: script({ steps: 1, tokens: 2 }) } },
+    });
+    const agentId = agent.body.agent.id as string;
+    const chatsOfAgent = async () =>
+      (await db.selectFrom('chats').select('id').where('agent_id', '=', agentId).execute()).map(
+        (row) => row.id,
+      );
+    const create = () =>
+      server.api('/v1/chats', {
+        method: 'POST',
+        body: { agentId },
+        headers: { 'idempotency-key': 'starts-at-once' },
+      });
+    // The run's transaction fails after its writes, as a process dying before commit would leave it.
+    faults.armTimes(FaultPoint.startBeforeCommit, 1, () => {
+      throw new Error('the start failed before commit (simulated)');
+    });
+    try {
+      expect((await create()).status).toBe(500);
+    } finally {
+      faults.clear(FaultPoint.startBeforeCommit);
+    }
+    expect(await chatsOfAgent(), 'no chat, not even a deleted one').toEqual([]);
+
+    const retried = await create();
+    expect(retried.status).toBe(201);
+    expect(retried.body.run).toMatchObject({ trigger: 'autostart', chatId: retried.body.chat.id });
+    expect(await chatsOfAgent()).toEqual([retried.body.chat.id]);
+    expect(await countRuns(retried.body.chat.id)).toBe(1);
+    expect((await server.waitForRun(retried.body.run.id)).status).toBe('succeeded');
+  });
+
   it('answers a retried chat creation with its autostart run when the first request stopped after the run began', async () => {
     const { faults } = server.outrun;
     const agent = await server.api('/v1/agents', {

@@ -68,9 +68,23 @@ export class ChatService {
     /** Writes that commit with the chat (an `Idempotency-Key`'s answer), in its transaction. */
     inTransaction?: (tx: Transaction<Database>, chat: ChatObject) => Promise<void>,
   ): Promise<ChatObject> {
+    if (!inTransaction) return this.createIn(this.db, caller, options);
+    return this.db.transaction().execute(async (tx) => {
+      const chat = await this.createIn(tx, caller, options);
+      await inTransaction(tx, chat);
+      return chat;
+    });
+  }
+
+  /** `create` in `db`: the caller's transaction, which may go on to write more (a chat's first run). */
+  async createIn(
+    db: Db | Transaction<Database>,
+    caller: Caller,
+    options: { id?: string; title?: string; agentId?: string | null },
+  ): Promise<ChatObject> {
     const agentId = options.agentId ?? null;
     if (agentId !== null) {
-      const agent = await this.db
+      const agent = await db
         .selectFrom('agents')
         .select('id')
         .where('id', '=', agentId)
@@ -79,25 +93,18 @@ export class ChatService {
         .executeTakeFirst();
       if (!agent) throw new NotFoundError('agent', agentId);
     }
-    const insert = (db: Db | Transaction<Database>) =>
-      db
-        .insertInto('chats')
-        .values({
-          id: newId('chat'),
-          workspace_id: caller.workspaceId,
-          owner_id: caller.userId,
-          agent_id: agentId,
-          title: options.title?.trim() || DEFAULT_CHAT_TITLE,
-        })
-        .returningAll()
-        .executeTakeFirstOrThrow();
-    const row = inTransaction
-      ? await this.db.transaction().execute(async (tx) => {
-          const inserted = await insert(tx);
-          await inTransaction(tx, toChatObject(inserted));
-          return inserted;
-        })
-      : await insert(this.db);
+    const row = await db
+      .insertInto('chats')
+      .values({
+        id: options.id ?? newId('chat'),
+        workspace_id: caller.workspaceId,
+        owner_id: caller.userId,
+        agent_id: agentId,
+        title: options.title?.trim() || DEFAULT_CHAT_TITLE,
+      })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    // A chat rolled back with its transaction leaves an entry no chat will ever have the id of.
     this.rememberAgent(row.id, row.agent_id);
     return toChatObject(row);
   }

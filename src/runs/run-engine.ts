@@ -75,6 +75,8 @@ export interface StartChatRunOptions {
   parentRunId?: string | null;
   scheduleId?: string | null;
   inTransaction?: BeginRunOptions['inTransaction'];
+  /** Creates the chat in the run's transaction (see `BeginRunOptions.createChat`). */
+  createChat?: BeginRunOptions['createChat'];
 }
 
 export interface StopResult {
@@ -192,6 +194,7 @@ export class RunEngine {
       parentRunId: options.parentRunId,
       scheduleId: options.scheduleId,
       inTransaction: withGuard(guard, options.inTransaction),
+      createChat: options.createChat,
       chatCheck: options.checkChat && { ...options.checkChat, agentId: options.agentId },
     });
   }

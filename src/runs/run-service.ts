@@ -51,6 +51,11 @@ export interface BeginRunOptions {
    */
   inTransaction?: (tx: Transaction<Database>, run: RunObject, lastSeq: number) => Promise<void>;
   /**
+   * Creates the chat (`chatId`) in the run's own transaction, first: a chat whose agent starts at once
+   * (`autostart`) exists with its first run or not at all.
+   */
+  createChat?: (tx: Transaction<Database>) => Promise<void>;
+  /**
    * A claim by this instance, made by the insert itself when the run begins `pending` (`RunExecutor.adopt`):
    * called with the new run's id before the insert; null declines.
    */
@@ -165,7 +170,7 @@ export class RunService {
    */
   async begin(options: BeginRunOptions): Promise<BeginResult> {
     try {
-      if (!options.inTransaction) {
+      if (!options.inTransaction && !options.createChat) {
         try {
           return await this.#insertRun(this.#db, options, RunStatus.pending, { gate: 'shared' });
         } catch (error) {
@@ -186,6 +191,7 @@ export class RunService {
   }
 
   async #insertLocked(tx: Transaction<Database>, options: BeginRunOptions): Promise<BeginResult> {
+    await options.createChat?.(tx);
     // The chat's start gate, alone, before the chat's row: a one-statement start holds the gate shared from
     // before its insert meets the unique index on active runs until it commits, and waits for the chat's row
     // after that. Taking the row first, this transaction could insert an active run while such a start's

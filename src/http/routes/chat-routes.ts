@@ -1,6 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
+import type { ChatObject } from '../../chats/chat-service.ts';
+import { newId } from '../../ids.ts';
 import { RunTrigger } from '../../runs/run-status.ts';
 import { withIdempotency } from '../idempotent-route.ts';
 import { PaginationQuery, requireId } from '../validation.ts';
@@ -32,27 +34,26 @@ export function registerChatRoutes(app: FastifyInstance, context: OutrunContext)
         );
         return { status: 201, body: { chat } };
       }
-      const chat = await chats.create(request.caller, body);
-      // An agent with `autostart` begins at once: the answer carries the run, like a run request's, and is
-      // stored with the run (`claim`), so a retry never starts a second one.
-      try {
-        const run = await engine.startChatRun({
-          workspaceId: request.caller.workspaceId,
-          userId: request.caller.userId,
-          chatId: chat.id,
-          agentId: chat.agentId,
-          parts: [{ type: 'text', text: autostart.text }],
-          trigger: RunTrigger.autostart,
-          inTransaction: claim
-            ? (tx, begun) => claim.answerIn(tx, { status: 201, body: { chat, run: begun } })
-            : undefined,
-        });
-        return { status: 201, body: { chat, run } };
-      } catch (error) {
-        // A chat whose first run could not start is not left behind (a rejected request creates nothing).
-        await chats.delete(request.caller, chat.id).catch(() => {});
-        throw error;
-      }
+      // An agent with `autostart` begins at once: the chat is created in its first run's transaction, so it
+      // exists with that run or not at all, and the answer carries the run, like a run request's, stored with
+      // it (`claim`): a retry never starts a second one, nor a failed or cut start leaves an empty chat.
+      const id = newId('chat');
+      let chat: ChatObject | undefined;
+      const run = await engine.startChatRun({
+        workspaceId: request.caller.workspaceId,
+        userId: request.caller.userId,
+        chatId: id,
+        agentId: body.agentId!,
+        parts: [{ type: 'text', text: autostart.text }],
+        trigger: RunTrigger.autostart,
+        createChat: async (tx) => {
+          chat = await chats.createIn(tx, request.caller, { ...body, id });
+        },
+        inTransaction: claim
+          ? (tx, begun) => claim.answerIn(tx, { status: 201, body: { chat, run: begun } })
+          : undefined,
+      });
+      return { status: 201, body: { chat, run } };
     }),
   );
 
