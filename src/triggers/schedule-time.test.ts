@@ -18,6 +18,17 @@ describe('nextCronTime', () => {
     expect(summer.toISOString()).toBe('2026-07-16T07:00:00.000Z');
   });
 
+  it('fires a time the clocks repeat once, and a time they skip an hour later (docs/triggers.md)', () => {
+    const timeZone = 'America/New_York';
+    const repeated = { cron: '30 1 * * *', timeZone };
+    const first = nextCronTime({ ...repeated, after: new Date('2026-10-31T12:00:00Z') });
+    expect(first.toISOString()).toBe('2026-11-01T05:30:00.000Z');
+    // 01:30 comes again at 06:30 UTC, after the fall-back: no second fire that day.
+    expect(nextCronTime({ ...repeated, after: first }).toISOString()).toBe('2026-11-02T06:30:00.000Z');
+    const skipped = nextCronTime({ cron: '30 2 * * *', timeZone, after: new Date('2026-03-07T12:00:00Z') });
+    expect(skipped.toISOString()).toBe('2026-03-08T07:30:00.000Z');
+  });
+
   it('answers the first due time strictly after the given time, however many were missed', () => {
     const next = nextCronTime({
       cron: '*/5 * * * *',
