@@ -3,9 +3,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createOutrun, type Outrun } from '../src/app.ts';
 import { MemoryBus } from '../src/bus/memory-bus.ts';
 import { ManualClock } from '../src/clock.ts';
+import type { RunObject } from '../src/protocol/run.ts';
 import { MemoryQueue } from '../src/queue/memory-queue.ts';
 import { STORE_KINDS } from './support/databases.ts';
-import { answeredText, collectStream, messageText, scriptedText } from './support/sse.ts';
+import { answeredText, collectStream, messageText, script, scriptedText } from './support/sse.ts';
 import { ADMIN_KEY, startTestServer, type TestServer } from './support/test-server.ts';
 import { waitUntil } from './support/wait.ts';
 
@@ -164,6 +165,38 @@ describe.each(STORE_KINDS)('leases across instances on %s', (kind) => {
       steps.reduce((total, step) => total + (step.cost_usd ?? 0), 0) + outside[0]!.cost_usd!,
       12,
     );
+  });
+
+  it('counts the prompt of a first step a takeover cut by an estimate of it, not as nothing', async () => {
+    const server = await startTestServer(kind, { config: { leaseMs: 60_000 } });
+    cleanups.push(() => server.close());
+    const other = await secondInstance(server, { worker: true, clock: clockPastLease(60_000) });
+    cleanups.push(() => other.close({ graceMs: 0 }));
+
+    const chatId = await server.createChat();
+    // A long user message: the first step's prompt is mostly this text.
+    const text = `${script({ steps: 1, tokens: 200, delayMs: 5 })} ${'lorem ipsum '.repeat(400)}`;
+    const run = (await server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body: { input: { text } } }))
+      .body.run as RunObject;
+    await waitUntil(async () => (await deltasOfStep(server, run.id, 1)) >= 3);
+    expect(await other.engine.sweep({ all: false })).toBe(1);
+    await server.waitForRun(run.id);
+
+    // What the cut step streamed before the takeover: a token per delta before its interruption.
+    const stream = await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`));
+    const cutAt = stream.events.findIndex((event) => event.chunk.type === 'data-step-interrupted');
+    const cutOutput = stream.events
+      .slice(0, cutAt)
+      .filter((event) => event.chunk.type === 'text-delta').length;
+    const outside = await server.outrun.db
+      .selectFrom('spend_outside_steps')
+      .select('tokens')
+      .where('run_id', '=', run.id)
+      .executeTakeFirstOrThrow();
+    // The prompt as estimated (the stored message's characters / 4, its JSON a little longer than its text).
+    const prompt = outside.tokens - cutOutput;
+    expect(prompt).toBeGreaterThanOrEqual(Math.ceil(text.length / 4));
+    expect(prompt).toBeLessThan(Math.ceil(text.length / 4) + 20);
   });
 
   it('runs an approved call once, though the execution the answer resumed died in the step after it', async () => {

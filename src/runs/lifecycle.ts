@@ -987,8 +987,10 @@ function changeWrites(db: QueryCreator<Database>, writes: ChangeWrites) {
 /**
  * Adds what a step cut by a crash spent to its run's usage and cost, and records it for the workspace's daily
  * usage (`spend_outside_steps`), in the transaction that closes the step: its output chunks a token each, and
- * as its prompt the prompt of the run's last recorded step (the history only grows; 0 for a run's first step,
- * whose prompt nothing durable tells). Returns the run's row with the new totals.
+ * as its prompt the prompt of the run's last recorded step (the history only grows); for a run's first step,
+ * whose prompt no step recorded, an estimate: the characters of the agent's instructions and of the chat's
+ * messages up to the run's own, as stored, / 4 (the estimate `estimateTokens` makes). Returns the run's row
+ * with the new totals.
  */
 async function countCrashedStep(
   tx: Transaction<Database>,
@@ -996,11 +998,15 @@ async function countCrashedStep(
   outputTokens: number,
   price: ModelPrice | null | undefined,
 ): Promise<RunRow> {
+  const instructions = (row.config as { instructions?: unknown } | null)?.instructions;
+  const instructionsLength = typeof instructions === 'string' ? instructions.length : 0;
   const { rows } = await sql<RunRow>`
     with step as (
-      select coalesce((
-        select (usage->>'inputTokens')::bigint from run_steps where run_id = ${row.id} order by step desc limit 1
-      ), 0) as input_tokens
+      select coalesce(
+        (select (usage->>'inputTokens')::bigint from run_steps where run_id = ${row.id} order by step desc limit 1),
+        (select ceil((coalesce(sum(length(parts::text)), 0) + ${instructionsLength}) / 4.0)::bigint
+          from messages where chat_id = ${row.chat_id} and id < ${row.assistant_message_id ?? ''}),
+        0) as input_tokens
     ),
     counted as (
       update runs set
