@@ -1,6 +1,9 @@
 import type { Logger } from 'pino';
 import { BusChannel, type Bus } from '../bus/bus.ts';
 
+/** How long a shutdown waits for the streams it ended to finish writing. */
+const CLOSE_ALL_WAIT_MS = 1_000;
+
 /** How often open streams' keys are re-checked against the database, for revocations the bus missed. */
 export const DEFAULT_STREAM_RECHECK_MS = 2_000;
 
@@ -17,6 +20,8 @@ interface OpenStream {
  */
 export class OpenStreams {
   private readonly byKey = new Map<string, Set<OpenStream>>();
+  /** Every stream until it has ended, closed ones included (`closeAll` waits for them). */
+  private readonly all = new Set<OpenStream>();
   private timer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => Promise<void>) | undefined;
 
@@ -36,7 +41,9 @@ export class OpenStreams {
     let streams = this.byKey.get(keyId);
     if (!streams) this.byKey.set(keyId, (streams = new Set()));
     streams.add(stream);
+    this.all.add(stream);
     return () => {
+      this.all.delete(stream);
       streams.delete(stream);
       if (streams.size === 0 && this.byKey.get(keyId) === streams) this.byKey.delete(keyId);
     };
@@ -55,6 +62,19 @@ export class OpenStreams {
     if (!streams) return;
     this.byKey.delete(keyId);
     for (const stream of streams) stream.close();
+  }
+
+  /**
+   * Ends every stream (a shutdown, once this instance handed its runs back): each ends cleanly, without
+   * `[DONE]`, which tells its reader to reconnect with `Last-Event-ID`, here or on another instance. Resolves
+   * once every stream has ended, or after `waitMs`.
+   */
+  async closeAll(waitMs = CLOSE_ALL_WAIT_MS): Promise<void> {
+    for (const keyId of [...this.byKey.keys()]) this.closeKey(keyId);
+    const deadline = Date.now() + waitMs;
+    while (this.all.size > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
   }
 
   /** Subscribes to revocations and starts the periodic re-check. */

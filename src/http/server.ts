@@ -171,6 +171,8 @@ export function buildServer(context: OutrunContext): FastifyInstance {
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;
+    // Ended, not cut when the connections are closed next: a reader sees a clean end and reconnects.
+    await openStreams.closeAll();
   });
   app.decorateRequest('caller', null as unknown as Caller);
   app.decorateRequest('keyCheck', null);
