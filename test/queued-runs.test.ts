@@ -240,6 +240,36 @@ describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
     expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toHaveLength(2);
   });
 
+  it('cancels a follow-up a run owes on a stop of its chat or of the run itself: the sweeper starts none', async () => {
+    faults.arm(FaultPoint.beforeContinuation, () => {
+      throw new Error('the process died here (simulated)');
+    });
+    const byChat = await runOutOfSteps('stopped by chat');
+    const byRun = await runOutOfSteps('stopped by run');
+    for (const { first } of [byChat, byRun])
+      expect((await server.waitForRun(first.id)).status).toBe('succeeded');
+    await pollUntil(
+      () => Promise.resolve(faults.hits(FaultPoint.beforeContinuation)),
+      (hits) => hits >= 2,
+    );
+    const { engine } = server.outrun;
+    const owed = async (runId: string) => (await engine.runs.get(runId))!.continuation_owed_at;
+    expect(await owed(byChat.first.id)).not.toBeNull();
+    expect(await owed(byRun.first.id)).not.toBeNull();
+
+    const chatStop = await server.api(`/v1/chats/${byChat.chatId}/stop`, { method: 'POST' });
+    expect(chatStop.status).toBe(200);
+    const runStop = await server.api(`/v1/runs/${byRun.first.id}/stop`, { method: 'POST' });
+    expect(runStop.status).toBe(200);
+    expect(await owed(byChat.first.id)).toBeNull();
+    expect(await owed(byRun.first.id)).toBeNull();
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    await engine.sweep({ all: false });
+    for (const { chatId } of [byChat, byRun]) {
+      expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toHaveLength(1);
+    }
+  });
+
   it('starts the follow-up even when the database drops its first insert after the parent ended', async () => {
     // The database fails the first insert of a follow-up with a connection error (SQLSTATE 08006), once: a
     // sequence counts the tries, as it is not rolled back with the failed insert.

@@ -539,6 +539,8 @@ export class RunEngine {
   async stopRun(runId: string): Promise<StopResult> {
     const { runs, bus, lifecycle, executor, logger } = this.#options;
     const { stopped, run } = await runs.requestStop(runId);
+    // A run that ended owing a follow-up (a budget `continue`) its owner did not start: the stop cancels it.
+    if (!stopped && run?.continuation_owed_at) await runs.settleContinuation(run.id);
     if (!stopped || !run) return { stopped, run: run ? toRunObject(run) : null };
     if (run.status !== RunStatus.running) {
       const ended = await lifecycle.endUnowned({
@@ -557,11 +559,15 @@ export class RunEngine {
   }
 
   /**
-   * Stops the chat's active run, if it has one. With `includeQueued`, its queued runs are cancelled first
-   * (so none of them is promoted by the active run's ending).
+   * Stops the chat's active run, if it has one, and cancels a follow-up a run of the chat owes (a budget
+   * `continue` whose owner died before starting it). With `includeQueued`, its queued runs are cancelled
+   * first (so none of them is promoted by the active run's ending).
    */
   async stopChat(chatId: string, options: { includeQueued?: boolean } = {}): Promise<StopResult> {
     const { runs } = this.#options;
+    // First: a follow-up owed but not begun (its owner died) is not started after the stop. One being begun
+    // now either commits first (and is the active run stopped below) or finds the debt settled.
+    await runs.settleContinuationsOfChat(chatId);
     let queuedCancelled: number | undefined;
     if (options.includeQueued) {
       queuedCancelled = 0;

@@ -631,6 +631,16 @@ export class RunService {
     return Number(settled.numUpdatedRows) === 1;
   }
 
+  /** Settles every follow-up the chat's runs owe (a stop of the chat cancels them). */
+  async settleContinuationsOfChat(chatId: string): Promise<void> {
+    await this.#db
+      .updateTable('runs')
+      .set({ continuation_owed_at: null })
+      .where('chat_id', '=', chatId)
+      .where('continuation_owed_at', 'is not', null)
+      .execute();
+  }
+
   /** A run's finished steps, in order. */
   async listSteps(runId: string) {
     return this.#db.selectFrom('run_steps').selectAll().where('run_id', '=', runId).orderBy('step').execute();
