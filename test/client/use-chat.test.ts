@@ -216,34 +216,41 @@ describe('AI SDK useChat against Outrun', () => {
     expect(tool?.state).toBe('output-available');
     expect(view.responses.filter((status) => status === 200)).toHaveLength(2);
 
-    // The same answer again, after the run ended: useChat's route and the approvals route say the same.
+    // The same answer again, after the run ended: useChat's route and the approvals route say the same, also
+    // once a later run of the chat ended; an approval no run had is `run_not_waiting` on both.
     const runId = (await client.latestRun(chatId)).run!.id;
-    const again = await server.api('/v1/ui/chats', {
-      method: 'POST',
-      body: {
-        id: chatId,
-        messages: [
-          {
-            id: 'm2',
-            role: 'assistant',
-            parts: [
-              {
-                type: 'tool-echo',
-                state: 'approval-responded',
-                approval: { id: asking!.approval.id, approved: true },
-              },
-            ],
-          },
-        ],
-      },
-    });
-    const direct = await server.api(`/v1/runs/${runId}/approvals`, {
-      method: 'POST',
-      body: { approvalId: asking!.approval.id, approved: true },
-    });
-    for (const answer of [again, direct]) {
-      expect(answer.status).toBe(409);
-      expect(answer.body.error).toMatchObject({ code: 'approval_already_answered', approved: true });
-    }
+    const replay = (approvalId: string) =>
+      server.api('/v1/ui/chats', {
+        method: 'POST',
+        body: {
+          id: chatId,
+          messages: [
+            {
+              id: 'm2',
+              role: 'assistant',
+              parts: [
+                {
+                  type: 'tool-echo',
+                  state: 'approval-responded',
+                  approval: { id: approvalId, approved: true },
+                },
+              ],
+            },
+          ],
+        },
+      });
+    const direct = (approvalId: string) =>
+      server.api(`/v1/runs/${runId}/approvals`, { method: 'POST', body: { approvalId, approved: true } });
+    const sayAlike = async (approvalId: string, expected: Record<string, unknown>) => {
+      for (const answer of [await replay(approvalId), await direct(approvalId)]) {
+        expect(answer.status, JSON.stringify(answer.body)).toBe(409);
+        expect(answer.body.error).toMatchObject(expected);
+      }
+    };
+    await sayAlike(asking!.approval.id, { code: 'approval_already_answered', approved: true });
+    const later = await client.startRun(chatId, { input: { text: script({ steps: 1, tokens: 2 }) } });
+    await server.waitForRun(later.id);
+    await sayAlike(asking!.approval.id, { code: 'approval_already_answered', approved: true });
+    await sayAlike('no-such-approval', { code: 'run_not_waiting' });
   });
 });

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { OutrunContext } from '../../app.ts';
 import { ConflictError, InvalidRequestError, NotFoundError } from '../../errors.ts';
 import type { RunObject, RunWaiting } from '../../protocol/run.ts';
+import type { RunRow } from '../../store/schema.ts';
 import type { LogEvent } from '../../stream/event-log.ts';
 import { FIRST_PAGE } from '../../stream/run-follower.ts';
 import { isId } from '../../ids.ts';
@@ -79,20 +80,7 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
           await request.keyCheck?.verify();
           const chat = await chats.getRow(request.caller, body.id);
           const active = await runs.findActive(chat.id);
-          if (!active) {
-            // As `POST /v1/runs/:runId/approvals` answers: an approval the chat's last run had answered is
-            // `approval_already_answered` (the run went on and ended since), anything else `run_not_waiting`.
-            const [last] = await runs.listForChat({ chatId: chat.id, limit: 1 });
-            const approvalId = answers[0]!.approvalId;
-            const earlier =
-              last && (await findApprovalAnswer({ log: context.log, runId: last.id, approvalId }));
-            if (earlier) {
-              throw new ConflictError('approval_already_answered', 'This approval was already answered.', {
-                approved: earlier.approved,
-              });
-            }
-            throw new ConflictError('run_not_waiting', 'This chat has no run waiting for an approval.');
-          }
+          if (!active) throw await unasked(context, chat.id, answers, null);
           const after = await context.log.lastSeq(active.id);
           const pending = new Set(
             ((active.waiting as RunWaiting | null)?.reason === 'approval'
@@ -106,9 +94,7 @@ export function registerAiSdkRoutes(app: FastifyInstance, context: OutrunContext
           for (const answer of answers.filter((candidate) => pending.has(candidate.approvalId))) {
             run = await context.engine.answerApproval({ runId: active.id, ...answer });
           }
-          if (!run) {
-            throw new ConflictError('approval_already_answered', 'These approvals were already answered.');
-          }
+          if (!run) throw await unasked(context, chat.id, answers, active);
           // The assistant message goes on where the client has it: only the events after the answer.
           const send = () =>
             streamRun(context, request, reply, {
@@ -193,6 +179,38 @@ function isWaitingEvent(event: LogEvent): boolean {
 }
 
 /** The approval answers in an assistant message's tool parts (state `approval-responded`). */
+/** How many of a chat's latest runs a repeated approval answer is looked for in. */
+const ANSWERED_LOOKBACK_RUNS = 10;
+
+/**
+ * The error for approval answers the chat's active run does not ask for, as `POST /v1/runs/:runId/approvals`
+ * answers them: one the chat's recent runs had answered is `409 approval_already_answered` with its `approved`;
+ * otherwise `404 approval_not_found` while the active run waits for an approval, `409 run_not_waiting` when it
+ * does not (or there is none).
+ */
+async function unasked(
+  context: OutrunContext,
+  chatId: string,
+  answers: { approvalId: string }[],
+  active: RunRow | null,
+): Promise<Error> {
+  const recent = await context.runs.listForChat({ chatId, limit: ANSWERED_LOOKBACK_RUNS });
+  for (const { approvalId } of answers) {
+    for (const run of recent) {
+      const earlier = await findApprovalAnswer({ log: context.log, runId: run.id, approvalId });
+      if (earlier) {
+        return new ConflictError('approval_already_answered', 'This approval was already answered.', {
+          approved: earlier.approved,
+        });
+      }
+    }
+  }
+  if ((active?.waiting as RunWaiting | null)?.reason === 'approval') {
+    return new NotFoundError('approval', answers[0]!.approvalId);
+  }
+  return new ConflictError('run_not_waiting', 'This chat has no run waiting for an approval.');
+}
+
 function approvalAnswersOf(
   parts: Record<string, unknown>[],
 ): { approvalId: string; approved: boolean; reason?: string }[] {
