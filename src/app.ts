@@ -114,6 +114,12 @@ export interface CreateOutrunOptions {
   rateLimiter?: RequestRateLimiter;
   /** How long an interrupt (a start's or a schedule's) waits for the run it stopped to end. @default 10000 */
   interruptWaitMs?: number;
+  /**
+   * Called when this instance must stop: on PostgreSQL, another server took the database's instance lock in a
+   * mode this one cannot share while this one had lost its connection (src/store/instance-lock.ts).
+   * @default closes the instance
+   */
+  onFatal?: (error: Error) => void;
 }
 
 export interface Outrun extends OutrunContext {
@@ -136,6 +142,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     await assertRedisReachable(config.redisUrl, { timeoutMs: REDIS_STARTUP_TIMEOUT_MS });
   }
   const singleInstance = options.singleInstance ?? !config.redisUrl;
+  /** Closes this instance (set once it exists). */
+  let closeInstance = async (): Promise<void> => {};
   const database =
     options.database ??
     (await openConfiguredDatabase({
@@ -144,7 +152,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
       connectTimeoutMs: config.databaseConnectTimeoutMs,
       statementTimeoutMs: config.databaseStatementTimeoutMs,
       poolSize: config.databasePoolSize,
-      singleInstance,
+      instanceLock: singleInstance ? 'exclusive' : 'shared',
+      onInstanceLockTaken: (error) => (options.onFatal ? options.onFatal(error) : void closeInstance()),
       logger,
     }));
   const db = database.db;
@@ -340,8 +349,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   };
   const server = buildServer(context);
   let closed: Promise<void> | null = null;
-
-  return {
+  const instance: Outrun = {
     ...context,
     server,
     database,
@@ -382,6 +390,8 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
       return closed;
     },
   };
+  closeInstance = () => instance.close();
+  return instance;
 }
 
 /**

@@ -77,7 +77,15 @@ async function main(): Promise<void> {
   checkDefaultModel(resolveModel, config.defaultModel, logger);
   // A server that could never answer must fail before its start takes over runs (which its exit would lose).
   if (command === 'serve') await assertCanListen(config.host, config.port);
-  const outrun = await createOutrun({ logger, worker: true, faults: faultsFromEnv(process.env) });
+  const outrun = await createOutrun({
+    logger,
+    worker: true,
+    faults: faultsFromEnv(process.env),
+    // Another server took the database while this one was cut off from it: stop, so that one runs.
+    onFatal: () => {
+      void outrun.close({ graceMs: 0 }).finally(() => process.exit(1));
+    },
+  });
   const { generatedAdminKey } = await outrun.start();
   let url: string | null = null;
   if (command === 'serve') {

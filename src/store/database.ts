@@ -4,7 +4,7 @@ import { Kysely, PostgresDialect, type PostgresPool } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { acquireDataDirLock, type DataDirLock } from './data-dir-lock.ts';
-import { acquireInstanceLock } from './instance-lock.ts';
+import { acquireInstanceLock, type DatabaseInUseError, type InstanceLockMode } from './instance-lock.ts';
 import { migrateToLatest } from './migrator.ts';
 import { nameStatements } from './named-statements.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
@@ -90,12 +90,15 @@ export interface CreateDatabaseOptions {
   /** PostgreSQL: how long one statement may run; 0 turns the limit off. @default DEFAULT_STATEMENT_TIMEOUT_MS */
   statementTimeoutMs?: number;
   /**
-   * PostgreSQL: this server runs without Redis and takes every active run as its own at start; the handle
-   * holds the database's single-instance lock until `close` (`DatabaseInUseError` while another server holds
-   * it). PGlite's data directory lock is always taken. @default false
+   * PostgreSQL: the mode in which the handle holds the database's instance lock until `close`: `exclusive` for
+   * a server without Redis, which takes every active run as its own at start; `shared` for one with Redis
+   * (`DatabaseInUseError` while a server holds it in a mode this one cannot share). PGlite's data directory
+   * lock is always taken. @default none
    */
-  singleInstance?: boolean;
-  /** Where the single-instance lock reports losing its connection. */
+  instanceLock?: InstanceLockMode;
+  /** A server that cannot share the instance lock took it while this handle had lost its connection. */
+  onInstanceLockTaken?: (error: DatabaseInUseError) => void;
+  /** Where the instance lock reports losing its connection. */
   logger?: Logger;
 }
 
@@ -105,11 +108,13 @@ export async function createDatabase(options: CreateDatabaseOptions): Promise<Da
   let migrationDb: Kysely<unknown> | undefined;
   if (options.databaseUrl) {
     // Taken before anything else: a refused start touches nothing.
-    const instanceLock = options.singleInstance
+    const instanceLock = options.instanceLock
       ? await acquireInstanceLock({
           connectionString: options.databaseUrl,
           connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+          mode: options.instanceLock,
           logger: options.logger,
+          onTaken: options.onInstanceLockTaken,
         })
       : undefined;
     const poolOptions = postgresPoolOptions(options);
