@@ -82,7 +82,10 @@ export async function acquireInstanceLock(options: {
         (error: unknown) => {
           if (released) return;
           if (error instanceof DatabaseInUseError) {
-            options.logger?.fatal({ err: error }, 'another server took the instance lock while this one lost it');
+            options.logger?.fatal(
+              { err: error },
+              'another server took the instance lock while this one lost it',
+            );
             options.onTaken?.(error);
             return;
           }
@@ -155,7 +158,11 @@ async function lockedClient(
 
 /** Who holds the lock in the mode that keeps this one out, as PostgreSQL sees it. */
 async function describeHolder(client: pg.Client, mode: InstanceLockMode): Promise<string> {
-  const { rows } = await client.query<{ pid: number; client_addr: string | null; backend_start: Date | null }>(
+  const { rows } = await client.query<{
+    pid: number;
+    client_addr: string | null;
+    backend_start: Date | null;
+  }>(
     `select a.pid, a.client_addr::text as client_addr, a.backend_start
        from pg_locks l join pg_stat_activity a on a.pid = l.pid
       where l.locktype = 'advisory' and l.classid = $1 and l.objid = $2 and l.objsubid = 2 and l.granted
