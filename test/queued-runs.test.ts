@@ -31,7 +31,11 @@ describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
    * Starts, in a new chat of a new agent whose step budget of 1 continues (`continuation.maxRuns: 1`), a run
    * that wants three steps; returns the chat and the run as started.
    */
-  const runOutOfSteps = async (name: string, agent: Record<string, unknown> = {}) => {
+  const runOutOfSteps = async (
+    name: string,
+    agent: Record<string, unknown> = {},
+    steps: Parameters<typeof script>[0] = { steps: 3, tokens: 2, tool: true },
+  ) => {
     const created = await server.api('/v1/agents', {
       method: 'POST',
       body: { name, budget: { maxSteps: 1, onExceeded: 'continue' }, continuation: { maxRuns: 1 }, ...agent },
@@ -42,7 +46,7 @@ describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
     const first = (
       await server.api<{ run: RunObject }>(`/v1/chats/${chatId}/runs`, {
         method: 'POST',
-        body: { input: { text: script({ steps: 3, tokens: 2, tool: true }) } },
+        body: { input: { text: script(steps) } },
       })
     ).body.run;
     return { chatId, first };
@@ -268,6 +272,44 @@ describe.each(STORE_KINDS)('queued runs on %s', (kind) => {
     for (const { chatId } of [byChat, byRun]) {
       expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toHaveLength(1);
     }
+  });
+
+  it('defers a follow-up the minute’s run quota refused, and starts it once the quota has room', async () => {
+    const quota = (value: Record<string, number> | null) =>
+      server.api('/v1/workspaces/current/quota', { method: 'PATCH', body: { quota: value } });
+    // The parent takes about half a second: the quota, set meanwhile, counts it and refuses its follow-up.
+    const { chatId, first } = await runOutOfSteps(
+      'rate limited',
+      {},
+      { steps: 3, tokens: 25, delayMs: 20, tool: true },
+    );
+    expect((await quota({ runsPerMinute: 1 })).status).toBe(200);
+    try {
+      expect((await server.waitForRun(first.id)).status).toBe('succeeded');
+      const { db } = server.outrun;
+      const owedAt = async () =>
+        (
+          await db
+            .selectFrom('runs')
+            .select('continuation_owed_at')
+            .where('id', '=', first.id)
+            .executeTakeFirstOrThrow()
+        ).continuation_owed_at;
+      await pollUntil(owedAt, (at) => at !== null && at.getTime() > Date.now());
+      expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toHaveLength(1);
+    } finally {
+      await quota(null);
+    }
+    // The window has room again (as a minute later): the sweeper starts the follow-up.
+    await sql`update runs set continuation_owed_at = now() - interval '1 hour' where id = ${first.id}`.execute(
+      server.outrun.db,
+    );
+    await server.outrun.engine.sweep({ all: false });
+    const runs = (await server.api(`/v1/chats/${chatId}/runs`)).body.items as RunObject[];
+    expect(runs.find((run) => run.id !== first.id)).toMatchObject({
+      trigger: 'continue',
+      parentRunId: first.id,
+    });
   });
 
   it('starts the follow-up even when the database drops its first insert after the parent ended', async () => {

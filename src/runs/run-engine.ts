@@ -7,6 +7,7 @@ import {
   InvalidRequestError,
   NotFoundError,
   OutrunError,
+  QuotaExceededError,
   RunAlreadyActiveError,
 } from '../errors.ts';
 import type { Db } from '../store/database.ts';
@@ -307,7 +308,8 @@ export class RunEngine {
    * The parent's ending recorded the follow-up as owed (`continuation_owed_at`); the follow-up's begin
    * transaction settles that, and only a start that settles it begins a run. So the parent's owner and the
    * sweeper (which starts what a dead owner owed) may both call this, on any instances: one follow-up begins.
-   * A refused start (the chain's end, a deleted chat, a quota) settles the debt too: it is not tried again.
+   * A refused start (the chain's end, a deleted chat, a daily quota) settles the debt too: it is not tried
+   * again. One the workspace's `runsPerMinute` refused stays owed, deferred until its window has room.
    */
   async startContinuation(parent: RunRow, config: RunConfig): Promise<RunObject | null> {
     const { runs, db } = this.#options;
@@ -349,8 +351,13 @@ export class RunEngine {
             const begun = await followUp();
             return begun ? toRunObject(begun) : null;
           }
-          // Refused for the workspace's state (the chat was deleted, a quota): owed no longer.
-          if (error instanceof OutrunError) await runs.settleContinuation(parent.id);
+          // The workspace started its minute's runs: owed still, tried again once the window has room.
+          if (error instanceof QuotaExceededError && error.quota === 'runsPerMinute') {
+            await runs.deferContinuation(parent.id, error.retryAfterSeconds);
+          } else if (error instanceof OutrunError) {
+            // Refused for the workspace's state (the chat was deleted, a daily quota): owed no longer.
+            await runs.settleContinuation(parent.id);
+          }
           throw error;
         }
       },

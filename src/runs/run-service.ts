@@ -631,6 +631,19 @@ export class RunService {
     return Number(settled.numUpdatedRows) === 1;
   }
 
+  /**
+   * Defers the follow-up `parentRunId` owes by `seconds`: the sweeper looks at it again a lease after that
+   * (its `continuation_owed_at` is moved on, by the database's clock).
+   */
+  async deferContinuation(parentRunId: string, seconds: number): Promise<void> {
+    await this.#db
+      .updateTable('runs')
+      .set({ continuation_owed_at: sql<Date>`now() + make_interval(secs => ${seconds})` })
+      .where('id', '=', parentRunId)
+      .where('continuation_owed_at', 'is not', null)
+      .execute();
+  }
+
   /** Settles every follow-up the chat's runs owe (a stop of the chat cancels them). */
   async settleContinuationsOfChat(chatId: string): Promise<void> {
     await this.#db
