@@ -255,6 +255,7 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     compactions: new CompactionStore({ db }),
     quotas,
     waitTtlMs: config.waitTtlMs,
+    modelIdleMs: config.modelIdleTimeoutMs,
     continueRun: (run, runConfig) => engine.startContinuation(run, runConfig),
   });
   const engine: RunEngine = new RunEngine({

@@ -88,6 +88,12 @@ const ConfigSchema = z.object({
    * for at most 2 ms more latency; under load an insert is always in flight and no event waits for the window.
    */
   eventCoalesceMs: z.coerce.number().min(0).max(50).default(2),
+  /**
+   * How long a model call may send nothing (no token, no chunk of any kind) while no tool of its run executes,
+   * before it is ended and its run fails `model_error` (decision 0025); 0 turns the limit off. 10 minutes: past
+   * the longest silence a reasoning model keeps before its first output, short of holding a chat for good.
+   */
+  modelIdleTimeoutMs: timerMs(0).default(10 * 60 * 1000),
   /** How long a `waiting` run waits for an answer before it ends `aborted`/`wait_expired` (7 days). */
   waitTtlMs: z.coerce
     .number()
@@ -228,6 +234,7 @@ export const CONFIG_VARIABLES = {
   workerBaseConcurrency: 'OUTRUN_WORKER_BASE_CONCURRENCY',
   workerMaxLoopDelayMs: 'OUTRUN_WORKER_MAX_LOOP_DELAY_MS',
   eventCoalesceMs: 'OUTRUN_EVENT_COALESCE_MS',
+  modelIdleTimeoutMs: 'OUTRUN_MODEL_IDLE_TIMEOUT_MS',
   waitTtlMs: 'OUTRUN_WAIT_TTL_MS',
   eventRetentionDays: 'OUTRUN_EVENT_RETENTION_DAYS',
   webhookDeliveryRetentionDays: 'OUTRUN_WEBHOOK_DELIVERY_RETENTION_DAYS',

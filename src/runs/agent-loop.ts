@@ -8,6 +8,7 @@ import type { ModelOptions } from '../protocol/agent.ts';
 import type { RunEventWriter } from '../stream/event-log.ts';
 import type { PendingApproval } from '../protocol/run.ts';
 import { estimateTokens, type BudgetExceeded, type BudgetMeter } from './budget.ts';
+import { ModelWatchdog } from './model-watchdog.ts';
 import { takeOnlyStream } from './only-stream.ts';
 import type { RunUsage } from './run-object.ts';
 
@@ -49,6 +50,11 @@ export interface AgentLoopOptions {
   meter: BudgetMeter;
   /** Called when the meter cuts the step under way: abort the model call. */
   onBudgetCut: () => void;
+  /**
+   * Ends a model call that sends nothing for this long while no tool of the run executes: the run fails
+   * `model_error` (`OUTRUN_MODEL_IDLE_TIMEOUT_MS`, decision 0025). 0 or absent: no limit.
+   */
+  modelIdleMs?: number;
   /** Called once, at the first text the model streams in this execution. */
   onFirstToken?: () => void;
   /**
@@ -143,6 +149,13 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   // (one statement less per run).
   let unrecorded: FinishedStep | null = null;
   const initialPromptTokens = estimateTokens((options.system ?? '') + JSON.stringify(options.messages));
+  const watchdog = options.modelIdleMs ? new ModelWatchdog(options.modelIdleMs) : null;
+  // Tools executing now, each holding the watchdog off: their time is not the model's silence.
+  const executing = new Map<string, () => void>();
+  const toolEnded = (toolCallId: string) => {
+    executing.get(toolCallId)?.();
+    executing.delete(toolCallId);
+  };
 
   const result = streamText({
     model: options.model,
@@ -159,7 +172,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
       budgetExceeded = meter.beforeCall(initialPromptTokens + grown);
       return budgetExceeded !== null;
     },
-    abortSignal: options.signal,
+    abortSignal: watchdog ? AbortSignal.any([options.signal, watchdog.signal]) : options.signal,
     // Called for the stream's own errors only (the ones that become its `error` chunk), not for a tool's, and
     // before that chunk reaches the loop.
     onError: ({ error }) => {
@@ -204,6 +217,9 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
 
   try {
     for await (const chunk of stream) {
+      watchdog?.activity();
+      // The watchdog's abort is the model's failure, reported below as one `error` chunk, not a stop.
+      if (watchdog?.fired && (chunk.type === 'abort' || chunk.type === 'error')) continue;
       if (chunk.type === 'abort' && !options.keepAbortChunk()) continue;
       if (chunk.type === 'error') {
         errorText = chunk.errorText;
@@ -226,6 +242,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
         case 'tool-output-available':
         case 'tool-output-error':
         case 'tool-output-denied':
+          if (watchdog) toolEnded(chunk.toolCallId);
           if (!stepOpen && step === options.stepsDone && step > 0) resumedStepChanged = true;
           break;
         case 'finish-step':
@@ -237,8 +254,11 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
             title: chunk.title,
             input: chunk.input,
           });
+          // A tool the provider runs is the model's time; one the SDK runs here is not.
+          if (watchdog && !chunk.providerExecuted) executing.set(chunk.toolCallId, watchdog.hold());
           break;
         case 'tool-approval-request': {
+          if (watchdog) toolEnded(chunk.toolCallId);
           const call = toolCalls.get(chunk.toolCallId);
           approvals.push({
             approvalId: chunk.approvalId,
@@ -265,7 +285,9 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
       }
       if (!finished) continue;
       step += 1;
+      const release = watchdog?.hold();
       const { usage, costUsd } = meter.endStep(await stepUsage.next());
+      release?.();
       const spent = meter.spent();
       emit({
         type: 'data-budget',
@@ -285,8 +307,9 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
       };
     }
   } catch (error) {
-    // The SDK ends the stream with an error when it is aborted mid-read; the caller handles the abort.
-    if (!options.signal.aborted) {
+    // The SDK ends the stream with an error when it is aborted mid-read; the caller handles the abort, and the
+    // watchdog's is reported below.
+    if (!options.signal.aborted && !watchdog?.fired) {
       // The run fails: no status change will record the last finished step.
       if (unrecorded) record(unrecorded);
       await recording;
@@ -294,6 +317,12 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     }
   } finally {
     clearTimeout(durationTimer);
+    watchdog?.stop();
+  }
+  if (watchdog?.fired && !options.signal.aborted) {
+    // The model went silent: the run fails as on a provider's error, with the stream's `error` chunk.
+    errorText = (watchdog.signal.reason as Error).message;
+    emit({ type: 'error', errorText });
   }
   if (resumedStepChanged) rerecordResumedStep(false);
   if (contextOverflow && stepOpen) {

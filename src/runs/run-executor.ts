@@ -107,6 +107,11 @@ export interface RunExecutorOptions {
   compactions?: CompactionStore;
   /** How long a waiting run waits for an answer. @default 7 days */
   waitTtlMs?: number;
+  /**
+   * How long a model call may send nothing while no tool executes before the run fails `model_error`
+   * (decision 0025). 0 or absent: no limit.
+   */
+  modelIdleMs?: number;
   /** Starts the follow-up of a run whose step budget said `continue` (the engine's). */
   continueRun?: (run: RunRow, config: RunConfig) => Promise<unknown>;
 }
@@ -418,6 +423,7 @@ export class RunExecutor {
         writer,
         signal: active.controller.signal,
         keepAbortChunk: () => active.reason === RunErrorCode.stopped || active.reason === null,
+        modelIdleMs: this.#options.modelIdleMs,
         meter,
         onBudgetCut: () => this.abort(row.id, 'budget'),
         onFirstToken: () =>

@@ -6,19 +6,27 @@ import type { AddressInfo } from 'node:net';
  * `POST …/chat/completions` with `stream: true` answers the words of `answer` as `chat.completion.chunk` SSE
  * events, then `data: [DONE]`. It reports token usage (a last chunk with `usage` and no choices) only when the
  * request asks for it with `stream_options.include_usage` and `reportsUsage` is on, as such servers do.
+ * With `stallAfterWords`, it sends that many words and then nothing more, keeping the connection open (a
+ * wedged provider), with an SSE comment every `keepAliveMs` if set (a gateway's keep-alive), until the client
+ * closes it.
  */
 export async function startOpenAICompatibleServer(options: {
   answer: string;
   reportsUsage: boolean;
   usage?: { promptTokens: number; completionTokens: number };
+  stallAfterWords?: number;
+  keepAliveMs?: number;
 }): Promise<{
   /** The base URL to set as `OUTRUN_COMPATIBLE_BASE_URL`. */
   baseUrl: string;
   /** Every request body received, parsed. */
   requests: Record<string, unknown>[];
+  /** Stalled answers whose connection the client closed. */
+  stallsEnded: () => number;
   close: () => Promise<void>;
 }> {
   const requests: Record<string, unknown>[] = [];
+  let stallsEnded = 0;
   const server = createServer((request, response) => {
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -41,6 +49,16 @@ export async function startOpenAICompatibleServer(options: {
           ...extra,
         });
       const words = options.answer.split(/(?<= )/);
+      if (options.stallAfterWords !== undefined) {
+        words.length = options.stallAfterWords;
+        const keepAlive = options.keepAliveMs
+          ? setInterval(() => response.write(': keep-alive\n\n'), options.keepAliveMs)
+          : undefined;
+        response.on('close', () => {
+          clearInterval(keepAlive);
+          stallsEnded += 1;
+        });
+      }
       words.forEach((word, index) =>
         chunk([
           {
@@ -50,6 +68,7 @@ export async function startOpenAICompatibleServer(options: {
           },
         ]),
       );
+      if (options.stallAfterWords !== undefined) return;
       chunk([{ index: 0, delta: {}, finish_reason: 'stop' }]);
       const streamOptions = body.stream_options as { include_usage?: boolean } | undefined;
       if (options.reportsUsage && streamOptions?.include_usage) {
@@ -70,6 +89,11 @@ export async function startOpenAICompatibleServer(options: {
   return {
     baseUrl: `http://127.0.0.1:${port}/v1`,
     requests,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
+    stallsEnded: () => stallsEnded,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }

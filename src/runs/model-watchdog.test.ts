@@ -1,0 +1,76 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ModelIdleError, ModelWatchdog } from './model-watchdog.ts';
+
+describe('ModelWatchdog', () => {
+  let watchdog: ModelWatchdog | undefined;
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => {
+    watchdog?.stop();
+    vi.useRealTimers();
+  });
+
+  it('cuts a silent call after its idle time, never before, and at most an eighth later', () => {
+    watchdog = new ModelWatchdog(800);
+    vi.advanceTimersByTime(799);
+    expect(watchdog.fired).toBe(false);
+    vi.advanceTimersByTime(100);
+    expect(watchdog.fired).toBe(true);
+    expect(watchdog.signal.reason).toBeInstanceOf(ModelIdleError);
+    expect((watchdog.signal.reason as Error).message).toBe(
+      'The model sent nothing for 0.8 s; the call was ended.',
+    );
+  });
+
+  it('counts the silence from the last chunk', () => {
+    watchdog = new ModelWatchdog(800);
+    for (let elapsed = 0; elapsed < 5_000; elapsed += 500) {
+      vi.advanceTimersByTime(500);
+      watchdog.activity();
+    }
+    expect(watchdog.fired).toBe(false);
+    // The last chunk came 30 ms after a tick: the call is cut between 800 and 900 ms after it.
+    vi.advanceTimersByTime(30);
+    watchdog.activity();
+    vi.advanceTimersByTime(799);
+    expect(watchdog.fired).toBe(false);
+    vi.advanceTimersByTime(101);
+    expect(watchdog.fired).toBe(true);
+  });
+
+  it('does not count the time a hold is taken (a tool executing), and counts afresh from its release', () => {
+    watchdog = new ModelWatchdog(800);
+    const release = watchdog.hold();
+    vi.advanceTimersByTime(10_000);
+    expect(watchdog.fired).toBe(false);
+    release();
+    release(); // a second release changes nothing
+    vi.advanceTimersByTime(799);
+    expect(watchdog.fired).toBe(false);
+    vi.advanceTimersByTime(101);
+    expect(watchdog.fired).toBe(true);
+  });
+
+  it('waits for every hold to be released', () => {
+    watchdog = new ModelWatchdog(800);
+    const first = watchdog.hold();
+    const second = watchdog.hold();
+    first();
+    vi.advanceTimersByTime(5_000);
+    expect(watchdog.fired).toBe(false);
+    second();
+    vi.advanceTimersByTime(900);
+    expect(watchdog.fired).toBe(true);
+  });
+
+  it('never fires once stopped', () => {
+    watchdog = new ModelWatchdog(800);
+    watchdog.stop();
+    vi.advanceTimersByTime(10_000);
+    expect(watchdog.fired).toBe(false);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('says whole seconds without a fraction', () => {
+    expect(new ModelIdleError(600_000).message).toBe('The model sent nothing for 600 s; the call was ended.');
+  });
+});
