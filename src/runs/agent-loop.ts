@@ -2,7 +2,7 @@ import { streamText, type LanguageModel, type ModelMessage, type ToolSet, type U
 import type { RunChunk } from '../protocol/chunks.ts';
 import type { MessageProjector, ProjectedStep } from '../protocol/message-projector.ts';
 import { roundUsd } from '../agent/prices.ts';
-import { isContextOverflowError } from '../agent/compaction.ts';
+import { isContextOverflowError, type CompactionReport } from '../agent/compaction.ts';
 import type { RunToolContext } from '../agent/tool-context.ts';
 import type { ModelOptions } from '../protocol/agent.ts';
 import type { RunEventWriter } from '../stream/event-log.ts';
@@ -55,6 +55,19 @@ export interface AgentLoopOptions {
    * `model_error` (`OUTRUN_MODEL_IDLE_TIMEOUT_MS`, decision 0025). 0 or absent: no limit.
    */
   modelIdleMs?: number;
+  /**
+   * Called when the model was silent for `modelIdleMs`: abort the run's execution, and say whether it was cut
+   * for that (false when it was already being stopped for another reason).
+   */
+  onModelIdle?: () => boolean;
+  /**
+   * Fits a later step's prompt (the fitted history and this execution's steps so far) into the context budget
+   * (invariant 15): the messages to send and the compaction to report, or null when they fit. The first step's
+   * prompt was fitted before the loop.
+   */
+  fitStep?: (
+    messages: ModelMessage[],
+  ) => Promise<{ messages: ModelMessage[]; compaction: CompactionReport } | null>;
   /** Called once, at the first text the model streams in this execution. */
   onFirstToken?: () => void;
   /**
@@ -149,13 +162,23 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   // (one statement less per run).
   let unrecorded: FinishedStep | null = null;
   const initialPromptTokens = estimateTokens((options.system ?? '') + JSON.stringify(options.messages));
-  const watchdog = options.modelIdleMs ? new ModelWatchdog(options.modelIdleMs) : null;
+  const onModelIdle = options.onModelIdle;
+  const watchdog =
+    options.modelIdleMs && onModelIdle
+      ? new ModelWatchdog(options.modelIdleMs, () => writer.lastSeq, onModelIdle)
+      : null;
   // Tools executing now, each holding the watchdog off: their time is not the model's silence.
   const executing = new Map<string, () => void>();
   const toolEnded = (toolCallId: string) => {
     executing.get(toolCallId)?.();
     executing.delete(toolCallId);
   };
+
+  // Later steps' compactions by the step's index in this execution, each reported in the stream before that
+  // step's `start-step` (the SDK may prepare a step before the loop has read the last one's chunks).
+  const stepCompactions = new Map<number, CompactionReport>();
+  let stepsStarted = 0;
+  const fitStep = options.fitStep;
 
   const result = streamText({
     model: options.model,
@@ -164,6 +187,15 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     tools: options.tools,
     ...options.callOptions,
     experimental_context: options.toolContext,
+    prepareStep: fitStep
+      ? async ({ stepNumber, messages }) => {
+          if (stepNumber === 0) return undefined;
+          const fitted = await fitStep(messages);
+          if (!fitted) return undefined;
+          stepCompactions.set(stepNumber, fitted.compaction);
+          return { messages: fitted.messages };
+        }
+      : undefined,
     // One stop condition for steps and budget: a next call the budget cannot afford is never made.
     stopWhen: async ({ steps }) => {
       if (options.stepsDone + steps.length >= options.maxSteps) return true;
@@ -172,7 +204,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
       budgetExceeded = meter.beforeCall(initialPromptTokens + grown);
       return budgetExceeded !== null;
     },
-    abortSignal: watchdog ? AbortSignal.any([options.signal, watchdog.signal]) : options.signal,
+    abortSignal: options.signal,
     // Called for the stream's own errors only (the ones that become its `error` chunk), not for a tool's, and
     // before that chunk reaches the loop.
     onError: ({ error }) => {
@@ -217,10 +249,11 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
 
   try {
     for await (const chunk of stream) {
-      watchdog?.activity();
-      // The watchdog's abort is the model's failure, reported below as one `error` chunk, not a stop.
-      if (watchdog?.fired && (chunk.type === 'abort' || chunk.type === 'error')) continue;
       if (chunk.type === 'abort' && !options.keepAbortChunk()) continue;
+      if (chunk.type === 'start-step') {
+        const compaction = stepCompactions.get(stepsStarted++);
+        if (compaction) emit({ type: 'data-compaction', data: compaction });
+      }
       if (chunk.type === 'error') {
         errorText = chunk.errorText;
         contextOverflow = isContextOverflowError(streamError);
@@ -307,9 +340,8 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
       };
     }
   } catch (error) {
-    // The SDK ends the stream with an error when it is aborted mid-read; the caller handles the abort, and the
-    // watchdog's is reported below.
-    if (!options.signal.aborted && !watchdog?.fired) {
+    // The SDK ends the stream with an error when it is aborted mid-read; the caller handles the abort.
+    if (!options.signal.aborted) {
       // The run fails: no status change will record the last finished step.
       if (unrecorded) record(unrecorded);
       await recording;
@@ -319,9 +351,9 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     clearTimeout(durationTimer);
     watchdog?.stop();
   }
-  if (watchdog?.fired && !options.signal.aborted) {
+  if (watchdog?.fired) {
     // The model went silent: the run fails as on a provider's error, with the stream's `error` chunk.
-    errorText = (watchdog.signal.reason as Error).message;
+    errorText = watchdog.message;
     emit({ type: 'error', errorText });
   }
   if (resumedStepChanged) rerecordResumedStep(false);

@@ -1,43 +1,49 @@
 /**
  * Ends a model call whose provider has gone silent (decision 0025): a stream that stalls mid-answer, or a
  * request that never answers, would otherwise hold its run `running` for good, since the lease heartbeat keeps
- * a live process's run alive and only a stop ends a run. The watchdog aborts its `signal` (with a
- * `ModelIdleError`) once the model has sent nothing for `idleMs` while nothing of the run's own was under way
- * (`hold`: a tool executing, the loop waiting on a step's usage).
+ * a live process's run alive and only a stop ends a run. The watchdog calls `onIdle` once the model has sent
+ * nothing for `idleMs` while nothing of the run's own was under way (`hold`: a tool executing, the loop waiting
+ * on a step's usage); the caller aborts the run's execution.
  *
- * A chunk costs one increment (`activity`): a timer ticks every `idleMs / TICKS` and trips on the `TICKS`-th
- * tick in a row that saw no chunk and no hold, so the call is cut after `idleMs` to `idleMs × (1 + 1/TICKS)` of
+ * A chunk costs it nothing: a timer ticks every `idleMs / TICKS`, reads the run's `progress` (the last sequence
+ * number its stream appended: every chunk the model sends is appended), and trips on the `TICKS`-th tick in a
+ * row that saw no progress and no hold, so the call is cut after `idleMs` to `idleMs × (1 + 1/TICKS)` of
  * silence, never before. The AI SDK's own `timeout.chunkMs` re-arms a timer per chunk and counts a tool's
  * execution as silence.
  */
 export class ModelWatchdog {
-  readonly #idleMs: number;
-  readonly #controller = new AbortController();
-  #chunks = 0;
-  #chunksAtLastTick = 0;
+  readonly idleMs: number;
+  readonly #progress: () => number;
+  readonly #onIdle: () => boolean;
+  #fired = false;
+  /** Holds released: each counts as progress. */
+  #released = 0;
+  #progressAtLastTick: number;
   #silentTicks = 0;
   #holds = 0;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(idleMs: number) {
-    this.#idleMs = idleMs;
+  /**
+   * `progress` grows with every chunk the model sends; `onIdle` cuts the call and says whether it did (false:
+   * the run was being stopped for another reason).
+   */
+  constructor(idleMs: number, progress: () => number, onIdle: () => boolean) {
+    this.idleMs = idleMs;
+    this.#progress = progress;
+    this.#onIdle = onIdle;
+    this.#progressAtLastTick = progress();
     this.#timer = setInterval(() => this.#tick(), Math.max(1, Math.floor(idleMs / TICKS)));
     this.#timer.unref();
   }
 
-  /** Aborted, with a `ModelIdleError` as its reason, when the model has been silent too long. */
-  get signal(): AbortSignal {
-    return this.#controller.signal;
-  }
-
   /** Whether the watchdog cut the call. */
   get fired(): boolean {
-    return this.#controller.signal.aborted;
+    return this.#fired;
   }
 
-  /** The model sent something. */
-  activity(): void {
-    this.#chunks += 1;
+  /** What the run's error says when the watchdog cut its call. */
+  get message(): string {
+    return modelIdleMessage(this.idleMs);
   }
 
   /** Something of the run's own is under way (not the model's silence) until the returned release is called. */
@@ -48,7 +54,7 @@ export class ModelWatchdog {
       if (released) return;
       released = true;
       this.#holds -= 1;
-      this.#chunks += 1;
+      this.#released += 1;
     };
   }
 
@@ -59,30 +65,25 @@ export class ModelWatchdog {
   }
 
   #tick(): void {
-    if (this.#holds > 0 || this.#chunks !== this.#chunksAtLastTick) {
-      this.#chunksAtLastTick = this.#chunks;
+    const progress = this.#progress() + this.#released;
+    if (this.#holds > 0 || progress !== this.#progressAtLastTick) {
+      this.#progressAtLastTick = progress;
       this.#silentTicks = 0;
       return;
     }
     this.#silentTicks += 1;
     if (this.#silentTicks < TICKS) return;
     this.stop();
-    this.#controller.abort(new ModelIdleError(this.#idleMs));
+    this.#fired = this.#onIdle();
   }
 }
 
-/** The model sent nothing for the configured time (`OUTRUN_MODEL_IDLE_TIMEOUT_MS`). */
-export class ModelIdleError extends Error {
-  constructor(idleMs: number) {
-    super(`The model sent nothing for ${formatSeconds(idleMs)}; the call was ended.`);
-    this.name = 'ModelIdleError';
-  }
+/** The run's error message when its model sent nothing for `idleMs` (`OUTRUN_MODEL_IDLE_TIMEOUT_MS`). */
+export function modelIdleMessage(idleMs: number): string {
+  const seconds = idleMs / 1000;
+  const shown = Number.isInteger(seconds) ? seconds : seconds.toFixed(1);
+  return `The model sent nothing for ${shown} s; the call was ended.`;
 }
 
 /** Ticks per idle period: the most a call may run past its idle time is one tick. */
 const TICKS = 8;
-
-function formatSeconds(ms: number): string {
-  const seconds = ms / 1000;
-  return `${Number.isInteger(seconds) ? seconds : seconds.toFixed(1)} s`;
-}

@@ -80,3 +80,24 @@ export async function fitContext(options: {
   }
   return { messages: result.messages, compaction: result.compaction, summaryUsage };
 }
+
+/**
+ * Fits a later step's prompt into the model's context (invariant 15): the history fitted before the loop, and
+ * what this execution's steps added to it (their tool calls and outputs), measured against
+ * `context.maxTokens`. Over it, compacted as a history is, without a summary (a model call in the middle of
+ * a step would need the budget's say): old tool outputs shortened, this run's own too, then the turns kept
+ * before the last collapsed and left out. Null when the prompt fits or nothing could be shortened.
+ */
+export async function fitStepContext(options: {
+  config: RunConfig;
+  messages: ModelMessage[];
+}): Promise<{ messages: ModelMessage[]; compaction: CompactionReport } | null> {
+  const { config } = options;
+  const result = await compactHistory({
+    messages: options.messages,
+    modelId: config.model,
+    maxTokens: config.context.maxTokens,
+    keepLastTurns: config.context.keepLastTurns,
+  });
+  return result.compaction ? { messages: result.messages, compaction: result.compaction } : null;
+}

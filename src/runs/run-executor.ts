@@ -18,7 +18,7 @@ import { LeaseLostError, type EventLog, type RunEventWriter } from '../stream/ev
 import { appendProjected, runAgentLoop, type AgentLoopResult, type FinishedStep } from './agent-loop.ts';
 import { BudgetMeter, estimateTokens } from './budget.ts';
 import { loadRunContext } from './context-loader.ts';
-import { fitContext } from './run-context.ts';
+import { fitContext, fitStepContext } from './run-context.ts';
 import { LeaseKeeper } from './lease-keeper.ts';
 import { Ending, type Lifecycle, type TransitionResult } from './lifecycle.ts';
 import { findResumePoint, spentBefore, type ResumePoint } from './resume-point.ts';
@@ -424,6 +424,8 @@ export class RunExecutor {
         signal: active.controller.signal,
         keepAbortChunk: () => active.reason === RunErrorCode.stopped || active.reason === null,
         modelIdleMs: this.#options.modelIdleMs,
+        onModelIdle: () => active.reason === null && this.abort(row.id, 'model_idle'),
+        fitStep: setup.fit ? (messages) => fitStepContext({ config, messages }) : undefined,
         meter,
         onBudgetCut: () => this.abort(row.id, 'budget'),
         onFirstToken: () =>

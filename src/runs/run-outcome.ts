@@ -19,7 +19,11 @@ import { RunErrorCode } from './run-status.ts';
  * Why this instance stops executing a run before its loop ends: a stop (the run ends `aborted`), a
  * shutdown (the run is handed back to `pending` for the next owner), or a lost lease (someone else owns it).
  */
-export type AbortReason = typeof RunErrorCode.stopped | 'released' | 'lease_lost' | 'budget';
+/**
+ * Why an execution was aborted: a stop; a hand-back (shutdown); a lost lease; the budget; the model's silence
+ * (`OUTRUN_MODEL_IDLE_TIMEOUT_MS`, the loop reports it as the model's error).
+ */
+export type AbortReason = typeof RunErrorCode.stopped | 'released' | 'lease_lost' | 'budget' | 'model_idle';
 
 /** How long a waiting run waits by default (`OUTRUN_WAIT_TTL_MS`): 7 days. */
 const DEFAULT_WAIT_TTL_MS = 7 * 24 * 60 * 60 * 1000;
@@ -91,7 +95,7 @@ export function decideOutcome(options: {
   const { result, reason, aborted, budget } = options;
   if (reason === 'lease_lost') return { type: 'lease-lost' };
   if (reason === 'released') return { type: 'release' };
-  if (reason === RunErrorCode.stopped || (aborted && reason !== 'budget')) {
+  if (reason === RunErrorCode.stopped || (aborted && reason !== 'budget' && reason !== 'model_idle')) {
     return { type: 'end', ending: Ending.aborted(RunErrorCode.stopped, { sendAbort: !result.sawAbort }) };
   }
   if (result.errorText !== null) {

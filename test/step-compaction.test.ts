@@ -1,0 +1,112 @@
+import type { LanguageModelV3Prompt } from '@ai-sdk/provider';
+import { tool, wrapLanguageModel, zodSchema } from 'ai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { createScriptedModel } from '../src/agent/scripted-model.ts';
+import { ToolRegistry } from '../src/agent/tools.ts';
+import { STORE_KINDS } from './support/databases.ts';
+import { collectStream } from './support/sse.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+
+const MAX_TOKENS = 2_000;
+const PAGE = 'All about ducks. '.repeat(2_400); // 40,800 characters: about 10,200 tokens
+
+/**
+ * Invariant 15 within a run: a step's prompt holds what the run's earlier steps added (their tool outputs),
+ * and is fitted into `context.maxTokens` before each call, not only the first. The scripted model is the
+ * real one, wrapped to keep each prompt it was sent; the tool returns a page far over the budget.
+ */
+describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) => {
+  let server: TestServer;
+  const prompts: LanguageModelV3Prompt[] = [];
+
+  beforeAll(async () => {
+    const readPage = tool({
+      description: 'Reads a web page.',
+      inputSchema: zodSchema(z.record(z.string(), z.unknown())),
+      execute: async () => ({ page: PAGE }),
+    });
+    server = await startTestServer(kind, {
+      tools: new ToolRegistry().register('read_page', readPage),
+      resolveModel: () =>
+        wrapLanguageModel({
+          model: createScriptedModel(),
+          middleware: {
+            specificationVersion: 'v3',
+            transformParams: async ({ params }) => {
+              prompts.push(params.prompt);
+              return params;
+            },
+          },
+        }),
+    });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it("shortens the run's own tool outputs before each later step, reports it, and stores them whole", async () => {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'reader', tools: [{ name: 'read_page' }], context: { maxTokens: MAX_TOKENS } },
+    });
+    expect(agent.status).toBe(201);
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    prompts.length = 0;
+    const started = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: JSON.stringify({ script: { steps: 3, tokens: 2, tool: 'read_page' } }) } },
+    });
+    expect(started.status).toBe(201);
+    const run = await server.waitForRun(started.body.run.id);
+    expect(run).toMatchObject({ status: 'succeeded', stepCount: 3 });
+
+    // Three calls; the second and third each carry the page's output (one, then two), shortened to fit.
+    expect(prompts).toHaveLength(3);
+    for (const prompt of prompts.slice(1)) {
+      const size = JSON.stringify(prompt).length;
+      expect(Math.ceil(size / 4)).toBeLessThanOrEqual(MAX_TOKENS);
+      expect(JSON.stringify(prompt)).toContain('characters trimmed');
+    }
+
+    // Each compaction is an event, just before the step it fitted.
+    const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
+    const types = events.map((event) => event.chunk.type);
+    const compactions = events.filter((event) => event.chunk.type === 'data-compaction');
+    expect(compactions).toHaveLength(2);
+    for (const compaction of compactions) {
+      expect(types[events.indexOf(compaction) + 1]).toBe('start-step');
+      const data = compaction.chunk.data as { tokensBefore: number; tokensAfter: number; trigger: string };
+      expect(data.trigger).toBe('threshold');
+      expect(data.tokensBefore).toBeGreaterThan(MAX_TOKENS);
+      expect(data.tokensAfter).toBeLessThanOrEqual(MAX_TOKENS);
+    }
+
+    // Stored messages are never changed: the run's message holds both outputs whole.
+    const latest = await server.api(`/v1/chats/${chatId}/runs/latest`);
+    const outputs = (latest.body.message.parts as { type: string; output?: { page: string } }[]).filter(
+      (part) => part.type === 'tool-read_page',
+    );
+    expect(outputs.map((part) => part.output?.page.length)).toEqual([PAGE.length, PAGE.length]);
+  });
+
+  it('leaves a later step that fits as it is, with no compaction', async () => {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'roomy reader', tools: [{ name: 'read_page' }], context: { maxTokens: 100_000 } },
+    });
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    prompts.length = 0;
+    const started = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: JSON.stringify({ script: { steps: 2, tokens: 2, tool: 'read_page' } }) } },
+    });
+    const run = await server.waitForRun(started.body.run.id);
+    expect(run).toMatchObject({ status: 'succeeded', stepCount: 2 });
+    expect(JSON.stringify(prompts[1])).toContain(PAGE);
+    const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
+    expect(events.some((event) => event.chunk.type === 'data-compaction')).toBe(false);
+  });
+});
