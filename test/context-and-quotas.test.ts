@@ -212,6 +212,44 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     expect(streamedText(events)).toBe('s1t0 s1t1 s1t2 ');
   });
 
+  it('refuses a message whose text alone is over the context budget with 400, writing nothing', async () => {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'small window', context: { maxTokens: 300 } },
+    });
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    const tooLong = 'lorem ipsum '.repeat(120); // 1,440 characters: 360 tokens
+    const refused = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: tooLong } },
+    });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error).toMatchObject({
+      code: 'invalid_request',
+      field: 'input',
+      tokens: 360,
+      maxTokens: 300,
+    });
+    // useChat's route starts runs the same way.
+    const viaUseChat = await server.api('/v1/ui/chats', {
+      method: 'POST',
+      body: { id: chatId, messages: [{ id: 'm1', role: 'user', parts: [{ type: 'text', text: tooLong }] }] },
+    });
+    expect(viaUseChat.status).toBe(400);
+    expect(viaUseChat.body.error).toMatchObject({ code: 'invalid_request', field: 'input' });
+    expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toEqual([]);
+    expect((await server.api(`/v1/chats/${chatId}/messages`)).body.items).toEqual([]);
+
+    // A message that fits starts as usual.
+    const fits = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: 'lorem ipsum '.repeat(90) } },
+    });
+    expect(fits.status).toBe(201);
+    expect((await server.waitForRun(fits.body.run.id)).status).toBe('succeeded');
+  });
+
   it('refuses a start beyond the workspace quota with 429 quota_exceeded and Retry-After, writing nothing', async () => {
     await withQuota({ runsPerMinute: 1 }, async () => {
       const chatId = await server.createChat();

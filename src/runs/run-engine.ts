@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { BusChannel, type Bus } from '../bus/bus.ts';
 import { systemClock, type Clock } from '../clock.ts';
+import { defaultContextMaxTokens } from '../agent/compaction.ts';
 import type { ModelPrices } from '../agent/prices.ts';
 import {
   ConflictError,
@@ -180,6 +181,7 @@ export class RunEngine {
     // Fails with 400 model_unavailable before anything is written or any model is called.
     this.#options.resolveModel(config.model);
     if (config.budget.maxCostUsd !== undefined) this.#assertPriced(config.model);
+    assertFitsContext(config, options.parts);
     return this.#beginRun({
       runId: options.runId,
       workspaceId: options.workspaceId,
@@ -734,6 +736,26 @@ async function lockWaitingRun<Reason extends RunWaiting['reason']>(
     );
   }
   return { row, waiting: waiting as Extract<RunWaiting, { reason: Reason }> };
+}
+
+/**
+ * Refuses a message whose text alone is over the run's context budget (`context.maxTokens`, or the model's
+ * default), before anything is written: compaction never cuts the turn being answered, so it could only reach
+ * the model over the budget (invariant 15). Counted as compaction counts, a token per four characters.
+ */
+function assertFitsContext(config: RunConfig, parts: unknown[]): void {
+  let chars = 0;
+  for (const part of parts as { type?: unknown; text?: unknown }[]) {
+    if (part.type === 'text' && typeof part.text === 'string') chars += part.text.length;
+  }
+  const tokens = Math.ceil(chars / 4);
+  const maxTokens = config.context.maxTokens ?? defaultContextMaxTokens(config.model);
+  if (tokens <= maxTokens) return;
+  throw new InvalidRequestError(
+    `input: the message is about ${tokens} tokens, more than this run's context budget of ${maxTokens} ` +
+      `(the agent's context.maxTokens, or the model's default): it could never be sent to the model whole.`,
+    { field: 'input', tokens, maxTokens },
+  );
 }
 
 /** What `assertBudgetLeft` says of each limit a run has used up. */
