@@ -22,6 +22,8 @@ export class OpenStreams {
   private readonly byKey = new Map<string, Set<OpenStream>>();
   /** Every stream until it has ended, closed ones included (`closeAll` waits for them). */
   private readonly all = new Set<OpenStream>();
+  /** Resolves `closeAll`'s wait once the last stream has ended. */
+  private drained: (() => void) | null = null;
   private timer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => Promise<void>) | undefined;
 
@@ -44,6 +46,7 @@ export class OpenStreams {
     this.all.add(stream);
     return () => {
       this.all.delete(stream);
+      if (this.all.size === 0) this.drained?.();
       streams.delete(stream);
       if (streams.size === 0 && this.byKey.get(keyId) === streams) this.byKey.delete(keyId);
     };
@@ -71,10 +74,14 @@ export class OpenStreams {
    */
   async closeAll(waitMs = CLOSE_ALL_WAIT_MS): Promise<void> {
     for (const keyId of [...this.byKey.keys()]) this.closeKey(keyId);
-    const deadline = Date.now() + waitMs;
-    while (this.all.size > 0 && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    if (this.all.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => (this.drained = resolve)),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs))),
+    ]);
+    clearTimeout(timer);
+    this.drained = null;
   }
 
   /** Subscribes to revocations and starts the periodic re-check. */

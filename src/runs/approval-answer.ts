@@ -1,3 +1,4 @@
+import { ConflictError } from '../errors.ts';
 import type { EventLog } from '../stream/event-log.ts';
 
 /** A person's answer to a tool call that waited for approval, as the run's log records it. */
@@ -30,4 +31,14 @@ export async function findApprovalAnswer(options: {
     };
   }
   return null;
+}
+
+/**
+ * What a second answer to an approval gets, from the approvals route and from useChat's alike: `409
+ * approval_already_answered`, with the answer given first.
+ */
+export function approvalAlreadyAnswered(earlier: Pick<LoggedApprovalAnswer, 'approved'>): ConflictError {
+  return new ConflictError('approval_already_answered', 'This approval was already answered.', {
+    approved: earlier.approved,
+  });
 }

@@ -28,7 +28,7 @@ import {
   type Lifecycle,
   type TransitionResult,
 } from './lifecycle.ts';
-import { findApprovalAnswer } from './approval-answer.ts';
+import { approvalAlreadyAnswered, findApprovalAnswer } from './approval-answer.ts';
 import { usedUpLimit, type BudgetExceeded, type Spend } from './budget.ts';
 import { spentByRun } from './resume-point.ts';
 import type { LocalRun, RunExecutor } from './run-executor.ts';
@@ -386,11 +386,7 @@ export class RunEngine {
       const { row, waiting } = await lockWaitingRun(tx, options.runId, 'approval');
       const approval = waiting.approvals.find((candidate) => candidate.approvalId === options.approvalId);
       if (!approval) throw new NotFoundError('approval', options.approvalId);
-      if (approval.approved !== undefined) {
-        throw new ConflictError('approval_already_answered', 'This approval was already answered.', {
-          approved: approval.approved,
-        });
-      }
+      if (approval.approved !== undefined) throw approvalAlreadyAnswered({ approved: approval.approved });
       approval.approved = options.approved;
       if (options.reason !== undefined) approval.reason = options.reason;
       const events = await log.appendInTransaction(tx, row.id, [
@@ -471,10 +467,7 @@ export class RunEngine {
       (error instanceof ConflictError && error.code === 'run_not_waiting');
     if (!notInWait) return error;
     const earlier = await findApprovalAnswer({ log: this.#options.log, ...options });
-    if (!earlier) return error;
-    return new ConflictError('approval_already_answered', 'This approval was already answered.', {
-      approved: earlier.approved,
-    });
+    return earlier ? approvalAlreadyAnswered(earlier) : error;
   }
 
   /** A cost budget needs the model's price: `400 price_unknown` for a model without one. */

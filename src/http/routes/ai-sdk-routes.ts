@@ -7,7 +7,7 @@ import type { RunRow } from '../../store/schema.ts';
 import type { LogEvent } from '../../stream/event-log.ts';
 import { FIRST_PAGE } from '../../stream/run-follower.ts';
 import { isId } from '../../ids.ts';
-import { findApprovalAnswer } from '../../runs/approval-answer.ts';
+import { approvalAlreadyAnswered, findApprovalAnswer } from '../../runs/approval-answer.ts';
 import { RunTrigger } from '../../runs/run-status.ts';
 import { withIdempotency } from '../idempotent-route.ts';
 import { readCheckingKey } from '../key-check.ts';
@@ -198,11 +198,7 @@ async function unasked(
   for (const { approvalId } of answers) {
     for (const run of recent) {
       const earlier = await findApprovalAnswer({ log: context.log, runId: run.id, approvalId });
-      if (earlier) {
-        return new ConflictError('approval_already_answered', 'This approval was already answered.', {
-          approved: earlier.approved,
-        });
-      }
+      if (earlier) return approvalAlreadyAnswered(earlier);
     }
   }
   if ((active?.waiting as RunWaiting | null)?.reason === 'approval') {
