@@ -1,0 +1,14 @@
+#!/bin/bash
+# Interleaved pairs, ABBA order: base 99625e1 (worktree /tmp/ab-head) and head 15ff471, the watchdog reading the stream and per-step compaction (worktree /tmp/ab-v2).
+OUT=/work/main/bench/passes/2026-12-07f-amd-epyc/watchdog-v2-ab
+export PATH=/work/main/node_modules/.bin:$PATH
+run() { # side pair
+  local dir=/tmp/ab-v2; [ "$1" = base ] && dir=/tmp/ab-head
+  echo "== $1 pair $2 start $(date -u +%T) load $(cut -d' ' -f1-3 /proc/loadavg)" >> $OUT/log.txt
+  (cd $dir && npx tsx bench/cpu-per-token.ts --store postgres --rounds 1 > $OUT/$1-$2.txt 2>&1)
+  echo "== $1 pair $2 end $(date -u +%T) rc $?" >> $OUT/log.txt
+}
+for i in 1 2 3 4 5; do
+  if [ $((i % 2)) = 1 ]; then run base $i; run head $i; else run head $i; run base $i; fi
+done
+echo done >> $OUT/log.txt
