@@ -248,6 +248,21 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     });
     expect(fits.status).toBe(201);
     expect((await server.waitForRun(fits.body.run.id)).status).toBe('succeeded');
+
+    // An autostart text over the agent's budget would refuse every chat of the agent: refused on the agent.
+    const autostarting = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'long opener', context: { maxTokens: 300 }, autostart: { text: tooLong } },
+    });
+    expect(autostarting.status).toBe(400);
+    expect(autostarting.body.error).toMatchObject({ code: 'invalid_request', field: 'autostart.text' });
+    const patched = await server.api(`/v1/agents/${agent.body.agent.id}`, {
+      method: 'PATCH',
+      body: { autostart: { text: tooLong } },
+    });
+    expect(patched.status).toBe(400);
+    expect(patched.body.error).toMatchObject({ field: 'autostart.text' });
+    expect((await server.api(`/v1/agents/${agent.body.agent.id}`)).body.agent.autostart).toBeNull();
   });
 
   it('refuses a start beyond the workspace quota with 429 quota_exceeded and Retry-After, writing nothing', async () => {

@@ -6,6 +6,7 @@ import {
   parseMcpToolName,
   type McpClientPool,
 } from '../agent/mcp-tools.ts';
+import { defaultContextMaxTokens, estimateTokens } from '../agent/compaction.ts';
 import type { ToolRegistry } from '../agent/tools.ts';
 import type { Caller } from '../auth/auth-service.ts';
 import type { Page } from '../chats/chat-service.ts';
@@ -301,6 +302,21 @@ export class AgentService {
           throw new ModelUnavailableError(`model: ${error.message}`, { ...error.details, field: 'model' });
         }
         throw error;
+      }
+    }
+
+    // The first message of every chat the agent starts: one its context could never hold whole would refuse
+    // every such chat (the start's own check, `400 invalid_request` on `input`).
+    if (fields.autostart) {
+      const tokens = estimateTokens(fields.autostart.text);
+      const maxTokens =
+        fields.context.maxTokens ?? defaultContextMaxTokens(fields.model ?? this.defaultModel);
+      if (tokens > maxTokens) {
+        throw invalid(
+          'autostart.text',
+          `about ${tokens} tokens, more than the agent's context budget of ${maxTokens} (context.maxTokens, or ` +
+            `the model's default): it could never be sent to the model whole.`,
+        );
       }
     }
 

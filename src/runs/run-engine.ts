@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { BusChannel, type Bus } from '../bus/bus.ts';
 import { systemClock, type Clock } from '../clock.ts';
-import { defaultContextMaxTokens } from '../agent/compaction.ts';
+import { defaultContextMaxTokens, estimateTokens } from '../agent/compaction.ts';
 import type { ModelPrices } from '../agent/prices.ts';
 import {
   ConflictError,
@@ -737,11 +737,11 @@ async function lockWaitingRun<Reason extends RunWaiting['reason']>(
  * the model over the budget (invariant 15). Counted as compaction counts, a token per four characters.
  */
 function assertFitsContext(config: RunConfig, parts: unknown[]): void {
-  let chars = 0;
+  let text = '';
   for (const part of parts as { type?: unknown; text?: unknown }[]) {
-    if (part.type === 'text' && typeof part.text === 'string') chars += part.text.length;
+    if (part.type === 'text' && typeof part.text === 'string') text += part.text;
   }
-  const tokens = Math.ceil(chars / 4);
+  const tokens = estimateTokens(text);
   const maxTokens = config.context.maxTokens ?? defaultContextMaxTokens(config.model);
   if (tokens <= maxTokens) return;
   throw new InvalidRequestError(
