@@ -60,7 +60,7 @@ describe.each(STORE_KINDS)('a silent model call on %s', (kind) => {
     expect(started.status).toBe(201);
     const run = await server.waitForRun(started.body.run.id);
     const elapsedMs = Date.now() - startedAt;
-    const message = 'The model sent nothing for 0.4 s; the call was ended.';
+    const message = 'The model sent nothing for 400 ms; the call was ended.';
     expect(run).toMatchObject({ status: 'failed', error: { code: 'model_error', message } });
     expect(elapsedMs).toBeGreaterThanOrEqual(IDLE_MS);
     expect(elapsedMs).toBeLessThan(IDLE_MS * 10);

@@ -91,6 +91,42 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
     expect(outputs.map((part) => part.output?.page.length)).toEqual([PAGE.length, PAGE.length]);
   });
 
+  it('fits the prompt of an execution resumed after an approval, which the approved call’s output grew', async () => {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: {
+        name: 'careful reader',
+        tools: [{ name: 'read_page', needsApproval: true }],
+        context: { maxTokens: MAX_TOKENS },
+      },
+    });
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    prompts.length = 0;
+    const started = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: JSON.stringify({ script: { steps: 2, tokens: 2, tool: 'read_page' } }) } },
+    });
+    const waiting = await server.waitForRun(started.body.run.id, (run) => run.status === 'waiting');
+    const approvalId = (waiting.waiting as { approvals: { approvalId: string }[] }).approvals[0]!.approvalId;
+    const answered = await server.api(`/v1/runs/${waiting.id}/approvals`, {
+      method: 'POST',
+      body: { approvalId, approved: true },
+    });
+    expect(answered.status).toBe(200);
+    const run = await server.waitForRun(waiting.id);
+    expect(run).toMatchObject({ status: 'succeeded', stepCount: 2 });
+
+    // The page was read after the approval, in the resumed execution, before its first call: fitted there.
+    expect(prompts).toHaveLength(2);
+    expect(Math.ceil(JSON.stringify(prompts[1]).length / 4)).toBeLessThanOrEqual(MAX_TOKENS);
+    expect(JSON.stringify(prompts[1])).toContain('characters trimmed');
+    const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
+    const compaction = events.findIndex((event) => event.chunk.type === 'data-compaction');
+    expect(compaction).toBeGreaterThan(-1);
+    expect(events[compaction + 1]!.chunk.type).toBe('start-step');
+  });
+
   it('leaves a later step that fits as it is, with no compaction', async () => {
     const agent = await server.api('/v1/agents', {
       method: 'POST',

@@ -72,6 +72,14 @@ export function estimateTokens(value: string | ModelMessage | readonly ModelMess
   return Math.ceil(chars / CHARS_PER_TOKEN);
 }
 
+/**
+ * The tokens a user message of `text` counts for in the context budget, estimated as compaction estimates
+ * that message in the history (`estimateTokens` of the message: its text and its JSON form's few characters).
+ */
+export function userTextTokens(text: string): number {
+  return estimateTokens({ role: 'user', content: [{ type: 'text', text }] });
+}
+
 /** Roughly the length of `JSON.stringify(value)`, without building the string. */
 function jsonLength(value: unknown): number {
   if (value === null || value === undefined) return 4;

@@ -6,7 +6,7 @@ import {
   parseMcpToolName,
   type McpClientPool,
 } from '../agent/mcp-tools.ts';
-import { defaultContextMaxTokens, estimateTokens } from '../agent/compaction.ts';
+import { defaultContextMaxTokens, userTextTokens } from '../agent/compaction.ts';
 import type { ToolRegistry } from '../agent/tools.ts';
 import type { Caller } from '../auth/auth-service.ts';
 import type { Page } from '../chats/chat-service.ts';
@@ -308,7 +308,7 @@ export class AgentService {
     // The first message of every chat the agent starts: one its context could never hold whole would refuse
     // every such chat (the start's own check, `400 invalid_request` on `input`).
     if (fields.autostart) {
-      const tokens = estimateTokens(fields.autostart.text);
+      const tokens = userTextTokens(fields.autostart.text);
       const maxTokens =
         fields.context.maxTokens ?? defaultContextMaxTokens(fields.model ?? this.defaultModel);
       if (tokens > maxTokens) {

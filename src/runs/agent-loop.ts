@@ -62,8 +62,9 @@ export interface AgentLoopOptions {
   onModelIdle?: () => boolean;
   /**
    * Fits a later step's prompt (the fitted history and this execution's steps so far) into the context budget
-   * (invariant 15): the messages to send and the compaction to report, or null when they fit. The first step's
-   * prompt was fitted before the loop.
+   * (invariant 15): the messages to send and the compaction to report, or null when they fit. A new run's
+   * first prompt was fitted before the loop; a resumed execution's is fitted here too, since the SDK adds to it
+   * what the tools of the step it resumed after return (an approved call's output).
    */
   fitStep?: (
     messages: ModelMessage[],
@@ -189,7 +190,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     experimental_context: options.toolContext,
     prepareStep: fitStep
       ? async ({ stepNumber, messages }) => {
-          if (stepNumber === 0) return undefined;
+          if (stepNumber === 0 && !options.resumed) return undefined;
           const fitted = await fitStep(messages);
           if (!fitted) return undefined;
           stepCompactions.set(stepNumber, fitted.compaction);

@@ -27,7 +27,7 @@ describe('ModelWatchdog', () => {
     vi.advanceTimersByTime(100);
     expect(watchdog.fired).toBe(true);
     expect(cuts).toBe(1);
-    expect(watchdog.message).toBe('The model sent nothing for 0.8 s; the call was ended.');
+    expect(watchdog.message).toBe('The model sent nothing for 800 ms; the call was ended.');
     // Once: the timer is gone.
     vi.advanceTimersByTime(10_000);
     expect(cuts).toBe(1);
@@ -93,7 +93,8 @@ describe('ModelWatchdog', () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
-  it('says whole seconds without a fraction', () => {
+  it('says whole seconds as seconds, anything else in milliseconds', () => {
     expect(modelIdleMessage(600_000)).toBe('The model sent nothing for 600 s; the call was ended.');
+    expect(modelIdleMessage(1_999)).toBe('The model sent nothing for 1999 ms; the call was ended.');
   });
 });

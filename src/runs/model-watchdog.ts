@@ -81,8 +81,8 @@ export class ModelWatchdog {
 /** The run's error message when its model sent nothing for `idleMs` (`OUTRUN_MODEL_IDLE_TIMEOUT_MS`). */
 export function modelIdleMessage(idleMs: number): string {
   const seconds = idleMs / 1000;
-  const shown = Number.isInteger(seconds) ? seconds : seconds.toFixed(1);
-  return `The model sent nothing for ${shown} s; the call was ended.`;
+  const shown = Number.isInteger(seconds) ? `${seconds} s` : `${idleMs} ms`;
+  return `The model sent nothing for ${shown}; the call was ended.`;
 }
 
 /** Ticks per idle period: the most a call may run past its idle time is one tick. */

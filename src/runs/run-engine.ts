@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { BusChannel, type Bus } from '../bus/bus.ts';
 import { systemClock, type Clock } from '../clock.ts';
-import { defaultContextMaxTokens, estimateTokens } from '../agent/compaction.ts';
+import { defaultContextMaxTokens, userTextTokens } from '../agent/compaction.ts';
 import type { ModelPrices } from '../agent/prices.ts';
 import {
   ConflictError,
@@ -734,14 +734,14 @@ async function lockWaitingRun<Reason extends RunWaiting['reason']>(
 /**
  * Refuses a message whose text alone is over the run's context budget (`context.maxTokens`, or the model's
  * default), before anything is written: compaction never cuts the turn being answered, so it could only reach
- * the model over the budget (invariant 15). Counted as compaction counts, a token per four characters.
+ * the model over the budget (invariant 15). Counted as compaction counts that message (`userTextTokens`).
  */
 function assertFitsContext(config: RunConfig, parts: unknown[]): void {
   let text = '';
   for (const part of parts as { type?: unknown; text?: unknown }[]) {
     if (part.type === 'text' && typeof part.text === 'string') text += part.text;
   }
-  const tokens = estimateTokens(text);
+  const tokens = userTextTokens(text);
   const maxTokens = config.context.maxTokens ?? defaultContextMaxTokens(config.model);
   if (tokens <= maxTokens) return;
   throw new InvalidRequestError(

@@ -3,7 +3,7 @@ import type { Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { BusChannel, publishBestEffort, type Bus } from '../bus/bus.ts';
 import { systemClock, type Clock } from '../clock.ts';
-import { NotFoundError, RunAlreadyActiveError } from '../errors.ts';
+import { NotFoundError, OutrunError, RunAlreadyActiveError } from '../errors.ts';
 import type { Metrics } from '../metrics.ts';
 import { delayAfterPass, PassLoop, retryDelay } from '../pass-loop.ts';
 import type { RunObject } from '../runs/run-object.ts';
@@ -316,10 +316,19 @@ export class ScheduleRunner {
       if (error instanceof RunAlreadyActiveError) return skipped();
       // The chat was deleted after this pass read it: its start declined (`RunService.begin`).
       if (error instanceof NotFoundError && error.code === 'chat_not_found') return chatDeleted();
-      logger.error(
-        { err: error, scheduleId: schedule.id, chatId: schedule.chat_id },
-        'a schedule could not start its run',
-      );
+      if (error instanceof OutrunError && error.status < 500) {
+        // Refused for what the schedule asks (its input over the agent's context budget, the agent's model
+        // gone, a quota): the workspace's state, not a fault of the server.
+        logger.warn(
+          { scheduleId: schedule.id, chatId: schedule.chat_id, code: error.code },
+          `a schedule's run was refused: ${error.message}`,
+        );
+      } else {
+        logger.error(
+          { err: error, scheduleId: schedule.id, chatId: schedule.chat_id },
+          'a schedule could not start its run',
+        );
+      }
       return this.#record(schedule, due, { ...after, last_result: ScheduleResult.failed }).catch(() => false);
     }
   }
