@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunObject } from '../src/protocol/run.ts';
 import { STORE_KINDS } from './support/databases.ts';
-import { collectStream, streamedText } from './support/sse.ts';
+import { collectStream, scriptedText, streamedText } from './support/sse.ts';
 import { ADMIN_KEY, startOtherInstance, startTestServer, type TestServer } from './support/test-server.ts';
 
 /** Invariant 15 (the model never gets more than its context budget) and workspace quotas, end to end. */
@@ -210,6 +210,45 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     const compaction = events.find((event) => event.chunk.type === 'data-compaction');
     expect(compaction?.chunk.data).toMatchObject({ trigger: 'context_overflow' });
     expect(streamedText(events)).toBe('s1t0 s1t1 s1t2 ');
+  });
+
+  it('retries a later step once, its own prompt compacted to half, when the model says it is too long', async () => {
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'keeps one turn, later', tools: [{ name: 'echo' }], context: { keepLastTurns: 1 } },
+    });
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    for (let turn = 0; turn < 2; turn++) {
+      const run = (
+        await server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body: { input: { text: padded(2) } } })
+      ).body.run;
+      await server.waitForRun(run.id);
+    }
+    // The first step's prompt (about 420 tokens) fits the model's 480; the second, with the first step's 100
+    // tokens of text, does not: the provider refuses it, under the agent's own budget (the default, 100k).
+    const text = JSON.stringify({ script: { steps: 2, tokens: 100, tool: 'echo', contextWindow: 480 } });
+    const run = (await server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body: { input: { text } } }))
+      .body.run;
+    const final = await server.waitForRun(run.id);
+    expect(final.status, JSON.stringify(final.error)).toBe('succeeded');
+    expect(final.stepCount).toBe(2);
+    const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
+    expect(events.map((event) => event.seq)).toEqual(events.map((_, index) => index + 1));
+    expect(events.some((event) => event.chunk.type === 'error')).toBe(false);
+    // Refused before it streamed anything: the compaction, then the step again.
+    const compaction = events.findIndex((event) => event.chunk.type === 'data-compaction');
+    expect(events[compaction]!.chunk.data).toMatchObject({ trigger: 'context_overflow' });
+    expect(events.slice(compaction - 2, compaction + 2).map((event) => event.chunk.type)).toEqual([
+      'finish-step',
+      'data-budget',
+      'data-compaction',
+      'start-step',
+    ]);
+    expect(events.some((event) => event.chunk.type === 'tool-output-available')).toBe(true);
+    expect(streamedText(events)).toBe(scriptedText(2, 100));
+    const steps = (await server.api(`/v1/runs/${run.id}/steps`)).body.items as { step: number }[];
+    expect(steps.map((step) => step.step)).toEqual([1, 2]);
   });
 
   it('refuses a message whose text alone is over the context budget with 400, writing nothing', async () => {

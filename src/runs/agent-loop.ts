@@ -102,6 +102,11 @@ export interface AgentLoopResult {
   /** The provider refused the prompt as too long (its `error` chunk is left out; the caller may retry). */
   contextOverflow: boolean;
   /**
+   * With `contextOverflow` on a later step of this execution: that step's whole prompt, before `fitStep` fitted
+   * it, for the caller to compact harder (a first step's is the caller's own history). Null otherwise.
+   */
+  overflowedPrompt: ModelMessage[] | null;
+  /**
    * The last step that finished, when no later step started: not recorded yet, and its last events may not
    * be durable yet either (the loop leaves its writer's last events to the caller, decision 0015). The caller
    * records it with the run's status change, which writes those events, or on its own after a flush.
@@ -179,6 +184,8 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   // step's `start-step` (the SDK may prepare a step before the loop has read the last one's chunks).
   const stepCompactions = new Map<number, CompactionReport>();
   let stepsStarted = 0;
+  // The whole prompt of the latest step `fitStep` saw (for `overflowedPrompt`).
+  let lastStepPrompt: ModelMessage[] | null = null;
   const fitStep = options.fitStep;
 
   const result = streamText({
@@ -191,6 +198,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     prepareStep: fitStep
       ? async ({ stepNumber, messages }) => {
           if (stepNumber === 0 && !options.resumed) return undefined;
+          lastStepPrompt = stepNumber > 0 ? messages : null;
           const fitted = await fitStep(messages);
           if (!fitted) return undefined;
           stepCompactions.set(stepNumber, fitted.compaction);
@@ -372,6 +380,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     budgetCutStep,
     approvals,
     contextOverflow,
+    overflowedPrompt: contextOverflow ? lastStepPrompt : null,
     unrecordedStep: unrecorded,
   };
 }

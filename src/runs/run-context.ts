@@ -2,6 +2,7 @@ import type { LanguageModel, ModelMessage } from 'ai';
 import {
   compactHistory,
   createModelSummarizer,
+  defaultContextMaxTokens,
   estimateTokens,
   type CompactionReport,
 } from '../agent/compaction.ts';
@@ -91,13 +92,19 @@ export async function fitContext(options: {
 export async function fitStepContext(options: {
   config: RunConfig;
   messages: ModelMessage[];
+  /** The provider said the step's prompt was too long: half of what was sent, or of the budget if smaller. */
+  overflow?: boolean;
 }): Promise<{ messages: ModelMessage[]; compaction: CompactionReport } | null> {
-  const { config } = options;
+  const { config, messages } = options;
+  const configured = config.context.maxTokens ?? defaultContextMaxTokens(config.model);
   const result = await compactHistory({
-    messages: options.messages,
+    messages,
     modelId: config.model,
-    maxTokens: config.context.maxTokens,
+    maxTokens: options.overflow
+      ? Math.floor(Math.min(configured, estimateTokens(messages)) / 2)
+      : config.context.maxTokens,
     keepLastTurns: config.context.keepLastTurns,
+    trigger: options.overflow ? 'context_overflow' : 'threshold',
   });
   return result.compaction ? { messages: result.messages, compaction: result.compaction } : null;
 }

@@ -35,6 +35,7 @@ const NO_LOOP: AgentLoopResult = {
   budgetCutStep: false,
   approvals: [],
   contextOverflow: false,
+  overflowedPrompt: null,
   unrecordedStep: null,
 };
 
@@ -401,7 +402,7 @@ export class RunExecutor {
     const refused = meter.beforeCall(
       estimateTokens((config.instructions ?? '') + JSON.stringify(setup.messages)),
     );
-    const loop = (loopMessages: ModelMessage[], resumed: boolean) =>
+    const loop = (loopMessages: ModelMessage[], resumed: boolean, stepsDone = stepsBefore) =>
       runAgentLoop({
         model,
         messages: loopMessages,
@@ -416,7 +417,7 @@ export class RunExecutor {
         },
         callOptions: config.modelOptions,
         maxSteps: setup.maxSteps,
-        stepsDone: stepsBefore,
+        stepsDone,
         projector,
         messageId: row.assistant_message_id ?? row.id,
         resumed,
@@ -442,16 +443,23 @@ export class RunExecutor {
       });
     if (refused) return { ...NO_LOOP, stepsDone: stepsBefore, budgetExceeded: refused };
     const result = await loop(setup.messages, resume !== null);
-    if (
-      !result.contextOverflow ||
-      result.stepsDone !== stepsBefore ||
-      active.controller.signal.aborted ||
-      !setup.fit
-    ) {
-      return result;
+    if (!result.contextOverflow || active.controller.signal.aborted || !setup.fit) return result;
+    // The provider found the prompt too long: compact to half the budget and try the step once more. A first
+    // step's prompt is the history.
+    if (result.stepsDone === stepsBefore) return loop(await setup.fit(true), true);
+    // A later step's is the history and this execution's steps: compacted as the loop fits a step, harder.
+    const fitted =
+      result.overflowedPrompt &&
+      (await fitStepContext({ config, messages: result.overflowedPrompt, overflow: true }));
+    if (!fitted) return result;
+    const step = result.unrecordedStep;
+    if (step) {
+      await writer.flush();
+      await this.#recordStep(row.id, row.epoch, step);
+      meter.recorded(step.usage, step.costUsd);
     }
-    // The provider found the prompt too long: compact to half the budget and try the step once more.
-    return loop(await setup.fit(true), true);
+    appendProjected({ writer, projector, chunk: { type: 'data-compaction', data: fitted.compaction } });
+    return loop(fitted.messages, true, result.stepsDone);
   }
 
   /** A run's stored configuration; runs begun before agents existed get the default agent's. */

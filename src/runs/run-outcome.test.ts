@@ -14,6 +14,7 @@ const LOOP_ENDED: AgentLoopResult = {
   budgetCutStep: false,
   approvals: [],
   contextOverflow: false,
+  overflowedPrompt: null,
   unrecordedStep: null,
 };
 
