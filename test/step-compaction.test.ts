@@ -45,21 +45,39 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
     await server?.close();
   });
 
-  it("shortens the run's own tool outputs before each later step, reports it, and stores them whole", async () => {
+  /**
+   * Starts a run of `steps` steps, each but the last reading the page, for a new chat of an agent with the
+   * given budget; the prompts recorded are this run's only. Returns the started run's id.
+   */
+  async function startReading(options: {
+    steps: number;
+    maxTokens: number;
+    needsApproval?: boolean;
+  }): Promise<string> {
     const agent = await server.api('/v1/agents', {
       method: 'POST',
-      body: { name: 'reader', tools: [{ name: 'read_page' }], context: { maxTokens: MAX_TOKENS } },
+      body: {
+        name: `reader ${options.maxTokens}${options.needsApproval ? ', careful' : ''}`,
+        tools: [{ name: 'read_page', needsApproval: options.needsApproval ?? false }],
+        context: { maxTokens: options.maxTokens },
+      },
     });
     expect(agent.status).toBe(201);
     const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
       .body.chat.id as string;
     prompts.length = 0;
+    const script = { script: { steps: options.steps, tokens: 2, tool: 'read_page' } };
     const started = await server.api(`/v1/chats/${chatId}/runs`, {
       method: 'POST',
-      body: { input: { text: JSON.stringify({ script: { steps: 3, tokens: 2, tool: 'read_page' } }) } },
+      body: { input: { text: JSON.stringify(script) } },
     });
     expect(started.status).toBe(201);
-    const run = await server.waitForRun(started.body.run.id);
+    return started.body.run.id as string;
+  }
+
+  it("shortens the run's own tool outputs before each later step, reports it, and stores them whole", async () => {
+    const runId = await startReading({ steps: 3, maxTokens: MAX_TOKENS });
+    const run = await server.waitForRun(runId);
     expect(run).toMatchObject({ status: 'succeeded', stepCount: 3 });
 
     // Three calls; the second and third each carry the page's output (one, then two), shortened to fit.
@@ -84,7 +102,7 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
     }
 
     // Stored messages are never changed: the run's message holds both outputs whole.
-    const latest = await server.api(`/v1/chats/${chatId}/runs/latest`);
+    const latest = await server.api(`/v1/chats/${run.chatId}/runs/latest`);
     const outputs = (latest.body.message.parts as { type: string; output?: { page: string } }[]).filter(
       (part) => part.type === 'tool-read_page',
     );
@@ -92,22 +110,8 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
   });
 
   it('fits the prompt of an execution resumed after an approval, which the approved call’s output grew', async () => {
-    const agent = await server.api('/v1/agents', {
-      method: 'POST',
-      body: {
-        name: 'careful reader',
-        tools: [{ name: 'read_page', needsApproval: true }],
-        context: { maxTokens: MAX_TOKENS },
-      },
-    });
-    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
-      .body.chat.id as string;
-    prompts.length = 0;
-    const started = await server.api(`/v1/chats/${chatId}/runs`, {
-      method: 'POST',
-      body: { input: { text: JSON.stringify({ script: { steps: 2, tokens: 2, tool: 'read_page' } }) } },
-    });
-    const waiting = await server.waitForRun(started.body.run.id, (run) => run.status === 'waiting');
+    const runId = await startReading({ steps: 2, maxTokens: MAX_TOKENS, needsApproval: true });
+    const waiting = await server.waitForRun(runId, (run) => run.status === 'waiting');
     const approvalId = (waiting.waiting as { approvals: { approvalId: string }[] }).approvals[0]!.approvalId;
     const answered = await server.api(`/v1/runs/${waiting.id}/approvals`, {
       method: 'POST',
@@ -128,18 +132,8 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
   });
 
   it('leaves a later step that fits as it is, with no compaction', async () => {
-    const agent = await server.api('/v1/agents', {
-      method: 'POST',
-      body: { name: 'roomy reader', tools: [{ name: 'read_page' }], context: { maxTokens: 100_000 } },
-    });
-    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
-      .body.chat.id as string;
-    prompts.length = 0;
-    const started = await server.api(`/v1/chats/${chatId}/runs`, {
-      method: 'POST',
-      body: { input: { text: JSON.stringify({ script: { steps: 2, tokens: 2, tool: 'read_page' } }) } },
-    });
-    const run = await server.waitForRun(started.body.run.id);
+    const runId = await startReading({ steps: 2, maxTokens: 100_000 });
+    const run = await server.waitForRun(runId);
     expect(run).toMatchObject({ status: 'succeeded', stepCount: 2 });
     expect(JSON.stringify(prompts[1])).toContain(PAGE);
     const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
