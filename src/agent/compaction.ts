@@ -63,6 +63,11 @@ export function defaultContextMaxTokens(modelId: string | undefined): number {
     : Math.floor(CONTEXT_WINDOWS[best]! * CONTEXT_WINDOW_SHARE);
 }
 
+/** The context budget a run is held to (invariant 15): the agent's `context.maxTokens`, or the model's default. */
+export function contextBudget(maxTokens: number | undefined, modelId: string | undefined): number {
+  return maxTokens ?? defaultContextMaxTokens(modelId);
+}
+
 /**
  * The token estimate every budget and compaction decision uses: one token per four characters of the
  * value's JSON form (binary data counted as its base64 length).
@@ -243,7 +248,7 @@ export interface CompactHistoryResult {
  * answered) is never cut, so a history can stay over budget only by that turn alone.
  */
 export async function compactHistory(options: CompactHistoryOptions): Promise<CompactHistoryResult> {
-  const maxTokens = options.maxTokens ?? defaultContextMaxTokens(options.modelId);
+  const maxTokens = contextBudget(options.maxTokens, options.modelId);
   const keepLastTurns = options.keepLastTurns ?? DEFAULT_KEEP_LAST_TURNS;
   const toolOutputMaxChars = options.toolOutputMaxChars ?? DEFAULT_TOOL_OUTPUT_MAX_CHARS;
   const input = options.messages;

@@ -6,7 +6,7 @@ import {
   parseMcpToolName,
   type McpClientPool,
 } from '../agent/mcp-tools.ts';
-import { defaultContextMaxTokens, userTextTokens } from '../agent/compaction.ts';
+import { contextBudget, userTextTokens } from '../agent/compaction.ts';
 import type { ToolRegistry } from '../agent/tools.ts';
 import type { Caller } from '../auth/auth-service.ts';
 import type { Page } from '../chats/chat-service.ts';
@@ -309,8 +309,7 @@ export class AgentService {
     // every such chat (the start's own check, `400 invalid_request` on `input`).
     if (fields.autostart) {
       const tokens = userTextTokens(fields.autostart.text);
-      const maxTokens =
-        fields.context.maxTokens ?? defaultContextMaxTokens(fields.model ?? this.defaultModel);
+      const maxTokens = contextBudget(fields.context.maxTokens, fields.model ?? this.defaultModel);
       if (tokens > maxTokens) {
         throw invalid(
           'autostart.text',

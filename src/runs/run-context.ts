@@ -2,7 +2,6 @@ import type { LanguageModel, ModelMessage } from 'ai';
 import {
   compactHistory,
   createModelSummarizer,
-  defaultContextMaxTokens,
   estimateTokens,
   type CompactionReport,
 } from '../agent/compaction.ts';
@@ -42,14 +41,10 @@ export async function fitContext(options: {
   const previousSummary = record
     ? previousSummaryOf({ record, storedMessages, modelMessages: messages })
     : null;
-  const configured = config.context.maxTokens;
   const result = await compactHistory({
     messages,
     modelId: config.model,
-    // After a provider said "too long": half of what was sent, or of the configured budget if smaller.
-    maxTokens: options.overflow
-      ? Math.floor(Math.min(configured ?? Infinity, estimateTokens(messages)) / 2)
-      : configured,
+    maxTokens: options.overflow ? budgetAfterOverflow(config, messages) : config.context.maxTokens,
     keepLastTurns: config.context.keepLastTurns,
     summarize: config.context.summarize
       ? createModelSummarizer({
@@ -92,19 +87,21 @@ export async function fitContext(options: {
 export async function fitStepContext(options: {
   config: RunConfig;
   messages: ModelMessage[];
-  /** The provider said the step's prompt was too long: half of what was sent, or of the budget if smaller. */
+  /** The provider said the step's prompt was too long (`budgetAfterOverflow`). */
   overflow?: boolean;
 }): Promise<{ messages: ModelMessage[]; compaction: CompactionReport } | null> {
   const { config, messages } = options;
-  const configured = config.context.maxTokens ?? defaultContextMaxTokens(config.model);
   const result = await compactHistory({
     messages,
     modelId: config.model,
-    maxTokens: options.overflow
-      ? Math.floor(Math.min(configured, estimateTokens(messages)) / 2)
-      : config.context.maxTokens,
+    maxTokens: options.overflow ? budgetAfterOverflow(config, messages) : config.context.maxTokens,
     keepLastTurns: config.context.keepLastTurns,
     trigger: options.overflow ? 'context_overflow' : 'threshold',
   });
   return result.compaction ? { messages: result.messages, compaction: result.compaction } : null;
+}
+
+/** After a provider said a prompt was too long: half of what was sent, or of the configured budget if smaller. */
+function budgetAfterOverflow(config: RunConfig, messages: ModelMessage[]): number {
+  return Math.floor(Math.min(config.context.maxTokens ?? Infinity, estimateTokens(messages)) / 2);
 }

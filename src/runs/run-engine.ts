@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { BusChannel, type Bus } from '../bus/bus.ts';
 import { systemClock, type Clock } from '../clock.ts';
-import { defaultContextMaxTokens, userTextTokens } from '../agent/compaction.ts';
+import { contextBudget, userTextTokens } from '../agent/compaction.ts';
 import type { ModelPrices } from '../agent/prices.ts';
 import {
   ConflictError,
@@ -742,7 +742,7 @@ function assertFitsContext(config: RunConfig, parts: unknown[]): void {
     if (part.type === 'text' && typeof part.text === 'string') text += part.text;
   }
   const tokens = userTextTokens(text);
-  const maxTokens = config.context.maxTokens ?? defaultContextMaxTokens(config.model);
+  const maxTokens = contextBudget(config.context.maxTokens, config.model);
   if (tokens <= maxTokens) return;
   throw new InvalidRequestError(
     `input: the message is about ${tokens} tokens, more than this run's context budget of ${maxTokens} ` +

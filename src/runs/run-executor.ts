@@ -275,8 +275,7 @@ export class RunExecutor {
       const step = result.unrecordedStep ?? undefined;
       if (step && outcome.type === 'release') {
         await writer.flush();
-        await this.#recordStep(row.id, epoch, step);
-        meter.recorded(step.usage, step.costUsd);
+        await this.#recordCounted(row.id, epoch, step, meter);
       }
       await settleRun({
         deps: this.#options,
@@ -434,10 +433,7 @@ export class RunExecutor {
             model: config.model,
             ms: Date.now() - loopStartedAt,
           }),
-        recordStep: async (step) => {
-          await this.#recordStep(row.id, row.epoch, step);
-          meter.recorded(step.usage, step.costUsd);
-        },
+        recordStep: (step) => this.#recordCounted(row.id, row.epoch, step, meter),
         updateStepParts: (step, parts) =>
           this.#options.runs.updateStepParts({ runId: row.id, epoch: row.epoch, step, parts }),
       });
@@ -452,11 +448,9 @@ export class RunExecutor {
       result.overflowedPrompt &&
       (await fitStepContext({ config, messages: result.overflowedPrompt, overflow: true }));
     if (!fitted) return result;
-    const step = result.unrecordedStep;
-    if (step) {
+    if (result.unrecordedStep) {
       await writer.flush();
-      await this.#recordStep(row.id, row.epoch, step);
-      meter.recorded(step.usage, step.costUsd);
+      await this.#recordCounted(row.id, row.epoch, result.unrecordedStep, meter);
     }
     appendProjected({ writer, projector, chunk: { type: 'data-compaction', data: fitted.compaction } });
     return loop(fitted.messages, true, result.stepsDone);
@@ -501,6 +495,12 @@ export class RunExecutor {
         'recording the spend outside finished steps failed; the daily quota does not count it',
       );
     });
+  }
+
+  /** Records a finished step and counts its spend on the meter as recorded (no longer the step under way's). */
+  async #recordCounted(runId: string, epoch: number, step: FinishedStep, meter: BudgetMeter): Promise<void> {
+    await this.#recordStep(runId, epoch, step);
+    meter.recorded(step.usage, step.costUsd);
   }
 
   #recordStep(runId: string, epoch: number, step: FinishedStep): Promise<void> {

@@ -16,12 +16,10 @@ import type { RunUsage } from './run-object.ts';
 import { RunErrorCode } from './run-status.ts';
 
 /**
- * Why this instance stops executing a run before its loop ends: a stop (the run ends `aborted`), a
- * shutdown (the run is handed back to `pending` for the next owner), or a lost lease (someone else owns it).
- */
-/**
- * Why an execution was aborted: a stop; a hand-back (shutdown); a lost lease; the budget; the model's silence
- * (`OUTRUN_MODEL_IDLE_TIMEOUT_MS`, the loop reports it as the model's error).
+ * Why this instance stops executing a run before its loop ends: a stop (the run ends `aborted`), a shutdown
+ * (the run is handed back to `pending` for the next owner), a lost lease (someone else owns it), the budget
+ * (`onExceeded` decides), or the model's silence (`OUTRUN_MODEL_IDLE_TIMEOUT_MS`: the run fails as on the
+ * model's error, which the loop reports).
  */
 export type AbortReason = typeof RunErrorCode.stopped | 'released' | 'lease_lost' | 'budget' | 'model_idle';
 
