@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Metrics } from '../metrics.ts';
 import { EventCompactor } from './event-compactor.ts';
 import type { CompactionResult, EventLog } from './event-log.ts';
@@ -21,37 +21,32 @@ function slowLog(batchMs: number) {
 }
 
 describe('EventCompactor', () => {
-  it('pauses after a batch three times as long as the batch took, so a backlog takes at most a quarter of the time', async () => {
-    const { log, batches } = slowLog(40);
+  // The pauses are measured on fake timers (performance.now() included), so they are exact: on a loaded
+  // machine real timers fire late by tens of milliseconds (CI once saw a 5 ms pause take 70 ms).
+  afterEach(() => vi.useRealTimers());
+
+  /** Schedules `runIds`, lets the fake clock run until the compactor is idle, and returns each pause. */
+  async function pausesAfter(batchMs: number, runIds: string[]) {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'performance'] });
+    const { log, batches } = slowLog(batchMs);
     const compactor = new EventCompactor({ log, logger: pino({ level: 'silent' }), sweepLimit: 1 });
-    for (const runId of ['run-a', 'run-b', 'run-c']) compactor.schedule(runId);
-    await compactor.idle();
-    expect(batches.map((batch) => batch.runIds)).toEqual([['run-a'], ['run-b'], ['run-c']]);
-    for (let index = 1; index < batches.length; index++) {
-      const previous = batches[index - 1]!;
-      const took = previous.endedAt - previous.startedAt;
-      // Timers fire no earlier than asked; a millisecond of slack for the clock's rounding.
-      expect(batches[index]!.startedAt - previous.endedAt).toBeGreaterThanOrEqual(3 * took - 1);
-    }
+    for (const runId of runIds) compactor.schedule(runId);
+    const idle = compactor.idle();
+    await vi.runAllTimersAsync();
+    await idle;
+    expect(batches.map((batch) => batch.runIds)).toEqual(runIds.map((runId) => [runId]));
+    return batches.slice(1).map((batch, index) => batch.startedAt - batches[index]!.endedAt);
+  }
+
+  it('pauses after a batch three times as long as the batch took, so a backlog takes at most a quarter of the time', async () => {
+    expect(await pausesAfter(40, ['run-a', 'run-b', 'run-c'])).toEqual([120, 120]);
   });
 
   it('pauses only briefly while more than four batches wait, so a backlog cannot grow without bound', async () => {
-    const { log, batches } = slowLog(60);
-    const compactor = new EventCompactor({ log, logger: pino({ level: 'silent' }), sweepLimit: 1 });
     const runIds = Array.from({ length: 7 }, (_, index) => `run-${index}`);
-    for (const runId of runIds) compactor.schedule(runId);
-    await compactor.idle();
-    expect(batches.map((batch) => batch.runIds)).toEqual(runIds.map((runId) => [runId]));
-    const pauses = batches.slice(1).map((batch, index) => {
-      const previous = batches[index]!;
-      return { pause: batch.startedAt - previous.endedAt, took: previous.endedAt - previous.startedAt };
-    });
-    // After the first and second batches, six and then five runs wait: more than four batches.
-    for (const { pause, took } of pauses.slice(0, 2)) expect(pause).toBeLessThan(took);
-    // From four waiting on, the pause is three times the batch again. A timer may fire a few milliseconds
-    // early against performance.now(): libuv counts whole milliseconds from the loop's cached time, which a
-    // busy machine leaves stale (CI once saw 179.2 ms for 3 × 60.2); the brief pause is 5 ms, far below.
-    for (const { pause, took } of pauses.slice(2)) expect(pause).toBeGreaterThanOrEqual(3 * took - 5);
+    // After the first and second batches, six and then five runs wait: more than four batches, so 5 ms.
+    // From four waiting on, the pause is three times the batch again.
+    expect(await pausesAfter(60, runIds)).toEqual([5, 5, 180, 180, 180, 180]);
   });
 
   it('ends its pause between two batches at once when closed', async () => {
