@@ -1,3 +1,4 @@
+import type { RunConfig } from './protocol/agent.ts';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { LanguageModel } from 'ai';
@@ -181,7 +182,13 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
   metrics.readAdmissionLimit = () => queue.admissionLimit?.();
   metrics.readPoolUsage = () => database.poolUsage?.();
   // A written schedule may be due sooner than any instance's runner sleeps.
-  const schedules = new ScheduleService({ db, clock: options.clock, onWrite: () => scheduler.written() });
+  const schedules: ScheduleService = new ScheduleService({
+    db,
+    clock: options.clock,
+    onWrite: () => scheduler.written(),
+    // `agents` is built below; the schedule routes call this only once the app is up.
+    configs: { runConfig: (config): Promise<RunConfig> => agents.runConfig(config) },
+  });
   const tools = options.tools ?? createDefaultToolRegistry({ followups: schedules });
   const resolve = options.resolveModel ?? ((modelId: string) => resolveModel({ modelId }));
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;

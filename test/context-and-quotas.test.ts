@@ -276,10 +276,13 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toEqual([]);
     expect((await server.api(`/v1/chats/${chatId}/messages`)).body.items).toEqual([]);
 
-    // A message that fits starts as usual.
+    // A message that fits starts as usual: a one-step script, padded to about 250 tokens.
+    const padded = JSON.stringify({
+      script: { tool: false, tokens: 3, toolInput: { pad: 'x'.repeat(950) } },
+    });
     const fits = await server.api(`/v1/chats/${chatId}/runs`, {
       method: 'POST',
-      body: { input: { text: 'lorem ipsum '.repeat(90) } },
+      body: { input: { text: padded } },
     });
     expect(fits.status).toBe(201);
     expect((await server.waitForRun(fits.body.run.id)).status).toBe('succeeded');
@@ -298,6 +301,48 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     expect(patched.status).toBe(400);
     expect(patched.body.error).toMatchObject({ field: 'autostart.text' });
     expect((await server.api(`/v1/agents/${agent.body.agent.id}`)).body.agent.autostart).toBeNull();
+  });
+
+  it("counts the agent's instructions with the message, and refuses instructions alone over the budget", async () => {
+    const instructions = 'Answer in French. '.repeat(40); // 720 characters: about 190 tokens of 300
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'small window, long instructions', instructions, context: { maxTokens: 300 } },
+    });
+    expect(agent.status).toBe(201);
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    // 480 characters: 120 tokens, under the budget alone, over it with the instructions.
+    const refused = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: 'lorem ipsum '.repeat(40) } },
+    });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error).toMatchObject({ code: 'invalid_request', field: 'input', maxTokens: 300 });
+    expect(refused.body.error.message).toContain("the message and the agent's instructions");
+    expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toEqual([]);
+    const fits = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: '{"script": {"tool": false, "tokens": 3}}' } },
+    });
+    expect(fits.status).toBe(201);
+    expect((await server.waitForRun(fits.body.run.id)).status).toBe('succeeded');
+
+    // Instructions over the budget would fail every run of the agent: refused on create and on update.
+    const tooLong = 'Answer in French. '.repeat(80);
+    const created = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'longer instructions', instructions: tooLong, context: { maxTokens: 300 } },
+    });
+    expect(created.status).toBe(400);
+    expect(created.body.error).toMatchObject({ code: 'invalid_request', field: 'instructions' });
+    const patched = await server.api(`/v1/agents/${agent.body.agent.id}`, {
+      method: 'PATCH',
+      body: { context: { maxTokens: 150 } },
+    });
+    expect(patched.status).toBe(400);
+    expect(patched.body.error).toMatchObject({ code: 'invalid_request', field: 'instructions' });
+    expect((await server.api(`/v1/agents/${agent.body.agent.id}`)).body.agent.context.maxTokens).toBe(300);
   });
 
   it('refuses a start beyond the workspace quota with 429 quota_exceeded and Retry-After, writing nothing', async () => {

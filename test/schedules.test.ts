@@ -142,6 +142,38 @@ describe.each(STORE_KINDS)('schedules on %s', (kind) => {
     expect((await app.api(`/v1/chats/${chatId}/schedules`)).body.items).toEqual([]);
   });
 
+  it("refuses an input over the context budget of the chat's agent on create and update, as a start would be", async () => {
+    const app = await server();
+    const agent = await app.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'small window', context: { maxTokens: 300 } },
+    });
+    const chatId = (await app.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    const tooLong = { text: 'lorem ipsum '.repeat(120) }; // about 360 tokens
+    const created = await app.api(`/v1/chats/${chatId}/schedules`, {
+      method: 'POST',
+      body: { cron: '0 9 * * *', input: tooLong },
+    });
+    expect(created.status).toBe(400);
+    expect(created.body.error).toMatchObject({ code: 'invalid_request', field: 'input', maxTokens: 300 });
+    expect((await app.api(`/v1/chats/${chatId}/schedules`)).body.items).toEqual([]);
+
+    const schedule = await app.api(`/v1/chats/${chatId}/schedules`, {
+      method: 'POST',
+      body: { cron: '0 9 * * *', input: { text: 'good morning' } },
+    });
+    expect(schedule.status).toBe(201);
+    const patched = await app.api(`/v1/schedules/${schedule.body.schedule.id}`, {
+      method: 'PATCH',
+      body: { input: { parts: [{ type: 'text', text: tooLong.text }] } },
+    });
+    expect(patched.status).toBe(400);
+    expect(patched.body.error).toMatchObject({ code: 'invalid_request', field: 'input' });
+    const after = await app.api(`/v1/schedules/${schedule.body.schedule.id}`);
+    expect(after.body.schedule.input).toEqual({ text: 'good morning' });
+  });
+
   it('takes a cron of 5 fields, or 6 with seconds, and refuses any other count on create and update', async () => {
     const app = await server();
     const chatId = await app.createChat();

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { LanguageModelV3Prompt } from '@ai-sdk/provider';
 import { tool, wrapLanguageModel, zodSchema } from 'ai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -53,20 +54,25 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
     steps: number;
     maxTokens: number;
     needsApproval?: boolean;
+    instructions?: string;
+    toolInput?: Record<string, string>;
   }): Promise<string> {
     const agent = await server.api('/v1/agents', {
       method: 'POST',
       body: {
-        name: `reader ${options.maxTokens}${options.needsApproval ? ', careful' : ''}`,
+        name: `reader ${options.maxTokens}${options.needsApproval ? ', careful' : ''} ${randomUUID()}`,
         tools: [{ name: 'read_page', needsApproval: options.needsApproval ?? false }],
         context: { maxTokens: options.maxTokens },
+        ...(options.instructions ? { instructions: options.instructions } : {}),
       },
     });
     expect(agent.status).toBe(201);
     const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
       .body.chat.id as string;
     prompts.length = 0;
-    const script = { script: { steps: options.steps, tokens: 2, tool: 'read_page' } };
+    const script = {
+      script: { steps: options.steps, tokens: 2, tool: 'read_page', toolInput: options.toolInput },
+    };
     const started = await server.api(`/v1/chats/${chatId}/runs`, {
       method: 'POST',
       body: { input: { text: JSON.stringify(script) } },
@@ -129,6 +135,53 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
     const compaction = events.findIndex((event) => event.chunk.type === 'data-compaction');
     expect(compaction).toBeGreaterThan(-1);
     expect(events[compaction + 1]!.chunk.type).toBe('start-step');
+  });
+
+  it("counts the agent's instructions, sent with every step, in the budget", async () => {
+    // 5,950 characters: about 1,500 tokens of the 2,000, so the page, shortened, leaves no room for both.
+    const instructions = 'Read carefully and answer briefly. '.repeat(170);
+    const runId = await startReading({ steps: 2, maxTokens: MAX_TOKENS, instructions });
+    const run = await server.waitForRun(runId);
+    expect(run).toMatchObject({ status: 'succeeded', stepCount: 2 });
+    expect(JSON.stringify(prompts[1])).toContain(instructions);
+    expect(Math.ceil(JSON.stringify(prompts[1]).length / 4)).toBeLessThanOrEqual(MAX_TOKENS);
+  });
+
+  it('leaves out the outputs of its own tool calls when shortened ones are still over, and goes on', async () => {
+    // A page shortened to its head and tail is about 500 tokens, over a 400 budget by itself; a step with
+    // its output left out is about 90 tokens, so the fourth step's prompt holds three.
+    const runId = await startReading({ steps: 4, maxTokens: 400 });
+    const run = await server.waitForRun(runId);
+    expect(run).toMatchObject({ status: 'succeeded', stepCount: 4 });
+    expect(prompts).toHaveLength(4);
+    for (const prompt of prompts) {
+      expect(Math.ceil(JSON.stringify(prompt).length / 4)).toBeLessThanOrEqual(400);
+    }
+    // The calls stay, each with a notice for its output: the model still sees what it did.
+    const last = JSON.stringify(prompts.at(-1));
+    expect(last.match(/\[tool output left out to fit the context budget\]/g)).toHaveLength(3);
+    for (const step of [1, 2, 3]) expect(last).toContain(`"step":${step}`);
+  });
+
+  it("fails the run, sending nothing over the budget, when the run's own calls are over it", async () => {
+    // Each tool input is 2,400 characters (about 600 tokens): by the third step the calls alone are over 2,000.
+    const runId = await startReading({
+      steps: 4,
+      maxTokens: MAX_TOKENS,
+      toolInput: { text: 'w'.repeat(2_400) },
+    });
+    const run = await server.waitForRun(runId);
+    expect(run).toMatchObject({ status: 'failed', stepCount: 2, error: { code: 'model_error' } });
+    expect((run.error as { message: string }).message).toMatch(
+      /more than the context budget of 2000.*not sent/,
+    );
+    // Two steps were sent, the third never was, and no prompt was over the budget.
+    expect(prompts).toHaveLength(2);
+    for (const prompt of prompts) {
+      expect(Math.ceil(JSON.stringify(prompt).length / 4)).toBeLessThanOrEqual(MAX_TOKENS);
+    }
+    const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
+    expect(events.filter((event) => event.chunk.type === 'error')).toHaveLength(1);
   });
 
   it('leaves a later step that fits as it is, with no compaction', async () => {

@@ -104,13 +104,66 @@ describe('compactHistory', () => {
     expect(result.compaction!.trimmed).toBeGreaterThan(0);
   });
 
-  it('cuts nothing of the turn being answered: alone over budget, it goes as it is, with no compaction reported', async () => {
+  it('cuts nothing of the turn being answered but long tool outputs: over budget, it goes as it is', async () => {
     const messages = longHistory(1, 10);
     const result = await compactHistory({ messages, maxTokens: 100, keepLastTurns: 4 });
     expect(estimateTokens(messages)).toBeGreaterThan(100);
+    // Its one tool output is shorter than a notice would be.
     expect(result.messages).toEqual(messages);
     expect(result.compaction).toBeNull();
     expect(result.summary).toBeNull();
+  });
+
+  it('leaves out the tool outputs of the turn being answered once shortening them is not enough, its calls kept', async () => {
+    // One turn of six steps, each calling a tool that returned 8,000 characters: the run's own work.
+    const user: ModelMessage = { role: 'user', content: [{ type: 'text', text: 'read the six pages' }] };
+    const step = (index: number): ModelMessage[] => [
+      {
+        role: 'assistant',
+        content: [
+          { type: 'tool-call', toolCallId: `call-${index}`, toolName: 'read', input: { page: index } },
+        ],
+      },
+      {
+        role: 'tool',
+        content: [
+          {
+            type: 'tool-result',
+            toolCallId: `call-${index}`,
+            toolName: 'read',
+            output: { type: 'text', value: 'p'.repeat(8_000) },
+          },
+        ],
+      },
+    ];
+    const messages = [user, ...[1, 2, 3, 4, 5, 6].flatMap(step)];
+    const outputs = (result: ModelMessage[]) =>
+      result.flatMap((message) =>
+        message.role === 'tool'
+          ? message.content.flatMap((part) => (part.type === 'tool-result' ? [part.output] : []))
+          : [],
+      );
+
+    // Shortened to their head and tail, six outputs are about 3,000 tokens: left out, the calls stay.
+    const leftOut = await compactHistory({ messages, maxTokens: 600 });
+    expect(leftOut.messages).toHaveLength(messages.length);
+    expect(outputs(leftOut.messages)).toEqual(
+      Array(6).fill({ type: 'text', value: '[tool output left out to fit the context budget]' }),
+    );
+    expect(leftOut.compaction!.tokensAfter).toBeLessThanOrEqual(600);
+
+    // The input is never changed.
+    expect(outputs(messages)).toEqual(Array(6).fill({ type: 'text', value: 'p'.repeat(8_000) }));
+  });
+
+  it('counts fixed tokens (the instructions) against the budget and in its report', async () => {
+    const messages = longHistory(4, 10);
+    const alone = estimateTokens(messages);
+    expect(await compactHistory({ messages, maxTokens: alone })).toMatchObject({ compaction: null });
+    const result = await compactHistory({ messages, maxTokens: alone, fixedTokens: 300 });
+    expect(result.compaction).toMatchObject({ tokensBefore: alone + 300 });
+    expect(result.compaction!.tokensAfter).toBeLessThanOrEqual(alone);
+    expect(result.compaction!.tokensAfter).toBe(300 + estimateTokens(result.messages));
   });
 
   it('first shortens old tool outputs to head and tail with a marker', async () => {

@@ -85,6 +85,33 @@ export function userTextTokens(text: string): number {
   return estimateTokens({ role: 'user', content: [{ type: 'text', text }] });
 }
 
+/**
+ * The tokens an agent's instructions count for in the context budget: they are sent with every call, as the
+ * prompt's system message, and compaction cannot cut them.
+ */
+export function instructionsTokens(instructions: string | null | undefined): number {
+  return instructions ? estimateTokens({ role: 'system', content: instructions }) : 0;
+}
+
+/**
+ * A prompt compaction could not fit into the context budget: what is left is what it never cuts (the
+ * instructions, the message being answered, the answer's own text and tool calls). The run fails with this message rather
+ * than send the model more than its budget (invariant 15).
+ */
+export class ContextBudgetError extends Error {
+  constructor(
+    readonly tokens: number,
+    readonly maxTokens: number,
+  ) {
+    super(
+      `The prompt is about ${tokens} tokens even compacted, more than the context budget of ${maxTokens} ` +
+        "(context.maxTokens, or the model's default); it was not sent. What compaction never cuts is left: " +
+        "the agent's instructions, the message being answered, and this answer's own text and tool calls.",
+    );
+    this.name = 'ContextBudgetError';
+  }
+}
+
 /** Roughly the length of `JSON.stringify(value)`, without building the string. */
 function jsonLength(value: unknown): number {
   if (value === null || value === undefined) return 4;
@@ -224,6 +251,11 @@ export interface CompactHistoryOptions {
   trigger?: CompactionTrigger;
   /** @default 2000 */
   toolOutputMaxChars?: number;
+  /**
+   * Tokens sent beside the messages that compaction cannot cut (the agent's instructions, the system prompt):
+   * counted against `maxTokens` and in the report's `tokensBefore` and `tokensAfter`. @default 0
+   */
+  fixedTokens?: number;
 }
 
 export interface CompactHistoryResult {
@@ -239,20 +271,24 @@ export interface CompactHistoryResult {
 }
 
 /**
- * Fits `messages` into `maxTokens` (estimated with `estimateTokens`). In order, stopping as soon as the
- * history fits: shorten old tool outputs to their head and tail; use `previousSummary`; with `summarize`,
- * replace all old turns by one summary message (if it fails, go on without); collapse old turns to their
- * text, oldest first, then leave out the oldest collapsed turns. The last `keepLastTurns` user turns stay
- * whole while the budget holds them: when they alone are over it, their tool outputs are shortened, then
- * the kept turns before the last are collapsed and left out the same way. The last turn (the one being
- * answered) is never cut, so a history can stay over budget only by that turn alone.
+ * Fits `messages` (and `fixedTokens` beside them) into `maxTokens` (estimated with `estimateTokens`). In
+ * order, stopping as soon as the history fits: shorten old tool outputs to their head and tail; use
+ * `previousSummary`; with `summarize`, replace all old turns by one summary message (if it fails, go on
+ * without); collapse old turns to their text, oldest first, then leave out the oldest collapsed turns. The
+ * last `keepLastTurns` user turns stay whole while the budget holds them: when they alone are over it, their
+ * tool outputs are shortened, then the kept turns before the last are collapsed and left out the same way.
+ * The last turn (the one being answered) is cut last and least: its tool outputs are left out, oldest first,
+ * a short notice in their place. Its messages are never cut, nor the run's own words in it (its text, its
+ * calls' inputs), so a history can stay over budget only by those and the fixed tokens: the caller decides
+ * what to do then (a run fails rather than send it).
  */
 export async function compactHistory(options: CompactHistoryOptions): Promise<CompactHistoryResult> {
   const maxTokens = contextBudget(options.maxTokens, options.modelId);
   const keepLastTurns = options.keepLastTurns ?? DEFAULT_KEEP_LAST_TURNS;
   const toolOutputMaxChars = options.toolOutputMaxChars ?? DEFAULT_TOOL_OUTPUT_MAX_CHARS;
   const input = options.messages;
-  const tokensBefore = estimateTokens(input);
+  const fixedTokens = options.fixedTokens ?? 0;
+  const tokensBefore = fixedTokens + estimateTokens(input);
   if (tokensBefore <= maxTokens) return { messages: input, compaction: null, summary: null };
 
   const keepFrom = keptTurnsStart(input, keepLastTurns);
@@ -262,7 +298,7 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
   let trimmed = 0;
   let summarized = 0;
   let summary: PreviousSummary | null = null;
-  const total = () => estimateTokens(old) + estimateTokens(kept);
+  const total = () => fixedTokens + estimateTokens(old) + estimateTokens(kept);
   const fits = () => total() <= maxTokens;
 
   // 1. Old tool outputs, oldest first.
@@ -331,9 +367,19 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
     ).changed;
   }
 
+  // 6. The turn being answered: its tool outputs left out, oldest first, a notice in each one's place. Its
+  //    calls stay, so the model still sees what it did (leaving out whole steps, it would do them again).
+  for (let index = 0; index < kept.length && !fits(); index++) {
+    const leftOut = withToolOutputsLeftOut(kept[index]!);
+    if (leftOut) {
+      kept[index] = leftOut;
+      trimmed++;
+    }
+  }
+
   const messages = [...old, ...kept];
-  // Over budget, yet nothing could be shortened (the kept turns alone are over it, with no tool output to
-  // cut): the history goes as it is, and there is no compaction to report.
+  // Over budget, yet nothing could be shortened (the turn being answered alone is over it, with nothing to
+  // cut): the history is returned as it is, and there is no compaction to report.
   if (trimmed === 0 && summarized === 0) return { messages, compaction: null, summary: null };
   return {
     messages,
@@ -341,7 +387,7 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
       trimmed,
       summarized,
       tokensBefore,
-      tokensAfter: estimateTokens(messages),
+      tokensAfter: fixedTokens + estimateTokens(messages),
       trigger: options.trigger ?? 'threshold',
     },
     summary,
@@ -463,6 +509,21 @@ function withShortToolOutputs(message: ModelMessage, maxChars: number): ModelMes
   return changed ? ({ ...message, content } as ModelMessage) : null;
 }
 
+const LEFT_OUT_OUTPUT = '[tool output left out to fit the context budget]';
+
+/** A copy of `message` with each tool output longer than a notice left out, the notice in its place; null when none. */
+function withToolOutputsLeftOut(message: ModelMessage): ModelMessage | null {
+  if (message.role !== 'tool' && message.role !== 'assistant') return null;
+  if (typeof message.content === 'string') return null;
+  let changed = false;
+  const content = message.content.map((part) => {
+    if (part.type !== 'tool-result' || outputText(part.output).length <= LEFT_OUT_OUTPUT.length) return part;
+    changed = true;
+    return { ...part, output: { type: 'text' as const, value: LEFT_OUT_OUTPUT } };
+  });
+  return changed ? ({ ...message, content } as ModelMessage) : null;
+}
+
 type ToolOutput = ToolResultPart['output'];
 
 function shortOutput(output: ToolOutput, maxChars: number): ToolOutput | null {
@@ -546,6 +607,8 @@ const OVERFLOW_MESSAGES = [
  * servers). Looks through `cause`, retry wrappers (`errors`, `lastError`) and the response body.
  */
 export function isContextOverflowError(error: unknown): boolean {
+  // Outrun's own refusal: compacting harder cannot help.
+  if (error instanceof ContextBudgetError) return false;
   const seen = new Set<unknown>();
   const visit = (value: unknown, depth: number): boolean => {
     if (value === null || value === undefined || depth > 5 || seen.has(value)) return false;

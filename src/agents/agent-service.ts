@@ -6,7 +6,7 @@ import {
   parseMcpToolName,
   type McpClientPool,
 } from '../agent/mcp-tools.ts';
-import { contextBudget, userTextTokens } from '../agent/compaction.ts';
+import { contextBudget, instructionsTokens, userTextTokens } from '../agent/compaction.ts';
 import type { ToolRegistry } from '../agent/tools.ts';
 import type { Caller } from '../auth/auth-service.ts';
 import type { Page } from '../chats/chat-service.ts';
@@ -305,17 +305,21 @@ export class AgentService {
       }
     }
 
-    // The first message of every chat the agent starts: one its context could never hold whole would refuse
-    // every such chat (the start's own check, `400 invalid_request` on `input`).
+    // The instructions go with every call and are never compacted: over the context budget, every run of the
+    // agent would fail; with the first message of every chat the agent starts, that chat's start would be
+    // refused (the start's own check, `400 invalid_request` on `input`).
+    const maxTokens = contextBudget(fields.context.maxTokens, fields.model ?? this.defaultModel);
+    const instructions = instructionsTokens(fields.instructions);
+    const overBudget =
+      `more than the agent's context budget of ${maxTokens} (context.maxTokens, or the model's default): ` +
+      'it could never be sent to the model whole.';
+    if (instructions > maxTokens) {
+      throw invalid('instructions', `about ${instructions} tokens, ${overBudget}`);
+    }
     if (fields.autostart) {
-      const tokens = userTextTokens(fields.autostart.text);
-      const maxTokens = contextBudget(fields.context.maxTokens, fields.model ?? this.defaultModel);
+      const tokens = userTextTokens(fields.autostart.text) + instructions;
       if (tokens > maxTokens) {
-        throw invalid(
-          'autostart.text',
-          `about ${tokens} tokens, more than the agent's context budget of ${maxTokens} (context.maxTokens, or ` +
-            `the model's default): it could never be sent to the model whole.`,
-        );
+        throw invalid('autostart.text', `about ${tokens} tokens with the instructions, ${overBudget}`);
       }
     }
 

@@ -61,10 +61,11 @@ export interface AgentLoopOptions {
    */
   onModelIdle?: () => boolean;
   /**
-   * Fits a later step's prompt (the fitted history and this execution's steps so far) into the context budget
-   * (invariant 15): the messages to send and the compaction to report, or null when they fit. A new run's
-   * first prompt was fitted before the loop; a resumed execution's is fitted here too, since the SDK adds to it
-   * what the tools of the step it resumed after return (an approved call's output).
+   * Fits each step's prompt (the fitted history and this execution's steps so far) into the context budget
+   * (invariant 15): the messages to send and the compaction to report, or null when they fit; throws when they
+   * cannot be made to fit, and the step is never sent (the run fails with the error's message). A new run's
+   * first prompt was fitted before the loop, so for it this only checks; a resumed execution's is fitted here,
+   * since the SDK adds to it what the tools of the step it resumed after return (an approved call's output).
    */
   fitStep?: (
     messages: ModelMessage[],
@@ -197,7 +198,6 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     experimental_context: options.toolContext,
     prepareStep: fitStep
       ? async ({ stepNumber, messages }) => {
-          if (stepNumber === 0 && !options.resumed) return undefined;
           lastStepPrompt = stepNumber > 0 ? messages : null;
           const fitted = await fitStep(messages);
           if (!fitted) return undefined;

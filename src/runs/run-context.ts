@@ -1,10 +1,15 @@
 import type { LanguageModel, ModelMessage } from 'ai';
 import {
   compactHistory,
+  contextBudget,
+  ContextBudgetError,
   createModelSummarizer,
   estimateTokens,
+  instructionsTokens,
+  userTextTokens,
   type CompactionReport,
 } from '../agent/compaction.ts';
+import { InvalidRequestError } from '../errors.ts';
 import { previousSummaryOf, uptoMessageIdOf, type CompactionStore } from '../agent/compaction-store.ts';
 import type { RunConfig } from '../protocol/agent.ts';
 import type { MessageRow, RunRow } from '../store/schema.ts';
@@ -45,6 +50,7 @@ export async function fitContext(options: {
     messages,
     modelId: config.model,
     maxTokens: options.overflow ? budgetAfterOverflow(config, messages) : config.context.maxTokens,
+    fixedTokens: instructionsTokens(config.instructions),
     keepLastTurns: config.context.keepLastTurns,
     summarize: config.context.summarize
       ? createModelSummarizer({
@@ -78,11 +84,12 @@ export async function fitContext(options: {
 }
 
 /**
- * Fits a later step's prompt into the model's context (invariant 15): the history fitted before the loop, and
- * what this execution's steps added to it (their tool calls and outputs), measured against
- * `context.maxTokens`. Over it, compacted as a history is, without a summary (a model call in the middle of
- * a step would need the budget's say): old tool outputs shortened, this run's own too, then the turns kept
- * before the last collapsed and left out. Null when the prompt fits or nothing could be shortened.
+ * Fits a step's prompt into the model's context (invariant 15): the history fitted before the loop, and what
+ * this execution's steps added to it (their tool calls and outputs), with the agent's instructions, measured
+ * against `context.maxTokens`. Over it, compacted as a history is, without a summary (a model call in the
+ * middle of a step would need the budget's say): old tool outputs shortened, this run's own too, the turns
+ * kept before the last collapsed and left out, then this run's tool outputs left out. Null
+ * when the prompt fits. Throws `ContextBudgetError` when it cannot be fitted: the step is never sent.
  */
 export async function fitStepContext(options: {
   config: RunConfig;
@@ -91,17 +98,50 @@ export async function fitStepContext(options: {
   overflow?: boolean;
 }): Promise<{ messages: ModelMessage[]; compaction: CompactionReport } | null> {
   const { config, messages } = options;
+  const fixedTokens = instructionsTokens(config.instructions);
+  const maxTokens = options.overflow
+    ? budgetAfterOverflow(config, messages)
+    : contextBudget(config.context.maxTokens, config.model);
   const result = await compactHistory({
     messages,
-    modelId: config.model,
-    maxTokens: options.overflow ? budgetAfterOverflow(config, messages) : config.context.maxTokens,
+    maxTokens,
+    fixedTokens,
     keepLastTurns: config.context.keepLastTurns,
     trigger: options.overflow ? 'context_overflow' : 'threshold',
   });
+  const tokens = result.compaction?.tokensAfter ?? fixedTokens + estimateTokens(messages);
+  if (tokens > maxTokens) throw new ContextBudgetError(tokens, maxTokens);
   return result.compaction ? { messages: result.messages, compaction: result.compaction } : null;
 }
 
-/** After a provider said a prompt was too long: half of what was sent, or of the configured budget if smaller. */
+/**
+ * After a provider said a prompt was too long: half of what was sent (instructions included), or of the
+ * configured budget if smaller.
+ */
 function budgetAfterOverflow(config: RunConfig, messages: ModelMessage[]): number {
-  return Math.floor(Math.min(config.context.maxTokens ?? Infinity, estimateTokens(messages)) / 2);
+  const sent = instructionsTokens(config.instructions) + estimateTokens(messages);
+  return Math.floor(Math.min(contextBudget(config.context.maxTokens, config.model), sent) / 2);
+}
+
+/**
+ * Refuses a message whose text, with the agent's instructions, is over the run's context budget
+ * (`context.maxTokens`, or the model's default), before anything is written: compaction never cuts either, so
+ * the run could only fail at its first step (invariant 15). Counted as compaction counts them
+ * (`userTextTokens`, `instructionsTokens`).
+ */
+export function assertFitsContext(config: RunConfig, parts: unknown[]): void {
+  let text = '';
+  for (const part of parts as { type?: unknown; text?: unknown }[]) {
+    if (part.type === 'text' && typeof part.text === 'string') text += part.text;
+  }
+  const instructions = instructionsTokens(config.instructions);
+  const tokens = userTextTokens(text) + instructions;
+  const maxTokens = contextBudget(config.context.maxTokens, config.model);
+  if (tokens <= maxTokens) return;
+  const what = instructions > 0 ? "the message and the agent's instructions are" : 'the message is';
+  throw new InvalidRequestError(
+    `input: ${what} about ${tokens} tokens, more than this run's context budget of ${maxTokens} ` +
+      `(the agent's context.maxTokens, or the model's default): it could never be sent to the model whole.`,
+    { field: 'input', tokens, maxTokens },
+  );
 }

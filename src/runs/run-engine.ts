@@ -1,7 +1,6 @@
 import type { Logger } from 'pino';
 import { BusChannel, type Bus } from '../bus/bus.ts';
 import { systemClock, type Clock } from '../clock.ts';
-import { contextBudget, userTextTokens } from '../agent/compaction.ts';
 import type { ModelPrices } from '../agent/prices.ts';
 import {
   ConflictError,
@@ -31,6 +30,7 @@ import {
 import { approvalAlreadyAnswered, findApprovalAnswer } from './approval-answer.ts';
 import { usedUpLimit, type BudgetExceeded, type Spend } from './budget.ts';
 import { spentByRun } from './resume-point.ts';
+import { assertFitsContext } from './run-context.ts';
 import type { LocalRun, RunExecutor } from './run-executor.ts';
 import { toRunObject, type RunObject } from './run-object.ts';
 import type { BeginRunOptions, RunService } from './run-service.ts';
@@ -729,26 +729,6 @@ async function lockWaitingRun<Reason extends RunWaiting['reason']>(
     );
   }
   return { row, waiting: waiting as Extract<RunWaiting, { reason: Reason }> };
-}
-
-/**
- * Refuses a message whose text alone is over the run's context budget (`context.maxTokens`, or the model's
- * default), before anything is written: compaction never cuts the turn being answered, so it could only reach
- * the model over the budget (invariant 15). Counted as compaction counts that message (`userTextTokens`).
- */
-function assertFitsContext(config: RunConfig, parts: unknown[]): void {
-  let text = '';
-  for (const part of parts as { type?: unknown; text?: unknown }[]) {
-    if (part.type === 'text' && typeof part.text === 'string') text += part.text;
-  }
-  const tokens = userTextTokens(text);
-  const maxTokens = contextBudget(config.context.maxTokens, config.model);
-  if (tokens <= maxTokens) return;
-  throw new InvalidRequestError(
-    `input: the message is about ${tokens} tokens, more than this run's context budget of ${maxTokens} ` +
-      `(the agent's context.maxTokens, or the model's default): it could never be sent to the model whole.`,
-    { field: 'input', tokens, maxTokens },
-  );
 }
 
 /** What `assertBudgetLeft` says of each limit a run has used up. */

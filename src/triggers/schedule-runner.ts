@@ -12,7 +12,7 @@ import { RunStatus } from '../runs/run-status.ts';
 import type { Db } from '../store/database.ts';
 import { logPassFailure } from '../store/transient.ts';
 import type { Database, ScheduleRow } from '../store/schema.ts';
-import { ScheduleMultitask, ScheduleResult, type ScheduleInput } from './schedule-service.ts';
+import { inputParts, ScheduleMultitask, ScheduleResult, type ScheduleInput } from './schedule-service.ts';
 import { nextCronTime } from './schedule-time.ts';
 
 /**
@@ -284,7 +284,7 @@ export class ScheduleRunner {
         userId: schedule.created_by,
         chatId: schedule.chat_id,
         agentId: schedule.agent_id,
-        parts: 'text' in input ? [{ type: 'text', text: input.text }] : input.parts,
+        parts: inputParts(input),
         trigger: schedule.trigger,
         overrides: { multitask },
         parentRunId: schedule.parent_run_id,

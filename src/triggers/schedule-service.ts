@@ -4,6 +4,8 @@ import type { Caller } from '../auth/auth-service.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { NotFoundError } from '../errors.ts';
 import { newId } from '../ids.ts';
+import type { RunConfig } from '../protocol/agent.ts';
+import { assertFitsContext } from '../runs/run-context.ts';
 import type { Db } from '../store/database.ts';
 import type { Database, ScheduleRow } from '../store/schema.ts';
 import { assertTimeZone, invalidField, nextCronTime } from './schedule-time.ts';
@@ -34,7 +36,11 @@ export const ScheduleResult = {
 /** The run input a schedule starts with: the same shapes as a run request's `input`. */
 export type ScheduleInput = { text: string } | { parts: unknown[] };
 
-/** A schedule as the API shows it. */
+/** The message parts a schedule's input starts its run with. */
+export function inputParts(input: ScheduleInput): unknown[] {
+  return 'text' in input ? [{ type: 'text', text: input.text }] : input.parts;
+}
+
 /** A schedule as the API shows it (`src/protocol/schedule.ts`). */
 export type ScheduleObject = WireScheduleObject;
 
@@ -70,6 +76,18 @@ export const toScheduleObject = (row: ScheduleRow): ScheduleObject => ({
   createdAt: row.created_at.toISOString(),
 });
 
+export interface ScheduleServiceOptions {
+  db: Db;
+  clock?: Clock;
+  /** Called after every committed write that may have made a due time sooner. */
+  onWrite?: () => void;
+  /**
+   * The configuration a run of a chat's agent would have: an input its context could never hold is refused
+   * on create and update, not at every due time. Without it, inputs are not checked.
+   */
+  configs?: { runConfig(options: { workspaceId: string; agentId: string | null }): Promise<RunConfig> };
+}
+
 /**
  * Schedules in the database: create, read, change and delete them, scoped like chats (a schedule belongs to
  * its chat, and another user's is `schedule_not_found`). Every write computes `next_run_at` from the clock;
@@ -79,17 +97,19 @@ export class ScheduleService {
   readonly #db: Db;
   readonly #clock: Clock;
   readonly #onWrite: () => void;
+  readonly #configs: ScheduleServiceOptions['configs'];
 
-  /** `onWrite` is called after every committed write that may have made a due time sooner. */
-  constructor(options: { db: Db; clock?: Clock; onWrite?: () => void }) {
+  constructor(options: ScheduleServiceOptions) {
     this.#db = options.db;
     this.#clock = options.clock ?? systemClock;
     this.#onWrite = options.onWrite ?? (() => {});
+    this.#configs = options.configs;
   }
 
   /** A new schedule on `chatId`, which the caller must own (else `chat_not_found`). Validates before writing. */
   async create(caller: Caller, chatId: string, options: CreateScheduleOptions): Promise<ScheduleObject> {
-    await this.#ownChat(caller, chatId);
+    const chat = await this.#ownChat(caller, chatId);
+    await this.#assertInputFits(caller, chat.agent_id, options.input);
     const timing = this.#timing({ cron: options.cron, timezone: options.timezone, at: options.at });
     const enabled = options.enabled ?? true;
     const row = await this.#db
@@ -171,6 +191,12 @@ export class ScheduleService {
    * enabling a schedule computes its next due time from now (a due time missed while disabled never fires).
    */
   async update(caller: Caller, scheduleId: string, patch: UpdateScheduleOptions): Promise<ScheduleObject> {
+    if (patch.input) {
+      // Outside the transaction: the agent's configuration is read on another connection (PGlite has one).
+      const schedule = await this.#ownSchedule(caller, scheduleId);
+      const chat = await this.#ownChat(caller, schedule.chat_id);
+      await this.#assertInputFits(caller, chat.agent_id, patch.input);
+    }
     // The row is read locked: a due time fired meanwhile (its claim locks the row too) is seen advanced, never
     // written back as due again.
     const updated = await this.#db.transaction().execute(async (tx) => {
@@ -237,16 +263,31 @@ export class ScheduleService {
     return { cron: null, timezone, at, nextRunAt: at };
   }
 
-  async #ownChat(caller: Caller, chatId: string): Promise<void> {
-    const chat = await this.#db
+  /**
+   * Refuses an input that, with the instructions of the chat's agent, is over its context budget: every due
+   * time would be refused (`400 invalid_request` on `input`, as a start is). The agent can still change after.
+   */
+  async #assertInputFits(caller: Caller, agentId: string | null, input: ScheduleInput): Promise<void> {
+    if (!this.#configs) return;
+    const config = await this.#configs.runConfig({ workspaceId: caller.workspaceId, agentId });
+    assertFitsContext(config, inputParts(input));
+  }
+
+  async #ownChat(
+    caller: Caller,
+    chatId: string,
+    tx?: Transaction<Database>,
+  ): Promise<{ agent_id: string | null }> {
+    const chat = await (tx ?? this.#db)
       .selectFrom('chats')
-      .select('id')
+      .select('agent_id')
       .where('id', '=', chatId)
       .where('workspace_id', '=', caller.workspaceId)
       .where('owner_id', '=', caller.userId)
       .where('deleted_at', 'is', null)
       .executeTakeFirst();
     if (!chat) throw new NotFoundError('chat', chatId);
+    return chat;
   }
 
   /** The caller's schedule; read in `tx`, its row is locked until `tx` ends. */
