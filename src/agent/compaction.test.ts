@@ -1,4 +1,4 @@
-import { APICallError, generateText, type ModelMessage } from 'ai';
+import { APICallError, generateText, wrapLanguageModel, type ModelMessage } from 'ai';
 import { describe, expect, it } from 'vitest';
 import {
   compactHistory,
@@ -206,6 +206,61 @@ describe('compactHistory', () => {
     expect(result.messages.slice(1)).toEqual(lastTurns(messages, 4));
     expect(result.compaction).toMatchObject({ summarized: 24, trimmed: 0 });
     expect(result.summary).toEqual({ uptoIndex: 24, summary: 'Scripted summary of 24 messages.' });
+  });
+
+  it('holds the summary request to the context budget, leaving out the transcript’s oldest lines', async () => {
+    const messages = longHistory(10);
+    const prompts: string[] = [];
+    const model = wrapLanguageModel({
+      model: createScriptedModel(),
+      middleware: {
+        specificationVersion: 'v3',
+        transformParams: async ({ params }) => {
+          prompts.push(JSON.stringify(params.prompt));
+          return params;
+        },
+      },
+    });
+    // The six older turns' transcript is about 4,500 tokens (each tool output shown as 1,000 characters).
+    const summarize = createModelSummarizer({ model, maxInputTokens: 1_500 });
+    const result = await compactHistory({ messages, maxTokens: 1_500, keepLastTurns: 1, summarize });
+    expect(prompts).toHaveLength(1);
+    expect(Math.ceil(prompts[0]!.length / 4)).toBeLessThanOrEqual(1_500);
+    expect(prompts[0]).toMatch(/oldest lines left out to fit the context budget/);
+    expect(prompts[0]).toContain('question 9 '); // the newest lines are the ones kept
+    // The summary still stands for every older message.
+    expect(result.compaction).toMatchObject({ summarized: 36 });
+
+    // A budget that cannot hold even the newest line makes no call: the turns are collapsed instead.
+    const tiny = createModelSummarizer({ model, maxInputTokens: 100 });
+    const collapsed = await compactHistory({ messages, maxTokens: 1_500, keepLastTurns: 1, summarize: tiny });
+    expect(prompts).toHaveLength(1);
+    expect(collapsed.compaction).toMatchObject({ summarized: 0 });
+  });
+
+  it('ends a summary call that has not answered after timeoutMs, and collapses the turns instead', async () => {
+    let aborted = false;
+    const silent = wrapLanguageModel({
+      model: createScriptedModel(),
+      middleware: {
+        specificationVersion: 'v3',
+        // A provider that keeps the request open and never answers, until the call is aborted.
+        wrapGenerate: ({ params }) =>
+          new Promise((_resolve, reject) => {
+            params.abortSignal?.addEventListener('abort', () => {
+              aborted = true;
+              reject(params.abortSignal!.reason);
+            });
+          }),
+      },
+    });
+    const summarize = createModelSummarizer({ model: silent, timeoutMs: 200 });
+    const started = performance.now();
+    const result = await compactHistory({ messages: longHistory(10), maxTokens: 12_000, summarize });
+    expect(aborted).toBe(true);
+    expect(performance.now() - started).toBeLessThan(5_000);
+    expect(result.compaction).toMatchObject({ summarized: 0 });
+    expect(result.compaction!.tokensAfter).toBeLessThanOrEqual(12_000);
   });
 
   it('reuses a previous summary before making a new one', async () => {

@@ -164,6 +164,17 @@ export function createModelSummarizer(options: {
   model: LanguageModel;
   /** @default 1000 */
   maxOutputTokens?: number;
+  /**
+   * The context budget the request is held to (invariant 15): past it, the transcript's oldest lines are left
+   * out, a line saying how many in their place; the summary still stands for every message.
+   */
+  maxInputTokens?: number;
+  /**
+   * The call is ended after this long, and the history compacted without a summary: it answers all at once,
+   * so a silent provider is one that has not answered (a run's `OUTRUN_MODEL_IDLE_TIMEOUT_MS`). Absent or 0:
+   * never.
+   */
+  timeoutMs?: number;
   abortSignal?: AbortSignal;
   /**
    * Asked before the call, with its prompt's estimated tokens and its longest answer: false makes no call and
@@ -175,7 +186,13 @@ export function createModelSummarizer(options: {
 }): Summarize {
   const maxOutputTokens = options.maxOutputTokens ?? 1_000;
   return async (messages) => {
-    const prompt = `${summaryRequestHeading(messages.length)}\n\n${transcriptOf(messages)}`;
+    const transcript = fittedTranscript(
+      transcriptLines(messages),
+      (options.maxInputTokens ?? Infinity) - estimateTokens(COMPACTION_SYSTEM_PROMPT) - HEADING_TOKENS,
+    );
+    // Not even the newest line fits the budget: nothing worth summarizing could be sent.
+    if (transcript === '') throw new SummaryRefusedError();
+    const prompt = `${summaryRequestHeading(messages.length)}\n\n${transcript}`;
     const tokens = {
       inputTokens: estimateTokens(COMPACTION_SYSTEM_PROMPT + prompt),
       outputTokens: maxOutputTokens,
@@ -186,14 +203,27 @@ export function createModelSummarizer(options: {
       system: COMPACTION_SYSTEM_PROMPT,
       prompt,
       maxOutputTokens,
-      abortSignal: options.abortSignal,
+      abortSignal: withTimeout(options.abortSignal, options.timeoutMs),
     });
     options.onUsage?.(usage);
     return text.trim();
   };
 }
 
-/** A summary was not asked for: the run's budget or quota could not afford the call. */
+/** `signal`, ended also after `timeoutMs` when that is given and not 0. */
+function withTimeout(
+  signal: AbortSignal | undefined,
+  timeoutMs: number | undefined,
+): AbortSignal | undefined {
+  if (!timeoutMs) return signal;
+  const timeout = AbortSignal.timeout(timeoutMs);
+  return signal ? AbortSignal.any([signal, timeout]) : timeout;
+}
+
+/**
+ * A summary was not asked for: the run's budget or quota could not afford the call, or its context budget
+ * could not hold even the newest line of the transcript.
+ */
 export class SummaryRefusedError extends Error {
   constructor() {
     super('The run cannot afford a summary of its history.');
@@ -201,8 +231,29 @@ export class SummaryRefusedError extends Error {
   }
 }
 
+/** Room kept for a summary request's heading and its blank line, and a "left out" line (tokens). */
+const HEADING_TOKENS = 20;
+
+/**
+ * `lines` joined, the oldest left out while they are over `maxTokens`, a line saying how many in their place.
+ * Empty when not even the newest line fits.
+ */
+function fittedTranscript(lines: string[], maxTokens: number): string {
+  let chars = lines.reduce((sum, line) => sum + line.length + 1, 0);
+  let first = 0;
+  while (first < lines.length && Math.ceil(chars / CHARS_PER_TOKEN) > maxTokens) {
+    chars -= lines[first]!.length + 1;
+    first++;
+  }
+  if (first === 0) return lines.join('\n');
+  if (first === lines.length) return '';
+  return [`[… the ${first} oldest lines left out to fit the context budget …]`, ...lines.slice(first)].join(
+    '\n',
+  );
+}
+
 /** Messages as plain text lines, `Role: text`, for a summary request. */
-export function transcriptOf(messages: readonly ModelMessage[]): string {
+function transcriptLines(messages: readonly ModelMessage[]): string[] {
   const lines: string[] = [];
   for (const message of messages) {
     const role = message.role[0]!.toUpperCase() + message.role.slice(1);
@@ -219,7 +270,7 @@ export function transcriptOf(messages: readonly ModelMessage[]): string {
       }
     }
   }
-  return lines.join('\n');
+  return lines;
 }
 
 /** The text that opens the summary message standing in for older messages. */

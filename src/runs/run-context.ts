@@ -34,6 +34,8 @@ export async function fitContext(options: {
   overflow?: boolean;
   /** Whether the run can afford a summary's model call that may use `tokens` (its budget and quota). */
   mayCall?: (tokens: { inputTokens: number; outputTokens: number }) => boolean;
+  /** A summary's model call answering nothing for this long is ended (`OUTRUN_MODEL_IDLE_TIMEOUT_MS`; 0: never). */
+  summaryTimeoutMs?: number;
 }): Promise<{
   messages: ModelMessage[];
   compaction: CompactionReport | null;
@@ -55,6 +57,8 @@ export async function fitContext(options: {
     summarize: config.context.summarize
       ? createModelSummarizer({
           model: options.model,
+          maxInputTokens: contextBudget(config.context.maxTokens, config.model),
+          timeoutMs: options.summaryTimeoutMs,
           abortSignal: options.signal,
           mayCall: options.mayCall,
           onUsage: (usage) => (summaryUsage = toRunUsage(usage)),

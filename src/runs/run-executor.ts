@@ -364,6 +364,7 @@ export class RunExecutor {
             signal: active.controller.signal,
             overflow,
             mayCall: (tokens) => meter.beforeOutsideCall(tokens) === null,
+            summaryTimeoutMs: this.#options.modelIdleMs,
           });
           if (fitted.summaryUsage) meter.addOutsideSteps(fitted.summaryUsage);
           if (fitted.compaction) {
