@@ -94,6 +94,23 @@ export function instructionsTokens(instructions: string | null | undefined): num
 }
 
 /**
+ * What compaction never cuts, measured against the context budget (`contextBudget`): the agent's instructions
+ * and, given its `text`, the user message being answered. Null when they fit; else their tokens and the budget.
+ */
+export function overContextBudget(options: {
+  instructions: string | null | undefined;
+  maxTokens: number | undefined;
+  modelId: string | undefined;
+  text?: string;
+}): { tokens: number; maxTokens: number } | null {
+  const maxTokens = contextBudget(options.maxTokens, options.modelId);
+  const tokens =
+    instructionsTokens(options.instructions) +
+    (options.text === undefined ? 0 : userTextTokens(options.text));
+  return tokens > maxTokens ? { tokens, maxTokens } : null;
+}
+
+/**
  * A prompt compaction could not fit into the context budget: what is left is what it never cuts (the
  * instructions, the message being answered, the answer's own text and tool calls). The run fails with this message rather
  * than send the model more than its budget (invariant 15).

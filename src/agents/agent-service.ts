@@ -6,7 +6,7 @@ import {
   parseMcpToolName,
   type McpClientPool,
 } from '../agent/mcp-tools.ts';
-import { contextBudget, instructionsTokens, userTextTokens } from '../agent/compaction.ts';
+import { overContextBudget } from '../agent/compaction.ts';
 import type { ToolRegistry } from '../agent/tools.ts';
 import type { Caller } from '../auth/auth-service.ts';
 import type { Page } from '../chats/chat-service.ts';
@@ -308,20 +308,21 @@ export class AgentService {
     // The instructions go with every call and are never compacted: over the context budget, every run of the
     // agent would fail; with the first message of every chat the agent starts, that chat's start would be
     // refused (the start's own check, `400 invalid_request` on `input`).
-    const maxTokens = contextBudget(fields.context.maxTokens, fields.model ?? this.defaultModel);
-    const instructions = instructionsTokens(fields.instructions);
-    const overBudget =
-      `more than the agent's context budget of ${maxTokens} (context.maxTokens, or the model's default): ` +
-      'it could never be sent to the model whole.';
-    if (instructions > maxTokens) {
-      throw invalid('instructions', `about ${instructions} tokens, ${overBudget}`);
-    }
-    if (fields.autostart) {
-      const tokens = userTextTokens(fields.autostart.text) + instructions;
-      if (tokens > maxTokens) {
-        throw invalid('autostart.text', `about ${tokens} tokens with the instructions, ${overBudget}`);
-      }
-    }
+    const budget = {
+      instructions: fields.instructions,
+      maxTokens: fields.context.maxTokens,
+      modelId: fields.model ?? this.defaultModel,
+    };
+    const overBudget = (field: string, over: { tokens: number; maxTokens: number }, what: string) =>
+      invalid(
+        field,
+        `about ${over.tokens} tokens${what}, more than the agent's context budget of ${over.maxTokens} ` +
+          "(context.maxTokens, or the model's default): it could never be sent to the model whole.",
+      );
+    const instructions = overContextBudget(budget);
+    if (instructions) throw overBudget('instructions', instructions, '');
+    const autostart = fields.autostart && overContextBudget({ ...budget, text: fields.autostart.text });
+    if (autostart) throw overBudget('autostart.text', autostart, ' with the instructions');
 
     const serverNames = new Set<string>();
     const reachable: { server: McpServer; index: number }[] = [];

@@ -6,7 +6,7 @@ import {
   createModelSummarizer,
   estimateTokens,
   instructionsTokens,
-  userTextTokens,
+  overContextBudget,
   type CompactionReport,
 } from '../agent/compaction.ts';
 import { InvalidRequestError } from '../errors.ts';
@@ -138,11 +138,15 @@ export function assertFitsContext(config: RunConfig, parts: unknown[]): void {
   for (const part of parts as { type?: unknown; text?: unknown }[]) {
     if (part.type === 'text' && typeof part.text === 'string') text += part.text;
   }
-  const instructions = instructionsTokens(config.instructions);
-  const tokens = userTextTokens(text) + instructions;
-  const maxTokens = contextBudget(config.context.maxTokens, config.model);
-  if (tokens <= maxTokens) return;
-  const what = instructions > 0 ? "the message and the agent's instructions are" : 'the message is';
+  const over = overContextBudget({
+    instructions: config.instructions,
+    maxTokens: config.context.maxTokens,
+    modelId: config.model,
+    text,
+  });
+  if (!over) return;
+  const { tokens, maxTokens } = over;
+  const what = config.instructions ? "the message and the agent's instructions are" : 'the message is';
   throw new InvalidRequestError(
     `input: ${what} about ${tokens} tokens, more than this run's context budget of ${maxTokens} ` +
       `(the agent's context.maxTokens, or the model's default): it could never be sent to the model whole.`,
