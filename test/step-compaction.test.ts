@@ -56,6 +56,9 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
     needsApproval?: boolean;
     instructions?: string;
     toolInput?: Record<string, string>;
+    contextWindow?: number;
+    /** Words of text each step streams. @default 2 */
+    tokens?: number;
   }): Promise<string> {
     const agent = await server.api('/v1/agents', {
       method: 'POST',
@@ -71,7 +74,13 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
       .body.chat.id as string;
     prompts.length = 0;
     const script = {
-      script: { steps: options.steps, tokens: 2, tool: 'read_page', toolInput: options.toolInput },
+      script: {
+        steps: options.steps,
+        tokens: options.tokens ?? 2,
+        tool: 'read_page',
+        toolInput: options.toolInput,
+        contextWindow: options.contextWindow,
+      },
     };
     const started = await server.api(`/v1/chats/${chatId}/runs`, {
       method: 'POST',
@@ -180,6 +189,28 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
     for (const prompt of prompts) {
       expect(Math.ceil(JSON.stringify(prompt).length / 4)).toBeLessThanOrEqual(MAX_TOKENS);
     }
+    const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
+    expect(events.filter((event) => event.chunk.type === 'error')).toHaveLength(1);
+  });
+
+  it('fails the run with its own message when a later step the provider refused cannot be fitted to half', async () => {
+    // The provider's window (600, counting the prompt's text) is under the budget (2,000): the second step,
+    // with the first's 300 words, is refused; half of its prompt cannot hold the message, those words and the
+    // model's own 1,000-character call, even with the page left out.
+    const runId = await startReading({
+      steps: 3,
+      maxTokens: MAX_TOKENS,
+      tokens: 300,
+      toolInput: { text: 'w'.repeat(1_000) },
+      contextWindow: 600,
+    });
+    const run = await server.waitForRun(runId);
+    expect(run).toMatchObject({ status: 'failed', stepCount: 1, error: { code: 'model_error' } });
+    expect((run.error as { message: string }).message).toMatch(
+      /more than the context budget of \d+.*not sent/,
+    );
+    // The refused prompt was sent once; no retry was, since none could fit.
+    expect(prompts).toHaveLength(2);
     const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
     expect(events.filter((event) => event.chunk.type === 'error')).toHaveLength(1);
   });

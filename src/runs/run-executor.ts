@@ -4,6 +4,7 @@ import type { McpClientPool } from '../agent/mcp-tools.ts';
 import { buildToolSet } from '../agent/tool-set.ts';
 import type { ToolRegistry } from '../agent/tools.ts';
 import type { CompactionStore } from '../agent/compaction-store.ts';
+import { ContextBudgetError } from '../agent/compaction.ts';
 import type { ModelPrices } from '../agent/prices.ts';
 import type { RunConfig } from '../protocol/agent.ts';
 import type { ChatService } from '../chats/chat-service.ts';
@@ -445,9 +446,17 @@ export class RunExecutor {
     // step's prompt is the history.
     if (result.stepsDone === stepsBefore) return loop(await setup.fit(true), true);
     // A later step's is the history and this execution's steps: compacted as the loop fits a step, harder.
-    const fitted =
-      result.overflowedPrompt &&
-      (await fitStepContext({ config, messages: result.overflowedPrompt, overflow: true }));
+    // What cannot be fitted so fails the run with that message (and its `error` chunk) in place of the
+    // provider's.
+    let fitted: Awaited<ReturnType<typeof fitStepContext>>;
+    try {
+      fitted =
+        result.overflowedPrompt &&
+        (await fitStepContext({ config, messages: result.overflowedPrompt, overflow: true }));
+    } catch (error) {
+      if (error instanceof ContextBudgetError) return { ...result, errorText: error.message };
+      throw error;
+    }
     if (!fitted) return result;
     if (result.unrecordedStep) {
       await writer.flush();
