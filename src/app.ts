@@ -1,4 +1,3 @@
-import type { RunConfig } from './protocol/agent.ts';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { LanguageModel } from 'ai';
@@ -11,6 +10,7 @@ import { resolveModel } from './agent/providers.ts';
 import { McpClientPool } from './agent/mcp-tools.ts';
 import { createDefaultToolRegistry, type ToolRegistry } from './agent/tools.ts';
 import { AgentService } from './agents/agent-service.ts';
+import type { RunConfig } from './protocol/agent.ts';
 import { AuthService } from './auth/auth-service.ts';
 import type { Bus } from './bus/bus.ts';
 import { MemoryBus } from './bus/memory-bus.ts';

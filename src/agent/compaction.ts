@@ -112,8 +112,8 @@ export function overContextBudget(options: {
 
 /**
  * A prompt compaction could not fit into the context budget: what is left is what it never cuts (the
- * instructions, the message being answered, the answer's own text and tool calls). The run fails with this message rather
- * than send the model more than its budget (invariant 15).
+ * instructions, the message being answered, the answer's own text and tool calls). The run fails with this
+ * message rather than send the model more than its budget (invariant 15).
  */
 export class ContextBudgetError extends Error {
   constructor(
@@ -248,18 +248,24 @@ export class SummaryRefusedError extends Error {
   }
 }
 
-/** Room kept for a summary request's heading and its blank line, and a "left out" line (tokens). */
-const HEADING_TOKENS = 20;
+/**
+ * Room kept in a summary request for what is not the transcript's lines (tokens): the heading, a "left out"
+ * line, and the prompt's JSON envelope (its messages' roles and types).
+ */
+const HEADING_TOKENS = 40;
 
 /**
  * `lines` joined, the oldest left out while they are over `maxTokens`, a line saying how many in their place.
- * Empty when not even the newest line fits.
+ * A line counts as in the prompt's JSON form (quotes and newlines escaped, as `estimateTokens` would count
+ * it). Empty when not even the newest line fits.
  */
 function fittedTranscript(lines: string[], maxTokens: number): string {
-  let chars = lines.reduce((sum, line) => sum + line.length + 1, 0);
+  // A line's JSON string: its escapes, and two quotes for the `\n` that joins it to the next.
+  const costs = lines.map((line) => JSON.stringify(line).length);
+  let chars = costs.reduce((sum, cost) => sum + cost, 0);
   let first = 0;
   while (first < lines.length && Math.ceil(chars / CHARS_PER_TOKEN) > maxTokens) {
-    chars -= lines[first]!.length + 1;
+    chars -= costs[first]!;
     first++;
   }
   if (first === 0) return lines.join('\n');
@@ -331,6 +337,8 @@ export interface CompactHistoryResult {
   messages: ModelMessage[];
   /** What was done (the `data-compaction` event's data); null when the history fit. */
   compaction: CompactionReport | null;
+  /** The estimate of `messages` with the fixed tokens: over `maxTokens` when they could not be fitted. */
+  tokens: number;
   /**
    * A new summary to store (`CompactionStore.save`): it covers `messages[0, uptoIndex)` of the input;
    * `messages[uptoIndex]` is always a user message. Null when no summary was made.
@@ -357,7 +365,9 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
   const input = options.messages;
   const fixedTokens = options.fixedTokens ?? 0;
   const tokensBefore = fixedTokens + estimateTokens(input);
-  if (tokensBefore <= maxTokens) return { messages: input, compaction: null, summary: null };
+  if (tokensBefore <= maxTokens) {
+    return { messages: input, compaction: null, tokens: tokensBefore, summary: null };
+  }
 
   const keepFrom = keptTurnsStart(input, keepLastTurns);
   // Older messages are rebuilt as the stages go; kept messages are only ever shortened in the last stage.
@@ -446,18 +456,20 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
   }
 
   const messages = [...old, ...kept];
+  const tokens = fixedTokens + estimateTokens(messages);
   // Over budget, yet nothing could be shortened (the turn being answered alone is over it, with nothing to
   // cut): the history is returned as it is, and there is no compaction to report.
-  if (trimmed === 0 && summarized === 0) return { messages, compaction: null, summary: null };
+  if (trimmed === 0 && summarized === 0) return { messages, compaction: null, tokens, summary: null };
   return {
     messages,
     compaction: {
       trimmed,
       summarized,
       tokensBefore,
-      tokensAfter: fixedTokens + estimateTokens(messages),
+      tokensAfter: tokens,
       trigger: options.trigger ?? 'threshold',
     },
+    tokens,
     summary,
   };
 }
@@ -579,7 +591,7 @@ function withShortToolOutputs(message: ModelMessage, maxChars: number): ModelMes
 
 const LEFT_OUT_OUTPUT = '[tool output left out to fit the context budget]';
 
-/** A copy of `message` with each tool output longer than a notice left out, the notice in its place; null when none. */
+/** A copy of `message` with each tool output longer than a notice left out, the notice in its place; or null. */
 function withToolOutputsLeftOut(message: ModelMessage): ModelMessage | null {
   if (message.role !== 'tool' && message.role !== 'assistant') return null;
   if (typeof message.content === 'string') return null;

@@ -92,8 +92,8 @@ export async function fitContext(options: {
  * this execution's steps added to it (their tool calls and outputs), with the agent's instructions, measured
  * against `context.maxTokens`. Over it, compacted as a history is, without a summary (a model call in the
  * middle of a step would need the budget's say): old tool outputs shortened, this run's own too, the turns
- * kept before the last collapsed and left out, then this run's tool outputs left out. Null
- * when the prompt fits. Throws `ContextBudgetError` when it cannot be fitted: the step is never sent.
+ * kept before the last collapsed and left out, then this run's tool outputs left out. Null when the prompt
+ * fits. Throws `ContextBudgetError` when it cannot be fitted: the step is never sent.
  */
 export async function fitStepContext(options: {
   config: RunConfig;
@@ -113,8 +113,7 @@ export async function fitStepContext(options: {
     keepLastTurns: config.context.keepLastTurns,
     trigger: options.overflow ? 'context_overflow' : 'threshold',
   });
-  const tokens = result.compaction?.tokensAfter ?? fixedTokens + estimateTokens(messages);
-  if (tokens > maxTokens) throw new ContextBudgetError(tokens, maxTokens);
+  if (result.tokens > maxTokens) throw new ContextBudgetError(result.tokens, maxTokens);
   return result.compaction ? { messages: result.messages, compaction: result.compaction } : null;
 }
 
