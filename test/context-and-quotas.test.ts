@@ -136,12 +136,12 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
   });
 
   it('asks for no summary that the run’s budget cannot afford, and compacts without one', async () => {
-    // A history over the agent's 400 tokens, made while the agent does not summarize.
+    // A history over the agent's 2,000 tokens (twelve turns of about 200), made while it does not summarize.
     const agent = await server.api('/v1/agents', {
       method: 'POST',
       body: {
         name: 'summarizer, on a budget',
-        context: { maxTokens: 400, keepLastTurns: 1, summarize: false },
+        context: { maxTokens: 2_000, keepLastTurns: 1, summarize: false },
       },
     });
     const agentId = agent.body.agent.id as string;
@@ -154,17 +154,18 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
       });
       return server.waitForRun(started.body.run.id as string);
     };
-    for (let turn = 0; turn < 4; turn++) expect((await say()).status).toBe('succeeded');
+    for (let turn = 0; turn < 12; turn++) expect((await say()).status).toBe('succeeded');
     await server.api(`/v1/agents/${agentId}`, {
       method: 'PATCH',
-      body: { context: { maxTokens: 400, keepLastTurns: 1, summarize: true } },
+      body: { context: { maxTokens: 2_000, keepLastTurns: 1, summarize: true } },
     });
     const summaries = () =>
       server.outrun.db.selectFrom('compactions').select('run_id').where('chat_id', '=', chatId).execute();
 
-    // A summary may answer up to 1,000 tokens and cannot be cut mid-way: 1,000 cannot afford it. The history
-    // is compacted without it, and the step, which fits, is made.
-    const budgeted = await say({ maxTokens: 1_000 });
+    // A summary's request may take the context budget (2,000) and its answer a quarter of it (500), and it
+    // cannot be cut mid-way: 2,200 cannot afford it. The history is compacted without it, and the step, which
+    // fits, is made.
+    const budgeted = await say({ maxTokens: 2_200 });
     expect(budgeted.status).toBe('succeeded');
     expect(await summaries()).toEqual([]);
     const compaction = (
@@ -177,7 +178,7 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
       .where('run_id', '=', budgeted.id)
       .execute();
     expect(outside).toEqual([]);
-    expect(budgeted.usage!.inputTokens! + budgeted.usage!.outputTokens!).toBeLessThanOrEqual(1_000);
+    expect(budgeted.usage!.inputTokens! + budgeted.usage!.outputTokens!).toBeLessThanOrEqual(2_200);
 
     // Without the budget the same history is summarized.
     const unbudgeted = await say();
@@ -273,6 +274,13 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     });
     expect(viaUseChat.status).toBe(400);
     expect(viaUseChat.body.error).toMatchObject({ code: 'invalid_request', field: 'input' });
+    // The message is counted as the model gets it: 100 short parts are more than their text.
+    const manyParts = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { parts: Array.from({ length: 100 }, () => ({ type: 'text', text: 'ab' })) } },
+    });
+    expect(manyParts.status).toBe(400);
+    expect(manyParts.body.error).toMatchObject({ code: 'invalid_request', field: 'input', maxTokens: 300 });
     expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toEqual([]);
     expect((await server.api(`/v1/chats/${chatId}/messages`)).body.items).toEqual([]);
 
@@ -335,7 +343,12 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
       body: { name: 'longer instructions', instructions: tooLong, context: { maxTokens: 300 } },
     });
     expect(created.status).toBe(400);
-    expect(created.body.error).toMatchObject({ code: 'invalid_request', field: 'instructions' });
+    expect(created.body.error).toMatchObject({
+      code: 'invalid_request',
+      field: 'instructions',
+      maxTokens: 300,
+    });
+    expect(created.body.error.tokens).toBeGreaterThan(300);
     const patched = await server.api(`/v1/agents/${agent.body.agent.id}`, {
       method: 'PATCH',
       body: { context: { maxTokens: 150 } },

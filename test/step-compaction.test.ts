@@ -20,12 +20,16 @@ const PAGE = 'All about ducks. '.repeat(2_400); // 40,800 characters: about 10,2
 describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) => {
   let server: TestServer;
   const prompts: LanguageModelV3Prompt[] = [];
+  let pagesRead = 0;
 
   beforeAll(async () => {
     const readPage = tool({
       description: 'Reads a web page.',
       inputSchema: zodSchema(z.record(z.string(), z.unknown())),
-      execute: async () => ({ page: PAGE }),
+      execute: async () => {
+        pagesRead++;
+        return { page: PAGE };
+      },
     });
     server = await startTestServer(kind, {
       tools: new ToolRegistry().register('read_page', readPage),
@@ -213,6 +217,54 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
     expect(prompts).toHaveLength(2);
     const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
     expect(events.filter((event) => event.chunk.type === 'error')).toHaveLength(1);
+  });
+
+  it('does not send a refused first prompt again when half of it cannot hold the instructions', async () => {
+    // 1,200 characters of instructions; the provider's window (200) refuses the first prompt, and half of it
+    // (about 170) is under the instructions alone.
+    const runId = await startReading({
+      steps: 1,
+      maxTokens: MAX_TOKENS,
+      instructions: 'Be brief. '.repeat(120),
+      contextWindow: 200,
+    });
+    const run = await server.waitForRun(runId);
+    expect(run).toMatchObject({ status: 'failed', stepCount: 0, error: { code: 'model_error' } });
+    expect((run.error as { message: string }).message).toMatch(
+      /more than the context budget of \d+.*not sent/,
+    );
+    expect(prompts).toHaveLength(1);
+    const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
+    expect(events.filter((event) => event.chunk.type === 'error')).toHaveLength(1);
+  });
+
+  it('runs an approved call once when the provider refuses the resumed execution’s first prompt as too long', async () => {
+    // The provider's window (500, counting the prompt's text) holds the message but not the first step's 300
+    // words: the step after the approval is refused, and retried from the prompt that holds the page.
+    const runId = await startReading({
+      steps: 2,
+      maxTokens: 100_000,
+      needsApproval: true,
+      tokens: 300,
+      contextWindow: 500,
+    });
+    const waiting = await server.waitForRun(runId, (run) => run.status === 'waiting');
+    const approvalId = (waiting.waiting as { approvals: { approvalId: string }[] }).approvals[0]!.approvalId;
+    pagesRead = 0;
+    const answered = await server.api(`/v1/runs/${runId}/approvals`, {
+      method: 'POST',
+      body: { approvalId, approved: true },
+    });
+    expect(answered.status).toBe(200);
+    const run = await server.waitForRun(runId);
+    // The retry was refused too (the words are the run's own), but the page was read once.
+    expect(run).toMatchObject({ status: 'failed', error: { code: 'model_error' } });
+    expect(pagesRead).toBe(1);
+    const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
+    expect(events.filter((event) => event.chunk.type === 'tool-output-available')).toHaveLength(1);
+    // The retry's prompt was compacted to half of what was refused: the page shortened.
+    expect(prompts.length).toBeGreaterThanOrEqual(3);
+    expect(JSON.stringify(prompts.at(-1))).toContain('characters trimmed');
   });
 
   it('leaves a later step that fits as it is, with no compaction', async () => {

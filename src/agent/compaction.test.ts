@@ -7,6 +7,7 @@ import {
   estimateTokens,
   isContextOverflowError,
   shorten,
+  summaryMessageText,
   COMPACTION_SYSTEM_PROMPT,
 } from './compaction.ts';
 import { previousSummaryOf, uptoMessageIdOf } from './compaction-store.ts';
@@ -156,6 +157,68 @@ describe('compactHistory', () => {
     expect(outputs(messages)).toEqual(Array(6).fill({ type: 'text', value: 'p'.repeat(8_000) }));
   });
 
+  it('reports leaving out a summary the prompt held, so the shorter prompt is the one sent', async () => {
+    // A step's prompt holds the summary the run's history was fitted with; alone it is over the budget.
+    const summary = summaryMessageText('x'.repeat(4_000), 5);
+    const messages: ModelMessage[] = [
+      { role: 'user', content: summary },
+      { role: 'user', content: [{ type: 'text', text: 'hi' }] },
+    ];
+    const result = await compactHistory({ messages, maxTokens: 1_000, keepLastTurns: 1 });
+    expect(result.messages).toEqual([messages[1]]);
+    expect(result.compaction).toMatchObject({ trimmed: 1 });
+    expect(result.tokens).toBeLessThanOrEqual(1_000);
+  });
+
+  it('keeps the turn being answered with keepLastTurns 0, which keeps no earlier turn whole', async () => {
+    const messages = longHistory(3);
+    const result = await compactHistory({ messages, maxTokens: 1_000, keepLastTurns: 0 });
+    // The earlier turns are collapsed or left out; the last one keeps its call and its output's head and tail.
+    expect(result.messages.slice(-4).map((message) => message.role)).toEqual([
+      'user',
+      'assistant',
+      'tool',
+      'assistant',
+    ]);
+    expect(result.messages.at(-4)).toEqual(messages.at(-4));
+    expect(result.tokens).toBeLessThanOrEqual(1_000);
+  });
+
+  it('leaves out an image a tool returned in the turn being answered, measured as sent', async () => {
+    const messages: ModelMessage[] = [
+      { role: 'user', content: [{ type: 'text', text: 'take a screenshot' }] },
+      {
+        role: 'assistant',
+        content: [{ type: 'tool-call', toolCallId: 'call-1', toolName: 'screenshot', input: {} }],
+      },
+      {
+        role: 'tool',
+        content: [
+          {
+            type: 'tool-result',
+            toolCallId: 'call-1',
+            toolName: 'screenshot',
+            output: {
+              type: 'content',
+              value: [{ type: 'media', data: 'A'.repeat(20_000), mediaType: 'image/png' }],
+            },
+          },
+        ],
+      },
+    ];
+    const result = await compactHistory({ messages, maxTokens: 500 });
+    expect(JSON.stringify(result.messages)).toContain('[tool output left out to fit the context budget]');
+    expect(result.tokens).toBeLessThanOrEqual(500);
+  });
+
+  it('counts what JSON escapes, as a provider is sent it', () => {
+    for (const text of ['plain', 'a "quoted" \\ path', 'lines\n\n\r\t', 'control \u0001\u001f']) {
+      expect(estimateTokens(text.repeat(100))).toBe(Math.ceil(text.repeat(100).length / 4));
+      const message: ModelMessage = { role: 'user', content: [{ type: 'text', text: text.repeat(100) }] };
+      expect(estimateTokens(message)).toBe(Math.ceil(JSON.stringify(message).length / 4));
+    }
+  });
+
   it('counts fixed tokens (the instructions) against the budget and in its report', async () => {
     const messages = longHistory(4, 10);
     const alone = estimateTokens(messages);
@@ -230,6 +293,16 @@ describe('compactHistory', () => {
     expect(prompts[0]).toContain('question 9 '); // the newest lines are the ones kept
     // The summary still stands for every older message.
     expect(result.compaction).toMatchObject({ summarized: 36 });
+
+    // Held to it as sent, whatever the budget: each request the model got is within its own.
+    for (const budget of [150, 300, 600, 1_000]) {
+      const sent = prompts.length;
+      const fitted = createModelSummarizer({ model, maxInputTokens: budget });
+      await compactHistory({ messages, maxTokens: 1_500, keepLastTurns: 1, summarize: fitted });
+      for (const prompt of prompts.slice(sent))
+        expect(Math.ceil(prompt.length / 4)).toBeLessThanOrEqual(budget);
+    }
+    prompts.length = 1;
 
     // A budget that cannot hold even the newest line makes no call: the turns are collapsed instead.
     const tiny = createModelSummarizer({ model, maxInputTokens: 100 });

@@ -78,14 +78,6 @@ export function estimateTokens(value: string | ModelMessage | readonly ModelMess
 }
 
 /**
- * The tokens a user message of `text` counts for in the context budget, estimated as compaction estimates
- * that message in the history (`estimateTokens` of the message: its text and its JSON form's few characters).
- */
-export function userTextTokens(text: string): number {
-  return estimateTokens({ role: 'user', content: [{ type: 'text', text }] });
-}
-
-/**
  * The tokens an agent's instructions count for in the context budget: they are sent with every call, as the
  * prompt's system message, and compaction cannot cut them.
  */
@@ -95,18 +87,19 @@ export function instructionsTokens(instructions: string | null | undefined): num
 
 /**
  * What compaction never cuts, measured against the context budget (`contextBudget`): the agent's instructions
- * and, given its `text`, the user message being answered. Null when they fit; else their tokens and the budget.
+ * and, given its `parts`, the user message being answered, estimated as the message the model gets (its text,
+ * a `data:` file's bytes as base64; a file fetched from a URL only by its URL). Null when they fit; else their
+ * tokens and the budget.
  */
 export function overContextBudget(options: {
   instructions: string | null | undefined;
   maxTokens: number | undefined;
   modelId: string | undefined;
-  text?: string;
+  parts?: readonly unknown[];
 }): { tokens: number; maxTokens: number } | null {
   const maxTokens = contextBudget(options.maxTokens, options.modelId);
-  const tokens =
-    instructionsTokens(options.instructions) +
-    (options.text === undefined ? 0 : userTextTokens(options.text));
+  const message = options.parts && ({ role: 'user', content: options.parts } as ModelMessage);
+  const tokens = instructionsTokens(options.instructions) + (message ? estimateTokens(message) : 0);
   return tokens > maxTokens ? { tokens, maxTokens } : null;
 }
 
@@ -129,10 +122,31 @@ export class ContextBudgetError extends Error {
   }
 }
 
-/** Roughly the length of `JSON.stringify(value)`, without building the string. */
+/** A character JSON escapes: a quote, a backslash, a control character. */
+// eslint-disable-next-line no-control-regex -- the control characters are what JSON escapes
+const ESCAPED = /["\\\u0000-\u001f]/;
+
+/**
+ * The characters `JSON.stringify(text)` adds to `text` by escaping: one for `"`, `\\` and the control
+ * characters with a short escape (`\\n`, `\\t`, …), five for the others (`\\u0001`). A text full of newlines
+ * is nearly twice as long as JSON, which is what a provider is sent.
+ */
+function escapedExtra(text: string): number {
+  if (!ESCAPED.test(text)) return 0;
+  let extra = 0;
+  for (let index = 0; index < text.length; index++) {
+    const code = text.charCodeAt(index);
+    if (code === 0x22 || code === 0x5c) extra += 1;
+    else if (code < 0x20)
+      extra += code === 0x08 || code === 0x09 || code === 0x0a || code === 0x0c || code === 0x0d ? 1 : 5;
+  }
+  return extra;
+}
+
+/** The length of `JSON.stringify(value)`, escapes included, without building the string. */
 function jsonLength(value: unknown): number {
   if (value === null || value === undefined) return 4;
-  if (typeof value === 'string') return value.length + 2;
+  if (typeof value === 'string') return value.length + 2 + escapedExtra(value);
   if (typeof value === 'number' || typeof value === 'boolean') return String(value).length;
   if (value instanceof Uint8Array) return Math.ceil((value.byteLength * 4) / 3) + 2;
   if (value instanceof ArrayBuffer) return Math.ceil((value.byteLength * 4) / 3) + 2;
@@ -201,19 +215,13 @@ export function createModelSummarizer(options: {
   /** What the summary's model call used, as the provider reports it. */
   onUsage?: (usage: LanguageModelUsage) => void;
 }): Summarize {
-  const maxOutputTokens = options.maxOutputTokens ?? 1_000;
+  const maxOutputTokens = options.maxOutputTokens ?? SUMMARY_MAX_OUTPUT_TOKENS;
   return async (messages) => {
-    const transcript = fittedTranscript(
-      transcriptLines(messages),
-      (options.maxInputTokens ?? Infinity) - estimateTokens(COMPACTION_SYSTEM_PROMPT) - HEADING_TOKENS,
-    );
+    const request = summaryRequest(messages, options.maxInputTokens ?? Infinity);
     // Not even the newest line fits the budget: nothing worth summarizing could be sent.
-    if (transcript === '') throw new SummaryRefusedError();
-    const prompt = `${summaryRequestHeading(messages.length)}\n\n${transcript}`;
-    const tokens = {
-      inputTokens: estimateTokens(COMPACTION_SYSTEM_PROMPT + prompt),
-      outputTokens: maxOutputTokens,
-    };
+    if (!request) throw new SummaryRefusedError();
+    const { prompt } = request;
+    const tokens = { inputTokens: request.tokens, outputTokens: maxOutputTokens };
     if (options.mayCall && !options.mayCall(tokens)) throw new SummaryRefusedError();
     const { text, usage } = await generateText({
       model: options.model,
@@ -248,31 +256,45 @@ export class SummaryRefusedError extends Error {
   }
 }
 
-/**
- * Room kept in a summary request for what is not the transcript's lines (tokens): the heading, a "left out"
- * line, and the prompt's JSON envelope (its messages' roles and types).
- */
-const HEADING_TOKENS = 40;
+/** The longest summary asked for (tokens), when the context budget leaves room for it. */
+export const SUMMARY_MAX_OUTPUT_TOKENS = 1_000;
 
 /**
- * `lines` joined, the oldest left out while they are over `maxTokens`, a line saying how many in their place.
- * A line counts as in the prompt's JSON form (quotes and newlines escaped, as `estimateTokens` would count
- * it). Empty when not even the newest line fits.
+ * The summary request for `messages` within `maxTokens` (as sent: its system prompt and its one user message,
+ * estimated as `estimateTokens` does): a heading and the transcript, whose oldest lines are left out while it
+ * is over, a line saying how many in their place. Null when not even the newest line fits.
  */
-function fittedTranscript(lines: string[], maxTokens: number): string {
-  // A line's JSON string: its escapes, and two quotes for the `\n` that joins it to the next.
-  const costs = lines.map((line) => JSON.stringify(line).length);
-  let chars = costs.reduce((sum, cost) => sum + cost, 0);
+function summaryRequest(
+  messages: readonly ModelMessage[],
+  maxTokens: number,
+): { prompt: string; tokens: number } | null {
+  const lines = transcriptLines(messages);
+  const heading = summaryRequestHeading(messages.length);
+  const build = (first: number) =>
+    [
+      heading,
+      '',
+      ...(first > 0 ? [`[… the ${first} oldest lines left out to fit the context budget …]`] : []),
+      ...lines.slice(first),
+    ].join('\n');
+  const tokensOf = (prompt: string) =>
+    estimateTokens([
+      { role: 'system', content: COMPACTION_SYSTEM_PROMPT },
+      { role: 'user', content: [{ type: 'text', text: prompt }] },
+    ]);
+  // A first guess from each line's JSON length, then checked on the whole request.
+  let over = tokensOf(build(0)) - maxTokens;
   let first = 0;
-  while (first < lines.length && Math.ceil(chars / CHARS_PER_TOKEN) > maxTokens) {
-    chars -= costs[first]!;
+  while (over > 0 && first < lines.length) {
+    over -= Math.floor(jsonLength(lines[first]!) / CHARS_PER_TOKEN);
     first++;
   }
-  if (first === 0) return lines.join('\n');
-  if (first === lines.length) return '';
-  return [`[… the ${first} oldest lines left out to fit the context budget …]`, ...lines.slice(first)].join(
-    '\n',
-  );
+  for (; first < lines.length; first++) {
+    const prompt = build(first);
+    const tokens = tokensOf(prompt);
+    if (tokens <= maxTokens) return { prompt, tokens };
+  }
+  return null;
 }
 
 /** Messages as plain text lines, `Role: text`, for a summary request. */
@@ -369,7 +391,8 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
     return { messages: input, compaction: null, tokens: tokensBefore, summary: null };
   }
 
-  const keepFrom = keptTurnsStart(input, keepLastTurns);
+  // The turn being answered is always kept, whatever `keepLastTurns` says (0 keeps no earlier one whole).
+  const keepFrom = keptTurnsStart(input, Math.max(1, keepLastTurns));
   // Older messages are rebuilt as the stages go; kept messages are only ever shortened in the last stage.
   let old: ModelMessage[] = input.slice(0, keepFrom);
   const kept: ModelMessage[] = input.slice(keepFrom);
@@ -421,8 +444,9 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
     const shrunk = collapseThenLeaveOut(turns, turns.length, fits, () => (old = turns.flat()));
     trimmed += shrunk.changed;
     if (shrunk.leftOutSummary) {
-      // The messages the dropped summary stood for are now left out, not summarized.
-      trimmed += summarized;
+      // The messages the dropped summary stood for are now left out, not summarized; a summary the input
+      // held (a step's prompt, fitted before with one) is a message left out.
+      trimmed += summarized > 0 ? summarized : 1;
       summarized = 0;
     }
   }
@@ -440,9 +464,10 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
   //    last one (the turn being answered, never cut) are collapsed to their text, then left out, oldest first.
   if (!fits()) {
     const turns = splitTurns(kept);
-    trimmed += collapseThenLeaveOut(turns, turns.length - 1, fits, () =>
+    const shrunk = collapseThenLeaveOut(turns, turns.length - 1, fits, () =>
       kept.splice(0, kept.length, ...turns.flat()),
-    ).changed;
+    );
+    trimmed += shrunk.changed + (shrunk.leftOutSummary ? 1 : 0);
   }
 
   // 6. The turn being answered: its tool outputs left out, oldest first, a notice in each one's place. Its
@@ -455,11 +480,13 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
     }
   }
 
-  const messages = [...old, ...kept];
-  const tokens = fixedTokens + estimateTokens(messages);
   // Over budget, yet nothing could be shortened (the turn being answered alone is over it, with nothing to
   // cut): the history is returned as it is, and there is no compaction to report.
-  if (trimmed === 0 && summarized === 0) return { messages, compaction: null, tokens, summary: null };
+  if (trimmed === 0 && summarized === 0) {
+    return { messages: input, compaction: null, tokens: tokensBefore, summary: null };
+  }
+  const messages = [...old, ...kept];
+  const tokens = fixedTokens + estimateTokens(messages);
   return {
     messages,
     compaction: {
@@ -590,6 +617,7 @@ function withShortToolOutputs(message: ModelMessage, maxChars: number): ModelMes
 }
 
 const LEFT_OUT_OUTPUT = '[tool output left out to fit the context budget]';
+const LEFT_OUT_LENGTH = jsonLength({ type: 'text', value: LEFT_OUT_OUTPUT });
 
 /** A copy of `message` with each tool output longer than a notice left out, the notice in its place; or null. */
 function withToolOutputsLeftOut(message: ModelMessage): ModelMessage | null {
@@ -597,7 +625,8 @@ function withToolOutputsLeftOut(message: ModelMessage): ModelMessage | null {
   if (typeof message.content === 'string') return null;
   let changed = false;
   const content = message.content.map((part) => {
-    if (part.type !== 'tool-result' || outputText(part.output).length <= LEFT_OUT_OUTPUT.length) return part;
+    // Measured as sent (an image's data included), not as its text.
+    if (part.type !== 'tool-result' || jsonLength(part.output) <= LEFT_OUT_LENGTH) return part;
     changed = true;
     return { ...part, output: { type: 'text' as const, value: LEFT_OUT_OUTPUT } };
   });

@@ -314,14 +314,17 @@ export class AgentService {
       modelId: fields.model ?? this.defaultModel,
     };
     const overBudget = (field: string, over: { tokens: number; maxTokens: number }, what: string) =>
-      invalid(
-        field,
-        `about ${over.tokens} tokens${what}, more than the agent's context budget of ${over.maxTokens} ` +
-          "(context.maxTokens, or the model's default): it could never be sent to the model whole.",
+      new InvalidRequestError(
+        `${field}: about ${over.tokens} tokens${what}, more than the agent's context budget of ` +
+          `${over.maxTokens} (context.maxTokens, or the model's default): it could never be sent to the model ` +
+          'whole.',
+        { field, ...over },
       );
     const instructions = overContextBudget(budget);
     if (instructions) throw overBudget('instructions', instructions, '');
-    const autostart = fields.autostart && overContextBudget({ ...budget, text: fields.autostart.text });
+    const autostart =
+      fields.autostart &&
+      overContextBudget({ ...budget, parts: [{ type: 'text', text: fields.autostart.text }] });
     if (autostart) throw overBudget('autostart.text', autostart, ' with the instructions');
 
     const serverNames = new Set<string>();

@@ -103,8 +103,9 @@ export interface AgentLoopResult {
   /** The provider refused the prompt as too long (its `error` chunk is left out; the caller may retry). */
   contextOverflow: boolean;
   /**
-   * With `contextOverflow` on a later step of this execution: that step's whole prompt, before `fitStep` fitted
-   * it, for the caller to compact harder (a first step's is the caller's own history). Null otherwise.
+   * With `contextOverflow` on a later step of this execution, or on a resumed execution's first: that step's
+   * whole prompt, before `fitStep` fitted it, for the caller to compact harder (a new run's first step's is the
+   * caller's own history). Null otherwise.
    */
   overflowedPrompt: ModelMessage[] | null;
   /**
@@ -198,7 +199,9 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
     experimental_context: options.toolContext,
     prepareStep: fitStep
       ? async ({ stepNumber, messages }) => {
-          lastStepPrompt = stepNumber > 0 ? messages : null;
+          // A resumed execution's first prompt holds what the tools it resumed with returned (approved calls
+          // the SDK executed before it): a retry must start from it, not run them again.
+          lastStepPrompt = stepNumber > 0 || options.resumed ? messages : null;
           const fitted = await fitStep(messages);
           if (!fitted) return undefined;
           stepCompactions.set(stepNumber, fitted.compaction);

@@ -5,6 +5,7 @@ import {
   ContextBudgetError,
   createModelSummarizer,
   estimateTokens,
+  SUMMARY_MAX_OUTPUT_TOKENS,
   instructionsTokens,
   overContextBudget,
   type CompactionReport,
@@ -41,8 +42,16 @@ export async function fitContext(options: {
   compaction: CompactionReport | null;
   /** What a summary's model call used, when one was made: the run spent it, outside its steps. */
   summaryUsage: RunUsage | null;
+  /** Not fitted: what `messages` and the instructions come to, over the budget (`maxTokens`); else null. */
+  over: { tokens: number; maxTokens: number } | null;
 }> {
   const { run, config, messages, storedMessages, store } = options;
+  const fixedTokens = instructionsTokens(config.instructions);
+  const maxTokens = options.overflow
+    ? budgetAfterOverflow(config, messages)
+    : contextBudget(config.context.maxTokens, config.model);
+  // A summary takes at most a quarter of what the instructions leave, so that it fits beside the turns kept.
+  const summaryTokens = Math.min(SUMMARY_MAX_OUTPUT_TOKENS, Math.floor((maxTokens - fixedTokens) / 4));
   let summaryUsage: RunUsage | null = null;
   const record = config.context.summarize ? await store.latest(run.chat_id) : null;
   const previousSummary = record
@@ -50,20 +59,21 @@ export async function fitContext(options: {
     : null;
   const result = await compactHistory({
     messages,
-    modelId: config.model,
-    maxTokens: options.overflow ? budgetAfterOverflow(config, messages) : config.context.maxTokens,
-    fixedTokens: instructionsTokens(config.instructions),
+    maxTokens,
+    fixedTokens,
     keepLastTurns: config.context.keepLastTurns,
-    summarize: config.context.summarize
-      ? createModelSummarizer({
-          model: options.model,
-          maxInputTokens: contextBudget(config.context.maxTokens, config.model),
-          timeoutMs: options.summaryTimeoutMs,
-          abortSignal: options.signal,
-          mayCall: options.mayCall,
-          onUsage: (usage) => (summaryUsage = toRunUsage(usage)),
-        })
-      : undefined,
+    summarize:
+      config.context.summarize && summaryTokens > 0
+        ? createModelSummarizer({
+            model: options.model,
+            maxInputTokens: maxTokens,
+            maxOutputTokens: summaryTokens,
+            timeoutMs: options.summaryTimeoutMs,
+            abortSignal: options.signal,
+            mayCall: options.mayCall,
+            onUsage: (usage) => (summaryUsage = toRunUsage(usage)),
+          })
+        : undefined,
     previousSummary: previousSummary ?? undefined,
     trigger: options.overflow ? 'context_overflow' : 'threshold',
   });
@@ -84,7 +94,8 @@ export async function fitContext(options: {
       });
     }
   }
-  return { messages: result.messages, compaction: result.compaction, summaryUsage };
+  const over = result.tokens > maxTokens ? { tokens: result.tokens, maxTokens } : null;
+  return { messages: result.messages, compaction: result.compaction, summaryUsage, over };
 }
 
 /**
@@ -127,21 +138,17 @@ function budgetAfterOverflow(config: RunConfig, messages: ModelMessage[]): numbe
 }
 
 /**
- * Refuses a message whose text, with the agent's instructions, is over the run's context budget
+ * Refuses a message that, with the agent's instructions, is over the run's context budget
  * (`context.maxTokens`, or the model's default), before anything is written: compaction never cuts either, so
  * the run could only fail at its first step (invariant 15). Counted as compaction counts them
- * (`userTextTokens`, `instructionsTokens`).
+ * (`overContextBudget`).
  */
 export function assertFitsContext(config: RunConfig, parts: unknown[]): void {
-  let text = '';
-  for (const part of parts as { type?: unknown; text?: unknown }[]) {
-    if (part.type === 'text' && typeof part.text === 'string') text += part.text;
-  }
   const over = overContextBudget({
     instructions: config.instructions,
     maxTokens: config.context.maxTokens,
     modelId: config.model,
-    text,
+    parts,
   });
   if (!over) return;
   const { tokens, maxTokens } = over;

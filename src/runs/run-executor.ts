@@ -80,7 +80,11 @@ interface RunSetup {
    * prompt); a compaction is appended to the stream, and a summary's model call counts on the meter. Null when
    * compactions are off.
    */
-  fit: ((overflow: boolean) => Promise<ModelMessage[]>) | null;
+  fit:
+    | ((
+        overflow: boolean,
+      ) => Promise<{ messages: ModelMessage[]; over: { tokens: number; maxTokens: number } | null }>)
+    | null;
 }
 
 export interface RunExecutorOptions {
@@ -375,10 +379,10 @@ export class RunExecutor {
               chunk: { type: 'data-compaction', data: fitted.compaction },
             });
           }
-          return fitted.messages;
+          return { messages: fitted.messages, over: fitted.over };
         }
       : null;
-    const messages = fit ? await fit(false) : history.messages;
+    const messages = fit ? (await fit(false)).messages : history.messages;
     return { config, model, maxSteps, resume, projector, tools, messages, meter, fit };
   }
 
@@ -442,12 +446,19 @@ export class RunExecutor {
     if (refused) return { ...NO_LOOP, stepsDone: stepsBefore, budgetExceeded: refused };
     const result = await loop(setup.messages, resume !== null);
     if (!result.contextOverflow || active.controller.signal.aborted || !setup.fit) return result;
-    // The provider found the prompt too long: compact to half the budget and try the step once more. A first
-    // step's prompt is the history.
-    if (result.stepsDone === stepsBefore) return loop(await setup.fit(true), true);
-    // A later step's is the history and this execution's steps: compacted as the loop fits a step, harder.
-    // What cannot be fitted so fails the run with that message (and its `error` chunk) in place of the
-    // provider's.
+    // The provider found the prompt too long: compact to half the budget and try the step once more. A new
+    // run's first step's prompt is the history; one that cannot be fitted so is not sent again, and the run
+    // fails with that message (and its `error` chunk) in place of the provider's.
+    if (result.stepsDone === stepsBefore && !result.overflowedPrompt) {
+      const refitted = await setup.fit(true);
+      if (refitted.over) {
+        const { tokens, maxTokens } = refitted.over;
+        return { ...result, errorText: new ContextBudgetError(tokens, maxTokens).message };
+      }
+      return loop(refitted.messages, true);
+    }
+    // A later step's, or a resumed execution's first, is the history and this execution's steps (and what the
+    // tools it resumed with returned: they are not run again): compacted as the loop fits a step, harder.
     let fitted: Awaited<ReturnType<typeof fitStepContext>>;
     try {
       fitted =
