@@ -94,6 +94,21 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
     return started.body.run.id as string;
   }
 
+  /**
+   * Waits for `runId` to fail for a prompt compaction could not fit, unsent: `model_error` with the message
+   * that says so, after `stepCount` steps, and one `error` event in its stream.
+   */
+  async function expectNotSent(runId: string, expected: { stepCount: number }) {
+    const run = await server.waitForRun(runId);
+    expect(run).toMatchObject({ status: 'failed', ...expected, error: { code: 'model_error' } });
+    expect((run.error as { message: string }).message).toMatch(
+      /more than the context budget of \d+.*not sent/,
+    );
+    const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
+    expect(events.filter((event) => event.chunk.type === 'error')).toHaveLength(1);
+    return run;
+  }
+
   it("shortens the run's own tool outputs before each later step, reports it, and stores them whole", async () => {
     const runId = await startReading({ steps: 3, maxTokens: MAX_TOKENS });
     const run = await server.waitForRun(runId);
@@ -183,18 +198,12 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
       maxTokens: MAX_TOKENS,
       toolInput: { text: 'w'.repeat(2_400) },
     });
-    const run = await server.waitForRun(runId);
-    expect(run).toMatchObject({ status: 'failed', stepCount: 2, error: { code: 'model_error' } });
-    expect((run.error as { message: string }).message).toMatch(
-      /more than the context budget of 2000.*not sent/,
-    );
+    await expectNotSent(runId, { stepCount: 2 });
     // Two steps were sent, the third never was, and no prompt was over the budget.
     expect(prompts).toHaveLength(2);
     for (const prompt of prompts) {
       expect(Math.ceil(JSON.stringify(prompt).length / 4)).toBeLessThanOrEqual(MAX_TOKENS);
     }
-    const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
-    expect(events.filter((event) => event.chunk.type === 'error')).toHaveLength(1);
   });
 
   it('fails the run with its own message when a later step the provider refused cannot be fitted to half', async () => {
@@ -208,15 +217,9 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
       toolInput: { text: 'w'.repeat(1_000) },
       contextWindow: 600,
     });
-    const run = await server.waitForRun(runId);
-    expect(run).toMatchObject({ status: 'failed', stepCount: 1, error: { code: 'model_error' } });
-    expect((run.error as { message: string }).message).toMatch(
-      /more than the context budget of \d+.*not sent/,
-    );
+    await expectNotSent(runId, { stepCount: 1 });
     // The refused prompt was sent once; no retry was, since none could fit.
     expect(prompts).toHaveLength(2);
-    const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
-    expect(events.filter((event) => event.chunk.type === 'error')).toHaveLength(1);
   });
 
   it('does not send a refused first prompt again when half of it cannot hold the instructions', async () => {
@@ -228,14 +231,8 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
       instructions: 'Be brief. '.repeat(120),
       contextWindow: 200,
     });
-    const run = await server.waitForRun(runId);
-    expect(run).toMatchObject({ status: 'failed', stepCount: 0, error: { code: 'model_error' } });
-    expect((run.error as { message: string }).message).toMatch(
-      /more than the context budget of \d+.*not sent/,
-    );
+    await expectNotSent(runId, { stepCount: 0 });
     expect(prompts).toHaveLength(1);
-    const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
-    expect(events.filter((event) => event.chunk.type === 'error')).toHaveLength(1);
   });
 
   it('runs an approved call once when the provider refuses the resumed execution’s first prompt as too long', async () => {
