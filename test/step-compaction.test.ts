@@ -96,13 +96,20 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
 
   /**
    * Waits for `runId` to fail for a prompt compaction could not fit, unsent: `model_error` with the message
-   * that says so, after `stepCount` steps, and one `error` event in its stream.
+   * that says so (against the budget, or half a prompt the provider refused), after `stepCount` steps, and one
+   * `error` event in its stream.
    */
-  async function expectNotSent(runId: string, expected: { stepCount: number }) {
+  async function expectNotSent(runId: string, expected: { stepCount: number; afterOverflow?: boolean }) {
     const run = await server.waitForRun(runId);
-    expect(run).toMatchObject({ status: 'failed', ...expected, error: { code: 'model_error' } });
+    expect(run).toMatchObject({
+      status: 'failed',
+      stepCount: expected.stepCount,
+      error: { code: 'model_error' },
+    });
     expect((run.error as { message: string }).message).toMatch(
-      /more than the context budget of \d+.*not sent/,
+      expected.afterOverflow
+        ? /more than \d+, half of what the provider refused as too long.*not sent/
+        : /more than the context budget of \d+ \(context\.maxTokens.*not sent/,
     );
     const events = (await collectStream(await server.fetch(`/v1/runs/${run.id}/stream`))).events;
     expect(events.filter((event) => event.chunk.type === 'error')).toHaveLength(1);
@@ -217,7 +224,7 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
       toolInput: { text: 'w'.repeat(1_000) },
       contextWindow: 600,
     });
-    await expectNotSent(runId, { stepCount: 1 });
+    await expectNotSent(runId, { stepCount: 1, afterOverflow: true });
     // The refused prompt was sent once; no retry was, since none could fit.
     expect(prompts).toHaveLength(2);
   });
@@ -231,7 +238,7 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
       instructions: 'Be brief. '.repeat(120),
       contextWindow: 200,
     });
-    await expectNotSent(runId, { stepCount: 0 });
+    await expectNotSent(runId, { stepCount: 0, afterOverflow: true });
     expect(prompts).toHaveLength(1);
   });
 

@@ -311,6 +311,22 @@ describe('compactHistory', () => {
     expect(collapsed.compaction).toMatchObject({ summarized: 0 });
   });
 
+  it('cuts a summary longer than asked for to its allowance', async () => {
+    // A provider that ignores maxOutputTokens and answers 20,000 characters.
+    const verbose = wrapLanguageModel({
+      model: createScriptedModel(),
+      middleware: {
+        specificationVersion: 'v3',
+        wrapGenerate: async ({ doGenerate }) => {
+          const result = await doGenerate();
+          return { ...result, content: [{ type: 'text', text: 'word '.repeat(4_000) }] };
+        },
+      },
+    });
+    const summarize = createModelSummarizer({ model: verbose, maxOutputTokens: 100 });
+    expect((await summarize(longHistory(2))).length).toBeLessThanOrEqual(400);
+  });
+
   it('ends a summary call that has not answered after timeoutMs, and collapses the turns instead', async () => {
     let aborted = false;
     const silent = wrapLanguageModel({

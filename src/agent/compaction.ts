@@ -109,14 +109,19 @@ export function overContextBudget(options: {
  * message rather than send the model more than its budget (invariant 15).
  */
 export class ContextBudgetError extends Error {
+  /** `afterOverflow`: `maxTokens` is half of a prompt the provider refused as too long, not the budget. */
   constructor(
     readonly tokens: number,
     readonly maxTokens: number,
+    afterOverflow = false,
   ) {
     super(
-      `The prompt is about ${tokens} tokens even compacted, more than the context budget of ${maxTokens} ` +
-        "(context.maxTokens, or the model's default); it was not sent. What compaction never cuts is left: " +
-        "the agent's instructions, the message being answered, and this answer's own text and tool calls.",
+      `The prompt is about ${tokens} tokens even compacted, more than ` +
+        (afterOverflow
+          ? `${maxTokens}, half of what the provider refused as too long for the model's context window`
+          : `the context budget of ${maxTokens} (context.maxTokens, or the model's default)`) +
+        "; it was not sent. What compaction never cuts is left: the agent's instructions, the message being " +
+        "answered, and this answer's own text and tool calls.",
     );
     this.name = 'ContextBudgetError';
   }
@@ -231,7 +236,9 @@ export function createModelSummarizer(options: {
       abortSignal: withTimeout(options.abortSignal, options.timeoutMs),
     });
     options.onUsage?.(usage);
-    return text.trim();
+    // A provider that answers past `maxOutputTokens` would leave a summary too long to fit beside the turns it
+    // is meant to make room for (and another paid for at every run): it is cut to its allowance.
+    return text.trim().slice(0, maxOutputTokens * CHARS_PER_TOKEN);
   };
 }
 

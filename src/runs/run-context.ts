@@ -124,7 +124,9 @@ export async function fitStepContext(options: {
     keepLastTurns: config.context.keepLastTurns,
     trigger: options.overflow ? 'context_overflow' : 'threshold',
   });
-  if (result.tokens > maxTokens) throw new ContextBudgetError(result.tokens, maxTokens);
+  if (result.tokens > maxTokens) {
+    throw new ContextBudgetError(result.tokens, maxTokens, options.overflow ?? false);
+  }
   return result.compaction ? { messages: result.messages, compaction: result.compaction } : null;
 }
 

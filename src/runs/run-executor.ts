@@ -453,7 +453,7 @@ export class RunExecutor {
       const refitted = await setup.fit(true);
       if (refitted.over) {
         const { tokens, maxTokens } = refitted.over;
-        return { ...result, errorText: new ContextBudgetError(tokens, maxTokens).message };
+        return { ...result, errorText: new ContextBudgetError(tokens, maxTokens, true).message };
       }
       return loop(refitted.messages, true);
     }
