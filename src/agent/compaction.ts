@@ -73,8 +73,29 @@ export function contextBudget(maxTokens: number | undefined, modelId: string | u
  * value's JSON form (binary data counted as its base64 length).
  */
 export function estimateTokens(value: string | ModelMessage | readonly ModelMessage[]): number {
-  const chars = typeof value === 'string' ? value.length : jsonLength(value);
+  let chars: number;
+  if (typeof value === 'string') chars = value.length;
+  else if (Array.isArray(value)) {
+    chars = 2;
+    for (const message of value as readonly ModelMessage[]) chars += messageLength(message) + 1;
+  } else chars = messageLength(value as ModelMessage);
   return Math.ceil(chars / CHARS_PER_TOKEN);
+}
+
+/**
+ * Each message's JSON length, once: compaction measures the whole prompt after every message it changes, and
+ * a step's prompt holds the same message objects as the last one's (messages are never changed in place;
+ * compaction makes new ones), so a long history's strings are scanned for escapes once, not at every look.
+ */
+const messageLengths = new WeakMap<ModelMessage, number>();
+
+function messageLength(message: ModelMessage): number {
+  let length = messageLengths.get(message);
+  if (length === undefined) {
+    length = jsonLength(message);
+    messageLengths.set(message, length);
+  }
+  return length;
 }
 
 /**
