@@ -1,3 +1,5 @@
+# The medians of `bench/ab.sh` output: for each scenario of `cpu-per-token`, each side's figures per pair and their
+# median (and PostgreSQL's). Usage: python3 bench/ab-summary.py OUTPUT_DIRECTORY
 import re,sys,glob,statistics,os
 d=sys.argv[1]
 rows={}
