@@ -738,8 +738,12 @@ const appendSql = (skipExisting: boolean) => `
   with fenced as (
     -- The fence holds under concurrency: a status change by anyone holds the run row until it commits, so
     -- this waits and reads the new epoch; if this commits first, the change sees its rows. The rows are
-    -- locked in id order, as a heartbeat locks them: different orders would deadlock.
-    select r.id, r.epoch from runs r where r.id = any($2::text[]) order by r.id for share
+    -- locked in id order, as a heartbeat locks them: different orders would deadlock. Each run is looked up
+    -- by its key: \`id = any($2)\` let the planner scan every run row once the table was small (a new
+    -- install, a benchmark), a cost paid by every insert.
+    select u.id, r.epoch
+    from (select distinct id from unnest($2::text[]) as t(id) order by id) u
+    cross join lateral (select r.epoch from runs r where r.id = u.id for share) r
   ),
   -- Once: inlined, the conversion would run again for every page.
   batch as materialized (select convert_to($1::text, 'UTF8') as bytes),
