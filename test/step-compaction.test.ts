@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { LanguageModelV3Prompt } from '@ai-sdk/provider';
+import type { LanguageModelV3CallOptions, LanguageModelV3Prompt } from '@ai-sdk/provider';
 import { tool, wrapLanguageModel, zodSchema } from 'ai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
@@ -20,6 +20,8 @@ const PAGE = 'All about ducks. '.repeat(2_400); // 40,800 characters: about 10,2
 describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) => {
   let server: TestServer;
   const prompts: LanguageModelV3Prompt[] = [];
+  /** The tools offered with each prompt, as the provider gets them. */
+  const offered: LanguageModelV3CallOptions['tools'][] = [];
   let pagesRead = 0;
 
   beforeAll(async () => {
@@ -31,8 +33,15 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
         return { page: PAGE };
       },
     });
+    // A tool whose definition alone is about 500 tokens: sent with every call, as a real MCP server's long
+    // descriptions and schemas are.
+    const lookUp = tool({
+      description: 'Looks a term up in the glossary of the project. '.repeat(40),
+      inputSchema: zodSchema(z.object({ term: z.string() })),
+      execute: async () => ({ found: false }),
+    });
     server = await startTestServer(kind, {
-      tools: new ToolRegistry().register('read_page', readPage),
+      tools: new ToolRegistry().register('read_page', readPage).register('look_up', lookUp),
       resolveModel: () =>
         wrapLanguageModel({
           model: createScriptedModel(),
@@ -40,6 +49,7 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
             specificationVersion: 'v3',
             transformParams: async ({ params }) => {
               prompts.push(params.prompt);
+              offered.push(params.tools);
               return params;
             },
           },
@@ -63,12 +73,17 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
     contextWindow?: number;
     /** Words of text each step streams. @default 2 */
     tokens?: number;
+    /** Offers `look_up` too, a tool with a long definition. */
+    withLookUp?: boolean;
   }): Promise<string> {
     const agent = await server.api('/v1/agents', {
       method: 'POST',
       body: {
         name: `reader ${options.maxTokens}${options.needsApproval ? ', careful' : ''} ${randomUUID()}`,
-        tools: [{ name: 'read_page', needsApproval: options.needsApproval ?? false }],
+        tools: [
+          { name: 'read_page', needsApproval: options.needsApproval ?? false },
+          ...(options.withLookUp ? [{ name: 'look_up' }] : []),
+        ],
         context: { maxTokens: options.maxTokens },
         ...(options.instructions ? { instructions: options.instructions } : {}),
       },
@@ -77,6 +92,7 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
     const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
       .body.chat.id as string;
     prompts.length = 0;
+    offered.length = 0;
     const script = {
       script: {
         steps: options.steps,
@@ -180,6 +196,18 @@ describe.each(STORE_KINDS)('a later step over the context budget on %s', (kind) 
     expect(run).toMatchObject({ status: 'succeeded', stepCount: 2 });
     expect(JSON.stringify(prompts[1])).toContain(instructions);
     expect(Math.ceil(JSON.stringify(prompts[1]).length / 4)).toBeLessThanOrEqual(MAX_TOKENS);
+  });
+
+  it("counts the tools' definitions, sent with every step, in the budget", async () => {
+    // The page shortened (about 515 tokens) fits 1,000 by itself, not beside the tools' 530.
+    const runId = await startReading({ steps: 2, maxTokens: 1_000, withLookUp: true });
+    const run = await server.waitForRun(runId);
+    expect(run).toMatchObject({ status: 'succeeded', stepCount: 2 });
+    expect(offered[1]!.map((definition) => definition.name)).toEqual(['read_page', 'look_up']);
+    const toolsLength = JSON.stringify(offered[1]).length;
+    expect(toolsLength).toBeGreaterThan(2_000);
+    expect(Math.ceil((JSON.stringify(prompts[1]).length + toolsLength) / 4)).toBeLessThanOrEqual(1_000);
+    expect(JSON.stringify(prompts[1])).toContain('[tool output left out to fit the context budget]');
   });
 
   it('leaves out the outputs of its own tool calls when shortened ones are still over, and goes on', async () => {

@@ -1,9 +1,11 @@
 import {
+  asSchema,
   generateText,
   type LanguageModel,
   type LanguageModelUsage,
   type ModelMessage,
   type ToolResultPart,
+  type ToolSet,
 } from 'ai';
 import type { CompactionChunk } from '../protocol/chunks.ts';
 
@@ -104,6 +106,40 @@ function messageLength(message: ModelMessage): number {
  */
 export function instructionsTokens(instructions: string | null | undefined): number {
   return instructions ? estimateTokens({ role: 'system', content: instructions }) : 0;
+}
+
+/**
+ * Each input schema's JSON Schema length, once: a run's tools are new objects (`buildToolSet`), their schemas
+ * the registry's and the MCP pool's, converted (a Zod schema walked) once, not at every run.
+ */
+const schemaLengths = new WeakMap<object, number>();
+
+async function schemaLength(inputSchema: unknown): Promise<number> {
+  const key = typeof inputSchema === 'object' && inputSchema !== null ? inputSchema : null;
+  const known = key && schemaLengths.get(key);
+  if (known) return known;
+  const length = jsonLength(await asSchema(inputSchema as Parameters<typeof asSchema>[0]).jsonSchema);
+  if (key) schemaLengths.set(key, length);
+  return length;
+}
+
+/**
+ * The tokens a run's tool definitions count for in the context budget: they are sent with every call, each as
+ * the provider gets it (its name, description and input schema as JSON Schema, as the AI SDK prepares them),
+ * and compaction cannot cut them.
+ */
+export async function toolsTokens(tools: ToolSet): Promise<number> {
+  let chars = 2;
+  for (const [name, tool] of Object.entries(tools)) {
+    const definition =
+      tool.type === 'provider'
+        ? { type: 'provider', name, id: tool.id, args: tool.args }
+        : { type: 'function', name, description: tool.description, strict: tool.strict };
+    chars += jsonLength(definition) + 1;
+    // `"inputSchema":` and the schema, beside the fields above.
+    if (tool.type !== 'provider') chars += 15 + (await schemaLength(tool.inputSchema));
+  }
+  return chars === 2 ? 0 : Math.ceil(chars / CHARS_PER_TOKEN);
 }
 
 /**

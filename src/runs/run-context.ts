@@ -1,4 +1,4 @@
-import type { LanguageModel, ModelMessage } from 'ai';
+import type { LanguageModel, ModelMessage, ToolSet } from 'ai';
 import {
   compactHistory,
   contextBudget,
@@ -8,6 +8,7 @@ import {
   SUMMARY_MAX_OUTPUT_TOKENS,
   instructionsTokens,
   overContextBudget,
+  toolsTokens,
   type CompactionReport,
 } from '../agent/compaction.ts';
 import { InvalidRequestError } from '../errors.ts';
@@ -16,6 +17,14 @@ import type { RunConfig } from '../protocol/agent.ts';
 import type { MessageRow, RunRow } from '../store/schema.ts';
 import { toRunUsage } from './agent-loop.ts';
 import type { RunUsage } from './run-object.ts';
+
+/**
+ * What every call of a run sends beside its messages, and compaction cannot cut, in tokens: the agent's
+ * instructions and the run's tool definitions. Measured once per execution (`fixedTokens` of the fits below).
+ */
+export async function fixedPromptTokens(config: RunConfig, tools: ToolSet): Promise<number> {
+  return instructionsTokens(config.instructions) + (await toolsTokens(tools));
+}
 
 /**
  * Fits a run's history into its model's context (invariant 15): measured against `context.maxTokens`,
@@ -28,6 +37,8 @@ export async function fitContext(options: {
   config: RunConfig;
   model: LanguageModel;
   messages: ModelMessage[];
+  /** The instructions and tool definitions, sent with the messages (`fixedPromptTokens`). */
+  fixedTokens: number;
   storedMessages: readonly MessageRow[];
   store: CompactionStore;
   signal: AbortSignal;
@@ -42,15 +53,14 @@ export async function fitContext(options: {
   compaction: CompactionReport | null;
   /** What a summary's model call used, when one was made: the run spent it, outside its steps. */
   summaryUsage: RunUsage | null;
-  /** Not fitted: what `messages` and the instructions come to, over the budget (`maxTokens`); else null. */
+  /** Not fitted: what `messages`, the instructions and the tools come to, over the budget (`maxTokens`); else null. */
   over: { tokens: number; maxTokens: number } | null;
 }> {
-  const { run, config, messages, storedMessages, store } = options;
-  const fixedTokens = instructionsTokens(config.instructions);
+  const { run, config, messages, fixedTokens, storedMessages, store } = options;
   const maxTokens = options.overflow
-    ? budgetAfterOverflow(config, messages)
+    ? budgetAfterOverflow(config, messages, fixedTokens)
     : contextBudget(config.context.maxTokens, config.model);
-  // A summary takes at most a quarter of what the instructions leave, so that it fits beside the turns kept.
+  // A summary takes at most a quarter of what the instructions and tools leave, so that it fits beside the turns kept.
   const summaryTokens = Math.min(SUMMARY_MAX_OUTPUT_TOKENS, Math.floor((maxTokens - fixedTokens) / 4));
   let summaryUsage: RunUsage | null = null;
   const record = config.context.summarize ? await store.latest(run.chat_id) : null;
@@ -100,7 +110,7 @@ export async function fitContext(options: {
 
 /**
  * Fits a step's prompt into the model's context (invariant 15): the history fitted before the loop, and what
- * this execution's steps added to it (their tool calls and outputs), with the agent's instructions, measured
+ * this execution's steps added to it (their tool calls and outputs), with the agent's instructions and the tools' definitions, measured
  * against `context.maxTokens`. Over it, compacted as a history is, without a summary (a model call in the
  * middle of a step would need the budget's say): old tool outputs shortened, this run's own too, the turns
  * kept before the last collapsed and left out, then this run's tool outputs left out. Null when the prompt
@@ -109,13 +119,14 @@ export async function fitContext(options: {
 export async function fitStepContext(options: {
   config: RunConfig;
   messages: ModelMessage[];
+  /** The instructions and tool definitions, sent with the messages (`fixedPromptTokens`). */
+  fixedTokens: number;
   /** The provider said the step's prompt was too long (`budgetAfterOverflow`). */
   overflow?: boolean;
 }): Promise<{ messages: ModelMessage[]; compaction: CompactionReport } | null> {
-  const { config, messages } = options;
-  const fixedTokens = instructionsTokens(config.instructions);
+  const { config, messages, fixedTokens } = options;
   const maxTokens = options.overflow
-    ? budgetAfterOverflow(config, messages)
+    ? budgetAfterOverflow(config, messages, fixedTokens)
     : contextBudget(config.context.maxTokens, config.model);
   const result = await compactHistory({
     messages,
@@ -131,11 +142,11 @@ export async function fitStepContext(options: {
 }
 
 /**
- * After a provider said a prompt was too long: half of what was sent (instructions included), or of the
- * configured budget if smaller.
+ * After a provider said a prompt was too long: half of what was sent (instructions and tools included), or of
+ * the configured budget if smaller.
  */
-function budgetAfterOverflow(config: RunConfig, messages: ModelMessage[]): number {
-  const sent = instructionsTokens(config.instructions) + estimateTokens(messages);
+function budgetAfterOverflow(config: RunConfig, messages: ModelMessage[], fixedTokens: number): number {
+  const sent = fixedTokens + estimateTokens(messages);
   return Math.floor(Math.min(contextBudget(config.context.maxTokens, config.model), sent) / 2);
 }
 

@@ -19,7 +19,7 @@ import { LeaseLostError, type EventLog, type RunEventWriter } from '../stream/ev
 import { appendProjected, runAgentLoop, type AgentLoopResult, type FinishedStep } from './agent-loop.ts';
 import { BudgetMeter, estimateTokens } from './budget.ts';
 import { loadRunContext } from './context-loader.ts';
-import { fitContext, fitStepContext } from './run-context.ts';
+import { fitContext, fitStepContext, fixedPromptTokens } from './run-context.ts';
 import { LeaseKeeper } from './lease-keeper.ts';
 import { Ending, type Lifecycle, type TransitionResult } from './lifecycle.ts';
 import { findResumePoint, spentBefore, type ResumePoint } from './resume-point.ts';
@@ -71,6 +71,8 @@ interface RunSetup {
   /** The run's message as the projection of its stream: rebuilt from the log on a resume, else empty. */
   projector: MessageProjector;
   tools: ToolSet;
+  /** What every call sends beside its messages, in tokens: the instructions and the tools' definitions. */
+  fixedTokens: number;
   /** What the first model call is sent: the history, compacted when it was over the context budget. */
   messages: ModelMessage[];
   /** Holds the execution to the run's budget and the workspace's quota, from before a summary is asked for. */
@@ -357,6 +359,7 @@ export class RunExecutor {
     // Over the context budget: compacted, and the compaction is an event of the stream. A summary is asked
     // for only if the budget affords it, and what it used is the run's spend, outside its steps.
     const store = this.#options.compactions;
+    const fixedTokens = store ? await fixedPromptTokens(config, tools) : 0;
     const fit = store
       ? async (overflow: boolean) => {
           const fitted = await fitContext({
@@ -364,6 +367,7 @@ export class RunExecutor {
             config,
             model,
             messages: history.messages,
+            fixedTokens,
             storedMessages: history.storedMessages,
             store,
             signal: active.controller.signal,
@@ -383,7 +387,7 @@ export class RunExecutor {
         }
       : null;
     const messages = fit ? (await fit(false)).messages : history.messages;
-    return { config, model, maxSteps, resume, projector, tools, messages, meter, fit };
+    return { config, model, maxSteps, resume, projector, tools, fixedTokens, messages, meter, fit };
   }
 
   /**
@@ -431,7 +435,9 @@ export class RunExecutor {
         keepAbortChunk: () => active.reason === RunErrorCode.stopped || active.reason === null,
         modelIdleMs: this.#options.modelIdleMs,
         onModelIdle: () => active.reason === null && this.abort(row.id, 'model_idle'),
-        fitStep: setup.fit ? (messages) => fitStepContext({ config, messages }) : undefined,
+        fitStep: setup.fit
+          ? (messages) => fitStepContext({ config, messages, fixedTokens: setup.fixedTokens })
+          : undefined,
         meter,
         onBudgetCut: () => this.abort(row.id, 'budget'),
         onFirstToken: () =>
@@ -463,7 +469,12 @@ export class RunExecutor {
     try {
       fitted =
         result.overflowedPrompt &&
-        (await fitStepContext({ config, messages: result.overflowedPrompt, overflow: true }));
+        (await fitStepContext({
+          config,
+          messages: result.overflowedPrompt,
+          fixedTokens: setup.fixedTokens,
+          overflow: true,
+        }));
     } catch (error) {
       if (error instanceof ContextBudgetError) return { ...result, errorText: error.message };
       throw error;
