@@ -53,14 +53,14 @@ export async function fitContext(options: {
   compaction: CompactionReport | null;
   /** What a summary's model call used, when one was made: the run spent it, outside its steps. */
   summaryUsage: RunUsage | null;
-  /** Not fitted: what `messages`, the instructions and the tools come to, over the budget (`maxTokens`); else null. */
+  /** Not fitted: what `messages`, the instructions and the tools come to, over `maxTokens`; else null. */
   over: { tokens: number; maxTokens: number } | null;
 }> {
   const { run, config, messages, fixedTokens, storedMessages, store } = options;
   const maxTokens = options.overflow
     ? budgetAfterOverflow(config, messages, fixedTokens)
     : contextBudget(config.context.maxTokens, config.model);
-  // A summary takes at most a quarter of what the instructions and tools leave, so that it fits beside the turns kept.
+  // A summary takes at most a quarter of what the instructions and tools leave: it fits beside the turns kept.
   const summaryTokens = Math.min(SUMMARY_MAX_OUTPUT_TOKENS, Math.floor((maxTokens - fixedTokens) / 4));
   let summaryUsage: RunUsage | null = null;
   const record = config.context.summarize ? await store.latest(run.chat_id) : null;
@@ -110,11 +110,11 @@ export async function fitContext(options: {
 
 /**
  * Fits a step's prompt into the model's context (invariant 15): the history fitted before the loop, and what
- * this execution's steps added to it (their tool calls and outputs), with the agent's instructions and the tools' definitions, measured
- * against `context.maxTokens`. Over it, compacted as a history is, without a summary (a model call in the
- * middle of a step would need the budget's say): old tool outputs shortened, this run's own too, the turns
- * kept before the last collapsed and left out, then this run's tool outputs left out. Null when the prompt
- * fits. Throws `ContextBudgetError` when it cannot be fitted: the step is never sent.
+ * this execution's steps added to it (their tool calls and outputs), with the agent's instructions and the
+ * tools' definitions, measured against `context.maxTokens`. Over it, compacted as a history is, without a
+ * summary (a model call in the middle of a step would need the budget's say): old tool outputs shortened, this
+ * run's own too, the turns kept before the last collapsed and left out, then this run's tool outputs left out.
+ * Null when the prompt fits. Throws `ContextBudgetError` when it cannot be fitted: the step is never sent.
  */
 export async function fitStepContext(options: {
   config: RunConfig;
