@@ -161,6 +161,20 @@ describe('createScriptedModel', () => {
     await expect(readAll(stream)).rejects.toMatchObject({ name: 'AbortError' });
   });
 
+  it("listens to the caller's signal once per stream, not once per delta, and stops listening at its end", async () => {
+    const controller = new AbortController();
+    const add = vi.spyOn(controller.signal, 'addEventListener');
+    const remove = vi.spyOn(controller.signal, 'removeEventListener');
+    const { stream } = await createScriptedModel().doStream(
+      callOptions(script({ tokens: 20, delayMs: 1 }), { abortSignal: controller.signal }),
+    );
+    const parts = await readAll(stream);
+    expect(parts.filter((part) => part.type === 'text-delta')).toHaveLength(20);
+    expect(add).toHaveBeenCalledTimes(1);
+    expect(remove).toHaveBeenCalledTimes(1);
+    expect(remove.mock.calls[0]![1]).toBe(add.mock.calls[0]![1]);
+  });
+
   it('clears a pending delay when the stream is cancelled', async () => {
     vi.useFakeTimers();
     try {

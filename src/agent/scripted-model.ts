@@ -252,21 +252,50 @@ function abortError(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
 }
 
-/** Waits `ms`, rejecting with the signal's reason as soon as it aborts. */
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  if (signal?.aborted) return Promise.reject(abortError(signal));
-  if (ms <= 0) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(abortError(signal as AbortSignal));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
+/**
+ * Paces one stream's deltas: waits between them, and rejects a wait with the abort reason as soon as one of
+ * `signals` aborts. One listener per signal for the stream's whole life, not one per delta: a listener added
+ * and removed at every delta (on a signal joined with \`AbortSignal.any\`, as a run's is) cost the model more
+ * per token than a provider's stream costs its caller. `close` removes the listeners.
+ */
+class Pacer {
+  readonly #signals: AbortSignal[];
+  #aborted: { reason: unknown } | null = null;
+  #waiting: { timer: NodeJS.Timeout; reject: (reason: unknown) => void } | null = null;
+  readonly #onAbort = (event: Event) => {
+    this.#aborted ??= { reason: abortError(event.target as AbortSignal) };
+    const waiting = this.#waiting;
+    this.#waiting = null;
+    if (!waiting) return;
+    clearTimeout(waiting.timer);
+    waiting.reject(this.#aborted.reason);
+  };
+
+  constructor(signals: (AbortSignal | undefined)[]) {
+    this.#signals = signals.filter((signal): signal is AbortSignal => signal !== undefined);
+    for (const signal of this.#signals) {
+      if (signal.aborted) this.#aborted ??= { reason: abortError(signal) };
+      else signal.addEventListener('abort', this.#onAbort, { once: true });
+    }
+  }
+
+  wait(ms: number): Promise<void> {
+    if (this.#aborted) return Promise.reject(this.#aborted.reason);
+    if (ms <= 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiting = null;
+        resolve();
+      }, ms);
+      this.#waiting = { timer, reject };
+    });
+  }
+
+  close(): void {
+    for (const signal of this.#signals) signal.removeEventListener('abort', this.#onAbort);
+    if (this.#waiting) clearTimeout(this.#waiting.timer);
+    this.#waiting = null;
+  }
 }
 
 /** A rough token count: one token per four characters of prompt text, like a typical tokenizer. */
@@ -283,9 +312,9 @@ function usageOf(inputTokens: number, outputTokens: number): LanguageModelV3Usag
 
 async function* streamParts(
   plan: Extract<StepPlan, { kind: 'answer' }>,
-  options: { modelId: string; callId: string; inputTokens: number; abortSignal: AbortSignal | undefined },
+  options: { modelId: string; callId: string; inputTokens: number; pacer: Pacer },
 ): AsyncGenerator<LanguageModelV3StreamPart> {
-  const { callId, abortSignal } = options;
+  const { callId, pacer } = options;
   yield { type: 'stream-start', warnings: [] };
   yield {
     type: 'response-metadata',
@@ -297,7 +326,7 @@ async function* streamParts(
     const id = `text-${callId}`;
     yield { type: 'text-start', id };
     for (const delta of plan.deltas) {
-      await sleep(plan.delayMs, abortSignal);
+      await pacer.wait(plan.delayMs);
       yield { type: 'text-delta', id, delta };
     }
     yield { type: 'text-end', id };
@@ -339,24 +368,29 @@ export function createScriptedModel(
     if (plan.kind === 'fail') throw new Error(plan.message);
     // Cancelling the stream also ends a pending delay, not only the caller's abort signal.
     const cancellation = new AbortController();
+    const pacer = new Pacer([abortSignal, cancellation.signal]);
     const parts = streamParts(plan, {
       modelId,
       callId: randomUUID(),
       inputTokens: estimatePromptTokens(prompt),
-      abortSignal: abortSignal ? AbortSignal.any([abortSignal, cancellation.signal]) : cancellation.signal,
+      pacer,
     });
     const stream = new ReadableStream<LanguageModelV3StreamPart>({
       async pull(controller) {
         try {
           const next = await parts.next();
-          if (next.done) controller.close();
-          else controller.enqueue(next.value);
+          if (next.done) {
+            pacer.close();
+            controller.close();
+          } else controller.enqueue(next.value);
         } catch (error) {
+          pacer.close();
           controller.error(error);
         }
       },
       async cancel() {
         cancellation.abort();
+        pacer.close();
         await parts.return(undefined);
       },
     });
