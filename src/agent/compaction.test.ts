@@ -1,4 +1,4 @@
-import { APICallError, generateText, wrapLanguageModel, type ModelMessage } from 'ai';
+import { APICallError, generateText, wrapLanguageModel, type ModelMessage, type ToolResultPart } from 'ai';
 import { describe, expect, it } from 'vitest';
 import {
   compactHistory,
@@ -182,6 +182,49 @@ describe('compactHistory', () => {
     ]);
     expect(result.messages.at(-4)).toEqual(messages.at(-4));
     expect(result.tokens).toBeLessThanOrEqual(1_000);
+  });
+
+  it('shortens a tool output of many short text items as one text, keeping what is not text', async () => {
+    const items = Array.from({ length: 200 }, (_, index) => ({
+      type: 'text' as const,
+      text: `row ${index} `.repeat(8),
+    }));
+    const image = { type: 'media' as const, data: 'AAAA', mediaType: 'image/png' };
+    const turn = (question: string, id: string): ModelMessage[] => [
+      { role: 'user', content: [{ type: 'text', text: question }] },
+      { role: 'assistant', content: [{ type: 'tool-call', toolCallId: id, toolName: 'search', input: {} }] },
+      {
+        role: 'tool',
+        content: [
+          {
+            type: 'tool-result',
+            toolCallId: id,
+            toolName: 'search',
+            output: { type: 'content', value: [...items, image] },
+          },
+        ],
+      },
+      { role: 'assistant', content: [{ type: 'text', text: 'found them' }] },
+    ];
+    const messages = [...turn('search the rows', 'call-1'), ...turn('and again', 'call-2')];
+    // Each item is under the limit; together they are about 17,000 characters as sent, in each turn.
+    const result = await compactHistory({
+      messages,
+      maxTokens: 6_000,
+      keepLastTurns: 1,
+      toolOutputMaxChars: 1_000,
+    });
+    expect(result.compaction).toMatchObject({ trimmed: 1 });
+    const output = (result.messages[2] as Extract<ModelMessage, { role: 'tool' }>)
+      .content[0] as ToolResultPart;
+    expect(output.output).toMatchObject({ type: 'content' });
+    const value = (output.output as { value: { type: string; text?: string }[] }).value;
+    expect(value).toHaveLength(2);
+    expect(value[0]!.text).toMatch(/^row 0 row 0 .*\n\[… \d+ characters trimmed …\]\n.*row 199 $/s);
+    expect(value[0]!.text!.length).toBeLessThan(1_100);
+    expect(value[1]).toEqual(image);
+    // The turn being answered is whole: it fits.
+    expect(result.messages.slice(4)).toEqual(messages.slice(4));
   });
 
   it('leaves out an image a tool returned in the turn being answered, measured as sent', async () => {

@@ -713,15 +713,19 @@ function shortOutput(output: ToolOutput, maxChars: number): ToolOutput | null {
       return { type: output.type === 'json' ? 'text' : 'error-text', value: shorten(json, maxChars) };
     }
     case 'content': {
-      let changed = false;
-      const value = output.value.map((item) => {
-        if (item.type !== 'text') return item;
-        const text = shorten(item.text, maxChars);
-        if (text === item.text) return item;
-        changed = true;
-        return { ...item, text };
-      });
-      return changed ? { ...output, value } : null;
+      // The text items are shortened together, as one text: an MCP tool's many short items (search results,
+      // rows) are each under the limit and would otherwise stay whole, the output only ever left out. What is
+      // not text (an image) stays as it was, after the text.
+      const texts = output.value.filter((item) => item.type === 'text');
+      const joined = texts.map((item) => item.text).join('\n');
+      if (joined.length <= maxChars) return null;
+      return {
+        ...output,
+        value: [
+          { type: 'text', text: shorten(joined, maxChars) },
+          ...output.value.filter((item) => item.type !== 'text'),
+        ],
+      };
     }
     default:
       return null;
