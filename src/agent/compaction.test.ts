@@ -417,6 +417,20 @@ describe('compactHistory', () => {
     expect(result.summary).toBeNull();
   });
 
+  it('counts the messages a stored summary stood for as left out when the summary no longer fits', async () => {
+    const messages = longHistory(6);
+    const kept = messages.slice(16);
+    const result = await compactHistory({
+      messages,
+      maxTokens: estimateTokens(kept) + 200,
+      keepLastTurns: 2,
+      previousSummary: { uptoIndex: 16, summary: 's'.repeat(20_000) },
+    });
+    expect(result.messages).toEqual(kept);
+    // The four old outputs shortened first, then the 16 messages the summary stood for, left out with it.
+    expect(result.compaction).toMatchObject({ trimmed: 20, summarized: 0 });
+  });
+
   it('falls back to collapsing when the summarizer fails', async () => {
     const messages = longHistory(8);
     const result = await compactHistory({

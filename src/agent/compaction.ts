@@ -507,10 +507,10 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
     const turns = splitTurns(old);
     const shrunk = collapseThenLeaveOut(turns, turns.length, fits, () => (old = turns.flat()));
     trimmed += shrunk.changed;
-    if (shrunk.leftOutSummary) {
-      // The messages the dropped summary stood for are now left out, not summarized; a summary the input
-      // held (a step's prompt, fitted before with one) is a message left out.
-      trimmed += summarized > 0 ? summarized : 1;
+    if (shrunk.leftOutSummary && summarized > 0) {
+      // The messages the dropped summary stood for are now left out, not summarized (the summary itself was
+      // counted as one).
+      trimmed += summarized - 1;
       summarized = 0;
     }
   }
@@ -531,7 +531,7 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
     const shrunk = collapseThenLeaveOut(turns, turns.length - 1, fits, () =>
       kept.splice(0, kept.length, ...turns.flat()),
     );
-    trimmed += shrunk.changed + (shrunk.leftOutSummary ? 1 : 0);
+    trimmed += shrunk.changed;
   }
 
   // 6. The turn being answered: its tool outputs left out, oldest first, a notice in each one's place. Its
@@ -568,7 +568,8 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
 /**
  * Shrinks `turns[0, end)` in place until `fits()`: each collapsed to its text, oldest first, then each left
  * out, oldest first (its system messages stay). `apply` writes `turns` back where `fits` measures them.
- * Returns how many messages it changed or left out (a summary left out is not counted, but reported).
+ * Returns how many messages it changed or left out (a summary left out counts as one), and whether a summary
+ * was left out.
  */
 function collapseThenLeaveOut(
   turns: ModelMessage[][],
@@ -591,7 +592,7 @@ function collapseThenLeaveOut(
     const leftOut = turn.filter((message) => message.role !== 'system');
     if (leftOut.length === 0) continue;
     turns[index] = turn.filter((message) => message.role === 'system');
-    changed += leftOut.filter((message) => !isSummary(message)).length;
+    changed += leftOut.length;
     leftOutSummary ||= leftOut.some(isSummary);
     apply();
   }
