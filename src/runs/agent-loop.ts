@@ -169,7 +169,9 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
   // A finished step is recorded once the next one starts: the last one is left to the run's status change
   // (one statement less per run).
   let unrecorded: FinishedStep | null = null;
-  const initialPromptTokens = estimateTokens((options.system ?? '') + JSON.stringify(options.messages));
+  // The first prompt's estimate, for the budget's check before each later call: measured at the first such
+  // check, so a run of one step (most runs) never measures it again after its caller did.
+  let initialPromptTokens: number | undefined;
   const onModelIdle = options.onModelIdle;
   const watchdog =
     options.modelIdleMs && onModelIdle
@@ -213,6 +215,7 @@ export async function runAgentLoop(options: AgentLoopOptions): Promise<AgentLoop
       if (options.stepsDone + steps.length >= options.maxSteps) return true;
       await meter.refreshQuota();
       const grown = steps.reduce((sum, done) => sum + estimateTokens(JSON.stringify(done.content)), 0);
+      initialPromptTokens ??= estimateTokens((options.system ?? '') + JSON.stringify(options.messages));
       budgetExceeded = meter.beforeCall(initialPromptTokens + grown);
       return budgetExceeded !== null;
     },
