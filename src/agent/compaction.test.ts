@@ -105,6 +105,43 @@ describe('compactHistory', () => {
     expect(result.compaction!.trimmed).toBeGreaterThan(0);
   });
 
+  it('leaves out the tool outputs of a kept turn before it collapses it, so its calls stay', async () => {
+    // A follow-up run's prompt: its parent's turn (three calls, each with a long output), then its own message.
+    const parent = longHistory(3).filter((message) => message.role !== 'user');
+    const messages: ModelMessage[] = [
+      { role: 'user', content: [{ type: 'text', text: 'look up three things' }] },
+      ...parent,
+      { role: 'user', content: [{ type: 'text', text: 'Continue where you left off.' }] },
+    ];
+    const calls = (result: ModelMessage[]) =>
+      result.flatMap((message) =>
+        message.role === 'assistant' && typeof message.content !== 'string'
+          ? message.content.filter((part) => part.type === 'tool-call')
+          : [],
+      );
+    // Shortened to their head and tail, the outputs are about 1,500 tokens; left out, the prompt is about 500.
+    const result = await compactHistory({ messages, maxTokens: 800, keepLastTurns: 4 });
+    expect(result.compaction!.tokensAfter).toBeLessThanOrEqual(800);
+    expect(result.messages).toHaveLength(messages.length);
+    expect(calls(result.messages)).toEqual(calls(messages));
+    expect(result.messages.filter((message) => message.role === 'tool')).toEqual(
+      [1, 2, 3].map((turn) => ({
+        role: 'tool',
+        content: [
+          {
+            type: 'tool-result',
+            toolCallId: `call-${turn}`,
+            toolName: 'search',
+            output: { type: 'text', value: '[tool output left out to fit the context budget]' },
+          },
+        ],
+      })),
+    );
+    // Each output shortened (stage 4), then left out.
+    expect(result.compaction!.trimmed).toBe(6);
+    expect(result.messages.at(-1)).toEqual(messages.at(-1));
+  });
+
   it('cuts nothing of the turn being answered but long tool outputs: over budget, it goes as it is', async () => {
     const messages = longHistory(1, 10);
     const result = await compactHistory({ messages, maxTokens: 100, keepLastTurns: 4 });

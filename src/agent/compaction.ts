@@ -143,20 +143,24 @@ export async function toolsTokens(tools: ToolSet): Promise<number> {
 }
 
 /**
- * What compaction never cuts, measured against the context budget (`contextBudget`): the agent's instructions
- * and, given its `parts`, the user message being answered, estimated as the message the model gets (its text,
- * a `data:` file's bytes as base64; a file fetched from a URL only by its URL). Null when they fit; else their
- * tokens and the budget.
+ * What compaction never cuts, measured against the context budget (`contextBudget`): the agent's instructions,
+ * the tool definitions' `toolsTokens` if given, and, given its `parts`, the user message being answered,
+ * estimated as the message the model gets (its text, a `data:` file's bytes as base64; a file fetched from a
+ * URL only by its URL). Null when they fit; else their tokens and the budget.
  */
 export function overContextBudget(options: {
   instructions: string | null | undefined;
   maxTokens: number | undefined;
   modelId: string | undefined;
+  toolsTokens?: number;
   parts?: readonly unknown[];
 }): { tokens: number; maxTokens: number } | null {
   const maxTokens = contextBudget(options.maxTokens, options.modelId);
   const message = options.parts && ({ role: 'user', content: options.parts } as ModelMessage);
-  const tokens = instructionsTokens(options.instructions) + (message ? estimateTokens(message) : 0);
+  const tokens =
+    instructionsTokens(options.instructions) +
+    (options.toolsTokens ?? 0) +
+    (message ? estimateTokens(message) : 0);
   return tokens > maxTokens ? { tokens, maxTokens } : null;
 }
 
@@ -438,7 +442,8 @@ export interface CompactHistoryResult {
  * `previousSummary`; with `summarize`, replace all old turns by one summary message (if it fails, go on
  * without); collapse old turns to their text, oldest first, then leave out the oldest collapsed turns. The
  * last `keepLastTurns` user turns stay whole while the budget holds them: when they alone are over it, their
- * tool outputs are shortened, then the kept turns before the last are collapsed and left out the same way.
+ * tool outputs are shortened, then the kept turns before the last have their tool outputs left out (their
+ * calls kept), then are collapsed and left out the same way.
  * The last turn (the one being answered) is cut last and least: its tool outputs are left out, oldest first,
  * a short notice in their place. Its messages are never cut, nor the run's own words in it (its text, its
  * calls' inputs), so a history can stay over budget only by those and the fixed tokens: the caller decides
@@ -525,7 +530,21 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
   }
 
   // 5. Still over: the context budget comes before `keepLastTurns` (invariant 15). The kept turns before the
-  //    last one (the turn being answered, never cut) are collapsed to their text, then left out, oldest first.
+  //    last one (the turn being answered, never cut): first their tool outputs are left out, oldest first, a
+  //    notice in each one's place, so their calls stay (a follow-up run goes on from its parent's turn, the
+  //    one before its own: collapsed, the model would not know which calls it made and make them again); then
+  //    they are collapsed to their text, then left out, oldest first.
+  const answeredFrom = Math.max(
+    0,
+    kept.findLastIndex((message) => message.role === 'user'),
+  );
+  for (let index = 0; index < answeredFrom && !fits(); index++) {
+    const leftOut = withToolOutputsLeftOut(kept[index]!);
+    if (leftOut) {
+      kept[index] = leftOut;
+      trimmed++;
+    }
+  }
   if (!fits()) {
     const turns = splitTurns(kept);
     const shrunk = collapseThenLeaveOut(turns, turns.length - 1, fits, () =>
