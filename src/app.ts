@@ -187,7 +187,10 @@ export async function createOutrun(options: CreateOutrunOptions = {}): Promise<O
     clock: options.clock,
     onWrite: () => scheduler.written(),
     // `agents` is built below; the schedule routes call this only once the app is up.
-    configs: { runConfig: (config): Promise<RunConfig> => agents.runConfig(config) },
+    configs: {
+      runConfig: (config): Promise<RunConfig> => agents.runConfig(config),
+      builtInToolsTokens: (config) => agents.builtInToolsTokens(config),
+    },
   });
   const tools = options.tools ?? createDefaultToolRegistry({ followups: schedules });
   const resolve = options.resolveModel ?? ((modelId: string) => resolveModel({ modelId }));

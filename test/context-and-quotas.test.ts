@@ -358,6 +358,71 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     expect((await server.api(`/v1/agents/${agent.body.agent.id}`)).body.agent.context.maxTokens).toBe(300);
   });
 
+  it("counts the agent's built-in tool definitions with the message, and refuses tools alone over the budget", async () => {
+    const tools = [
+      { name: 'echo' },
+      { name: 'current_time' },
+      { name: 'calculator' },
+      { name: 'schedule_followup' },
+    ];
+    // Their definitions alone are over a budget of 20: refused on create, the refusal saying how many tokens.
+    const tooSmall = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'tools over the budget', tools, context: { maxTokens: 20 } },
+    });
+    expect(tooSmall.status).toBe(400);
+    expect(tooSmall.body.error).toMatchObject({ code: 'invalid_request', field: 'tools', maxTokens: 20 });
+    const definitions = tooSmall.body.error.tokens as number;
+    // Each definition's name, description and input schema: far more than their names.
+    expect(definitions).toBeGreaterThan(150);
+
+    const maxTokens = definitions + 80;
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: { name: 'tools near the budget', tools, context: { maxTokens } },
+    });
+    expect(agent.status).toBe(201);
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    // About 110 tokens: under the budget alone, over it with the tools' definitions.
+    const text = 'lorem ipsum '.repeat(36);
+    const refused = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text } },
+    });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error).toMatchObject({ code: 'invalid_request', field: 'input', maxTokens });
+    expect(refused.body.error.tokens).toBeGreaterThan(definitions + 100);
+    expect(refused.body.error.message).toContain("the message and the agent's tool definitions are");
+    expect((await server.api(`/v1/chats/${chatId}/runs`)).body.items).toEqual([]);
+    // A schedule's input is refused the same way, on create.
+    const scheduled = await server.api(`/v1/chats/${chatId}/schedules`, {
+      method: 'POST',
+      body: { cron: '0 9 * * *', input: { text } },
+    });
+    expect(scheduled.status).toBe(400);
+    expect(scheduled.body.error).toMatchObject({ code: 'invalid_request', field: 'input', maxTokens });
+
+    // A short message fits beside them, and its run, which sends the same definitions, succeeds.
+    const fits = await server.api(`/v1/chats/${chatId}/runs`, {
+      method: 'POST',
+      body: { input: { text: '{"script": {"tool": false, "tokens": 3}}' } },
+    });
+    expect(fits.status).toBe(201);
+    expect((await server.waitForRun(fits.body.run.id)).status).toBe('succeeded');
+
+    // A budget lowered under the definitions is refused on update, and changes nothing.
+    const patched = await server.api(`/v1/agents/${agent.body.agent.id}`, {
+      method: 'PATCH',
+      body: { context: { maxTokens: definitions - 10 } },
+    });
+    expect(patched.status).toBe(400);
+    expect(patched.body.error).toMatchObject({ code: 'invalid_request', field: 'tools' });
+    expect((await server.api(`/v1/agents/${agent.body.agent.id}`)).body.agent.context.maxTokens).toBe(
+      maxTokens,
+    );
+  });
+
   it('refuses a start beyond the workspace quota with 429 quota_exceeded and Retry-After, writing nothing', async () => {
     await withQuota({ runsPerMinute: 1 }, async () => {
       const chatId = await server.createChat();

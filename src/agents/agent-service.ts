@@ -6,7 +6,8 @@ import {
   parseMcpToolName,
   type McpClientPool,
 } from '../agent/mcp-tools.ts';
-import { overContextBudget } from '../agent/compaction.ts';
+import { overContextBudget, toolsTokens } from '../agent/compaction.ts';
+import { buildToolSet } from '../agent/tool-set.ts';
 import type { ToolRegistry } from '../agent/tools.ts';
 import type { Caller } from '../auth/auth-service.ts';
 import type { Page } from '../chats/chat-service.ts';
@@ -103,6 +104,9 @@ export function toAgentObject(row: AgentRow): AgentObject {
   };
 }
 
+/** How many lists of tool names `builtInToolsTokens` keeps the tokens of. */
+const TOOLS_TOKENS_KEPT = 1_000;
+
 /**
  * Agents (DESIGN §4): workspace-wide definitions of instructions, model, tools and limits. Reads are open to
  * the workspace, writes need a workspace admin; another workspace's agent is a 404. A write is validated
@@ -115,6 +119,7 @@ export class AgentService {
   private readonly mcp: McpClientPool;
   private readonly defaultModel: string;
   private readonly allowPrivateUrls: boolean;
+  private readonly toolsTokensByNames = new Map<string, number>();
 
   constructor(options: AgentServiceOptions) {
     this.db = options.db;
@@ -123,6 +128,29 @@ export class AgentService {
     this.mcp = options.mcp;
     this.defaultModel = options.defaultModel;
     this.allowPrivateUrls = options.allowPrivateUrls ?? false;
+  }
+
+  /**
+   * The tokens of the definitions of the built-in tools `config` offers (`toolsTokens`), sent with every call
+   * and never cut: what a start can count of a run's tools, and an agent's write of its own. An MCP server's
+   * tools are listed, and counted, when the run executes. Kept per list of names and registry size (tools are
+   * only ever added), so a start measures none (about 10 µs for the default agent's three).
+   */
+  async builtInToolsTokens(config: { tools: readonly { name: string }[] }): Promise<number> {
+    const names = config.tools.map((entry) => entry.name).filter((name) => !parseMcpToolName(name));
+    if (names.length === 0) return 0;
+    const key = `${this.registry.size}\n${names.join('\n')}`;
+    const known = this.toolsTokensByNames.get(key);
+    if (known !== undefined) return known;
+    // Whether a call needs approval is not in its definition.
+    const tools = names.map((name) => ({ name, needsApproval: false }));
+    const tokens = await toolsTokens(
+      await buildToolSet({ config: { tools, mcpServers: [] }, registry: this.registry }),
+    );
+    // As many lists as agents with different tools: bounded anyway.
+    if (this.toolsTokensByNames.size >= TOOLS_TOKENS_KEPT) this.toolsTokensByNames.clear();
+    this.toolsTokensByNames.set(key, tokens);
+    return tokens;
   }
 
   /** The workspace default agent: no instructions, the server's default model, the registry's tools. */
@@ -322,10 +350,15 @@ export class AgentService {
       );
     const instructions = overContextBudget(budget);
     if (instructions) throw overBudget('instructions', instructions, '');
+    // So do the built-in tools' definitions (an MCP server's are counted when a run lists them).
+    const withTools = { ...budget, toolsTokens: await this.builtInToolsTokens(fields) };
+    const tools = overContextBudget(withTools);
+    if (tools) throw overBudget('tools', tools, ' of tool definitions with the instructions');
     const autostart =
       fields.autostart &&
-      overContextBudget({ ...budget, parts: [{ type: 'text', text: fields.autostart.text }] });
-    if (autostart) throw overBudget('autostart.text', autostart, ' with the instructions');
+      overContextBudget({ ...withTools, parts: [{ type: 'text', text: fields.autostart.text }] });
+    if (autostart)
+      throw overBudget('autostart.text', autostart, " with the instructions and the tools' definitions");
 
     const serverNames = new Set<string>();
     const reachable: { server: McpServer; index: number }[] = [];

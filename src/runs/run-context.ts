@@ -151,21 +151,27 @@ function budgetAfterOverflow(config: RunConfig, messages: ModelMessage[], fixedT
 }
 
 /**
- * Refuses a message that, with the agent's instructions, is over the run's context budget
- * (`context.maxTokens`, or the model's default), before anything is written: compaction never cuts either, so
- * the run could only fail at its first step (invariant 15). Counted as compaction counts them
- * (`overContextBudget`).
+ * Refuses a message that, with the agent's instructions and its built-in tools' definitions (`toolsTokens`,
+ * from `RunConfigResolver.builtInToolsTokens`), is over the run's context budget (`context.maxTokens`, or the
+ * model's default), before anything is written: compaction cuts none of them, so the run could only fail at
+ * its first step (invariant 15). Counted as compaction counts them (`overContextBudget`). An MCP server's
+ * tools are listed, and counted, only when the run executes.
  */
-export function assertFitsContext(config: RunConfig, parts: unknown[]): void {
+export function assertFitsContext(config: RunConfig, parts: unknown[], toolsTokens: number): void {
   const over = overContextBudget({
     instructions: config.instructions,
     maxTokens: config.context.maxTokens,
     modelId: config.model,
+    toolsTokens,
     parts,
   });
   if (!over) return;
   const { tokens, maxTokens } = over;
-  const what = config.instructions ? "the message and the agent's instructions are" : 'the message is';
+  const counted = ['the message'];
+  if (config.instructions) counted.push("the agent's instructions");
+  if (toolsTokens > 0) counted.push("the agent's tool definitions");
+  const what =
+    counted.length === 1 ? 'the message is' : `${counted.slice(0, -1).join(', ')} and ${counted.at(-1)} are`;
   throw new InvalidRequestError(
     `input: ${what} about ${tokens} tokens, more than this run's context budget of ${maxTokens} ` +
       `(the agent's context.maxTokens, or the model's default): it could never be sent to the model whole.`,

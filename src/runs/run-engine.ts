@@ -54,6 +54,11 @@ export interface RunConfigResolver {
     agentId: string | null;
     overrides?: RunOverrides;
   }): Promise<RunConfig>;
+  /**
+   * The tokens of the definitions of the built-in tools `config` offers, sent with every call and never cut:
+   * the part of a run's tools a start can count (an MCP server's are listed when the run executes).
+   */
+  builtInToolsTokens(config: RunConfig): Promise<number>;
 }
 
 export interface StartChatRunOptions {
@@ -173,7 +178,8 @@ export class RunEngine {
    */
   async startChatRun(options: StartChatRunOptions): Promise<RunObject> {
     const guard = (await this.#options.quotas?.assertCanStart(options.workspaceId)) ?? null;
-    const config = await this.#options.configs.runConfig({
+    const { configs } = this.#options;
+    const config = await configs.runConfig({
       workspaceId: options.workspaceId,
       agentId: options.agentId,
       overrides: options.overrides,
@@ -181,7 +187,7 @@ export class RunEngine {
     // Fails with 400 model_unavailable before anything is written or any model is called.
     this.#options.resolveModel(config.model);
     if (config.budget.maxCostUsd !== undefined) this.#assertPriced(config.model);
-    assertFitsContext(config, options.parts);
+    assertFitsContext(config, options.parts, await configs.builtInToolsTokens(config));
     return this.#beginRun({
       runId: options.runId,
       workspaceId: options.workspaceId,

@@ -4,8 +4,8 @@ import type { Caller } from '../auth/auth-service.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { NotFoundError } from '../errors.ts';
 import { newId } from '../ids.ts';
-import type { RunConfig } from '../protocol/agent.ts';
 import { assertFitsContext } from '../runs/run-context.ts';
+import type { RunConfigResolver } from '../runs/run-engine.ts';
 import type { Db } from '../store/database.ts';
 import type { Database, ScheduleRow } from '../store/schema.ts';
 import { assertTimeZone, invalidField, nextCronTime } from './schedule-time.ts';
@@ -85,7 +85,7 @@ export interface ScheduleServiceOptions {
    * The configuration a run of a chat's agent would have: an input its context could never hold is refused
    * on create and update, not at every due time. Without it, inputs are not checked.
    */
-  configs?: { runConfig(options: { workspaceId: string; agentId: string | null }): Promise<RunConfig> };
+  configs?: RunConfigResolver;
 }
 
 /**
@@ -264,13 +264,14 @@ export class ScheduleService {
   }
 
   /**
-   * Refuses an input that, with the instructions of the chat's agent, is over its context budget: every due
-   * time would be refused (`400 invalid_request` on `input`, as a start is). The agent can still change after.
+   * Refuses an input that, with the instructions and built-in tools of the chat's agent, is over its context
+   * budget: every due time would be refused (`400 invalid_request` on `input`, as a start is). The agent can
+   * still change after.
    */
   async #assertInputFits(caller: Caller, agentId: string | null, input: ScheduleInput): Promise<void> {
     if (!this.#configs) return;
     const config = await this.#configs.runConfig({ workspaceId: caller.workspaceId, agentId });
-    assertFitsContext(config, inputParts(input));
+    assertFitsContext(config, inputParts(input), await this.#configs.builtInToolsTokens(config));
   }
 
   async #ownChat(
