@@ -137,8 +137,8 @@ describe('compactHistory', () => {
         ],
       })),
     );
-    // Each output shortened (stage 4), then left out.
-    expect(result.compaction!.trimmed).toBe(6);
+    // Each output was shortened (stage 4), then left out: three messages changed, each counted once.
+    expect(result.compaction!.trimmed).toBe(3);
     expect(result.messages.at(-1)).toEqual(messages.at(-1));
   });
 
@@ -464,8 +464,8 @@ describe('compactHistory', () => {
       previousSummary: { uptoIndex: 16, summary: 's'.repeat(20_000) },
     });
     expect(result.messages).toEqual(kept);
-    // The four old outputs shortened first, then the 16 messages the summary stood for, left out with it.
-    expect(result.compaction).toMatchObject({ trimmed: 20, summarized: 0 });
+    // The 16 messages the summary stood for, left out with it (four of them shortened first: counted once).
+    expect(result.compaction).toMatchObject({ trimmed: 16, summarized: 0 });
   });
 
   it('falls back to collapsing when the summarizer fails', async () => {

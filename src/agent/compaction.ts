@@ -462,10 +462,9 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
 
   // The turn being answered is always kept, whatever `keepLastTurns` says (0 keeps no earlier one whole).
   const keepFrom = keptTurnsStart(input, Math.max(1, keepLastTurns));
-  // Older messages are rebuilt as the stages go; kept messages are only ever shortened in the last stage.
+  // Older messages are rebuilt as the stages go; kept ones are cut only once every older one is (stages 4–6).
   let old: ModelMessage[] = input.slice(0, keepFrom);
   const kept: ModelMessage[] = input.slice(keepFrom);
-  let trimmed = 0;
   let summarized = 0;
   let summary: PreviousSummary | null = null;
   const total = () => fixedTokens + estimateTokens(old) + estimateTokens(kept);
@@ -473,11 +472,7 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
 
   // 1. Old tool outputs, oldest first.
   for (let index = 0; index < old.length && !fits(); index++) {
-    const shortened = withShortToolOutputs(old[index]!, toolOutputMaxChars);
-    if (shortened) {
-      old[index] = shortened;
-      trimmed++;
-    }
+    old[index] = withShortToolOutputs(old[index]!, toolOutputMaxChars) ?? old[index]!;
   }
 
   // 2. An earlier summary, then a new one.
@@ -501,7 +496,6 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
           keepFrom - input.slice(0, keepFrom).filter((message) => message.role === 'system').length;
         old = [...systems, summaryMessage(text, covered)];
         summarized = covered;
-        trimmed = 0;
         summary = { uptoIndex: keepFrom, summary: text };
       }
     }
@@ -510,23 +504,14 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
   // 3. Old turns collapsed to their text, oldest first; then the oldest left out.
   if (!fits() && summary === null) {
     const turns = splitTurns(old);
-    const shrunk = collapseThenLeaveOut(turns, turns.length, fits, () => (old = turns.flat()));
-    trimmed += shrunk.changed;
-    if (shrunk.leftOutSummary && summarized > 0) {
-      // The messages the dropped summary stood for are now left out, not summarized (the summary itself was
-      // counted as one).
-      trimmed += summarized - 1;
-      summarized = 0;
-    }
+    const leftOutSummary = collapseThenLeaveOut(turns, turns.length, fits, () => (old = turns.flat()));
+    // The messages the dropped summary stood for are now left out, not summarized.
+    if (leftOutSummary) summarized = 0;
   }
 
   // 4. Only the kept turns are left over budget: their tool outputs too.
   for (let index = 0; index < kept.length && !fits(); index++) {
-    const shortened = withShortToolOutputs(kept[index]!, toolOutputMaxChars);
-    if (shortened) {
-      kept[index] = shortened;
-      trimmed++;
-    }
+    kept[index] = withShortToolOutputs(kept[index]!, toolOutputMaxChars) ?? kept[index]!;
   }
 
   // 5. Still over: the context budget comes before `keepLastTurns` (invariant 15). The kept turns before the
@@ -539,36 +524,30 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
     kept.findLastIndex((message) => message.role === 'user'),
   );
   for (let index = 0; index < answeredFrom && !fits(); index++) {
-    const leftOut = withToolOutputsLeftOut(kept[index]!);
-    if (leftOut) {
-      kept[index] = leftOut;
-      trimmed++;
-    }
+    kept[index] = withToolOutputsLeftOut(kept[index]!) ?? kept[index]!;
   }
   if (!fits()) {
     const turns = splitTurns(kept);
-    const shrunk = collapseThenLeaveOut(turns, turns.length - 1, fits, () =>
-      kept.splice(0, kept.length, ...turns.flat()),
-    );
-    trimmed += shrunk.changed;
+    collapseThenLeaveOut(turns, turns.length - 1, fits, () => kept.splice(0, kept.length, ...turns.flat()));
   }
 
   // 6. The turn being answered: its tool outputs left out, oldest first, a notice in each one's place. Its
   //    calls stay, so the model still sees what it did (leaving out whole steps, it would do them again).
   for (let index = 0; index < kept.length && !fits(); index++) {
-    const leftOut = withToolOutputsLeftOut(kept[index]!);
-    if (leftOut) {
-      kept[index] = leftOut;
-      trimmed++;
-    }
+    kept[index] = withToolOutputsLeftOut(kept[index]!) ?? kept[index]!;
   }
 
+  // Every stage replaces a message it changes by a new one (the input is never changed in place), so the input
+  // messages missing from the result are the ones shortened, collapsed, left out or summarized, each once
+  // whatever the stages did to it.
+  const messages = [...old, ...kept];
+  const sent = new Set(messages);
+  const trimmed = input.filter((message) => !sent.has(message)).length - summarized;
   // Over budget, yet nothing could be shortened (the turn being answered alone is over it, with nothing to
   // cut): the history is returned as it is, and there is no compaction to report.
   if (trimmed === 0 && summarized === 0) {
     return { messages: input, compaction: null, tokens: tokensBefore, summary: null };
   }
-  const messages = [...old, ...kept];
   const tokens = fixedTokens + estimateTokens(messages);
   return {
     messages,
@@ -587,23 +566,19 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
 /**
  * Shrinks `turns[0, end)` in place until `fits()`: each collapsed to its text, oldest first, then each left
  * out, oldest first (its system messages stay). `apply` writes `turns` back where `fits` measures them.
- * Returns how many messages it changed or left out (a summary left out counts as one), and whether a summary
- * was left out.
+ * Returns whether a summary was left out.
  */
 function collapseThenLeaveOut(
   turns: ModelMessage[][],
   end: number,
   fits: () => boolean,
   apply: () => void,
-): { changed: number; leftOutSummary: boolean } {
-  let changed = 0;
+): boolean {
   let leftOutSummary = false;
   for (let index = 0; index < end && !fits(); index++) {
     const turn = turns[index]!;
     if (turn.every((message) => message.role === 'system' || isSummary(message))) continue;
-    const collapsed = collapseTurn(turn);
-    changed += countChanged(turn, collapsed);
-    turns[index] = collapsed;
+    turns[index] = collapseTurn(turn);
     apply();
   }
   for (let index = 0; index < end && !fits(); index++) {
@@ -611,11 +586,10 @@ function collapseThenLeaveOut(
     const leftOut = turn.filter((message) => message.role !== 'system');
     if (leftOut.length === 0) continue;
     turns[index] = turn.filter((message) => message.role === 'system');
-    changed += leftOut.length;
     leftOutSummary ||= leftOut.some(isSummary);
     apply();
   }
-  return { changed, leftOutSummary };
+  return leftOutSummary;
 }
 
 /** The index where the last `keepLastTurns` user turns begin (`messages.length` for none kept). */
@@ -677,12 +651,6 @@ function collapseTurn(turn: readonly ModelMessage[]): ModelMessage[] {
   const text = assistantText.filter((item) => item.trim() !== '').join('\n\n');
   if (text) result.push({ role: 'assistant', content: text });
   return result;
-}
-
-/** How many messages of `before` are gone or different in `after`. */
-function countChanged(before: readonly ModelMessage[], after: readonly ModelMessage[]): number {
-  const unchanged = new Set(after);
-  return before.filter((message) => !unchanged.has(message)).length;
 }
 
 /** A copy of `message` with its long tool outputs shortened; null when nothing was long. */
