@@ -3,6 +3,7 @@ import type { RunObject } from '../src/protocol/run.ts';
 import { STORE_KINDS } from './support/databases.ts';
 import { collectStream, scriptedText, streamedText } from './support/sse.ts';
 import { ADMIN_KEY, startOtherInstance, startTestServer, type TestServer } from './support/test-server.ts';
+import { pollUntil } from './support/wait.ts';
 
 /** Invariant 15 (the model never gets more than its context budget) and workspace quotas, end to end. */
 describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
@@ -356,6 +357,48 @@ describe.each(STORE_KINDS)('context budgets and quotas on %s', (kind) => {
     expect(patched.status).toBe(400);
     expect(patched.body.error).toMatchObject({ code: 'invalid_request', field: 'instructions' });
     expect((await server.api(`/v1/agents/${agent.body.agent.id}`)).body.agent.context.maxTokens).toBe(300);
+  });
+
+  it("keeps the calls of a follow-up's parent turn under pressure, leaving out their outputs first", async () => {
+    // The parent runs out of its one step after calling echo with the 4,000 characters its script gave it,
+    // which echo returns: its follow-up's prompt (the parent's turn, then "Continue where you left off.") is
+    // about 3,200 tokens whole, 2,700 with the output shortened, 2,200 with it left out and 1,200 collapsed;
+    // the budget holds the last two.
+    const agent = await server.api('/v1/agents', {
+      method: 'POST',
+      body: {
+        name: 'persistent, small window',
+        tools: [{ name: 'echo' }, { name: 'current_time' }],
+        budget: { maxSteps: 1, onExceeded: 'continue' },
+        continuation: { maxRuns: 1 },
+        context: { maxTokens: 2_500 },
+      },
+    });
+    expect(agent.status).toBe(201);
+    const chatId = (await server.api('/v1/chats', { method: 'POST', body: { agentId: agent.body.agent.id } }))
+      .body.chat.id as string;
+    const text = JSON.stringify({
+      script: { steps: 2, tokens: 2, tool: 'echo', toolInput: { pad: 'x'.repeat(4_000) } },
+    });
+    const parent = (
+      await server.api(`/v1/chats/${chatId}/runs`, { method: 'POST', body: { input: { text } } })
+    ).body.run as RunObject;
+    expect((await server.waitForRun(parent.id)).status).toBe('succeeded');
+    const runs = await pollUntil(
+      async () => (await server.api(`/v1/chats/${chatId}/runs`)).body.items as RunObject[],
+      (items) => items.some((run) => run.parentRunId === parent.id),
+    );
+    const follow = runs.find((run) => run.parentRunId === parent.id)!;
+    expect(follow).toMatchObject({ trigger: 'continue' });
+    await server.waitForRun(follow.id);
+    const events = (await collectStream(await server.fetch(`/v1/runs/${follow.id}/stream`))).events;
+    const compaction = events.find((event) => event.chunk.type === 'data-compaction')?.chunk.data as
+      { trimmed: number; tokensAfter: number } | undefined;
+    // One message changed, the tool output (left out); collapsed, the parent's turn would have lost its call
+    // and the call's 4,000 characters of input, three messages changed.
+    expect(compaction).toMatchObject({ trimmed: 1 });
+    expect(compaction!.tokensAfter).toBeLessThanOrEqual(2_500);
+    expect(compaction!.tokensAfter).toBeGreaterThan(2_000);
   });
 
   it("counts the agent's built-in tool definitions with the message, and refuses tools alone over the budget", async () => {
