@@ -519,10 +519,7 @@ export async function compactHistory(options: CompactHistoryOptions): Promise<Co
   //    notice in each one's place, so their calls stay (a follow-up run goes on from its parent's turn, the
   //    one before its own: collapsed, the model would not know which calls it made and make them again); then
   //    they are collapsed to their text, then left out, oldest first.
-  const answeredFrom = Math.max(
-    0,
-    kept.findLastIndex((message) => message.role === 'user'),
-  );
+  const answeredFrom = kept.findLastIndex((message) => message.role === 'user');
   for (let index = 0; index < answeredFrom && !fits(); index++) {
     kept[index] = withToolOutputsLeftOut(kept[index]!) ?? kept[index]!;
   }

@@ -11,7 +11,7 @@ import type { RunBudget } from './wire.ts';
 export interface CompactionChunk {
   type: 'data-compaction';
   data: {
-    /** Messages left out of the model's history. */
+    /** Messages of the history shortened, collapsed or left out, each counted once. */
     trimmed: number;
     /** Messages replaced by a summary. */
     summarized: number;

@@ -433,7 +433,7 @@ function describeEvent(chunk: RunChunk): string {
         ? `Step ${String(data.step)} was cut at the budget.`
         : `Step ${String(data.step)} was interrupted (${String(data.reason)}) and redone.`;
     case 'data-compaction':
-      return `History compacted: ${String(data.trimmed)} messages left out, ${String(data.summarized)} summarized, ${String(data.tokensBefore)} → ${String(data.tokensAfter)} tokens.`;
+      return `History compacted: ${String(data.trimmed)} messages shortened or left out, ${String(data.summarized)} summarized, ${String(data.tokensBefore)} → ${String(data.tokensAfter)} tokens.`;
     case 'data-budget': {
       const usage = (data.usage ?? {}) as { totalTokens?: number };
       return `Spent so far: ${usage.totalTokens ?? 0} tokens, ${formatCost(data.costUsd as number)}${
